@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Generate the C source of ivm's cffi extension (API mode) from ``include/ivm.h``.
+
+    python tools/gen_cffi.py include/ivm.h _ivm_cffi.c [--extern ivm/_cffi_extern.h] \\
+        [--print-cdef] [-- CC [ARGS...]]
+
+The cdef is the header itself, run through the C preprocessor with ``IVM_CDEF`` defined and
+its ``#include`` lines dropped (cffi knows the standard types and must not see system
+headers). What cffi cannot parse is then removed: ``__attribute__((...))``,
+``__declspec(...)``, ``_Static_assert(...)``, ``extern`` storage classes and ``IVM_API``.
+Object-like ``IVM_*`` macros whose value is an integer expression (``IVM_VERSION_MAJOR``,
+``IVM_VERSION_NUMBER``, ...) become ``#define NAME ...`` so that the compiler supplies the
+value. ``extern "Python"`` declarations come from two optional places, appended verbatim:
+the lines between ``/* IVM_CFFI_EXTERN_PYTHON_BEGIN */`` and
+``/* IVM_CFFI_EXTERN_PYTHON_END */`` in the header (preprocessor lines there, such as the
+``#if 0`` that hides them from C compilers, are dropped), and the file given by
+``--extern``.
+
+The compiler defaults to ``$CC`` or ``cc``; Meson passes its own after ``--``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Tuple
+
+MODULE = "ivm._ivm_cffi"
+BEGIN = "IVM_CFFI_EXTERN_PYTHON_BEGIN"
+END = "IVM_CFFI_EXTERN_PYTHON_END"
+_INCLUDE = re.compile(r"^[ \t]*#[ \t]*include\b.*$", re.M)
+
+
+def preprocess(cc: List[str], text: str, extra: List[str]) -> str:
+    proc = subprocess.run([*cc, "-x", "c", "-E", "-P", "-DIVM_CDEF", *extra, "-"],
+                          input=text, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"gen_cffi: the preprocessor failed:\n{proc.stderr}")
+    return proc.stdout
+
+
+def _drop_balanced(text: str, keyword: str) -> str:
+    """Remove every `keyword ( ... )` with balanced parentheses."""
+    out, i = [], 0
+    pat = re.compile(r"\b" + re.escape(keyword) + r"\s*\(")
+    while True:
+        m = pat.search(text, i)
+        if m is None:
+            out.append(text[i:])
+            return "".join(out)
+        out.append(text[i:m.start()])
+        depth, j = 1, m.end()
+        while depth and j < len(text):
+            depth += {"(": 1, ")": -1}.get(text[j], 0)
+            j += 1
+        i = j
+
+
+def integer_macros(cc: List[str], text: str) -> List[str]:
+    """Names of object-like IVM_* macros whose value is an integer constant expression."""
+    defs = preprocess(cc, text, ["-dM"])
+    names = []
+    for m in re.finditer(r"^#define (IVM_\w+) (.+)$", defs, re.M):
+        name, body = m.group(1), m.group(2).strip()
+        if name in ("IVM_API", "IVM_CDEF", "IVM_BUILDING_LIBRARY"):
+            continue
+        if not re.fullmatch(r"[\w\s()+\-*/%<>|&~^]+", body):
+            continue
+        idents = re.findall(r"\b[A-Za-z_]\w*", body)
+        if all(i.startswith("IVM_") for i in idents):
+            names.append(name)
+    return sorted(names)
+
+
+def extern_python_block(header: str) -> str:
+    m = re.search(r"/\*\s*" + BEGIN + r"\s*\*/(.*?)/\*\s*" + END + r"\s*\*/", header, re.S)
+    if m is None:
+        return ""
+    lines = [ln for ln in m.group(1).splitlines() if not ln.lstrip().startswith("#")]
+    return "\n".join(lines).strip()
+
+
+def make_cdef(header_text: str, cc: List[str], extern_files: List[Path]) -> str:
+    text = _INCLUDE.sub("", header_text)
+    body = preprocess(cc, text, [])
+    body = "\n".join(ln for ln in body.splitlines() if not ln.lstrip().startswith("#"))
+    for kw in ("__attribute__", "__declspec", "_Static_assert", "static_assert"):
+        body = _drop_balanced(body, kw)
+    body = re.sub(r"\b(IVM_API|__extension__|__inline__|__restrict__|__restrict)\b", "",
+                  body)
+    body = re.sub(r"\bextern\s+(?!\")", "", body)
+    body = re.sub(r"^\s*;\s*$", "", body, flags=re.M)  # left over by _Static_assert(...);
+    body = "\n".join(ln.strip() for ln in body.splitlines())
+    body = re.sub(r"\n\s*\n+", "\n\n", body).strip()
+    parts = [body]
+    macros = integer_macros(cc, text)
+    if macros:
+        parts.append("\n".join(f"#define {name} ..." for name in macros))
+    block = extern_python_block(header_text)
+    if block:
+        parts.append(block)
+    for f in extern_files:
+        parts.append(f.read_text().strip())
+    return "\n\n".join(parts) + "\n"
+
+
+def split_argv(argv: List[str]) -> Tuple[List[str], List[str]]:
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, shlex.split(os.environ.get("CC", "cc"))
+
+
+def main(argv: List[str]) -> int:
+    own, cc = split_argv(argv)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("header", type=Path)
+    ap.add_argument("output", type=Path)
+    ap.add_argument("--extern", type=Path, action="append", default=[],
+                    help="file of extern \"Python\" declarations (skipped if absent)")
+    ap.add_argument("--print-cdef", action="store_true", help="also print the cdef")
+    args = ap.parse_args(own)
+    if not cc:
+        cc = ["cc"]
+    externs = [f for f in args.extern if f.is_file()]
+    cdef = make_cdef(args.header.read_text(), cc, externs)
+    if args.print_cdef:
+        print(cdef)
+
+    import cffi  # only now, so --help works without it
+
+    ffi = cffi.FFI()
+    try:
+        ffi.cdef(cdef)
+    except cffi.CDefError as exc:
+        numbered = "\n".join(f"{i + 1:4}  {ln}" for i, ln in enumerate(cdef.splitlines()))
+        raise SystemExit(f"gen_cffi: cffi rejected the cdef made from {args.header}: "
+                         f"{exc}\n{numbered}") from None
+    ffi.set_source(MODULE, '#include "ivm.h"')
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    ffi.emit_c_code(str(args.output))
+    os.utime(args.output)  # cffi skips rewriting an unchanged file; the build wants it new
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
