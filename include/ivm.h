@@ -1,0 +1,484 @@
+/*
+ * ivm.h — the C ABI of libivm: isolated V8 JavaScript for any language.
+ *
+ * This header is the complete reference of the C interface: what it does not
+ * declare is not API. It contains no V8 type and no inline function, and it
+ * compiles as C99 and as C++.
+ *
+ * ## Model
+ *
+ * An *isolate* is an independent JavaScript VM with its own heap, memory limit
+ * and timeouts. A *context* is a global object (a realm) inside one isolate. A
+ * *script* is code compiled once for an isolate and run in any of its contexts.
+ * A *value* is a host-side copy of a JavaScript value that belongs to no isolate.
+ * An *error* describes why a call failed.
+ *
+ * ## Handles and lifetimes
+ *
+ * Every object is an opaque handle. Each has two lifetime verbs:
+ *
+ *   - `ivm_<object>_dispose()` / `_release()` ends the engine object (idempotent,
+ *     any thread). The handle stays valid; later calls on it return an error of
+ *     kind IVM_ERROR_DISPOSED. Using a disposed handle is never undefined
+ *     behaviour.
+ *   - `ivm_<object>_free()` frees the handle itself, exactly once; NULL is a
+ *     no-op. It never blocks on a busy isolate: teardown that needs the isolate
+ *     is queued and done by the next thread that holds it. After free, the
+ *     pointer must not be used again.
+ *
+ * Handles share ownership of what they need, so they may be freed in any order:
+ * a context keeps its isolate alive; an isolate whose last handle is freed is
+ * disposed.
+ *
+ * ## Errors
+ *
+ * A fallible call returns an owned `ivm_error_t *`: NULL means success. The
+ * caller reads it with the ivm_error_* getters and frees it with
+ * ivm_error_free(). Outputs are written only on success.
+ *
+ * ## Strings
+ *
+ * Strings cross the ABI as (pointer, length) pairs of UTF-8 bytes and need not
+ * be NUL-terminated. JavaScript strings may contain lone UTF-16 surrogates; they
+ * are encoded as WTF-8 (the 3-byte form of the surrogate code point) in both
+ * directions, so every JavaScript string survives a round trip. Getters return
+ * borrowed pointers that stay valid until their owner is freed.
+ *
+ * ## Threads
+ *
+ * Each function documents which threads may call it. Calls into one isolate
+ * are serialised: a call waits while another thread runs JavaScript in the same
+ * isolate, and never interleaves with it. Calls into different isolates run in
+ * parallel. The V8 platform starts lazily and thread-safely on first use.
+ *
+ * ## Versioning
+ *
+ * Option and output structs begin with `struct_size`, set by the caller to the
+ * sizeof it was compiled with; fields are only ever appended, and a field
+ * beyond an older caller's struct_size reads as its default. Enumerations are
+ * fixed-width integers whose values are append-only: treat an unknown error kind
+ * as a generic error and an unknown value kind as unsupported. A shipped
+ * function never changes; a new behaviour gets a new name (`_v2`).
+ */
+#ifndef IVM_H
+#define IVM_H
+
+#ifndef IVM_CDEF
+#include <stddef.h>
+#include <stdint.h>
+#endif
+
+#if defined(IVM_BUILDING_LIBRARY) && !defined(IVM_CDEF)
+#define IVM_API __attribute__((visibility("default")))
+#else
+#define IVM_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------- */
+/* Version                                                                   */
+/* ------------------------------------------------------------------------- */
+
+#define IVM_VERSION_MAJOR 0
+#define IVM_VERSION_MINOR 1
+#define IVM_VERSION_PATCH 0
+/** MAJOR * 1000000 + MINOR * 1000 + PATCH of this header. */
+#define IVM_VERSION_NUMBER 1000
+
+/**
+ * The version of the loaded library, as IVM_VERSION_NUMBER. Compare it with the
+ * header's to detect a mismatched installation.
+ * Threads: any. Since: 0.1
+ */
+IVM_API uint32_t ivm_version(void);
+
+/**
+ * The version of the V8 engine libivm runs on, e.g. "10.2.154.26", as a static
+ * NUL-terminated string.
+ * Threads: any. Since: 0.1
+ */
+IVM_API const char *ivm_v8_version(void);
+
+/* ------------------------------------------------------------------------- */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------- */
+
+typedef struct ivm_error ivm_error_t;
+
+/** Why a call failed. Values are ABI: append only. */
+typedef uint32_t ivm_error_kind_t;
+enum {
+  /** JavaScript threw; name, message and stack describe the thrown value. */
+  IVM_ERROR_JS_EXCEPTION = 1,
+  /** The call's timeout expired; the isolate stays usable. */
+  IVM_ERROR_TIMEOUT = 2,
+  /** The isolate ran past its memory limit; it has been disposed. */
+  IVM_ERROR_MEMORY_LIMIT = 3,
+  /** The isolate is disposed, or the context/script was released. */
+  IVM_ERROR_DISPOSED = 4,
+  /** An argument was invalid (NULL handle, bad option, foreign context...). */
+  IVM_ERROR_INVALID_ARGUMENT = 5,
+  /** A bug or resource failure inside libivm. */
+  IVM_ERROR_INTERNAL = 6,
+  /** An asynchronous job was cancelled before or while it ran. */
+  IVM_ERROR_CANCELLED = 7,
+  /** Execution was stopped by ivm_isolate_terminate(). */
+  IVM_ERROR_TERMINATED = 8,
+  /** A value cannot leave the isolate in the requested form. */
+  IVM_ERROR_TRANSFER = 9
+};
+
+/** The kind of `err`. Threads: any. Since: 0.1 */
+IVM_API ivm_error_kind_t ivm_error_kind(const ivm_error_t *err);
+
+/**
+ * The error message, e.g. "Script execution timed out." or the JavaScript
+ * error's `message`. Borrowed; valid until ivm_error_free(err).
+ * Threads: any. Since: 0.1
+ */
+IVM_API void ivm_error_message(const ivm_error_t *err, const char **out,
+                               size_t *out_len);
+
+/**
+ * For IVM_ERROR_JS_EXCEPTION: the thrown object's `name` ("TypeError"...), read
+ * from a data property of the object or its prototypes (never a getter); empty
+ * when it has none, when a primitive was thrown, and for other kinds.
+ * Borrowed. Threads: any. Since: 0.1
+ */
+IVM_API void ivm_error_name(const ivm_error_t *err, const char **out,
+                            size_t *out_len);
+
+/**
+ * For IVM_ERROR_JS_EXCEPTION: the JavaScript stack, "Name: message" followed by
+ * one "    at ..." line per frame, with script names and 1-based line:column.
+ * It is built by libivm from the captured frames and never runs JavaScript (so
+ * `Error.prepareStackTrace` and `stack` getters have no effect). Empty for other
+ * kinds. Borrowed. Threads: any. Since: 0.1
+ */
+IVM_API void ivm_error_stack(const ivm_error_t *err, const char **out,
+                             size_t *out_len);
+
+/**
+ * For IVM_ERROR_JS_EXCEPTION: 1 if a non-Error primitive was thrown (`throw 1`),
+ * in which case the message is its string form; 0 otherwise.
+ * Threads: any. Since: 0.1
+ */
+IVM_API int ivm_error_thrown_primitive(const ivm_error_t *err);
+
+/** Frees `err`; NULL is a no-op. Threads: any. Since: 0.1 */
+IVM_API void ivm_error_free(ivm_error_t *err);
+
+/* ------------------------------------------------------------------------- */
+/* Values                                                                    */
+/* ------------------------------------------------------------------------- */
+
+/**
+ * A host-side JavaScript value, owned by the caller, belonging to no isolate.
+ * Values are immutable after creation and may be read from any thread.
+ * Future versions add kinds (structured copies, external copies, references)
+ * without changing the existing ones.
+ */
+typedef struct ivm_value ivm_value_t;
+
+typedef uint32_t ivm_value_kind_t;
+enum {
+  IVM_VALUE_UNDEFINED = 1,
+  IVM_VALUE_NULL = 2,
+  IVM_VALUE_BOOLEAN = 3,
+  /** An IEEE-754 double (NaN, infinities and -0 preserved). */
+  IVM_VALUE_NUMBER = 4,
+  /** An arbitrary-precision integer, as a sign and 64-bit words. */
+  IVM_VALUE_BIGINT = 5,
+  /** A string, as WTF-8. */
+  IVM_VALUE_STRING = 6
+};
+
+/** The kind of `value`. Threads: any. Since: 0.1 */
+IVM_API ivm_value_kind_t ivm_value_kind(const ivm_value_t *value);
+
+/** For IVM_VALUE_BOOLEAN: 0 or 1; otherwise 0. Threads: any. Since: 0.1 */
+IVM_API int ivm_value_boolean(const ivm_value_t *value);
+
+/** For IVM_VALUE_NUMBER: the number; otherwise NaN. Threads: any. Since: 0.1 */
+IVM_API double ivm_value_number(const ivm_value_t *value);
+
+/**
+ * For IVM_VALUE_STRING: the WTF-8 bytes (borrowed, valid until the value is
+ * freed); otherwise an empty string. Threads: any. Since: 0.1
+ */
+IVM_API void ivm_value_string(const ivm_value_t *value, const char **out,
+                              size_t *out_len);
+
+/**
+ * For IVM_VALUE_BIGINT: `*negative_out` is 1 for a negative number, and
+ * `*words_out` / `*count_out` give the magnitude as little-endian 64-bit words
+ * (least significant first; zero has no words). Borrowed. Otherwise zero.
+ * Threads: any. Since: 0.1
+ */
+IVM_API void ivm_value_bigint(const ivm_value_t *value, int *negative_out,
+                              const uint64_t **words_out, size_t *count_out);
+
+/** New values. Threads: any. Never NULL unless memory is exhausted. Since: 0.1 */
+IVM_API ivm_value_t *ivm_value_new_undefined(void);
+IVM_API ivm_value_t *ivm_value_new_null(void);
+IVM_API ivm_value_t *ivm_value_new_boolean(int b);
+IVM_API ivm_value_t *ivm_value_new_number(double d);
+/** `data`: WTF-8 of `len` bytes (copied). Since: 0.1 */
+IVM_API ivm_value_t *ivm_value_new_string(const char *data, size_t len);
+/** Magnitude as little-endian 64-bit words (copied). Since: 0.1 */
+IVM_API ivm_value_t *ivm_value_new_bigint(int negative, const uint64_t *words,
+                                          size_t count);
+
+/** Frees `value`; NULL is a no-op. Threads: any. Since: 0.1 */
+IVM_API void ivm_value_free(ivm_value_t *value);
+
+/* ------------------------------------------------------------------------- */
+/* Isolates                                                                  */
+/* ------------------------------------------------------------------------- */
+
+typedef struct ivm_isolate ivm_isolate_t;
+typedef struct ivm_context ivm_context_t;
+typedef struct ivm_script ivm_script_t;
+
+/** The smallest memory limit an isolate accepts: 8 MiB. */
+#define IVM_MEMORY_LIMIT_MIN 8388608
+
+typedef struct ivm_isolate_options {
+  size_t struct_size;    /**< sizeof(ivm_isolate_options_t) as compiled */
+  /**
+   * Memory limit in bytes (0: the default, 128 MiB; at least
+   * IVM_MEMORY_LIMIT_MIN). It bounds the JavaScript heap and, separately, the
+   * memory of ArrayBuffers. Past it, the running call fails with
+   * IVM_ERROR_MEMORY_LIMIT and the isolate is disposed (ArrayBuffer
+   * allocations past it throw a JavaScript RangeError instead).
+   */
+  uint64_t memory_limit;
+} ivm_isolate_options_t;
+
+#ifndef IVM_CDEF
+#define IVM_ISOLATE_OPTIONS_INIT { sizeof(ivm_isolate_options_t), 0 }
+#endif
+
+/**
+ * Creates an isolate.
+ *
+ * @param opts      NULL for defaults, or initialised with IVM_ISOLATE_OPTIONS_INIT.
+ * @param[out] out  on success, a new handle the caller frees (ivm_isolate_free).
+ * @return NULL on success, otherwise a new error owned by the caller.
+ * Threads: any. Errors: INVALID_ARGUMENT, INTERNAL. Since: 0.1
+ */
+IVM_API ivm_error_t *ivm_isolate_new(const ivm_isolate_options_t *opts,
+                                     ivm_isolate_t **out);
+
+/**
+ * Disposes the isolate: running JavaScript is terminated (the running call
+ * fails with IVM_ERROR_DISPOSED), then the VM and everything in it is freed.
+ * Idempotent. Waits for the running call to unwind.
+ * Threads: any, except from inside a call running in this isolate (a host
+ * callback), where the disposal is only requested and completes when the
+ * outermost call returns. Errors: none today (INTERNAL reserved). Since: 0.1
+ */
+IVM_API ivm_error_t *ivm_isolate_dispose(ivm_isolate_t *iso);
+
+/** 1 if `iso` is disposed (by a call, a memory-limit failure or
+ * ivm_isolate_dispose), else 0. Threads: any. Since: 0.1 */
+IVM_API int ivm_isolate_is_disposed(const ivm_isolate_t *iso);
+
+/**
+ * Terminates the JavaScript running in `iso`, if any: the running call fails
+ * with IVM_ERROR_TERMINATED and the isolate stays usable. Does not affect later
+ * calls. Never blocks.
+ * Threads: any. Since: 0.1
+ */
+IVM_API void ivm_isolate_terminate(ivm_isolate_t *iso);
+
+/** Frees the handle; disposes the isolate if no other handle uses it.
+ * NULL is a no-op. Threads: any. Since: 0.1 */
+IVM_API void ivm_isolate_free(ivm_isolate_t *iso);
+
+/** V8 heap statistics of an isolate, in bytes (counts for contexts). */
+typedef struct ivm_heap_statistics {
+  size_t struct_size; /**< set by the caller: sizeof as compiled */
+  uint64_t total_heap_size;
+  uint64_t total_heap_size_executable;
+  uint64_t total_physical_size;
+  uint64_t total_available_size;
+  uint64_t used_heap_size;
+  uint64_t heap_size_limit;
+  uint64_t malloced_memory;
+  uint64_t peak_malloced_memory;
+  uint64_t does_zap_garbage;
+  uint64_t number_of_native_contexts;
+  uint64_t number_of_detached_contexts;
+  uint64_t total_global_handles_size;
+  uint64_t used_global_handles_size;
+  /** Memory V8 accounts outside its heap (ArrayBuffers, WebAssembly). */
+  uint64_t external_memory;
+  /** ArrayBuffer bytes currently allocated through libivm's limited allocator. */
+  uint64_t externally_allocated_size;
+} ivm_heap_statistics_t;
+
+/**
+ * Reads the heap statistics of `iso` into `*out`, whose struct_size the caller
+ * sets. Threads: any; waits while the isolate runs another call.
+ * Errors: DISPOSED, INVALID_ARGUMENT. Since: 0.1
+ */
+IVM_API ivm_error_t *ivm_isolate_heap_statistics(ivm_isolate_t *iso,
+                                                 ivm_heap_statistics_t *out);
+
+/**
+ * Time spent running JavaScript in `iso` so far, in nanoseconds: CPU time of
+ * the threads that ran it and wall-clock time. Includes the call in progress
+ * only once it returns. Either out pointer may be NULL.
+ * Threads: any; never blocks. Since: 0.1
+ */
+IVM_API void ivm_isolate_times(const ivm_isolate_t *iso, uint64_t *cpu_ns_out,
+                               uint64_t *wall_ns_out);
+
+/**
+ * The number of live handles (contexts, scripts) that keep objects of this
+ * isolate alive, not counting the isolate handles themselves.
+ * Threads: any; never blocks. Since: 0.1
+ */
+IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
+
+/* ------------------------------------------------------------------------- */
+/* Contexts                                                                  */
+/* ------------------------------------------------------------------------- */
+
+typedef struct ivm_context_options {
+  size_t struct_size; /**< sizeof(ivm_context_options_t) as compiled */
+  uint32_t reserved;  /**< 0; room for future flags (e.g. inspector) */
+} ivm_context_options_t;
+
+#ifndef IVM_CDEF
+#define IVM_CONTEXT_OPTIONS_INIT { sizeof(ivm_context_options_t), 0 }
+#endif
+
+/**
+ * Creates a new context (a fresh global object) in `iso`.
+ *
+ * @param opts      NULL for defaults.
+ * @param[out] out  on success, a new handle the caller frees (ivm_context_free).
+ * Threads: any; waits while the isolate runs another call.
+ * Errors: DISPOSED, MEMORY_LIMIT, INVALID_ARGUMENT. Since: 0.1
+ */
+IVM_API ivm_error_t *ivm_isolate_create_context(ivm_isolate_t *iso,
+                                                const ivm_context_options_t *opts,
+                                                ivm_context_t **out);
+
+/** Options of an evaluation or a script run. */
+typedef struct ivm_eval_options {
+  size_t struct_size;   /**< sizeof(ivm_eval_options_t) as compiled */
+  /** Time limit in nanoseconds for the whole call (microtasks included); 0: none. */
+  uint64_t timeout_ns;
+  /** Script name shown in stacks (WTF-8); NULL: "<eval>". Ignored by script runs. */
+  const char *filename;
+  size_t filename_len;
+  /** Added to line and column numbers of the code (0-based). Ignored by runs. */
+  int32_t line_offset;
+  int32_t column_offset;
+} ivm_eval_options_t;
+
+#ifndef IVM_CDEF
+#define IVM_EVAL_OPTIONS_INIT { sizeof(ivm_eval_options_t), 0, NULL, 0, 0, 0 }
+#endif
+
+/**
+ * Compiles and runs `code` in `ctx` and returns its completion value.
+ *
+ * @param ctx       context to run in; borrowed.
+ * @param code      WTF-8 source of `code_len` bytes.
+ * @param opts      NULL for defaults, or initialised with IVM_EVAL_OPTIONS_INIT.
+ * @param[out] out  on success, a new value the caller frees (ivm_value_free).
+ * @return NULL on success, otherwise a new error owned by the caller.
+ * Only primitives (undefined, null, booleans, numbers, BigInts, strings) leave
+ * the isolate in this version; any other result fails with IVM_ERROR_TRANSFER
+ * naming its type.
+ * Threads: any; waits while the isolate runs another call (never interleaves).
+ * Errors: JS_EXCEPTION, TIMEOUT, MEMORY_LIMIT, DISPOSED, TERMINATED, TRANSFER,
+ * INVALID_ARGUMENT. Since: 0.1
+ */
+IVM_API ivm_error_t *ivm_context_eval(ivm_context_t *ctx, const char *code,
+                                      size_t code_len,
+                                      const ivm_eval_options_t *opts,
+                                      ivm_value_t **out);
+
+/**
+ * Releases the context: its global object is dropped and later calls on `ctx`
+ * fail with IVM_ERROR_DISPOSED. Idempotent.
+ * Threads: any; never blocks (if the isolate is busy, the global object is
+ * dropped when its current call ends).
+ * Errors: none today. Since: 0.1
+ */
+IVM_API ivm_error_t *ivm_context_release(ivm_context_t *ctx);
+
+/** Frees the handle (releasing the context if needed); NULL is a no-op.
+ * Never blocks. Threads: any. Since: 0.1 */
+IVM_API void ivm_context_free(ivm_context_t *ctx);
+
+/* ------------------------------------------------------------------------- */
+/* Scripts                                                                   */
+/* ------------------------------------------------------------------------- */
+
+typedef struct ivm_script_options {
+  size_t struct_size;   /**< sizeof(ivm_script_options_t) as compiled */
+  /** Script name shown in stacks (WTF-8); NULL: "<isolated-vm>". */
+  const char *filename;
+  size_t filename_len;
+  int32_t line_offset;  /**< added to line numbers (0-based) */
+  int32_t column_offset; /**< added to first-line column numbers */
+} ivm_script_options_t;
+
+#ifndef IVM_CDEF
+#define IVM_SCRIPT_OPTIONS_INIT { sizeof(ivm_script_options_t), NULL, 0, 0, 0 }
+#endif
+
+/**
+ * Compiles `code` once for `iso`; the script can then run in any of its
+ * contexts. A syntax error fails with IVM_ERROR_JS_EXCEPTION (name
+ * "SyntaxError", the stack naming the file and line).
+ * Threads: any; waits while the isolate runs another call.
+ * Errors: JS_EXCEPTION, DISPOSED, MEMORY_LIMIT, INVALID_ARGUMENT. Since: 0.1
+ */
+IVM_API ivm_error_t *ivm_isolate_compile_script(ivm_isolate_t *iso,
+                                                const char *code, size_t code_len,
+                                                const ivm_script_options_t *opts,
+                                                ivm_script_t **out);
+
+/**
+ * Runs `script` in `ctx`, which must belong to the same isolate
+ * (INVALID_ARGUMENT otherwise), and returns its completion value as
+ * ivm_context_eval() does. Only `timeout_ns` of `opts` is used.
+ * Threads: any; waits while the isolate runs another call.
+ * Errors: as ivm_context_eval(). Since: 0.1
+ */
+IVM_API ivm_error_t *ivm_script_run(ivm_script_t *script, ivm_context_t *ctx,
+                                    const ivm_eval_options_t *opts,
+                                    ivm_value_t **out);
+
+/** Releases the compiled script; later runs fail with IVM_ERROR_DISPOSED.
+ * Idempotent. Threads: any. Since: 0.1 */
+IVM_API ivm_error_t *ivm_script_release(ivm_script_t *script);
+
+/** Frees the handle; NULL is a no-op. Never blocks. Threads: any. Since: 0.1 */
+IVM_API void ivm_script_free(ivm_script_t *script);
+
+/* ------------------------------------------------------------------------- */
+/* Diagnostics                                                               */
+/* ------------------------------------------------------------------------- */
+
+/**
+ * The number of live libivm objects (handles, values and errors) in the
+ * process. For leak tests. Threads: any. Since: 0.1
+ */
+IVM_API uint64_t ivm_debug_live_objects(void);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* IVM_H */

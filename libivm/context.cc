@@ -1,0 +1,183 @@
+// context.cc — contexts (global objects) and evaluation in them.
+#include "context.h"
+
+#include <cstring>
+
+namespace ivm {
+
+namespace {
+constexpr size_t kMaxCachedEvalBytes = 64 * 1024;
+constexpr size_t kMaxCachedEvals = 128;
+
+bool SameOrigin(const CachedEval& c, const EvalOptions& o) {
+  if (c.has_filename != (o.filename != nullptr)) return false;
+  if (c.line_offset != o.line_offset || c.column_offset != o.column_offset) return false;
+  return !c.has_filename || std::string_view(o.filename, o.filename_len) == c.filename;
+}
+}  // namespace
+
+v8::MaybeLocal<v8::Script> CompileEval(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                                       ContextRecord& record, const char* code, size_t len,
+                                       const EvalOptions& o, ivm_error_t** error) {
+  std::string_view key(code, len);
+  bool cacheable = len <= kMaxCachedEvalBytes;
+  if (cacheable) {
+    auto it = record.evals.find(key);
+    if (it != record.evals.end() && SameOrigin(it->second, o)) {
+      return it->second.script.Get(isolate);
+    }
+  }
+  v8::Local<v8::String> source;
+  if (!NewString(isolate, code, len, error).ToLocal(&source)) return {};
+  v8::Local<v8::Value> name;
+  if (!ScriptName(isolate, o.filename, o.filename_len, "<eval>", error).ToLocal(&name)) {
+    return {};
+  }
+  v8::ScriptOrigin origin = compat::MakeOrigin(isolate, name, o.line_offset, o.column_offset);
+  v8::Local<v8::Script> script;
+  if (!v8::Script::Compile(context, source, &origin).ToLocal(&script)) return {};
+  if (cacheable) {
+    if (record.evals.size() >= kMaxCachedEvals) record.evals.clear();
+    CachedEval& c = record.evals[std::string(key)];
+    c.has_filename = o.filename != nullptr;
+    c.filename.assign(o.filename ? o.filename : "", o.filename_len);
+    c.line_offset = o.line_offset;
+    c.column_offset = o.column_offset;
+    c.script.Reset(isolate, script);
+  }
+  return script;
+}
+
+void ContextRecord::ResetLocked() {
+  evals.clear();
+  bound.clear();
+  context.Reset();
+}
+
+EvalOptions ReadEvalOptions(const ivm_eval_options_t* opts) {
+  EvalOptions o;
+  if (opts == nullptr) return o;
+  ivm_eval_options_t full = IVM_EVAL_OPTIONS_INIT;
+  std::memcpy(&full, opts, std::min(opts->struct_size, sizeof full));
+  o.timeout_ns = full.timeout_ns;
+  o.filename = full.filename;
+  o.filename_len = full.filename ? full.filename_len : 0;
+  o.line_offset = full.line_offset;
+  o.column_offset = full.column_offset;
+  return o;
+}
+
+v8::MaybeLocal<v8::Value> ScriptName(v8::Isolate* isolate, const char* name, size_t len,
+                                     const char* fallback, ivm_error_t** error) {
+  if (name == nullptr) {
+    v8::Local<v8::String> str;
+    if (!v8::String::NewFromUtf8(isolate, fallback, v8::NewStringType::kInternalized)
+             .ToLocal(&str)) {
+      return {};
+    }
+    return str;
+  }
+  v8::Local<v8::String> str;
+  if (!NewString(isolate, name, len, error).ToLocal(&str)) return {};
+  return str;
+}
+
+ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
+                          v8::Local<v8::Context> context, v8::TryCatch& try_catch,
+                          const CallState& call, v8::MaybeLocal<v8::Value> maybe_result,
+                          ivm_value_t** out) {
+  v8::Local<v8::Value> result;
+  if (!maybe_result.ToLocal(&result)) return holder.Fail(context, try_catch, call);
+  holder.Settle(context);
+  if (try_catch.HasCaught() || try_catch.HasTerminated() || isolate->IsExecutionTerminating()) {
+    return holder.Fail(context, try_catch, call);
+  }
+  return ValueFromV8(isolate, context, result, out);
+}
+
+}  // namespace ivm
+
+// ---------------------------------------------------------------------------
+// ABI
+
+using ivm::Guard;
+using ivm::InvalidArgument;
+
+extern "C" {
+
+IVM_API ivm_error_t* ivm_isolate_create_context(ivm_isolate_t* iso,
+                                                const ivm_context_options_t* opts,
+                                                ivm_context_t** out) {
+  (void)opts;
+  return Guard([&]() -> ivm_error_t* {
+    if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
+    if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
+      return InvalidArgument("bad struct_size");
+    }
+    ivm::IsolateHolder& holder = *iso->holder;
+    auto record = std::make_shared<ivm::ContextRecord>();
+    ivm_error_t* err = holder.Run(0, [&](v8::Isolate* isolate, ivm::CallState&) -> ivm_error_t* {
+      v8::Local<v8::Context> context = v8::Context::New(isolate);
+      if (context.IsEmpty()) return ivm::MakeError(IVM_ERROR_INTERNAL, "V8 could not create a context");
+      record->context.Reset(isolate, context);
+      record->id = holder.NextId();
+      holder.Register(record);
+      return nullptr;
+    });
+    if (err) return err;
+    auto shell = std::make_unique<ivm_context>();
+    shell->holder = iso->holder;
+    shell->record = std::move(record);
+    *out = shell.release();
+    return nullptr;
+  });
+}
+
+IVM_API ivm_error_t* ivm_context_eval(ivm_context_t* ctx, const char* code, size_t code_len,
+                                      const ivm_eval_options_t* opts, ivm_value_t** out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ctx == nullptr || out == nullptr) return InvalidArgument("context or out is NULL");
+    if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
+    if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
+      return InvalidArgument("bad struct_size");
+    }
+    ivm::EvalOptions o = ivm::ReadEvalOptions(opts);
+    ivm::IsolateHolder& holder = *ctx->holder;
+    ivm::ContextRecord& record = *ctx->record;
+    return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, ivm::CallState& call) -> ivm_error_t* {
+      if (record.released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kContextReleased);
+      v8::Local<v8::Context> context = record.context.Get(isolate);
+      v8::Context::Scope context_scope(context);
+      v8::TryCatch try_catch(isolate);
+      ivm_error_t* err = nullptr;
+      v8::Local<v8::Script> script;
+      v8::MaybeLocal<v8::Value> result;
+      if (ivm::CompileEval(isolate, context, record, code ? code : "", code_len, o, &err)
+              .ToLocal(&script)) {
+        result = script->Run(context);
+      } else if (err != nullptr) {
+        return err;
+      }
+      return ivm::CompleteCall(holder, isolate, context, try_catch, call, result, out);
+    });
+  });
+}
+
+IVM_API ivm_error_t* ivm_context_release(ivm_context_t* ctx) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ctx == nullptr) return InvalidArgument("context is NULL");
+    ctx->holder->Release(ctx->record);
+    return nullptr;
+  });
+}
+
+IVM_API void ivm_context_free(ivm_context_t* ctx) {
+  if (ctx == nullptr) return;
+  try {
+    ctx->holder->Release(ctx->record);
+    delete ctx;
+  } catch (...) {
+  }
+}
+
+}  // extern "C"

@@ -1,0 +1,198 @@
+// executor.cc — where and when isolate work runs: clocks, and the watchdog
+// thread that fires call timeouts.
+//
+// One watchdog thread serves every isolate: a timed call arms a timer (a
+// deadline and the call's id); when a deadline passes, the watchdog asks the
+// isolate to stop that call, which terminates its JavaScript only if the call
+// is still running (ids, not pointers, cross threads). The thread starts with
+// the first timed call and lives until the process exits.
+#include "internal.h"
+
+#include <condition_variable>
+#include <ctime>
+#include <map>
+
+namespace ivm {
+
+int64_t ThreadCpuNs() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+int64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+namespace watchdog {
+namespace {
+
+struct Entry {
+  std::weak_ptr<IsolateHolder> holder;
+  uint64_t call_id;
+};
+
+struct State {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::map<std::pair<int64_t, uint64_t>, Entry> queue;   // (deadline, timer id)
+  std::unordered_map<uint64_t, int64_t> deadlines;        // timer id -> deadline
+  uint64_t next_id = 1;
+  bool started = false;
+};
+
+// Leaked on purpose: the thread may still wait on it while the process exits.
+State& state() {
+  static State* s = new State();
+  return *s;
+}
+
+void Loop() {
+  State& s = state();
+  std::unique_lock<std::mutex> lock(s.mutex);
+  for (;;) {
+    if (s.queue.empty()) {
+      s.cv.wait(lock);
+      continue;
+    }
+    auto first = s.queue.begin();
+    int64_t now = MonotonicNs();
+    if (first->first.first > now) {
+      s.cv.wait_for(lock, std::chrono::nanoseconds(first->first.first - now));
+      continue;
+    }
+    Entry entry = first->second;
+    s.deadlines.erase(first->first.second);
+    s.queue.erase(first);
+    lock.unlock();
+    if (auto holder = entry.holder.lock()) holder->OnTimeout(entry.call_id);
+    lock.lock();
+  }
+}
+
+}  // namespace
+
+uint64_t Arm(std::weak_ptr<IsolateHolder> holder, uint64_t call_id, uint64_t timeout_ns) {
+  if (timeout_ns == 0) return 0;
+  State& s = state();
+  int64_t deadline = MonotonicNs() + static_cast<int64_t>(
+      std::min<uint64_t>(timeout_ns, static_cast<uint64_t>(INT64_MAX / 2)));
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (!s.started) {
+    std::thread(Loop).detach();
+    s.started = true;
+  }
+  uint64_t id = s.next_id++;
+  bool earliest = s.queue.empty() || deadline < s.queue.begin()->first.first;
+  s.queue.emplace(std::make_pair(deadline, id), Entry{std::move(holder), call_id});
+  s.deadlines.emplace(id, deadline);
+  if (earliest) s.cv.notify_one();
+  return id;
+}
+
+void Disarm(uint64_t timer_id) {
+  if (timer_id == 0) return;
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  auto it = s.deadlines.find(timer_id);
+  if (it == s.deadlines.end()) return;   // already fired
+  s.queue.erase(std::make_pair(it->second, timer_id));
+  s.deadlines.erase(it);
+}
+
+}  // namespace watchdog
+}  // namespace ivm
+
+// ---------------------------------------------------------------------------
+// ThreadLockScope
+
+namespace ivm {
+
+struct Parked {
+  std::weak_ptr<IsolateHolder> holder;
+  uint64_t holder_id = 0;
+  v8::Isolate* isolate = nullptr;
+  int depth = 0;   // > 0 while this thread holds the lock
+  // Constructed in place; destroyed only while the isolate is alive.
+  alignas(v8::Locker) unsigned char locker[sizeof(v8::Locker)];
+  alignas(v8::Unlocker) unsigned char unlocker[sizeof(v8::Unlocker)];
+  v8::Locker* Locker() { return reinterpret_cast<v8::Locker*>(locker); }
+  v8::Unlocker* Unlocker() { return reinterpret_cast<v8::Unlocker*>(unlocker); }
+};
+
+namespace {
+
+// A parked lock whose isolate is disposed refers to freed V8 state: it is
+// dropped without running its destructors.
+bool Stale(Parked* p) {
+  auto holder = p->holder.lock();
+  return !holder || holder->disposed();
+}
+
+struct ThreadLocks {
+  std::vector<Parked*> parked;
+
+  Parked* Find(uint64_t id) {
+    for (Parked* p : parked) {
+      if (p->holder_id == id) return p;
+    }
+    return nullptr;
+  }
+
+  void Sweep() {
+    std::vector<Parked*> keep;
+    for (Parked* p : parked) {
+      if (p->depth == 0 && Stale(p)) {
+        delete p;
+      } else {
+        keep.push_back(p);
+      }
+    }
+    parked.swap(keep);
+  }
+
+  ~ThreadLocks() {
+    // Thread exit: give back the locks of isolates that are still alive.
+    for (Parked* p : parked) {
+      if (auto holder = p->holder.lock()) {
+        std::lock_guard<std::recursive_mutex> lock(holder->exec_mutex());
+        if (!holder->disposed() && p->depth == 0) {
+          p->Unlocker()->~Unlocker();
+          p->Locker()->~Locker();
+        }
+      }
+      delete p;
+    }
+  }
+};
+
+thread_local ThreadLocks t_locks;
+
+}  // namespace
+
+ThreadLockScope::ThreadLockScope(IsolateHolder& holder) {
+  ThreadLocks& locks = t_locks;
+  Parked* p = locks.Find(holder.unique_id());
+  if (p == nullptr) {
+    if (locks.parked.size() >= 8) locks.Sweep();
+    p = new Parked();
+    p->holder = holder.weak_from_this();
+    p->holder_id = holder.unique_id();
+    p->isolate = holder.isolate();
+    new (p->locker) v8::Locker(p->isolate);
+    p->depth = 1;
+    locks.parked.push_back(p);
+  } else if (p->depth++ == 0) {
+    p->Unlocker()->~Unlocker();   // takes the lock back, restoring our state
+  }
+  parked_ = p;
+}
+
+ThreadLockScope::~ThreadLockScope() {
+  Parked* p = parked_;
+  if (--p->depth == 0) new (p->unlocker) v8::Unlocker(p->isolate);
+}
+
+}  // namespace ivm

@@ -1,0 +1,299 @@
+// internal.h — declarations shared by libivm's sources. Nothing here is ABI.
+#ifndef IVM_INTERNAL_H
+#define IVM_INTERNAL_H
+
+#include "ivm.h"
+#include "v8compat.h"
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+// ---------------------------------------------------------------------------
+// Leak accounting (ivm_debug_live_objects)
+
+namespace ivm {
+extern std::atomic<uint64_t> g_live_objects;
+struct LiveCounted {
+  LiveCounted() noexcept { g_live_objects.fetch_add(1, std::memory_order_relaxed); }
+  LiveCounted(const LiveCounted&) noexcept : LiveCounted() {}
+  LiveCounted& operator=(const LiveCounted&) noexcept { return *this; }
+  ~LiveCounted() { g_live_objects.fetch_sub(1, std::memory_order_relaxed); }
+};
+}  // namespace ivm
+
+// ---------------------------------------------------------------------------
+// ABI structs (opaque to callers)
+
+struct ivm_error : ivm::LiveCounted {
+  ivm_error_kind_t kind = IVM_ERROR_INTERNAL;
+  std::string message;
+  std::string name;
+  std::string stack;
+  bool thrown_primitive = false;
+};
+
+struct ivm_value : ivm::LiveCounted {
+  ivm_value_kind_t kind = IVM_VALUE_UNDEFINED;
+  bool boolean = false;
+  bool negative = false;
+  double number = 0;
+  std::string str;
+  std::vector<uint64_t> words;
+};
+
+namespace ivm {
+
+// ---------------------------------------------------------------------------
+// errors.cc
+
+ivm_error_t* MakeError(ivm_error_kind_t kind, std::string message);
+inline ivm_error_t* InvalidArgument(std::string message) {
+  return MakeError(IVM_ERROR_INVALID_ARGUMENT, std::move(message));
+}
+// The error for a JS exception caught by `try_catch`. Runs no JavaScript.
+ivm_error_t* ErrorFromException(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                                const v8::TryCatch& try_catch);
+
+extern const char kTimeoutMessage[];
+extern const char kDisposedMessage[];
+
+// Runs `fn` (returning ivm_error_t*) and turns any C++ exception into an
+// INTERNAL error: nothing unwinds through the C ABI.
+template <class F>
+ivm_error_t* Guard(F&& fn) noexcept {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    return MakeError(IVM_ERROR_INTERNAL, "out of memory in libivm");
+  } catch (const std::exception& e) {
+    return MakeError(IVM_ERROR_INTERNAL, std::string("internal error: ") + e.what());
+  } catch (...) {
+    return MakeError(IVM_ERROR_INTERNAL, "internal error");
+  }
+}
+
+// ---------------------------------------------------------------------------
+// platform.cc
+
+v8::Platform* EnsurePlatform();
+
+// ---------------------------------------------------------------------------
+// value.cc
+
+// A V8 string from WTF-8 bytes; empty (with *error set) if it cannot be made.
+v8::MaybeLocal<v8::String> NewString(v8::Isolate* isolate, const char* data, size_t len,
+                                     ivm_error_t** error);
+// A host value from a V8 value; only primitives are accepted.
+ivm_error_t* ValueFromV8(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                         v8::Local<v8::Value> value, ivm_value_t** out);
+// A short type description ("Object", "Array", "Function", "Symbol", ...),
+// computed without running JavaScript.
+std::string DescribeType(v8::Isolate* isolate, v8::Local<v8::Value> value);
+
+// ---------------------------------------------------------------------------
+// isolate.cc
+
+class IsolateHolder;
+
+// Something that holds V8 handles of an isolate (a context, a script). Its
+// handles must be reset while the isolate is locked and before it is disposed.
+class Resource : public LiveCounted {
+ public:
+  virtual ~Resource() = default;
+  // Called with the isolate locked and entered, at most once.
+  virtual void ResetLocked() = 0;
+  bool released() const { return released_.load(std::memory_order_acquire); }
+
+ protected:
+  friend class IsolateHolder;
+  std::atomic<bool> released_{false};
+};
+
+// The state of one call running in an isolate (stack allocated). Flags are
+// written under IsolateHolder's state mutex.
+struct CallState {
+  bool timed_out = false;
+  bool terminated = false;   // by ivm_isolate_terminate or a disposal
+  uint64_t id = 0;
+  uint64_t timer_id = 0;
+};
+
+// Owns one v8::Isolate. Shared by every handle that needs the isolate.
+class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
+ public:
+  static ivm_error_t* Create(uint64_t memory_limit, std::shared_ptr<IsolateHolder>* out);
+  ~IsolateHolder();
+
+  v8::Isolate* isolate() const { return isolate_; }
+  bool disposed() const { return state_.load(std::memory_order_acquire) != kAlive; }
+  uint64_t memory_limit() const { return memory_limit_; }
+
+  // Runs `body(isolate)` with the isolate locked and entered and a HandleScope
+  // open, under a timeout (0: none). Serialised with every other call.
+  // `body` returns an error or NULL; the failures of the call itself (timeout,
+  // termination, disposal, memory limit) are classified by Fail().
+  template <class F>
+  ivm_error_t* Run(uint64_t timeout_ns, F&& body);
+
+  // The error for a call whose JavaScript did not complete normally.
+  ivm_error_t* Fail(v8::Local<v8::Context> context, const v8::TryCatch& try_catch,
+                    const CallState& call);
+  // Runs pending foreground tasks and microtasks (the end of a call's JS).
+  void Settle(v8::Local<v8::Context> context);
+
+  ivm_error_t* Dispose();
+  // Runs `fn(isolate)` with the isolate locked and entered but outside any
+  // call (no timing, no timeout): for bookkeeping such as heap statistics.
+  template <class F>
+  ivm_error_t* Locked(F&& fn);
+  // A context for work that needs one but belongs to no user context
+  // (compiling scripts). Isolate locked.
+  v8::Local<v8::Context> CompileContextLocked();
+  void Terminate();
+  void Register(const std::shared_ptr<Resource>& resource);
+  // Releases `resource` now if the isolate can be locked without waiting,
+  // otherwise at the start or end of the next call.
+  void Release(const std::shared_ptr<Resource>& resource);
+
+  void Times(uint64_t* cpu_ns, uint64_t* wall_ns) const;
+  uint64_t ReferenceCount() const { return ref_count_.load(std::memory_order_relaxed); }
+  void AddRef() { ref_count_.fetch_add(1, std::memory_order_relaxed); }
+  void DropRef() { ref_count_.fetch_sub(1, std::memory_order_relaxed); }
+  uint64_t NextId() { return next_id_.fetch_add(1, std::memory_order_relaxed); }
+  // Unique for the life of the process (never reused, unlike addresses).
+  uint64_t unique_id() const { return unique_id_; }
+  std::recursive_mutex& exec_mutex() { return exec_mutex_; }
+  size_t array_buffer_bytes() const;
+
+  // Watchdog entry point: the call `call_id` ran out of time.
+  void OnTimeout(uint64_t call_id);
+
+ private:
+  enum State { kAlive = 0, kDisposing = 1, kDisposed = 2 };
+  class Allocator;
+  IsolateHolder() = default;
+  static size_t NearHeapLimit(void* data, size_t current, size_t initial);
+
+  ivm_error_t* Begin(CallState& call, uint64_t timeout_ns);
+  void End(CallState& call);
+  void DrainReleasedLocked();
+  void PumpTasks();
+  void CheckExternalMemory();
+  void DisposeLocked();   // exec_mutex_ held, no call running
+
+  v8::Isolate* isolate_ = nullptr;
+  std::shared_ptr<Allocator> allocator_;
+  uint64_t memory_limit_ = 0;
+  std::atomic<int> state_{kAlive};
+  std::atomic<bool> oom_{false};
+  std::atomic<bool> dispose_requested_{false};
+
+  // Serialises calls; recursive so that a host callback can call back in.
+  std::recursive_mutex exec_mutex_;
+  std::atomic<std::thread::id> owner_{};
+  int depth_ = 0;   // calls on the stack of the owner thread
+
+  // Guards active_ (the calls on the stack, outermost first) and termination.
+  std::mutex state_mutex_;
+  std::vector<CallState*> active_;
+
+  std::mutex resources_mutex_;
+  std::unordered_map<Resource*, std::shared_ptr<Resource>> resources_;
+  std::vector<std::shared_ptr<Resource>> to_release_;
+  std::atomic<bool> has_released_{false};
+  int64_t last_pump_ns_ = 0;
+
+  v8::Global<v8::Context> compile_context_;
+  std::atomic<uint64_t> cpu_ns_{0}, wall_ns_{0};
+  std::atomic<uint64_t> ref_count_{0};
+  std::atomic<uint64_t> next_id_{1};
+  uint64_t unique_id_ = 0;
+  bool cpu_clock_ = false;   // measure the current call with the thread CPU clock
+  int64_t call_cpu_start_ = 0, call_wall_start_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+// executor.cc
+
+// One shared watchdog thread that fires call timeouts.
+namespace watchdog {
+// Arms a timer; returns its id (0 if timeout_ns is 0).
+uint64_t Arm(std::weak_ptr<IsolateHolder> holder, uint64_t call_id, uint64_t timeout_ns);
+void Disarm(uint64_t timer_id);
+}  // namespace watchdog
+
+int64_t ThreadCpuNs();
+int64_t MonotonicNs();
+
+// Locks and unlocks an isolate for the current thread. Equivalent to a
+// v8::Locker, but cheap to repeat: each thread keeps one v8::Locker per
+// isolate it has used, parked behind a v8::Unlocker between calls, so that
+// V8 archives the thread's state instead of freeing and rebuilding it on
+// every call. Parked locks are dropped when the thread exits or, without
+// touching V8, when their isolate has been disposed.
+class ThreadLockScope {
+ public:
+  explicit ThreadLockScope(IsolateHolder& holder);
+  ~ThreadLockScope();
+  ThreadLockScope(const ThreadLockScope&) = delete;
+  ThreadLockScope& operator=(const ThreadLockScope&) = delete;
+
+ private:
+  struct Parked* parked_;
+};
+
+// ---------------------------------------------------------------------------
+// IsolateHolder::Run
+
+template <class F>
+ivm_error_t* IsolateHolder::Run(uint64_t timeout_ns, F&& body) {
+  if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
+  std::unique_lock<std::recursive_mutex> lock(exec_mutex_);
+  if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
+  ivm_error_t* error = nullptr;
+  {
+    ThreadLockScope thread_lock(*this);
+    v8::Isolate::Scope isolate_scope(isolate_);
+    v8::HandleScope handle_scope(isolate_);
+    CallState call;
+    error = Begin(call, timeout_ns);
+    if (error == nullptr) {
+      error = body(isolate_, call);
+      End(call);
+    }
+    if (error == nullptr && oom_.load()) {
+      // The limit was hit where no JavaScript could be stopped (e.g. while
+      // creating a context): the result cannot be trusted.
+      error = MakeError(IVM_ERROR_MEMORY_LIMIT,
+                        "Isolate was disposed during execution due to memory limit");
+    }
+  }
+  if (depth_ == 0 && (oom_.load() || dispose_requested_.load())) DisposeLocked();
+  return error;
+}
+
+template <class F>
+ivm_error_t* IsolateHolder::Locked(F&& fn) {
+  if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
+  std::unique_lock<std::recursive_mutex> lock(exec_mutex_);
+  if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
+  ThreadLockScope thread_lock(*this);
+  v8::Isolate::Scope isolate_scope(isolate_);
+  v8::HandleScope handle_scope(isolate_);
+  return fn(isolate_);
+}
+
+}  // namespace ivm
+
+// The handle shells of the ABI.
+struct ivm_isolate : ivm::LiveCounted {
+  std::shared_ptr<ivm::IsolateHolder> holder;
+};
+
+#endif  // IVM_INTERNAL_H

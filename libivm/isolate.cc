@@ -1,0 +1,452 @@
+// isolate.cc — one V8 isolate: its memory limits, the serialisation of calls,
+// termination (timeouts, ivm_isolate_terminate, disposal) and teardown.
+//
+// Limits. The heap is bounded by V8's resource constraints; when V8 is about
+// to exceed them it calls NearHeapLimit, which marks the isolate out of memory,
+// terminates its JavaScript and grants V8 room to unwind (returning the old
+// limit would make V8 abort the whole process). The call then fails with
+// IVM_ERROR_MEMORY_LIMIT and the isolate is disposed. ArrayBuffer memory comes
+// from a per-isolate allocator with its own budget (the same limit): a refused
+// allocation is a JavaScript RangeError. Memory that bypasses the allocator
+// (WebAssembly memories) is checked at the end of each call and at each GC.
+//
+// Termination. Every call on the stack has a CallState; timers, terminate
+// requests and disposal mark the calls they stop, under state_mutex_, and call
+// TerminateExecution. When a call ends it cancels the termination unless an
+// outer call is still marked, so a late timer never kills an unrelated call and
+// an inner call's timeout does not end the outer call.
+#include "internal.h"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace ivm {
+
+namespace {
+constexpr uint64_t kDefaultLimit = 128ull << 20;
+constexpr uint64_t kMaxLimit = 1ull << 40;
+constexpr size_t kHeapSlack = 32u << 20;
+constexpr int64_t kLongCallNs = 200 * 1000;
+constexpr int64_t kPumpIntervalNs = 1000 * 1000;
+}  // namespace
+
+// ArrayBuffer memory with a budget.
+class IsolateHolder::Allocator final : public v8::ArrayBuffer::Allocator {
+ public:
+  explicit Allocator(size_t limit) : limit_(limit) {}
+  void* Allocate(size_t length) override {
+    if (!Reserve(length)) return nullptr;
+    void* p = std::calloc(length ? length : 1, 1);
+    if (!p) Unreserve(length);
+    return p;
+  }
+  void* AllocateUninitialized(size_t length) override {
+    if (!Reserve(length)) return nullptr;
+    void* p = std::malloc(length ? length : 1);
+    if (!p) Unreserve(length);
+    return p;
+  }
+  void Free(void* data, size_t length) override {
+    std::free(data);
+    Unreserve(length);
+  }
+  size_t used() const { return used_.load(std::memory_order_relaxed); }
+
+ private:
+  bool Reserve(size_t n) {
+    size_t cur = used_.load(std::memory_order_relaxed);
+    do {
+      if (n > limit_ || cur > limit_ - n) return false;
+    } while (!used_.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed));
+    return true;
+  }
+  void Unreserve(size_t n) { used_.fetch_sub(n, std::memory_order_relaxed); }
+  std::atomic<size_t> used_{0};
+  const size_t limit_;
+};
+
+ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<IsolateHolder>* out) {
+  if (memory_limit == 0) memory_limit = kDefaultLimit;
+  if (memory_limit < IVM_MEMORY_LIMIT_MIN) {
+    return InvalidArgument("memory_limit must be at least 8 MB");
+  }
+  if (memory_limit > kMaxLimit) return InvalidArgument("memory_limit is too large");
+  EnsurePlatform();
+  static std::atomic<uint64_t> next_unique_id{1};
+  std::shared_ptr<IsolateHolder> holder(new IsolateHolder());
+  holder->unique_id_ = next_unique_id.fetch_add(1);
+  holder->memory_limit_ = memory_limit;
+  holder->allocator_ = std::make_shared<Allocator>(static_cast<size_t>(memory_limit));
+  v8::Isolate::CreateParams params;
+  params.array_buffer_allocator_shared = holder->allocator_;
+  params.constraints.ConfigureDefaultsFromHeapSize(0, static_cast<size_t>(memory_limit));
+  v8::Isolate* isolate = v8::Isolate::New(params);
+  if (isolate == nullptr) return MakeError(IVM_ERROR_INTERNAL, "V8 could not create an isolate");
+  holder->isolate_ = isolate;
+  {
+    v8::Locker locker(isolate);
+    v8::Isolate::Scope scope(isolate);
+    isolate->AddNearHeapLimitCallback(NearHeapLimit, holder.get());
+    isolate->SetMicrotasksPolicy(v8::MicrotasksPolicy::kExplicit);
+    isolate->SetCaptureStackTraceForUncaughtExceptions(true, 16, v8::StackTrace::kDetailed);
+  }
+  *out = std::move(holder);
+  return nullptr;
+}
+
+IsolateHolder::~IsolateHolder() {
+  std::unique_lock<std::recursive_mutex> lock(exec_mutex_);
+  DisposeLocked();
+}
+
+size_t IsolateHolder::NearHeapLimit(void* data, size_t current, size_t initial) {
+  (void)initial;
+  auto* self = static_cast<IsolateHolder*>(data);
+  self->oom_.store(true);
+  self->isolate_->TerminateExecution();
+  // Room to unwind; the isolate is disposed as soon as the call returns.
+  return current + std::max(current / 2, kHeapSlack);
+}
+
+void IsolateHolder::CheckExternalMemory() {
+  // V8 accounts every ArrayBuffer backing store here, including WebAssembly
+  // memories that never went through our allocator. (Adjusting by 0 only
+  // reads the counter.)
+  int64_t external = isolate_->AdjustAmountOfExternalAllocatedMemory(0);
+  if (external > 0 && static_cast<uint64_t>(external) > memory_limit_ + array_buffer_bytes()) {
+    oom_.store(true);
+  }
+}
+
+size_t IsolateHolder::array_buffer_bytes() const { return allocator_ ? allocator_->used() : 0; }
+
+v8::Local<v8::Context> IsolateHolder::CompileContextLocked() {
+  if (compile_context_.IsEmpty()) {
+    v8::Local<v8::Context> context = v8::Context::New(isolate_);
+    compile_context_.Reset(isolate_, context);
+    return context;
+  }
+  return compile_context_.Get(isolate_);
+}
+
+ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
+  if (oom_.load()) {
+    return MakeError(IVM_ERROR_MEMORY_LIMIT,
+                     "Isolate was disposed during execution due to memory limit");
+  }
+  if (dispose_requested_.load()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
+  if (depth_ == 0) {
+    DrainReleasedLocked();
+    owner_.store(std::this_thread::get_id());
+    call_wall_start_ = MonotonicNs();
+    // Reading the thread CPU clock is a system call (about 0.4 us), as long
+    // as a short call itself. Short calls count their wall time as CPU time;
+    // once a call has run long, the next ones read the CPU clock.
+    if (cpu_clock_) call_cpu_start_ = ThreadCpuNs();
+  }
+  ++depth_;
+  call.id = NextId();
+  {
+    std::lock_guard<std::mutex> lock(state_mutex_);
+    active_.push_back(&call);
+  }
+  call.timer_id = watchdog::Arm(weak_from_this(), call.id, timeout_ns);
+  return nullptr;
+}
+
+void IsolateHolder::End(CallState& call) {
+  watchdog::Disarm(call.timer_id);
+  {
+    std::lock_guard<std::mutex> lock(state_mutex_);
+    active_.pop_back();
+    bool outer_stopped = false;
+    for (CallState* c : active_) outer_stopped |= c->timed_out || c->terminated;
+    if (oom_.load() || dispose_requested_.load() || state_.load() != kAlive) {
+      // Everything on the stack unwinds; the isolate is going away.
+    } else if (outer_stopped) {
+      isolate_->TerminateExecution();
+    } else if (call.timed_out || call.terminated || isolate_->IsExecutionTerminating()) {
+      isolate_->CancelTerminateExecution();
+    }
+  }
+  if (--depth_ == 0) {
+    int64_t wall = MonotonicNs() - call_wall_start_;
+    int64_t cpu = cpu_clock_ ? ThreadCpuNs() - call_cpu_start_ : wall;
+    cpu_ns_.fetch_add(static_cast<uint64_t>(std::max<int64_t>(cpu, 0)));
+    wall_ns_.fetch_add(static_cast<uint64_t>(wall));
+    cpu_clock_ = wall > kLongCallNs;
+    owner_.store(std::thread::id());
+    // Memory outside the heap that bypassed the allocator (WebAssembly).
+    CheckExternalMemory();
+    DrainReleasedLocked();
+  }
+}
+
+ivm_error_t* IsolateHolder::Fail(v8::Local<v8::Context> context, const v8::TryCatch& try_catch,
+                                 const CallState& call) {
+  if (oom_.load()) {
+    return MakeError(IVM_ERROR_MEMORY_LIMIT,
+                     "Isolate was disposed during execution due to memory limit");
+  }
+  if (dispose_requested_.load() || state_.load() != kAlive) {
+    return MakeError(IVM_ERROR_DISPOSED, "Isolate was disposed during execution");
+  }
+  bool timed_out = false, terminated = false;
+  {
+    std::lock_guard<std::mutex> lock(state_mutex_);
+    for (CallState* c : active_) {
+      timed_out |= c->timed_out;
+      terminated |= c->terminated;
+    }
+    timed_out |= call.timed_out;
+    terminated |= call.terminated;
+  }
+  if (timed_out) return MakeError(IVM_ERROR_TIMEOUT, kTimeoutMessage);
+  if (terminated || try_catch.HasTerminated() || isolate_->IsExecutionTerminating()) {
+    return MakeError(IVM_ERROR_TERMINATED, "Script execution was terminated.");
+  }
+  if (!try_catch.HasCaught()) {
+    return MakeError(IVM_ERROR_INTERNAL, "JavaScript failed without an exception");
+  }
+  return ErrorFromException(isolate_, context, try_catch);
+}
+
+void IsolateHolder::Settle(v8::Local<v8::Context> context) {
+  (void)context;
+  if (depth_ != 1) return;   // the outermost call settles
+  // Foreground tasks (GC housekeeping, FinalizationRegistry cleanup, async
+  // WebAssembly compilation) need not run after every call: at most once per
+  // millisecond keeps tight loops of small calls cheap.
+  if (call_wall_start_ - last_pump_ns_ >= kPumpIntervalNs) {
+    last_pump_ns_ = call_wall_start_;
+    PumpTasks();
+  }
+  isolate_->PerformMicrotaskCheckpoint();
+}
+
+void IsolateHolder::PumpTasks() {
+  v8::Platform* platform = EnsurePlatform();
+  for (int i = 0; i < 1000; ++i) {
+    if (!v8::platform::PumpMessageLoop(platform, isolate_,
+                                       v8::platform::MessageLoopBehavior::kDoNotWait)) {
+      break;
+    }
+  }
+}
+
+void IsolateHolder::OnTimeout(uint64_t call_id) {
+  std::lock_guard<std::mutex> lock(state_mutex_);
+  for (CallState* c : active_) {
+    if (c->id == call_id) {
+      c->timed_out = true;
+      isolate_->TerminateExecution();
+      return;
+    }
+  }
+}
+
+void IsolateHolder::Terminate() {
+  std::lock_guard<std::mutex> lock(state_mutex_);
+  if (active_.empty()) return;
+  for (CallState* c : active_) c->terminated = true;
+  isolate_->TerminateExecution();
+}
+
+ivm_error_t* IsolateHolder::Dispose() {
+  if (state_.load() == kDisposed) return nullptr;
+  if (owner_.load() == std::this_thread::get_id()) {
+    // Called from inside a call on this thread (a host callback): finish when
+    // the outermost call returns.
+    dispose_requested_.store(true);
+    Terminate();
+    return nullptr;
+  }
+  int expected = kAlive;
+  state_.compare_exchange_strong(expected, kDisposing);
+  {
+    std::lock_guard<std::mutex> lock(state_mutex_);
+    if (!active_.empty()) {
+      for (CallState* c : active_) c->terminated = true;
+      isolate_->TerminateExecution();
+    }
+  }
+  std::unique_lock<std::recursive_mutex> lock(exec_mutex_);
+  DisposeLocked();
+  return nullptr;
+}
+
+void IsolateHolder::DisposeLocked() {
+  if (isolate_ == nullptr) return;
+  state_.store(kDisposing);
+  std::vector<std::shared_ptr<Resource>> all;
+  {
+    std::lock_guard<std::mutex> lock(resources_mutex_);
+    for (auto& entry : resources_) all.push_back(std::move(entry.second));
+    resources_.clear();
+    for (auto& r : to_release_) all.push_back(std::move(r));
+    to_release_.clear();
+  }
+  {
+    v8::Locker locker(isolate_);
+    v8::Isolate::Scope scope(isolate_);
+    for (auto& r : all) {
+      if (!r->released_.exchange(true)) DropRef();
+      r->ResetLocked();
+    }
+    compile_context_.Reset();
+  }
+  v8::Platform* platform = EnsurePlatform();
+  // Make sure the platform has a task runner to forget, then tell it.
+  platform->GetForegroundTaskRunner(isolate_);
+  v8::platform::NotifyIsolateShutdown(platform, isolate_);
+  v8::Isolate* isolate = isolate_;
+  {
+    std::lock_guard<std::mutex> lock(state_mutex_);
+    isolate_ = nullptr;
+  }
+  isolate->Dispose();
+  state_.store(kDisposed);
+}
+
+void IsolateHolder::Register(const std::shared_ptr<Resource>& resource) {
+  std::lock_guard<std::mutex> lock(resources_mutex_);
+  resources_.emplace(resource.get(), resource);
+  AddRef();
+}
+
+void IsolateHolder::Release(const std::shared_ptr<Resource>& resource) {
+  {
+    std::lock_guard<std::mutex> lock(resources_mutex_);
+    auto it = resources_.find(resource.get());
+    if (it == resources_.end()) return;   // already released, or disposed
+    resource->released_.store(true);
+    DropRef();
+    to_release_.push_back(std::move(it->second));
+    resources_.erase(it);
+    has_released_.store(true, std::memory_order_release);
+  }
+  // Reset now if nobody is using the isolate; otherwise the next call does.
+  if (exec_mutex_.try_lock()) {
+    if (isolate_ != nullptr && !disposed()) {
+      v8::Locker locker(isolate_);
+      v8::Isolate::Scope scope(isolate_);
+      DrainReleasedLocked();
+    }
+    exec_mutex_.unlock();
+  }
+}
+
+void IsolateHolder::DrainReleasedLocked() {
+  if (!has_released_.load(std::memory_order_acquire)) return;
+  std::vector<std::shared_ptr<Resource>> list;
+  {
+    has_released_.store(false, std::memory_order_relaxed);
+    std::lock_guard<std::mutex> lock(resources_mutex_);
+    if (to_release_.empty()) return;
+    list.swap(to_release_);
+  }
+  for (auto& r : list) r->ResetLocked();
+}
+
+void IsolateHolder::Times(uint64_t* cpu_ns, uint64_t* wall_ns) const {
+  if (cpu_ns) *cpu_ns = cpu_ns_.load();
+  if (wall_ns) *wall_ns = wall_ns_.load();
+}
+
+}  // namespace ivm
+
+// ---------------------------------------------------------------------------
+// ABI
+
+using ivm::Guard;
+using ivm::InvalidArgument;
+
+extern "C" {
+
+IVM_API ivm_error_t* ivm_isolate_new(const ivm_isolate_options_t* opts, ivm_isolate_t** out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (out == nullptr) return InvalidArgument("out is NULL");
+    ivm_isolate_options_t o = IVM_ISOLATE_OPTIONS_INIT;
+    if (opts != nullptr) {
+      if (opts->struct_size < sizeof(size_t)) return InvalidArgument("bad struct_size");
+      std::memcpy(&o, opts, std::min(opts->struct_size, sizeof o));
+    }
+    auto shell = std::make_unique<ivm_isolate>();
+    ivm_error_t* err = ivm::IsolateHolder::Create(o.memory_limit, &shell->holder);
+    if (err) return err;
+    *out = shell.release();
+    return nullptr;
+  });
+}
+
+IVM_API ivm_error_t* ivm_isolate_dispose(ivm_isolate_t* iso) {
+  return Guard([&]() -> ivm_error_t* {
+    if (iso == nullptr) return InvalidArgument("isolate is NULL");
+    return iso->holder->Dispose();
+  });
+}
+
+IVM_API int ivm_isolate_is_disposed(const ivm_isolate_t* iso) {
+  return iso == nullptr || iso->holder->disposed() ? 1 : 0;
+}
+
+IVM_API void ivm_isolate_terminate(ivm_isolate_t* iso) {
+  if (iso != nullptr) iso->holder->Terminate();
+}
+
+IVM_API void ivm_isolate_free(ivm_isolate_t* iso) {
+  try {
+    delete iso;
+  } catch (...) {
+  }
+}
+
+IVM_API ivm_error_t* ivm_isolate_heap_statistics(ivm_isolate_t* iso, ivm_heap_statistics_t* out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
+    if (out->struct_size < sizeof(size_t)) return InvalidArgument("bad struct_size");
+    ivm::IsolateHolder& holder = *iso->holder;
+    ivm_heap_statistics_t full{};
+    ivm_error_t* err = holder.Locked([&](v8::Isolate* isolate) -> ivm_error_t* {
+      v8::HeapStatistics s;
+      isolate->GetHeapStatistics(&s);
+      full.total_heap_size = s.total_heap_size();
+      full.total_heap_size_executable = s.total_heap_size_executable();
+      full.total_physical_size = s.total_physical_size();
+      full.total_available_size = s.total_available_size();
+      full.used_heap_size = s.used_heap_size();
+      full.heap_size_limit = s.heap_size_limit();
+      full.malloced_memory = s.malloced_memory();
+      full.peak_malloced_memory = s.peak_malloced_memory();
+      full.does_zap_garbage = s.does_zap_garbage();
+      full.number_of_native_contexts = s.number_of_native_contexts();
+      full.number_of_detached_contexts = s.number_of_detached_contexts();
+      full.total_global_handles_size = s.total_global_handles_size();
+      full.used_global_handles_size = s.used_global_handles_size();
+      full.external_memory = s.external_memory();
+      full.externally_allocated_size = holder.array_buffer_bytes();
+      return nullptr;
+    });
+    if (err) return err;
+    size_t size = out->struct_size;
+    full.struct_size = size;
+    std::memcpy(out, &full, std::min(size, sizeof full));
+    return nullptr;
+  });
+}
+
+IVM_API void ivm_isolate_times(const ivm_isolate_t* iso, uint64_t* cpu_ns_out,
+                               uint64_t* wall_ns_out) {
+  if (iso == nullptr) {
+    if (cpu_ns_out) *cpu_ns_out = 0;
+    if (wall_ns_out) *wall_ns_out = 0;
+    return;
+  }
+  iso->holder->Times(cpu_ns_out, wall_ns_out);
+}
+
+IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t* iso) {
+  return iso ? iso->holder->ReferenceCount() : 0;
+}
+
+}  // extern "C"

@@ -1,0 +1,39 @@
+// platform.cc — the process-wide V8 platform, started once, lazily, by
+// whichever thread first needs it; plus the version and diagnostics calls.
+#include "internal.h"
+
+#include <mutex>
+
+namespace ivm {
+
+std::atomic<uint64_t> g_live_objects{0};
+
+namespace {
+std::once_flag g_platform_once;
+v8::Platform* g_platform = nullptr;
+}  // namespace
+
+v8::Platform* EnsurePlatform() {
+  std::call_once(g_platform_once, [] {
+    // The platform lives until the process exits: isolates may be disposed
+    // from finalizers at any time, so it is never torn down.
+    g_platform = compat::NewPlatform().release();
+    v8::V8::InitializePlatform(g_platform);
+    v8::V8::Initialize();
+  });
+  return g_platform;
+}
+
+}  // namespace ivm
+
+extern "C" {
+
+IVM_API uint32_t ivm_version(void) { return IVM_VERSION_NUMBER; }
+
+IVM_API const char* ivm_v8_version(void) { return v8::V8::GetVersion(); }
+
+IVM_API uint64_t ivm_debug_live_objects(void) {
+  return ivm::g_live_objects.load(std::memory_order_relaxed);
+}
+
+}  // extern "C"

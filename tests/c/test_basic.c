@@ -1,0 +1,133 @@
+/* test_basic.c — uses libivm through ivm.h alone, as any other language would:
+ * creates an isolate, evaluates, reads results and errors, checks timeouts,
+ * disposal and leaks. Exit status 0 on success; prints "N passed, N failed". */
+#include "ivm.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static int passed, failed;
+
+#define CHECK(cond)                                                   \
+  do {                                                                \
+    if (cond) {                                                       \
+      passed++;                                                       \
+    } else {                                                          \
+      failed++;                                                       \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+    }                                                                 \
+  } while (0)
+
+static ivm_error_t *eval(ivm_context_t *ctx, const char *code, ivm_value_t **out) {
+  return ivm_context_eval(ctx, code, strlen(code), NULL, out);
+}
+
+static int str_eq(const char *p, size_t n, const char *expect) {
+  return n == strlen(expect) && memcmp(p, expect, n) == 0;
+}
+
+int main(void) {
+  const char *s;
+  size_t n;
+  ivm_value_t *v = NULL;
+  ivm_error_t *err;
+
+  CHECK(ivm_version() == IVM_VERSION_NUMBER);
+  CHECK(strncmp(ivm_v8_version(), "1", 1) == 0);
+
+  ivm_isolate_options_t opts = IVM_ISOLATE_OPTIONS_INIT;
+  opts.memory_limit = 64u << 20;
+  ivm_isolate_t *iso = NULL;
+  err = ivm_isolate_new(&opts, &iso);
+  CHECK(err == NULL && iso != NULL);
+
+  opts.memory_limit = 1024;
+  ivm_isolate_t *tiny = NULL;
+  err = ivm_isolate_new(&opts, &tiny);
+  CHECK(err != NULL && ivm_error_kind(err) == IVM_ERROR_INVALID_ARGUMENT && tiny == NULL);
+  ivm_error_free(err);
+
+  ivm_context_t *ctx = NULL;
+  err = ivm_isolate_create_context(iso, NULL, &ctx);
+  CHECK(err == NULL && ctx != NULL);
+
+  /* A number. */
+  err = eval(ctx, "6 * 7", &v);
+  CHECK(err == NULL);
+  CHECK(ivm_value_kind(v) == IVM_VALUE_NUMBER && ivm_value_number(v) == 42.0);
+  ivm_value_free(v);
+
+  /* A string with a non-ASCII character. */
+  err = eval(ctx, "'h\\u00e9llo'", &v);
+  CHECK(err == NULL && ivm_value_kind(v) == IVM_VALUE_STRING);
+  ivm_value_string(v, &s, &n);
+  CHECK(str_eq(s, n, "h\xc3\xa9llo"));
+  ivm_value_free(v);
+
+  /* A thrown error: kind, name, message and a stack naming the file. */
+  ivm_eval_options_t eopts = IVM_EVAL_OPTIONS_INIT;
+  eopts.filename = "file:///c-test.js";
+  eopts.filename_len = strlen(eopts.filename);
+  const char *bad = "\n  throw new TypeError('nope')";
+  err = ivm_context_eval(ctx, bad, strlen(bad), &eopts, &v);
+  CHECK(err != NULL && ivm_error_kind(err) == IVM_ERROR_JS_EXCEPTION);
+  ivm_error_name(err, &s, &n);
+  CHECK(str_eq(s, n, "TypeError"));
+  ivm_error_message(err, &s, &n);
+  CHECK(str_eq(s, n, "nope"));
+  ivm_error_stack(err, &s, &n);
+  CHECK(n > 0 && strstr(s, "file:///c-test.js:2:") != NULL);
+  ivm_error_free(err);
+
+  /* A timeout leaves the isolate usable. */
+  eopts.timeout_ns = 20 * 1000 * 1000;
+  const char *loop = "while (true) {}";
+  err = ivm_context_eval(ctx, loop, strlen(loop), &eopts, &v);
+  CHECK(err != NULL && ivm_error_kind(err) == IVM_ERROR_TIMEOUT);
+  ivm_error_free(err);
+  err = eval(ctx, "1 + 1", &v);
+  CHECK(err == NULL && ivm_value_number(v) == 2.0);
+  ivm_value_free(v);
+
+  /* Objects do not leave the isolate without a transfer option. */
+  err = eval(ctx, "({})", &v);
+  CHECK(err != NULL && ivm_error_kind(err) == IVM_ERROR_TRANSFER);
+  ivm_error_free(err);
+
+  /* A precompiled script. */
+  ivm_script_t *script = NULL;
+  const char *code = "40 + 2";
+  err = ivm_isolate_compile_script(iso, code, strlen(code), NULL, &script);
+  CHECK(err == NULL);
+  err = ivm_script_run(script, ctx, NULL, &v);
+  CHECK(err == NULL && ivm_value_number(v) == 42.0);
+  ivm_value_free(v);
+  CHECK(ivm_isolate_reference_count(iso) == 2);
+
+  /* Heap statistics with the caller's struct size. */
+  ivm_heap_statistics_t stats;
+  memset(&stats, 0, sizeof stats);
+  stats.struct_size = sizeof stats;
+  err = ivm_isolate_heap_statistics(iso, &stats);
+  CHECK(err == NULL && stats.used_heap_size > 0 && stats.heap_size_limit > 0);
+
+  /* Disposal: later calls fail with DISPOSED, never crash. */
+  CHECK(ivm_isolate_dispose(iso) == NULL);
+  CHECK(ivm_isolate_dispose(iso) == NULL);
+  CHECK(ivm_isolate_is_disposed(iso) == 1);
+  err = eval(ctx, "1", &v);
+  CHECK(err != NULL && ivm_error_kind(err) == IVM_ERROR_DISPOSED);
+  ivm_error_free(err);
+  err = ivm_script_run(script, ctx, NULL, &v);
+  CHECK(err != NULL && ivm_error_kind(err) == IVM_ERROR_DISPOSED);
+  ivm_error_free(err);
+
+  ivm_script_free(script);
+  ivm_context_free(ctx);
+  ivm_isolate_free(iso);
+  CHECK(ivm_debug_live_objects() == 0);
+
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}
