@@ -1,0 +1,55 @@
+"""ivm — isolated JavaScript for Python.
+
+Many independent V8 isolates in one process, each with its own heap, memory
+limit and timeouts; data crosses the boundary only as explicit copies::
+
+    import ivm
+
+    with ivm.Isolate(memory_limit=64) as isolate:
+        context = isolate.create_context_sync()
+        assert context.eval_sync("6 * 7") == 42
+"""
+
+from __future__ import annotations
+
+from ._context import Context as Context
+from ._errors import DisposedError as DisposedError
+from ._errors import IvmError as IvmError
+from ._errors import JSError as JSError
+from ._errors import MemoryLimitError as MemoryLimitError
+from ._errors import TerminatedError as TerminatedError
+from ._errors import TimeoutError as TimeoutError
+from ._errors import TransferError as TransferError
+from ._ffi import ffi as _ffi
+from ._ffi import lib as _lib
+from ._isolate import HeapStatistics as HeapStatistics
+from ._isolate import Isolate as Isolate
+from ._script import Script as Script
+from ._value import JSPrimitive as JSPrimitive
+from ._value import Undefined as Undefined
+from ._value import undefined as undefined
+
+#: ivm's version (of libivm, which this package ships).
+__version__: str = (
+    f"{_lib.IVM_VERSION_MAJOR}.{_lib.IVM_VERSION_MINOR}.{_lib.IVM_VERSION_PATCH}"
+)
+#: The version of the V8 engine ivm runs on.
+v8_version: str = _ffi.string(_lib.ivm_v8_version()).decode()
+
+__all__ = [
+    "Context",
+    "DisposedError",
+    "HeapStatistics",
+    "Isolate",
+    "IvmError",
+    "JSError",
+    "JSPrimitive",
+    "MemoryLimitError",
+    "Script",
+    "TerminatedError",
+    "TimeoutError",
+    "TransferError",
+    "Undefined",
+    "undefined",
+    "v8_version",
+]

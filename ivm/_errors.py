@@ -1,0 +1,106 @@
+"""ivm's exceptions, and the one place that turns a libivm error into one."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any, NoReturn
+
+from ._ffi import ffi, lib
+
+__all__ = [
+    "DisposedError",
+    "IvmError",
+    "JSError",
+    "MemoryLimitError",
+    "TerminatedError",
+    "TimeoutError",
+    "TransferError",
+]
+
+
+class IvmError(Exception):
+    """Base class of every error ivm raises (besides ``TypeError``/``ValueError``
+    for wrong arguments)."""
+
+
+class JSError(IvmError):
+    """JavaScript threw.
+
+    ``name`` is the error's name (``"TypeError"``…, or ``""`` when a non-Error
+    value was thrown), ``message`` its message, and ``stack`` the JavaScript
+    stack: ``"Name: message"`` followed by ``"    at …"`` lines with script
+    names, lines and columns. ``str(error)`` is the stack.
+    """
+
+    name: str
+    message: str
+    stack: str
+
+    def __init__(self, message: str, *, name: str = "Error", stack: str | None = None) -> None:
+        self.name = name
+        self.message = message
+        self.stack = stack if stack is not None else (f"{name}: {message}" if name else message)
+        super().__init__(self.stack)
+
+
+class TimeoutError(IvmError, builtins.TimeoutError):
+    """The call ran past its ``timeout``; the isolate stays usable."""
+
+
+class MemoryLimitError(IvmError, MemoryError):
+    """The isolate ran past its memory limit and has been disposed."""
+
+
+class DisposedError(IvmError):
+    """The isolate is disposed, or the context or script was released."""
+
+
+class TerminatedError(IvmError):
+    """The JavaScript was stopped by ``Isolate.terminate()``."""
+
+
+class TransferError(IvmError, TypeError):
+    """A value cannot cross the isolate boundary in the requested form."""
+
+
+def _text(getter: Any, err: Any) -> str:
+    p = ffi.new("const char **")
+    n = ffi.new("size_t *")
+    getter(err, p, n)
+    return ffi.unpack(p[0], n[0]).decode("utf-8", "surrogatepass")
+
+
+_SIMPLE: dict[int, type[Exception]] = {
+    lib.IVM_ERROR_TIMEOUT: TimeoutError,
+    lib.IVM_ERROR_MEMORY_LIMIT: MemoryLimitError,
+    lib.IVM_ERROR_DISPOSED: DisposedError,
+    lib.IVM_ERROR_INVALID_ARGUMENT: ValueError,
+    lib.IVM_ERROR_TERMINATED: TerminatedError,
+    lib.IVM_ERROR_TRANSFER: TransferError,
+}
+
+
+def error_from(err: Any) -> Exception:
+    """The exception for a libivm error, which this frees."""
+    try:
+        kind = lib.ivm_error_kind(err)
+        message = _text(lib.ivm_error_message, err)
+        if kind == lib.IVM_ERROR_JS_EXCEPTION:
+            return JSError(
+                message,
+                name=_text(lib.ivm_error_name, err),
+                stack=_text(lib.ivm_error_stack, err),
+            )
+        return _SIMPLE.get(kind, IvmError)(message)
+    finally:
+        lib.ivm_error_free(err)
+
+
+def check(err: Any) -> None:
+    """Raises the exception for `err`, unless it is NULL."""
+    if err:
+        raise error_from(err)
+
+
+def raise_error(err: Any) -> NoReturn:
+    raise error_from(err)

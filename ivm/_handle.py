@@ -1,0 +1,40 @@
+"""The base of every object that owns a libivm handle."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, TypeVar
+
+from ._errors import IvmError, check
+from ._ffi import ffi
+
+_H = TypeVar("_H", bound="Handle")
+
+__all__ = ["Handle"]
+
+
+class Handle:
+    """Owns one libivm handle; frees it when the Python object goes away.
+
+    There is no Python-side "closed" flag: libivm's answer (a DISPOSED error)
+    is the truth, so using a released object raises ``ivm.DisposedError``.
+    """
+
+    __slots__ = ("_ptr", "__weakref__")
+    _free: ClassVar[Callable[[Any], None]]
+    _dispose: ClassVar[Callable[[Any], Any] | None] = None
+
+    def __init__(self, ptr: Any) -> None:
+        if ptr == ffi.NULL:
+            raise IvmError("libivm returned no handle")
+        # Freed when unreachable, so never while a call is using it.
+        self._ptr = ffi.gc(ptr, type(self)._free)
+
+    def _end(self) -> None:
+        if self._dispose is not None:
+            check(type(self)._dispose(self._ptr))  # type: ignore[misc]
+
+    def __enter__(self: _H) -> _H:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._end()

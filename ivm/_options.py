@@ -1,0 +1,67 @@
+"""Validation of the options shared by calls, and their C structs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ._ffi import ffi
+
+__all__ = ["code_bytes", "eval_options", "timeout_ns"]
+
+
+def timeout_ns(timeout: float | None) -> int:
+    """Seconds (None: no limit) as libivm's nanoseconds (0: no limit)."""
+    if timeout is None:
+        return 0
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
+    return max(1, int(timeout * 1e9))
+
+
+def code_bytes(code: object, what: str = "code") -> bytes:
+    if not isinstance(code, str):
+        raise TypeError(f"{what} must be a str, not {type(code).__name__}")
+    return code.encode("utf-8", "surrogatepass")
+
+
+def _offset(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not -(2**31) <= value < 2**31:
+        raise ValueError(f"{what} is out of range")
+    return value
+
+
+def source_fields(
+    filename: str | None, line_offset: int, column_offset: int
+) -> tuple[bytes | None, int, int]:
+    name = None if filename is None else code_bytes(filename, "filename")
+    return name, _offset(line_offset, "line_offset"), _offset(column_offset, "column_offset")
+
+
+def eval_options(
+    timeout: float | None,
+    filename: str | None = None,
+    line_offset: int = 0,
+    column_offset: int = 0,
+) -> tuple[Any, Any]:
+    """``(options, keepalive)``: an ``ivm_eval_options_t *`` (NULL for the
+    defaults) and an object the caller holds until the C call returns."""
+    ns = timeout_ns(timeout)
+    name, line, column = source_fields(filename, line_offset, column_offset)
+    if not ns and name is None and not line and not column:
+        return ffi.NULL, None
+    opts = ffi.new("ivm_eval_options_t *")
+    opts.struct_size = ffi.sizeof("ivm_eval_options_t")
+    opts.timeout_ns = ns
+    keep = None
+    if name is not None:
+        keep = ffi.from_buffer(name)
+        opts.filename = keep
+        opts.filename_len = len(name)
+    opts.line_offset = line
+    opts.column_offset = column
+    return opts, keep

@@ -1,0 +1,62 @@
+"""``ivm.Script``: code compiled once for an isolate, run in any of its contexts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._context import Context
+from ._errors import check, raise_error
+from ._ffi import ffi, lib
+from ._handle import Handle
+from ._options import eval_options
+from ._value import JSPrimitive, take, value_out
+
+if TYPE_CHECKING:
+    from ._isolate import Isolate
+
+__all__ = ["Script"]
+
+_NULL = ffi.NULL
+_run = lib.ivm_script_run
+
+
+
+class Script(Handle):
+    """A script compiled by :meth:`Isolate.compile_script_sync`."""
+
+    __slots__ = ("_isolate",)
+    _free = lib.ivm_script_free
+    _dispose = lib.ivm_script_release
+    _isolate: Isolate
+
+    @classmethod
+    def _wrap(cls, ptr: Any, isolate: Isolate) -> Script:
+        self = cls.__new__(cls)
+        Handle.__init__(self, ptr)
+        self._isolate = isolate
+        return self
+
+    def __init__(self) -> None:
+        raise TypeError("use Isolate.compile_script_sync() to make a Script")
+
+    def __repr__(self) -> str:
+        return f"<ivm.Script of {self._isolate!r}>"
+
+    def release(self) -> None:
+        """Releases the compiled script. Idempotent; later runs raise ``DisposedError``."""
+        check(lib.ivm_script_release(self._ptr))
+
+    def run_sync(self, context: Context, *, timeout: float | None = None) -> JSPrimitive:
+        """Runs the script in ``context`` and returns its completion value.
+
+        ``context`` must belong to the script's isolate (``ValueError``
+        otherwise). Results and errors are those of :meth:`Context.eval_sync`.
+        """
+        if type(context) is not Context:
+            raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
+        opts = _NULL if timeout is None else eval_options(timeout)[0]
+        out = value_out()
+        err = _run(self._ptr, context._ptr, opts, out)
+        if err:
+            raise_error(err)
+        return take(out[0])

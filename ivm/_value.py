@@ -1,0 +1,108 @@
+"""Values crossing from libivm into Python."""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, Final, Union
+
+from ._ffi import ffi, lib
+
+__all__ = ["JSPrimitive", "Undefined", "undefined"]
+
+_MAX_SAFE: Final = 2**53 - 1
+
+
+class Undefined:
+    """The type of :data:`ivm.undefined`, JavaScript's ``undefined``.
+
+    A falsy singleton, distinct from ``None`` (JavaScript's ``null``).
+    """
+
+    __slots__ = ()
+    _instance: Undefined | None = None
+
+    def __new__(cls) -> Undefined:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ivm.undefined"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "undefined"
+
+
+undefined: Final = Undefined()
+
+#: What a JavaScript primitive becomes in Python.
+JSPrimitive = Union[Undefined, None, bool, int, float, str]
+
+
+def number(x: float) -> int | float:
+    """A JS number as Python: int when integral and safe, else float (-0.0 kept)."""
+    if x.is_integer() and -_MAX_SAFE <= x <= _MAX_SAFE and (x or math.copysign(1.0, x) > 0):
+        return int(x)
+    return x
+
+
+_tls = threading.local()
+
+
+def value_out() -> Any:
+    """This thread's ``ivm_value_t **`` output slot, reused by every call.
+
+    Each call reads its result right after libivm returns, so nested calls on
+    one thread (host callbacks) never see each other's values.
+    """
+    try:
+        return _tls.out
+    except AttributeError:
+        _tls.out = out = ffi.new("ivm_value_t **")
+        return out
+
+
+_kind = lib.ivm_value_kind
+_number = lib.ivm_value_number
+_free = lib.ivm_value_free
+_NUMBER: Final = lib.IVM_VALUE_NUMBER
+_STRING: Final = lib.IVM_VALUE_STRING
+
+
+def take(v: Any) -> JSPrimitive:
+    """Converts and frees a libivm value."""
+    kind = _kind(v)
+    if kind == _NUMBER:
+        x = _number(v)
+        _free(v)
+        if x.is_integer() and -_MAX_SAFE <= x <= _MAX_SAFE and (x or math.copysign(1.0, x) > 0):
+            return int(x)
+        return x
+    try:
+        if kind == _STRING:
+            p = ffi.new("const char **")
+            n = ffi.new("size_t *")
+            lib.ivm_value_string(v, p, n)
+            return ffi.unpack(p[0], n[0]).decode("utf-8", "surrogatepass")
+        if kind == lib.IVM_VALUE_UNDEFINED:
+            return undefined
+        if kind == lib.IVM_VALUE_NULL:
+            return None
+        if kind == lib.IVM_VALUE_BOOLEAN:
+            return bool(lib.ivm_value_boolean(v))
+        if kind == lib.IVM_VALUE_BIGINT:
+            neg = ffi.new("int *")
+            words = ffi.new("const uint64_t **")
+            count = ffi.new("size_t *")
+            lib.ivm_value_bigint(v, neg, words, count)
+            if count[0] == 0:
+                return 0
+            magnitude = int.from_bytes(ffi.buffer(words[0], count[0] * 8), "little")
+            return -magnitude if neg[0] else magnitude
+        raise TypeError(f"libivm returned a value of unknown kind {kind}")
+    finally:
+        _free(v)
