@@ -1,0 +1,62 @@
+"""The C ABI as shipped: tests/c/test_basic.c compiled against the installed package's
+ivm.h and libivm.so alone, with strict warnings."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import ivm
+
+C_TESTS = Path(__file__).resolve().parent / "c"
+PKG = Path(os.path.dirname(ivm.__file__))
+STRICT = ["-Wall", "-Wextra", "-pedantic", "-Werror"]
+
+
+def compiler(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"no {name} on PATH")
+    return path
+
+
+def build(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}{proc.stderr}"
+
+
+def test_package_ships_header_and_library() -> None:
+    assert (PKG / "include" / "ivm.h").is_file()
+    assert (PKG / "libivm.so").is_file()
+
+
+def test_c_basic(tmp_path: Path) -> None:
+    cc = compiler("cc")
+    exe = tmp_path / "test_basic"
+    build([cc, "-std=c99", *STRICT, "-I", str(PKG / "include"), str(C_TESTS / "test_basic.c"),
+           "-o", str(exe), str(PKG / "libivm.so"), f"-Wl,-rpath,{PKG}", "-lm"])
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    match = re.search(r"^(\d+) passed, (\d+) failed$", proc.stdout, re.MULTILINE)
+    assert match, proc.stdout
+    assert int(match.group(1)) > 0
+    assert match.group(2) == "0", proc.stderr
+
+
+def test_header_compiles_as_strict_c99(tmp_path: Path) -> None:
+    cc = compiler("cc")
+    build([cc, "-std=c99", *STRICT, "-I", str(PKG / "include"), "-c",
+           str(C_TESTS / "header_c99.c"), "-o", str(tmp_path / "h.o")])
+
+
+def test_header_compiles_as_cxx_twice_included(tmp_path: Path) -> None:
+    cxx = compiler("c++")
+    build([cxx, "-std=c++11", *STRICT, "-I", str(PKG / "include"), "-c",
+           str(C_TESTS / "header_cxx.cc"), "-o", str(tmp_path / "h.o")])

@@ -1,0 +1,213 @@
+"""Memory limits: the heap limit disposes the isolate (the process lives on), ArrayBuffer
+and WebAssembly memory count against the limit too."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+import ivm
+
+FILL_HEAP = "const a = []; while (true) a.push(new Array(1e5).fill(1))"
+MIB = 1024 * 1024
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    pytest.skip("no VmRSS in /proc/self/status")
+
+
+def test_heap_limit_disposes_isolate_and_process_lives() -> None:
+    iso = ivm.Isolate(memory_limit=16)
+    context = iso.create_context_sync()
+    with pytest.raises(ivm.MemoryLimitError) as info:
+        context.eval_sync(FILL_HEAP, timeout=60)
+    assert isinstance(info.value, MemoryError)
+    assert iso.is_disposed
+    with pytest.raises(ivm.DisposedError):
+        context.eval_sync("1")
+    with pytest.raises(ivm.DisposedError):
+        iso.create_context_sync()
+    iso.dispose()  # still idempotent
+    with ivm.Isolate(memory_limit=16) as fresh:
+        assert fresh.create_context_sync().eval_sync("'fresh'") == "fresh"
+
+
+def test_heap_limit_in_a_script_run() -> None:
+    with ivm.Isolate(memory_limit=16) as iso:
+        script = iso.compile_script_sync(FILL_HEAP)
+        with pytest.raises(ivm.MemoryLimitError):
+            script.run_sync(iso.create_context_sync(), timeout=60)
+        assert iso.is_disposed
+
+
+def test_heap_limit_hits_only_its_isolate() -> None:
+    with ivm.Isolate(memory_limit=64) as bystander, ivm.Isolate(memory_limit=16) as victim:
+        keep = bystander.create_context_sync()
+        keep.eval_sync("globalThis.state = 'intact'")
+        with pytest.raises(ivm.MemoryLimitError):
+            victim.create_context_sync().eval_sync(FILL_HEAP, timeout=60)
+        assert not bystander.is_disposed
+        assert keep.eval_sync("state") == "intact"
+
+
+def test_repeated_heap_limit_failures() -> None:
+    for _ in range(5):
+        iso = ivm.Isolate(memory_limit=16)
+        with pytest.raises(ivm.MemoryLimitError):
+            iso.create_context_sync().eval_sync(FILL_HEAP, timeout=60)
+        assert iso.is_disposed
+    with ivm.Isolate(memory_limit=16) as iso:
+        assert iso.create_context_sync().eval_sync("1") == 1
+
+
+def test_larger_limit_allows_more(isolate: ivm.Isolate, context: ivm.Context) -> None:
+    # About 24 MB of live objects: past a 16 MB isolate's limit, within this 64 MB one.
+    code = "globalThis.keep = []; for (let i = 0; i < 60; i++) keep.push(new Array(1e5).fill(1.5)); 0"
+    assert context.eval_sync(code, timeout=60) == 0
+    assert not isolate.is_disposed
+    with ivm.Isolate(memory_limit=16) as small:
+        with pytest.raises(ivm.MemoryLimitError):
+            small.create_context_sync().eval_sync(code, timeout=60)
+
+
+def test_huge_array_buffer_is_a_range_error(isolate: ivm.Isolate, context: ivm.Context) -> None:
+    with pytest.raises(ivm.JSError) as info:
+        context.eval_sync("new ArrayBuffer(2**33)")
+    assert info.value.name == "RangeError"
+    assert not isolate.is_disposed
+    assert context.eval_sync("new ArrayBuffer(1024).byteLength") == 1024
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "new ArrayBuffer(100 * 1024 * 1024)",
+        "new Uint8Array(2**30)",
+        "new Float64Array(2**26)",
+    ],
+)
+def test_array_buffers_past_the_limit_are_range_errors(
+    isolate: ivm.Isolate, context: ivm.Context, code: str
+) -> None:
+    with pytest.raises(ivm.JSError) as info:
+        context.eval_sync(code)
+    assert info.value.name == "RangeError"
+    assert context.eval_sync("1") == 1
+
+
+@pytest.mark.parametrize("kind", ["ArrayBuffer", "SharedArrayBuffer"])
+def test_many_live_buffers_past_the_limit_are_range_errors(
+    isolate: ivm.Isolate, context: ivm.Context, kind: str
+) -> None:
+    code = f"globalThis.bufs = []; for (let i = 0; i < 1000; i++) bufs.push(new {kind}(1024 * 1024))"
+    with pytest.raises(ivm.JSError) as info:
+        context.eval_sync(code, timeout=60)
+    assert info.value.name == "RangeError"
+    assert not isolate.is_disposed
+    kept = context.eval_sync("bufs.length")
+    assert isinstance(kept, int) and 0 < kept <= 64
+    stats = isolate.get_heap_statistics_sync()
+    assert stats.externally_allocated_size <= 64 * MIB
+    # Dropping them frees their share of the limit again.
+    context.eval_sync("bufs = null")
+    for _ in range(3):
+        context.eval_sync("new ArrayBuffer(1); 0")
+    assert context.eval_sync(
+        "globalThis.more = []; for (let i = 0; i < 16; i++) more.push(new ArrayBuffer(1024 * 1024)); more.length",
+        timeout=60,
+    ) == 16
+
+
+def test_buffers_freed_by_gc_do_not_count(isolate: ivm.Isolate, context: ivm.Context) -> None:
+    # 1 GB of short-lived 1 MB buffers through a 64 MB isolate.
+    code = "let n = 0; for (let i = 0; i < 1024; i++) n += new ArrayBuffer(1024 * 1024).byteLength; n"
+    assert context.eval_sync(code, timeout=60) == 1024 * MIB
+    assert not isolate.is_disposed
+
+
+def test_contexts_past_the_limit() -> None:
+    iso = ivm.Isolate(memory_limit=16)
+    before = rss_mb()
+    contexts = []
+    with pytest.raises((ivm.MemoryLimitError, ivm.DisposedError)):
+        for _ in range(100_000):
+            contexts.append(iso.create_context_sync())
+    assert iso.is_disposed
+    assert len(contexts) > 1
+    assert rss_mb() - before < 300
+    del contexts
+    gc.collect()
+    with ivm.Isolate(memory_limit=16) as fresh:
+        assert fresh.create_context_sync().eval_sync("2") == 2
+
+
+def test_contexts_filled_with_data_past_the_limit() -> None:
+    iso = ivm.Isolate(memory_limit=16)
+    contexts = []
+    with pytest.raises((ivm.MemoryLimitError, ivm.DisposedError)):
+        for _ in range(10_000):
+            context = iso.create_context_sync()
+            context.eval_sync("globalThis.data = new Array(1e5).fill(0.5); 0", timeout=60)
+            contexts.append(context)
+    assert iso.is_disposed
+
+
+# --- WebAssembly memory is allocated outside the heap: it must count too -------------------
+
+
+def _assert_refused(iso: ivm.Isolate, context: ivm.Context, code: str) -> None:
+    """The allocation must fail: either as a JavaScript RangeError, or with the isolate
+    disposed for its memory limit. Succeeding silently is the bug."""
+    try:
+        result = context.eval_sync(code, timeout=60)
+    except ivm.MemoryLimitError:
+        assert iso.is_disposed
+    except ivm.JSError as err:
+        assert err.name == "RangeError", err.stack
+        assert context.eval_sync("1") == 1
+    else:
+        pytest.fail(f"{code!r} allocated past the 64 MB limit and returned {result!r}")
+
+
+def test_wasm_memory_past_the_limit(isolate: ivm.Isolate, context: ivm.Context) -> None:
+    # 4096 pages of 64 KiB: 256 MB.
+    _assert_refused(isolate, context,
+                    "new WebAssembly.Memory({initial: 4096}).buffer.byteLength")
+
+
+def test_wasm_memory_grow_past_the_limit(isolate: ivm.Isolate, context: ivm.Context) -> None:
+    _assert_refused(
+        isolate, context,
+        "const m = new WebAssembly.Memory({initial: 1, maximum: 65536});\n"
+        "for (let i = 0; i < 64; i++) m.grow(64);\n"
+        "m.buffer.byteLength",
+    )
+
+
+def test_many_wasm_memories_past_the_limit(isolate: ivm.Isolate, context: ivm.Context) -> None:
+    # 100 memories of 10 MB each, all kept alive.
+    _assert_refused(
+        isolate, context,
+        "globalThis.ms = []; for (let i = 0; i < 100; i++) ms.push(new WebAssembly.Memory({initial: 160}));\n"
+        "ms.length",
+    )
+
+
+def test_wasm_memory_within_the_limit_works(isolate: ivm.Isolate, context: ivm.Context) -> None:
+    assert context.eval_sync("new WebAssembly.Memory({initial: 16}).buffer.byteLength") == 16 * 65536
+
+
+def test_memory_limit_failures_do_not_leak(no_leaks: None) -> None:
+    for _ in range(3):
+        iso = ivm.Isolate(memory_limit=16)
+        context = iso.create_context_sync()
+        try:
+            context.eval_sync(FILL_HEAP, timeout=60)
+        except ivm.MemoryLimitError:
+            pass
+        del iso, context
