@@ -1,0 +1,836 @@
+#!/usr/bin/env python3
+"""bench/run.py — ivm's figures beside the anchors' (raw V8, isolated-vm, the Python peers),
+measured in the same run with the same workload definitions, and the project's targets.
+
+    python bench/run.py [--quick] [--rounds N] [--no-anchors] [--out FILE]
+
+Prints one JSON object on stdout (progress on stderr):
+    {"ivm": {...}, "anchors": {...}, "ratios": {...}, "targets": {...}, "machine": {...}}
+
+How: the workloads and timing rules are the anchors' (../shared/anchors/README.md, and its
+benchlib.py, imported from there). With anchors, this file is handed to `run-all --with-ivm
+PYTHON --probe bench/run.py`, so ivm runs as one more section inside run-all's interleaved
+rounds and gets the same medians and spread; with --no-anchors (or when run-all fails) it runs
+the same probe itself, once per round, each round in a fresh process. rss_per_isolate_mb always
+runs in a process of its own.
+
+Exit status: 0 whenever the document was produced, targets missed or not (see "ok"); 1 when
+ivm's measurement crashed (no figures at all: the JSON says why); 2 on bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True  # never write __pycache__ beside the anchors (or here)
+
+# ---------------------------------------------------------------------------------------------
+# Targets (the project's issues). One row per goal: `figure op bound [× anchor]`.
+#   op: "<=" (lower is better) or ">="; bound: a factor of the anchor's figure, or, with no
+#   anchor, an absolute limit in the figure's unit; None: the issue that adds the figure sets it
+#   (until then the row reports the value and its ratio, with ok = null).
+# A row whose figure ivm cannot measure yet (no such API) is reported as skipped.
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    figure: str
+    op: str
+    bound: float | None
+    anchor: str | None = None  # "section.figure" in the anchors' document
+
+
+TARGETS = [
+    Target("eval_us", "<=", 0.6, "isolated_vm7.eval_us"),
+    Target("run_precompiled_us", "<=", 0.5, "isolated_vm7.run_precompiled_us"),
+    Target("create_ms", "<=", 1.1, "raw_v8.create_ms"),
+    Target("timeout_overshoot_ms", "<=", 1.0),                       # ms, absolute
+    Target("rss_per_isolate_mb", "<=", 1.0),                         # MiB, absolute
+    # Later issues (async; references and copies). Bounds: set them with the issue.
+    Target("async_evals_per_s_asyncio", ">=", None, "python_async.async_loop_floor_asyncio_per_s"),
+    Target("async_evals_per_s_trio", ">=", None, "python_async.async_loop_floor_trio_per_s"),
+    Target("call_js_fn_us", "<=", None, "isolated_vm7.call_js_fn_us"),
+    Target("host_callback_us", "<=", None, "isolated_vm7.host_callback_us"),
+    Target("cross_isolate_apply_us", "<=", None, "isolated_vm7.cross_isolate_apply_us"),
+    Target("copy_roundtrip_mb_s", ">=", None, "isolated_vm7.copy_roundtrip_mb_s"),
+    Target("transfer_arraybuffer_64mb_ms", "<=", None, "isolated_vm7.transfer_arraybuffer_64mb_ms"),
+    Target("bytes_into_isolate_64mb_ms", "<=", None, "isolated_vm7.bytes_into_isolate_64mb_ms"),
+]
+
+# Plain ratios ivm / anchor for every figure both have, against these sections.
+RATIO_SECTIONS = ["raw_v8", "isolated_vm7", "mini_racer", "stpyv8"]
+# Where an anchor names the same workload differently (anchors' README, "The figures").
+RATIO_ALIASES = {("raw_v8", "cross_isolate_apply_us"): "cross_isolate_call_us"}
+
+MEMORY_LIMIT_MB = 128
+BIG_LIMIT_MB = 2048          # isolates holding 64 MiB buffers (the anchors' rule)
+PROBE_WATCHDOG_S = 900       # a hung probe dumps its stacks and exits
+RSS_CHILD_TIMEOUT_S = 300
+
+ROLE_ENV = "IVM_BENCH_ROLE"  # unset: the driver; "probe": one round of figures; "rss": RSS only
+HERE = os.path.dirname(os.path.abspath(__file__))
+THIS = os.path.abspath(__file__)
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def anchors_dir() -> str:
+    d = os.environ.get("IVM_ANCHORS_DIR") or os.path.join(HERE, "..", "..", "shared", "anchors")
+    return os.path.abspath(d)
+
+
+def _import_anchors():
+    """benchlib (and combine) from the anchors folder; ANCHORS_QUICK must be set before."""
+    d = anchors_dir()
+    if not os.path.isfile(os.path.join(d, "benchlib.py")):
+        raise SystemExit(f"bench: no benchlib.py in {d} (set IVM_ANCHORS_DIR)")
+    if d not in sys.path:
+        sys.path.insert(0, d)
+    import benchlib
+    return benchlib
+
+
+# =============================================================================================
+# The probe: one round of ivm's figures, in this process. Each figure is a function registered
+# with @figure(key, needs=...); `needs` returns None when ivm has the API the workload uses, or
+# why not (the figure is then null, under "unsupported", and its target row is skipped).
+
+FIGURES: list = []  # (key, needs, fn) in measuring order
+NOT_YET = "not implemented yet"
+
+
+def figure(key: str, needs=None):
+    def deco(fn):
+        FIGURES.append((key, needs, fn))
+        return fn
+    return deco
+
+
+class Probe:
+    """Shared state of one round: an isolate and a context for the per-op figures."""
+
+    def __init__(self, ivm, bl):
+        self.ivm, self.bl = ivm, bl
+        self.r = bl.Results()
+        self.iso = None
+        self.ctx = None
+
+    def context(self):
+        if self.ctx is None:
+            self.iso = self.ivm.Isolate(memory_limit=MEMORY_LIMIT_MB)
+            self.ctx = self.iso.create_context_sync()
+        return self.ctx
+
+    def close(self):
+        if self.iso is not None:
+            self.iso.dispose()
+        self.iso = self.ctx = None
+
+
+# --- API detection (hasattr / signatures), for the figures later issues make possible --------
+def _has_params(fn, *names) -> bool:
+    import inspect
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return all(n in params for n in names) or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def needs_async(ivm):
+    if not callable(getattr(ivm.Context, "eval", None)):
+        return f"{NOT_YET}: no async Context.eval"
+    return None
+
+
+def needs_reference(ivm):
+    if not _has_params(ivm.Context.eval_sync, "reference"):
+        return f"{NOT_YET}: Context.eval_sync has no reference= option"
+    return None
+
+
+def needs_global(ivm):
+    if not hasattr(ivm.Context, "global_"):
+        return f"{NOT_YET}: no Context.global_"
+    return None
+
+
+def needs_callback(ivm):
+    if not hasattr(ivm, "Callback"):
+        return f"{NOT_YET}: no ivm.Callback"
+    return needs_reference(ivm) or needs_global(ivm)
+
+
+def needs_copy(ivm):
+    if not _has_params(ivm.Context.eval_sync, "copy"):
+        return f"{NOT_YET}: Context.eval_sync has no copy= option"
+    return needs_global(ivm)
+
+
+def needs_external_copy(ivm):
+    if not hasattr(ivm, "ExternalCopy"):
+        return f"{NOT_YET}: no ivm.ExternalCopy"
+    if not _has_params(ivm.Context.eval_sync, "external_copy"):
+        return f"{NOT_YET}: Context.eval_sync has no external_copy= option"
+    return needs_global(ivm)
+
+
+def needs_async_backend(backend):
+    def needs(ivm):
+        why = needs_async(ivm)
+        if why:
+            return why
+        try:
+            __import__(backend)
+            __import__("anyio")
+        except ImportError as e:
+            return f"{backend} or anyio not installed in this interpreter ({e})"
+        return None
+    return needs
+
+
+# --- The figures, in the anchors' order -------------------------------------------------------
+@figure("create_ms")
+def f_create(p):
+    ivm = p.ivm
+
+    def make():
+        iso = ivm.Isolate(memory_limit=MEMORY_LIMIT_MB)
+        return iso, iso.create_context_sync()
+    p.r.notes["create_ms"] = "Isolate(memory_limit=128) + create_context_sync(); dispose() untimed"
+    return p.bl.create_ms(make, lambda pair: pair[0].dispose())
+
+
+@figure("eval_us")
+def f_eval(p):
+    ctx, check = p.context(), p.bl.check
+
+    def batch(n):
+        for _ in range(n):
+            check(ctx.eval_sync("1+1") == 2, "eval")
+    return p.bl.per_op_us(batch)
+
+
+@figure("run_precompiled_us")
+def f_run_precompiled(p):
+    ctx, check = p.context(), p.bl.check
+    script = p.iso.compile_script_sync("1+1")
+
+    def batch(n):
+        for _ in range(n):
+            check(script.run_sync(ctx) == 2, "run")
+    return p.bl.per_op_us(batch)
+
+
+@figure("call_js_fn_us", needs=needs_reference)
+def f_call_js_fn(p):
+    ctx, check = p.context(), p.bl.check
+    fn = ctx.eval_sync("(a, b) => a + b", reference=True)
+
+    def batch(n):
+        for _ in range(n):
+            check(fn.apply_sync(None, [2, 3]) == 5, "apply")
+    return p.bl.per_op_us(batch)
+
+
+def _loop(p, call: str):
+    """The anchors' callback loop calling `call` (an expression of i) per iteration."""
+    return p.context().eval_sync(
+        f"(n) => {{ let s = 0; for (let i = 0; i < n; i++) s += {call}; return s; }}",
+        reference=True)
+
+
+@figure("host_callback_us", needs=needs_callback)
+def f_host_callback(p):
+    ivm, ctx = p.ivm, p.context()
+    ctx.global_.set_sync("f", ivm.Callback(lambda x: x))
+    loop = _loop(p, "f(i)")
+    p.bl.check(loop.apply_sync(None, [10]) == 45, "callback loop")
+    return p.bl.per_op_us(lambda n: loop.apply_sync(None, [n]))
+
+
+@figure("cross_isolate_apply_us", needs=lambda ivm: needs_reference(ivm) or needs_global(ivm))
+def f_cross_isolate(p):
+    ivm, ctx = p.ivm, p.context()
+    a = ivm.Isolate(memory_limit=MEMORY_LIMIT_MB)
+    try:
+        ca = a.create_context_sync()
+        ctx.global_.set_sync("fa", ca.eval_sync("(x) => x", reference=True))
+        loop = _loop(p, "fa.applySync(undefined, [i])")
+        p.bl.check(loop.apply_sync(None, [10]) == 45, "cross-isolate loop")
+        return p.bl.per_op_us(lambda n: loop.apply_sync(None, [n]))
+    finally:
+        a.dispose()
+
+
+@figure("copy_roundtrip_mb_s", needs=needs_copy)
+def f_copy_roundtrip(p):
+    ctx, bl = p.context(), p.bl
+    ctx.eval_sync(f"globalThis.data = {bl.ROWS_JS}; 0")
+    size = ctx.eval_sync("JSON.stringify(data).length")
+    bl.check(size == bl.ROWS_JSON_BYTES, "rows_json_bytes")
+    p.r.out["rows_json_bytes"] = size
+    p.r.out["copy_fidelity_ok"] = ctx.eval_sync("data", copy=True) == bl.rows_py()
+
+    def batch(n):
+        for _ in range(n):
+            obj = ctx.eval_sync("data", copy=True)
+            ctx.global_.set_sync("back", obj, copy=True)
+    us = bl.per_op_us(batch, batches=11, min_batch_s=0.05)
+    bl.check(ctx.eval_sync("back.length === 10000 && back[9999].name === 'row-9999'"), "copy")
+    ctx.eval_sync("delete globalThis.data; delete globalThis.back; 0")
+    return size / us
+
+
+_FILL_64MB = "globalThis.buf = new ArrayBuffer(64 * 1024 * 1024); new Uint8Array(buf).fill(7); 0"
+_GOT_64MB = "got.byteLength === 67108864 && new Uint8Array(got)[12345] === 7"
+
+
+def _two_big(ivm):
+    a = ivm.Isolate(memory_limit=BIG_LIMIT_MB)
+    b = ivm.Isolate(memory_limit=BIG_LIMIT_MB)
+    return a, a.create_context_sync(), b, b.create_context_sync()
+
+
+@figure("transfer_arraybuffer_64mb_ms", needs=needs_external_copy)
+def f_transfer(p):
+    bl, ivm = p.bl, p.ivm
+    a, ca, b, cb = _two_big(ivm)
+    try:
+        samples, detached = [], True
+        for _ in range(bl.reps(7, 3)):
+            ca.eval_sync(_FILL_64MB)
+            t0 = bl.now()
+            ec = ca.eval_sync("buf", external_copy=True, transfer_out=True)
+            cb.global_.set_sync("got", ec.copy_into(release=True, transfer_in=True))
+            samples.append((bl.now() - t0) * 1e3)
+            detached = detached and ca.eval_sync("buf.byteLength") == 0
+            bl.check(cb.eval_sync(_GOT_64MB), "transfer")
+            ca.eval_sync("delete globalThis.buf; 0")
+            cb.eval_sync("delete globalThis.got; 0")
+        p.r.notes["transfer_arraybuffer_64mb_ms"] = (
+            "eval_sync('buf', external_copy=True, transfer_out=True), copy_into(release=True, "
+            f"transfer_in=True); source {'detached' if detached else 'NOT detached (a copy)'}")
+        return statistics.median(samples)
+    finally:
+        a.dispose()
+        b.dispose()
+
+
+@figure("copy_arraybuffer_64mb_ms", needs=needs_external_copy)
+def f_copy_arraybuffer(p):
+    bl, ivm = p.bl, p.ivm
+    a, ca, b, cb = _two_big(ivm)
+    try:
+        ca.eval_sync(_FILL_64MB)
+        samples = []
+        for _ in range(bl.reps(7, 3)):
+            t0 = bl.now()
+            ec = ca.eval_sync("buf", external_copy=True)
+            cb.global_.set_sync("got", ec.copy_into(release=True, transfer_in=True))
+            samples.append((bl.now() - t0) * 1e3)
+            bl.check(cb.eval_sync(_GOT_64MB), "copy")
+            cb.eval_sync("delete globalThis.got; 0")
+        return statistics.median(samples)
+    finally:
+        a.dispose()
+        b.dispose()
+
+
+@figure("bytes_into_isolate_64mb_ms", needs=needs_copy)
+def f_bytes_into(p):
+    bl, ivm = p.bl, p.ivm
+    b = ivm.Isolate(memory_limit=BIG_LIMIT_MB)
+    try:
+        cb = b.create_context_sync()
+        host = bytes([7]) * (64 * bl.MIB)
+        samples = []
+        for _ in range(bl.reps(7, 3)):
+            t0 = bl.now()
+            cb.global_.set_sync("got", host, copy=True)
+            samples.append((bl.now() - t0) * 1e3)
+            bl.check(cb.eval_sync(_GOT_64MB), "bytes")
+            cb.eval_sync("delete globalThis.got; 0")
+        return statistics.median(samples)
+    finally:
+        b.dispose()
+
+
+# --- async (asyncio and trio) -----------------------------------------------------------------
+def _run_async(backend: str, fn):
+    if backend == "trio":
+        import trio
+        return trio.run(fn)
+    import asyncio
+    return asyncio.run(fn())
+
+
+async def _gather(backend: str, calls) -> list:
+    """Awaits every call() at once: asyncio.gather, or a trio nursery task per call."""
+    if backend == "asyncio":
+        import asyncio
+        return list(await asyncio.gather(*(c() for c in calls)))
+    import trio
+    out = [None] * len(calls)
+
+    async def one(i, c):
+        out[i] = await c()
+    async with trio.open_nursery() as nursery:
+        for i, c in enumerate(calls):
+            nursery.start_soon(one, i, c)
+    return out
+
+
+def _async_evals_per_s(backend):
+    def measure(p):
+        bl, ivm = p.bl, p.ivm
+        isos = [ivm.Isolate(memory_limit=MEMORY_LIMIT_MB) for _ in range(4)]
+        ctxs = [x.create_context_sync() for x in isos]
+
+        async def main():
+            samples = []
+            for k in range(bl.ASYNC_ROUNDS):
+                calls = [lambda c=ctxs[i % 4]: c.eval("1+1") for i in range(bl.ASYNC_CALLS)]
+                t0 = bl.now()
+                rs = await _gather(backend, calls)
+                s = bl.now() - t0
+                bl.check(all(x == 2 for x in rs), "async")
+                if k:
+                    samples.append(bl.ASYNC_CALLS / s)
+            return statistics.median(samples)
+        try:
+            return _run_async(backend, main)
+        finally:
+            for x in isos:
+                x.dispose()
+    return measure
+
+
+def _async_latency_us(backend):
+    def measure(p):
+        bl, ctx = p.bl, p.context()
+
+        async def batch(n):
+            for _ in range(n):
+                bl.check(await ctx.eval("1+1") == 2, "await")
+
+        async def main():
+            return await bl.per_op_us_async(batch)
+        return _run_async(backend, main)
+    return measure
+
+
+def _async_cancel_overshoot_ms(backend):
+    def measure(p):
+        import anyio
+        bl, ctx = p.bl, p.context()
+
+        async def main():
+            samples = []
+            for _ in range(bl.reps(10, 3)):
+                t0 = bl.now()
+                with anyio.move_on_after(bl.TIMEOUT_S) as scope:
+                    await ctx.eval("while (true) {}")
+                s = bl.now() - t0
+                bl.check(scope.cancelled_caught, "cancelled")
+                bl.check(await ctx.eval("1+1") == 2, "usable after a cancel")
+                samples.append((s - bl.TIMEOUT_S) * 1e3)
+            return statistics.median(samples)
+        return anyio.run(main, backend=backend)
+    return measure
+
+
+for _b in ("asyncio", "trio"):
+    figure(f"async_evals_per_s_{_b}", needs_async_backend(_b))(_async_evals_per_s(_b))
+for _b in ("asyncio", "trio"):
+    figure(f"async_eval_latency_us_{_b}", needs_async_backend(_b))(_async_latency_us(_b))
+for _b in ("asyncio", "trio"):
+    figure(f"async_cancel_overshoot_ms_{_b}", needs_async_backend(_b))(
+        _async_cancel_overshoot_ms(_b))
+figure("async_loop_floor_asyncio_per_s", needs_async_backend("asyncio"))(
+    lambda p: p.bl.async_floor_asyncio())
+figure("async_loop_floor_trio_per_s", needs_async_backend("trio"))(
+    lambda p: p.bl.async_floor_trio())
+
+
+@figure("timeout_overshoot_ms")
+def f_timeout(p):
+    ivm, ctx, bl = p.ivm, p.context(), p.bl
+
+    def run_one():
+        try:
+            ctx.eval_sync("while (true) {}", timeout=bl.TIMEOUT_S)
+        except ivm.TimeoutError:
+            return True
+        return False
+    res = bl.overshoot_ms(run_one)
+    bl.check(ctx.eval_sync("1+1") == 2, "usable after a timeout")
+    return res
+
+
+@figure("rss_per_isolate_mb")
+def f_rss(p):
+    """In a fresh process: this one's earlier allocations must not disturb it."""
+    p.close()
+    env = dict(os.environ, **{ROLE_ENV: "rss"})
+    try:
+        c = subprocess.run([sys.executable, THIS], env=env, capture_output=True, text=True,
+                           timeout=RSS_CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"the RSS process hung (killed after {RSS_CHILD_TIMEOUT_S} s)") from None
+    try:
+        res = json.loads(c.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        why = f"signal {-c.returncode}" if c.returncode < 0 else f"exit {c.returncode}"
+        raise RuntimeError(f"the RSS process failed ({why}): {' '.join(c.stderr.split())[-300:]}")
+    if "error" in res:
+        raise RuntimeError(res["error"])
+    p.r.notes["rss_per_isolate_mb"] = (
+        f"in a fresh process, after one warm-up isolate (V8 initialised): {res['n']} x "
+        "(Isolate(memory_limit=128) + create_context_sync()) alive, RSS growth / n")
+    return res["rss_per_isolate_mb"]
+
+
+def rss_child() -> int:
+    """Role "rss": benchlib.rss_per over isolates + contexts, one JSON line."""
+    try:
+        bl = _import_anchors()
+        import ivm
+        warm = ivm.Isolate(memory_limit=MEMORY_LIMIT_MB)  # V8's one-time initialisation
+        bl.check(warm.create_context_sync().eval_sync("1+1") == 2, "warm-up")
+        warm.dispose()
+        del warm
+        keep = []
+
+        def make():
+            iso = ivm.Isolate(memory_limit=MEMORY_LIMIT_MB)
+            keep.append(iso)
+            return iso, iso.create_context_sync()
+        mb = bl.rss_per(make, lambda pair: pair[0].dispose())
+        print(json.dumps({"rss_per_isolate_mb": mb, "n": len(keep)}), flush=True)
+    except Exception as e:  # noqa: BLE001 — reported to the probe
+        print(json.dumps({"error": " ".join(f"{type(e).__name__}: {e}".split())[:300]}))
+    return 0
+
+
+def probe() -> int:
+    """Role "probe": one round of every figure, one JSON line on stdout (run-all's contract)."""
+    import faulthandler
+    faulthandler.dump_traceback_later(PROBE_WATCHDOG_S, exit=True)
+    bl = _import_anchors()
+    import ivm
+    p = Probe(ivm, bl)
+    r = p.r
+    r.out["version"] = ivm.__version__
+    r.out["v8_version"] = ivm.v8_version
+    r.out["python"] = sys.version.split()[0]
+    r.notes["ivm_path"] = os.path.dirname(os.path.abspath(ivm.__file__))
+    for key, needs, fn in FIGURES:
+        why = needs(ivm) if needs else None
+        if why:
+            r.none(key, why)
+            continue
+        log(f"ivm: {key}")
+        r.measure(key, lambda: fn(p))
+    p.close()
+    print(json.dumps(r.dump(), ensure_ascii=False), flush=True)
+    return 0
+
+
+# =============================================================================================
+# The driver.
+
+def _last_json(text: str) -> dict:
+    """The whole output as one JSON object (run-all's indented document), else its last line
+    (a probe's)."""
+    text = (text or "").strip()
+    if not text:
+        raise ValueError("no output")
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = json.loads(text.splitlines()[-1])
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    return obj
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the group we started (start_new_session)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _run(cmd, env, timeout, tee=False):
+    """Runs cmd in a new session (so a timeout can stop it and its children): (rc or None on a
+    timeout, stdout, stderr). tee: stderr is also passed through to ours as it comes."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    out_parts: list[str] = []
+    err_lines: list[str] = []
+
+    def pump_out():
+        out_parts.append(proc.stdout.read())
+
+    def pump_err():
+        for line in proc.stderr:
+            err_lines.append(line)
+            if tee:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+    pumps = [threading.Thread(target=f, daemon=True) for f in (pump_out, pump_err)]
+    for t in pumps:
+        t.start()
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        proc.wait()
+        rc = None
+    except BaseException:
+        _kill_group(proc)
+        raise
+    for t in pumps:
+        t.join(timeout=10)  # a grandchild may still hold the pipes: do not wait for it forever
+    return rc, "".join(out_parts), "".join(err_lines)
+
+
+def run_ivm_rounds(rounds: int, env: dict) -> dict:
+    """ivm's probe `rounds` times, each in a fresh process; merged as run-all merges rounds."""
+    per = []
+    for k in range(1, rounds + 1):
+        log(f"ivm round {k}/{rounds}")
+        rc, out, err = _run([sys.executable, THIS], dict(env, **{ROLE_ENV: "probe"}),
+                            PROBE_WATCHDOG_S + 60)
+        try:
+            per.append(_last_json(out))
+        except ValueError as e:
+            why = "timed out" if rc is None else (
+                f"signal {-rc}" if rc < 0 else f"exit {rc}")
+            tail = " ".join((err or "").split())[-600:]
+            per.append({"error": f"the probe crashed ({why}; {e}); stderr: {tail}"})
+            log(f"ivm round {k}: probe crashed ({why})")
+    return merge_rounds(per)
+
+
+def merge_rounds(per: list[dict]) -> dict:
+    """Medians per figure and [min, max] under "spread": run-all's own combine.merge."""
+    import combine  # from the anchors folder (on sys.path by now)
+    doc, spread = combine.merge([{"ivm": x} for x in per])
+    ivm = doc.get("ivm", {})
+    if spread.get("ivm"):
+        ivm["spread"] = spread["ivm"]
+    return ivm
+
+
+def run_anchors(args, env: dict) -> tuple[dict, dict | None]:
+    """run-all with ivm's probe in its rounds: (anchors document or {"error"}, ivm or None)."""
+    cmd = [os.path.join(anchors_dir(), "run-all")]
+    if args.quick:
+        cmd.append("--quick")
+    if args.rounds > 1:
+        cmd += ["--rounds", str(args.rounds)]
+    cmd += ["--with-ivm", sys.executable, "--probe", THIS]
+    log("anchors: " + " ".join(cmd))
+    timeout = 900 + 900 * args.rounds
+    try:
+        rc, out, err = _run(cmd, dict(env, **{ROLE_ENV: "probe"}), timeout, tee=True)
+    except OSError as e:
+        return {"error": f"run-all could not start: {e}"}, None
+    if rc != 0:
+        why = f"timed out after {timeout} s" if rc is None else f"exit status {rc}"
+        tail = " ".join(err.split())[-600:]
+        return {"error": f"run-all failed ({why}); stderr: {tail}"}, None
+    try:
+        doc = _last_json(out)
+    except ValueError as e:
+        return {"error": f"run-all printed no JSON document ({e})"}, None
+    ivm = doc.pop("ivm", None)
+    spread = doc.get("spread") or {}
+    if ivm is not None and spread.get("ivm"):
+        ivm["spread"] = spread.pop("ivm")
+        if not spread:
+            doc.pop("spread")
+    return doc, ivm
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _sig(v: float) -> float:
+    return float(f"{v:.4g}")
+
+
+def figure_keys() -> list[str]:
+    return [key for key, _, _ in FIGURES]
+
+
+def ratios(ivm: dict, anchors: dict) -> dict:
+    """{figure: {section: ivm / anchor}} for every figure both measured."""
+    out: dict = {}
+    for key in figure_keys():
+        if not _num(ivm.get(key)):
+            continue
+        row = {}
+        for s in RATIO_SECTIONS:
+            a = (anchors.get(s) or {}).get(RATIO_ALIASES.get((s, key), key))
+            if _num(a) and a > 0:
+                row[s] = _sig(ivm[key] / a)
+        if row:
+            out[key] = row
+    return out
+
+
+def targets(ivm: dict, anchors: dict) -> dict:
+    out: dict = {}
+    unsupported = ivm.get("unsupported") or {}
+    errors = ivm.get("errors") or {}
+    for t in TARGETS:
+        rule = f"{t.figure} {t.op} " + (
+            f"{t.bound if t.bound is not None else '?'}" + (f" x {t.anchor}" if t.anchor else ""))
+        row: dict = {"value": None, "limit": None, "ok": None, "rule": rule}
+        out[t.figure] = row
+        value = ivm.get(t.figure)
+        if t.figure in unsupported or (t.figure not in ivm and "error" not in ivm):
+            why = unsupported.get(t.figure, f"{NOT_YET}: ivm measures no {t.figure}")
+            row["skipped"] = NOT_YET if why.startswith(NOT_YET) else why
+            row["reason"] = why
+            continue
+        if not _num(value):
+            row["ok"] = False
+            row["error"] = errors.get(t.figure) or ivm.get("error") or "no value"
+            continue
+        row["value"] = value
+        if t.anchor:
+            sec, fig = t.anchor.split(".", 1)
+            a = (anchors.get(sec) or {}).get(fig)
+            row["anchor_value"] = a if _num(a) else None
+            if _num(a):
+                row["ratio"] = _sig(value / a) if a else None
+            if t.bound is None:
+                row["skipped"] = "no bound set yet"
+                continue
+            if not _num(a):
+                why = anchors.get("error") or anchors.get("skipped")
+                row["skipped"] = f"no anchor figure {t.anchor}" + (f" ({why})" if why else "")
+                continue
+            limit = t.bound * a
+        else:
+            if t.bound is None:
+                row["skipped"] = "no bound set yet"
+                continue
+            limit = t.bound
+        row["limit"] = _sig(limit)
+        row["ok"] = value <= limit if t.op == "<=" else value >= limit
+    return out
+
+
+def machine(args, ivm: dict, anchors: dict, interleaved: bool, bench_s: float) -> dict:
+    import platform
+    m: dict = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            m["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f
+                             if ln.startswith("model name")), None)
+    except OSError:
+        m["cpu"] = None
+    m["cpus_online"] = os.cpu_count()
+    m["cpus_usable"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    m["python"] = platform.python_version()
+    m["python_executable"] = sys.executable
+    m["ivm_version"] = ivm.get("version")
+    m["ivm_v8_version"] = ivm.get("v8_version")
+    m["ivm_path"] = (ivm.get("notes") or {}).get("ivm_path")
+    m["anchors_dir"] = anchors_dir()
+    am = anchors.get("machine") or {}
+    m["anchors_other_load_cores"] = am.get("other_load_cores")
+    m["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    m["date_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    m["quick"] = bool(args.quick)
+    m["rounds"] = args.rounds
+    m["interleaved_with_anchors"] = interleaved
+    m["bench_s"] = round(bench_s, 1)
+    return m
+
+
+def summary(doc: dict) -> None:
+    """A human-readable table on stderr."""
+    log("targets:")
+    for name, row in doc["targets"].items():
+        if row.get("skipped"):
+            state = f"skipped ({row['skipped']})"
+        elif row.get("error"):
+            state = f"FAIL  {row['error'][:100]}"
+        elif row["ok"] is None:
+            state = "?"
+        else:
+            state = ("ok  " if row["ok"] else "MISS") + f"  {row['value']} vs limit {row['limit']}"
+        log(f"  {name:32} {state}")
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (anchors' quick mode)")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians + spread")
+    ap.add_argument("--no-anchors", action="store_true", help="ivm's figures only")
+    ap.add_argument("--out", help="also write the JSON document to this file")
+    args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds needs a positive integer")
+    os.environ["ANCHORS_QUICK"] = "1" if args.quick else "0"
+    os.environ["IVM_ANCHORS_DIR"] = anchors_dir()
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    _import_anchors()
+    env = dict(os.environ)
+    t0 = time.monotonic()
+
+    ivm = None
+    if args.no_anchors:
+        anchors: dict = {"skipped": "--no-anchors"}
+    else:
+        anchors, ivm = run_anchors(args, env)
+        if ivm is None and "error" not in anchors:
+            anchors["_note"] = "run-all gave no ivm section: ivm measured on its own"
+    interleaved = ivm is not None
+    if ivm is None:
+        ivm = run_ivm_rounds(args.rounds, env)
+
+    doc = {
+        "ivm": ivm,
+        "anchors": anchors,
+        "ratios": ratios(ivm, anchors),
+        "targets": targets(ivm, anchors),
+        "machine": machine(args, ivm, anchors, interleaved, time.monotonic() - t0),
+    }
+    text = json.dumps(doc, indent=1, ensure_ascii=False)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    print(text, flush=True)
+    summary(doc)
+    if not any(_num(ivm.get(k)) for k in figure_keys()):
+        log("ivm produced no figures: " + str(ivm.get("error") or ivm.get("errors")))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    role = os.environ.get(ROLE_ENV, "")
+    if role == "probe":
+        sys.exit(probe())
+    if role == "rss":
+        sys.exit(rss_child())
+    sys.exit(main(sys.argv[1:]))
