@@ -8,7 +8,7 @@ from ._errors import check, raise_error
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import code_bytes, eval_options
-from ._value import JSPrimitive, take, value_out
+from ._value import JSPrimitive, _tls, take, value_out
 
 if TYPE_CHECKING:
     from ._isolate import Isolate
@@ -84,7 +84,10 @@ class Context(Handle):
             opts = _NULL
         else:
             opts, _keep = eval_options(timeout, filename, line_offset, column_offset)
-        out = value_out()
+        try:
+            out = _tls.out
+        except AttributeError:
+            out = value_out()
         err = _eval(self._ptr, src, len(src), opts, out)
         if err:
             raise_error(err)

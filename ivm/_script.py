@@ -9,7 +9,7 @@ from ._errors import check, raise_error
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import eval_options
-from ._value import JSPrimitive, take, value_out
+from ._value import JSPrimitive, _tls, take, value_out
 
 if TYPE_CHECKING:
     from ._isolate import Isolate
@@ -55,7 +55,10 @@ class Script(Handle):
         if type(context) is not Context:
             raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
         opts = _NULL if timeout is None else eval_options(timeout)[0]
-        out = value_out()
+        try:
+            out = _tls.out
+        except AttributeError:
+            out = value_out()
         err = _run(self._ptr, context._ptr, opts, out)
         if err:
             raise_error(err)

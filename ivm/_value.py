@@ -69,17 +69,18 @@ def value_out() -> Any:
 _kind = lib.ivm_value_kind
 _number = lib.ivm_value_number
 _free = lib.ivm_value_free
-_NUMBER: Final = lib.IVM_VALUE_NUMBER
+_copysign = math.copysign
+assert lib.IVM_VALUE_NUMBER == 4
 _STRING: Final = lib.IVM_VALUE_STRING
 
 
 def take(v: Any) -> JSPrimitive:
     """Converts and frees a libivm value."""
     kind = _kind(v)
-    if kind == _NUMBER:
+    if kind == 4:  # IVM_VALUE_NUMBER, the hot path
         x = _number(v)
         _free(v)
-        if x.is_integer() and -_MAX_SAFE <= x <= _MAX_SAFE and (x or math.copysign(1.0, x) > 0):
+        if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
             return int(x)
         return x
     try:

@@ -12,9 +12,12 @@ import ivm
 
 
 def ivm_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    # The environment (PYTHONPATH included) is inherited, so the child imports the same ivm.
+    # The environment (PYTHONPATH included) is inherited, and the child runs in the directory
+    # that holds the imported ivm package: `-m` puts the working directory first on sys.path,
+    # so from the source tree it would import the uncompiled ivm/ there instead.
     return subprocess.run(
         [sys.executable, "-m", "ivm", *args],
+        cwd=Path(ivm.__file__).parent.parent,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
