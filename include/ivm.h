@@ -468,6 +468,74 @@ IVM_API ivm_error_t *ivm_script_release(ivm_script_t *script);
 IVM_API void ivm_script_free(ivm_script_t *script);
 
 /* ------------------------------------------------------------------------- */
+/* Asynchronous calls                                                        */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * Every blocking call that runs in an isolate has an `_async` twin that
+ * queues the work and returns at once. Each isolate has a FIFO queue of jobs,
+ * served by a small shared pool of native threads (cores + 1): jobs of one
+ * isolate run one at a time in submission order; jobs of different isolates
+ * run in parallel. Synchronous calls still run on the caller's thread; one
+ * made while the isolate runs a job waits for that job to end.
+ */
+
+/**
+ * Reports the end of an asynchronous job, exactly once, even for cancelled
+ * jobs and disposed isolates. Exactly one of `result` and `error` is non-NULL;
+ * the callee owns it. `result` is an `ivm_value_t *` for evaluations and runs,
+ * an `ivm_context_t *` for ivm_isolate_create_context_async and an
+ * `ivm_script_t *` for ivm_isolate_compile_script_async.
+ * Runs on a pool thread (or, for a job refused at submission, on the thread
+ * that submitted it); must not block or call back into the isolate
+ * synchronously.
+ */
+typedef void (*ivm_done_fn)(void *user_data, void *result, ivm_error_t *error);
+
+/**
+ * Queues ivm_context_eval(). `code`, `opts` and the filename are copied.
+ *
+ * @param done       called once with the outcome (ivm_done_fn).
+ * @param user_data  passed to `done`.
+ * @param[out] out_job  may be NULL; the job's id for ivm_isolate_cancel_job.
+ * @return NULL when queued (done will fire), otherwise an error (done will
+ * not fire). Threads: any; never blocks. Errors: INVALID_ARGUMENT. Since: 0.1
+ */
+IVM_API ivm_error_t *ivm_context_eval_async(ivm_context_t *ctx, const char *code,
+                                            size_t code_len,
+                                            const ivm_eval_options_t *opts,
+                                            ivm_done_fn done, void *user_data,
+                                            uint64_t *out_job);
+
+/** Queues ivm_script_run(); as ivm_context_eval_async(). Since: 0.1 */
+IVM_API ivm_error_t *ivm_script_run_async(ivm_script_t *script, ivm_context_t *ctx,
+                                          const ivm_eval_options_t *opts,
+                                          ivm_done_fn done, void *user_data,
+                                          uint64_t *out_job);
+
+/** Queues ivm_isolate_create_context(); as ivm_context_eval_async(). Since: 0.1 */
+IVM_API ivm_error_t *ivm_isolate_create_context_async(ivm_isolate_t *iso,
+                                                      const ivm_context_options_t *opts,
+                                                      ivm_done_fn done, void *user_data,
+                                                      uint64_t *out_job);
+
+/** Queues ivm_isolate_compile_script(); as ivm_context_eval_async(). Since: 0.1 */
+IVM_API ivm_error_t *ivm_isolate_compile_script_async(ivm_isolate_t *iso,
+                                                      const char *code, size_t code_len,
+                                                      const ivm_script_options_t *opts,
+                                                      ivm_done_fn done, void *user_data,
+                                                      uint64_t *out_job);
+
+/**
+ * Cancels job `job` of `iso`: a queued job is dropped (its done gets
+ * IVM_ERROR_CANCELLED at once, on this thread); a running one has its
+ * JavaScript terminated (done gets IVM_ERROR_CANCELLED unless it had already
+ * finished); a finished or unknown job is left alone. The isolate stays usable.
+ * Threads: any; never blocks on the isolate. Since: 0.1
+ */
+IVM_API void ivm_isolate_cancel_job(ivm_isolate_t *iso, uint64_t job);
+
+/* ------------------------------------------------------------------------- */
 /* Diagnostics                                                               */
 /* ------------------------------------------------------------------------- */
 

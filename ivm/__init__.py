@@ -12,6 +12,7 @@ limit and timeouts; data crosses the boundary only as explicit copies::
 
 from __future__ import annotations
 
+from ._async import set_ignored_error_handler as set_ignored_error_handler
 from ._context import Context as Context
 from ._errors import DisposedError as DisposedError
 from ._errors import IvmError as IvmError
@@ -50,6 +51,7 @@ __all__ = [
     "TimeoutError",
     "TransferError",
     "Undefined",
+    "set_ignored_error_handler",
     "undefined",
     "v8_version",
 ]

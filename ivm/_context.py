@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._async import submit, submit_ignored
 from ._errors import check, raise_error
 from ._ffi import ffi, lib
 from ._handle import Handle
@@ -92,3 +93,50 @@ class Context(Handle):
         if err:
             raise_error(err)
         return take(out[0])
+
+    async def eval(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        filename: str | None = None,
+        line_offset: int = 0,
+        column_offset: int = 0,
+    ) -> JSPrimitive:
+        """The async twin of :meth:`eval_sync`: queued on the isolate (FIFO) and
+        run by libivm's thread pool; the event loop (asyncio or trio) keeps
+        running. Cancelling the awaiting task stops the JavaScript (or drops the
+        call if it has not started); the isolate stays usable.
+        """
+        src = code_bytes(code)
+        opts, keep = eval_options(timeout, filename, line_offset, column_offset)
+        ptr = self._ptr
+        return await submit(
+            self._isolate._ptr,
+            lambda done, ud, job: lib.ivm_context_eval_async(ptr, src, len(src), opts, done, ud, job),
+            take,
+            (keep, opts),
+        )
+
+    def eval_ignored(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        filename: str | None = None,
+        line_offset: int = 0,
+        column_offset: int = 0,
+    ) -> None:
+        """Queues ``code`` like :meth:`eval` and returns at once, without a
+        result. Needs no event loop. Errors go to the handler set with
+        :func:`ivm.set_ignored_error_handler`, or are logged on the ``ivm``
+        logger.
+        """
+        src = code_bytes(code)
+        opts, keep = eval_options(timeout, filename, line_offset, column_offset)
+        ptr = self._ptr
+        submit_ignored(
+            lambda done, ud, job: lib.ivm_context_eval_async(ptr, src, len(src), opts, done, ud, job),
+            take,
+        )
+        del keep

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ._async import submit
 from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
@@ -114,6 +115,63 @@ class Isolate(Handle):
         check(lib.ivm_isolate_create_context(self._ptr, ffi.NULL, out))
         return Context._wrap(out[0], self)
 
+    async def create_context(self) -> Context:
+        """The async twin of :meth:`create_context_sync`."""
+        from ._context import Context
+
+        ptr = self._ptr
+        return await submit(
+            ptr,
+            lambda done, ud, job: lib.ivm_isolate_create_context_async(ptr, ffi.NULL, done, ud, job),
+            lambda raw: Context._wrap(ffi.cast("ivm_context_t *", raw), self),
+        )
+
+    async def compile_script(
+        self,
+        code: str,
+        *,
+        filename: str | None = None,
+        line_offset: int = 0,
+        column_offset: int = 0,
+    ) -> Script:
+        """The async twin of :meth:`compile_script_sync`."""
+        from ._script import Script
+
+        src, opts, keep = self._script_options(code, filename, line_offset, column_offset)
+        ptr = self._ptr
+        return await submit(
+            ptr,
+            lambda done, ud, job: lib.ivm_isolate_compile_script_async(
+                ptr, src, len(src), opts, done, ud, job
+            ),
+            lambda raw: Script._wrap(ffi.cast("ivm_script_t *", raw), self),
+            (keep, opts),
+        )
+
+    async def get_heap_statistics(self) -> HeapStatistics:
+        """The async twin of :meth:`get_heap_statistics_sync` (a quick read that
+        does not wait for the isolate's queue)."""
+        import anyio
+
+        await anyio.lowlevel.checkpoint()
+        return self.get_heap_statistics_sync()
+
+    def _script_options(
+        self, code: str, filename: str | None, line_offset: int, column_offset: int
+    ) -> tuple[bytes, Any, Any]:
+        src = code_bytes(code)
+        name, line, column = source_fields(filename, line_offset, column_offset)
+        opts = ffi.new("ivm_script_options_t *")
+        opts.struct_size = ffi.sizeof("ivm_script_options_t")
+        keep = None
+        if name is not None:
+            keep = ffi.from_buffer(name)
+            opts.filename = keep
+            opts.filename_len = len(name)
+        opts.line_offset = line
+        opts.column_offset = column
+        return src, opts, keep
+
     def compile_script_sync(
         self,
         code: str,
@@ -129,17 +187,7 @@ class Isolate(Handle):
         """
         from ._script import Script
 
-        src = code_bytes(code)
-        name, line, column = source_fields(filename, line_offset, column_offset)
-        opts = ffi.new("ivm_script_options_t *")
-        opts.struct_size = ffi.sizeof("ivm_script_options_t")
-        keep = None
-        if name is not None:
-            keep = ffi.from_buffer(name)
-            opts.filename = keep
-            opts.filename_len = len(name)
-        opts.line_offset = line
-        opts.column_offset = column
+        src, opts, keep = self._script_options(code, filename, line_offset, column_offset)
         out = ffi.new("ivm_script_t **")
         check(lib.ivm_isolate_compile_script(self._ptr, src, len(src), opts, out))
         del keep

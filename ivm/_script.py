@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._context import Context
+from ._async import submit, submit_ignored
 from ._errors import check, raise_error
 from ._ffi import ffi, lib
 from ._handle import Handle
@@ -63,3 +64,28 @@ class Script(Handle):
         if err:
             raise_error(err)
         return take(out[0])
+
+    async def run(self, context: Context, *, timeout: float | None = None) -> JSPrimitive:
+        """The async twin of :meth:`run_sync` (see :meth:`Context.eval`)."""
+        if type(context) is not Context:
+            raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
+        opts, keep = eval_options(timeout)
+        sptr, cptr = self._ptr, context._ptr
+        return await submit(
+            self._isolate._ptr,
+            lambda done, ud, job: lib.ivm_script_run_async(sptr, cptr, opts, done, ud, job),
+            take,
+            (keep, opts),
+        )
+
+    def run_ignored(self, context: Context, *, timeout: float | None = None) -> None:
+        """Queues a run like :meth:`run` and returns at once (see
+        :meth:`Context.eval_ignored`)."""
+        if type(context) is not Context:
+            raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
+        opts, _keep = eval_options(timeout)
+        sptr, cptr = self._ptr, context._ptr
+        submit_ignored(
+            lambda done, ud, job: lib.ivm_script_run_async(sptr, cptr, opts, done, ud, job),
+            take,
+        )

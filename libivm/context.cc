@@ -95,6 +95,43 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
   return ValueFromV8(isolate, context, result, out);
 }
 
+ivm_error_t* Eval(IsolateHolder& holder, ContextRecord& record, const char* code,
+                  size_t code_len, const EvalOptions& o, ivm_value_t** out) {
+  return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
+    if (record.released()) return MakeError(IVM_ERROR_DISPOSED, kContextReleased);
+    v8::Local<v8::Context> context = record.context.Get(isolate);
+    v8::Context::Scope context_scope(context);
+    v8::TryCatch try_catch(isolate);
+    ivm_error_t* err = nullptr;
+    v8::Local<v8::Script> script;
+    v8::MaybeLocal<v8::Value> result;
+    if (CompileEval(isolate, context, record, code, code_len, o, &err).ToLocal(&script)) {
+      result = script->Run(context);
+    } else if (err != nullptr) {
+      return err;
+    }
+    return CompleteCall(holder, isolate, context, try_catch, call, result, out);
+  });
+}
+
+ivm_error_t* CreateContext(const std::shared_ptr<IsolateHolder>& holder, ivm_context_t** out) {
+  auto record = std::make_shared<ContextRecord>();
+  ivm_error_t* err = holder->Run(0, [&](v8::Isolate* isolate, CallState&) -> ivm_error_t* {
+    v8::Local<v8::Context> context = v8::Context::New(isolate);
+    if (context.IsEmpty()) return MakeError(IVM_ERROR_INTERNAL, "V8 could not create a context");
+    record->context.Reset(isolate, context);
+    record->id = holder->NextId();
+    holder->Register(record);
+    return nullptr;
+  });
+  if (err) return err;
+  auto shell = std::make_unique<ivm_context>();
+  shell->holder = holder;
+  shell->record = std::move(record);
+  *out = shell.release();
+  return nullptr;
+}
+
 }  // namespace ivm
 
 // ---------------------------------------------------------------------------
@@ -108,29 +145,45 @@ extern "C" {
 IVM_API ivm_error_t* ivm_isolate_create_context(ivm_isolate_t* iso,
                                                 const ivm_context_options_t* opts,
                                                 ivm_context_t** out) {
-  (void)opts;
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
     if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
       return InvalidArgument("bad struct_size");
     }
-    ivm::IsolateHolder& holder = *iso->holder;
-    auto record = std::make_shared<ivm::ContextRecord>();
-    ivm_error_t* err = holder.Run(0, [&](v8::Isolate* isolate, ivm::CallState&) -> ivm_error_t* {
-      v8::Local<v8::Context> context = v8::Context::New(isolate);
-      if (context.IsEmpty()) return ivm::MakeError(IVM_ERROR_INTERNAL, "V8 could not create a context");
-      record->context.Reset(isolate, context);
-      record->id = holder.NextId();
-      holder.Register(record);
-      return nullptr;
-    });
-    if (err) return err;
-    auto shell = std::make_unique<ivm_context>();
-    shell->holder = iso->holder;
-    shell->record = std::move(record);
-    *out = shell.release();
+    return ivm::CreateContext(iso->holder, out);
+  });
+}
+
+IVM_API ivm_error_t* ivm_isolate_create_context_async(ivm_isolate_t* iso,
+                                                      const ivm_context_options_t* opts,
+                                                      ivm_done_fn done, void* user_data,
+                                                      uint64_t* out_job) {
+  return Guard([&]() -> ivm_error_t* {
+    if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
+    if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
+      return InvalidArgument("bad struct_size");
+    }
+    std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
+    auto job = std::make_unique<ivm::Job>();
+    job->id = holder->NextJobId();
+    job->run = [=]() {
+      ivm_context_t* context = nullptr;
+      ivm_error_t* err = Guard([&] { return ivm::CreateContext(holder, &context); });
+      done(user_data, err ? nullptr : context, err);
+    };
+    job->fail = [=](ivm_error_t* err) { done(user_data, nullptr, err); };
+    if (out_job) *out_job = job->id;
+    holder->Submit(std::move(job));
     return nullptr;
   });
+}
+
+IVM_API void ivm_isolate_cancel_job(ivm_isolate_t* iso, uint64_t job) {
+  if (iso == nullptr) return;
+  try {
+    iso->holder->CancelJob(job);
+  } catch (...) {
+  }
 }
 
 IVM_API ivm_error_t* ivm_context_eval(ivm_context_t* ctx, const char* code, size_t code_len,
@@ -142,24 +195,42 @@ IVM_API ivm_error_t* ivm_context_eval(ivm_context_t* ctx, const char* code, size
       return InvalidArgument("bad struct_size");
     }
     ivm::EvalOptions o = ivm::ReadEvalOptions(opts);
-    ivm::IsolateHolder& holder = *ctx->holder;
-    ivm::ContextRecord& record = *ctx->record;
-    return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, ivm::CallState& call) -> ivm_error_t* {
-      if (record.released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kContextReleased);
-      v8::Local<v8::Context> context = record.context.Get(isolate);
-      v8::Context::Scope context_scope(context);
-      v8::TryCatch try_catch(isolate);
-      ivm_error_t* err = nullptr;
-      v8::Local<v8::Script> script;
-      v8::MaybeLocal<v8::Value> result;
-      if (ivm::CompileEval(isolate, context, record, code ? code : "", code_len, o, &err)
-              .ToLocal(&script)) {
-        result = script->Run(context);
-      } else if (err != nullptr) {
-        return err;
-      }
-      return ivm::CompleteCall(holder, isolate, context, try_catch, call, result, out);
-    });
+    return ivm::Eval(*ctx->holder, *ctx->record, code ? code : "", code_len, o, out);
+  });
+}
+
+IVM_API ivm_error_t* ivm_context_eval_async(ivm_context_t* ctx, const char* code,
+                                            size_t code_len, const ivm_eval_options_t* opts,
+                                            ivm_done_fn done, void* user_data,
+                                            uint64_t* out_job) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ctx == nullptr || done == nullptr) return InvalidArgument("context or done is NULL");
+    if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
+    if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
+      return InvalidArgument("bad struct_size");
+    }
+    ivm::EvalOptions o = ivm::ReadEvalOptions(opts);
+    // The job owns copies of everything it needs: the caller's buffers and
+    // handles may be gone by the time it runs.
+    auto filename = std::make_shared<std::string>(o.filename ? o.filename : "", o.filename_len);
+    if (o.filename) o.filename = filename->c_str();
+    auto source = std::make_shared<std::string>(code ? code : "", code_len);
+    std::shared_ptr<ivm::IsolateHolder> holder = ctx->holder;
+    std::shared_ptr<ivm::ContextRecord> record = ctx->record;
+    auto job = std::make_unique<ivm::Job>();
+    job->id = holder->NextJobId();
+    job->run = [=]() {
+      ivm_value_t* value = nullptr;
+      ivm_error_t* err = Guard([&]() -> ivm_error_t* {
+        (void)filename;
+        return ivm::Eval(*holder, *record, source->data(), source->size(), o, &value);
+      });
+      done(user_data, err ? nullptr : value, err);
+    };
+    job->fail = [=](ivm_error_t* err) { done(user_data, nullptr, err); };
+    if (out_job) *out_job = job->id;
+    holder->Submit(std::move(job));
+    return nullptr;
   });
 }
 

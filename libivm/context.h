@@ -65,6 +65,9 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
                           const CallState& call, v8::MaybeLocal<v8::Value> result,
                           ivm_value_t** out);
 
+ivm_error_t* Eval(IsolateHolder& holder, ContextRecord& record, const char* code,
+                  size_t code_len, const EvalOptions& o, ivm_value_t** out);
+
 }  // namespace ivm
 
 struct ivm_context : ivm::LiveCounted {

@@ -1,5 +1,14 @@
-// executor.cc — where and when isolate work runs: clocks, and the watchdog
-// thread that fires call timeouts.
+// executor.cc — where and when isolate work runs: clocks, the pool that runs
+// asynchronous jobs, the watchdog thread that fires call timeouts, and the
+// per-thread isolate locks.
+//
+// Asynchronous jobs are queued per isolate (FIFO, IsolateHolder::Submit). An
+// isolate with queued jobs is put once on the pool's ready list; a pool thread
+// takes it, runs a bounded batch of its jobs under the isolate's lock, and
+// puts it back at the end of the list if more remain. So at most one thread is
+// inside an isolate, jobs of one isolate run in submission order, and no
+// thread exists per pending call. The pool has (cores + 1) threads, started on
+// demand, and lives until the process exits.
 //
 // One watchdog thread serves every isolate: a timed call arms a timer (a
 // deadline and the call's id); when a deadline passes, the watchdog asks the
@@ -10,6 +19,8 @@
 
 #include <condition_variable>
 #include <ctime>
+#include <algorithm>
+#include <deque>
 #include <map>
 
 namespace ivm {
@@ -25,6 +36,63 @@ int64_t MonotonicNs() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
+
+namespace pool {
+namespace {
+
+thread_local uint64_t t_job = 0;
+
+struct State {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::deque<std::shared_ptr<IsolateHolder>> ready;
+  int threads = 0;
+  int idle = 0;
+};
+
+State& state() {
+  static State* s = new State();   // leaked: pool threads outlive static destruction
+  return *s;
+}
+
+void Worker() {
+  State& s = state();
+  std::unique_lock<std::mutex> lock(s.mutex);
+  for (;;) {
+    while (s.ready.empty()) {
+      ++s.idle;
+      s.cv.wait(lock);
+      --s.idle;
+    }
+    std::shared_ptr<IsolateHolder> holder = std::move(s.ready.front());
+    s.ready.pop_front();
+    lock.unlock();
+    bool more = holder->ServeQueue();
+    if (!more) holder.reset();   // may dispose the isolate: outside the lock
+    lock.lock();
+    if (more) s.ready.push_back(std::move(holder));
+  }
+}
+
+}  // namespace
+
+void Schedule(std::shared_ptr<IsolateHolder> holder) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.ready.push_back(std::move(holder));
+  int max_threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency())) + 1;
+  if (s.idle == 0 && s.threads < max_threads) {
+    ++s.threads;
+    std::thread(Worker).detach();
+  } else {
+    s.cv.notify_one();
+  }
+}
+
+uint64_t CurrentJob() { return t_job; }
+void SetCurrentJob(uint64_t job_id) { t_job = job_id; }
+
+}  // namespace pool
 
 namespace watchdog {
 namespace {
@@ -131,6 +199,8 @@ bool Stale(Parked* p) {
   return !holder || holder->disposed();
 }
 
+constexpr size_t kMaxParked = 16;
+
 struct ThreadLocks {
   std::vector<Parked*> parked;
 
@@ -141,16 +211,35 @@ struct ThreadLocks {
     return nullptr;
   }
 
+  // Drops stale locks; past kMaxParked, also gives back the oldest idle ones
+  // (if their isolate is free right now) so that a thread serving many
+  // isolates keeps V8 state for a few only.
   void Sweep() {
     std::vector<Parked*> keep;
+    size_t excess = parked.size() >= kMaxParked ? parked.size() - kMaxParked / 2 : 0;
     for (Parked* p : parked) {
       if (p->depth == 0 && Stale(p)) {
+        delete p;
+      } else if (excess > 0 && p->depth == 0 && Unpark(p)) {
+        --excess;
         delete p;
       } else {
         keep.push_back(p);
       }
     }
     parked.swap(keep);
+  }
+
+  static bool Unpark(Parked* p) {
+    auto holder = p->holder.lock();
+    if (!holder) return true;
+    std::unique_lock<std::recursive_mutex> lock(holder->exec_mutex(), std::try_to_lock);
+    if (!lock.owns_lock()) return false;
+    if (!holder->disposed()) {
+      p->Unlocker()->~Unlocker();
+      p->Locker()->~Locker();
+    }
+    return true;
   }
 
   ~ThreadLocks() {

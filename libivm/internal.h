@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -120,8 +122,17 @@ class Resource : public LiveCounted {
 struct CallState {
   bool timed_out = false;
   bool terminated = false;   // by ivm_isolate_terminate or a disposal
+  bool cancelled = false;    // its asynchronous job was cancelled
   uint64_t id = 0;
   uint64_t timer_id = 0;
+  uint64_t job_id = 0;       // the asynchronous job it runs for, or 0
+};
+
+// One asynchronous job, queued on an isolate and run by the pool.
+struct Job {
+  uint64_t id = 0;
+  std::function<void()> run;                 // does the work and reports it
+  std::function<void(ivm_error_t*)> fail;    // reports `error` instead of running
 };
 
 // Owns one v8::Isolate. Shared by every handle that needs the isolate.
@@ -174,6 +185,15 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   // Watchdog entry point: the call `call_id` ran out of time.
   void OnTimeout(uint64_t call_id);
 
+  // Queues `job` (FIFO per isolate); the shared pool runs it. Fails it at
+  // once with DISPOSED when the isolate is disposed.
+  void Submit(std::unique_ptr<Job> job);
+  // Drops a queued job (reported as CANCELLED) or stops a running one.
+  void CancelJob(uint64_t job_id);
+  // Pool thread: runs queued jobs; returns true if more remain.
+  bool ServeQueue();
+  uint64_t NextJobId() { return next_id_.fetch_add(1, std::memory_order_relaxed); }
+
  private:
   enum State { kAlive = 0, kDisposing = 1, kDisposed = 2 };
   class Allocator;
@@ -211,6 +231,13 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
 
   v8::Global<v8::Context> compile_context_;
   std::atomic<uint64_t> cpu_ns_{0}, wall_ns_{0};
+
+  std::mutex queue_mutex_;
+  std::deque<std::unique_ptr<Job>> queue_;
+  bool scheduled_ = false;          // in the pool's ready list or being served
+  uint64_t running_job_ = 0;
+  std::atomic<uint64_t> cancel_running_{0};
+  void FailQueued(ivm_error_kind_t kind, const char* message);
   std::atomic<uint64_t> ref_count_{0};
   std::atomic<uint64_t> next_id_{1};
   uint64_t unique_id_ = 0;
@@ -222,6 +249,14 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
 // executor.cc
 
 // One shared watchdog thread that fires call timeouts.
+namespace pool {
+// Asks a pool thread to serve `holder`'s queue.
+void Schedule(std::shared_ptr<IsolateHolder> holder);
+// The job the current thread is running (0 outside pool jobs).
+uint64_t CurrentJob();
+void SetCurrentJob(uint64_t job_id);
+}  // namespace pool
+
 namespace watchdog {
 // Arms a timer; returns its id (0 if timeout_ns is 0).
 uint64_t Arm(std::weak_ptr<IsolateHolder> holder, uint64_t call_id, uint64_t timeout_ns);

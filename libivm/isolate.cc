@@ -146,9 +146,14 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
   }
   ++depth_;
   call.id = NextId();
+  call.job_id = pool::CurrentJob();
   {
     std::lock_guard<std::mutex> lock(state_mutex_);
     active_.push_back(&call);
+    if (call.job_id != 0 && cancel_running_.load() == call.job_id) {
+      call.cancelled = true;
+      isolate_->TerminateExecution();
+    }
   }
   call.timer_id = watchdog::Arm(weak_from_this(), call.id, timeout_ns);
   return nullptr;
@@ -160,12 +165,13 @@ void IsolateHolder::End(CallState& call) {
     std::lock_guard<std::mutex> lock(state_mutex_);
     active_.pop_back();
     bool outer_stopped = false;
-    for (CallState* c : active_) outer_stopped |= c->timed_out || c->terminated;
+    for (CallState* c : active_) outer_stopped |= c->timed_out || c->terminated || c->cancelled;
     if (oom_.load() || dispose_requested_.load() || state_.load() != kAlive) {
       // Everything on the stack unwinds; the isolate is going away.
     } else if (outer_stopped) {
       isolate_->TerminateExecution();
-    } else if (call.timed_out || call.terminated || isolate_->IsExecutionTerminating()) {
+    } else if (call.timed_out || call.terminated || call.cancelled ||
+               isolate_->IsExecutionTerminating()) {
       isolate_->CancelTerminateExecution();
     }
   }
@@ -191,16 +197,19 @@ ivm_error_t* IsolateHolder::Fail(v8::Local<v8::Context> context, const v8::TryCa
   if (dispose_requested_.load() || state_.load() != kAlive) {
     return MakeError(IVM_ERROR_DISPOSED, "Isolate was disposed during execution");
   }
-  bool timed_out = false, terminated = false;
+  bool timed_out = false, terminated = false, cancelled = false;
   {
     std::lock_guard<std::mutex> lock(state_mutex_);
     for (CallState* c : active_) {
       timed_out |= c->timed_out;
       terminated |= c->terminated;
+      cancelled |= c->cancelled;
     }
     timed_out |= call.timed_out;
     terminated |= call.terminated;
+    cancelled |= call.cancelled;
   }
+  if (cancelled) return MakeError(IVM_ERROR_CANCELLED, "The call was cancelled");
   if (timed_out) return MakeError(IVM_ERROR_TIMEOUT, kTimeoutMessage);
   if (terminated || try_catch.HasTerminated() || isolate_->IsExecutionTerminating()) {
     return MakeError(IVM_ERROR_TERMINATED, "Script execution was terminated.");
@@ -263,6 +272,7 @@ ivm_error_t* IsolateHolder::Dispose() {
   }
   int expected = kAlive;
   state_.compare_exchange_strong(expected, kDisposing);
+  FailQueued(IVM_ERROR_DISPOSED, kDisposedMessage);
   {
     std::lock_guard<std::mutex> lock(state_mutex_);
     if (!active_.empty()) {
@@ -306,6 +316,93 @@ void IsolateHolder::DisposeLocked() {
   }
   isolate->Dispose();
   state_.store(kDisposed);
+  FailQueued(IVM_ERROR_DISPOSED, kDisposedMessage);
+}
+
+void IsolateHolder::FailQueued(ivm_error_kind_t kind, const char* message) {
+  std::deque<std::unique_ptr<Job>> jobs;
+  {
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    jobs.swap(queue_);
+  }
+  for (auto& job : jobs) job->fail(MakeError(kind, message));
+}
+
+void IsolateHolder::Submit(std::unique_ptr<Job> job) {
+  if (disposed()) {
+    job->fail(MakeError(IVM_ERROR_DISPOSED, kDisposedMessage));
+    return;
+  }
+  bool schedule = false;
+  {
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    queue_.push_back(std::move(job));
+    if (!scheduled_) scheduled_ = schedule = true;
+  }
+  if (schedule) pool::Schedule(shared_from_this());
+  // A disposal that raced with the push must not strand the job.
+  if (disposed()) FailQueued(IVM_ERROR_DISPOSED, kDisposedMessage);
+}
+
+bool IsolateHolder::ServeQueue() {
+  // A bounded batch, then back of the line: isolates share the pool fairly.
+  for (int i = 0; i < 32; ++i) {
+    std::unique_ptr<Job> job;
+    {
+      std::lock_guard<std::mutex> lock(queue_mutex_);
+      if (queue_.empty()) {
+        scheduled_ = false;
+        return false;
+      }
+      job = std::move(queue_.front());
+      queue_.pop_front();
+      running_job_ = job->id;
+    }
+    pool::SetCurrentJob(job->id);
+    job->run();
+    pool::SetCurrentJob(0);
+    {
+      std::lock_guard<std::mutex> lock(queue_mutex_);
+      running_job_ = 0;
+    }
+    cancel_running_.store(0);
+  }
+  std::lock_guard<std::mutex> lock(queue_mutex_);
+  if (queue_.empty()) {
+    scheduled_ = false;
+    return false;
+  }
+  return true;
+}
+
+void IsolateHolder::CancelJob(uint64_t job_id) {
+  if (job_id == 0) return;
+  std::unique_ptr<Job> dropped;
+  {
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+      if ((*it)->id == job_id) {
+        dropped = std::move(*it);
+        queue_.erase(it);
+        break;
+      }
+    }
+    if (!dropped && running_job_ == job_id) cancel_running_.store(job_id);
+  }
+  if (dropped) {
+    dropped->fail(MakeError(IVM_ERROR_CANCELLED, "The call was cancelled"));
+    return;
+  }
+  if (cancel_running_.load() != job_id) return;
+  std::lock_guard<std::mutex> lock(state_mutex_);
+  bool found = false;
+  for (CallState* c : active_) {
+    if (c->job_id == job_id) {
+      c->cancelled = true;
+      found = true;
+    }
+  }
+  if (found && isolate_ != nullptr) isolate_->TerminateExecution();
 }
 
 void IsolateHolder::Register(const std::shared_ptr<Resource>& resource) {

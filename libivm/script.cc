@@ -9,7 +9,96 @@
 
 namespace {
 constexpr size_t kMaxBoundPerContext = 256;
+
+struct ScriptOptions {
+  std::shared_ptr<std::string> filename;   // null: the default name
+  int32_t line_offset = 0;
+  int32_t column_offset = 0;
+};
+
+ivm_error_t* ReadScriptOptions(const ivm_script_options_t* opts, ScriptOptions* out) {
+  ivm_script_options_t o = IVM_SCRIPT_OPTIONS_INIT;
+  if (opts != nullptr) {
+    if (opts->struct_size < sizeof(size_t)) return ivm::InvalidArgument("bad struct_size");
+    std::memcpy(&o, opts, std::min(opts->struct_size, sizeof o));
+  }
+  if (o.filename) out->filename = std::make_shared<std::string>(o.filename, o.filename_len);
+  out->line_offset = o.line_offset;
+  out->column_offset = o.column_offset;
+  return nullptr;
 }
+
+ivm_error_t* CompileScript(const std::shared_ptr<ivm::IsolateHolder>& holder_ptr,
+                           const char* code, size_t code_len, const ScriptOptions& o,
+                           ivm_script_t** out) {
+  ivm::IsolateHolder& holder = *holder_ptr;
+  auto record = std::make_shared<ivm::ScriptRecord>();
+  ivm_error_t* err = holder.Run(0, [&](v8::Isolate* isolate, ivm::CallState& call) -> ivm_error_t* {
+    // Compiling needs a context for its errors, though the result has none.
+    v8::Local<v8::Context> context = holder.CompileContextLocked();
+    v8::Context::Scope context_scope(context);
+    v8::TryCatch try_catch(isolate);
+    ivm_error_t* error = nullptr;
+    v8::Local<v8::String> source;
+    if (!ivm::NewString(isolate, code, code_len, &error).ToLocal(&source)) return error;
+    v8::Local<v8::Value> name;
+    const char* fname = o.filename ? o.filename->data() : nullptr;
+    size_t flen = o.filename ? o.filename->size() : 0;
+    if (!ivm::ScriptName(isolate, fname, flen, "<isolated-vm>", &error).ToLocal(&name)) {
+      return error;
+    }
+    v8::ScriptOrigin origin =
+        ivm::compat::MakeOrigin(isolate, name, o.line_offset, o.column_offset);
+    v8::ScriptCompiler::Source src(source, origin);
+    v8::Local<v8::UnboundScript> script;
+    if (!v8::ScriptCompiler::CompileUnboundScript(isolate, &src).ToLocal(&script)) {
+      return holder.Fail(context, try_catch, call);
+    }
+    record->script.Reset(isolate, script);
+    record->id = holder.NextId();
+    holder.Register(record);
+    return nullptr;
+  });
+  if (err) return err;
+  auto shell = std::make_unique<ivm_script>();
+  shell->holder = holder_ptr;
+  shell->record = std::move(record);
+  *out = shell.release();
+  return nullptr;
+}
+
+ivm_error_t* CheckRun(ivm_script_t* script, ivm_context_t* ctx, const ivm_eval_options_t* opts) {
+  if (script->holder != ctx->holder) {
+    return ivm::InvalidArgument("The script and the context belong to different isolates");
+  }
+  if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
+    return ivm::InvalidArgument("bad struct_size");
+  }
+  return nullptr;
+}
+
+ivm_error_t* RunScript(ivm::IsolateHolder& holder, ivm::ScriptRecord& srec,
+                       ivm::ContextRecord& crec, const ivm::EvalOptions& o, ivm_value_t** out) {
+  return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, ivm::CallState& call) -> ivm_error_t* {
+    if (srec.released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kScriptReleased);
+    if (crec.released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kContextReleased);
+    v8::Local<v8::Context> context = crec.context.Get(isolate);
+    v8::Context::Scope context_scope(context);
+    v8::TryCatch try_catch(isolate);
+    v8::Local<v8::Script> bound;
+    auto it = crec.bound.find(srec.id);
+    if (it != crec.bound.end()) {
+      bound = it->second.Get(isolate);
+    } else {
+      bound = srec.script.Get(isolate)->BindToCurrentContext();
+      if (crec.bound.size() >= kMaxBoundPerContext) crec.bound.clear();
+      crec.bound.emplace(srec.id, v8::Global<v8::Script>(isolate, bound));
+    }
+    return ivm::CompleteCall(holder, isolate, context, try_catch, call, bound->Run(context), out);
+  });
+}
+
+}  // namespace
 
 using ivm::Guard;
 using ivm::InvalidArgument;
@@ -23,45 +112,35 @@ IVM_API ivm_error_t* ivm_isolate_compile_script(ivm_isolate_t* iso, const char* 
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
     if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
-    ivm_script_options_t o = IVM_SCRIPT_OPTIONS_INIT;
-    if (opts != nullptr) {
-      if (opts->struct_size < sizeof(size_t)) return InvalidArgument("bad struct_size");
-      std::memcpy(&o, opts, std::min(opts->struct_size, sizeof o));
-    }
-    ivm::IsolateHolder& holder = *iso->holder;
-    auto record = std::make_shared<ivm::ScriptRecord>();
-    ivm_error_t* err = holder.Run(0, [&](v8::Isolate* isolate, ivm::CallState& call) -> ivm_error_t* {
-      // Compiling needs a context for its errors, though the result has none.
-      v8::Local<v8::Context> context = holder.CompileContextLocked();
-      v8::Context::Scope context_scope(context);
-      v8::TryCatch try_catch(isolate);
-      ivm_error_t* error = nullptr;
-      v8::Local<v8::String> source;
-      if (!ivm::NewString(isolate, code ? code : "", code_len, &error).ToLocal(&source)) {
-        return error;
-      }
-      v8::Local<v8::Value> name;
-      if (!ivm::ScriptName(isolate, o.filename, o.filename ? o.filename_len : 0,
-                           "<isolated-vm>", &error).ToLocal(&name)) {
-        return error;
-      }
-      v8::ScriptOrigin origin =
-          ivm::compat::MakeOrigin(isolate, name, o.line_offset, o.column_offset);
-      v8::ScriptCompiler::Source src(source, origin);
-      v8::Local<v8::UnboundScript> script;
-      if (!v8::ScriptCompiler::CompileUnboundScript(isolate, &src).ToLocal(&script)) {
-        return holder.Fail(context, try_catch, call);
-      }
-      record->script.Reset(isolate, script);
-      record->id = holder.NextId();
-      holder.Register(record);
-      return nullptr;
-    });
-    if (err) return err;
-    auto shell = std::make_unique<ivm_script>();
-    shell->holder = iso->holder;
-    shell->record = std::move(record);
-    *out = shell.release();
+    ScriptOptions o;
+    if (ivm_error_t* err = ReadScriptOptions(opts, &o)) return err;
+    return CompileScript(iso->holder, code ? code : "", code_len, o, out);
+  });
+}
+
+IVM_API ivm_error_t* ivm_isolate_compile_script_async(ivm_isolate_t* iso, const char* code,
+                                                      size_t code_len,
+                                                      const ivm_script_options_t* opts,
+                                                      ivm_done_fn done, void* user_data,
+                                                      uint64_t* out_job) {
+  return Guard([&]() -> ivm_error_t* {
+    if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
+    if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
+    ScriptOptions o;
+    if (ivm_error_t* err = ReadScriptOptions(opts, &o)) return err;
+    auto source = std::make_shared<std::string>(code ? code : "", code_len);
+    std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
+    auto job = std::make_unique<ivm::Job>();
+    job->id = holder->NextJobId();
+    job->run = [=]() {
+      ivm_script_t* script = nullptr;
+      ivm_error_t* err = Guard(
+          [&] { return CompileScript(holder, source->data(), source->size(), o, &script); });
+      done(user_data, err ? nullptr : script, err);
+    };
+    job->fail = [=](ivm_error_t* err) { done(user_data, nullptr, err); };
+    if (out_job) *out_job = job->id;
+    holder->Submit(std::move(job));
     return nullptr;
   });
 }
@@ -72,34 +151,35 @@ IVM_API ivm_error_t* ivm_script_run(ivm_script_t* script, ivm_context_t* ctx,
     if (script == nullptr || ctx == nullptr || out == nullptr) {
       return InvalidArgument("script, context or out is NULL");
     }
-    if (script->holder != ctx->holder) {
-      return InvalidArgument("The script and the context belong to different isolates");
+    if (ivm_error_t* err = CheckRun(script, ctx, opts)) return err;
+    return RunScript(*ctx->holder, *script->record, *ctx->record, ivm::ReadEvalOptions(opts), out);
+  });
+}
+
+IVM_API ivm_error_t* ivm_script_run_async(ivm_script_t* script, ivm_context_t* ctx,
+                                          const ivm_eval_options_t* opts, ivm_done_fn done,
+                                          void* user_data, uint64_t* out_job) {
+  return Guard([&]() -> ivm_error_t* {
+    if (script == nullptr || ctx == nullptr || done == nullptr) {
+      return InvalidArgument("script, context or done is NULL");
     }
-    if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
-      return InvalidArgument("bad struct_size");
-    }
+    if (ivm_error_t* err = CheckRun(script, ctx, opts)) return err;
     ivm::EvalOptions o = ivm::ReadEvalOptions(opts);
-    ivm::IsolateHolder& holder = *ctx->holder;
-    ivm::ContextRecord& crec = *ctx->record;
-    ivm::ScriptRecord& srec = *script->record;
-    return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, ivm::CallState& call) -> ivm_error_t* {
-      if (srec.released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kScriptReleased);
-      if (crec.released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kContextReleased);
-      v8::Local<v8::Context> context = crec.context.Get(isolate);
-      v8::Context::Scope context_scope(context);
-      v8::TryCatch try_catch(isolate);
-      v8::Local<v8::Script> bound;
-      auto it = crec.bound.find(srec.id);
-      if (it != crec.bound.end()) {
-        bound = it->second.Get(isolate);
-      } else {
-        bound = srec.script.Get(isolate)->BindToCurrentContext();
-        if (crec.bound.size() >= kMaxBoundPerContext) crec.bound.clear();
-        crec.bound.emplace(srec.id, v8::Global<v8::Script>(isolate, bound));
-      }
-      return ivm::CompleteCall(holder, isolate, context, try_catch, call, bound->Run(context),
-                               out);
-    });
+    o.filename = nullptr;   // unused by runs; the caller's buffer may not outlive us
+    std::shared_ptr<ivm::IsolateHolder> holder = ctx->holder;
+    std::shared_ptr<ivm::ScriptRecord> srec = script->record;
+    std::shared_ptr<ivm::ContextRecord> crec = ctx->record;
+    auto job = std::make_unique<ivm::Job>();
+    job->id = holder->NextJobId();
+    job->run = [=]() {
+      ivm_value_t* value = nullptr;
+      ivm_error_t* err = Guard([&] { return RunScript(*holder, *srec, *crec, o, &value); });
+      done(user_data, err ? nullptr : value, err);
+    };
+    job->fail = [=](ivm_error_t* err) { done(user_data, nullptr, err); };
+    if (out_job) *out_job = job->id;
+    holder->Submit(std::move(job));
+    return nullptr;
   });
 }
 

@@ -17,7 +17,7 @@ import ivm
 EXPECTED_ALL = {
     "Context", "DisposedError", "HeapStatistics", "Isolate", "IvmError", "JSError",
     "JSPrimitive", "MemoryLimitError", "Script", "TerminatedError", "TimeoutError",
-    "TransferError", "Undefined", "undefined", "v8_version",
+    "TransferError", "Undefined", "set_ignored_error_handler", "undefined", "v8_version",
 }
 
 
