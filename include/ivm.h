@@ -381,10 +381,22 @@ typedef struct ivm_eval_options {
   /** Added to line and column numbers of the code (0-based). Ignored by runs. */
   int32_t line_offset;
   int32_t column_offset;
+  /** IVM_EVAL_* flags. Since: 0.1 */
+  uint32_t flags;
 } ivm_eval_options_t;
 
+enum {
+  /**
+   * If the completion value is a promise, wait inside the isolate until it
+   * settles and return its value (a rejection fails with
+   * IVM_ERROR_JS_EXCEPTION). While waiting, the isolate's pending tasks and
+   * microtasks run; the call's timeout covers the whole wait.
+   */
+  IVM_EVAL_PROMISE = 1
+};
+
 #ifndef IVM_CDEF
-#define IVM_EVAL_OPTIONS_INIT { sizeof(ivm_eval_options_t), 0, NULL, 0, 0, 0 }
+#define IVM_EVAL_OPTIONS_INIT { sizeof(ivm_eval_options_t), 0, NULL, 0, 0, 0, 0 }
 #endif
 
 /**
@@ -534,6 +546,23 @@ IVM_API ivm_error_t *ivm_isolate_compile_script_async(ivm_isolate_t *iso,
  * Threads: any; never blocks on the isolate. Since: 0.1
  */
 IVM_API void ivm_isolate_cancel_job(ivm_isolate_t *iso, uint64_t job);
+
+/* ------------------------------------------------------------------------- */
+/* Signals                                                                   */
+/* ------------------------------------------------------------------------- */
+
+/**
+ * Makes the signal `signum` (typically SIGINT) stop JavaScript: when it
+ * arrives, the synchronous calls running on the thread that called this
+ * function are terminated (they fail with IVM_ERROR_TERMINATED), and then the
+ * handler that was installed before is invoked, so the host still sees the
+ * signal (Python raises KeyboardInterrupt). If a later sigaction() replaces
+ * libivm's handler, call this again. Calling it again for the same signal from
+ * the same thread is a no-op.
+ * Threads: any (usually the main thread). Errors: INVALID_ARGUMENT, INTERNAL.
+ * Since: 0.1
+ */
+IVM_API ivm_error_t *ivm_interrupt_on_signal(int signum);
 
 /* ------------------------------------------------------------------------- */
 /* Diagnostics                                                               */

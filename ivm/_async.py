@@ -181,21 +181,20 @@ class _IgnoredWaiter(_Waiter):
 
 
 def _report_ignored(exc: BaseException) -> None:
+    _log.warning("ivm: an ignored call failed: %s: %s", type(exc).__name__, exc)
     handler = _ignored_handler
     if handler is not None:
         try:
             handler(exc)
         except Exception:  # noqa: BLE001
             _log.exception("ivm: the ignored-error handler failed")
-    else:
-        _log.warning("ivm: an ignored call failed: %s: %s", type(exc).__name__, exc)
 
 
 def submit_ignored(start: Callable[[Any, Any, Any], Any], convert: Convert) -> None:
     """Queues one libivm ``_async`` call whose outcome nobody awaits.
 
-    Needs no event loop. Errors go to the handler set with
-    :func:`set_ignored_error_handler`, or to the ``ivm`` logger.
+    Needs no event loop. Errors are logged on the ``ivm`` logger and passed to
+    the handler set with :func:`set_ignored_error_handler`.
     """
     key = next(_keys)
     _waiters[key] = _IgnoredWaiter(convert)
@@ -208,8 +207,8 @@ def submit_ignored(start: Callable[[Any, Any, Any], Any], convert: Convert) -> N
 def set_ignored_error_handler(handler: Callable[[BaseException], object] | None) -> None:
     """Sets the function that receives errors of ``*_ignored()`` calls.
 
-    It is called with the exception on a libivm pool thread. ``None`` restores
-    the default, a warning on the ``ivm`` logger.
+    It is called with the exception on a libivm pool thread, after the error is
+    logged as a warning on the ``ivm`` logger. ``None`` removes it.
     """
     global _ignored_handler
     if handler is not None and not callable(handler):

@@ -62,12 +62,16 @@ class Context(Handle):
         filename: str | None = None,
         line_offset: int = 0,
         column_offset: int = 0,
+        promise: bool = False,
     ) -> JSPrimitive:
         """Runs ``code`` in this context and returns its completion value.
 
         Blocks (with the GIL released) while the JavaScript runs. ``timeout``
         is in seconds (None: no limit). ``filename``, ``line_offset`` and
-        ``column_offset`` show in stacks.
+        ``column_offset`` show in stacks. With ``promise=True``, a promise
+        result is awaited inside the isolate (its tasks and microtasks run) and
+        its value returned; a rejection raises :class:`ivm.JSError`; the
+        timeout covers the whole wait.
 
         Results are primitives: ``undefined`` → :data:`ivm.undefined`, ``null``
         → ``None``, booleans, numbers (``int`` when integral and safe, else
@@ -81,10 +85,16 @@ class Context(Handle):
         if type(code) is not str:
             code_bytes(code)  # raises TypeError
         src = code.encode("utf-8", "surrogatepass")
-        if timeout is None and filename is None and not line_offset and not column_offset:
+        if (
+            timeout is None
+            and filename is None
+            and not line_offset
+            and not column_offset
+            and promise is False
+        ):
             opts = _NULL
         else:
-            opts, _keep = eval_options(timeout, filename, line_offset, column_offset)
+            opts, _keep = eval_options(timeout, filename, line_offset, column_offset, promise)
         try:
             out = _tls.out
         except AttributeError:
@@ -102,6 +112,7 @@ class Context(Handle):
         filename: str | None = None,
         line_offset: int = 0,
         column_offset: int = 0,
+        promise: bool = False,
     ) -> JSPrimitive:
         """The async twin of :meth:`eval_sync`: queued on the isolate (FIFO) and
         run by libivm's thread pool; the event loop (asyncio or trio) keeps
@@ -109,7 +120,7 @@ class Context(Handle):
         call if it has not started); the isolate stays usable.
         """
         src = code_bytes(code)
-        opts, keep = eval_options(timeout, filename, line_offset, column_offset)
+        opts, keep = eval_options(timeout, filename, line_offset, column_offset, promise)
         ptr = self._ptr
         return await submit(
             self._isolate._ptr,
@@ -126,14 +137,14 @@ class Context(Handle):
         filename: str | None = None,
         line_offset: int = 0,
         column_offset: int = 0,
+        promise: bool = False,
     ) -> None:
         """Queues ``code`` like :meth:`eval` and returns at once, without a
-        result. Needs no event loop. Errors go to the handler set with
-        :func:`ivm.set_ignored_error_handler`, or are logged on the ``ivm``
-        logger.
+        result. Needs no event loop. Errors are logged on the ``ivm`` logger
+        and passed to the handler set with :func:`ivm.set_ignored_error_handler`.
         """
         src = code_bytes(code)
-        opts, keep = eval_options(timeout, filename, line_offset, column_offset)
+        opts, keep = eval_options(timeout, filename, line_offset, column_offset, promise)
         ptr = self._ptr
         submit_ignored(
             lambda done, ud, job: lib.ivm_context_eval_async(ptr, src, len(src), opts, done, ud, job),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import signal
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,25 @@ if TYPE_CHECKING:
 __all__ = ["HeapStatistics", "Isolate"]
 
 _MIB = 1024 * 1024
+_interrupt_installed = False
+
+
+def _install_interrupt() -> None:
+    """Lets Ctrl-C stop JavaScript that the main thread runs synchronously.
+
+    libivm chains its SIGINT handler in front of Python's: the signal
+    terminates the main thread's running calls, then Python raises
+    KeyboardInterrupt as usual. Only done when Python handles SIGINT (not when
+    it is ignored or left to the default action).
+    """
+    global _interrupt_installed
+    if _interrupt_installed or threading.current_thread() is not threading.main_thread():
+        return
+    _interrupt_installed = True
+    if callable(signal.getsignal(signal.SIGINT)):
+        err = lib.ivm_interrupt_on_signal(signal.SIGINT)
+        if err:
+            lib.ivm_error_free(err)
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,8 @@ class Isolate(Handle):
         opts.memory_limit = int(memory_limit * _MIB)
         out = ffi.new("ivm_isolate_t **")
         check(lib.ivm_isolate_new(opts, out))
+        if not _interrupt_installed:
+            _install_interrupt()
         super().__init__(out[0])
         self._memory_limit = memory_limit
 

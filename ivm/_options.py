@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._ffi import ffi
+from ._ffi import ffi, lib
 
 __all__ = ["code_bytes", "eval_options", "timeout_ns"]
 
@@ -47,12 +47,15 @@ def eval_options(
     filename: str | None = None,
     line_offset: int = 0,
     column_offset: int = 0,
+    promise: bool = False,
 ) -> tuple[Any, Any]:
     """``(options, keepalive)``: an ``ivm_eval_options_t *`` (NULL for the
     defaults) and an object the caller holds until the C call returns."""
     ns = timeout_ns(timeout)
     name, line, column = source_fields(filename, line_offset, column_offset)
-    if not ns and name is None and not line and not column:
+    if not isinstance(promise, bool):
+        raise TypeError(f"promise must be a bool, not {type(promise).__name__}")
+    if not ns and name is None and not line and not column and not promise:
         return ffi.NULL, None
     opts = ffi.new("ivm_eval_options_t *")
     opts.struct_size = ffi.sizeof("ivm_eval_options_t")
@@ -64,4 +67,5 @@ def eval_options(
         opts.filename_len = len(name)
     opts.line_offset = line
     opts.column_offset = column
+    opts.flags = lib.IVM_EVAL_PROMISE if promise else 0
     return opts, keep

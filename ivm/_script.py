@@ -47,7 +47,9 @@ class Script(Handle):
         """Releases the compiled script. Idempotent; later runs raise ``DisposedError``."""
         check(lib.ivm_script_release(self._ptr))
 
-    def run_sync(self, context: Context, *, timeout: float | None = None) -> JSPrimitive:
+    def run_sync(
+        self, context: Context, *, timeout: float | None = None, promise: bool = False
+    ) -> JSPrimitive:
         """Runs the script in ``context`` and returns its completion value.
 
         ``context`` must belong to the script's isolate (``ValueError``
@@ -55,7 +57,7 @@ class Script(Handle):
         """
         if type(context) is not Context:
             raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
-        opts = _NULL if timeout is None else eval_options(timeout)[0]
+        opts = _NULL if timeout is None and promise is False else eval_options(timeout, promise=promise)[0]
         try:
             out = _tls.out
         except AttributeError:
@@ -65,11 +67,13 @@ class Script(Handle):
             raise_error(err)
         return take(out[0])
 
-    async def run(self, context: Context, *, timeout: float | None = None) -> JSPrimitive:
+    async def run(
+        self, context: Context, *, timeout: float | None = None, promise: bool = False
+    ) -> JSPrimitive:
         """The async twin of :meth:`run_sync` (see :meth:`Context.eval`)."""
         if type(context) is not Context:
             raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
-        opts, keep = eval_options(timeout)
+        opts, keep = eval_options(timeout, promise=promise)
         sptr, cptr = self._ptr, context._ptr
         return await submit(
             self._isolate._ptr,
@@ -78,12 +82,14 @@ class Script(Handle):
             (keep, opts),
         )
 
-    def run_ignored(self, context: Context, *, timeout: float | None = None) -> None:
+    def run_ignored(
+        self, context: Context, *, timeout: float | None = None, promise: bool = False
+    ) -> None:
         """Queues a run like :meth:`run` and returns at once (see
         :meth:`Context.eval_ignored`)."""
         if type(context) is not Context:
             raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
-        opts, _keep = eval_options(timeout)
+        opts, _keep = eval_options(timeout, promise=promise)
         sptr, cptr = self._ptr, context._ptr
         submit_ignored(
             lambda done, ud, job: lib.ivm_script_run_async(sptr, cptr, opts, done, ud, job),

@@ -2,6 +2,7 @@
 #include "context.h"
 
 #include <cstring>
+#include <ctime>
 
 namespace ivm {
 
@@ -24,7 +25,8 @@ v8::MaybeLocal<v8::Script> CompileEval(v8::Isolate* isolate, v8::Local<v8::Conte
   if (cacheable) {
     auto it = record.evals.find(key);
     if (it != record.evals.end() && SameOrigin(it->second, o)) {
-      return it->second.script.Get(isolate);
+      if (it->second.unbound.IsEmpty()) return it->second.script.Get(isolate);
+      return it->second.unbound.Get(isolate)->BindToCurrentContext();
     }
   }
   v8::Local<v8::String> source;
@@ -43,9 +45,22 @@ v8::MaybeLocal<v8::Script> CompileEval(v8::Isolate* isolate, v8::Local<v8::Conte
     c.filename.assign(o.filename ? o.filename : "", o.filename_len);
     c.line_offset = o.line_offset;
     c.column_offset = o.column_offset;
-    c.script.Reset(isolate, script);
+    if (MayDeclareLexically(key)) {
+      c.script.Reset();
+      c.unbound.Reset(isolate, script->GetUnboundScript());
+    } else {
+      c.unbound.Reset();
+      c.script.Reset(isolate, script);
+    }
   }
   return script;
+}
+
+bool MayDeclareLexically(std::string_view code) {
+  for (std::string_view word : {"let", "const", "class", "using"}) {
+    if (code.find(word) != std::string_view::npos) return true;
+  }
+  return false;
 }
 
 void ContextRecord::ResetLocked() {
@@ -64,6 +79,7 @@ EvalOptions ReadEvalOptions(const ivm_eval_options_t* opts) {
   o.filename_len = full.filename ? full.filename_len : 0;
   o.line_offset = full.line_offset;
   o.column_offset = full.column_offset;
+  o.flags = full.flags;
   return o;
 }
 
@@ -85,12 +101,36 @@ v8::MaybeLocal<v8::Value> ScriptName(v8::Isolate* isolate, const char* name, siz
 ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
                           v8::Local<v8::Context> context, v8::TryCatch& try_catch,
                           const CallState& call, v8::MaybeLocal<v8::Value> maybe_result,
-                          ivm_value_t** out) {
+                          uint32_t flags, ivm_value_t** out) {
   v8::Local<v8::Value> result;
   if (!maybe_result.ToLocal(&result)) return holder.Fail(context, try_catch, call);
   holder.Settle(context);
   if (try_catch.HasCaught() || try_catch.HasTerminated() || isolate->IsExecutionTerminating()) {
     return holder.Fail(context, try_catch, call);
+  }
+  if ((flags & IVM_EVAL_PROMISE) && result->IsPromise()) {
+    v8::Local<v8::Promise> promise = result.As<v8::Promise>();
+    // Run the isolate's tasks and microtasks until the promise settles or the
+    // call is stopped (timeout, cancel, terminate, dispose, memory limit).
+    int64_t nap_ns = 10 * 1000;
+    while (promise->State() == v8::Promise::kPending) {
+      holder.PumpTasks();
+      isolate->PerformMicrotaskCheckpoint();
+      if (try_catch.HasTerminated() || isolate->IsExecutionTerminating() ||
+          holder.Stopped(call)) {
+        return holder.Fail(context, try_catch, call);
+      }
+      if (promise->State() != v8::Promise::kPending) break;
+      // Nothing ready: wait for delayed tasks, background work or the deadline.
+      timespec ts{0, static_cast<long>(nap_ns)};
+      nanosleep(&ts, nullptr);
+      nap_ns = std::min<int64_t>(nap_ns * 2, 1000 * 1000);
+    }
+    if (promise->State() == v8::Promise::kRejected) {
+      return ErrorFromValue(isolate, context, promise->Result(),
+                            v8::Exception::CreateMessage(isolate, promise->Result()));
+    }
+    result = promise->Result();
   }
   return ValueFromV8(isolate, context, result, out);
 }
@@ -110,7 +150,7 @@ ivm_error_t* Eval(IsolateHolder& holder, ContextRecord& record, const char* code
     } else if (err != nullptr) {
       return err;
     }
-    return CompleteCall(holder, isolate, context, try_catch, call, result, out);
+    return CompleteCall(holder, isolate, context, try_catch, call, result, o.flags, out);
   });
 }
 
@@ -127,6 +167,7 @@ ivm_error_t* CreateContext(const std::shared_ptr<IsolateHolder>& holder, ivm_con
   if (err) return err;
   auto shell = std::make_unique<ivm_context>();
   shell->holder = holder;
+  shell->lease = std::make_shared<Lease>(holder, record);
   shell->record = std::move(record);
   *out = shell.release();
   return nullptr;
@@ -217,12 +258,14 @@ IVM_API ivm_error_t* ivm_context_eval_async(ivm_context_t* ctx, const char* code
     auto source = std::make_shared<std::string>(code ? code : "", code_len);
     std::shared_ptr<ivm::IsolateHolder> holder = ctx->holder;
     std::shared_ptr<ivm::ContextRecord> record = ctx->record;
+    std::shared_ptr<ivm::Lease> lease = ctx->lease;   // usable until the job ends
     auto job = std::make_unique<ivm::Job>();
     job->id = holder->NextJobId();
     job->run = [=]() {
       ivm_value_t* value = nullptr;
       ivm_error_t* err = Guard([&]() -> ivm_error_t* {
         (void)filename;
+        (void)lease;
         return ivm::Eval(*holder, *record, source->data(), source->size(), o, &value);
       });
       done(user_data, err ? nullptr : value, err);
@@ -245,8 +288,7 @@ IVM_API ivm_error_t* ivm_context_release(ivm_context_t* ctx) {
 IVM_API void ivm_context_free(ivm_context_t* ctx) {
   if (ctx == nullptr) return;
   try {
-    ctx->holder->Release(ctx->record);
-    delete ctx;
+    delete ctx;   // its lease releases the context once no queued job needs it
   } catch (...) {
   }
 }

@@ -22,8 +22,17 @@ struct CachedEval {
   bool has_filename = false;
   int32_t line_offset = 0;
   int32_t column_offset = 0;
+  // Bound to the context, unless the code must be bound anew for each run.
   v8::Global<v8::Script> script;
+  v8::Global<v8::UnboundScript> unbound;
 };
+
+// Whether `code` may declare top-level lexical bindings (let, const, class,
+// using). Such a script must be bound anew for every run: running one bound
+// top-level function twice crashes V8 10.2 in ScriptContextTable::Lookup
+// (instead of throwing "already declared"). The check is conservative: any
+// occurrence of those words counts.
+bool MayDeclareLexically(std::string_view code);
 
 class ContextRecord final : public Resource {
  public:
@@ -43,6 +52,7 @@ class ScriptRecord final : public Resource {
   void ResetLocked() override { script.Reset(); }
   v8::Global<v8::UnboundScript> script;
   uint64_t id = 0;
+  bool rebind = true;   // MayDeclareLexically(source): no per-context binding cache
 };
 
 struct EvalOptions {
@@ -51,6 +61,7 @@ struct EvalOptions {
   size_t filename_len = 0;
   int32_t line_offset = 0;
   int32_t column_offset = 0;
+  uint32_t flags = 0;
 };
 EvalOptions ReadEvalOptions(const ivm_eval_options_t* opts);
 
@@ -63,21 +74,42 @@ v8::MaybeLocal<v8::Value> ScriptName(v8::Isolate* isolate, const char* name, siz
 ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
                           v8::Local<v8::Context> context, v8::TryCatch& try_catch,
                           const CallState& call, v8::MaybeLocal<v8::Value> result,
-                          ivm_value_t** out);
+                          uint32_t flags, ivm_value_t** out);
 
 ivm_error_t* Eval(IsolateHolder& holder, ContextRecord& record, const char* code,
                   size_t code_len, const EvalOptions& o, ivm_value_t** out);
 
 }  // namespace ivm
 
+namespace ivm {
+// Keeps a record usable while anyone holds it: the handle, and every queued
+// job that uses it. When the last holder lets go (the handle was freed and
+// the jobs have run), the record is released. An explicit release does not
+// wait for this.
+struct Lease {
+  std::shared_ptr<IsolateHolder> holder;
+  std::shared_ptr<Resource> record;
+  Lease(std::shared_ptr<IsolateHolder> h, std::shared_ptr<Resource> r)
+      : holder(std::move(h)), record(std::move(r)) {}
+  ~Lease() {
+    try {
+      holder->Release(record);
+    } catch (...) {
+    }
+  }
+};
+}  // namespace ivm
+
 struct ivm_context : ivm::LiveCounted {
   std::shared_ptr<ivm::IsolateHolder> holder;
   std::shared_ptr<ivm::ContextRecord> record;
+  std::shared_ptr<ivm::Lease> lease;
 };
 
 struct ivm_script : ivm::LiveCounted {
   std::shared_ptr<ivm::IsolateHolder> holder;
   std::shared_ptr<ivm::ScriptRecord> record;
+  std::shared_ptr<ivm::Lease> lease;
 };
 
 #endif  // IVM_CONTEXT_H

@@ -107,13 +107,17 @@ void AppendFrames(v8::Isolate* isolate, v8::Local<v8::StackTrace> trace, std::st
 
 ivm_error_t* ErrorFromException(v8::Isolate* isolate, v8::Local<v8::Context> context,
                                 const v8::TryCatch& try_catch) {
+  v8::HandleScope scope(isolate);
+  return ErrorFromValue(isolate, context, try_catch.Exception(), try_catch.Message());
+}
+
+ivm_error_t* ErrorFromValue(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                            v8::Local<v8::Value> exception, v8::Local<v8::Message> message) {
   auto* err = new ivm_error();
   err->kind = IVM_ERROR_JS_EXCEPTION;
   v8::HandleScope scope(isolate);
   // Reading properties must not disturb the caller's exception state.
   v8::TryCatch inner(isolate);
-  v8::Local<v8::Value> exception = try_catch.Exception();
-  v8::Local<v8::Message> message = try_catch.Message();
 
   if (exception.IsEmpty()) {
     err->message = "Uncaught exception";

@@ -61,6 +61,9 @@ inline ivm_error_t* InvalidArgument(std::string message) {
 // The error for a JS exception caught by `try_catch`. Runs no JavaScript.
 ivm_error_t* ErrorFromException(v8::Isolate* isolate, v8::Local<v8::Context> context,
                                 const v8::TryCatch& try_catch);
+// The error for a thrown (or rejected) value. Runs no JavaScript.
+ivm_error_t* ErrorFromValue(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                            v8::Local<v8::Value> exception, v8::Local<v8::Message> message);
 
 extern const char kTimeoutMessage[];
 extern const char kDisposedMessage[];
@@ -157,6 +160,10 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
                     const CallState& call);
   // Runs pending foreground tasks and microtasks (the end of a call's JS).
   void Settle(v8::Local<v8::Context> context);
+  // Runs the isolate's pending foreground tasks (isolate locked).
+  void PumpTasks();
+  // Whether `call` (or a call around it) has been told to stop.
+  bool Stopped(const CallState& call);
 
   ivm_error_t* Dispose();
   // Runs `fn(isolate)` with the isolate locked and entered but outside any
@@ -203,7 +210,6 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   ivm_error_t* Begin(CallState& call, uint64_t timeout_ns);
   void End(CallState& call);
   void DrainReleasedLocked();
-  void PumpTasks();
   void CheckExternalMemory();
   void DisposeLocked();   // exec_mutex_ held, no call running
 
@@ -256,6 +262,12 @@ void Schedule(std::shared_ptr<IsolateHolder> holder);
 uint64_t CurrentJob();
 void SetCurrentJob(uint64_t job_id);
 }  // namespace pool
+
+// Signal-driven termination of the synchronous calls of one thread.
+namespace interrupt {
+void Enter(IsolateHolder& holder);   // an outermost call starts on this thread
+void Leave(IsolateHolder& holder);   // ... and ends
+}  // namespace interrupt
 
 namespace watchdog {
 // Arms a timer; returns its id (0 if timeout_ns is 0).

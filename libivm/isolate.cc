@@ -138,6 +138,7 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
   if (depth_ == 0) {
     DrainReleasedLocked();
     owner_.store(std::this_thread::get_id());
+    if (pool::CurrentJob() == 0) interrupt::Enter(*this);
     call_wall_start_ = MonotonicNs();
     // Reading the thread CPU clock is a system call (about 0.4 us), as long
     // as a short call itself. Short calls count their wall time as CPU time;
@@ -182,6 +183,7 @@ void IsolateHolder::End(CallState& call) {
     wall_ns_.fetch_add(static_cast<uint64_t>(wall));
     cpu_clock_ = wall > kLongCallNs;
     owner_.store(std::thread::id());
+    if (pool::CurrentJob() == 0) interrupt::Leave(*this);
     // Memory outside the heap that bypassed the allocator (WebAssembly).
     CheckExternalMemory();
     DrainReleasedLocked();
@@ -241,6 +243,16 @@ void IsolateHolder::PumpTasks() {
       break;
     }
   }
+}
+
+bool IsolateHolder::Stopped(const CallState& call) {
+  if (oom_.load() || dispose_requested_.load() || state_.load() != kAlive) return true;
+  std::lock_guard<std::mutex> lock(state_mutex_);
+  if (call.timed_out || call.terminated || call.cancelled) return true;
+  for (CallState* c : active_) {
+    if (c->timed_out || c->terminated || c->cancelled) return true;
+  }
+  return false;
 }
 
 void IsolateHolder::OnTimeout(uint64_t call_id) {

@@ -55,6 +55,7 @@ ivm_error_t* CompileScript(const std::shared_ptr<ivm::IsolateHolder>& holder_ptr
       return holder.Fail(context, try_catch, call);
     }
     record->script.Reset(isolate, script);
+    record->rebind = ivm::MayDeclareLexically(std::string_view(code, code_len));
     record->id = holder.NextId();
     holder.Register(record);
     return nullptr;
@@ -62,6 +63,7 @@ ivm_error_t* CompileScript(const std::shared_ptr<ivm::IsolateHolder>& holder_ptr
   if (err) return err;
   auto shell = std::make_unique<ivm_script>();
   shell->holder = holder_ptr;
+  shell->lease = std::make_shared<ivm::Lease>(holder_ptr, record);
   shell->record = std::move(record);
   *out = shell.release();
   return nullptr;
@@ -86,15 +88,18 @@ ivm_error_t* RunScript(ivm::IsolateHolder& holder, ivm::ScriptRecord& srec,
     v8::Context::Scope context_scope(context);
     v8::TryCatch try_catch(isolate);
     v8::Local<v8::Script> bound;
-    auto it = crec.bound.find(srec.id);
+    auto it = srec.rebind ? crec.bound.end() : crec.bound.find(srec.id);
     if (it != crec.bound.end()) {
       bound = it->second.Get(isolate);
     } else {
       bound = srec.script.Get(isolate)->BindToCurrentContext();
-      if (crec.bound.size() >= kMaxBoundPerContext) crec.bound.clear();
-      crec.bound.emplace(srec.id, v8::Global<v8::Script>(isolate, bound));
+      if (!srec.rebind) {
+        if (crec.bound.size() >= kMaxBoundPerContext) crec.bound.clear();
+        crec.bound.emplace(srec.id, v8::Global<v8::Script>(isolate, bound));
+      }
     }
-    return ivm::CompleteCall(holder, isolate, context, try_catch, call, bound->Run(context), out);
+    return ivm::CompleteCall(holder, isolate, context, try_catch, call, bound->Run(context),
+                            o.flags, out);
   });
 }
 
@@ -169,11 +174,16 @@ IVM_API ivm_error_t* ivm_script_run_async(ivm_script_t* script, ivm_context_t* c
     std::shared_ptr<ivm::IsolateHolder> holder = ctx->holder;
     std::shared_ptr<ivm::ScriptRecord> srec = script->record;
     std::shared_ptr<ivm::ContextRecord> crec = ctx->record;
+    // Both stay usable until the job ends, even if their handles are freed.
+    std::shared_ptr<ivm::Lease> leases[2] = {script->lease, ctx->lease};
     auto job = std::make_unique<ivm::Job>();
     job->id = holder->NextJobId();
     job->run = [=]() {
       ivm_value_t* value = nullptr;
-      ivm_error_t* err = Guard([&] { return RunScript(*holder, *srec, *crec, o, &value); });
+      ivm_error_t* err = Guard([&] {
+        (void)leases;
+        return RunScript(*holder, *srec, *crec, o, &value);
+      });
       done(user_data, err ? nullptr : value, err);
     };
     job->fail = [=](ivm_error_t* err) { done(user_data, nullptr, err); };
@@ -194,8 +204,7 @@ IVM_API ivm_error_t* ivm_script_release(ivm_script_t* script) {
 IVM_API void ivm_script_free(ivm_script_t* script) {
   if (script == nullptr) return;
   try {
-    script->holder->Release(script->record);
-    delete script;
+    delete script;   // its lease releases the script once no queued job needs it
   } catch (...) {
   }
 }

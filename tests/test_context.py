@@ -284,3 +284,21 @@ def test_eval_does_not_leak(no_leaks: None) -> None:
     context.release()
     isolate.dispose()
     del context, isolate
+
+
+@pytest.mark.parametrize("declaration", ["const a = 1", "let a = 1", "class a {}"])
+def test_same_code_with_lexical_declaration_twice(context: ivm.Context, declaration: str) -> None:
+    # Evaluated code is cached per context; a top-level lexical declaration must be
+    # re-declared (a SyntaxError), never re-run from the cached function (V8 10.2 crashes).
+    assert context.eval_sync(f"{declaration}; 7") == 7
+    for _ in range(2):
+        with pytest.raises(ivm.JSError) as info:
+            context.eval_sync(f"{declaration}; 7")
+        assert info.value.name == "SyntaxError"
+        assert "already been declared" in info.value.message
+
+
+def test_same_code_without_declarations_runs_again(context: ivm.Context) -> None:
+    context.eval_sync("var n = 0")
+    for i in range(1, 4):
+        assert context.eval_sync("++n") == i

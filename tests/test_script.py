@@ -199,3 +199,15 @@ def test_scripts_do_not_leak(no_leaks: None) -> None:
         pass
     isolate.dispose()
     del isolate, context, script
+
+
+def test_script_with_lexical_declaration_runs_again_as_a_redeclaration(
+    isolate: ivm.Isolate,
+) -> None:
+    script = isolate.compile_script_sync("const b = 2; b")
+    first, second = isolate.create_context_sync(), isolate.create_context_sync()
+    assert script.run_sync(first) == 2
+    assert script.run_sync(second) == 2
+    for _ in range(2):
+        with pytest.raises(ivm.JSError, match="already been declared"):
+            script.run_sync(first)

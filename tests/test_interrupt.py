@@ -1,0 +1,68 @@
+"""Ctrl-C (SIGINT) during a long synchronous call stops the JavaScript."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ivm
+
+CHILD = r"""
+import sys, time, ivm
+isolate = ivm.Isolate()
+context = isolate.create_context_sync()
+print("ready", flush=True)
+try:
+    context.eval_sync(sys.argv[1])
+except KeyboardInterrupt:
+    # The isolate survived: the JS was terminated, not the process.
+    print("interrupted", context.eval_sync("6 * 7"), flush=True)
+    sys.exit(0)
+print("not interrupted", flush=True)
+sys.exit(3)
+"""
+
+
+def run_and_interrupt(code: str, *, promise: bool = False) -> tuple[int, str, str]:
+    child = CHILD.replace("eval_sync(sys.argv[1])", f"eval_sync(sys.argv[1], promise={promise})")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child, code],
+        cwd=Path(ivm.__file__).parent.parent,  # import the installed ivm, not the source tree
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.3)  # let the JavaScript start
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    return proc.returncode, out, err
+
+
+def test_ctrl_c_stops_a_busy_loop() -> None:
+    code, out, err = run_and_interrupt("while (true) {}")
+    assert code == 0, err
+    assert "interrupted 42" in out
+
+
+def test_ctrl_c_stops_a_promise_wait() -> None:
+    code, out, err = run_and_interrupt("new Promise(() => {})", promise=True)
+    assert code == 0, err
+    assert "interrupted 42" in out
+
+
+def test_without_ctrl_c_the_loop_is_not_interrupted() -> None:
+    # The counterpart: the child reports "not interrupted" when the code ends by itself.
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, "1 + 1"],
+        cwd=Path(ivm.__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3
+    assert "not interrupted" in proc.stdout
