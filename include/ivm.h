@@ -493,16 +493,17 @@ IVM_API void ivm_script_free(ivm_script_t *script);
  */
 
 /**
- * Reports the end of an asynchronous job, exactly once, even for cancelled
+ * Reports the end of asynchronous job `job`, exactly once, even for cancelled
  * jobs and disposed isolates. Exactly one of `result` and `error` is non-NULL;
  * the callee owns it. `result` is an `ivm_value_t *` for evaluations and runs,
  * an `ivm_context_t *` for ivm_isolate_create_context_async and an
  * `ivm_script_t *` for ivm_isolate_compile_script_async.
- * Runs on a pool thread (or, for a job refused at submission, on the thread
- * that submitted it); must not block or call back into the isolate
- * synchronously.
+ * Runs on a pool thread (or, for a job dropped by ivm_isolate_cancel_job or a
+ * disposal, on the thread that made that call); must not block or call back
+ * into the isolate synchronously. Job ids are unique in the process.
  */
-typedef void (*ivm_done_fn)(void *user_data, void *result, ivm_error_t *error);
+typedef void (*ivm_done_fn)(void *user_data, uint64_t job, void *result,
+                            ivm_error_t *error);
 
 /**
  * Queues ivm_context_eval(). `code`, `opts` and the filename are copied.
@@ -546,6 +547,56 @@ IVM_API ivm_error_t *ivm_isolate_compile_script_async(ivm_isolate_t *iso,
  * Threads: any; never blocks on the isolate. Since: 0.1
  */
 IVM_API void ivm_isolate_cancel_job(ivm_isolate_t *iso, uint64_t job);
+
+/**
+ * A completion queue: a ready-made ivm_done_fn target for event loops. Jobs
+ * submitted with `done` = ivm_completion_queue_done and `user_data` = the
+ * queue push their outcome into it without calling into the host; its file
+ * descriptor becomes readable when completions are waiting, and the loop's
+ * thread pops them in batches. One wake-up serves many completions.
+ */
+typedef struct ivm_completion_queue ivm_completion_queue_t;
+
+/** One finished job, as popped from a completion queue (ownership as for
+ * ivm_done_fn: exactly one of result and error is non-NULL, and the caller
+ * owns it). */
+typedef struct ivm_completion {
+  uint64_t job;
+  void *result;
+  ivm_error_t *error;
+} ivm_completion_t;
+
+/**
+ * Creates a completion queue. `*fd_out` receives a file descriptor (owned by
+ * the queue; poll it for reading, never read or close it) that is readable
+ * while completions are waiting.
+ * Threads: any. Errors: INVALID_ARGUMENT, INTERNAL. Since: 0.1
+ */
+IVM_API ivm_error_t *ivm_completion_queue_new(ivm_completion_queue_t **out,
+                                              int *fd_out);
+
+/**
+ * The ivm_done_fn of completion queues: pass it as `done` with the queue as
+ * `user_data`. The queue stays alive until every job submitted to it has
+ * completed. Threads: any (libivm calls it). Since: 0.1
+ */
+IVM_API void ivm_completion_queue_done(void *queue, uint64_t job, void *result,
+                                       ivm_error_t *error);
+
+/**
+ * Moves up to `capacity` waiting completions into `out` (oldest first) and
+ * returns how many; the file descriptor stops being readable once the queue
+ * is empty. Threads: any, one at a time per queue. Since: 0.1
+ */
+IVM_API size_t ivm_completion_queue_pop(ivm_completion_queue_t *queue,
+                                        ivm_completion_t *out, size_t capacity);
+
+/**
+ * Frees the handle. Waiting completions, and those of jobs still running,
+ * are freed by libivm; the file descriptor is closed once no job can use it.
+ * NULL is a no-op. Threads: any. Since: 0.1
+ */
+IVM_API void ivm_completion_queue_free(ivm_completion_queue_t *queue);
 
 /* ------------------------------------------------------------------------- */
 /* Signals                                                                   */

@@ -1,26 +1,30 @@
 """The async completion path: libivm jobs finishing on asyncio or trio.
 
-Every ``foo()`` coroutine submits an ``_async`` job to libivm with a
-``user_data`` key and parks its task. libivm runs the job on its own pool
-thread and calls :func:`_ivm_py_done`, which converts the outcome there and
-posts it to the waiting task's own loop without blocking: asyncio through
-``loop.call_soon_threadsafe``, trio through its token. No Python thread and no
-OS thread exists per pending call.
+Each running event loop gets one libivm completion queue (a ``_Dispatcher``).
+An awaited call submits an ``_async`` job whose ``done`` is the queue, then
+parks its task. libivm runs the job on its own pool thread and pushes the
+outcome into the queue without touching Python (no GIL on pool threads); the
+queue's file descriptor wakes the loop once for however many completions are
+waiting, and the loop's thread pops them in a batch, converts them and wakes
+their tasks: asyncio through ``loop.add_reader``, trio through a system task
+in ``wait_readable``. No Python thread and no OS thread exists per call.
 
 Cancelling the waiting task cancels the job: libivm drops it if it is still
 queued, or terminates its JavaScript if it runs. The isolate stays usable, and
 its FIFO queue makes the next call wait for the cancelled one to unwind, on
-both loops alike. A result that arrives for an abandoned waiter is dropped
-(and freed).
+both loops alike. The outcome of a cancelled job is freed when it arrives.
+
+``*_ignored()`` calls need no loop: their ``done`` is a cffi callback that only
+reports errors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import sys
+import weakref
 from typing import Any, Callable
 
 from ._errors import IvmError, error_from
@@ -30,12 +34,64 @@ __all__ = ["set_ignored_error_handler", "submit", "submit_ignored"]
 
 _log = logging.getLogger("ivm")
 
-#: Outcome converters by result type, run on the pool thread with the GIL.
+#: Turns a job's raw result into a Python object (on the loop's thread).
 Convert = Callable[[Any], Any]
+#: Submits one job: ``start(done, user_data, out_job) -> ivm_error_t*``.
+Start = Callable[[Any, Any, Any], Any]
 
-_waiters: dict[int, _Waiter] = {}
-_keys = itertools.count(1)
-_ignored_handler: Callable[[BaseException], object] | None = None
+_QUEUE_DONE = ffi.addressof(lib, "ivm_completion_queue_done")
+_get_running_loop = asyncio._get_running_loop  # None outside a running loop; fast
+_BATCH = 256
+
+
+class _Dispatcher:
+    """One completion queue and the waiters of one event loop."""
+
+    __slots__ = ("queue", "fd", "waiters", "buffer", "job", "__weakref__")
+
+    def __init__(self) -> None:
+        out = ffi.new("ivm_completion_queue_t **")
+        fd = ffi.new("int *")
+        err = lib.ivm_completion_queue_new(out, fd)
+        if err:
+            raise error_from(err)
+        self.queue = ffi.gc(out[0], lib.ivm_completion_queue_free)
+        self.fd: int = fd[0]
+        self.waiters: dict[int, _Waiter] = {}
+        self.buffer = ffi.new("ivm_completion_t[]", _BATCH)
+        self.job = ffi.new("uint64_t *")  # loop thread only: read right after each submit
+
+    def drain(self) -> None:
+        """Loop thread: completes every job waiting in the queue."""
+        buffer, waiters = self.buffer, self.waiters
+        while True:
+            n = lib.ivm_completion_queue_pop(self.queue, buffer, _BATCH)
+            for i in range(n):
+                c = buffer[i]
+                waiter = waiters.pop(c.job, None)
+                if c.error:
+                    exc = error_from(c.error)
+                    if waiter is not None:
+                        waiter.fail(exc)
+                elif waiter is None:  # pragma: no cover - every job has a waiter
+                    _log.error("ivm: a result arrived for an unknown job %d", c.job)
+                else:
+                    try:
+                        value = waiter.convert(c.result)
+                    except BaseException as exc:  # noqa: BLE001 - goes to the waiter
+                        waiter.fail(exc)
+                    else:
+                        waiter.succeed(value)
+            if n < _BATCH:
+                return
+
+    def submit(self, start: Start, waiter: _Waiter) -> int:
+        err = start(_QUEUE_DONE, self.queue, self.job)
+        if err:
+            raise error_from(err)
+        job = int(self.job[0])
+        self.waiters[job] = waiter
+        return job
 
 
 class _Waiter:
@@ -44,140 +100,171 @@ class _Waiter:
     def __init__(self, convert: Convert) -> None:
         self.convert = convert
 
-    def post(self, ok: bool, value: Any) -> None:
+    def succeed(self, value: Any) -> None:
+        raise NotImplementedError
+
+    def fail(self, exc: BaseException) -> None:
         raise NotImplementedError
 
 
-@ffi.def_extern()
-def _ivm_py_done(user_data: Any, result: Any, error: Any) -> None:
-    """libivm pool thread: a job ended. Never raises into C."""
-    try:
-        waiter = _waiters.pop(int(ffi.cast("uintptr_t", user_data)), None)
-        if waiter is None:  # pragma: no cover - libivm fires exactly once per job
-            if error:
-                lib.ivm_error_free(error)
-            return
-        if error:
-            ok, value = False, error_from(error)
-        else:
-            try:
-                ok, value = True, waiter.convert(result)
-            except BaseException as exc:  # noqa: BLE001 - delivered to the waiter
-                ok, value = False, exc
-        waiter.post(ok, value)
-    except BaseException:  # pragma: no cover - nothing may unwind through C
-        _log.exception("ivm: error while completing an asynchronous call")
+# --- asyncio ---------------------------------------------------------------------------
+
+_asyncio_dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Dispatcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+_last_loop: Any = None
+_last_dispatcher: Any = None
+
+
+def _asyncio_dispatcher(loop: asyncio.AbstractEventLoop) -> _Dispatcher:
+    global _last_loop, _last_dispatcher
+    if loop is _last_loop:
+        return _last_dispatcher  # type: ignore[no-any-return]
+    d = _asyncio_dispatchers.get(loop)
+    if d is None:
+        d = _Dispatcher()
+        loop.add_reader(d.fd, d.drain)
+        _asyncio_dispatchers[loop] = d
+    # Remembered weakly-enough: a closed loop is replaced by the next one used.
+    _last_loop, _last_dispatcher = loop, d
+    return d
 
 
 class _AsyncioWaiter(_Waiter):
-    __slots__ = ("loop", "future")
+    __slots__ = ("future",)
 
-    def __init__(self, convert: Convert) -> None:
+    def __init__(self, convert: Convert, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(convert)
-        self.loop = asyncio.get_running_loop()
-        self.future: asyncio.Future[Any] = self.loop.create_future()
+        self.future: asyncio.Future[Any] = loop.create_future()
 
-    def post(self, ok: bool, value: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: drop it
-            self.loop.call_soon_threadsafe(self._settle, ok, value)
-
-    def _settle(self, ok: bool, value: Any) -> None:
-        if self.future.done():
-            return
-        if ok:
+    def succeed(self, value: Any) -> None:
+        if not self.future.done():
             self.future.set_result(value)
-        else:
-            self.future.set_exception(value)
 
-    async def wait(self, cancel: Callable[[], None]) -> Any:
-        try:
-            return await self.future
-        except asyncio.CancelledError:
-            cancel()
-            raise
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+async def _submit_asyncio(
+    loop: asyncio.AbstractEventLoop, isolate_ptr: Any, start: Start, convert: Convert
+) -> Any:
+    d = _asyncio_dispatcher(loop)
+    waiter = _AsyncioWaiter(convert, loop)
+    job = d.submit(start, waiter)
+    try:
+        return await waiter.future
+    except asyncio.CancelledError:
+        lib.ivm_isolate_cancel_job(isolate_ptr, job)
+        raise
+
+
+# --- trio ------------------------------------------------------------------------------
+
+_trio_dispatcher_var: Any = None
+
+
+def _trio_dispatcher() -> _Dispatcher:
+    import trio
+
+    global _trio_dispatcher_var
+    if _trio_dispatcher_var is None:
+        _trio_dispatcher_var = trio.lowlevel.RunVar("ivm_dispatcher")
+    try:
+        return _trio_dispatcher_var.get()  # type: ignore[no-any-return]
+    except LookupError:
+        pass
+    d = _Dispatcher()
+    _trio_dispatcher_var.set(d)
+
+    async def pump() -> None:
+        while True:
+            await trio.lowlevel.wait_readable(d.fd)
+            d.drain()
+
+    trio.lowlevel.spawn_system_task(pump, name="ivm completion pump")
+    return d
 
 
 class _TrioWaiter(_Waiter):
-    __slots__ = ("token", "task", "waiting")
+    __slots__ = ("task", "waiting")
 
-    def __init__(self, convert: Convert) -> None:
-        import trio
-
+    def __init__(self, convert: Convert, task: Any) -> None:
         super().__init__(convert)
-        self.token = trio.lowlevel.current_trio_token()
-        self.task = trio.lowlevel.current_task()
-        self.waiting = True
+        self.task = task
+        self.waiting = True  # parked, and nobody gave up on the outcome
 
-    def post(self, ok: bool, value: Any) -> None:
-        import trio
-
-        with contextlib.suppress(trio.RunFinishedError):
-            self.token.run_sync_soon(self._settle, ok, value)
-
-    def _settle(self, ok: bool, value: Any) -> None:  # trio thread
-        import outcome
-        import trio
-
+    def _settle(self, result: Any) -> None:
         if self.waiting:
+            import trio
+
             self.waiting = False
-            trio.lowlevel.reschedule(self.task, outcome.Value(value) if ok else outcome.Error(value))
+            trio.lowlevel.reschedule(self.task, result)
 
-    async def wait(self, cancel: Callable[[], None]) -> Any:
-        import trio
+    def succeed(self, value: Any) -> None:
+        import outcome
 
-        def abort(_raise_cancel: Any) -> Any:
-            self.waiting = False  # a late result must not reschedule us
-            cancel()
-            return trio.lowlevel.Abort.SUCCEEDED
+        self._settle(outcome.Value(value))
 
-        return await trio.lowlevel.wait_task_rescheduled(abort)
+    def fail(self, exc: BaseException) -> None:
+        import outcome
+
+        self._settle(outcome.Error(exc))
 
 
-def _make_waiter(convert: Convert) -> _AsyncioWaiter | _TrioWaiter:
+async def _submit_trio(isolate_ptr: Any, start: Start, convert: Convert) -> Any:
+    import trio
+
+    d = _trio_dispatcher()
+    waiter = _TrioWaiter(convert, trio.lowlevel.current_task())
+    job = d.submit(start, waiter)
+
+    def abort(_raise_cancel: Any) -> Any:
+        waiter.waiting = False  # a late outcome must not reschedule us
+        lib.ivm_isolate_cancel_job(isolate_ptr, job)
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    return await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+# --- the entry points ------------------------------------------------------------------
+
+
+async def submit(isolate_ptr: Any, start: Start, convert: Convert) -> Any:
+    """Runs one libivm ``_async`` call and waits for its outcome on the running
+    loop (asyncio or trio)."""
+    loop = _get_running_loop()
+    if loop is not None:
+        return await _submit_asyncio(loop, isolate_ptr, start, convert)
     if "trio" in sys.modules:
         import trio
 
         if trio.lowlevel.in_trio_task():
-            return _TrioWaiter(convert)
+            return await _submit_trio(isolate_ptr, start, convert)
+    raise IvmError(
+        "ivm's async API was used outside a running asyncio or trio event loop; "
+        "use the _sync method, or run it under asyncio.run() or trio.run()"
+    )
+
+
+_ignored_handler: Callable[[BaseException], object] | None = None
+_ignored: dict[int, Convert] = {}
+_ignored_keys = itertools.count(1)
+
+
+@ffi.def_extern()
+def _ivm_py_done(user_data: Any, job: int, result: Any, error: Any) -> None:
+    """libivm pool thread: an ignored call ended. Never raises into C."""
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        raise IvmError(
-            "ivm's async API was used outside a running asyncio or trio event loop; "
-            "use the _sync method, or run it under asyncio.run() or trio.run()"
-        ) from None
-    return _AsyncioWaiter(convert)
-
-
-async def submit(
-    isolate_ptr: Any,
-    start: Callable[[Any, Any, Any], Any],
-    convert: Convert,
-    keep: object = None,
-) -> Any:
-    """Runs one libivm ``_async`` call and waits for its outcome.
-
-    ``start(done, user_data, out_job)`` submits the job and returns an error or
-    NULL. ``keep`` holds objects (buffers) alive until the job is queued.
-    """
-    waiter = _make_waiter(convert)
-    key = next(_keys)
-    job = ffi.new("uint64_t *")
-    _waiters[key] = waiter
-    err = start(lib._ivm_py_done, ffi.cast("void *", key), job)
-    del keep
-    if err:
-        _waiters.pop(key, None)
-        raise error_from(err)
-    return await waiter.wait(lambda: lib.ivm_isolate_cancel_job(isolate_ptr, job[0]))
-
-
-class _IgnoredWaiter(_Waiter):
-    __slots__ = ()
-
-    def post(self, ok: bool, value: Any) -> None:
-        if not ok:
-            _report_ignored(value)
+        convert = _ignored.pop(int(ffi.cast("uintptr_t", user_data)), None)
+        if error:
+            _report_ignored(error_from(error))
+        elif convert is not None:
+            convert(result)  # frees it
+    except BaseException:  # pragma: no cover - nothing may unwind through C
+        _log.exception("ivm: error while completing an ignored call")
 
 
 def _report_ignored(exc: BaseException) -> None:
@@ -190,17 +277,17 @@ def _report_ignored(exc: BaseException) -> None:
             _log.exception("ivm: the ignored-error handler failed")
 
 
-def submit_ignored(start: Callable[[Any, Any, Any], Any], convert: Convert) -> None:
+def submit_ignored(start: Start, convert: Convert) -> None:
     """Queues one libivm ``_async`` call whose outcome nobody awaits.
 
     Needs no event loop. Errors are logged on the ``ivm`` logger and passed to
     the handler set with :func:`set_ignored_error_handler`.
     """
-    key = next(_keys)
-    _waiters[key] = _IgnoredWaiter(convert)
+    key = next(_ignored_keys)
+    _ignored[key] = convert
     err = start(lib._ivm_py_done, ffi.cast("void *", key), ffi.NULL)
     if err:
-        _waiters.pop(key, None)
+        _ignored.pop(key, None)
         raise error_from(err)
 
 
@@ -214,5 +301,3 @@ def set_ignored_error_handler(handler: Callable[[BaseException], object] | None)
     if handler is not None and not callable(handler):
         raise TypeError("handler must be callable or None")
     _ignored_handler = handler
-
-

@@ -126,7 +126,6 @@ class Context(Handle):
             self._isolate._ptr,
             lambda done, ud, job: lib.ivm_context_eval_async(ptr, src, len(src), opts, done, ud, job),
             take,
-            (keep, opts),
         )
 
     def eval_ignored(

@@ -168,7 +168,6 @@ class Isolate(Handle):
                 ptr, src, len(src), opts, done, ud, job
             ),
             lambda raw: Script._wrap(ffi.cast("ivm_script_t *", raw), self),
-            (keep, opts),
         )
 
     async def get_heap_statistics(self) -> HeapStatistics:

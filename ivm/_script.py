@@ -79,7 +79,6 @@ class Script(Handle):
             self._isolate._ptr,
             lambda done, ud, job: lib.ivm_script_run_async(sptr, cptr, opts, done, ud, job),
             take,
-            (keep, opts),
         )
 
     def run_ignored(

@@ -205,15 +205,11 @@ IVM_API ivm_error_t* ivm_isolate_create_context_async(ivm_isolate_t* iso,
       return InvalidArgument("bad struct_size");
     }
     std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
-    auto job = std::make_unique<ivm::Job>();
-    job->id = holder->NextJobId();
-    job->run = [=]() {
-      ivm_context_t* context = nullptr;
-      ivm_error_t* err = Guard([&] { return ivm::CreateContext(holder, &context); });
-      done(user_data, err ? nullptr : context, err);
-    };
-    job->fail = [=](ivm_error_t* err) { done(user_data, nullptr, err); };
-    if (out_job) *out_job = job->id;
+    auto job = std::make_unique<ivm::Job>(
+        done, user_data, ivm::FreeContext, [=](void** result) -> ivm_error_t* {
+          return ivm::CreateContext(holder, reinterpret_cast<ivm_context_t**>(result));
+        });
+    if (out_job) *out_job = job->id();
     holder->Submit(std::move(job));
     return nullptr;
   });
@@ -259,19 +255,14 @@ IVM_API ivm_error_t* ivm_context_eval_async(ivm_context_t* ctx, const char* code
     std::shared_ptr<ivm::IsolateHolder> holder = ctx->holder;
     std::shared_ptr<ivm::ContextRecord> record = ctx->record;
     std::shared_ptr<ivm::Lease> lease = ctx->lease;   // usable until the job ends
-    auto job = std::make_unique<ivm::Job>();
-    job->id = holder->NextJobId();
-    job->run = [=]() {
-      ivm_value_t* value = nullptr;
-      ivm_error_t* err = Guard([&]() -> ivm_error_t* {
-        (void)filename;
-        (void)lease;
-        return ivm::Eval(*holder, *record, source->data(), source->size(), o, &value);
-      });
-      done(user_data, err ? nullptr : value, err);
-    };
-    job->fail = [=](ivm_error_t* err) { done(user_data, nullptr, err); };
-    if (out_job) *out_job = job->id;
+    auto job = std::make_unique<ivm::Job>(
+        done, user_data, ivm::FreeValue, [=](void** result) -> ivm_error_t* {
+          (void)filename;
+          (void)lease;
+          return ivm::Eval(*holder, *record, source->data(), source->size(), o,
+                           reinterpret_cast<ivm_value_t**>(result));
+        });
+    if (out_job) *out_job = job->id();
     holder->Submit(std::move(job));
     return nullptr;
   });

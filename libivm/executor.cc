@@ -19,6 +19,7 @@
 
 #include <condition_variable>
 #include <csignal>
+#include <sys/eventfd.h>
 #include <unistd.h>
 #include <ctime>
 #include <algorithm>
@@ -48,9 +49,24 @@ struct State {
   std::mutex mutex;
   std::condition_variable cv;
   std::deque<std::shared_ptr<IsolateHolder>> ready;
+  std::atomic<size_t> ready_count{0};
   int threads = 0;
   int idle = 0;
+  bool spinning = false;   // one idle thread polls before sleeping
 };
+
+// How long an idle pool thread polls for new work before it sleeps: waking a
+// sleeping thread costs tens of microseconds on a VM, more than most jobs.
+constexpr int64_t kSpinNs = 50 * 1000;
+constexpr int kExtraThreads = 1;   // threads = cores + 1
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
 
 State& state() {
   static State* s = new State();   // leaked: pool threads outlive static destruction
@@ -62,17 +78,32 @@ void Worker() {
   std::unique_lock<std::mutex> lock(s.mutex);
   for (;;) {
     while (s.ready.empty()) {
+      if (!s.spinning) {
+        s.spinning = true;
+        lock.unlock();
+        int64_t until = MonotonicNs() + kSpinNs;
+        while (s.ready_count.load(std::memory_order_acquire) == 0 && MonotonicNs() < until) {
+          CpuRelax();
+        }
+        lock.lock();
+        s.spinning = false;
+        if (!s.ready.empty()) break;
+      }
       ++s.idle;
       s.cv.wait(lock);
       --s.idle;
     }
     std::shared_ptr<IsolateHolder> holder = std::move(s.ready.front());
     s.ready.pop_front();
+    s.ready_count.fetch_sub(1, std::memory_order_relaxed);
     lock.unlock();
     bool more = holder->ServeQueue();
     if (!more) holder.reset();   // may dispose the isolate: outside the lock
     lock.lock();
-    if (more) s.ready.push_back(std::move(holder));
+    if (more) {
+      s.ready.push_back(std::move(holder));
+      s.ready_count.fetch_add(1, std::memory_order_release);
+    }
   }
 }
 
@@ -82,8 +113,13 @@ void Schedule(std::shared_ptr<IsolateHolder> holder) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
   s.ready.push_back(std::move(holder));
-  int max_threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency())) + 1;
-  if (s.idle == 0 && s.threads < max_threads) {
+  s.ready_count.fetch_add(1, std::memory_order_release);
+  // hardware_concurrency() reads /sys on every call: once is enough.
+  static const int max_threads =
+      static_cast<int>(std::max(2u, std::thread::hardware_concurrency())) + kExtraThreads;
+  if (s.spinning && s.ready.size() == 1) {
+    // The polling thread takes it (it re-checks under the lock before sleeping).
+  } else if (s.idle == 0 && s.threads < max_threads) {
     ++s.threads;
     std::thread(Worker).detach();
   } else {
@@ -414,3 +450,182 @@ ivm_error_t* Install(int signum) {
 extern "C" IVM_API ivm_error_t* ivm_interrupt_on_signal(int signum) {
   return ivm::Guard([&] { return ivm::interrupt::Install(signum); });
 }
+
+// ---------------------------------------------------------------------------
+// Jobs and completion queues
+
+struct ivm_completion_queue {};   // the ABI name of ivm::CompletionQueue (its base)
+
+namespace ivm {
+
+class CompletionQueue : public ivm_completion_queue, public LiveCounted {
+ public:
+  struct Item {
+    ivm_completion_t completion;
+    void (*free_result)(void*);
+  };
+
+  static ivm_error_t* Create(CompletionQueue** out, int* fd) {
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0) return MakeError(IVM_ERROR_INTERNAL, "eventfd() failed");
+    auto* q = new CompletionQueue();
+    q->fd_ = efd;
+    *fd = efd;
+    *out = q;
+    return nullptr;
+  }
+
+  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+  void Push(uint64_t job, void* result, ivm_error_t* error, void (*free_result)(void*)) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (owned_) {
+        bool was_empty = items_.empty();
+        items_.push_back(Item{{job, result, error}, free_result});
+        count_.store(items_.size(), std::memory_order_release);
+        if (was_empty) {
+          uint64_t one = 1;
+          ssize_t n = write(fd_, &one, sizeof one);
+          (void)n;
+        }
+        return;
+      }
+    }
+    Discard(Item{{job, result, error}, free_result});   // nobody will pop it
+  }
+
+  size_t Pop(ivm_completion_t* out, size_t capacity) {
+    if (count_.load(std::memory_order_acquire) == 0) return 0;   // polling stays cheap
+    std::lock_guard<std::mutex> lock(mutex_);
+    size_t n = std::min(capacity, items_.size());
+    for (size_t i = 0; i < n; ++i) out[i] = items_[i].completion;
+    items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(n));
+    count_.store(items_.size(), std::memory_order_release);
+    if (n > 0 && items_.empty()) {
+      uint64_t count;
+      ssize_t r = read(fd_, &count, sizeof count);   // no longer readable
+      (void)r;
+    }
+    return n;
+  }
+
+  void Disown() {
+    std::vector<Item> items;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      owned_ = false;
+      items.swap(items_);
+      count_.store(0);
+    }
+    for (auto& item : items) Discard(item);
+    Unref();
+  }
+
+ private:
+  CompletionQueue() = default;
+  ~CompletionQueue() {
+    if (fd_ >= 0) close(fd_);
+  }
+  static void Discard(const Item& item) {
+    if (item.completion.result && item.free_result) item.free_result(item.completion.result);
+    ivm_error_free(item.completion.error);
+  }
+
+  std::mutex mutex_;
+  std::vector<Item> items_;
+  std::atomic<size_t> count_{0};
+  std::atomic<int> refs_{1};   // the owner's handle + one per pending job
+  bool owned_ = true;
+  int fd_ = -1;
+};
+
+namespace {
+std::atomic<uint64_t> g_next_job{1};
+}
+
+Job::Job(ivm_done_fn done, void* user_data, void (*free_result)(void*), Work work)
+    : id_(g_next_job.fetch_add(1, std::memory_order_relaxed)),
+      done_(done),
+      user_data_(user_data),
+      free_result_(free_result),
+      work_(std::move(work)) {
+  if (done_ == ivm_completion_queue_done && user_data_ != nullptr) {
+    queue_ = static_cast<CompletionQueue*>(static_cast<ivm_completion_queue*>(user_data_));
+    queue_->Ref();   // the queue outlives every job that reports to it
+  }
+}
+
+Job::~Job() {
+  if (queue_ != nullptr) queue_->Unref();
+}
+
+void Job::Run() {
+  void* result = nullptr;
+  ivm_error_t* error = Guard([&] { return work_(&result); });
+  Report(error ? nullptr : result, error);
+}
+
+void Job::Report(void* result, ivm_error_t* error) {
+  if (reported_) {   // never twice; should not happen
+    if (result && free_result_) free_result_(result);
+    ivm_error_free(error);
+    return;
+  }
+  reported_ = true;
+  if (queue_ != nullptr) {
+    queue_->Push(id_, result, error, free_result_);
+  } else {
+    done_(user_data_, id_, result, error);
+  }
+}
+
+void FreeValue(void* value) { ivm_value_free(static_cast<ivm_value_t*>(value)); }
+void FreeContext(void* context) { ivm_context_free(static_cast<ivm_context_t*>(context)); }
+void FreeScript(void* script) { ivm_script_free(static_cast<ivm_script_t*>(script)); }
+
+}  // namespace ivm
+
+extern "C" {
+
+IVM_API ivm_error_t* ivm_completion_queue_new(ivm_completion_queue_t** out, int* fd_out) {
+  return ivm::Guard([&]() -> ivm_error_t* {
+    if (out == nullptr || fd_out == nullptr) return ivm::InvalidArgument("out or fd_out is NULL");
+    ivm::CompletionQueue* q = nullptr;
+    if (ivm_error_t* err = ivm::CompletionQueue::Create(&q, fd_out)) return err;
+    *out = q;
+    return nullptr;
+  });
+}
+
+IVM_API void ivm_completion_queue_done(void* queue, uint64_t job, void* result,
+                                       ivm_error_t* error) {
+  // Jobs bypass this (they know how to free their results); a direct call
+  // can only hand over values.
+  if (queue == nullptr) return;
+  auto* q = static_cast<ivm::CompletionQueue*>(static_cast<ivm_completion_queue*>(queue));
+  q->Push(job, result, error, ivm::FreeValue);
+}
+
+IVM_API size_t ivm_completion_queue_pop(ivm_completion_queue_t* queue, ivm_completion_t* out,
+                                        size_t capacity) {
+  if (queue == nullptr || out == nullptr) return 0;
+  try {
+    return static_cast<ivm::CompletionQueue*>(queue)->Pop(out, capacity);
+  } catch (...) {
+    return 0;
+  }
+}
+
+IVM_API void ivm_completion_queue_free(ivm_completion_queue_t* queue) {
+  if (queue == nullptr) return;
+  try {
+    static_cast<ivm::CompletionQueue*>(queue)->Disown();
+  } catch (...) {
+  }
+}
+
+}  // extern "C"

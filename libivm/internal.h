@@ -131,12 +131,39 @@ struct CallState {
   uint64_t job_id = 0;       // the asynchronous job it runs for, or 0
 };
 
-// One asynchronous job, queued on an isolate and run by the pool.
-struct Job {
-  uint64_t id = 0;
-  std::function<void()> run;                 // does the work and reports it
-  std::function<void(ivm_error_t*)> fail;    // reports `error` instead of running
+class CompletionQueue;
+
+// One asynchronous job, queued on an isolate and run by the pool. Its outcome
+// is reported exactly once through the caller's ivm_done_fn.
+class Job {
+ public:
+  using Work = std::function<ivm_error_t*(void** result)>;
+  // `free_result` frees a result nobody will receive (a dead completion queue).
+  Job(ivm_done_fn done, void* user_data, void (*free_result)(void*), Work work);
+  ~Job();
+  Job(const Job&) = delete;
+  Job& operator=(const Job&) = delete;
+
+  uint64_t id() const { return id_; }
+  // Does the work and reports its outcome.
+  void Run();
+  // Reports `error` instead of running.
+  void Fail(ivm_error_t* error) { Report(nullptr, error); }
+
+ private:
+  void Report(void* result, ivm_error_t* error);
+  uint64_t id_;
+  ivm_done_fn done_;
+  void* user_data_;
+  void (*free_result_)(void*);
+  Work work_;
+  CompletionQueue* queue_ = nullptr;   // user_data_, when done_ is the queue's
+  bool reported_ = false;
 };
+
+void FreeValue(void* value);
+void FreeContext(void* context);
+void FreeScript(void* script);
 
 // Owns one v8::Isolate. Shared by every handle that needs the isolate.
 class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
@@ -199,7 +226,6 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   void CancelJob(uint64_t job_id);
   // Pool thread: runs queued jobs; returns true if more remain.
   bool ServeQueue();
-  uint64_t NextJobId() { return next_id_.fetch_add(1, std::memory_order_relaxed); }
 
  private:
   enum State { kAlive = 0, kDisposing = 1, kDisposed = 2 };

@@ -337,12 +337,12 @@ void IsolateHolder::FailQueued(ivm_error_kind_t kind, const char* message) {
     std::lock_guard<std::mutex> lock(queue_mutex_);
     jobs.swap(queue_);
   }
-  for (auto& job : jobs) job->fail(MakeError(kind, message));
+  for (auto& job : jobs) job->Fail(MakeError(kind, message));
 }
 
 void IsolateHolder::Submit(std::unique_ptr<Job> job) {
   if (disposed()) {
-    job->fail(MakeError(IVM_ERROR_DISPOSED, kDisposedMessage));
+    job->Fail(MakeError(IVM_ERROR_DISPOSED, kDisposedMessage));
     return;
   }
   bool schedule = false;
@@ -368,10 +368,10 @@ bool IsolateHolder::ServeQueue() {
       }
       job = std::move(queue_.front());
       queue_.pop_front();
-      running_job_ = job->id;
+      running_job_ = job->id();
     }
-    pool::SetCurrentJob(job->id);
-    job->run();
+    pool::SetCurrentJob(job->id());
+    job->Run();
     pool::SetCurrentJob(0);
     {
       std::lock_guard<std::mutex> lock(queue_mutex_);
@@ -393,7 +393,7 @@ void IsolateHolder::CancelJob(uint64_t job_id) {
   {
     std::lock_guard<std::mutex> lock(queue_mutex_);
     for (auto it = queue_.begin(); it != queue_.end(); ++it) {
-      if ((*it)->id == job_id) {
+      if ((*it)->id() == job_id) {
         dropped = std::move(*it);
         queue_.erase(it);
         break;
@@ -402,7 +402,7 @@ void IsolateHolder::CancelJob(uint64_t job_id) {
     if (!dropped && running_job_ == job_id) cancel_running_.store(job_id);
   }
   if (dropped) {
-    dropped->fail(MakeError(IVM_ERROR_CANCELLED, "The call was cancelled"));
+    dropped->Fail(MakeError(IVM_ERROR_CANCELLED, "The call was cancelled"));
     return;
   }
   if (cancel_running_.load() != job_id) return;

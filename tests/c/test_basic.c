@@ -1,11 +1,13 @@
 /* test_basic.c — uses libivm through ivm.h alone, as any other language would:
  * creates an isolate, evaluates, reads results and errors, checks timeouts,
  * disposal and leaks. Exit status 0 on success; prints "N passed, N failed". */
+#define _POSIX_C_SOURCE 199309L /* nanosleep */
 #include "ivm.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static int passed, failed;
 
@@ -25,6 +27,32 @@ static ivm_error_t *eval(ivm_context_t *ctx, const char *code, ivm_value_t **out
 
 static int str_eq(const char *p, size_t n, const char *expect) {
   return n == strlen(expect) && memcmp(p, expect, n) == 0;
+}
+
+/* An asynchronous job's outcome, reported on a libivm pool thread. */
+struct outcome {
+  volatile int done;
+  uint64_t job;
+  double number;
+  ivm_error_kind_t error_kind;
+};
+
+static void on_done(void *user_data, uint64_t job, void *result, ivm_error_t *error) {
+  struct outcome *o = (struct outcome *)user_data;
+  o->job = job;
+  if (error) {
+    o->error_kind = ivm_error_kind(error);
+    ivm_error_free(error);
+  } else {
+    o->number = ivm_value_number((ivm_value_t *)result);
+    ivm_value_free((ivm_value_t *)result);
+  }
+  __atomic_store_n(&o->done, 1, __ATOMIC_RELEASE);
+}
+
+static void wait_for(struct outcome *o) {
+  while (!__atomic_load_n(&o->done, __ATOMIC_ACQUIRE)) {
+  }
 }
 
 int main(void) {
@@ -105,6 +133,47 @@ int main(void) {
   ivm_value_free(v);
   CHECK(ivm_isolate_reference_count(iso) == 2);
 
+  /* Asynchronous evaluation: a C callback with user_data reports the outcome. */
+  struct outcome first = {0, 0, 0, 0}, second = {0, 0, 0, 0};
+  uint64_t job1 = 0, job2 = 0;
+  err = ivm_context_eval_async(ctx, "21 * 2", 6, NULL, on_done, &first, &job1);
+  CHECK(err == NULL && job1 != 0);
+  err = ivm_context_eval_async(ctx, "throw 1", 7, NULL, on_done, &second, &job2);
+  CHECK(err == NULL && job2 != 0 && job2 != job1);
+  wait_for(&first);
+  wait_for(&second);
+  CHECK(first.job == job1 && first.number == 42.0 && first.error_kind == 0);
+  CHECK(second.job == job2 && second.error_kind == IVM_ERROR_JS_EXCEPTION);
+
+  /* Cancelling a running job terminates it; the isolate stays usable. */
+  struct outcome looping = {0, 0, 0, 0};
+  uint64_t job3 = 0;
+  err = ivm_context_eval_async(ctx, loop, strlen(loop), NULL, on_done, &looping, &job3);
+  CHECK(err == NULL);
+  ivm_isolate_cancel_job(iso, job3);
+  wait_for(&looping);
+  CHECK(looping.error_kind == IVM_ERROR_CANCELLED);
+
+  /* A completion queue collects outcomes for an event loop to pop. */
+  ivm_completion_queue_t *queue = NULL;
+  int fd = -1;
+  err = ivm_completion_queue_new(&queue, &fd);
+  CHECK(err == NULL && queue != NULL && fd >= 0);
+  uint64_t job4 = 0;
+  err = ivm_context_eval_async(ctx, "'queued'", 8, NULL, ivm_completion_queue_done, queue, &job4);
+  CHECK(err == NULL);
+  ivm_completion_t completion;
+  while (ivm_completion_queue_pop(queue, &completion, 1) == 0) {
+  }
+  CHECK(completion.job == job4 && completion.error == NULL && completion.result != NULL);
+  ivm_value_string((ivm_value_t *)completion.result, &s, &n);
+  CHECK(str_eq(s, n, "queued"));
+  ivm_value_free((ivm_value_t *)completion.result);
+  /* Freed with a job still queued behind a long one: libivm frees its outcome. */
+  err = ivm_context_eval_async(ctx, "1", 1, NULL, ivm_completion_queue_done, queue, NULL);
+  CHECK(err == NULL);
+  ivm_completion_queue_free(queue);
+
   /* Heap statistics with the caller's struct size. */
   ivm_heap_statistics_t stats;
   memset(&stats, 0, sizeof stats);
@@ -126,6 +195,11 @@ int main(void) {
   ivm_script_free(script);
   ivm_context_free(ctx);
   ivm_isolate_free(iso);
+  /* A pool thread may still be finishing a job it took before the disposal. */
+  for (int i = 0; i < 1000 && ivm_debug_live_objects() != 0; i++) {
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+  }
   CHECK(ivm_debug_live_objects() == 0);
 
   printf("%d passed, %d failed\n", passed, failed);
