@@ -128,7 +128,13 @@ enum {
   /** Execution was stopped by ivm_isolate_terminate(). */
   IVM_ERROR_TERMINATED = 8,
   /** A value cannot leave the isolate in the requested form. */
-  IVM_ERROR_TRANSFER = 9
+  IVM_ERROR_TRANSFER = 9,
+  /**
+   * A synchronous call that could deadlock was refused: code running for an
+   * asynchronous job (on a pool thread, e.g. a host callback or a done
+   * callback) may not block on a different isolate.
+   */
+  IVM_ERROR_DEADLOCK = 10
 };
 
 /** The kind of `err`. Threads: any. Since: 0.1 */
@@ -489,7 +495,10 @@ IVM_API void ivm_script_free(ivm_script_t *script);
  * served by a small shared pool of native threads (cores + 1): jobs of one
  * isolate run one at a time in submission order; jobs of different isolates
  * run in parallel. Synchronous calls still run on the caller's thread; one
- * made while the isolate runs a job waits for that job to end.
+ * made while the isolate runs a job waits for that job to end. Code running
+ * for a job (on a pool thread) may not make a synchronous call into a
+ * different isolate: that could deadlock the pool, and fails with
+ * IVM_ERROR_DEADLOCK.
  */
 
 /**

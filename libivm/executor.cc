@@ -44,6 +44,7 @@ namespace pool {
 namespace {
 
 thread_local uint64_t t_job = 0;
+thread_local IsolateHolder* t_job_holder = nullptr;
 
 struct State {
   std::mutex mutex;
@@ -128,9 +129,23 @@ void Schedule(std::shared_ptr<IsolateHolder> holder) {
 }
 
 uint64_t CurrentJob() { return t_job; }
-void SetCurrentJob(uint64_t job_id) { t_job = job_id; }
+IsolateHolder* CurrentHolder() { return t_job_holder; }
+void SetCurrentJob(uint64_t job_id, IsolateHolder* holder) {
+  t_job = job_id;
+  t_job_holder = holder;
+}
 
 }  // namespace pool
+
+// A pool thread that blocks on another isolate could wait for a job queued
+// behind its own: every pool thread may end up waiting (isolated-vm's rule).
+ivm_error_t* RefuseFromPool(const IsolateHolder* target) {
+  if (pool::t_job == 0 || pool::t_job_holder == target) return nullptr;
+  return MakeError(IVM_ERROR_DEADLOCK,
+                   "A synchronous call into another isolate was refused: it was made from "
+                   "code running for an asynchronous call (on ivm's thread pool) and could "
+                   "deadlock; use the asynchronous API there");
+}
 
 namespace watchdog {
 namespace {

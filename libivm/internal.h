@@ -286,7 +286,9 @@ namespace pool {
 void Schedule(std::shared_ptr<IsolateHolder> holder);
 // The job the current thread is running (0 outside pool jobs).
 uint64_t CurrentJob();
-void SetCurrentJob(uint64_t job_id);
+// The isolate whose job the current thread runs (nullptr outside jobs).
+IsolateHolder* CurrentHolder();
+void SetCurrentJob(uint64_t job_id, IsolateHolder* holder);
 }  // namespace pool
 
 // Signal-driven termination of the synchronous calls of one thread.
@@ -324,9 +326,12 @@ class ThreadLockScope {
 // ---------------------------------------------------------------------------
 // IsolateHolder::Run
 
+ivm_error_t* RefuseFromPool(const IsolateHolder* target);
+
 template <class F>
 ivm_error_t* IsolateHolder::Run(uint64_t timeout_ns, F&& body) {
   if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
+  if (ivm_error_t* refused = RefuseFromPool(this)) return refused;
   std::unique_lock<std::recursive_mutex> lock(exec_mutex_);
   if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
   ivm_error_t* error = nullptr;
@@ -354,6 +359,7 @@ ivm_error_t* IsolateHolder::Run(uint64_t timeout_ns, F&& body) {
 template <class F>
 ivm_error_t* IsolateHolder::Locked(F&& fn) {
   if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
+  if (ivm_error_t* refused = RefuseFromPool(this)) return refused;
   std::unique_lock<std::recursive_mutex> lock(exec_mutex_);
   if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
   ThreadLockScope thread_lock(*this);

@@ -370,9 +370,9 @@ bool IsolateHolder::ServeQueue() {
       queue_.pop_front();
       running_job_ = job->id();
     }
-    pool::SetCurrentJob(job->id());
+    pool::SetCurrentJob(job->id(), this);
     job->Run();
-    pool::SetCurrentJob(0);
+    pool::SetCurrentJob(0, nullptr);
     {
       std::lock_guard<std::mutex> lock(queue_mutex_);
       running_job_ = 0;

@@ -50,6 +50,26 @@ static void on_done(void *user_data, uint64_t job, void *result, ivm_error_t *er
   __atomic_store_n(&o->done, 1, __ATOMIC_RELEASE);
 }
 
+/* A done callback that makes a synchronous call into another isolate. */
+struct reentry {
+  volatile int done;
+  ivm_context_t *other;
+  ivm_error_kind_t kind;
+};
+
+static void on_done_reenter(void *user_data, uint64_t job, void *result, ivm_error_t *error) {
+  struct reentry *r = (struct reentry *)user_data;
+  ivm_value_t *v = NULL;
+  ivm_error_t *err = ivm_context_eval(r->other, "1", 1, NULL, &v);
+  r->kind = err ? ivm_error_kind(err) : 0;
+  ivm_error_free(err);
+  ivm_value_free(v);
+  ivm_value_free((ivm_value_t *)result);
+  ivm_error_free(error);
+  (void)job;
+  __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+}
+
 static void wait_for(struct outcome *o) {
   while (!__atomic_load_n(&o->done, __ATOMIC_ACQUIRE)) {
   }
@@ -153,6 +173,27 @@ int main(void) {
   ivm_isolate_cancel_job(iso, job3);
   wait_for(&looping);
   CHECK(looping.error_kind == IVM_ERROR_CANCELLED);
+
+  /* Code running for a job may not block on another isolate (deadlock). */
+  ivm_isolate_t *iso2 = NULL;
+  ivm_context_t *ctx2 = NULL;
+  CHECK(ivm_isolate_new(NULL, &iso2) == NULL);
+  CHECK(ivm_isolate_create_context(iso2, NULL, &ctx2) == NULL);
+  struct reentry reentry = {0, ctx2, 0};
+  err = ivm_context_eval_async(ctx, "1", 1, NULL, on_done_reenter, &reentry, NULL);
+  CHECK(err == NULL);
+  while (!__atomic_load_n(&reentry.done, __ATOMIC_ACQUIRE)) {
+  }
+  CHECK(reentry.kind == IVM_ERROR_DEADLOCK);
+  /* ... but the same isolate is fine. */
+  struct reentry same = {0, ctx, 0};
+  err = ivm_context_eval_async(ctx, "1", 1, NULL, on_done_reenter, &same, NULL);
+  CHECK(err == NULL);
+  while (!__atomic_load_n(&same.done, __ATOMIC_ACQUIRE)) {
+  }
+  CHECK(same.kind == 0);
+  ivm_context_free(ctx2);
+  ivm_isolate_free(iso2);
 
   /* A completion queue collects outcomes for an event loop to pop. */
   ivm_completion_queue_t *queue = NULL;
