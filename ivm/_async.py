@@ -57,7 +57,8 @@ class _Dispatcher:
             raise error_from(err)
         self.queue = ffi.gc(out[0], lib.ivm_completion_queue_free)
         self.fd: int = fd[0]
-        self.waiters: dict[int, _Waiter] = {}
+        # job id -> (future, convert) for asyncio, a _TrioWaiter for trio
+        self.waiters: dict[int, Any] = {}
         self.buffer = ffi.new("ivm_completion_t[]", _BATCH)
         self.job = ffi.new("uint64_t *")  # loop thread only: read right after each submit
 
@@ -69,7 +70,22 @@ class _Dispatcher:
             for i in range(n):
                 c = buffer[i]
                 waiter = waiters.pop(c.job, None)
-                if c.error:
+                if type(waiter) is tuple:  # asyncio: (future, convert)
+                    future, convert = waiter
+                    if c.error:
+                        exc = error_from(c.error)
+                        if not future.done():
+                            future.set_exception(exc)
+                        continue
+                    try:
+                        value = convert(c.result)
+                    except BaseException as exc:  # noqa: BLE001 - goes to the waiter
+                        if not future.done():
+                            future.set_exception(exc)
+                    else:
+                        if not future.done():
+                            future.set_result(value)
+                elif c.error:
                     exc = error_from(c.error)
                     if waiter is not None:
                         waiter.fail(exc)
@@ -84,14 +100,6 @@ class _Dispatcher:
                         waiter.succeed(value)
             if n < _BATCH:
                 return
-
-    def submit(self, start: Start, waiter: _Waiter) -> int:
-        err = start(_QUEUE_DONE, self.queue, self.job)
-        if err:
-            raise error_from(err)
-        job = int(self.job[0])
-        self.waiters[job] = waiter
-        return job
 
 
 class _Waiter:
@@ -130,35 +138,6 @@ def _asyncio_dispatcher(loop: asyncio.AbstractEventLoop) -> _Dispatcher:
     # Remembered weakly-enough: a closed loop is replaced by the next one used.
     _last_loop, _last_dispatcher = loop, d
     return d
-
-
-class _AsyncioWaiter(_Waiter):
-    __slots__ = ("future",)
-
-    def __init__(self, convert: Convert, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(convert)
-        self.future: asyncio.Future[Any] = loop.create_future()
-
-    def succeed(self, value: Any) -> None:
-        if not self.future.done():
-            self.future.set_result(value)
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-
-async def _submit_asyncio(
-    loop: asyncio.AbstractEventLoop, isolate_ptr: Any, start: Start, convert: Convert
-) -> Any:
-    d = _asyncio_dispatcher(loop)
-    waiter = _AsyncioWaiter(convert, loop)
-    job = d.submit(start, waiter)
-    try:
-        return await waiter.future
-    except asyncio.CancelledError:
-        lib.ivm_isolate_cancel_job(isolate_ptr, job)
-        raise
 
 
 # --- trio ------------------------------------------------------------------------------
@@ -214,12 +193,18 @@ class _TrioWaiter(_Waiter):
         self._settle(outcome.Error(exc))
 
 
-async def _submit_trio(isolate_ptr: Any, start: Start, convert: Convert) -> Any:
+async def _submit_trio(
+    isolate_ptr: Any, cfunc: Any, args: tuple[Any, ...], convert: Convert
+) -> Any:
     import trio
 
     d = _trio_dispatcher()
     waiter = _TrioWaiter(convert, trio.lowlevel.current_task())
-    job = d.submit(start, waiter)
+    err = cfunc(*args, _QUEUE_DONE, d.queue, d.job)
+    if err:
+        raise error_from(err)
+    job = int(d.job[0])
+    d.waiters[job] = waiter
 
     def abort(_raise_cancel: Any) -> Any:
         waiter.waiting = False  # a late outcome must not reschedule us
@@ -232,17 +217,28 @@ async def _submit_trio(isolate_ptr: Any, start: Start, convert: Convert) -> Any:
 # --- the entry points ------------------------------------------------------------------
 
 
-async def submit(isolate_ptr: Any, start: Start, convert: Convert) -> Any:
+async def submit(isolate_ptr: Any, cfunc: Any, args: tuple[Any, ...], convert: Convert) -> Any:
     """Runs one libivm ``_async`` call and waits for its outcome on the running
-    loop (asyncio or trio)."""
+    loop (asyncio or trio): ``cfunc(*args, done, user_data, out_job)``."""
     loop = _get_running_loop()
     if loop is not None:
-        return await _submit_asyncio(loop, isolate_ptr, start, convert)
+        d = _last_dispatcher if loop is _last_loop else _asyncio_dispatcher(loop)
+        future = loop.create_future()
+        err = cfunc(*args, _QUEUE_DONE, d.queue, d.job)
+        if err:
+            raise error_from(err)
+        job = d.job[0]
+        d.waiters[job] = (future, convert)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            lib.ivm_isolate_cancel_job(isolate_ptr, job)
+            raise
     if "trio" in sys.modules:
         import trio
 
         if trio.lowlevel.in_trio_task():
-            return await _submit_trio(isolate_ptr, start, convert)
+            return await _submit_trio(isolate_ptr, cfunc, args, convert)
     raise IvmError(
         "ivm's async API was used outside a running asyncio or trio event loop; "
         "use the _sync method, or run it under asyncio.run() or trio.run()"

@@ -18,6 +18,7 @@ __all__ = ["Context"]
 
 _NULL = ffi.NULL
 _eval = lib.ivm_context_eval
+_eval_async = lib.ivm_context_eval_async
 
 
 class Context(Handle):
@@ -119,13 +120,21 @@ class Context(Handle):
         running. Cancelling the awaiting task stops the JavaScript (or drops the
         call if it has not started); the isolate stays usable.
         """
-        src = code_bytes(code)
-        opts, keep = eval_options(timeout, filename, line_offset, column_offset, promise)
-        ptr = self._ptr
+        if type(code) is not str:
+            code_bytes(code)  # raises TypeError
+        src = code.encode("utf-8", "surrogatepass")
+        if (
+            timeout is None
+            and filename is None
+            and not line_offset
+            and not column_offset
+            and promise is False
+        ):
+            opts, _keep = _NULL, None
+        else:
+            opts, _keep = eval_options(timeout, filename, line_offset, column_offset, promise)
         return await submit(
-            self._isolate._ptr,
-            lambda done, ud, job: lib.ivm_context_eval_async(ptr, src, len(src), opts, done, ud, job),
-            take,
+            self._isolate._ptr, _eval_async, (self._ptr, src, len(src), opts), take
         )
 
     def eval_ignored(

@@ -142,10 +142,10 @@ class Isolate(Handle):
         """The async twin of :meth:`create_context_sync`."""
         from ._context import Context
 
-        ptr = self._ptr
         return await submit(
-            ptr,
-            lambda done, ud, job: lib.ivm_isolate_create_context_async(ptr, ffi.NULL, done, ud, job),
+            self._ptr,
+            lib.ivm_isolate_create_context_async,
+            (self._ptr, ffi.NULL),
             lambda raw: Context._wrap(ffi.cast("ivm_context_t *", raw), self),
         )
 
@@ -160,13 +160,11 @@ class Isolate(Handle):
         """The async twin of :meth:`compile_script_sync`."""
         from ._script import Script
 
-        src, opts, keep = self._script_options(code, filename, line_offset, column_offset)
-        ptr = self._ptr
+        src, opts, _keep = self._script_options(code, filename, line_offset, column_offset)
         return await submit(
-            ptr,
-            lambda done, ud, job: lib.ivm_isolate_compile_script_async(
-                ptr, src, len(src), opts, done, ud, job
-            ),
+            self._ptr,
+            lib.ivm_isolate_compile_script_async,
+            (self._ptr, src, len(src), opts),
             lambda raw: Script._wrap(ffi.cast("ivm_script_t *", raw), self),
         )
 

@@ -73,12 +73,9 @@ class Script(Handle):
         """The async twin of :meth:`run_sync` (see :meth:`Context.eval`)."""
         if type(context) is not Context:
             raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
-        opts, keep = eval_options(timeout, promise=promise)
-        sptr, cptr = self._ptr, context._ptr
+        opts, _keep = eval_options(timeout, promise=promise)
         return await submit(
-            self._isolate._ptr,
-            lambda done, ud, job: lib.ivm_script_run_async(sptr, cptr, opts, done, ud, job),
-            take,
+            self._isolate._ptr, lib.ivm_script_run_async, (self._ptr, context._ptr, opts), take
         )
 
     def run_ignored(
