@@ -1,0 +1,103 @@
+"""Awaited calls yield to the loop; loops may end with calls pending."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import ivm
+
+
+@pytest.mark.anyio
+async def test_a_loop_of_awaited_calls_lets_other_tasks_run(context: ivm.Context) -> None:
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await anyio.sleep(0)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        await anyio.sleep(0)
+        start = ticks
+        for _ in range(200):
+            assert await context.eval("1 + 1") == 2
+        done = True
+    # Each awaited call is a schedule point: the ticker ran alongside.
+    assert ticks - start >= 100
+
+
+@pytest.mark.anyio
+async def test_a_timeout_interrupts_a_loop_of_fast_calls(context: ivm.Context) -> None:
+    calls = 0
+    with anyio.move_on_after(0.2):
+        while True:
+            await context.eval("1")
+            calls += 1
+    assert calls > 0
+    assert await context.eval("2") == 2
+
+
+CLOSING_LOOP = r"""
+import asyncio, gc, sys, time, warnings
+import ivm
+
+warnings.simplefilter("ignore")  # asyncio complains about the abandoned task: expected
+isolate = ivm.Isolate()
+context = isolate.create_context_sync()
+
+loop = asyncio.new_event_loop()
+task = loop.create_task(context.eval("while (true) {}", timeout=0.3))
+loop.run_until_complete(asyncio.sleep(0.05))   # the call is running now
+loop.close()                                   # ... and its loop goes away
+del task, loop
+gc.collect()
+time.sleep(0.5)                                # the job times out with nobody waiting
+gc.collect()
+
+async def again():
+    return await context.eval("6 * 7")
+
+print("result", asyncio.run(again()), flush=True)
+"""
+
+
+def test_an_event_loop_closing_with_a_pending_call_does_not_crash() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run(
+        [sys.executable, "-c", CLOSING_LOOP],
+        cwd=Path(ivm.__file__).parent.parent,  # the installed ivm, not the source tree
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "result 42" in proc.stdout
+
+
+def test_trio_run_ending_with_cancelled_calls_leaves_ivm_usable() -> None:
+    import trio
+
+    isolate = ivm.Isolate()
+    context = isolate.create_context_sync()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(context.eval, "while (true) {}")
+            await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+    async def again() -> object:
+        return await context.eval("6 * 7")
+
+    assert trio.run(again) == 42
+    isolate.dispose()
