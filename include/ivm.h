@@ -505,8 +505,9 @@ IVM_API void ivm_script_free(ivm_script_t *script);
  * Reports the end of asynchronous job `job`, exactly once, even for cancelled
  * jobs and disposed isolates. Exactly one of `result` and `error` is non-NULL;
  * the callee owns it. `result` is an `ivm_value_t *` for evaluations and runs,
- * an `ivm_context_t *` for ivm_isolate_create_context_async and an
- * `ivm_script_t *` for ivm_isolate_compile_script_async.
+ * an `ivm_context_t *` for ivm_isolate_create_context_async, an
+ * `ivm_script_t *` for ivm_isolate_compile_script_async and an
+ * `ivm_heap_statistics_t *` for ivm_isolate_heap_statistics_async.
  * Runs on a pool thread (or, for a job dropped by ivm_isolate_cancel_job or a
  * disposal, on the thread that made that call); must not block or call back
  * into the isolate synchronously. Job ids are unique in the process.
@@ -547,6 +548,19 @@ IVM_API ivm_error_t *ivm_isolate_compile_script_async(ivm_isolate_t *iso,
                                                       const ivm_script_options_t *opts,
                                                       ivm_done_fn done, void *user_data,
                                                       uint64_t *out_job);
+
+/**
+ * Queues ivm_isolate_heap_statistics(); as ivm_context_eval_async(). The result
+ * is a complete `ivm_heap_statistics_t *` (struct_size = its sizeof), freed with
+ * ivm_heap_statistics_free(). Since: 0.1
+ */
+IVM_API ivm_error_t *ivm_isolate_heap_statistics_async(ivm_isolate_t *iso,
+                                                       ivm_done_fn done, void *user_data,
+                                                       uint64_t *out_job);
+
+/** Frees heap statistics made by ivm_isolate_heap_statistics_async(); NULL is a
+ * no-op. Threads: any. Since: 0.1 */
+IVM_API void ivm_heap_statistics_free(ivm_heap_statistics_t *stats);
 
 /**
  * Cancels job `job` of `iso`: a queued job is dropped (its done gets

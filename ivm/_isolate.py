@@ -65,6 +65,18 @@ class HeapStatistics:
     externally_allocated_size: int
 
 
+def _heap_statistics(raw: Any) -> HeapStatistics:
+    return HeapStatistics(**{name: getattr(raw, name) for name in HeapStatistics.__dataclass_fields__})
+
+
+def _heap_statistics_from(result: Any) -> HeapStatistics:
+    raw = ffi.cast("ivm_heap_statistics_t *", result)
+    try:
+        return _heap_statistics(raw)
+    finally:
+        lib.ivm_heap_statistics_free(raw)
+
+
 class Isolate(Handle):
     """An isolated JavaScript VM: its own heap, memory limit and timeouts.
 
@@ -169,12 +181,14 @@ class Isolate(Handle):
         )
 
     async def get_heap_statistics(self) -> HeapStatistics:
-        """The async twin of :meth:`get_heap_statistics_sync` (a quick read that
-        does not wait for the isolate's queue)."""
-        import anyio
-
-        await anyio.lowlevel.checkpoint()
-        return self.get_heap_statistics_sync()
+        """The async twin of :meth:`get_heap_statistics_sync` (queued behind the
+        isolate's earlier calls)."""
+        return await submit(
+            self._ptr,
+            lib.ivm_isolate_heap_statistics_async,
+            (self._ptr,),
+            _heap_statistics_from,
+        )
 
     def _script_options(
         self, code: str, filename: str | None, line_offset: int, column_offset: int
@@ -218,9 +232,7 @@ class Isolate(Handle):
         out = ffi.new("ivm_heap_statistics_t *")
         out.struct_size = ffi.sizeof("ivm_heap_statistics_t")
         check(lib.ivm_isolate_heap_statistics(self._ptr, out))
-        return HeapStatistics(
-            **{name: getattr(out, name) for name in HeapStatistics.__dataclass_fields__}
-        )
+        return _heap_statistics(out)
 
     @property
     def cpu_time(self) -> int:

@@ -161,6 +161,7 @@ class Job {
   bool reported_ = false;
 };
 
+ivm_error_t* ReadHeapStatistics(IsolateHolder& holder, ivm_heap_statistics_t* full);
 void FreeValue(void* value);
 void FreeContext(void* context);
 void FreeScript(void* script);

@@ -462,6 +462,29 @@ void IsolateHolder::Times(uint64_t* cpu_ns, uint64_t* wall_ns) const {
   if (wall_ns) *wall_ns = wall_ns_.load();
 }
 
+ivm_error_t* ReadHeapStatistics(IsolateHolder& holder, ivm_heap_statistics_t* full) {
+  return holder.Locked([&](v8::Isolate* isolate) -> ivm_error_t* {
+    v8::HeapStatistics s;
+    isolate->GetHeapStatistics(&s);
+    full->total_heap_size = s.total_heap_size();
+    full->total_heap_size_executable = s.total_heap_size_executable();
+    full->total_physical_size = s.total_physical_size();
+    full->total_available_size = s.total_available_size();
+    full->used_heap_size = s.used_heap_size();
+    full->heap_size_limit = s.heap_size_limit();
+    full->malloced_memory = s.malloced_memory();
+    full->peak_malloced_memory = s.peak_malloced_memory();
+    full->does_zap_garbage = s.does_zap_garbage();
+    full->number_of_native_contexts = s.number_of_native_contexts();
+    full->number_of_detached_contexts = s.number_of_detached_contexts();
+    full->total_global_handles_size = s.total_global_handles_size();
+    full->used_global_handles_size = s.used_global_handles_size();
+    full->external_memory = s.external_memory();
+    full->externally_allocated_size = holder.array_buffer_bytes();
+    return nullptr;
+  });
+}
+
 }  // namespace ivm
 
 // ---------------------------------------------------------------------------
@@ -514,35 +537,39 @@ IVM_API ivm_error_t* ivm_isolate_heap_statistics(ivm_isolate_t* iso, ivm_heap_st
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
     if (out->struct_size < sizeof(size_t)) return InvalidArgument("bad struct_size");
-    ivm::IsolateHolder& holder = *iso->holder;
     ivm_heap_statistics_t full{};
-    ivm_error_t* err = holder.Locked([&](v8::Isolate* isolate) -> ivm_error_t* {
-      v8::HeapStatistics s;
-      isolate->GetHeapStatistics(&s);
-      full.total_heap_size = s.total_heap_size();
-      full.total_heap_size_executable = s.total_heap_size_executable();
-      full.total_physical_size = s.total_physical_size();
-      full.total_available_size = s.total_available_size();
-      full.used_heap_size = s.used_heap_size();
-      full.heap_size_limit = s.heap_size_limit();
-      full.malloced_memory = s.malloced_memory();
-      full.peak_malloced_memory = s.peak_malloced_memory();
-      full.does_zap_garbage = s.does_zap_garbage();
-      full.number_of_native_contexts = s.number_of_native_contexts();
-      full.number_of_detached_contexts = s.number_of_detached_contexts();
-      full.total_global_handles_size = s.total_global_handles_size();
-      full.used_global_handles_size = s.used_global_handles_size();
-      full.external_memory = s.external_memory();
-      full.externally_allocated_size = holder.array_buffer_bytes();
-      return nullptr;
-    });
-    if (err) return err;
+    if (ivm_error_t* err = ivm::ReadHeapStatistics(*iso->holder, &full)) return err;
     size_t size = out->struct_size;
     full.struct_size = size;
     std::memcpy(out, &full, std::min(size, sizeof full));
     return nullptr;
   });
 }
+
+IVM_API ivm_error_t* ivm_isolate_heap_statistics_async(ivm_isolate_t* iso, ivm_done_fn done,
+                                                       void* user_data, uint64_t* out_job) {
+  return Guard([&]() -> ivm_error_t* {
+    if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
+    std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
+    auto job = std::make_unique<ivm::Job>(
+        done, user_data, [](void* p) { ivm_heap_statistics_free(static_cast<ivm_heap_statistics_t*>(p)); },
+        [=](void** result) -> ivm_error_t* {
+          auto* stats = new ivm_heap_statistics_t{};
+          if (ivm_error_t* err = ivm::ReadHeapStatistics(*holder, stats)) {
+            delete stats;
+            return err;
+          }
+          stats->struct_size = sizeof *stats;
+          *result = stats;
+          return nullptr;
+        });
+    if (out_job) *out_job = job->id();
+    holder->Submit(std::move(job));
+    return nullptr;
+  });
+}
+
+IVM_API void ivm_heap_statistics_free(ivm_heap_statistics_t* stats) { delete stats; }
 
 IVM_API void ivm_isolate_times(const ivm_isolate_t* iso, uint64_t* cpu_ns_out,
                                uint64_t* wall_ns_out) {

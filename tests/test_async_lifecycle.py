@@ -101,3 +101,32 @@ def test_trio_run_ending_with_cancelled_calls_leaves_ivm_usable() -> None:
 
     assert trio.run(again) == 42
     isolate.dispose()
+
+
+@pytest.mark.anyio
+async def test_async_heap_statistics_wait_in_line_without_blocking_the_loop(
+    isolate: ivm.Isolate, context: ivm.Context
+) -> None:
+    ticks = 0
+    stats: list[ivm.HeapStatistics] = []
+
+    async def busy() -> None:
+        with pytest.raises(ivm.TimeoutError):
+            await context.eval("while (true) {}", timeout=0.2)
+
+    async def read() -> None:
+        await anyio.sleep(0.02)  # queued behind the busy call
+        stats.append(await isolate.get_heap_statistics())
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stats:
+            ticks += 1
+            await anyio.sleep(0.005)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(busy)
+        tg.start_soon(read)
+        tg.start_soon(ticker)
+    assert stats[0].heap_size_limit > 0
+    assert ticks >= 5  # the loop kept running while the isolate was busy
