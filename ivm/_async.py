@@ -26,7 +26,7 @@ import logging
 import sys
 import time
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from ._errors import IvmError, error_from
 from ._ffi import ffi, lib
@@ -34,6 +34,7 @@ from ._ffi import ffi, lib
 __all__ = ["set_ignored_error_handler", "submit", "submit_ignored"]
 
 _log = logging.getLogger("ivm")
+_T = TypeVar("_T")
 
 #: Turns a job's raw result into a Python object (on the loop's thread).
 Convert = Callable[[Any], Any]
@@ -118,9 +119,9 @@ class _Dispatcher:
                         if not future.done():
                             future.set_result(value)
                 elif c.error:
-                    exc = error_from(c.error)
+                    error = error_from(c.error)
                     if waiter is not None:
-                        waiter.fail(exc)
+                        waiter.fail(error)
                 elif waiter is None:  # pragma: no cover - every job has a waiter
                     _log.error("ivm: a result arrived for an unknown job %d", c.job)
                 else:
@@ -274,7 +275,9 @@ async def _submit_trio(
 # --- the entry points ------------------------------------------------------------------
 
 
-async def submit(isolate_ptr: Any, cfunc: Any, args: tuple[Any, ...], convert: Convert) -> Any:
+async def submit(
+    isolate_ptr: Any, cfunc: Any, args: tuple[Any, ...], convert: Callable[[Any], _T]
+) -> _T:
     """Runs one libivm ``_async`` call and waits for its outcome on the running
     loop (asyncio or trio): ``cfunc(*args, done, user_data, out_job)``."""
     loop = _get_running_loop()
@@ -290,9 +293,11 @@ async def submit(isolate_ptr: Any, cfunc: Any, args: tuple[Any, ...], convert: C
             # Done without a cross-thread wake-up; still yield once, so that a
             # loop of awaited calls never starves the event loop.
             await asyncio.sleep(0)
-            return future.result()
+            done: _T = future.result()
+            return done
         try:
-            return await future
+            result: _T = await future
+            return result
         except asyncio.CancelledError:
             lib.ivm_isolate_cancel_job(isolate_ptr, job)
             raise
@@ -300,7 +305,8 @@ async def submit(isolate_ptr: Any, cfunc: Any, args: tuple[Any, ...], convert: C
         import trio
 
         if trio.lowlevel.in_trio_task():
-            return await _submit_trio(isolate_ptr, cfunc, args, convert)
+            value: _T = await _submit_trio(isolate_ptr, cfunc, args, convert)
+            return value
     raise IvmError(
         "ivm's async API was used outside a running asyncio or trio event loop; "
         "use the _sync method, or run it under asyncio.run() or trio.run()"
@@ -312,7 +318,7 @@ _ignored: dict[int, Convert] = {}
 _ignored_keys = itertools.count(1)
 
 
-@ffi.def_extern()
+@ffi.def_extern()  # type: ignore[untyped-decorator]
 def _ivm_py_done(user_data: Any, job: int, result: Any, error: Any) -> None:
     """libivm pool thread: an ignored call ended. Never raises into C."""
     try:

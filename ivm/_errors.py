@@ -67,7 +67,8 @@ def _text(getter: Any, err: Any) -> str:
     p = ffi.new("const char **")
     n = ffi.new("size_t *")
     getter(err, p, n)
-    return ffi.unpack(p[0], n[0]).decode("utf-8", "surrogatepass")
+    text: str = ffi.unpack(p[0], n[0]).decode("utf-8", "surrogatepass")
+    return text
 
 
 _SIMPLE: dict[int, type[Exception]] = {

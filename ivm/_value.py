@@ -78,7 +78,7 @@ def take(v: Any) -> JSPrimitive:
     """Converts and frees a libivm value."""
     kind = _kind(v)
     if kind == 4:  # IVM_VALUE_NUMBER, the hot path
-        x = _number(v)
+        x: float = _number(v)
         _free(v)
         if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
             return int(x)
@@ -88,7 +88,8 @@ def take(v: Any) -> JSPrimitive:
             p = ffi.new("const char **")
             n = ffi.new("size_t *")
             lib.ivm_value_string(v, p, n)
-            return ffi.unpack(p[0], n[0]).decode("utf-8", "surrogatepass")
+            text: str = ffi.unpack(p[0], n[0]).decode("utf-8", "surrogatepass")
+            return text
         if kind == lib.IVM_VALUE_UNDEFINED:
             return undefined
         if kind == lib.IVM_VALUE_NULL:
