@@ -76,12 +76,16 @@ _STRING: Final = lib.IVM_VALUE_STRING
 
 def take(v: Any) -> JSPrimitive:
     """Converts and frees a libivm value."""
-    kind = _kind(v)
-    if kind == 4:  # IVM_VALUE_NUMBER, the hot path
-        x: float = _number(v)
+    # The hot path: a number (ivm_value_number is NaN for every other kind).
+    x: float = _number(v)
+    if x == x:
         _free(v)
         if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
             return int(x)
+        return x
+    kind = _kind(v)
+    if kind == 4:  # a NaN
+        _free(v)
         return x
     try:
         if kind == _STRING:
