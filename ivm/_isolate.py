@@ -12,7 +12,7 @@ from ._async import submit
 from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
-from ._options import code_bytes, source_fields
+from ._options import code_bytes, script_options
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -172,7 +172,8 @@ class Isolate(Handle):
         """The async twin of :meth:`compile_script_sync`."""
         from ._script import Script
 
-        src, opts, _keep = self._script_options(code, filename, line_offset, column_offset)
+        src = code_bytes(code)
+        opts, _keep = script_options(filename, line_offset, column_offset)
         return await submit(
             self._ptr,
             lib.ivm_isolate_compile_script_async,
@@ -190,22 +191,6 @@ class Isolate(Handle):
             _heap_statistics_from,
         )
 
-    def _script_options(
-        self, code: str, filename: str | None, line_offset: int, column_offset: int
-    ) -> tuple[bytes, Any, Any]:
-        src = code_bytes(code)
-        name, line, column = source_fields(filename, line_offset, column_offset)
-        opts = ffi.new("ivm_script_options_t *")
-        opts.struct_size = ffi.sizeof("ivm_script_options_t")
-        keep = None
-        if name is not None:
-            keep = ffi.from_buffer(name)
-            opts.filename = keep
-            opts.filename_len = len(name)
-        opts.line_offset = line
-        opts.column_offset = column
-        return src, opts, keep
-
     def compile_script_sync(
         self,
         code: str,
@@ -221,7 +206,8 @@ class Isolate(Handle):
         """
         from ._script import Script
 
-        src, opts, keep = self._script_options(code, filename, line_offset, column_offset)
+        src = code_bytes(code)
+        opts, keep = script_options(filename, line_offset, column_offset)
         out = ffi.new("ivm_script_t **")
         check(lib.ivm_isolate_compile_script(self._ptr, src, len(src), opts, out))
         del keep

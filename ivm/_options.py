@@ -7,7 +7,7 @@ from typing import Any
 
 from ._ffi import ffi, lib
 
-__all__ = ["code_bytes", "eval_options", "timeout_ns"]
+__all__ = ["code_bytes", "eval_options", "script_options", "source_fields", "timeout_ns"]
 
 
 def timeout_ns(timeout: float | None) -> int:
@@ -60,6 +60,24 @@ def eval_options(
     opts = ffi.new("ivm_eval_options_t *")
     opts.struct_size = ffi.sizeof("ivm_eval_options_t")
     opts.timeout_ns = ns
+    opts.flags = lib.IVM_EVAL_PROMISE if promise else 0
+    return opts, _fill_source(opts, name, line, column)
+
+
+def script_options(
+    filename: str | None, line_offset: int, column_offset: int
+) -> tuple[Any, Any]:
+    """``(options, keepalive)``: an ``ivm_script_options_t *`` and an object the
+    caller holds until the C call returns."""
+    name, line, column = source_fields(filename, line_offset, column_offset)
+    opts = ffi.new("ivm_script_options_t *")
+    opts.struct_size = ffi.sizeof("ivm_script_options_t")
+    return opts, _fill_source(opts, name, line, column)
+
+
+def _fill_source(opts: Any, name: bytes | None, line: int, column: int) -> Any:
+    """Sets the source fields shared by eval and script options; returns the
+    filename buffer, which must outlive the call."""
     keep = None
     if name is not None:
         keep = ffi.from_buffer(name)
@@ -67,5 +85,4 @@ def eval_options(
         opts.filename_len = len(name)
     opts.line_offset = line
     opts.column_offset = column
-    opts.flags = lib.IVM_EVAL_PROMISE if promise else 0
-    return opts, keep
+    return keep
