@@ -205,13 +205,11 @@ IVM_API ivm_error_t* ivm_isolate_create_context_async(ivm_isolate_t* iso,
       return InvalidArgument("bad struct_size");
     }
     std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
-    auto job = std::make_unique<ivm::Job>(
-        done, user_data, ivm::FreeContext, [=](void** result) -> ivm_error_t* {
+    return ivm::Enqueue(
+        holder, done, user_data, ivm::FreeContext, [=](void** result) -> ivm_error_t* {
           return ivm::CreateContext(holder, reinterpret_cast<ivm_context_t**>(result));
-        });
-    if (out_job) *out_job = job->id();
-    holder->Submit(std::move(job));
-    return nullptr;
+        },
+        out_job);
   });
 }
 
@@ -255,16 +253,14 @@ IVM_API ivm_error_t* ivm_context_eval_async(ivm_context_t* ctx, const char* code
     std::shared_ptr<ivm::IsolateHolder> holder = ctx->holder;
     std::shared_ptr<ivm::ContextRecord> record = ctx->record;
     std::shared_ptr<ivm::Lease> lease = ctx->lease;   // usable until the job ends
-    auto job = std::make_unique<ivm::Job>(
-        done, user_data, ivm::FreeValue, [=](void** result) -> ivm_error_t* {
+    return ivm::Enqueue(
+        holder, done, user_data, ivm::FreeValue, [=](void** result) -> ivm_error_t* {
           (void)filename;
           (void)lease;
           return ivm::Eval(*holder, *record, source->data(), source->size(), o,
                            reinterpret_cast<ivm_value_t**>(result));
-        });
-    if (out_job) *out_job = job->id();
-    holder->Submit(std::move(job));
-    return nullptr;
+        },
+        out_job);
   });
 }
 

@@ -598,6 +598,15 @@ void Job::Report(void* result, ivm_error_t* error) {
   }
 }
 
+ivm_error_t* Enqueue(const std::shared_ptr<IsolateHolder>& holder, ivm_done_fn done,
+                     void* user_data, void (*free_result)(void*), Job::Work work,
+                     uint64_t* out_job) {
+  auto job = std::make_unique<Job>(done, user_data, free_result, std::move(work));
+  if (out_job) *out_job = job->id();
+  holder->Submit(std::move(job));
+  return nullptr;
+}
+
 void FreeValue(void* value) { ivm_value_free(static_cast<ivm_value_t*>(value)); }
 void FreeContext(void* context) { ivm_context_free(static_cast<ivm_context_t*>(context)); }
 void FreeScript(void* script) { ivm_script_free(static_cast<ivm_script_t*>(script)); }

@@ -162,6 +162,12 @@ class Job {
 };
 
 ivm_error_t* ReadHeapStatistics(IsolateHolder& holder, ivm_heap_statistics_t* full);
+
+// Queues `work` as a job of `holder` that reports through `done`; writes its id
+// to `out_job` (may be NULL). Returns NULL (the job is queued).
+ivm_error_t* Enqueue(const std::shared_ptr<IsolateHolder>& holder, ivm_done_fn done,
+                     void* user_data, void (*free_result)(void*), Job::Work work,
+                     uint64_t* out_job);
 void FreeValue(void* value);
 void FreeContext(void* context);
 void FreeScript(void* script);

@@ -551,21 +551,19 @@ IVM_API ivm_error_t* ivm_isolate_heap_statistics_async(ivm_isolate_t* iso, ivm_d
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
     std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
-    auto job = std::make_unique<ivm::Job>(
-        done, user_data, [](void* p) { ivm_heap_statistics_free(static_cast<ivm_heap_statistics_t*>(p)); },
+    auto free_stats = [](void* p) {
+      ivm_heap_statistics_free(static_cast<ivm_heap_statistics_t*>(p));
+    };
+    return ivm::Enqueue(
+        holder, done, user_data, free_stats,
         [=](void** result) -> ivm_error_t* {
-          auto* stats = new ivm_heap_statistics_t{};
-          if (ivm_error_t* err = ivm::ReadHeapStatistics(*holder, stats)) {
-            delete stats;
-            return err;
-          }
+          auto stats = std::make_unique<ivm_heap_statistics_t>();
+          if (ivm_error_t* err = ivm::ReadHeapStatistics(*holder, stats.get())) return err;
           stats->struct_size = sizeof *stats;
-          *result = stats;
+          *result = stats.release();
           return nullptr;
-        });
-    if (out_job) *out_job = job->id();
-    holder->Submit(std::move(job));
-    return nullptr;
+        },
+        out_job);
   });
 }
 

@@ -135,14 +135,12 @@ IVM_API ivm_error_t* ivm_isolate_compile_script_async(ivm_isolate_t* iso, const 
     if (ivm_error_t* err = ReadScriptOptions(opts, &o)) return err;
     auto source = std::make_shared<std::string>(code ? code : "", code_len);
     std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
-    auto job = std::make_unique<ivm::Job>(
-        done, user_data, ivm::FreeScript, [=](void** result) -> ivm_error_t* {
+    return ivm::Enqueue(
+        holder, done, user_data, ivm::FreeScript, [=](void** result) -> ivm_error_t* {
           return CompileScript(holder, source->data(), source->size(), o,
                                reinterpret_cast<ivm_script_t**>(result));
-        });
-    if (out_job) *out_job = job->id();
-    holder->Submit(std::move(job));
-    return nullptr;
+        },
+        out_job);
   });
 }
 
@@ -172,14 +170,12 @@ IVM_API ivm_error_t* ivm_script_run_async(ivm_script_t* script, ivm_context_t* c
     std::shared_ptr<ivm::ContextRecord> crec = ctx->record;
     // Both stay usable until the job ends, even if their handles are freed.
     std::shared_ptr<ivm::Lease> leases[2] = {script->lease, ctx->lease};
-    auto job = std::make_unique<ivm::Job>(
-        done, user_data, ivm::FreeValue, [=](void** result) -> ivm_error_t* {
+    return ivm::Enqueue(
+        holder, done, user_data, ivm::FreeValue, [=](void** result) -> ivm_error_t* {
           (void)leases;
           return RunScript(*holder, *srec, *crec, o, reinterpret_cast<ivm_value_t**>(result));
-        });
-    if (out_job) *out_job = job->id();
-    holder->Submit(std::move(job));
-    return nullptr;
+        },
+        out_job);
   });
 }
 
