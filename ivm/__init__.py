@@ -8,6 +8,27 @@ limit and timeouts; data crosses the boundary only as explicit copies::
     with ivm.Isolate(memory_limit=64) as isolate:
         context = isolate.create_context_sync()
         assert context.eval_sync("6 * 7") == 42
+
+Calling conventions: ``foo_sync()`` blocks the calling thread (with the GIL
+released) while V8 runs; ``await foo()`` runs on ivm's small native thread pool
+and completes on the caller's asyncio or trio loop; ``foo_ignored()`` queues the
+work and returns at once, reporting errors to the ``ivm`` logger and to
+:func:`set_ignored_error_handler`.
+
+Rules:
+
+* Calls into one isolate never interleave. Async and ignored calls on one
+  isolate run in the order they were made; a sync call waits for the isolate's
+  running call (sync or async) to end.
+* Cancelling the task awaiting a call stops its JavaScript (or drops the call
+  if it has not started); the isolate stays usable.
+* Code running for an async call on the pool (a host callback) may not make a
+  *synchronous* call into a different isolate: that could deadlock the pool and
+  raises :class:`IvmError`. Use the async API there. The same isolate is fine.
+* ``dispose()`` fails every queued and running call of the isolate with
+  :class:`DisposedError`; ``release()`` does the same for one context or script.
+* Ctrl-C stops JavaScript that the main thread runs synchronously and raises
+  ``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
