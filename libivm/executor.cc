@@ -52,7 +52,8 @@ struct State {
   std::deque<std::shared_ptr<IsolateHolder>> ready;
   std::atomic<size_t> ready_count{0};
   int threads = 0;
-  int idle = 0;
+  int idle = 0;            // threads waiting on cv
+  int wakeups = 0;         // of those, notified but not yet awake
   bool spinning = false;   // one idle thread polls before sleeping
 };
 
@@ -93,6 +94,7 @@ void Worker() {
       ++s.idle;
       s.cv.wait(lock);
       --s.idle;
+      if (s.wakeups > 0) --s.wakeups;
     }
     std::shared_ptr<IsolateHolder> holder = std::move(s.ready.front());
     s.ready.pop_front();
@@ -118,14 +120,19 @@ void Schedule(std::shared_ptr<IsolateHolder> holder) {
   // hardware_concurrency() reads /sys on every call: once is enough.
   static const int max_threads =
       static_cast<int>(std::max(2u, std::thread::hardware_concurrency())) + kExtraThreads;
-  if (s.spinning && s.ready.size() == 1) {
-    // The polling thread takes it (it re-checks under the lock before sleeping).
-  } else if (s.idle == 0 && s.threads < max_threads) {
+  // Threads already on their way to the ready list: the polling one (it
+  // re-checks under the lock before sleeping) and those woken but not yet
+  // running. Each ready isolate needs one; a wake-up is never spent twice.
+  size_t coming = static_cast<size_t>((s.spinning ? 1 : 0) + s.wakeups);
+  if (s.ready.size() <= coming) return;
+  if (s.idle > s.wakeups) {
+    ++s.wakeups;
+    s.cv.notify_one();
+  } else if (s.threads < max_threads) {
     ++s.threads;
     std::thread(Worker).detach();
-  } else {
-    s.cv.notify_one();
   }
+  // Otherwise every thread is busy; the first to finish takes it.
 }
 
 uint64_t CurrentJob() { return t_job; }
