@@ -18,7 +18,12 @@ def timeout_ns(timeout: float | None) -> int:
         raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
     if not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
-    return max(1, int(timeout * 1e9))
+    ns = timeout * 1e9
+    # Beyond ~292 years the limit cannot be represented; it is no limit at all.
+    return _MAX_TIMEOUT_NS if ns >= _MAX_TIMEOUT_NS else max(1, int(ns))
+
+
+_MAX_TIMEOUT_NS = 2**63 - 1
 
 
 def code_bytes(code: object, what: str = "code") -> bytes:

@@ -103,9 +103,14 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
                           const CallState& call, v8::MaybeLocal<v8::Value> maybe_result,
                           uint32_t flags, ivm_value_t** out) {
   v8::Local<v8::Value> result;
-  if (!maybe_result.ToLocal(&result)) return holder.Fail(context, try_catch, call);
-  holder.Settle(context);
-  if (try_catch.HasCaught() || try_catch.HasTerminated() || isolate->IsExecutionTerminating()) {
+  if (!maybe_result.ToLocal(&result)) {
+    holder.CheckExternalMemory();   // a failure that ends over the limit is that
+    return holder.Fail(context, try_catch, call);
+  }
+  holder.Settle(context, call);
+  holder.CheckExternalMemory();
+  if (try_catch.HasCaught() || try_catch.HasTerminated() || isolate->IsExecutionTerminating() ||
+      holder.Stopped(call)) {
     return holder.Fail(context, try_catch, call);
   }
   if ((flags & IVM_EVAL_PROMISE) && result->IsPromise()) {
@@ -114,8 +119,9 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
     // call is stopped (timeout, cancel, terminate, dispose, memory limit).
     int64_t nap_ns = 10 * 1000;
     while (promise->State() == v8::Promise::kPending) {
-      holder.PumpTasks();
-      isolate->PerformMicrotaskCheckpoint();
+      holder.PumpTasks(call);
+      if (!holder.Stopped(call)) isolate->PerformMicrotaskCheckpoint();
+      holder.CheckExternalMemory();
       if (try_catch.HasTerminated() || isolate->IsExecutionTerminating() ||
           holder.Stopped(call)) {
         return holder.Fail(context, try_catch, call);
@@ -132,7 +138,13 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
     }
     result = promise->Result();
   }
-  return ValueFromV8(isolate, context, result, out);
+  ivm_error_t* err = ValueFromV8(isolate, context, result, out);
+  if (err == nullptr && holder.Stopped(call)) {   // e.g. the limit hit while copying
+    ivm_value_free(*out);
+    *out = nullptr;
+    return holder.Fail(context, try_catch, call);
+  }
+  return err;
 }
 
 ivm_error_t* Eval(IsolateHolder& holder, ContextRecord& record, const char* code,

@@ -19,6 +19,7 @@
 
 #include <condition_variable>
 #include <csignal>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <ctime>
@@ -293,7 +294,7 @@ struct ThreadLocks {
   static bool Unpark(Parked* p) {
     auto holder = p->holder.lock();
     if (!holder) return true;
-    std::unique_lock<std::recursive_mutex> lock(holder->exec_mutex(), std::try_to_lock);
+    std::unique_lock<std::recursive_timed_mutex> lock(holder->exec_mutex(), std::try_to_lock);
     if (!lock.owns_lock()) return false;
     if (!holder->disposed()) {
       p->Unlocker()->~Unlocker();
@@ -306,7 +307,7 @@ struct ThreadLocks {
     // Thread exit: give back the locks of isolates that are still alive.
     for (Parked* p : parked) {
       if (auto holder = p->holder.lock()) {
-        std::lock_guard<std::recursive_mutex> lock(holder->exec_mutex());
+        std::lock_guard<std::recursive_timed_mutex> lock(holder->exec_mutex());
         if (!holder->disposed() && p->depth == 0) {
           p->Unlocker()->~Unlocker();
           p->Locker()->~Locker();
@@ -321,6 +322,28 @@ thread_local ThreadLocks t_locks;
 
 }  // namespace
 
+// V8 assumes it may use about 1 MB of stack below where it is entered. On a
+// thread with a smaller stack (Python's threading.stack_size), deep recursion
+// would run off the end instead of throwing a RangeError: lift the limit so
+// that V8 stops 128 KB above the real end of this thread's stack. The limit is
+// part of the thread state V8 archives with the parked lock.
+void LimitStack(v8::Isolate* isolate) {
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) != 0) return;
+  void* addr = nullptr;
+  size_t size = 0;
+  int rc = pthread_attr_getstack(&attr, &addr, &size);
+  pthread_attr_destroy(&attr);
+  if (rc != 0 || addr == nullptr) return;
+  constexpr uintptr_t kMargin = 128 * 1024;
+  constexpr uintptr_t kV8StackSize = 984 * 1024;   // V8's default --stack-size
+  auto low = reinterpret_cast<uintptr_t>(addr);
+  auto here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+  if (here < low + kMargin) return;
+  uintptr_t safe = low + kMargin;
+  if (here - kV8StackSize < safe) isolate->SetStackLimit(safe);
+}
+
 ThreadLockScope::ThreadLockScope(IsolateHolder& holder) {
   ThreadLocks& locks = t_locks;
   Parked* p = locks.Find(holder.unique_id());
@@ -333,6 +356,7 @@ ThreadLockScope::ThreadLockScope(IsolateHolder& holder) {
     new (p->locker) v8::Locker(p->isolate);
     p->depth = 1;
     locks.parked.push_back(p);
+    LimitStack(p->isolate);
   } else if (p->depth++ == 0) {
     p->Unlocker()->~Unlocker();   // takes the lock back, restoring our state
   }
@@ -370,6 +394,7 @@ State& state() {
 }
 
 std::atomic<bool> g_enabled{false};
+std::atomic<uint64_t> g_signals{0};   // signals seen by the watcher
 
 void Handler(int signum, siginfo_t* info, void* ucontext) {
   int saved_errno = errno;
@@ -399,6 +424,7 @@ void Watch(int fd) {
       if (n < 0 && errno == EINTR) continue;
       return;
     }
+    g_signals.fetch_add(1);
     std::vector<std::shared_ptr<IsolateHolder>> targets;
     {
       State& s = state();
@@ -412,6 +438,22 @@ void Watch(int fd) {
 }
 
 }  // namespace
+
+ivm_error_t* Lock(std::unique_lock<std::recursive_timed_mutex>& lock) {
+  if (lock.try_lock()) return nullptr;
+  if (!g_enabled.load(std::memory_order_relaxed) ||
+      std::this_thread::get_id() != state().thread) {
+    lock.lock();
+    return nullptr;
+  }
+  uint64_t seen = g_signals.load();
+  while (!lock.try_lock_for(std::chrono::milliseconds(20))) {
+    if (g_signals.load() != seen) {
+      return MakeError(IVM_ERROR_TERMINATED, "Interrupted while waiting for the isolate");
+    }
+  }
+  return nullptr;
+}
 
 void Enter(IsolateHolder& holder) {
   if (!g_enabled.load(std::memory_order_relaxed)) return;
@@ -588,7 +630,11 @@ Job::~Job() {
 void Job::Run() {
   void* result = nullptr;
   ivm_error_t* error = Guard([&] { return work_(&result); });
-  Report(error ? nullptr : result, error);
+  if (error != nullptr && result != nullptr && free_result_ != nullptr) {
+    free_result_(result);   // never both: the error wins
+    result = nullptr;
+  }
+  Report(result, error);
 }
 
 void Job::Report(void* result, ivm_error_t* error) {

@@ -193,9 +193,12 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   ivm_error_t* Fail(v8::Local<v8::Context> context, const v8::TryCatch& try_catch,
                     const CallState& call);
   // Runs pending foreground tasks and microtasks (the end of a call's JS).
-  void Settle(v8::Local<v8::Context> context);
-  // Runs the isolate's pending foreground tasks (isolate locked).
-  void PumpTasks();
+  void Settle(v8::Local<v8::Context> context, const CallState& call);
+  // Runs the isolate's pending foreground tasks until `call` is stopped.
+  void PumpTasks(const CallState& call);
+  // Marks the isolate out of memory if memory outside the heap that bypassed
+  // the allocator (WebAssembly memories) put it over its limit.
+  void CheckExternalMemory();
   // Whether `call` (or a call around it) has been told to stop.
   bool Stopped(const CallState& call);
 
@@ -220,7 +223,7 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   uint64_t NextId() { return next_id_.fetch_add(1, std::memory_order_relaxed); }
   // Unique for the life of the process (never reused, unlike addresses).
   uint64_t unique_id() const { return unique_id_; }
-  std::recursive_mutex& exec_mutex() { return exec_mutex_; }
+  std::recursive_timed_mutex& exec_mutex() { return exec_mutex_; }
   size_t array_buffer_bytes() const;
 
   // Watchdog entry point: the call `call_id` ran out of time.
@@ -243,7 +246,6 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   ivm_error_t* Begin(CallState& call, uint64_t timeout_ns);
   void End(CallState& call);
   void DrainReleasedLocked();
-  void CheckExternalMemory();
   void DisposeLocked();   // exec_mutex_ held, no call running
 
   v8::Isolate* isolate_ = nullptr;
@@ -254,7 +256,7 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   std::atomic<bool> dispose_requested_{false};
 
   // Serialises calls; recursive so that a host callback can call back in.
-  std::recursive_mutex exec_mutex_;
+  std::recursive_timed_mutex exec_mutex_;
   std::atomic<std::thread::id> owner_{};
   int depth_ = 0;   // calls on the stack of the owner thread
 
@@ -302,6 +304,9 @@ void SetCurrentJob(uint64_t job_id, IsolateHolder* holder);
 namespace interrupt {
 void Enter(IsolateHolder& holder);   // an outermost call starts on this thread
 void Leave(IsolateHolder& holder);   // ... and ends
+// Takes `lock`; on the watched thread, gives up with TERMINATED if the signal
+// arrives while it waits for a busy isolate.
+ivm_error_t* Lock(std::unique_lock<std::recursive_timed_mutex>& lock);
 }  // namespace interrupt
 
 namespace watchdog {
@@ -339,7 +344,8 @@ template <class F>
 ivm_error_t* IsolateHolder::Run(uint64_t timeout_ns, F&& body) {
   if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
   if (ivm_error_t* refused = RefuseFromPool(this)) return refused;
-  std::unique_lock<std::recursive_mutex> lock(exec_mutex_);
+  std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_, std::defer_lock);
+  if (ivm_error_t* interrupted = interrupt::Lock(lock)) return interrupted;
   if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
   ivm_error_t* error = nullptr;
   {
@@ -367,7 +373,7 @@ template <class F>
 ivm_error_t* IsolateHolder::Locked(F&& fn) {
   if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
   if (ivm_error_t* refused = RefuseFromPool(this)) return refused;
-  std::unique_lock<std::recursive_mutex> lock(exec_mutex_);
+  std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_);
   if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
   ThreadLockScope thread_lock(*this);
   v8::Isolate::Scope isolate_scope(isolate_);

@@ -95,7 +95,7 @@ ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<Isolat
 }
 
 IsolateHolder::~IsolateHolder() {
-  std::unique_lock<std::recursive_mutex> lock(exec_mutex_);
+  std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_);
   DisposeLocked();
 }
 
@@ -184,8 +184,6 @@ void IsolateHolder::End(CallState& call) {
     cpu_clock_ = wall > kLongCallNs;
     owner_.store(std::thread::id());
     if (pool::CurrentJob() == 0) interrupt::Leave(*this);
-    // Memory outside the heap that bypassed the allocator (WebAssembly).
-    CheckExternalMemory();
     DrainReleasedLocked();
   }
 }
@@ -222,7 +220,7 @@ ivm_error_t* IsolateHolder::Fail(v8::Local<v8::Context> context, const v8::TryCa
   return ErrorFromException(isolate_, context, try_catch);
 }
 
-void IsolateHolder::Settle(v8::Local<v8::Context> context) {
+void IsolateHolder::Settle(v8::Local<v8::Context> context, const CallState& call) {
   (void)context;
   if (depth_ != 1) return;   // the outermost call settles
   // Foreground tasks (GC housekeeping, FinalizationRegistry cleanup, async
@@ -230,14 +228,18 @@ void IsolateHolder::Settle(v8::Local<v8::Context> context) {
   // millisecond keeps tight loops of small calls cheap.
   if (call_wall_start_ - last_pump_ns_ >= kPumpIntervalNs) {
     last_pump_ns_ = call_wall_start_;
-    PumpTasks();
+    PumpTasks(call);
   }
-  isolate_->PerformMicrotaskCheckpoint();
+  if (!Stopped(call)) isolate_->PerformMicrotaskCheckpoint();
 }
 
-void IsolateHolder::PumpTasks() {
+void IsolateHolder::PumpTasks(const CallState& call) {
   v8::Platform* platform = EnsurePlatform();
   for (int i = 0; i < 1000; ++i) {
+    // A task may run JavaScript (FinalizationRegistry callbacks): once the
+    // call is stopped, no further task may start, or it would run unbounded
+    // (the termination was consumed by the task it stopped).
+    if (Stopped(call)) break;
     if (!v8::platform::PumpMessageLoop(platform, isolate_,
                                        v8::platform::MessageLoopBehavior::kDoNotWait)) {
       break;
@@ -292,7 +294,7 @@ ivm_error_t* IsolateHolder::Dispose() {
       isolate_->TerminateExecution();
     }
   }
-  std::unique_lock<std::recursive_mutex> lock(exec_mutex_);
+  std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_);
   DisposeLocked();
   return nullptr;
 }
