@@ -184,27 +184,37 @@ def _asyncio_dispatcher(loop: asyncio.AbstractEventLoop) -> _Dispatcher:
 # --- trio ------------------------------------------------------------------------------
 
 _trio_dispatcher_var: Any = None
+_ll: Any = None  # trio.lowlevel, once trio is in use
+_Value: Any = None  # outcome.Value
+_Error: Any = None  # outcome.Error
+
+
+def _load_trio() -> Any:
+    global _ll, _Value, _Error, _trio_dispatcher_var
+    import outcome
+    import trio
+
+    _Value, _Error = outcome.Value, outcome.Error
+    _trio_dispatcher_var = trio.lowlevel.RunVar("ivm_dispatcher")
+    _ll = trio.lowlevel
+    return _ll
 
 
 def _trio_dispatcher() -> _Dispatcher:
-    import trio
-
-    global _trio_dispatcher_var
-    if _trio_dispatcher_var is None:
-        _trio_dispatcher_var = trio.lowlevel.RunVar("ivm_dispatcher")
     try:
         return _trio_dispatcher_var.get()  # type: ignore[no-any-return]
     except LookupError:
         pass
     d = _Dispatcher()
     _trio_dispatcher_var.set(d)
+    wait_readable = _ll.wait_readable
 
     async def pump() -> None:
         while True:
-            await trio.lowlevel.wait_readable(d.fd)
+            await wait_readable(d.fd)
             d.drain()
 
-    trio.lowlevel.spawn_system_task(pump, name="ivm completion pump")
+    _ll.spawn_system_task(pump, name="ivm completion pump")
     return d
 
 
@@ -223,35 +233,27 @@ class _TrioWaiter(_Waiter):
             return
         self.waiting = False
         if self.parked:
-            import trio
-
-            trio.lowlevel.reschedule(self.task, result)
+            _ll.reschedule(self.task, result)
         else:
             self.result = result
 
     def succeed(self, value: Any) -> None:
-        import outcome
-
-        self._settle(outcome.Value(value))
+        self._settle(_Value(value))
 
     def fail(self, exc: BaseException) -> None:
-        import outcome
-
-        self._settle(outcome.Error(exc))
+        self._settle(_Error(exc))
 
     def done(self) -> bool:
         return self.result is not None
 
 
 async def _submit_trio(
-    isolate_ptr: Any, cfunc: Any, args: tuple[Any, ...], convert: Convert
+    ll: Any, isolate_ptr: Any, cfunc: Any, args: tuple[Any, ...], convert: Convert
 ) -> Any:
-    import trio
-
     # A call in a cancelled scope does not start (trio's checkpoint rule).
-    await trio.lowlevel.checkpoint_if_cancelled()
+    await ll.checkpoint_if_cancelled()
     d = _trio_dispatcher()
-    waiter = _TrioWaiter(convert, trio.lowlevel.current_task())
+    waiter = _TrioWaiter(convert, ll.current_task())
     err = cfunc(*args, _QUEUE_DONE, d.queue, d.job)
     if err:
         raise error_from(err)
@@ -260,16 +262,16 @@ async def _submit_trio(
     if len(d.waiters) == 1 and d.poll(waiter):
         # Done on the spot: a schedule point only, so a finished call is never
         # reported as cancelled.
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        await ll.cancel_shielded_checkpoint()
         return waiter.result.unwrap()
 
     def abort(_raise_cancel: Any) -> Any:
         waiter.waiting = False  # a late outcome must not reschedule us
         lib.ivm_isolate_cancel_job(isolate_ptr, job)
-        return trio.lowlevel.Abort.SUCCEEDED
+        return ll.Abort.SUCCEEDED
 
     waiter.parked = True
-    return await trio.lowlevel.wait_task_rescheduled(abort)
+    return await ll.wait_task_rescheduled(abort)
 
 
 # --- the entry points ------------------------------------------------------------------
@@ -301,12 +303,10 @@ async def submit(
         except asyncio.CancelledError:
             lib.ivm_isolate_cancel_job(isolate_ptr, job)
             raise
-    if "trio" in sys.modules:
-        import trio
-
-        if trio.lowlevel.in_trio_task():
-            value: _T = await _submit_trio(isolate_ptr, cfunc, args, convert)
-            return value
+    ll = _ll if _ll is not None else (_load_trio() if "trio" in sys.modules else None)
+    if ll is not None and ll.in_trio_task():
+        value: _T = await _submit_trio(ll, isolate_ptr, cfunc, args, convert)
+        return value
     raise IvmError(
         "ivm's async API was used outside a running asyncio or trio event loop; "
         "use the _sync method, or run it under asyncio.run() or trio.run()"

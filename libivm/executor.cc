@@ -327,17 +327,26 @@ thread_local ThreadLocks t_locks;
 // would run off the end instead of throwing a RangeError: lift the limit so
 // that V8 stops 128 KB above the real end of this thread's stack. The limit is
 // part of the thread state V8 archives with the parked lock.
+// The lowest address of this thread's stack, or 0 if unknown. Read once per
+// thread: for the main thread, glibc finds it by parsing /proc/self/maps.
+uintptr_t StackLow() {
+  thread_local uintptr_t low = [] {
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0) return uintptr_t{0};
+    void* addr = nullptr;
+    size_t size = 0;
+    int rc = pthread_attr_getstack(&attr, &addr, &size);
+    pthread_attr_destroy(&attr);
+    return rc == 0 ? reinterpret_cast<uintptr_t>(addr) : uintptr_t{0};
+  }();
+  return low;
+}
+
 void LimitStack(v8::Isolate* isolate) {
-  pthread_attr_t attr;
-  if (pthread_getattr_np(pthread_self(), &attr) != 0) return;
-  void* addr = nullptr;
-  size_t size = 0;
-  int rc = pthread_attr_getstack(&attr, &addr, &size);
-  pthread_attr_destroy(&attr);
-  if (rc != 0 || addr == nullptr) return;
   constexpr uintptr_t kMargin = 128 * 1024;
   constexpr uintptr_t kV8StackSize = 984 * 1024;   // V8's default --stack-size
-  auto low = reinterpret_cast<uintptr_t>(addr);
+  uintptr_t low = StackLow();
+  if (low == 0) return;
   auto here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
   if (here < low + kMargin) return;
   uintptr_t safe = low + kMargin;
