@@ -304,15 +304,13 @@ struct ThreadLocks {
   }
 
   ~ThreadLocks() {
-    // Thread exit: give back the locks of isolates that are still alive.
+    // Thread (or process) exit: give back the locks of isolates that are alive
+    // and free now. Never wait: at process exit a pool thread may be running
+    // endless JavaScript in the isolate, and waiting would hang the exit. A
+    // lock that cannot be given back stays with V8's thread state, which the
+    // isolate's disposal frees.
     for (Parked* p : parked) {
-      if (auto holder = p->holder.lock()) {
-        std::lock_guard<std::recursive_timed_mutex> lock(holder->exec_mutex());
-        if (!holder->disposed() && p->depth == 0) {
-          p->Unlocker()->~Unlocker();
-          p->Locker()->~Locker();
-        }
-      }
+      if (p->depth == 0) Unpark(p);
       delete p;
     }
   }

@@ -130,3 +130,27 @@ async def test_async_heap_statistics_wait_in_line_without_blocking_the_loop(
         tg.start_soon(ticker)
     assert stats[0].heap_size_limit > 0
     assert ticks >= 5  # the loop kept running while the isolate was busy
+
+
+def test_the_process_exits_while_a_pool_thread_runs_endless_javascript() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import time, ivm\n"
+        "isolate = ivm.Isolate()\n"
+        "context = isolate.create_context_sync()\n"
+        "context.eval_ignored('while (true) {}')\n"
+        "time.sleep(0.2)\n"
+        "print('exiting', flush=True)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(ivm.__file__).parent.parent,  # the installed ivm, not the source tree
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "exiting" in proc.stdout
