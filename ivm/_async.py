@@ -163,21 +163,24 @@ _asyncio_dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Disp
 )
 
 
-_last_loop: Any = None
-_last_dispatcher: Any = None
+# The loop used last and its dispatcher, as one tuple: threads running their own
+# loops read and replace it atomically (two globals could pair one thread's loop
+# with another's dispatcher).
+_last: tuple[Any, Any] = (None, None)
 
 
 def _asyncio_dispatcher(loop: asyncio.AbstractEventLoop) -> _Dispatcher:
-    global _last_loop, _last_dispatcher
-    if loop is _last_loop:
-        return _last_dispatcher  # type: ignore[no-any-return]
+    global _last
+    last = _last
+    if last[0] is loop:
+        return last[1]  # type: ignore[no-any-return]
     d = _asyncio_dispatchers.get(loop)
     if d is None:
         d = _Dispatcher()
         loop.add_reader(d.fd, d.drain)
         _asyncio_dispatchers[loop] = d
     # Remembered weakly-enough: a closed loop is replaced by the next one used.
-    _last_loop, _last_dispatcher = loop, d
+    _last = (loop, d)
     return d
 
 
@@ -284,7 +287,8 @@ async def submit(
     loop (asyncio or trio): ``cfunc(*args, done, user_data, out_job)``."""
     loop = _get_running_loop()
     if loop is not None:
-        d = _last_dispatcher if loop is _last_loop else _asyncio_dispatcher(loop)
+        last = _last
+        d = last[1] if last[0] is loop else _asyncio_dispatcher(loop)
         future = loop.create_future()
         err = cfunc(*args, _QUEUE_DONE, d.queue, d.job)
         if err:
