@@ -143,19 +143,6 @@ def _can_poll(loop: asyncio.AbstractEventLoop) -> bool:
     return cancelling is not None and not cancelling()
 
 
-class _Waiter:
-    __slots__ = ("convert",)
-
-    def __init__(self, convert: Convert) -> None:
-        self.convert = convert
-
-    def succeed(self, value: Any) -> None:
-        raise NotImplementedError
-
-    def fail(self, exc: BaseException) -> None:
-        raise NotImplementedError
-
-
 # --- asyncio ---------------------------------------------------------------------------
 
 _asyncio_dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Dispatcher] = (
@@ -221,8 +208,10 @@ def _trio_dispatcher() -> _Dispatcher:
     return d
 
 
-class _TrioWaiter(_Waiter):
-    __slots__ = ("task", "parked", "waiting", "result")
+class _TrioWaiter:
+    """A trio task parked on one job (asyncio waits on a plain future)."""
+
+    __slots__ = ("convert", "task", "parked", "waiting", "result")
 
     def __init__(self, convert: Convert, task: Any) -> None:
         self.convert = convert

@@ -43,13 +43,6 @@ undefined: Final = Undefined()
 JSPrimitive = Union[Undefined, None, bool, int, float, str]
 
 
-def number(x: float) -> int | float:
-    """A JS number as Python: int when integral and safe, else float (-0.0 kept)."""
-    if x.is_integer() and -_MAX_SAFE <= x <= _MAX_SAFE and (x or math.copysign(1.0, x) > 0):
-        return int(x)
-    return x
-
-
 _tls = threading.local()
 
 

@@ -107,7 +107,7 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
     holder.CheckExternalMemory();   // a failure that ends over the limit is that
     return holder.Fail(context, try_catch, call);
   }
-  holder.Settle(context, call);
+  holder.Settle(call);
   holder.CheckExternalMemory();
   if (try_catch.HasCaught() || try_catch.HasTerminated() || isolate->IsExecutionTerminating() ||
       holder.Stopped(call)) {
@@ -172,7 +172,6 @@ ivm_error_t* CreateContext(const std::shared_ptr<IsolateHolder>& holder, ivm_con
     v8::Local<v8::Context> context = v8::Context::New(isolate);
     if (context.IsEmpty()) return MakeError(IVM_ERROR_INTERNAL, "V8 could not create a context");
     record->context.Reset(isolate, context);
-    record->id = holder->NextId();
     holder->Register(record);
     return nullptr;
   });

@@ -38,7 +38,6 @@ class ContextRecord final : public Resource {
  public:
   void ResetLocked() override;
   v8::Global<v8::Context> context;
-  uint64_t id = 0;
   // Scripts already bound to this context, by script id (isolate locked).
   std::unordered_map<uint64_t, v8::Global<v8::Script>> bound;
   // Recently evaluated code, by source text (isolate locked). Evaluating the

@@ -193,7 +193,7 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   ivm_error_t* Fail(v8::Local<v8::Context> context, const v8::TryCatch& try_catch,
                     const CallState& call);
   // Runs pending foreground tasks and microtasks (the end of a call's JS).
-  void Settle(v8::Local<v8::Context> context, const CallState& call);
+  void Settle(const CallState& call);
   // Runs the isolate's pending foreground tasks until `call` is stopped.
   void PumpTasks(const CallState& call);
   // Marks the isolate out of memory if memory outside the heap that bypassed

@@ -220,8 +220,7 @@ ivm_error_t* IsolateHolder::Fail(v8::Local<v8::Context> context, const v8::TryCa
   return ErrorFromException(isolate_, context, try_catch);
 }
 
-void IsolateHolder::Settle(v8::Local<v8::Context> context, const CallState& call) {
-  (void)context;
+void IsolateHolder::Settle(const CallState& call) {
   if (depth_ != 1) return;   // the outermost call settles
   // Foreground tasks (GC housekeeping, FinalizationRegistry cleanup, async
   // WebAssembly compilation) need not run after every call: at most once per
