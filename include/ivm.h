@@ -199,7 +199,16 @@ enum {
   /** An arbitrary-precision integer, as a sign and 64-bit words. */
   IVM_VALUE_BIGINT = 5,
   /** A string, as WTF-8. */
-  IVM_VALUE_STRING = 6
+  IVM_VALUE_STRING = 6,
+  /**
+   * A structured copy of any copyable value: a byte stream in the ivm copy
+   * format (docs/values.md: a subset of Python's pickle protocol 5) plus
+   * attachments the stream refers to by index: ArrayBuffer contents and,
+   * in values made by the host, ExternalCopy markers. Since: 0.2
+   */
+  IVM_VALUE_SERIALIZED = 7,
+  /** An ExternalCopy (ivm_value_external_copy()). Since: 0.2 */
+  IVM_VALUE_EXTERNAL_COPY = 8
 };
 
 /** The kind of `value`. Threads: any. Since: 0.1 */
@@ -240,6 +249,149 @@ IVM_API ivm_value_t *ivm_value_new_bigint(int negative, const uint64_t *words,
 
 /** Frees `value`; NULL is a no-op. Threads: any. Since: 0.1 */
 IVM_API void ivm_value_free(ivm_value_t *value);
+
+/* ------------------------------------------------------------------------- */
+/* Structured copies and external copies                                     */
+/* ------------------------------------------------------------------------- */
+
+/**
+ * For IVM_VALUE_SERIALIZED: the stream (borrowed, valid until the value is
+ * freed); otherwise empty. Threads: any. Since: 0.2
+ */
+IVM_API void ivm_value_serialized(const ivm_value_t *value, const char **out,
+                                  size_t *out_len);
+
+/** For IVM_VALUE_SERIALIZED: the number of attachments; otherwise 0. Since: 0.2 */
+IVM_API size_t ivm_value_attachment_count(const ivm_value_t *value);
+
+/**
+ * For IVM_VALUE_SERIALIZED: the bytes of buffer attachment `index` (the
+ * contents of an ArrayBuffer or SharedArrayBuffer the stream names with
+ * `_buf(index)` or `_sab(index)`). Borrowed, valid until the value is freed.
+ * Errors: INVALID_ARGUMENT (not a buffer attachment). Threads: any. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_value_buffer(const ivm_value_t *value, size_t index,
+                                      const void **data_out, size_t *len_out);
+
+/**
+ * A new IVM_VALUE_SERIALIZED value from `len` bytes of stream (copied), with
+ * no attachments yet. The stream is checked when the value enters an isolate.
+ * Threads: any. Errors: INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_value_new_serialized(const char *stream, size_t len,
+                                              ivm_value_t **out);
+
+enum {
+  /** ivm_value_attach_buffer: do not copy `data`; it must stay valid and
+   * unchanged until the value is freed. Since: 0.2 */
+  IVM_ATTACH_BORROW = 1
+};
+
+/**
+ * Appends a buffer attachment (ArrayBuffer contents) to a serialized value
+ * and writes its index to `*index_out`. `data` is copied unless `flags` has
+ * IVM_ATTACH_BORROW. Threads: any, not concurrently with other uses of the
+ * value. Errors: INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_value_attach_buffer(ivm_value_t *value, const void *data,
+                                             size_t len, uint32_t flags,
+                                             size_t *index_out);
+
+/**
+ * An ExternalCopy: a structured copy that belongs to no isolate and can be
+ * inserted into any isolate any number of times. Its memory counts toward
+ * ivm_external_copy_total_size() until it is released (and every value made
+ * from it is freed).
+ */
+typedef struct ivm_external_copy ivm_external_copy_t;
+
+enum {
+  /** Release the ExternalCopy once the marker is made (it can be used once). */
+  IVM_COPY_INTO_RELEASE = 1,
+  /**
+   * Move the copy's transferred ArrayBuffers into the receiving isolate
+   * instead of copying them: the marker can be inserted once, and the
+   * ExternalCopy is released.
+   */
+  IVM_COPY_INTO_TRANSFER_IN = 2
+};
+
+/**
+ * Appends an ExternalCopy marker to a serialized value (the stream names it
+ * with `_att(index)`): when the value enters an isolate, the marker becomes
+ * the copy's JavaScript value. `flags`: IVM_COPY_INTO_*.
+ * Threads: any. Errors: DISPOSED (released copy), INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_value_attach_copy(ivm_value_t *value, ivm_external_copy_t *copy,
+                                           uint32_t flags, size_t *index_out);
+
+/**
+ * Appends to `value` the attachment of `marker`, a value made by
+ * ivm_external_copy_copy_into() (the stream of `value` then names it with
+ * `_att(index)`). `marker` is borrowed and stays usable.
+ * Threads: any. Errors: INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_value_attach_marker(ivm_value_t *value, const ivm_value_t *marker,
+                                             size_t *index_out);
+
+/**
+ * A value that becomes `copy`'s JavaScript value when it enters an isolate
+ * (an IVM_VALUE_EXTERNAL_COPY value). `flags`: IVM_COPY_INTO_*.
+ * Threads: any. Errors: DISPOSED, INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_external_copy_copy_into(ivm_external_copy_t *copy, uint32_t flags,
+                                                 ivm_value_t **out);
+
+/**
+ * A new ExternalCopy of a host value: a serialized value (its buffers are
+ * shared with the copy; borrowed ones are copied) or a primitive. `flags`:
+ * 0 (reserved). Threads: any. Errors: INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_external_copy_new(const ivm_value_t *value, uint32_t flags,
+                                           ivm_external_copy_t **out);
+
+/**
+ * For IVM_VALUE_EXTERNAL_COPY values (from IVM_EVAL_EXTERNAL_COPY): a new
+ * handle to the copy, which the caller frees. Threads: any.
+ * Errors: INVALID_ARGUMENT (another kind). Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_value_external_copy(const ivm_value_t *value,
+                                             ivm_external_copy_t **out);
+
+/**
+ * The copy's value for the host: a new value (IVM_VALUE_SERIALIZED, or a
+ * primitive kind) the caller frees. Buffers are shared with the copy, not
+ * duplicated. Threads: any. Errors: DISPOSED. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_external_copy_read(ivm_external_copy_t *copy, ivm_value_t **out);
+
+/**
+ * `*size_out`: the bytes the copy holds (stream and buffers);
+ * `*byte_length_out`: the bytes of its buffers alone. Either may be NULL.
+ * Threads: any. Errors: DISPOSED. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_external_copy_size(ivm_external_copy_t *copy, uint64_t *size_out,
+                                            uint64_t *byte_length_out);
+
+/**
+ * Releases the copy: later uses fail with DISPOSED; its memory is freed once
+ * no marker made from it remains. Idempotent. Threads: any. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_external_copy_release(ivm_external_copy_t *copy);
+
+/** Frees the handle (releasing it); NULL is a no-op. Threads: any. Since: 0.2 */
+IVM_API void ivm_external_copy_free(ivm_external_copy_t *copy);
+
+/** Bytes held by all live external copies in the process. Threads: any. Since: 0.2 */
+IVM_API uint64_t ivm_external_copy_total_size(void);
+
+/**
+ * Sets the largest structured copy (stream plus buffers) libivm makes of a
+ * JavaScript value, in bytes; larger copies fail with IVM_ERROR_TRANSFER.
+ * 0 restores the default (2 GiB). Returns the previous limit.
+ * Threads: any. Since: 0.2
+ */
+IVM_API uint64_t ivm_set_copy_limit(uint64_t bytes);
 
 /* ------------------------------------------------------------------------- */
 /* Isolates                                                                  */
@@ -398,7 +550,22 @@ enum {
    * IVM_ERROR_JS_EXCEPTION). While waiting, the isolate's pending tasks and
    * microtasks run; the call's timeout covers the whole wait.
    */
-  IVM_EVAL_PROMISE = 1
+  IVM_EVAL_PROMISE = 1,
+  /**
+   * Return any copyable value as a structured copy (IVM_VALUE_SERIALIZED;
+   * primitives keep their own kinds). Without a transfer flag, only
+   * primitives leave the isolate and anything else fails with
+   * IVM_ERROR_TRANSFER. Since: 0.2
+   */
+  IVM_EVAL_COPY = 2,
+  /** Return an IVM_VALUE_EXTERNAL_COPY (made without leaving libivm). Since: 0.2 */
+  IVM_EVAL_EXTERNAL_COPY = 4,
+  /**
+   * With IVM_EVAL_COPY or IVM_EVAL_EXTERNAL_COPY: detach the ArrayBuffers of
+   * the result and move their memory into the copy instead of copying it.
+   * Non-detachable buffers (WebAssembly memory) fail with TRANSFER. Since: 0.2
+   */
+  IVM_EVAL_TRANSFER_OUT = 8
 };
 
 #ifndef IVM_CDEF
@@ -413,9 +580,9 @@ enum {
  * @param opts      NULL for defaults, or initialised with IVM_EVAL_OPTIONS_INIT.
  * @param[out] out  on success, a new value the caller frees (ivm_value_free).
  * @return NULL on success, otherwise a new error owned by the caller.
- * Only primitives (undefined, null, booleans, numbers, BigInts, strings) leave
- * the isolate in this version; any other result fails with IVM_ERROR_TRANSFER
- * naming its type.
+ * Without a transfer flag (IVM_EVAL_COPY, IVM_EVAL_EXTERNAL_COPY) only
+ * primitives (undefined, null, booleans, numbers, BigInts, strings) leave the
+ * isolate; any other result fails with IVM_ERROR_TRANSFER naming its type.
  * Threads: any; waits while the isolate runs another call (never interleaves).
  * Errors: JS_EXCEPTION, TIMEOUT, MEMORY_LIMIT, DISPOSED, TERMINATED, TRANSFER,
  * INVALID_ARGUMENT. Since: 0.1
@@ -424,6 +591,22 @@ IVM_API ivm_error_t *ivm_context_eval(ivm_context_t *ctx, const char *code,
                                       size_t code_len,
                                       const ivm_eval_options_t *opts,
                                       ivm_value_t **out);
+
+/**
+ * Compiles `code` as the body of a function whose parameters are named $0,
+ * $1, ... and calls it with `args` (`nargs` values, each converted into the
+ * isolate: primitives, structured copies, external copies); returns its
+ * result as ivm_context_eval() does (`opts->flags` apply to it; filename and
+ * offsets name the code). The compiled function is cached per context.
+ * `args` are borrowed.
+ * Threads: any; waits while the isolate runs another call.
+ * Errors: as ivm_context_eval(). Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_context_eval_closure(ivm_context_t *ctx, const char *code,
+                                              size_t code_len,
+                                              ivm_value_t *const *args, size_t nargs,
+                                              const ivm_eval_options_t *opts,
+                                              ivm_value_t **out);
 
 /**
  * Releases the context: its global object is dropped and later calls on `ctx`
@@ -529,6 +712,18 @@ IVM_API ivm_error_t *ivm_context_eval_async(ivm_context_t *ctx, const char *code
                                             const ivm_eval_options_t *opts,
                                             ivm_done_fn done, void *user_data,
                                             uint64_t *out_job);
+
+/**
+ * Queues ivm_context_eval_closure(); as ivm_context_eval_async(). Takes
+ * ownership of the `nargs` values in `args` (even when it fails); the array
+ * itself is borrowed. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_context_eval_closure_async(ivm_context_t *ctx, const char *code,
+                                                    size_t code_len, ivm_value_t **args,
+                                                    size_t nargs,
+                                                    const ivm_eval_options_t *opts,
+                                                    ivm_done_fn done, void *user_data,
+                                                    uint64_t *out_job);
 
 /** Queues ivm_script_run(); as ivm_context_eval_async(). Since: 0.1 */
 IVM_API ivm_error_t *ivm_script_run_async(ivm_script_t *script, ivm_context_t *ctx,

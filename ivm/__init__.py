@@ -35,6 +35,9 @@ from __future__ import annotations
 
 from ._async import set_ignored_error_handler as set_ignored_error_handler
 from ._context import Context as Context
+from ._copy import JSBigInt as JSBigInt
+from ._copy import JSMap as JSMap
+from ._copy import JSRegExp as JSRegExp
 from ._errors import DisposedError as DisposedError
 from ._errors import IvmError as IvmError
 from ._errors import JSError as JSError
@@ -42,6 +45,8 @@ from ._errors import MemoryLimitError as MemoryLimitError
 from ._errors import TerminatedError as TerminatedError
 from ._errors import TimeoutError as TimeoutError
 from ._errors import TransferError as TransferError
+from ._external_copy import CopyInto as CopyInto
+from ._external_copy import ExternalCopy as ExternalCopy
 from ._ffi import ffi as _ffi
 from ._ffi import lib as _lib
 from ._isolate import HeapStatistics as HeapStatistics
@@ -60,12 +65,17 @@ v8_version: str = _ffi.string(_lib.ivm_v8_version()).decode()
 
 __all__ = [
     "Context",
+    "CopyInto",
     "DisposedError",
+    "ExternalCopy",
     "HeapStatistics",
     "Isolate",
     "IvmError",
+    "JSBigInt",
     "JSError",
+    "JSMap",
     "JSPrimitive",
+    "JSRegExp",
     "MemoryLimitError",
     "Script",
     "TerminatedError",

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ._async import submit, submit_ignored
 from ._errors import check, raise_error
 from ._ffi import ffi, lib
 from ._handle import Handle
-from ._options import code_bytes, eval_options
-from ._value import JSPrimitive, _tls, take, value_out
+from ._copy import arguments_copy, to_value
+from ._options import code_bytes, eval_options, result_flags, result_options_flags
+from ._value import _tls, take, value_out
 
 if TYPE_CHECKING:
     from ._isolate import Isolate
@@ -64,7 +65,10 @@ class Context(Handle):
         line_offset: int = 0,
         column_offset: int = 0,
         promise: bool = False,
-    ) -> JSPrimitive:
+        copy: bool = False,
+        external_copy: bool = False,
+        transfer_out: bool = False,
+    ) -> Any:
         """Runs ``code`` in this context and returns its completion value.
 
         Blocks (with the GIL released) while the JavaScript runs. ``timeout``
@@ -74,28 +78,36 @@ class Context(Handle):
         its value returned; a rejection raises :class:`ivm.JSError`; the
         timeout covers the whole wait.
 
-        Results are primitives: ``undefined`` → :data:`ivm.undefined`, ``null``
-        → ``None``, booleans, numbers (``int`` when integral and safe, else
-        ``float``), BigInts → ``int``, strings → ``str``.
+        How the result leaves the isolate (docs/values.md): primitives always
+        pass (``undefined`` → :data:`ivm.undefined`, ``null`` → ``None``,
+        booleans, numbers as ``int`` when integral and safe else ``float``,
+        BigInts → ``int``, strings → ``str``). Anything else needs
+        ``copy=True`` (a structured copy as Python objects) or
+        ``external_copy=True`` (an :class:`ivm.ExternalCopy`);
+        ``transfer_out=True`` with either moves the result's ArrayBuffers
+        instead of copying them (they are detached in the isolate).
 
         Raises :class:`ivm.JSError` when the code throws,
         :class:`ivm.TimeoutError`, :class:`ivm.MemoryLimitError`,
         :class:`ivm.DisposedError`, :class:`ivm.TerminatedError`, and
-        :class:`ivm.TransferError` for a non-primitive result.
+        :class:`ivm.TransferError` for a result that cannot leave as asked.
         """
         if type(code) is not str:
             code_bytes(code)  # raises TypeError
         src = code.encode("utf-8", "surrogatepass")
-        if (
-            timeout is None
-            and filename is None
-            and not line_offset
-            and not column_offset
-            and promise is False
+        if timeout is None and not (
+            filename is not None
+            or line_offset
+            or column_offset
+            or promise is not False
+            or copy is not False
+            or external_copy is not False
+            or transfer_out is not False
         ):
             opts = _NULL
         else:
-            opts, _keep = eval_options(timeout, filename, line_offset, column_offset, promise)
+            flags = result_flags(False, copy, external_copy, transfer_out)
+            opts, _keep = eval_options(timeout, filename, line_offset, column_offset, promise, flags)
         try:
             out = _tls.out
         except AttributeError:
@@ -114,7 +126,10 @@ class Context(Handle):
         line_offset: int = 0,
         column_offset: int = 0,
         promise: bool = False,
-    ) -> JSPrimitive:
+        copy: bool = False,
+        external_copy: bool = False,
+        transfer_out: bool = False,
+    ) -> Any:
         """The async twin of :meth:`eval_sync`: queued on the isolate (FIFO) and
         run by libivm's thread pool; the event loop (asyncio or trio) keeps
         running. Cancelling the awaiting task stops the JavaScript (or drops the
@@ -123,16 +138,19 @@ class Context(Handle):
         if type(code) is not str:
             code_bytes(code)  # raises TypeError
         src = code.encode("utf-8", "surrogatepass")
-        if (
-            timeout is None
-            and filename is None
-            and not line_offset
-            and not column_offset
-            and promise is False
+        if timeout is None and not (
+            filename is not None
+            or line_offset
+            or column_offset
+            or promise is not False
+            or copy is not False
+            or external_copy is not False
+            or transfer_out is not False
         ):
             opts, _keep = _NULL, None
         else:
-            opts, _keep = eval_options(timeout, filename, line_offset, column_offset, promise)
+            flags = result_flags(False, copy, external_copy, transfer_out)
+            opts, _keep = eval_options(timeout, filename, line_offset, column_offset, promise, flags)
         return await submit(
             self._isolate._ptr, _eval_async, (self._ptr, src, len(src), opts), take
         )
@@ -156,6 +174,121 @@ class Context(Handle):
         ptr = self._ptr
         submit_ignored(
             lambda done, ud, job: lib.ivm_context_eval_async(ptr, src, len(src), opts, done, ud, job),
-            take,
+            _discard,
         )
         del keep
+
+    # --- closures
+
+    def _closure_args(
+        self, code: str, arguments: Iterable[object], arguments_options: Mapping[str, object] | None
+    ) -> tuple[bytes, list[Any]]:
+        src = code_bytes(code)
+        if isinstance(arguments, (str, bytes)) or not isinstance(arguments, Iterable):
+            raise TypeError(
+                f"arguments must be a list or tuple of values, not {type(arguments).__name__}"
+            )
+        copy = arguments_copy(arguments_options)
+        values: list[Any] = []
+        try:
+            for arg in arguments:
+                v = to_value(arg, copy)
+                if v == _NULL:
+                    raise MemoryError("libivm could not allocate a value")
+                values.append(v)
+        except BaseException:
+            for v in values:
+                lib.ivm_value_free(v)
+            raise
+        return src, values
+
+    def eval_closure_sync(
+        self,
+        code: str,
+        arguments: Iterable[object] = (),
+        *,
+        arguments_options: Mapping[str, object] | None = None,
+        result_options: Mapping[str, object] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Runs ``code`` as the body of a function called with ``arguments``,
+        which it sees as ``$0``, ``$1``, …; returns what it returns.
+
+        Arguments that are primitives or ``ExternalCopy.copy_into()`` markers
+        pass as they are; others need ``arguments_options={"copy": True}``
+        (structured copies, docs/values.md). ``result_options`` take
+        ``copy``, ``external_copy``, ``transfer_out`` and ``promise`` as in
+        :meth:`eval_sync`. Raises as :meth:`eval_sync`.
+        """
+        flags = result_options_flags(result_options)
+        opts, _keep = eval_options(timeout, flags=flags)
+        src, values = self._closure_args(code, arguments, arguments_options)
+        try:
+            try:
+                out = _tls.out
+            except AttributeError:
+                out = value_out()
+            argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
+            err = lib.ivm_context_eval_closure(self._ptr, src, len(src), argv, len(values), opts, out)
+        finally:
+            for v in values:
+                lib.ivm_value_free(v)
+        if err:
+            raise_error(err)
+        return take(out[0])
+
+    async def eval_closure(
+        self,
+        code: str,
+        arguments: Iterable[object] = (),
+        *,
+        arguments_options: Mapping[str, object] | None = None,
+        result_options: Mapping[str, object] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """The async twin of :meth:`eval_closure_sync`."""
+        flags = result_options_flags(result_options)
+        opts, _keep = eval_options(timeout, flags=flags)
+        src, values = self._closure_args(code, arguments, arguments_options)
+        argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
+        started = False
+
+        def start(*args: Any) -> Any:
+            nonlocal started
+            started = True  # libivm owns the argument values from here on
+            return lib.ivm_context_eval_closure_async(*args)
+
+        try:
+            return await submit(
+                self._isolate._ptr, start, (self._ptr, src, len(src), argv, len(values), opts), take
+            )
+        finally:
+            if not started:
+                for v in values:
+                    lib.ivm_value_free(v)
+
+    def eval_closure_ignored(
+        self,
+        code: str,
+        arguments: Iterable[object] = (),
+        *,
+        arguments_options: Mapping[str, object] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Queues :meth:`eval_closure` and returns at once, without a result."""
+        opts, keep = eval_options(timeout)
+        src, values = self._closure_args(code, arguments, arguments_options)
+        argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
+        ptr = self._ptr
+        # (libivm takes the argument values even when it refuses the call)
+        submit_ignored(
+            lambda done, ud, job: lib.ivm_context_eval_closure_async(
+                ptr, src, len(src), argv, len(values), opts, done, ud, job
+            ),
+            _discard,
+        )
+        del keep
+
+
+def _discard(value: Any) -> None:
+    lib.ivm_value_free(value)

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 from ._ffi import ffi, lib
 
-__all__ = ["code_bytes", "eval_options", "script_options", "source_fields", "timeout_ns"]
+__all__ = [
+    "code_bytes",
+    "eval_options",
+    "result_flags",
+    "result_options_flags",
+    "script_options",
+    "source_fields",
+    "timeout_ns",
+]
 
 
 def timeout_ns(timeout: float | None) -> int:
@@ -47,25 +55,71 @@ def source_fields(
     return name, _offset(line_offset, "line_offset"), _offset(column_offset, "column_offset")
 
 
+def result_flags(
+    promise: object = False,
+    copy: object = False,
+    external_copy: object = False,
+    transfer_out: object = False,
+) -> int:
+    """The IVM_EVAL_* flags of a call's result options, validated."""
+    for what, value in (
+        ("promise", promise),
+        ("copy", copy),
+        ("external_copy", external_copy),
+        ("transfer_out", transfer_out),
+    ):
+        if not isinstance(value, bool):
+            raise TypeError(f"{what} must be a bool, not {type(value).__name__}")
+    if copy and external_copy:
+        raise ValueError("copy and external_copy are exclusive: pick one")
+    if transfer_out and not (copy or external_copy):
+        raise ValueError("transfer_out needs copy=True or external_copy=True")
+    return (
+        (lib.IVM_EVAL_PROMISE if promise else 0)
+        | (lib.IVM_EVAL_COPY if copy else 0)
+        | (lib.IVM_EVAL_EXTERNAL_COPY if external_copy else 0)
+        | (lib.IVM_EVAL_TRANSFER_OUT if transfer_out else 0)
+    )
+
+
+_RESULT_KEYS = frozenset({"promise", "copy", "external_copy", "transfer_out"})
+
+
+def result_options_flags(options: Mapping[str, object] | None) -> int:
+    """IVM_EVAL_* flags from a ``result_options`` mapping."""
+    if options is None:
+        return 0
+    if not isinstance(options, Mapping):
+        raise TypeError(f"result_options must be a mapping, not {type(options).__name__}")
+    unknown = set(options) - _RESULT_KEYS
+    if unknown:
+        raise ValueError(f"unknown result option(s): {', '.join(sorted(map(str, unknown)))}")
+    return result_flags(**options)
+
+
 def eval_options(
     timeout: float | None,
     filename: str | None = None,
     line_offset: int = 0,
     column_offset: int = 0,
     promise: bool = False,
+    flags: int = 0,
 ) -> tuple[Any, Any]:
     """``(options, keepalive)``: an ``ivm_eval_options_t *`` (NULL for the
-    defaults) and an object the caller holds until the C call returns."""
+    defaults) and an object the caller holds until the C call returns.
+    ``flags`` are IVM_EVAL_* flags already validated (result_flags)."""
     ns = timeout_ns(timeout)
     name, line, column = source_fields(filename, line_offset, column_offset)
     if not isinstance(promise, bool):
         raise TypeError(f"promise must be a bool, not {type(promise).__name__}")
-    if not ns and name is None and not line and not column and not promise:
+    if promise:
+        flags |= lib.IVM_EVAL_PROMISE
+    if not ns and name is None and not line and not column and not flags:
         return ffi.NULL, None
     opts = ffi.new("ivm_eval_options_t *")
     opts.struct_size = ffi.sizeof("ivm_eval_options_t")
     opts.timeout_ns = ns
-    opts.flags = lib.IVM_EVAL_PROMISE if promise else 0
+    opts.flags = flags
     return opts, _fill_source(opts, name, line, column)
 
 

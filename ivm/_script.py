@@ -9,8 +9,8 @@ from ._async import submit, submit_ignored
 from ._errors import check, raise_error
 from ._ffi import ffi, lib
 from ._handle import Handle
-from ._options import eval_options
-from ._value import JSPrimitive, _tls, take, value_out
+from ._options import eval_options, result_flags
+from ._value import _tls, take, value_out
 
 if TYPE_CHECKING:
     from ._isolate import Isolate
@@ -48,16 +48,31 @@ class Script(Handle):
         check(lib.ivm_script_release(self._ptr))
 
     def run_sync(
-        self, context: Context, *, timeout: float | None = None, promise: bool = False
-    ) -> JSPrimitive:
+        self,
+        context: Context,
+        *,
+        timeout: float | None = None,
+        promise: bool = False,
+        copy: bool = False,
+        external_copy: bool = False,
+        transfer_out: bool = False,
+    ) -> Any:
         """Runs the script in ``context`` and returns its completion value.
 
         ``context`` must belong to the script's isolate (``ValueError``
-        otherwise). Results and errors are those of :meth:`Context.eval_sync`.
+        otherwise). Options, results and errors are those of
+        :meth:`Context.eval_sync`.
         """
         if type(context) is not Context:
             raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
-        opts = _NULL if timeout is None and promise is False else eval_options(timeout, promise=promise)[0]
+        if timeout is None and not (
+            promise is not False or copy is not False or external_copy is not False
+            or transfer_out is not False
+        ):
+            opts = _NULL
+        else:
+            flags = result_flags(False, copy, external_copy, transfer_out)
+            opts = eval_options(timeout, promise=promise, flags=flags)[0]
         try:
             out = _tls.out
         except AttributeError:
@@ -68,12 +83,20 @@ class Script(Handle):
         return take(out[0])
 
     async def run(
-        self, context: Context, *, timeout: float | None = None, promise: bool = False
-    ) -> JSPrimitive:
+        self,
+        context: Context,
+        *,
+        timeout: float | None = None,
+        promise: bool = False,
+        copy: bool = False,
+        external_copy: bool = False,
+        transfer_out: bool = False,
+    ) -> Any:
         """The async twin of :meth:`run_sync` (see :meth:`Context.eval`)."""
         if type(context) is not Context:
             raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
-        opts, _keep = eval_options(timeout, promise=promise)
+        flags = result_flags(False, copy, external_copy, transfer_out)
+        opts, _keep = eval_options(timeout, promise=promise, flags=flags)
         return await submit(
             self._isolate._ptr, lib.ivm_script_run_async, (self._ptr, context._ptr, opts), take
         )
@@ -89,5 +112,5 @@ class Script(Handle):
         sptr, cptr = self._ptr, context._ptr
         submit_ignored(
             lambda done, ud, job: lib.ivm_script_run_async(sptr, cptr, opts, done, ud, job),
-            take,
+            lib.ivm_value_free,
         )

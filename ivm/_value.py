@@ -67,7 +67,7 @@ assert lib.IVM_VALUE_NUMBER == 4
 _STRING: Final = lib.IVM_VALUE_STRING
 
 
-def take(v: Any) -> JSPrimitive:
+def take(v: Any) -> Any:
     """Converts and frees a libivm value."""
     # The hot path: a number (ivm_value_number is NaN for every other kind).
     x: float = _number(v)
@@ -102,6 +102,17 @@ def take(v: Any) -> JSPrimitive:
                 return 0
             magnitude = int.from_bytes(ffi.buffer(words[0], count[0] * 8), "little")
             return -magnitude if neg[0] else magnitude
+        if kind == 7:  # IVM_VALUE_SERIALIZED
+            from ._copy import load_value
+
+            return load_value(v)
+        if kind == 8:  # IVM_VALUE_EXTERNAL_COPY
+            from ._external_copy import ExternalCopy
+            from ._errors import check
+
+            out = ffi.new("ivm_external_copy_t **")
+            check(lib.ivm_value_external_copy(v, out))
+            return ExternalCopy._wrap(out[0])
         raise TypeError(f"libivm returned a value of unknown kind {kind}")
     finally:
         _free(v)

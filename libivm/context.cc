@@ -1,5 +1,6 @@
 // context.cc — contexts (global objects) and evaluation in them.
 #include "context.h"
+#include "copy.h"
 
 #include <cstring>
 #include <ctime>
@@ -65,6 +66,7 @@ bool MayDeclareLexically(std::string_view code) {
 
 void ContextRecord::ResetLocked() {
   evals.clear();
+  closures.clear();
   bound.clear();
   context.Reset();
 }
@@ -138,7 +140,7 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
     }
     result = promise->Result();
   }
-  ivm_error_t* err = ValueFromV8(isolate, context, result, out);
+  ivm_error_t* err = ResultFromV8(holder, isolate, context, try_catch, call, result, flags, out);
   if (err == nullptr && holder.Stopped(call)) {   // e.g. the limit hit while copying
     ivm_value_free(*out);
     *out = nullptr;
@@ -162,6 +164,79 @@ ivm_error_t* Eval(IsolateHolder& holder, ContextRecord& record, const char* code
     } else if (err != nullptr) {
       return err;
     }
+    return CompleteCall(holder, isolate, context, try_catch, call, result, o.flags, out);
+  });
+}
+
+namespace {
+constexpr size_t kMaxCachedClosures = 128;
+
+v8::MaybeLocal<v8::Function> CompileClosure(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                                            ContextRecord& record, const char* code, size_t len,
+                                            size_t nargs, const EvalOptions& o,
+                                            ivm_error_t** error) {
+  std::string key;
+  bool cacheable = len <= kMaxCachedEvalBytes && o.filename == nullptr && o.line_offset == 0 &&
+                   o.column_offset == 0;
+  if (cacheable) {
+    key = std::to_string(nargs) + ":";
+    key.append(code, len);
+    auto it = record.closures.find(key);
+    if (it != record.closures.end()) return it->second.Get(isolate);
+  }
+  v8::Local<v8::String> source_text;
+  if (!NewString(isolate, code, len, error).ToLocal(&source_text)) return {};
+  v8::Local<v8::Value> name;
+  if (!ScriptName(isolate, o.filename, o.filename_len, "<eval_closure>", error).ToLocal(&name)) {
+    return {};
+  }
+  std::vector<v8::Local<v8::String>> params;
+  params.reserve(nargs);
+  for (size_t i = 0; i < nargs; ++i) {
+    std::string p = "$" + std::to_string(i);
+    params.push_back(v8::String::NewFromUtf8(isolate, p.c_str(), v8::NewStringType::kInternalized)
+                         .ToLocalChecked());
+  }
+  v8::ScriptOrigin origin = compat::MakeOrigin(isolate, name, o.line_offset, o.column_offset);
+  v8::ScriptCompiler::Source source(source_text, origin);
+  v8::Local<v8::Function> fn;
+  if (!v8::ScriptCompiler::CompileFunction(context, &source, nargs, params.data(), 0, nullptr)
+           .ToLocal(&fn)) {
+    return {};
+  }
+  if (cacheable) {
+    if (record.closures.size() >= kMaxCachedClosures) record.closures.clear();
+    record.closures[key].Reset(isolate, fn);
+  }
+  return fn;
+}
+}  // namespace
+
+ivm_error_t* EvalClosure(IsolateHolder& holder, ContextRecord& record, const char* code,
+                         size_t code_len, const ivm_value_t* const* args, size_t nargs,
+                         const EvalOptions& o, ivm_value_t** out) {
+  return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
+    if (record.released()) return MakeError(IVM_ERROR_DISPOSED, kContextReleased);
+    v8::Local<v8::Context> context = record.context.Get(isolate);
+    v8::Context::Scope context_scope(context);
+    v8::TryCatch try_catch(isolate);
+    ivm_error_t* err = nullptr;
+    v8::Local<v8::Function> fn;
+    if (!CompileClosure(isolate, context, record, code, code_len, nargs, o, &err).ToLocal(&fn)) {
+      if (err) return err;
+      return CompleteCall(holder, isolate, context, try_catch, call, {}, o.flags, out);
+    }
+    std::vector<v8::Local<v8::Value>> argv(nargs);
+    for (size_t i = 0; i < nargs; ++i) {
+      if (args[i] == nullptr) return InvalidArgument("argument " + std::to_string(i) + " is NULL");
+      err = ValueToV8(holder, isolate, context, call, args[i], &argv[i]);
+      if (err) return err;
+      if (argv[i].IsEmpty()) {
+        return CompleteCall(holder, isolate, context, try_catch, call, {}, o.flags, out);
+      }
+    }
+    v8::MaybeLocal<v8::Value> result =
+        fn->Call(context, v8::Undefined(isolate), static_cast<int>(nargs), argv.data());
     return CompleteCall(holder, isolate, context, try_catch, call, result, o.flags, out);
   });
 }
@@ -270,6 +345,67 @@ IVM_API ivm_error_t* ivm_context_eval_async(ivm_context_t* ctx, const char* code
           (void)lease;
           return ivm::Eval(*holder, *record, source->data(), source->size(), o,
                            reinterpret_cast<ivm_value_t**>(result));
+        },
+        out_job);
+  });
+}
+
+IVM_API ivm_error_t* ivm_context_eval_closure(ivm_context_t* ctx, const char* code,
+                                              size_t code_len, ivm_value_t* const* args,
+                                              size_t nargs, const ivm_eval_options_t* opts,
+                                              ivm_value_t** out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ctx == nullptr || out == nullptr) return InvalidArgument("context or out is NULL");
+    if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
+    if (args == nullptr && nargs != 0) return InvalidArgument("args is NULL");
+    if (nargs > 65535) return InvalidArgument("too many arguments");
+    if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
+      return InvalidArgument("bad struct_size");
+    }
+    ivm::EvalOptions o = ivm::ReadEvalOptions(opts);
+    return ivm::EvalClosure(*ctx->holder, *ctx->record, code ? code : "", code_len, args, nargs,
+                            o, out);
+  });
+}
+
+IVM_API ivm_error_t* ivm_context_eval_closure_async(ivm_context_t* ctx, const char* code,
+                                                    size_t code_len, ivm_value_t** args,
+                                                    size_t nargs, const ivm_eval_options_t* opts,
+                                                    ivm_done_fn done, void* user_data,
+                                                    uint64_t* out_job) {
+  // Take the arguments first: they belong to this call whatever happens.
+  auto owned = std::make_shared<std::vector<std::unique_ptr<ivm_value_t>>>();
+  try {
+    owned->reserve(args ? nargs : 0);
+    for (size_t i = 0; args && i < nargs; ++i) owned->emplace_back(args[i]);
+  } catch (...) {
+    for (size_t i = owned->size(); args && i < nargs; ++i) ivm_value_free(args[i]);
+    return ivm::MakeError(IVM_ERROR_INTERNAL, "out of memory");
+  }
+  return Guard([&]() -> ivm_error_t* {
+    if (ctx == nullptr || done == nullptr) return InvalidArgument("context or done is NULL");
+    if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
+    if (args == nullptr && nargs != 0) return InvalidArgument("args is NULL");
+    if (nargs > 65535) return InvalidArgument("too many arguments");
+    if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
+      return InvalidArgument("bad struct_size");
+    }
+    ivm::EvalOptions o = ivm::ReadEvalOptions(opts);
+    auto filename = std::make_shared<std::string>(o.filename ? o.filename : "", o.filename_len);
+    if (o.filename) o.filename = filename->c_str();
+    auto source = std::make_shared<std::string>(code ? code : "", code_len);
+    std::shared_ptr<ivm::IsolateHolder> holder = ctx->holder;
+    std::shared_ptr<ivm::ContextRecord> record = ctx->record;
+    std::shared_ptr<ivm::Lease> lease = ctx->lease;
+    return ivm::Enqueue(
+        holder, done, user_data, ivm::FreeValue, [=](void** result) -> ivm_error_t* {
+          (void)filename;
+          (void)lease;
+          std::vector<const ivm_value_t*> argv;
+          argv.reserve(owned->size());
+          for (auto& a : *owned) argv.push_back(a.get());
+          return ivm::EvalClosure(*holder, *record, source->data(), source->size(), argv.data(),
+                                  argv.size(), o, reinterpret_cast<ivm_value_t**>(result));
         },
         out_job);
   });

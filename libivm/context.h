@@ -44,6 +44,8 @@ class ContextRecord final : public Resource {
   // same code again runs the bound script directly, skipping the source
   // string, V8's compilation-cache lookup and the binding.
   std::unordered_map<std::string, CachedEval, StringHash, std::equal_to<>> evals;
+  // Functions compiled by eval_closure, by parameter count and source text.
+  std::unordered_map<std::string, v8::Global<v8::Function>> closures;
 };
 
 class ScriptRecord final : public Resource {
@@ -77,6 +79,10 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
 
 ivm_error_t* Eval(IsolateHolder& holder, ContextRecord& record, const char* code,
                   size_t code_len, const EvalOptions& o, ivm_value_t** out);
+
+ivm_error_t* EvalClosure(IsolateHolder& holder, ContextRecord& record, const char* code,
+                         size_t code_len, const ivm_value_t* const* args, size_t nargs,
+                         const EvalOptions& o, ivm_value_t** out);
 
 }  // namespace ivm
 

@@ -40,6 +40,11 @@ struct ivm_error : ivm::LiveCounted {
   bool thrown_primitive = false;
 };
 
+namespace ivm {
+struct Serialized;
+class CopyData;
+}  // namespace ivm
+
 struct ivm_value : ivm::LiveCounted {
   ivm_value_kind_t kind = IVM_VALUE_UNDEFINED;
   bool boolean = false;
@@ -47,6 +52,8 @@ struct ivm_value : ivm::LiveCounted {
   double number = 0;
   std::string str;
   std::vector<uint64_t> words;
+  std::shared_ptr<ivm::Serialized> serialized;   // IVM_VALUE_SERIALIZED
+  std::shared_ptr<ivm::CopyData> copy;           // IVM_VALUE_EXTERNAL_COPY
 };
 
 namespace ivm {
@@ -225,6 +232,11 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   uint64_t unique_id() const { return unique_id_; }
   std::recursive_timed_mutex& exec_mutex() { return exec_mutex_; }
   size_t array_buffer_bytes() const;
+  // ArrayBuffer memory within the isolate's budget: a new store holding a
+  // copy of `data`, or an existing store adopted without copying. Null when
+  // the budget does not allow it.
+  std::shared_ptr<v8::BackingStore> NewBuffer(const void* data, size_t length);
+  std::shared_ptr<v8::BackingStore> AdoptBuffer(std::shared_ptr<v8::BackingStore> store);
 
   // Watchdog entry point: the call `call_id` ran out of time.
   void OnTimeout(uint64_t call_id);

@@ -51,8 +51,6 @@ class IsolateHolder::Allocator final : public v8::ArrayBuffer::Allocator {
     Unreserve(length);
   }
   size_t used() const { return used_.load(std::memory_order_relaxed); }
-
- private:
   bool Reserve(size_t n) {
     size_t cur = used_.load(std::memory_order_relaxed);
     do {
@@ -61,6 +59,8 @@ class IsolateHolder::Allocator final : public v8::ArrayBuffer::Allocator {
     return true;
   }
   void Unreserve(size_t n) { used_.fetch_sub(n, std::memory_order_relaxed); }
+
+ private:
   std::atomic<size_t> used_{0};
   const size_t limit_;
 };
@@ -119,6 +119,46 @@ void IsolateHolder::CheckExternalMemory() {
 }
 
 size_t IsolateHolder::array_buffer_bytes() const { return allocator_ ? allocator_->used() : 0; }
+
+namespace {
+// What a store made or adopted by NewBuffer/AdoptBuffer keeps alive.
+struct BufferOwner {
+  std::shared_ptr<v8::ArrayBuffer::Allocator> allocator;   // charged for the bytes
+  std::shared_ptr<v8::BackingStore> adopted;               // AdoptBuffer's source
+  size_t length = 0;
+};
+}  // namespace
+
+std::shared_ptr<v8::BackingStore> IsolateHolder::NewBuffer(const void* data, size_t length) {
+  void* p = allocator_->AllocateUninitialized(length);
+  if (p == nullptr) return nullptr;
+  if (length) std::memcpy(p, data, length);
+  auto* owner = new BufferOwner{allocator_, nullptr, length};
+  return v8::ArrayBuffer::NewBackingStore(
+      p, length,
+      [](void* data, size_t, void* arg) {
+        auto* o = static_cast<BufferOwner*>(arg);
+        o->allocator->Free(data, o->length);
+        delete o;
+      },
+      owner);
+}
+
+std::shared_ptr<v8::BackingStore> IsolateHolder::AdoptBuffer(
+    std::shared_ptr<v8::BackingStore> store) {
+  size_t length = store->ByteLength();
+  if (!allocator_->Reserve(length)) return nullptr;
+  void* data = store->Data();
+  auto* owner = new BufferOwner{allocator_, std::move(store), length};
+  return v8::ArrayBuffer::NewBackingStore(
+      data, length,
+      [](void*, size_t, void* arg) {
+        auto* o = static_cast<BufferOwner*>(arg);
+        static_cast<Allocator*>(o->allocator.get())->Unreserve(o->length);
+        delete o;
+      },
+      owner);
+}
 
 v8::Local<v8::Context> IsolateHolder::CompileContextLocked() {
   if (compile_context_.IsEmpty()) {

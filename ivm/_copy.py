@@ -1,0 +1,324 @@
+"""Structured copies between Python and JavaScript (docs/values.md).
+
+libivm writes and reads copies in the ivm copy format: a subset of pickle
+protocol 5 whose only callables are the names defined here (``ivm._copy``).
+Python reads them with an :class:`pickle.Unpickler` that resolves those names
+and nothing else, and writes them with a :class:`pickle.Pickler` that refuses
+every type outside the documented table. Both run in C for the common types.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import pickle
+import struct
+import types
+from typing import Any, Callable, Final
+
+from ._ffi import ffi, lib
+from ._value import Undefined, undefined
+
+__all__ = ["JSBigInt", "JSMap", "JSRegExp", "dumps", "load_value"]
+
+_EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_MS: Final = datetime.timedelta(milliseconds=1)
+
+
+class JSBigInt(int):
+    """A JavaScript BigInt: an ``int`` that goes back into JavaScript as a
+    BigInt, whatever its size (a plain ``int`` becomes a number when it is
+    within ±(2**53-1))."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"JSBigInt({int(self)})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (JSBigInt, (int(self),))
+
+
+class JSMap(dict):  # type: ignore[type-arg]
+    """A JavaScript Map: a ``dict`` that goes back into JavaScript as a Map,
+    whatever its keys (a plain ``dict`` becomes an Object when all its keys are
+    ``str``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"JSMap({dict.__repr__(self)})"
+
+
+class JSRegExp:
+    """A JavaScript RegExp as data: its ``source`` and ``flags``. Never a
+    Python :mod:`re` pattern: JavaScript's syntax differs."""
+
+    __slots__ = ("source", "flags")
+    source: str
+    flags: str
+
+    def __init__(self, source: str, flags: str = "") -> None:
+        if not isinstance(source, str) or not isinstance(flags, str):
+            raise TypeError("JSRegExp(source, flags) takes two str")
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "flags", flags)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("JSRegExp is immutable")
+
+    def __repr__(self) -> str:
+        return f"JSRegExp({self.source!r}, {self.flags!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, JSRegExp):
+            return NotImplemented
+        return self.source == other.source and self.flags == other.flags
+
+    def __hash__(self) -> int:
+        return hash((JSRegExp, self.source, self.flags))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (JSRegExp, (self.source, self.flags))
+
+
+# Typed array kinds in `_view` (libivm/copy.cc), with memoryview formats.
+_FORMATS: Final = ("b", "B", "B", "h", "H", "i", "I", "f", "d", "q", "Q", "c")
+_SIZES: Final = {f: struct.calcsize(f) for f in set(_FORMATS)}
+_KIND_BY_FORMAT: Final = {
+    "b": 0, "B": 1, "h": 3, "H": 4, "i": 5, "I": 6, "f": 7, "d": 8, "q": 9, "Q": 10,
+    "l": 9, "L": 10, "c": 11,
+}
+
+
+# --- the names a copy may call (each also used when writing one)
+
+def _undefined() -> Undefined:
+    return undefined
+
+
+def _date(ms: float) -> datetime.datetime:
+    return _EPOCH + datetime.timedelta(milliseconds=ms)
+
+
+def _view(buffer: Any, kind: int, offset: int, length: int) -> memoryview:
+    fmt = _FORMATS[kind]
+    view = memoryview(buffer)[offset : offset + length * _SIZES[fmt]]
+    return view.cast(fmt) if fmt != "B" else view  # type: ignore[call-overload]
+
+
+def _error(name: str, message: str, stack: str) -> Any:
+    from ._errors import JSError
+
+    return JSError(message, name=name, stack=stack or None)
+
+
+def _buf(index: int) -> bytes:   # pragma: no cover - replaced per load
+    raise pickle.UnpicklingError("_buf outside a copy")
+
+
+def _sab(index: int) -> bytes:   # pragma: no cover - replaced per load
+    raise pickle.UnpicklingError("_sab outside a copy")
+
+
+def _att(index: int) -> Any:   # pragma: no cover - replaced per load
+    raise pickle.UnpicklingError("_att outside a copy")
+
+
+_FUNCTION: Final = types.FunctionType
+_TAGS: Final = frozenset({_undefined, _date, _view, _error, _buf, _sab, _att, JSBigInt, JSMap, JSRegExp})
+_ALLOWED: Final = {
+    "_undefined": _undefined, "_date": _date, "_view": _view, "_error": _error,
+    "JSBigInt": JSBigInt, "JSMap": JSMap, "JSRegExp": JSRegExp,
+}
+
+
+# --- reading (libivm → Python)
+
+class _Reader(pickle.Unpickler):
+    def __init__(self, data: Any, value: Any) -> None:
+        super().__init__(io.BytesIO(data))
+        self._value = value
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "ivm._copy":
+            fn = _ALLOWED.get(name)
+            if fn is not None:
+                return fn
+            if name in ("_buf", "_sab"):
+                return self._buffer
+            if name == "_att":
+                raise pickle.UnpicklingError("a copy from libivm refers to a host attachment")
+        raise pickle.UnpicklingError(f"a copy may not name {module}.{name}")
+
+    def _buffer(self, index: int) -> bytes:
+        data = ffi.new("const void **")
+        size = ffi.new("size_t *")
+        err = lib.ivm_value_buffer(self._value, index, data, size)
+        if err:
+            from ._errors import raise_error
+
+            raise_error(err)
+        unpacked: bytes = ffi.unpack(ffi.cast("const char *", data[0]), size[0])
+        return unpacked
+
+
+def load_value(value: Any) -> Any:
+    """The Python form of an ``IVM_VALUE_SERIALIZED`` value (not freed here)."""
+    p = ffi.new("const char **")
+    n = ffi.new("size_t *")
+    lib.ivm_value_serialized(value, p, n)
+    return _Reader(ffi.buffer(p[0], n[0]), value).load()
+
+
+# --- writing (Python → libivm)
+
+class _Marker:
+    """Something that enters an isolate as an attachment (ExternalCopy markers;
+    later References and Callbacks). Subclasses implement ``_attach``."""
+
+    __slots__ = ()
+
+    def _attach(self, value: Any) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _reduce_datetime(obj: datetime.datetime) -> tuple[Any, ...]:
+    if obj.tzinfo is None or obj.utcoffset() is None:
+        raise TypeError(
+            "a naive datetime cannot be copied into JavaScript: give it a timezone "
+            "(e.g. datetime.timezone.utc)"
+        )
+    return (_date, (float((obj - _EPOCH) // _MS),))
+
+
+def _reduce_memoryview(obj: memoryview) -> tuple[Any, ...]:
+    fmt = obj.format.lstrip("@=<")
+    kind = _KIND_BY_FORMAT.get(fmt)
+    if kind is None or obj.ndim != 1 or not obj.c_contiguous:
+        raise TypeError(
+            f"a memoryview of format {obj.format!r} with {obj.ndim} dimension(s) has no "
+            "JavaScript typed array; use a 1-dimensional contiguous view of format "
+            "b, B, h, H, i, I, f, d, q, Q or c"
+        )
+    length = obj.nbytes // obj.itemsize
+    base: Any = obj.obj
+    if type(base) in (bytes, bytearray):
+        offset = int(ffi.cast("uintptr_t", ffi.from_buffer(obj))) - int(
+            ffi.cast("uintptr_t", ffi.from_buffer(base))
+        )
+        if 0 <= offset <= len(base) - obj.nbytes:
+            return (_view, (base, kind, offset, length))
+    return (_view, (obj.tobytes(), kind, 0, length))
+
+
+class _Writer(pickle.Pickler):
+    def __init__(self, file: Any) -> None:
+        super().__init__(file, protocol=5)
+        self.markers: list[_Marker] = []
+
+    def reducer_override(self, obj: Any) -> Any:
+        t = type(obj)
+        if t in _REDUCERS:
+            return _REDUCERS[t](obj)
+        if isinstance(obj, _Marker):
+            self.markers.append(obj)
+            return (_att, (len(self.markers) - 1,))
+        if (t is type or t is _FUNCTION) and obj in _TAGS:
+            return NotImplemented   # the names of the copy format itself
+        from ._errors import JSError
+
+        if isinstance(obj, JSError):
+            return (_error, (obj.name, obj.message, obj.stack))
+        raise TypeError(
+            f"an object of type {t.__module__}.{t.__qualname__} cannot be copied into "
+            "JavaScript (see docs/values.md for the types that can)"
+        )
+
+
+_REDUCERS: Final[dict[type, Callable[[Any], Any]]] = {
+    Undefined: lambda obj: (_undefined, ()),
+    JSBigInt: lambda obj: (JSBigInt, (int(obj),)),
+    JSMap: lambda obj: (JSMap, (), None, None, iter(obj.items())),
+    JSRegExp: lambda obj: (JSRegExp, (obj.source, obj.flags)),
+    datetime.datetime: _reduce_datetime,
+    memoryview: _reduce_memoryview,
+}
+
+
+def dumps(obj: Any) -> Any:
+    """An owned ``ivm_value_t *`` (IVM_VALUE_SERIALIZED) copying ``obj``, with
+    its markers attached. Raises ``TypeError`` for what cannot be copied."""
+    f = io.BytesIO()
+    writer = _Writer(f)
+    writer.dump(obj)
+    stream = f.getbuffer()
+    out = ffi.new("ivm_value_t **")
+    from ._errors import check
+
+    check(lib.ivm_value_new_serialized(ffi.from_buffer(stream), stream.nbytes, out))
+    value = out[0]
+    try:
+        for marker in writer.markers:
+            marker._attach(value)
+    except BaseException:
+        lib.ivm_value_free(value)
+        raise
+    return value
+
+
+# --- arguments (Python → libivm, one value per argument)
+
+_MAX_SAFE: Final = 2**53 - 1
+_new_number = lib.ivm_value_new_number
+_new_string = lib.ivm_value_new_string
+
+
+def to_value(obj: object, copy: bool) -> Any:
+    """An owned ``ivm_value_t *`` for one argument.
+
+    Primitives always pass; markers (``ExternalCopy.copy_into()``) pass as
+    themselves; anything else needs ``copy`` (a structured copy), or raises
+    :class:`ivm.TransferError` saying so.
+    """
+    t = type(obj)
+    if t is float:
+        return _new_number(obj)
+    if t is int:
+        if -_MAX_SAFE <= obj <= _MAX_SAFE:  # type: ignore[operator]
+            return _new_number(float(obj))  # type: ignore[arg-type]
+        return dumps(obj)
+    if t is str:
+        data = obj.encode("utf-8", "surrogatepass")  # type: ignore[attr-defined]
+        return _new_string(data, len(data))
+    if obj is None:
+        return lib.ivm_value_new_null()
+    if t is bool:
+        return lib.ivm_value_new_boolean(1 if obj else 0)
+    if t is Undefined:
+        return lib.ivm_value_new_undefined()
+    if copy or isinstance(obj, _Marker):
+        return dumps(obj)
+    from ._errors import TransferError
+
+    raise TransferError(
+        f"an object of type {t.__qualname__} is not a primitive: pass "
+        "arguments_options={'copy': True} to copy it into JavaScript"
+    )
+
+
+def arguments_copy(options: Any) -> bool:
+    """Whether ``arguments_options`` asks for structured copies."""
+    if options is None:
+        return False
+    from collections.abc import Mapping
+
+    if not isinstance(options, Mapping):
+        raise TypeError(f"arguments_options must be a mapping, not {type(options).__name__}")
+    unknown = set(options) - {"copy"}
+    if unknown:
+        raise ValueError(f"unknown argument option(s): {', '.join(sorted(map(str, unknown)))}")
+    copy = options.get("copy", False)
+    if not isinstance(copy, bool):
+        raise TypeError(f"copy must be a bool, not {type(copy).__name__}")
+    return copy

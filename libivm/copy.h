@@ -1,0 +1,104 @@
+// copy.h — structured copies of values between isolates and the host.
+//
+// A copy is a byte stream in the ivm copy format (a subset of Python's pickle
+// protocol 5, described in docs/values.md) plus attachments: ArrayBuffer
+// contents kept out of the stream, and host objects the stream refers to by
+// index (ExternalCopy markers). Nothing here is ABI.
+#ifndef IVM_COPY_H
+#define IVM_COPY_H
+
+#include "internal.h"
+
+namespace ivm {
+
+class CopyData;
+
+struct Attachment {
+  enum Kind {
+    kBuffer,        // ArrayBuffer contents (store)
+    kSharedBuffer,  // SharedArrayBuffer contents, shared with its isolates (store)
+    kBorrowed,      // ArrayBuffer contents in caller memory valid for one call
+    kCopy,          // an ExternalCopy to insert (copy_into marker)
+  };
+  Kind kind = kBuffer;
+  std::shared_ptr<v8::BackingStore> store;
+  const void* data = nullptr;   // kBorrowed
+  size_t length = 0;            // kBorrowed
+  std::shared_ptr<CopyData> copy;   // kCopy
+  uint32_t flags = 0;               // kCopy: IVM_COPY_INTO_*
+  bool moved = false;   // kBuffer: the store belongs to this copy alone (transferred)
+
+  size_t ByteLength() const;
+  const void* Data() const;
+};
+
+struct Serialized {
+  std::string stream;
+  std::vector<Attachment> attachments;
+  size_t ByteSize() const;
+};
+
+// The immutable payload of an ExternalCopy (shared by the handle and every
+// marker made from it). Counts toward ivm_external_copy_total_size().
+class CopyData : public LiveCounted {
+ public:
+  explicit CopyData(Serialized s);
+  ~CopyData();
+  CopyData(const CopyData&) = delete;
+  CopyData& operator=(const CopyData&) = delete;
+  const Serialized& value() const { return value_; }
+  uint64_t size() const { return size_; }
+  uint64_t byte_length() const { return byte_length_; }
+  // Moves the transferred buffers out (once): later reads fail.
+  bool TakeForTransfer(Serialized* out);
+  bool consumed() const { return consumed_.load(std::memory_order_acquire); }
+
+ private:
+  std::mutex mutex_;
+  Serialized value_;
+  uint64_t size_ = 0;
+  uint64_t byte_length_ = 0;
+  std::atomic<bool> consumed_{false};
+};
+
+uint64_t CopyTotalSize();
+uint64_t CopyLimit();
+uint64_t SetCopyLimit(uint64_t bytes);   // returns the previous limit
+
+struct WriteOptions {
+  bool transfer_out = false;   // detach ArrayBuffers and move their stores
+};
+
+// JS → copy. Runs getters (under the call's timeout); fails with TRANSFER for
+// values that have no copy, naming their path. Sets *threw (and returns NULL)
+// when a getter threw or the call was stopped: the caller's TryCatch knows.
+ivm_error_t* Serialize(IsolateHolder& holder, v8::Isolate* isolate,
+                       v8::Local<v8::Context> context, const CallState& call,
+                       v8::Local<v8::Value> value, const WriteOptions& options,
+                       Serialized* out, bool* threw);
+
+// Copy → JS in the current context. Empty *out with NULL returned: an
+// exception is pending (or the call was stopped).
+ivm_error_t* Deserialize(IsolateHolder& holder, v8::Isolate* isolate,
+                         v8::Local<v8::Context> context, const CallState& call,
+                         const Serialized& in, v8::Local<v8::Value>* out);
+
+// A host value → JS (primitives directly, copies through Deserialize).
+ivm_error_t* ValueToV8(IsolateHolder& holder, v8::Isolate* isolate,
+                       v8::Local<v8::Context> context, const CallState& call,
+                       const ivm_value_t* value, v8::Local<v8::Value>* out);
+
+// The result of a call in the form its IVM_EVAL_* flags ask for.
+ivm_error_t* ResultFromV8(IsolateHolder& holder, v8::Isolate* isolate,
+                          v8::Local<v8::Context> context, v8::TryCatch& try_catch,
+                          const CallState& call, v8::Local<v8::Value> value, uint32_t flags,
+                          ivm_value_t** out);
+
+}  // namespace ivm
+
+struct ivm_external_copy : ivm::LiveCounted {
+  std::mutex mutex;
+  std::shared_ptr<ivm::CopyData> data;   // null once released
+};
+
+#endif  // IVM_COPY_H
