@@ -273,6 +273,14 @@ class Writer {
   // A property key: short keys are memoized by content, so a key repeated
   // across many objects is one Python string.
   void Key(v8::Local<v8::String> key) {
+    // Property names are usually internalized: the same key is the same
+    // string object, found here without reading it.
+    for (const RecentKey& k : recent_keys_) {
+      if (k.key == key) {
+        Get(k.index);
+        return;
+      }
+    }
     scratch_.clear();
     compat::AppendWtf8(isolate_, key, scratch_);
     if (scratch_.size() <= 64) {
@@ -283,6 +291,11 @@ class Writer {
       }
       Text(scratch_.data(), scratch_.size());
       keys_.emplace(scratch_, memo_count_);
+      if (recent_keys_.size() < 32) {
+        recent_keys_.emplace_back();
+        recent_keys_.back().key.Reset(isolate_, key);
+        recent_keys_.back().index = memo_count_;
+      }
       Memoize();
       return;
     }
@@ -862,6 +875,11 @@ class Writer {
   uint32_t tag_memo_[16] = {};
   std::unordered_multimap<int, MemoEntry> memo_;
   std::unordered_map<std::string, uint32_t> keys_;
+  struct RecentKey {
+    v8::Global<v8::String> key;   // outlives the handle scope it was seen in
+    uint32_t index = 0;
+  };
+  std::vector<RecentKey> recent_keys_;
   std::vector<std::string> path_;
   std::string scratch_;
   std::vector<v8::Global<v8::ArrayBuffer>> to_detach_;
@@ -981,7 +999,9 @@ class Reader {
     if (!Room(n * 2)) return false;
     ivm_error_t* err = nullptr;
     v8::Local<v8::String> str;
-    if (!NewString(isolate_, reinterpret_cast<const char*>(p_), n, &err).ToLocal(&str)) {
+    // Short strings are internalized: most are property names, which V8
+    // would otherwise internalize on every use.
+    if (!NewString(isolate_, reinterpret_cast<const char*>(p_), n, &err, n <= 16).ToLocal(&str)) {
       if (err) {
         error_ = err;
         return false;

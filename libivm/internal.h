@@ -99,8 +99,9 @@ v8::Platform* EnsurePlatform();
 // value.cc
 
 // A V8 string from WTF-8 bytes; empty (with *error set) if it cannot be made.
+// `internalize`: make it an internalized string (cheaper as a property key).
 v8::MaybeLocal<v8::String> NewString(v8::Isolate* isolate, const char* data, size_t len,
-                                     ivm_error_t** error);
+                                     ivm_error_t** error, bool internalize = false);
 // A host value from a V8 value; only primitives are accepted.
 ivm_error_t* ValueFromV8(v8::Isolate* isolate, v8::Local<v8::Context> context,
                          v8::Local<v8::Value> value, ivm_value_t** out);

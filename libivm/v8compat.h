@@ -12,6 +12,7 @@
 #include <libplatform/libplatform.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace ivm::compat {
@@ -45,7 +46,37 @@ inline v8::Local<v8::Value> GetPrototype(v8::Local<v8::Object> object) {
 
 // Appends the WTF-8 form of `str` to `out`: lone surrogates become their
 // 3-byte encoding instead of U+FFFD, so every JS string survives the trip.
+// One-byte strings (the common case) are copied and transcoded here, which
+// is several times faster than V8's UTF-8 writer for short strings.
 inline void AppendWtf8(v8::Isolate* isolate, v8::Local<v8::String> str, std::string& out) {
+  if (str->IsOneByte()) {
+    int n = str->Length();
+    size_t base = out.size();
+    out.resize(base + static_cast<size_t>(n));
+    auto* p = reinterpret_cast<uint8_t*>(out.data() + base);
+#if V8_MAJOR_VERSION >= 13
+    str->WriteOneByteV2(isolate, 0, static_cast<uint32_t>(n), p);
+#else
+    str->WriteOneByte(isolate, p, 0, n, v8::String::NO_NULL_TERMINATION);
+#endif
+    size_t high = 0;
+    for (int i = 0; i < n; ++i) high += p[i] >> 7;
+    if (high == 0) return;
+    // Latin-1 → UTF-8, in place from the end.
+    out.resize(base + static_cast<size_t>(n) + high);
+    p = reinterpret_cast<uint8_t*>(out.data() + base);
+    size_t w = static_cast<size_t>(n) + high;
+    for (int i = n - 1; i >= 0; --i) {
+      uint8_t c = p[i];
+      if (c < 0x80) {
+        p[--w] = c;
+      } else {
+        p[--w] = static_cast<uint8_t>(0x80 | (c & 0x3F));
+        p[--w] = static_cast<uint8_t>(0xC0 | (c >> 6));
+      }
+    }
+    return;
+  }
 #if V8_MAJOR_VERSION >= 13
   size_t len = str->Utf8LengthV2(isolate);
   size_t base = out.size();

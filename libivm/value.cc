@@ -80,7 +80,9 @@ std::u16string DecodeWtf8(const unsigned char* p, size_t len) {
 }  // namespace
 
 v8::MaybeLocal<v8::String> NewString(v8::Isolate* isolate, const char* data, size_t len,
-                                     ivm_error_t** error) {
+                                     ivm_error_t** error, bool internalize) {
+  const v8::NewStringType type =
+      internalize ? v8::NewStringType::kInternalized : v8::NewStringType::kNormal;
   const auto* p = reinterpret_cast<const unsigned char*>(data);
   constexpr size_t kMax = static_cast<size_t>(v8::String::kMaxLength);
   v8::MaybeLocal<v8::String> result;
@@ -93,20 +95,17 @@ v8::MaybeLocal<v8::String> NewString(v8::Isolate* isolate, const char* data, siz
   }
   if (ascii) {
     if (len <= kMax) {
-      result = v8::String::NewFromOneByte(isolate, p, v8::NewStringType::kNormal,
-                                          static_cast<int>(len));
+      result = v8::String::NewFromOneByte(isolate, p, type, static_cast<int>(len));
     }
   } else if (!HasEncodedSurrogate(p, len)) {
     if (len <= static_cast<size_t>(std::numeric_limits<int>::max())) {
-      result = v8::String::NewFromUtf8(isolate, data, v8::NewStringType::kNormal,
-                                       static_cast<int>(len));
+      result = v8::String::NewFromUtf8(isolate, data, type, static_cast<int>(len));
     }
   } else {
     std::u16string units = DecodeWtf8(p, len);
     if (units.size() <= kMax) {
       result = v8::String::NewFromTwoByte(isolate, reinterpret_cast<const uint16_t*>(units.data()),
-                                          v8::NewStringType::kNormal,
-                                          static_cast<int>(units.size()));
+                                          type, static_cast<int>(units.size()));
     }
   }
   if (result.IsEmpty() && error) {
