@@ -208,7 +208,9 @@ enum {
    */
   IVM_VALUE_SERIALIZED = 7,
   /** An ExternalCopy (ivm_value_external_copy()). Since: 0.2 */
-  IVM_VALUE_EXTERNAL_COPY = 8
+  IVM_VALUE_EXTERNAL_COPY = 8,
+  /** A Reference to a value inside an isolate (ivm_value_reference()). Since: 0.2 */
+  IVM_VALUE_REFERENCE = 9
 };
 
 /** The kind of `value`. Threads: any. Since: 0.1 */
@@ -284,7 +286,10 @@ IVM_API ivm_error_t *ivm_value_new_serialized(const char *stream, size_t len,
 enum {
   /** ivm_value_attach_buffer: do not copy `data`; it must stay valid and
    * unchanged until the value is freed. Since: 0.2 */
-  IVM_ATTACH_BORROW = 1
+  IVM_ATTACH_BORROW = 1,
+  /** ivm_value_attach_reference: insert the referenced value itself (only in
+   * the reference's own isolate) rather than a reference object. Since: 0.2 */
+  IVM_ATTACH_DEREF = 2
 };
 
 /**
@@ -565,7 +570,9 @@ enum {
    * the result and move their memory into the copy instead of copying it.
    * Non-detachable buffers (WebAssembly memory) fail with TRANSFER. Since: 0.2
    */
-  IVM_EVAL_TRANSFER_OUT = 8
+  IVM_EVAL_TRANSFER_OUT = 8,
+  /** Return an IVM_VALUE_REFERENCE to the result, which stays in the isolate. Since: 0.2 */
+  IVM_EVAL_REFERENCE = 16
 };
 
 #ifndef IVM_CDEF
@@ -832,6 +839,104 @@ IVM_API void ivm_completion_queue_free(ivm_completion_queue_t *queue);
  * Since: 0.1
  */
 IVM_API ivm_error_t *ivm_interrupt_on_signal(int signum);
+
+/* ------------------------------------------------------------------------- */
+/* References                                                                */
+/* ------------------------------------------------------------------------- */
+
+/**
+ * A Reference: a handle to a value that stays inside its isolate (objects,
+ * functions, anything). Operations through it are calls into that isolate,
+ * run in the context where the reference was made, with an eval's options:
+ * `opts->timeout_ns` limits the call and `opts->flags` (IVM_EVAL_COPY,
+ * IVM_EVAL_EXTERNAL_COPY, IVM_EVAL_REFERENCE, IVM_EVAL_PROMISE) say how the
+ * result comes back (filename and offsets are ignored). Values going in
+ * (keys, values, receivers, arguments) are host values: primitives,
+ * structured copies, markers. Releasing the reference (or disposing its
+ * isolate) makes later operations fail with IVM_ERROR_DISPOSED.
+ */
+typedef struct ivm_reference ivm_reference_t;
+
+/** A new reference to the global object of `ctx`. Threads: any; waits for a
+ * busy isolate. Errors: DISPOSED. Since: 0.2 */
+IVM_API ivm_error_t *ivm_context_global(ivm_context_t *ctx, ivm_reference_t **out);
+
+/** `typeof` the referenced value ("object", "function", ...), fixed when the
+ * reference was made. Borrowed. Threads: any; never blocks. Since: 0.2 */
+IVM_API void ivm_reference_typeof(const ivm_reference_t *ref, const char **out,
+                                  size_t *out_len);
+
+/**
+ * `value[key]` (getters run); with `key` NULL, the referenced value itself
+ * (e.g. with IVM_EVAL_COPY: a copy of it).
+ * Threads: any; waits for a busy isolate. Errors: as ivm_context_eval(); a
+ * TypeError (JS_EXCEPTION) if the value is not an object. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_reference_get(ivm_reference_t *ref, const ivm_value_t *key,
+                                       const ivm_eval_options_t *opts, ivm_value_t **out);
+
+/** `value[key] = v` (setters run); `*out` is a boolean value: whether it was
+ * set. Errors: as ivm_reference_get(). Since: 0.2 */
+IVM_API ivm_error_t *ivm_reference_set(ivm_reference_t *ref, const ivm_value_t *key,
+                                       const ivm_value_t *v, const ivm_eval_options_t *opts,
+                                       ivm_value_t **out);
+
+/** `delete value[key]`; `*out` is a boolean value. Since: 0.2 */
+IVM_API ivm_error_t *ivm_reference_delete(ivm_reference_t *ref, const ivm_value_t *key,
+                                          const ivm_eval_options_t *opts, ivm_value_t **out);
+
+/**
+ * Calls the referenced function with `receiver` as `this` (NULL: undefined)
+ * and `nargs` arguments (borrowed). A TypeError (JS_EXCEPTION) if it is not a
+ * function. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_reference_apply(ivm_reference_t *ref, const ivm_value_t *receiver,
+                                         ivm_value_t *const *args, size_t nargs,
+                                         const ivm_eval_options_t *opts, ivm_value_t **out);
+
+/**
+ * Queued twins of the operations above (see ivm_context_eval_async()). They
+ * take ownership of the values passed in (key, value, receiver, arguments),
+ * even when they fail. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_reference_get_async(ivm_reference_t *ref, ivm_value_t *key,
+                                             const ivm_eval_options_t *opts, ivm_done_fn done,
+                                             void *user_data, uint64_t *out_job);
+IVM_API ivm_error_t *ivm_reference_set_async(ivm_reference_t *ref, ivm_value_t *key,
+                                             ivm_value_t *v, const ivm_eval_options_t *opts,
+                                             ivm_done_fn done, void *user_data,
+                                             uint64_t *out_job);
+IVM_API ivm_error_t *ivm_reference_delete_async(ivm_reference_t *ref, ivm_value_t *key,
+                                                const ivm_eval_options_t *opts,
+                                                ivm_done_fn done, void *user_data,
+                                                uint64_t *out_job);
+IVM_API ivm_error_t *ivm_reference_apply_async(ivm_reference_t *ref, ivm_value_t *receiver,
+                                               ivm_value_t **args, size_t nargs,
+                                               const ivm_eval_options_t *opts,
+                                               ivm_done_fn done, void *user_data,
+                                               uint64_t *out_job);
+
+/** ivm_isolate_cancel_job() for a job queued through `ref`. Since: 0.2 */
+IVM_API void ivm_reference_cancel_job(ivm_reference_t *ref, uint64_t job);
+
+/** Releases the reference (idempotent); never blocks. Threads: any. Since: 0.2 */
+IVM_API ivm_error_t *ivm_reference_release(ivm_reference_t *ref);
+
+/** Frees the handle; the value is released once no handle, value or queued
+ * job holds it. NULL is a no-op. Threads: any. Since: 0.2 */
+IVM_API void ivm_reference_free(ivm_reference_t *ref);
+
+/** For IVM_VALUE_REFERENCE values: a new handle. Errors: INVALID_ARGUMENT. Since: 0.2 */
+IVM_API ivm_error_t *ivm_value_reference(const ivm_value_t *value, ivm_reference_t **out);
+
+/**
+ * Appends a reference attachment to a serialized value (named `_att(index)`
+ * in the stream). With IVM_ATTACH_DEREF it enters as the referenced value
+ * itself, which only its own isolate accepts (TRANSFER otherwise).
+ * Errors: DISPOSED, INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_value_attach_reference(ivm_value_t *value, ivm_reference_t *ref,
+                                                uint32_t flags, size_t *index_out);
 
 /* ------------------------------------------------------------------------- */
 /* Diagnostics                                                               */

@@ -51,6 +51,8 @@ from ._ffi import ffi as _ffi
 from ._ffi import lib as _lib
 from ._isolate import HeapStatistics as HeapStatistics
 from ._isolate import Isolate as Isolate
+from ._reference import DerefInto as DerefInto
+from ._reference import Reference as Reference
 from ._script import Script as Script
 from ._value import JSPrimitive as JSPrimitive
 from ._value import Undefined as Undefined
@@ -66,6 +68,7 @@ v8_version: str = _ffi.string(_lib.ivm_v8_version()).decode()
 __all__ = [
     "Context",
     "CopyInto",
+    "DerefInto",
     "DisposedError",
     "ExternalCopy",
     "HeapStatistics",
@@ -77,6 +80,7 @@ __all__ = [
     "JSPrimitive",
     "JSRegExp",
     "MemoryLimitError",
+    "Reference",
     "Script",
     "TerminatedError",
     "TimeoutError",

@@ -243,10 +243,15 @@ class _TrioWaiter:
 
 
 async def submit(
-    isolate_ptr: Any, cfunc: Any, args: tuple[Any, ...], convert: Callable[[Any], _T]
+    isolate_ptr: Any,
+    cfunc: Any,
+    args: tuple[Any, ...],
+    convert: Callable[[Any], _T],
+    cancel: Any = lib.ivm_isolate_cancel_job,
 ) -> _T:
     """Runs one libivm ``_async`` call and waits for its outcome on the running
-    loop (asyncio or trio): ``cfunc(*args, done, user_data, out_job)``."""
+    loop (asyncio or trio): ``cfunc(*args, done, user_data, out_job)``.
+    Cancelling the awaiting task calls ``cancel(isolate_ptr, job)``."""
     loop = _get_running_loop()
     if loop is not None:
         last = _last
@@ -267,7 +272,7 @@ async def submit(
             result: _T = await future
             return result
         except asyncio.CancelledError:
-            lib.ivm_isolate_cancel_job(isolate_ptr, job)
+            cancel(isolate_ptr, job)
             raise
     ll = _ll if _ll is not None else (_load_trio() if "trio" in sys.modules else None)
     if ll is not None and ll.in_trio_task():
@@ -290,7 +295,7 @@ async def submit(
 
         def abort(_raise_cancel: Any) -> Any:
             waiter.waiting = False  # a late outcome must not reschedule us
-            lib.ivm_isolate_cancel_job(isolate_ptr, trio_job)
+            cancel(isolate_ptr, trio_job)
             return ll.Abort.SUCCEEDED
 
         waiter.parked = True

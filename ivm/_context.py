@@ -9,6 +9,7 @@ from ._errors import check, raise_error
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._copy import arguments_copy, to_value
+from ._reference import Reference
 from ._options import code_bytes, eval_options, result_flags, result_options_flags
 from ._value import _tls, take, value_out
 
@@ -29,16 +30,18 @@ class Context(Handle):
     also a context manager that releases it on exit.
     """
 
-    __slots__ = ("_isolate",)
+    __slots__ = ("_isolate", "_global")
     _free = lib.ivm_context_free
     _dispose = lib.ivm_context_release
     _isolate: Isolate
+    _global: Reference | None
 
     @classmethod
     def _wrap(cls, ptr: Any, isolate: Isolate) -> Context:
         self = cls.__new__(cls)
         Handle.__init__(self, ptr)
         self._isolate = isolate
+        self._global = None
         return self
 
     def __init__(self) -> None:
@@ -51,6 +54,18 @@ class Context(Handle):
     def isolate(self) -> Isolate:
         """The isolate this context belongs to."""
         return self._isolate
+
+    @property
+    def global_(self) -> Reference:
+        """A :class:`ivm.Reference` to this context's global object (isolated-vm's
+        ``context.global``), e.g. ``context.global_.set_sync("log", ivm.Callback(print))``."""
+        ref = self._global
+        if ref is None:
+            out = ffi.new("ivm_reference_t **")
+            check(lib.ivm_context_global(self._ptr, out))
+            ref = Reference._wrap(out[0])
+            self._global = ref
+        return ref
 
     def release(self) -> None:
         """Releases the context. Idempotent; later calls raise ``DisposedError``."""
@@ -68,6 +83,7 @@ class Context(Handle):
         copy: bool = False,
         external_copy: bool = False,
         transfer_out: bool = False,
+        reference: bool = False,
     ) -> Any:
         """Runs ``code`` in this context and returns its completion value.
 
@@ -83,7 +99,9 @@ class Context(Handle):
         booleans, numbers as ``int`` when integral and safe else ``float``,
         BigInts → ``int``, strings → ``str``). Anything else needs
         ``copy=True`` (a structured copy as Python objects) or
-        ``external_copy=True`` (an :class:`ivm.ExternalCopy`);
+        ``external_copy=True`` (an :class:`ivm.ExternalCopy`) or
+        ``reference=True`` (an :class:`ivm.Reference`: the value stays in the
+        isolate);
         ``transfer_out=True`` with either moves the result's ArrayBuffers
         instead of copying them (they are detached in the isolate).
 
@@ -103,10 +121,11 @@ class Context(Handle):
             or copy is not False
             or external_copy is not False
             or transfer_out is not False
+            or reference is not False
         ):
             opts = _NULL
         else:
-            flags = result_flags(False, copy, external_copy, transfer_out)
+            flags = result_flags(False, copy, external_copy, transfer_out, reference)
             opts, _keep = eval_options(timeout, filename, line_offset, column_offset, promise, flags)
         try:
             out = _tls.out
@@ -129,6 +148,7 @@ class Context(Handle):
         copy: bool = False,
         external_copy: bool = False,
         transfer_out: bool = False,
+        reference: bool = False,
     ) -> Any:
         """The async twin of :meth:`eval_sync`: queued on the isolate (FIFO) and
         run by libivm's thread pool; the event loop (asyncio or trio) keeps
@@ -146,10 +166,11 @@ class Context(Handle):
             or copy is not False
             or external_copy is not False
             or transfer_out is not False
+            or reference is not False
         ):
             opts, _keep = _NULL, None
         else:
-            flags = result_flags(False, copy, external_copy, transfer_out)
+            flags = result_flags(False, copy, external_copy, transfer_out, reference)
             opts, _keep = eval_options(timeout, filename, line_offset, column_offset, promise, flags)
         return await submit(
             self._isolate._ptr, _eval_async, (self._ptr, src, len(src), opts), take

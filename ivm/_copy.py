@@ -159,6 +159,8 @@ class _Reader(pickle.Unpickler):
             from ._errors import raise_error
 
             raise_error(err)
+        if size[0] == 0:
+            return b""
         unpacked: bytes = ffi.unpack(ffi.cast("const char *", data[0]), size[0])
         return unpacked
 
@@ -251,7 +253,14 @@ def dumps(obj: Any) -> Any:
     its markers attached. Raises ``TypeError`` for what cannot be copied."""
     f = io.BytesIO()
     writer = _Writer(f)
-    writer.dump(obj)
+    try:
+        writer.dump(obj)
+    except RecursionError:
+        from ._errors import TransferError
+
+        raise TransferError(
+            "the value is nested too deeply to be copied into JavaScript"
+        ) from None
     stream = f.getbuffer()
     out = ffi.new("ivm_value_t **")
     from ._errors import check
@@ -267,6 +276,84 @@ def dumps(obj: Any) -> Any:
     return value
 
 
+# --- one ArrayBuffer, kept out of the stream
+
+# The stream libivm writes for a copy whose value is one ArrayBuffer: _buf(0).
+SINGLE_BUFFER_STREAM: Final = b"\x80\x05civm._copy\n_buf\n\x94K\x00\x85R\x94."
+
+
+def buffer_value(data: bytes | bytearray, borrow: bool) -> Any:
+    """An owned ``ivm_value_t *`` for one ArrayBuffer holding ``data``. With
+    ``borrow`` (only for ``bytes``, which cannot change), libivm reads
+    ``data`` in place: the caller keeps it alive until the value is freed."""
+    from ._errors import check
+
+    out = ffi.new("ivm_value_t **")
+    check(lib.ivm_value_new_serialized(SINGLE_BUFFER_STREAM, len(SINGLE_BUFFER_STREAM), out))
+    value = out[0]
+    flags = lib.IVM_ATTACH_BORROW if borrow and type(data) is bytes else 0
+    err = lib.ivm_value_attach_buffer(value, ffi.from_buffer(data), len(data), flags, ffi.NULL)
+    if err:
+        lib.ivm_value_free(value)
+        check(err)
+    return value
+
+
+# --- the JavaScript form of a Python value, in Python
+
+def normalize(obj: Any) -> Any:
+    """What ``obj`` becomes after a trip through JavaScript (docs/values.md),
+    computed in Python: tuples become lists, frozensets sets, bytearrays
+    bytes, integral floats ints, ints outside ±(2**53-1) JSBigInt, dicts with
+    a non-str key JSMap. Shared and cyclic structure is kept."""
+    memo: dict[int, Any] = {}
+
+    def walk(o: Any) -> Any:
+        t = type(o)
+        if t is str or t is bool or o is None or t is Undefined:
+            return o
+        if t is int:
+            return o if -_MAX_SAFE <= o <= _MAX_SAFE else JSBigInt(o)
+        if t is float:
+            if o.is_integer() and -_MAX_SAFE <= o <= _MAX_SAFE and (o != 0 or str(o)[0] != "-"):
+                return int(o)
+            return o
+        if t is JSBigInt:
+            return o
+        done = memo.get(id(o))
+        if done is not None:
+            return done
+        if t is list or t is tuple:
+            out_list: list[Any] = []
+            memo[id(o)] = out_list
+            out_list.extend(walk(x) for x in o)
+            return out_list
+        if t is dict or t is JSMap:
+            keys = [walk(k) for k in o]
+            is_map = t is JSMap or any(type(k) is not str for k in keys)
+            out_dict: dict[Any, Any] = JSMap() if is_map else {}
+            memo[id(o)] = out_dict
+            for k, v in zip(keys, o.values()):
+                out_dict[k] = walk(v)
+            return out_dict
+        if t is set or t is frozenset:
+            out_set: set[Any] = set()
+            memo[id(o)] = out_set
+            out_set.update(walk(x) for x in o)
+            return out_set
+        if t is bytearray:
+            memo[id(o)] = b = bytes(o)
+            return b
+        return o   # bytes, memoryview, datetime, JSRegExp, JSError, markers: as they are
+
+    try:
+        return walk(obj)
+    except RecursionError:
+        from ._errors import TransferError
+
+        raise TransferError("the value is nested too deeply to be copied") from None
+
+
 # --- arguments (Python → libivm, one value per argument)
 
 _MAX_SAFE: Final = 2**53 - 1
@@ -274,7 +361,7 @@ _new_number = lib.ivm_value_new_number
 _new_string = lib.ivm_value_new_string
 
 
-def to_value(obj: object, copy: bool) -> Any:
+def to_value(obj: object, copy: bool, borrow: bool = False) -> Any:
     """An owned ``ivm_value_t *`` for one argument.
 
     Primitives always pass; markers (``ExternalCopy.copy_into()``) pass as
@@ -297,6 +384,8 @@ def to_value(obj: object, copy: bool) -> Any:
         return lib.ivm_value_new_boolean(1 if obj else 0)
     if t is Undefined:
         return lib.ivm_value_new_undefined()
+    if copy and (t is bytes or t is bytearray):
+        return buffer_value(obj, borrow)  # type: ignore[arg-type]
     if copy or isinstance(obj, _Marker):
         return dumps(obj)
     from ._errors import TransferError

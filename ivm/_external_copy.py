@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ._copy import _Marker, dumps, load_value
+from ._copy import SINGLE_BUFFER_STREAM, _Marker, buffer_value, dumps, normalize
 from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
@@ -49,7 +49,8 @@ class ExternalCopy(Handle):
                     f"transfer_list holds bytearray objects, not {type(item).__name__}"
                 )
             moved.append(item)
-        v = dumps(value)
+        value = normalize(value)
+        v = buffer_value(value, False) if type(value) is bytes else dumps(value)
         out = ffi.new("ivm_external_copy_t **")
         try:
             check(lib.ivm_external_copy_new(v, 0, out))
@@ -149,9 +150,9 @@ class ExternalCopy(Handle):
 
 
 def _is_single_buffer(stream: bytes) -> bool:
-    # PROTO 5, FRAME, then `_buf(0)` and STOP: what libivm writes for a copy
-    # whose value is one ArrayBuffer.
-    return stream.endswith(b"civm._copy\n_buf\n\x94K\x00\x85R\x94.")
+    # `_buf(0)` and STOP (after PROTO and maybe a FRAME): a copy whose value
+    # is one ArrayBuffer.
+    return stream.endswith(SINGLE_BUFFER_STREAM[2:])
 
 
 class CopyInto(_Marker):

@@ -60,6 +60,7 @@ def result_flags(
     copy: object = False,
     external_copy: object = False,
     transfer_out: object = False,
+    reference: object = False,
 ) -> int:
     """The IVM_EVAL_* flags of a call's result options, validated."""
     for what, value in (
@@ -67,11 +68,12 @@ def result_flags(
         ("copy", copy),
         ("external_copy", external_copy),
         ("transfer_out", transfer_out),
+        ("reference", reference),
     ):
         if not isinstance(value, bool):
             raise TypeError(f"{what} must be a bool, not {type(value).__name__}")
-    if copy and external_copy:
-        raise ValueError("copy and external_copy are exclusive: pick one")
+    if [copy, external_copy, reference].count(True) > 1:
+        raise ValueError("copy, external_copy and reference are exclusive: pick one")
     if transfer_out and not (copy or external_copy):
         raise ValueError("transfer_out needs copy=True or external_copy=True")
     return (
@@ -79,10 +81,11 @@ def result_flags(
         | (lib.IVM_EVAL_COPY if copy else 0)
         | (lib.IVM_EVAL_EXTERNAL_COPY if external_copy else 0)
         | (lib.IVM_EVAL_TRANSFER_OUT if transfer_out else 0)
+        | (lib.IVM_EVAL_REFERENCE if reference else 0)
     )
 
 
-_RESULT_KEYS = frozenset({"promise", "copy", "external_copy", "transfer_out"})
+_RESULT_KEYS = frozenset({"promise", "copy", "external_copy", "transfer_out", "reference"})
 
 
 def result_options_flags(options: Mapping[str, object] | None) -> int:

@@ -56,6 +56,7 @@ class Script(Handle):
         copy: bool = False,
         external_copy: bool = False,
         transfer_out: bool = False,
+        reference: bool = False,
     ) -> Any:
         """Runs the script in ``context`` and returns its completion value.
 
@@ -68,10 +69,11 @@ class Script(Handle):
         if timeout is None and not (
             promise is not False or copy is not False or external_copy is not False
             or transfer_out is not False
+            or reference is not False
         ):
             opts = _NULL
         else:
-            flags = result_flags(False, copy, external_copy, transfer_out)
+            flags = result_flags(False, copy, external_copy, transfer_out, reference)
             opts = eval_options(timeout, promise=promise, flags=flags)[0]
         try:
             out = _tls.out
@@ -91,11 +93,12 @@ class Script(Handle):
         copy: bool = False,
         external_copy: bool = False,
         transfer_out: bool = False,
+        reference: bool = False,
     ) -> Any:
         """The async twin of :meth:`run_sync` (see :meth:`Context.eval`)."""
         if type(context) is not Context:
             raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
-        flags = result_flags(False, copy, external_copy, transfer_out)
+        flags = result_flags(False, copy, external_copy, transfer_out, reference)
         opts, _keep = eval_options(timeout, promise=promise, flags=flags)
         return await submit(
             self._isolate._ptr, lib.ivm_script_run_async, (self._ptr, context._ptr, opts), take

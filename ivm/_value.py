@@ -113,6 +113,13 @@ def take(v: Any) -> Any:
             out = ffi.new("ivm_external_copy_t **")
             check(lib.ivm_value_external_copy(v, out))
             return ExternalCopy._wrap(out[0])
+        if kind == 9:  # IVM_VALUE_REFERENCE
+            from ._reference import Reference
+            from ._errors import check
+
+            ref = ffi.new("ivm_reference_t **")
+            check(lib.ivm_value_reference(v, ref))
+            return Reference._wrap(ref[0])
         raise TypeError(f"libivm returned a value of unknown kind {kind}")
     finally:
         _free(v)

@@ -2,6 +2,7 @@
 #include "context.h"
 #include "copy.h"
 
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 
@@ -179,7 +180,9 @@ v8::MaybeLocal<v8::Function> CompileClosure(v8::Isolate* isolate, v8::Local<v8::
   bool cacheable = len <= kMaxCachedEvalBytes && o.filename == nullptr && o.line_offset == 0 &&
                    o.column_offset == 0;
   if (cacheable) {
-    key = std::to_string(nargs) + ":";
+    key.reserve(len + 8);
+    key.append(std::to_string(nargs));
+    key.push_back(':');
     key.append(code, len);
     auto it = record.closures.find(key);
     if (it != record.closures.end()) return it->second.Get(isolate);
@@ -193,8 +196,9 @@ v8::MaybeLocal<v8::Function> CompileClosure(v8::Isolate* isolate, v8::Local<v8::
   std::vector<v8::Local<v8::String>> params;
   params.reserve(nargs);
   for (size_t i = 0; i < nargs; ++i) {
-    std::string p = "$" + std::to_string(i);
-    params.push_back(v8::String::NewFromUtf8(isolate, p.c_str(), v8::NewStringType::kInternalized)
+    char name_buf[24];
+    int n = std::snprintf(name_buf, sizeof name_buf, "$%zu", i);
+    params.push_back(v8::String::NewFromUtf8(isolate, name_buf, v8::NewStringType::kInternalized, n)
                          .ToLocalChecked());
   }
   v8::ScriptOrigin origin = compat::MakeOrigin(isolate, name, o.line_offset, o.column_offset);

@@ -10,6 +10,8 @@
 // can choose besides length-prefixed data.
 #include "copy.h"
 
+#include "reference.h"
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -170,6 +172,7 @@ class Writer {
         options_(options), out_(out), s_(out->stream), limit_(CopyLimit()) {}
 
   ivm_error_t* Run(v8::Local<v8::Value> value) {
+    object_prototype_ = compat::GetPrototype(v8::Object::New(isolate_));
     s_.clear();
     s_.push_back(static_cast<char>(op::PROTO));
     s_.push_back(5);
@@ -529,7 +532,42 @@ class Writer {
       compat::AppendWtf8(isolate_, obj->GetConstructorName(), ctor);
       if (StandardErrorName(ctor)) return WriteError(obj, ctor);
     }
+    if (IsIterator(obj)) return Refuse("an iterator");
     return WriteObject(obj, depth);
+  }
+
+  // Built-in iterators (of arrays, strings, regular expression matches) are
+  // plain objects to the API; their prototypes name them. Only objects whose
+  // prototype is not Object.prototype are checked.
+  bool IsIterator(v8::Local<v8::Object> obj) {
+    v8::Local<v8::Value> proto = compat::GetPrototype(obj);
+    if (!proto->IsObject()) return false;
+    if (proto == object_prototype_) return false;
+    v8::Local<v8::Value> tag_proto = compat::GetPrototype(proto.As<v8::Object>());
+    if (!tag_proto->IsObject()) return false;
+    v8::Local<v8::Value> tag;
+    v8::Local<v8::Symbol> to_string_tag = v8::Symbol::GetToStringTag(isolate_);
+    v8::Local<v8::Object> p = proto.As<v8::Object>();
+    bool own = false;
+    if (!p->HasOwnProperty(context_, to_string_tag).To(&own) || !own) return false;
+    v8::Local<v8::Value> desc;
+    if (!p->GetOwnPropertyDescriptor(context_, to_string_tag).ToLocal(&desc) || !desc->IsObject()) {
+      return false;
+    }
+    v8::Local<v8::Value> value;
+    if (!desc.As<v8::Object>()
+             ->Get(context_, v8::String::NewFromUtf8Literal(isolate_, "value"))
+             .ToLocal(&value) ||
+        !value->IsString()) {
+      return false;
+    }
+    std::string name;
+    compat::AppendWtf8(isolate_, value.As<v8::String>(), name);
+    auto ends_with = [&](const char* suffix) {
+      size_t n = std::strlen(suffix);
+      return name.size() >= n && name.compare(name.size() - n, n, suffix) == 0;
+    };
+    return ends_with(" Iterator") || ends_with("Generator");
   }
 
   bool WriteArray(v8::Local<v8::Array> array, int depth) {
@@ -883,6 +921,7 @@ class Writer {
   std::vector<std::string> path_;
   std::string scratch_;
   std::vector<v8::Global<v8::ArrayBuffer>> to_detach_;
+  v8::Local<v8::Value> object_prototype_;
   ivm_error_t* error_ = nullptr;
   bool exception_ = false;
 };
@@ -934,7 +973,7 @@ class Reader {
   };
   struct Dict {
     bool settled = false;     // its JS form (Object or Map) is final
-    bool referenced = false;  // seen through the memo before it was settled
+    uint32_t recalls = 0;     // times it was fetched from the memo
     bool is_map = false;
     std::vector<uint32_t> memo_slots;
   };
@@ -1079,6 +1118,66 @@ class Reader {
 
   // Settles the JS form of the dict `target` given the keys about to be set:
   // all-str keys keep an Object, others make it a Map.
+  // Looks ahead from a dict's EMPTY_DICT at its first key, so that a dict
+  // whose keys are not strings is a Map from the start (and can contain
+  // itself). Later keys that are not strings convert it (SettleDict).
+  bool FirstKeyIsNotString() const {
+    const unsigned char* p = p_;
+    auto skip = [&](size_t n) { p = static_cast<size_t>(end_ - p) >= n ? p + n : end_; };
+    while (p < end_) {
+      unsigned char c = *p;
+      if (c == op::MEMOIZE || c == op::MARK) {
+        skip(1);
+      } else if (c == op::BINPUT) {
+        skip(2);
+      } else if (c == op::LONG_BINPUT) {
+        skip(5);
+      } else if (c == op::FRAME) {
+        skip(9);
+      } else {
+        break;
+      }
+    }
+    if (p >= end_) return false;
+    switch (*p) {
+      case op::SHORT_BINUNICODE:
+      case op::BINUNICODE:
+      case op::BINUNICODE8:
+        return false;
+      case op::BINGET:
+      case op::LONG_BINGET: {
+        size_t n = *p == op::BINGET ? 1 : 4;
+        if (static_cast<size_t>(end_ - p) < n + 1) return false;
+        uint64_t slot = 0;
+        for (size_t i = 0; i < n; ++i) slot |= static_cast<uint64_t>(p[1 + i]) << (8 * i);
+        if (slot >= memo_.size()) return false;
+        const Entry& e = memo_[slot];
+        return e.kind == Entry::kValue && !e.value.IsEmpty() && !e.value->IsString();
+      }
+      case op::SETITEM:
+      case op::SETITEMS:
+      case op::STOP:
+      case op::APPEND:
+      case op::APPENDS:
+      case op::TUPLE:
+      case op::TUPLE1:
+      case op::TUPLE2:
+      case op::TUPLE3:
+      case op::REDUCE:
+      case op::POP:
+      case op::POP_MARK:
+      case op::ADDITEMS:
+      case op::FROZENSET:
+      case op::EMPTY_DICT:
+      case op::EMPTY_LIST:
+      case op::EMPTY_SET:
+        // An empty dict, or the next item is not a key of this dict.
+        return *p == op::EMPTY_LIST || *p == op::EMPTY_SET || *p == op::EMPTY_DICT;
+      default:
+        return true;   // numbers, None, booleans, bytes, tuples, tags: not a str
+    }
+  }
+
   bool SettleDict(Entry& target, size_t first) {
     if (target.dict < 0) return true;
     Dict& d = dicts_[target.dict];
@@ -1094,13 +1193,21 @@ class Reader {
       d.settled = true;
       return true;
     }
-    if (d.referenced) {
-      return Fail("a dict with non-str keys that contains itself cannot become a Map");
+    // Entries that point at this dict and are still on the stack can be
+    // changed with it; a reference already stored elsewhere cannot.
+    uint32_t pending = 0;
+    for (size_t i = first; i < stack_.size(); ++i) {
+      if (stack_[i].dict == target.dict) ++pending;
+    }
+    if (d.recalls != pending) {
+      return Fail("a dict whose non-str keys come after it was referred to cannot become a Map; "
+                  "make it an ivm.JSMap");
     }
     v8::Local<v8::Object> object = target.value.As<v8::Object>();
     v8::Local<v8::Map> map = v8::Map::New(isolate_);
     v8::Local<v8::Array> names;
-    if (!object->GetOwnPropertyNames(context_).ToLocal(&names)) {
+    if (!object->GetOwnPropertyNames(context_, v8::ALL_PROPERTIES, v8::KeyConversionMode::kConvertToString)
+             .ToLocal(&names)) {
       exception_ = true;
       return false;
     }
@@ -1114,6 +1221,9 @@ class Reader {
     }
     target.value = map;
     for (uint32_t slot : d.memo_slots) memo_[slot].value = map;
+    for (size_t i = first; i < stack_.size(); ++i) {
+      if (stack_[i].dict == target.dict) stack_[i].value = map;
+    }
     d.is_map = true;
     d.settled = true;
     return true;
@@ -1313,8 +1423,10 @@ class Reader {
       }
       case Tag::kAtt: {
         const Attachment* att = n == 1 ? AttachmentAt(arg[0]) : nullptr;
-        if (att == nullptr || att->kind != Attachment::kCopy || !att->copy) return false;
-        return InsertCopy(*att);
+        if (att == nullptr) return false;
+        if (att->kind == Attachment::kCopy && att->copy) return InsertCopy(*att);
+        if (att->kind == Attachment::kReference && att->reference) return InsertReference(*att);
+        return false;
       }
       case Tag::kError: return Error(arg);
       case Tag::kNone: break;
@@ -1349,6 +1461,20 @@ class Reader {
       return false;
     }
     Push(re);
+    return true;
+  }
+
+  bool InsertReference(const Attachment& att) {
+    const ReferenceData& ref = *att.reference;
+    if (ref.record->released()) return Fail("the Reference has been released");
+    if (!(att.flags & IVM_ATTACH_DEREF)) {
+      return Fail("a Reference can only enter an isolate through deref_into() in this version");
+    }
+    if (ref.holder.get() != &holder_) {
+      return Fail("deref_into() of a Reference can only be used in the isolate the Reference "
+                  "belongs to");
+    }
+    Push(ref.record->value.Get(isolate_));
     return true;
   }
 
@@ -1474,7 +1600,7 @@ class Reader {
     if (slot >= memo_.size()) return false;
     const Entry& e = memo_[slot];
     if (e.kind == Entry::kValue && e.value.IsEmpty()) return false;
-    if (e.dict >= 0 && !dicts_[e.dict].settled) dicts_[e.dict].referenced = true;
+    if (e.dict >= 0) ++dicts_[e.dict].recalls;
     stack_.push_back(e);
     return true;
   }
@@ -1564,9 +1690,15 @@ class Reader {
         case op::EMPTY_SET: Push(v8::Set::New(isolate_)); break;
         case op::EMPTY_DICT: {
           Entry e;
-          e.value = v8::Object::New(isolate_);
           e.dict = static_cast<int>(dicts_.size());
           dicts_.emplace_back();
+          if (FirstKeyIsNotString()) {
+            e.value = v8::Map::New(isolate_);
+            dicts_.back().is_map = true;
+            dicts_.back().settled = true;
+          } else {
+            e.value = v8::Object::New(isolate_);
+          }
           stack_.push_back(e);
           break;
         }
@@ -1754,9 +1886,17 @@ ivm_error_t* ResultFromV8(IsolateHolder& holder, v8::Isolate* isolate,
                           v8::Local<v8::Context> context, v8::TryCatch& try_catch,
                           const CallState& call, v8::Local<v8::Value> value, uint32_t flags,
                           ivm_value_t** out) {
+  if (flags & IVM_EVAL_REFERENCE) {
+    auto v = std::make_unique<ivm_value>();
+    v->kind = IVM_VALUE_REFERENCE;
+    v->reference = MakeReference(holder, isolate, context, value);
+    *out = v.release();
+    return nullptr;
+  }
   bool external = (flags & IVM_EVAL_EXTERNAL_COPY) != 0;
   bool structured = external || (flags & IVM_EVAL_COPY) != 0;
-  if (!external && (!structured || (!value->IsObject() && !value->IsSymbol()))) {
+  if (!external &&
+      (!structured || (!value->IsObject() && !value->IsSymbol() && !value->IsBigInt()))) {
     ivm_error_t* err = ValueFromV8(isolate, context, value, out);
     if (err && !structured && value->IsObject()) {
       err->message += " (ask for a copy, an external copy or a reference)";

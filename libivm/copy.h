@@ -12,6 +12,7 @@
 namespace ivm {
 
 class CopyData;
+struct ReferenceData;
 
 struct Attachment {
   enum Kind {
@@ -19,13 +20,16 @@ struct Attachment {
     kSharedBuffer,  // SharedArrayBuffer contents, shared with its isolates (store)
     kBorrowed,      // ArrayBuffer contents in caller memory valid for one call
     kCopy,          // an ExternalCopy to insert (copy_into marker)
+    kReference,     // a Reference (flags: IVM_ATTACH_DEREF inserts its value)
+    kCallback,      // a host function (callback)
   };
   Kind kind = kBuffer;
   std::shared_ptr<v8::BackingStore> store;
   const void* data = nullptr;   // kBorrowed
   size_t length = 0;            // kBorrowed
   std::shared_ptr<CopyData> copy;   // kCopy
-  uint32_t flags = 0;               // kCopy: IVM_COPY_INTO_*
+  std::shared_ptr<ReferenceData> reference;   // kReference
+  uint32_t flags = 0;               // kCopy: IVM_COPY_INTO_*; kReference: IVM_ATTACH_*
   bool moved = false;   // kBuffer: the store belongs to this copy alone (transferred)
 
   size_t ByteLength() const;

@@ -126,7 +126,9 @@ IVM_API ivm_error_t* ivm_value_attach_marker(ivm_value_t* value, const ivm_value
     }
     if (marker == nullptr || marker->kind != IVM_VALUE_SERIALIZED || !marker->serialized ||
         marker->serialized->attachments.size() != 1 ||
-        marker->serialized->attachments[0].kind != ivm::Attachment::kCopy) {
+        (marker->serialized->attachments[0].kind != ivm::Attachment::kCopy &&
+         marker->serialized->attachments[0].kind != ivm::Attachment::kReference &&
+         marker->serialized->attachments[0].kind != ivm::Attachment::kCallback)) {
       return InvalidArgument("not a marker value");
     }
     auto& atts = value->serialized->attachments;

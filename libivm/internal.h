@@ -43,6 +43,7 @@ struct ivm_error : ivm::LiveCounted {
 namespace ivm {
 struct Serialized;
 class CopyData;
+struct ReferenceData;
 }  // namespace ivm
 
 struct ivm_value : ivm::LiveCounted {
@@ -54,6 +55,7 @@ struct ivm_value : ivm::LiveCounted {
   std::vector<uint64_t> words;
   std::shared_ptr<ivm::Serialized> serialized;   // IVM_VALUE_SERIALIZED
   std::shared_ptr<ivm::CopyData> copy;           // IVM_VALUE_EXTERNAL_COPY
+  std::shared_ptr<ivm::ReferenceData> reference; // IVM_VALUE_REFERENCE
 };
 
 namespace ivm {

@@ -15,8 +15,8 @@ import pytest
 import ivm
 
 EXPECTED_ALL = {
-    "Context", "CopyInto", "DisposedError", "ExternalCopy", "HeapStatistics", "Isolate",
-    "IvmError", "JSBigInt", "JSError", "JSMap", "JSPrimitive", "JSRegExp", "MemoryLimitError", "Script", "TerminatedError", "TimeoutError",
+    "Context", "CopyInto", "DerefInto", "DisposedError", "ExternalCopy", "HeapStatistics", "Isolate",
+    "IvmError", "JSBigInt", "JSError", "JSMap", "JSPrimitive", "JSRegExp", "MemoryLimitError", "Reference", "Script", "TerminatedError", "TimeoutError",
     "TransferError", "Undefined", "set_ignored_error_handler", "undefined", "v8_version",
 }
 

@@ -1,0 +1,406 @@
+"""``ivm.Reference``: a handle to a value that stays inside its isolate."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from ._async import submit, submit_ignored
+from ._copy import _Marker, arguments_copy, to_value
+from ._errors import check, raise_error
+from ._ffi import ffi, lib
+from ._handle import Handle
+from ._options import eval_options, result_flags, result_options_flags
+from ._value import _tls, take, value_out
+
+__all__ = ["DerefInto", "Reference"]
+
+_NULL = ffi.NULL
+
+
+def _key(key: object) -> Any:
+    if type(key) is str or (type(key) is int):
+        return to_value(key, False)
+    raise TypeError(f"a property key must be a str or an int, not {type(key).__name__}")
+
+
+def _out() -> Any:
+    try:
+        return _tls.out
+    except AttributeError:
+        return value_out()
+
+
+class Reference(Handle, _Marker):
+    """A reference to a JavaScript value that stays in its isolate
+    (isolated-vm's ``Reference``).
+
+    Made by ``eval_sync(..., reference=True)``, ``Context.global_`` and
+    ``get_sync(..., reference=True)``. Every operation is a call into the
+    value's isolate, in the context where the reference was made, with a
+    ``timeout`` and the result options of :meth:`Context.eval_sync`
+    (``copy``, ``external_copy``, ``reference``, ``promise``). Each has an
+    async twin (``get``, ``set``, ``delete``, ``apply``, ``copy``) and a
+    fire-and-forget one (``*_ignored``). :meth:`release` is idempotent; a
+    released reference, or one whose isolate is disposed, raises
+    :class:`ivm.DisposedError`.
+    """
+
+    __slots__ = ()
+    _free = lib.ivm_reference_free
+    _dispose = lib.ivm_reference_release
+
+    @classmethod
+    def _wrap(cls, ptr: Any) -> Reference:
+        self = cls.__new__(cls)
+        Handle.__init__(self, ptr)
+        return self
+
+    def __init__(self) -> None:
+        raise TypeError("References are made by eval_sync(..., reference=True) or Context.global_")
+
+    def __repr__(self) -> str:
+        return f"<ivm.Reference to a {self.typeof}>"
+
+    @property
+    def typeof(self) -> str:
+        """``typeof`` the referenced value, as when the reference was made."""
+        p = ffi.new("const char **")
+        n = ffi.new("size_t *")
+        lib.ivm_reference_typeof(self._ptr, p, n)
+        text: str = ffi.unpack(p[0], n[0]).decode("utf-8", "surrogatepass")
+        return text
+
+    def release(self) -> None:
+        """Releases the reference. Idempotent; never blocks."""
+        check(lib.ivm_reference_release(self._ptr))
+
+    # --- get
+
+    def get_sync(
+        self,
+        key: str | int,
+        *,
+        copy: bool = False,
+        external_copy: bool = False,
+        reference: bool = False,
+        promise: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """``value[key]`` (getters run, under ``timeout``), returned in the form
+        the options ask for (primitives always pass)."""
+        flags = result_flags(promise, copy, external_copy, False, reference)
+        opts, _keep = eval_options(timeout, flags=flags)
+        k = _key(key)
+        out = _out()
+        try:
+            err = lib.ivm_reference_get(self._ptr, k, opts, out)
+        finally:
+            lib.ivm_value_free(k)
+        if err:
+            raise_error(err)
+        return take(out[0])
+
+    async def get(
+        self,
+        key: str | int,
+        *,
+        copy: bool = False,
+        external_copy: bool = False,
+        reference: bool = False,
+        promise: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """The async twin of :meth:`get_sync`."""
+        flags = result_flags(promise, copy, external_copy, False, reference)
+        opts, _keep = eval_options(timeout, flags=flags)
+        return await _submit_owned(self, lib.ivm_reference_get_async, [_key(key)], opts)
+
+    def get_ignored(self, key: str | int, *, timeout: float | None = None) -> None:
+        """Queues :meth:`get` (getters run) and returns at once."""
+        opts, keep = eval_options(timeout)
+        k = _key(key)
+        ptr = self._ptr
+        submit_ignored(
+            lambda done, ud, job: lib.ivm_reference_get_async(ptr, k, opts, done, ud, job),
+            lib.ivm_value_free,
+        )
+        del keep
+
+    # --- set
+
+    def set_sync(
+        self, key: str | int, value: object, *, copy: bool = False, timeout: float | None = None
+    ) -> bool:
+        """``value[key] = value`` (setters run); returns whether it was set.
+
+        ``value``: primitives, markers (``copy_into()``, ``deref_into()``) and
+        callbacks pass as they are; other values need ``copy=True``."""
+        v = to_value(value, _bool("copy", copy), borrow=True)
+        opts, _keep = eval_options(timeout)
+        k = _key(key)
+        out = _out()
+        try:
+            err = lib.ivm_reference_set(self._ptr, k, v, opts, out)
+        finally:
+            lib.ivm_value_free(k)
+            lib.ivm_value_free(v)
+        if err:
+            raise_error(err)
+        return bool(take(out[0]))
+
+    async def set(
+        self, key: str | int, value: object, *, copy: bool = False, timeout: float | None = None
+    ) -> bool:
+        """The async twin of :meth:`set_sync`."""
+        opts, _keep = eval_options(timeout)
+        values = [_key(key)]
+        try:
+            values.append(to_value(value, _bool("copy", copy)))
+        except BaseException:
+            lib.ivm_value_free(values[0])
+            raise
+        return bool(await _submit_owned(self, lib.ivm_reference_set_async, values, opts))
+
+    def set_ignored(
+        self, key: str | int, value: object, *, copy: bool = False, timeout: float | None = None
+    ) -> None:
+        """Queues :meth:`set` and returns at once."""
+        opts, keep = eval_options(timeout)
+        k = _key(key)
+        try:
+            v = to_value(value, _bool("copy", copy))
+        except BaseException:
+            lib.ivm_value_free(k)
+            raise
+        ptr = self._ptr
+        submit_ignored(
+            lambda done, ud, job: lib.ivm_reference_set_async(ptr, k, v, opts, done, ud, job),
+            lib.ivm_value_free,
+        )
+        del keep
+
+    # --- delete
+
+    def delete_sync(self, key: str | int, *, timeout: float | None = None) -> bool:
+        """``delete value[key]``; returns whether it succeeded."""
+        opts, _keep = eval_options(timeout)
+        k = _key(key)
+        out = _out()
+        try:
+            err = lib.ivm_reference_delete(self._ptr, k, opts, out)
+        finally:
+            lib.ivm_value_free(k)
+        if err:
+            raise_error(err)
+        return bool(take(out[0]))
+
+    async def delete(self, key: str | int, *, timeout: float | None = None) -> bool:
+        """The async twin of :meth:`delete_sync`."""
+        opts, _keep = eval_options(timeout)
+        return bool(await _submit_owned(self, lib.ivm_reference_delete_async, [_key(key)], opts))
+
+    def delete_ignored(self, key: str | int, *, timeout: float | None = None) -> None:
+        """Queues :meth:`delete` and returns at once."""
+        opts, keep = eval_options(timeout)
+        k = _key(key)
+        ptr = self._ptr
+        submit_ignored(
+            lambda done, ud, job: lib.ivm_reference_delete_async(ptr, k, opts, done, ud, job),
+            lib.ivm_value_free,
+        )
+        del keep
+
+    # --- apply
+
+    def _apply_values(
+        self, receiver: object, arguments: Iterable[object], arguments_options: Any
+    ) -> tuple[Any, list[Any]]:
+        if isinstance(arguments, (str, bytes)) or not isinstance(arguments, Iterable):
+            raise TypeError(
+                f"arguments must be a list or tuple of values, not {type(arguments).__name__}"
+            )
+        copy = arguments_copy(arguments_options)
+        values: list[Any] = []
+        recv = _NULL
+        try:
+            if receiver is not None:
+                recv = to_value(receiver, copy)
+            for arg in arguments:
+                values.append(to_value(arg, copy))
+        except BaseException:
+            for v in values:
+                lib.ivm_value_free(v)
+            if recv != _NULL:
+                lib.ivm_value_free(recv)
+            raise
+        return recv, values
+
+    def apply_sync(
+        self,
+        receiver: object,
+        arguments: Iterable[object] = (),
+        *,
+        arguments_options: Mapping[str, object] | None = None,
+        result_options: Mapping[str, object] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Calls the referenced function with ``this`` = ``receiver`` (``None``:
+        undefined) and ``arguments``; returns its result in the form
+        ``result_options`` asks for (``copy``, ``external_copy``,
+        ``reference``, ``promise``). Arguments pass as for
+        :meth:`Context.eval_closure_sync`."""
+        flags = result_options_flags(result_options)
+        opts, _keep = eval_options(timeout, flags=flags)
+        recv, values = self._apply_values(receiver, arguments, arguments_options)
+        out = _out()
+        try:
+            argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
+            err = lib.ivm_reference_apply(self._ptr, recv, argv, len(values), opts, out)
+        finally:
+            for v in values:
+                lib.ivm_value_free(v)
+            if recv != _NULL:
+                lib.ivm_value_free(recv)
+        if err:
+            raise_error(err)
+        return take(out[0])
+
+    async def apply(
+        self,
+        receiver: object,
+        arguments: Iterable[object] = (),
+        *,
+        arguments_options: Mapping[str, object] | None = None,
+        result_options: Mapping[str, object] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """The async twin of :meth:`apply_sync`."""
+        flags = result_options_flags(result_options)
+        opts, _keep = eval_options(timeout, flags=flags)
+        recv, values = self._apply_values(receiver, arguments, arguments_options)
+        argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
+        started = False
+        ptr = self._ptr
+
+        def start(done: Any, ud: Any, job: Any) -> Any:
+            nonlocal started
+            started = True  # libivm owns the values from here on
+            return lib.ivm_reference_apply_async(ptr, recv, argv, len(values), opts, done, ud, job)
+
+        try:
+            return await submit(ptr, start, (), take, lib.ivm_reference_cancel_job)
+        finally:
+            if not started:
+                for v in values:
+                    lib.ivm_value_free(v)
+                if recv != _NULL:
+                    lib.ivm_value_free(recv)
+
+    def apply_ignored(
+        self,
+        receiver: object,
+        arguments: Iterable[object] = (),
+        *,
+        arguments_options: Mapping[str, object] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Queues :meth:`apply` and returns at once."""
+        opts, keep = eval_options(timeout)
+        recv, values = self._apply_values(receiver, arguments, arguments_options)
+        argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
+        ptr = self._ptr
+        submit_ignored(
+            lambda done, ud, job: lib.ivm_reference_apply_async(
+                ptr, recv, argv, len(values), opts, done, ud, job
+            ),
+            lib.ivm_value_free,
+        )
+        del keep
+
+    # --- the value itself
+
+    def copy_sync(self, *, timeout: float | None = None) -> Any:
+        """A structured copy of the referenced value (docs/values.md)."""
+        opts, _keep = eval_options(timeout, flags=lib.IVM_EVAL_COPY)
+        out = _out()
+        err = lib.ivm_reference_get(self._ptr, _NULL, opts, out)
+        if err:
+            raise_error(err)
+        return take(out[0])
+
+    async def copy(self, *, timeout: float | None = None) -> Any:
+        """The async twin of :meth:`copy_sync`."""
+        opts, _keep = eval_options(timeout, flags=lib.IVM_EVAL_COPY)
+        return await _submit_owned(self, lib.ivm_reference_get_async, [_NULL], opts)
+
+    def _external_copy(self, transfer_out: bool) -> Any:
+        flags = lib.IVM_EVAL_EXTERNAL_COPY | (lib.IVM_EVAL_TRANSFER_OUT if transfer_out else 0)
+        opts, _keep = eval_options(None, flags=flags)
+        out = _out()
+        err = lib.ivm_reference_get(self._ptr, _NULL, opts, out)
+        if err:
+            raise_error(err)
+        return take(out[0])
+
+    def deref(self) -> Any:
+        """Only possible inside the reference's own isolate: from Python, a
+        JavaScript value has no Python identity. Raises ``TypeError``; use
+        :meth:`copy_sync` for its value or :meth:`deref_into` to pass it back
+        into its isolate."""
+        raise TypeError(
+            "deref() of a Reference to a JavaScript value only works inside its isolate; "
+            "use copy_sync() for a Python copy or deref_into() to pass the value itself"
+        )
+
+    def deref_into(self) -> DerefInto:
+        """A marker that becomes the referenced value itself when passed into
+        its own isolate (any other isolate refuses it with TransferError)."""
+        return DerefInto(self)
+
+    def _attach(self, value: Any) -> int:
+        index = ffi.new("size_t *")
+        check(lib.ivm_value_attach_reference(value, self._ptr, 0, index))
+        return int(index[0])
+
+
+class DerefInto(_Marker):
+    """What :meth:`Reference.deref_into` returns."""
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, ref: Reference) -> None:
+        self._ref = ref
+
+    def __repr__(self) -> str:
+        return f"<ivm.Reference.deref_into() of {self._ref!r}>"
+
+    def _attach(self, value: Any) -> int:
+        index = ffi.new("size_t *")
+        check(lib.ivm_value_attach_reference(value, self._ref._ptr, lib.IVM_ATTACH_DEREF, index))
+        return int(index[0])
+
+
+def _bool(what: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be a bool, not {type(value).__name__}")
+    return value
+
+
+async def _submit_owned(ref: Reference, cfunc: Any, values: list[Any], opts: Any) -> Any:
+    """Runs a ``*_async`` reference operation that takes ownership of
+    ``values`` (a key, or a key and a value) once started."""
+    started = False
+    ptr = ref._ptr
+
+    def start(done: Any, ud: Any, job: Any) -> Any:
+        nonlocal started
+        started = True
+        return cfunc(ptr, *values, opts, done, ud, job)
+
+    try:
+        return await submit(ptr, start, (), take, lib.ivm_reference_cancel_job)
+    finally:
+        if not started:
+            for v in values:
+                if v != _NULL:
+                    lib.ivm_value_free(v)

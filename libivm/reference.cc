@@ -1,0 +1,356 @@
+// reference.cc — ivm_reference_t: a handle to a value that stays in its isolate.
+//
+// Operations through a reference (get, set, delete, apply) are calls into the
+// reference's isolate, in the context where the reference was made, with the
+// same timeout, termination and result forms as an evaluation.
+#include "reference.h"
+
+#include "copy.h"
+
+namespace ivm {
+
+namespace {
+constexpr char kReferenceReleased[] = "Reference has been released";
+
+struct RefOp {
+  enum Kind { kGet, kSet, kDelete, kApply } kind = kGet;
+  const ivm_value_t* key = nullptr;        // kGet (NULL: the value itself), kSet, kDelete
+  const ivm_value_t* value = nullptr;      // kSet
+  const ivm_value_t* receiver = nullptr;   // kApply (NULL: undefined)
+  const ivm_value_t* const* args = nullptr;
+  size_t nargs = 0;
+};
+
+ivm_error_t* RunRefOp(const ReferenceData& ref, const RefOp& op, const EvalOptions& o,
+                      ivm_value_t** out) {
+  IsolateHolder& holder = *ref.holder;
+  return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
+    if (ref.record->released()) return MakeError(IVM_ERROR_DISPOSED, kReferenceReleased);
+    v8::Local<v8::Context> context = ref.record->context.Get(isolate);
+    v8::Context::Scope context_scope(context);
+    v8::TryCatch try_catch(isolate);
+    v8::Local<v8::Value> self = ref.record->value.Get(isolate);
+    auto complete = [&](v8::MaybeLocal<v8::Value> result) {
+      return CompleteCall(holder, isolate, context, try_catch, call, result, o.flags, out);
+    };
+    // A host value in this isolate; false: `*err` set or an exception pending.
+    ivm_error_t* err = nullptr;
+    auto convert = [&](const ivm_value_t* v, v8::Local<v8::Value>* dst) -> bool {
+      if (v == nullptr) {
+        *dst = v8::Undefined(isolate);
+        return true;
+      }
+      err = ValueToV8(holder, isolate, context, call, v, dst);
+      return err == nullptr && !dst->IsEmpty();
+    };
+    auto throw_type_error = [&](const char* message) {
+      isolate->ThrowException(v8::Exception::TypeError(
+          v8::String::NewFromUtf8(isolate, message).ToLocalChecked()));
+      return complete({});
+    };
+    switch (op.kind) {
+      case RefOp::kGet:
+      case RefOp::kSet:
+      case RefOp::kDelete: {
+        if (op.kind == RefOp::kGet && op.key == nullptr) return complete(self);
+        if (!self->IsObject()) return throw_type_error("Reference is not an object");
+        v8::Local<v8::Object> object = self.As<v8::Object>();
+        v8::Local<v8::Value> key;
+        if (!convert(op.key, &key)) return err ? err : complete({});
+        if (op.kind == RefOp::kGet) return complete(object->Get(context, key));
+        if (op.kind == RefOp::kDelete) {
+          v8::Maybe<bool> done = object->Delete(context, key);
+          if (done.IsNothing()) return complete({});
+          return complete(v8::Boolean::New(isolate, done.FromJust()));
+        }
+        v8::Local<v8::Value> value;
+        if (!convert(op.value, &value)) return err ? err : complete({});
+        v8::Maybe<bool> done = object->Set(context, key, value);
+        if (done.IsNothing()) return complete({});
+        return complete(v8::Boolean::New(isolate, done.FromJust()));
+      }
+      case RefOp::kApply: {
+        if (!self->IsFunction()) return throw_type_error("Reference is not a function");
+        v8::Local<v8::Value> receiver;
+        if (!convert(op.receiver, &receiver)) return err ? err : complete({});
+        std::vector<v8::Local<v8::Value>> argv(op.nargs);
+        for (size_t i = 0; i < op.nargs; ++i) {
+          if (op.args[i] == nullptr) return InvalidArgument("argument " + std::to_string(i) + " is NULL");
+          if (!convert(op.args[i], &argv[i])) return err ? err : complete({});
+        }
+        return complete(self.As<v8::Function>()->Call(context, receiver,
+                                                      static_cast<int>(op.nargs), argv.data()));
+      }
+    }
+    return InvalidArgument("unknown operation");
+  });
+}
+
+ivm_error_t* CheckOptions(const ivm_eval_options_t* opts) {
+  if (opts != nullptr && opts->struct_size < sizeof(size_t)) return InvalidArgument("bad struct_size");
+  return nullptr;
+}
+
+// Owns the values of an asynchronous operation until its job ends.
+struct OwnedValues {
+  std::vector<std::unique_ptr<ivm_value_t>> values;
+  ivm_value_t* Take(ivm_value_t* v) {
+    if (v) values.emplace_back(v);
+    return v;
+  }
+};
+
+ivm_error_t* QueueRefOp(ivm_reference_t* ref, RefOp op, std::shared_ptr<OwnedValues> owned,
+                        const ivm_eval_options_t* opts, ivm_done_fn done, void* user_data,
+                        uint64_t* out_job) {
+  if (ref == nullptr || done == nullptr) return InvalidArgument("reference or done is NULL");
+  if (ivm_error_t* err = CheckOptions(opts)) return err;
+  EvalOptions o = ReadEvalOptions(opts);
+  o.filename = nullptr;
+  ReferenceData data = ref->data;
+  std::vector<const ivm_value_t*> args;
+  if (op.kind == RefOp::kApply) args.assign(op.args, op.args + op.nargs);
+  return Enqueue(
+      data.holder, done, user_data, FreeValue,
+      [data, op, owned, o, args = std::move(args)](void** result) mutable -> ivm_error_t* {
+        op.args = args.data();
+        return RunRefOp(data, op, o, reinterpret_cast<ivm_value_t**>(result));
+      },
+      out_job);
+}
+
+}  // namespace
+
+std::shared_ptr<ReferenceData> MakeReference(IsolateHolder& holder, v8::Isolate* isolate,
+                                             v8::Local<v8::Context> context,
+                                             v8::Local<v8::Value> value) {
+  auto record = std::make_shared<ReferenceRecord>();
+  record->value.Reset(isolate, value);
+  record->context.Reset(isolate, context);
+  compat::AppendWtf8(isolate, value->TypeOf(isolate), record->type_of);
+  std::shared_ptr<IsolateHolder> shared = holder.shared_from_this();
+  shared->Register(record);
+  auto data = std::make_shared<ReferenceData>();
+  data->holder = shared;
+  data->lease = std::make_shared<Lease>(shared, record);
+  data->record = std::move(record);
+  return data;
+}
+
+}  // namespace ivm
+
+using ivm::Guard;
+using ivm::InvalidArgument;
+
+extern "C" {
+
+IVM_API ivm_error_t* ivm_context_global(ivm_context_t* ctx, ivm_reference_t** out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ctx == nullptr || out == nullptr) return InvalidArgument("context or out is NULL");
+    std::shared_ptr<ivm::ReferenceData> data;
+    ivm::IsolateHolder& holder = *ctx->holder;
+    ivm_error_t* err = holder.Locked([&](v8::Isolate* isolate) -> ivm_error_t* {
+      if (ctx->record->released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kContextReleased);
+      v8::Local<v8::Context> context = ctx->record->context.Get(isolate);
+      v8::Context::Scope scope(context);
+      data = ivm::MakeReference(holder, isolate, context, context->Global());
+      return nullptr;
+    });
+    if (err) return err;
+    auto handle = std::make_unique<ivm_reference>();
+    handle->data = *data;
+    *out = handle.release();
+    return nullptr;
+  });
+}
+
+IVM_API void ivm_reference_typeof(const ivm_reference_t* ref, const char** out, size_t* out_len) {
+  static const char empty[] = "";
+  bool ok = ref != nullptr && ref->data.record;
+  if (out) *out = ok ? ref->data.record->type_of.data() : empty;
+  if (out_len) *out_len = ok ? ref->data.record->type_of.size() : 0;
+}
+
+IVM_API ivm_error_t* ivm_reference_get(ivm_reference_t* ref, const ivm_value_t* key,
+                                       const ivm_eval_options_t* opts, ivm_value_t** out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ref == nullptr || out == nullptr) return InvalidArgument("reference or out is NULL");
+    if (ivm_error_t* err = ivm::CheckOptions(opts)) return err;
+    ivm::RefOp op;
+    op.kind = ivm::RefOp::kGet;
+    op.key = key;
+    return ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
+  });
+}
+
+IVM_API ivm_error_t* ivm_reference_set(ivm_reference_t* ref, const ivm_value_t* key,
+                                       const ivm_value_t* value, const ivm_eval_options_t* opts,
+                                       ivm_value_t** out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ref == nullptr || out == nullptr || key == nullptr || value == nullptr) {
+      return InvalidArgument("reference, key, value or out is NULL");
+    }
+    if (ivm_error_t* err = ivm::CheckOptions(opts)) return err;
+    ivm::RefOp op;
+    op.kind = ivm::RefOp::kSet;
+    op.key = key;
+    op.value = value;
+    return ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
+  });
+}
+
+IVM_API ivm_error_t* ivm_reference_delete(ivm_reference_t* ref, const ivm_value_t* key,
+                                          const ivm_eval_options_t* opts, ivm_value_t** out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ref == nullptr || out == nullptr || key == nullptr) {
+      return InvalidArgument("reference, key or out is NULL");
+    }
+    if (ivm_error_t* err = ivm::CheckOptions(opts)) return err;
+    ivm::RefOp op;
+    op.kind = ivm::RefOp::kDelete;
+    op.key = key;
+    return ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
+  });
+}
+
+IVM_API ivm_error_t* ivm_reference_apply(ivm_reference_t* ref, const ivm_value_t* receiver,
+                                         ivm_value_t* const* args, size_t nargs,
+                                         const ivm_eval_options_t* opts, ivm_value_t** out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ref == nullptr || out == nullptr) return InvalidArgument("reference or out is NULL");
+    if (args == nullptr && nargs != 0) return InvalidArgument("args is NULL");
+    if (nargs > 65535) return InvalidArgument("too many arguments");
+    if (ivm_error_t* err = ivm::CheckOptions(opts)) return err;
+    ivm::RefOp op;
+    op.kind = ivm::RefOp::kApply;
+    op.receiver = receiver;
+    op.args = args;
+    op.nargs = nargs;
+    return ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
+  });
+}
+
+IVM_API ivm_error_t* ivm_reference_get_async(ivm_reference_t* ref, ivm_value_t* key,
+                                             const ivm_eval_options_t* opts, ivm_done_fn done,
+                                             void* user_data, uint64_t* out_job) {
+  auto owned = std::make_shared<ivm::OwnedValues>();
+  owned->Take(key);
+  return Guard([&]() -> ivm_error_t* {
+    ivm::RefOp op;
+    op.kind = ivm::RefOp::kGet;
+    op.key = key;
+    return ivm::QueueRefOp(ref, op, owned, opts, done, user_data, out_job);
+  });
+}
+
+IVM_API ivm_error_t* ivm_reference_set_async(ivm_reference_t* ref, ivm_value_t* key,
+                                             ivm_value_t* value, const ivm_eval_options_t* opts,
+                                             ivm_done_fn done, void* user_data,
+                                             uint64_t* out_job) {
+  auto owned = std::make_shared<ivm::OwnedValues>();
+  owned->Take(key);
+  owned->Take(value);
+  return Guard([&]() -> ivm_error_t* {
+    if (key == nullptr || value == nullptr) return InvalidArgument("key or value is NULL");
+    ivm::RefOp op;
+    op.kind = ivm::RefOp::kSet;
+    op.key = key;
+    op.value = value;
+    return ivm::QueueRefOp(ref, op, owned, opts, done, user_data, out_job);
+  });
+}
+
+IVM_API ivm_error_t* ivm_reference_delete_async(ivm_reference_t* ref, ivm_value_t* key,
+                                                const ivm_eval_options_t* opts, ivm_done_fn done,
+                                                void* user_data, uint64_t* out_job) {
+  auto owned = std::make_shared<ivm::OwnedValues>();
+  owned->Take(key);
+  return Guard([&]() -> ivm_error_t* {
+    if (key == nullptr) return InvalidArgument("key is NULL");
+    ivm::RefOp op;
+    op.kind = ivm::RefOp::kDelete;
+    op.key = key;
+    return ivm::QueueRefOp(ref, op, owned, opts, done, user_data, out_job);
+  });
+}
+
+IVM_API ivm_error_t* ivm_reference_apply_async(ivm_reference_t* ref, ivm_value_t* receiver,
+                                               ivm_value_t** args, size_t nargs,
+                                               const ivm_eval_options_t* opts, ivm_done_fn done,
+                                               void* user_data, uint64_t* out_job) {
+  auto owned = std::make_shared<ivm::OwnedValues>();
+  try {
+    owned->Take(receiver);
+    for (size_t i = 0; args && i < nargs; ++i) owned->Take(args[i]);
+  } catch (...) {
+    return ivm::MakeError(IVM_ERROR_INTERNAL, "out of memory");
+  }
+  return Guard([&]() -> ivm_error_t* {
+    if (args == nullptr && nargs != 0) return InvalidArgument("args is NULL");
+    if (nargs > 65535) return InvalidArgument("too many arguments");
+    ivm::RefOp op;
+    op.kind = ivm::RefOp::kApply;
+    op.receiver = receiver;
+    op.args = args;
+    op.nargs = nargs;
+    return ivm::QueueRefOp(ref, op, owned, opts, done, user_data, out_job);
+  });
+}
+
+IVM_API void ivm_reference_cancel_job(ivm_reference_t* ref, uint64_t job) {
+  if (ref == nullptr) return;
+  try {
+    ref->data.holder->CancelJob(job);
+  } catch (...) {
+  }
+}
+
+IVM_API ivm_error_t* ivm_reference_release(ivm_reference_t* ref) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ref == nullptr) return InvalidArgument("reference is NULL");
+    ref->data.holder->Release(ref->data.record);
+    return nullptr;
+  });
+}
+
+IVM_API void ivm_reference_free(ivm_reference_t* ref) {
+  if (ref == nullptr) return;
+  try {
+    delete ref;
+  } catch (...) {
+  }
+}
+
+IVM_API ivm_error_t* ivm_value_reference(const ivm_value_t* value, ivm_reference_t** out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (value == nullptr || out == nullptr) return InvalidArgument("value or out is NULL");
+    if (value->kind != IVM_VALUE_REFERENCE || !value->reference) {
+      return InvalidArgument("not a reference value");
+    }
+    auto handle = std::make_unique<ivm_reference>();
+    handle->data = *value->reference;
+    *out = handle.release();
+    return nullptr;
+  });
+}
+
+IVM_API ivm_error_t* ivm_value_attach_reference(ivm_value_t* value, ivm_reference_t* ref,
+                                                uint32_t flags, size_t* index_out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (value == nullptr || value->kind != IVM_VALUE_SERIALIZED || !value->serialized) {
+      return InvalidArgument("not a serialized value");
+    }
+    if (ref == nullptr) return InvalidArgument("reference is NULL");
+    if (ref->data.record->released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kReferenceReleased);
+    ivm::Attachment a;
+    a.kind = ivm::Attachment::kReference;
+    a.reference = std::make_shared<ivm::ReferenceData>(ref->data);
+    a.flags = flags;
+    auto& atts = value->serialized->attachments;
+    if (index_out) *index_out = atts.size();
+    atts.push_back(std::move(a));
+    return nullptr;
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,38 @@
+// reference.h — references to values inside an isolate. Nothing here is ABI.
+#ifndef IVM_REFERENCE_H
+#define IVM_REFERENCE_H
+
+#include "context.h"
+
+namespace ivm {
+
+class ReferenceRecord final : public Resource {
+ public:
+  void ResetLocked() override {
+    value.Reset();
+    context.Reset();
+  }
+  v8::Global<v8::Value> value;
+  v8::Global<v8::Context> context;   // where calls through the reference run
+  std::string type_of;               // `typeof value`, fixed at creation
+};
+
+// A reference in transit (a value of kind IVM_VALUE_REFERENCE, an attachment).
+struct ReferenceData {
+  std::shared_ptr<IsolateHolder> holder;
+  std::shared_ptr<ReferenceRecord> record;
+  std::shared_ptr<Lease> lease;
+};
+
+// A new reference to `value` (isolate locked, `context` entered).
+std::shared_ptr<ReferenceData> MakeReference(IsolateHolder& holder, v8::Isolate* isolate,
+                                             v8::Local<v8::Context> context,
+                                             v8::Local<v8::Value> value);
+
+}  // namespace ivm
+
+struct ivm_reference : ivm::LiveCounted {
+  ivm::ReferenceData data;
+};
+
+#endif  // IVM_REFERENCE_H
