@@ -939,6 +939,95 @@ IVM_API ivm_error_t *ivm_value_attach_reference(ivm_value_t *value, ivm_referenc
                                                 uint32_t flags, size_t *index_out);
 
 /* ------------------------------------------------------------------------- */
+/* Callbacks: host functions called from JavaScript                          */
+/* ------------------------------------------------------------------------- */
+
+/** A host function that JavaScript can call (made with ivm_callback_new()). */
+typedef struct ivm_callback ivm_callback_t;
+/** The arguments of one call of a host function; valid during the call. */
+typedef struct ivm_call ivm_call_t;
+/** A host function's promised result (ivm_call_defer()). */
+typedef struct ivm_deferred ivm_deferred_t;
+
+/**
+ * A host function. Runs on the thread running the JavaScript that calls it
+ * (the caller's thread for synchronous calls, a pool thread for queued ones),
+ * with the isolate locked: it may call back into the same isolate
+ * synchronously, not into another one from a pool thread (DEADLOCK).
+ * Return NULL and set `*out` to a new value (ownership moves to libivm; NULL
+ * or unset: undefined), or return an error (ownership moves too): JavaScript
+ * sees a thrown Error with its name and message (see ivm_error_new_host()).
+ * After ivm_call_defer(), `*out` is ignored and JavaScript gets a promise.
+ */
+typedef ivm_error_t *(*ivm_host_fn)(void *user_data, ivm_call_t *call, ivm_value_t **out);
+
+/**
+ * A new callback. Inserted into an isolate (ivm_value_attach_callback()), it
+ * becomes a JavaScript function calling `fn(user_data, ...)`. `finalize`
+ * (may be NULL) runs once, on any thread, when the handle is freed and no
+ * JavaScript function made from it remains; also when this call fails.
+ * `flags`: 0. Threads: any. Errors: INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_callback_new(ivm_host_fn fn, void *user_data,
+                                      void (*finalize)(void *user_data), uint32_t flags,
+                                      ivm_callback_t **out);
+
+/** Frees the handle; NULL is a no-op. Threads: any. Since: 0.2 */
+IVM_API void ivm_callback_free(ivm_callback_t *cb);
+
+/** Appends a callback attachment to a serialized value (`_att(index)` in the
+ * stream): it enters an isolate as a function. Since: 0.2 */
+IVM_API ivm_error_t *ivm_value_attach_callback(ivm_value_t *value, ivm_callback_t *cb,
+                                               size_t *index_out);
+
+/** The number of arguments. Since: 0.2 */
+IVM_API size_t ivm_call_argc(const ivm_call_t *call);
+
+/** Argument `index` as a host value (a primitive or a structured copy;
+ * borrowed, valid during the call); NULL past the end. Since: 0.2 */
+IVM_API const ivm_value_t *ivm_call_arg(const ivm_call_t *call, size_t index);
+
+/**
+ * Makes the call's JavaScript result a promise, settled later (from any
+ * thread) with ivm_deferred_resolve() or ivm_deferred_reject(). Once per
+ * call. The promise settles inside the isolate: during a call waiting on it
+ * (IVM_EVAL_PROMISE), or in a queued job. Errors: INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_call_defer(ivm_call_t *call, ivm_deferred_t **out);
+
+/** Resolves the promise with `value` (owned; NULL: undefined). Once.
+ * Threads: any; never blocks. Errors: DISPOSED, INVALID_ARGUMENT. Since: 0.2 */
+IVM_API ivm_error_t *ivm_deferred_resolve(ivm_deferred_t *d, ivm_value_t *value);
+
+/** Rejects the promise with an Error made from `error` (owned). Once. Since: 0.2 */
+IVM_API ivm_error_t *ivm_deferred_reject(ivm_deferred_t *d, ivm_error_t *error);
+
+/** Frees the handle; an unsettled promise is rejected. Threads: any. Since: 0.2 */
+IVM_API void ivm_deferred_free(ivm_deferred_t *d);
+
+enum {
+  /** ivm_error_new_host: stop all JavaScript of the isolate instead of
+   * throwing (the host is shutting down: an interrupt). The outermost call
+   * fails with IVM_ERROR_TERMINATED carrying the token. Since: 0.2 */
+  IVM_HOST_ERROR_ABORT = 1
+};
+
+/**
+ * An error for a host function to return: JavaScript sees an Error with
+ * `name` ("TypeError", "RangeError", ... pick the matching constructor) and
+ * `message`. A non-zero `token` travels with the thrown Error: if it ends the
+ * host's outermost call, that call's error has the same token
+ * (ivm_error_host_token()), so the host can recognise its own error.
+ * NULL only when memory is exhausted. Threads: any. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_error_new_host(const char *name, size_t name_len,
+                                        const char *message, size_t message_len,
+                                        uint64_t token, uint32_t flags);
+
+/** The host token of an error (0: none). Threads: any. Since: 0.2 */
+IVM_API uint64_t ivm_error_host_token(const ivm_error_t *err);
+
+/* ------------------------------------------------------------------------- */
 /* Diagnostics                                                               */
 /* ------------------------------------------------------------------------- */
 

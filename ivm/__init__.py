@@ -34,6 +34,7 @@ Rules:
 from __future__ import annotations
 
 from ._async import set_ignored_error_handler as set_ignored_error_handler
+from ._callback import Callback as Callback
 from ._context import Context as Context
 from ._copy import JSBigInt as JSBigInt
 from ._copy import JSMap as JSMap
@@ -66,6 +67,7 @@ __version__: str = (
 v8_version: str = _ffi.string(_lib.ivm_v8_version()).decode()
 
 __all__ = [
+    "Callback",
     "Context",
     "CopyInto",
     "DerefInto",

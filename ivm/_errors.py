@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
+import itertools
 from typing import Any, NoReturn
 
 from ._ffi import ffi, lib
@@ -81,18 +83,48 @@ _SIMPLE: dict[int, type[Exception]] = {
 }
 
 
+# Exceptions raised by host callbacks, by the token their JavaScript Error
+# carries: when that Error ends the host's call, the original is re-raised.
+# Bounded: an Error that JavaScript caught and dropped is forgotten later.
+_host_errors: dict[int, BaseException] = {}
+_host_tokens = itertools.count(1)
+_MAX_HOST_ERRORS = 4096
+
+
+def stash_host_error(exc: BaseException) -> int:
+    """Remembers `exc` (raised by a callback) and returns its token."""
+    token = next(_host_tokens)
+    if len(_host_errors) >= _MAX_HOST_ERRORS:
+        with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+            del _host_errors[next(iter(_host_errors))]
+    _host_errors[token] = exc
+    return token
+
+
 def error_from(err: Any) -> Exception:
-    """The exception for a libivm error, which this frees."""
+    """The exception for a libivm error, which this frees. A host callback's
+    own exception comes back as itself (its ``__cause__`` the JavaScript
+    error it became); ``KeyboardInterrupt`` and ``SystemExit`` too."""
     try:
         kind = lib.ivm_error_kind(err)
         message = _text(lib.ivm_error_message, err)
+        exc: Exception
         if kind == lib.IVM_ERROR_JS_EXCEPTION:
-            return JSError(
+            exc = JSError(
                 message,
                 name=_text(lib.ivm_error_name, err),
                 stack=_text(lib.ivm_error_stack, err),
             )
-        return _SIMPLE.get(kind, IvmError)(message)
+        else:
+            exc = _SIMPLE.get(kind, IvmError)(message)
+        token = lib.ivm_error_host_token(err)
+        if token:
+            original = _host_errors.pop(int(token), None)
+            if original is not None:
+                if kind == lib.IVM_ERROR_JS_EXCEPTION:
+                    original.__cause__ = exc
+                return original  # type: ignore[return-value]
+        return exc
     finally:
         lib.ivm_error_free(err)
 

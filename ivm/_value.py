@@ -76,50 +76,57 @@ def take(v: Any) -> Any:
         if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
             return int(x)
         return x
-    kind = _kind(v)
-    if kind == 4:  # a NaN
-        _free(v)
-        return x
     try:
-        if kind == _STRING:
-            p = ffi.new("const char **")
-            n = ffi.new("size_t *")
-            lib.ivm_value_string(v, p, n)
-            text: str = ffi.unpack(p[0], n[0]).decode("utf-8", "surrogatepass")
-            return text
-        if kind == lib.IVM_VALUE_UNDEFINED:
-            return undefined
-        if kind == lib.IVM_VALUE_NULL:
-            return None
-        if kind == lib.IVM_VALUE_BOOLEAN:
-            return bool(lib.ivm_value_boolean(v))
-        if kind == lib.IVM_VALUE_BIGINT:
-            neg = ffi.new("int *")
-            words = ffi.new("const uint64_t **")
-            count = ffi.new("size_t *")
-            lib.ivm_value_bigint(v, neg, words, count)
-            if count[0] == 0:
-                return 0
-            magnitude = int.from_bytes(ffi.buffer(words[0], count[0] * 8), "little")
-            return -magnitude if neg[0] else magnitude
-        if kind == 7:  # IVM_VALUE_SERIALIZED
-            from ._copy import load_value
-
-            return load_value(v)
-        if kind == 8:  # IVM_VALUE_EXTERNAL_COPY
-            from ._external_copy import ExternalCopy
-            from ._errors import check
-
-            out = ffi.new("ivm_external_copy_t **")
-            check(lib.ivm_value_external_copy(v, out))
-            return ExternalCopy._wrap(out[0])
-        if kind == 9:  # IVM_VALUE_REFERENCE
-            from ._reference import Reference
-            from ._errors import check
-
-            ref = ffi.new("ivm_reference_t **")
-            check(lib.ivm_value_reference(v, ref))
-            return Reference._wrap(ref[0])
-        raise TypeError(f"libivm returned a value of unknown kind {kind}")
+        return peek(v)
     finally:
         _free(v)
+
+
+def peek(v: Any) -> Any:
+    """Converts a libivm value (borrowed: not freed)."""
+    kind = _kind(v)
+    if kind == 4:  # a number
+        x: float = _number(v)
+        if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
+            return int(x)
+        return x
+    if kind == _STRING:
+        p = ffi.new("const char **")
+        n = ffi.new("size_t *")
+        lib.ivm_value_string(v, p, n)
+        text: str = ffi.unpack(p[0], n[0]).decode("utf-8", "surrogatepass")
+        return text
+    if kind == lib.IVM_VALUE_UNDEFINED:
+        return undefined
+    if kind == lib.IVM_VALUE_NULL:
+        return None
+    if kind == lib.IVM_VALUE_BOOLEAN:
+        return bool(lib.ivm_value_boolean(v))
+    if kind == lib.IVM_VALUE_BIGINT:
+        neg = ffi.new("int *")
+        words = ffi.new("const uint64_t **")
+        count = ffi.new("size_t *")
+        lib.ivm_value_bigint(v, neg, words, count)
+        if count[0] == 0:
+            return 0
+        magnitude = int.from_bytes(ffi.buffer(words[0], count[0] * 8), "little")
+        return -magnitude if neg[0] else magnitude
+    if kind == 7:  # IVM_VALUE_SERIALIZED
+        from ._copy import load_value
+
+        return load_value(v)
+    if kind == 8:  # IVM_VALUE_EXTERNAL_COPY
+        from ._errors import check
+        from ._external_copy import ExternalCopy
+
+        out = ffi.new("ivm_external_copy_t **")
+        check(lib.ivm_value_external_copy(v, out))
+        return ExternalCopy._wrap(out[0])
+    if kind == 9:  # IVM_VALUE_REFERENCE
+        from ._errors import check
+        from ._reference import Reference
+
+        ref = ffi.new("ivm_reference_t **")
+        check(lib.ivm_value_reference(v, ref))
+        return Reference._wrap(ref[0])
+    raise TypeError(f"libivm returned a value of unknown kind {kind}")

@@ -10,6 +10,7 @@
 // can choose besides length-prefixed data.
 #include "copy.h"
 
+#include "callback.h"
 #include "reference.h"
 
 #include <cmath>
@@ -1426,6 +1427,15 @@ class Reader {
         if (att == nullptr) return false;
         if (att->kind == Attachment::kCopy && att->copy) return InsertCopy(*att);
         if (att->kind == Attachment::kReference && att->reference) return InsertReference(*att);
+        if (att->kind == Attachment::kCallback && att->callback) {
+          v8::Local<v8::Function> fn;
+          if (!MakeHostFunction(holder_, isolate_, context_, att->callback).ToLocal(&fn)) {
+            exception_ = true;
+            return false;
+          }
+          Push(fn);
+          return true;
+        }
         return false;
       }
       case Tag::kError: return Error(arg);

@@ -13,6 +13,7 @@ namespace ivm {
 
 class CopyData;
 struct ReferenceData;
+struct CallbackData;
 
 struct Attachment {
   enum Kind {
@@ -29,6 +30,7 @@ struct Attachment {
   size_t length = 0;            // kBorrowed
   std::shared_ptr<CopyData> copy;   // kCopy
   std::shared_ptr<ReferenceData> reference;   // kReference
+  std::shared_ptr<CallbackData> callback;     // kCallback
   uint32_t flags = 0;               // kCopy: IVM_COPY_INTO_*; kReference: IVM_ATTACH_*
   bool moved = false;   // kBuffer: the store belongs to this copy alone (transferred)
 

@@ -7,6 +7,7 @@
 // (accessors and Proxies are never invoked), and the stack is formatted here
 // from the frames V8 captured when the error was created or thrown.
 #include "internal.h"
+#include "callback.h"
 
 #include <cmath>
 
@@ -135,6 +136,9 @@ ivm_error_t* ErrorFromValue(v8::Isolate* isolate, v8::Local<v8::Context> context
       err->message = PrimitiveToString(isolate, context, exception);
     }
   }
+
+  uint64_t token = 0;
+  if (ReadHostToken(isolate, context, exception, &token)) err->host_token = token;
 
   // "Name: message", then the frames.
   if (err->name.empty()) {

@@ -38,6 +38,8 @@ struct ivm_error : ivm::LiveCounted {
   std::string name;
   std::string stack;
   bool thrown_primitive = false;
+  uint64_t host_token = 0;   // set by the host (ivm_error_new_host)
+  bool host_abort = false;   // IVM_HOST_ERROR_ABORT
 };
 
 namespace ivm {
@@ -222,6 +224,14 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   v8::Local<v8::Context> CompileContextLocked();
   void Terminate();
   void Register(const std::shared_ptr<Resource>& resource);
+  // Releases `resource` without touching V8 now (from a GC callback); it is
+  // dropped at the start or end of the next call.
+  void ReleaseLater(Resource* resource);
+  // The innermost call running on the owner thread (nullptr: none).
+  const CallState* CurrentCall() const { return active_.empty() ? nullptr : active_.back(); }
+  // A host function asked to stop all JavaScript (KeyboardInterrupt...):
+  // terminates every call; the outermost one's error carries `token`.
+  void AbortFromHost(uint64_t token);
   // Releases `resource` now if the isolate can be locked without waiting,
   // otherwise at the start or end of the next call.
   void Release(const std::shared_ptr<Resource>& resource);
@@ -299,6 +309,13 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   uint64_t unique_id_ = 0;
   bool cpu_clock_ = false;   // measure the current call with the thread CPU clock
   int64_t call_cpu_start_ = 0, call_wall_start_ = 0;
+  uint64_t abort_token_ = 0;   // owner thread
+ public:
+  uint64_t TakeAbortToken() {
+    uint64_t t = abort_token_;
+    abort_token_ = 0;
+    return t;
+  }
 };
 
 // ---------------------------------------------------------------------------
@@ -378,6 +395,13 @@ ivm_error_t* IsolateHolder::Run(uint64_t timeout_ns, F&& body) {
       // creating a context): the result cannot be trusted.
       error = MakeError(IVM_ERROR_MEMORY_LIMIT,
                         "Isolate was disposed during execution due to memory limit");
+    }
+  }
+  if (depth_ == 0) {
+    uint64_t token = TakeAbortToken();
+    if (token != 0 && error != nullptr && error->kind == IVM_ERROR_TERMINATED) {
+      error->host_token = token;
+      error->host_abort = true;
     }
   }
   if (depth_ == 0 && (oom_.load() || dispose_requested_.load())) DisposeLocked();

@@ -307,6 +307,22 @@ void IsolateHolder::OnTimeout(uint64_t call_id) {
   }
 }
 
+void IsolateHolder::AbortFromHost(uint64_t token) {
+  if (abort_token_ == 0) abort_token_ = token;
+  Terminate();
+}
+
+void IsolateHolder::ReleaseLater(Resource* resource) {
+  std::lock_guard<std::mutex> lock(resources_mutex_);
+  auto it = resources_.find(resource);
+  if (it == resources_.end()) return;
+  resource->released_.store(true);
+  DropRef();
+  to_release_.push_back(std::move(it->second));
+  resources_.erase(it);
+  has_released_.store(true, std::memory_order_release);
+}
+
 void IsolateHolder::Terminate() {
   std::lock_guard<std::mutex> lock(state_mutex_);
   if (active_.empty()) return;

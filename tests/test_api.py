@@ -15,7 +15,7 @@ import pytest
 import ivm
 
 EXPECTED_ALL = {
-    "Context", "CopyInto", "DerefInto", "DisposedError", "ExternalCopy", "HeapStatistics", "Isolate",
+    "Callback", "Context", "CopyInto", "DerefInto", "DisposedError", "ExternalCopy", "HeapStatistics", "Isolate",
     "IvmError", "JSBigInt", "JSError", "JSMap", "JSPrimitive", "JSRegExp", "MemoryLimitError", "Reference", "Script", "TerminatedError", "TimeoutError",
     "TransferError", "Undefined", "set_ignored_error_handler", "undefined", "v8_version",
 }

@@ -1,0 +1,232 @@
+"""``ivm.Callback``: a Python function that JavaScript can call."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from typing import Any, Callable, Final
+
+from ._copy import _Marker, to_value
+from ._errors import check, stash_host_error
+from ._ffi import ffi, lib
+from ._value import peek
+
+__all__ = ["Callback"]
+
+_log = logging.getLogger("ivm")
+_MODES: Final = ("sync", "async", "ignored")
+# The state of every live callback, by the address of its cffi handle: kept
+# alive until libivm finalizes the callback.
+_live: dict[int, tuple[_State, Any]] = {}
+# asyncio tasks running async callbacks (the loop holds tasks weakly).
+_tasks: set[Any] = set()
+
+
+class _State:
+    __slots__ = ("fn", "mode", "asyncio_loop", "trio_token")
+
+    def __init__(self, fn: Callable[..., Any], mode: str) -> None:
+        self.fn = fn
+        self.mode = mode
+        self.asyncio_loop: Any = None
+        self.trio_token: Any = None
+
+    def capture_loop(self) -> bool:
+        import asyncio
+
+        try:
+            self.asyncio_loop = asyncio.get_running_loop()
+            return True
+        except RuntimeError:
+            pass
+        trio = sys.modules.get("trio")
+        if trio is not None and trio.lowlevel.in_trio_task():
+            self.trio_token = trio.lowlevel.current_trio_token()
+            return True
+        return False
+
+    def post(self, fn: Callable[[], Any]) -> bool:
+        """Runs `fn` soon on the captured loop; False if that loop is gone."""
+        try:
+            if self.asyncio_loop is not None:
+                self.asyncio_loop.call_soon_threadsafe(fn)
+                return True
+            if self.trio_token is not None:
+                self.trio_token.run_sync_soon(fn)
+                return True
+        except RuntimeError:   # loop closed / trio.RunFinishedError
+            return False
+        return False
+
+    def spawn(self, coro_fn: Callable[[], Any]) -> None:
+        """On the loop's thread: starts `coro_fn()` as a task."""
+        if self.asyncio_loop is not None:
+            task = self.asyncio_loop.create_task(coro_fn())
+            _tasks.add(task)
+            task.add_done_callback(_tasks.discard)
+        else:
+            import trio
+
+            trio.lowlevel.spawn_system_task(coro_fn)
+
+
+class Callback(_Marker):
+    """A Python function that JavaScript can call (isolated-vm's ``Callback``).
+
+    Set it on a context (``context.global_.set_sync("log", ivm.Callback(print))``)
+    or pass it as an argument: in the isolate it is a function. Arguments
+    arrive as Python values (primitives and structured copies,
+    docs/values.md); the result goes back as a copy. A Python exception
+    becomes a JavaScript ``Error`` with the exception's type name and message
+    (no traceback, no Python object reaches JavaScript); if it propagates out
+    of the host's call, the original exception is raised there, with the
+    JavaScript error as its ``__cause__``. ``KeyboardInterrupt`` and
+    ``SystemExit`` stop the JavaScript and propagate.
+
+    ``mode``:
+
+    - ``"sync"`` (default): JavaScript waits for ``fn``, which runs on the
+      thread running the JavaScript.
+    - ``"async"``: JavaScript gets a Promise at once; ``fn`` (a plain or a
+      coroutine function) runs on the event loop (asyncio or trio) that was
+      running when the Callback was made, and its result settles the promise.
+      An isolate waiting on that promise (``promise=True``) must do so
+      asynchronously (``await context.eval(...)``) or from another thread,
+      or the loop could never run ``fn``.
+    - ``"ignored"``: JavaScript gets ``undefined`` at once; ``fn`` runs later
+      on that event loop (or at once, with no loop), and its errors are
+      logged on the ``ivm`` logger.
+    """
+
+    __slots__ = ("_ptr", "_fn", "_mode", "__weakref__")
+
+    def __init__(self, fn: Callable[..., Any], *, mode: str = "sync") -> None:
+        if not callable(fn):
+            raise TypeError(f"Callback needs a callable, not {type(fn).__name__}")
+        if mode not in _MODES:
+            raise ValueError(f"mode must be 'sync', 'async' or 'ignored', not {mode!r}")
+        state = _State(fn, mode)
+        if not state.capture_loop() and mode == "async":
+            raise ValueError(
+                "Callback(mode='async') must be made inside a running asyncio or trio event "
+                "loop: that loop runs the function"
+            )
+        handle = ffi.new_handle(state)
+        key = int(ffi.cast("uintptr_t", handle))
+        _live[key] = (state, handle)
+        out = ffi.new("ivm_callback_t **")
+        # (libivm finalizes the state even when this fails)
+        check(lib.ivm_callback_new(lib._ivm_py_host_fn, handle, lib._ivm_py_callback_finalize, 0, out))
+        self._ptr = ffi.gc(out[0], lib.ivm_callback_free)
+        self._fn = fn
+        self._mode = mode
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    def __repr__(self) -> str:
+        return f"<ivm.Callback {self._mode} {self._fn!r}>"
+
+    def _attach(self, value: Any) -> int:
+        index = ffi.new("size_t *")
+        check(lib.ivm_value_attach_callback(value, self._ptr, index))
+        return int(index[0])
+
+
+def _host_error(exc: BaseException) -> Any:
+    """An owned ``ivm_error_t *`` that JavaScript sees as the exception."""
+    token = stash_host_error(exc)
+    name = type(exc).__name__.encode()
+    try:
+        message = str(exc).encode("utf-8", "surrogatepass")
+    except Exception:  # noqa: BLE001 - a broken __str__
+        message = b""
+    flags = lib.IVM_HOST_ERROR_ABORT if isinstance(exc, (KeyboardInterrupt, SystemExit)) else 0
+    return lib.ivm_error_new_host(name, len(name), message, len(message), token, flags)
+
+
+def _result(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        close = getattr(value, "close", None)
+        if close is not None:
+            close()
+        raise TypeError("a Callback with mode='sync' returned an awaitable: use mode='async'")
+    return to_value(value, True)
+
+
+@ffi.def_extern()  # type: ignore[untyped-decorator]
+def _ivm_py_host_fn(user_data: Any, call: Any, out: Any) -> Any:
+    """JavaScript called a Callback (the thread running that JavaScript)."""
+    try:
+        state: _State = ffi.from_handle(user_data)
+        args = [peek(lib.ivm_call_arg(call, i)) for i in range(lib.ivm_call_argc(call))]
+        mode = state.mode
+        if mode == "sync":
+            out[0] = _result(state.fn(*args))
+            return ffi.NULL
+        if mode == "ignored":
+            _start_ignored(state, args)
+            return ffi.NULL
+        deferred_out = ffi.new("ivm_deferred_t **")
+        check(lib.ivm_call_defer(call, deferred_out))
+        _start_async(state, args, deferred_out[0])
+        return ffi.NULL
+    except BaseException as exc:  # nothing may unwind through C
+        return _host_error(exc)
+
+
+@ffi.def_extern()  # type: ignore[untyped-decorator]
+def _ivm_py_callback_finalize(user_data: Any) -> None:
+    """libivm dropped the last use of a callback (any thread)."""
+    _live.pop(int(ffi.cast("uintptr_t", user_data)), None)
+
+
+def _start_ignored(state: _State, args: list[Any]) -> None:
+    def run() -> None:
+        try:
+            result = state.fn(*args)
+            if inspect.isawaitable(result):
+                state.spawn(lambda: _await_ignored(result))
+        except Exception as exc:  # noqa: BLE001
+            _report(exc)
+
+    if not state.post(run):
+        run()
+
+
+async def _await_ignored(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception as exc:  # noqa: BLE001
+        _report(exc)
+
+
+def _report(exc: BaseException) -> None:
+    from ._async import _report_ignored
+
+    _report_ignored(exc)
+
+
+def _start_async(state: _State, args: list[Any], deferred: Any) -> None:
+    async def run() -> None:
+        try:
+            result = state.fn(*args)
+            if inspect.isawaitable(result):
+                result = await result
+            value = to_value(result, True)
+        except BaseException as exc:
+            err = _host_error(exc)
+            lib.ivm_error_free(lib.ivm_deferred_reject(deferred, err))
+            lib.ivm_deferred_free(deferred)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        lib.ivm_error_free(lib.ivm_deferred_resolve(deferred, value))
+        lib.ivm_deferred_free(deferred)
+
+    if not state.post(lambda: state.spawn(run)):
+        err = _host_error(RuntimeError("the event loop of this Callback is closed"))
+        lib.ivm_error_free(lib.ivm_deferred_reject(deferred, err))
+        lib.ivm_deferred_free(deferred)

@@ -1,0 +1,47 @@
+// callback.h — host functions called from JavaScript. Nothing here is ABI.
+#ifndef IVM_CALLBACK_H
+#define IVM_CALLBACK_H
+
+#include "internal.h"
+
+namespace ivm {
+
+// What ivm_callback_new() was given; shared by the handle and every
+// JavaScript function made from it. The finalizer runs when the last goes.
+struct CallbackData : LiveCounted {
+  ivm_host_fn fn = nullptr;
+  void* user_data = nullptr;
+  void (*finalize)(void*) = nullptr;
+  ~CallbackData();
+};
+
+// A JavaScript function that calls `data` (isolate locked, `context` entered).
+v8::MaybeLocal<v8::Function> MakeHostFunction(IsolateHolder& holder, v8::Isolate* isolate,
+                                              v8::Local<v8::Context> context,
+                                              const std::shared_ptr<CallbackData>& data);
+
+// The token of a host error thrown into JavaScript, read without running JS.
+bool ReadHostToken(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                   v8::Local<v8::Value> exception, uint64_t* token);
+
+}  // namespace ivm
+
+struct ivm_callback : ivm::LiveCounted {
+  std::shared_ptr<ivm::CallbackData> data;
+};
+
+// One call of a host function (stack allocated by the trampoline).
+struct ivm_call {
+  std::vector<ivm_value_t*> args;
+  ivm::IsolateHolder* holder = nullptr;
+  v8::Isolate* isolate = nullptr;
+  v8::Local<v8::Context> context;
+  v8::Local<v8::Promise::Resolver> resolver;   // set by ivm_call_defer
+};
+
+struct ivm_deferred : ivm::LiveCounted {
+  std::shared_ptr<ivm::IsolateHolder> holder;
+  std::shared_ptr<ivm::Resource> record;
+};
+
+#endif  // IVM_CALLBACK_H
