@@ -207,9 +207,11 @@ enum {
    * in values made by the host, ExternalCopy markers. Since: 0.2
    */
   IVM_VALUE_SERIALIZED = 7,
-  /** An ExternalCopy (ivm_value_external_copy()). Since: 0.2 */
+  /** An ExternalCopy (ivm_value_external_copy()); entering an isolate, it
+   * becomes an ExternalCopy object (copy(), copyInto(), release()). Since: 0.2 */
   IVM_VALUE_EXTERNAL_COPY = 8,
-  /** A Reference to a value inside an isolate (ivm_value_reference()). Since: 0.2 */
+  /** A Reference to a value inside an isolate (ivm_value_reference());
+   * entering an isolate, it becomes a Reference object. Since: 0.2 */
   IVM_VALUE_REFERENCE = 9
 };
 
@@ -289,7 +291,11 @@ enum {
   IVM_ATTACH_BORROW = 1,
   /** ivm_value_attach_reference: insert the referenced value itself (only in
    * the reference's own isolate) rather than a reference object. Since: 0.2 */
-  IVM_ATTACH_DEREF = 2
+  IVM_ATTACH_DEREF = 2,
+  /** ivm_value_attach_callback: enter as a Reference object, not a function. */
+  IVM_ATTACH_AS_REFERENCE = 4,
+  /** With IVM_ATTACH_AS_REFERENCE: the host value is not callable. */
+  IVM_ATTACH_NOT_CALLABLE = 8
 };
 
 /**
@@ -318,7 +324,10 @@ enum {
    * instead of copying them: the marker can be inserted once, and the
    * ExternalCopy is released.
    */
-  IVM_COPY_INTO_TRANSFER_IN = 2
+  IVM_COPY_INTO_TRANSFER_IN = 2,
+  /** ivm_value_attach_copy: enter as an ExternalCopy object (with copy(),
+   * copyInto() and release()), not as the copied value. */
+  IVM_COPY_AS_OBJECT = 4
 };
 
 /**
@@ -341,7 +350,7 @@ IVM_API ivm_error_t *ivm_value_attach_marker(ivm_value_t *value, const ivm_value
 
 /**
  * A value that becomes `copy`'s JavaScript value when it enters an isolate
- * (an IVM_VALUE_EXTERNAL_COPY value). `flags`: IVM_COPY_INTO_*.
+ * (an IVM_VALUE_SERIALIZED value naming it `_att(0)`). `flags`: IVM_COPY_INTO_*.
  * Threads: any. Errors: DISPOSED, INVALID_ARGUMENT. Since: 0.2
  */
 IVM_API ivm_error_t *ivm_external_copy_copy_into(ivm_external_copy_t *copy, uint32_t flags,
@@ -931,8 +940,12 @@ IVM_API ivm_error_t *ivm_value_reference(const ivm_value_t *value, ivm_reference
 
 /**
  * Appends a reference attachment to a serialized value (named `_att(index)`
- * in the stream). With IVM_ATTACH_DEREF it enters as the referenced value
- * itself, which only its own isolate accepts (TRANSFER otherwise).
+ * in the stream). It enters an isolate as a Reference object with
+ * isolated-vm's JavaScript API (getSync, setSync, applySync, apply,
+ * applyIgnored, applySyncPromise, copySync, deref, derefInto, release,
+ * typeof), through which JavaScript there calls into the reference's
+ * isolate. With IVM_ATTACH_DEREF it enters as the referenced value itself,
+ * which only its own isolate accepts (TRANSFER otherwise).
  * Errors: DISPOSED, INVALID_ARGUMENT. Since: 0.2
  */
 IVM_API ivm_error_t *ivm_value_attach_reference(ivm_value_t *value, ivm_reference_t *ref,
@@ -975,10 +988,36 @@ IVM_API ivm_error_t *ivm_callback_new(ivm_host_fn fn, void *user_data,
 /** Frees the handle; NULL is a no-op. Threads: any. Since: 0.2 */
 IVM_API void ivm_callback_free(ivm_callback_t *cb);
 
-/** Appends a callback attachment to a serialized value (`_att(index)` in the
- * stream): it enters an isolate as a function. Since: 0.2 */
+/**
+ * Appends a callback attachment to a serialized value (`_att(index)` in the
+ * stream): it enters an isolate as a function calling the host function, or
+ * with IVM_ATTACH_AS_REFERENCE as a Reference object (isolated-vm's
+ * `new ivm.Reference(hostFunction)`) whose applySync, apply, applyIgnored,
+ * applySyncPromise, copySync and copy call the host function with
+ * ivm_call_op() saying which (`typeof` is "function", or "object" with
+ * IVM_ATTACH_NOT_CALLABLE). Since: 0.2
+ */
 IVM_API ivm_error_t *ivm_value_attach_callback(ivm_value_t *value, ivm_callback_t *cb,
-                                               size_t *index_out);
+                                               uint32_t flags, size_t *index_out);
+
+enum {
+  /** A plain call of a callback's function. */
+  IVM_CALL_CALL = 0,
+  /** applySync of a host Reference: return the result. */
+  IVM_CALL_APPLY = 1,
+  /** apply of a host Reference: JavaScript wants a promise (ivm_call_defer()). */
+  IVM_CALL_APPLY_ASYNC = 2,
+  /** applyIgnored of a host Reference: JavaScript ignores the result. */
+  IVM_CALL_APPLY_IGNORED = 3,
+  /** applySyncPromise of a host Reference: block until the host's
+   * asynchronous function has finished, then return its result. */
+  IVM_CALL_APPLY_SYNC_PROMISE = 4,
+  /** copySync/copy of a host Reference: return a copy of the host value. */
+  IVM_CALL_COPY = 5
+};
+
+/** Which operation a call is (IVM_CALL_*). Since: 0.2 */
+IVM_API uint32_t ivm_call_op(const ivm_call_t *call);
 
 /** The number of arguments. Since: 0.2 */
 IVM_API size_t ivm_call_argc(const ivm_call_t *call);

@@ -24,27 +24,67 @@ _tasks: set[Any] = set()
 
 
 class _State:
-    __slots__ = ("fn", "mode", "asyncio_loop", "trio_token")
+    __slots__ = ("fn", "mode", "asyncio_loop", "trio_token", "loop_thread")
 
     def __init__(self, fn: Callable[..., Any], mode: str) -> None:
         self.fn = fn
         self.mode = mode
         self.asyncio_loop: Any = None
         self.trio_token: Any = None
+        self.loop_thread: int | None = None
 
     def capture_loop(self) -> bool:
         import asyncio
+        import threading
 
         try:
             self.asyncio_loop = asyncio.get_running_loop()
+            self.loop_thread = threading.get_ident()
             return True
         except RuntimeError:
             pass
         trio = sys.modules.get("trio")
         if trio is not None and trio.lowlevel.in_trio_task():
             self.trio_token = trio.lowlevel.current_trio_token()
+            self.loop_thread = threading.get_ident()
             return True
         return False
+
+    def run_blocking(self, args: list[Any]) -> Any:
+        """Runs `fn(*args)` to completion on the captured loop from another
+        thread, blocking this one (applySyncPromise)."""
+        import threading
+
+        if self.loop_thread == threading.get_ident():
+            raise RuntimeError(
+                "applySyncPromise would block the event loop that must run the function: "
+                "call into the isolate asynchronously (await context.eval(...))"
+            )
+        fn = self.fn
+
+        async def call() -> Any:
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        if self.asyncio_loop is not None:
+            import asyncio
+
+            return asyncio.run_coroutine_threadsafe(call(), self.asyncio_loop).result()
+        if self.trio_token is not None:
+            import trio
+
+            return trio.from_thread.run(call, trio_token=self.trio_token)
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            import asyncio
+
+            async def wait() -> Any:
+                return await result
+
+            return asyncio.run(wait())
+        return result
 
     def post(self, fn: Callable[[], Any]) -> bool:
         """Runs `fn` soon on the captured loop; False if that loop is gone."""
@@ -131,7 +171,7 @@ class Callback(_Marker):
 
     def _attach(self, value: Any) -> int:
         index = ffi.new("size_t *")
-        check(lib.ivm_value_attach_callback(value, self._ptr, index))
+        check(lib.ivm_value_attach_callback(value, self._ptr, 0, index))
         return int(index[0])
 
 
@@ -163,6 +203,8 @@ def _ivm_py_host_fn(user_data: Any, call: Any, out: Any) -> Any:
         state: _State = ffi.from_handle(user_data)
         args = [peek(lib.ivm_call_arg(call, i)) for i in range(lib.ivm_call_argc(call))]
         mode = state.mode
+        if mode == "reference":
+            return _host_reference_op(state, call, args, out)
         if mode == "sync":
             out[0] = _result(state.fn(*args))
             return ffi.NULL
@@ -175,6 +217,54 @@ def _ivm_py_host_fn(user_data: Any, call: Any, out: Any) -> Any:
         return ffi.NULL
     except BaseException as exc:  # nothing may unwind through C
         return _host_error(exc)
+
+
+def _host_reference_op(state: _State, call: Any, args: list[Any], out: Any) -> Any:
+    """An operation of JavaScript on a Reference to a host value."""
+    op = lib.ivm_call_op(call)
+    value = state.fn
+    if op == lib.IVM_CALL_COPY:
+        out[0] = to_value(value, True)
+        return ffi.NULL
+    if not callable(value):
+        raise TypeError("Reference is not a function")
+    if op == lib.IVM_CALL_APPLY_SYNC_PROMISE:
+        out[0] = to_value(state.run_blocking(args), True)
+        return ffi.NULL
+    if op == lib.IVM_CALL_APPLY_IGNORED:
+        _start_ignored(state, args)
+        return ffi.NULL
+    if op == lib.IVM_CALL_APPLY_ASYNC:
+        deferred_out = ffi.new("ivm_deferred_t **")
+        check(lib.ivm_call_defer(call, deferred_out))
+        if state.asyncio_loop is None and state.trio_token is None:
+            try:
+                result = _result(value(*args))
+            except BaseException as exc:
+                lib.ivm_error_free(lib.ivm_deferred_reject(deferred_out[0], _host_error(exc)))
+                lib.ivm_deferred_free(deferred_out[0])
+                if not isinstance(exc, Exception):
+                    raise
+                return ffi.NULL
+            lib.ivm_error_free(lib.ivm_deferred_resolve(deferred_out[0], result))
+            lib.ivm_deferred_free(deferred_out[0])
+            return ffi.NULL
+        _start_async(state, args, deferred_out[0])
+        return ffi.NULL
+    out[0] = _result(value(*args))
+    return ffi.NULL
+
+
+def host_reference(value: object) -> tuple[Any, _State]:
+    """A libivm callback (``ivm_callback_t *``, owned) standing for a
+    Reference to a host value."""
+    state = _State(value, "reference")  # type: ignore[arg-type]
+    state.capture_loop()
+    handle = ffi.new_handle(state)
+    _live[int(ffi.cast("uintptr_t", handle))] = (state, handle)
+    out = ffi.new("ivm_callback_t **")
+    check(lib.ivm_callback_new(lib._ivm_py_host_fn, handle, lib._ivm_py_callback_finalize, 0, out))
+    return ffi.gc(out[0], lib.ivm_callback_free), state
 
 
 @ffi.def_extern()  # type: ignore[untyped-decorator]

@@ -12,7 +12,7 @@ from ._handle import Handle
 __all__ = ["CopyInto", "ExternalCopy"]
 
 
-class ExternalCopy(Handle):
+class ExternalCopy(Handle, _Marker):
     """A copy of a value held outside every isolate (isolated-vm's
     ``ExternalCopy``).
 
@@ -141,6 +141,13 @@ class ExternalCopy(Handle):
         length = int(size[0])
         owner = ffi.gc(ffi.cast("char *", data[0]), lambda _p: lib.ivm_value_free(value))
         return memoryview(ffi.buffer(owner, length)).toreadonly()
+
+    def _attach(self, value: Any) -> int:
+        # Passed as itself: an ExternalCopy object inside the isolate, with
+        # copy(), copyInto() and release().
+        index = ffi.new("size_t *")
+        check(lib.ivm_value_attach_copy(value, self._ptr, lib.IVM_COPY_AS_OBJECT, index))
+        return int(index[0])
 
     @staticmethod
     def total_external_size() -> int:

@@ -51,12 +51,18 @@ class Reference(Handle, _Marker):
 
     @classmethod
     def _wrap(cls, ptr: Any) -> Reference:
-        self = cls.__new__(cls)
+        self = object.__new__(cls)
         Handle.__init__(self, ptr)
         return self
 
-    def __init__(self) -> None:
-        raise TypeError("References are made by eval_sync(..., reference=True) or Context.global_")
+    def __new__(cls, value: object = None, /) -> Reference:
+        # Reference(value): a reference to a host value (HostReference).
+        if cls is Reference:
+            return HostReference(value)
+        return object.__new__(cls)
+
+    def __init__(self, value: object = None, /) -> None:
+        pass
 
     def __repr__(self) -> str:
         return f"<ivm.Reference to a {self.typeof}>"
@@ -360,6 +366,88 @@ class Reference(Handle, _Marker):
     def _attach(self, value: Any) -> int:
         index = ffi.new("size_t *")
         check(lib.ivm_value_attach_reference(value, self._ptr, 0, index))
+        return int(index[0])
+
+
+class HostReference(Reference):
+    """``ivm.Reference(value)``: a reference to a Python value (isolated-vm's
+    ``new ivm.Reference(hostValue)``).
+
+    Passed into an isolate, it is a Reference object there: ``typeof`` is
+    ``"function"`` for a callable; ``applySync`` calls it and returns a copy
+    of its result; ``apply`` returns a promise (the function, plain or
+    ``async``, runs on the event loop that was running when the reference was
+    made, or at once without one); ``applyIgnored`` runs it later;
+    ``applySyncPromise`` blocks the isolate (not the event loop) until an
+    async function has finished: synchronous-looking JavaScript over async
+    Python, for isolates called asynchronously (``await context.eval``);
+    ``copySync``/``copy`` give a copy of the value. Nothing else of the
+    value (attributes, items) is reachable from JavaScript. From Python,
+    :meth:`deref` gives the value itself.
+    """
+
+    __slots__ = ("_value", "_cb")
+    _value: Any
+    _cb: Any
+
+    def __new__(cls, value: object = None, /) -> HostReference:
+        from ._callback import host_reference
+
+        self = object.__new__(cls)
+        self._value = value
+        self._cb, _state = host_reference(value)
+        return self
+
+    def __init__(self, value: object = None, /) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<ivm.Reference to host {self.typeof} {self._value!r}>"
+
+    @property
+    def typeof(self) -> str:
+        return "function" if callable(self._value) else "object"
+
+    def release(self) -> None:
+        """Releases the reference: isolates keep what they already hold."""
+        self._cb = None
+
+    def deref(self) -> Any:
+        """The referenced Python value itself."""
+        return self._value
+
+    def deref_into(self) -> DerefInto:
+        raise TypeError("deref_into() is for references to JavaScript values")
+
+    def apply_sync(self, receiver: object, arguments: Iterable[object] = (), **_: Any) -> Any:
+        """Calls the referenced Python function with ``arguments``."""
+        if not callable(self._value):
+            raise TypeError("Reference is not a function")
+        return self._value(*arguments)
+
+    def copy_sync(self, *, timeout: float | None = None) -> Any:
+        """A copy of the value in its JavaScript form (docs/values.md)."""
+        from ._copy import normalize
+
+        return normalize(self._value)
+
+    def _host_only(self, *_: Any, **__: Any) -> Any:
+        raise TypeError("a Reference to a host value only supports apply, copy and deref")
+
+    get_sync = set_sync = delete_sync = _host_only
+    get = set = delete = get_ignored = set_ignored = delete_ignored = _host_only
+    apply = apply_ignored = copy = _host_only
+
+    def _attach(self, value: Any) -> int:
+        if self._cb is None:
+            from ._errors import DisposedError
+
+            raise DisposedError("Reference has been released")
+        index = ffi.new("size_t *")
+        flags = lib.IVM_ATTACH_AS_REFERENCE | (
+            0 if callable(self._value) else lib.IVM_ATTACH_NOT_CALLABLE
+        )
+        check(lib.ivm_value_attach_callback(value, self._cb, flags, index))
         return int(index[0])
 
 

@@ -335,7 +335,7 @@ IVM_API void ivm_callback_free(ivm_callback_t* cb) {
 }
 
 IVM_API ivm_error_t* ivm_value_attach_callback(ivm_value_t* value, ivm_callback_t* cb,
-                                               size_t* index_out) {
+                                               uint32_t flags, size_t* index_out) {
   return Guard([&]() -> ivm_error_t* {
     if (value == nullptr || value->kind != IVM_VALUE_SERIALIZED || !value->serialized) {
       return InvalidArgument("not a serialized value");
@@ -344,6 +344,7 @@ IVM_API ivm_error_t* ivm_value_attach_callback(ivm_value_t* value, ivm_callback_
     ivm::Attachment a;
     a.kind = ivm::Attachment::kCallback;
     a.callback = cb->data;
+    a.flags = flags;
     auto& atts = value->serialized->attachments;
     if (index_out) *index_out = atts.size();
     atts.push_back(std::move(a));
@@ -352,6 +353,8 @@ IVM_API ivm_error_t* ivm_value_attach_callback(ivm_value_t* value, ivm_callback_
 }
 
 IVM_API size_t ivm_call_argc(const ivm_call_t* call) { return call ? call->args.size() : 0; }
+
+IVM_API uint32_t ivm_call_op(const ivm_call_t* call) { return call ? call->op : IVM_CALL_CALL; }
 
 IVM_API const ivm_value_t* ivm_call_arg(const ivm_call_t* call, size_t index) {
   if (call == nullptr || index >= call->args.size()) return nullptr;

@@ -37,6 +37,7 @@ struct ivm_call {
   v8::Isolate* isolate = nullptr;
   v8::Local<v8::Context> context;
   v8::Local<v8::Promise::Resolver> resolver;   // set by ivm_call_defer
+  uint32_t op = IVM_CALL_CALL;                   // IVM_CALL_*
 };
 
 struct ivm_deferred : ivm::LiveCounted {

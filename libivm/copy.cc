@@ -12,6 +12,7 @@
 
 #include "callback.h"
 #include "reference.h"
+#include "wrapper.h"
 
 #include <cmath>
 #include <cstring>
@@ -524,6 +525,18 @@ class Writer {
     if (obj->IsModuleNamespaceObject()) return Refuse("a module namespace object");
     if (obj->IsMapIterator() || obj->IsSetIterator() || obj->IsGeneratorObject()) {
       return Refuse("an iterator");
+    }
+    if (IsWrapper(obj)) {
+      Attachment a;
+      if (!WrappedAttachment(obj, &a)) return Refuse("a released Reference or ExternalCopy");
+      uint32_t index = static_cast<uint32_t>(out_->attachments.size());
+      out_->attachments.push_back(std::move(a));
+      Tag(Tag::kAtt);
+      Int(index);
+      Byte(op::TUPLE1);
+      Byte(op::REDUCE);
+      Remember(obj);
+      return true;
     }
     if (obj->IsExternal() || obj->InternalFieldCount() > 0) {
       return Refuse("a host object (" + DescribeType(isolate_, obj) + ")");
@@ -1425,8 +1438,28 @@ class Reader {
       case Tag::kAtt: {
         const Attachment* att = n == 1 ? AttachmentAt(arg[0]) : nullptr;
         if (att == nullptr) return false;
+        if (att->kind == Attachment::kCopy && att->copy && (att->flags & IVM_COPY_AS_OBJECT)) {
+          v8::Local<v8::Object> obj;
+          if (!WrapCopy(holder_, isolate_, context_, att->copy).ToLocal(&obj)) {
+            exception_ = true;
+            return false;
+          }
+          Push(obj);
+          return true;
+        }
         if (att->kind == Attachment::kCopy && att->copy) return InsertCopy(*att);
         if (att->kind == Attachment::kReference && att->reference) return InsertReference(*att);
+        if (att->kind == Attachment::kCallback && att->callback &&
+            (att->flags & IVM_ATTACH_AS_REFERENCE)) {
+          v8::Local<v8::Object> obj;
+          const char* type = (att->flags & IVM_ATTACH_NOT_CALLABLE) ? "object" : "function";
+          if (!WrapHostReference(holder_, isolate_, context_, att->callback, type).ToLocal(&obj)) {
+            exception_ = true;
+            return false;
+          }
+          Push(obj);
+          return true;
+        }
         if (att->kind == Attachment::kCallback && att->callback) {
           v8::Local<v8::Function> fn;
           if (!MakeHostFunction(holder_, isolate_, context_, att->callback).ToLocal(&fn)) {
@@ -1478,7 +1511,13 @@ class Reader {
     const ReferenceData& ref = *att.reference;
     if (ref.record->released()) return Fail("the Reference has been released");
     if (!(att.flags & IVM_ATTACH_DEREF)) {
-      return Fail("a Reference can only enter an isolate through deref_into() in this version");
+      v8::Local<v8::Object> obj;
+      if (!WrapReference(holder_, isolate_, context_, ref).ToLocal(&obj)) {
+        exception_ = true;
+        return false;
+      }
+      Push(obj);
+      return true;
     }
     if (ref.holder.get() != &holder_) {
       return Fail("deref_into() of a Reference can only be used in the isolate the Reference "
@@ -1876,16 +1915,21 @@ ivm_error_t* ValueToV8(IsolateHolder& holder, v8::Isolate* isolate,
       if (!value->serialized) return InvalidArgument("empty serialized value");
       return Deserialize(holder, isolate, context, call, *value->serialized, out);
     case IVM_VALUE_EXTERNAL_COPY: {
+      // An ExternalCopy result (another isolate's {externalCopy: true}):
+      // an ExternalCopy object here.
       if (!value->copy) return InvalidArgument("empty external copy value");
-      Serialized s;
-      Attachment a;
-      a.kind = Attachment::kCopy;
-      a.copy = value->copy;
-      s.attachments.push_back(std::move(a));
-      // A stream that only inserts attachment 0: _att(0).
-      static const char kInsert[] = "\x80\x05" "civm._copy\n_att\nK\x00\x85R.";
-      s.stream.assign(kInsert, sizeof kInsert - 1);
-      return Deserialize(holder, isolate, context, call, s, out);
+      v8::Local<v8::Object> obj;
+      if (WrapCopy(holder, isolate, context, value->copy).ToLocal(&obj)) *out = obj;
+      return nullptr;
+    }
+    case IVM_VALUE_REFERENCE: {
+      if (!value->reference) return InvalidArgument("empty reference value");
+      if (value->reference->record->released()) {
+        return MakeError(IVM_ERROR_DISPOSED, kReferenceReleased);
+      }
+      v8::Local<v8::Object> obj;
+      if (WrapReference(holder, isolate, context, *value->reference).ToLocal(&obj)) *out = obj;
+      return nullptr;
     }
     default:
       return InvalidArgument("a value of unknown kind");

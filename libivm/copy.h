@@ -70,6 +70,8 @@ class CopyData : public LiveCounted {
 uint64_t CopyTotalSize();
 uint64_t CopyLimit();
 uint64_t SetCopyLimit(uint64_t bytes);   // returns the previous limit
+// A copy stream holding one primitive host value.
+ivm_error_t* PrimitiveStream(const ivm_value_t* value, std::string* out);
 
 struct WriteOptions {
   bool transfer_out = false;   // detach ArrayBuffers and move their stores

@@ -1,9 +1,82 @@
 // external_copy.cc — ExternalCopy handles and the C ABI of structured values.
 #include "copy.h"
 
+#include <cmath>
 #include <cstring>
 
 namespace ivm {
+namespace {
+
+void Le(std::string& s, uint64_t v, int n) {
+  for (int i = 0; i < n; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+}  // namespace
+
+// A copy stream holding one primitive.
+ivm_error_t* PrimitiveStream(const ivm_value_t* value, std::string* out) {
+  std::string& s = *out;
+  s.assign("\x80\x05", 2);
+  switch (value->kind) {
+    case IVM_VALUE_UNDEFINED:
+      s += "civm._copy\n_undefined\n)R";
+      break;
+    case IVM_VALUE_NULL:
+      s += 'N';
+      break;
+    case IVM_VALUE_BOOLEAN:
+      s += static_cast<char>(value->boolean ? 0x88 : 0x89);
+      break;
+    case IVM_VALUE_NUMBER: {
+      double d = value->number;
+      if (d >= -9007199254740991.0 && d <= 9007199254740991.0 && d == std::floor(d) &&
+          !(d == 0 && std::signbit(d))) {
+        s += static_cast<char>(0x8a);   // LONG1, 8 bytes
+        s += static_cast<char>(8);
+        Le(s, static_cast<uint64_t>(static_cast<int64_t>(d)), 8);
+      } else {
+        uint64_t bits;
+        std::memcpy(&bits, &d, 8);
+        s += 'G';   // BINFLOAT, big-endian
+        for (int i = 7; i >= 0; --i) s += static_cast<char>((bits >> (8 * i)) & 0xff);
+      }
+      break;
+    }
+    case IVM_VALUE_STRING:
+      s += static_cast<char>(0x8d);   // BINUNICODE8
+      Le(s, value->str.size(), 8);
+      s += value->str;
+      break;
+    case IVM_VALUE_BIGINT: {
+      // JSBigInt(n) with n as LONG4: two's complement, little-endian.
+      std::vector<unsigned char> bytes;
+      for (uint64_t w : value->words) {
+        for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<unsigned char>(w >> (8 * i)));
+      }
+      bytes.push_back(0);
+      if (value->negative) {
+        unsigned carry = 1;
+        for (unsigned char& b : bytes) {
+          unsigned v = static_cast<unsigned char>(~b) + carry;
+          b = static_cast<unsigned char>(v);
+          carry = v >> 8;
+        }
+      }
+      s += "civm._copy\nJSBigInt\n";
+      s += static_cast<char>(0x8b);   // LONG4
+      Le(s, bytes.size(), 4);
+      s.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      s += static_cast<char>(0x85);   // TUPLE1
+      s += 'R';
+      break;
+    }
+    default:
+      return InvalidArgument("a value of unknown kind");
+  }
+  s += '.';
+  return nullptr;
+}
+
 namespace {
 
 ivm_error_t* Released() { return MakeError(IVM_ERROR_DISPOSED, "ExternalCopy has been released"); }
@@ -110,7 +183,9 @@ IVM_API ivm_error_t* ivm_value_attach_copy(ivm_value_t* value, ivm_external_copy
     a.kind = ivm::Attachment::kCopy;
     if (ivm_error_t* err = ivm::LiveData(copy, &a.copy)) return err;
     a.flags = flags;
-    if (flags & (IVM_COPY_INTO_RELEASE | IVM_COPY_INTO_TRANSFER_IN)) ivm_external_copy_release(copy);
+    if ((flags & (IVM_COPY_INTO_RELEASE | IVM_COPY_INTO_TRANSFER_IN)) && !(flags & IVM_COPY_AS_OBJECT)) {
+      ivm_external_copy_release(copy);
+    }
     auto& atts = value->serialized->attachments;
     if (index_out) *index_out = atts.size();
     atts.push_back(std::move(a));
@@ -180,11 +255,9 @@ IVM_API ivm_error_t* ivm_external_copy_new(const ivm_value_t* value, uint32_t fl
         if (!value->copy) return InvalidArgument("empty external copy value");
         s = value->copy->value();
         break;
-      default: {
-        // A primitive: kept as a one-value stream built by the host writer
-        // would be needed; store the primitive itself instead.
-        return InvalidArgument("ivm_external_copy_new takes a serialized value");
-      }
+      default:
+        if (ivm_error_t* err = ivm::PrimitiveStream(value, &s.stream)) return err;
+        break;
     }
     auto handle = std::make_unique<ivm_external_copy>();
     handle->data = std::make_shared<ivm::CopyData>(std::move(s));

@@ -61,6 +61,7 @@ struct ivm_value : ivm::LiveCounted {
 };
 
 namespace ivm {
+class WrapperTemplates;
 
 // ---------------------------------------------------------------------------
 // errors.cc
@@ -227,6 +228,9 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   // Releases `resource` without touching V8 now (from a GC callback); it is
   // dropped at the start or end of the next call.
   void ReleaseLater(Resource* resource);
+  // Per-isolate templates of Reference/ExternalCopy objects (wrapper.cc).
+  class WrapperTemplates* wrapper_templates() const { return wrapper_templates_.get(); }
+  void set_wrapper_templates(std::shared_ptr<class WrapperTemplates> t);
   // The innermost call running on the owner thread (nullptr: none).
   const CallState* CurrentCall() const { return active_.empty() ? nullptr : active_.back(); }
   // A host function asked to stop all JavaScript (KeyboardInterrupt...):
@@ -310,6 +314,7 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   bool cpu_clock_ = false;   // measure the current call with the thread CPU clock
   int64_t call_cpu_start_ = 0, call_wall_start_ = 0;
   uint64_t abort_token_ = 0;   // owner thread
+  std::shared_ptr<class WrapperTemplates> wrapper_templates_;   // isolate locked
  public:
   uint64_t TakeAbortToken() {
     uint64_t t = abort_token_;

@@ -83,6 +83,7 @@ ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<Isolat
   v8::Isolate* isolate = v8::Isolate::New(params);
   if (isolate == nullptr) return MakeError(IVM_ERROR_INTERNAL, "V8 could not create an isolate");
   holder->isolate_ = isolate;
+  isolate->SetData(0, holder.get());   // the holder of an isolate, for callbacks
   {
     v8::Locker locker(isolate);
     v8::Isolate::Scope scope(isolate);
@@ -310,6 +311,16 @@ void IsolateHolder::OnTimeout(uint64_t call_id) {
 void IsolateHolder::AbortFromHost(uint64_t token) {
   if (abort_token_ == 0) abort_token_ = token;
   Terminate();
+  // Termination is noticed at V8's next interrupt check, which the calling
+  // code might not reach before running more statements: entering a script
+  // here makes the check now, and the termination unwinds from this call.
+  v8::HandleScope scope(isolate_);
+  v8::Local<v8::Context> context = isolate_->GetCurrentContext();
+  if (context.IsEmpty()) return;
+  v8::Local<v8::Script> script;
+  if (v8::Script::Compile(context, v8::String::NewFromUtf8Literal(isolate_, "0")).ToLocal(&script)) {
+    (void)script->Run(context);
+  }
 }
 
 void IsolateHolder::ReleaseLater(Resource* resource) {

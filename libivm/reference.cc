@@ -9,18 +9,6 @@
 
 namespace ivm {
 
-namespace {
-constexpr char kReferenceReleased[] = "Reference has been released";
-
-struct RefOp {
-  enum Kind { kGet, kSet, kDelete, kApply } kind = kGet;
-  const ivm_value_t* key = nullptr;        // kGet (NULL: the value itself), kSet, kDelete
-  const ivm_value_t* value = nullptr;      // kSet
-  const ivm_value_t* receiver = nullptr;   // kApply (NULL: undefined)
-  const ivm_value_t* const* args = nullptr;
-  size_t nargs = 0;
-};
-
 ivm_error_t* RunRefOp(const ReferenceData& ref, const RefOp& op, const EvalOptions& o,
                       ivm_value_t** out) {
   IsolateHolder& holder = *ref.holder;
@@ -85,6 +73,8 @@ ivm_error_t* RunRefOp(const ReferenceData& ref, const RefOp& op, const EvalOptio
     return InvalidArgument("unknown operation");
   });
 }
+
+namespace {
 
 ivm_error_t* CheckOptions(const ivm_eval_options_t* opts) {
   if (opts != nullptr && opts->struct_size < sizeof(size_t)) return InvalidArgument("bad struct_size");

@@ -24,6 +24,22 @@ struct ReferenceData {
   std::shared_ptr<Lease> lease;
 };
 
+inline constexpr char kReferenceReleased[] = "Reference has been released";
+
+// One operation through a reference.
+struct RefOp {
+  enum Kind { kGet, kSet, kDelete, kApply } kind = kGet;
+  const ivm_value_t* key = nullptr;        // kGet (NULL: the value itself), kSet, kDelete
+  const ivm_value_t* value = nullptr;      // kSet
+  const ivm_value_t* receiver = nullptr;   // kApply (NULL: undefined)
+  const ivm_value_t* const* args = nullptr;
+  size_t nargs = 0;
+};
+
+// Runs `op` in the reference's isolate (a call, with `o`'s timeout and flags).
+ivm_error_t* RunRefOp(const ReferenceData& ref, const RefOp& op, const EvalOptions& o,
+                      ivm_value_t** out);
+
 // A new reference to `value` (isolate locked, `context` entered).
 std::shared_ptr<ReferenceData> MakeReference(IsolateHolder& holder, v8::Isolate* isolate,
                                              v8::Local<v8::Context> context,

@@ -1,5 +1,5 @@
-"""The C ABI as shipped: tests/c/test_basic.c compiled against the installed package's
-ivm.h and libivm.so alone, with strict warnings."""
+"""The C ABI as shipped: tests/c/test_basic.c and tests/c/test_values.c compiled against
+the installed package's ivm.h and libivm.so alone, with strict warnings."""
 
 from __future__ import annotations
 
@@ -35,10 +35,11 @@ def test_package_ships_header_and_library() -> None:
     assert (PKG / "libivm.so").is_file()
 
 
-def test_c_basic(tmp_path: Path) -> None:
+def run_c_test(tmp_path: Path, name: str) -> None:
+    """Compiles tests/c/<name>.c against the installed package alone and runs it."""
     cc = compiler("cc")
-    exe = tmp_path / "test_basic"
-    build([cc, "-std=c99", *STRICT, "-I", str(PKG / "include"), str(C_TESTS / "test_basic.c"),
+    exe = tmp_path / name
+    build([cc, "-std=c99", *STRICT, "-I", str(PKG / "include"), str(C_TESTS / f"{name}.c"),
            "-o", str(exe), str(PKG / "libivm.so"), f"-Wl,-rpath,{PKG}", "-lm"])
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
     proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300, env=env,
@@ -48,6 +49,16 @@ def test_c_basic(tmp_path: Path) -> None:
     assert match, proc.stdout
     assert int(match.group(1)) > 0
     assert match.group(2) == "0", proc.stderr
+
+
+def test_c_basic(tmp_path: Path) -> None:
+    run_c_test(tmp_path, "test_basic")
+
+
+def test_c_values(tmp_path: Path) -> None:
+    """Structured and external copies between isolates, host callbacks, deferred
+    results and References through the C ABI (tests/c/test_values.c)."""
+    run_c_test(tmp_path, "test_values")
 
 
 def test_header_compiles_as_strict_c99(tmp_path: Path) -> None:

@@ -1,0 +1,721 @@
+// wrapper.cc — Reference and ExternalCopy objects inside isolates.
+//
+// A Reference (to a value of any isolate, or to a host value) or an
+// ExternalCopy passed into an isolate becomes an object with isolated-vm's
+// JavaScript API (getSync, applySync, copyInto...). Its methods are made with
+// a v8::Signature, so V8 itself refuses any `this` that is not such an
+// object ("Illegal invocation"): they cannot be called on forged or
+// look-alike objects. The objects cannot be constructed from JavaScript.
+#include "wrapper.h"
+
+#include "callback.h"
+#include "copy.h"
+#include "reference.h"
+
+#include <cmath>
+
+namespace ivm {
+
+namespace {
+
+const char kWrapTag = 0;   // its address marks our objects' second internal field
+
+}  // namespace
+
+struct WrapBox {
+  enum Kind { kReference, kHost, kDeref, kCopy } kind = kReference;
+  ReferenceData ref;                   // kReference, kDeref
+  std::shared_ptr<CallbackData> host;  // kHost
+  std::string host_type;               // kHost: typeof
+  std::shared_ptr<CopyData> copy;      // kCopy
+  bool released = false;
+};
+
+class WrapRecord final : public Resource {
+ public:
+  void ResetLocked() override {
+    object.Reset();
+    box.reset();
+  }
+  v8::Global<v8::Object> object;
+  std::unique_ptr<WrapBox> box;
+  IsolateHolder* holder = nullptr;
+};
+
+namespace {
+
+void OnWrapperCollected(const v8::WeakCallbackInfo<WrapRecord>& info) {
+  WrapRecord* record = info.GetParameter();
+  record->object.Reset();
+  record->holder->ReleaseLater(record);
+}
+
+v8::Local<v8::String> Str(v8::Isolate* isolate, const std::string& s) {
+  return NewString(isolate, s.data(), s.size(), nullptr).FromMaybe(v8::String::Empty(isolate));
+}
+
+void Throw(v8::Isolate* isolate, const std::string& message, bool type_error = false) {
+  v8::Local<v8::String> m = Str(isolate, message);
+  isolate->ThrowException(type_error ? v8::Exception::TypeError(m) : v8::Exception::Error(m));
+}
+
+// An error of another isolate (or of the host), thrown here. JavaScript
+// errors keep their stack, with a marker line where they crossed.
+void ThrowError(v8::Isolate* isolate, ivm_error_t* err) {
+  std::string stack = err->stack.empty() ? err->message : err->stack;
+  stack += "\n    at (<ivm boundary>)";
+  v8::Local<v8::String> m = Str(isolate, err->message);
+  v8::Local<v8::Value> e;
+  const std::string& n = err->name;
+  if (n == "TypeError") e = v8::Exception::TypeError(m);
+  else if (n == "RangeError") e = v8::Exception::RangeError(m);
+  else if (n == "SyntaxError") e = v8::Exception::SyntaxError(m);
+  else if (n == "ReferenceError") e = v8::Exception::ReferenceError(m);
+  else e = v8::Exception::Error(m);
+  v8::Local<v8::Context> context = isolate->GetCurrentContext();
+  v8::Local<v8::Object> obj = e.As<v8::Object>();
+  if (!n.empty() && n != "Error" && n != "TypeError" && n != "RangeError" &&
+      n != "SyntaxError" && n != "ReferenceError") {
+    obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "name"), Str(isolate, n),
+                           v8::DontEnum)
+        .Check();
+  }
+  obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "stack"),
+                         Str(isolate, stack), v8::DontEnum)
+      .Check();
+  ivm_error_free(err);
+  isolate->ThrowException(e);
+}
+
+// Reads `options[name]` as a boolean (false when absent).
+bool Flag(v8::Local<v8::Context> context, v8::Local<v8::Value> options, const char* name,
+          bool* ok) {
+  if (!options->IsObject()) return false;
+  v8::Isolate* isolate = context->GetIsolate();
+  v8::Local<v8::Value> v;
+  if (!options.As<v8::Object>()
+           ->Get(context, v8::String::NewFromUtf8(isolate, name).ToLocalChecked())
+           .ToLocal(&v)) {
+    *ok = false;
+    return false;
+  }
+  return v->BooleanValue(isolate);
+}
+
+v8::Local<v8::Value> Member(v8::Local<v8::Context> context, v8::Local<v8::Value> options,
+                            const char* name, bool* ok) {
+  v8::Isolate* isolate = context->GetIsolate();
+  if (!options->IsObject()) return v8::Undefined(isolate);
+  v8::Local<v8::Value> v;
+  if (!options.As<v8::Object>()
+           ->Get(context, v8::String::NewFromUtf8(isolate, name).ToLocalChecked())
+           .ToLocal(&v)) {
+    *ok = false;
+    return v8::Undefined(isolate);
+  }
+  return v;
+}
+
+// Result options ({copy, externalCopy, reference, promise}) and timeout (ms).
+bool ReadResultOptions(v8::Local<v8::Context> context, v8::Local<v8::Value> options,
+                       v8::Local<v8::Value> result_options, EvalOptions* o) {
+  bool ok = true;
+  uint32_t flags = 0;
+  if (Flag(context, result_options, "copy", &ok)) flags |= IVM_EVAL_COPY;
+  if (Flag(context, result_options, "externalCopy", &ok)) flags |= IVM_EVAL_EXTERNAL_COPY;
+  if (Flag(context, result_options, "reference", &ok)) flags |= IVM_EVAL_REFERENCE;
+  if (Flag(context, result_options, "promise", &ok)) flags |= IVM_EVAL_PROMISE;
+  v8::Local<v8::Value> timeout = Member(context, options, "timeout", &ok);
+  if (!ok) return false;
+  if (timeout->IsNumber()) {
+    double ms = timeout.As<v8::Number>()->Value();
+    if (std::isfinite(ms) && ms > 0) o->timeout_ns = static_cast<uint64_t>(std::min(ms, 9e12) * 1e6);
+  }
+  o->flags = flags;
+  return true;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Templates (one set per isolate)
+
+class WrapperTemplates final : public Resource {
+ public:
+  void ResetLocked() override {
+    reference.Reset();
+    deref.Reset();
+    copy.Reset();
+  }
+  v8::Global<v8::FunctionTemplate> reference, deref, copy;
+};
+
+namespace {
+
+WrapBox* BoxOf(v8::Local<v8::Object> obj) {
+  if (obj->InternalFieldCount() != 2) return nullptr;
+  if (obj->GetAlignedPointerFromInternalField(1) != &kWrapTag) return nullptr;
+  auto* record = static_cast<WrapRecord*>(obj->GetAlignedPointerFromInternalField(0));
+  return record ? record->box.get() : nullptr;
+}
+
+// The box of `this` (the Signature guarantees our template), or throws.
+WrapBox* This(const v8::FunctionCallbackInfo<v8::Value>& info) {
+  WrapBox* box = BoxOf(info.This());
+  if (box == nullptr) {
+    Throw(info.GetIsolate(), "Illegal invocation", true);
+    return nullptr;
+  }
+  if (box->released) {
+    Throw(info.GetIsolate(),
+          box->kind == WrapBox::kCopy ? "ExternalCopy has been released"
+                                      : "Reference has been released");
+    return nullptr;
+  }
+  return box;
+}
+
+IsolateHolder* HolderOf(v8::Isolate* isolate) {
+  return static_cast<IsolateHolder*>(isolate->GetData(0));
+}
+
+// A value of this isolate as a host value for another: primitives as they
+// are, Reference and ExternalCopy objects as attachments, other values as a
+// copy only when `copy`.
+bool ToHost(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
+            v8::Local<v8::Value> value, bool copy, ivm_value_t** out) {
+  const CallState* call = holder.CurrentCall();
+  if (call == nullptr) return false;
+  v8::TryCatch try_catch(isolate);
+  uint32_t flags = 0;
+  if (value->IsObject()) {
+    if (BoxOf(value.As<v8::Object>()) == nullptr && !copy) {
+      Throw(isolate,
+            "a " + DescribeType(isolate, value) +
+                " cannot be passed to another isolate without {copy: true} (or as a Reference)",
+            true);
+      return false;
+    }
+    flags = IVM_EVAL_COPY;
+  }
+  ivm_error_t* err = ResultFromV8(holder, isolate, context, try_catch, *call, value, flags, out);
+  if (err) {
+    if (try_catch.HasCaught() || try_catch.HasTerminated()) {
+      ivm_error_free(err);
+      try_catch.ReThrow();
+      return false;
+    }
+    err->name = "TypeError";
+    ThrowError(isolate, err);
+    return false;
+  }
+  return true;
+}
+
+// A host value (a result from another isolate) into this one.
+void FromHost(v8::Isolate* isolate, v8::Local<v8::Context> context, ivm_value_t* value,
+              v8::ReturnValue<v8::Value> rv) {
+  std::unique_ptr<ivm_value_t> owned(value);
+  IsolateHolder* holder = HolderOf(isolate);
+  const CallState* call = holder->CurrentCall();
+  if (call == nullptr) return;
+  v8::Local<v8::Value> v;
+  ivm_error_t* err = nullptr;
+  {
+    v8::TryCatch try_catch(isolate);
+    err = ValueToV8(*holder, isolate, context, *call, value, &v);
+    if (err == nullptr && v.IsEmpty()) {
+      try_catch.ReThrow();
+      return;
+    }
+  }
+  if (err) {
+    err->name = "TypeError";
+    ThrowError(isolate, err);
+    return;
+  }
+  rv.Set(v);
+}
+
+struct Args {
+  std::vector<std::unique_ptr<ivm_value_t>> values;
+  std::vector<const ivm_value_t*> raw;
+};
+
+// Runs `op` on the box's reference now (getSync, applySync...).
+void SyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefOp op,
+            EvalOptions o) {
+  v8::Isolate* isolate = info.GetIsolate();
+  v8::Local<v8::Context> context = isolate->GetCurrentContext();
+  ivm_value_t* out = nullptr;
+  ivm_error_t* err = RunRefOp(box->ref, op, o, &out);
+  if (err) {
+    ThrowError(isolate, err);
+    return;
+  }
+  FromHost(isolate, context, out, info.GetReturnValue());
+}
+
+// The job's outcome settles a promise of the calling isolate.
+void SettleDone(void* user_data, uint64_t, void* result, ivm_error_t* error) {
+  auto* d = static_cast<ivm_deferred_t*>(user_data);
+  ivm_error_t* err = error ? ivm_deferred_reject(d, error)
+                           : ivm_deferred_resolve(d, static_cast<ivm_value_t*>(result));
+  ivm_error_free(err);
+  ivm_deferred_free(d);
+}
+
+void IgnoreDone(void*, uint64_t, void* result, ivm_error_t* error) {
+  ivm_value_free(static_cast<ivm_value_t*>(result));
+  ivm_error_free(error);
+}
+
+// Queues `op` on the box's isolate (get, apply...): returns a promise, or
+// undefined when `ignored`.
+void AsyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefOp op,
+             EvalOptions o, std::shared_ptr<Args> args, bool ignored) {
+  v8::Isolate* isolate = info.GetIsolate();
+  v8::Local<v8::Context> context = isolate->GetCurrentContext();
+  ivm_done_fn done = IgnoreDone;
+  void* user_data = nullptr;
+  v8::Local<v8::Promise> promise;
+  if (!ignored) {
+    ivm_call call;
+    call.holder = HolderOf(isolate);
+    call.isolate = isolate;
+    call.context = context;
+    ivm_deferred_t* d = nullptr;
+    if (ivm_error_t* err = ivm_call_defer(&call, &d)) {
+      ThrowError(isolate, err);
+      return;
+    }
+    promise = call.resolver->GetPromise();
+    done = SettleDone;
+    user_data = d;
+  }
+  ReferenceData ref = box->ref;
+  ivm_error_t* err = Enqueue(
+      ref.holder, done, user_data, FreeValue,
+      [ref, op, o, args](void** result) mutable -> ivm_error_t* {
+        op.args = args->raw.data();
+        op.nargs = args->raw.size();
+        return RunRefOp(ref, op, o, reinterpret_cast<ivm_value_t**>(result));
+      },
+      nullptr);
+  if (err) {
+    if (user_data) ivm_deferred_free(static_cast<ivm_deferred_t*>(user_data));
+    ThrowError(isolate, err);
+    return;
+  }
+  if (!ignored) info.GetReturnValue().Set(promise);
+}
+
+// --- Reference methods
+
+enum class Mode { kSync, kAsync, kIgnored, kSyncPromise };
+
+void Get(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
+  WrapBox* box = This(info);
+  if (!box) return;
+  v8::Isolate* isolate = info.GetIsolate();
+  v8::Local<v8::Context> context = isolate->GetCurrentContext();
+  if (box->kind != WrapBox::kReference) return Throw(isolate, "not supported by this Reference", true);
+  auto args = std::make_shared<Args>();
+  ivm_value_t* key = nullptr;
+  if (!ToHost(*HolderOf(isolate), isolate, context, info[0], false, &key)) return;
+  args->values.emplace_back(key);
+  EvalOptions o;
+  if (!ReadResultOptions(context, info[1], info[1], &o)) return;
+  RefOp op;
+  op.kind = RefOp::kGet;
+  op.key = key;
+  if (mode == Mode::kSync) return SyncOp(info, box, op, o);
+  AsyncOp(info, box, op, o, args, mode == Mode::kIgnored);
+}
+
+void Set(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
+  WrapBox* box = This(info);
+  if (!box) return;
+  v8::Isolate* isolate = info.GetIsolate();
+  v8::Local<v8::Context> context = isolate->GetCurrentContext();
+  if (box->kind != WrapBox::kReference) return Throw(isolate, "not supported by this Reference", true);
+  bool ok = true;
+  bool copy = Flag(context, info[2], "copy", &ok);
+  if (!ok) return;
+  auto args = std::make_shared<Args>();
+  ivm_value_t *key = nullptr, *value = nullptr;
+  if (!ToHost(*HolderOf(isolate), isolate, context, info[0], false, &key)) return;
+  args->values.emplace_back(key);
+  if (!ToHost(*HolderOf(isolate), isolate, context, info[1], copy, &value)) return;
+  args->values.emplace_back(value);
+  EvalOptions o;
+  if (!ReadResultOptions(context, info[2], v8::Undefined(isolate), &o)) return;
+  RefOp op;
+  op.kind = RefOp::kSet;
+  op.key = key;
+  op.value = value;
+  if (mode == Mode::kSync) return SyncOp(info, box, op, o);
+  AsyncOp(info, box, op, o, args, mode == Mode::kIgnored);
+}
+
+void Delete(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
+  WrapBox* box = This(info);
+  if (!box) return;
+  v8::Isolate* isolate = info.GetIsolate();
+  v8::Local<v8::Context> context = isolate->GetCurrentContext();
+  if (box->kind != WrapBox::kReference) return Throw(isolate, "not supported by this Reference", true);
+  auto args = std::make_shared<Args>();
+  ivm_value_t* key = nullptr;
+  if (!ToHost(*HolderOf(isolate), isolate, context, info[0], false, &key)) return;
+  args->values.emplace_back(key);
+  EvalOptions o;
+  if (!ReadResultOptions(context, info[1], v8::Undefined(isolate), &o)) return;
+  RefOp op;
+  op.kind = RefOp::kDelete;
+  op.key = key;
+  if (mode == Mode::kSync) return SyncOp(info, box, op, o);
+  AsyncOp(info, box, op, o, args, false);
+}
+
+// A host reference's operation: the host function, told which one.
+void HostOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, uint32_t op,
+            v8::Local<v8::Value> arguments) {
+  v8::Isolate* isolate = info.GetIsolate();
+  v8::Local<v8::Context> context = isolate->GetCurrentContext();
+  IsolateHolder& holder = *HolderOf(isolate);
+  ivm_call call;
+  call.holder = &holder;
+  call.isolate = isolate;
+  call.context = context;
+  call.op = op;
+  struct FreeArgs {
+    std::vector<ivm_value_t*>& args;
+    ~FreeArgs() {
+      for (ivm_value_t* v : args) ivm_value_free(v);
+    }
+  } free_args{call.args};
+  if (arguments->IsArray()) {
+    v8::Local<v8::Array> array = arguments.As<v8::Array>();
+    for (uint32_t i = 0; i < array->Length(); ++i) {
+      v8::Local<v8::Value> item;
+      if (!array->Get(context, i).ToLocal(&item)) return;
+      ivm_value_t* v = nullptr;
+      if (!ToHost(holder, isolate, context, item, true, &v)) return;
+      call.args.push_back(v);
+    }
+  }
+  ivm_value_t* out = nullptr;
+  ivm_error_t* err = box->host->fn(box->host->user_data, &call, &out);
+  if (err) {
+    if (out) ivm_value_free(out);
+    if (err->host_abort) {
+      holder.AbortFromHost(err->host_token);
+      ivm_error_free(err);
+      return;
+    }
+    ThrowError(isolate, err);
+    return;
+  }
+  if (!call.resolver.IsEmpty()) {
+    if (out) ivm_value_free(out);
+    info.GetReturnValue().Set(call.resolver->GetPromise());
+    return;
+  }
+  if (out) FromHost(isolate, context, out, info.GetReturnValue());
+}
+
+void Apply(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
+  WrapBox* box = This(info);
+  if (!box) return;
+  v8::Isolate* isolate = info.GetIsolate();
+  v8::Local<v8::Context> context = isolate->GetCurrentContext();
+  if (box->kind == WrapBox::kHost) {
+    uint32_t op = mode == Mode::kSync        ? IVM_CALL_APPLY
+                  : mode == Mode::kAsync     ? IVM_CALL_APPLY_ASYNC
+                  : mode == Mode::kIgnored   ? IVM_CALL_APPLY_IGNORED
+                                             : IVM_CALL_APPLY_SYNC_PROMISE;
+    return HostOp(info, box, op, info[1]);
+  }
+  if (box->kind != WrapBox::kReference) return Throw(isolate, "not supported by this Reference", true);
+  bool ok = true;
+  v8::Local<v8::Value> options = info[2];
+  v8::Local<v8::Value> arg_options = Member(context, options, "arguments", &ok);
+  if (!ok) return;
+  bool copy = Flag(context, arg_options, "copy", &ok);
+  v8::Local<v8::Value> result_options = Member(context, options, "result", &ok);
+  if (!ok) return;
+  EvalOptions o;
+  if (!ReadResultOptions(context, options, result_options, &o)) return;
+  if (mode == Mode::kSyncPromise) o.flags |= IVM_EVAL_PROMISE;
+  auto args = std::make_shared<Args>();
+  IsolateHolder& holder = *HolderOf(isolate);
+  ivm_value_t* receiver = nullptr;
+  if (!info[0]->IsUndefined()) {
+    if (!ToHost(holder, isolate, context, info[0], copy, &receiver)) return;
+    args->values.emplace_back(receiver);
+  }
+  if (!info[1]->IsUndefined() && !info[1]->IsArray()) {
+    return Throw(isolate, "arguments must be an array", true);
+  }
+  if (info[1]->IsArray()) {
+    v8::Local<v8::Array> array = info[1].As<v8::Array>();
+    for (uint32_t i = 0; i < array->Length(); ++i) {
+      v8::Local<v8::Value> item;
+      if (!array->Get(context, i).ToLocal(&item)) return;
+      ivm_value_t* v = nullptr;
+      if (!ToHost(holder, isolate, context, item, copy, &v)) return;
+      args->values.emplace_back(v);
+      args->raw.push_back(v);
+    }
+  }
+  RefOp op;
+  op.kind = RefOp::kApply;
+  op.receiver = receiver;
+  op.args = args->raw.data();
+  op.nargs = args->raw.size();
+  if (mode == Mode::kSync || mode == Mode::kSyncPromise) return SyncOp(info, box, op, o);
+  AsyncOp(info, box, op, o, args, mode == Mode::kIgnored);
+}
+
+void Copy(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
+  WrapBox* box = This(info);
+  if (!box) return;
+  if (box->kind == WrapBox::kHost) return HostOp(info, box, IVM_CALL_COPY, v8::Undefined(info.GetIsolate()));
+  if (box->kind != WrapBox::kReference) return Throw(info.GetIsolate(), "not supported by this Reference", true);
+  EvalOptions o;
+  o.flags = IVM_EVAL_COPY;
+  RefOp op;
+  op.kind = RefOp::kGet;
+  if (mode == Mode::kSync) return SyncOp(info, box, op, o);
+  AsyncOp(info, box, op, o, std::make_shared<Args>(), false);
+}
+
+void Deref(const v8::FunctionCallbackInfo<v8::Value>& info) {
+  WrapBox* box = This(info);
+  if (!box) return;
+  v8::Isolate* isolate = info.GetIsolate();
+  if (box->kind != WrapBox::kReference || box->ref.holder.get() != HolderOf(isolate)) {
+    return Throw(isolate, "Cannot dereference this from current isolate", true);
+  }
+  if (box->ref.record->released()) return Throw(isolate, kReferenceReleased);
+  info.GetReturnValue().Set(box->ref.record->value.Get(isolate));
+}
+
+void DerefInto(const v8::FunctionCallbackInfo<v8::Value>& info) {
+  WrapBox* box = This(info);
+  if (!box) return;
+  v8::Isolate* isolate = info.GetIsolate();
+  if (box->kind != WrapBox::kReference) return Throw(isolate, "not supported by this Reference", true);
+  auto marker = std::make_unique<WrapBox>();
+  marker->kind = WrapBox::kDeref;
+  marker->ref = box->ref;
+  v8::Local<v8::Object> obj;
+  if (NewWrapper(*HolderOf(isolate), isolate, isolate->GetCurrentContext(), std::move(marker))
+          .ToLocal(&obj)) {
+    info.GetReturnValue().Set(obj);
+  }
+}
+
+void Release(const v8::FunctionCallbackInfo<v8::Value>& info) {
+  WrapBox* box = BoxOf(info.This());
+  if (box == nullptr) return Throw(info.GetIsolate(), "Illegal invocation", true);
+  box->released = true;
+  box->ref = ReferenceData();
+  box->copy.reset();
+}
+
+void TypeOf(const v8::FunctionCallbackInfo<v8::Value>& info) {
+  WrapBox* box = BoxOf(info.This());
+  if (box == nullptr) return Throw(info.GetIsolate(), "Illegal invocation", true);
+  const std::string& t = box->kind == WrapBox::kHost ? box->host_type
+                         : box->ref.record            ? box->ref.record->type_of
+                                                      : box->host_type;
+  info.GetReturnValue().Set(Str(info.GetIsolate(), t));
+}
+
+// --- ExternalCopy methods
+
+void CopyCopy(const v8::FunctionCallbackInfo<v8::Value>& info, bool into) {
+  WrapBox* box = This(info);
+  if (!box) return;
+  v8::Isolate* isolate = info.GetIsolate();
+  v8::Local<v8::Context> context = isolate->GetCurrentContext();
+  bool ok = true;
+  bool release = into && Flag(context, info[0], "release", &ok);
+  bool transfer = into && Flag(context, info[0], "transferIn", &ok);
+  if (!ok) return;
+  // Insert through a marker (which moves the buffers with transferIn).
+  auto value = std::make_unique<ivm_value>();
+  Serialized s;
+  Attachment a;
+  a.kind = Attachment::kCopy;
+  a.copy = box->copy;
+  a.flags = transfer ? IVM_COPY_INTO_TRANSFER_IN : 0;
+  s.attachments.push_back(std::move(a));
+  static const char kInsert[] = "\x80\x05" "civm._copy\n_att\nK\x00\x85R.";
+  s.stream.assign(kInsert, sizeof kInsert - 1);
+  value->kind = IVM_VALUE_SERIALIZED;
+  value->serialized = std::make_shared<Serialized>(std::move(s));
+  if (release || transfer) {
+    box->released = true;
+    box->copy.reset();
+  }
+  FromHost(isolate, context, value.release(), info.GetReturnValue());
+}
+
+template <void (*F)(const v8::FunctionCallbackInfo<v8::Value>&, Mode), Mode M>
+void Bind(const v8::FunctionCallbackInfo<v8::Value>& info) {
+  F(info, M);
+}
+
+void IllegalConstructor(const v8::FunctionCallbackInfo<v8::Value>& info) {
+  Throw(info.GetIsolate(), "Illegal constructor", true);
+}
+
+v8::Local<v8::FunctionTemplate> MakeClass(v8::Isolate* isolate, const char* name) {
+  v8::Local<v8::FunctionTemplate> tpl = v8::FunctionTemplate::New(isolate, IllegalConstructor);
+  tpl->SetClassName(v8::String::NewFromUtf8(isolate, name).ToLocalChecked());
+  tpl->InstanceTemplate()->SetInternalFieldCount(2);
+  return tpl;
+}
+
+void Method(v8::Isolate* isolate, v8::Local<v8::FunctionTemplate> tpl, const char* name,
+            v8::FunctionCallback fn) {
+  v8::Local<v8::Signature> sig = v8::Signature::New(isolate, tpl);
+  tpl->PrototypeTemplate()->Set(
+      v8::String::NewFromUtf8(isolate, name, v8::NewStringType::kInternalized).ToLocalChecked(),
+      v8::FunctionTemplate::New(isolate, fn, v8::Local<v8::Value>(), sig, 0,
+                                v8::ConstructorBehavior::kThrow),
+      v8::DontEnum);
+}
+
+}  // namespace
+
+void IsolateHolder::set_wrapper_templates(std::shared_ptr<WrapperTemplates> t) {
+  wrapper_templates_ = t;
+  Register(t);
+}
+
+namespace {
+
+WrapperTemplates& Templates(IsolateHolder& holder, v8::Isolate* isolate) {
+  WrapperTemplates* t = holder.wrapper_templates();
+  if (t != nullptr && !t->reference.IsEmpty()) return *t;
+  auto created = std::make_shared<WrapperTemplates>();
+  v8::Local<v8::FunctionTemplate> ref = MakeClass(isolate, "Reference");
+  Method(isolate, ref, "get", Bind<Get, Mode::kAsync>);
+  Method(isolate, ref, "getSync", Bind<Get, Mode::kSync>);
+  Method(isolate, ref, "getIgnored", Bind<Get, Mode::kIgnored>);
+  Method(isolate, ref, "set", Bind<Set, Mode::kAsync>);
+  Method(isolate, ref, "setSync", Bind<Set, Mode::kSync>);
+  Method(isolate, ref, "setIgnored", Bind<Set, Mode::kIgnored>);
+  Method(isolate, ref, "delete", Bind<Delete, Mode::kAsync>);
+  Method(isolate, ref, "deleteSync", Bind<Delete, Mode::kSync>);
+  Method(isolate, ref, "apply", Bind<Apply, Mode::kAsync>);
+  Method(isolate, ref, "applySync", Bind<Apply, Mode::kSync>);
+  Method(isolate, ref, "applyIgnored", Bind<Apply, Mode::kIgnored>);
+  Method(isolate, ref, "applySyncPromise", Bind<Apply, Mode::kSyncPromise>);
+  Method(isolate, ref, "copy", Bind<Copy, Mode::kAsync>);
+  Method(isolate, ref, "copySync", Bind<Copy, Mode::kSync>);
+  Method(isolate, ref, "deref", Deref);
+  Method(isolate, ref, "derefInto", DerefInto);
+  Method(isolate, ref, "release", Release);
+  ref->PrototypeTemplate()->SetAccessorProperty(
+      v8::String::NewFromUtf8Literal(isolate, "typeof"),
+      v8::FunctionTemplate::New(isolate, TypeOf, v8::Local<v8::Value>(),
+                                v8::Signature::New(isolate, ref), 0,
+                                v8::ConstructorBehavior::kThrow),
+      v8::Local<v8::FunctionTemplate>(), v8::DontEnum);
+  created->reference.Reset(isolate, ref);
+  created->deref.Reset(isolate, MakeClass(isolate, "DereferencedReference"));
+  v8::Local<v8::FunctionTemplate> copy = MakeClass(isolate, "ExternalCopy");
+  Method(isolate, copy, "copy", [](const v8::FunctionCallbackInfo<v8::Value>& info) {
+    CopyCopy(info, false);
+  });
+  Method(isolate, copy, "copyInto", [](const v8::FunctionCallbackInfo<v8::Value>& info) {
+    CopyCopy(info, true);
+  });
+  Method(isolate, copy, "release", Release);
+  created->copy.Reset(isolate, copy);
+  holder.set_wrapper_templates(created);
+  return *created;
+}
+
+}  // namespace
+
+v8::MaybeLocal<v8::Object> NewWrapper(IsolateHolder& holder, v8::Isolate* isolate,
+                                      v8::Local<v8::Context> context,
+                                      std::unique_ptr<WrapBox> box) {
+  WrapperTemplates& t = Templates(holder, isolate);
+  v8::Local<v8::FunctionTemplate> tpl = box->kind == WrapBox::kCopy    ? t.copy.Get(isolate)
+                                        : box->kind == WrapBox::kDeref ? t.deref.Get(isolate)
+                                                                       : t.reference.Get(isolate);
+  v8::Local<v8::Object> obj;
+  if (!tpl->InstanceTemplate()->NewInstance(context).ToLocal(&obj)) return {};
+  auto record = std::make_shared<WrapRecord>();
+  record->box = std::move(box);
+  record->holder = &holder;
+  obj->SetAlignedPointerInInternalField(0, record.get());
+  obj->SetAlignedPointerInInternalField(1, const_cast<char*>(&kWrapTag));
+  record->object.Reset(isolate, obj);
+  record->object.SetWeak(record.get(), OnWrapperCollected, v8::WeakCallbackType::kParameter);
+  holder.Register(record);
+  return obj;
+}
+
+v8::MaybeLocal<v8::Object> WrapReference(IsolateHolder& holder, v8::Isolate* isolate,
+                                         v8::Local<v8::Context> context,
+                                         const ReferenceData& ref) {
+  auto box = std::make_unique<WrapBox>();
+  box->kind = WrapBox::kReference;
+  box->ref = ref;
+  return NewWrapper(holder, isolate, context, std::move(box));
+}
+
+v8::MaybeLocal<v8::Object> WrapHostReference(IsolateHolder& holder, v8::Isolate* isolate,
+                                             v8::Local<v8::Context> context,
+                                             const std::shared_ptr<CallbackData>& host,
+                                             const char* type_of) {
+  auto box = std::make_unique<WrapBox>();
+  box->kind = WrapBox::kHost;
+  box->host = host;
+  box->host_type = type_of;
+  return NewWrapper(holder, isolate, context, std::move(box));
+}
+
+v8::MaybeLocal<v8::Object> WrapCopy(IsolateHolder& holder, v8::Isolate* isolate,
+                                    v8::Local<v8::Context> context,
+                                    const std::shared_ptr<CopyData>& copy) {
+  auto box = std::make_unique<WrapBox>();
+  box->kind = WrapBox::kCopy;
+  box->copy = copy;
+  return NewWrapper(holder, isolate, context, std::move(box));
+}
+
+bool WrappedAttachment(v8::Local<v8::Object> obj, Attachment* out) {
+  WrapBox* box = BoxOf(obj);
+  if (box == nullptr || box->released) return false;
+  switch (box->kind) {
+    case WrapBox::kReference:
+    case WrapBox::kDeref:
+      out->kind = Attachment::kReference;
+      out->reference = std::make_shared<ReferenceData>(box->ref);
+      out->flags = box->kind == WrapBox::kDeref ? IVM_ATTACH_DEREF : 0;
+      return true;
+    case WrapBox::kCopy:
+      out->kind = Attachment::kCopy;
+      out->copy = box->copy;
+      out->flags = IVM_COPY_AS_OBJECT;
+      return true;
+    case WrapBox::kHost:
+      out->kind = Attachment::kCallback;
+      out->callback = box->host;
+      out->flags = IVM_ATTACH_AS_REFERENCE;
+      return true;
+  }
+  return false;
+}
+
+bool IsWrapper(v8::Local<v8::Object> obj) { return BoxOf(obj) != nullptr; }
+
+}  // namespace ivm
