@@ -581,7 +581,10 @@ enum {
    */
   IVM_EVAL_TRANSFER_OUT = 8,
   /** Return an IVM_VALUE_REFERENCE to the result, which stays in the isolate. Since: 0.2 */
-  IVM_EVAL_REFERENCE = 16
+  IVM_EVAL_REFERENCE = 16,
+  /** Discard the result (return undefined), whatever it is: for calls made
+   * only for their effects. Since: 0.2 */
+  IVM_EVAL_DISCARD = 32
 };
 
 #ifndef IVM_CDEF

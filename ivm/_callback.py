@@ -8,13 +8,18 @@ import sys
 from typing import Any, Callable, Final
 
 from ._copy import _Marker, to_value
-from ._errors import check, stash_host_error
+from . import _errors
+from ._errors import check, restore_recursion_limit, stash_host_error
 from ._ffi import ffi, lib
 from ._value import peek
 
 __all__ = ["Callback"]
 
 _log = logging.getLogger("ivm")
+_call_arg = lib.ivm_call_arg
+_call_argc = lib.ivm_call_argc
+_new_number = lib.ivm_value_new_number
+_MAX_SAFE: Final = 2**53 - 1
 _MODES: Final = ("sync", "async", "ignored")
 # The state of every live callback, by the address of its cffi handle: kept
 # alive until libivm finalizes the callback.
@@ -178,17 +183,31 @@ class Callback(_Marker):
 def _host_error(exc: BaseException) -> Any:
     """An owned ``ivm_error_t *`` that JavaScript sees as the exception."""
     token = stash_host_error(exc)
-    name = type(exc).__name__.encode()
-    try:
-        message = str(exc).encode("utf-8", "surrogatepass")
-    except Exception:  # noqa: BLE001 - a broken __str__
-        message = b""
+    from ._errors import JSError
+
+    if isinstance(exc, JSError):  # JavaScript's own error, passing through
+        name = exc.name.encode("utf-8", "surrogatepass")
+        message = exc.message.encode("utf-8", "surrogatepass")
+    else:
+        name = type(exc).__name__.encode()
+        try:
+            message = str(exc).encode("utf-8", "surrogatepass")
+        except Exception:  # noqa: BLE001 - a broken __str__
+            message = b""
     flags = lib.IVM_HOST_ERROR_ABORT if isinstance(exc, (KeyboardInterrupt, SystemExit)) else 0
     return lib.ivm_error_new_host(name, len(name), message, len(message), token, flags)
 
 
+_PLAIN: Final = frozenset({int, float, str, bool, type(None), list, dict, tuple})
+
+
 def _result(value: Any) -> Any:
-    if inspect.isawaitable(value):
+    t = type(value)
+    if t is float:
+        return _new_number(value)
+    if t is int and -_MAX_SAFE <= value <= _MAX_SAFE:
+        return _new_number(float(value))
+    if t not in _PLAIN and inspect.isawaitable(value):
         close = getattr(value, "close", None)
         if close is not None:
             close()
@@ -201,12 +220,14 @@ def _ivm_py_host_fn(user_data: Any, call: Any, out: Any) -> Any:
     """JavaScript called a Callback (the thread running that JavaScript)."""
     try:
         state: _State = ffi.from_handle(user_data)
-        args = [peek(lib.ivm_call_arg(call, i)) for i in range(lib.ivm_call_argc(call))]
+        args = [peek(_call_arg(call, i)) for i in range(_call_argc(call))]
         mode = state.mode
         if mode == "reference":
             return _host_reference_op(state, call, args, out)
         if mode == "sync":
             out[0] = _result(state.fn(*args))
+            if _errors._saved_limit:
+                restore_recursion_limit()
             return ffi.NULL
         if mode == "ignored":
             _start_ignored(state, args)
@@ -216,7 +237,22 @@ def _ivm_py_host_fn(user_data: Any, call: Any, out: Any) -> Any:
         _start_async(state, args, deferred_out[0])
         return ffi.NULL
     except BaseException as exc:  # nothing may unwind through C
-        return _host_error(exc)
+        # At the recursion limit (deep JavaScript/Python recursion), even
+        # building the error needs a little headroom: inline, no Python call.
+        if _errors._saved_limit == 0:
+            _errors._saved_limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(_errors._saved_limit + 200)
+        try:
+            return _host_error(exc)
+        except BaseException:
+            return _RECURSION_ERROR()
+        finally:
+            restore_recursion_limit()
+
+
+def _RECURSION_ERROR() -> Any:
+    msg = b"maximum recursion depth exceeded"
+    return lib.ivm_error_new_host(b"RecursionError", 14, msg, len(msg), 0, 0)
 
 
 def _host_reference_op(state: _State, call: Any, args: list[Any], out: Any) -> Any:

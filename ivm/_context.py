@@ -191,7 +191,9 @@ class Context(Handle):
         and passed to the handler set with :func:`ivm.set_ignored_error_handler`.
         """
         src = code_bytes(code)
-        opts, keep = eval_options(timeout, filename, line_offset, column_offset, promise)
+        opts, keep = eval_options(
+            timeout, filename, line_offset, column_offset, promise, flags=lib.IVM_EVAL_DISCARD
+        )
         ptr = self._ptr
         submit_ignored(
             lambda done, ud, job: lib.ivm_context_eval_async(ptr, src, len(src), opts, done, ud, job),
@@ -297,7 +299,7 @@ class Context(Handle):
         timeout: float | None = None,
     ) -> None:
         """Queues :meth:`eval_closure` and returns at once, without a result."""
-        opts, keep = eval_options(timeout)
+        opts, keep = eval_options(timeout, flags=lib.IVM_EVAL_DISCARD)
         src, values = self._closure_args(code, arguments, arguments_options)
         argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
         ptr = self._ptr

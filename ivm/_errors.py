@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import itertools
+import sys
 from typing import Any, NoReturn
 
 from ._ffi import ffi, lib
@@ -91,6 +92,20 @@ _host_tokens = itertools.count(1)
 _MAX_HOST_ERRORS = 4096
 
 
+_saved_limit = 0
+
+
+def restore_recursion_limit() -> None:
+    """Puts the recursion limit back once the stack is shallow enough."""
+    global _saved_limit
+    if _saved_limit:
+        try:
+            sys.setrecursionlimit(_saved_limit)
+            _saved_limit = 0
+        except RecursionError:
+            pass  # still too deep: a later call restores it
+
+
 def stash_host_error(exc: BaseException) -> int:
     """Remembers `exc` (raised by a callback) and returns its token."""
     token = next(_host_tokens)
@@ -118,6 +133,8 @@ def error_from(err: Any) -> Exception:
         else:
             exc = _SIMPLE.get(kind, IvmError)(message)
         token = lib.ivm_error_host_token(err)
+        if _saved_limit:
+            restore_recursion_limit()
         if token:
             original = _host_errors.pop(int(token), None)
             if original is not None:

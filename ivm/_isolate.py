@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import math
+import weakref
 import signal
 import threading
 from dataclasses import dataclass
@@ -77,6 +80,18 @@ def _heap_statistics_from(result: Any) -> HeapStatistics:
         lib.ivm_heap_statistics_free(raw)
 
 
+# Every live isolate, disposed at interpreter exit while Python still runs:
+# host callbacks' finalizers must not run after the interpreter is gone.
+_live_isolates: weakref.WeakSet[Isolate] = weakref.WeakSet()
+
+
+@atexit.register
+def _dispose_all_at_exit() -> None:
+    for iso in list(_live_isolates):
+        with contextlib.suppress(Exception):
+            iso.dispose()
+
+
 class Isolate(Handle):
     """An isolated JavaScript VM: its own heap, memory limit and timeouts.
 
@@ -108,6 +123,7 @@ class Isolate(Handle):
             _install_interrupt()
         super().__init__(out[0])
         self._memory_limit = memory_limit
+        _live_isolates.add(self)
 
     def __repr__(self) -> str:
         state = "disposed" if self.is_disposed else "alive"

@@ -6,6 +6,7 @@ from typing import Any, Iterable, Mapping
 
 from ._async import submit, submit_ignored
 from ._copy import _Marker, arguments_copy, to_value
+from ._copy import to_value as _to_value
 from ._errors import check, raise_error
 from ._ffi import ffi, lib
 from ._handle import Handle
@@ -28,6 +29,15 @@ def _out() -> Any:
         return _tls.out
     except AttributeError:
         return value_out()
+
+
+def _argv() -> Any:
+    """This thread's array of 8 argument slots (filled right before a call)."""
+    try:
+        return _tls.argv
+    except AttributeError:
+        _tls.argv = argv = ffi.new("ivm_value_t *[8]")
+        return argv
 
 
 class Reference(Handle, _Marker):
@@ -123,7 +133,7 @@ class Reference(Handle, _Marker):
 
     def get_ignored(self, key: str | int, *, timeout: float | None = None) -> None:
         """Queues :meth:`get` (getters run) and returns at once."""
-        opts, keep = eval_options(timeout)
+        opts, keep = eval_options(timeout, flags=lib.IVM_EVAL_DISCARD)
         k = _key(key)
         ptr = self._ptr
         submit_ignored(
@@ -137,7 +147,10 @@ class Reference(Handle, _Marker):
     def set_sync(
         self, key: str | int, value: object, *, copy: bool = False, timeout: float | None = None
     ) -> bool:
-        """``value[key] = value`` (setters run); returns whether it was set.
+        """``value[key] = value`` (setters run). Returns ``True``, as
+        isolated-vm's ``setSync`` does: like a sloppy-mode assignment, one
+        that JavaScript ignores (a frozen object, a Proxy's ``set`` returning
+        false) is not reported.
 
         ``value``: primitives, markers (``copy_into()``, ``deref_into()``) and
         callbacks pass as they are; other values need ``copy=True``."""
@@ -171,7 +184,7 @@ class Reference(Handle, _Marker):
         self, key: str | int, value: object, *, copy: bool = False, timeout: float | None = None
     ) -> None:
         """Queues :meth:`set` and returns at once."""
-        opts, keep = eval_options(timeout)
+        opts, keep = eval_options(timeout, flags=lib.IVM_EVAL_DISCARD)
         k = _key(key)
         try:
             v = to_value(value, _bool("copy", copy))
@@ -207,7 +220,7 @@ class Reference(Handle, _Marker):
 
     def delete_ignored(self, key: str | int, *, timeout: float | None = None) -> None:
         """Queues :meth:`delete` and returns at once."""
-        opts, keep = eval_options(timeout)
+        opts, keep = eval_options(timeout, flags=lib.IVM_EVAL_DISCARD)
         k = _key(key)
         ptr = self._ptr
         submit_ignored(
@@ -255,13 +268,28 @@ class Reference(Handle, _Marker):
         ``result_options`` asks for (``copy``, ``external_copy``,
         ``reference``, ``promise``). Arguments pass as for
         :meth:`Context.eval_closure_sync`."""
-        flags = result_options_flags(result_options)
-        opts, _keep = eval_options(timeout, flags=flags)
-        recv, values = self._apply_values(receiver, arguments, arguments_options)
+        if timeout is None and result_options is None:
+            opts = _NULL
+        else:
+            opts, _keep = eval_options(timeout, flags=result_options_flags(result_options))
+        t = type(arguments)
+        if receiver is None and arguments_options is None and (t is list or t is tuple):
+            recv = _NULL
+            values = [_to_value(a, False) for a in arguments]
+        else:
+            recv, values = self._apply_values(receiver, arguments, arguments_options)
         out = _out()
+        n = len(values)
         try:
-            argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
-            err = lib.ivm_reference_apply(self._ptr, recv, argv, len(values), opts, out)
+            if n == 0:
+                argv = _NULL
+            elif n <= 8:
+                argv = _argv()
+                for i, v in enumerate(values):
+                    argv[i] = v
+            else:
+                argv = ffi.new("ivm_value_t *[]", values)
+            err = lib.ivm_reference_apply(self._ptr, recv, argv, n, opts, out)
         finally:
             for v in values:
                 lib.ivm_value_free(v)
@@ -311,7 +339,7 @@ class Reference(Handle, _Marker):
         timeout: float | None = None,
     ) -> None:
         """Queues :meth:`apply` and returns at once."""
-        opts, keep = eval_options(timeout)
+        opts, keep = eval_options(timeout, flags=lib.IVM_EVAL_DISCARD)
         recv, values = self._apply_values(receiver, arguments, arguments_options)
         argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
         ptr = self._ptr

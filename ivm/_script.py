@@ -111,7 +111,7 @@ class Script(Handle):
         :meth:`Context.eval_ignored`)."""
         if type(context) is not Context:
             raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
-        opts, _keep = eval_options(timeout, promise=promise)
+        opts, _keep = eval_options(timeout, promise=promise, flags=lib.IVM_EVAL_DISCARD)
         sptr, cptr = self._ptr, context._ptr
         submit_ignored(
             lambda done, ud, job: lib.ivm_script_run_async(sptr, cptr, opts, done, ud, job),

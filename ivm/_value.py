@@ -84,11 +84,13 @@ def take(v: Any) -> Any:
 
 def peek(v: Any) -> Any:
     """Converts a libivm value (borrowed: not freed)."""
-    kind = _kind(v)
-    if kind == 4:  # a number
-        x: float = _number(v)
+    x: float = _number(v)
+    if x == x:  # a number (NaN for every other kind)
         if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
             return int(x)
+        return x
+    kind = _kind(v)
+    if kind == 4:  # NaN
         return x
     if kind == _STRING:
         p = ffi.new("const char **")

@@ -104,16 +104,18 @@ void Trampoline(const v8::FunctionCallbackInfo<v8::Value>& info) {
     }
   } free_args{c.args};
   for (int i = 0; i < info.Length(); ++i) {
-    v8::TryCatch try_catch(isolate);
     ivm_value_t* v = nullptr;
-    ivm_error_t* err = ResultFromV8(holder, isolate, context, try_catch, *call, info[i],
-                                    IVM_EVAL_COPY, &v);
-    if (err) {
-      if (try_catch.HasCaught() || try_catch.HasTerminated()) {
+    ivm_error_t* err = nullptr;
+    {
+      v8::TryCatch try_catch(isolate);
+      err = ResultFromV8(holder, isolate, context, try_catch, *call, info[i], IVM_EVAL_COPY, &v);
+      if (err && (try_catch.HasCaught() || try_catch.HasTerminated())) {
         ivm_error_free(err);
         try_catch.ReThrow();
         return;
       }
+    }
+    if (err) {   // thrown outside the TryCatch, which would swallow it
       err->name = "TypeError";
       err->message = "argument " + std::to_string(i) + " of a host function: " + err->message;
       isolate->ThrowException(ErrorFromHost(isolate, context, err));
@@ -142,17 +144,20 @@ void Trampoline(const v8::FunctionCallbackInfo<v8::Value>& info) {
   if (out == nullptr) return;   // undefined
   std::unique_ptr<ivm_value_t> result(out);
   v8::Local<v8::Value> value;
-  v8::TryCatch try_catch(isolate);
-  ivm_error_t* conv = ValueToV8(holder, isolate, context, *call, result.get(), &value);
+  ivm_error_t* conv = nullptr;
+  {
+    v8::TryCatch try_catch(isolate);
+    conv = ValueToV8(holder, isolate, context, *call, result.get(), &value);
+    if (conv == nullptr && value.IsEmpty()) {
+      try_catch.ReThrow();
+      return;
+    }
+  }
   if (conv) {
     conv->name = "TypeError";
     conv->message = "the result of a host function: " + conv->message;
     isolate->ThrowException(ErrorFromHost(isolate, context, conv));
     ivm_error_free(conv);
-    return;
-  }
-  if (value.IsEmpty()) {
-    try_catch.ReThrow();
     return;
   }
   info.GetReturnValue().Set(value);

@@ -1940,6 +1940,12 @@ ivm_error_t* ResultFromV8(IsolateHolder& holder, v8::Isolate* isolate,
                           v8::Local<v8::Context> context, v8::TryCatch& try_catch,
                           const CallState& call, v8::Local<v8::Value> value, uint32_t flags,
                           ivm_value_t** out) {
+  if (flags & IVM_EVAL_DISCARD) {
+    auto v = std::make_unique<ivm_value>();
+    v->kind = IVM_VALUE_UNDEFINED;
+    *out = v.release();
+    return nullptr;
+  }
   if (flags & IVM_EVAL_REFERENCE) {
     auto v = std::make_unique<ivm_value>();
     v->kind = IVM_VALUE_REFERENCE;

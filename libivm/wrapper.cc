@@ -186,7 +186,6 @@ bool ToHost(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> 
             v8::Local<v8::Value> value, bool copy, ivm_value_t** out) {
   const CallState* call = holder.CurrentCall();
   if (call == nullptr) return false;
-  v8::TryCatch try_catch(isolate);
   uint32_t flags = 0;
   if (value->IsObject()) {
     if (BoxOf(value.As<v8::Object>()) == nullptr && !copy) {
@@ -198,13 +197,17 @@ bool ToHost(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> 
     }
     flags = IVM_EVAL_COPY;
   }
-  ivm_error_t* err = ResultFromV8(holder, isolate, context, try_catch, *call, value, flags, out);
-  if (err) {
-    if (try_catch.HasCaught() || try_catch.HasTerminated()) {
+  ivm_error_t* err = nullptr;
+  {
+    v8::TryCatch try_catch(isolate);
+    err = ResultFromV8(holder, isolate, context, try_catch, *call, value, flags, out);
+    if (err && (try_catch.HasCaught() || try_catch.HasTerminated())) {
       ivm_error_free(err);
       try_catch.ReThrow();
       return false;
     }
+  }
+  if (err) {   // thrown outside the TryCatch, which would swallow it
     err->name = "TypeError";
     ThrowError(isolate, err);
     return false;
