@@ -83,10 +83,10 @@ extern "C" {
 /* ------------------------------------------------------------------------- */
 
 #define IVM_VERSION_MAJOR 0
-#define IVM_VERSION_MINOR 1
+#define IVM_VERSION_MINOR 2
 #define IVM_VERSION_PATCH 0
 /** MAJOR * 1000000 + MINOR * 1000 + PATCH of this header. */
-#define IVM_VERSION_NUMBER 1000
+#define IVM_VERSION_NUMBER 2000
 
 /**
  * The version of the loaded library, as IVM_VERSION_NUMBER. Compare it with the
@@ -253,6 +253,20 @@ IVM_API ivm_value_t *ivm_value_new_bigint(int negative, const uint64_t *words,
 
 /** Frees `value`; NULL is a no-op. Threads: any. Since: 0.1 */
 IVM_API void ivm_value_free(ivm_value_t *value);
+
+/**
+ * A primitive in the caller's memory: results of synchronous calls
+ * (ivm_eval_options_t.primitive_out) and arguments of host functions
+ * (ivm_call_view()) without allocating an ivm_value_t. `kind` is an
+ * IVM_VALUE_* kind, or 0 when the value is not given here. Since: 0.2
+ */
+typedef struct ivm_primitive {
+  ivm_value_kind_t kind;
+  int32_t boolean;       /**< IVM_VALUE_BOOLEAN: 0 or 1 */
+  double number;         /**< IVM_VALUE_NUMBER */
+  const char *data;      /**< IVM_VALUE_STRING (arguments only): WTF-8, borrowed */
+  size_t len;
+} ivm_primitive_t;
 
 /* ------------------------------------------------------------------------- */
 /* Structured copies and external copies                                     */
@@ -555,6 +569,13 @@ typedef struct ivm_eval_options {
   int32_t column_offset;
   /** IVM_EVAL_* flags. Since: 0.1 */
   uint32_t flags;
+  /**
+   * Synchronous calls: when not NULL and the result is undefined, null, a
+   * boolean or a number, it is written here and `*out` is set to NULL (no
+   * value to free); otherwise `primitive_out->kind` is set to 0. Ignored by
+   * queued (_async) calls. Since: 0.2
+   */
+  ivm_primitive_t *primitive_out;
 } ivm_eval_options_t;
 
 enum {
@@ -588,7 +609,7 @@ enum {
 };
 
 #ifndef IVM_CDEF
-#define IVM_EVAL_OPTIONS_INIT { sizeof(ivm_eval_options_t), 0, NULL, 0, 0, 0, 0 }
+#define IVM_EVAL_OPTIONS_INIT { sizeof(ivm_eval_options_t), 0, NULL, 0, 0, 0, 0, NULL }
 #endif
 
 /**
@@ -1024,6 +1045,16 @@ IVM_API uint32_t ivm_call_op(const ivm_call_t *call);
 
 /** The number of arguments. Since: 0.2 */
 IVM_API size_t ivm_call_argc(const ivm_call_t *call);
+
+/**
+ * The call's arguments as primitives (`*argc_out` of them; kind 0 for an
+ * argument that is not a primitive: read it with ivm_call_arg()), and in
+ * `*result_out` a slot for a primitive result: setting its kind (undefined,
+ * null, boolean or number) and returning NULL with `*out` unset makes that
+ * the call's result. Valid during the call. Since: 0.2
+ */
+IVM_API const ivm_primitive_t *ivm_call_view(ivm_call_t *call, size_t *argc_out,
+                                             ivm_primitive_t **result_out);
 
 /** Argument `index` as a host value (a primitive or a structured copy;
  * borrowed, valid during the call); NULL past the end. Since: 0.2 */

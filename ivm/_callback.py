@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import math
+import threading
 import logging
 import sys
 from typing import Any, Callable, Final
@@ -17,7 +19,14 @@ __all__ = ["Callback"]
 
 _log = logging.getLogger("ivm")
 _call_arg = lib.ivm_call_arg
-_call_argc = lib.ivm_call_argc
+_call_view = lib.ivm_call_view
+_copysign = math.copysign
+_tls = threading.local()
+
+
+def _view_slots() -> tuple[Any, Any]:
+    _tls.view = view = (ffi.new("size_t *"), ffi.new("ivm_primitive_t **"))
+    return view
 _new_number = lib.ivm_value_new_number
 _MAX_SAFE: Final = 2**53 - 1
 _MODES: Final = ("sync", "async", "ignored")
@@ -220,12 +229,39 @@ def _ivm_py_host_fn(user_data: Any, call: Any, out: Any) -> Any:
     """JavaScript called a Callback (the thread running that JavaScript)."""
     try:
         state: _State = ffi.from_handle(user_data)
-        args = [peek(_call_arg(call, i)) for i in range(_call_argc(call))]
+        try:
+            argc, result_slot = _tls.view
+        except AttributeError:
+            argc, result_slot = _view_slots()
+        view = _call_view(call, argc, result_slot)
+        slot = result_slot[0]  # read now: a nested call reuses this thread's holders
+        args = []
+        for i in range(argc[0]):
+            p = view[i]
+            k = p.kind
+            if k == 4:
+                x = p.number
+                if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
+                    args.append(int(x))
+                else:
+                    args.append(x)
+            elif k == 6:
+                args.append(ffi.unpack(p.data, p.len).decode("utf-8", "surrogatepass"))
+            else:
+                args.append(peek(_call_arg(call, i)))
         mode = state.mode
         if mode == "reference":
             return _host_reference_op(state, call, args, out)
         if mode == "sync":
-            out[0] = _result(state.fn(*args))
+            r = state.fn(*args)
+            t = type(r)
+            if (t is int and -_MAX_SAFE <= r <= _MAX_SAFE) or t is float:
+                slot.kind = 4
+                slot.number = r
+            elif r is None:
+                slot.kind = 2
+            else:
+                out[0] = _result(r)
             if _errors._saved_limit:
                 restore_recursion_limit()
             return ffi.NULL

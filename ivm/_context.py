@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ._async import submit, submit_ignored
@@ -11,7 +12,7 @@ from ._handle import Handle
 from ._copy import arguments_copy, to_value
 from ._reference import Reference
 from ._options import code_bytes, eval_options, result_flags, result_options_flags
-from ._value import _tls, take, value_out
+from ._value import _tls, fast_options, result, slot_for, take, value_out
 
 if TYPE_CHECKING:
     from ._isolate import Isolate
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["Context"]
 
 _NULL = ffi.NULL
+_MAX_SAFE = 2**53 - 1
+_copysign = math.copysign
 _eval = lib.ivm_context_eval
 _eval_async = lib.ivm_context_eval_async
 
@@ -123,10 +126,17 @@ class Context(Handle):
             or transfer_out is not False
             or reference is not False
         ):
-            opts = _NULL
+            try:
+                opts, slot = _tls.fast
+            except AttributeError:
+                opts, slot = fast_options()
         else:
             flags = result_flags(False, copy, external_copy, transfer_out, reference)
             opts, _keep = eval_options(timeout, filename, line_offset, column_offset, promise, flags)
+            if opts == _NULL:
+                opts, slot = fast_options()
+            else:
+                slot = slot_for(opts)
         try:
             out = _tls.out
         except AttributeError:
@@ -134,7 +144,13 @@ class Context(Handle):
         err = _eval(self._ptr, src, len(src), opts, out)
         if err:
             raise_error(err)
-        return take(out[0])
+        k = slot.kind
+        if k == 4:
+            x: float = slot.number
+            if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
+                return int(x)
+            return x
+        return result(slot, out)
 
     async def eval(
         self,
@@ -251,6 +267,10 @@ class Context(Handle):
                 out = _tls.out
             except AttributeError:
                 out = value_out()
+            if opts == _NULL:
+                opts, slot = fast_options()
+            else:
+                slot = slot_for(opts)
             argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
             err = lib.ivm_context_eval_closure(self._ptr, src, len(src), argv, len(values), opts, out)
         finally:
@@ -258,7 +278,7 @@ class Context(Handle):
                 lib.ivm_value_free(v)
         if err:
             raise_error(err)
-        return take(out[0])
+        return result(slot, out)
 
     async def eval_closure(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Mapping
 
 from ._async import submit, submit_ignored
@@ -11,11 +12,29 @@ from ._errors import check, raise_error
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import eval_options, result_flags, result_options_flags
-from ._value import _tls, take, value_out
+from ._value import _tls, fast_options, result, slot_for, take, value_out
 
 __all__ = ["DerefInto", "Reference"]
 
 _NULL = ffi.NULL
+_MAX_SAFE = 2**53 - 1
+_copysign = math.copysign
+_apply = lib.ivm_reference_apply
+_free = lib.ivm_value_free
+# Immutable values of small integers, shared by synchronous calls (which
+# borrow their arguments): no allocation per argument.
+_SMALL: dict[int, Any] = {}
+_SHARED: set[Any] = set()
+
+
+def _small_ints() -> None:
+    for i in range(-128, 1024):
+        v = ffi.gc(lib.ivm_value_new_number(float(i)), lib.ivm_value_free)
+        _SMALL[i] = v
+        _SHARED.add(v)
+
+
+_small_ints()
 
 
 def _key(key: object) -> Any:
@@ -269,13 +288,21 @@ class Reference(Handle, _Marker):
         ``reference``, ``promise``). Arguments pass as for
         :meth:`Context.eval_closure_sync`."""
         if timeout is None and result_options is None:
-            opts = _NULL
+            try:
+                opts, slot = _tls.fast
+            except AttributeError:
+                opts, slot = fast_options()
         else:
             opts, _keep = eval_options(timeout, flags=result_options_flags(result_options))
+            if opts == _NULL:
+                opts, slot = fast_options()
+            else:
+                slot = slot_for(opts)
         t = type(arguments)
         if receiver is None and arguments_options is None and (t is list or t is tuple):
             recv = _NULL
-            values = [_to_value(a, False) for a in arguments]
+            values = [_SMALL.get(a) or _to_value(a, False) if type(a) is int else _to_value(a, False)
+                      for a in arguments]
         else:
             recv, values = self._apply_values(receiver, arguments, arguments_options)
         out = _out()
@@ -289,15 +316,22 @@ class Reference(Handle, _Marker):
                     argv[i] = v
             else:
                 argv = ffi.new("ivm_value_t *[]", values)
-            err = lib.ivm_reference_apply(self._ptr, recv, argv, n, opts, out)
+            err = _apply(self._ptr, recv, argv, n, opts, out)
         finally:
             for v in values:
-                lib.ivm_value_free(v)
+                if v not in _SHARED:
+                    _free(v)
             if recv != _NULL:
-                lib.ivm_value_free(recv)
+                _free(recv)
         if err:
             raise_error(err)
-        return take(out[0])
+        k = slot.kind
+        if k == 4:
+            x: float = slot.number
+            if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
+                return int(x)
+            return x
+        return result(slot, out)
 
     async def apply(
         self,

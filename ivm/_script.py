@@ -10,7 +10,7 @@ from ._errors import check, raise_error
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import eval_options, result_flags
-from ._value import _tls, take, value_out
+from ._value import _tls, fast_options, result, slot_for, take, value_out
 
 if TYPE_CHECKING:
     from ._isolate import Isolate
@@ -71,10 +71,17 @@ class Script(Handle):
             or transfer_out is not False
             or reference is not False
         ):
-            opts = _NULL
+            try:
+                opts, slot = _tls.fast
+            except AttributeError:
+                opts, slot = fast_options()
         else:
             flags = result_flags(False, copy, external_copy, transfer_out, reference)
             opts = eval_options(timeout, promise=promise, flags=flags)[0]
+            if opts == _NULL:
+                opts, slot = fast_options()
+            else:
+                slot = slot_for(opts)
         try:
             out = _tls.out
         except AttributeError:
@@ -82,7 +89,7 @@ class Script(Handle):
         err = _run(self._ptr, context._ptr, opts, out)
         if err:
             raise_error(err)
-        return take(out[0])
+        return result(slot, out)
 
     async def run(
         self,

@@ -59,6 +59,44 @@ def value_out() -> Any:
         return out
 
 
+def fast_options() -> tuple[Any, Any]:
+    """This thread's ``(ivm_eval_options_t *, ivm_primitive_t *)``: default
+    options whose primitive results land in the slot (no value to free)."""
+    try:
+        return _tls.fast  # type: ignore[no-any-return]
+    except AttributeError:
+        opts = ffi.new("ivm_eval_options_t *")
+        slot = ffi.new("ivm_primitive_t *")
+        opts.struct_size = ffi.sizeof("ivm_eval_options_t")
+        opts.primitive_out = slot
+        _tls.fast = fast = (opts, slot)
+        return fast
+
+
+def slot_for(opts: Any) -> Any:
+    """Points `opts` (a fresh ivm_eval_options_t) at this thread's slot."""
+    slot = fast_options()[1]
+    opts.primitive_out = slot
+    return slot
+
+
+def result(slot: Any, out: Any) -> Any:
+    """The result of a synchronous call made with a primitive slot."""
+    k = slot.kind
+    if k == 4:
+        x: float = slot.number
+        if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
+            return int(x)
+        return x
+    if k == 0:
+        return take(out[0])
+    if k == 1:
+        return undefined
+    if k == 2:
+        return None
+    return slot.boolean != 0
+
+
 _kind = lib.ivm_value_kind
 _number = lib.ivm_value_number
 _free = lib.ivm_value_free

@@ -141,7 +141,15 @@ void Trampoline(const v8::FunctionCallbackInfo<v8::Value>& info) {
     info.GetReturnValue().Set(c.resolver->GetPromise());
     return;
   }
-  if (out == nullptr) return;   // undefined
+  if (out == nullptr) {
+    switch (c.result.kind) {
+      case IVM_VALUE_NULL: info.GetReturnValue().SetNull(); break;
+      case IVM_VALUE_BOOLEAN: info.GetReturnValue().Set(c.result.boolean != 0); break;
+      case IVM_VALUE_NUMBER: info.GetReturnValue().Set(c.result.number); break;
+      default: break;   // undefined
+    }
+    return;
+  }
   std::unique_ptr<ivm_value_t> result(out);
   v8::Local<v8::Value> value;
   ivm_error_t* conv = nullptr;
@@ -360,6 +368,22 @@ IVM_API ivm_error_t* ivm_value_attach_callback(ivm_value_t* value, ivm_callback_
 IVM_API size_t ivm_call_argc(const ivm_call_t* call) { return call ? call->args.size() : 0; }
 
 IVM_API uint32_t ivm_call_op(const ivm_call_t* call) { return call ? call->op : IVM_CALL_CALL; }
+
+IVM_API const ivm_primitive_t* ivm_call_view(ivm_call_t* call, size_t* argc_out,
+                                             ivm_primitive_t** result_out) {
+  if (call == nullptr) {
+    if (argc_out) *argc_out = 0;
+    if (result_out) *result_out = nullptr;
+    return nullptr;
+  }
+  if (call->view.size() != call->args.size()) {
+    call->view.assign(call->args.size(), ivm_primitive_t{});
+    for (size_t i = 0; i < call->args.size(); ++i) ivm::FillPrimitive(call->args[i], &call->view[i], true);
+  }
+  if (argc_out) *argc_out = call->args.size();
+  if (result_out) *result_out = &call->result;
+  return call->view.data();
+}
 
 IVM_API const ivm_value_t* ivm_call_arg(const ivm_call_t* call, size_t index) {
   if (call == nullptr || index >= call->args.size()) return nullptr;

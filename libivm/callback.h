@@ -38,6 +38,8 @@ struct ivm_call {
   v8::Local<v8::Context> context;
   v8::Local<v8::Promise::Resolver> resolver;   // set by ivm_call_defer
   uint32_t op = IVM_CALL_CALL;                   // IVM_CALL_*
+  std::vector<ivm_primitive_t> view;             // ivm_call_view
+  ivm_primitive_t result{};                      // a primitive result
 };
 
 struct ivm_deferred : ivm::LiveCounted {

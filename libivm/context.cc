@@ -320,7 +320,9 @@ IVM_API ivm_error_t* ivm_context_eval(ivm_context_t* ctx, const char* code, size
       return InvalidArgument("bad struct_size");
     }
     ivm::EvalOptions o = ivm::ReadEvalOptions(opts);
-    return ivm::Eval(*ctx->holder, *ctx->record, code ? code : "", code_len, o, out);
+    ivm_error_t* err = ivm::Eval(*ctx->holder, *ctx->record, code ? code : "", code_len, o, out);
+    if (err == nullptr) ivm::DeliverPrimitive(opts, out);
+    return err;
   });
 }
 
@@ -367,8 +369,10 @@ IVM_API ivm_error_t* ivm_context_eval_closure(ivm_context_t* ctx, const char* co
       return InvalidArgument("bad struct_size");
     }
     ivm::EvalOptions o = ivm::ReadEvalOptions(opts);
-    return ivm::EvalClosure(*ctx->holder, *ctx->record, code ? code : "", code_len, args, nargs,
-                            o, out);
+    ivm_error_t* err = ivm::EvalClosure(*ctx->holder, *ctx->record, code ? code : "", code_len,
+                                        args, nargs, o, out);
+    if (err == nullptr) ivm::DeliverPrimitive(opts, out);
+    return err;
   });
 }
 

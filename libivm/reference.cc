@@ -169,7 +169,9 @@ IVM_API ivm_error_t* ivm_reference_get(ivm_reference_t* ref, const ivm_value_t* 
     ivm::RefOp op;
     op.kind = ivm::RefOp::kGet;
     op.key = key;
-    return ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
+    ivm_error_t* err = ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
+    if (err == nullptr) ivm::DeliverPrimitive(opts, out);
+    return err;
   });
 }
 
@@ -185,7 +187,9 @@ IVM_API ivm_error_t* ivm_reference_set(ivm_reference_t* ref, const ivm_value_t* 
     op.kind = ivm::RefOp::kSet;
     op.key = key;
     op.value = value;
-    return ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
+    ivm_error_t* err = ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
+    if (err == nullptr) ivm::DeliverPrimitive(opts, out);
+    return err;
   });
 }
 
@@ -199,7 +203,9 @@ IVM_API ivm_error_t* ivm_reference_delete(ivm_reference_t* ref, const ivm_value_
     ivm::RefOp op;
     op.kind = ivm::RefOp::kDelete;
     op.key = key;
-    return ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
+    ivm_error_t* err = ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
+    if (err == nullptr) ivm::DeliverPrimitive(opts, out);
+    return err;
   });
 }
 
@@ -216,7 +222,9 @@ IVM_API ivm_error_t* ivm_reference_apply(ivm_reference_t* ref, const ivm_value_t
     op.receiver = receiver;
     op.args = args;
     op.nargs = nargs;
-    return ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
+    ivm_error_t* err = ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
+    if (err == nullptr) ivm::DeliverPrimitive(opts, out);
+    return err;
   });
 }
 

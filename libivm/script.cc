@@ -151,7 +151,10 @@ IVM_API ivm_error_t* ivm_script_run(ivm_script_t* script, ivm_context_t* ctx,
       return InvalidArgument("script, context or out is NULL");
     }
     if (ivm_error_t* err = CheckRun(script, ctx, opts)) return err;
-    return RunScript(*ctx->holder, *script->record, *ctx->record, ivm::ReadEvalOptions(opts), out);
+    ivm_error_t* err =
+        RunScript(*ctx->holder, *script->record, *ctx->record, ivm::ReadEvalOptions(opts), out);
+    if (err == nullptr) ivm::DeliverPrimitive(opts, out);
+    return err;
   });
 }
 

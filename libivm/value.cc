@@ -6,6 +6,7 @@
 #include "internal.h"
 
 #include <cmath>
+#include <cstddef>
 #include <limits>
 
 namespace ivm {
@@ -164,6 +165,46 @@ ivm_error_t* ValueFromV8(v8::Isolate* isolate, v8::Local<v8::Context> context,
   }
   *out = v.release();
   return nullptr;
+}
+
+bool FillPrimitive(const ivm_value_t* value, ivm_primitive_t* out, bool strings) {
+  *out = ivm_primitive_t{};
+  switch (value->kind) {
+    case IVM_VALUE_UNDEFINED:
+    case IVM_VALUE_NULL:
+      out->kind = value->kind;
+      return true;
+    case IVM_VALUE_BOOLEAN:
+      out->kind = value->kind;
+      out->boolean = value->boolean ? 1 : 0;
+      return true;
+    case IVM_VALUE_NUMBER:
+      out->kind = value->kind;
+      out->number = value->number;
+      return true;
+    case IVM_VALUE_STRING:
+      if (!strings) return false;
+      out->kind = value->kind;
+      out->data = value->str.data();
+      out->len = value->str.size();
+      return true;
+    default:
+      return false;
+  }
+}
+
+void DeliverPrimitive(const ivm_eval_options_t* opts, ivm_value_t** out) {
+  if (opts == nullptr ||
+      opts->struct_size < offsetof(ivm_eval_options_t, primitive_out) + sizeof(void*) ||
+      opts->primitive_out == nullptr) {
+    return;
+  }
+  if (*out != nullptr && FillPrimitive(*out, opts->primitive_out, false)) {
+    delete *out;
+    *out = nullptr;
+  } else {
+    opts->primitive_out->kind = 0;
+  }
 }
 
 }  // namespace ivm
