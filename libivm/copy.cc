@@ -845,11 +845,11 @@ class Writer {
       a.moved = true;
       to_detach_.emplace_back(isolate_, buffer);
     } else {
-      void* data = length ? std::malloc(length) : nullptr;
+      void* data = length ? AllocateMemory(length, false) : nullptr;
       if (length && data == nullptr) return Refuse("an ArrayBuffer", "out of host memory");
       if (length) std::memcpy(data, buffer->GetBackingStore()->Data(), length);
       a.store = v8::ArrayBuffer::NewBackingStore(
-          data, length, [](void* p, size_t, void*) { std::free(p); }, nullptr);
+          data, length, [](void* p, size_t n, void*) { FreeMemory(p, n); }, nullptr);
       a.moved = true;
     }
     uint32_t index = static_cast<uint32_t>(out_->attachments.size());

@@ -162,7 +162,7 @@ IVM_API ivm_error_t* ivm_value_attach_buffer(ivm_value_t* value, const void* dat
       if (len && copy == nullptr) return ivm::MakeError(IVM_ERROR_INTERNAL, "out of memory");
       if (len) std::memcpy(copy, data, len);
       a.store = v8::ArrayBuffer::NewBackingStore(
-          copy, len, [](void* p, size_t, void*) { std::free(p); }, nullptr);
+          copy, len, [](void* p, size_t n, void*) { ivm::FreeMemory(p, n); }, nullptr);
       a.moved = true;
     }
     auto& atts = value->serialized->attachments;
@@ -244,7 +244,7 @@ IVM_API ivm_error_t* ivm_external_copy_new(const ivm_value_t* value, uint32_t fl
             if (a.length && p == nullptr) return ivm::MakeError(IVM_ERROR_INTERNAL, "out of memory");
             if (a.length) std::memcpy(p, a.data, a.length);
             a.store = v8::ArrayBuffer::NewBackingStore(
-                p, a.length, [](void* d, size_t, void*) { std::free(d); }, nullptr);
+                p, a.length, [](void* d, size_t n, void*) { ivm::FreeMemory(d, n); }, nullptr);
             a.kind = ivm::Attachment::kBuffer;
             a.moved = true;
             a.data = nullptr;

@@ -100,6 +100,11 @@ ivm_error_t* Guard(F&& fn) noexcept {
 
 v8::Platform* EnsurePlatform();
 
+// isolate.cc: malloc'd memory for ArrayBuffers; a few large freed blocks
+// are kept for reuse.
+void FreeMemory(void* data, size_t length);
+void* AllocateMemory(size_t length, bool zeroed);
+
 // ---------------------------------------------------------------------------
 // value.cc
 

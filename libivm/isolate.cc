@@ -17,6 +17,7 @@
 // an inner call's timeout does not end the outer call.
 #include "internal.h"
 
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 
@@ -30,25 +31,77 @@ constexpr int64_t kLongCallNs = 200 * 1000;
 constexpr int64_t kPumpIntervalNs = 1000 * 1000;
 }  // namespace
 
+// Large ArrayBuffer blocks: a few freed ones are kept for the next
+// allocation of the same size (moving a big buffer between isolates frees
+// and allocates one per move), the rest go back to the system. Unmapping
+// tens of MB takes milliseconds and holds the process's memory-map lock,
+// which V8's garbage collector then waits for.
+namespace {
+constexpr size_t kLargeBlock = 8u << 20;
+constexpr size_t kCachedBlocks = 2;
+struct BlockCache {
+  std::mutex mutex;
+  std::vector<std::pair<void*, size_t>> blocks;
+};
+BlockCache& Cache() {
+  static BlockCache* cache = new BlockCache();   // never destroyed (used at exit)
+  return *cache;
+}
+void* TakeCached(size_t length) {
+  if (length < kLargeBlock) return nullptr;
+  BlockCache& c = Cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  for (size_t i = 0; i < c.blocks.size(); ++i) {
+    if (c.blocks[i].second == length) {
+      void* p = c.blocks[i].first;
+      c.blocks.erase(c.blocks.begin() + static_cast<long>(i));
+      return p;
+    }
+  }
+  return nullptr;
+}
+}  // namespace
+
+void FreeMemory(void* data, size_t length) {
+  if (data == nullptr) return;
+  if (length >= kLargeBlock) {
+    BlockCache& c = Cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    if (c.blocks.size() < kCachedBlocks) {
+      c.blocks.emplace_back(data, length);
+      return;
+    }
+  }
+  std::free(data);
+}
+
+void* AllocateMemory(size_t length, bool zeroed) {
+  if (void* p = TakeCached(length)) {
+    if (zeroed) std::memset(p, 0, length);
+    return p;
+  }
+  return zeroed ? std::calloc(length ? length : 1, 1) : std::malloc(length ? length : 1);
+}
+
 // ArrayBuffer memory with a budget.
 class IsolateHolder::Allocator final : public v8::ArrayBuffer::Allocator {
  public:
   explicit Allocator(size_t limit) : limit_(limit) {}
   void* Allocate(size_t length) override {
     if (!Reserve(length)) return nullptr;
-    void* p = std::calloc(length ? length : 1, 1);
+    void* p = AllocateMemory(length, true);
     if (!p) Unreserve(length);
     return p;
   }
   void* AllocateUninitialized(size_t length) override {
     if (!Reserve(length)) return nullptr;
-    void* p = std::malloc(length ? length : 1);
+    void* p = AllocateMemory(length, false);
     if (!p) Unreserve(length);
     return p;
   }
   void Free(void* data, size_t length) override {
-    std::free(data);
     Unreserve(length);
+    FreeMemory(data, length);
   }
   size_t used() const { return used_.load(std::memory_order_relaxed); }
   bool Reserve(size_t n) {
