@@ -275,8 +275,9 @@ def test_process_exit_after_a_failed_callback_call_is_clean() -> None:
         "ctx.eval_sync('try { f(() => 1) } catch (e) {}')\n"
         "print('done')\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(Path(os.path.abspath(ivm.__file__)).parent.parent))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+    home = Path(os.path.abspath(ivm.__file__)).parent.parent   # the ivm under test, not ./ivm
+    env = dict(os.environ, PYTHONPATH=str(home))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, cwd=home,
                           text=True, timeout=SANITY)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "done\n"
