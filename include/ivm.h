@@ -188,6 +188,10 @@ IVM_API void ivm_error_free(ivm_error_t *err);
  * without changing the existing ones.
  */
 typedef struct ivm_value ivm_value_t;
+/** An ExternalCopy handle (see "Structured copies and external copies"). */
+typedef struct ivm_external_copy ivm_external_copy_t;
+/** A Reference handle (see "References"). */
+typedef struct ivm_reference ivm_reference_t;
 
 typedef uint32_t ivm_value_kind_t;
 enum {
@@ -291,6 +295,28 @@ IVM_API size_t ivm_value_attachment_count(const ivm_value_t *value);
 IVM_API ivm_error_t *ivm_value_buffer(const ivm_value_t *value, size_t index,
                                       const void **data_out, size_t *len_out);
 
+enum {
+  /** ivm_value_attachment_kind(): ArrayBuffer or SharedArrayBuffer bytes. */
+  IVM_ATTACHMENT_BUFFER = 1,
+  /** An ExternalCopy (ivm_value_attachment_copy()). */
+  IVM_ATTACHMENT_COPY = 2,
+  /** A Reference (ivm_value_attachment_reference()). */
+  IVM_ATTACHMENT_REFERENCE = 3,
+  /** A host function or host Reference. */
+  IVM_ATTACHMENT_CALLBACK = 4
+};
+
+/** The kind of attachment `index` (IVM_ATTACHMENT_*; 0 if none). Since: 0.2 */
+IVM_API uint32_t ivm_value_attachment_kind(const ivm_value_t *value, size_t index);
+
+/** For an IVM_ATTACHMENT_REFERENCE: a new handle. Errors: INVALID_ARGUMENT. Since: 0.2 */
+IVM_API ivm_error_t *ivm_value_attachment_reference(const ivm_value_t *value, size_t index,
+                                                    ivm_reference_t **out);
+
+/** For an IVM_ATTACHMENT_COPY: a new handle. Errors: INVALID_ARGUMENT. Since: 0.2 */
+IVM_API ivm_error_t *ivm_value_attachment_copy(const ivm_value_t *value, size_t index,
+                                               ivm_external_copy_t **out);
+
 /**
  * A new IVM_VALUE_SERIALIZED value from `len` bytes of stream (copied), with
  * no attachments yet. The stream is checked when the value enters an isolate.
@@ -328,7 +354,7 @@ IVM_API ivm_error_t *ivm_value_attach_buffer(ivm_value_t *value, const void *dat
  * ivm_external_copy_total_size() until it is released (and every value made
  * from it is freed).
  */
-typedef struct ivm_external_copy ivm_external_copy_t;
+/* (ivm_external_copy_t is declared with the values, above.) */
 
 enum {
   /** Release the ExternalCopy once the marker is made (it can be used once). */
@@ -888,7 +914,7 @@ IVM_API ivm_error_t *ivm_interrupt_on_signal(int signum);
  * structured copies, markers. Releasing the reference (or disposing its
  * isolate) makes later operations fail with IVM_ERROR_DISPOSED.
  */
-typedef struct ivm_reference ivm_reference_t;
+/* (ivm_reference_t is declared with the values, above.) */
 
 /** A new reference to the global object of `ctx`. Threads: any; waits for a
  * busy isolate. Errors: DISPOSED. Since: 0.2 */

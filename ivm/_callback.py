@@ -220,7 +220,10 @@ def _result(value: Any) -> Any:
         close = getattr(value, "close", None)
         if close is not None:
             close()
-        raise TypeError("a Callback with mode='sync' returned an awaitable: use mode='async'")
+        raise TypeError(
+            "the host function returned an awaitable where a value was needed: use "
+            "Callback(mode='async'), or apply/applySyncPromise on a Reference"
+        )
     return to_value(value, True)
 
 

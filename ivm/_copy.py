@@ -148,8 +148,27 @@ class _Reader(pickle.Unpickler):
             if name in ("_buf", "_sab"):
                 return self._buffer
             if name == "_att":
-                raise pickle.UnpicklingError("a copy from libivm refers to a host attachment")
+                return self._attachment
         raise pickle.UnpicklingError(f"a copy may not name {module}.{name}")
+
+    def _attachment(self, index: int) -> Any:
+        """A Reference or ExternalCopy object inside the value, as itself."""
+        from ._errors import TransferError, check
+
+        kind = lib.ivm_value_attachment_kind(self._value, index)
+        if kind == lib.IVM_ATTACHMENT_REFERENCE:
+            from ._reference import Reference
+
+            ref = ffi.new("ivm_reference_t **")
+            check(lib.ivm_value_attachment_reference(self._value, index, ref))
+            return Reference._wrap(ref[0])
+        if kind == lib.IVM_ATTACHMENT_COPY:
+            from ._external_copy import ExternalCopy
+
+            copy = ffi.new("ivm_external_copy_t **")
+            check(lib.ivm_value_attachment_copy(self._value, index, copy))
+            return ExternalCopy._wrap(copy[0])
+        raise TransferError("a Reference to a host value cannot be copied back to Python")
 
     def _buffer(self, index: int) -> bytes:
         data = ffi.new("const void **")
@@ -384,6 +403,8 @@ def to_value(obj: object, copy: bool, borrow: bool = False) -> Any:
         return lib.ivm_value_new_boolean(1 if obj else 0)
     if t is Undefined:
         return lib.ivm_value_new_undefined()
+    if t is JSBigInt:
+        return dumps(obj)
     if copy and (t is bytes or t is bytearray):
         return buffer_value(obj, borrow)  # type: ignore[arg-type]
     if copy or isinstance(obj, _Marker):
@@ -391,8 +412,8 @@ def to_value(obj: object, copy: bool, borrow: bool = False) -> Any:
     from ._errors import TransferError
 
     raise TransferError(
-        f"an object of type {t.__qualname__} is not a primitive: pass "
-        "arguments_options={'copy': True} to copy it into JavaScript"
+        f"an object of type {t.__qualname__} is not a primitive: copy it into JavaScript with "
+        "copy=True (arguments_options={'copy': True} for arguments)"
     )
 
 

@@ -94,7 +94,8 @@ class Reference(Handle, _Marker):
         pass
 
     def __repr__(self) -> str:
-        return f"<ivm.Reference to a {self.typeof}>"
+        t = self.typeof
+        return f"<ivm.Reference to {'an' if t[:1] in 'aeiou' else 'a'} {t}>"
 
     @property
     def typeof(self) -> str:

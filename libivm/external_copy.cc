@@ -130,6 +130,34 @@ IVM_API ivm_error_t* ivm_value_buffer(const ivm_value_t* value, size_t index,
   });
 }
 
+IVM_API uint32_t ivm_value_attachment_kind(const ivm_value_t* value, size_t index) {
+  if (value == nullptr || value->kind != IVM_VALUE_SERIALIZED || !value->serialized) return 0;
+  const auto& atts = value->serialized->attachments;
+  if (index >= atts.size()) return 0;
+  switch (atts[index].kind) {
+    case ivm::Attachment::kBuffer:
+    case ivm::Attachment::kSharedBuffer:
+    case ivm::Attachment::kBorrowed: return IVM_ATTACHMENT_BUFFER;
+    case ivm::Attachment::kCopy: return IVM_ATTACHMENT_COPY;
+    case ivm::Attachment::kReference: return IVM_ATTACHMENT_REFERENCE;
+    case ivm::Attachment::kCallback: return IVM_ATTACHMENT_CALLBACK;
+  }
+  return 0;
+}
+
+IVM_API ivm_error_t* ivm_value_attachment_copy(const ivm_value_t* value, size_t index,
+                                               ivm_external_copy_t** out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (out == nullptr || ivm_value_attachment_kind(value, index) != IVM_ATTACHMENT_COPY) {
+      return InvalidArgument("no ExternalCopy attachment " + std::to_string(index));
+    }
+    auto handle = std::make_unique<ivm_external_copy>();
+    handle->data = value->serialized->attachments[index].copy;
+    *out = handle.release();
+    return nullptr;
+  });
+}
+
 IVM_API ivm_error_t* ivm_value_new_serialized(const char* stream, size_t len, ivm_value_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (out == nullptr || (stream == nullptr && len != 0)) {

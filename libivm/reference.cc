@@ -332,6 +332,19 @@ IVM_API ivm_error_t* ivm_value_reference(const ivm_value_t* value, ivm_reference
   });
 }
 
+IVM_API ivm_error_t* ivm_value_attachment_reference(const ivm_value_t* value, size_t index,
+                                                    ivm_reference_t** out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (out == nullptr || ivm_value_attachment_kind(value, index) != IVM_ATTACHMENT_REFERENCE) {
+      return InvalidArgument("no Reference attachment " + std::to_string(index));
+    }
+    auto handle = std::make_unique<ivm_reference>();
+    handle->data = *value->serialized->attachments[index].reference;
+    *out = handle.release();
+    return nullptr;
+  });
+}
+
 IVM_API ivm_error_t* ivm_value_attach_reference(ivm_value_t* value, ivm_reference_t* ref,
                                                 uint32_t flags, size_t* index_out) {
   return Guard([&]() -> ivm_error_t* {

@@ -189,8 +189,10 @@ bool ToHost(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> 
   uint32_t flags = 0;
   if (value->IsObject()) {
     if (BoxOf(value.As<v8::Object>()) == nullptr && !copy) {
+      std::string type = DescribeType(isolate, value);
+      bool vowel = !type.empty() && std::string("AEIOUaeiou").find(type[0]) != std::string::npos;
       Throw(isolate,
-            "a " + DescribeType(isolate, value) +
+            std::string(vowel ? "an " : "a ") + type +
                 " cannot be passed to another isolate without {copy: true} (or as a Reference)",
             true);
       return false;
