@@ -147,6 +147,38 @@ void SetCurrentJob(uint64_t job_id, IsolateHolder* holder) {
 
 // A pool thread that blocks on another isolate could wait for a job queued
 // behind its own: every pool thread may end up waiting (isolated-vm's rule).
+namespace {
+std::mutex g_wait_mutex;
+std::unordered_map<std::thread::id, const IsolateHolder*>& Waiting() {
+  static auto* waiting = new std::unordered_map<std::thread::id, const IsolateHolder*>();
+  return *waiting;
+}
+}  // namespace
+
+WaitScope::WaitScope(const IsolateHolder* target) {
+  std::thread::id me = std::this_thread::get_id();
+  std::lock_guard<std::mutex> lock(g_wait_mutex);
+  auto& waiting = Waiting();
+  const IsolateHolder* current = target;
+  for (int i = 0; i < 256 && current != nullptr; ++i) {
+    std::thread::id owner = current->owner();
+    if (owner == std::thread::id()) break;
+    if (owner == me) {
+      deadlock_ = true;
+      return;
+    }
+    auto it = waiting.find(owner);
+    current = it == waiting.end() ? nullptr : it->second;
+  }
+  waiting[me] = target;
+}
+
+WaitScope::~WaitScope() {
+  if (deadlock_) return;
+  std::lock_guard<std::mutex> lock(g_wait_mutex);
+  Waiting().erase(std::this_thread::get_id());
+}
+
 ivm_error_t* RefuseFromPool(const IsolateHolder* target) {
   if (pool::t_job == 0 || pool::t_job_holder == target) return nullptr;
   return MakeError(IVM_ERROR_DEADLOCK,

@@ -258,6 +258,8 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   uint64_t NextId() { return next_id_.fetch_add(1, std::memory_order_relaxed); }
   // Unique for the life of the process (never reused, unlike addresses).
   uint64_t unique_id() const { return unique_id_; }
+  // The thread inside the isolate's outermost call (default id: none).
+  std::thread::id owner() const { return owner_.load(); }
   std::recursive_timed_mutex& exec_mutex() { return exec_mutex_; }
   size_t array_buffer_bytes() const;
   // ArrayBuffer memory within the isolate's budget: a new store holding a
@@ -388,12 +390,37 @@ class ThreadLockScope {
 
 ivm_error_t* RefuseFromPool(const IsolateHolder* target);
 
+// Registers the current thread as waiting for `target` (executor.cc), and
+// tells whether that wait would close a cycle of waiting threads.
+class WaitScope {
+ public:
+  explicit WaitScope(const IsolateHolder* target);
+  ~WaitScope();
+  WaitScope(const WaitScope&) = delete;
+  WaitScope& operator=(const WaitScope&) = delete;
+  bool deadlock() const { return deadlock_; }
+
+ private:
+  bool deadlock_ = false;
+};
+
 template <class F>
 ivm_error_t* IsolateHolder::Run(uint64_t timeout_ns, F&& body) {
   if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
   if (ivm_error_t* refused = RefuseFromPool(this)) return refused;
   std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_, std::defer_lock);
-  if (ivm_error_t* interrupted = interrupt::Lock(lock)) return interrupted;
+  if (!lock.try_lock()) {
+    // Busy: wait, unless waiting closes a cycle of threads each inside one
+    // isolate and waiting for the next (A -> B on one thread, B -> A on
+    // another), which would never end.
+    WaitScope wait(this);
+    if (wait.deadlock()) {
+      return MakeError(IVM_ERROR_DEADLOCK,
+                       "A synchronous call into another isolate was refused: that isolate is "
+                       "running a call that waits for an isolate this thread is inside");
+    }
+    if (ivm_error_t* interrupted = interrupt::Lock(lock)) return interrupted;
+  }
   if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
   ivm_error_t* error = nullptr;
   {

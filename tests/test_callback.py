@@ -844,3 +844,50 @@ def test_callback_in_two_isolates_shares_nothing_but_fn(context: ivm.Context) ->
         assert context.eval_sync("shared.n") == 1
         assert ctx2.eval_sync("get().n") == 1
 
+
+
+def test_crossed_synchronous_calls_between_isolates_do_not_hang() -> None:
+    """Thread 1 inside A calls into B while thread 2 inside B calls into A: one of the two
+    calls is refused (a wait that would close the cycle), the other completes."""
+    import threading
+    import time
+
+    a = ivm.Isolate(memory_limit=32)
+    b = ivm.Isolate(memory_limit=32)
+    try:
+        ca, cb = a.create_context_sync(), b.create_context_sync()
+        barrier = threading.Barrier(2)
+
+        def into_b() -> object:
+            barrier.wait()
+            time.sleep(0.05)
+            return cb.eval_sync("'from b'")
+
+        def into_a() -> object:
+            barrier.wait()
+            time.sleep(0.05)
+            return ca.eval_sync("'from a'")
+
+        ca.global_.set_sync("f", ivm.Callback(into_b))
+        cb.global_.set_sync("g", ivm.Callback(into_a))
+        results: dict[str, object] = {}
+
+        def run(name: str, ctx: ivm.Context, code: str) -> None:
+            try:
+                results[name] = ctx.eval_sync(code)
+            except ivm.IvmError as exc:
+                results[name] = exc
+
+        threads = [threading.Thread(target=run, args=("a", ca, "f()")),
+                   threading.Thread(target=run, args=("b", cb, "g()"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(SANITY)
+        assert not any(t.is_alive() for t in threads)
+        refused = [v for v in results.values() if isinstance(v, ivm.IvmError)]
+        assert len(refused) == 1 and "refused" in str(refused[0])
+        assert sorted(v for v in results.values() if isinstance(v, str)) in (["from a"], ["from b"])
+    finally:
+        a.dispose()
+        b.dispose()
