@@ -631,7 +631,14 @@ enum {
   IVM_EVAL_REFERENCE = 16,
   /** Discard the result (return undefined), whatever it is: for calls made
    * only for their effects. Since: 0.2 */
-  IVM_EVAL_DISCARD = 32
+  IVM_EVAL_DISCARD = 32,
+  /**
+   * ivm_reference_get: follow the prototype chain (isolated-vm's
+   * `unsafeInherit`). Without it, only own properties are read: an inherited
+   * property (possibly planted on a prototype by the isolate's code) reads
+   * as undefined. Since: 0.2
+   */
+  IVM_EVAL_UNSAFE_INHERIT = 64
 };
 
 #ifndef IVM_CDEF

@@ -121,10 +121,17 @@ class Reference(Handle, _Marker):
         reference: bool = False,
         promise: bool = False,
         timeout: float | None = None,
+        unsafe_inherit: bool = False,
     ) -> Any:
         """``value[key]`` (getters run, under ``timeout``), returned in the form
-        the options ask for (primitives always pass)."""
-        flags = result_flags(promise, copy, external_copy, False, reference)
+        the options ask for (primitives always pass).
+
+        Only own properties are read: an inherited one reads as ``undefined``
+        unless ``unsafe_inherit=True`` (isolated-vm's ``unsafeInherit``), since
+        the isolate's code may have planted it on a prototype."""
+        flags = result_flags(promise, copy, external_copy, False, reference) | _inherit(
+            unsafe_inherit
+        )
         opts, _keep = eval_options(timeout, flags=flags)
         k = _key(key)
         out = _out()
@@ -145,9 +152,12 @@ class Reference(Handle, _Marker):
         reference: bool = False,
         promise: bool = False,
         timeout: float | None = None,
+        unsafe_inherit: bool = False,
     ) -> Any:
         """The async twin of :meth:`get_sync`."""
-        flags = result_flags(promise, copy, external_copy, False, reference)
+        flags = result_flags(promise, copy, external_copy, False, reference) | _inherit(
+            unsafe_inherit
+        )
         opts, _keep = eval_options(timeout, flags=flags)
         return await _submit_owned(self, lib.ivm_reference_get_async, [_key(key)], opts)
 
@@ -529,6 +539,10 @@ class DerefInto(_Marker):
         index = ffi.new("size_t *")
         check(lib.ivm_value_attach_reference(value, self._ref._ptr, lib.IVM_ATTACH_DEREF, index))
         return int(index[0])
+
+
+def _inherit(unsafe_inherit: object) -> int:
+    return lib.IVM_EVAL_UNSAFE_INHERIT if _bool("unsafe_inherit", unsafe_inherit) else 0
 
 
 def _bool(what: str, value: object) -> bool:

@@ -64,6 +64,18 @@ v8::Local<v8::Value> ErrorFromHost(v8::Isolate* isolate, v8::Local<v8::Context> 
           .Check();
     }
   }
+  if (err->host_token == 0 && !err->stack.empty() && err->kind == IVM_ERROR_JS_EXCEPTION) {
+    // An error of another isolate: its stack, and where it crossed.
+    v8::Local<v8::String> stack =
+        NewString(isolate, err->stack.data(), err->stack.size(), nullptr)
+            .FromMaybe(v8::String::Empty(isolate));
+    stack = v8::String::Concat(isolate, stack,
+                               v8::String::NewFromUtf8Literal(isolate, "\n    at (<ivm boundary>)"));
+    obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "stack"), stack,
+                           v8::DontEnum)
+        .Check();
+    MarkCrossedStack(isolate, context, obj, stack);
+  }
   if (err->host_token != 0) {
     v8::Local<v8::Private> key =
         v8::Private::ForApi(isolate, v8::String::NewFromUtf8Literal(isolate, kHostTokenKey));
@@ -73,6 +85,8 @@ v8::Local<v8::Value> ErrorFromHost(v8::Isolate* isolate, v8::Local<v8::Context> 
   }
   return error;
 }
+
+}  // namespace
 
 void ThrowHostError(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
                     ivm_error_t* err) {
@@ -84,6 +98,8 @@ void ThrowHostError(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::C
   isolate->ThrowException(ErrorFromHost(isolate, context, err));
   ivm_error_free(err);
 }
+
+namespace {
 
 void Trampoline(const v8::FunctionCallbackInfo<v8::Value>& info) {
   v8::Isolate* isolate = info.GetIsolate();
@@ -180,6 +196,32 @@ CallbackData::~CallbackData() {
     } catch (...) {
     }
   }
+}
+
+namespace {
+constexpr char kCrossedStackKey[] = "ivm:crossed-stack";
+}  // namespace
+
+void MarkCrossedStack(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                      v8::Local<v8::Object> error, v8::Local<v8::String> stack) {
+  v8::Local<v8::Private> key =
+      v8::Private::ForApi(isolate, v8::String::NewFromUtf8Literal(isolate, kCrossedStackKey));
+  error->SetPrivate(context, key, stack).Check();
+}
+
+bool ReadCrossedStack(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                      v8::Local<v8::Value> exception, std::string* stack) {
+  if (exception.IsEmpty() || !exception->IsObject() || exception->IsProxy()) return false;
+  v8::Local<v8::Private> key =
+      v8::Private::ForApi(isolate, v8::String::NewFromUtf8Literal(isolate, kCrossedStackKey));
+  v8::Local<v8::Value> value;
+  if (!exception.As<v8::Object>()->GetPrivate(context, key).ToLocal(&value) ||
+      !value->IsString()) {
+    return false;
+  }
+  stack->clear();
+  compat::AppendWtf8(isolate, value.As<v8::String>(), *stack);
+  return true;
 }
 
 bool ReadHostToken(v8::Isolate* isolate, v8::Local<v8::Context> context,

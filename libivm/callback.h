@@ -20,6 +20,16 @@ v8::MaybeLocal<v8::Function> MakeHostFunction(IsolateHolder& holder, v8::Isolate
                                               v8::Local<v8::Context> context,
                                               const std::shared_ptr<CallbackData>& data);
 
+// Throws a host function's error (or aborts, for IVM_HOST_ERROR_ABORT).
+void ThrowHostError(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
+                    ivm_error_t* err);
+// An error that crossed from another isolate keeps its whole stack (its own
+// frames, the boundary line, the other isolate's frames) in a private field,
+// read (without running JavaScript) if it leaves this isolate in turn.
+void MarkCrossedStack(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                      v8::Local<v8::Object> error, v8::Local<v8::String> stack);
+bool ReadCrossedStack(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                      v8::Local<v8::Value> exception, std::string* stack);
 // The token of a host error thrown into JavaScript, read without running JS.
 bool ReadHostToken(v8::Isolate* isolate, v8::Local<v8::Context> context,
                    v8::Local<v8::Value> exception, uint64_t* token);

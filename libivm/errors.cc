@@ -140,6 +140,12 @@ ivm_error_t* ErrorFromValue(v8::Isolate* isolate, v8::Local<v8::Context> context
   uint64_t token = 0;
   if (ReadHostToken(isolate, context, exception, &token)) err->host_token = token;
 
+  std::string crossed;
+  if (ReadCrossedStack(isolate, context, exception, &crossed)) {
+    err->stack = std::move(crossed);
+    return err;
+  }
+
   // "Name: message", then the frames.
   if (err->name.empty()) {
     err->stack = err->message;

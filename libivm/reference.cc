@@ -45,7 +45,24 @@ ivm_error_t* RunRefOp(const ReferenceData& ref, const RefOp& op, const EvalOptio
         v8::Local<v8::Object> object = self.As<v8::Object>();
         v8::Local<v8::Value> key;
         if (!convert(op.key, &key)) return err ? err : complete({});
-        if (op.kind == RefOp::kGet) return complete(object->Get(context, key));
+        if (op.kind == RefOp::kGet) {
+          if (!(o.flags & IVM_EVAL_UNSAFE_INHERIT)) {
+            // Own properties only (isolated-vm's default): nothing planted
+            // on a prototype is read through a reference.
+            v8::Local<v8::Name> name;
+            bool own = false;
+            if (key->IsName()) {
+              name = key.As<v8::Name>();
+            } else {
+              v8::Local<v8::String> str;
+              if (!key->ToString(context).ToLocal(&str)) return complete({});
+              name = str;
+            }
+            if (!object->HasOwnProperty(context, name).To(&own)) return complete({});
+            if (!own) return complete(v8::Undefined(isolate));
+          }
+          return complete(object->Get(context, key));
+        }
         if (op.kind == RefOp::kDelete) {
           v8::Maybe<bool> done = object->Delete(context, key);
           if (done.IsNothing()) return complete({});

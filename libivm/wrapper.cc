@@ -62,7 +62,11 @@ void Throw(v8::Isolate* isolate, const std::string& message, bool type_error = f
 // An error of another isolate (or of the host), thrown here. JavaScript
 // errors keep their stack, with a marker line where they crossed.
 void ThrowError(v8::Isolate* isolate, ivm_error_t* err) {
-  std::string stack = err->stack.empty() ? err->message : err->stack;
+  // A value that cannot be passed or inserted is a TypeError, like a
+  // TransferError in Python.
+  if (err->name.empty() && err->kind == IVM_ERROR_TRANSFER) err->name = "TypeError";
+  std::string stack = err->stack;
+  if (stack.empty()) stack = (err->name.empty() ? "Error" : err->name) + ": " + err->message;
   stack += "\n    at (<ivm boundary>)";
   v8::Local<v8::String> m = Str(isolate, err->message);
   v8::Local<v8::Value> e;
@@ -83,6 +87,8 @@ void ThrowError(v8::Isolate* isolate, ivm_error_t* err) {
   obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "stack"),
                          Str(isolate, stack), v8::DontEnum)
       .Check();
+  // The whole stack, for when this error leaves this isolate in turn.
+  MarkCrossedStack(isolate, context, obj, Str(isolate, stack));
   ivm_error_free(err);
   isolate->ThrowException(e);
 }
@@ -90,7 +96,7 @@ void ThrowError(v8::Isolate* isolate, ivm_error_t* err) {
 // Reads `options[name]` as a boolean (false when absent).
 bool Flag(v8::Local<v8::Context> context, v8::Local<v8::Value> options, const char* name,
           bool* ok) {
-  if (!options->IsObject()) return false;
+  if (!*ok || !options->IsObject()) return false;   // after a throw, read nothing more
   v8::Isolate* isolate = context->GetIsolate();
   v8::Local<v8::Value> v;
   if (!options.As<v8::Object>()
@@ -105,7 +111,7 @@ bool Flag(v8::Local<v8::Context> context, v8::Local<v8::Value> options, const ch
 v8::Local<v8::Value> Member(v8::Local<v8::Context> context, v8::Local<v8::Value> options,
                             const char* name, bool* ok) {
   v8::Isolate* isolate = context->GetIsolate();
-  if (!options->IsObject()) return v8::Undefined(isolate);
+  if (!*ok || !options->IsObject()) return v8::Undefined(isolate);
   v8::Local<v8::Value> v;
   if (!options.As<v8::Object>()
            ->Get(context, v8::String::NewFromUtf8(isolate, name).ToLocalChecked())
@@ -125,6 +131,7 @@ bool ReadResultOptions(v8::Local<v8::Context> context, v8::Local<v8::Value> opti
   if (Flag(context, result_options, "externalCopy", &ok)) flags |= IVM_EVAL_EXTERNAL_COPY;
   if (Flag(context, result_options, "reference", &ok)) flags |= IVM_EVAL_REFERENCE;
   if (Flag(context, result_options, "promise", &ok)) flags |= IVM_EVAL_PROMISE;
+  if (Flag(context, options, "unsafeInherit", &ok)) flags |= IVM_EVAL_UNSAFE_INHERIT;
   v8::Local<v8::Value> timeout = Member(context, options, "timeout", &ok);
   if (!ok) return false;
   if (timeout->IsNumber()) {
@@ -399,6 +406,9 @@ void HostOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, uint3
       for (ivm_value_t* v : args) ivm_value_free(v);
     }
   } free_args{call.args};
+  if (!arguments->IsUndefined() && !arguments->IsArray()) {
+    return Throw(isolate, "arguments must be an array", true);
+  }
   if (arguments->IsArray()) {
     v8::Local<v8::Array> array = arguments.As<v8::Array>();
     for (uint32_t i = 0; i < array->Length(); ++i) {
@@ -413,12 +423,7 @@ void HostOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, uint3
   ivm_error_t* err = box->host->fn(box->host->user_data, &call, &out);
   if (err) {
     if (out) ivm_value_free(out);
-    if (err->host_abort) {
-      holder.AbortFromHost(err->host_token);
-      ivm_error_free(err);
-      return;
-    }
-    ThrowError(isolate, err);
+    ThrowHostError(holder, isolate, context, err);   // the host's own error, with its token
     return;
   }
   if (!call.resolver.IsEmpty()) {
@@ -530,8 +535,8 @@ void Release(const v8::FunctionCallbackInfo<v8::Value>& info) {
 }
 
 void TypeOf(const v8::FunctionCallbackInfo<v8::Value>& info) {
-  WrapBox* box = BoxOf(info.This());
-  if (box == nullptr) return Throw(info.GetIsolate(), "Illegal invocation", true);
+  WrapBox* box = This(info);   // throws for a released reference
+  if (box == nullptr) return;
   const std::string& t = box->kind == WrapBox::kHost ? box->host_type
                          : box->ref.record            ? box->ref.record->type_of
                                                       : box->host_type;

@@ -836,3 +836,20 @@ def test_reference_leak_check_for_async_and_ignored(leak_free: None) -> None:
         iso.dispose()
 
     anyio.run(main)
+
+
+def test_get_reads_own_properties_unless_unsafe_inherit(context: ivm.Context) -> None:
+    """isolated-vm's unsafeInherit, off by default: a property the isolate planted on a
+    prototype is not read through a reference."""
+    obj = context.eval_sync(
+        "Object.prototype.planted = 'from the prototype'; ({own: 1, get g() { return 2 }})",
+        reference=True,
+    )
+    assert obj.get_sync("own") == 1
+    assert obj.get_sync("g") == 2                     # own accessors run
+    assert obj.get_sync("planted") is ivm.undefined
+    assert obj.get_sync("planted", unsafe_inherit=True) == "from the prototype"
+    arr = context.eval_sync("[10, 20]", reference=True)
+    assert arr.get_sync(1) == 20 and arr.get_sync("length") == 2
+    with pytest.raises(TypeError):
+        obj.get_sync("own", unsafe_inherit=1)  # type: ignore[arg-type]
