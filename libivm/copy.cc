@@ -987,7 +987,9 @@ class Writer {
     }
     if (IsWrapper(obj)) {
       Attachment a;
-      if (!WrappedAttachment(obj, &a)) return Refuse("a released Reference or ExternalCopy");
+      if (!WrappedAttachment(holder_, isolate_, context_, obj, &a)) {
+        return Refuse("a released Reference or ExternalCopy");
+      }
       uint32_t index = static_cast<uint32_t>(out_->attachments.size());
       out_->attachments.push_back(std::move(a));
       Tag(Tag::kAtt);

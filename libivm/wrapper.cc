@@ -24,7 +24,12 @@ const char kWrapTag = 0;   // its address marks our objects' second internal fie
 
 struct WrapBox {
   enum Kind { kReference, kHost, kDeref, kCopy } kind = kReference;
-  ReferenceData ref;                   // kReference, kDeref
+  // kReference, kDeref. For a value of the box's own isolate (`self`), no
+  // strong reference to that isolate is kept (it would keep the isolate
+  // alive through its own heap): `ref.holder` and `ref.lease` are empty and
+  // `ref.record` is the box's own, released with the box.
+  ReferenceData ref;
+  bool self = false;
   std::shared_ptr<CallbackData> host;  // kHost
   std::string host_type;               // kHost: typeof
   std::shared_ptr<CopyData> copy;      // kCopy
@@ -35,6 +40,10 @@ class WrapRecord final : public Resource {
  public:
   void ResetLocked() override {
     object.Reset();
+    if (box && box->self && box->ref.record) {
+      box->ref.record->ResetLocked();
+      holder->ReleaseLater(box->ref.record.get());
+    }
     box.reset();
   }
   v8::Global<v8::Object> object;
@@ -186,6 +195,14 @@ IsolateHolder* HolderOf(v8::Isolate* isolate) {
   return static_cast<IsolateHolder*>(isolate->GetData(0));
 }
 
+// The box's reference, usable for a call (a self reference gets its
+// isolate, which is alive: its JavaScript is running).
+ReferenceData RefOf(v8::Isolate* isolate, const WrapBox* box) {
+  ReferenceData ref = box->ref;
+  if (box->self) ref.holder = HolderOf(isolate)->shared_from_this();
+  return ref;
+}
+
 // A value of this isolate as a host value for another: primitives as they
 // are, Reference and ExternalCopy objects as attachments, other values as a
 // copy only when `copy`.
@@ -260,7 +277,7 @@ void SyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefOp
   v8::Isolate* isolate = info.GetIsolate();
   v8::Local<v8::Context> context = isolate->GetCurrentContext();
   ivm_value_t* out = nullptr;
-  ivm_error_t* err = RunRefOp(box->ref, op, o, &out);
+  ivm_error_t* err = RunRefOp(RefOf(isolate, box), op, o, &out);
   if (err) {
     ThrowError(isolate, err);
     return;
@@ -305,7 +322,7 @@ void AsyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefO
     done = SettleDone;
     user_data = d;
   }
-  ReferenceData ref = box->ref;
+  ReferenceData ref = RefOf(isolate, box);
   ivm_error_t* err = Enqueue(
       ref.holder, done, user_data, FreeValue,
       [ref, op, o, args](void** result) mutable -> ivm_error_t* {
@@ -320,6 +337,20 @@ void AsyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefO
     return;
   }
   if (!ignored) info.GetReturnValue().Set(promise);
+}
+
+// A new record for the same value, registered with `holder` (isolate locked).
+std::shared_ptr<ReferenceRecord> CopyRecord(IsolateHolder& holder, v8::Isolate* isolate,
+                                            const ReferenceRecord& from) {
+  auto record = std::make_shared<ReferenceRecord>();
+  if (!from.released()) {
+    record->value.Reset(isolate, from.value.Get(isolate));
+    record->context.Reset(isolate, from.context.Get(isolate));
+  }
+  record->type_of = from.type_of;
+  holder.Register(record);
+  if (from.released()) holder.ReleaseLater(record.get());
+  return record;
 }
 
 // --- Reference methods
@@ -504,7 +535,7 @@ void Deref(const v8::FunctionCallbackInfo<v8::Value>& info) {
   WrapBox* box = This(info);
   if (!box) return;
   v8::Isolate* isolate = info.GetIsolate();
-  if (box->kind != WrapBox::kReference || box->ref.holder.get() != HolderOf(isolate)) {
+  if (box->kind != WrapBox::kReference || !box->self) {
     return Throw(isolate, "Cannot dereference this from current isolate", true);
   }
   if (box->ref.record->released()) return Throw(isolate, kReferenceReleased);
@@ -519,6 +550,10 @@ void DerefInto(const v8::FunctionCallbackInfo<v8::Value>& info) {
   auto marker = std::make_unique<WrapBox>();
   marker->kind = WrapBox::kDeref;
   marker->ref = box->ref;
+  marker->self = box->self;
+  if (box->self) {   // its own record, released with the marker
+    marker->ref.record = CopyRecord(*HolderOf(isolate), isolate, *box->ref.record);
+  }
   v8::Local<v8::Object> obj;
   if (NewWrapper(*HolderOf(isolate), isolate, isolate->GetCurrentContext(), std::move(marker))
           .ToLocal(&obj)) {
@@ -530,6 +565,10 @@ void Release(const v8::FunctionCallbackInfo<v8::Value>& info) {
   WrapBox* box = BoxOf(info.This());
   if (box == nullptr) return Throw(info.GetIsolate(), "Illegal invocation", true);
   box->released = true;
+  if (box->self && box->ref.record) {
+    box->ref.record->ResetLocked();
+    HolderOf(info.GetIsolate())->ReleaseLater(box->ref.record.get());
+  }
   box->ref = ReferenceData();
   box->copy.reset();
 }
@@ -678,7 +717,12 @@ v8::MaybeLocal<v8::Object> WrapReference(IsolateHolder& holder, v8::Isolate* iso
                                          const ReferenceData& ref) {
   auto box = std::make_unique<WrapBox>();
   box->kind = WrapBox::kReference;
-  box->ref = ref;
+  if (ref.holder.get() == &holder) {
+    box->self = true;
+    box->ref.record = CopyRecord(holder, isolate, *ref.record);
+  } else {
+    box->ref = ref;
+  }
   return NewWrapper(holder, isolate, context, std::move(box));
 }
 
@@ -702,14 +746,22 @@ v8::MaybeLocal<v8::Object> WrapCopy(IsolateHolder& holder, v8::Isolate* isolate,
   return NewWrapper(holder, isolate, context, std::move(box));
 }
 
-bool WrappedAttachment(v8::Local<v8::Object> obj, Attachment* out) {
+bool WrappedAttachment(IsolateHolder& holder, v8::Isolate* isolate,
+                       v8::Local<v8::Context> context, v8::Local<v8::Object> obj,
+                       Attachment* out) {
   WrapBox* box = BoxOf(obj);
   if (box == nullptr || box->released) return false;
   switch (box->kind) {
     case WrapBox::kReference:
     case WrapBox::kDeref:
       out->kind = Attachment::kReference;
-      out->reference = std::make_shared<ReferenceData>(box->ref);
+      if (box->self) {   // leaving the isolate: a full, independent reference
+        if (box->ref.record->released()) return false;
+        out->reference = MakeReference(holder, isolate, context,
+                                       box->ref.record->value.Get(isolate));
+      } else {
+        out->reference = std::make_shared<ReferenceData>(box->ref);
+      }
       out->flags = box->kind == WrapBox::kDeref ? IVM_ATTACH_DEREF : 0;
       return true;
     case WrapBox::kCopy:

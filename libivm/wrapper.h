@@ -31,7 +31,9 @@ v8::MaybeLocal<v8::Object> NewWrapper(IsolateHolder& holder, v8::Isolate* isolat
                                       std::unique_ptr<WrapBox> box);
 // Whether `obj` is one of these objects; the attachment that carries it.
 bool IsWrapper(v8::Local<v8::Object> obj);
-bool WrappedAttachment(v8::Local<v8::Object> obj, Attachment* out);
+bool WrappedAttachment(IsolateHolder& holder, v8::Isolate* isolate,
+                       v8::Local<v8::Context> context, v8::Local<v8::Object> obj,
+                       Attachment* out);
 
 }  // namespace ivm
 

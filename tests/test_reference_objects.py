@@ -1295,3 +1295,29 @@ def test_reference_objects_do_not_leak(no_leaks: None) -> None:
         del back
     finally:
         p.close()
+
+
+def test_a_reference_into_its_own_isolate_does_not_keep_the_isolate_alive() -> None:
+    """A Reference object inside the isolate it refers to holds no strong reference to that
+    isolate: dropping every host handle frees the isolate (no cycle through its own heap)."""
+    import gc
+
+    def live() -> int:
+        for _ in range(3):
+            gc.collect()
+        return int(ivm._lib.ivm_debug_live_objects())
+
+    def make_and_drop() -> None:
+        iso = ivm.Isolate(memory_limit=32)
+        ctx = iso.create_context_sync()
+        ref = ctx.eval_sync("({a: 1})", reference=True)
+        ctx.global_.set_sync("selfref", ref)
+        assert ctx.eval_sync("selfref.getSync('a') + selfref.deref().a") == 2
+        copied = ctx.eval_sync("({r: selfref})", copy=True)
+        assert copied["r"].get_sync("a") == 1
+
+    make_and_drop()
+    base = live()
+    for _ in range(10):
+        make_and_drop()
+    assert live() <= base
