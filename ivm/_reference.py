@@ -50,6 +50,12 @@ def _out() -> Any:
         return value_out()
 
 
+def _call_slots() -> tuple[Any, Any, Any, Any]:
+    opts, slot = fast_options()
+    _tls.call = call = (opts, slot, _argv(), _out())
+    return call
+
+
 def _argv() -> Any:
     """This thread's array of 8 argument slots (filled right before a call)."""
     try:
@@ -298,6 +304,48 @@ class Reference(Handle, _Marker):
         ``result_options`` asks for (``copy``, ``external_copy``,
         ``reference``, ``promise``). Arguments pass as for
         :meth:`Context.eval_closure_sync`."""
+        t = type(arguments)
+        if (
+            receiver is None
+            and timeout is None
+            and result_options is None
+            and arguments_options is None
+            and (t is list or t is tuple)
+            and len(arguments) <= 8  # type: ignore[arg-type]
+        ):
+            # The common call, kept lean: this thread's option block, result
+            # slot and argument array; shared values for small integers.
+            try:
+                opts, slot, argv, out = _tls.call
+            except AttributeError:
+                opts, slot, argv, out = _call_slots()
+            owned = None
+            n = 0
+            for a in arguments:
+                v = _SMALL.get(a) if type(a) is int else None
+                if v is None:
+                    v = _to_value(a, False)
+                    if owned is None:
+                        owned = [v]
+                    else:
+                        owned.append(v)
+                argv[n] = v
+                n += 1
+            try:
+                err = _apply(self._ptr, _NULL, argv, n, opts, out)
+            finally:
+                if owned is not None:
+                    for v in owned:
+                        _free(v)
+            if err:
+                raise_error(err)
+            k = slot.kind
+            if k == 4:
+                x: float = slot.number
+                if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
+                    return int(x)
+                return x
+            return result(slot, out)
         if timeout is None and result_options is None:
             try:
                 opts, slot = _tls.fast
@@ -338,10 +386,10 @@ class Reference(Handle, _Marker):
             raise_error(err)
         k = slot.kind
         if k == 4:
-            x: float = slot.number
-            if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
-                return int(x)
-            return x
+            y: float = slot.number
+            if -_MAX_SAFE <= y <= _MAX_SAFE and y.is_integer() and (y or _copysign(1.0, y) > 0):
+                return int(y)
+            return y
         return result(slot, out)
 
     async def apply(
