@@ -39,6 +39,7 @@ from ._context import Context as Context
 from ._copy import JSBigInt as JSBigInt
 from ._copy import JSMap as JSMap
 from ._copy import JSRegExp as JSRegExp
+from ._copy import set_copy_limit as set_copy_limit
 from ._errors import DisposedError as DisposedError
 from ._errors import IvmError as IvmError
 from ._errors import JSError as JSError
@@ -88,6 +89,7 @@ __all__ = [
     "TimeoutError",
     "TransferError",
     "Undefined",
+    "set_copy_limit",
     "set_ignored_error_handler",
     "undefined",
     "v8_version",

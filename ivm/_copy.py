@@ -19,7 +19,7 @@ from typing import Any, Callable, Final
 from ._ffi import ffi, lib
 from ._value import Undefined, undefined
 
-__all__ = ["JSBigInt", "JSMap", "JSRegExp", "dumps", "load_value"]
+__all__ = ["JSBigInt", "JSMap", "JSRegExp", "dumps", "load_value", "set_copy_limit"]
 
 _EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _MS: Final = datetime.timedelta(milliseconds=1)
@@ -371,6 +371,20 @@ def normalize(obj: Any) -> Any:
         from ._errors import TransferError
 
         raise TransferError("the value is nested too deeply to be copied") from None
+
+
+def set_copy_limit(nbytes: int | None) -> int:
+    """Sets the largest structured copy (stream and buffers, in bytes) made of
+    a JavaScript value; a larger one raises :class:`ivm.TransferError`.
+    ``None`` restores the default (2 GiB). Returns the previous limit.
+    Process-wide."""
+    if nbytes is None:
+        nbytes = 0
+    elif isinstance(nbytes, bool) or not isinstance(nbytes, int):
+        raise TypeError(f"nbytes must be an int or None, not {type(nbytes).__name__}")
+    elif not 0 < nbytes < 2**64:
+        raise ValueError(f"nbytes must be positive, not {nbytes}")
+    return int(lib.ivm_set_copy_limit(nbytes))
 
 
 # --- arguments (Python → libivm, one value per argument)

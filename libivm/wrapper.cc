@@ -417,7 +417,7 @@ void Delete(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
   op.kind = RefOp::kDelete;
   op.key = key;
   if (mode == Mode::kSync) return SyncOp(info, box, op, o);
-  AsyncOp(info, box, op, o, args, false);
+  AsyncOp(info, box, op, o, args, mode == Mode::kIgnored);
 }
 
 // A host reference's operation: the host function, told which one.
@@ -660,6 +660,7 @@ WrapperTemplates& Templates(IsolateHolder& holder, v8::Isolate* isolate) {
   Method(isolate, ref, "setIgnored", Bind<Set, Mode::kIgnored>);
   Method(isolate, ref, "delete", Bind<Delete, Mode::kAsync>);
   Method(isolate, ref, "deleteSync", Bind<Delete, Mode::kSync>);
+  Method(isolate, ref, "deleteIgnored", Bind<Delete, Mode::kIgnored>);
   Method(isolate, ref, "apply", Bind<Apply, Mode::kAsync>);
   Method(isolate, ref, "applySync", Bind<Apply, Mode::kSync>);
   Method(isolate, ref, "applyIgnored", Bind<Apply, Mode::kIgnored>);

@@ -1003,3 +1003,18 @@ def test_copy_paths_leak_nothing(no_leaks: None) -> None:
             del ec
     finally:
         iso.dispose()
+
+
+def test_set_copy_limit_from_python(context: ivm.Context) -> None:
+    previous = ivm.set_copy_limit(1000)
+    try:
+        with pytest.raises(ivm.TransferError, match="copy size limit"):
+            context.eval_sync("['x'.repeat(5000)]", copy=True)
+        assert context.eval_sync("[1, 2]", copy=True) == [1, 2]
+    finally:
+        assert ivm.set_copy_limit(None) == 1000
+    assert ivm.set_copy_limit(previous) == 2**31
+    with pytest.raises(TypeError):
+        ivm.set_copy_limit("big")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        ivm.set_copy_limit(0)
