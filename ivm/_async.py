@@ -307,6 +307,33 @@ async def submit(
     )
 
 
+async def submit_owning(
+    owner_ptr: Any,
+    cfunc: Any,
+    args: tuple[Any, ...],
+    owned: list[Any],
+    convert: Callable[[Any], _T],
+    cancel: Any = lib.ivm_isolate_cancel_job,
+) -> _T:
+    """:func:`submit` for a libivm ``_async`` call that takes ownership of the
+    values in ``owned`` once it is made: they are freed here if the call is
+    never made (no event loop, a cancelled trio scope)."""
+    started = False
+
+    def start(*call_args: Any) -> Any:
+        nonlocal started
+        started = True  # libivm owns the values from here on
+        return cfunc(*call_args)
+
+    try:
+        return await submit(owner_ptr, start, args, convert, cancel)
+    finally:
+        if not started:
+            for v in owned:
+                if v != ffi.NULL:
+                    lib.ivm_value_free(v)
+
+
 _ignored_handler: Callable[[BaseException], object] | None = None
 _ignored: dict[int, Convert] = {}
 _ignored_keys = itertools.count(1)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from ._async import submit, submit_ignored
+from ._async import submit, submit_ignored, submit_owning
 from ._errors import check, raise_error
 from ._ffi import ffi, lib
 from ._handle import Handle
-from ._copy import arguments_copy, to_value
+from ._copy import to_values
 from ._reference import Reference
 from ._options import code_bytes, eval_options, result_flags, result_options_flags
 from ._value import _tls, fast_options, result, slot_for, take, value_out
@@ -222,24 +222,7 @@ class Context(Handle):
     def _closure_args(
         self, code: str, arguments: Iterable[object], arguments_options: Mapping[str, object] | None
     ) -> tuple[bytes, list[Any]]:
-        src = code_bytes(code)
-        if isinstance(arguments, (str, bytes)) or not isinstance(arguments, Iterable):
-            raise TypeError(
-                f"arguments must be a list or tuple of values, not {type(arguments).__name__}"
-            )
-        copy = arguments_copy(arguments_options)
-        values: list[Any] = []
-        try:
-            for arg in arguments:
-                v = to_value(arg, copy)
-                if v == _NULL:
-                    raise MemoryError("libivm could not allocate a value")
-                values.append(v)
-        except BaseException:
-            for v in values:
-                lib.ivm_value_free(v)
-            raise
-        return src, values
+        return code_bytes(code), to_values(arguments, arguments_options)
 
     def eval_closure_sync(
         self,
@@ -294,21 +277,13 @@ class Context(Handle):
         opts, _keep = eval_options(timeout, flags=flags)
         src, values = self._closure_args(code, arguments, arguments_options)
         argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
-        started = False
-
-        def start(*args: Any) -> Any:
-            nonlocal started
-            started = True  # libivm owns the argument values from here on
-            return lib.ivm_context_eval_closure_async(*args)
-
-        try:
-            return await submit(
-                self._isolate._ptr, start, (self._ptr, src, len(src), argv, len(values), opts), take
-            )
-        finally:
-            if not started:
-                for v in values:
-                    lib.ivm_value_free(v)
+        return await submit_owning(
+            self._isolate._ptr,
+            lib.ivm_context_eval_closure_async,
+            (self._ptr, src, len(src), argv, len(values), opts),
+            values,
+            take,
+        )
 
     def eval_closure_ignored(
         self,

@@ -10,6 +10,7 @@ every type outside the documented table. Both run in C for the common types.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 import io
 import pickle
 import struct
@@ -429,6 +430,28 @@ def to_value(obj: object, copy: bool, borrow: bool = False) -> Any:
         f"an object of type {t.__qualname__} is not a primitive: copy it into JavaScript with "
         "copy=True (arguments_options={'copy': True} for arguments)"
     )
+
+
+def to_values(arguments: Any, arguments_options: Any) -> list[Any]:
+    """Owned ``ivm_value_t *`` for each of ``arguments`` (a list or tuple of
+    values), as ``arguments_options`` asks; none are left behind on error."""
+    if isinstance(arguments, (str, bytes)) or not isinstance(arguments, Iterable):
+        raise TypeError(
+            f"arguments must be a list or tuple of values, not {type(arguments).__name__}"
+        )
+    copy = arguments_copy(arguments_options)
+    values: list[Any] = []
+    try:
+        for arg in arguments:
+            v = to_value(arg, copy)
+            if v == ffi.NULL:
+                raise MemoryError("libivm could not allocate a value")
+            values.append(v)
+    except BaseException:
+        for v in values:
+            lib.ivm_value_free(v)
+        raise
+    return values
 
 
 def arguments_copy(options: Any) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
-from ._async import submit, submit_ignored
-from ._copy import _Marker, arguments_copy, to_value
+from ._async import submit_ignored, submit_owning
+from ._copy import _Marker, arguments_copy, to_value, to_values
 from ._copy import to_value as _to_value
 from ._errors import check, raise_error
 from ._ffi import ffi, lib
@@ -24,17 +24,12 @@ _free = lib.ivm_value_free
 # Immutable values of small integers, shared by synchronous calls (which
 # borrow their arguments): no allocation per argument.
 _SMALL: dict[int, Any] = {}
-_SHARED: set[Any] = set()
 
 
 def _small_ints() -> None:
+    """Fills _SMALL (once, on the first lean call rather than at import)."""
     for i in range(-128, 1024):
-        v = ffi.gc(lib.ivm_value_new_number(float(i)), lib.ivm_value_free)
-        _SMALL[i] = v
-        _SHARED.add(v)
-
-
-_small_ints()
+        _SMALL[i] = ffi.gc(lib.ivm_value_new_number(float(i)), lib.ivm_value_free)
 
 
 def _key(key: object) -> Any:
@@ -51,6 +46,8 @@ def _out() -> Any:
 
 
 def _call_slots() -> tuple[Any, Any, Any, Any]:
+    if not _SMALL:
+        _small_ints()
     opts, slot = fast_options()
     _tls.call = call = (opts, slot, _argv(), _out())
     return call
@@ -270,25 +267,15 @@ class Reference(Handle, _Marker):
     def _apply_values(
         self, receiver: object, arguments: Iterable[object], arguments_options: Any
     ) -> tuple[Any, list[Any]]:
-        if isinstance(arguments, (str, bytes)) or not isinstance(arguments, Iterable):
-            raise TypeError(
-                f"arguments must be a list or tuple of values, not {type(arguments).__name__}"
-            )
-        copy = arguments_copy(arguments_options)
-        values: list[Any] = []
-        recv = _NULL
+        values = to_values(arguments, arguments_options)
+        if receiver is None:
+            return _NULL, values
         try:
-            if receiver is not None:
-                recv = to_value(receiver, copy)
-            for arg in arguments:
-                values.append(to_value(arg, copy))
+            return to_value(receiver, arguments_copy(arguments_options)), values
         except BaseException:
             for v in values:
                 lib.ivm_value_free(v)
-            if recv != _NULL:
-                lib.ivm_value_free(recv)
             raise
-        return recv, values
 
     def apply_sync(
         self,
@@ -357,13 +344,7 @@ class Reference(Handle, _Marker):
                 opts, slot = fast_options()
             else:
                 slot = slot_for(opts)
-        t = type(arguments)
-        if receiver is None and arguments_options is None and (t is list or t is tuple):
-            recv = _NULL
-            values = [_SMALL.get(a) or _to_value(a, False) if type(a) is int else _to_value(a, False)
-                      for a in arguments]
-        else:
-            recv, values = self._apply_values(receiver, arguments, arguments_options)
+        recv, values = self._apply_values(receiver, arguments, arguments_options)
         out = _out()
         n = len(values)
         try:
@@ -378,18 +359,11 @@ class Reference(Handle, _Marker):
             err = _apply(self._ptr, recv, argv, n, opts, out)
         finally:
             for v in values:
-                if v not in _SHARED:
-                    _free(v)
+                _free(v)
             if recv != _NULL:
                 _free(recv)
         if err:
             raise_error(err)
-        k = slot.kind
-        if k == 4:
-            y: float = slot.number
-            if -_MAX_SAFE <= y <= _MAX_SAFE and y.is_integer() and (y or _copysign(1.0, y) > 0):
-                return int(y)
-            return y
         return result(slot, out)
 
     async def apply(
@@ -406,22 +380,14 @@ class Reference(Handle, _Marker):
         opts, _keep = eval_options(timeout, flags=flags)
         recv, values = self._apply_values(receiver, arguments, arguments_options)
         argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
-        started = False
-        ptr = self._ptr
-
-        def start(done: Any, ud: Any, job: Any) -> Any:
-            nonlocal started
-            started = True  # libivm owns the values from here on
-            return lib.ivm_reference_apply_async(ptr, recv, argv, len(values), opts, done, ud, job)
-
-        try:
-            return await submit(ptr, start, (), take, lib.ivm_reference_cancel_job)
-        finally:
-            if not started:
-                for v in values:
-                    lib.ivm_value_free(v)
-                if recv != _NULL:
-                    lib.ivm_value_free(recv)
+        return await submit_owning(
+            self._ptr,
+            lib.ivm_reference_apply_async,
+            (self._ptr, recv, argv, len(values), opts),
+            [*values, recv],
+            take,
+            lib.ivm_reference_cancel_job,
+        )
 
     def apply_ignored(
         self,
@@ -601,19 +567,7 @@ def _bool(what: str, value: object) -> bool:
 
 async def _submit_owned(ref: Reference, cfunc: Any, values: list[Any], opts: Any) -> Any:
     """Runs a ``*_async`` reference operation that takes ownership of
-    ``values`` (a key, or a key and a value) once started."""
-    started = False
-    ptr = ref._ptr
-
-    def start(done: Any, ud: Any, job: Any) -> Any:
-        nonlocal started
-        started = True
-        return cfunc(ptr, *values, opts, done, ud, job)
-
-    try:
-        return await submit(ptr, start, (), take, lib.ivm_reference_cancel_job)
-    finally:
-        if not started:
-            for v in values:
-                if v != _NULL:
-                    lib.ivm_value_free(v)
+    ``values`` (a key, or a key and a value) once made."""
+    return await submit_owning(
+        ref._ptr, cfunc, (ref._ptr, *values, opts), values, take, lib.ivm_reference_cancel_job
+    )

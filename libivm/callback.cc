@@ -47,23 +47,7 @@ v8::Local<v8::Value> ErrorFromHost(v8::Isolate* isolate, v8::Local<v8::Context> 
   v8::Local<v8::String> message =
       NewString(isolate, err->message.data(), err->message.size(), nullptr)
           .FromMaybe(v8::String::Empty(isolate));
-  const std::string& name = err->name;
-  v8::Local<v8::Value> error;
-  if (name == "TypeError") error = v8::Exception::TypeError(message);
-  else if (name == "RangeError") error = v8::Exception::RangeError(message);
-  else if (name == "SyntaxError") error = v8::Exception::SyntaxError(message);
-  else if (name == "ReferenceError") error = v8::Exception::ReferenceError(message);
-  else error = v8::Exception::Error(message);
-  v8::Local<v8::Object> obj = error.As<v8::Object>();
-  if (!name.empty() && name != "Error" && name != "TypeError" && name != "RangeError" &&
-      name != "SyntaxError" && name != "ReferenceError") {
-    v8::Local<v8::String> n;
-    if (NewString(isolate, name.data(), name.size(), nullptr).ToLocal(&n)) {
-      obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "name"), n,
-                             v8::DontEnum)
-          .Check();
-    }
-  }
+  v8::Local<v8::Object> obj = NewError(isolate, context, err->name, message);
   if (err->host_token == 0 && !err->stack.empty() && err->kind == IVM_ERROR_JS_EXCEPTION) {
     // An error of another isolate: its stack, and where it crossed.
     v8::Local<v8::String> stack =
@@ -83,7 +67,7 @@ v8::Local<v8::Value> ErrorFromHost(v8::Isolate* isolate, v8::Local<v8::Context> 
                     v8::BigInt::NewFromUnsigned(isolate, err->host_token))
         .Check();
   }
-  return error;
+  return obj;
 }
 
 }  // namespace

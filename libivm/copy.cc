@@ -80,6 +80,20 @@ const char* StandardErrorName(const std::string& name) {
   return nullptr;
 }
 
+// RegExp flags as JavaScript writes them ("dgimsuy"; "l" for linear).
+std::string RegExpFlags(int f) {
+  std::string flags;
+  if (f & v8::RegExp::kHasIndices) flags += 'd';
+  if (f & v8::RegExp::kGlobal) flags += 'g';
+  if (f & v8::RegExp::kIgnoreCase) flags += 'i';
+  if (f & v8::RegExp::kLinear) flags += 'l';
+  if (f & v8::RegExp::kMultiline) flags += 'm';
+  if (f & v8::RegExp::kDotAll) flags += 's';
+  if (f & v8::RegExp::kUnicode) flags += 'u';
+  if (f & v8::RegExp::kSticky) flags += 'y';
+  return flags;
+}
+
 bool IsIdentifier(const std::string& s) {
   if (s.empty()) return false;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -153,6 +167,35 @@ bool CopyData::TakeForTransfer(Serialized* out) {
   consumed_.store(true, std::memory_order_release);
   g_copy_total.fetch_sub(size_, std::memory_order_relaxed);
   return true;
+}
+
+std::string TwosComplement(bool negative, const uint64_t* words, size_t count) {
+  std::string bytes;
+  bytes.reserve(count * 8 + 1);
+  for (size_t k = 0; k < count; ++k) {
+    for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<char>(words[k] >> (8 * i)));
+  }
+  while (!bytes.empty() && bytes.back() == 0) bytes.pop_back();
+  bytes.push_back(0);   // room for the sign bit
+  if (negative) {
+    unsigned carry = 1;
+    for (char& c : bytes) {
+      unsigned v = static_cast<unsigned char>(~static_cast<unsigned char>(c)) + carry;
+      c = static_cast<char>(v);
+      carry = v >> 8;
+    }
+  }
+  // Trim redundant sign bytes.
+  while (bytes.size() > 1) {
+    auto last = static_cast<unsigned char>(bytes.back());
+    auto prev = static_cast<unsigned char>(bytes[bytes.size() - 2]);
+    if ((last == 0 && !(prev & 0x80)) || (last == 0xff && (prev & 0x80))) {
+      bytes.pop_back();
+    } else {
+      break;
+    }
+  }
+  return bytes;
 }
 
 uint64_t CopyTotalSize() { return g_copy_total.load(std::memory_order_relaxed); }
@@ -540,16 +583,8 @@ class Writer {
         Text(scratch_.data(), scratch_.size());
         uint32_t f;
         if (!V8Varint32(&f)) return false;
-        std::string flags;
-        if (f & v8::RegExp::kHasIndices) flags += 'd';
-        if (f & v8::RegExp::kGlobal) flags += 'g';
-        if (f & v8::RegExp::kIgnoreCase) flags += 'i';
-        if (f & v8::RegExp::kLinear) flags += 'l';
-        if (f & v8::RegExp::kMultiline) flags += 'm';
-        if (f & v8::RegExp::kDotAll) flags += 's';
-        if (f & v8::RegExp::kUnicode) flags += 'u';
-        if (f & v8::RegExp::kSticky) flags += 'y';
         if (f & ~0xffu) return false;
+        std::string flags = RegExpFlags(static_cast<int>(f));
         Text(flags.data(), flags.size());
         Byte(op::TUPLE2);
         Byte(op::REDUCE);
@@ -788,32 +823,7 @@ class Writer {
     int sign = 0;
     std::vector<uint64_t> words(static_cast<size_t>(count));
     big->ToWordsArray(&sign, &count, words.data());
-    words.resize(static_cast<size_t>(count));
-    // Two's complement, little-endian, minimal length plus a sign byte.
-    std::vector<unsigned char> bytes;
-    bytes.reserve(words.size() * 8 + 1);
-    for (uint64_t w : words) {
-      for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<unsigned char>(w >> (8 * i)));
-    }
-    while (!bytes.empty() && bytes.back() == 0) bytes.pop_back();
-    bytes.push_back(0);   // room for the sign bit
-    if (sign) {
-      unsigned carry = 1;
-      for (unsigned char& b : bytes) {
-        unsigned v = static_cast<unsigned char>(~b) + carry;
-        b = static_cast<unsigned char>(v);
-        carry = v >> 8;
-      }
-    }
-    // Trim redundant sign bytes.
-    while (bytes.size() > 1) {
-      unsigned char last = bytes.back(), prev = bytes[bytes.size() - 2];
-      if ((last == 0 && !(prev & 0x80)) || (last == 0xff && (prev & 0x80))) {
-        bytes.pop_back();
-      } else {
-        break;
-      }
-    }
+    std::string bytes = TwosComplement(sign != 0, words.data(), static_cast<size_t>(count));
     if (bytes.size() < 256) {
       Byte(op::LONG1);
       Byte(static_cast<unsigned char>(bytes.size()));
@@ -821,7 +831,7 @@ class Writer {
       Byte(op::LONG4);
       Le(bytes.size(), 4);
     }
-    s_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    s_ += bytes;
   }
 
   // --- errors
@@ -954,16 +964,7 @@ class Writer {
       v8::Local<v8::RegExp> re = obj.As<v8::RegExp>();
       Tag(Tag::kRegExp);
       String(re->GetSource());
-      std::string flags;
-      int f = re->GetFlags();
-      if (f & v8::RegExp::kHasIndices) flags += 'd';
-      if (f & v8::RegExp::kGlobal) flags += 'g';
-      if (f & v8::RegExp::kIgnoreCase) flags += 'i';
-      if (f & v8::RegExp::kLinear) flags += 'l';
-      if (f & v8::RegExp::kMultiline) flags += 'm';
-      if (f & v8::RegExp::kDotAll) flags += 's';
-      if (f & v8::RegExp::kUnicode) flags += 'u';
-      if (f & v8::RegExp::kSticky) flags += 'y';
+      std::string flags = RegExpFlags(re->GetFlags());
       Text(flags.data(), flags.size());
       Byte(op::TUPLE2);
       Byte(op::REDUCE);
@@ -2147,26 +2148,13 @@ class Reader {
     if (arg.size() != 3 || !arg[0]->IsString() || !arg[1]->IsString() || !arg[2]->IsString()) {
       return false;
     }
-    std::string nm;
-    compat::AppendWtf8(isolate_, arg[0].As<v8::String>(), nm);
-    v8::Local<v8::String> msg = arg[1].As<v8::String>();
-    v8::Local<v8::Value> error;
-    bool standard = true;
-    if (nm == "RangeError") error = v8::Exception::RangeError(msg);
-    else if (nm == "ReferenceError") error = v8::Exception::ReferenceError(msg);
-    else if (nm == "SyntaxError") error = v8::Exception::SyntaxError(msg);
-    else if (nm == "TypeError") error = v8::Exception::TypeError(msg);
-    else {
-      error = v8::Exception::Error(msg);
-      standard = nm == "Error";
-    }
-    v8::Local<v8::Object> obj = error.As<v8::Object>();
-    auto define = [&](const char* key, v8::Local<v8::Value> value) {
-      v8::Local<v8::String> k = v8::String::NewFromUtf8(isolate_, key).ToLocalChecked();
-      return obj->DefineOwnProperty(context_, k, value, v8::DontEnum).IsJust();
-    };
-    if ((!standard && !define("name", arg[0])) ||
-        (arg[2].As<v8::String>()->Length() > 0 && !define("stack", arg[2]))) {
+    std::string name;
+    compat::AppendWtf8(isolate_, arg[0].As<v8::String>(), name);
+    v8::Local<v8::Object> error = NewError(isolate_, context_, name, arg[1].As<v8::String>());
+    if (arg[2].As<v8::String>()->Length() > 0 &&
+        error->DefineOwnProperty(context_, v8::String::NewFromUtf8Literal(isolate_, "stack"),
+                                 arg[2], v8::DontEnum)
+            .IsNothing()) {
       exception_ = true;
       return false;
     }

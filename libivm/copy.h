@@ -67,6 +67,14 @@ class CopyData : public LiveCounted {
   std::atomic<bool> consumed_{false};
 };
 
+// A BigInt magnitude (little-endian 64-bit words) as pickle's LONG data:
+// little-endian two's complement, as short as the sign allows.
+std::string TwosComplement(bool negative, const uint64_t* words, size_t count);
+
+// The stream of a copy that is only its attachment 0: `_att(0)`.
+inline constexpr char kAttachmentStream[] = "\x80\x05" "civm._copy\n_att\nK\x00\x85R.";
+inline constexpr size_t kAttachmentStreamLength = sizeof kAttachmentStream - 1;
+
 uint64_t CopyTotalSize();
 uint64_t CopyLimit();
 uint64_t SetCopyLimit(uint64_t bytes);   // returns the previous limit

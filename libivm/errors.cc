@@ -112,6 +112,27 @@ ivm_error_t* ErrorFromException(v8::Isolate* isolate, v8::Local<v8::Context> con
   return ErrorFromValue(isolate, context, try_catch.Exception(), try_catch.Message());
 }
 
+v8::Local<v8::Object> NewError(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                               const std::string& name, v8::Local<v8::String> message) {
+  v8::Local<v8::Value> error;
+  if (name == "TypeError") error = v8::Exception::TypeError(message);
+  else if (name == "RangeError") error = v8::Exception::RangeError(message);
+  else if (name == "SyntaxError") error = v8::Exception::SyntaxError(message);
+  else if (name == "ReferenceError") error = v8::Exception::ReferenceError(message);
+  else error = v8::Exception::Error(message);
+  v8::Local<v8::Object> obj = error.As<v8::Object>();
+  v8::Local<v8::String> own_name;
+  bool standard = name.empty() || name == "Error" || name == "TypeError" ||
+                  name == "RangeError" || name == "SyntaxError" || name == "ReferenceError";
+  if (!standard && NewString(isolate, name.data(), name.size(), nullptr).ToLocal(&own_name)) {
+    // Fails only when execution is terminating; the error is still usable.
+    obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "name"), own_name,
+                           v8::DontEnum)
+        .FromMaybe(false);
+  }
+  return obj;
+}
+
 ivm_error_t* ErrorFromValue(v8::Isolate* isolate, v8::Local<v8::Context> context,
                             v8::Local<v8::Value> exception, v8::Local<v8::Message> message) {
   auto* err = new ivm_error();

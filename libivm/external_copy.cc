@@ -48,24 +48,12 @@ ivm_error_t* PrimitiveStream(const ivm_value_t* value, std::string* out) {
       s += value->str;
       break;
     case IVM_VALUE_BIGINT: {
-      // JSBigInt(n) with n as LONG4: two's complement, little-endian.
-      std::vector<unsigned char> bytes;
-      for (uint64_t w : value->words) {
-        for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<unsigned char>(w >> (8 * i)));
-      }
-      bytes.push_back(0);
-      if (value->negative) {
-        unsigned carry = 1;
-        for (unsigned char& b : bytes) {
-          unsigned v = static_cast<unsigned char>(~b) + carry;
-          b = static_cast<unsigned char>(v);
-          carry = v >> 8;
-        }
-      }
+      // JSBigInt(n) with n as LONG4.
+      std::string bytes = TwosComplement(value->negative, value->words.data(), value->words.size());
       s += "civm._copy\nJSBigInt\n";
       s += static_cast<char>(0x8b);   // LONG4
       Le(s, bytes.size(), 4);
-      s.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      s += bytes;
       s += static_cast<char>(0x85);   // TUPLE1
       s += 'R';
       break;
@@ -248,8 +236,7 @@ IVM_API ivm_error_t* ivm_external_copy_copy_into(ivm_external_copy_t* copy, uint
     auto v = std::make_unique<ivm_value>();
     v->kind = IVM_VALUE_SERIALIZED;
     v->serialized = std::make_shared<ivm::Serialized>();
-    static const char kInsert[] = "\x80\x05" "civm._copy\n_att\nK\x00\x85R.";
-    v->serialized->stream.assign(kInsert, sizeof kInsert - 1);
+    v->serialized->stream.assign(ivm::kAttachmentStream, ivm::kAttachmentStreamLength);
     if (ivm_error_t* err = ivm_value_attach_copy(v.get(), copy, flags, nullptr)) return err;
     *out = v.release();
     return nullptr;

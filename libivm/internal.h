@@ -77,6 +77,12 @@ ivm_error_t* ErrorFromException(v8::Isolate* isolate, v8::Local<v8::Context> con
 ivm_error_t* ErrorFromValue(v8::Isolate* isolate, v8::Local<v8::Context> context,
                             v8::Local<v8::Value> exception, v8::Local<v8::Message> message);
 
+// A new Error object for `name`: made by the constructor of that name for
+// Error, TypeError, RangeError, SyntaxError and ReferenceError; otherwise an
+// Error whose own (non-enumerable) `name` is `name`. Runs no JavaScript.
+v8::Local<v8::Object> NewError(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                               const std::string& name, v8::Local<v8::String> message);
+
 extern const char kTimeoutMessage[];
 extern const char kDisposedMessage[];
 

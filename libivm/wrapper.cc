@@ -77,29 +77,15 @@ void ThrowError(v8::Isolate* isolate, ivm_error_t* err) {
   std::string stack = err->stack;
   if (stack.empty()) stack = (err->name.empty() ? "Error" : err->name) + ": " + err->message;
   stack += "\n    at (<ivm boundary>)";
-  v8::Local<v8::String> m = Str(isolate, err->message);
-  v8::Local<v8::Value> e;
-  const std::string& n = err->name;
-  if (n == "TypeError") e = v8::Exception::TypeError(m);
-  else if (n == "RangeError") e = v8::Exception::RangeError(m);
-  else if (n == "SyntaxError") e = v8::Exception::SyntaxError(m);
-  else if (n == "ReferenceError") e = v8::Exception::ReferenceError(m);
-  else e = v8::Exception::Error(m);
   v8::Local<v8::Context> context = isolate->GetCurrentContext();
-  v8::Local<v8::Object> obj = e.As<v8::Object>();
-  if (!n.empty() && n != "Error" && n != "TypeError" && n != "RangeError" &&
-      n != "SyntaxError" && n != "ReferenceError") {
-    obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "name"), Str(isolate, n),
-                           v8::DontEnum)
-        .Check();
-  }
+  v8::Local<v8::Object> obj = NewError(isolate, context, err->name, Str(isolate, err->message));
   obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "stack"),
                          Str(isolate, stack), v8::DontEnum)
-      .Check();
+      .FromMaybe(false);
   // The whole stack, for when this error leaves this isolate in turn.
   MarkCrossedStack(isolate, context, obj, Str(isolate, stack));
   ivm_error_free(err);
-  isolate->ThrowException(e);
+  isolate->ThrowException(obj);
 }
 
 // Reads `options[name]` as a boolean (false when absent).
@@ -601,8 +587,7 @@ void CopyCopy(const v8::FunctionCallbackInfo<v8::Value>& info, bool into) {
   a.copy = box->copy;
   a.flags = transfer ? IVM_COPY_INTO_TRANSFER_IN : 0;
   s.attachments.push_back(std::move(a));
-  static const char kInsert[] = "\x80\x05" "civm._copy\n_att\nK\x00\x85R.";
-  s.stream.assign(kInsert, sizeof kInsert - 1);
+  s.stream.assign(kAttachmentStream, kAttachmentStreamLength);
   value->kind = IVM_VALUE_SERIALIZED;
   value->serialized = std::make_shared<Serialized>(std::move(s));
   if (release || transfer) {
