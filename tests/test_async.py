@@ -86,23 +86,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = SANITY) -> bool:
     return True
 
 
-@pytest.fixture
-def ignored_errors() -> Iterator[list[BaseException]]:
-    """Installs an ignored-error handler that collects what it is given; resets it after."""
-    seen: list[BaseException] = []
-    lock = threading.Lock()
-
-    def handler(exc: BaseException) -> None:  # any thread
-        with lock:
-            seen.append(exc)
-
-    ivm.set_ignored_error_handler(handler)
-    try:
-        yield seen
-    finally:
-        ivm.set_ignored_error_handler(None)
-
-
 class _Records(logging.Handler):
     """Collects log records from any thread."""
 

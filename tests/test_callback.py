@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import anyio
 import pytest
@@ -58,52 +58,6 @@ async def wait_until_async(predicate: Callable[[], bool]) -> None:
     with anyio.fail_after(SANITY):
         while not predicate():
             await anyio.sleep(0.005)
-
-
-def quiet_live_objects() -> int:
-    """The live libivm object count once garbage from earlier tests is gone: collects until
-    the count stops changing (frees can lag behind on libivm's threads)."""
-    count = -1
-    for _ in range(50):
-        gc.collect()
-        now = int(ivm._lib.ivm_debug_live_objects())
-        if now == count:
-            return now
-        count = now
-        time.sleep(0.01)
-    return count
-
-
-@pytest.fixture
-def leak_free() -> Iterator[None]:
-    """Fails the test if libivm objects it created outlive it (after garbage collection)."""
-    baseline = quiet_live_objects()
-    yield
-    count = int(ivm._lib.ivm_debug_live_objects())
-    for _ in range(50):
-        if count <= baseline:
-            break
-        gc.collect()
-        time.sleep(0.01)
-        count = int(ivm._lib.ivm_debug_live_objects())
-    assert count <= baseline, f"libivm objects leaked: {count} > {baseline}"
-
-
-@pytest.fixture
-def ignored_errors() -> Iterator[list[BaseException]]:
-    """Collects what the ignored-error handler is given; resets the handler after."""
-    seen: list[BaseException] = []
-    lock = threading.Lock()
-
-    def handler(exc: BaseException) -> None:  # any thread
-        with lock:
-            seen.append(exc)
-
-    ivm.set_ignored_error_handler(handler)
-    try:
-        yield seen
-    finally:
-        ivm.set_ignored_error_handler(None)
 
 
 # --- making callbacks ------------------------------------------------------------------
@@ -596,7 +550,7 @@ def test_ignored_callback_without_a_loop_runs_at_once(context: ivm.Context) -> N
 # --- leaks -------------------------------------------------------------------------------------------
 
 
-def test_100k_callback_calls_leak_nothing() -> None:
+def test_100k_callback_calls_leak_nothing(quiet_live_objects: Callable[[], int]) -> None:
     baseline = quiet_live_objects()
     iso = ivm.Isolate(memory_limit=64)
     ctx = iso.create_context_sync()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 import anyio
 import pytest
@@ -29,52 +29,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = SANITY) -> bool:
             return False
         time.sleep(0.005)
     return True
-
-
-def quiet_live_objects() -> int:
-    """The live libivm object count once garbage from earlier tests is gone: collects until
-    the count stops changing (frees can lag behind on libivm's threads)."""
-    count = -1
-    for _ in range(50):
-        gc.collect()
-        now = int(ivm._lib.ivm_debug_live_objects())
-        if now == count:
-            return now
-        count = now
-        time.sleep(0.01)
-    return count
-
-
-@pytest.fixture
-def leak_free() -> Iterator[None]:
-    """Fails the test if libivm objects it created outlive it (after garbage collection)."""
-    baseline = quiet_live_objects()
-    yield
-    count = int(ivm._lib.ivm_debug_live_objects())
-    for _ in range(50):
-        if count <= baseline:
-            break
-        gc.collect()
-        time.sleep(0.01)
-        count = int(ivm._lib.ivm_debug_live_objects())
-    assert count <= baseline, f"libivm objects leaked: {count} > {baseline}"
-
-
-@pytest.fixture
-def ignored_errors() -> Iterator[list[BaseException]]:
-    """Collects what the ignored-error handler is given; resets the handler after."""
-    seen: list[BaseException] = []
-    lock = threading.Lock()
-
-    def handler(exc: BaseException) -> None:  # any thread
-        with lock:
-            seen.append(exc)
-
-    ivm.set_ignored_error_handler(handler)
-    try:
-        yield seen
-    finally:
-        ivm.set_ignored_error_handler(None)
 
 
 # --- making references --------------------------------------------------------------------
