@@ -97,12 +97,6 @@ void Trampoline(const v8::FunctionCallbackInfo<v8::Value>& info) {
   c.holder = &holder;
   c.isolate = isolate;
   c.context = context;
-  struct FreeArgs {
-    std::vector<ivm_value_t*>& args;
-    ~FreeArgs() {
-      for (ivm_value_t* v : args) ivm_value_free(v);
-    }
-  } free_args{c.args};
   for (int i = 0; i < info.Length(); ++i) {
     ivm_value_t* v = nullptr;
     ivm_error_t* err = nullptr;

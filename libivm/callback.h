@@ -42,7 +42,13 @@ struct ivm_callback : ivm::LiveCounted {
 
 // One call of a host function (stack allocated by the trampoline).
 struct ivm_call {
-  std::vector<ivm_value_t*> args;
+  ivm_call() = default;
+  ivm_call(const ivm_call&) = delete;
+  ivm_call& operator=(const ivm_call&) = delete;
+  ~ivm_call() {
+    for (ivm_value_t* v : args) ivm_value_free(v);
+  }
+  std::vector<ivm_value_t*> args;   // owned
   ivm::IsolateHolder* holder = nullptr;
   v8::Isolate* isolate = nullptr;
   v8::Local<v8::Context> context;

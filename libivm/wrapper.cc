@@ -417,12 +417,6 @@ void HostOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, uint3
   call.isolate = isolate;
   call.context = context;
   call.op = op;
-  struct FreeArgs {
-    std::vector<ivm_value_t*>& args;
-    ~FreeArgs() {
-      for (ivm_value_t* v : args) ivm_value_free(v);
-    }
-  } free_args{call.args};
   if (!arguments->IsUndefined() && !arguments->IsArray()) {
     return Throw(isolate, "arguments must be an array", true);
   }
