@@ -915,12 +915,7 @@ class Writer {
       return CheckSize();
     }
     if (v->IsNumber()) {
-      double d = v.As<v8::Number>()->Value();
-      if (d >= -kMaxSafe && d <= kMaxSafe && d == std::floor(d) && !(d == 0 && std::signbit(d))) {
-        Int(static_cast<int64_t>(d));
-      } else {
-        Float(d);
-      }
+      Number(v.As<v8::Number>()->Value());
       return true;
     }
     if (v->IsBoolean()) {
