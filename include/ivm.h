@@ -3,7 +3,8 @@
  *
  * This header is the complete reference of the C interface: what it does not
  * declare is not API. It contains no V8 type and no inline function, and it
- * compiles as C99 and as C++.
+ * compiles as C99 and as C++. Read it top to bottom: every section uses only
+ * what the sections above it declare.
  *
  * ## Model
  *
@@ -11,11 +12,14 @@
  * and timeouts. A *context* is a global object (a realm) inside one isolate. A
  * *script* is code compiled once for an isolate and run in any of its contexts.
  * A *value* is a host-side copy of a JavaScript value that belongs to no isolate.
- * An *error* describes why a call failed.
+ * A *reference* is a handle to a value that stays inside its isolate. A
+ * *callback* is a host function that JavaScript can call. An *error* describes
+ * why a call failed.
  *
  * ## Handles and lifetimes
  *
- * Every object is an opaque handle. Each has two lifetime verbs:
+ * Every object is an opaque handle (all declared in "Handles" below). Each has
+ * two lifetime verbs:
  *
  *   - `ivm_<object>_dispose()` / `_release()` ends the engine object (idempotent,
  *     any thread). The handle stays valid; later calls on it return an error of
@@ -30,11 +34,38 @@
  * a context keeps its isolate alive; an isolate whose last handle is freed is
  * disposed.
  *
+ * An isolate handle may in future live in another process (a worker) behind
+ * these same functions. The ABI is shaped for that: callers hold only opaque
+ * handles; every struct is plain data that either side can fill; no pointer
+ * into an isolate's memory outlives the call that produced it (borrowed
+ * pointers point into handles and values owned by the caller's process).
+ *
+ * ## Parameters
+ *
+ * Parameters come in one order: the object, the inputs, the options, the
+ * callbacks with their `user_data`, then the outputs. Outputs are pointers
+ * named `out` (`x_out` when there are several) and are written only on
+ * success. Options are three structs, one per kind of decision, each NULL for
+ * its defaults:
+ *
+ *   - ivm_source_options_t: where code comes from (file name, offsets);
+ *   - ivm_run_options_t:    how long a call may run;
+ *   - ivm_result_options_t: in which form the result comes back.
+ *
+ * A call takes exactly the options it uses.
+ *
  * ## Errors
  *
  * A fallible call returns an owned `ivm_error_t *`: NULL means success. The
  * caller reads it with the ivm_error_* getters and frees it with
- * ivm_error_free(). Outputs are written only on success.
+ * ivm_error_free(). Every function documents, in the same three lines:
+ *
+ *   Threads: which threads may call it;
+ *   Blocks:  what it may wait for ("never", or which wait);
+ *   Errors:  the error kinds it returns (without the IVM_ERROR_ prefix), or
+ *            "none" for functions that cannot fail;
+ *
+ * followed by the version that introduced it in its current form (Since).
  *
  * ## Strings
  *
@@ -46,10 +77,10 @@
  *
  * ## Threads
  *
- * Each function documents which threads may call it. Calls into one isolate
- * are serialised: a call waits while another thread runs JavaScript in the same
- * isolate, and never interleaves with it. Calls into different isolates run in
- * parallel. The V8 platform starts lazily and thread-safely on first use.
+ * Calls into one isolate are serialised: a call waits while another thread
+ * runs JavaScript in the same isolate, and never interleaves with it. Calls
+ * into different isolates run in parallel. The V8 platform starts lazily and
+ * thread-safely on first use.
  *
  * ## Versioning
  *
@@ -57,8 +88,47 @@
  * sizeof it was compiled with; fields are only ever appended, and a field
  * beyond an older caller's struct_size reads as its default. Enumerations are
  * fixed-width integers whose values are append-only: treat an unknown error kind
- * as a generic error and an unknown value kind as unsupported. A shipped
- * function never changes; a new behaviour gets a new name (`_v2`).
+ * as a generic error and an unknown value kind as unsupported. After 1.0, a
+ * shipped function never changes; a new behaviour gets a new name (`_v2`).
+ *
+ * ## Changes in 0.3
+ *
+ *   - The header reads in dependency order, with every handle declared once
+ *     at the top, and every function documents Threads, Blocks and Errors.
+ *   - ivm_eval_options_t and ivm_script_options_t are replaced by three
+ *     option structs: ivm_source_options_t (eval, eval_closure,
+ *     compile_script), ivm_run_options_t (every call that runs JavaScript) and
+ *     ivm_result_options_t (calls that return a JavaScript value). The
+ *     IVM_EVAL_* result flags are renamed IVM_RESULT_* (same values).
+ *   - `primitive_out` left the options: it is the last parameter of the
+ *     synchronous calls that return a value (NULL: not used).
+ *   - IVM_EVAL_UNSAFE_INHERIT is the `flags` parameter of ivm_reference_get()
+ *     (IVM_GET_UNSAFE_INHERIT).
+ *   - ivm_reference_set() and ivm_reference_delete() take no result options:
+ *     their result is always a boolean.
+ *   - ivm_done_fn receives a typed ivm_completion_t (its `kind` says which
+ *     member of `result` is set) instead of `void *result`;
+ *     ivm_completion_queue_done() has the same signature.
+ *   - ivm_completion_queue_new(fd_out, out): the output handle comes last.
+ *   - `out_job` parameters are named `job_out`.
+ *
+ * ## Contents
+ *
+ *   Handles          every opaque type and struct name
+ *   Version          ivm_version, ivm_v8_version
+ *   Errors           ivm_error_*: kinds, getters, host errors
+ *   Isolates         ivm_isolate_*: create, dispose, terminate, statistics
+ *   Call options     ivm_source_options_t, ivm_run_options_t, ivm_result_options_t
+ *   Contexts         ivm_isolate_create_context, ivm_context_eval[_closure]
+ *   Scripts          ivm_isolate_compile_script, ivm_script_run
+ *   Values           ivm_value_*: kinds, getters, constructors, ivm_primitive_t
+ *   Async jobs       ivm_done_fn, ivm_completion_t, the *_async twins,
+ *                    cancellation, completion queues
+ *   References       ivm_reference_*: get, set, delete, apply
+ *   Callbacks        ivm_callback_*, ivm_call_*, ivm_deferred_*
+ *   Copies           structured copies and their attachments, ExternalCopy
+ *   Signals          ivm_interrupt_on_signal
+ *   Diagnostics      ivm_debug_live_objects
  */
 #ifndef IVM_H
 #define IVM_H
@@ -79,34 +149,69 @@ extern "C" {
 #endif
 
 /* ------------------------------------------------------------------------- */
+/* Handles                                                                   */
+/* ------------------------------------------------------------------------- */
+
+/** Why a call failed ("Errors"). */
+typedef struct ivm_error ivm_error_t;
+/** A JavaScript VM ("Isolates"). */
+typedef struct ivm_isolate ivm_isolate_t;
+/** A global object inside an isolate ("Contexts"). */
+typedef struct ivm_context ivm_context_t;
+/** Code compiled for an isolate ("Scripts"). */
+typedef struct ivm_script ivm_script_t;
+/** A host-side JavaScript value, belonging to no isolate ("Values"). */
+typedef struct ivm_value ivm_value_t;
+/** A queue of finished asynchronous jobs for an event loop ("Async jobs"). */
+typedef struct ivm_completion_queue ivm_completion_queue_t;
+/** A value that stays inside its isolate ("References"). */
+typedef struct ivm_reference ivm_reference_t;
+/** A host function that JavaScript can call ("Callbacks"). */
+typedef struct ivm_callback ivm_callback_t;
+/** The arguments of one call of a host function; valid during the call. */
+typedef struct ivm_call ivm_call_t;
+/** A host function's promised result ("Callbacks"). */
+typedef struct ivm_deferred ivm_deferred_t;
+/** A structured copy that belongs to no isolate ("Copies"). */
+typedef struct ivm_external_copy ivm_external_copy_t;
+
+/* Plain-data structs, defined in their sections. */
+typedef struct ivm_isolate_options ivm_isolate_options_t;
+typedef struct ivm_heap_statistics ivm_heap_statistics_t;
+typedef struct ivm_source_options ivm_source_options_t;
+typedef struct ivm_run_options ivm_run_options_t;
+typedef struct ivm_result_options ivm_result_options_t;
+typedef struct ivm_context_options ivm_context_options_t;
+typedef struct ivm_primitive ivm_primitive_t;
+typedef struct ivm_completion ivm_completion_t;
+
+/* ------------------------------------------------------------------------- */
 /* Version                                                                   */
 /* ------------------------------------------------------------------------- */
 
 #define IVM_VERSION_MAJOR 0
-#define IVM_VERSION_MINOR 2
+#define IVM_VERSION_MINOR 3
 #define IVM_VERSION_PATCH 0
 /** MAJOR * 1000000 + MINOR * 1000 + PATCH of this header. */
-#define IVM_VERSION_NUMBER 2000
+#define IVM_VERSION_NUMBER 3000
 
 /**
  * The version of the loaded library, as IVM_VERSION_NUMBER. Compare it with the
  * header's to detect a mismatched installation.
- * Threads: any. Since: 0.1
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API uint32_t ivm_version(void);
 
 /**
  * The version of the V8 engine libivm runs on, e.g. "10.2.154.26", as a static
  * NUL-terminated string.
- * Threads: any. Since: 0.1
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API const char *ivm_v8_version(void);
 
 /* ------------------------------------------------------------------------- */
 /* Errors                                                                    */
 /* ------------------------------------------------------------------------- */
-
-typedef struct ivm_error ivm_error_t;
 
 /** Why a call failed. Values are ABI: append only. */
 typedef uint32_t ivm_error_kind_t;
@@ -117,7 +222,7 @@ enum {
   IVM_ERROR_TIMEOUT = 2,
   /** The isolate ran past its memory limit; it has been disposed. */
   IVM_ERROR_MEMORY_LIMIT = 3,
-  /** The isolate is disposed, or the context/script was released. */
+  /** The isolate is disposed, or the context/script/reference was released. */
   IVM_ERROR_DISPOSED = 4,
   /** An argument was invalid (NULL handle, bad option, foreign context...). */
   IVM_ERROR_INVALID_ARGUMENT = 5,
@@ -125,25 +230,26 @@ enum {
   IVM_ERROR_INTERNAL = 6,
   /** An asynchronous job was cancelled before or while it ran. */
   IVM_ERROR_CANCELLED = 7,
-  /** Execution was stopped by ivm_isolate_terminate(). */
+  /** Execution was stopped by ivm_isolate_terminate() or a signal. */
   IVM_ERROR_TERMINATED = 8,
-  /** A value cannot leave the isolate in the requested form. */
+  /** A value cannot leave (or enter) the isolate in the requested form. */
   IVM_ERROR_TRANSFER = 9,
   /**
    * A synchronous call that could deadlock was refused: code running for an
    * asynchronous job (on a pool thread, e.g. a host callback or a done
-   * callback) may not block on a different isolate.
+   * callback) may not block on a different isolate, and no thread may wait
+   * for an isolate in a way that closes a cycle of waiting threads.
    */
   IVM_ERROR_DEADLOCK = 10
 };
 
-/** The kind of `err`. Threads: any. Since: 0.1 */
+/** The kind of `err`. Threads: any. Blocks: never. Errors: none. Since: 0.1 */
 IVM_API ivm_error_kind_t ivm_error_kind(const ivm_error_t *err);
 
 /**
  * The error message, e.g. "Script execution timed out." or the JavaScript
  * error's `message`. Borrowed; valid until ivm_error_free(err).
- * Threads: any. Since: 0.1
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API void ivm_error_message(const ivm_error_t *err, const char **out,
                                size_t *out_len);
@@ -152,7 +258,8 @@ IVM_API void ivm_error_message(const ivm_error_t *err, const char **out,
  * For IVM_ERROR_JS_EXCEPTION: the thrown object's `name` ("TypeError"...), read
  * from a data property of the object or its prototypes (never a getter); empty
  * when it has none, when a primitive was thrown, and for other kinds.
- * Borrowed. Threads: any. Since: 0.1
+ * Borrowed.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API void ivm_error_name(const ivm_error_t *err, const char **out,
                             size_t *out_len);
@@ -162,7 +269,8 @@ IVM_API void ivm_error_name(const ivm_error_t *err, const char **out,
  * one "    at ..." line per frame, with script names and 1-based line:column.
  * It is built by libivm from the captured frames and never runs JavaScript (so
  * `Error.prepareStackTrace` and `stack` getters have no effect). Empty for other
- * kinds. Borrowed. Threads: any. Since: 0.1
+ * kinds. Borrowed.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API void ivm_error_stack(const ivm_error_t *err, const char **out,
                              size_t *out_len);
@@ -170,295 +278,45 @@ IVM_API void ivm_error_stack(const ivm_error_t *err, const char **out,
 /**
  * For IVM_ERROR_JS_EXCEPTION: 1 if a non-Error primitive was thrown (`throw 1`),
  * in which case the message is its string form; 0 otherwise.
- * Threads: any. Since: 0.1
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API int ivm_error_thrown_primitive(const ivm_error_t *err);
 
-/** Frees `err`; NULL is a no-op. Threads: any. Since: 0.1 */
+/** Frees `err`; NULL is a no-op. Threads: any. Blocks: never. Errors: none. Since: 0.1 */
 IVM_API void ivm_error_free(ivm_error_t *err);
 
-/* ------------------------------------------------------------------------- */
-/* Values                                                                    */
-/* ------------------------------------------------------------------------- */
-
-/**
- * A host-side JavaScript value, owned by the caller, belonging to no isolate.
- * Values are immutable after creation and may be read from any thread.
- * Future versions add kinds (structured copies, external copies, references)
- * without changing the existing ones.
- */
-typedef struct ivm_value ivm_value_t;
-/** An ExternalCopy handle (see "Structured copies and external copies"). */
-typedef struct ivm_external_copy ivm_external_copy_t;
-/** A Reference handle (see "References"). */
-typedef struct ivm_reference ivm_reference_t;
-
-typedef uint32_t ivm_value_kind_t;
 enum {
-  IVM_VALUE_UNDEFINED = 1,
-  IVM_VALUE_NULL = 2,
-  IVM_VALUE_BOOLEAN = 3,
-  /** An IEEE-754 double (NaN, infinities and -0 preserved). */
-  IVM_VALUE_NUMBER = 4,
-  /** An arbitrary-precision integer, as a sign and 64-bit words. */
-  IVM_VALUE_BIGINT = 5,
-  /** A string, as WTF-8. */
-  IVM_VALUE_STRING = 6,
-  /**
-   * A structured copy of any copyable value: a byte stream in the ivm copy
-   * format (docs/values.md: a subset of Python's pickle protocol 5) plus
-   * attachments the stream refers to by index: ArrayBuffer contents and,
-   * in values made by the host, ExternalCopy markers. Since: 0.2
-   */
-  IVM_VALUE_SERIALIZED = 7,
-  /** An ExternalCopy (ivm_value_external_copy()); entering an isolate, it
-   * becomes an ExternalCopy object (copy(), copyInto(), release()). Since: 0.2 */
-  IVM_VALUE_EXTERNAL_COPY = 8,
-  /** A Reference to a value inside an isolate (ivm_value_reference());
-   * entering an isolate, it becomes a Reference object. Since: 0.2 */
-  IVM_VALUE_REFERENCE = 9
-};
-
-/** The kind of `value`. Threads: any. Since: 0.1 */
-IVM_API ivm_value_kind_t ivm_value_kind(const ivm_value_t *value);
-
-/** For IVM_VALUE_BOOLEAN: 0 or 1; otherwise 0. Threads: any. Since: 0.1 */
-IVM_API int ivm_value_boolean(const ivm_value_t *value);
-
-/** For IVM_VALUE_NUMBER: the number; otherwise NaN. Threads: any. Since: 0.1 */
-IVM_API double ivm_value_number(const ivm_value_t *value);
-
-/**
- * For IVM_VALUE_STRING: the WTF-8 bytes (borrowed, valid until the value is
- * freed); otherwise an empty string. Threads: any. Since: 0.1
- */
-IVM_API void ivm_value_string(const ivm_value_t *value, const char **out,
-                              size_t *out_len);
-
-/**
- * For IVM_VALUE_BIGINT: `*negative_out` is 1 for a negative number, and
- * `*words_out` / `*count_out` give the magnitude as little-endian 64-bit words
- * (least significant first; zero has no words). Borrowed. Otherwise zero.
- * Threads: any. Since: 0.1
- */
-IVM_API void ivm_value_bigint(const ivm_value_t *value, int *negative_out,
-                              const uint64_t **words_out, size_t *count_out);
-
-/** New values. Threads: any. Never NULL unless memory is exhausted. Since: 0.1 */
-IVM_API ivm_value_t *ivm_value_new_undefined(void);
-IVM_API ivm_value_t *ivm_value_new_null(void);
-IVM_API ivm_value_t *ivm_value_new_boolean(int b);
-IVM_API ivm_value_t *ivm_value_new_number(double d);
-/** `data`: WTF-8 of `len` bytes (copied). Since: 0.1 */
-IVM_API ivm_value_t *ivm_value_new_string(const char *data, size_t len);
-/** Magnitude as little-endian 64-bit words (copied). Since: 0.1 */
-IVM_API ivm_value_t *ivm_value_new_bigint(int negative, const uint64_t *words,
-                                          size_t count);
-
-/** Frees `value`; NULL is a no-op. Threads: any. Since: 0.1 */
-IVM_API void ivm_value_free(ivm_value_t *value);
-
-/**
- * A primitive in the caller's memory: results of synchronous calls
- * (ivm_eval_options_t.primitive_out) and arguments of host functions
- * (ivm_call_view()) without allocating an ivm_value_t. `kind` is an
- * IVM_VALUE_* kind, or 0 when the value is not given here. Since: 0.2
- */
-typedef struct ivm_primitive {
-  ivm_value_kind_t kind;
-  int32_t boolean;       /**< IVM_VALUE_BOOLEAN: 0 or 1 */
-  double number;         /**< IVM_VALUE_NUMBER */
-  const char *data;      /**< IVM_VALUE_STRING (arguments only): WTF-8, borrowed */
-  size_t len;
-} ivm_primitive_t;
-
-/* ------------------------------------------------------------------------- */
-/* Structured copies and external copies                                     */
-/* ------------------------------------------------------------------------- */
-
-/**
- * For IVM_VALUE_SERIALIZED: the stream (borrowed, valid until the value is
- * freed); otherwise empty. Threads: any. Since: 0.2
- */
-IVM_API void ivm_value_serialized(const ivm_value_t *value, const char **out,
-                                  size_t *out_len);
-
-/** For IVM_VALUE_SERIALIZED: the number of attachments; otherwise 0. Since: 0.2 */
-IVM_API size_t ivm_value_attachment_count(const ivm_value_t *value);
-
-/**
- * For IVM_VALUE_SERIALIZED: the bytes of buffer attachment `index` (the
- * contents of an ArrayBuffer or SharedArrayBuffer the stream names with
- * `_buf(index)` or `_sab(index)`). Borrowed, valid until the value is freed.
- * Errors: INVALID_ARGUMENT (not a buffer attachment). Threads: any. Since: 0.2
- */
-IVM_API ivm_error_t *ivm_value_buffer(const ivm_value_t *value, size_t index,
-                                      const void **data_out, size_t *len_out);
-
-enum {
-  /** ivm_value_attachment_kind(): ArrayBuffer or SharedArrayBuffer bytes. */
-  IVM_ATTACHMENT_BUFFER = 1,
-  /** An ExternalCopy (ivm_value_attachment_copy()). */
-  IVM_ATTACHMENT_COPY = 2,
-  /** A Reference (ivm_value_attachment_reference()). */
-  IVM_ATTACHMENT_REFERENCE = 3,
-  /** A host function or host Reference. */
-  IVM_ATTACHMENT_CALLBACK = 4
-};
-
-/** The kind of attachment `index` (IVM_ATTACHMENT_*; 0 if none). Since: 0.2 */
-IVM_API uint32_t ivm_value_attachment_kind(const ivm_value_t *value, size_t index);
-
-/** For an IVM_ATTACHMENT_REFERENCE: a new handle. Errors: INVALID_ARGUMENT. Since: 0.2 */
-IVM_API ivm_error_t *ivm_value_attachment_reference(const ivm_value_t *value, size_t index,
-                                                    ivm_reference_t **out);
-
-/** For an IVM_ATTACHMENT_COPY: a new handle. Errors: INVALID_ARGUMENT. Since: 0.2 */
-IVM_API ivm_error_t *ivm_value_attachment_copy(const ivm_value_t *value, size_t index,
-                                               ivm_external_copy_t **out);
-
-/**
- * A new IVM_VALUE_SERIALIZED value from `len` bytes of stream (copied), with
- * no attachments yet. The stream is checked when the value enters an isolate.
- * Threads: any. Errors: INVALID_ARGUMENT. Since: 0.2
- */
-IVM_API ivm_error_t *ivm_value_new_serialized(const char *stream, size_t len,
-                                              ivm_value_t **out);
-
-enum {
-  /** ivm_value_attach_buffer: do not copy `data`; it must stay valid and
-   * unchanged until the value is freed. Since: 0.2 */
-  IVM_ATTACH_BORROW = 1,
-  /** ivm_value_attach_reference: insert the referenced value itself (only in
-   * the reference's own isolate) rather than a reference object. Since: 0.2 */
-  IVM_ATTACH_DEREF = 2,
-  /** ivm_value_attach_callback: enter as a Reference object, not a function. */
-  IVM_ATTACH_AS_REFERENCE = 4,
-  /** With IVM_ATTACH_AS_REFERENCE: the host value is not callable. */
-  IVM_ATTACH_NOT_CALLABLE = 8
+  /** ivm_error_new_host: stop all JavaScript of the isolate instead of
+   * throwing (the host is shutting down: an interrupt). The outermost call
+   * fails with IVM_ERROR_TERMINATED carrying the token. Since: 0.2 */
+  IVM_HOST_ERROR_ABORT = 1
 };
 
 /**
- * Appends a buffer attachment (ArrayBuffer contents) to a serialized value
- * and writes its index to `*index_out`. `data` is copied unless `flags` has
- * IVM_ATTACH_BORROW. Threads: any, not concurrently with other uses of the
- * value. Errors: INVALID_ARGUMENT. Since: 0.2
+ * An error for a host function (ivm_host_fn, "Callbacks") to return:
+ * JavaScript sees an Error with `name` ("TypeError", "RangeError", ... pick
+ * the matching constructor) and `message`. A non-zero `token` travels with the
+ * thrown Error: if it ends the host's outermost call, that call's error has
+ * the same token (ivm_error_host_token()), so the host can recognise its own
+ * error. `flags`: IVM_HOST_ERROR_*. NULL only when memory is exhausted.
+ * Threads: any. Blocks: never. Errors: none (it returns a new error). Since: 0.2
  */
-IVM_API ivm_error_t *ivm_value_attach_buffer(ivm_value_t *value, const void *data,
-                                             size_t len, uint32_t flags,
-                                             size_t *index_out);
+IVM_API ivm_error_t *ivm_error_new_host(const char *name, size_t name_len,
+                                        const char *message, size_t message_len,
+                                        uint64_t token, uint32_t flags);
 
-/**
- * An ExternalCopy: a structured copy that belongs to no isolate and can be
- * inserted into any isolate any number of times. Its memory counts toward
- * ivm_external_copy_total_size() until it is released (and every value made
- * from it is freed).
- */
-/* (ivm_external_copy_t is declared with the values, above.) */
-
-enum {
-  /** Release the ExternalCopy once the marker is made (it can be used once). */
-  IVM_COPY_INTO_RELEASE = 1,
-  /**
-   * Move the copy's transferred ArrayBuffers into the receiving isolate
-   * instead of copying them: the marker can be inserted once, and the
-   * ExternalCopy is released.
-   */
-  IVM_COPY_INTO_TRANSFER_IN = 2,
-  /** ivm_value_attach_copy: enter as an ExternalCopy object (with copy(),
-   * copyInto() and release()), not as the copied value. */
-  IVM_COPY_AS_OBJECT = 4
-};
-
-/**
- * Appends an ExternalCopy marker to a serialized value (the stream names it
- * with `_att(index)`): when the value enters an isolate, the marker becomes
- * the copy's JavaScript value. `flags`: IVM_COPY_INTO_*.
- * Threads: any. Errors: DISPOSED (released copy), INVALID_ARGUMENT. Since: 0.2
- */
-IVM_API ivm_error_t *ivm_value_attach_copy(ivm_value_t *value, ivm_external_copy_t *copy,
-                                           uint32_t flags, size_t *index_out);
-
-/**
- * Appends to `value` the attachment of `marker`, a value made by
- * ivm_external_copy_copy_into() (the stream of `value` then names it with
- * `_att(index)`). `marker` is borrowed and stays usable.
- * Threads: any. Errors: INVALID_ARGUMENT. Since: 0.2
- */
-IVM_API ivm_error_t *ivm_value_attach_marker(ivm_value_t *value, const ivm_value_t *marker,
-                                             size_t *index_out);
-
-/**
- * A value that becomes `copy`'s JavaScript value when it enters an isolate
- * (an IVM_VALUE_SERIALIZED value naming it `_att(0)`). `flags`: IVM_COPY_INTO_*.
- * Threads: any. Errors: DISPOSED, INVALID_ARGUMENT. Since: 0.2
- */
-IVM_API ivm_error_t *ivm_external_copy_copy_into(ivm_external_copy_t *copy, uint32_t flags,
-                                                 ivm_value_t **out);
-
-/**
- * A new ExternalCopy of a host value: a serialized value (its buffers are
- * shared with the copy; borrowed ones are copied) or a primitive. `flags`:
- * 0 (reserved). Threads: any. Errors: INVALID_ARGUMENT. Since: 0.2
- */
-IVM_API ivm_error_t *ivm_external_copy_new(const ivm_value_t *value, uint32_t flags,
-                                           ivm_external_copy_t **out);
-
-/**
- * For IVM_VALUE_EXTERNAL_COPY values (from IVM_EVAL_EXTERNAL_COPY): a new
- * handle to the copy, which the caller frees. Threads: any.
- * Errors: INVALID_ARGUMENT (another kind). Since: 0.2
- */
-IVM_API ivm_error_t *ivm_value_external_copy(const ivm_value_t *value,
-                                             ivm_external_copy_t **out);
-
-/**
- * The copy's value for the host: a new value (IVM_VALUE_SERIALIZED, or a
- * primitive kind) the caller frees. Buffers are shared with the copy, not
- * duplicated. Threads: any. Errors: DISPOSED. Since: 0.2
- */
-IVM_API ivm_error_t *ivm_external_copy_read(ivm_external_copy_t *copy, ivm_value_t **out);
-
-/**
- * `*size_out`: the bytes the copy holds (stream and buffers);
- * `*byte_length_out`: the bytes of its buffers alone. Either may be NULL.
- * Threads: any. Errors: DISPOSED. Since: 0.2
- */
-IVM_API ivm_error_t *ivm_external_copy_size(ivm_external_copy_t *copy, uint64_t *size_out,
-                                            uint64_t *byte_length_out);
-
-/**
- * Releases the copy: later uses fail with DISPOSED; its memory is freed once
- * no marker made from it remains. Idempotent. Threads: any. Since: 0.2
- */
-IVM_API ivm_error_t *ivm_external_copy_release(ivm_external_copy_t *copy);
-
-/** Frees the handle (releasing it); NULL is a no-op. Threads: any. Since: 0.2 */
-IVM_API void ivm_external_copy_free(ivm_external_copy_t *copy);
-
-/** Bytes held by all live external copies in the process. Threads: any. Since: 0.2 */
-IVM_API uint64_t ivm_external_copy_total_size(void);
-
-/**
- * Sets the largest structured copy (stream plus buffers) libivm makes of a
- * JavaScript value, in bytes; larger copies fail with IVM_ERROR_TRANSFER.
- * 0 restores the default (2 GiB). Returns the previous limit.
- * Threads: any. Since: 0.2
- */
-IVM_API uint64_t ivm_set_copy_limit(uint64_t bytes);
+/** The host token of an error (0: none).
+ * Threads: any. Blocks: never. Errors: none. Since: 0.2 */
+IVM_API uint64_t ivm_error_host_token(const ivm_error_t *err);
 
 /* ------------------------------------------------------------------------- */
 /* Isolates                                                                  */
 /* ------------------------------------------------------------------------- */
 
-typedef struct ivm_isolate ivm_isolate_t;
-typedef struct ivm_context ivm_context_t;
-typedef struct ivm_script ivm_script_t;
-
 /** The smallest memory limit an isolate accepts: 8 MiB. */
 #define IVM_MEMORY_LIMIT_MIN 8388608
 
-typedef struct ivm_isolate_options {
+struct ivm_isolate_options {
   size_t struct_size;    /**< sizeof(ivm_isolate_options_t) as compiled */
   /**
    * Memory limit in bytes (0: the default, 128 MiB; at least
@@ -468,7 +326,7 @@ typedef struct ivm_isolate_options {
    * allocations past it throw a JavaScript RangeError instead).
    */
   uint64_t memory_limit;
-} ivm_isolate_options_t;
+};
 
 #ifndef IVM_CDEF
 #define IVM_ISOLATE_OPTIONS_INIT { sizeof(ivm_isolate_options_t), 0 }
@@ -480,39 +338,42 @@ typedef struct ivm_isolate_options {
  * @param opts      NULL for defaults, or initialised with IVM_ISOLATE_OPTIONS_INIT.
  * @param[out] out  on success, a new handle the caller frees (ivm_isolate_free).
  * @return NULL on success, otherwise a new error owned by the caller.
- * Threads: any. Errors: INVALID_ARGUMENT, INTERNAL. Since: 0.1
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT, INTERNAL. Since: 0.1
  */
 IVM_API ivm_error_t *ivm_isolate_new(const ivm_isolate_options_t *opts,
                                      ivm_isolate_t **out);
 
 /**
  * Disposes the isolate: running JavaScript is terminated (the running call
- * fails with IVM_ERROR_DISPOSED), then the VM and everything in it is freed.
- * Idempotent. Waits for the running call to unwind.
- * Threads: any, except from inside a call running in this isolate (a host
- * callback), where the disposal is only requested and completes when the
- * outermost call returns. Errors: none today (INTERNAL reserved). Since: 0.1
+ * fails with IVM_ERROR_DISPOSED), queued jobs fail with IVM_ERROR_DISPOSED,
+ * then the VM and everything in it is freed. Idempotent. From inside a call
+ * running in this isolate (a host callback), the disposal is only requested
+ * and completes when the outermost call returns.
+ * Threads: any.
+ * Blocks:  waits for the running call to unwind.
+ * Errors:  INVALID_ARGUMENT (NULL). Since: 0.1
  */
 IVM_API ivm_error_t *ivm_isolate_dispose(ivm_isolate_t *iso);
 
 /** 1 if `iso` is disposed (by a call, a memory-limit failure or
- * ivm_isolate_dispose), else 0. Threads: any. Since: 0.1 */
+ * ivm_isolate_dispose), else 0.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1 */
 IVM_API int ivm_isolate_is_disposed(const ivm_isolate_t *iso);
 
 /**
  * Terminates the JavaScript running in `iso`, if any: the running call fails
  * with IVM_ERROR_TERMINATED and the isolate stays usable. Does not affect later
- * calls. Never blocks.
- * Threads: any. Since: 0.1
+ * calls.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API void ivm_isolate_terminate(ivm_isolate_t *iso);
 
 /** Frees the handle; disposes the isolate if no other handle uses it.
- * NULL is a no-op. Threads: any. Since: 0.1 */
+ * NULL is a no-op. Threads: any. Blocks: never. Errors: none. Since: 0.1 */
 IVM_API void ivm_isolate_free(ivm_isolate_t *iso);
 
 /** V8 heap statistics of an isolate, in bytes (counts for contexts). */
-typedef struct ivm_heap_statistics {
+struct ivm_heap_statistics {
   size_t struct_size; /**< set by the caller: sizeof as compiled */
   uint64_t total_heap_size;
   uint64_t total_heap_size_executable;
@@ -531,12 +392,14 @@ typedef struct ivm_heap_statistics {
   uint64_t external_memory;
   /** ArrayBuffer bytes currently allocated through libivm's limited allocator. */
   uint64_t externally_allocated_size;
-} ivm_heap_statistics_t;
+};
 
 /**
  * Reads the heap statistics of `iso` into `*out`, whose struct_size the caller
- * sets. Threads: any; waits while the isolate runs another call.
- * Errors: DISPOSED, INVALID_ARGUMENT. Since: 0.1
+ * sets.
+ * Threads: any.
+ * Blocks:  waits while the isolate runs another call.
+ * Errors:  DISPOSED, INVALID_ARGUMENT, DEADLOCK. Since: 0.1
  */
 IVM_API ivm_error_t *ivm_isolate_heap_statistics(ivm_isolate_t *iso,
                                                  ivm_heap_statistics_t *out);
@@ -545,26 +408,101 @@ IVM_API ivm_error_t *ivm_isolate_heap_statistics(ivm_isolate_t *iso,
  * Time spent running JavaScript in `iso` so far, in nanoseconds: CPU time of
  * the threads that ran it and wall-clock time. Includes the call in progress
  * only once it returns. Either out pointer may be NULL.
- * Threads: any; never blocks. Since: 0.1
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API void ivm_isolate_times(const ivm_isolate_t *iso, uint64_t *cpu_ns_out,
                                uint64_t *wall_ns_out);
 
 /**
- * The number of live handles (contexts, scripts) that keep objects of this
- * isolate alive, not counting the isolate handles themselves.
- * Threads: any; never blocks. Since: 0.1
+ * The number of live handles (contexts, scripts, references) that keep
+ * objects of this isolate alive, not counting the isolate handles themselves.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
+
+/* ------------------------------------------------------------------------- */
+/* Call options                                                              */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * Three option structs, one per kind of decision; a call takes those it uses,
+ * and NULL gives the defaults. Each starts with struct_size and has an _INIT
+ * macro; fields are only appended.
+ */
+
+/** Where code comes from: eval, eval_closure and compile_script. */
+struct ivm_source_options {
+  size_t struct_size;    /**< sizeof(ivm_source_options_t) as compiled */
+  /** Script name shown in stacks (WTF-8); NULL: the call's default name. */
+  const char *filename;
+  size_t filename_len;
+  int32_t line_offset;   /**< added to line numbers (0-based) */
+  int32_t column_offset; /**< added to first-line column numbers */
+};
+
+/** How long a call may run: every call that runs JavaScript. */
+struct ivm_run_options {
+  size_t struct_size;    /**< sizeof(ivm_run_options_t) as compiled */
+  /** Time limit in nanoseconds for the whole call (microtasks and an awaited
+   * promise included); 0: none. Past it, the call fails with
+   * IVM_ERROR_TIMEOUT and the isolate stays usable. */
+  uint64_t timeout_ns;
+};
+
+/** In which form the result comes back: calls that return a JavaScript value. */
+struct ivm_result_options {
+  size_t struct_size;    /**< sizeof(ivm_result_options_t) as compiled */
+  uint32_t flags;        /**< IVM_RESULT_* */
+};
+
+#ifndef IVM_CDEF
+#define IVM_SOURCE_OPTIONS_INIT { sizeof(ivm_source_options_t), NULL, 0, 0, 0 }
+#define IVM_RUN_OPTIONS_INIT { sizeof(ivm_run_options_t), 0 }
+#define IVM_RESULT_OPTIONS_INIT { sizeof(ivm_result_options_t), 0 }
+#endif
+
+/**
+ * ivm_result_options_t.flags. Without any of them, only primitives
+ * (undefined, null, booleans, numbers, BigInts, strings) leave the isolate;
+ * any other result fails with IVM_ERROR_TRANSFER naming its type. COPY,
+ * EXTERNAL_COPY and REFERENCE are exclusive.
+ */
+enum {
+  /**
+   * If the result is a promise, wait inside the isolate until it settles and
+   * return its value (a rejection fails with IVM_ERROR_JS_EXCEPTION). While
+   * waiting, the isolate's pending tasks and microtasks run; the call's
+   * timeout covers the whole wait. Since: 0.1
+   */
+  IVM_RESULT_PROMISE = 1,
+  /**
+   * Return any copyable value as a structured copy (IVM_VALUE_SERIALIZED;
+   * primitives keep their own kinds). Since: 0.2
+   */
+  IVM_RESULT_COPY = 2,
+  /** Return an IVM_VALUE_EXTERNAL_COPY (made without leaving libivm). Since: 0.2 */
+  IVM_RESULT_EXTERNAL_COPY = 4,
+  /**
+   * With IVM_RESULT_COPY or IVM_RESULT_EXTERNAL_COPY: detach the ArrayBuffers
+   * of the result and move their memory into the copy instead of copying it.
+   * Non-detachable buffers (WebAssembly memory) fail with TRANSFER. Since: 0.2
+   */
+  IVM_RESULT_TRANSFER_OUT = 8,
+  /** Return an IVM_VALUE_REFERENCE to the result, which stays in the isolate. Since: 0.2 */
+  IVM_RESULT_REFERENCE = 16,
+  /** Discard the result (return undefined), whatever it is: for calls made
+   * only for their effects. Since: 0.2 */
+  IVM_RESULT_DISCARD = 32
+};
 
 /* ------------------------------------------------------------------------- */
 /* Contexts                                                                  */
 /* ------------------------------------------------------------------------- */
 
-typedef struct ivm_context_options {
+struct ivm_context_options {
   size_t struct_size; /**< sizeof(ivm_context_options_t) as compiled */
   uint32_t reserved;  /**< 0; room for future flags (e.g. inspector) */
-} ivm_context_options_t;
+};
 
 #ifndef IVM_CDEF
 #define IVM_CONTEXT_OPTIONS_INIT { sizeof(ivm_context_options_t), 0 }
@@ -575,179 +513,217 @@ typedef struct ivm_context_options {
  *
  * @param opts      NULL for defaults.
  * @param[out] out  on success, a new handle the caller frees (ivm_context_free).
- * Threads: any; waits while the isolate runs another call.
- * Errors: DISPOSED, MEMORY_LIMIT, INVALID_ARGUMENT. Since: 0.1
+ * Threads: any.
+ * Blocks:  waits while the isolate runs another call.
+ * Errors:  DISPOSED, MEMORY_LIMIT, INVALID_ARGUMENT, DEADLOCK, TERMINATED. Since: 0.1
  */
 IVM_API ivm_error_t *ivm_isolate_create_context(ivm_isolate_t *iso,
                                                 const ivm_context_options_t *opts,
                                                 ivm_context_t **out);
 
-/** Options of an evaluation or a script run. */
-typedef struct ivm_eval_options {
-  size_t struct_size;   /**< sizeof(ivm_eval_options_t) as compiled */
-  /** Time limit in nanoseconds for the whole call (microtasks included); 0: none. */
-  uint64_t timeout_ns;
-  /** Script name shown in stacks (WTF-8); NULL: "<eval>". Ignored by script runs. */
-  const char *filename;
-  size_t filename_len;
-  /** Added to line and column numbers of the code (0-based). Ignored by runs. */
-  int32_t line_offset;
-  int32_t column_offset;
-  /** IVM_EVAL_* flags. Since: 0.1 */
-  uint32_t flags;
-  /**
-   * Synchronous calls: when not NULL and the result is undefined, null, a
-   * boolean or a number, it is written here and `*out` is set to NULL (no
-   * value to free); otherwise `primitive_out->kind` is set to 0. Ignored by
-   * queued (_async) calls. Since: 0.2
-   */
-  ivm_primitive_t *primitive_out;
-} ivm_eval_options_t;
-
-enum {
-  /**
-   * If the completion value is a promise, wait inside the isolate until it
-   * settles and return its value (a rejection fails with
-   * IVM_ERROR_JS_EXCEPTION). While waiting, the isolate's pending tasks and
-   * microtasks run; the call's timeout covers the whole wait.
-   */
-  IVM_EVAL_PROMISE = 1,
-  /**
-   * Return any copyable value as a structured copy (IVM_VALUE_SERIALIZED;
-   * primitives keep their own kinds). Without a transfer flag, only
-   * primitives leave the isolate and anything else fails with
-   * IVM_ERROR_TRANSFER. Since: 0.2
-   */
-  IVM_EVAL_COPY = 2,
-  /** Return an IVM_VALUE_EXTERNAL_COPY (made without leaving libivm). Since: 0.2 */
-  IVM_EVAL_EXTERNAL_COPY = 4,
-  /**
-   * With IVM_EVAL_COPY or IVM_EVAL_EXTERNAL_COPY: detach the ArrayBuffers of
-   * the result and move their memory into the copy instead of copying it.
-   * Non-detachable buffers (WebAssembly memory) fail with TRANSFER. Since: 0.2
-   */
-  IVM_EVAL_TRANSFER_OUT = 8,
-  /** Return an IVM_VALUE_REFERENCE to the result, which stays in the isolate. Since: 0.2 */
-  IVM_EVAL_REFERENCE = 16,
-  /** Discard the result (return undefined), whatever it is: for calls made
-   * only for their effects. Since: 0.2 */
-  IVM_EVAL_DISCARD = 32,
-  /**
-   * ivm_reference_get: follow the prototype chain (isolated-vm's
-   * `unsafeInherit`). Without it, only own properties are read: an inherited
-   * property (possibly planted on a prototype by the isolate's code) reads
-   * as undefined. Since: 0.2
-   */
-  IVM_EVAL_UNSAFE_INHERIT = 64
-};
-
-#ifndef IVM_CDEF
-#define IVM_EVAL_OPTIONS_INIT { sizeof(ivm_eval_options_t), 0, NULL, 0, 0, 0, 0, NULL }
-#endif
-
 /**
  * Compiles and runs `code` in `ctx` and returns its completion value.
  *
- * @param ctx       context to run in; borrowed.
- * @param code      WTF-8 source of `code_len` bytes.
- * @param opts      NULL for defaults, or initialised with IVM_EVAL_OPTIONS_INIT.
- * @param[out] out  on success, a new value the caller frees (ivm_value_free).
+ * @param ctx            context to run in; borrowed.
+ * @param code           WTF-8 source of `code_len` bytes.
+ * @param source         NULL, or where the code comes from (default name "<eval>").
+ * @param run            NULL, or the timeout.
+ * @param result         NULL, or the form of the result (IVM_RESULT_*).
+ * @param[out] out       on success, a new value the caller frees (ivm_value_free),
+ *                       or NULL when the result went to `primitive_out`.
+ * @param[out] primitive_out  NULL, or a slot that receives an undefined, null,
+ *                       boolean or number result without allocating a value:
+ *                       then `*out` is NULL. For other results its kind is set
+ *                       to 0 and `*out` holds the value.
  * @return NULL on success, otherwise a new error owned by the caller.
- * Without a transfer flag (IVM_EVAL_COPY, IVM_EVAL_EXTERNAL_COPY) only
- * primitives (undefined, null, booleans, numbers, BigInts, strings) leave the
- * isolate; any other result fails with IVM_ERROR_TRANSFER naming its type.
- * Threads: any; waits while the isolate runs another call (never interleaves).
- * Errors: JS_EXCEPTION, TIMEOUT, MEMORY_LIMIT, DISPOSED, TERMINATED, TRANSFER,
- * INVALID_ARGUMENT. Since: 0.1
+ * Threads: any; the JavaScript runs on the calling thread.
+ * Blocks:  waits while the isolate runs another call (never interleaves), then
+ *          runs until the code (and with IVM_RESULT_PROMISE, its promise) ends.
+ * Errors:  JS_EXCEPTION, TIMEOUT, MEMORY_LIMIT, DISPOSED, TERMINATED, TRANSFER,
+ *          INVALID_ARGUMENT, DEADLOCK. Since: 0.3
  */
 IVM_API ivm_error_t *ivm_context_eval(ivm_context_t *ctx, const char *code,
                                       size_t code_len,
-                                      const ivm_eval_options_t *opts,
-                                      ivm_value_t **out);
+                                      const ivm_source_options_t *source,
+                                      const ivm_run_options_t *run,
+                                      const ivm_result_options_t *result,
+                                      ivm_value_t **out, ivm_primitive_t *primitive_out);
 
 /**
  * Compiles `code` as the body of a function whose parameters are named $0,
  * $1, ... and calls it with `args` (`nargs` values, each converted into the
- * isolate: primitives, structured copies, external copies); returns its
- * result as ivm_context_eval() does (`opts->flags` apply to it; filename and
- * offsets name the code). The compiled function is cached per context.
- * `args` are borrowed.
- * Threads: any; waits while the isolate runs another call.
- * Errors: as ivm_context_eval(). Since: 0.2
+ * isolate: primitives, structured copies, external copies, references); returns
+ * its result as ivm_context_eval() does. The default name is "<eval_closure>".
+ * The compiled function is cached per context. `args` are borrowed.
+ * Threads: any; the JavaScript runs on the calling thread.
+ * Blocks:  as ivm_context_eval().
+ * Errors:  as ivm_context_eval(). Since: 0.3
  */
 IVM_API ivm_error_t *ivm_context_eval_closure(ivm_context_t *ctx, const char *code,
                                               size_t code_len,
                                               ivm_value_t *const *args, size_t nargs,
-                                              const ivm_eval_options_t *opts,
-                                              ivm_value_t **out);
+                                              const ivm_source_options_t *source,
+                                              const ivm_run_options_t *run,
+                                              const ivm_result_options_t *result,
+                                              ivm_value_t **out,
+                                              ivm_primitive_t *primitive_out);
 
 /**
  * Releases the context: its global object is dropped and later calls on `ctx`
- * fail with IVM_ERROR_DISPOSED. Idempotent.
- * Threads: any; never blocks (if the isolate is busy, the global object is
- * dropped when its current call ends).
- * Errors: none today. Since: 0.1
+ * fail with IVM_ERROR_DISPOSED. Idempotent. If the isolate is busy, the
+ * global object is dropped when its current call ends.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT (NULL). Since: 0.1
  */
 IVM_API ivm_error_t *ivm_context_release(ivm_context_t *ctx);
 
-/** Frees the handle (releasing the context if needed); NULL is a no-op.
- * Never blocks. Threads: any. Since: 0.1 */
+/** Frees the handle (releasing the context once no queued job needs it);
+ * NULL is a no-op. Threads: any. Blocks: never. Errors: none. Since: 0.1 */
 IVM_API void ivm_context_free(ivm_context_t *ctx);
 
 /* ------------------------------------------------------------------------- */
 /* Scripts                                                                   */
 /* ------------------------------------------------------------------------- */
 
-typedef struct ivm_script_options {
-  size_t struct_size;   /**< sizeof(ivm_script_options_t) as compiled */
-  /** Script name shown in stacks (WTF-8); NULL: "<isolated-vm>". */
-  const char *filename;
-  size_t filename_len;
-  int32_t line_offset;  /**< added to line numbers (0-based) */
-  int32_t column_offset; /**< added to first-line column numbers */
-} ivm_script_options_t;
-
-#ifndef IVM_CDEF
-#define IVM_SCRIPT_OPTIONS_INIT { sizeof(ivm_script_options_t), NULL, 0, 0, 0 }
-#endif
-
 /**
- * Compiles `code` once for `iso`; the script can then run in any of its
- * contexts. A syntax error fails with IVM_ERROR_JS_EXCEPTION (name
- * "SyntaxError", the stack naming the file and line).
- * Threads: any; waits while the isolate runs another call.
- * Errors: JS_EXCEPTION, DISPOSED, MEMORY_LIMIT, INVALID_ARGUMENT. Since: 0.1
+ * Compiles `code` once for `iso` (default name "<isolated-vm>"); the script
+ * can then run in any of its contexts. A syntax error fails with
+ * IVM_ERROR_JS_EXCEPTION (name "SyntaxError", the stack naming the file and
+ * line).
+ * Threads: any.
+ * Blocks:  waits while the isolate runs another call.
+ * Errors:  JS_EXCEPTION, DISPOSED, MEMORY_LIMIT, INVALID_ARGUMENT, DEADLOCK,
+ *          TERMINATED. Since: 0.3
  */
 IVM_API ivm_error_t *ivm_isolate_compile_script(ivm_isolate_t *iso,
                                                 const char *code, size_t code_len,
-                                                const ivm_script_options_t *opts,
+                                                const ivm_source_options_t *source,
                                                 ivm_script_t **out);
 
 /**
  * Runs `script` in `ctx`, which must belong to the same isolate
  * (INVALID_ARGUMENT otherwise), and returns its completion value as
- * ivm_context_eval() does. Only `timeout_ns` of `opts` is used.
- * Threads: any; waits while the isolate runs another call.
- * Errors: as ivm_context_eval(). Since: 0.1
+ * ivm_context_eval() does (`out`, `primitive_out`).
+ * Threads: any; the JavaScript runs on the calling thread.
+ * Blocks:  as ivm_context_eval().
+ * Errors:  as ivm_context_eval(). Since: 0.3
  */
 IVM_API ivm_error_t *ivm_script_run(ivm_script_t *script, ivm_context_t *ctx,
-                                    const ivm_eval_options_t *opts,
-                                    ivm_value_t **out);
+                                    const ivm_run_options_t *run,
+                                    const ivm_result_options_t *result,
+                                    ivm_value_t **out, ivm_primitive_t *primitive_out);
 
 /** Releases the compiled script; later runs fail with IVM_ERROR_DISPOSED.
- * Idempotent. Threads: any. Since: 0.1 */
+ * Idempotent. Threads: any. Blocks: never. Errors: INVALID_ARGUMENT (NULL).
+ * Since: 0.1 */
 IVM_API ivm_error_t *ivm_script_release(ivm_script_t *script);
 
-/** Frees the handle; NULL is a no-op. Never blocks. Threads: any. Since: 0.1 */
+/** Frees the handle; NULL is a no-op.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1 */
 IVM_API void ivm_script_free(ivm_script_t *script);
 
 /* ------------------------------------------------------------------------- */
-/* Asynchronous calls                                                        */
+/* Values                                                                    */
 /* ------------------------------------------------------------------------- */
 
 /*
- * Every blocking call that runs in an isolate has an `_async` twin that
- * queues the work and returns at once. Each isolate has a FIFO queue of jobs,
+ * An ivm_value_t is a host-side JavaScript value, owned by the caller,
+ * belonging to no isolate. Values are immutable after creation (except for
+ * appending attachments, "Copies") and may be read from any thread. Future
+ * versions add kinds without changing the existing ones.
+ */
+
+typedef uint32_t ivm_value_kind_t;
+enum {
+  IVM_VALUE_UNDEFINED = 1,
+  IVM_VALUE_NULL = 2,
+  IVM_VALUE_BOOLEAN = 3,
+  /** An IEEE-754 double (NaN, infinities and -0 preserved). */
+  IVM_VALUE_NUMBER = 4,
+  /** An arbitrary-precision integer, as a sign and 64-bit words. */
+  IVM_VALUE_BIGINT = 5,
+  /** A string, as WTF-8. */
+  IVM_VALUE_STRING = 6,
+  /**
+   * A structured copy of any copyable value: a byte stream in the ivm copy
+   * format (docs/values.md: a subset of Python's pickle protocol 5) plus
+   * attachments the stream refers to by index ("Copies"). Since: 0.2
+   */
+  IVM_VALUE_SERIALIZED = 7,
+  /** An ExternalCopy (ivm_value_external_copy()); entering an isolate, it
+   * becomes an ExternalCopy object (copy(), copyInto(), release()). Since: 0.2 */
+  IVM_VALUE_EXTERNAL_COPY = 8,
+  /** A Reference to a value inside an isolate (ivm_value_reference());
+   * entering an isolate, it becomes a Reference object. Since: 0.2 */
+  IVM_VALUE_REFERENCE = 9
+};
+
+/** The kind of `value`. Threads: any. Blocks: never. Errors: none. Since: 0.1 */
+IVM_API ivm_value_kind_t ivm_value_kind(const ivm_value_t *value);
+
+/** For IVM_VALUE_BOOLEAN: 0 or 1; otherwise 0.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1 */
+IVM_API int ivm_value_boolean(const ivm_value_t *value);
+
+/** For IVM_VALUE_NUMBER: the number; otherwise NaN.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1 */
+IVM_API double ivm_value_number(const ivm_value_t *value);
+
+/**
+ * For IVM_VALUE_STRING: the WTF-8 bytes (borrowed, valid until the value is
+ * freed); otherwise an empty string.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1
+ */
+IVM_API void ivm_value_string(const ivm_value_t *value, const char **out,
+                              size_t *out_len);
+
+/**
+ * For IVM_VALUE_BIGINT: `*negative_out` is 1 for a negative number, and
+ * `*words_out` / `*count_out` give the magnitude as little-endian 64-bit words
+ * (least significant first; zero has no words). Borrowed. Otherwise zero.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1
+ */
+IVM_API void ivm_value_bigint(const ivm_value_t *value, int *negative_out,
+                              const uint64_t **words_out, size_t *count_out);
+
+/**
+ * New values. `data` (WTF-8 of `len` bytes) and `words` (the magnitude as
+ * little-endian 64-bit words) are copied. NULL only when memory is exhausted.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1
+ */
+IVM_API ivm_value_t *ivm_value_new_undefined(void);
+IVM_API ivm_value_t *ivm_value_new_null(void);
+IVM_API ivm_value_t *ivm_value_new_boolean(int b);
+IVM_API ivm_value_t *ivm_value_new_number(double d);
+IVM_API ivm_value_t *ivm_value_new_string(const char *data, size_t len);
+IVM_API ivm_value_t *ivm_value_new_bigint(int negative, const uint64_t *words,
+                                          size_t count);
+
+/** Frees `value`; NULL is a no-op.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1 */
+IVM_API void ivm_value_free(ivm_value_t *value);
+
+/**
+ * A primitive in the caller's memory: results of synchronous calls
+ * (`primitive_out`) and arguments of host functions (ivm_call_view()) without
+ * allocating an ivm_value_t. `kind` is an IVM_VALUE_* kind, or 0 when the
+ * value is not given here. Since: 0.2
+ */
+struct ivm_primitive {
+  ivm_value_kind_t kind;
+  int32_t boolean;       /**< IVM_VALUE_BOOLEAN: 0 or 1 */
+  double number;         /**< IVM_VALUE_NUMBER */
+  const char *data;      /**< IVM_VALUE_STRING (arguments only): WTF-8, borrowed
+                              for the duration of the host function's call */
+  size_t len;
+};
+
+/* ------------------------------------------------------------------------- */
+/* Async jobs                                                                */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * Every call that runs in an isolate has an `_async` twin that queues the
+ * work as a *job* and returns at once. Each isolate has a FIFO queue of jobs,
  * served by a small shared pool of native threads (cores + 1): jobs of one
  * isolate run one at a time in submission order; jobs of different isolates
  * run in parallel. Synchronous calls still run on the caller's thread; one
@@ -755,79 +731,126 @@ IVM_API void ivm_script_free(ivm_script_t *script);
  * for a job (on a pool thread) may not make a synchronous call into a
  * different isolate: that could deadlock the pool, and fails with
  * IVM_ERROR_DEADLOCK.
+ *
+ * The twins copy what they borrow (code, file names) before returning, and
+ * take ownership of the values passed in, even when they fail. Their result
+ * options are those of the synchronous call; they have no `primitive_out`.
  */
 
+/** Which member of ivm_completion_t.result is set. Values are ABI: append only. */
+typedef uint32_t ivm_completion_kind_t;
+enum {
+  /** No result: the job failed (`error` is set). */
+  IVM_COMPLETION_NONE = 0,
+  /** `result.value`: evaluations, script runs and reference operations. */
+  IVM_COMPLETION_VALUE = 1,
+  /** `result.context`: ivm_isolate_create_context_async(). */
+  IVM_COMPLETION_CONTEXT = 2,
+  /** `result.script`: ivm_isolate_compile_script_async(). */
+  IVM_COMPLETION_SCRIPT = 3,
+  /** `result.heap_statistics`: ivm_isolate_heap_statistics_async(). */
+  IVM_COMPLETION_HEAP_STATISTICS = 4
+};
+
 /**
- * Reports the end of asynchronous job `job`, exactly once, even for cancelled
- * jobs and disposed isolates. Exactly one of `result` and `error` is non-NULL;
- * the callee owns it. `result` is an `ivm_value_t *` for evaluations and runs,
- * an `ivm_context_t *` for ivm_isolate_create_context_async, an
- * `ivm_script_t *` for ivm_isolate_compile_script_async and an
- * `ivm_heap_statistics_t *` for ivm_isolate_heap_statistics_async.
+ * The outcome of one job. Exactly one of the result and `error` is set: on
+ * success `kind` names the member of `result` that holds a new object (the
+ * receiver owns it and frees it with its ivm_*_free); on failure `kind` is
+ * IVM_COMPLETION_NONE and `error` is a new error the receiver owns. The
+ * union stays pointer-sized as kinds are added, so arrays of completions
+ * keep their layout: this struct never grows.
+ */
+struct ivm_completion {
+  uint64_t job;                 /**< the job's id, unique in the process */
+  ivm_completion_kind_t kind;   /**< IVM_COMPLETION_* */
+  union {
+    ivm_value_t *value;
+    ivm_context_t *context;
+    ivm_script_t *script;
+    ivm_heap_statistics_t *heap_statistics;
+  } result;
+  ivm_error_t *error;
+};
+
+/**
+ * Reports the end of a job, exactly once, even for cancelled jobs and
+ * disposed isolates. `completion` is borrowed for the call; ownership of its
+ * result or error moves to the callee.
  * Runs on a pool thread (or, for a job dropped by ivm_isolate_cancel_job or a
  * disposal, on the thread that made that call); must not block or call back
- * into the isolate synchronously. Job ids are unique in the process.
+ * into the isolate synchronously.
  */
-typedef void (*ivm_done_fn)(void *user_data, uint64_t job, void *result,
-                            ivm_error_t *error);
+typedef void (*ivm_done_fn)(void *user_data, const ivm_completion_t *completion);
 
 /**
- * Queues ivm_context_eval(). `code`, `opts` and the filename are copied.
+ * Queues ivm_context_eval(). `code`, the options and the filename are copied.
  *
- * @param done       called once with the outcome (ivm_done_fn).
+ * @param done       called once with the outcome (ivm_done_fn); its result is
+ *                   an IVM_COMPLETION_VALUE.
  * @param user_data  passed to `done`.
- * @param[out] out_job  may be NULL; the job's id for ivm_isolate_cancel_job.
+ * @param[out] job_out  may be NULL; the job's id for ivm_isolate_cancel_job.
  * @return NULL when queued (done will fire), otherwise an error (done will
- * not fire). Threads: any; never blocks. Errors: INVALID_ARGUMENT. Since: 0.1
+ * not fire).
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.3
  */
 IVM_API ivm_error_t *ivm_context_eval_async(ivm_context_t *ctx, const char *code,
                                             size_t code_len,
-                                            const ivm_eval_options_t *opts,
+                                            const ivm_source_options_t *source,
+                                            const ivm_run_options_t *run,
+                                            const ivm_result_options_t *result,
                                             ivm_done_fn done, void *user_data,
-                                            uint64_t *out_job);
+                                            uint64_t *job_out);
 
 /**
  * Queues ivm_context_eval_closure(); as ivm_context_eval_async(). Takes
  * ownership of the `nargs` values in `args` (even when it fails); the array
- * itself is borrowed. Since: 0.2
+ * itself is borrowed.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.3
  */
 IVM_API ivm_error_t *ivm_context_eval_closure_async(ivm_context_t *ctx, const char *code,
                                                     size_t code_len, ivm_value_t **args,
                                                     size_t nargs,
-                                                    const ivm_eval_options_t *opts,
+                                                    const ivm_source_options_t *source,
+                                                    const ivm_run_options_t *run,
+                                                    const ivm_result_options_t *result,
                                                     ivm_done_fn done, void *user_data,
-                                                    uint64_t *out_job);
+                                                    uint64_t *job_out);
 
-/** Queues ivm_script_run(); as ivm_context_eval_async(). Since: 0.1 */
+/** Queues ivm_script_run(); as ivm_context_eval_async().
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.3 */
 IVM_API ivm_error_t *ivm_script_run_async(ivm_script_t *script, ivm_context_t *ctx,
-                                          const ivm_eval_options_t *opts,
+                                          const ivm_run_options_t *run,
+                                          const ivm_result_options_t *result,
                                           ivm_done_fn done, void *user_data,
-                                          uint64_t *out_job);
+                                          uint64_t *job_out);
 
-/** Queues ivm_isolate_create_context(); as ivm_context_eval_async(). Since: 0.1 */
+/** Queues ivm_isolate_create_context(); the result is an IVM_COMPLETION_CONTEXT.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.3 */
 IVM_API ivm_error_t *ivm_isolate_create_context_async(ivm_isolate_t *iso,
                                                       const ivm_context_options_t *opts,
                                                       ivm_done_fn done, void *user_data,
-                                                      uint64_t *out_job);
+                                                      uint64_t *job_out);
 
-/** Queues ivm_isolate_compile_script(); as ivm_context_eval_async(). Since: 0.1 */
+/** Queues ivm_isolate_compile_script(); the result is an IVM_COMPLETION_SCRIPT.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.3 */
 IVM_API ivm_error_t *ivm_isolate_compile_script_async(ivm_isolate_t *iso,
                                                       const char *code, size_t code_len,
-                                                      const ivm_script_options_t *opts,
+                                                      const ivm_source_options_t *source,
                                                       ivm_done_fn done, void *user_data,
-                                                      uint64_t *out_job);
+                                                      uint64_t *job_out);
 
 /**
- * Queues ivm_isolate_heap_statistics(); as ivm_context_eval_async(). The result
- * is a complete `ivm_heap_statistics_t *` (struct_size = its sizeof), freed with
- * ivm_heap_statistics_free(). Since: 0.1
+ * Queues ivm_isolate_heap_statistics(); the result is an
+ * IVM_COMPLETION_HEAP_STATISTICS: a complete `ivm_heap_statistics_t`
+ * (struct_size = its sizeof), freed with ivm_heap_statistics_free().
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.3
  */
 IVM_API ivm_error_t *ivm_isolate_heap_statistics_async(ivm_isolate_t *iso,
                                                        ivm_done_fn done, void *user_data,
-                                                       uint64_t *out_job);
+                                                       uint64_t *job_out);
 
 /** Frees heap statistics made by ivm_isolate_heap_statistics_async(); NULL is a
- * no-op. Threads: any. Since: 0.1 */
+ * no-op. Threads: any. Blocks: never. Errors: none. Since: 0.1 */
 IVM_API void ivm_heap_statistics_free(ivm_heap_statistics_t *stats);
 
 /**
@@ -835,49 +858,41 @@ IVM_API void ivm_heap_statistics_free(ivm_heap_statistics_t *stats);
  * IVM_ERROR_CANCELLED at once, on this thread); a running one has its
  * JavaScript terminated (done gets IVM_ERROR_CANCELLED unless it had already
  * finished); a finished or unknown job is left alone. The isolate stays usable.
- * Threads: any; never blocks on the isolate. Since: 0.1
+ * Threads: any. Blocks: never (not even on a busy isolate). Errors: none.
+ * Since: 0.1
  */
 IVM_API void ivm_isolate_cancel_job(ivm_isolate_t *iso, uint64_t job);
 
-/**
- * A completion queue: a ready-made ivm_done_fn target for event loops. Jobs
+/*
+ * A completion queue is a ready-made ivm_done_fn target for event loops. Jobs
  * submitted with `done` = ivm_completion_queue_done and `user_data` = the
  * queue push their outcome into it without calling into the host; its file
  * descriptor becomes readable when completions are waiting, and the loop's
  * thread pops them in batches. One wake-up serves many completions.
  */
-typedef struct ivm_completion_queue ivm_completion_queue_t;
-
-/** One finished job, as popped from a completion queue (ownership as for
- * ivm_done_fn: exactly one of result and error is non-NULL, and the caller
- * owns it). */
-typedef struct ivm_completion {
-  uint64_t job;
-  void *result;
-  ivm_error_t *error;
-} ivm_completion_t;
 
 /**
  * Creates a completion queue. `*fd_out` receives a file descriptor (owned by
  * the queue; poll it for reading, never read or close it) that is readable
  * while completions are waiting.
- * Threads: any. Errors: INVALID_ARGUMENT, INTERNAL. Since: 0.1
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT, INTERNAL. Since: 0.3
  */
-IVM_API ivm_error_t *ivm_completion_queue_new(ivm_completion_queue_t **out,
-                                              int *fd_out);
+IVM_API ivm_error_t *ivm_completion_queue_new(int *fd_out, ivm_completion_queue_t **out);
 
 /**
  * The ivm_done_fn of completion queues: pass it as `done` with the queue as
  * `user_data`. The queue stays alive until every job submitted to it has
- * completed. Threads: any (libivm calls it). Since: 0.1
+ * completed. Calling it directly pushes `*completion` (taking ownership of
+ * its result or error).
+ * Threads: any (libivm calls it). Blocks: never. Errors: none. Since: 0.3
  */
-IVM_API void ivm_completion_queue_done(void *queue, uint64_t job, void *result,
-                                       ivm_error_t *error);
+IVM_API void ivm_completion_queue_done(void *queue, const ivm_completion_t *completion);
 
 /**
  * Moves up to `capacity` waiting completions into `out` (oldest first) and
- * returns how many; the file descriptor stops being readable once the queue
- * is empty. Threads: any, one at a time per queue. Since: 0.1
+ * returns how many; the caller owns their results and errors. The file
+ * descriptor stops being readable once the queue is empty.
+ * Threads: any, one at a time per queue. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API size_t ivm_completion_queue_pop(ivm_completion_queue_t *queue,
                                         ivm_completion_t *out, size_t capacity);
@@ -885,139 +900,134 @@ IVM_API size_t ivm_completion_queue_pop(ivm_completion_queue_t *queue,
 /**
  * Frees the handle. Waiting completions, and those of jobs still running,
  * are freed by libivm; the file descriptor is closed once no job can use it.
- * NULL is a no-op. Threads: any. Since: 0.1
+ * NULL is a no-op. Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API void ivm_completion_queue_free(ivm_completion_queue_t *queue);
-
-/* ------------------------------------------------------------------------- */
-/* Signals                                                                   */
-/* ------------------------------------------------------------------------- */
-
-/**
- * Makes the signal `signum` (typically SIGINT) stop JavaScript: when it
- * arrives, the synchronous calls running on the thread that called this
- * function are terminated (they fail with IVM_ERROR_TERMINATED), and then the
- * handler that was installed before is invoked, so the host still sees the
- * signal (Python raises KeyboardInterrupt). If a later sigaction() replaces
- * libivm's handler, call this again. Calling it again for the same signal from
- * the same thread is a no-op.
- * Threads: any (usually the main thread). Errors: INVALID_ARGUMENT, INTERNAL.
- * Since: 0.1
- */
-IVM_API ivm_error_t *ivm_interrupt_on_signal(int signum);
 
 /* ------------------------------------------------------------------------- */
 /* References                                                                */
 /* ------------------------------------------------------------------------- */
 
-/**
- * A Reference: a handle to a value that stays inside its isolate (objects,
+/*
+ * A reference is a handle to a value that stays inside its isolate (objects,
  * functions, anything). Operations through it are calls into that isolate,
- * run in the context where the reference was made, with an eval's options:
- * `opts->timeout_ns` limits the call and `opts->flags` (IVM_EVAL_COPY,
- * IVM_EVAL_EXTERNAL_COPY, IVM_EVAL_REFERENCE, IVM_EVAL_PROMISE) say how the
- * result comes back (filename and offsets are ignored). Values going in
- * (keys, values, receivers, arguments) are host values: primitives,
- * structured copies, markers. Releasing the reference (or disposing its
- * isolate) makes later operations fail with IVM_ERROR_DISPOSED.
+ * run in the context where the reference was made, with a timeout (run
+ * options) and, when they return the value they reach, result options.
+ * Values going in (keys, values, receivers, arguments) are host values:
+ * primitives, structured copies, markers. Releasing the reference (or
+ * disposing its isolate) makes later operations fail with IVM_ERROR_DISPOSED.
  */
-/* (ivm_reference_t is declared with the values, above.) */
 
-/** A new reference to the global object of `ctx`. Threads: any; waits for a
- * busy isolate. Errors: DISPOSED. Since: 0.2 */
+/** A new reference to the global object of `ctx`.
+ * Threads: any. Blocks: waits while the isolate runs another call.
+ * Errors: DISPOSED, INVALID_ARGUMENT, DEADLOCK. Since: 0.2 */
 IVM_API ivm_error_t *ivm_context_global(ivm_context_t *ctx, ivm_reference_t **out);
 
 /** `typeof` the referenced value ("object", "function", ...), fixed when the
- * reference was made. Borrowed. Threads: any; never blocks. Since: 0.2 */
+ * reference was made. Borrowed.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.2 */
 IVM_API void ivm_reference_typeof(const ivm_reference_t *ref, const char **out,
                                   size_t *out_len);
 
+/** ivm_reference_get() flags. */
+enum {
+  /**
+   * Follow the prototype chain (isolated-vm's `unsafeInherit`). Without it,
+   * only own properties are read: an inherited property (possibly planted on
+   * a prototype by the isolate's code) reads as undefined. Since: 0.3
+   */
+  IVM_GET_UNSAFE_INHERIT = 1
+};
+
 /**
  * `value[key]` (getters run); with `key` NULL, the referenced value itself
- * (e.g. with IVM_EVAL_COPY: a copy of it).
- * Threads: any; waits for a busy isolate. Errors: as ivm_context_eval(); a
- * TypeError (JS_EXCEPTION) if the value is not an object. Since: 0.2
+ * (e.g. with IVM_RESULT_COPY: a copy of it). `flags`: IVM_GET_*. The result
+ * comes back as from ivm_context_eval() (`out`, `primitive_out`).
+ * Threads: any; the JavaScript runs on the calling thread.
+ * Blocks:  as ivm_context_eval().
+ * Errors:  as ivm_context_eval(); a TypeError (JS_EXCEPTION) if the value is
+ *          not an object. Since: 0.3
  */
 IVM_API ivm_error_t *ivm_reference_get(ivm_reference_t *ref, const ivm_value_t *key,
-                                       const ivm_eval_options_t *opts, ivm_value_t **out);
+                                       uint32_t flags, const ivm_run_options_t *run,
+                                       const ivm_result_options_t *result,
+                                       ivm_value_t **out, ivm_primitive_t *primitive_out);
 
-/** `value[key] = v` (setters run); `*out` is a boolean value: whether it was
- * set. Errors: as ivm_reference_get(). Since: 0.2 */
+/** `value[key] = v` (setters run); the result is a boolean: whether it was set.
+ * Threads: any. Blocks: as ivm_context_eval(). Errors: as ivm_reference_get().
+ * Since: 0.3 */
 IVM_API ivm_error_t *ivm_reference_set(ivm_reference_t *ref, const ivm_value_t *key,
-                                       const ivm_value_t *v, const ivm_eval_options_t *opts,
-                                       ivm_value_t **out);
+                                       const ivm_value_t *v, const ivm_run_options_t *run,
+                                       ivm_value_t **out, ivm_primitive_t *primitive_out);
 
-/** `delete value[key]`; `*out` is a boolean value. Since: 0.2 */
+/** `delete value[key]`; the result is a boolean.
+ * Threads: any. Blocks: as ivm_context_eval(). Errors: as ivm_reference_get().
+ * Since: 0.3 */
 IVM_API ivm_error_t *ivm_reference_delete(ivm_reference_t *ref, const ivm_value_t *key,
-                                          const ivm_eval_options_t *opts, ivm_value_t **out);
+                                          const ivm_run_options_t *run,
+                                          ivm_value_t **out, ivm_primitive_t *primitive_out);
 
 /**
  * Calls the referenced function with `receiver` as `this` (NULL: undefined)
- * and `nargs` arguments (borrowed). A TypeError (JS_EXCEPTION) if it is not a
- * function. Since: 0.2
+ * and `nargs` arguments (borrowed); the result comes back as from
+ * ivm_context_eval().
+ * Threads: any; the JavaScript runs on the calling thread.
+ * Blocks:  as ivm_context_eval().
+ * Errors:  as ivm_context_eval(); a TypeError (JS_EXCEPTION) if it is not a
+ *          function. Since: 0.3
  */
 IVM_API ivm_error_t *ivm_reference_apply(ivm_reference_t *ref, const ivm_value_t *receiver,
                                          ivm_value_t *const *args, size_t nargs,
-                                         const ivm_eval_options_t *opts, ivm_value_t **out);
+                                         const ivm_run_options_t *run,
+                                         const ivm_result_options_t *result,
+                                         ivm_value_t **out, ivm_primitive_t *primitive_out);
 
 /**
- * Queued twins of the operations above (see ivm_context_eval_async()). They
- * take ownership of the values passed in (key, value, receiver, arguments),
- * even when they fail. Since: 0.2
+ * Queued twins of the operations above ("Async jobs"); their results are
+ * IVM_COMPLETION_VALUE. They take ownership of the values passed in (key,
+ * value, receiver, arguments), even when they fail.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.3
  */
 IVM_API ivm_error_t *ivm_reference_get_async(ivm_reference_t *ref, ivm_value_t *key,
-                                             const ivm_eval_options_t *opts, ivm_done_fn done,
-                                             void *user_data, uint64_t *out_job);
-IVM_API ivm_error_t *ivm_reference_set_async(ivm_reference_t *ref, ivm_value_t *key,
-                                             ivm_value_t *v, const ivm_eval_options_t *opts,
+                                             uint32_t flags, const ivm_run_options_t *run,
+                                             const ivm_result_options_t *result,
                                              ivm_done_fn done, void *user_data,
-                                             uint64_t *out_job);
+                                             uint64_t *job_out);
+IVM_API ivm_error_t *ivm_reference_set_async(ivm_reference_t *ref, ivm_value_t *key,
+                                             ivm_value_t *v, const ivm_run_options_t *run,
+                                             ivm_done_fn done, void *user_data,
+                                             uint64_t *job_out);
 IVM_API ivm_error_t *ivm_reference_delete_async(ivm_reference_t *ref, ivm_value_t *key,
-                                                const ivm_eval_options_t *opts,
+                                                const ivm_run_options_t *run,
                                                 ivm_done_fn done, void *user_data,
-                                                uint64_t *out_job);
+                                                uint64_t *job_out);
 IVM_API ivm_error_t *ivm_reference_apply_async(ivm_reference_t *ref, ivm_value_t *receiver,
                                                ivm_value_t **args, size_t nargs,
-                                               const ivm_eval_options_t *opts,
+                                               const ivm_run_options_t *run,
+                                               const ivm_result_options_t *result,
                                                ivm_done_fn done, void *user_data,
-                                               uint64_t *out_job);
+                                               uint64_t *job_out);
 
-/** ivm_isolate_cancel_job() for a job queued through `ref`. Since: 0.2 */
+/** ivm_isolate_cancel_job() for a job queued through `ref`.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.2 */
 IVM_API void ivm_reference_cancel_job(ivm_reference_t *ref, uint64_t job);
 
-/** Releases the reference (idempotent); never blocks. Threads: any. Since: 0.2 */
+/** Releases the reference (idempotent).
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT (NULL). Since: 0.2 */
 IVM_API ivm_error_t *ivm_reference_release(ivm_reference_t *ref);
 
 /** Frees the handle; the value is released once no handle, value or queued
- * job holds it. NULL is a no-op. Threads: any. Since: 0.2 */
+ * job holds it. NULL is a no-op.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.2 */
 IVM_API void ivm_reference_free(ivm_reference_t *ref);
 
-/** For IVM_VALUE_REFERENCE values: a new handle. Errors: INVALID_ARGUMENT. Since: 0.2 */
+/** For IVM_VALUE_REFERENCE values: a new handle.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.2 */
 IVM_API ivm_error_t *ivm_value_reference(const ivm_value_t *value, ivm_reference_t **out);
-
-/**
- * Appends a reference attachment to a serialized value (named `_att(index)`
- * in the stream). It enters an isolate as a Reference object with
- * isolated-vm's JavaScript API (getSync, setSync, applySync, apply,
- * applyIgnored, applySyncPromise, copySync, deref, derefInto, release,
- * typeof), through which JavaScript there calls into the reference's
- * isolate. With IVM_ATTACH_DEREF it enters as the referenced value itself,
- * which only its own isolate accepts (TRANSFER otherwise).
- * Errors: DISPOSED, INVALID_ARGUMENT. Since: 0.2
- */
-IVM_API ivm_error_t *ivm_value_attach_reference(ivm_value_t *value, ivm_reference_t *ref,
-                                                uint32_t flags, size_t *index_out);
 
 /* ------------------------------------------------------------------------- */
 /* Callbacks: host functions called from JavaScript                          */
 /* ------------------------------------------------------------------------- */
-
-/** A host function that JavaScript can call (made with ivm_callback_new()). */
-typedef struct ivm_callback ivm_callback_t;
-/** The arguments of one call of a host function; valid during the call. */
-typedef struct ivm_call ivm_call_t;
-/** A host function's promised result (ivm_call_defer()). */
-typedef struct ivm_deferred ivm_deferred_t;
 
 /**
  * A host function. Runs on the thread running the JavaScript that calls it
@@ -1032,31 +1042,22 @@ typedef struct ivm_deferred ivm_deferred_t;
 typedef ivm_error_t *(*ivm_host_fn)(void *user_data, ivm_call_t *call, ivm_value_t **out);
 
 /**
- * A new callback. Inserted into an isolate (ivm_value_attach_callback()), it
- * becomes a JavaScript function calling `fn(user_data, ...)`. `finalize`
- * (may be NULL) runs once, on any thread, when the handle is freed and no
- * JavaScript function made from it remains; also when this call fails.
- * `flags`: 0. Threads: any. Errors: INVALID_ARGUMENT. Since: 0.2
+ * A new callback. Inserted into an isolate (ivm_value_attach_callback(),
+ * "Copies"), it becomes a JavaScript function calling `fn(user_data, ...)`.
+ * `finalize` (may be NULL) runs once, on any thread, when the handle is freed
+ * and no JavaScript function made from it remains; also when this call fails.
+ * `flags`: 0.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.2
  */
 IVM_API ivm_error_t *ivm_callback_new(ivm_host_fn fn, void *user_data,
                                       void (*finalize)(void *user_data), uint32_t flags,
                                       ivm_callback_t **out);
 
-/** Frees the handle; NULL is a no-op. Threads: any. Since: 0.2 */
+/** Frees the handle; NULL is a no-op.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.2 */
 IVM_API void ivm_callback_free(ivm_callback_t *cb);
 
-/**
- * Appends a callback attachment to a serialized value (`_att(index)` in the
- * stream): it enters an isolate as a function calling the host function, or
- * with IVM_ATTACH_AS_REFERENCE as a Reference object (isolated-vm's
- * `new ivm.Reference(hostFunction)`) whose applySync, apply, applyIgnored,
- * applySyncPromise, copySync and copy call the host function with
- * ivm_call_op() saying which (`typeof` is "function", or "object" with
- * IVM_ATTACH_NOT_CALLABLE). Since: 0.2
- */
-IVM_API ivm_error_t *ivm_value_attach_callback(ivm_value_t *value, ivm_callback_t *cb,
-                                               uint32_t flags, size_t *index_out);
-
+/** ivm_call_op(): which operation a call of a host function is. */
 enum {
   /** A plain call of a callback's function. */
   IVM_CALL_CALL = 0,
@@ -1073,10 +1074,12 @@ enum {
   IVM_CALL_COPY = 5
 };
 
-/** Which operation a call is (IVM_CALL_*). Since: 0.2 */
+/** Which operation a call is (IVM_CALL_*). During the call.
+ * Threads: the host function's. Blocks: never. Errors: none. Since: 0.2 */
 IVM_API uint32_t ivm_call_op(const ivm_call_t *call);
 
-/** The number of arguments. Since: 0.2 */
+/** The number of arguments. During the call.
+ * Threads: the host function's. Blocks: never. Errors: none. Since: 0.2 */
 IVM_API size_t ivm_call_argc(const ivm_call_t *call);
 
 /**
@@ -1084,54 +1087,283 @@ IVM_API size_t ivm_call_argc(const ivm_call_t *call);
  * argument that is not a primitive: read it with ivm_call_arg()), and in
  * `*result_out` a slot for a primitive result: setting its kind (undefined,
  * null, boolean or number) and returning NULL with `*out` unset makes that
- * the call's result. Valid during the call. Since: 0.2
+ * the call's result. Valid during the call.
+ * Threads: the host function's. Blocks: never. Errors: none. Since: 0.2
  */
 IVM_API const ivm_primitive_t *ivm_call_view(ivm_call_t *call, size_t *argc_out,
                                              ivm_primitive_t **result_out);
 
 /** Argument `index` as a host value (a primitive or a structured copy;
- * borrowed, valid during the call); NULL past the end. Since: 0.2 */
+ * borrowed, valid during the call); NULL past the end.
+ * Threads: the host function's. Blocks: never. Errors: none. Since: 0.2 */
 IVM_API const ivm_value_t *ivm_call_arg(const ivm_call_t *call, size_t index);
 
 /**
  * Makes the call's JavaScript result a promise, settled later (from any
  * thread) with ivm_deferred_resolve() or ivm_deferred_reject(). Once per
  * call. The promise settles inside the isolate: during a call waiting on it
- * (IVM_EVAL_PROMISE), or in a queued job. Errors: INVALID_ARGUMENT. Since: 0.2
+ * (IVM_RESULT_PROMISE), or in a queued job.
+ * Threads: the host function's. Blocks: never. Errors: INVALID_ARGUMENT.
+ * Since: 0.2
  */
 IVM_API ivm_error_t *ivm_call_defer(ivm_call_t *call, ivm_deferred_t **out);
 
 /** Resolves the promise with `value` (owned; NULL: undefined). Once.
- * Threads: any; never blocks. Errors: DISPOSED, INVALID_ARGUMENT. Since: 0.2 */
+ * Threads: any. Blocks: never. Errors: DISPOSED, INVALID_ARGUMENT. Since: 0.2 */
 IVM_API ivm_error_t *ivm_deferred_resolve(ivm_deferred_t *d, ivm_value_t *value);
 
-/** Rejects the promise with an Error made from `error` (owned). Once. Since: 0.2 */
+/** Rejects the promise with an Error made from `error` (owned). Once.
+ * Threads: any. Blocks: never. Errors: DISPOSED, INVALID_ARGUMENT. Since: 0.2 */
 IVM_API ivm_error_t *ivm_deferred_reject(ivm_deferred_t *d, ivm_error_t *error);
 
-/** Frees the handle; an unsettled promise is rejected. Threads: any. Since: 0.2 */
+/** Frees the handle; an unsettled promise is rejected.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.2 */
 IVM_API void ivm_deferred_free(ivm_deferred_t *d);
 
+/* ------------------------------------------------------------------------- */
+/* Copies: structured copies, their attachments, and external copies         */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * An IVM_VALUE_SERIALIZED value is a stream in the ivm copy format plus
+ * attachments the stream names by index: buffers (`_buf(i)`, `_sab(i)`:
+ * ArrayBuffer and SharedArrayBuffer contents) and objects (`_att(i)`:
+ * ExternalCopies, References, callbacks). The host builds one with
+ * ivm_value_new_serialized() and the ivm_value_attach_* functions, and reads
+ * one with ivm_value_serialized() and the ivm_value_attachment_* functions.
+ */
+
+/**
+ * For IVM_VALUE_SERIALIZED: the stream (borrowed, valid until the value is
+ * freed); otherwise empty.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.2
+ */
+IVM_API void ivm_value_serialized(const ivm_value_t *value, const char **out,
+                                  size_t *out_len);
+
+/** For IVM_VALUE_SERIALIZED: the number of attachments; otherwise 0.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.2 */
+IVM_API size_t ivm_value_attachment_count(const ivm_value_t *value);
+
+/** ivm_value_attachment_kind(). */
 enum {
-  /** ivm_error_new_host: stop all JavaScript of the isolate instead of
-   * throwing (the host is shutting down: an interrupt). The outermost call
-   * fails with IVM_ERROR_TERMINATED carrying the token. Since: 0.2 */
-  IVM_HOST_ERROR_ABORT = 1
+  /** ArrayBuffer or SharedArrayBuffer bytes (ivm_value_buffer()). */
+  IVM_ATTACHMENT_BUFFER = 1,
+  /** An ExternalCopy (ivm_value_attachment_copy()). */
+  IVM_ATTACHMENT_COPY = 2,
+  /** A Reference (ivm_value_attachment_reference()). */
+  IVM_ATTACHMENT_REFERENCE = 3,
+  /** A host function or host Reference. */
+  IVM_ATTACHMENT_CALLBACK = 4
+};
+
+/** The kind of attachment `index` (IVM_ATTACHMENT_*; 0 if none).
+ * Threads: any. Blocks: never. Errors: none. Since: 0.2 */
+IVM_API uint32_t ivm_value_attachment_kind(const ivm_value_t *value, size_t index);
+
+/**
+ * For IVM_VALUE_SERIALIZED: the bytes of buffer attachment `index` (the
+ * contents of an ArrayBuffer or SharedArrayBuffer the stream names with
+ * `_buf(index)` or `_sab(index)`). Borrowed, valid until the value is freed.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT (not a buffer
+ * attachment). Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_value_buffer(const ivm_value_t *value, size_t index,
+                                      const void **data_out, size_t *len_out);
+
+/** For an IVM_ATTACHMENT_REFERENCE: a new handle.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.2 */
+IVM_API ivm_error_t *ivm_value_attachment_reference(const ivm_value_t *value, size_t index,
+                                                    ivm_reference_t **out);
+
+/** For an IVM_ATTACHMENT_COPY: a new handle.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.2 */
+IVM_API ivm_error_t *ivm_value_attachment_copy(const ivm_value_t *value, size_t index,
+                                               ivm_external_copy_t **out);
+
+/**
+ * A new IVM_VALUE_SERIALIZED value from `len` bytes of stream (copied), with
+ * no attachments yet. The stream is checked when the value enters an isolate.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_value_new_serialized(const char *stream, size_t len,
+                                              ivm_value_t **out);
+
+/** The flags of the ivm_value_attach_* functions. */
+enum {
+  /** ivm_value_attach_buffer: do not copy `data`; it must stay valid and
+   * unchanged until the value is freed. Since: 0.2 */
+  IVM_ATTACH_BORROW = 1,
+  /** ivm_value_attach_reference: insert the referenced value itself (only in
+   * the reference's own isolate) rather than a reference object. Since: 0.2 */
+  IVM_ATTACH_DEREF = 2,
+  /** ivm_value_attach_callback: enter as a Reference object, not a function. */
+  IVM_ATTACH_AS_REFERENCE = 4,
+  /** With IVM_ATTACH_AS_REFERENCE: the host value is not callable. */
+  IVM_ATTACH_NOT_CALLABLE = 8
 };
 
 /**
- * An error for a host function to return: JavaScript sees an Error with
- * `name` ("TypeError", "RangeError", ... pick the matching constructor) and
- * `message`. A non-zero `token` travels with the thrown Error: if it ends the
- * host's outermost call, that call's error has the same token
- * (ivm_error_host_token()), so the host can recognise its own error.
- * NULL only when memory is exhausted. Threads: any. Since: 0.2
+ * Appends a buffer attachment (ArrayBuffer contents) to a serialized value
+ * and writes its index to `*index_out`. `data` is copied unless `flags` has
+ * IVM_ATTACH_BORROW.
+ * Threads: any, not concurrently with other uses of the value.
+ * Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.2
  */
-IVM_API ivm_error_t *ivm_error_new_host(const char *name, size_t name_len,
-                                        const char *message, size_t message_len,
-                                        uint64_t token, uint32_t flags);
+IVM_API ivm_error_t *ivm_value_attach_buffer(ivm_value_t *value, const void *data,
+                                             size_t len, uint32_t flags,
+                                             size_t *index_out);
 
-/** The host token of an error (0: none). Threads: any. Since: 0.2 */
-IVM_API uint64_t ivm_error_host_token(const ivm_error_t *err);
+/**
+ * Appends a reference attachment to a serialized value (named `_att(index)`
+ * in the stream). It enters an isolate as a Reference object with
+ * isolated-vm's JavaScript API (getSync, setSync, applySync, apply,
+ * applyIgnored, applySyncPromise, copySync, deref, derefInto, release,
+ * typeof), through which JavaScript there calls into the reference's
+ * isolate. With IVM_ATTACH_DEREF it enters as the referenced value itself,
+ * which only its own isolate accepts (TRANSFER otherwise).
+ * Threads: any, not concurrently with other uses of the value.
+ * Blocks: never. Errors: DISPOSED, INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_value_attach_reference(ivm_value_t *value, ivm_reference_t *ref,
+                                                uint32_t flags, size_t *index_out);
+
+/**
+ * Appends a callback attachment to a serialized value (`_att(index)` in the
+ * stream): it enters an isolate as a function calling the host function, or
+ * with IVM_ATTACH_AS_REFERENCE as a Reference object (isolated-vm's
+ * `new ivm.Reference(hostFunction)`) whose applySync, apply, applyIgnored,
+ * applySyncPromise, copySync and copy call the host function with
+ * ivm_call_op() saying which (`typeof` is "function", or "object" with
+ * IVM_ATTACH_NOT_CALLABLE).
+ * Threads: any, not concurrently with other uses of the value.
+ * Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_value_attach_callback(ivm_value_t *value, ivm_callback_t *cb,
+                                               uint32_t flags, size_t *index_out);
+
+/*
+ * An ExternalCopy is a structured copy that belongs to no isolate and can be
+ * inserted into any isolate any number of times. Its memory counts toward
+ * ivm_external_copy_total_size() until it is released (and every value made
+ * from it is freed).
+ */
+
+/** The flags of ivm_external_copy_copy_into() and ivm_value_attach_copy(). */
+enum {
+  /** Release the ExternalCopy once the marker is made (it can be used once). */
+  IVM_COPY_INTO_RELEASE = 1,
+  /**
+   * Move the copy's transferred ArrayBuffers into the receiving isolate
+   * instead of copying them: the marker can be inserted once, and the
+   * ExternalCopy is released.
+   */
+  IVM_COPY_INTO_TRANSFER_IN = 2,
+  /** ivm_value_attach_copy: enter as an ExternalCopy object (with copy(),
+   * copyInto() and release()), not as the copied value. */
+  IVM_COPY_AS_OBJECT = 4
+};
+
+/**
+ * A new ExternalCopy of a host value: a serialized value (its buffers are
+ * shared with the copy; borrowed ones are copied) or a primitive. `flags`:
+ * 0 (reserved).
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_external_copy_new(const ivm_value_t *value, uint32_t flags,
+                                           ivm_external_copy_t **out);
+
+/**
+ * For IVM_VALUE_EXTERNAL_COPY values (from IVM_RESULT_EXTERNAL_COPY): a new
+ * handle to the copy, which the caller frees.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT (another kind). Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_value_external_copy(const ivm_value_t *value,
+                                             ivm_external_copy_t **out);
+
+/**
+ * The copy's value for the host: a new value (IVM_VALUE_SERIALIZED, or a
+ * primitive kind) the caller frees. Buffers are shared with the copy, not
+ * duplicated.
+ * Threads: any. Blocks: never. Errors: DISPOSED. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_external_copy_read(ivm_external_copy_t *copy, ivm_value_t **out);
+
+/**
+ * A value that becomes `copy`'s JavaScript value when it enters an isolate
+ * (an IVM_VALUE_SERIALIZED value naming it `_att(0)`). `flags`: IVM_COPY_INTO_*.
+ * Threads: any. Blocks: never. Errors: DISPOSED, INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_external_copy_copy_into(ivm_external_copy_t *copy, uint32_t flags,
+                                                 ivm_value_t **out);
+
+/**
+ * Appends an ExternalCopy marker to a serialized value (the stream names it
+ * with `_att(index)`): when the value enters an isolate, the marker becomes
+ * the copy's JavaScript value. `flags`: IVM_COPY_INTO_*, IVM_COPY_AS_OBJECT.
+ * Threads: any, not concurrently with other uses of the value.
+ * Blocks: never. Errors: DISPOSED (released copy), INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_value_attach_copy(ivm_value_t *value, ivm_external_copy_t *copy,
+                                           uint32_t flags, size_t *index_out);
+
+/**
+ * Appends to `value` the attachment of `marker`, a value made by
+ * ivm_external_copy_copy_into() (the stream of `value` then names it with
+ * `_att(index)`). `marker` is borrowed and stays usable.
+ * Threads: any, not concurrently with other uses of the value.
+ * Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_value_attach_marker(ivm_value_t *value, const ivm_value_t *marker,
+                                             size_t *index_out);
+
+/**
+ * `*size_out`: the bytes the copy holds (stream and buffers);
+ * `*byte_length_out`: the bytes of its buffers alone. Either may be NULL.
+ * Threads: any. Blocks: never. Errors: DISPOSED. Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_external_copy_size(ivm_external_copy_t *copy, uint64_t *size_out,
+                                            uint64_t *byte_length_out);
+
+/**
+ * Releases the copy: later uses fail with DISPOSED; its memory is freed once
+ * no marker made from it remains. Idempotent.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT (NULL). Since: 0.2
+ */
+IVM_API ivm_error_t *ivm_external_copy_release(ivm_external_copy_t *copy);
+
+/** Frees the handle (releasing it); NULL is a no-op.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.2 */
+IVM_API void ivm_external_copy_free(ivm_external_copy_t *copy);
+
+/** Bytes held by all live external copies in the process.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.2 */
+IVM_API uint64_t ivm_external_copy_total_size(void);
+
+/**
+ * Sets the largest structured copy (stream plus buffers) libivm makes of a
+ * JavaScript value, in bytes; larger copies fail with IVM_ERROR_TRANSFER.
+ * 0 restores the default (2 GiB). Returns the previous limit.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.2
+ */
+IVM_API uint64_t ivm_set_copy_limit(uint64_t bytes);
+
+/* ------------------------------------------------------------------------- */
+/* Signals                                                                   */
+/* ------------------------------------------------------------------------- */
+
+/**
+ * Makes the signal `signum` (typically SIGINT) stop JavaScript: when it
+ * arrives, the synchronous calls running on the thread that called this
+ * function are terminated (they fail with IVM_ERROR_TERMINATED), and then the
+ * handler that was installed before is invoked, so the host still sees the
+ * signal (Python raises KeyboardInterrupt). If a later sigaction() replaces
+ * libivm's handler, call this again. Calling it again for the same signal from
+ * the same thread is a no-op.
+ * Threads: any (usually the main thread). Blocks: never.
+ * Errors: INVALID_ARGUMENT, INTERNAL. Since: 0.1
+ */
+IVM_API ivm_error_t *ivm_interrupt_on_signal(int signum);
 
 /* ------------------------------------------------------------------------- */
 /* Diagnostics                                                               */
@@ -1139,7 +1371,8 @@ IVM_API uint64_t ivm_error_host_token(const ivm_error_t *err);
 
 /**
  * The number of live libivm objects (handles, values and errors) in the
- * process. For leak tests. Threads: any. Since: 0.1
+ * process. For leak tests.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API uint64_t ivm_debug_live_objects(void);
 

@@ -58,7 +58,7 @@ class _Dispatcher:
     def __init__(self) -> None:
         out = ffi.new("ivm_completion_queue_t **")
         fd = ffi.new("int *")
-        err = lib.ivm_completion_queue_new(out, fd)
+        err = lib.ivm_completion_queue_new(fd, out)
         if err:
             raise error_from(err)
         self.queue = ffi.gc(out[0], lib.ivm_completion_queue_free)
@@ -111,7 +111,7 @@ class _Dispatcher:
                             future.set_exception(exc)
                         continue
                     try:
-                        value = convert(c.result)
+                        value = convert(_result_of(c))
                     except BaseException as exc:  # noqa: BLE001 - goes to the waiter
                         if not future.done():
                             future.set_exception(exc)
@@ -126,13 +126,31 @@ class _Dispatcher:
                     _log.error("ivm: a result arrived for an unknown job %d", c.job)
                 else:
                     try:
-                        value = waiter.convert(c.result)
+                        value = waiter.convert(_result_of(c))
                     except BaseException as exc:  # noqa: BLE001 - goes to the waiter
                         waiter.fail(exc)
                     else:
                         waiter.succeed(value)
             if n < _BATCH:
                 return
+
+
+_VALUE: int = lib.IVM_COMPLETION_VALUE
+#: The member of ``ivm_completion_t.result`` that each kind sets.
+_MEMBERS: dict[int, str] = {
+    lib.IVM_COMPLETION_VALUE: "value",
+    lib.IVM_COMPLETION_CONTEXT: "context",
+    lib.IVM_COMPLETION_SCRIPT: "script",
+    lib.IVM_COMPLETION_HEAP_STATISTICS: "heap_statistics",
+}
+
+
+def _result_of(c: Any) -> Any:
+    """The result of a successful ``ivm_completion_t``, typed by its kind
+    (an ``ivm_value_t *``, ``ivm_context_t *``...), which the caller owns."""
+    if c.kind == _VALUE:
+        return c.result.value
+    return getattr(c.result, _MEMBERS[c.kind])
 
 
 def _can_poll(loop: asyncio.AbstractEventLoop) -> bool:
@@ -340,14 +358,14 @@ _ignored_keys = itertools.count(1)
 
 
 @ffi.def_extern()  # type: ignore[untyped-decorator]
-def _ivm_py_done(user_data: Any, job: int, result: Any, error: Any) -> None:
+def _ivm_py_done(user_data: Any, completion: Any) -> None:
     """libivm pool thread: an ignored call ended. Never raises into C."""
     try:
         convert = _ignored.pop(int(ffi.cast("uintptr_t", user_data)), None)
-        if error:
-            _report_ignored(error_from(error))
+        if completion.error:
+            _report_ignored(error_from(completion.error))
         elif convert is not None:
-            convert(result)  # frees it
+            convert(_result_of(completion))  # frees it
     except BaseException:  # pragma: no cover - nothing may unwind through C
         _log.exception("ivm: error while completing an ignored call")
 

@@ -1,4 +1,4 @@
 /* Python functions that libivm calls back (cffi extern "Python"); appended to the cdef. */
-extern "Python" void _ivm_py_done(void *user_data, uint64_t job, void *result, ivm_error_t *error);
+extern "Python" void _ivm_py_done(void *user_data, const ivm_completion_t *completion);
 extern "Python" ivm_error_t *_ivm_py_host_fn(void *user_data, ivm_call_t *call, ivm_value_t **out);
 extern "Python" void _ivm_py_callback_finalize(void *user_data);

@@ -11,8 +11,15 @@ from ._ffi import ffi, lib
 from ._handle import Handle
 from ._copy import to_values
 from ._reference import Reference
-from ._options import code_bytes, eval_options, result_flags, result_options_flags
-from ._value import _tls, fast_options, result, slot_for, take, value_out
+from ._options import (
+    code_bytes,
+    result_flags,
+    result_options_flags,
+    run_options,
+    source_options,
+)
+from ._options import result_options as _result_options
+from ._value import _tls, result, sync_call, sync_slots, take
 
 if TYPE_CHECKING:
     from ._isolate import Isolate
@@ -116,8 +123,9 @@ class Context(Handle):
         if type(code) is not str:
             code_bytes(code)  # raises TypeError
         src = code.encode("utf-8", "surrogatepass")
-        if timeout is None and not (
-            filename is not None
+        if not (
+            timeout is not None
+            or filename is not None
             or line_offset
             or column_offset
             or promise is not False
@@ -126,31 +134,26 @@ class Context(Handle):
             or transfer_out is not False
             or reference is not False
         ):
+            # The commonest call, kept lean: sync_call() inlined, no options.
             try:
-                opts, slot = _tls.fast
+                out, slot = _tls.sync
             except AttributeError:
-                opts, slot = fast_options()
-        else:
-            flags = result_flags(False, copy, external_copy, transfer_out, reference)
-            opts, _keep = eval_options(timeout, filename, line_offset, column_offset, promise, flags)
-            if opts == _NULL:
-                opts, slot = fast_options()
-            else:
-                slot = slot_for(opts)
-        try:
-            out = _tls.out
-        except AttributeError:
-            out = value_out()
-        err = _eval(self._ptr, src, len(src), opts, out)
-        if err:
-            raise_error(err)
-        k = slot.kind
-        if k == 4:
-            x: float = slot.number
-            if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
-                return int(x)
-            return x
-        return result(slot, out)
+                out, slot = sync_slots()
+            err = _eval(self._ptr, src, len(src), _NULL, _NULL, _NULL, out, slot)
+            if err:
+                raise_error(err)
+            k = slot.kind
+            if k == 4:
+                x: float = slot.number
+                if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
+                    return int(x)
+                return x
+            return result(slot, out)
+        flags = result_flags(promise, copy, external_copy, transfer_out, reference)
+        source, _keep = source_options(filename, line_offset, column_offset)
+        return sync_call(
+            _eval, self._ptr, src, len(src), source, run_options(timeout), _result_options(flags)
+        )
 
     async def eval(
         self,
@@ -174,8 +177,9 @@ class Context(Handle):
         if type(code) is not str:
             code_bytes(code)  # raises TypeError
         src = code.encode("utf-8", "surrogatepass")
-        if timeout is None and not (
-            filename is not None
+        if not (
+            timeout is not None
+            or filename is not None
             or line_offset
             or column_offset
             or promise is not False
@@ -184,13 +188,12 @@ class Context(Handle):
             or transfer_out is not False
             or reference is not False
         ):
-            opts, _keep = _NULL, None
+            args: tuple[Any, ...] = (self._ptr, src, len(src), _NULL, _NULL, _NULL)
         else:
-            flags = result_flags(False, copy, external_copy, transfer_out, reference)
-            opts, _keep = eval_options(timeout, filename, line_offset, column_offset, promise, flags)
-        return await submit(
-            self._isolate._ptr, _eval_async, (self._ptr, src, len(src), opts), take
-        )
+            flags = result_flags(promise, copy, external_copy, transfer_out, reference)
+            source, _keep = source_options(filename, line_offset, column_offset)
+            args = (self._ptr, src, len(src), source, run_options(timeout), _result_options(flags))
+        return await submit(self._isolate._ptr, _eval_async, args, take)
 
     def eval_ignored(
         self,
@@ -207,12 +210,14 @@ class Context(Handle):
         and passed to the handler set with :func:`ivm.set_ignored_error_handler`.
         """
         src = code_bytes(code)
-        opts, keep = eval_options(
-            timeout, filename, line_offset, column_offset, promise, flags=lib.IVM_EVAL_DISCARD
-        )
+        source, keep = source_options(filename, line_offset, column_offset)
+        run = run_options(timeout)
+        ropts = _result_options(result_flags(promise) | lib.IVM_RESULT_DISCARD)
         ptr = self._ptr
         submit_ignored(
-            lambda done, ud, job: lib.ivm_context_eval_async(ptr, src, len(src), opts, done, ud, job),
+            lambda done, ud, job: lib.ivm_context_eval_async(
+                ptr, src, len(src), source, run, ropts, done, ud, job
+            ),
             _discard,
         )
         del keep
@@ -242,26 +247,18 @@ class Context(Handle):
         ``copy``, ``external_copy``, ``transfer_out`` and ``promise`` as in
         :meth:`eval_sync`. Raises as :meth:`eval_sync`.
         """
-        flags = result_options_flags(result_options)
-        opts, _keep = eval_options(timeout, flags=flags)
+        ropts = _result_options(result_options_flags(result_options))
+        run = run_options(timeout)
         src, values = self._closure_args(code, arguments, arguments_options)
         try:
-            try:
-                out = _tls.out
-            except AttributeError:
-                out = value_out()
-            if opts == _NULL:
-                opts, slot = fast_options()
-            else:
-                slot = slot_for(opts)
             argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
-            err = lib.ivm_context_eval_closure(self._ptr, src, len(src), argv, len(values), opts, out)
+            return sync_call(
+                lib.ivm_context_eval_closure, self._ptr, src, len(src), argv, len(values),
+                _NULL, run, ropts,
+            )
         finally:
             for v in values:
                 lib.ivm_value_free(v)
-        if err:
-            raise_error(err)
-        return result(slot, out)
 
     async def eval_closure(
         self,
@@ -273,14 +270,14 @@ class Context(Handle):
         timeout: float | None = None,
     ) -> Any:
         """The async twin of :meth:`eval_closure_sync`."""
-        flags = result_options_flags(result_options)
-        opts, _keep = eval_options(timeout, flags=flags)
+        ropts = _result_options(result_options_flags(result_options))
+        run = run_options(timeout)
         src, values = self._closure_args(code, arguments, arguments_options)
         argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
         return await submit_owning(
             self._isolate._ptr,
             lib.ivm_context_eval_closure_async,
-            (self._ptr, src, len(src), argv, len(values), opts),
+            (self._ptr, src, len(src), argv, len(values), _NULL, run, ropts),
             values,
             take,
         )
@@ -294,18 +291,18 @@ class Context(Handle):
         timeout: float | None = None,
     ) -> None:
         """Queues :meth:`eval_closure` and returns at once, without a result."""
-        opts, keep = eval_options(timeout, flags=lib.IVM_EVAL_DISCARD)
+        run = run_options(timeout)
+        ropts = _result_options(lib.IVM_RESULT_DISCARD)
         src, values = self._closure_args(code, arguments, arguments_options)
         argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
         ptr = self._ptr
         # (libivm takes the argument values even when it refuses the call)
         submit_ignored(
             lambda done, ud, job: lib.ivm_context_eval_closure_async(
-                ptr, src, len(src), argv, len(values), opts, done, ud, job
+                ptr, src, len(src), argv, len(values), _NULL, run, ropts, done, ud, job
             ),
             _discard,
         )
-        del keep
 
 
 def _discard(value: Any) -> None:

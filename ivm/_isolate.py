@@ -15,7 +15,7 @@ from ._async import submit
 from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
-from ._options import code_bytes, script_options
+from ._options import code_bytes, source_options
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -72,8 +72,8 @@ def _heap_statistics(raw: Any) -> HeapStatistics:
     return HeapStatistics(**{name: getattr(raw, name) for name in HeapStatistics.__dataclass_fields__})
 
 
-def _heap_statistics_from(result: Any) -> HeapStatistics:
-    raw = ffi.cast("ivm_heap_statistics_t *", result)
+def _heap_statistics_from(raw: Any) -> HeapStatistics:
+    """From an ``ivm_heap_statistics_t *`` made by libivm, which it frees."""
     try:
         return _heap_statistics(raw)
     finally:
@@ -174,7 +174,7 @@ class Isolate(Handle):
             self._ptr,
             lib.ivm_isolate_create_context_async,
             (self._ptr, ffi.NULL),
-            lambda raw: Context._wrap(ffi.cast("ivm_context_t *", raw), self),
+            lambda raw: Context._wrap(raw, self),
         )
 
     async def compile_script(
@@ -189,12 +189,12 @@ class Isolate(Handle):
         from ._script import Script
 
         src = code_bytes(code)
-        opts, _keep = script_options(filename, line_offset, column_offset)
+        source, _keep = source_options(filename, line_offset, column_offset)
         return await submit(
             self._ptr,
             lib.ivm_isolate_compile_script_async,
-            (self._ptr, src, len(src), opts),
-            lambda raw: Script._wrap(ffi.cast("ivm_script_t *", raw), self),
+            (self._ptr, src, len(src), source),
+            lambda raw: Script._wrap(raw, self),
         )
 
     async def get_heap_statistics(self) -> HeapStatistics:
@@ -223,9 +223,9 @@ class Isolate(Handle):
         from ._script import Script
 
         src = code_bytes(code)
-        opts, keep = script_options(filename, line_offset, column_offset)
+        source, keep = source_options(filename, line_offset, column_offset)
         out = ffi.new("ivm_script_t **")
-        check(lib.ivm_isolate_compile_script(self._ptr, src, len(src), opts, out))
+        check(lib.ivm_isolate_compile_script(self._ptr, src, len(src), source, out))
         del keep
         return Script._wrap(out[0], self)
 

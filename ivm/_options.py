@@ -1,4 +1,6 @@
-"""Validation of the options shared by calls, and their C structs."""
+"""Validation of the options shared by calls, and their C structs: one per
+kind of decision (ivm_source_options_t, ivm_run_options_t,
+ivm_result_options_t), each NULL when it holds only defaults."""
 
 from __future__ import annotations
 
@@ -9,13 +11,16 @@ from ._ffi import ffi, lib
 
 __all__ = [
     "code_bytes",
-    "eval_options",
     "result_flags",
+    "result_options",
     "result_options_flags",
-    "script_options",
+    "run_options",
     "source_fields",
+    "source_options",
     "timeout_ns",
 ]
+
+_NULL = ffi.NULL
 
 
 def timeout_ns(timeout: float | None) -> int:
@@ -62,7 +67,7 @@ def result_flags(
     transfer_out: object = False,
     reference: object = False,
 ) -> int:
-    """The IVM_EVAL_* flags of a call's result options, validated."""
+    """The IVM_RESULT_* flags of a call's result options, validated."""
     for what, value in (
         ("promise", promise),
         ("copy", copy),
@@ -77,11 +82,11 @@ def result_flags(
     if transfer_out and not (copy or external_copy):
         raise ValueError("transfer_out needs copy=True or external_copy=True")
     return (
-        (lib.IVM_EVAL_PROMISE if promise else 0)
-        | (lib.IVM_EVAL_COPY if copy else 0)
-        | (lib.IVM_EVAL_EXTERNAL_COPY if external_copy else 0)
-        | (lib.IVM_EVAL_TRANSFER_OUT if transfer_out else 0)
-        | (lib.IVM_EVAL_REFERENCE if reference else 0)
+        (lib.IVM_RESULT_PROMISE if promise else 0)
+        | (lib.IVM_RESULT_COPY if copy else 0)
+        | (lib.IVM_RESULT_EXTERNAL_COPY if external_copy else 0)
+        | (lib.IVM_RESULT_TRANSFER_OUT if transfer_out else 0)
+        | (lib.IVM_RESULT_REFERENCE if reference else 0)
     )
 
 
@@ -89,7 +94,7 @@ _RESULT_KEYS = frozenset({"promise", "copy", "external_copy", "transfer_out", "r
 
 
 def result_options_flags(options: Mapping[str, object] | None) -> int:
-    """IVM_EVAL_* flags from a ``result_options`` mapping."""
+    """IVM_RESULT_* flags from a ``result_options`` mapping."""
     if options is None:
         return 0
     if not isinstance(options, Mapping):
@@ -100,46 +105,45 @@ def result_options_flags(options: Mapping[str, object] | None) -> int:
     return result_flags(**options)
 
 
-def eval_options(
-    timeout: float | None,
-    filename: str | None = None,
-    line_offset: int = 0,
-    column_offset: int = 0,
-    promise: bool = False,
-    flags: int = 0,
-) -> tuple[Any, Any]:
-    """``(options, keepalive)``: an ``ivm_eval_options_t *`` (NULL for the
-    defaults) and an object the caller holds until the C call returns.
-    ``flags`` are IVM_EVAL_* flags already validated (result_flags)."""
+def run_options(timeout: float | None) -> Any:
+    """An ``ivm_run_options_t *`` for ``timeout`` seconds (NULL: no limit)."""
     ns = timeout_ns(timeout)
-    name, line, column = source_fields(filename, line_offset, column_offset)
-    if not isinstance(promise, bool):
-        raise TypeError(f"promise must be a bool, not {type(promise).__name__}")
-    if promise:
-        flags |= lib.IVM_EVAL_PROMISE
-    if not ns and name is None and not line and not column and not flags:
-        return ffi.NULL, None
-    opts = ffi.new("ivm_eval_options_t *")
-    opts.struct_size = ffi.sizeof("ivm_eval_options_t")
+    if not ns:
+        return _NULL
+    opts = ffi.new("ivm_run_options_t *")
+    opts.struct_size = ffi.sizeof("ivm_run_options_t")
     opts.timeout_ns = ns
-    opts.flags = flags
-    return opts, _fill_source(opts, name, line, column)
+    return opts
 
 
-def script_options(
-    filename: str | None, line_offset: int, column_offset: int
+# One immutable struct per combination of flags, shared by every thread:
+# libivm only reads it.
+_RESULT_OPTIONS: dict[int, Any] = {0: _NULL}
+
+
+def result_options(flags: int) -> Any:
+    """An ``ivm_result_options_t *`` with IVM_RESULT_* ``flags`` already
+    validated (result_flags); NULL for none."""
+    opts = _RESULT_OPTIONS.get(flags)
+    if opts is None:
+        opts = ffi.new("ivm_result_options_t *")
+        opts.struct_size = ffi.sizeof("ivm_result_options_t")
+        opts.flags = flags
+        _RESULT_OPTIONS[flags] = opts
+    return opts
+
+
+def source_options(
+    filename: str | None = None, line_offset: int = 0, column_offset: int = 0
 ) -> tuple[Any, Any]:
-    """``(options, keepalive)``: an ``ivm_script_options_t *`` and an object the
-    caller holds until the C call returns."""
+    """``(options, keepalive)``: an ``ivm_source_options_t *`` (NULL for the
+    defaults) and the filename buffer, which the caller holds until the C call
+    returns."""
     name, line, column = source_fields(filename, line_offset, column_offset)
-    opts = ffi.new("ivm_script_options_t *")
-    opts.struct_size = ffi.sizeof("ivm_script_options_t")
-    return opts, _fill_source(opts, name, line, column)
-
-
-def _fill_source(opts: Any, name: bytes | None, line: int, column: int) -> Any:
-    """Sets the source fields shared by eval and script options; returns the
-    filename buffer, which must outlive the call."""
+    if name is None and not line and not column:
+        return _NULL, None
+    opts = ffi.new("ivm_source_options_t *")
+    opts.struct_size = ffi.sizeof("ivm_source_options_t")
     keep = None
     if name is not None:
         keep = ffi.from_buffer(name)
@@ -147,4 +151,4 @@ def _fill_source(opts: Any, name: bytes | None, line: int, column: int) -> Any:
         opts.filename_len = len(name)
     opts.line_offset = line
     opts.column_offset = column
-    return keep
+    return opts, keep

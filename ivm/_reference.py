@@ -11,8 +11,9 @@ from ._copy import to_value as _to_value
 from ._errors import check, raise_error
 from ._ffi import ffi, lib
 from ._handle import Handle
-from ._options import eval_options, result_flags, result_options_flags
-from ._value import _tls, fast_options, result, slot_for, take, value_out
+from ._options import result_flags, result_options_flags, run_options
+from ._options import result_options as _result_options
+from ._value import _tls, result, sync_call, sync_slots, take
 
 __all__ = ["DerefInto", "Reference"]
 
@@ -38,18 +39,11 @@ def _key(key: object) -> Any:
     raise TypeError(f"a property key must be a str or an int, not {type(key).__name__}")
 
 
-def _out() -> Any:
-    try:
-        return _tls.out
-    except AttributeError:
-        return value_out()
-
-
-def _call_slots() -> tuple[Any, Any, Any, Any]:
+def _call_slots() -> tuple[Any, Any, Any]:
     if not _SMALL:
         _small_ints()
-    opts, slot = fast_options()
-    _tls.call = call = (opts, slot, _argv(), _out())
+    out, slot = sync_slots()
+    _tls.call = call = (_argv(), out, slot)
     return call
 
 
@@ -132,19 +126,14 @@ class Reference(Handle, _Marker):
         Only own properties are read: an inherited one reads as ``undefined``
         unless ``unsafe_inherit=True`` (isolated-vm's ``unsafeInherit``), since
         the isolate's code may have planted it on a prototype."""
-        flags = result_flags(promise, copy, external_copy, False, reference) | _inherit(
-            unsafe_inherit
-        )
-        opts, _keep = eval_options(timeout, flags=flags)
+        ropts = _result_options(result_flags(promise, copy, external_copy, False, reference))
+        get = _get_flags(unsafe_inherit)
+        run = run_options(timeout)
         k = _key(key)
-        out = _out()
         try:
-            err = lib.ivm_reference_get(self._ptr, k, opts, out)
+            return sync_call(lib.ivm_reference_get, self._ptr, k, get, run, ropts)
         finally:
             lib.ivm_value_free(k)
-        if err:
-            raise_error(err)
-        return take(out[0])
 
     async def get(
         self,
@@ -158,22 +147,22 @@ class Reference(Handle, _Marker):
         unsafe_inherit: bool = False,
     ) -> Any:
         """The async twin of :meth:`get_sync`."""
-        flags = result_flags(promise, copy, external_copy, False, reference) | _inherit(
-            unsafe_inherit
-        )
-        opts, _keep = eval_options(timeout, flags=flags)
-        return await _submit_owned(self, lib.ivm_reference_get_async, [_key(key)], opts)
+        ropts = _result_options(result_flags(promise, copy, external_copy, False, reference))
+        options = (_get_flags(unsafe_inherit), run_options(timeout), ropts)
+        return await _submit_owned(self, lib.ivm_reference_get_async, [_key(key)], options)
 
     def get_ignored(self, key: str | int, *, timeout: float | None = None) -> None:
         """Queues :meth:`get` (getters run) and returns at once."""
-        opts, keep = eval_options(timeout, flags=lib.IVM_EVAL_DISCARD)
+        run = run_options(timeout)
+        ropts = _result_options(lib.IVM_RESULT_DISCARD)
         k = _key(key)
         ptr = self._ptr
         submit_ignored(
-            lambda done, ud, job: lib.ivm_reference_get_async(ptr, k, opts, done, ud, job),
+            lambda done, ud, job: lib.ivm_reference_get_async(
+                ptr, k, 0, run, ropts, done, ud, job
+            ),
             lib.ivm_value_free,
         )
-        del keep
 
     # --- set
 
@@ -188,36 +177,36 @@ class Reference(Handle, _Marker):
         ``value``: primitives, markers (``copy_into()``, ``deref_into()``) and
         callbacks pass as they are; other values need ``copy=True``."""
         v = to_value(value, _bool("copy", copy), borrow=True)
-        opts, _keep = eval_options(timeout)
-        k = _key(key)
-        out = _out()
         try:
-            err = lib.ivm_reference_set(self._ptr, k, v, opts, out)
+            run = run_options(timeout)
+            k = _key(key)
+        except BaseException:
+            lib.ivm_value_free(v)
+            raise
+        try:
+            return bool(sync_call(lib.ivm_reference_set, self._ptr, k, v, run))
         finally:
             lib.ivm_value_free(k)
             lib.ivm_value_free(v)
-        if err:
-            raise_error(err)
-        return bool(take(out[0]))
 
     async def set(
         self, key: str | int, value: object, *, copy: bool = False, timeout: float | None = None
     ) -> bool:
         """The async twin of :meth:`set_sync`."""
-        opts, _keep = eval_options(timeout)
+        run = run_options(timeout)
         values = [_key(key)]
         try:
             values.append(to_value(value, _bool("copy", copy)))
         except BaseException:
             lib.ivm_value_free(values[0])
             raise
-        return bool(await _submit_owned(self, lib.ivm_reference_set_async, values, opts))
+        return bool(await _submit_owned(self, lib.ivm_reference_set_async, values, (run,)))
 
     def set_ignored(
         self, key: str | int, value: object, *, copy: bool = False, timeout: float | None = None
     ) -> None:
         """Queues :meth:`set` and returns at once."""
-        opts, keep = eval_options(timeout, flags=lib.IVM_EVAL_DISCARD)
+        run = run_options(timeout)
         k = _key(key)
         try:
             v = to_value(value, _bool("copy", copy))
@@ -226,41 +215,37 @@ class Reference(Handle, _Marker):
             raise
         ptr = self._ptr
         submit_ignored(
-            lambda done, ud, job: lib.ivm_reference_set_async(ptr, k, v, opts, done, ud, job),
+            lambda done, ud, job: lib.ivm_reference_set_async(ptr, k, v, run, done, ud, job),
             lib.ivm_value_free,
         )
-        del keep
 
     # --- delete
 
     def delete_sync(self, key: str | int, *, timeout: float | None = None) -> bool:
         """``delete value[key]``; returns whether it succeeded."""
-        opts, _keep = eval_options(timeout)
+        run = run_options(timeout)
         k = _key(key)
-        out = _out()
         try:
-            err = lib.ivm_reference_delete(self._ptr, k, opts, out)
+            return bool(sync_call(lib.ivm_reference_delete, self._ptr, k, run))
         finally:
             lib.ivm_value_free(k)
-        if err:
-            raise_error(err)
-        return bool(take(out[0]))
 
     async def delete(self, key: str | int, *, timeout: float | None = None) -> bool:
         """The async twin of :meth:`delete_sync`."""
-        opts, _keep = eval_options(timeout)
-        return bool(await _submit_owned(self, lib.ivm_reference_delete_async, [_key(key)], opts))
+        run = run_options(timeout)
+        return bool(
+            await _submit_owned(self, lib.ivm_reference_delete_async, [_key(key)], (run,))
+        )
 
     def delete_ignored(self, key: str | int, *, timeout: float | None = None) -> None:
         """Queues :meth:`delete` and returns at once."""
-        opts, keep = eval_options(timeout, flags=lib.IVM_EVAL_DISCARD)
+        run = run_options(timeout)
         k = _key(key)
         ptr = self._ptr
         submit_ignored(
-            lambda done, ud, job: lib.ivm_reference_delete_async(ptr, k, opts, done, ud, job),
+            lambda done, ud, job: lib.ivm_reference_delete_async(ptr, k, run, done, ud, job),
             lib.ivm_value_free,
         )
-        del keep
 
     # --- apply
 
@@ -303,9 +288,9 @@ class Reference(Handle, _Marker):
             # The common call, kept lean: this thread's option block, result
             # slot and argument array; shared values for small integers.
             try:
-                opts, slot, argv, out = _tls.call
+                argv, out, slot = _tls.call
             except AttributeError:
-                opts, slot, argv, out = _call_slots()
+                argv, out, slot = _call_slots()
             owned = None
             n = 0
             for a in arguments:
@@ -319,7 +304,7 @@ class Reference(Handle, _Marker):
                 argv[n] = v
                 n += 1
             try:
-                err = _apply(self._ptr, _NULL, argv, n, opts, out)
+                err = _apply(self._ptr, _NULL, argv, n, _NULL, _NULL, out, slot)
             finally:
                 if owned is not None:
                     for v in owned:
@@ -333,19 +318,9 @@ class Reference(Handle, _Marker):
                     return int(x)
                 return x
             return result(slot, out)
-        if timeout is None and result_options is None:
-            try:
-                opts, slot = _tls.fast
-            except AttributeError:
-                opts, slot = fast_options()
-        else:
-            opts, _keep = eval_options(timeout, flags=result_options_flags(result_options))
-            if opts == _NULL:
-                opts, slot = fast_options()
-            else:
-                slot = slot_for(opts)
+        ropts = _result_options(result_options_flags(result_options))
+        run = run_options(timeout)
         recv, values = self._apply_values(receiver, arguments, arguments_options)
-        out = _out()
         n = len(values)
         try:
             if n == 0:
@@ -356,15 +331,12 @@ class Reference(Handle, _Marker):
                     argv[i] = v
             else:
                 argv = ffi.new("ivm_value_t *[]", values)
-            err = _apply(self._ptr, recv, argv, n, opts, out)
+            return sync_call(_apply, self._ptr, recv, argv, n, run, ropts)
         finally:
             for v in values:
                 _free(v)
             if recv != _NULL:
                 _free(recv)
-        if err:
-            raise_error(err)
-        return result(slot, out)
 
     async def apply(
         self,
@@ -376,14 +348,14 @@ class Reference(Handle, _Marker):
         timeout: float | None = None,
     ) -> Any:
         """The async twin of :meth:`apply_sync`."""
-        flags = result_options_flags(result_options)
-        opts, _keep = eval_options(timeout, flags=flags)
+        ropts = _result_options(result_options_flags(result_options))
+        run = run_options(timeout)
         recv, values = self._apply_values(receiver, arguments, arguments_options)
         argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
         return await submit_owning(
             self._ptr,
             lib.ivm_reference_apply_async,
-            (self._ptr, recv, argv, len(values), opts),
+            (self._ptr, recv, argv, len(values), run, ropts),
             [*values, recv],
             take,
             lib.ivm_reference_cancel_job,
@@ -398,42 +370,35 @@ class Reference(Handle, _Marker):
         timeout: float | None = None,
     ) -> None:
         """Queues :meth:`apply` and returns at once."""
-        opts, keep = eval_options(timeout, flags=lib.IVM_EVAL_DISCARD)
+        run = run_options(timeout)
+        ropts = _result_options(lib.IVM_RESULT_DISCARD)
         recv, values = self._apply_values(receiver, arguments, arguments_options)
         argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
         ptr = self._ptr
         submit_ignored(
             lambda done, ud, job: lib.ivm_reference_apply_async(
-                ptr, recv, argv, len(values), opts, done, ud, job
+                ptr, recv, argv, len(values), run, ropts, done, ud, job
             ),
             lib.ivm_value_free,
         )
-        del keep
 
     # --- the value itself
 
     def copy_sync(self, *, timeout: float | None = None) -> Any:
         """A structured copy of the referenced value (docs/values.md)."""
-        opts, _keep = eval_options(timeout, flags=lib.IVM_EVAL_COPY)
-        out = _out()
-        err = lib.ivm_reference_get(self._ptr, _NULL, opts, out)
-        if err:
-            raise_error(err)
-        return take(out[0])
+        run = run_options(timeout)
+        ropts = _result_options(lib.IVM_RESULT_COPY)
+        return sync_call(lib.ivm_reference_get, self._ptr, _NULL, 0, run, ropts)
 
     async def copy(self, *, timeout: float | None = None) -> Any:
         """The async twin of :meth:`copy_sync`."""
-        opts, _keep = eval_options(timeout, flags=lib.IVM_EVAL_COPY)
-        return await _submit_owned(self, lib.ivm_reference_get_async, [_NULL], opts)
+        options = (0, run_options(timeout), _result_options(lib.IVM_RESULT_COPY))
+        return await _submit_owned(self, lib.ivm_reference_get_async, [_NULL], options)
 
     def _external_copy(self, transfer_out: bool) -> Any:
-        flags = lib.IVM_EVAL_EXTERNAL_COPY | (lib.IVM_EVAL_TRANSFER_OUT if transfer_out else 0)
-        opts, _keep = eval_options(None, flags=flags)
-        out = _out()
-        err = lib.ivm_reference_get(self._ptr, _NULL, opts, out)
-        if err:
-            raise_error(err)
-        return take(out[0])
+        flags = lib.IVM_RESULT_EXTERNAL_COPY | (lib.IVM_RESULT_TRANSFER_OUT if transfer_out else 0)
+        ropts = _result_options(flags)
+        return sync_call(lib.ivm_reference_get, self._ptr, _NULL, 0, _NULL, ropts)
 
     def deref(self) -> Any:
         """Only possible inside the reference's own isolate: from Python, a
@@ -555,8 +520,9 @@ class DerefInto(_Marker):
         return int(index[0])
 
 
-def _inherit(unsafe_inherit: object) -> int:
-    return lib.IVM_EVAL_UNSAFE_INHERIT if _bool("unsafe_inherit", unsafe_inherit) else 0
+def _get_flags(unsafe_inherit: object) -> int:
+    """The IVM_GET_* flags of a get."""
+    return lib.IVM_GET_UNSAFE_INHERIT if _bool("unsafe_inherit", unsafe_inherit) else 0
 
 
 def _bool(what: str, value: object) -> bool:
@@ -565,9 +531,17 @@ def _bool(what: str, value: object) -> bool:
     return value
 
 
-async def _submit_owned(ref: Reference, cfunc: Any, values: list[Any], opts: Any) -> Any:
+async def _submit_owned(
+    ref: Reference, cfunc: Any, values: list[Any], options: tuple[Any, ...]
+) -> Any:
     """Runs a ``*_async`` reference operation that takes ownership of
-    ``values`` (a key, or a key and a value) once made."""
+    ``values`` (a key, or a key and a value) once made; ``options`` are its
+    arguments after them (flags, run and result options)."""
     return await submit_owning(
-        ref._ptr, cfunc, (ref._ptr, *values, opts), values, take, lib.ivm_reference_cancel_job
+        ref._ptr,
+        cfunc,
+        (ref._ptr, *values, *options),
+        values,
+        take,
+        lib.ivm_reference_cancel_job,
     )

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from ._context import Context
 from ._async import submit, submit_ignored
-from ._errors import check, raise_error
+from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
-from ._options import eval_options, result_flags
-from ._value import _tls, fast_options, result, slot_for, take, value_out
+from ._options import result_flags, result_options, run_options
+from ._value import sync_call, take
 
 if TYPE_CHECKING:
     from ._isolate import Isolate
@@ -19,7 +19,6 @@ __all__ = ["Script"]
 
 _NULL = ffi.NULL
 _run = lib.ivm_script_run
-
 
 
 class Script(Handle):
@@ -66,30 +65,19 @@ class Script(Handle):
         """
         if type(context) is not Context:
             raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
-        if timeout is None and not (
-            promise is not False or copy is not False or external_copy is not False
+        if not (
+            timeout is not None
+            or promise is not False
+            or copy is not False
+            or external_copy is not False
             or transfer_out is not False
             or reference is not False
         ):
-            try:
-                opts, slot = _tls.fast
-            except AttributeError:
-                opts, slot = fast_options()
-        else:
-            flags = result_flags(False, copy, external_copy, transfer_out, reference)
-            opts = eval_options(timeout, promise=promise, flags=flags)[0]
-            if opts == _NULL:
-                opts, slot = fast_options()
-            else:
-                slot = slot_for(opts)
-        try:
-            out = _tls.out
-        except AttributeError:
-            out = value_out()
-        err = _run(self._ptr, context._ptr, opts, out)
-        if err:
-            raise_error(err)
-        return result(slot, out)
+            return sync_call(_run, self._ptr, context._ptr, _NULL, _NULL)
+        flags = result_flags(promise, copy, external_copy, transfer_out, reference)
+        return sync_call(
+            _run, self._ptr, context._ptr, run_options(timeout), result_options(flags)
+        )
 
     async def run(
         self,
@@ -105,10 +93,12 @@ class Script(Handle):
         """The async twin of :meth:`run_sync` (see :meth:`Context.eval`)."""
         if type(context) is not Context:
             raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
-        flags = result_flags(False, copy, external_copy, transfer_out, reference)
-        opts, _keep = eval_options(timeout, promise=promise, flags=flags)
+        flags = result_flags(promise, copy, external_copy, transfer_out, reference)
         return await submit(
-            self._isolate._ptr, lib.ivm_script_run_async, (self._ptr, context._ptr, opts), take
+            self._isolate._ptr,
+            lib.ivm_script_run_async,
+            (self._ptr, context._ptr, run_options(timeout), result_options(flags)),
+            take,
         )
 
     def run_ignored(
@@ -118,9 +108,10 @@ class Script(Handle):
         :meth:`Context.eval_ignored`)."""
         if type(context) is not Context:
             raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
-        opts, _keep = eval_options(timeout, promise=promise, flags=lib.IVM_EVAL_DISCARD)
+        run = run_options(timeout)
+        ropts = result_options(result_flags(promise) | lib.IVM_RESULT_DISCARD)
         sptr, cptr = self._ptr, context._ptr
         submit_ignored(
-            lambda done, ud, job: lib.ivm_script_run_async(sptr, cptr, opts, done, ud, job),
+            lambda done, ud, job: lib.ivm_script_run_async(sptr, cptr, run, ropts, done, ud, job),
             lib.ivm_value_free,
         )

@@ -6,6 +6,7 @@ import math
 import threading
 from typing import Any, Final, Union
 
+from ._errors import raise_error
 from ._ffi import ffi, lib
 
 __all__ = ["JSPrimitive", "Undefined", "undefined"]
@@ -59,25 +60,30 @@ def value_out() -> Any:
         return out
 
 
-def fast_options() -> tuple[Any, Any]:
-    """This thread's ``(ivm_eval_options_t *, ivm_primitive_t *)``: default
-    options whose primitive results land in the slot (no value to free)."""
+def sync_slots() -> tuple[Any, Any]:
+    """This thread's ``(ivm_value_t **out, ivm_primitive_t *primitive_out)``:
+    the outputs of every synchronous call that returns a value (a primitive
+    result lands in the slot, with no value to free)."""
     try:
-        return _tls.fast  # type: ignore[no-any-return]
+        return _tls.sync  # type: ignore[no-any-return]
     except AttributeError:
-        opts = ffi.new("ivm_eval_options_t *")
-        slot = ffi.new("ivm_primitive_t *")
-        opts.struct_size = ffi.sizeof("ivm_eval_options_t")
-        opts.primitive_out = slot
-        _tls.fast = fast = (opts, slot)
-        return fast
+        _tls.sync = slots = (value_out(), ffi.new("ivm_primitive_t *"))
+        return slots
 
 
-def slot_for(opts: Any) -> Any:
-    """Points `opts` (a fresh ivm_eval_options_t) at this thread's slot."""
-    slot = fast_options()[1]
-    opts.primitive_out = slot
-    return slot
+def sync_call(cfunc: Any, *args: Any) -> Any:
+    """The synchronous call path: ``cfunc(*args, out, primitive_out)``, a
+    libivm call that returns a value, made with this thread's output slots;
+    returns its result or raises its error. (``Context.eval_sync`` and
+    ``Reference.apply_sync`` inline it for their commonest calls.)"""
+    try:
+        out, slot = _tls.sync
+    except AttributeError:
+        out, slot = sync_slots()
+    err = cfunc(*args, out, slot)
+    if err:
+        raise_error(err)
+    return result(slot, out)
 
 
 def result(slot: Any, out: Any) -> Any:

@@ -102,7 +102,7 @@ void Trampoline(const v8::FunctionCallbackInfo<v8::Value>& info) {
     ivm_error_t* err = nullptr;
     {
       v8::TryCatch try_catch(isolate);
-      err = ResultFromV8(holder, isolate, context, try_catch, *call, info[i], IVM_EVAL_COPY, &v);
+      err = ResultFromV8(holder, isolate, context, try_catch, *call, info[i], IVM_RESULT_COPY, &v);
       if (err && (try_catch.HasCaught() || try_catch.HasTerminated())) {
         ivm_error_free(err);
         try_catch.ReThrow();

@@ -12,7 +12,7 @@ namespace {
 constexpr size_t kMaxCachedEvalBytes = 64 * 1024;
 constexpr size_t kMaxCachedEvals = 128;
 
-bool SameOrigin(const CachedEval& c, const EvalOptions& o) {
+bool SameOrigin(const CachedEval& c, const SourceOptions& o) {
   if (c.has_filename != (o.filename != nullptr)) return false;
   if (c.line_offset != o.line_offset || c.column_offset != o.column_offset) return false;
   return !c.has_filename || std::string_view(o.filename, o.filename_len) == c.filename;
@@ -21,7 +21,7 @@ bool SameOrigin(const CachedEval& c, const EvalOptions& o) {
 
 v8::MaybeLocal<v8::Script> CompileEval(v8::Isolate* isolate, v8::Local<v8::Context> context,
                                        ContextRecord& record, const char* code, size_t len,
-                                       const EvalOptions& o, ivm_error_t** error) {
+                                       const SourceOptions& o, ivm_error_t** error) {
   std::string_view key(code, len);
   bool cacheable = len <= kMaxCachedEvalBytes;
   if (cacheable) {
@@ -72,20 +72,6 @@ void ContextRecord::ResetLocked() {
   context.Reset();
 }
 
-EvalOptions ReadEvalOptions(const ivm_eval_options_t* opts) {
-  EvalOptions o;
-  if (opts == nullptr) return o;
-  ivm_eval_options_t full = IVM_EVAL_OPTIONS_INIT;
-  std::memcpy(&full, opts, std::min(opts->struct_size, sizeof full));
-  o.timeout_ns = full.timeout_ns;
-  o.filename = full.filename;
-  o.filename_len = full.filename ? full.filename_len : 0;
-  o.line_offset = full.line_offset;
-  o.column_offset = full.column_offset;
-  o.flags = full.flags;
-  return o;
-}
-
 v8::MaybeLocal<v8::Value> ScriptName(v8::Isolate* isolate, const char* name, size_t len,
                                      const char* fallback, ivm_error_t** error) {
   if (name == nullptr) {
@@ -116,7 +102,7 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
       holder.Stopped(call)) {
     return holder.Fail(context, try_catch, call);
   }
-  if ((flags & IVM_EVAL_PROMISE) && result->IsPromise()) {
+  if ((flags & IVM_RESULT_PROMISE) && result->IsPromise()) {
     v8::Local<v8::Promise> promise = result.As<v8::Promise>();
     // Run the isolate's tasks and microtasks until the promise settles or the
     // call is stopped (timeout, cancel, terminate, dispose, memory limit).
@@ -151,7 +137,8 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
 }
 
 ivm_error_t* Eval(IsolateHolder& holder, ContextRecord& record, const char* code,
-                  size_t code_len, const EvalOptions& o, ivm_value_t** out) {
+                  size_t code_len, const SourceOptions& source, const CallOptions& o,
+                  ivm_value_t** out) {
   return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
     if (record.released()) return MakeError(IVM_ERROR_DISPOSED, kContextReleased);
     v8::Local<v8::Context> context = record.context.Get(isolate);
@@ -160,7 +147,7 @@ ivm_error_t* Eval(IsolateHolder& holder, ContextRecord& record, const char* code
     ivm_error_t* err = nullptr;
     v8::Local<v8::Script> script;
     v8::MaybeLocal<v8::Value> result;
-    if (CompileEval(isolate, context, record, code, code_len, o, &err).ToLocal(&script)) {
+    if (CompileEval(isolate, context, record, code, code_len, source, &err).ToLocal(&script)) {
       result = script->Run(context);
     } else if (err != nullptr) {
       return err;
@@ -174,11 +161,10 @@ constexpr size_t kMaxCachedClosures = 128;
 
 v8::MaybeLocal<v8::Function> CompileClosure(v8::Isolate* isolate, v8::Local<v8::Context> context,
                                             ContextRecord& record, const char* code, size_t len,
-                                            size_t nargs, const EvalOptions& o,
+                                            size_t nargs, const SourceOptions& o,
                                             ivm_error_t** error) {
   std::string key;
-  bool cacheable = len <= kMaxCachedEvalBytes && o.filename == nullptr && o.line_offset == 0 &&
-                   o.column_offset == 0;
+  bool cacheable = len <= kMaxCachedEvalBytes && o.is_default();
   if (cacheable) {
     key.reserve(len + 8);
     key.append(std::to_string(nargs));
@@ -218,7 +204,7 @@ v8::MaybeLocal<v8::Function> CompileClosure(v8::Isolate* isolate, v8::Local<v8::
 
 ivm_error_t* EvalClosure(IsolateHolder& holder, ContextRecord& record, const char* code,
                          size_t code_len, const ivm_value_t* const* args, size_t nargs,
-                         const EvalOptions& o, ivm_value_t** out) {
+                         const SourceOptions& source, const CallOptions& o, ivm_value_t** out) {
   return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
     if (record.released()) return MakeError(IVM_ERROR_DISPOSED, kContextReleased);
     v8::Local<v8::Context> context = record.context.Get(isolate);
@@ -226,7 +212,8 @@ ivm_error_t* EvalClosure(IsolateHolder& holder, ContextRecord& record, const cha
     v8::TryCatch try_catch(isolate);
     ivm_error_t* err = nullptr;
     v8::Local<v8::Function> fn;
-    if (!CompileClosure(isolate, context, record, code, code_len, nargs, o, &err).ToLocal(&fn)) {
+    if (!CompileClosure(isolate, context, record, code, code_len, nargs, source, &err)
+             .ToLocal(&fn)) {
       if (err) return err;
       return CompleteCall(holder, isolate, context, try_catch, call, {}, o.flags, out);
     }
@@ -271,6 +258,30 @@ ivm_error_t* CreateContext(const std::shared_ptr<IsolateHolder>& holder, ivm_con
 using ivm::Guard;
 using ivm::InvalidArgument;
 
+namespace {
+
+// What the eval calls read from their options, synchronous or queued.
+struct EvalCall {
+  ivm::SourceOptions source;
+  ivm::CallOptions call;
+};
+
+ivm_error_t* ReadEvalCall(const char* code, size_t code_len, const ivm_source_options_t* source,
+                          const ivm_run_options_t* run, const ivm_result_options_t* result,
+                          EvalCall* out) {
+  if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
+  if (ivm_error_t* err = ivm::ReadSourceOptions(source, &out->source)) return err;
+  return ivm::ReadCallOptions(run, result, &out->call);
+}
+
+ivm_error_t* CheckArgs(ivm_value_t* const* args, size_t nargs) {
+  if (args == nullptr && nargs != 0) return InvalidArgument("args is NULL");
+  if (nargs > 65535) return InvalidArgument("too many arguments");
+  return nullptr;
+}
+
+}  // namespace
+
 extern "C" {
 
 IVM_API ivm_error_t* ivm_isolate_create_context(ivm_isolate_t* iso,
@@ -278,9 +289,8 @@ IVM_API ivm_error_t* ivm_isolate_create_context(ivm_isolate_t* iso,
                                                 ivm_context_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
-    if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
-      return InvalidArgument("bad struct_size");
-    }
+    ivm_context_options_t full = IVM_CONTEXT_OPTIONS_INIT;
+    if (ivm_error_t* err = ivm::ReadStruct(opts, &full)) return err;
     return ivm::CreateContext(iso->holder, out);
   });
 }
@@ -288,99 +298,91 @@ IVM_API ivm_error_t* ivm_isolate_create_context(ivm_isolate_t* iso,
 IVM_API ivm_error_t* ivm_isolate_create_context_async(ivm_isolate_t* iso,
                                                       const ivm_context_options_t* opts,
                                                       ivm_done_fn done, void* user_data,
-                                                      uint64_t* out_job) {
+                                                      uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
-    if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
-      return InvalidArgument("bad struct_size");
-    }
+    ivm_context_options_t full = IVM_CONTEXT_OPTIONS_INIT;
+    if (ivm_error_t* err = ivm::ReadStruct(opts, &full)) return err;
     std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
     return ivm::Enqueue(
-        holder, done, user_data, ivm::FreeContext, [=](void** result) -> ivm_error_t* {
-          return ivm::CreateContext(holder, reinterpret_cast<ivm_context_t**>(result));
+        holder, IVM_COMPLETION_CONTEXT, done, user_data,
+        [=](ivm_completion_t* c) -> ivm_error_t* {
+          return ivm::CreateContext(holder, &c->result.context);
         },
-        out_job);
+        job_out);
   });
 }
 
-IVM_API void ivm_isolate_cancel_job(ivm_isolate_t* iso, uint64_t job) {
-  if (iso == nullptr) return;
-  try {
-    iso->holder->CancelJob(job);
-  } catch (...) {
-  }
-}
-
 IVM_API ivm_error_t* ivm_context_eval(ivm_context_t* ctx, const char* code, size_t code_len,
-                                      const ivm_eval_options_t* opts, ivm_value_t** out) {
+                                      const ivm_source_options_t* source,
+                                      const ivm_run_options_t* run,
+                                      const ivm_result_options_t* result, ivm_value_t** out,
+                                      ivm_primitive_t* primitive_out) {
   return Guard([&]() -> ivm_error_t* {
     if (ctx == nullptr || out == nullptr) return InvalidArgument("context or out is NULL");
-    if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
-    if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
-      return InvalidArgument("bad struct_size");
-    }
-    ivm::EvalOptions o = ivm::ReadEvalOptions(opts);
-    ivm_error_t* err = ivm::Eval(*ctx->holder, *ctx->record, code ? code : "", code_len, o, out);
-    if (err == nullptr) ivm::DeliverPrimitive(opts, out);
+    EvalCall e;
+    if (ivm_error_t* err = ReadEvalCall(code, code_len, source, run, result, &e)) return err;
+    ivm_error_t* err =
+        ivm::Eval(*ctx->holder, *ctx->record, code ? code : "", code_len, e.source, e.call, out);
+    if (err == nullptr) ivm::DeliverPrimitive(primitive_out, out);
     return err;
   });
 }
 
 IVM_API ivm_error_t* ivm_context_eval_async(ivm_context_t* ctx, const char* code,
-                                            size_t code_len, const ivm_eval_options_t* opts,
+                                            size_t code_len, const ivm_source_options_t* source,
+                                            const ivm_run_options_t* run,
+                                            const ivm_result_options_t* result,
                                             ivm_done_fn done, void* user_data,
-                                            uint64_t* out_job) {
+                                            uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
     if (ctx == nullptr || done == nullptr) return InvalidArgument("context or done is NULL");
-    if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
-    if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
-      return InvalidArgument("bad struct_size");
-    }
-    ivm::EvalOptions o = ivm::ReadEvalOptions(opts);
+    EvalCall e;
+    if (ivm_error_t* err = ReadEvalCall(code, code_len, source, run, result, &e)) return err;
     // The job owns copies of everything it needs: the caller's buffers and
     // handles may be gone by the time it runs.
-    auto filename = std::make_shared<std::string>(o.filename ? o.filename : "", o.filename_len);
-    if (o.filename) o.filename = filename->c_str();
-    auto source = std::make_shared<std::string>(code ? code : "", code_len);
+    e.source.Own();
+    auto text = std::make_shared<std::string>(code ? code : "", code_len);
     std::shared_ptr<ivm::IsolateHolder> holder = ctx->holder;
     std::shared_ptr<ivm::ContextRecord> record = ctx->record;
     std::shared_ptr<ivm::Lease> lease = ctx->lease;   // usable until the job ends
     return ivm::Enqueue(
-        holder, done, user_data, ivm::FreeValue, [=](void** result) -> ivm_error_t* {
-          (void)filename;
+        holder, IVM_COMPLETION_VALUE, done, user_data,
+        [=](ivm_completion_t* c) -> ivm_error_t* {
           (void)lease;
-          return ivm::Eval(*holder, *record, source->data(), source->size(), o,
-                           reinterpret_cast<ivm_value_t**>(result));
+          return ivm::Eval(*holder, *record, text->data(), text->size(), e.source, e.call,
+                           &c->result.value);
         },
-        out_job);
+        job_out);
   });
 }
 
 IVM_API ivm_error_t* ivm_context_eval_closure(ivm_context_t* ctx, const char* code,
                                               size_t code_len, ivm_value_t* const* args,
-                                              size_t nargs, const ivm_eval_options_t* opts,
-                                              ivm_value_t** out) {
+                                              size_t nargs, const ivm_source_options_t* source,
+                                              const ivm_run_options_t* run,
+                                              const ivm_result_options_t* result,
+                                              ivm_value_t** out, ivm_primitive_t* primitive_out) {
   return Guard([&]() -> ivm_error_t* {
     if (ctx == nullptr || out == nullptr) return InvalidArgument("context or out is NULL");
-    if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
-    if (args == nullptr && nargs != 0) return InvalidArgument("args is NULL");
-    if (nargs > 65535) return InvalidArgument("too many arguments");
-    if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
-      return InvalidArgument("bad struct_size");
-    }
-    ivm::EvalOptions o = ivm::ReadEvalOptions(opts);
+    if (ivm_error_t* err = CheckArgs(args, nargs)) return err;
+    EvalCall e;
+    if (ivm_error_t* err = ReadEvalCall(code, code_len, source, run, result, &e)) return err;
     ivm_error_t* err = ivm::EvalClosure(*ctx->holder, *ctx->record, code ? code : "", code_len,
-                                        args, nargs, o, out);
-    if (err == nullptr) ivm::DeliverPrimitive(opts, out);
+                                        args, nargs, e.source, e.call, out);
+    if (err == nullptr) ivm::DeliverPrimitive(primitive_out, out);
     return err;
   });
 }
 
 IVM_API ivm_error_t* ivm_context_eval_closure_async(ivm_context_t* ctx, const char* code,
                                                     size_t code_len, ivm_value_t** args,
-                                                    size_t nargs, const ivm_eval_options_t* opts,
+                                                    size_t nargs,
+                                                    const ivm_source_options_t* source,
+                                                    const ivm_run_options_t* run,
+                                                    const ivm_result_options_t* result,
                                                     ivm_done_fn done, void* user_data,
-                                                    uint64_t* out_job) {
+                                                    uint64_t* job_out) {
   // Take the arguments first: they belong to this call whatever happens.
   auto owned = std::make_shared<std::vector<std::unique_ptr<ivm_value_t>>>();
   try {
@@ -392,30 +394,25 @@ IVM_API ivm_error_t* ivm_context_eval_closure_async(ivm_context_t* ctx, const ch
   }
   return Guard([&]() -> ivm_error_t* {
     if (ctx == nullptr || done == nullptr) return InvalidArgument("context or done is NULL");
-    if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
-    if (args == nullptr && nargs != 0) return InvalidArgument("args is NULL");
-    if (nargs > 65535) return InvalidArgument("too many arguments");
-    if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
-      return InvalidArgument("bad struct_size");
-    }
-    ivm::EvalOptions o = ivm::ReadEvalOptions(opts);
-    auto filename = std::make_shared<std::string>(o.filename ? o.filename : "", o.filename_len);
-    if (o.filename) o.filename = filename->c_str();
-    auto source = std::make_shared<std::string>(code ? code : "", code_len);
+    if (ivm_error_t* err = CheckArgs(args, nargs)) return err;
+    EvalCall e;
+    if (ivm_error_t* err = ReadEvalCall(code, code_len, source, run, result, &e)) return err;
+    e.source.Own();
+    auto text = std::make_shared<std::string>(code ? code : "", code_len);
     std::shared_ptr<ivm::IsolateHolder> holder = ctx->holder;
     std::shared_ptr<ivm::ContextRecord> record = ctx->record;
     std::shared_ptr<ivm::Lease> lease = ctx->lease;
     return ivm::Enqueue(
-        holder, done, user_data, ivm::FreeValue, [=](void** result) -> ivm_error_t* {
-          (void)filename;
+        holder, IVM_COMPLETION_VALUE, done, user_data,
+        [=](ivm_completion_t* c) -> ivm_error_t* {
           (void)lease;
           std::vector<const ivm_value_t*> argv;
           argv.reserve(owned->size());
           for (auto& a : *owned) argv.push_back(a.get());
-          return ivm::EvalClosure(*holder, *record, source->data(), source->size(), argv.data(),
-                                  argv.size(), o, reinterpret_cast<ivm_value_t**>(result));
+          return ivm::EvalClosure(*holder, *record, text->data(), text->size(), argv.data(),
+                                  argv.size(), e.source, e.call, &c->result.value);
         },
-        out_job);
+        job_out);
   });
 }
 

@@ -3,6 +3,7 @@
 #define IVM_CONTEXT_H
 
 #include "internal.h"
+#include "options.h"
 
 #include <string_view>
 
@@ -56,16 +57,6 @@ class ScriptRecord final : public Resource {
   bool rebind = true;   // MayDeclareLexically(source): no per-context binding cache
 };
 
-struct EvalOptions {
-  uint64_t timeout_ns = 0;
-  const char* filename = nullptr;
-  size_t filename_len = 0;
-  int32_t line_offset = 0;
-  int32_t column_offset = 0;
-  uint32_t flags = 0;
-};
-EvalOptions ReadEvalOptions(const ivm_eval_options_t* opts);
-
 // A script name for an origin: `name` (WTF-8) or, if NULL, `fallback`.
 v8::MaybeLocal<v8::Value> ScriptName(v8::Isolate* isolate, const char* name, size_t len,
                                      const char* fallback, ivm_error_t** error);
@@ -78,11 +69,12 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
                           uint32_t flags, ivm_value_t** out);
 
 ivm_error_t* Eval(IsolateHolder& holder, ContextRecord& record, const char* code,
-                  size_t code_len, const EvalOptions& o, ivm_value_t** out);
+                  size_t code_len, const SourceOptions& source, const CallOptions& o,
+                  ivm_value_t** out);
 
 ivm_error_t* EvalClosure(IsolateHolder& holder, ContextRecord& record, const char* code,
                          size_t code_len, const ivm_value_t* const* args, size_t nargs,
-                         const EvalOptions& o, ivm_value_t** out);
+                         const SourceOptions& source, const CallOptions& o, ivm_value_t** out);
 
 }  // namespace ivm
 

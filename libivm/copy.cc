@@ -2459,21 +2459,21 @@ ivm_error_t* ResultFromV8(IsolateHolder& holder, v8::Isolate* isolate,
                           v8::Local<v8::Context> context, v8::TryCatch& try_catch,
                           const CallState& call, v8::Local<v8::Value> value, uint32_t flags,
                           ivm_value_t** out) {
-  if (flags & IVM_EVAL_DISCARD) {
+  if (flags & IVM_RESULT_DISCARD) {
     auto v = std::make_unique<ivm_value>();
     v->kind = IVM_VALUE_UNDEFINED;
     *out = v.release();
     return nullptr;
   }
-  if (flags & IVM_EVAL_REFERENCE) {
+  if (flags & IVM_RESULT_REFERENCE) {
     auto v = std::make_unique<ivm_value>();
     v->kind = IVM_VALUE_REFERENCE;
     v->reference = MakeReference(holder, isolate, context, value);
     *out = v.release();
     return nullptr;
   }
-  bool external = (flags & IVM_EVAL_EXTERNAL_COPY) != 0;
-  bool structured = external || (flags & IVM_EVAL_COPY) != 0;
+  bool external = (flags & IVM_RESULT_EXTERNAL_COPY) != 0;
+  bool structured = external || (flags & IVM_RESULT_COPY) != 0;
   if (!external &&
       (!structured || (!value->IsObject() && !value->IsSymbol() && !value->IsBigInt()))) {
     ivm_error_t* err = ValueFromV8(isolate, context, value, out);
@@ -2484,7 +2484,7 @@ ivm_error_t* ResultFromV8(IsolateHolder& holder, v8::Isolate* isolate,
   }
   auto serialized = std::make_shared<Serialized>();
   WriteOptions options;
-  options.transfer_out = (flags & IVM_EVAL_TRANSFER_OUT) != 0;
+  options.transfer_out = (flags & IVM_RESULT_TRANSFER_OUT) != 0;
   bool threw = false;
   ivm_error_t* err =
       Serialize(holder, isolate, context, call, value, options, serialized.get(), &threw);

@@ -104,7 +104,7 @@ ivm_error_t* ValueToV8(IsolateHolder& holder, v8::Isolate* isolate,
                        v8::Local<v8::Context> context, const CallState& call,
                        const ivm_value_t* value, v8::Local<v8::Value>* out);
 
-// The result of a call in the form its IVM_EVAL_* flags ask for.
+// The result of a call in the form its IVM_RESULT_* flags ask for.
 ivm_error_t* ResultFromV8(IsolateHolder& holder, v8::Isolate* isolate,
                           v8::Local<v8::Context> context, v8::TryCatch& try_catch,
                           const CallState& call, v8::Local<v8::Value> value, uint32_t flags,

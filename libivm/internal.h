@@ -124,9 +124,9 @@ ivm_error_t* ValueFromV8(v8::Isolate* isolate, v8::Local<v8::Context> context,
 // Describes a primitive host value in `out` (kind 0 if it is none, or a
 // string when `strings` is false). Returns whether it did.
 bool FillPrimitive(const ivm_value_t* value, ivm_primitive_t* out, bool strings);
-// For a synchronous call's options with primitive_out: moves a primitive
-// result there (freeing *out, which becomes NULL).
-void DeliverPrimitive(const ivm_eval_options_t* opts, ivm_value_t** out);
+// For a synchronous call given a primitive_out (may be NULL): moves a
+// primitive result there (freeing *out, which becomes NULL).
+void DeliverPrimitive(ivm_primitive_t* primitive_out, ivm_value_t** out);
 // A short type description ("Object", "Array", "Function", "Symbol", ...),
 // computed without running JavaScript.
 std::string DescribeType(v8::Isolate* isolate, v8::Local<v8::Value> value);

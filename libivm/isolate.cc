@@ -16,6 +16,7 @@
 // outer call is still marked, so a late timer never kills an unrelated call and
 // an inner call's timeout does not end the outer call.
 #include "internal.h"
+#include "options.h"
 
 #include <condition_variable>
 #include <cstdlib>
@@ -620,10 +621,7 @@ IVM_API ivm_error_t* ivm_isolate_new(const ivm_isolate_options_t* opts, ivm_isol
   return Guard([&]() -> ivm_error_t* {
     if (out == nullptr) return InvalidArgument("out is NULL");
     ivm_isolate_options_t o = IVM_ISOLATE_OPTIONS_INIT;
-    if (opts != nullptr) {
-      if (opts->struct_size < sizeof(size_t)) return InvalidArgument("bad struct_size");
-      std::memcpy(&o, opts, std::min(opts->struct_size, sizeof o));
-    }
+    if (ivm_error_t* err = ivm::ReadStruct(opts, &o)) return err;
     auto shell = std::make_unique<ivm_isolate>();
     ivm_error_t* err = ivm::IsolateHolder::Create(o.memory_limit, &shell->holder);
     if (err) return err;
@@ -657,7 +655,7 @@ IVM_API void ivm_isolate_free(ivm_isolate_t* iso) {
 IVM_API ivm_error_t* ivm_isolate_heap_statistics(ivm_isolate_t* iso, ivm_heap_statistics_t* out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
-    if (out->struct_size < sizeof(size_t)) return InvalidArgument("bad struct_size");
+    if (!ivm::ValidStructSize(out->struct_size)) return InvalidArgument("bad struct_size");
     ivm_heap_statistics_t full{};
     if (ivm_error_t* err = ivm::ReadHeapStatistics(*iso->holder, &full)) return err;
     size_t size = out->struct_size;
@@ -668,27 +666,32 @@ IVM_API ivm_error_t* ivm_isolate_heap_statistics(ivm_isolate_t* iso, ivm_heap_st
 }
 
 IVM_API ivm_error_t* ivm_isolate_heap_statistics_async(ivm_isolate_t* iso, ivm_done_fn done,
-                                                       void* user_data, uint64_t* out_job) {
+                                                       void* user_data, uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
     std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
-    auto free_stats = [](void* p) {
-      ivm_heap_statistics_free(static_cast<ivm_heap_statistics_t*>(p));
-    };
     return ivm::Enqueue(
-        holder, done, user_data, free_stats,
-        [=](void** result) -> ivm_error_t* {
+        holder, IVM_COMPLETION_HEAP_STATISTICS, done, user_data,
+        [=](ivm_completion_t* c) -> ivm_error_t* {
           auto stats = std::make_unique<ivm_heap_statistics_t>();
           if (ivm_error_t* err = ivm::ReadHeapStatistics(*holder, stats.get())) return err;
           stats->struct_size = sizeof *stats;
-          *result = stats.release();
+          c->result.heap_statistics = stats.release();
           return nullptr;
         },
-        out_job);
+        job_out);
   });
 }
 
 IVM_API void ivm_heap_statistics_free(ivm_heap_statistics_t* stats) { delete stats; }
+
+IVM_API void ivm_isolate_cancel_job(ivm_isolate_t* iso, uint64_t job) {
+  if (iso == nullptr) return;
+  try {
+    iso->holder->CancelJob(job);
+  } catch (...) {
+  }
+}
 
 IVM_API void ivm_isolate_times(const ivm_isolate_t* iso, uint64_t* cpu_ns_out,
                                uint64_t* wall_ns_out) {

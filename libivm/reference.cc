@@ -9,7 +9,7 @@
 
 namespace ivm {
 
-ivm_error_t* RunRefOp(const ReferenceData& ref, const RefOp& op, const EvalOptions& o,
+ivm_error_t* RunRefOp(const ReferenceData& ref, const RefOp& op, const CallOptions& o,
                       ivm_value_t** out) {
   IsolateHolder& holder = *ref.holder;
   return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
@@ -46,7 +46,7 @@ ivm_error_t* RunRefOp(const ReferenceData& ref, const RefOp& op, const EvalOptio
         v8::Local<v8::Value> key;
         if (!convert(op.key, &key)) return err ? err : complete({});
         if (op.kind == RefOp::kGet) {
-          if (!(o.flags & IVM_EVAL_UNSAFE_INHERIT)) {
+          if (!(op.get_flags & IVM_GET_UNSAFE_INHERIT)) {
             // Own properties only (isolated-vm's default): nothing planted
             // on a prototype is read through a reference.
             v8::Local<v8::Name> name;
@@ -93,11 +93,6 @@ ivm_error_t* RunRefOp(const ReferenceData& ref, const RefOp& op, const EvalOptio
 
 namespace {
 
-ivm_error_t* CheckOptions(const ivm_eval_options_t* opts) {
-  if (opts != nullptr && opts->struct_size < sizeof(size_t)) return InvalidArgument("bad struct_size");
-  return nullptr;
-}
-
 // Owns the values of an asynchronous operation until its job ends.
 struct OwnedValues {
   std::vector<std::unique_ptr<ivm_value_t>> values;
@@ -107,23 +102,33 @@ struct OwnedValues {
   }
 };
 
+// Runs `op` now (`result` NULL for set and delete, whose result is a boolean).
+ivm_error_t* SyncRefOp(ivm_reference_t* ref, const RefOp& op, const ivm_run_options_t* run,
+                       const ivm_result_options_t* result, ivm_value_t** out,
+                       ivm_primitive_t* primitive_out) {
+  CallOptions o;
+  if (ivm_error_t* err = ReadCallOptions(run, result, &o)) return err;
+  ivm_error_t* err = RunRefOp(ref->data, op, o, out);
+  if (err == nullptr) DeliverPrimitive(primitive_out, out);
+  return err;
+}
+
 ivm_error_t* QueueRefOp(ivm_reference_t* ref, RefOp op, std::shared_ptr<OwnedValues> owned,
-                        const ivm_eval_options_t* opts, ivm_done_fn done, void* user_data,
-                        uint64_t* out_job) {
+                        const ivm_run_options_t* run, const ivm_result_options_t* result,
+                        ivm_done_fn done, void* user_data, uint64_t* job_out) {
   if (ref == nullptr || done == nullptr) return InvalidArgument("reference or done is NULL");
-  if (ivm_error_t* err = CheckOptions(opts)) return err;
-  EvalOptions o = ReadEvalOptions(opts);
-  o.filename = nullptr;
+  CallOptions o;
+  if (ivm_error_t* err = ReadCallOptions(run, result, &o)) return err;
   ReferenceData data = ref->data;
   std::vector<const ivm_value_t*> args;
   if (op.kind == RefOp::kApply) args.assign(op.args, op.args + op.nargs);
   return Enqueue(
-      data.holder, done, user_data, FreeValue,
-      [data, op, owned, o, args = std::move(args)](void** result) mutable -> ivm_error_t* {
+      data.holder, IVM_COMPLETION_VALUE, done, user_data,
+      [data, op, owned, o, args = std::move(args)](ivm_completion_t* c) mutable -> ivm_error_t* {
         op.args = args.data();
-        return RunRefOp(data, op, o, reinterpret_cast<ivm_value_t**>(result));
+        return RunRefOp(data, op, o, &c->result.value);
       },
-      out_job);
+      job_out);
 }
 
 }  // namespace
@@ -179,89 +184,86 @@ IVM_API void ivm_reference_typeof(const ivm_reference_t* ref, const char** out, 
 }
 
 IVM_API ivm_error_t* ivm_reference_get(ivm_reference_t* ref, const ivm_value_t* key,
-                                       const ivm_eval_options_t* opts, ivm_value_t** out) {
+                                       uint32_t flags, const ivm_run_options_t* run,
+                                       const ivm_result_options_t* result, ivm_value_t** out,
+                                       ivm_primitive_t* primitive_out) {
   return Guard([&]() -> ivm_error_t* {
     if (ref == nullptr || out == nullptr) return InvalidArgument("reference or out is NULL");
-    if (ivm_error_t* err = ivm::CheckOptions(opts)) return err;
     ivm::RefOp op;
     op.kind = ivm::RefOp::kGet;
     op.key = key;
-    ivm_error_t* err = ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
-    if (err == nullptr) ivm::DeliverPrimitive(opts, out);
-    return err;
+    op.get_flags = flags;
+    return ivm::SyncRefOp(ref, op, run, result, out, primitive_out);
   });
 }
 
 IVM_API ivm_error_t* ivm_reference_set(ivm_reference_t* ref, const ivm_value_t* key,
-                                       const ivm_value_t* value, const ivm_eval_options_t* opts,
-                                       ivm_value_t** out) {
+                                       const ivm_value_t* value, const ivm_run_options_t* run,
+                                       ivm_value_t** out, ivm_primitive_t* primitive_out) {
   return Guard([&]() -> ivm_error_t* {
     if (ref == nullptr || out == nullptr || key == nullptr || value == nullptr) {
       return InvalidArgument("reference, key, value or out is NULL");
     }
-    if (ivm_error_t* err = ivm::CheckOptions(opts)) return err;
     ivm::RefOp op;
     op.kind = ivm::RefOp::kSet;
     op.key = key;
     op.value = value;
-    ivm_error_t* err = ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
-    if (err == nullptr) ivm::DeliverPrimitive(opts, out);
-    return err;
+    return ivm::SyncRefOp(ref, op, run, nullptr, out, primitive_out);
   });
 }
 
 IVM_API ivm_error_t* ivm_reference_delete(ivm_reference_t* ref, const ivm_value_t* key,
-                                          const ivm_eval_options_t* opts, ivm_value_t** out) {
+                                          const ivm_run_options_t* run, ivm_value_t** out,
+                                          ivm_primitive_t* primitive_out) {
   return Guard([&]() -> ivm_error_t* {
     if (ref == nullptr || out == nullptr || key == nullptr) {
       return InvalidArgument("reference, key or out is NULL");
     }
-    if (ivm_error_t* err = ivm::CheckOptions(opts)) return err;
     ivm::RefOp op;
     op.kind = ivm::RefOp::kDelete;
     op.key = key;
-    ivm_error_t* err = ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
-    if (err == nullptr) ivm::DeliverPrimitive(opts, out);
-    return err;
+    return ivm::SyncRefOp(ref, op, run, nullptr, out, primitive_out);
   });
 }
 
 IVM_API ivm_error_t* ivm_reference_apply(ivm_reference_t* ref, const ivm_value_t* receiver,
                                          ivm_value_t* const* args, size_t nargs,
-                                         const ivm_eval_options_t* opts, ivm_value_t** out) {
+                                         const ivm_run_options_t* run,
+                                         const ivm_result_options_t* result, ivm_value_t** out,
+                                         ivm_primitive_t* primitive_out) {
   return Guard([&]() -> ivm_error_t* {
     if (ref == nullptr || out == nullptr) return InvalidArgument("reference or out is NULL");
     if (args == nullptr && nargs != 0) return InvalidArgument("args is NULL");
     if (nargs > 65535) return InvalidArgument("too many arguments");
-    if (ivm_error_t* err = ivm::CheckOptions(opts)) return err;
     ivm::RefOp op;
     op.kind = ivm::RefOp::kApply;
     op.receiver = receiver;
     op.args = args;
     op.nargs = nargs;
-    ivm_error_t* err = ivm::RunRefOp(ref->data, op, ivm::ReadEvalOptions(opts), out);
-    if (err == nullptr) ivm::DeliverPrimitive(opts, out);
-    return err;
+    return ivm::SyncRefOp(ref, op, run, result, out, primitive_out);
   });
 }
 
 IVM_API ivm_error_t* ivm_reference_get_async(ivm_reference_t* ref, ivm_value_t* key,
-                                             const ivm_eval_options_t* opts, ivm_done_fn done,
-                                             void* user_data, uint64_t* out_job) {
+                                             uint32_t flags, const ivm_run_options_t* run,
+                                             const ivm_result_options_t* result,
+                                             ivm_done_fn done, void* user_data,
+                                             uint64_t* job_out) {
   auto owned = std::make_shared<ivm::OwnedValues>();
   owned->Take(key);
   return Guard([&]() -> ivm_error_t* {
     ivm::RefOp op;
     op.kind = ivm::RefOp::kGet;
     op.key = key;
-    return ivm::QueueRefOp(ref, op, owned, opts, done, user_data, out_job);
+    op.get_flags = flags;
+    return ivm::QueueRefOp(ref, op, owned, run, result, done, user_data, job_out);
   });
 }
 
 IVM_API ivm_error_t* ivm_reference_set_async(ivm_reference_t* ref, ivm_value_t* key,
-                                             ivm_value_t* value, const ivm_eval_options_t* opts,
+                                             ivm_value_t* value, const ivm_run_options_t* run,
                                              ivm_done_fn done, void* user_data,
-                                             uint64_t* out_job) {
+                                             uint64_t* job_out) {
   auto owned = std::make_shared<ivm::OwnedValues>();
   owned->Take(key);
   owned->Take(value);
@@ -271,13 +273,13 @@ IVM_API ivm_error_t* ivm_reference_set_async(ivm_reference_t* ref, ivm_value_t* 
     op.kind = ivm::RefOp::kSet;
     op.key = key;
     op.value = value;
-    return ivm::QueueRefOp(ref, op, owned, opts, done, user_data, out_job);
+    return ivm::QueueRefOp(ref, op, owned, run, nullptr, done, user_data, job_out);
   });
 }
 
 IVM_API ivm_error_t* ivm_reference_delete_async(ivm_reference_t* ref, ivm_value_t* key,
-                                                const ivm_eval_options_t* opts, ivm_done_fn done,
-                                                void* user_data, uint64_t* out_job) {
+                                                const ivm_run_options_t* run, ivm_done_fn done,
+                                                void* user_data, uint64_t* job_out) {
   auto owned = std::make_shared<ivm::OwnedValues>();
   owned->Take(key);
   return Guard([&]() -> ivm_error_t* {
@@ -285,14 +287,16 @@ IVM_API ivm_error_t* ivm_reference_delete_async(ivm_reference_t* ref, ivm_value_
     ivm::RefOp op;
     op.kind = ivm::RefOp::kDelete;
     op.key = key;
-    return ivm::QueueRefOp(ref, op, owned, opts, done, user_data, out_job);
+    return ivm::QueueRefOp(ref, op, owned, run, nullptr, done, user_data, job_out);
   });
 }
 
 IVM_API ivm_error_t* ivm_reference_apply_async(ivm_reference_t* ref, ivm_value_t* receiver,
                                                ivm_value_t** args, size_t nargs,
-                                               const ivm_eval_options_t* opts, ivm_done_fn done,
-                                               void* user_data, uint64_t* out_job) {
+                                               const ivm_run_options_t* run,
+                                               const ivm_result_options_t* result,
+                                               ivm_done_fn done, void* user_data,
+                                               uint64_t* job_out) {
   auto owned = std::make_shared<ivm::OwnedValues>();
   try {
     owned->Take(receiver);
@@ -308,7 +312,7 @@ IVM_API ivm_error_t* ivm_reference_apply_async(ivm_reference_t* ref, ivm_value_t
     op.receiver = receiver;
     op.args = args;
     op.nargs = nargs;
-    return ivm::QueueRefOp(ref, op, owned, opts, done, user_data, out_job);
+    return ivm::QueueRefOp(ref, op, owned, run, result, done, user_data, job_out);
   });
 }
 

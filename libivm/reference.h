@@ -30,14 +30,15 @@ inline constexpr char kReferenceReleased[] = "Reference has been released";
 struct RefOp {
   enum Kind { kGet, kSet, kDelete, kApply } kind = kGet;
   const ivm_value_t* key = nullptr;        // kGet (NULL: the value itself), kSet, kDelete
+  uint32_t get_flags = 0;                  // kGet: IVM_GET_*
   const ivm_value_t* value = nullptr;      // kSet
   const ivm_value_t* receiver = nullptr;   // kApply (NULL: undefined)
   const ivm_value_t* const* args = nullptr;
   size_t nargs = 0;
 };
 
-// Runs `op` in the reference's isolate (a call, with `o`'s timeout and flags).
-ivm_error_t* RunRefOp(const ReferenceData& ref, const RefOp& op, const EvalOptions& o,
+// Runs `op` in the reference's isolate (a call, with `o`'s timeout and result flags).
+ivm_error_t* RunRefOp(const ReferenceData& ref, const RefOp& op, const CallOptions& o,
                       ivm_value_t** out);
 
 // A new reference to `value` (isolate locked, `context` entered).

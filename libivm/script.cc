@@ -10,26 +10,8 @@
 namespace {
 constexpr size_t kMaxBoundPerContext = 256;
 
-struct ScriptOptions {
-  std::shared_ptr<std::string> filename;   // null: the default name
-  int32_t line_offset = 0;
-  int32_t column_offset = 0;
-};
-
-ivm_error_t* ReadScriptOptions(const ivm_script_options_t* opts, ScriptOptions* out) {
-  ivm_script_options_t o = IVM_SCRIPT_OPTIONS_INIT;
-  if (opts != nullptr) {
-    if (opts->struct_size < sizeof(size_t)) return ivm::InvalidArgument("bad struct_size");
-    std::memcpy(&o, opts, std::min(opts->struct_size, sizeof o));
-  }
-  if (o.filename) out->filename = std::make_shared<std::string>(o.filename, o.filename_len);
-  out->line_offset = o.line_offset;
-  out->column_offset = o.column_offset;
-  return nullptr;
-}
-
 ivm_error_t* CompileScript(const std::shared_ptr<ivm::IsolateHolder>& holder_ptr,
-                           const char* code, size_t code_len, const ScriptOptions& o,
+                           const char* code, size_t code_len, const ivm::SourceOptions& o,
                            ivm_script_t** out) {
   ivm::IsolateHolder& holder = *holder_ptr;
   auto record = std::make_shared<ivm::ScriptRecord>();
@@ -42,9 +24,8 @@ ivm_error_t* CompileScript(const std::shared_ptr<ivm::IsolateHolder>& holder_ptr
     v8::Local<v8::String> source;
     if (!ivm::NewString(isolate, code, code_len, &error).ToLocal(&source)) return error;
     v8::Local<v8::Value> name;
-    const char* fname = o.filename ? o.filename->data() : nullptr;
-    size_t flen = o.filename ? o.filename->size() : 0;
-    if (!ivm::ScriptName(isolate, fname, flen, "<isolated-vm>", &error).ToLocal(&name)) {
+    if (!ivm::ScriptName(isolate, o.filename, o.filename_len, "<isolated-vm>", &error)
+             .ToLocal(&name)) {
       return error;
     }
     v8::ScriptOrigin origin =
@@ -69,18 +50,16 @@ ivm_error_t* CompileScript(const std::shared_ptr<ivm::IsolateHolder>& holder_ptr
   return nullptr;
 }
 
-ivm_error_t* CheckRun(ivm_script_t* script, ivm_context_t* ctx, const ivm_eval_options_t* opts) {
+ivm_error_t* ReadRun(ivm_script_t* script, ivm_context_t* ctx, const ivm_run_options_t* run,
+                     const ivm_result_options_t* result, ivm::CallOptions* o) {
   if (script->holder != ctx->holder) {
     return ivm::InvalidArgument("The script and the context belong to different isolates");
   }
-  if (opts != nullptr && opts->struct_size < sizeof(size_t)) {
-    return ivm::InvalidArgument("bad struct_size");
-  }
-  return nullptr;
+  return ivm::ReadCallOptions(run, result, o);
 }
 
 ivm_error_t* RunScript(ivm::IsolateHolder& holder, ivm::ScriptRecord& srec,
-                       ivm::ContextRecord& crec, const ivm::EvalOptions& o, ivm_value_t** out) {
+                       ivm::ContextRecord& crec, const ivm::CallOptions& o, ivm_value_t** out) {
   return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, ivm::CallState& call) -> ivm_error_t* {
     if (srec.released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kScriptReleased);
     if (crec.released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kContextReleased);
@@ -112,73 +91,77 @@ extern "C" {
 
 IVM_API ivm_error_t* ivm_isolate_compile_script(ivm_isolate_t* iso, const char* code,
                                                 size_t code_len,
-                                                const ivm_script_options_t* opts,
+                                                const ivm_source_options_t* source,
                                                 ivm_script_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
     if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
-    ScriptOptions o;
-    if (ivm_error_t* err = ReadScriptOptions(opts, &o)) return err;
+    ivm::SourceOptions o;
+    if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
     return CompileScript(iso->holder, code ? code : "", code_len, o, out);
   });
 }
 
 IVM_API ivm_error_t* ivm_isolate_compile_script_async(ivm_isolate_t* iso, const char* code,
                                                       size_t code_len,
-                                                      const ivm_script_options_t* opts,
+                                                      const ivm_source_options_t* source,
                                                       ivm_done_fn done, void* user_data,
-                                                      uint64_t* out_job) {
+                                                      uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
     if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
-    ScriptOptions o;
-    if (ivm_error_t* err = ReadScriptOptions(opts, &o)) return err;
-    auto source = std::make_shared<std::string>(code ? code : "", code_len);
+    ivm::SourceOptions o;
+    if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
+    o.Own();
+    auto text = std::make_shared<std::string>(code ? code : "", code_len);
     std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
     return ivm::Enqueue(
-        holder, done, user_data, ivm::FreeScript, [=](void** result) -> ivm_error_t* {
-          return CompileScript(holder, source->data(), source->size(), o,
-                               reinterpret_cast<ivm_script_t**>(result));
+        holder, IVM_COMPLETION_SCRIPT, done, user_data,
+        [=](ivm_completion_t* c) -> ivm_error_t* {
+          return CompileScript(holder, text->data(), text->size(), o, &c->result.script);
         },
-        out_job);
+        job_out);
   });
 }
 
 IVM_API ivm_error_t* ivm_script_run(ivm_script_t* script, ivm_context_t* ctx,
-                                    const ivm_eval_options_t* opts, ivm_value_t** out) {
+                                    const ivm_run_options_t* run,
+                                    const ivm_result_options_t* result, ivm_value_t** out,
+                                    ivm_primitive_t* primitive_out) {
   return Guard([&]() -> ivm_error_t* {
     if (script == nullptr || ctx == nullptr || out == nullptr) {
       return InvalidArgument("script, context or out is NULL");
     }
-    if (ivm_error_t* err = CheckRun(script, ctx, opts)) return err;
-    ivm_error_t* err =
-        RunScript(*ctx->holder, *script->record, *ctx->record, ivm::ReadEvalOptions(opts), out);
-    if (err == nullptr) ivm::DeliverPrimitive(opts, out);
+    ivm::CallOptions o;
+    if (ivm_error_t* err = ReadRun(script, ctx, run, result, &o)) return err;
+    ivm_error_t* err = RunScript(*ctx->holder, *script->record, *ctx->record, o, out);
+    if (err == nullptr) ivm::DeliverPrimitive(primitive_out, out);
     return err;
   });
 }
 
 IVM_API ivm_error_t* ivm_script_run_async(ivm_script_t* script, ivm_context_t* ctx,
-                                          const ivm_eval_options_t* opts, ivm_done_fn done,
-                                          void* user_data, uint64_t* out_job) {
+                                          const ivm_run_options_t* run,
+                                          const ivm_result_options_t* result, ivm_done_fn done,
+                                          void* user_data, uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
     if (script == nullptr || ctx == nullptr || done == nullptr) {
       return InvalidArgument("script, context or done is NULL");
     }
-    if (ivm_error_t* err = CheckRun(script, ctx, opts)) return err;
-    ivm::EvalOptions o = ivm::ReadEvalOptions(opts);
-    o.filename = nullptr;   // unused by runs; the caller's buffer may not outlive us
+    ivm::CallOptions o;
+    if (ivm_error_t* err = ReadRun(script, ctx, run, result, &o)) return err;
     std::shared_ptr<ivm::IsolateHolder> holder = ctx->holder;
     std::shared_ptr<ivm::ScriptRecord> srec = script->record;
     std::shared_ptr<ivm::ContextRecord> crec = ctx->record;
     // Both stay usable until the job ends, even if their handles are freed.
     std::shared_ptr<ivm::Lease> leases[2] = {script->lease, ctx->lease};
     return ivm::Enqueue(
-        holder, done, user_data, ivm::FreeValue, [=](void** result) -> ivm_error_t* {
+        holder, IVM_COMPLETION_VALUE, done, user_data,
+        [=](ivm_completion_t* c) -> ivm_error_t* {
           (void)leases;
-          return RunScript(*holder, *srec, *crec, o, reinterpret_cast<ivm_value_t**>(result));
+          return RunScript(*holder, *srec, *crec, o, &c->result.value);
         },
-        out_job);
+        job_out);
   });
 }
 

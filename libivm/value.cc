@@ -193,17 +193,13 @@ bool FillPrimitive(const ivm_value_t* value, ivm_primitive_t* out, bool strings)
   }
 }
 
-void DeliverPrimitive(const ivm_eval_options_t* opts, ivm_value_t** out) {
-  if (opts == nullptr ||
-      opts->struct_size < offsetof(ivm_eval_options_t, primitive_out) + sizeof(void*) ||
-      opts->primitive_out == nullptr) {
-    return;
-  }
-  if (*out != nullptr && FillPrimitive(*out, opts->primitive_out, false)) {
+void DeliverPrimitive(ivm_primitive_t* primitive_out, ivm_value_t** out) {
+  if (primitive_out == nullptr) return;
+  if (*out != nullptr && FillPrimitive(*out, primitive_out, false)) {
     delete *out;
     *out = nullptr;
   } else {
-    opts->primitive_out->kind = 0;
+    primitive_out->kind = 0;
   }
 }
 

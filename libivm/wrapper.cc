@@ -117,16 +117,18 @@ v8::Local<v8::Value> Member(v8::Local<v8::Context> context, v8::Local<v8::Value>
   return v;
 }
 
-// Result options ({copy, externalCopy, reference, promise}) and timeout (ms).
+// Result options ({copy, externalCopy, reference, promise}), unsafeInherit
+// (IVM_GET_* flags for gets) and timeout (ms).
 bool ReadResultOptions(v8::Local<v8::Context> context, v8::Local<v8::Value> options,
-                       v8::Local<v8::Value> result_options, EvalOptions* o) {
+                       v8::Local<v8::Value> result_options, CallOptions* o,
+                       uint32_t* get_flags) {
   bool ok = true;
   uint32_t flags = 0;
-  if (Flag(context, result_options, "copy", &ok)) flags |= IVM_EVAL_COPY;
-  if (Flag(context, result_options, "externalCopy", &ok)) flags |= IVM_EVAL_EXTERNAL_COPY;
-  if (Flag(context, result_options, "reference", &ok)) flags |= IVM_EVAL_REFERENCE;
-  if (Flag(context, result_options, "promise", &ok)) flags |= IVM_EVAL_PROMISE;
-  if (Flag(context, options, "unsafeInherit", &ok)) flags |= IVM_EVAL_UNSAFE_INHERIT;
+  if (Flag(context, result_options, "copy", &ok)) flags |= IVM_RESULT_COPY;
+  if (Flag(context, result_options, "externalCopy", &ok)) flags |= IVM_RESULT_EXTERNAL_COPY;
+  if (Flag(context, result_options, "reference", &ok)) flags |= IVM_RESULT_REFERENCE;
+  if (Flag(context, result_options, "promise", &ok)) flags |= IVM_RESULT_PROMISE;
+  *get_flags = Flag(context, options, "unsafeInherit", &ok) ? IVM_GET_UNSAFE_INHERIT : 0;
   v8::Local<v8::Value> timeout = Member(context, options, "timeout", &ok);
   if (!ok) return false;
   if (timeout->IsNumber()) {
@@ -207,7 +209,7 @@ bool ToHost(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> 
             true);
       return false;
     }
-    flags = IVM_EVAL_COPY;
+    flags = IVM_RESULT_COPY;
   }
   ivm_error_t* err = nullptr;
   {
@@ -259,7 +261,7 @@ struct Args {
 
 // Runs `op` on the box's reference now (getSync, applySync...).
 void SyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefOp op,
-            EvalOptions o) {
+            CallOptions o) {
   v8::Isolate* isolate = info.GetIsolate();
   v8::Local<v8::Context> context = isolate->GetCurrentContext();
   ivm_value_t* out = nullptr;
@@ -288,7 +290,7 @@ void IgnoreDone(void*, uint64_t, void* result, ivm_error_t* error) {
 // Queues `op` on the box's isolate (get, apply...): returns a promise, or
 // undefined when `ignored`.
 void AsyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefOp op,
-             EvalOptions o, std::shared_ptr<Args> args, bool ignored) {
+             CallOptions o, std::shared_ptr<Args> args, bool ignored) {
   v8::Isolate* isolate = info.GetIsolate();
   v8::Local<v8::Context> context = isolate->GetCurrentContext();
   ivm_done_fn done = IgnoreDone;
@@ -353,9 +355,9 @@ void Get(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
   ivm_value_t* key = nullptr;
   if (!ToHost(*HolderOf(isolate), isolate, context, info[0], false, &key)) return;
   args->values.emplace_back(key);
-  EvalOptions o;
-  if (!ReadResultOptions(context, info[1], info[1], &o)) return;
+  CallOptions o;
   RefOp op;
+  if (!ReadResultOptions(context, info[1], info[1], &o, &op.get_flags)) return;
   op.kind = RefOp::kGet;
   op.key = key;
   if (mode == Mode::kSync) return SyncOp(info, box, op, o);
@@ -377,8 +379,9 @@ void Set(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
   args->values.emplace_back(key);
   if (!ToHost(*HolderOf(isolate), isolate, context, info[1], copy, &value)) return;
   args->values.emplace_back(value);
-  EvalOptions o;
-  if (!ReadResultOptions(context, info[2], v8::Undefined(isolate), &o)) return;
+  CallOptions o;
+  uint32_t ignored_flags = 0;
+  if (!ReadResultOptions(context, info[2], v8::Undefined(isolate), &o, &ignored_flags)) return;
   RefOp op;
   op.kind = RefOp::kSet;
   op.key = key;
@@ -397,8 +400,9 @@ void Delete(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
   ivm_value_t* key = nullptr;
   if (!ToHost(*HolderOf(isolate), isolate, context, info[0], false, &key)) return;
   args->values.emplace_back(key);
-  EvalOptions o;
-  if (!ReadResultOptions(context, info[1], v8::Undefined(isolate), &o)) return;
+  CallOptions o;
+  uint32_t ignored_flags = 0;
+  if (!ReadResultOptions(context, info[1], v8::Undefined(isolate), &o, &ignored_flags)) return;
   RefOp op;
   op.kind = RefOp::kDelete;
   op.key = key;
@@ -465,9 +469,10 @@ void Apply(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
   bool copy = Flag(context, arg_options, "copy", &ok);
   v8::Local<v8::Value> result_options = Member(context, options, "result", &ok);
   if (!ok) return;
-  EvalOptions o;
-  if (!ReadResultOptions(context, options, result_options, &o)) return;
-  if (mode == Mode::kSyncPromise) o.flags |= IVM_EVAL_PROMISE;
+  CallOptions o;
+  uint32_t ignored_flags = 0;
+  if (!ReadResultOptions(context, options, result_options, &o, &ignored_flags)) return;
+  if (mode == Mode::kSyncPromise) o.flags |= IVM_RESULT_PROMISE;
   auto args = std::make_shared<Args>();
   IsolateHolder& holder = *HolderOf(isolate);
   ivm_value_t* receiver = nullptr;
@@ -503,8 +508,8 @@ void Copy(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
   if (!box) return;
   if (box->kind == WrapBox::kHost) return HostOp(info, box, IVM_CALL_COPY, v8::Undefined(info.GetIsolate()));
   if (box->kind != WrapBox::kReference) return Throw(info.GetIsolate(), "not supported by this Reference", true);
-  EvalOptions o;
-  o.flags = IVM_EVAL_COPY;
+  CallOptions o;
+  o.flags = IVM_RESULT_COPY;
   RefOp op;
   op.kind = RefOp::kGet;
   if (mode == Mode::kSync) return SyncOp(info, box, op, o);

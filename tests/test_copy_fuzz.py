@@ -88,7 +88,7 @@ def test_mutated_streams_fail_cleanly(seed: int) -> None:
             argv = ffi.new("ivm_value_t *[]", [value])
             result = ffi.new("ivm_value_t **")
             err = lib.ivm_context_eval_closure(context._ptr, code, len(code), argv, 1, ffi.NULL,
-                                               result)
+                                               ffi.NULL, ffi.NULL, result, ffi.NULL)
             lib.ivm_value_free(value)
             if err:
                 kind = lib.ivm_error_kind(err)

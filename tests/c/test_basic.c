@@ -22,7 +22,7 @@ static int passed, failed;
   } while (0)
 
 static ivm_error_t *eval(ivm_context_t *ctx, const char *code, ivm_value_t **out) {
-  return ivm_context_eval(ctx, code, strlen(code), NULL, out);
+  return ivm_context_eval(ctx, code, strlen(code), NULL, NULL, NULL, out, NULL);
 }
 
 static int str_eq(const char *p, size_t n, const char *expect) {
@@ -37,15 +37,15 @@ struct outcome {
   ivm_error_kind_t error_kind;
 };
 
-static void on_done(void *user_data, uint64_t job, void *result, ivm_error_t *error) {
+static void on_done(void *user_data, const ivm_completion_t *c) {
   struct outcome *o = (struct outcome *)user_data;
-  o->job = job;
-  if (error) {
-    o->error_kind = ivm_error_kind(error);
-    ivm_error_free(error);
-  } else {
-    o->number = ivm_value_number((ivm_value_t *)result);
-    ivm_value_free((ivm_value_t *)result);
+  o->job = c->job;
+  if (c->error) {
+    o->error_kind = ivm_error_kind(c->error);
+    ivm_error_free(c->error);
+  } else if (c->kind == IVM_COMPLETION_VALUE) {
+    o->number = ivm_value_number(c->result.value);
+    ivm_value_free(c->result.value);
   }
   __atomic_store_n(&o->done, 1, __ATOMIC_RELEASE);
 }
@@ -57,16 +57,15 @@ struct reentry {
   ivm_error_kind_t kind;
 };
 
-static void on_done_reenter(void *user_data, uint64_t job, void *result, ivm_error_t *error) {
+static void on_done_reenter(void *user_data, const ivm_completion_t *c) {
   struct reentry *r = (struct reentry *)user_data;
   ivm_value_t *v = NULL;
-  ivm_error_t *err = ivm_context_eval(r->other, "1", 1, NULL, &v);
+  ivm_error_t *err = ivm_context_eval(r->other, "1", 1, NULL, NULL, NULL, &v, NULL);
   r->kind = err ? ivm_error_kind(err) : 0;
   ivm_error_free(err);
   ivm_value_free(v);
-  ivm_value_free((ivm_value_t *)result);
-  ivm_error_free(error);
-  (void)job;
+  ivm_value_free(c->result.value);
+  ivm_error_free(c->error);
   __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
 }
 
@@ -113,12 +112,21 @@ int main(void) {
   CHECK(str_eq(s, n, "h\xc3\xa9llo"));
   ivm_value_free(v);
 
+  /* A primitive result in the caller's slot: no value to free. */
+  ivm_primitive_t prim;
+  v = NULL;
+  err = ivm_context_eval(ctx, "0.5", 3, NULL, NULL, NULL, &v, &prim);
+  CHECK(err == NULL && v == NULL && prim.kind == IVM_VALUE_NUMBER && prim.number == 0.5);
+  err = ivm_context_eval(ctx, "'s'", 3, NULL, NULL, NULL, &v, &prim);
+  CHECK(err == NULL && v != NULL && prim.kind == 0 && ivm_value_kind(v) == IVM_VALUE_STRING);
+  ivm_value_free(v);
+
   /* A thrown error: kind, name, message and a stack naming the file. */
-  ivm_eval_options_t eopts = IVM_EVAL_OPTIONS_INIT;
-  eopts.filename = "file:///c-test.js";
-  eopts.filename_len = strlen(eopts.filename);
+  ivm_source_options_t source = IVM_SOURCE_OPTIONS_INIT;
+  source.filename = "file:///c-test.js";
+  source.filename_len = strlen(source.filename);
   const char *bad = "\n  throw new TypeError('nope')";
-  err = ivm_context_eval(ctx, bad, strlen(bad), &eopts, &v);
+  err = ivm_context_eval(ctx, bad, strlen(bad), &source, NULL, NULL, &v, NULL);
   CHECK(err != NULL && ivm_error_kind(err) == IVM_ERROR_JS_EXCEPTION);
   ivm_error_name(err, &s, &n);
   CHECK(str_eq(s, n, "TypeError"));
@@ -129,9 +137,10 @@ int main(void) {
   ivm_error_free(err);
 
   /* A timeout leaves the isolate usable. */
-  eopts.timeout_ns = 20 * 1000 * 1000;
+  ivm_run_options_t run = IVM_RUN_OPTIONS_INIT;
+  run.timeout_ns = 20 * 1000 * 1000;
   const char *loop = "while (true) {}";
-  err = ivm_context_eval(ctx, loop, strlen(loop), &eopts, &v);
+  err = ivm_context_eval(ctx, loop, strlen(loop), NULL, &run, NULL, &v, NULL);
   CHECK(err != NULL && ivm_error_kind(err) == IVM_ERROR_TIMEOUT);
   ivm_error_free(err);
   err = eval(ctx, "1 + 1", &v);
@@ -148,7 +157,7 @@ int main(void) {
   const char *code = "40 + 2";
   err = ivm_isolate_compile_script(iso, code, strlen(code), NULL, &script);
   CHECK(err == NULL);
-  err = ivm_script_run(script, ctx, NULL, &v);
+  err = ivm_script_run(script, ctx, NULL, NULL, &v, NULL);
   CHECK(err == NULL && ivm_value_number(v) == 42.0);
   ivm_value_free(v);
   CHECK(ivm_isolate_reference_count(iso) == 2);
@@ -156,9 +165,9 @@ int main(void) {
   /* Asynchronous evaluation: a C callback with user_data reports the outcome. */
   struct outcome first = {0, 0, 0, 0}, second = {0, 0, 0, 0};
   uint64_t job1 = 0, job2 = 0;
-  err = ivm_context_eval_async(ctx, "21 * 2", 6, NULL, on_done, &first, &job1);
+  err = ivm_context_eval_async(ctx, "21 * 2", 6, NULL, NULL, NULL, on_done, &first, &job1);
   CHECK(err == NULL && job1 != 0);
-  err = ivm_context_eval_async(ctx, "throw 1", 7, NULL, on_done, &second, &job2);
+  err = ivm_context_eval_async(ctx, "throw 1", 7, NULL, NULL, NULL, on_done, &second, &job2);
   CHECK(err == NULL && job2 != 0 && job2 != job1);
   wait_for(&first);
   wait_for(&second);
@@ -168,7 +177,8 @@ int main(void) {
   /* Cancelling a running job terminates it; the isolate stays usable. */
   struct outcome looping = {0, 0, 0, 0};
   uint64_t job3 = 0;
-  err = ivm_context_eval_async(ctx, loop, strlen(loop), NULL, on_done, &looping, &job3);
+  err = ivm_context_eval_async(ctx, loop, strlen(loop), NULL, NULL, NULL, on_done, &looping,
+                               &job3);
   CHECK(err == NULL);
   ivm_isolate_cancel_job(iso, job3);
   wait_for(&looping);
@@ -180,14 +190,14 @@ int main(void) {
   CHECK(ivm_isolate_new(NULL, &iso2) == NULL);
   CHECK(ivm_isolate_create_context(iso2, NULL, &ctx2) == NULL);
   struct reentry reentry = {0, ctx2, 0};
-  err = ivm_context_eval_async(ctx, "1", 1, NULL, on_done_reenter, &reentry, NULL);
+  err = ivm_context_eval_async(ctx, "1", 1, NULL, NULL, NULL, on_done_reenter, &reentry, NULL);
   CHECK(err == NULL);
   while (!__atomic_load_n(&reentry.done, __ATOMIC_ACQUIRE)) {
   }
   CHECK(reentry.kind == IVM_ERROR_DEADLOCK);
   /* ... but the same isolate is fine. */
   struct reentry same = {0, ctx, 0};
-  err = ivm_context_eval_async(ctx, "1", 1, NULL, on_done_reenter, &same, NULL);
+  err = ivm_context_eval_async(ctx, "1", 1, NULL, NULL, NULL, on_done_reenter, &same, NULL);
   CHECK(err == NULL);
   while (!__atomic_load_n(&same.done, __ATOMIC_ACQUIRE)) {
   }
@@ -198,20 +208,46 @@ int main(void) {
   /* A completion queue collects outcomes for an event loop to pop. */
   ivm_completion_queue_t *queue = NULL;
   int fd = -1;
-  err = ivm_completion_queue_new(&queue, &fd);
+  err = ivm_completion_queue_new(&fd, &queue);
   CHECK(err == NULL && queue != NULL && fd >= 0);
   uint64_t job4 = 0;
-  err = ivm_context_eval_async(ctx, "'queued'", 8, NULL, ivm_completion_queue_done, queue, &job4);
+  err = ivm_context_eval_async(ctx, "'queued'", 8, NULL, NULL, NULL, ivm_completion_queue_done,
+                               queue, &job4);
   CHECK(err == NULL);
   ivm_completion_t completion;
   while (ivm_completion_queue_pop(queue, &completion, 1) == 0) {
   }
-  CHECK(completion.job == job4 && completion.error == NULL && completion.result != NULL);
-  ivm_value_string((ivm_value_t *)completion.result, &s, &n);
+  CHECK(completion.job == job4 && completion.error == NULL);
+  CHECK(completion.kind == IVM_COMPLETION_VALUE && completion.result.value != NULL);
+  ivm_value_string(completion.result.value, &s, &n);
   CHECK(str_eq(s, n, "queued"));
-  ivm_value_free((ivm_value_t *)completion.result);
+  ivm_value_free(completion.result.value);
+  /* Each kind of job names the member of its result. */
+  ivm_completion_t typed[3];
+  size_t got = 0;
+  CHECK(ivm_isolate_create_context_async(iso, NULL, ivm_completion_queue_done, queue, NULL) == NULL);
+  CHECK(ivm_isolate_compile_script_async(iso, "1", 1, NULL, ivm_completion_queue_done, queue,
+                                         NULL) == NULL);
+  CHECK(ivm_isolate_heap_statistics_async(iso, ivm_completion_queue_done, queue, NULL) == NULL);
+  while (got < 3) got += ivm_completion_queue_pop(queue, typed + got, 3 - got);
+  CHECK(typed[0].kind == IVM_COMPLETION_CONTEXT && typed[0].result.context != NULL);
+  CHECK(typed[1].kind == IVM_COMPLETION_SCRIPT && typed[1].result.script != NULL);
+  CHECK(typed[2].kind == IVM_COMPLETION_HEAP_STATISTICS &&
+        typed[2].result.heap_statistics->used_heap_size > 0);
+  ivm_context_free(typed[0].result.context);
+  ivm_script_free(typed[1].result.script);
+  ivm_heap_statistics_free(typed[2].result.heap_statistics);
+  /* A failed job: no result, an error. */
+  CHECK(ivm_context_eval_async(ctx, "throw 2", 7, NULL, NULL, NULL, ivm_completion_queue_done,
+                               queue, NULL) == NULL);
+  while (ivm_completion_queue_pop(queue, &completion, 1) == 0) {
+  }
+  CHECK(completion.kind == IVM_COMPLETION_NONE && completion.error != NULL &&
+        ivm_error_kind(completion.error) == IVM_ERROR_JS_EXCEPTION);
+  ivm_error_free(completion.error);
   /* Freed with a job still queued behind a long one: libivm frees its outcome. */
-  err = ivm_context_eval_async(ctx, "1", 1, NULL, ivm_completion_queue_done, queue, NULL);
+  err = ivm_context_eval_async(ctx, "1", 1, NULL, NULL, NULL, ivm_completion_queue_done, queue,
+                               NULL);
   CHECK(err == NULL);
   ivm_completion_queue_free(queue);
 
@@ -229,7 +265,7 @@ int main(void) {
   err = eval(ctx, "1", &v);
   CHECK(err != NULL && ivm_error_kind(err) == IVM_ERROR_DISPOSED);
   ivm_error_free(err);
-  err = ivm_script_run(script, ctx, NULL, &v);
+  err = ivm_script_run(script, ctx, NULL, NULL, &v, NULL);
   CHECK(err != NULL && ivm_error_kind(err) == IVM_ERROR_DISPOSED);
   ivm_error_free(err);
 

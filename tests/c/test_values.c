@@ -51,10 +51,11 @@ static ivm_value_t *new_cstring(const char *s) {
 
 static ivm_error_t *eval_flags(ivm_context_t *ctx, const char *code, uint32_t flags,
                                uint64_t timeout_ns, ivm_value_t **out) {
-  ivm_eval_options_t opts = IVM_EVAL_OPTIONS_INIT;
-  opts.flags = flags;
-  opts.timeout_ns = timeout_ns;
-  return ivm_context_eval(ctx, code, strlen(code), &opts, out);
+  ivm_run_options_t run = IVM_RUN_OPTIONS_INIT;
+  ivm_result_options_t result = IVM_RESULT_OPTIONS_INIT;
+  run.timeout_ns = timeout_ns;
+  result.flags = flags;
+  return ivm_context_eval(ctx, code, strlen(code), NULL, &run, &result, out, NULL);
 }
 
 /* Evaluates `code`; returns 1 if it succeeds with boolean true. */
@@ -91,7 +92,8 @@ static int closure_true(ivm_context_t *ctx, const char *code, ivm_value_t *arg,
   ivm_value_t *args[1];
   ivm_value_t *v = NULL;
   args[0] = arg;
-  ivm_error_t *err = ivm_context_eval_closure(ctx, code, strlen(code), args, 1, NULL, &v);
+  ivm_error_t *err =
+      ivm_context_eval_closure(ctx, code, strlen(code), args, 1, NULL, NULL, NULL, &v, NULL);
   int ok = err == NULL && ivm_value_kind(v) == IVM_VALUE_BOOLEAN && ivm_value_boolean(v) == 1;
   if (kind_out) *kind_out = err ? ivm_error_kind(err) : 0;
   ivm_error_free(err);
@@ -116,18 +118,18 @@ struct outcome {
   int string_ok;
 };
 
-static void on_done(void *user_data, uint64_t job, void *result, ivm_error_t *error) {
+static void on_done(void *user_data, const ivm_completion_t *c) {
   struct outcome *o = (struct outcome *)user_data;
   const char *s;
   size_t n;
-  o->job = job;
-  if (error) {
-    o->error_kind = ivm_error_kind(error);
-    ivm_error_free(error);
+  o->job = c->job;
+  if (c->error) {
+    o->error_kind = ivm_error_kind(c->error);
+    ivm_error_free(c->error);
   } else {
-    ivm_value_string((ivm_value_t *)result, &s, &n);
-    o->string_ok = str_eq(s, n, "late");
-    ivm_value_free((ivm_value_t *)result);
+    ivm_value_string(c->result.value, &s, &n);
+    o->string_ok = c->kind == IVM_COMPLETION_VALUE && str_eq(s, n, "late");
+    ivm_value_free(c->result.value);
   }
   __atomic_store_n(&o->done, 1, __ATOMIC_RELEASE);
 }
@@ -214,7 +216,7 @@ static ivm_error_t *host_fn(void *user_data, ivm_call_t *call, ivm_value_t **out
   if (str_eq(s, n, "reenter")) {
     /* Back into the same isolate, synchronously, from inside the call. */
     ivm_value_t *v = NULL;
-    ivm_error_t *err = ivm_context_eval(h->ctx, "6 * 7", 5, NULL, &v);
+    ivm_error_t *err = ivm_context_eval(h->ctx, "6 * 7", 5, NULL, NULL, NULL, &v, NULL);
     if (err) return err;
     h->reentered = ivm_value_number(v);
     *out = v;
@@ -261,7 +263,7 @@ static int install_callback(ivm_context_t *ctx, ivm_callback_t *cb, const char *
   ok &= err == NULL && global != NULL;
   ivm_error_free(err);
   key = new_cstring(name);
-  err = ivm_reference_set(global, key, fn, NULL, &set);
+  err = ivm_reference_set(global, key, fn, NULL, &set, NULL);
   ok &= err == NULL && ivm_value_kind(set) == IVM_VALUE_BOOLEAN && ivm_value_boolean(set) == 1;
   if (err) {
     const char *m;
@@ -302,7 +304,7 @@ int main(void) {
     const void *data;
     size_t len;
 
-    err = eval_flags(a, OBJECT_SRC, IVM_EVAL_EXTERNAL_COPY, 0, &v);
+    err = eval_flags(a, OBJECT_SRC, IVM_RESULT_EXTERNAL_COPY, 0, &v);
     CHECK(err == NULL && ivm_value_kind(v) == IVM_VALUE_EXTERNAL_COPY);
     ivm_error_free(err);
     err = ivm_value_external_copy(v, &copy);
@@ -376,11 +378,11 @@ int main(void) {
     CHECK(ivm_external_copy_total_size() == start_total);
   }
 
-  /* ---- 1b. A structured copy (IVM_EVAL_COPY) --------------------------------- */
+  /* ---- 1b. A structured copy (IVM_RESULT_COPY) --------------------------------- */
   {
     const void *data = NULL;
     size_t len = 0;
-    err = eval_flags(a, OBJECT_SRC, IVM_EVAL_COPY, 0, &v);
+    err = eval_flags(a, OBJECT_SRC, IVM_RESULT_COPY, 0, &v);
     CHECK(err == NULL && ivm_value_kind(v) == IVM_VALUE_SERIALIZED);
     ivm_error_free(err);
     ivm_value_serialized(v, &s, &n);
@@ -437,7 +439,7 @@ int main(void) {
     ivm_value_t *marker = NULL;
     uint64_t byte_length = 0;
     err = eval_flags(a, "globalThis.buf = new Uint8Array([4, 5, 6]).buffer; ({buf})",
-                     IVM_EVAL_EXTERNAL_COPY | IVM_EVAL_TRANSFER_OUT, 0, &v);
+                     IVM_RESULT_EXTERNAL_COPY | IVM_RESULT_TRANSFER_OUT, 0, &v);
     CHECK(err == NULL && ivm_value_kind(v) == IVM_VALUE_EXTERNAL_COPY);
     ivm_error_free(err);
     CHECK(eval_true(a, "buf.byteLength === 0"));
@@ -463,11 +465,11 @@ int main(void) {
     ivm_external_copy_free(copy);
     CHECK(ivm_external_copy_total_size() == start_total);
 
-    /* IVM_EVAL_COPY with IVM_EVAL_TRANSFER_OUT detaches as well. */
+    /* IVM_RESULT_COPY with IVM_RESULT_TRANSFER_OUT detaches as well. */
     const void *data = NULL;
     size_t len = 0;
     err = eval_flags(a, "globalThis.buf2 = new Uint8Array([7, 8]).buffer; buf2",
-                     IVM_EVAL_COPY | IVM_EVAL_TRANSFER_OUT, 0, &v);
+                     IVM_RESULT_COPY | IVM_RESULT_TRANSFER_OUT, 0, &v);
     CHECK(err == NULL && ivm_value_kind(v) == IVM_VALUE_SERIALIZED);
     ivm_error_free(err);
     err = ivm_value_buffer(v, 0, &data, &len);
@@ -559,9 +561,10 @@ int main(void) {
 
   /* ---- 3. A deferred host result -------------------------------------------- */
   {
-    ivm_eval_options_t popts = IVM_EVAL_OPTIONS_INIT;
-    popts.flags = IVM_EVAL_PROMISE;
-    popts.timeout_ns = 5ull * 1000 * 1000 * 1000;
+    ivm_run_options_t prun = IVM_RUN_OPTIONS_INIT;
+    ivm_result_options_t presult = IVM_RESULT_OPTIONS_INIT;
+    prun.timeout_ns = 5ull * 1000 * 1000 * 1000;
+    presult.flags = IVM_RESULT_PROMISE;
 
     CHECK(eval_true(a, "globalThis.p = f('defer'); p instanceof Promise"));
     CHECK(host.deferred != NULL);
@@ -574,7 +577,7 @@ int main(void) {
     CHECK(err != NULL);
     ivm_error_free(err);
     ivm_deferred_free(d);
-    err = ivm_context_eval(a, "p", 1, &popts, &v);
+    err = ivm_context_eval(a, "p", 1, NULL, &prun, &presult, &v, NULL);
     CHECK(err == NULL && ivm_value_kind(v) == IVM_VALUE_NUMBER && ivm_value_number(v) == 7.0);
     ivm_error_free(err);
     ivm_value_free(v);
@@ -586,7 +589,7 @@ int main(void) {
     CHECK(d != NULL);
     CHECK(ivm_deferred_reject(d, ivm_error_new_host("TypeError", 9, "later", 5, 7, 0)) == NULL);
     ivm_deferred_free(d);
-    err = ivm_context_eval(a, "q", 1, &popts, &v);
+    err = ivm_context_eval(a, "q", 1, NULL, &prun, &presult, &v, NULL);
     CHECK(err != NULL && ivm_error_kind(err) == IVM_ERROR_JS_EXCEPTION);
     ivm_error_name(err, &s, &n);
     CHECK(str_eq(s, n, "TypeError"));
@@ -601,7 +604,7 @@ int main(void) {
     host.deferred = NULL;
     ivm_deferred_free(d);
     s = "r.then(() => 'resolved', () => 'rejected')";
-    err = ivm_context_eval(a, s, strlen(s), &popts, &v);
+    err = ivm_context_eval(a, s, strlen(s), NULL, &prun, &presult, &v, NULL);
     CHECK(err == NULL && ivm_value_kind(v) == IVM_VALUE_STRING);
     ivm_value_string(v, &s, &n);
     CHECK(str_eq(s, n, "rejected"));
@@ -614,7 +617,7 @@ int main(void) {
     memset(&o, 0, sizeof o);
     uint64_t job = 0;
     s = "f('defer')";
-    err = ivm_context_eval_async(a, s, strlen(s), &popts, on_done, &o, &job);
+    err = ivm_context_eval_async(a, s, strlen(s), NULL, &prun, &presult, on_done, &o, &job);
     CHECK(err == NULL);
     ivm_error_free(err);
     for (int i = 0; i < 5000 && __atomic_load_n(&host.deferred, __ATOMIC_ACQUIRE) == NULL; i++) {
@@ -639,7 +642,7 @@ int main(void) {
   {
     ivm_reference_t *ref = NULL;
     ivm_value_t *args[2], *out = NULL;
-    err = eval_flags(b, "(a, b) => a + b", IVM_EVAL_REFERENCE, 0, &v);
+    err = eval_flags(b, "(a, b) => a + b", IVM_RESULT_REFERENCE, 0, &v);
     CHECK(err == NULL && ivm_value_kind(v) == IVM_VALUE_REFERENCE);
     ivm_error_free(err);
     err = ivm_value_reference(v, &ref);
@@ -651,7 +654,7 @@ int main(void) {
 
     args[0] = ivm_value_new_number(2);
     args[1] = ivm_value_new_number(3);
-    err = ivm_reference_apply(ref, NULL, args, 2, NULL, &out);
+    err = ivm_reference_apply(ref, NULL, args, 2, NULL, NULL, &out, NULL);
     CHECK(err == NULL && ivm_value_kind(out) == IVM_VALUE_NUMBER && ivm_value_number(out) == 5.0);
     ivm_error_free(err);
     ivm_value_free(out);
@@ -660,7 +663,7 @@ int main(void) {
     ivm_value_free(args[1]);
     args[0] = new_cstring("a");
     args[1] = new_cstring("b");
-    err = ivm_reference_apply(ref, NULL, args, 2, NULL, &out);
+    err = ivm_reference_apply(ref, NULL, args, 2, NULL, NULL, &out, NULL);
     ivm_value_string(out, &s, &n);
     CHECK(err == NULL && str_eq(s, n, "ab"));
     ivm_error_free(err);
@@ -675,7 +678,7 @@ int main(void) {
 
     CHECK(ivm_reference_release(ref) == NULL);
     CHECK(ivm_reference_release(ref) == NULL);
-    err = ivm_reference_apply(ref, NULL, args, 2, NULL, &out);
+    err = ivm_reference_apply(ref, NULL, args, 2, NULL, NULL, &out, NULL);
     CHECK(err != NULL && ivm_error_kind(err) == IVM_ERROR_DISPOSED && out == NULL);
     ivm_error_free(err);
     ivm_reference_typeof(ref, &s, &n);
@@ -686,20 +689,20 @@ int main(void) {
 
     /* A reference to the global object: get, and a reference result. */
     ivm_reference_t *global = NULL, *math = NULL;
-    ivm_eval_options_t ropts = IVM_EVAL_OPTIONS_INIT;
-    ropts.flags = IVM_EVAL_REFERENCE;
+    ivm_result_options_t ropts = IVM_RESULT_OPTIONS_INIT;
+    ropts.flags = IVM_RESULT_REFERENCE;
     CHECK(ivm_context_global(b, &global) == NULL);
     ivm_reference_typeof(global, &s, &n);
     CHECK(str_eq(s, n, "object"));
     ivm_value_t *key = new_cstring("Math");
-    err = ivm_reference_get(global, key, &ropts, &v);
+    err = ivm_reference_get(global, key, 0, NULL, &ropts, &v, NULL);
     CHECK(err == NULL && ivm_value_kind(v) == IVM_VALUE_REFERENCE);
     ivm_error_free(err);
     CHECK(ivm_value_reference(v, &math) == NULL);
     ivm_value_free(v);
     ivm_value_free(key);
     key = new_cstring("PI");
-    err = ivm_reference_get(math, key, NULL, &v);
+    err = ivm_reference_get(math, key, 0, NULL, NULL, &v, NULL);
     CHECK(err == NULL && fabs(ivm_value_number(v) - 3.14159265358979) < 1e-9);
     ivm_error_free(err);
     ivm_value_free(v);
@@ -708,7 +711,7 @@ int main(void) {
     /* Disposing the isolate makes the reference DISPOSED. */
     CHECK(ivm_isolate_dispose(iso_b) == NULL);
     key = new_cstring("Math");
-    err = ivm_reference_get(global, key, NULL, &v);
+    err = ivm_reference_get(global, key, 0, NULL, NULL, &v, NULL);
     CHECK(err != NULL && ivm_error_kind(err) == IVM_ERROR_DISPOSED);
     ivm_error_free(err);
     ivm_value_free(key);
