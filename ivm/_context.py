@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ._async import submit, submit_ignored, submit_owning
@@ -27,8 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["Context"]
 
 _NULL = ffi.NULL
-_MAX_SAFE = 2**53 - 1
-_copysign = math.copysign
 _eval = lib.ivm_context_eval
 _eval_async = lib.ivm_context_eval_async
 
@@ -142,12 +139,6 @@ class Context(Handle):
             err = _eval(self._ptr, src, len(src), _NULL, _NULL, _NULL, out, slot)
             if err:
                 raise_error(err)
-            k = slot.kind
-            if k == 4:
-                x: float = slot.number
-                if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
-                    return int(x)
-                return x
             return result(slot, out)
         flags = result_flags(promise, copy, external_copy, transfer_out, reference)
         source, _keep = source_options(filename, line_offset, column_offset)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Mapping
 
 from ._async import submit_ignored, submit_owning
@@ -18,8 +17,6 @@ from ._value import _tls, result, sync_call, sync_slots, take
 __all__ = ["DerefInto", "Reference"]
 
 _NULL = ffi.NULL
-_MAX_SAFE = 2**53 - 1
-_copysign = math.copysign
 _apply = lib.ivm_reference_apply
 _free = lib.ivm_value_free
 # Immutable values of small integers, shared by synchronous calls (which
@@ -311,12 +308,6 @@ class Reference(Handle, _Marker):
                         _free(v)
             if err:
                 raise_error(err)
-            k = slot.kind
-            if k == 4:
-                x: float = slot.number
-                if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
-                    return int(x)
-                return x
             return result(slot, out)
         ropts = _result_options(result_options_flags(result_options))
         run = run_options(timeout)

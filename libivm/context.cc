@@ -266,18 +266,29 @@ struct EvalCall {
   ivm::CallOptions call;
 };
 
+// A queued eval's job owns copies of everything it needs: the caller's
+// buffers and handles may be gone by the time it runs.
+struct QueuedEval : EvalCall {
+  QueuedEval(const EvalCall& e, ivm_context_t* ctx, const char* code, size_t code_len)
+      : EvalCall(e),
+        text(std::make_shared<const std::string>(code ? code : "", code_len)),
+        holder(ctx->holder),
+        record(ctx->record),
+        lease(ctx->lease) {
+    source.Own();
+  }
+  std::shared_ptr<const std::string> text;
+  std::shared_ptr<ivm::IsolateHolder> holder;
+  std::shared_ptr<ivm::ContextRecord> record;
+  std::shared_ptr<ivm::Lease> lease;   // the context stays usable until the job ends
+};
+
 ivm_error_t* ReadEvalCall(const char* code, size_t code_len, const ivm_source_options_t* source,
                           const ivm_run_options_t* run, const ivm_result_options_t* result,
                           EvalCall* out) {
   if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
   if (ivm_error_t* err = ivm::ReadSourceOptions(source, &out->source)) return err;
   return ivm::ReadCallOptions(run, result, &out->call);
-}
-
-ivm_error_t* CheckArgs(ivm_value_t* const* args, size_t nargs) {
-  if (args == nullptr && nargs != 0) return InvalidArgument("args is NULL");
-  if (nargs > 65535) return InvalidArgument("too many arguments");
-  return nullptr;
 }
 
 }  // namespace
@@ -339,18 +350,11 @@ IVM_API ivm_error_t* ivm_context_eval_async(ivm_context_t* ctx, const char* code
     if (ctx == nullptr || done == nullptr) return InvalidArgument("context or done is NULL");
     EvalCall e;
     if (ivm_error_t* err = ReadEvalCall(code, code_len, source, run, result, &e)) return err;
-    // The job owns copies of everything it needs: the caller's buffers and
-    // handles may be gone by the time it runs.
-    e.source.Own();
-    auto text = std::make_shared<std::string>(code ? code : "", code_len);
-    std::shared_ptr<ivm::IsolateHolder> holder = ctx->holder;
-    std::shared_ptr<ivm::ContextRecord> record = ctx->record;
-    std::shared_ptr<ivm::Lease> lease = ctx->lease;   // usable until the job ends
+    QueuedEval q(e, ctx, code, code_len);
     return ivm::Enqueue(
-        holder, IVM_COMPLETION_VALUE, done, user_data,
-        [=](ivm_completion_t* c) -> ivm_error_t* {
-          (void)lease;
-          return ivm::Eval(*holder, *record, text->data(), text->size(), e.source, e.call,
+        q.holder, IVM_COMPLETION_VALUE, done, user_data,
+        [q](ivm_completion_t* c) -> ivm_error_t* {
+          return ivm::Eval(*q.holder, *q.record, q.text->data(), q.text->size(), q.source, q.call,
                            &c->result.value);
         },
         job_out);
@@ -365,7 +369,7 @@ IVM_API ivm_error_t* ivm_context_eval_closure(ivm_context_t* ctx, const char* co
                                               ivm_value_t** out, ivm_primitive_t* primitive_out) {
   return Guard([&]() -> ivm_error_t* {
     if (ctx == nullptr || out == nullptr) return InvalidArgument("context or out is NULL");
-    if (ivm_error_t* err = CheckArgs(args, nargs)) return err;
+    if (ivm_error_t* err = ivm::CheckArgs(args, nargs)) return err;
     EvalCall e;
     if (ivm_error_t* err = ReadEvalCall(code, code_len, source, run, result, &e)) return err;
     ivm_error_t* err = ivm::EvalClosure(*ctx->holder, *ctx->record, code ? code : "", code_len,
@@ -394,23 +398,18 @@ IVM_API ivm_error_t* ivm_context_eval_closure_async(ivm_context_t* ctx, const ch
   }
   return Guard([&]() -> ivm_error_t* {
     if (ctx == nullptr || done == nullptr) return InvalidArgument("context or done is NULL");
-    if (ivm_error_t* err = CheckArgs(args, nargs)) return err;
+    if (ivm_error_t* err = ivm::CheckArgs(args, nargs)) return err;
     EvalCall e;
     if (ivm_error_t* err = ReadEvalCall(code, code_len, source, run, result, &e)) return err;
-    e.source.Own();
-    auto text = std::make_shared<std::string>(code ? code : "", code_len);
-    std::shared_ptr<ivm::IsolateHolder> holder = ctx->holder;
-    std::shared_ptr<ivm::ContextRecord> record = ctx->record;
-    std::shared_ptr<ivm::Lease> lease = ctx->lease;
+    QueuedEval q(e, ctx, code, code_len);
     return ivm::Enqueue(
-        holder, IVM_COMPLETION_VALUE, done, user_data,
-        [=](ivm_completion_t* c) -> ivm_error_t* {
-          (void)lease;
+        q.holder, IVM_COMPLETION_VALUE, done, user_data,
+        [q, owned](ivm_completion_t* c) -> ivm_error_t* {
           std::vector<const ivm_value_t*> argv;
           argv.reserve(owned->size());
           for (auto& a : *owned) argv.push_back(a.get());
-          return ivm::EvalClosure(*holder, *record, text->data(), text->size(), argv.data(),
-                                  argv.size(), e.source, e.call, &c->result.value);
+          return ivm::EvalClosure(*q.holder, *q.record, q.text->data(), q.text->size(),
+                                  argv.data(), argv.size(), q.source, q.call, &c->result.value);
         },
         job_out);
   });

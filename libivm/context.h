@@ -57,6 +57,13 @@ class ScriptRecord final : public Resource {
   bool rebind = true;   // MayDeclareLexically(source): no per-context binding cache
 };
 
+// The argument array of a call into JavaScript (eval_closure, apply).
+inline ivm_error_t* CheckArgs(ivm_value_t* const* args, size_t nargs) {
+  if (args == nullptr && nargs != 0) return InvalidArgument("args is NULL");
+  if (nargs > 65535) return InvalidArgument("too many arguments");
+  return nullptr;
+}
+
 // A script name for an origin: `name` (WTF-8) or, if NULL, `fallback`.
 v8::MaybeLocal<v8::Value> ScriptName(v8::Isolate* isolate, const char* name, size_t len,
                                      const char* fallback, ivm_error_t** error);

@@ -102,6 +102,39 @@ struct OwnedValues {
   }
 };
 
+// The operations, as both the synchronous and the queued calls make them.
+RefOp GetOp(const ivm_value_t* key, uint32_t flags) {
+  RefOp op;
+  op.kind = RefOp::kGet;
+  op.key = key;
+  op.get_flags = flags;
+  return op;
+}
+
+RefOp SetOp(const ivm_value_t* key, const ivm_value_t* value) {
+  RefOp op;
+  op.kind = RefOp::kSet;
+  op.key = key;
+  op.value = value;
+  return op;
+}
+
+RefOp DeleteOp(const ivm_value_t* key) {
+  RefOp op;
+  op.kind = RefOp::kDelete;
+  op.key = key;
+  return op;
+}
+
+RefOp ApplyOp(const ivm_value_t* receiver, ivm_value_t* const* args, size_t nargs) {
+  RefOp op;
+  op.kind = RefOp::kApply;
+  op.receiver = receiver;
+  op.args = args;
+  op.nargs = nargs;
+  return op;
+}
+
 // Runs `op` now (`result` NULL for set and delete, whose result is a boolean).
 ivm_error_t* SyncRefOp(ivm_reference_t* ref, const RefOp& op, const ivm_run_options_t* run,
                        const ivm_result_options_t* result, ivm_value_t** out,
@@ -189,11 +222,7 @@ IVM_API ivm_error_t* ivm_reference_get(ivm_reference_t* ref, const ivm_value_t* 
                                        ivm_primitive_t* primitive_out) {
   return Guard([&]() -> ivm_error_t* {
     if (ref == nullptr || out == nullptr) return InvalidArgument("reference or out is NULL");
-    ivm::RefOp op;
-    op.kind = ivm::RefOp::kGet;
-    op.key = key;
-    op.get_flags = flags;
-    return ivm::SyncRefOp(ref, op, run, result, out, primitive_out);
+    return ivm::SyncRefOp(ref, ivm::GetOp(key, flags), run, result, out, primitive_out);
   });
 }
 
@@ -204,11 +233,7 @@ IVM_API ivm_error_t* ivm_reference_set(ivm_reference_t* ref, const ivm_value_t* 
     if (ref == nullptr || out == nullptr || key == nullptr || value == nullptr) {
       return InvalidArgument("reference, key, value or out is NULL");
     }
-    ivm::RefOp op;
-    op.kind = ivm::RefOp::kSet;
-    op.key = key;
-    op.value = value;
-    return ivm::SyncRefOp(ref, op, run, nullptr, out, primitive_out);
+    return ivm::SyncRefOp(ref, ivm::SetOp(key, value), run, nullptr, out, primitive_out);
   });
 }
 
@@ -219,10 +244,7 @@ IVM_API ivm_error_t* ivm_reference_delete(ivm_reference_t* ref, const ivm_value_
     if (ref == nullptr || out == nullptr || key == nullptr) {
       return InvalidArgument("reference, key or out is NULL");
     }
-    ivm::RefOp op;
-    op.kind = ivm::RefOp::kDelete;
-    op.key = key;
-    return ivm::SyncRefOp(ref, op, run, nullptr, out, primitive_out);
+    return ivm::SyncRefOp(ref, ivm::DeleteOp(key), run, nullptr, out, primitive_out);
   });
 }
 
@@ -233,14 +255,9 @@ IVM_API ivm_error_t* ivm_reference_apply(ivm_reference_t* ref, const ivm_value_t
                                          ivm_primitive_t* primitive_out) {
   return Guard([&]() -> ivm_error_t* {
     if (ref == nullptr || out == nullptr) return InvalidArgument("reference or out is NULL");
-    if (args == nullptr && nargs != 0) return InvalidArgument("args is NULL");
-    if (nargs > 65535) return InvalidArgument("too many arguments");
-    ivm::RefOp op;
-    op.kind = ivm::RefOp::kApply;
-    op.receiver = receiver;
-    op.args = args;
-    op.nargs = nargs;
-    return ivm::SyncRefOp(ref, op, run, result, out, primitive_out);
+    if (ivm_error_t* err = ivm::CheckArgs(args, nargs)) return err;
+    return ivm::SyncRefOp(ref, ivm::ApplyOp(receiver, args, nargs), run, result, out,
+                          primitive_out);
   });
 }
 
@@ -252,11 +269,8 @@ IVM_API ivm_error_t* ivm_reference_get_async(ivm_reference_t* ref, ivm_value_t* 
   auto owned = std::make_shared<ivm::OwnedValues>();
   owned->Take(key);
   return Guard([&]() -> ivm_error_t* {
-    ivm::RefOp op;
-    op.kind = ivm::RefOp::kGet;
-    op.key = key;
-    op.get_flags = flags;
-    return ivm::QueueRefOp(ref, op, owned, run, result, done, user_data, job_out);
+    return ivm::QueueRefOp(ref, ivm::GetOp(key, flags), owned, run, result, done, user_data,
+                           job_out);
   });
 }
 
@@ -269,11 +283,8 @@ IVM_API ivm_error_t* ivm_reference_set_async(ivm_reference_t* ref, ivm_value_t* 
   owned->Take(value);
   return Guard([&]() -> ivm_error_t* {
     if (key == nullptr || value == nullptr) return InvalidArgument("key or value is NULL");
-    ivm::RefOp op;
-    op.kind = ivm::RefOp::kSet;
-    op.key = key;
-    op.value = value;
-    return ivm::QueueRefOp(ref, op, owned, run, nullptr, done, user_data, job_out);
+    return ivm::QueueRefOp(ref, ivm::SetOp(key, value), owned, run, nullptr, done, user_data,
+                           job_out);
   });
 }
 
@@ -284,10 +295,8 @@ IVM_API ivm_error_t* ivm_reference_delete_async(ivm_reference_t* ref, ivm_value_
   owned->Take(key);
   return Guard([&]() -> ivm_error_t* {
     if (key == nullptr) return InvalidArgument("key is NULL");
-    ivm::RefOp op;
-    op.kind = ivm::RefOp::kDelete;
-    op.key = key;
-    return ivm::QueueRefOp(ref, op, owned, run, nullptr, done, user_data, job_out);
+    return ivm::QueueRefOp(ref, ivm::DeleteOp(key), owned, run, nullptr, done, user_data,
+                           job_out);
   });
 }
 
@@ -305,14 +314,9 @@ IVM_API ivm_error_t* ivm_reference_apply_async(ivm_reference_t* ref, ivm_value_t
     return ivm::MakeError(IVM_ERROR_INTERNAL, "out of memory");
   }
   return Guard([&]() -> ivm_error_t* {
-    if (args == nullptr && nargs != 0) return InvalidArgument("args is NULL");
-    if (nargs > 65535) return InvalidArgument("too many arguments");
-    ivm::RefOp op;
-    op.kind = ivm::RefOp::kApply;
-    op.receiver = receiver;
-    op.args = args;
-    op.nargs = nargs;
-    return ivm::QueueRefOp(ref, op, owned, run, result, done, user_data, job_out);
+    if (ivm_error_t* err = ivm::CheckArgs(args, nargs)) return err;
+    return ivm::QueueRefOp(ref, ivm::ApplyOp(receiver, args, nargs), owned, run, result, done,
+                           user_data, job_out);
   });
 }
 

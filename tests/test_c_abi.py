@@ -71,3 +71,29 @@ def test_header_compiles_as_cxx_twice_included(tmp_path: Path) -> None:
     cxx = compiler("c++")
     build([cxx, "-std=c++11", *STRICT, "-I", str(PKG / "include"), "-c",
            str(C_TESTS / "header_cxx.cc"), "-o", str(tmp_path / "h.o")])
+
+
+def test_cdef_carries_typed_completions_and_option_structs() -> None:
+    """tools/gen_cffi.py takes ivm.h's completion (a struct with a named union of typed
+    results), the three option structs and their enums through to cffi."""
+    from ivm._ffi import ffi, lib
+
+    c = ffi.new("ivm_completion_t *")
+    assert ffi.sizeof(c.result) == ffi.sizeof("void *")  # arrays of completions keep their layout
+    for member, ctype in (("value", "ivm_value_t *"), ("context", "ivm_context_t *"),
+                          ("script", "ivm_script_t *"),
+                          ("heap_statistics", "ivm_heap_statistics_t *")):
+        assert ffi.typeof(getattr(c.result, member)) is ffi.typeof(ctype)
+    assert (lib.IVM_COMPLETION_NONE, lib.IVM_COMPLETION_VALUE, lib.IVM_COMPLETION_CONTEXT,
+            lib.IVM_COMPLETION_SCRIPT, lib.IVM_COMPLETION_HEAP_STATISTICS) == (0, 1, 2, 3, 4)
+    # The result flags kept the values of 0.2's IVM_EVAL_* flags.
+    assert (lib.IVM_RESULT_PROMISE, lib.IVM_RESULT_COPY, lib.IVM_RESULT_EXTERNAL_COPY,
+            lib.IVM_RESULT_TRANSFER_OUT, lib.IVM_RESULT_REFERENCE,
+            lib.IVM_RESULT_DISCARD) == (1, 2, 4, 8, 16, 32)
+    assert lib.IVM_GET_UNSAFE_INHERIT == 1
+    for name, fields in (("ivm_source_options_t",
+                          ["struct_size", "filename", "filename_len", "line_offset",
+                           "column_offset"]),
+                         ("ivm_run_options_t", ["struct_size", "timeout_ns"]),
+                         ("ivm_result_options_t", ["struct_size", "flags"])):
+        assert [f for f, _ in ffi.typeof(name).fields] == fields
