@@ -237,8 +237,6 @@ v8::MaybeLocal<v8::Function> MakeHostFunction(IsolateHolder& holder, v8::Isolate
 
 namespace {
 
-void IgnoreDone(void*, uint64_t, void*, ivm_error_t* error) { ivm_error_free(error); }
-
 // Settles a deferred call's promise inside its isolate. Runs as a platform
 // task, so that a call waiting on the promise (promise=true) runs it, and a
 // queued job makes sure it runs when no call is active.
@@ -314,16 +312,8 @@ ivm_error_t* Settle(ivm_deferred_t* d, ivm_value_t* value, ivm_error_t* error) {
       ->GetForegroundTaskRunner(holder->isolate())
       ->PostTask(std::make_unique<SettleTask>(holder, record, std::move(owned), error));
   // Run it even if no call is active: a job that pumps the isolate's tasks.
-  return Enqueue(
-      holder, IgnoreDone, nullptr, nullptr,
-      [holder](void**) -> ivm_error_t* {
-        return holder->Run(0, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
-          holder->PumpTasks(call);
-          if (!holder->Stopped(call)) isolate->PerformMicrotaskCheckpoint();
-          return nullptr;
-        });
-      },
-      nullptr);
+  EnqueuePump(holder);
+  return nullptr;
 }
 
 }  // namespace

@@ -4,7 +4,6 @@
 
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 
 namespace ivm {
 
@@ -104,26 +103,13 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
   }
   if ((flags & IVM_RESULT_PROMISE) && result->IsPromise()) {
     v8::Local<v8::Promise> promise = result.As<v8::Promise>();
-    // Run the isolate's tasks and microtasks until the promise settles or the
-    // call is stopped (timeout, cancel, terminate, dispose, memory limit).
-    int64_t nap_ns = 10 * 1000;
-    while (promise->State() == v8::Promise::kPending) {
-      holder.PumpTasks(call);
-      if (!holder.Stopped(call)) isolate->PerformMicrotaskCheckpoint();
-      holder.CheckExternalMemory();
-      if (try_catch.HasTerminated() || isolate->IsExecutionTerminating() ||
-          holder.Stopped(call)) {
-        return holder.Fail(context, try_catch, call);
-      }
-      if (promise->State() != v8::Promise::kPending) break;
-      // Nothing ready: wait for delayed tasks, background work or the deadline.
-      timespec ts{0, static_cast<long>(nap_ns)};
-      nanosleep(&ts, nullptr);
-      nap_ns = std::min<int64_t>(nap_ns * 2, 1000 * 1000);
+    if (promise->State() == v8::Promise::kPending && CanPark(holder, call) &&
+        Park(holder, isolate, context, call, promise, flags)) {
+      *out = nullptr;
+      return nullptr;
     }
-    if (promise->State() == v8::Promise::kRejected) {
-      return ErrorFromValue(isolate, context, promise->Result(),
-                            v8::Exception::CreateMessage(isolate, promise->Result()));
+    if (ivm_error_t* err = WaitForPromise(holder, isolate, context, try_catch, call, promise)) {
+      return err;
     }
     result = promise->Result();
   }

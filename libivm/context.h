@@ -75,6 +75,18 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
                           const CallState& call, v8::MaybeLocal<v8::Value> result,
                           uint32_t flags, ivm_value_t** out);
 
+// promise_wait.cc: waiting for a call's promise. CanPark: whether the call
+// may park its job instead of waiting on its thread. Park: parks it (the
+// job reports when the promise settles); false if the call was stopped
+// before it could. WaitForPromise: waits on this
+// thread; NULL once the promise is fulfilled.
+bool CanPark(IsolateHolder& holder, const CallState& call);
+bool Park(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
+          const CallState& call, v8::Local<v8::Promise> promise, uint32_t flags);
+ivm_error_t* WaitForPromise(IsolateHolder& holder, v8::Isolate* isolate,
+                            v8::Local<v8::Context> context, v8::TryCatch& try_catch,
+                            const CallState& call, v8::Local<v8::Promise> promise);
+
 ivm_error_t* Eval(IsolateHolder& holder, ContextRecord& record, const char* code,
                   size_t code_len, const SourceOptions& source, const CallOptions& o,
                   ivm_value_t** out);

@@ -4,6 +4,7 @@
 
 #include "ivm.h"
 #include "v8compat.h"
+#include "jobs.h"
 
 #include <atomic>
 #include <cstdint>
@@ -61,7 +62,6 @@ struct ivm_value : ivm::LiveCounted {
 };
 
 namespace ivm {
-class WrapperTemplates;
 
 // ---------------------------------------------------------------------------
 // errors.cc
@@ -159,48 +159,25 @@ struct CallState {
   uint64_t id = 0;
   uint64_t timer_id = 0;
   uint64_t job_id = 0;       // the asynchronous job it runs for, or 0
-};
-
-class CompletionQueue;
-
-// One asynchronous job, queued on an isolate and run by the pool. Its outcome
-// is reported exactly once through the caller's ivm_done_fn.
-class Job {
- public:
-  using Work = std::function<ivm_error_t*(void** result)>;
-  // `free_result` frees a result nobody will receive (a dead completion queue).
-  Job(ivm_done_fn done, void* user_data, void (*free_result)(void*), Work work);
-  ~Job();
-  Job(const Job&) = delete;
-  Job& operator=(const Job&) = delete;
-
-  uint64_t id() const { return id_; }
-  // Does the work and reports its outcome.
-  void Run();
-  // Reports `error` instead of running.
-  void Fail(ivm_error_t* error) { Report(nullptr, error); }
-
- private:
-  void Report(void* result, ivm_error_t* error);
-  uint64_t id_;
-  ivm_done_fn done_;
-  void* user_data_;
-  void (*free_result_)(void*);
-  Work work_;
-  CompletionQueue* queue_ = nullptr;   // user_data_, when done_ is the queue's
-  bool reported_ = false;
+  int64_t deadline_ns = 0;   // MonotonicNs when it times out, 0: never
 };
 
 ivm_error_t* ReadHeapStatistics(IsolateHolder& holder, ivm_heap_statistics_t* full);
 
-// Queues `work` as a job of `holder` that reports through `done`; writes its id
-// to `out_job` (may be NULL). Returns NULL (the job is queued).
-ivm_error_t* Enqueue(const std::shared_ptr<IsolateHolder>& holder, ivm_done_fn done,
-                     void* user_data, void (*free_result)(void*), Job::Work work,
-                     uint64_t* out_job);
-void FreeValue(void* value);
-void FreeContext(void* context);
-void FreeScript(void* script);
+// A job's call waiting for a promise without a thread (JobQueue parking,
+// promise_wait.cc). Registered with its isolate: disposal drops its handles.
+struct ParkedPromise final : public Resource {
+  void ResetLocked() override {
+    promise.Reset();
+    context.Reset();
+  }
+  v8::Global<v8::Promise> promise;
+  v8::Global<v8::Context> context;
+  uint32_t flags = 0;          // the call's IVM_EVAL_* flags
+  int64_t deadline_ns = 0;     // the call's deadline (MonotonicNs), 0: none
+  std::atomic<bool> timed_out{false};
+  std::atomic<bool> cancelled{false};
+};
 
 // Owns one v8::Isolate. Shared by every handle that needs the isolate.
 class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
@@ -245,9 +222,6 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   // Releases `resource` without touching V8 now (from a GC callback); it is
   // dropped at the start or end of the next call.
   void ReleaseLater(Resource* resource);
-  // Per-isolate templates of Reference/ExternalCopy objects (wrapper.cc).
-  class WrapperTemplates* wrapper_templates() const { return wrapper_templates_.get(); }
-  void set_wrapper_templates(std::shared_ptr<class WrapperTemplates> t);
   // The innermost call running on the owner thread (nullptr: none).
   const CallState* CurrentCall() const { return active_.empty() ? nullptr : active_.back(); }
   // A host function asked to stop all JavaScript (KeyboardInterrupt...):
@@ -277,18 +251,24 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   // Watchdog entry point: the call `call_id` ran out of time.
   void OnTimeout(uint64_t call_id);
 
-  // Queues `job` (FIFO per isolate); the shared pool runs it. Fails it at
-  // once with DISPOSED when the isolate is disposed.
-  void Submit(std::unique_ptr<Job> job);
-  // Drops a queued job (reported as CANCELLED) or stops a running one.
-  void CancelJob(uint64_t job_id);
-  // Pool thread: runs queued jobs; returns true if more remain.
-  bool ServeQueue();
+  // The isolate's asynchronous jobs.
+  JobQueue& jobs() { return jobs_; }
+  // Stops the calls of running job `job_id` (they fail with CANCELLED).
+  void CancelRunning(uint64_t job_id);
+  void ClearCancelRunning() { cancel_running_.store(0); }
+  // Calls on the owner thread's stack (owner thread only).
+  int depth() const { return depth_; }
+  // The host's abort token of the outermost call, taken once (owner thread).
+  uint64_t TakeAbortToken() {
+    uint64_t t = abort_token_;
+    abort_token_ = 0;
+    return t;
+  }
 
  private:
   enum State { kAlive = 0, kDisposing = 1, kDisposed = 2 };
   class Allocator;
-  IsolateHolder() = default;
+  IsolateHolder() : jobs_(*this) {}
   static size_t NearHeapLimit(void* data, size_t current, size_t initial);
 
   ivm_error_t* Begin(CallState& call, uint64_t timeout_ns);
@@ -321,40 +301,18 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   v8::Global<v8::Context> compile_context_;
   std::atomic<uint64_t> cpu_ns_{0}, wall_ns_{0};
 
-  std::mutex queue_mutex_;
-  std::deque<std::unique_ptr<Job>> queue_;
-  bool scheduled_ = false;          // in the pool's ready list or being served
-  uint64_t running_job_ = 0;
-  std::atomic<uint64_t> cancel_running_{0};
-  void FailQueued(ivm_error_kind_t kind, const char* message);
+  JobQueue jobs_;
+  std::atomic<uint64_t> cancel_running_{0};   // a running job being cancelled
   std::atomic<uint64_t> ref_count_{0};
   std::atomic<uint64_t> next_id_{1};
   uint64_t unique_id_ = 0;
   bool cpu_clock_ = false;   // measure the current call with the thread CPU clock
   int64_t call_cpu_start_ = 0, call_wall_start_ = 0;
   uint64_t abort_token_ = 0;   // owner thread
-  std::shared_ptr<class WrapperTemplates> wrapper_templates_;   // isolate locked
- public:
-  uint64_t TakeAbortToken() {
-    uint64_t t = abort_token_;
-    abort_token_ = 0;
-    return t;
-  }
 };
 
 // ---------------------------------------------------------------------------
-// executor.cc
-
-// One shared watchdog thread that fires call timeouts.
-namespace pool {
-// Asks a pool thread to serve `holder`'s queue.
-void Schedule(std::shared_ptr<IsolateHolder> holder);
-// The job the current thread is running (0 outside pool jobs).
-uint64_t CurrentJob();
-// The isolate whose job the current thread runs (nullptr outside jobs).
-IsolateHolder* CurrentHolder();
-void SetCurrentJob(uint64_t job_id, IsolateHolder* holder);
-}  // namespace pool
+// signals.cc
 
 // Signal-driven termination of the synchronous calls of one thread.
 namespace interrupt {
@@ -365,9 +323,22 @@ void Leave(IsolateHolder& holder);   // ... and ends
 ivm_error_t* Lock(std::unique_lock<std::recursive_timed_mutex>& lock);
 }  // namespace interrupt
 
+// ---------------------------------------------------------------------------
+// timers.cc
+
+namespace timers {
+// Runs `fn` on the timer thread at `deadline_ns` (MonotonicNs); returns the
+// timer's id. `fn` must not block.
+uint64_t Arm(int64_t deadline_ns, std::function<void()> fn);
+// Cancels a timer that has not fired (0 and fired ids are ignored).
+void Disarm(uint64_t timer_id);
+// MonotonicNs() + timeout_ns, saturated.
+int64_t DeadlineAfter(uint64_t timeout_ns);
+}  // namespace timers
+
+// Call timeouts: asks the isolate to stop call `call_id` at its deadline.
 namespace watchdog {
-// Arms a timer; returns its id (0 if timeout_ns is 0).
-uint64_t Arm(std::weak_ptr<IsolateHolder> holder, uint64_t call_id, uint64_t timeout_ns);
+uint64_t Arm(std::weak_ptr<IsolateHolder> holder, uint64_t call_id, int64_t deadline_ns);
 void Disarm(uint64_t timer_id);
 }  // namespace watchdog
 
@@ -392,11 +363,11 @@ class ThreadLockScope {
 };
 
 // ---------------------------------------------------------------------------
-// IsolateHolder::Run
+// thread_lock.cc (and IsolateHolder::Run)
 
 ivm_error_t* RefuseFromPool(const IsolateHolder* target);
 
-// Registers the current thread as waiting for `target` (executor.cc), and
+// Registers the current thread as waiting for `target`, and
 // tells whether that wait would close a cycle of waiting threads.
 class WaitScope {
  public:

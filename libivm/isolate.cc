@@ -137,7 +137,9 @@ ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<Isolat
   v8::Isolate* isolate = v8::Isolate::New(params);
   if (isolate == nullptr) return MakeError(IVM_ERROR_INTERNAL, "V8 could not create an isolate");
   holder->isolate_ = isolate;
-  isolate->SetData(0, holder.get());   // the holder of an isolate, for callbacks
+  // Slot 0: the holder of an isolate, for callbacks. (Slot 1: wrapper.cc's
+  // templates.)
+  isolate->SetData(0, holder.get());
   {
     v8::Locker locker(isolate);
     v8::Isolate::Scope scope(isolate);
@@ -251,7 +253,8 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
       isolate_->TerminateExecution();
     }
   }
-  call.timer_id = watchdog::Arm(weak_from_this(), call.id, timeout_ns);
+  call.deadline_ns = timeout_ns == 0 ? 0 : timers::DeadlineAfter(timeout_ns);
+  call.timer_id = watchdog::Arm(weak_from_this(), call.id, call.deadline_ns);
   return nullptr;
 }
 
@@ -406,7 +409,7 @@ ivm_error_t* IsolateHolder::Dispose() {
   }
   int expected = kAlive;
   state_.compare_exchange_strong(expected, kDisposing);
-  FailQueued(IVM_ERROR_DISPOSED, kDisposedMessage);
+  jobs_.FailAll(IVM_ERROR_DISPOSED, kDisposedMessage);
   {
     std::lock_guard<std::mutex> lock(state_mutex_);
     if (!active_.empty()) {
@@ -450,84 +453,11 @@ void IsolateHolder::DisposeLocked() {
   }
   isolate->Dispose();
   state_.store(kDisposed);
-  FailQueued(IVM_ERROR_DISPOSED, kDisposedMessage);
+  jobs_.FailAll(IVM_ERROR_DISPOSED, kDisposedMessage);
 }
 
-void IsolateHolder::FailQueued(ivm_error_kind_t kind, const char* message) {
-  std::deque<std::unique_ptr<Job>> jobs;
-  {
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    jobs.swap(queue_);
-  }
-  for (auto& job : jobs) job->Fail(MakeError(kind, message));
-}
-
-void IsolateHolder::Submit(std::unique_ptr<Job> job) {
-  if (disposed()) {
-    job->Fail(MakeError(IVM_ERROR_DISPOSED, kDisposedMessage));
-    return;
-  }
-  bool schedule = false;
-  {
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    queue_.push_back(std::move(job));
-    if (!scheduled_) scheduled_ = schedule = true;
-  }
-  if (schedule) pool::Schedule(shared_from_this());
-  // A disposal that raced with the push must not strand the job.
-  if (disposed()) FailQueued(IVM_ERROR_DISPOSED, kDisposedMessage);
-}
-
-bool IsolateHolder::ServeQueue() {
-  // A bounded batch, then back of the line: isolates share the pool fairly.
-  for (int i = 0; i < 32; ++i) {
-    std::unique_ptr<Job> job;
-    {
-      std::lock_guard<std::mutex> lock(queue_mutex_);
-      if (queue_.empty()) {
-        scheduled_ = false;
-        return false;
-      }
-      job = std::move(queue_.front());
-      queue_.pop_front();
-      running_job_ = job->id();
-    }
-    pool::SetCurrentJob(job->id(), this);
-    job->Run();
-    pool::SetCurrentJob(0, nullptr);
-    {
-      std::lock_guard<std::mutex> lock(queue_mutex_);
-      running_job_ = 0;
-    }
-    cancel_running_.store(0);
-  }
-  std::lock_guard<std::mutex> lock(queue_mutex_);
-  if (queue_.empty()) {
-    scheduled_ = false;
-    return false;
-  }
-  return true;
-}
-
-void IsolateHolder::CancelJob(uint64_t job_id) {
-  if (job_id == 0) return;
-  std::unique_ptr<Job> dropped;
-  {
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    for (auto it = queue_.begin(); it != queue_.end(); ++it) {
-      if ((*it)->id() == job_id) {
-        dropped = std::move(*it);
-        queue_.erase(it);
-        break;
-      }
-    }
-    if (!dropped && running_job_ == job_id) cancel_running_.store(job_id);
-  }
-  if (dropped) {
-    dropped->Fail(MakeError(IVM_ERROR_CANCELLED, "The call was cancelled"));
-    return;
-  }
-  if (cancel_running_.load() != job_id) return;
+void IsolateHolder::CancelRunning(uint64_t job_id) {
+  cancel_running_.store(job_id);
   std::lock_guard<std::mutex> lock(state_mutex_);
   bool found = false;
   for (CallState* c : active_) {
@@ -688,7 +618,7 @@ IVM_API void ivm_heap_statistics_free(ivm_heap_statistics_t* stats) { delete sta
 IVM_API void ivm_isolate_cancel_job(ivm_isolate_t* iso, uint64_t job) {
   if (iso == nullptr) return;
   try {
-    iso->holder->CancelJob(job);
+    iso->holder->jobs().Cancel(job);
   } catch (...) {
   }
 }

@@ -323,7 +323,7 @@ IVM_API ivm_error_t* ivm_reference_apply_async(ivm_reference_t* ref, ivm_value_t
 IVM_API void ivm_reference_cancel_job(ivm_reference_t* ref, uint64_t job) {
   if (ref == nullptr) return;
   try {
-    ref->data.holder->CancelJob(job);
+    ref->data.holder->jobs().Cancel(job);
   } catch (...) {
   }
 }

@@ -18,7 +18,8 @@ namespace ivm {
 
 namespace {
 
-const char kWrapTag = 0;   // its address marks our objects' second internal field
+alignas(8) const char kWrapTag = 0;   // its address marks our objects' second internal field
+                                    // (V8 requires an even address there)
 
 }  // namespace
 
@@ -143,6 +144,10 @@ bool ReadResultOptions(v8::Local<v8::Context> context, v8::Local<v8::Value> opti
 
 // ---------------------------------------------------------------------------
 // Templates (one set per isolate)
+
+// The set lives in the isolate's data slot kTemplatesSlot, made on first use;
+// registered with the holder, which keeps it alive and resets it at disposal.
+constexpr uint32_t kTemplatesSlot = 1;
 
 class WrapperTemplates final : public Resource {
  public:
@@ -624,15 +629,10 @@ void Method(v8::Isolate* isolate, v8::Local<v8::FunctionTemplate> tpl, const cha
 
 }  // namespace
 
-void IsolateHolder::set_wrapper_templates(std::shared_ptr<WrapperTemplates> t) {
-  wrapper_templates_ = t;
-  Register(t);
-}
-
 namespace {
 
 WrapperTemplates& Templates(IsolateHolder& holder, v8::Isolate* isolate) {
-  WrapperTemplates* t = holder.wrapper_templates();
+  auto* t = static_cast<WrapperTemplates*>(isolate->GetData(kTemplatesSlot));
   if (t != nullptr && !t->reference.IsEmpty()) return *t;
   auto created = std::make_shared<WrapperTemplates>();
   v8::Local<v8::FunctionTemplate> ref = MakeClass(isolate, "Reference");
@@ -671,7 +671,8 @@ WrapperTemplates& Templates(IsolateHolder& holder, v8::Isolate* isolate) {
   });
   Method(isolate, copy, "release", Release);
   created->copy.Reset(isolate, copy);
-  holder.set_wrapper_templates(created);
+  isolate->SetData(kTemplatesSlot, created.get());
+  holder.Register(created);
   return *created;
 }
 

@@ -1,0 +1,117 @@
+// completion_queue.cc — completion queues: jobs push their outcomes, an
+// event loop's thread pops them in batches when the queue's eventfd becomes
+// readable. One wake-up serves many completions.
+#include "completion_queue.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+namespace ivm {
+
+ivm_error_t* CompletionQueue::Create(CompletionQueue** out, int* fd) {
+  int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (efd < 0) return MakeError(IVM_ERROR_INTERNAL, "eventfd() failed");
+  auto* q = new CompletionQueue();
+  q->fd_ = efd;
+  *fd = efd;
+  *out = q;
+  return nullptr;
+}
+
+void CompletionQueue::Push(uint64_t job, void* result, ivm_error_t* error,
+                           void (*free_result)(void*)) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (owned_) {
+      bool was_empty = items_.empty();
+      items_.push_back(Item{{job, result, error}, free_result});
+      count_.store(items_.size(), std::memory_order_release);
+      if (was_empty) {
+        uint64_t one = 1;
+        ssize_t n = write(fd_, &one, sizeof one);
+        (void)n;
+      }
+      return;
+    }
+  }
+  Discard(Item{{job, result, error}, free_result});   // nobody will pop it
+}
+
+size_t CompletionQueue::Pop(ivm_completion_t* out, size_t capacity) {
+  if (count_.load(std::memory_order_acquire) == 0) return 0;   // polling stays cheap
+  std::lock_guard<std::mutex> lock(mutex_);
+  size_t n = std::min(capacity, items_.size());
+  for (size_t i = 0; i < n; ++i) out[i] = items_[i].completion;
+  items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(n));
+  count_.store(items_.size(), std::memory_order_release);
+  if (n > 0 && items_.empty()) {
+    uint64_t count;
+    ssize_t r = read(fd_, &count, sizeof count);   // no longer readable
+    (void)r;
+  }
+  return n;
+}
+
+void CompletionQueue::Disown() {
+  std::vector<Item> items;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    owned_ = false;
+    items.swap(items_);
+    count_.store(0);
+  }
+  for (auto& item : items) Discard(item);
+  Unref();
+}
+
+CompletionQueue::~CompletionQueue() {
+  if (fd_ >= 0) close(fd_);
+}
+
+void CompletionQueue::Discard(const Item& item) {
+  if (item.completion.result && item.free_result) item.free_result(item.completion.result);
+  ivm_error_free(item.completion.error);
+}
+
+}  // namespace ivm
+
+extern "C" {
+
+IVM_API ivm_error_t* ivm_completion_queue_new(ivm_completion_queue_t** out, int* fd_out) {
+  return ivm::Guard([&]() -> ivm_error_t* {
+    if (out == nullptr || fd_out == nullptr) return ivm::InvalidArgument("out or fd_out is NULL");
+    ivm::CompletionQueue* q = nullptr;
+    if (ivm_error_t* err = ivm::CompletionQueue::Create(&q, fd_out)) return err;
+    *out = q;
+    return nullptr;
+  });
+}
+
+IVM_API void ivm_completion_queue_done(void* queue, uint64_t job, void* result,
+                                       ivm_error_t* error) {
+  // Jobs bypass this (they know how to free their results); a direct call
+  // can only hand over values.
+  if (queue == nullptr) return;
+  auto* q = static_cast<ivm::CompletionQueue*>(static_cast<ivm_completion_queue*>(queue));
+  q->Push(job, result, error, ivm::FreeValue);
+}
+
+IVM_API size_t ivm_completion_queue_pop(ivm_completion_queue_t* queue, ivm_completion_t* out,
+                                        size_t capacity) {
+  if (queue == nullptr || out == nullptr) return 0;
+  try {
+    return static_cast<ivm::CompletionQueue*>(queue)->Pop(out, capacity);
+  } catch (...) {
+    return 0;
+  }
+}
+
+IVM_API void ivm_completion_queue_free(ivm_completion_queue_t* queue) {
+  if (queue == nullptr) return;
+  try {
+    static_cast<ivm::CompletionQueue*>(queue)->Disown();
+  } catch (...) {
+  }
+}
+
+}  // extern "C"

@@ -1,0 +1,279 @@
+// pool.cc — where asynchronous jobs run: the Job (one queued call and its
+// single report) and the shared pool of native threads that serves isolates'
+// job queues.
+//
+// Asynchronous jobs are queued per isolate (FIFO, JobQueue). An isolate with
+// queued jobs is put once on the pool's ready list; a pool thread takes it,
+// runs a bounded batch of its jobs under the isolate's lock, and puts it back
+// at the end of the list if more remain. So at most one thread is inside an
+// isolate, jobs of one isolate run in submission order, and no thread exists
+// per pending call.
+//
+// Size. The pool has a base of (cores + 1) threads, started on demand. A job
+// that runs long JavaScript holds its thread, so a few slow isolates could
+// starve every other isolate's jobs: when an isolate has waited on the ready
+// list for kStarvedNs while no thread was free, one more thread starts (and
+// again every kStarvedNs while that lasts), up to kGrowthFactor times the
+// base. A thread beyond the base that finds no work for kIdleExitNs exits.
+#include "internal.h"
+#include "completion_queue.h"
+
+#include <condition_variable>
+#include <algorithm>
+#include <deque>
+
+namespace ivm {
+
+namespace pool {
+namespace {
+
+thread_local uint64_t t_job = 0;
+thread_local IsolateHolder* t_job_holder = nullptr;
+thread_local Job::Work* t_park = nullptr;   // set by Park() during a job's work
+
+struct Ready {
+  std::shared_ptr<IsolateHolder> holder;
+  int64_t since;   // when it joined the list (MonotonicNs)
+};
+
+struct State {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::deque<Ready> ready;
+  std::atomic<size_t> ready_count{0};
+  int threads = 0;
+  int idle = 0;            // threads waiting on cv
+  int wakeups = 0;         // of those, notified but not yet awake
+  bool spinning = false;   // one idle thread polls before sleeping
+  bool check_armed = false;   // a starvation check is pending (timers)
+};
+
+// How long an idle pool thread polls for new work before it sleeps: waking a
+// sleeping thread costs tens of microseconds on a VM, more than most jobs.
+constexpr int64_t kSpinNs = 50 * 1000;
+constexpr int kExtraThreads = 1;   // base threads = cores + 1
+constexpr int kGrowthFactor = 8;   // at most 8 x base threads
+constexpr int64_t kStarvedNs = 10 * 1000 * 1000;
+constexpr int64_t kIdleExitNs = 5ll * 1000 * 1000 * 1000;
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+State& state() {
+  static State* s = new State();   // leaked: pool threads outlive static destruction
+  return *s;
+}
+
+int BaseThreads() {
+  // hardware_concurrency() reads /sys on every call: once is enough.
+  static const int base =
+      static_cast<int>(std::max(2u, std::thread::hardware_concurrency())) + kExtraThreads;
+  return base;
+}
+
+void Push(State& s, std::shared_ptr<IsolateHolder> holder) {
+  s.ready.push_back(Ready{std::move(holder), MonotonicNs()});
+  s.ready_count.fetch_add(1, std::memory_order_release);
+}
+
+// Waits (lock held) until the ready list has work. Returns false when this
+// thread, one beyond the base, has been idle long enough to exit.
+bool WaitForWork(State& s, std::unique_lock<std::mutex>& lock) {
+  while (s.ready.empty()) {
+    if (!s.spinning) {
+      s.spinning = true;
+      lock.unlock();
+      int64_t until = MonotonicNs() + kSpinNs;
+      while (s.ready_count.load(std::memory_order_acquire) == 0 && MonotonicNs() < until) {
+        CpuRelax();
+      }
+      lock.lock();
+      s.spinning = false;
+      if (!s.ready.empty()) break;
+    }
+    ++s.idle;
+    bool timed_out = false;
+    if (s.threads > BaseThreads()) {
+      timed_out = s.cv.wait_for(lock, std::chrono::nanoseconds(kIdleExitNs)) ==
+                  std::cv_status::timeout;
+    } else {
+      s.cv.wait(lock);
+    }
+    --s.idle;
+    if (s.wakeups > 0) {
+      --s.wakeups;
+    } else if (timed_out && s.ready.empty() && s.threads > BaseThreads()) {
+      --s.threads;
+      return false;
+    }
+  }
+  return true;
+}
+
+void Worker() {
+  State& s = state();
+  std::unique_lock<std::mutex> lock(s.mutex);
+  while (WaitForWork(s, lock)) {
+    std::shared_ptr<IsolateHolder> holder = std::move(s.ready.front().holder);
+    s.ready.pop_front();
+    s.ready_count.fetch_sub(1, std::memory_order_relaxed);
+    lock.unlock();
+    bool more = holder->jobs().Serve();
+    if (!more) holder.reset();   // may dispose the isolate: outside the lock
+    lock.lock();
+    if (more) Push(s, std::move(holder));
+  }
+}
+
+void ArmStarvationCheck(State& s, int64_t at);
+
+// Timer thread: an isolate has waited while every thread was busy.
+void CheckStarvation() {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.check_armed = false;
+  if (s.ready.empty()) return;
+  int64_t now = MonotonicNs();
+  int64_t waited = now - s.ready.front().since;
+  bool nobody_coming = s.idle <= s.wakeups && !s.spinning;
+  if (waited >= kStarvedNs && nobody_coming && s.threads < BaseThreads() * kGrowthFactor) {
+    ++s.threads;
+    std::thread(Worker).detach();
+  }
+  ArmStarvationCheck(s, now + kStarvedNs);
+}
+
+void ArmStarvationCheck(State& s, int64_t at) {
+  if (s.check_armed) return;
+  s.check_armed = true;
+  timers::Arm(at, CheckStarvation);
+}
+
+}  // namespace
+
+void Schedule(std::shared_ptr<IsolateHolder> holder) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  Push(s, std::move(holder));
+  // Threads already on their way to the ready list: the polling one (it
+  // re-checks under the lock before sleeping) and those woken but not yet
+  // running. Each ready isolate needs one; a wake-up is never spent twice.
+  size_t coming = static_cast<size_t>((s.spinning ? 1 : 0) + s.wakeups);
+  if (s.ready.size() <= coming) return;
+  if (s.idle > s.wakeups) {
+    ++s.wakeups;
+    s.cv.notify_one();
+  } else if (s.threads < BaseThreads()) {
+    ++s.threads;
+    std::thread(Worker).detach();
+  } else {
+    // Every thread is busy; the first to finish takes it, unless they all
+    // stay busy for long.
+    ArmStarvationCheck(s, s.ready.front().since + kStarvedNs);
+  }
+}
+
+uint64_t CurrentJob() { return t_job; }
+IsolateHolder* CurrentHolder() { return t_job_holder; }
+void SetCurrentJob(uint64_t job_id, IsolateHolder* holder) {
+  t_job = job_id;
+  t_job_holder = holder;
+}
+
+void Park(Job::Work resume) {
+  if (t_park != nullptr) *t_park = std::move(resume);
+}
+
+}  // namespace pool
+
+namespace {
+std::atomic<uint64_t> g_next_job{1};
+}
+
+Job::Job(ivm_done_fn done, void* user_data, void (*free_result)(void*), Work work)
+    : id_(g_next_job.fetch_add(1, std::memory_order_relaxed)),
+      done_(done),
+      user_data_(user_data),
+      free_result_(free_result),
+      work_(std::move(work)) {
+  if (done_ == ivm_completion_queue_done && user_data_ != nullptr) {
+    queue_ = static_cast<CompletionQueue*>(static_cast<ivm_completion_queue*>(user_data_));
+    queue_->Ref();   // the queue outlives every job that reports to it
+  }
+}
+
+Job::~Job() {
+  if (queue_ != nullptr) queue_->Unref();
+}
+
+void Job::Run() {
+  void* result = nullptr;
+  Work park;
+  Work resume = std::move(resume_);
+  resume_ = nullptr;
+  parked_ = false;
+  pool::t_park = &park;
+  ivm_error_t* error = Guard([&] { return resume ? resume(&result) : work_(&result); });
+  pool::t_park = nullptr;
+  if (park && error == nullptr && result == nullptr) {
+    parked_ = true;   // reports when it resumes
+    resume_ = std::move(park);
+    return;
+  }
+  if (error != nullptr && result != nullptr && free_result_ != nullptr) {
+    free_result_(result);   // never both: the error wins
+    result = nullptr;
+  }
+  Report(result, error);
+}
+
+void Job::Report(void* result, ivm_error_t* error) {
+  if (reported_) {   // never twice; should not happen
+    if (result && free_result_) free_result_(result);
+    ivm_error_free(error);
+    return;
+  }
+  reported_ = true;
+  if (queue_ != nullptr) {
+    queue_->Push(id_, result, error, free_result_);
+  } else {
+    done_(user_data_, id_, result, error);
+  }
+}
+
+ivm_error_t* Enqueue(const std::shared_ptr<IsolateHolder>& holder, ivm_done_fn done,
+                     void* user_data, void (*free_result)(void*), Job::Work work,
+                     uint64_t* out_job) {
+  auto job = std::make_unique<Job>(done, user_data, free_result, std::move(work));
+  if (out_job) *out_job = job->id();
+  holder->jobs().Submit(std::move(job));
+  return nullptr;
+}
+
+namespace {
+void IgnoreOutcome(void*, uint64_t, void*, ivm_error_t* error) { ivm_error_free(error); }
+}  // namespace
+
+void EnqueuePump(const std::shared_ptr<IsolateHolder>& holder) {
+  auto job = std::make_unique<Job>(
+      IgnoreOutcome, nullptr, nullptr, [holder](void**) -> ivm_error_t* {
+        return holder->Run(0, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
+          holder->PumpTasks(call);
+          if (!holder->Stopped(call)) isolate->PerformMicrotaskCheckpoint();
+          return nullptr;
+        });
+      });
+  job->pump = true;
+  holder->jobs().Submit(std::move(job));
+}
+
+void FreeValue(void* value) { ivm_value_free(static_cast<ivm_value_t*>(value)); }
+void FreeContext(void* context) { ivm_context_free(static_cast<ivm_context_t*>(context)); }
+void FreeScript(void* script) { ivm_script_free(static_cast<ivm_script_t*>(script)); }
+
+}  // namespace ivm

@@ -1,0 +1,150 @@
+// signals.cc — signal-driven termination (ivm_interrupt_on_signal): Ctrl-C
+// stops the synchronous JavaScript of the thread that asked for it.
+//
+// The signal handler only writes a byte to a pipe (async-signal-safe) and
+// chains to the previous handler; a watcher thread reads the pipe and
+// terminates the synchronous calls running on the interrupted thread.
+#include "internal.h"
+
+#include <csignal>
+#include <unistd.h>
+
+namespace ivm {
+namespace interrupt {
+namespace {
+
+struct State {
+  std::mutex mutex;
+  std::vector<std::weak_ptr<IsolateHolder>> running;   // calls on `thread`
+  std::thread::id thread;
+  int pipe_w = -1;
+  struct sigaction previous[65];
+  bool installed[65] = {};
+};
+
+State& state() {
+  static State* s = new State();
+  return *s;
+}
+
+std::atomic<bool> g_enabled{false};
+std::atomic<uint64_t> g_signals{0};   // signals seen by the watcher
+
+void Handler(int signum, siginfo_t* info, void* ucontext) {
+  int saved_errno = errno;
+  State& s = state();
+  char byte = static_cast<char>(signum);
+  ssize_t ignored = write(s.pipe_w, &byte, 1);
+  (void)ignored;
+  errno = saved_errno;
+  if (signum <= 0 || signum > 64) return;
+  const struct sigaction& prev = s.previous[signum];
+  if (prev.sa_flags & SA_SIGINFO) {
+    if (prev.sa_sigaction) prev.sa_sigaction(signum, info, ucontext);
+  } else if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN && prev.sa_handler) {
+    prev.sa_handler(signum);
+  } else if (prev.sa_handler == SIG_DFL) {
+    // Nobody else handles it: the default action, as if we were not here.
+    signal(signum, SIG_DFL);
+    raise(signum);
+  }
+}
+
+void Watch(int fd) {
+  char byte;
+  for (;;) {
+    ssize_t n = read(fd, &byte, 1);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      return;
+    }
+    g_signals.fetch_add(1);
+    std::vector<std::shared_ptr<IsolateHolder>> targets;
+    {
+      State& s = state();
+      std::lock_guard<std::mutex> lock(s.mutex);
+      for (auto& w : s.running) {
+        if (auto h = w.lock()) targets.push_back(std::move(h));
+      }
+    }
+    for (auto& h : targets) h->Terminate();
+  }
+}
+
+}  // namespace
+
+ivm_error_t* Lock(std::unique_lock<std::recursive_timed_mutex>& lock) {
+  if (lock.try_lock()) return nullptr;
+  if (!g_enabled.load(std::memory_order_relaxed) ||
+      std::this_thread::get_id() != state().thread) {
+    lock.lock();
+    return nullptr;
+  }
+  uint64_t seen = g_signals.load();
+  while (!lock.try_lock_for(std::chrono::milliseconds(20))) {
+    if (g_signals.load() != seen) {
+      return MakeError(IVM_ERROR_TERMINATED, "Interrupted while waiting for the isolate");
+    }
+  }
+  return nullptr;
+}
+
+void Enter(IsolateHolder& holder) {
+  if (!g_enabled.load(std::memory_order_relaxed)) return;
+  State& s = state();
+  if (std::this_thread::get_id() != s.thread) return;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.running.push_back(holder.weak_from_this());
+}
+
+void Leave(IsolateHolder& holder) {
+  if (!g_enabled.load(std::memory_order_relaxed)) return;
+  State& s = state();
+  if (std::this_thread::get_id() != s.thread) return;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  for (auto it = s.running.rbegin(); it != s.running.rend(); ++it) {
+    if (it->lock().get() == &holder || it->expired()) {
+      s.running.erase(std::next(it).base());
+      break;
+    }
+  }
+}
+
+ivm_error_t* Install(int signum) {
+  if (signum <= 0 || signum > 64) return InvalidArgument("bad signal number");
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (s.pipe_w < 0) {
+    int fds[2];
+    if (pipe(fds) != 0) return MakeError(IVM_ERROR_INTERNAL, "pipe() failed");
+    s.pipe_w = fds[1];
+    std::thread(Watch, fds[0]).detach();
+  }
+  struct sigaction current;
+  if (sigaction(signum, nullptr, &current) != 0) {
+    return MakeError(IVM_ERROR_INTERNAL, "sigaction() failed");
+  }
+  s.thread = std::this_thread::get_id();
+  if ((current.sa_flags & SA_SIGINFO) && current.sa_sigaction == Handler) {
+    g_enabled.store(true);
+    return nullptr;   // already ours
+  }
+  struct sigaction ours {};
+  ours.sa_sigaction = Handler;
+  ours.sa_flags = SA_SIGINFO | SA_ONSTACK | (current.sa_flags & SA_RESTART);
+  sigemptyset(&ours.sa_mask);
+  s.previous[signum] = current;
+  if (sigaction(signum, &ours, nullptr) != 0) {
+    return MakeError(IVM_ERROR_INTERNAL, "sigaction() failed");
+  }
+  s.installed[signum] = true;
+  g_enabled.store(true);
+  return nullptr;
+}
+
+}  // namespace interrupt
+}  // namespace ivm
+
+extern "C" IVM_API ivm_error_t* ivm_interrupt_on_signal(int signum) {
+  return ivm::Guard([&] { return ivm::interrupt::Install(signum); });
+}

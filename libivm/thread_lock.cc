@@ -1,0 +1,188 @@
+// thread_lock.cc — which thread may hold which isolate: per-thread V8 locks
+// kept parked between calls (ThreadLockScope), and deadlock detection for
+// threads that wait for a busy isolate (WaitScope, RefuseFromPool).
+#include "internal.h"
+
+#include <pthread.h>
+
+namespace ivm {
+
+// A pool thread that blocks on another isolate could wait for a job queued
+// behind its own: every pool thread may end up waiting (isolated-vm's rule).
+namespace {
+std::mutex g_wait_mutex;
+std::unordered_map<std::thread::id, const IsolateHolder*>& Waiting() {
+  static auto* waiting = new std::unordered_map<std::thread::id, const IsolateHolder*>();
+  return *waiting;
+}
+}  // namespace
+
+WaitScope::WaitScope(const IsolateHolder* target) {
+  std::thread::id me = std::this_thread::get_id();
+  std::lock_guard<std::mutex> lock(g_wait_mutex);
+  auto& waiting = Waiting();
+  const IsolateHolder* current = target;
+  for (int i = 0; i < 256 && current != nullptr; ++i) {
+    std::thread::id owner = current->owner();
+    if (owner == std::thread::id()) break;
+    if (owner == me) {
+      deadlock_ = true;
+      return;
+    }
+    auto it = waiting.find(owner);
+    current = it == waiting.end() ? nullptr : it->second;
+  }
+  waiting[me] = target;
+}
+
+WaitScope::~WaitScope() {
+  if (deadlock_) return;
+  std::lock_guard<std::mutex> lock(g_wait_mutex);
+  Waiting().erase(std::this_thread::get_id());
+}
+
+ivm_error_t* RefuseFromPool(const IsolateHolder* target) {
+  if (pool::CurrentJob() == 0 || pool::CurrentHolder() == target) return nullptr;
+  return MakeError(IVM_ERROR_DEADLOCK,
+                   "A synchronous call into another isolate was refused: it was made from "
+                   "code running for an asynchronous call (on ivm's thread pool) and could "
+                   "deadlock; use the asynchronous API there");
+}
+
+struct Parked {
+  std::weak_ptr<IsolateHolder> holder;
+  uint64_t holder_id = 0;
+  v8::Isolate* isolate = nullptr;
+  int depth = 0;   // > 0 while this thread holds the lock
+  // Constructed in place; destroyed only while the isolate is alive.
+  alignas(v8::Locker) unsigned char locker[sizeof(v8::Locker)];
+  alignas(v8::Unlocker) unsigned char unlocker[sizeof(v8::Unlocker)];
+  v8::Locker* Locker() { return reinterpret_cast<v8::Locker*>(locker); }
+  v8::Unlocker* Unlocker() { return reinterpret_cast<v8::Unlocker*>(unlocker); }
+};
+
+namespace {
+
+// A parked lock whose isolate is disposed refers to freed V8 state: it is
+// dropped without running its destructors.
+bool Stale(Parked* p) {
+  auto holder = p->holder.lock();
+  return !holder || holder->disposed();
+}
+
+constexpr size_t kMaxParked = 16;
+
+struct ThreadLocks {
+  std::vector<Parked*> parked;
+
+  Parked* Find(uint64_t id) {
+    for (Parked* p : parked) {
+      if (p->holder_id == id) return p;
+    }
+    return nullptr;
+  }
+
+  // Drops stale locks; past kMaxParked, also gives back the oldest idle ones
+  // (if their isolate is free right now) so that a thread serving many
+  // isolates keeps V8 state for a few only.
+  void Sweep() {
+    std::vector<Parked*> keep;
+    size_t excess = parked.size() >= kMaxParked ? parked.size() - kMaxParked / 2 : 0;
+    for (Parked* p : parked) {
+      if (p->depth == 0 && Stale(p)) {
+        delete p;
+      } else if (excess > 0 && p->depth == 0 && Unpark(p)) {
+        --excess;
+        delete p;
+      } else {
+        keep.push_back(p);
+      }
+    }
+    parked.swap(keep);
+  }
+
+  static bool Unpark(Parked* p) {
+    auto holder = p->holder.lock();
+    if (!holder) return true;
+    std::unique_lock<std::recursive_timed_mutex> lock(holder->exec_mutex(), std::try_to_lock);
+    if (!lock.owns_lock()) return false;
+    if (!holder->disposed()) {
+      p->Unlocker()->~Unlocker();
+      p->Locker()->~Locker();
+    }
+    return true;
+  }
+
+  ~ThreadLocks() {
+    // Thread (or process) exit: give back the locks of isolates that are alive
+    // and free now. Never wait: at process exit a pool thread may be running
+    // endless JavaScript in the isolate, and waiting would hang the exit. A
+    // lock that cannot be given back stays with V8's thread state, which the
+    // isolate's disposal frees.
+    for (Parked* p : parked) {
+      if (p->depth == 0) Unpark(p);
+      delete p;
+    }
+  }
+};
+
+thread_local ThreadLocks t_locks;
+
+}  // namespace
+
+// V8 assumes it may use about 1 MB of stack below where it is entered. On a
+// thread with a smaller stack (Python's threading.stack_size), deep recursion
+// would run off the end instead of throwing a RangeError: lift the limit so
+// that V8 stops 128 KB above the real end of this thread's stack. The limit is
+// part of the thread state V8 archives with the parked lock.
+// The lowest address of this thread's stack, or 0 if unknown. Read once per
+// thread: for the main thread, glibc finds it by parsing /proc/self/maps.
+uintptr_t StackLow() {
+  thread_local uintptr_t low = [] {
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0) return uintptr_t{0};
+    void* addr = nullptr;
+    size_t size = 0;
+    int rc = pthread_attr_getstack(&attr, &addr, &size);
+    pthread_attr_destroy(&attr);
+    return rc == 0 ? reinterpret_cast<uintptr_t>(addr) : uintptr_t{0};
+  }();
+  return low;
+}
+
+void LimitStack(v8::Isolate* isolate) {
+  constexpr uintptr_t kMargin = 128 * 1024;
+  constexpr uintptr_t kV8StackSize = 984 * 1024;   // V8's default --stack-size
+  uintptr_t low = StackLow();
+  if (low == 0) return;
+  auto here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+  if (here < low + kMargin) return;
+  uintptr_t safe = low + kMargin;
+  if (here - kV8StackSize < safe) isolate->SetStackLimit(safe);
+}
+
+ThreadLockScope::ThreadLockScope(IsolateHolder& holder) {
+  ThreadLocks& locks = t_locks;
+  Parked* p = locks.Find(holder.unique_id());
+  if (p == nullptr) {
+    if (locks.parked.size() >= 8) locks.Sweep();
+    p = new Parked();
+    p->holder = holder.weak_from_this();
+    p->holder_id = holder.unique_id();
+    p->isolate = holder.isolate();
+    new (p->locker) v8::Locker(p->isolate);
+    p->depth = 1;
+    locks.parked.push_back(p);
+    LimitStack(p->isolate);
+  } else if (p->depth++ == 0) {
+    p->Unlocker()->~Unlocker();   // takes the lock back, restoring our state
+  }
+  parked_ = p;
+}
+
+ThreadLockScope::~ThreadLockScope() {
+  Parked* p = parked_;
+  if (--p->depth == 0) new (p->unlocker) v8::Unlocker(p->isolate);
+}
+
+}  // namespace ivm

@@ -1,0 +1,124 @@
+// timers.cc — clocks, and the one timer thread of the process.
+//
+// One thread serves every timer: call timeouts (the watchdog), the deadlines
+// and polls of parked jobs, and the pool's starvation checks. A timer is a
+// deadline and a function; the function runs on the timer thread, without
+// the timer lock, and must not block. A timed call arms a timer that names
+// the call by id; when it fires, the isolate stops that call only if it is
+// still running (ids, not pointers, cross threads). The thread starts with
+// the first timer and lives until the process exits.
+#include "internal.h"
+
+#include <condition_variable>
+#include <ctime>
+#include <map>
+
+namespace ivm {
+
+int64_t ThreadCpuNs() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+int64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+namespace timers {
+namespace {
+
+struct State {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::map<std::pair<int64_t, uint64_t>, std::function<void()>> queue;   // (deadline, id)
+  std::unordered_map<uint64_t, int64_t> deadlines;                         // id -> deadline
+  uint64_t next_id = 1;
+  bool started = false;
+};
+
+// Leaked on purpose: the thread may still wait on it while the process exits.
+State& state() {
+  static State* s = new State();
+  return *s;
+}
+
+void Loop() {
+  State& s = state();
+  std::unique_lock<std::mutex> lock(s.mutex);
+  for (;;) {
+    if (s.queue.empty()) {
+      s.cv.wait(lock);
+      continue;
+    }
+    auto first = s.queue.begin();
+    int64_t now = MonotonicNs();
+    if (first->first.first > now) {
+      s.cv.wait_for(lock, std::chrono::nanoseconds(first->first.first - now));
+      continue;
+    }
+    std::function<void()> fn = std::move(first->second);
+    s.deadlines.erase(first->first.second);
+    s.queue.erase(first);
+    lock.unlock();
+    try {
+      fn();
+    } catch (...) {
+    }
+    fn = nullptr;   // whatever it holds is released outside the lock
+    lock.lock();
+  }
+}
+
+}  // namespace
+
+uint64_t Arm(int64_t deadline_ns, std::function<void()> fn) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (!s.started) {
+    std::thread(Loop).detach();
+    s.started = true;
+  }
+  uint64_t id = s.next_id++;
+  bool earliest = s.queue.empty() || deadline_ns < s.queue.begin()->first.first;
+  s.queue.emplace(std::make_pair(deadline_ns, id), std::move(fn));
+  s.deadlines.emplace(id, deadline_ns);
+  if (earliest) s.cv.notify_one();
+  return id;
+}
+
+void Disarm(uint64_t timer_id) {
+  if (timer_id == 0) return;
+  State& s = state();
+  std::function<void()> fn;   // destroyed after the lock is released
+  std::lock_guard<std::mutex> lock(s.mutex);
+  auto it = s.deadlines.find(timer_id);
+  if (it == s.deadlines.end()) return;   // already fired
+  auto entry = s.queue.find(std::make_pair(it->second, timer_id));
+  fn = std::move(entry->second);
+  s.queue.erase(entry);
+  s.deadlines.erase(it);
+}
+
+int64_t DeadlineAfter(uint64_t timeout_ns) {
+  return MonotonicNs() +
+         static_cast<int64_t>(std::min<uint64_t>(timeout_ns, static_cast<uint64_t>(INT64_MAX / 2)));
+}
+
+}  // namespace timers
+
+namespace watchdog {
+
+uint64_t Arm(std::weak_ptr<IsolateHolder> holder, uint64_t call_id, int64_t deadline_ns) {
+  if (deadline_ns == 0) return 0;
+  return timers::Arm(deadline_ns, [holder = std::move(holder), call_id] {
+    if (auto h = holder.lock()) h->OnTimeout(call_id);
+  });
+}
+
+void Disarm(uint64_t timer_id) { timers::Disarm(timer_id); }
+
+}  // namespace watchdog
+}  // namespace ivm
