@@ -3,6 +3,8 @@
 // readable. One wake-up serves many completions.
 #include "completion_queue.h"
 
+#include <algorithm>
+
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -18,13 +20,12 @@ ivm_error_t* CompletionQueue::Create(CompletionQueue** out, int* fd) {
   return nullptr;
 }
 
-void CompletionQueue::Push(uint64_t job, void* result, ivm_error_t* error,
-                           void (*free_result)(void*)) {
+void CompletionQueue::Push(const ivm_completion_t& completion) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (owned_) {
       bool was_empty = items_.empty();
-      items_.push_back(Item{{job, result, error}, free_result});
+      items_.push_back(completion);
       count_.store(items_.size(), std::memory_order_release);
       if (was_empty) {
         uint64_t one = 1;
@@ -34,14 +35,14 @@ void CompletionQueue::Push(uint64_t job, void* result, ivm_error_t* error,
       return;
     }
   }
-  Discard(Item{{job, result, error}, free_result});   // nobody will pop it
+  FreeCompletion(completion);   // nobody will pop it
 }
 
 size_t CompletionQueue::Pop(ivm_completion_t* out, size_t capacity) {
   if (count_.load(std::memory_order_acquire) == 0) return 0;   // polling stays cheap
   std::lock_guard<std::mutex> lock(mutex_);
   size_t n = std::min(capacity, items_.size());
-  for (size_t i = 0; i < n; ++i) out[i] = items_[i].completion;
+  std::copy_n(items_.begin(), n, out);
   items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(n));
   count_.store(items_.size(), std::memory_order_release);
   if (n > 0 && items_.empty()) {
@@ -53,14 +54,14 @@ size_t CompletionQueue::Pop(ivm_completion_t* out, size_t capacity) {
 }
 
 void CompletionQueue::Disown() {
-  std::vector<Item> items;
+  std::vector<ivm_completion_t> items;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     owned_ = false;
     items.swap(items_);
     count_.store(0);
   }
-  for (auto& item : items) Discard(item);
+  for (auto& item : items) FreeCompletion(item);
   Unref();
 }
 
@@ -68,16 +69,11 @@ CompletionQueue::~CompletionQueue() {
   if (fd_ >= 0) close(fd_);
 }
 
-void CompletionQueue::Discard(const Item& item) {
-  if (item.completion.result && item.free_result) item.free_result(item.completion.result);
-  ivm_error_free(item.completion.error);
-}
-
 }  // namespace ivm
 
 extern "C" {
 
-IVM_API ivm_error_t* ivm_completion_queue_new(ivm_completion_queue_t** out, int* fd_out) {
+IVM_API ivm_error_t* ivm_completion_queue_new(int* fd_out, ivm_completion_queue_t** out) {
   return ivm::Guard([&]() -> ivm_error_t* {
     if (out == nullptr || fd_out == nullptr) return ivm::InvalidArgument("out or fd_out is NULL");
     ivm::CompletionQueue* q = nullptr;
@@ -87,13 +83,16 @@ IVM_API ivm_error_t* ivm_completion_queue_new(ivm_completion_queue_t** out, int*
   });
 }
 
-IVM_API void ivm_completion_queue_done(void* queue, uint64_t job, void* result,
-                                       ivm_error_t* error) {
-  // Jobs bypass this (they know how to free their results); a direct call
-  // can only hand over values.
-  if (queue == nullptr) return;
+IVM_API void ivm_completion_queue_done(void* queue, const ivm_completion_t* completion) {
+  // Jobs bypass this (they push straight into their queue, which they keep
+  // alive); a direct call hands over a completion of its own.
+  if (completion == nullptr) return;
+  if (queue == nullptr) {
+    ivm::FreeCompletion(*completion);
+    return;
+  }
   auto* q = static_cast<ivm::CompletionQueue*>(static_cast<ivm_completion_queue*>(queue));
-  q->Push(job, result, error, ivm::FreeValue);
+  q->Push(*completion);
 }
 
 IVM_API size_t ivm_completion_queue_pop(ivm_completion_queue_t* queue, ivm_completion_t* out,

@@ -11,19 +11,15 @@ namespace ivm {
 
 class CompletionQueue : public ivm_completion_queue, public LiveCounted {
  public:
-  struct Item {
-    ivm_completion_t completion;
-    void (*free_result)(void*);
-  };
-
   // A new queue and its eventfd (owned by the queue).
   static ivm_error_t* Create(CompletionQueue** out, int* fd);
   void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
   void Unref() {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
-  // A job's outcome (any thread); freed at once if the owner is gone.
-  void Push(uint64_t job, void* result, ivm_error_t* error, void (*free_result)(void*));
+  // A job's outcome (any thread), owned from here on; freed at once if the
+  // owner is gone.
+  void Push(const ivm_completion_t& completion);
   // Up to `capacity` waiting completions, oldest first (the owner's thread).
   size_t Pop(ivm_completion_t* out, size_t capacity);
   // The owner's handle is freed: waiting completions are freed, later ones
@@ -33,10 +29,9 @@ class CompletionQueue : public ivm_completion_queue, public LiveCounted {
  private:
   CompletionQueue() = default;
   ~CompletionQueue();
-  static void Discard(const Item& item);
 
   std::mutex mutex_;
-  std::vector<Item> items_;
+  std::vector<ivm_completion_t> items_;
   std::atomic<size_t> count_{0};
   std::atomic<int> refs_{1};   // the owner's handle + one per pending job
   bool owned_ = true;

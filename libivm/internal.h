@@ -173,7 +173,7 @@ struct ParkedPromise final : public Resource {
   }
   v8::Global<v8::Promise> promise;
   v8::Global<v8::Context> context;
-  uint32_t flags = 0;          // the call's IVM_EVAL_* flags
+  uint32_t flags = 0;          // the call's IVM_RESULT_* flags
   int64_t deadline_ns = 0;     // the call's deadline (MonotonicNs), 0: none
   std::atomic<bool> timed_out{false};
   std::atomic<bool> cancelled{false};

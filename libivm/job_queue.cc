@@ -1,7 +1,7 @@
 // job_queue.cc — the jobs of one isolate: a FIFO of queued jobs served by the
 // pool, the running one (cancellation), and parked jobs.
 //
-// Parking. A job whose call waits for a promise (IVM_EVAL_PROMISE) does not
+// Parking. A job whose call waits for a promise (IVM_RESULT_PROMISE) does not
 // hold its pool thread while the promise is pending: its call ends, the job
 // moves to `waiting_`, and the isolate takes other calls (a synchronous call
 // from an async host callback included). The job is woken, and queued again

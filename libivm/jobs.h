@@ -25,9 +25,12 @@ struct ParkedPromise;
 // is reported exactly once through the caller's ivm_done_fn.
 class Job {
  public:
-  using Work = std::function<ivm_error_t*(void** result)>;
-  // `free_result` frees a result nobody will receive (a dead completion queue).
-  Job(ivm_done_fn done, void* user_data, void (*free_result)(void*), Work work);
+  // Sets the member of `completion->result` that the job's kind names, or
+  // returns an error (and leaves it unset or frees it).
+  using Work = std::function<ivm_error_t*(ivm_completion_t* completion)>;
+  // `kind`: the IVM_COMPLETION_* of the job's result (NONE for internal jobs
+  // that have none).
+  Job(ivm_completion_kind_t kind, ivm_done_fn done, void* user_data, Work work);
   ~Job();
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
@@ -38,18 +41,18 @@ class Job {
   // when it resumes.
   void Run();
   // Reports `error` instead of running.
-  void Fail(ivm_error_t* error) { Report(nullptr, error); }
+  void Fail(ivm_error_t* error);
   bool parked() const { return parked_; }
   // A job that only runs the isolate's pending tasks and microtasks on behalf
   // of parked jobs: stopped when one of them expires or is cancelled.
   bool pump = false;
 
  private:
-  void Report(void* result, ivm_error_t* error);
+  void Report(ivm_completion_t& completion);
   uint64_t id_;
+  ivm_completion_kind_t kind_;
   ivm_done_fn done_;
   void* user_data_;
-  void (*free_result_)(void*);
   Work work_;       // kept until the job ends: it owns what the call uses
   Work resume_;     // set while parked: finishes the job
   bool parked_ = false;
@@ -57,17 +60,17 @@ class Job {
   bool reported_ = false;
 };
 
-// Queues `work` as a job of `holder` that reports through `done`; writes its id
-// to `out_job` (may be NULL). Returns NULL (the job is queued).
-ivm_error_t* Enqueue(const std::shared_ptr<IsolateHolder>& holder, ivm_done_fn done,
-                     void* user_data, void (*free_result)(void*), Job::Work work,
-                     uint64_t* out_job);
+// Queues `work` as a job of `holder` whose result is of `kind` and that
+// reports through `done`; writes its id to `job_out` (may be NULL). Returns
+// NULL (the job is queued).
+ivm_error_t* Enqueue(const std::shared_ptr<IsolateHolder>& holder, ivm_completion_kind_t kind,
+                     ivm_done_fn done, void* user_data, Job::Work work, uint64_t* job_out);
 // Queues a job that runs `holder`'s pending foreground tasks and microtasks
 // (deferred results, parked promises). Its outcome is dropped.
 void EnqueuePump(const std::shared_ptr<IsolateHolder>& holder);
-void FreeValue(void* value);
-void FreeContext(void* context);
-void FreeScript(void* script);
+// Frees what a completion owns (its result, by kind, and its error): for
+// outcomes nobody will receive.
+void FreeCompletion(const ivm_completion_t& completion);
 
 // The jobs of one isolate: a FIFO of queued jobs, the one running, and the
 // parked ones (waiting for a promise, holding no thread).

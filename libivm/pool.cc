@@ -193,13 +193,50 @@ void Park(Job::Work resume) {
 
 namespace {
 std::atomic<uint64_t> g_next_job{1};
+
+// The result a completion holds, whatever its kind (NULL: none).
+const void* ResultOf(const ivm_completion_t& c) {
+  switch (c.kind) {
+    case IVM_COMPLETION_VALUE:
+      return c.result.value;
+    case IVM_COMPLETION_CONTEXT:
+      return c.result.context;
+    case IVM_COMPLETION_SCRIPT:
+      return c.result.script;
+    case IVM_COMPLETION_HEAP_STATISTICS:
+      return c.result.heap_statistics;
+    default:
+      return nullptr;
+  }
 }
 
-Job::Job(ivm_done_fn done, void* user_data, void (*free_result)(void*), Work work)
+}  // namespace
+
+void FreeCompletion(const ivm_completion_t& c) {
+  switch (c.kind) {
+    case IVM_COMPLETION_VALUE:
+      ivm_value_free(c.result.value);
+      break;
+    case IVM_COMPLETION_CONTEXT:
+      ivm_context_free(c.result.context);
+      break;
+    case IVM_COMPLETION_SCRIPT:
+      ivm_script_free(c.result.script);
+      break;
+    case IVM_COMPLETION_HEAP_STATISTICS:
+      ivm_heap_statistics_free(c.result.heap_statistics);
+      break;
+    default:
+      break;
+  }
+  ivm_error_free(c.error);
+}
+
+Job::Job(ivm_completion_kind_t kind, ivm_done_fn done, void* user_data, Work work)
     : id_(g_next_job.fetch_add(1, std::memory_order_relaxed)),
+      kind_(kind),
       done_(done),
       user_data_(user_data),
-      free_result_(free_result),
       work_(std::move(work)) {
   if (done_ == ivm_completion_queue_done && user_data_ != nullptr) {
     queue_ = static_cast<CompletionQueue*>(static_cast<ivm_completion_queue*>(user_data_));
@@ -212,56 +249,66 @@ Job::~Job() {
 }
 
 void Job::Run() {
-  void* result = nullptr;
+  ivm_completion_t c{};
+  c.kind = kind_;   // the member the work sets
   Work park;
   Work resume = std::move(resume_);
   resume_ = nullptr;
   parked_ = false;
   pool::t_park = &park;
-  ivm_error_t* error = Guard([&] { return resume ? resume(&result) : work_(&result); });
+  c.error = Guard([&] { return resume ? resume(&c) : work_(&c); });
   pool::t_park = nullptr;
-  if (park && error == nullptr && result == nullptr) {
+  if (park && c.error == nullptr && ResultOf(c) == nullptr) {
     parked_ = true;   // reports when it resumes
     resume_ = std::move(park);
     return;
   }
-  if (error != nullptr && result != nullptr && free_result_ != nullptr) {
-    free_result_(result);   // never both: the error wins
-    result = nullptr;
+  if (c.error != nullptr) {   // never both: the error wins
+    ivm_error_t* error = c.error;
+    c.error = nullptr;
+    FreeCompletion(c);
+    c = ivm_completion_t{};
+    c.error = error;
   }
-  Report(result, error);
+  Report(c);
 }
 
-void Job::Report(void* result, ivm_error_t* error) {
+void Job::Fail(ivm_error_t* error) {
+  ivm_completion_t c{};
+  c.error = error;
+  Report(c);
+}
+
+void Job::Report(ivm_completion_t& c) {
+  c.job = id_;
+  if (c.error != nullptr) c.kind = IVM_COMPLETION_NONE;
   if (reported_) {   // never twice; should not happen
-    if (result && free_result_) free_result_(result);
-    ivm_error_free(error);
+    FreeCompletion(c);
     return;
   }
   reported_ = true;
   if (queue_ != nullptr) {
-    queue_->Push(id_, result, error, free_result_);
+    queue_->Push(c);
   } else {
-    done_(user_data_, id_, result, error);
+    done_(user_data_, &c);
   }
 }
 
-ivm_error_t* Enqueue(const std::shared_ptr<IsolateHolder>& holder, ivm_done_fn done,
-                     void* user_data, void (*free_result)(void*), Job::Work work,
-                     uint64_t* out_job) {
-  auto job = std::make_unique<Job>(done, user_data, free_result, std::move(work));
-  if (out_job) *out_job = job->id();
+ivm_error_t* Enqueue(const std::shared_ptr<IsolateHolder>& holder, ivm_completion_kind_t kind,
+                     ivm_done_fn done, void* user_data, Job::Work work, uint64_t* job_out) {
+  auto job = std::make_unique<Job>(kind, done, user_data, std::move(work));
+  if (job_out) *job_out = job->id();
   holder->jobs().Submit(std::move(job));
   return nullptr;
 }
 
 namespace {
-void IgnoreOutcome(void*, uint64_t, void*, ivm_error_t* error) { ivm_error_free(error); }
+void IgnoreOutcome(void*, const ivm_completion_t* c) { FreeCompletion(*c); }
 }  // namespace
 
 void EnqueuePump(const std::shared_ptr<IsolateHolder>& holder) {
   auto job = std::make_unique<Job>(
-      IgnoreOutcome, nullptr, nullptr, [holder](void**) -> ivm_error_t* {
+      IVM_COMPLETION_NONE, IgnoreOutcome, nullptr, [holder](ivm_completion_t*) -> ivm_error_t* {
         return holder->Run(0, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
           holder->PumpTasks(call);
           if (!holder->Stopped(call)) isolate->PerformMicrotaskCheckpoint();
@@ -271,9 +318,5 @@ void EnqueuePump(const std::shared_ptr<IsolateHolder>& holder) {
   job->pump = true;
   holder->jobs().Submit(std::move(job));
 }
-
-void FreeValue(void* value) { ivm_value_free(static_cast<ivm_value_t*>(value)); }
-void FreeContext(void* context) { ivm_context_free(static_cast<ivm_context_t*>(context)); }
-void FreeScript(void* script) { ivm_script_free(static_cast<ivm_script_t*>(script)); }
 
 }  // namespace ivm

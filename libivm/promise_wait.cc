@@ -1,5 +1,5 @@
 // promise_wait.cc — a call that waits for its result's promise to settle
-// (IVM_EVAL_PROMISE).
+// (IVM_RESULT_PROMISE).
 //
 // A synchronous call, or a call nested inside another, waits on its thread:
 // it runs the isolate's tasks and microtasks until the promise settles,
@@ -73,8 +73,8 @@ bool Park(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> co
   holder.Register(parked);
   holder.jobs().ExpectPark(call.job_id, parked);
   std::shared_ptr<IsolateHolder> self = holder.shared_from_this();
-  pool::Park([self, parked](void** result) -> ivm_error_t* {
-    return Resume(self, parked, reinterpret_cast<ivm_value_t**>(result));
+  pool::Park([self, parked](ivm_completion_t* c) -> ivm_error_t* {
+    return Resume(self, parked, &c->result.value);
   });
   return true;
 }

@@ -279,18 +279,15 @@ void SyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefOp
 }
 
 // The job's outcome settles a promise of the calling isolate.
-void SettleDone(void* user_data, uint64_t, void* result, ivm_error_t* error) {
+void SettleDone(void* user_data, const ivm_completion_t* c) {
   auto* d = static_cast<ivm_deferred_t*>(user_data);
-  ivm_error_t* err = error ? ivm_deferred_reject(d, error)
-                           : ivm_deferred_resolve(d, static_cast<ivm_value_t*>(result));
+  ivm_error_t* err = c->error ? ivm_deferred_reject(d, c->error)
+                              : ivm_deferred_resolve(d, c->result.value);
   ivm_error_free(err);
   ivm_deferred_free(d);
 }
 
-void IgnoreDone(void*, uint64_t, void* result, ivm_error_t* error) {
-  ivm_value_free(static_cast<ivm_value_t*>(result));
-  ivm_error_free(error);
-}
+void IgnoreDone(void*, const ivm_completion_t* c) { FreeCompletion(*c); }
 
 // Queues `op` on the box's isolate (get, apply...): returns a promise, or
 // undefined when `ignored`.
@@ -317,11 +314,11 @@ void AsyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefO
   }
   ReferenceData ref = RefOf(isolate, box);
   ivm_error_t* err = Enqueue(
-      ref.holder, done, user_data, FreeValue,
-      [ref, op, o, args](void** result) mutable -> ivm_error_t* {
+      ref.holder, IVM_COMPLETION_VALUE, done, user_data,
+      [ref, op, o, args](ivm_completion_t* c) mutable -> ivm_error_t* {
         op.args = args->raw.data();
         op.nargs = args->raw.size();
-        return RunRefOp(ref, op, o, reinterpret_cast<ivm_value_t**>(result));
+        return RunRefOp(ref, op, o, &c->result.value);
       },
       nullptr);
   if (err) {
