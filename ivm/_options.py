@@ -42,7 +42,10 @@ _MAX_TIMEOUT_NS = 2**63 - 1
 def code_bytes(code: object, what: str = "code") -> bytes:
     if not isinstance(code, str):
         raise TypeError(f"{what} must be a str, not {type(code).__name__}")
-    return code.encode("utf-8", "surrogatepass")
+    try:
+        return code.encode()  # strict UTF-8 is faster, and the same without lone surrogates
+    except UnicodeEncodeError:
+        return code.encode("utf-8", "surrogatepass")
 
 
 def _offset(value: object, what: str) -> int:

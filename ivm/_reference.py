@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Mapping
 
 from ._async import submit_ignored, submit_owning
 from ._copy import _Marker, arguments_copy, to_value, to_values
 from ._copy import to_value as _to_value
-from ._errors import check, raise_error
+from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import result_flags, result_options_flags, run_options
 from ._options import result_options as _result_options
-from ._value import _tls, result, sync_call, sync_slots, take
+from ._value import _tls, sync_result, sync_slots, take
 
 __all__ = ["DerefInto", "Reference"]
 
 _NULL = ffi.NULL
+_MAX_SAFE = 2**53 - 1
+_copysign = math.copysign
 _apply = lib.ivm_reference_apply
 _free = lib.ivm_value_free
 # Immutable values of small integers, shared by synchronous calls (which
@@ -128,7 +131,9 @@ class Reference(Handle, _Marker):
         run = run_options(timeout)
         k = _key(key)
         try:
-            return sync_call(lib.ivm_reference_get, self._ptr, k, get, run, ropts)
+            out, slot = sync_slots()
+            err = lib.ivm_reference_get(self._ptr, k, get, run, ropts, out, slot)
+            return sync_result(err, out, slot)
         finally:
             lib.ivm_value_free(k)
 
@@ -181,7 +186,8 @@ class Reference(Handle, _Marker):
             lib.ivm_value_free(v)
             raise
         try:
-            return bool(sync_call(lib.ivm_reference_set, self._ptr, k, v, run))
+            out, slot = sync_slots()
+            return bool(sync_result(lib.ivm_reference_set(self._ptr, k, v, run, out, slot), out, slot))
         finally:
             lib.ivm_value_free(k)
             lib.ivm_value_free(v)
@@ -223,7 +229,8 @@ class Reference(Handle, _Marker):
         run = run_options(timeout)
         k = _key(key)
         try:
-            return bool(sync_call(lib.ivm_reference_delete, self._ptr, k, run))
+            out, slot = sync_slots()
+            return bool(sync_result(lib.ivm_reference_delete(self._ptr, k, run, out, slot), out, slot))
         finally:
             lib.ivm_value_free(k)
 
@@ -282,8 +289,8 @@ class Reference(Handle, _Marker):
             and (t is list or t is tuple)
             and len(arguments) <= 8  # type: ignore[arg-type]
         ):
-            # The common call, kept lean: this thread's option block, result
-            # slot and argument array; shared values for small integers.
+            # The common call, kept lean: no options, this thread's output
+            # slots and argument array; shared values for small integers.
             try:
                 argv, out, slot = _tls.call
             except AttributeError:
@@ -306,9 +313,12 @@ class Reference(Handle, _Marker):
                 if owned is not None:
                     for v in owned:
                         _free(v)
-            if err:
-                raise_error(err)
-            return result(slot, out)
+            if not err and slot.kind == 4:  # sync_result's first case, inlined
+                x: float = slot.number
+                if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
+                    return int(x)
+                return x
+            return sync_result(err, out, slot)
         ropts = _result_options(result_options_flags(result_options))
         run = run_options(timeout)
         recv, values = self._apply_values(receiver, arguments, arguments_options)
@@ -322,7 +332,8 @@ class Reference(Handle, _Marker):
                     argv[i] = v
             else:
                 argv = ffi.new("ivm_value_t *[]", values)
-            return sync_call(_apply, self._ptr, recv, argv, n, run, ropts)
+            out, slot = sync_slots()
+            return sync_result(_apply(self._ptr, recv, argv, n, run, ropts, out, slot), out, slot)
         finally:
             for v in values:
                 _free(v)
@@ -379,7 +390,7 @@ class Reference(Handle, _Marker):
         """A structured copy of the referenced value (docs/values.md)."""
         run = run_options(timeout)
         ropts = _result_options(lib.IVM_RESULT_COPY)
-        return sync_call(lib.ivm_reference_get, self._ptr, _NULL, 0, run, ropts)
+        return self._get_self(run, ropts)
 
     async def copy(self, *, timeout: float | None = None) -> Any:
         """The async twin of :meth:`copy_sync`."""
@@ -388,8 +399,13 @@ class Reference(Handle, _Marker):
 
     def _external_copy(self, transfer_out: bool) -> Any:
         flags = lib.IVM_RESULT_EXTERNAL_COPY | (lib.IVM_RESULT_TRANSFER_OUT if transfer_out else 0)
-        ropts = _result_options(flags)
-        return sync_call(lib.ivm_reference_get, self._ptr, _NULL, 0, _NULL, ropts)
+        return self._get_self(_NULL, _result_options(flags))
+
+    def _get_self(self, run: Any, ropts: Any) -> Any:
+        """The referenced value itself, in the form ``ropts`` asks for."""
+        out, slot = sync_slots()
+        err = lib.ivm_reference_get(self._ptr, _NULL, 0, run, ropts, out, slot)
+        return sync_result(err, out, slot)
 
     def deref(self) -> Any:
         """Only possible inside the reference's own isolate: from Python, a

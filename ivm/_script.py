@@ -10,7 +10,7 @@ from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import result_flags, result_options, run_options
-from ._value import sync_call, take
+from ._value import sync_result, sync_slots, take
 
 if TYPE_CHECKING:
     from ._isolate import Isolate
@@ -73,11 +73,12 @@ class Script(Handle):
             or transfer_out is not False
             or reference is not False
         ):
-            return sync_call(_run, self._ptr, context._ptr, _NULL, _NULL)
-        flags = result_flags(promise, copy, external_copy, transfer_out, reference)
-        return sync_call(
-            _run, self._ptr, context._ptr, run_options(timeout), result_options(flags)
-        )
+            run = ropts = _NULL
+        else:
+            flags = result_flags(promise, copy, external_copy, transfer_out, reference)
+            run, ropts = run_options(timeout), result_options(flags)
+        out, slot = sync_slots()
+        return sync_result(_run(self._ptr, context._ptr, run, ropts, out, slot), out, slot)
 
     async def run(
         self,

@@ -71,23 +71,17 @@ def sync_slots() -> tuple[Any, Any]:
         return slots
 
 
-def sync_call(cfunc: Any, *args: Any) -> Any:
-    """The synchronous call path: ``cfunc(*args, out, primitive_out)``, a
-    libivm call that returns a value, made with this thread's output slots;
-    returns its result or raises its error. (``Context.eval_sync`` and
-    ``Reference.apply_sync`` inline it for their commonest calls.)"""
-    try:
-        out, slot = _tls.sync
-    except AttributeError:
-        out, slot = sync_slots()
-    err = cfunc(*args, out, slot)
+def sync_result(err: Any, out: Any, slot: Any) -> Any:
+    """The synchronous call path, with sync_slots(): every libivm call that
+    returns a value is made as ``out, slot = sync_slots()`` then
+    ``sync_result(lib.ivm_...(..., out, slot), out, slot)``, which raises the
+    call's error or returns its result: from the slot for undefined, null,
+    booleans and numbers, else the value in ``out[0]`` (freed). (Two small
+    steps rather than one wrapper taking the function and its arguments,
+    which would cost a tuple per call. ``Context.eval_sync`` and
+    ``Reference.apply_sync`` read a number result inline, before calling it.)"""
     if err:
         raise_error(err)
-    return result(slot, out)
-
-
-def result(slot: Any, out: Any) -> Any:
-    """The result of a synchronous call made with a primitive slot."""
     k = slot.kind
     if k == 4:
         x: float = slot.number

@@ -193,24 +193,7 @@ void Park(Job::Work resume) {
 
 namespace {
 std::atomic<uint64_t> g_next_job{1};
-
-// The result a completion holds, whatever its kind (NULL: none).
-const void* ResultOf(const ivm_completion_t& c) {
-  switch (c.kind) {
-    case IVM_COMPLETION_VALUE:
-      return c.result.value;
-    case IVM_COMPLETION_CONTEXT:
-      return c.result.context;
-    case IVM_COMPLETION_SCRIPT:
-      return c.result.script;
-    case IVM_COMPLETION_HEAP_STATISTICS:
-      return c.result.heap_statistics;
-    default:
-      return nullptr;
-  }
 }
-
-}  // namespace
 
 void FreeCompletion(const ivm_completion_t& c) {
   switch (c.kind) {
@@ -258,7 +241,8 @@ void Job::Run() {
   pool::t_park = &park;
   c.error = Guard([&] { return resume ? resume(&c) : work_(&c); });
   pool::t_park = nullptr;
-  if (park && c.error == nullptr && ResultOf(c) == nullptr) {
+  // Only calls that return a value wait for promises, and so park.
+  if (park && c.error == nullptr && kind_ == IVM_COMPLETION_VALUE && c.result.value == nullptr) {
     parked_ = true;   // reports when it resumes
     resume_ = std::move(park);
     return;
