@@ -25,8 +25,8 @@ constexpr size_t kRoomCheckBytes = 1u << 20;    // smaller allocations are not c
 constexpr uint32_t kMaxMemoGap = 1000000;       // how far past the memo's end a PUT may reach
 constexpr size_t kMaxLongBytes = 1u << 21;      // LONG data of a BigInt
 constexpr size_t kInternalizeLength = 16;       // shorter strings are internalized
-constexpr int kMaxNesting = 32;
-constexpr double kMaxViewField = 9e15;          // a `_view` offset or length                 // ExternalCopy markers inside markers
+constexpr int kMaxNesting = 32;                 // ExternalCopy markers inside markers
+constexpr double kMaxViewField = 9e15;          // a `_view` offset or length
 constexpr int64_t kMaxSafe = static_cast<int64_t>(kMaxSafeInteger);
 
 class Reader {
@@ -586,27 +586,16 @@ class Reader {
       return Fail("a typed array reaches outside its buffer");
     }
     v8::Local<v8::Value> view;
-#define IVM_VIEW(K, T)                                                      \
-  case K:                                                                   \
-    view = shared ? T::New(buf.As<v8::SharedArrayBuffer>(), offset, length) \
-                  : T::New(buf.As<v8::ArrayBuffer>(), offset, length);      \
-    break;
     switch (kind) {
-      IVM_VIEW(kInt8, v8::Int8Array)
-      IVM_VIEW(kUint8, v8::Uint8Array)
-      IVM_VIEW(kUint8Clamped, v8::Uint8ClampedArray)
-      IVM_VIEW(kInt16, v8::Int16Array)
-      IVM_VIEW(kUint16, v8::Uint16Array)
-      IVM_VIEW(kInt32, v8::Int32Array)
-      IVM_VIEW(kUint32, v8::Uint32Array)
-      IVM_VIEW(kFloat32, v8::Float32Array)
-      IVM_VIEW(kFloat64, v8::Float64Array)
-      IVM_VIEW(kBigInt64, v8::BigInt64Array)
-      IVM_VIEW(kBigUint64, v8::BigUint64Array)
-      IVM_VIEW(kDataView, v8::DataView)
+#define IVM_VIEW_NEW(kind, type, subtag)                                          \
+  case kind:                                                                      \
+    view = shared ? v8::type::New(buf.As<v8::SharedArrayBuffer>(), offset, length) \
+                  : v8::type::New(buf.As<v8::ArrayBuffer>(), offset, length);      \
+    break;
+      IVM_VIEW_KINDS(IVM_VIEW_NEW)
+#undef IVM_VIEW_NEW
       default: return false;
     }
-#undef IVM_VIEW
     return Push(view);
   }
 

@@ -34,8 +34,6 @@ constexpr uint8_t kVersion = 0xFF, kPadding = 0, kUndefined = '_', kTheHole = '-
                   kEndDenseArray = '$', kDate = 'D', kRegExp = 'R', kBeginMap = ';',
                   kEndMap = ':', kBeginSet = '\'', kEndSet = ',', kArrayBuffer = 'B',
                   kArrayBufferView = 'V';
-// A view's subtag, indexed by ViewKind.
-constexpr char kViewSubtags[kViewKinds] = {'b', 'B', 'C', 'w', 'W', 'd', 'D', 'f', 'F', 'q', 'Q', '?'};
 }  // namespace v8tag
 
 constexpr uint64_t kMinVersion = 13, kMaxVersion = 15;
@@ -43,6 +41,17 @@ constexpr uint64_t kViewFlagsVersion = 14;   // views carry a flags varint from 
 // Every this many values: is the call stopped, is the copy over its limit?
 constexpr uint64_t kCheckInterval = 4096;
 constexpr double kMaxNumericKey = 4294967295.0;   // 2**32 - 1
+
+// The kind a view's subtag names; -1 for none.
+int ViewKindOfSubtag(uint8_t subtag) {
+  switch (subtag) {
+#define IVM_VIEW_SUBTAG(kind, type, subtag) \
+  case subtag: return kind;
+    IVM_VIEW_KINDS(IVM_VIEW_SUBTAG)
+#undef IVM_VIEW_SUBTAG
+    default: return -1;
+  }
+}
 
 bool IsStringTag(uint8_t tag) {
   return tag == v8tag::kOneByteString || tag == v8tag::kTwoByteString ||
@@ -444,17 +453,16 @@ class Translator {
   bool View(uint32_t buffer) {
     ++p_;   // kArrayBufferView
     if (p_ >= end_) return false;
-    const char* subtag = static_cast<const char*>(
-        std::memchr(v8tag::kViewSubtags, *p_++, sizeof v8tag::kViewSubtags));
+    int kind = ViewKindOfSubtag(*p_++);
     uint32_t offset, length, flags = 0;
     if (!Varint32(&offset) || !Varint32(&length)) return false;
     if (version_ >= kViewFlagsVersion && !Varint32(&flags)) return false;
     if (flags != 0) return false;   // length-tracking or resizable-backed views
-    if (subtag == nullptr) return false;
+    if (kind < 0) return false;
     e_.Byte(op::POP);
     e_.BeginView();
     e_.Get(buffer);
-    e_.EndView(static_cast<int>(subtag - v8tag::kViewSubtags), offset, length);
+    e_.EndView(kind, offset, length);
     Remember();
     return true;
   }

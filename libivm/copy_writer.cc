@@ -65,18 +65,10 @@ std::string Shortened(std::string s) {
 
 // A typed array's or DataView's kind; -1 for none.
 int ViewKindOf(v8::Local<v8::ArrayBufferView> view) {
-  if (view->IsInt8Array()) return kInt8;
-  if (view->IsUint8Array()) return kUint8;
-  if (view->IsUint8ClampedArray()) return kUint8Clamped;
-  if (view->IsInt16Array()) return kInt16;
-  if (view->IsUint16Array()) return kUint16;
-  if (view->IsInt32Array()) return kInt32;
-  if (view->IsUint32Array()) return kUint32;
-  if (view->IsFloat32Array()) return kFloat32;
-  if (view->IsFloat64Array()) return kFloat64;
-  if (view->IsBigInt64Array()) return kBigInt64;
-  if (view->IsBigUint64Array()) return kBigUint64;
-  if (view->IsDataView()) return kDataView;
+#define IVM_VIEW_IS(kind, type, subtag) \
+  if (view->Is##type()) return kind;
+  IVM_VIEW_KINDS(IVM_VIEW_IS)
+#undef IVM_VIEW_IS
   return -1;
 }
 

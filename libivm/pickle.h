@@ -66,6 +66,20 @@ enum ViewKind : int {
   kBigInt64, kBigUint64, kDataView, kViewKinds
 };
 constexpr size_t kViewItemSize[kViewKinds] = {1, 1, 1, 2, 2, 4, 4, 4, 8, 8, 8, 1};
+// X(kind, V8 class, subtag in V8's serialization format) for every kind.
+#define IVM_VIEW_KINDS(X)                   \
+  X(kInt8, Int8Array, 'b')                  \
+  X(kUint8, Uint8Array, 'B')                \
+  X(kUint8Clamped, Uint8ClampedArray, 'C')  \
+  X(kInt16, Int16Array, 'w')                \
+  X(kUint16, Uint16Array, 'W')              \
+  X(kInt32, Int32Array, 'd')                \
+  X(kUint32, Uint32Array, 'D')              \
+  X(kFloat32, Float32Array, 'f')            \
+  X(kFloat64, Float64Array, 'F')            \
+  X(kBigInt64, BigInt64Array, 'q')          \
+  X(kBigUint64, BigUint64Array, 'Q')        \
+  X(kDataView, DataView, '?')
 
 // --- Limits of the mapping from JavaScript
 constexpr int kMaxDepth = 1000;                          // nesting of containers
