@@ -98,9 +98,9 @@ ivm_error_t* Serialize(IsolateHolder& holder, v8::Isolate* isolate,
                        v8::Local<v8::Value> value, const WriteOptions& options,
                        Serialized* out, bool* threw);
 
-// Serialize's fast path (copy_translate.cc), for plain data. False, with
-// *out empty, for what the general writer must do; true with *threw set when
-// the call was stopped meanwhile.
+// Serialize's fast path (copy_translate.cc), for plain data. True when it
+// is done: *out holds the copy, or *threw is set (the call was stopped).
+// False, with *out empty, for what the general writer must do.
 bool FastSerialize(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
                    const CallState& call, v8::Local<v8::Value> value, Serialized* out,
                    bool* threw);
