@@ -63,27 +63,33 @@ def _quiet_live_objects() -> int:
     return count
 
 
+class _Freed:
+    """A `wait_until` predicate: after collecting garbage, is the live count back to
+    `baseline`? Keeps the count it saw."""
+
+    def __init__(self, baseline: int) -> None:
+        self.baseline = baseline
+        self.count = -1
+
+    def __call__(self) -> bool:
+        gc.collect()
+        self.count = _live_objects()
+        return self.count <= self.baseline
+
+
 def _settle(baseline: int, timeout: float = SETTLE) -> int:
     """Collects garbage until the live count is back to `baseline` or `timeout` seconds pass
     (pool threads may still be finishing their last jobs); returns the last count."""
-    deadline = time.monotonic() + timeout
-    while True:
-        gc.collect()
-        count = _live_objects()
-        if count <= baseline or time.monotonic() > deadline:
-            return count
-        time.sleep(0.01)
+    freed = _Freed(baseline)
+    _wait_until(freed, timeout)
+    return freed.count
 
 
 async def _settle_async(baseline: int, timeout: float = SETTLE) -> int:
     """As `settle`, from async code: the event loop drains completions meanwhile."""
-    deadline = time.monotonic() + timeout
-    while True:
-        gc.collect()
-        count = _live_objects()
-        if count <= baseline or time.monotonic() > deadline:
-            return count
-        await anyio.sleep(0.01)
+    freed = _Freed(baseline)
+    await _wait_until_async(freed, timeout)
+    return freed.count
 
 
 @pytest.fixture
