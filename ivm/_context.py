@@ -14,7 +14,7 @@ from ._reference import Reference
 from ._options import code_bytes, eval_options, result_flags, result_options_flags
 from ._value import _tls, fast_options, result, slot_for, take, value_out
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _context
     from ._isolate import Isolate
 
 __all__ = ["Context"]

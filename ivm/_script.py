@@ -12,7 +12,7 @@ from ._handle import Handle
 from ._options import eval_options, result_flags
 from ._value import _tls, fast_options, result, slot_for, take, value_out
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _script
     from ._isolate import Isolate
 
 __all__ = ["Script"]
