@@ -112,8 +112,9 @@ def _import_anchors():
 
 # =============================================================================================
 # The probe: one round of ivm's figures, in this process. Each figure is a function registered
-# with @figure(key, needs=...); `needs` returns None when ivm has the API the workload uses, or
-# why not (the figure is then null, under "unsupported", and its target row is skipped).
+# with @figure(key, needs=...); `needs` returns None when the workload can run here (ivm has the
+# API it uses, trio is installed), or why not (the figure is then null, under "unsupported", and
+# its target row is skipped). Every figure below runs on today's ivm; only trio can be missing.
 
 FIGURES: list = []  # (key, needs, fn) in measuring order
 NOT_YET = "not implemented yet"
@@ -147,67 +148,15 @@ class Probe:
         self.iso = self.ctx = None
 
 
-# --- API detection (hasattr / signatures), for the figures later issues make possible --------
-def _has_params(fn, *names) -> bool:
-    import inspect
+# --- Prerequisites of the figures -------------------------------------------------------------
+def needs_trio(ivm):
+    """The trio figures need trio, which ivm does not require (asyncio is Python's; anyio
+    comes with ivm)."""
     try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return all(n in params for n in names) or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def needs_async(ivm):
-    if not callable(getattr(ivm.Context, "eval", None)):
-        return f"{NOT_YET}: no async Context.eval"
+        import trio  # noqa: F401
+    except ImportError as e:
+        return f"trio is not installed in this interpreter ({e})"
     return None
-
-
-def needs_reference(ivm):
-    if not _has_params(ivm.Context.eval_sync, "reference"):
-        return f"{NOT_YET}: Context.eval_sync has no reference= option"
-    return None
-
-
-def needs_global(ivm):
-    if not hasattr(ivm.Context, "global_"):
-        return f"{NOT_YET}: no Context.global_"
-    return None
-
-
-def needs_callback(ivm):
-    if not hasattr(ivm, "Callback"):
-        return f"{NOT_YET}: no ivm.Callback"
-    return needs_reference(ivm) or needs_global(ivm)
-
-
-def needs_copy(ivm):
-    if not _has_params(ivm.Context.eval_sync, "copy"):
-        return f"{NOT_YET}: Context.eval_sync has no copy= option"
-    return needs_global(ivm)
-
-
-def needs_external_copy(ivm):
-    if not hasattr(ivm, "ExternalCopy"):
-        return f"{NOT_YET}: no ivm.ExternalCopy"
-    if not _has_params(ivm.Context.eval_sync, "external_copy"):
-        return f"{NOT_YET}: Context.eval_sync has no external_copy= option"
-    return needs_global(ivm)
-
-
-def needs_async_backend(backend):
-    def needs(ivm):
-        why = needs_async(ivm)
-        if why:
-            return why
-        try:
-            __import__(backend)
-            __import__("anyio")
-        except ImportError as e:
-            return f"{backend} or anyio not installed in this interpreter ({e})"
-        return None
-    return needs
 
 
 # --- The figures, in the anchors' order -------------------------------------------------------
@@ -243,7 +192,7 @@ def f_run_precompiled(p):
     return p.bl.per_op_us(batch)
 
 
-@figure("call_js_fn_us", needs=needs_reference)
+@figure("call_js_fn_us")
 def f_call_js_fn(p):
     ctx, check = p.context(), p.bl.check
     fn = ctx.eval_sync("(a, b) => a + b", reference=True)
@@ -261,7 +210,7 @@ def _loop(p, call: str):
         reference=True)
 
 
-@figure("host_callback_us", needs=needs_callback)
+@figure("host_callback_us")
 def f_host_callback(p):
     ivm, ctx = p.ivm, p.context()
     ctx.global_.set_sync("f", ivm.Callback(lambda x: x))
@@ -270,7 +219,7 @@ def f_host_callback(p):
     return p.bl.per_op_us(lambda n: loop.apply_sync(None, [n]))
 
 
-@figure("cross_isolate_apply_us", needs=lambda ivm: needs_reference(ivm) or needs_global(ivm))
+@figure("cross_isolate_apply_us")
 def f_cross_isolate(p):
     ivm, ctx = p.ivm, p.context()
     a = ivm.Isolate(memory_limit=MEMORY_LIMIT_MB)
@@ -284,7 +233,7 @@ def f_cross_isolate(p):
         a.dispose()
 
 
-@figure("copy_roundtrip_mb_s", needs=needs_copy)
+@figure("copy_roundtrip_mb_s")
 def f_copy_roundtrip(p):
     ctx, bl = p.context(), p.bl
     ctx.eval_sync(f"globalThis.data = {bl.ROWS_JS}; 0")
@@ -313,7 +262,7 @@ def _two_big(ivm):
     return a, a.create_context_sync(), b, b.create_context_sync()
 
 
-@figure("transfer_arraybuffer_64mb_ms", needs=needs_external_copy)
+@figure("transfer_arraybuffer_64mb_ms")
 def f_transfer(p):
     bl, ivm = p.bl, p.ivm
     a, ca, b, cb = _two_big(ivm)
@@ -338,7 +287,7 @@ def f_transfer(p):
         b.dispose()
 
 
-@figure("copy_arraybuffer_64mb_ms", needs=needs_external_copy)
+@figure("copy_arraybuffer_64mb_ms")
 def f_copy_arraybuffer(p):
     bl, ivm = p.bl, p.ivm
     a, ca, b, cb = _two_big(ivm)
@@ -358,7 +307,7 @@ def f_copy_arraybuffer(p):
         b.dispose()
 
 
-@figure("bytes_into_isolate_64mb_ms", needs=needs_copy)
+@figure("bytes_into_isolate_64mb_ms")
 def f_bytes_into(p):
     bl, ivm = p.bl, p.ivm
     b = ivm.Isolate(memory_limit=BIG_LIMIT_MB)
@@ -461,17 +410,15 @@ def _async_cancel_overshoot_ms(backend):
     return measure
 
 
+_NEEDS = {"asyncio": None, "trio": needs_trio}
 for _b in ("asyncio", "trio"):
-    figure(f"async_evals_per_s_{_b}", needs_async_backend(_b))(_async_evals_per_s(_b))
+    figure(f"async_evals_per_s_{_b}", _NEEDS[_b])(_async_evals_per_s(_b))
 for _b in ("asyncio", "trio"):
-    figure(f"async_eval_latency_us_{_b}", needs_async_backend(_b))(_async_latency_us(_b))
+    figure(f"async_eval_latency_us_{_b}", _NEEDS[_b])(_async_latency_us(_b))
 for _b in ("asyncio", "trio"):
-    figure(f"async_cancel_overshoot_ms_{_b}", needs_async_backend(_b))(
-        _async_cancel_overshoot_ms(_b))
-figure("async_loop_floor_asyncio_per_s", needs_async_backend("asyncio"))(
-    lambda p: p.bl.async_floor_asyncio())
-figure("async_loop_floor_trio_per_s", needs_async_backend("trio"))(
-    lambda p: p.bl.async_floor_trio())
+    figure(f"async_cancel_overshoot_ms_{_b}", _NEEDS[_b])(_async_cancel_overshoot_ms(_b))
+figure("async_loop_floor_asyncio_per_s")(lambda p: p.bl.async_floor_asyncio())
+figure("async_loop_floor_trio_per_s", needs_trio)(lambda p: p.bl.async_floor_trio())
 
 
 @figure("timeout_overshoot_ms")

@@ -199,7 +199,7 @@ _Error: Any = None  # outcome.Error
 
 def _load_trio() -> Any:
     global _ll, _Value, _Error, _trio_dispatcher_var
-    import outcome
+    import outcome  # late: trio is optional, loaded once the caller has imported it
     import trio
 
     _Value, _Error = outcome.Value, outcome.Error

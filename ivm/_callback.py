@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 import threading
@@ -9,9 +10,10 @@ import logging
 import sys
 from typing import Any, Callable, Final
 
+from ._async import _report_ignored
 from ._copy import _Marker, to_value
 from . import _errors
-from ._errors import check, restore_recursion_limit, stash_host_error
+from ._errors import JSError, check, restore_recursion_limit, stash_host_error
 from ._ffi import ffi, lib
 from ._value import peek
 
@@ -48,9 +50,6 @@ class _State:
         self.loop_thread: int | None = None
 
     def capture_loop(self) -> bool:
-        import asyncio
-        import threading
-
         try:
             self.asyncio_loop = asyncio.get_running_loop()
             self.loop_thread = threading.get_ident()
@@ -67,8 +66,6 @@ class _State:
     def run_blocking(self, args: list[Any]) -> Any:
         """Runs `fn(*args)` to completion on the captured loop from another
         thread, blocking this one (applySyncPromise)."""
-        import threading
-
         if self.loop_thread == threading.get_ident():
             raise RuntimeError(
                 "applySyncPromise would block the event loop that must run the function: "
@@ -83,17 +80,13 @@ class _State:
             return result
 
         if self.asyncio_loop is not None:
-            import asyncio
-
             return asyncio.run_coroutine_threadsafe(call(), self.asyncio_loop).result()
         if self.trio_token is not None:
-            import trio
+            import trio  # late: trio is optional, and in use once a token was captured
 
             return trio.from_thread.run(call, trio_token=self.trio_token)
         result = fn(*args)
         if inspect.isawaitable(result):
-            import asyncio
-
             async def wait() -> Any:
                 return await result
 
@@ -120,7 +113,7 @@ class _State:
             _tasks.add(task)
             task.add_done_callback(_tasks.discard)
         else:
-            import trio
+            import trio  # late: trio is optional, and in use once a token was captured
 
             trio.lowlevel.spawn_system_task(coro_fn)
 
@@ -192,8 +185,6 @@ class Callback(_Marker):
 def _host_error(exc: BaseException) -> Any:
     """An owned ``ivm_error_t *`` that JavaScript sees as the exception."""
     token = stash_host_error(exc)
-    from ._errors import JSError
-
     if isinstance(exc, JSError):  # JavaScript's own error, passing through
         name = exc.name.encode("utf-8", "surrogatepass")
         message = exc.message.encode("utf-8", "surrogatepass")
@@ -369,8 +360,6 @@ async def _await_ignored(awaitable: Any) -> None:
 
 
 def _report(exc: BaseException) -> None:
-    from ._async import _report_ignored
-
     _report_ignored(exc)
 
 

@@ -21,7 +21,7 @@ from ._options import (
 from ._options import result_options as _result_options
 from ._value import _tls, sync_result, sync_slots, take
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _context
     from ._isolate import Isolate
 
 __all__ = ["Context"]

@@ -10,13 +10,14 @@ every type outside the documented table. Both run in C for the common types.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 import io
 import pickle
 import struct
 import types
 from typing import Any, Callable, Final
 
+from ._errors import JSError, TransferError, check, raise_error
 from ._ffi import ffi, lib
 from ._value import Undefined, undefined
 
@@ -109,8 +110,6 @@ def _view(buffer: Any, kind: int, offset: int, length: int) -> memoryview:
 
 
 def _error(name: str, message: str, stack: str) -> Any:
-    from ._errors import JSError
-
     return JSError(message, name=name, stack=stack or None)
 
 
@@ -154,17 +153,15 @@ class _Reader(pickle.Unpickler):
 
     def _attachment(self, index: int) -> Any:
         """A Reference or ExternalCopy object inside the value, as itself."""
-        from ._errors import TransferError, check
-
         kind = lib.ivm_value_attachment_kind(self._value, index)
         if kind == lib.IVM_ATTACHMENT_REFERENCE:
-            from ._reference import Reference
+            from ._reference import Reference  # cycle: _reference imports _copy
 
             ref = ffi.new("ivm_reference_t **")
             check(lib.ivm_value_attachment_reference(self._value, index, ref))
             return Reference._wrap(ref[0])
         if kind == lib.IVM_ATTACHMENT_COPY:
-            from ._external_copy import ExternalCopy
+            from ._external_copy import ExternalCopy  # cycle: _external_copy imports _copy
 
             copy = ffi.new("ivm_external_copy_t **")
             check(lib.ivm_value_attachment_copy(self._value, index, copy))
@@ -176,8 +173,6 @@ class _Reader(pickle.Unpickler):
         size = ffi.new("size_t *")
         err = lib.ivm_value_buffer(self._value, index, data, size)
         if err:
-            from ._errors import raise_error
-
             raise_error(err)
         if size[0] == 0:
             return b""
@@ -248,8 +243,6 @@ class _Writer(pickle.Pickler):
             return (_att, (len(self.markers) - 1,))
         if (t is type or t is _FUNCTION) and obj in _TAGS:
             return NotImplemented   # the names of the copy format itself
-        from ._errors import JSError
-
         if isinstance(obj, JSError):
             return (_error, (obj.name, obj.message, obj.stack))
         raise TypeError(
@@ -276,15 +269,11 @@ def dumps(obj: Any) -> Any:
     try:
         writer.dump(obj)
     except RecursionError:
-        from ._errors import TransferError
-
         raise TransferError(
             "the value is nested too deeply to be copied into JavaScript"
         ) from None
     stream = f.getbuffer()
     out = ffi.new("ivm_value_t **")
-    from ._errors import check
-
     check(lib.ivm_value_new_serialized(ffi.from_buffer(stream), stream.nbytes, out))
     value = out[0]
     try:
@@ -306,8 +295,6 @@ def buffer_value(data: bytes | bytearray, borrow: bool) -> Any:
     """An owned ``ivm_value_t *`` for one ArrayBuffer holding ``data``. With
     ``borrow`` (only for ``bytes``, which cannot change), libivm reads
     ``data`` in place: the caller keeps it alive until the value is freed."""
-    from ._errors import check
-
     out = ffi.new("ivm_value_t **")
     check(lib.ivm_value_new_serialized(SINGLE_BUFFER_STREAM, len(SINGLE_BUFFER_STREAM), out))
     value = out[0]
@@ -369,8 +356,6 @@ def normalize(obj: Any) -> Any:
     try:
         return walk(obj)
     except RecursionError:
-        from ._errors import TransferError
-
         raise TransferError("the value is nested too deeply to be copied") from None
 
 
@@ -424,8 +409,6 @@ def to_value(obj: object, copy: bool, borrow: bool = False) -> Any:
         return buffer_value(obj, borrow)  # type: ignore[arg-type]
     if copy or isinstance(obj, _Marker):
         return dumps(obj)
-    from ._errors import TransferError
-
     raise TransferError(
         f"an object of type {t.__qualname__} is not a primitive: copy it into JavaScript with "
         "copy=True (arguments_options={'copy': True} for arguments)"
@@ -458,8 +441,6 @@ def arguments_copy(options: Any) -> bool:
     """Whether ``arguments_options`` asks for structured copies."""
     if options is None:
         return False
-    from collections.abc import Mapping
-
     if not isinstance(options, Mapping):
         raise TypeError(f"arguments_options must be a mapping, not {type(options).__name__}")
     unknown = set(options) - {"copy"}

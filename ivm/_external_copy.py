@@ -8,6 +8,7 @@ from ._copy import SINGLE_BUFFER_STREAM, _Marker, buffer_value, dumps, normalize
 from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
+from ._value import take
 
 __all__ = ["CopyInto", "ExternalCopy"]
 
@@ -76,8 +77,6 @@ class ExternalCopy(Handle, _Marker):
         """A new Python copy of the value. Raises ``DisposedError`` once released."""
         out = ffi.new("ivm_value_t **")
         check(lib.ivm_external_copy_read(self._ptr, out))
-        from ._value import take
-
         return take(out[0])
 
     def copy_into(self, *, release: bool = False, transfer_in: bool = False) -> CopyInto:

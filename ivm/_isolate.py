@@ -9,17 +9,15 @@ import weakref
 import signal
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._async import submit
+from ._context import Context
 from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import code_bytes, source_options
-
-if TYPE_CHECKING:
-    from ._context import Context
-    from ._script import Script
+from ._script import Script
 
 __all__ = ["HeapStatistics", "Isolate"]
 
@@ -160,16 +158,12 @@ class Isolate(Handle):
 
         Raises :class:`ivm.DisposedError` or :class:`ivm.MemoryLimitError`.
         """
-        from ._context import Context
-
         out = ffi.new("ivm_context_t **")
         check(lib.ivm_isolate_create_context(self._ptr, ffi.NULL, out))
         return Context._wrap(out[0], self)
 
     async def create_context(self) -> Context:
         """The async twin of :meth:`create_context_sync`."""
-        from ._context import Context
-
         return await submit(
             self._ptr,
             lib.ivm_isolate_create_context_async,
@@ -186,8 +180,6 @@ class Isolate(Handle):
         column_offset: int = 0,
     ) -> Script:
         """The async twin of :meth:`compile_script_sync`."""
-        from ._script import Script
-
         src = code_bytes(code)
         source, _keep = source_options(filename, line_offset, column_offset)
         return await submit(
@@ -220,8 +212,6 @@ class Isolate(Handle):
         Raises :class:`ivm.JSError` (``SyntaxError``) for invalid code,
         :class:`ivm.DisposedError` if the isolate is disposed.
         """
-        from ._script import Script
-
         src = code_bytes(code)
         source, keep = source_options(filename, line_offset, column_offset)
         out = ffi.new("ivm_script_t **")

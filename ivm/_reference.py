@@ -6,9 +6,10 @@ import math
 from typing import Any, Iterable, Mapping
 
 from ._async import submit_ignored, submit_owning
-from ._copy import _Marker, arguments_copy, to_value, to_values
+from ._callback import host_reference
+from ._copy import _Marker, arguments_copy, normalize, to_value, to_values
 from ._copy import to_value as _to_value
-from ._errors import check
+from ._errors import DisposedError, check
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import result_flags, result_options_flags, run_options
@@ -450,8 +451,6 @@ class HostReference(Reference):
     _cb: Any
 
     def __new__(cls, value: object = None, /) -> HostReference:
-        from ._callback import host_reference
-
         self = object.__new__(cls)
         self._value = value
         self._cb, _state = host_reference(value)
@@ -486,8 +485,6 @@ class HostReference(Reference):
 
     def copy_sync(self, *, timeout: float | None = None) -> Any:
         """A copy of the value in its JavaScript form (docs/values.md)."""
-        from ._copy import normalize
-
         return normalize(self._value)
 
     def _host_only(self, *_: Any, **__: Any) -> Any:
@@ -499,8 +496,6 @@ class HostReference(Reference):
 
     def _attach(self, value: Any) -> int:
         if self._cb is None:
-            from ._errors import DisposedError
-
             raise DisposedError("Reference has been released")
         index = ffi.new("size_t *")
         flags = lib.IVM_ATTACH_AS_REFERENCE | (

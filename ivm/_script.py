@@ -12,7 +12,7 @@ from ._handle import Handle
 from ._options import result_flags, result_options, run_options
 from ._value import sync_result, sync_slots, take
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _script
     from ._isolate import Isolate
 
 __all__ = ["Script"]

@@ -6,7 +6,7 @@ import math
 import threading
 from typing import Any, Final, Union
 
-from ._errors import raise_error
+from ._errors import check, raise_error
 from ._ffi import ffi, lib
 
 __all__ = ["JSPrimitive", "Undefined", "undefined"]
@@ -152,19 +152,17 @@ def peek(v: Any) -> Any:
         magnitude = int.from_bytes(ffi.buffer(words[0], count[0] * 8), "little")
         return -magnitude if neg[0] else magnitude
     if kind == 7:  # IVM_VALUE_SERIALIZED
-        from ._copy import load_value
+        from ._copy import load_value  # cycle: _copy imports _value
 
         return load_value(v)
     if kind == 8:  # IVM_VALUE_EXTERNAL_COPY
-        from ._errors import check
-        from ._external_copy import ExternalCopy
+        from ._external_copy import ExternalCopy  # cycle: it imports _copy, which imports _value
 
         out = ffi.new("ivm_external_copy_t **")
         check(lib.ivm_value_external_copy(v, out))
         return ExternalCopy._wrap(out[0])
     if kind == 9:  # IVM_VALUE_REFERENCE
-        from ._errors import check
-        from ._reference import Reference
+        from ._reference import Reference  # cycle: _reference imports _value
 
         ref = ffi.new("ivm_reference_t **")
         check(lib.ivm_value_reference(v, ref))

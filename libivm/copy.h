@@ -3,7 +3,8 @@
 // A copy is a byte stream in the ivm copy format (a subset of Python's pickle
 // protocol 5, described in docs/values.md) plus attachments: ArrayBuffer
 // contents kept out of the stream, and host objects the stream refers to by
-// index (ExternalCopy markers). Nothing here is ABI.
+// index (ExternalCopy markers). Nothing here is ABI. copy.cc lists the files
+// that implement it, one concept each.
 #ifndef IVM_COPY_H
 #define IVM_COPY_H
 
@@ -36,12 +37,16 @@ struct Attachment {
 
   size_t ByteLength() const;
   const void* Data() const;
+  // *out becomes a kBuffer attachment owning a copy of the bytes (host
+  // memory); false when that memory is not available.
+  static bool CopyOf(const void* data, size_t length, Attachment* out);
 };
 
 struct Serialized {
   std::string stream;
   std::vector<Attachment> attachments;
   size_t ByteSize() const;
+  uint32_t Attach(Attachment a);   // returns its index
 };
 
 // The immutable payload of an ExternalCopy (shared by the handle and every
@@ -85,7 +90,7 @@ struct WriteOptions {
   bool transfer_out = false;   // detach ArrayBuffers and move their stores
 };
 
-// JS → copy. Runs getters (under the call's timeout); fails with TRANSFER for
+// JS → copy (copy_writer.cc). Runs getters (under the call's timeout); fails with TRANSFER for
 // values that have no copy, naming their path. Sets *threw (and returns NULL)
 // when a getter threw or the call was stopped: the caller's TryCatch knows.
 ivm_error_t* Serialize(IsolateHolder& holder, v8::Isolate* isolate,
@@ -93,7 +98,14 @@ ivm_error_t* Serialize(IsolateHolder& holder, v8::Isolate* isolate,
                        v8::Local<v8::Value> value, const WriteOptions& options,
                        Serialized* out, bool* threw);
 
-// Copy → JS in the current context. Empty *out with NULL returned: an
+// Serialize's fast path (copy_translate.cc), for plain data. True when it
+// is done: *out holds the copy, or *threw is set (the call was stopped).
+// False, with *out empty, for what the general writer must do.
+bool FastSerialize(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
+                   const CallState& call, v8::Local<v8::Value> value, Serialized* out,
+                   bool* threw);
+
+// Copy → JS (copy_reader.cc) in the current context. Empty *out with NULL returned: an
 // exception is pending (or the call was stopped).
 ivm_error_t* Deserialize(IsolateHolder& holder, v8::Isolate* isolate,
                          v8::Local<v8::Context> context, const CallState& call,
@@ -104,7 +116,7 @@ ivm_error_t* ValueToV8(IsolateHolder& holder, v8::Isolate* isolate,
                        v8::Local<v8::Context> context, const CallState& call,
                        const ivm_value_t* value, v8::Local<v8::Value>* out);
 
-// The result of a call in the form its IVM_RESULT_* flags ask for.
+// The result of a call in the form its IVM_RESULT_* flags ask for (result.cc).
 ivm_error_t* ResultFromV8(IsolateHolder& holder, v8::Isolate* isolate,
                           v8::Local<v8::Context> context, v8::TryCatch& try_catch,
                           const CallState& call, v8::Local<v8::Value> value, uint32_t flags,

@@ -1,70 +1,9 @@
 // external_copy.cc — ExternalCopy handles and the C ABI of structured values.
 #include "copy.h"
 
-#include <cmath>
 #include <cstring>
 
 namespace ivm {
-namespace {
-
-void Le(std::string& s, uint64_t v, int n) {
-  for (int i = 0; i < n; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-}  // namespace
-
-// A copy stream holding one primitive.
-ivm_error_t* PrimitiveStream(const ivm_value_t* value, std::string* out) {
-  std::string& s = *out;
-  s.assign("\x80\x05", 2);
-  switch (value->kind) {
-    case IVM_VALUE_UNDEFINED:
-      s += "civm._copy\n_undefined\n)R";
-      break;
-    case IVM_VALUE_NULL:
-      s += 'N';
-      break;
-    case IVM_VALUE_BOOLEAN:
-      s += static_cast<char>(value->boolean ? 0x88 : 0x89);
-      break;
-    case IVM_VALUE_NUMBER: {
-      double d = value->number;
-      if (d >= -9007199254740991.0 && d <= 9007199254740991.0 && d == std::floor(d) &&
-          !(d == 0 && std::signbit(d))) {
-        s += static_cast<char>(0x8a);   // LONG1, 8 bytes
-        s += static_cast<char>(8);
-        Le(s, static_cast<uint64_t>(static_cast<int64_t>(d)), 8);
-      } else {
-        uint64_t bits;
-        std::memcpy(&bits, &d, 8);
-        s += 'G';   // BINFLOAT, big-endian
-        for (int i = 7; i >= 0; --i) s += static_cast<char>((bits >> (8 * i)) & 0xff);
-      }
-      break;
-    }
-    case IVM_VALUE_STRING:
-      s += static_cast<char>(0x8d);   // BINUNICODE8
-      Le(s, value->str.size(), 8);
-      s += value->str;
-      break;
-    case IVM_VALUE_BIGINT: {
-      // JSBigInt(n) with n as LONG4.
-      std::string bytes = TwosComplement(value->negative, value->words.data(), value->words.size());
-      s += "civm._copy\nJSBigInt\n";
-      s += static_cast<char>(0x8b);   // LONG4
-      Le(s, bytes.size(), 4);
-      s += bytes;
-      s += static_cast<char>(0x85);   // TUPLE1
-      s += 'R';
-      break;
-    }
-    default:
-      return InvalidArgument("a value of unknown kind");
-  }
-  s += '.';
-  return nullptr;
-}
-
 namespace {
 
 ivm_error_t* Released() { return MakeError(IVM_ERROR_DISPOSED, "ExternalCopy has been released"); }

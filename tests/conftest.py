@@ -1,32 +1,135 @@
-"""Shared fixtures: fresh isolates and contexts, a leak check, and the async backends."""
+"""Shared fixtures: fresh isolates and contexts, waiting for what happens on other threads,
+the leak check, ignored errors, and the async backends.
+
+The helpers reach tests as fixtures (`wait_until`, `settle`, ...): test modules are imported
+with --import-mode=importlib, so they cannot import this file. Nothing here times a test;
+the limits only bound how long a test waits for something that must happen."""
 
 from __future__ import annotations
 
 import gc
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Awaitable, Callable, Iterator
 
+import anyio
 import pytest
 
 import ivm
 
+#: How long a test waits for something that must happen; nothing is expected to come close.
+SANITY = 60.0
+#: How long leak checks wait for frees that lag behind on libivm's threads.
+SETTLE = 5.0
 
-def live_objects() -> int:
+
+def _wait_until(predicate: Callable[[], bool], timeout: float = SANITY) -> bool:
+    """Polls `predicate` from sync code until it holds (True) or `timeout` seconds pass
+    (False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+async def _wait_until_async(predicate: Callable[[], bool], timeout: float = SANITY) -> bool:
+    """As `wait_until`, from async code: the event loop (asyncio or trio) runs meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await anyio.sleep(0.005)
+    return True
+
+
+def _live_objects() -> int:
     """How many libivm objects (handles, values, errors) are alive in the process."""
     return int(ivm._lib.ivm_debug_live_objects())
 
 
-def settle(baseline: int, rounds: int = 10) -> int:
-    """Collects garbage until the live count is back to `baseline` (or `rounds` pass);
-    returns the last count."""
-    count = live_objects()
-    for _ in range(rounds):
-        if count <= baseline:
-            break
+def _quiet_live_objects() -> int:
+    """The live libivm object count once garbage from earlier tests is gone: collects until
+    the count stops changing (frees can lag behind on libivm's threads)."""
+    count = -1
+    for _ in range(50):
         gc.collect()
-        count = live_objects()
+        now = _live_objects()
+        if now == count:
+            return now
+        count = now
+        time.sleep(0.01)
     return count
+
+
+class _Freed:
+    """A `wait_until` predicate: after collecting garbage, is the live count back to
+    `baseline`? Keeps the count it saw."""
+
+    def __init__(self, baseline: int) -> None:
+        self.baseline = baseline
+        self.count = -1
+
+    def __call__(self) -> bool:
+        gc.collect()
+        self.count = _live_objects()
+        return self.count <= self.baseline
+
+
+def _settle(baseline: int, timeout: float = SETTLE) -> int:
+    """Collects garbage until the live count is back to `baseline` or `timeout` seconds pass
+    (pool threads may still be finishing their last jobs); returns the last count."""
+    freed = _Freed(baseline)
+    _wait_until(freed, timeout)
+    return freed.count
+
+
+async def _settle_async(baseline: int, timeout: float = SETTLE) -> int:
+    """As `settle`, from async code: the event loop drains completions meanwhile."""
+    freed = _Freed(baseline)
+    await _wait_until_async(freed, timeout)
+    return freed.count
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., bool]:
+    """`wait_until(predicate, timeout=SANITY)`: polls until `predicate()` holds; False if
+    it still does not after `timeout` seconds. Tests assert its result."""
+    return _wait_until
+
+
+@pytest.fixture
+def wait_until_async() -> Callable[..., Awaitable[bool]]:
+    """`await wait_until_async(predicate, timeout=SANITY)`: as `wait_until`, letting the
+    event loop run."""
+    return _wait_until_async
+
+
+@pytest.fixture
+def live_objects() -> Callable[[], int]:
+    """`live_objects()`: how many libivm objects are alive now."""
+    return _live_objects
+
+
+@pytest.fixture
+def quiet_live_objects() -> Callable[[], int]:
+    """`quiet_live_objects()`: the live count once earlier garbage is gone (a baseline)."""
+    return _quiet_live_objects
+
+
+@pytest.fixture
+def settle() -> Callable[..., int]:
+    """`settle(baseline, timeout=SETTLE)`: collects garbage until the live count is at most
+    `baseline` (or the timeout passes); returns the count. Tests assert on it."""
+    return _settle
+
+
+@pytest.fixture
+def settle_async() -> Callable[..., Awaitable[int]]:
+    """`await settle_async(baseline, timeout=SETTLE)`: as `settle`, letting the event loop
+    drain completions."""
+    return _settle_async
 
 
 @pytest.fixture
@@ -54,48 +157,13 @@ def context(isolate: ivm.Isolate) -> Iterator[ivm.Context]:
 def no_leaks() -> Iterator[None]:
     """Fails the test if libivm objects it created outlive it (after garbage collection).
 
-    Tests using it make their own isolates: pytest holds fixture values (like `isolate`)
-    until after every fixture's teardown, so they would count as leaks."""
-    gc.collect()
-    baseline = live_objects()
-    yield
-    assert settle(baseline) == baseline, "libivm objects leaked"
-
-
-def _quiet_live_objects() -> int:
-    """The live libivm object count once garbage from earlier tests is gone: collects until
-    the count stops changing (frees can lag behind on libivm's threads)."""
-    count = -1
-    for _ in range(50):
-        gc.collect()
-        now = live_objects()
-        if now == count:
-            return now
-        count = now
-        time.sleep(0.01)
-    return count
-
-
-@pytest.fixture
-def quiet_live_objects() -> Callable[[], int]:
-    """The function giving the quiet live libivm object count (see `leak_free`)."""
-    return _quiet_live_objects
-
-
-@pytest.fixture
-def leak_free() -> Iterator[None]:
-    """Fails the test if libivm objects it created outlive it (after garbage collection).
-    Unlike `no_leaks`, the baseline is taken once earlier tests' garbage is gone, and a
-    count below it passes (objects of earlier tests may be freed meanwhile)."""
+    The baseline is taken once earlier tests' garbage is gone; a count below it passes (an
+    object of an earlier test may be freed meanwhile). Tests using it make their own
+    isolates: pytest holds fixture values (like `isolate`) until after every fixture's
+    teardown, so they would count as leaks."""
     baseline = _quiet_live_objects()
     yield
-    count = live_objects()
-    for _ in range(50):
-        if count <= baseline:
-            break
-        gc.collect()
-        time.sleep(0.01)
-        count = live_objects()
+    count = _settle(baseline)
     assert count <= baseline, f"libivm objects leaked: {count} > {baseline}"
 
 

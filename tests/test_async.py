@@ -76,16 +76,6 @@ def same(actual: object, expected: object) -> bool:
     return actual == expected
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = SANITY) -> bool:
-    """Polls ``predicate`` (from sync code) until it holds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 class _Records(logging.Handler):
     """Collects log records from any thread."""
 
@@ -474,7 +464,9 @@ async def test_call_in_a_cancelled_scope_is_cancelled(context: ivm.Context) -> N
 
 
 @pytest.mark.anyio
-async def test_hundred_cancellations_leave_no_threads_behind(context: ivm.Context) -> None:
+async def test_hundred_cancellations_leave_no_threads_behind(
+    context: ivm.Context, wait_until_async: Callable[..., Awaitable[bool]]
+) -> None:
     baseline = threading.active_count()
     with anyio.fail_after(SANITY):
         for _ in range(100):
@@ -482,9 +474,7 @@ async def test_hundred_cancellations_leave_no_threads_behind(context: ivm.Contex
                 await context.eval(BUSY_FOREVER)
             assert scope.cancelled_caught
         assert await context.eval("'still here'") == "still here"
-    deadline = time.monotonic() + 10
-    while threading.active_count() > baseline and time.monotonic() < deadline:
-        await anyio.sleep(0.05)
+    await wait_until_async(lambda: threading.active_count() <= baseline, 10)
     assert threading.active_count() <= baseline, [t.name for t in threading.enumerate()]
 
 
@@ -669,7 +659,7 @@ async def test_sync_call_on_an_isolate_busy_with_async_work(context: ivm.Context
 # --- eval_ignored / run_ignored ----------------------------------------------------------
 
 def test_eval_ignored_returns_none_and_runs_in_order_without_an_event_loop(
-    context: ivm.Context,
+    context: ivm.Context, wait_until: Callable[..., bool]
 ) -> None:
     expected = "".join(f"{i}," for i in range(100))
     for i in range(100):
@@ -688,7 +678,7 @@ def test_eval_ignored_returns_none_and_runs_in_order_without_an_event_loop(
 
 
 def test_run_ignored_and_eval_ignored_share_one_queue(
-    isolate: ivm.Isolate, context: ivm.Context
+    isolate: ivm.Isolate, context: ivm.Context, wait_until: Callable[..., bool]
 ) -> None:
     script = isolate.compile_script_sync('globalThis.log = (globalThis.log || "") + "s,"')
     for i in range(20):
@@ -701,7 +691,10 @@ def test_run_ignored_and_eval_ignored_share_one_queue(
 
 
 def test_run_ignored_keeps_a_dropped_script_until_it_ran(
-    isolate: ivm.Isolate, context: ivm.Context, ignored_errors: list[BaseException]
+    isolate: ivm.Isolate,
+    context: ivm.Context,
+    ignored_errors: list[BaseException],
+    wait_until: Callable[..., bool],
 ) -> None:
     # Nothing but the queued job refers to the script: dropping the object must not
     # release it under the job.
@@ -712,7 +705,7 @@ def test_run_ignored_keeps_a_dropped_script_until_it_ran(
 
 
 def test_eval_ignored_keeps_a_dropped_context_until_it_ran(
-    isolate: ivm.Isolate, ignored_errors: list[BaseException]
+    isolate: ivm.Isolate, ignored_errors: list[BaseException], wait_until: Callable[..., bool]
 ) -> None:
     isolate.create_context_sync().eval_ignored("throw new Error('the dropped context ran')")
     gc.collect()
@@ -723,7 +716,7 @@ def test_eval_ignored_keeps_a_dropped_context_until_it_ran(
 
 
 def test_ignored_error_goes_to_the_handler(
-    context: ivm.Context, ignored_errors: list[BaseException]
+    context: ivm.Context, ignored_errors: list[BaseException], wait_until: Callable[..., bool]
 ) -> None:
     assert context.eval_ignored("throw new TypeError('ignored boom')") is None
     assert wait_until(lambda: len(ignored_errors) >= 1)
@@ -734,7 +727,10 @@ def test_ignored_error_goes_to_the_handler(
 
 
 def test_ignored_timeout_and_script_error_go_to_the_handler(
-    isolate: ivm.Isolate, context: ivm.Context, ignored_errors: list[BaseException]
+    isolate: ivm.Isolate,
+    context: ivm.Context,
+    ignored_errors: list[BaseException],
+    wait_until: Callable[..., bool],
 ) -> None:
     throwing = isolate.compile_script_sync("throw new RangeError('from a script')")
     endless = isolate.compile_script_sync(BUSY_FOREVER)
@@ -749,7 +745,9 @@ def test_ignored_timeout_and_script_error_go_to_the_handler(
     assert context.eval_sync("4") == 4
 
 
-def test_ignored_error_is_logged(context: ivm.Context, ivm_log: _Records) -> None:
+def test_ignored_error_is_logged(
+    context: ivm.Context, ivm_log: _Records, wait_until: Callable[..., bool]
+) -> None:
     context.eval_ignored("throw new Error('logged boom')")
     assert wait_until(lambda: bool(ivm_log.mentioning("logged boom"))), ivm_log.records
     record = ivm_log.mentioning("logged boom")[0]
@@ -757,14 +755,19 @@ def test_ignored_error_is_logged(context: ivm.Context, ivm_log: _Records) -> Non
 
 
 def test_ignored_errors_are_logged_and_handled_both(
-    context: ivm.Context, ivm_log: _Records, ignored_errors: list[BaseException]
+    context: ivm.Context,
+    ivm_log: _Records,
+    ignored_errors: list[BaseException],
+    wait_until: Callable[..., bool],
 ) -> None:
     context.eval_ignored("throw new Error('twice')")
     assert wait_until(lambda: bool(ignored_errors) and bool(ivm_log.mentioning("twice")))
     assert isinstance(ignored_errors[0], ivm.JSError)
 
 
-def test_ignored_error_handler_none_resets(context: ivm.Context, ivm_log: _Records) -> None:
+def test_ignored_error_handler_none_resets(
+    context: ivm.Context, ivm_log: _Records, wait_until: Callable[..., bool]
+) -> None:
     seen: list[BaseException] = []
     ivm.set_ignored_error_handler(seen.append)
     ivm.set_ignored_error_handler(None)
@@ -775,7 +778,7 @@ def test_ignored_error_handler_none_resets(context: ivm.Context, ivm_log: _Recor
 
 
 def test_failing_ignored_error_handler_does_not_break_the_isolate(
-    context: ivm.Context,
+    context: ivm.Context, wait_until: Callable[..., bool]
 ) -> None:
     calls: list[BaseException] = []
 

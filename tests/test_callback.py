@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import anyio
 import pytest
@@ -27,37 +27,6 @@ import ivm._errors as _errors_module
 
 #: Sanity bound for things that must not hang; nothing here is expected to come close.
 SANITY = 60.0
-
-
-def live_objects() -> int:
-    return int(ivm._lib.ivm_debug_live_objects())
-
-
-def settle(baseline: int, rounds: int = 10) -> int:
-    """Collects garbage until the live count is back to `baseline` (or `rounds` pass)."""
-    count = live_objects()
-    for _ in range(rounds):
-        if count <= baseline:
-            break
-        gc.collect()
-        count = live_objects()
-    return count
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = SANITY) -> bool:
-    """Polls ``predicate`` (from sync code) until it holds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
-async def wait_until_async(predicate: Callable[[], bool]) -> None:
-    with anyio.fail_after(SANITY):
-        while not predicate():
-            await anyio.sleep(0.005)
 
 
 # --- making callbacks ------------------------------------------------------------------
@@ -494,7 +463,7 @@ async def test_cancelling_an_await_stops_js_calling_callbacks(context: ivm.Conte
 
 @pytest.mark.anyio
 async def test_ignored_callback_returns_undefined_and_runs_later_on_the_loop(
-    context: ivm.Context,
+    context: ivm.Context, wait_until_async: Callable[..., Awaitable[bool]]
 ) -> None:
     seen: list[tuple[object, int]] = []
     loop_thread = threading.get_ident()
@@ -513,15 +482,17 @@ async def test_ignored_callback_returns_undefined_and_runs_later_on_the_loop(
         assert await context.eval("[rec({a: 1}), recA([2])]", copy=True) == [
             ivm.undefined, ivm.undefined,
         ]
-        await wait_until_async(lambda: len(seen) == 2)
+        assert await wait_until_async(lambda: len(seen) == 2)
     assert sorted(map(repr, (x for x, _ in seen))) == ["[2]", "{'a': 1}"]
     assert {t for _, t in seen} == {loop_thread}
 
 
 @pytest.mark.anyio
 async def test_ignored_callback_errors_are_logged(
-    context: ivm.Context, caplog: pytest.LogCaptureFixture,
+    context: ivm.Context,
+    caplog: pytest.LogCaptureFixture,
     ignored_errors: list[BaseException],
+    wait_until_async: Callable[..., Awaitable[bool]],
 ) -> None:
     def boom() -> None:
         raise CustomError("ignored boom")
@@ -534,13 +505,15 @@ async def test_ignored_callback_errors_are_logged(
     with caplog.at_level(logging.WARNING, logger="ivm"):
         with anyio.fail_after(SANITY):
             assert await context.eval("boom(); boomA(); 'js went on'") == "js went on"
-            await wait_until_async(lambda: len(ignored_errors) >= 2)
+            assert await wait_until_async(lambda: len(ignored_errors) >= 2)
     messages = sorted(str(e) for e in ignored_errors)
     assert messages == ["ignored async boom", "ignored boom"]
     assert "ignored boom" in caplog.text
 
 
-def test_ignored_callback_without_a_loop_runs_at_once(context: ivm.Context) -> None:
+def test_ignored_callback_without_a_loop_runs_at_once(
+    context: ivm.Context, wait_until: Callable[..., bool]
+) -> None:
     seen: list[object] = []
     context.global_.set_sync("rec", ivm.Callback(seen.append, mode="ignored"))
     assert context.eval_sync("rec('x')") is ivm.undefined
@@ -550,7 +523,9 @@ def test_ignored_callback_without_a_loop_runs_at_once(context: ivm.Context) -> N
 # --- leaks -------------------------------------------------------------------------------------------
 
 
-def test_100k_callback_calls_leak_nothing(quiet_live_objects: Callable[[], int]) -> None:
+def test_100k_callback_calls_leak_nothing(
+    quiet_live_objects: Callable[[], int], settle: Callable[..., int]
+) -> None:
     baseline = quiet_live_objects()
     iso = ivm.Isolate(memory_limit=64)
     ctx = iso.create_context_sync()
@@ -589,7 +564,9 @@ def test_100k_callback_calls_leak_nothing(quiet_live_objects: Callable[[], int])
     assert settle(baseline) <= baseline
 
 
-def test_callbacks_are_finalized_with_their_isolate(leak_free: None) -> None:
+def test_callbacks_are_finalized_with_their_isolate(
+    no_leaks: None, wait_until: Callable[..., bool]
+) -> None:
     before = len(_callback_module._live)
     iso = ivm.Isolate(memory_limit=32)
     ctx = iso.create_context_sync()
@@ -630,7 +607,7 @@ def test_callback_dropped_by_python_stays_alive_in_js(context: ivm.Context) -> N
     assert context.eval_sync("f()") == "still here"
 
 
-def test_callback_collected_by_js_gc(leak_free: None) -> None:
+def test_callback_collected_by_js_gc(no_leaks: None, wait_until: Callable[..., bool]) -> None:
     before = len(_callback_module._live)
     iso = ivm.Isolate(memory_limit=32)
     ctx = iso.create_context_sync()
@@ -803,9 +780,6 @@ def test_callback_in_two_isolates_shares_nothing_but_fn(context: ivm.Context) ->
 def test_crossed_synchronous_calls_between_isolates_do_not_hang() -> None:
     """Thread 1 inside A calls into B while thread 2 inside B calls into A: one of the two
     calls is refused (a wait that would close the cycle), the other completes."""
-    import threading
-    import time
-
     a = ivm.Isolate(memory_limit=32)
     b = ivm.Isolate(memory_limit=32)
     try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 from typing import Callable
 
 import anyio
@@ -19,16 +18,6 @@ import ivm
 #: Sanity bound for things that must not hang; nothing here is expected to come close.
 SANITY = 60.0
 BUSY_FOREVER = "(() => { while (true) {} })"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = SANITY) -> bool:
-    """Polls ``predicate`` (from sync code) until it holds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 # --- making references --------------------------------------------------------------------
@@ -451,7 +440,7 @@ async def test_async_reference_after_isolate_dispose_raises_disposed() -> None:
             await ref.copy()
 
 
-def test_references_do_not_leak(leak_free: None) -> None:
+def test_references_do_not_leak(no_leaks: None) -> None:
     with ivm.Isolate(memory_limit=32) as iso:
         ctx = iso.create_context_sync()
         for i in range(200):
@@ -466,7 +455,7 @@ def test_references_do_not_leak(leak_free: None) -> None:
 # --- references dropped from other threads ------------------------------------------------
 
 
-def test_references_released_by_finalizers_on_other_threads(leak_free: None) -> None:
+def test_references_released_by_finalizers_on_other_threads(no_leaks: None) -> None:
     iso = ivm.Isolate(memory_limit=64)
     ctx = iso.create_context_sync()
     refs = [ctx.eval_sync(f"({{i: {i}}})", reference=True) for i in range(2000)]
@@ -505,7 +494,7 @@ def test_references_released_by_finalizers_on_other_threads(leak_free: None) -> 
     del ctx, iso
 
 
-def test_gc_in_thread_while_reference_cycle_is_collected(leak_free: None) -> None:
+def test_gc_in_thread_while_reference_cycle_is_collected(no_leaks: None) -> None:
     """References caught in reference cycles are freed by whichever thread runs gc."""
     iso = ivm.Isolate(memory_limit=64)
     ctx = iso.create_context_sync()
@@ -604,7 +593,9 @@ async def test_eval_closure_cancel_stops_js(context: ivm.Context) -> None:
         assert await context.eval_closure("return $0", [1]) == 1
 
 
-def test_eval_closure_ignored(context: ivm.Context, ignored_errors: list[BaseException]) -> None:
+def test_eval_closure_ignored(
+    context: ivm.Context, ignored_errors: list[BaseException], wait_until: Callable[..., bool]
+) -> None:
     context.eval_closure_ignored("globalThis.sum = $0 + $1", [2, 3])
     assert wait_until(lambda: context.eval_sync("globalThis.sum") == 5)
     context.eval_closure_ignored("globalThis.copied = $0.a", [{"a": "A"}],
@@ -707,7 +698,7 @@ async def test_async_released_reference(context: ivm.Context) -> None:
 
 
 def test_ignored_reference_calls_run_in_order(
-    context: ivm.Context, ignored_errors: list[BaseException]
+    context: ivm.Context, ignored_errors: list[BaseException], wait_until: Callable[..., bool]
 ) -> None:
     obj = context.eval_sync(
         "globalThis.log = []; globalThis.o = { get g() { log.push('get'); return 1 }, gone: 1 };"
@@ -728,7 +719,7 @@ def test_ignored_reference_calls_run_in_order(
 
 
 def test_ignored_reference_errors_are_reported(
-    context: ivm.Context, ignored_errors: list[BaseException]
+    context: ivm.Context, ignored_errors: list[BaseException], wait_until: Callable[..., bool]
 ) -> None:
     thrower = context.eval_sync("() => { throw new TypeError('ignored apply') }", reference=True)
     thrower.apply_ignored(None)
@@ -742,7 +733,7 @@ def test_ignored_reference_errors_are_reported(
 
 
 def test_ignored_calls_discard_non_primitive_results(
-    context: ivm.Context, ignored_errors: list[BaseException]
+    context: ivm.Context, ignored_errors: list[BaseException], wait_until: Callable[..., bool]
 ) -> None:
     """A fire-and-forget call has no result to transfer: a getter or function that returns
     an object is not an error."""
@@ -761,7 +752,7 @@ def test_ignored_calls_discard_non_primitive_results(
 
 
 def test_ignored_on_released_reference_raises_or_reports(
-    context: ivm.Context, ignored_errors: list[BaseException]
+    context: ivm.Context, ignored_errors: list[BaseException], wait_until: Callable[..., bool]
 ) -> None:
     obj = context.eval_sync("({})", reference=True)
     obj.release()
@@ -774,7 +765,9 @@ def test_ignored_on_released_reference_raises_or_reports(
         assert isinstance(ignored_errors[0], ivm.DisposedError)
 
 
-def test_reference_leak_check_for_async_and_ignored(leak_free: None) -> None:
+def test_reference_leak_check_for_async_and_ignored(
+    no_leaks: None, wait_until: Callable[..., bool]
+) -> None:
     async def main() -> None:
         iso = ivm.Isolate(memory_limit=32)
         ctx = iso.create_context_sync()

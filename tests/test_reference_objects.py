@@ -24,15 +24,6 @@ NOT_PRIMITIVE = "A value of type Object cannot leave the isolate"
 DEADLOCK = "A synchronous call into another isolate was refused"
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = SANITY) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 def thrown(ctx: ivm.Context, statements: str) -> list[Any] | None:
     """Runs ``statements`` in ``ctx``; returns ``[constructor name, name, message,
     instanceof Error]`` of what they throw, or ``None`` if nothing is thrown."""
@@ -486,7 +477,7 @@ def test_promise_forms_from_sync_eval(pair: Pair) -> None:
         "TypeError", "TypeError", "arguments must be an array", True]
 
 
-def test_ignored_forms(pair: Pair) -> None:
+def test_ignored_forms(pair: Pair, wait_until: Callable[..., bool]) -> None:
     a, b = pair.a, pair.b
     assert b.eval_sync("oa.setIgnored('ig', 7)") is ivm.undefined
     assert b.eval_sync("oa.getIgnored('nested')") is ivm.undefined  # result dropped
@@ -986,7 +977,9 @@ def test_deref_into_marker_back_into_python(pair: Pair) -> None:
 # --- references to Python values -------------------------------------------------------------
 
 
-def test_host_reference_to_a_function(b_context: ivm.Context) -> None:
+def test_host_reference_to_a_function(
+    b_context: ivm.Context, wait_until: Callable[..., bool]
+) -> None:
     b = b_context
     seen: list[tuple[Any, ...]] = []
     threads: list[int] = []
@@ -1297,15 +1290,11 @@ def test_reference_objects_do_not_leak(no_leaks: None) -> None:
         p.close()
 
 
-def test_a_reference_into_its_own_isolate_does_not_keep_the_isolate_alive() -> None:
+def test_a_reference_into_its_own_isolate_does_not_keep_the_isolate_alive(
+    quiet_live_objects: Callable[[], int], settle: Callable[..., int]
+) -> None:
     """A Reference object inside the isolate it refers to holds no strong reference to that
     isolate: dropping every host handle frees the isolate (no cycle through its own heap)."""
-    import gc
-
-    def live() -> int:
-        for _ in range(3):
-            gc.collect()
-        return int(ivm._lib.ivm_debug_live_objects())
 
     def make_and_drop() -> None:
         iso = ivm.Isolate(memory_limit=32)
@@ -1317,10 +1306,10 @@ def test_a_reference_into_its_own_isolate_does_not_keep_the_isolate_alive() -> N
         assert copied["r"].get_sync("a") == 1
 
     make_and_drop()
-    base = live()
+    base = quiet_live_objects()
     for _ in range(10):
         make_and_drop()
-    assert live() <= base
+    assert settle(base) <= base
 
 
 def test_delete_ignored_deletes_later() -> None:

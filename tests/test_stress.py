@@ -22,7 +22,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Awaitable, Callable
 
 import anyio
 import pytest
@@ -33,33 +33,6 @@ import ivm
 # helpers
 
 _SEED = int(os.environ.get("IVM_STRESS_SEED", random.randrange(1 << 30)))
-
-
-def live() -> int:
-    return int(ivm._lib.ivm_debug_live_objects())
-
-
-def settle_sync(baseline: int, seconds: float = 5.0) -> int:
-    """Collects garbage until libivm's live objects are back to `baseline` (pool
-    threads may still be finishing their last jobs); returns the last count."""
-    deadline = time.monotonic() + seconds
-    while True:
-        gc.collect()
-        count = live()
-        if count <= baseline or time.monotonic() > deadline:
-            return count
-        time.sleep(0.02)
-
-
-async def settle_async(baseline: int, seconds: float = 5.0) -> int:
-    """As settle_sync, but lets the event loop drain completions meanwhile."""
-    deadline = time.monotonic() + seconds
-    while True:
-        gc.collect()
-        count = live()
-        if count <= baseline or time.monotonic() > deadline:
-            return count
-        await anyio.sleep(0.02)
 
 
 async def warm_up_async() -> None:
@@ -115,32 +88,6 @@ def loop_value(n: int, k: int) -> int:
     return n * (n - 1) // 2 + k
 
 
-@pytest.fixture
-def ignored_reports() -> Iterator[list[BaseException]]:
-    """Collects the errors of *_ignored calls (from pool threads)."""
-    reports: list[BaseException] = []
-    lock = threading.Lock()
-
-    def handler(exc: BaseException) -> None:
-        with lock:
-            reports.append(exc)
-
-    ivm.set_ignored_error_handler(handler)
-    try:
-        yield reports
-    finally:
-        ivm.set_ignored_error_handler(None)
-
-
-def wait_until(predicate: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 # --------------------------------------------------------------------------------------
 # synchronous calls from threads
 
@@ -182,12 +129,14 @@ def _sync_op(rng: random.Random, slot: Slot) -> tuple[object, object]:
     return ctx.eval_sync(f"Atomics.wait({i32}, 0, 0, 2)"), "timed-out"
 
 
-def test_sync_threads_survive_random_disposal() -> None:
+def test_sync_threads_survive_random_disposal(
+    live_objects: Callable[[], int], settle: Callable[..., int]
+) -> None:
     """Threads call into shared isolates while another thread disposes them at random
     moments (and replaces them): every call returns the right value or raises
     DisposedError, the process survives, and nothing leaks."""
     gc.collect()
-    baseline = live()
+    baseline = live_objects()
     seed = _SEED
     slots = [Slot() for _ in range(4)]
     lock = threading.Lock()
@@ -240,7 +189,7 @@ def test_sync_threads_survive_random_disposal() -> None:
         assert slot.context.eval_sync("6 * 7") == 42
         slot.isolate.dispose()
     del slots, slot
-    assert settle_sync(baseline) == baseline, "libivm objects leaked"
+    assert settle(baseline) == baseline, "libivm objects leaked"
 
 
 def test_sync_calls_without_timeout_are_never_stopped_by_other_calls_timers() -> None:
@@ -286,12 +235,14 @@ def test_sync_calls_without_timeout_are_never_stopped_by_other_calls_timers() ->
     iso.dispose()
 
 
-def test_terminate_from_threads_at_random_moments_during_sync_calls() -> None:
+def test_terminate_from_threads_at_random_moments_during_sync_calls(
+    live_objects: Callable[[], int], settle: Callable[..., int]
+) -> None:
     """terminate() lands anywhere in calls (compiling, running, settling promises,
     converting results): each call returns its value or raises TerminatedError, and
     the isolate stays usable."""
     gc.collect()
-    baseline = live()
+    baseline = live_objects()
     isolates = [ivm.Isolate(memory_limit=32) for _ in range(2)]
     contexts = [iso.create_context_sync() for iso in isolates]
     stop_at = time.monotonic() + 2.0
@@ -350,7 +301,7 @@ def test_terminate_from_threads_at_random_moments_during_sync_calls() -> None:
         assert ctx.eval_sync("6 * 7") == 42
         iso.dispose()
     del isolates, contexts, iso, ctx
-    assert settle_sync(baseline) == baseline, "libivm objects leaked"
+    assert settle(baseline) == baseline, "libivm objects leaked"
 
 
 def test_contexts_and_scripts_released_from_other_threads_during_calls() -> None:
@@ -409,14 +360,16 @@ def test_contexts_and_scripts_released_from_other_threads_during_calls() -> None
 
 
 @pytest.mark.anyio
-async def test_async_calls_with_random_cancellation_timeouts_and_disposal() -> None:
+async def test_async_calls_with_random_cancellation_timeouts_and_disposal(
+    live_objects: Callable[[], int], settle_async: Callable[..., Awaitable[int]]
+) -> None:
     """Hundreds of awaited calls on a few isolates, with random cancellations (tiny
     move_on_after), timeouts, and isolates disposed mid-flight: every call that was
     not cancelled returns the right value or raises the expected exception; fresh
     isolates work afterwards; nothing leaks."""
     await warm_up_async()
     gc.collect()
-    baseline = live()
+    baseline = live_objects()
     seed = _SEED
     slots = [Slot() for _ in range(4)]
     failures: list[str] = []
@@ -495,13 +448,15 @@ async def test_async_calls_with_random_cancellation_timeouts_and_disposal() -> N
 
 
 @pytest.mark.anyio
-async def test_cancelled_creations_leave_no_orphaned_handles() -> None:
+async def test_cancelled_creations_leave_no_orphaned_handles(
+    live_objects: Callable[[], int], settle_async: Callable[..., Awaitable[int]]
+) -> None:
     """create_context / compile_script / get_heap_statistics awaited under tiny random
     deadlines: results that arrive for cancelled calls are freed, nothing leaks, and
     the reference count only counts the handles still held."""
     await warm_up_async()
     gc.collect()
-    baseline = live()
+    baseline = live_objects()
     iso = ivm.Isolate(memory_limit=32)
     kept: list[object] = []
     rng = random.Random(_SEED)
@@ -661,12 +616,14 @@ async def test_sync_calls_from_threads_interleave_with_queued_async_jobs() -> No
 
 
 @pytest.mark.anyio
-async def test_release_with_queued_async_calls_fails_them_cleanly() -> None:
+async def test_release_with_queued_async_calls_fails_them_cleanly(
+    live_objects: Callable[[], int], settle_async: Callable[..., Awaitable[int]]
+) -> None:
     """A context (or script) released while awaited calls are queued on it: the calls
     behind the release raise DisposedError, none hangs or is lost, the isolate works."""
     await warm_up_async()
     gc.collect()
-    baseline = live()
+    baseline = live_objects()
     iso = ivm.Isolate(memory_limit=32)
     ctx = await iso.create_context()
     script = await iso.compile_script("6 * 7")
@@ -708,12 +665,15 @@ async def test_release_with_queued_async_calls_fails_them_cleanly() -> None:
 
 
 def test_ignored_calls_on_dropped_handles_still_run_and_report_once(
-    ignored_reports: list[BaseException],
+    ignored_errors: list[BaseException],
+    live_objects: Callable[[], int],
+    settle: Callable[..., int],
+    wait_until: Callable[..., bool],
 ) -> None:
     """*_ignored calls queued on a context and script whose Python objects are then
     dropped (del + gc) still run (their jobs hold leases): each reports exactly once."""
     gc.collect()
-    baseline = live()
+    baseline = live_objects()
     iso = ivm.Isolate(memory_limit=32)
     ctx = iso.create_context_sync()
     script = iso.compile_script_sync("throw new Error('script ran')")
@@ -724,21 +684,25 @@ def test_ignored_calls_on_dropped_handles_still_run_and_report_once(
         script.run_ignored(ctx)
     del ctx, script
     gc.collect()
-    assert wait_until(lambda: len(ignored_reports) >= 25, 10), ignored_reports
+    assert wait_until(lambda: len(ignored_errors) >= 25, 10), ignored_errors
     time.sleep(0.05)  # nothing more may arrive
-    assert len(ignored_reports) == 25
-    messages = sorted(getattr(e, "message", repr(e)) for e in ignored_reports)
+    assert len(ignored_errors) == 25
+    messages = sorted(getattr(e, "message", repr(e)) for e in ignored_errors)
     assert messages == sorted([f"ran {i}" for i in range(20)] + ["script ran"] * 5)
     del iso
-    assert settle_sync(baseline) == baseline, "libivm objects leaked"
+    assert settle(baseline) == baseline, "libivm objects leaked"
 
 
 @pytest.mark.parametrize("how", ["release context", "release script", "dispose isolate"])
 def test_ignored_calls_behind_a_release_report_disposed_exactly_once(
-    ignored_reports: list[BaseException], how: str
+    ignored_errors: list[BaseException],
+    how: str,
+    live_objects: Callable[[], int],
+    settle: Callable[..., int],
+    wait_until: Callable[..., bool],
 ) -> None:
     gc.collect()
-    baseline = live()
+    baseline = live_objects()
     iso = ivm.Isolate(memory_limit=32)
     ctx = iso.create_context_sync()
     script = iso.compile_script_sync("throw new Error('script ran')")
@@ -754,10 +718,10 @@ def test_ignored_calls_behind_a_release_report_disposed_exactly_once(
         script.release()
     else:
         iso.dispose()
-    assert wait_until(lambda: len(ignored_reports) >= 41, 10), ignored_reports
+    assert wait_until(lambda: len(ignored_errors) >= 41, 10), ignored_errors
     time.sleep(0.1)
-    assert len(ignored_reports) == 41, ignored_reports
-    kinds = collections.Counter(type(e).__name__ for e in ignored_reports)
+    assert len(ignored_errors) == 41, ignored_errors
+    kinds = collections.Counter(type(e).__name__ for e in ignored_errors)
     assert set(kinds) <= {"JSError", "DisposedError"}, kinds
     if how == "release script":
         assert kinds["JSError"] >= 20  # the evaluations still ran
@@ -765,14 +729,17 @@ def test_ignored_calls_behind_a_release_report_disposed_exactly_once(
         assert kinds["DisposedError"] >= 30
     iso.dispose()
     del iso, ctx, script
-    assert settle_sync(baseline) == baseline, "libivm objects leaked"
+    assert settle(baseline) == baseline, "libivm objects leaked"
 
 
 def test_dropping_an_isolate_with_queued_ignored_jobs_runs_them_then_frees_it(
-    ignored_reports: list[BaseException],
+    ignored_errors: list[BaseException],
+    live_objects: Callable[[], int],
+    settle: Callable[..., int],
+    wait_until: Callable[..., bool],
 ) -> None:
     gc.collect()
-    baseline = live()
+    baseline = live_objects()
     for round_ in range(5):
         iso = ivm.Isolate(memory_limit=16)
         ctx = iso.create_context_sync()
@@ -780,14 +747,14 @@ def test_dropping_an_isolate_with_queued_ignored_jobs_runs_them_then_frees_it(
             ctx.eval_ignored(f"{loop_code(10_000, 0)}; throw new Error('r{round_} {i}')")
         del iso, ctx
         gc.collect()
-    assert wait_until(lambda: len(ignored_reports) >= 50, 10), len(ignored_reports)
-    assert all(isinstance(e, ivm.JSError) for e in ignored_reports), ignored_reports[:5]
-    assert len({e.message for e in ignored_reports}) == 50  # type: ignore[attr-defined]
-    assert settle_sync(baseline) == baseline, "libivm objects leaked"
+    assert wait_until(lambda: len(ignored_errors) >= 50, 10), len(ignored_errors)
+    assert all(isinstance(e, ivm.JSError) for e in ignored_errors), ignored_errors[:5]
+    assert len({e.message for e in ignored_errors}) == 50  # type: ignore[attr-defined]
+    assert settle(baseline) == baseline, "libivm objects leaked"
 
 
 def test_ignored_error_handler_disposing_the_isolate_from_the_pool(
-    ignored_reports: list[BaseException],
+    ignored_errors: list[BaseException], wait_until: Callable[..., bool]
 ) -> None:
     """The handler of ignored errors (on a pool thread) disposes the isolate whose
     job just failed: no deadlock, and the remaining jobs report DisposedError."""
@@ -815,13 +782,15 @@ def test_ignored_error_handler_disposing_the_isolate_from_the_pool(
 
 
 @pytest.mark.anyio
-async def test_memory_limit_in_one_isolate_leaves_the_others_working() -> None:
+async def test_memory_limit_in_one_isolate_leaves_the_others_working(
+    live_objects: Callable[[], int], settle_async: Callable[..., Awaitable[int]]
+) -> None:
     """Some isolates run out of memory while others keep answering awaited calls:
     the victims raise MemoryLimitError (their queued calls DisposedError), the others
     are unaffected."""
     await warm_up_async()
     gc.collect()
-    baseline = live()
+    baseline = live_objects()
     victims = [ivm.Isolate(memory_limit=16) for _ in range(3)]
     healthy = [ivm.Isolate(memory_limit=64) for _ in range(3)]
     victim_contexts = [await iso.create_context() for iso in victims]
@@ -880,10 +849,12 @@ async def test_memory_limit_in_one_isolate_leaves_the_others_working() -> None:
 
 
 @pytest.mark.anyio
-async def test_three_hundred_isolates_with_calls_in_flight() -> None:
+async def test_three_hundred_isolates_with_calls_in_flight(
+    live_objects: Callable[[], int], settle_async: Callable[..., Awaitable[int]]
+) -> None:
     await warm_up_async()
     gc.collect()
-    baseline = live()
+    baseline = live_objects()
     isolates = [ivm.Isolate(memory_limit=16) for _ in range(300)]
     results: dict[int, list[object]] = collections.defaultdict(list)
 
@@ -1395,7 +1366,9 @@ def test_a_single_allocation_far_over_the_limit_does_not_abort_the_process(code:
     assert "alive" in proc.stdout
 
 
-def test_a_call_that_ends_over_the_limit_leaks_no_result() -> None:
+def test_a_call_that_ends_over_the_limit_leaks_no_result(
+    live_objects: Callable[[], int], settle: Callable[..., int]
+) -> None:
     """A call whose JavaScript succeeds but leaves the isolate over its limit (memory
     outside the heap, checked when the call ends) fails with MemoryLimitError; the
     result it had already made must be freed, sync and async."""
@@ -1403,7 +1376,7 @@ def test_a_call_that_ends_over_the_limit_leaks_no_result() -> None:
 
     code = "globalThis.m = new WebAssembly.Memory({initial: 1000}); 'v'.repeat(100)"
     gc.collect()
-    baseline = live()
+    baseline = live_objects()
     for _ in range(3):
         iso = ivm.Isolate(memory_limit=16)
         with pytest.raises(ivm.MemoryLimitError):
@@ -1417,7 +1390,7 @@ def test_a_call_that_ends_over_the_limit_leaks_no_result() -> None:
 
         asyncio.run(main())
     del iso
-    assert settle_sync(baseline + 1, 2) <= baseline + 1, "results leaked"  # +1: asyncio's queue
+    assert settle(baseline + 1, 2) <= baseline + 1, "results leaked"  # +1: asyncio's queue
 
 
 def test_a_failing_call_that_disposes_the_isolate_reports_memory_limit() -> None:

@@ -6,15 +6,11 @@
 
 The cdef is the header itself, run through the C preprocessor with ``IVM_CDEF`` defined and
 its ``#include`` lines dropped (cffi knows the standard types and must not see system
-headers). What cffi cannot parse is then removed: ``__attribute__((...))``,
-``__declspec(...)``, ``_Static_assert(...)``, ``extern`` storage classes and ``IVM_API``.
-Object-like ``IVM_*`` macros whose value is an integer expression (``IVM_VERSION_MAJOR``,
-``IVM_VERSION_NUMBER``, ...) become ``#define NAME ...`` so that the compiler supplies the
-value. ``extern "Python"`` declarations come from two optional places, appended verbatim:
-the lines between ``/* IVM_CFFI_EXTERN_PYTHON_BEGIN */`` and
-``/* IVM_CFFI_EXTERN_PYTHON_END */`` in the header (preprocessor lines there, such as the
-``#if 0`` that hides them from C compilers, are dropped), and the file given by
-``--extern``.
+headers). What cffi cannot parse is then removed: ``__attribute__((...))``, ``extern``
+storage classes and ``IVM_API``. Object-like ``IVM_*`` macros whose value is an integer
+expression (``IVM_VERSION_MAJOR``, ``IVM_VERSION_NUMBER``, ...) become ``#define NAME ...``
+so that the compiler supplies the value. The ``extern "Python"`` declarations (the Python
+functions libivm calls) come from the files given by ``--extern``, appended verbatim.
 
 The compiler defaults to ``$CC`` or ``cc``; Meson passes its own after ``--``.
 """
@@ -31,8 +27,6 @@ from pathlib import Path
 from typing import List, Tuple
 
 MODULE = "ivm._ivm_cffi"
-BEGIN = "IVM_CFFI_EXTERN_PYTHON_BEGIN"
-END = "IVM_CFFI_EXTERN_PYTHON_END"
 _INCLUDE = re.compile(r"^[ \t]*#[ \t]*include\b.*$", re.M)
 
 
@@ -78,33 +72,20 @@ def integer_macros(cc: List[str], text: str) -> List[str]:
     return sorted(names)
 
 
-def extern_python_block(header: str) -> str:
-    m = re.search(r"/\*\s*" + BEGIN + r"\s*\*/(.*?)/\*\s*" + END + r"\s*\*/", header, re.S)
-    if m is None:
-        return ""
-    lines = [ln for ln in m.group(1).splitlines() if not ln.lstrip().startswith("#")]
-    return "\n".join(lines).strip()
-
-
 def make_cdef(header_text: str, cc: List[str], extern_files: List[Path]) -> str:
     text = _INCLUDE.sub("", header_text)
     body = preprocess(cc, text, [])
     body = "\n".join(ln for ln in body.splitlines() if not ln.lstrip().startswith("#"))
-    for kw in ("__attribute__", "__declspec", "_Static_assert", "static_assert"):
-        body = _drop_balanced(body, kw)
+    body = _drop_balanced(body, "__attribute__")
     body = re.sub(r"\b(IVM_API|__extension__|__inline__|__restrict__|__restrict)\b", "",
                   body)
     body = re.sub(r"\bextern\s+(?!\")", "", body)
-    body = re.sub(r"^\s*;\s*$", "", body, flags=re.M)  # left over by _Static_assert(...);
     body = "\n".join(ln.strip() for ln in body.splitlines())
     body = re.sub(r"\n\s*\n+", "\n\n", body).strip()
     parts = [body]
     macros = integer_macros(cc, text)
     if macros:
         parts.append("\n".join(f"#define {name} ..." for name in macros))
-    block = extern_python_block(header_text)
-    if block:
-        parts.append(block)
     for f in extern_files:
         parts.append(f.read_text().strip())
     return "\n\n".join(parts) + "\n"
@@ -123,13 +104,12 @@ def main(argv: List[str]) -> int:
     ap.add_argument("header", type=Path)
     ap.add_argument("output", type=Path)
     ap.add_argument("--extern", type=Path, action="append", default=[],
-                    help="file of extern \"Python\" declarations (skipped if absent)")
+                    help="file of extern \"Python\" declarations")
     ap.add_argument("--print-cdef", action="store_true", help="also print the cdef")
     args = ap.parse_args(own)
     if not cc:
         cc = ["cc"]
-    externs = [f for f in args.extern if f.is_file()]
-    cdef = make_cdef(args.header.read_text(), cc, externs)
+    cdef = make_cdef(args.header.read_text(), cc, args.extern)
     if args.print_cdef:
         print(cdef)
 
