@@ -737,7 +737,11 @@ struct ivm_primitive {
  * options are those of the synchronous call; they have no `primitive_out`.
  */
 
-/** Which member of ivm_completion_t.result is set. Values are ABI: append only. */
+/**
+ * Which member of ivm_completion_t.result is set. Values are ABI: append only.
+ * Named IVM_COMPLETION_*, apart from the IVM_RESULT_* flags, which say in
+ * which form a call returns its result.
+ */
 typedef uint32_t ivm_completion_kind_t;
 enum {
   /** No result: the job failed (`error` is set). */
