@@ -380,15 +380,16 @@ def _report_ignored(exc: BaseException) -> None:
             _log.exception("ivm: the ignored-error handler failed")
 
 
-def submit_ignored(start: Start, convert: Convert) -> None:
-    """Queues one libivm ``_async`` call whose outcome nobody awaits.
+def submit_ignored(cfunc: Any, args: tuple[Any, ...], convert: Convert) -> None:
+    """Queues one libivm ``_async`` call whose outcome nobody awaits:
+    ``cfunc(*args, done, user_data, NULL)``.
 
     Needs no event loop. Errors are logged on the ``ivm`` logger and passed to
     the handler set with :func:`set_ignored_error_handler`.
     """
     key = next(_ignored_keys)
     _ignored[key] = convert
-    err = start(lib._ivm_py_done, ffi.cast("void *", key), ffi.NULL)
+    err = cfunc(*args, lib._ivm_py_done, ffi.cast("void *", key), ffi.NULL)
     if err:
         _ignored.pop(key, None)
         raise error_from(err)

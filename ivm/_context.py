@@ -11,15 +11,9 @@ from ._ffi import ffi, lib
 from ._handle import Handle
 from ._copy import to_values
 from ._reference import Reference
-from ._options import (
-    code_bytes,
-    result_flags,
-    result_options_flags,
-    run_options,
-    source_options,
-)
+from ._options import call_options, code_bytes, result_flags, result_options_flags, run_options
 from ._options import result_options as _result_options
-from ._value import _tls, sync_result, sync_slots, take
+from ._value import _tls, sync_result, sync_slots, take, value_array
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _context
     from ._isolate import Isolate
@@ -123,38 +117,23 @@ class Context(Handle):
         if type(code) is not str:
             code_bytes(code)  # raises TypeError
         try:
-            src = code.encode()  # strict UTF-8 is faster, and the same without lone surrogates
+            src = code.encode()  # code_bytes, inlined on the hot path
         except UnicodeEncodeError:
             src = code.encode("utf-8", "surrogatepass")
-        if not (
-            timeout is not None
-            or filename is not None
-            or line_offset
-            or column_offset
-            or promise is not False
-            or copy is not False
-            or external_copy is not False
-            or transfer_out is not False
-            or reference is not False
-        ):
-            # The commonest call, kept lean: no options to make, and a number
-            # result read here (sync_result's first case: a call costs ~0.1 µs).
-            try:
-                out, slot = _tls.sync
-            except AttributeError:
-                out, slot = sync_slots()
-            err = _eval(self._ptr, src, len(src), _NULL, _NULL, _NULL, out, slot)
-            if not err and slot.kind == 4:
-                x: float = slot.number
-                if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
-                    return int(x)
-                return x
-            return sync_result(err, out, slot)
-        flags = result_flags(promise, copy, external_copy, transfer_out, reference)
-        source, _keep = source_options(filename, line_offset, column_offset)
-        run, ropts = run_options(timeout), _result_options(flags)
-        out, slot = sync_slots()
+        source, run, ropts, _keep = call_options(
+            timeout, promise, copy, external_copy, transfer_out, reference,
+            filename, line_offset, column_offset,
+        )  # fmt: skip
+        try:
+            out, slot = _tls.sync
+        except AttributeError:
+            out, slot = sync_slots()
         err = _eval(self._ptr, src, len(src), source, run, ropts, out, slot)
+        if not err and slot.kind == 4:  # sync_result's first case, inlined (~0.1 µs a call)
+            x: float = slot.number
+            if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
+                return int(x)
+            return x
         return sync_result(err, out, slot)
 
     async def eval(
@@ -176,25 +155,12 @@ class Context(Handle):
         running. Cancelling the awaiting task stops the JavaScript (or drops the
         call if it has not started); the isolate stays usable.
         """
-        if type(code) is not str:
-            code_bytes(code)  # raises TypeError
-        src = code.encode("utf-8", "surrogatepass")
-        if not (
-            timeout is not None
-            or filename is not None
-            or line_offset
-            or column_offset
-            or promise is not False
-            or copy is not False
-            or external_copy is not False
-            or transfer_out is not False
-            or reference is not False
-        ):
-            args: tuple[Any, ...] = (self._ptr, src, len(src), _NULL, _NULL, _NULL)
-        else:
-            flags = result_flags(promise, copy, external_copy, transfer_out, reference)
-            source, _keep = source_options(filename, line_offset, column_offset)
-            args = (self._ptr, src, len(src), source, run_options(timeout), _result_options(flags))
+        src = code_bytes(code)
+        source, run, ropts, _keep = call_options(
+            timeout, promise, copy, external_copy, transfer_out, reference,
+            filename, line_offset, column_offset,
+        )  # fmt: skip
+        args = (self._ptr, src, len(src), source, run, ropts)
         return await submit(self._isolate._ptr, _eval_async, args, take)
 
     def eval_ignored(
@@ -212,24 +178,32 @@ class Context(Handle):
         and passed to the handler set with :func:`ivm.set_ignored_error_handler`.
         """
         src = code_bytes(code)
-        source, keep = source_options(filename, line_offset, column_offset)
-        run = run_options(timeout)
-        ropts = _result_options(result_flags(promise) | lib.IVM_RESULT_DISCARD)
-        ptr = self._ptr
-        submit_ignored(
-            lambda done, ud, job: lib.ivm_context_eval_async(
-                ptr, src, len(src), source, run, ropts, done, ud, job
-            ),
-            _discard,
+        source, run, _, _keep = call_options(
+            timeout, promise, filename=filename, line_offset=line_offset, column_offset=column_offset
         )
-        del keep
+        ropts = _result_options(result_flags(promise) | lib.IVM_RESULT_DISCARD)
+        args = (self._ptr, src, len(src), source, run, ropts)
+        submit_ignored(_eval_async, args, lib.ivm_value_free)
 
     # --- closures
 
-    def _closure_args(
-        self, code: str, arguments: Iterable[object], arguments_options: Mapping[str, object] | None
-    ) -> tuple[bytes, list[Any]]:
-        return code_bytes(code), to_values(arguments, arguments_options)
+    def _closure_call(
+        self,
+        code: str,
+        arguments: Iterable[object],
+        arguments_options: Mapping[str, object] | None,
+        flags: int,
+        timeout: float | None,
+    ) -> tuple[tuple[Any, ...], list[Any]]:
+        """The arguments of ``ivm_context_eval_closure[_async]`` before its
+        outputs, and the argument values in them, which the caller frees (a
+        sync call) or libivm takes (an async one)."""
+        ropts = _result_options(flags)
+        run = run_options(timeout)
+        src = code_bytes(code)
+        values = to_values(arguments, arguments_options)
+        argv = value_array(values)
+        return (self._ptr, src, len(src), argv, len(values), _NULL, run, ropts), values
 
     def eval_closure_sync(
         self,
@@ -249,16 +223,11 @@ class Context(Handle):
         ``copy``, ``external_copy``, ``transfer_out`` and ``promise`` as in
         :meth:`eval_sync`. Raises as :meth:`eval_sync`.
         """
-        ropts = _result_options(result_options_flags(result_options))
-        run = run_options(timeout)
-        src, values = self._closure_args(code, arguments, arguments_options)
+        flags = result_options_flags(result_options)
+        args, values = self._closure_call(code, arguments, arguments_options, flags, timeout)
         try:
-            argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
             out, slot = sync_slots()
-            err = lib.ivm_context_eval_closure(
-                self._ptr, src, len(src), argv, len(values), _NULL, run, ropts, out, slot
-            )
-            return sync_result(err, out, slot)
+            return sync_result(lib.ivm_context_eval_closure(*args, out, slot), out, slot)
         finally:
             for v in values:
                 lib.ivm_value_free(v)
@@ -273,16 +242,10 @@ class Context(Handle):
         timeout: float | None = None,
     ) -> Any:
         """The async twin of :meth:`eval_closure_sync`."""
-        ropts = _result_options(result_options_flags(result_options))
-        run = run_options(timeout)
-        src, values = self._closure_args(code, arguments, arguments_options)
-        argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
+        flags = result_options_flags(result_options)
+        args, values = self._closure_call(code, arguments, arguments_options, flags, timeout)
         return await submit_owning(
-            self._isolate._ptr,
-            lib.ivm_context_eval_closure_async,
-            (self._ptr, src, len(src), argv, len(values), _NULL, run, ropts),
-            values,
-            take,
+            self._isolate._ptr, lib.ivm_context_eval_closure_async, args, values, take
         )
 
     def eval_closure_ignored(
@@ -294,19 +257,7 @@ class Context(Handle):
         timeout: float | None = None,
     ) -> None:
         """Queues :meth:`eval_closure` and returns at once, without a result."""
-        run = run_options(timeout)
-        ropts = _result_options(lib.IVM_RESULT_DISCARD)
-        src, values = self._closure_args(code, arguments, arguments_options)
-        argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
-        ptr = self._ptr
+        discard = lib.IVM_RESULT_DISCARD
+        args, _ = self._closure_call(code, arguments, arguments_options, discard, timeout)
         # (libivm takes the argument values even when it refuses the call)
-        submit_ignored(
-            lambda done, ud, job: lib.ivm_context_eval_closure_async(
-                ptr, src, len(src), argv, len(values), _NULL, run, ropts, done, ud, job
-            ),
-            _discard,
-        )
-
-
-def _discard(value: Any) -> None:
-    lib.ivm_value_free(value)
+        submit_ignored(lib.ivm_context_eval_closure_async, args, lib.ivm_value_free)

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from ._ffi import ffi, lib
 
 __all__ = [
+    "call_options",
     "code_bytes",
     "result_flags",
     "result_options",
@@ -155,3 +156,37 @@ def source_options(
     opts.line_offset = line
     opts.column_offset = column
     return opts, keep
+
+
+_DEFAULTS: tuple[Any, Any, Any, Any] = (_NULL, _NULL, _NULL, None)
+
+
+def call_options(
+    timeout: float | None,
+    promise: object = False,
+    copy: object = False,
+    external_copy: object = False,
+    transfer_out: object = False,
+    reference: object = False,
+    filename: str | None = None,
+    line_offset: int = 0,
+    column_offset: int = 0,
+) -> tuple[Any, Any, Any, Any]:
+    """``(source, run, result, keepalive)``: the option structs of an eval or
+    a script run, validated; all NULL when every option has its default (the
+    common call, kept lean). Hold ``keepalive`` until the C call returns."""
+    if (
+        timeout is None
+        and promise is False
+        and copy is False
+        and external_copy is False
+        and transfer_out is False
+        and reference is False
+        and filename is None
+        and not line_offset
+        and not column_offset
+    ):
+        return _DEFAULTS
+    flags = result_flags(promise, copy, external_copy, transfer_out, reference)
+    source, keep = source_options(filename, line_offset, column_offset)
+    return source, run_options(timeout), result_options(flags), keep

@@ -14,7 +14,7 @@ from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import result_flags, result_options_flags, run_options
 from ._options import result_options as _result_options
-from ._value import _tls, sync_result, sync_slots, take
+from ._value import _tls, sync_result, sync_slots, take, value_array
 
 __all__ = ["DerefInto", "Reference"]
 
@@ -158,14 +158,8 @@ class Reference(Handle, _Marker):
         """Queues :meth:`get` (getters run) and returns at once."""
         run = run_options(timeout)
         ropts = _result_options(lib.IVM_RESULT_DISCARD)
-        k = _key(key)
-        ptr = self._ptr
-        submit_ignored(
-            lambda done, ud, job: lib.ivm_reference_get_async(
-                ptr, k, 0, run, ropts, done, ud, job
-            ),
-            lib.ivm_value_free,
-        )
+        args = (self._ptr, _key(key), 0, run, ropts)
+        submit_ignored(lib.ivm_reference_get_async, args, lib.ivm_value_free)
 
     # --- set
 
@@ -217,11 +211,7 @@ class Reference(Handle, _Marker):
         except BaseException:
             lib.ivm_value_free(k)
             raise
-        ptr = self._ptr
-        submit_ignored(
-            lambda done, ud, job: lib.ivm_reference_set_async(ptr, k, v, run, done, ud, job),
-            lib.ivm_value_free,
-        )
+        submit_ignored(lib.ivm_reference_set_async, (self._ptr, k, v, run), lib.ivm_value_free)
 
     # --- delete
 
@@ -245,12 +235,8 @@ class Reference(Handle, _Marker):
     def delete_ignored(self, key: str | int, *, timeout: float | None = None) -> None:
         """Queues :meth:`delete` and returns at once."""
         run = run_options(timeout)
-        k = _key(key)
-        ptr = self._ptr
-        submit_ignored(
-            lambda done, ud, job: lib.ivm_reference_delete_async(ptr, k, run, done, ud, job),
-            lib.ivm_value_free,
-        )
+        args = (self._ptr, _key(key), run)
+        submit_ignored(lib.ivm_reference_delete_async, args, lib.ivm_value_free)
 
     # --- apply
 
@@ -266,6 +252,22 @@ class Reference(Handle, _Marker):
             for v in values:
                 lib.ivm_value_free(v)
             raise
+
+    def _apply_call(
+        self,
+        receiver: object,
+        arguments: Iterable[object],
+        arguments_options: Any,
+        flags: int,
+        timeout: float | None,
+    ) -> tuple[tuple[Any, ...], list[Any]]:
+        """The arguments of ``ivm_reference_apply_async`` before its outputs,
+        and the values in them, which libivm takes once the call is made."""
+        ropts = _result_options(flags)
+        run = run_options(timeout)
+        recv, values = self._apply_values(receiver, arguments, arguments_options)
+        args = (self._ptr, recv, value_array(values), len(values), run, ropts)
+        return args, [*values, recv]
 
     def apply_sync(
         self,
@@ -351,18 +353,10 @@ class Reference(Handle, _Marker):
         timeout: float | None = None,
     ) -> Any:
         """The async twin of :meth:`apply_sync`."""
-        ropts = _result_options(result_options_flags(result_options))
-        run = run_options(timeout)
-        recv, values = self._apply_values(receiver, arguments, arguments_options)
-        argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
-        return await submit_owning(
-            self._ptr,
-            lib.ivm_reference_apply_async,
-            (self._ptr, recv, argv, len(values), run, ropts),
-            [*values, recv],
-            take,
-            lib.ivm_reference_cancel_job,
-        )
+        flags = result_options_flags(result_options)
+        args, owned = self._apply_call(receiver, arguments, arguments_options, flags, timeout)
+        cfunc, cancel = lib.ivm_reference_apply_async, lib.ivm_reference_cancel_job
+        return await submit_owning(self._ptr, cfunc, args, owned, take, cancel)
 
     def apply_ignored(
         self,
@@ -373,17 +367,9 @@ class Reference(Handle, _Marker):
         timeout: float | None = None,
     ) -> None:
         """Queues :meth:`apply` and returns at once."""
-        run = run_options(timeout)
-        ropts = _result_options(lib.IVM_RESULT_DISCARD)
-        recv, values = self._apply_values(receiver, arguments, arguments_options)
-        argv = ffi.new("ivm_value_t *[]", values) if values else _NULL
-        ptr = self._ptr
-        submit_ignored(
-            lambda done, ud, job: lib.ivm_reference_apply_async(
-                ptr, recv, argv, len(values), run, ropts, done, ud, job
-            ),
-            lib.ivm_value_free,
-        )
+        discard = lib.IVM_RESULT_DISCARD
+        args, _ = self._apply_call(receiver, arguments, arguments_options, discard, timeout)
+        submit_ignored(lib.ivm_reference_apply_async, args, lib.ivm_value_free)
 
     # --- the value itself
 

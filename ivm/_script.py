@@ -9,7 +9,7 @@ from ._async import submit, submit_ignored
 from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
-from ._options import result_flags, result_options, run_options
+from ._options import call_options, result_flags, result_options, run_options
 from ._value import sync_result, sync_slots, take
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _script
@@ -63,22 +63,11 @@ class Script(Handle):
         otherwise). Options, results and errors are those of
         :meth:`Context.eval_sync`.
         """
-        if type(context) is not Context:
-            raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
-        if not (
-            timeout is not None
-            or promise is not False
-            or copy is not False
-            or external_copy is not False
-            or transfer_out is not False
-            or reference is not False
-        ):
-            run = ropts = _NULL
-        else:
-            flags = result_flags(promise, copy, external_copy, transfer_out, reference)
-            run, ropts = run_options(timeout), result_options(flags)
+        cptr = _context_ptr(context)
+        _, run, ropts, _ = call_options(timeout, promise, copy, external_copy, transfer_out, reference)
         out, slot = sync_slots()
-        return sync_result(_run(self._ptr, context._ptr, run, ropts, out, slot), out, slot)
+        err = _run(self._ptr, cptr, run, ropts, out, slot)
+        return sync_result(err, out, slot)
 
     async def run(
         self,
@@ -92,27 +81,24 @@ class Script(Handle):
         reference: bool = False,
     ) -> Any:
         """The async twin of :meth:`run_sync` (see :meth:`Context.eval`)."""
-        if type(context) is not Context:
-            raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
-        flags = result_flags(promise, copy, external_copy, transfer_out, reference)
-        return await submit(
-            self._isolate._ptr,
-            lib.ivm_script_run_async,
-            (self._ptr, context._ptr, run_options(timeout), result_options(flags)),
-            take,
-        )
+        cptr = _context_ptr(context)
+        _, run, ropts, _ = call_options(timeout, promise, copy, external_copy, transfer_out, reference)
+        args = (self._ptr, cptr, run, ropts)
+        return await submit(self._isolate._ptr, lib.ivm_script_run_async, args, take)
 
     def run_ignored(
         self, context: Context, *, timeout: float | None = None, promise: bool = False
     ) -> None:
         """Queues a run like :meth:`run` and returns at once (see
         :meth:`Context.eval_ignored`)."""
-        if type(context) is not Context:
-            raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
+        cptr = _context_ptr(context)
         run = run_options(timeout)
         ropts = result_options(result_flags(promise) | lib.IVM_RESULT_DISCARD)
-        sptr, cptr = self._ptr, context._ptr
-        submit_ignored(
-            lambda done, ud, job: lib.ivm_script_run_async(sptr, cptr, run, ropts, done, ud, job),
-            lib.ivm_value_free,
-        )
+        args = (self._ptr, cptr, run, ropts)
+        submit_ignored(lib.ivm_script_run_async, args, lib.ivm_value_free)
+
+
+def _context_ptr(context: object) -> Any:
+    if type(context) is not Context:
+        raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
+    return context._ptr

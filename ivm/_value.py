@@ -60,6 +60,11 @@ def value_out() -> Any:
         return out
 
 
+def value_array(values: list[Any]) -> Any:
+    """An ``ivm_value_t *[]`` holding ``values`` for one call (NULL when empty)."""
+    return ffi.new("ivm_value_t *[]", values) if values else ffi.NULL
+
+
 def sync_slots() -> tuple[Any, Any]:
     """This thread's ``(ivm_value_t **out, ivm_primitive_t *primitive_out)``:
     the outputs of every synchronous call that returns a value (a primitive
