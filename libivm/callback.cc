@@ -349,13 +349,7 @@ IVM_API ivm_error_t* ivm_callback_new(ivm_host_fn fn, void* user_data,
   });
 }
 
-IVM_API void ivm_callback_free(ivm_callback_t* cb) {
-  if (cb == nullptr) return;
-  try {
-    delete cb;
-  } catch (...) {
-  }
-}
+IVM_API void ivm_callback_free(ivm_callback_t* cb) { ivm::FreeHandle(cb); }
 
 IVM_API ivm_error_t* ivm_value_attach_callback(ivm_value_t* value, ivm_callback_t* cb,
                                                uint32_t flags, size_t* index_out) {

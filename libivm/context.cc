@@ -409,12 +409,7 @@ IVM_API ivm_error_t* ivm_context_release(ivm_context_t* ctx) {
   });
 }
 
-IVM_API void ivm_context_free(ivm_context_t* ctx) {
-  if (ctx == nullptr) return;
-  try {
-    delete ctx;   // its lease releases the context once no queued job needs it
-  } catch (...) {
-  }
-}
+// Its lease releases the context once no queued job needs it.
+IVM_API void ivm_context_free(ivm_context_t* ctx) { ivm::FreeHandle(ctx); }
 
 }  // extern "C"

@@ -271,13 +271,7 @@ IVM_API ivm_error_t* ivm_external_copy_release(ivm_external_copy_t* copy) {
   });
 }
 
-IVM_API void ivm_external_copy_free(ivm_external_copy_t* copy) {
-  if (copy == nullptr) return;
-  try {
-    delete copy;
-  } catch (...) {
-  }
-}
+IVM_API void ivm_external_copy_free(ivm_external_copy_t* copy) { ivm::FreeHandle(copy); }
 
 IVM_API uint64_t ivm_external_copy_total_size(void) { return ivm::CopyTotalSize(); }
 

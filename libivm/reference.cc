@@ -336,13 +336,7 @@ IVM_API ivm_error_t* ivm_reference_release(ivm_reference_t* ref) {
   });
 }
 
-IVM_API void ivm_reference_free(ivm_reference_t* ref) {
-  if (ref == nullptr) return;
-  try {
-    delete ref;
-  } catch (...) {
-  }
-}
+IVM_API void ivm_reference_free(ivm_reference_t* ref) { ivm::FreeHandle(ref); }
 
 IVM_API ivm_error_t* ivm_value_reference(const ivm_value_t* value, ivm_reference_t** out) {
   return Guard([&]() -> ivm_error_t* {

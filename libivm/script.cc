@@ -173,12 +173,7 @@ IVM_API ivm_error_t* ivm_script_release(ivm_script_t* script) {
   });
 }
 
-IVM_API void ivm_script_free(ivm_script_t* script) {
-  if (script == nullptr) return;
-  try {
-    delete script;   // its lease releases the script once no queued job needs it
-  } catch (...) {
-  }
-}
+// Its lease releases the script once no queued job needs it.
+IVM_API void ivm_script_free(ivm_script_t* script) { ivm::FreeHandle(script); }
 
 }  // extern "C"
