@@ -12,11 +12,9 @@ namespace ivm {
 ivm_error_t* RunRefOp(const ReferenceData& ref, const RefOp& op, const CallOptions& o,
                       ivm_value_t** out) {
   IsolateHolder& holder = *ref.holder;
-  return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
-    if (ref.record->released()) return MakeError(IVM_ERROR_DISPOSED, kReferenceReleased);
-    v8::Local<v8::Context> context = ref.record->context.Get(isolate);
-    v8::Context::Scope context_scope(context);
-    v8::TryCatch try_catch(isolate);
+  return RunInContext(holder, o.timeout_ns, *ref.record, kReferenceReleased,
+                      [&](v8::Isolate* isolate, v8::Local<v8::Context> context,
+                          v8::TryCatch& try_catch, CallState& call) -> ivm_error_t* {
     v8::Local<v8::Value> self = ref.record->value.Get(isolate);
     auto complete = [&](v8::MaybeLocal<v8::Value> result) {
       return CompleteCall(holder, isolate, context, try_catch, call, result, o.flags, out);
@@ -176,9 +174,7 @@ std::shared_ptr<ReferenceData> MakeReference(IsolateHolder& holder, v8::Isolate*
   std::shared_ptr<IsolateHolder> shared = holder.shared_from_this();
   shared->Register(record);
   auto data = std::make_shared<ReferenceData>();
-  data->holder = shared;
-  data->lease = std::make_shared<Lease>(shared, record);
-  data->record = std::move(record);
+  Share(*data, shared, std::move(record));
   return data;
 }
 
