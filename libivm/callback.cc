@@ -354,17 +354,13 @@ IVM_API void ivm_callback_free(ivm_callback_t* cb) { ivm::FreeHandle(cb); }
 IVM_API ivm_error_t* ivm_value_attach_callback(ivm_value_t* value, ivm_callback_t* cb,
                                                uint32_t flags, size_t* index_out) {
   return Guard([&]() -> ivm_error_t* {
-    if (value == nullptr || value->kind != IVM_VALUE_SERIALIZED || !value->serialized) {
-      return InvalidArgument("not a serialized value");
-    }
+    if (ivm_error_t* err = ivm::CheckSerialized(value)) return err;
     if (cb == nullptr) return InvalidArgument("callback is NULL");
     ivm::Attachment a;
     a.kind = ivm::Attachment::kCallback;
     a.callback = cb->data;
     a.flags = flags;
-    auto& atts = value->serialized->attachments;
-    if (index_out) *index_out = atts.size();
-    atts.push_back(std::move(a));
+    ivm::AppendAttachment(value, std::move(a), index_out);
     return nullptr;
   });
 }

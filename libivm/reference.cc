@@ -363,18 +363,14 @@ IVM_API ivm_error_t* ivm_value_attachment_reference(const ivm_value_t* value, si
 IVM_API ivm_error_t* ivm_value_attach_reference(ivm_value_t* value, ivm_reference_t* ref,
                                                 uint32_t flags, size_t* index_out) {
   return Guard([&]() -> ivm_error_t* {
-    if (value == nullptr || value->kind != IVM_VALUE_SERIALIZED || !value->serialized) {
-      return InvalidArgument("not a serialized value");
-    }
+    if (ivm_error_t* err = ivm::CheckSerialized(value)) return err;
     if (ref == nullptr) return InvalidArgument("reference is NULL");
     if (ref->data.record->released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kReferenceReleased);
     ivm::Attachment a;
     a.kind = ivm::Attachment::kReference;
     a.reference = std::make_shared<ivm::ReferenceData>(ref->data);
     a.flags = flags;
-    auto& atts = value->serialized->attachments;
-    if (index_out) *index_out = atts.size();
-    atts.push_back(std::move(a));
+    ivm::AppendAttachment(value, std::move(a), index_out);
     return nullptr;
   });
 }
