@@ -15,6 +15,21 @@ namespace ivm {
 namespace {
 
 constexpr char kHostTokenKey[] = "ivm:host-error-token";
+constexpr char kCrossedStackKey[] = "ivm:crossed-stack";
+
+// The private symbol that marks errors under `name`.
+template <int N>
+v8::Local<v8::Private> MarkKey(v8::Isolate* isolate, const char (&name)[N]) {
+  return v8::Private::ForApi(isolate, v8::String::NewFromUtf8Literal(isolate, name));
+}
+
+// The value of a thrown object's mark `name`; false if it has none.
+template <int N>
+bool ReadMark(v8::Isolate* isolate, v8::Local<v8::Context> context,
+              v8::Local<v8::Value> exception, const char (&name)[N], v8::Local<v8::Value>* out) {
+  if (exception.IsEmpty() || !exception->IsObject() || exception->IsProxy()) return false;
+  return exception.As<v8::Object>()->GetPrivate(context, MarkKey(isolate, name)).ToLocal(out);
+}
 
 // A JavaScript function made from a callback, alive while the function is.
 class CallbackRecord final : public Resource {
@@ -61,9 +76,7 @@ v8::Local<v8::Value> ErrorFromHost(v8::Isolate* isolate, v8::Local<v8::Context> 
     MarkCrossedStack(isolate, context, obj, stack);
   }
   if (err->host_token != 0) {
-    v8::Local<v8::Private> key =
-        v8::Private::ForApi(isolate, v8::String::NewFromUtf8Literal(isolate, kHostTokenKey));
-    obj->SetPrivate(context, key,
+    obj->SetPrivate(context, MarkKey(isolate, kHostTokenKey),
                     v8::BigInt::NewFromUnsigned(isolate, err->host_token))
         .Check();
   }
@@ -176,25 +189,15 @@ CallbackData::~CallbackData() {
   }
 }
 
-namespace {
-constexpr char kCrossedStackKey[] = "ivm:crossed-stack";
-}  // namespace
-
 void MarkCrossedStack(v8::Isolate* isolate, v8::Local<v8::Context> context,
                       v8::Local<v8::Object> error, v8::Local<v8::String> stack) {
-  v8::Local<v8::Private> key =
-      v8::Private::ForApi(isolate, v8::String::NewFromUtf8Literal(isolate, kCrossedStackKey));
-  error->SetPrivate(context, key, stack).Check();
+  error->SetPrivate(context, MarkKey(isolate, kCrossedStackKey), stack).Check();
 }
 
 bool ReadCrossedStack(v8::Isolate* isolate, v8::Local<v8::Context> context,
                       v8::Local<v8::Value> exception, std::string* stack) {
-  if (exception.IsEmpty() || !exception->IsObject() || exception->IsProxy()) return false;
-  v8::Local<v8::Private> key =
-      v8::Private::ForApi(isolate, v8::String::NewFromUtf8Literal(isolate, kCrossedStackKey));
   v8::Local<v8::Value> value;
-  if (!exception.As<v8::Object>()->GetPrivate(context, key).ToLocal(&value) ||
-      !value->IsString()) {
+  if (!ReadMark(isolate, context, exception, kCrossedStackKey, &value) || !value->IsString()) {
     return false;
   }
   stack->clear();
@@ -204,12 +207,8 @@ bool ReadCrossedStack(v8::Isolate* isolate, v8::Local<v8::Context> context,
 
 bool ReadHostToken(v8::Isolate* isolate, v8::Local<v8::Context> context,
                    v8::Local<v8::Value> exception, uint64_t* token) {
-  if (exception.IsEmpty() || !exception->IsObject() || exception->IsProxy()) return false;
-  v8::Local<v8::Private> key =
-      v8::Private::ForApi(isolate, v8::String::NewFromUtf8Literal(isolate, kHostTokenKey));
   v8::Local<v8::Value> value;
-  if (!exception.As<v8::Object>()->GetPrivate(context, key).ToLocal(&value) ||
-      !value->IsBigInt()) {
+  if (!ReadMark(isolate, context, exception, kHostTokenKey, &value) || !value->IsBigInt()) {
     return false;
   }
   bool lossless = false;
@@ -349,28 +348,18 @@ IVM_API ivm_error_t* ivm_callback_new(ivm_host_fn fn, void* user_data,
   });
 }
 
-IVM_API void ivm_callback_free(ivm_callback_t* cb) {
-  if (cb == nullptr) return;
-  try {
-    delete cb;
-  } catch (...) {
-  }
-}
+IVM_API void ivm_callback_free(ivm_callback_t* cb) { ivm::FreeHandle(cb); }
 
 IVM_API ivm_error_t* ivm_value_attach_callback(ivm_value_t* value, ivm_callback_t* cb,
                                                uint32_t flags, size_t* index_out) {
   return Guard([&]() -> ivm_error_t* {
-    if (value == nullptr || value->kind != IVM_VALUE_SERIALIZED || !value->serialized) {
-      return InvalidArgument("not a serialized value");
-    }
+    if (ivm_error_t* err = ivm::CheckSerialized(value)) return err;
     if (cb == nullptr) return InvalidArgument("callback is NULL");
     ivm::Attachment a;
     a.kind = ivm::Attachment::kCallback;
     a.callback = cb->data;
     a.flags = flags;
-    auto& atts = value->serialized->attachments;
-    if (index_out) *index_out = atts.size();
-    atts.push_back(std::move(a));
+    ivm::AppendAttachment(value, std::move(a), index_out);
     return nullptr;
   });
 }

@@ -125,11 +125,9 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
 ivm_error_t* Eval(IsolateHolder& holder, ContextRecord& record, const char* code,
                   size_t code_len, const SourceOptions& source, const CallOptions& o,
                   ivm_value_t** out) {
-  return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
-    if (record.released()) return MakeError(IVM_ERROR_DISPOSED, kContextReleased);
-    v8::Local<v8::Context> context = record.context.Get(isolate);
-    v8::Context::Scope context_scope(context);
-    v8::TryCatch try_catch(isolate);
+  return RunInContext(holder, o.timeout_ns, record, kContextReleased,
+                      [&](v8::Isolate* isolate, v8::Local<v8::Context> context,
+                          v8::TryCatch& try_catch, CallState& call) -> ivm_error_t* {
     ivm_error_t* err = nullptr;
     v8::Local<v8::Script> script;
     v8::MaybeLocal<v8::Value> result;
@@ -191,11 +189,9 @@ v8::MaybeLocal<v8::Function> CompileClosure(v8::Isolate* isolate, v8::Local<v8::
 ivm_error_t* EvalClosure(IsolateHolder& holder, ContextRecord& record, const char* code,
                          size_t code_len, const ivm_value_t* const* args, size_t nargs,
                          const SourceOptions& source, const CallOptions& o, ivm_value_t** out) {
-  return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
-    if (record.released()) return MakeError(IVM_ERROR_DISPOSED, kContextReleased);
-    v8::Local<v8::Context> context = record.context.Get(isolate);
-    v8::Context::Scope context_scope(context);
-    v8::TryCatch try_catch(isolate);
+  return RunInContext(holder, o.timeout_ns, record, kContextReleased,
+                      [&](v8::Isolate* isolate, v8::Local<v8::Context> context,
+                          v8::TryCatch& try_catch, CallState& call) -> ivm_error_t* {
     ivm_error_t* err = nullptr;
     v8::Local<v8::Function> fn;
     if (!CompileClosure(isolate, context, record, code, code_len, nargs, source, &err)
@@ -229,9 +225,7 @@ ivm_error_t* CreateContext(const std::shared_ptr<IsolateHolder>& holder, ivm_con
   });
   if (err) return err;
   auto shell = std::make_unique<ivm_context>();
-  shell->holder = holder;
-  shell->lease = std::make_shared<Lease>(holder, record);
-  shell->record = std::move(record);
+  Share(*shell, holder, std::move(record));
   *out = shell.release();
   return nullptr;
 }
@@ -409,12 +403,7 @@ IVM_API ivm_error_t* ivm_context_release(ivm_context_t* ctx) {
   });
 }
 
-IVM_API void ivm_context_free(ivm_context_t* ctx) {
-  if (ctx == nullptr) return;
-  try {
-    delete ctx;   // its lease releases the context once no queued job needs it
-  } catch (...) {
-  }
-}
+// Its lease releases the context once no queued job needs it.
+IVM_API void ivm_context_free(ivm_context_t* ctx) { ivm::FreeHandle(ctx); }
 
 }  // extern "C"

@@ -87,6 +87,22 @@ ivm_error_t* WaitForPromise(IsolateHolder& holder, v8::Isolate* isolate,
                             v8::Local<v8::Context> context, v8::TryCatch& try_catch,
                             const CallState& call, v8::Local<v8::Promise> promise);
 
+// A call of `holder` inside the context a record keeps (a ContextRecord, a
+// ReferenceRecord, a parked promise): once the isolate is locked, DISPOSED
+// with `released` if the record was released, else `body(isolate, context,
+// try_catch, call)` with the context entered under a TryCatch.
+template <class Record, class F>
+ivm_error_t* RunInContext(IsolateHolder& holder, uint64_t timeout_ns, const Record& record,
+                          const char* released, F&& body) {
+  return holder.Run(timeout_ns, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
+    if (record.released()) return MakeError(IVM_ERROR_DISPOSED, released);
+    v8::Local<v8::Context> context = record.context.Get(isolate);
+    v8::Context::Scope context_scope(context);
+    v8::TryCatch try_catch(isolate);
+    return body(isolate, context, try_catch, call);
+  });
+}
+
 ivm_error_t* Eval(IsolateHolder& holder, ContextRecord& record, const char* code,
                   size_t code_len, const SourceOptions& source, const CallOptions& o,
                   ivm_value_t** out);
@@ -114,6 +130,16 @@ struct Lease {
     }
   }
 };
+
+// Gives a handle (ivm_context, ivm_script, ReferenceData) its share of a
+// record registered with `holder`: the holder, the record and a lease on both.
+template <class Handle, class Record>
+void Share(Handle& handle, const std::shared_ptr<IsolateHolder>& holder,
+           std::shared_ptr<Record> record) {
+  handle.holder = holder;
+  handle.lease = std::make_shared<Lease>(holder, record);
+  handle.record = std::move(record);
+}
 }  // namespace ivm
 
 struct ivm_context : ivm::LiveCounted {

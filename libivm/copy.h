@@ -80,6 +80,22 @@ std::string TwosComplement(bool negative, const uint64_t* words, size_t count);
 inline constexpr char kAttachmentStream[] = "\x80\x05" "civm._copy\n_att\nK\x00\x85R.";
 inline constexpr size_t kAttachmentStreamLength = sizeof kAttachmentStream - 1;
 
+// Whether `value` is a serialized value (a copy), which can hold attachments.
+inline bool IsSerialized(const ivm_value_t* value) {
+  return value && value->kind == IVM_VALUE_SERIALIZED && value->serialized;
+}
+// The ABI's error for a value that is not.
+inline ivm_error_t* CheckSerialized(const ivm_value_t* value) {
+  return IsSerialized(value) ? nullptr : InvalidArgument("not a serialized value");
+}
+// Appends `a` to the attachments of serialized `value`; *index_out (if not
+// NULL) tells its index.
+inline void AppendAttachment(ivm_value_t* value, Attachment a, size_t* index_out) {
+  auto& atts = value->serialized->attachments;
+  if (index_out) *index_out = atts.size();
+  atts.push_back(std::move(a));
+}
+
 uint64_t CopyTotalSize();
 uint64_t CopyLimit();
 uint64_t SetCopyLimit(uint64_t bytes);   // returns the previous limit

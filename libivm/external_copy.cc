@@ -31,22 +31,20 @@ extern "C" {
 
 IVM_API void ivm_value_serialized(const ivm_value_t* value, const char** out, size_t* out_len) {
   static const char empty[] = "";
-  bool ok = value && value->kind == IVM_VALUE_SERIALIZED && value->serialized;
+  bool ok = ivm::IsSerialized(value);
   if (out) *out = ok ? value->serialized->stream.data() : empty;
   if (out_len) *out_len = ok ? value->serialized->stream.size() : 0;
 }
 
 IVM_API size_t ivm_value_attachment_count(const ivm_value_t* value) {
-  bool ok = value && value->kind == IVM_VALUE_SERIALIZED && value->serialized;
+  bool ok = ivm::IsSerialized(value);
   return ok ? value->serialized->attachments.size() : 0;
 }
 
 IVM_API ivm_error_t* ivm_value_buffer(const ivm_value_t* value, size_t index,
                                       const void** data_out, size_t* len_out) {
   return Guard([&]() -> ivm_error_t* {
-    if (value == nullptr || value->kind != IVM_VALUE_SERIALIZED || !value->serialized) {
-      return InvalidArgument("not a serialized value");
-    }
+    if (ivm_error_t* err = ivm::CheckSerialized(value)) return err;
     const auto& atts = value->serialized->attachments;
     if (index >= atts.size() || atts[index].kind == ivm::Attachment::kCopy) {
       return InvalidArgument("no buffer attachment " + std::to_string(index));
@@ -58,7 +56,7 @@ IVM_API ivm_error_t* ivm_value_buffer(const ivm_value_t* value, size_t index,
 }
 
 IVM_API uint32_t ivm_value_attachment_kind(const ivm_value_t* value, size_t index) {
-  if (value == nullptr || value->kind != IVM_VALUE_SERIALIZED || !value->serialized) return 0;
+  if (!ivm::IsSerialized(value)) return 0;
   const auto& atts = value->serialized->attachments;
   if (index >= atts.size()) return 0;
   switch (atts[index].kind) {
@@ -102,9 +100,7 @@ IVM_API ivm_error_t* ivm_value_new_serialized(const char* stream, size_t len, iv
 IVM_API ivm_error_t* ivm_value_attach_buffer(ivm_value_t* value, const void* data, size_t len,
                                              uint32_t flags, size_t* index_out) {
   return Guard([&]() -> ivm_error_t* {
-    if (value == nullptr || value->kind != IVM_VALUE_SERIALIZED || !value->serialized) {
-      return InvalidArgument("not a serialized value");
-    }
+    if (ivm_error_t* err = ivm::CheckSerialized(value)) return err;
     if (data == nullptr && len != 0) return InvalidArgument("data is NULL");
     ivm::Attachment a;
     if (flags & IVM_ATTACH_BORROW) {
@@ -120,9 +116,7 @@ IVM_API ivm_error_t* ivm_value_attach_buffer(ivm_value_t* value, const void* dat
           copy, len, [](void* p, size_t n, void*) { ivm::FreeMemory(p, n); }, nullptr);
       a.moved = true;
     }
-    auto& atts = value->serialized->attachments;
-    if (index_out) *index_out = atts.size();
-    atts.push_back(std::move(a));
+    ivm::AppendAttachment(value, std::move(a), index_out);
     return nullptr;
   });
 }
@@ -130,9 +124,7 @@ IVM_API ivm_error_t* ivm_value_attach_buffer(ivm_value_t* value, const void* dat
 IVM_API ivm_error_t* ivm_value_attach_copy(ivm_value_t* value, ivm_external_copy_t* copy,
                                            uint32_t flags, size_t* index_out) {
   return Guard([&]() -> ivm_error_t* {
-    if (value == nullptr || value->kind != IVM_VALUE_SERIALIZED || !value->serialized) {
-      return InvalidArgument("not a serialized value");
-    }
+    if (ivm_error_t* err = ivm::CheckSerialized(value)) return err;
     if (copy == nullptr) return InvalidArgument("copy is NULL");
     ivm::Attachment a;
     a.kind = ivm::Attachment::kCopy;
@@ -141,9 +133,7 @@ IVM_API ivm_error_t* ivm_value_attach_copy(ivm_value_t* value, ivm_external_copy
     if ((flags & (IVM_COPY_INTO_RELEASE | IVM_COPY_INTO_TRANSFER_IN)) && !(flags & IVM_COPY_AS_OBJECT)) {
       ivm_external_copy_release(copy);
     }
-    auto& atts = value->serialized->attachments;
-    if (index_out) *index_out = atts.size();
-    atts.push_back(std::move(a));
+    ivm::AppendAttachment(value, std::move(a), index_out);
     return nullptr;
   });
 }
@@ -151,19 +141,14 @@ IVM_API ivm_error_t* ivm_value_attach_copy(ivm_value_t* value, ivm_external_copy
 IVM_API ivm_error_t* ivm_value_attach_marker(ivm_value_t* value, const ivm_value_t* marker,
                                              size_t* index_out) {
   return Guard([&]() -> ivm_error_t* {
-    if (value == nullptr || value->kind != IVM_VALUE_SERIALIZED || !value->serialized) {
-      return InvalidArgument("not a serialized value");
-    }
-    if (marker == nullptr || marker->kind != IVM_VALUE_SERIALIZED || !marker->serialized ||
-        marker->serialized->attachments.size() != 1 ||
+    if (ivm_error_t* err = ivm::CheckSerialized(value)) return err;
+    if (!ivm::IsSerialized(marker) || marker->serialized->attachments.size() != 1 ||
         (marker->serialized->attachments[0].kind != ivm::Attachment::kCopy &&
          marker->serialized->attachments[0].kind != ivm::Attachment::kReference &&
          marker->serialized->attachments[0].kind != ivm::Attachment::kCallback)) {
       return InvalidArgument("not a marker value");
     }
-    auto& atts = value->serialized->attachments;
-    if (index_out) *index_out = atts.size();
-    atts.push_back(marker->serialized->attachments[0]);
+    ivm::AppendAttachment(value, marker->serialized->attachments[0], index_out);
     return nullptr;
   });
 }
@@ -271,13 +256,7 @@ IVM_API ivm_error_t* ivm_external_copy_release(ivm_external_copy_t* copy) {
   });
 }
 
-IVM_API void ivm_external_copy_free(ivm_external_copy_t* copy) {
-  if (copy == nullptr) return;
-  try {
-    delete copy;
-  } catch (...) {
-  }
-}
+IVM_API void ivm_external_copy_free(ivm_external_copy_t* copy) { ivm::FreeHandle(copy); }
 
 IVM_API uint64_t ivm_external_copy_total_size(void) { return ivm::CopyTotalSize(); }
 

@@ -101,6 +101,17 @@ ivm_error_t* Guard(F&& fn) noexcept {
   }
 }
 
+// The body of an ivm_<handle>_free: NULL is a no-op, and nothing a
+// destructor throws (a lease queuing its release) unwinds through the C ABI.
+template <class T>
+void FreeHandle(T* handle) noexcept {
+  if (handle == nullptr) return;
+  try {
+    delete handle;
+  } catch (...) {
+  }
+}
+
 // ---------------------------------------------------------------------------
 // platform.cc
 

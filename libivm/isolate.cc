@@ -575,12 +575,7 @@ IVM_API void ivm_isolate_terminate(ivm_isolate_t* iso) {
   if (iso != nullptr) iso->holder->Terminate();
 }
 
-IVM_API void ivm_isolate_free(ivm_isolate_t* iso) {
-  try {
-    delete iso;
-  } catch (...) {
-  }
-}
+IVM_API void ivm_isolate_free(ivm_isolate_t* iso) { ivm::FreeHandle(iso); }
 
 IVM_API ivm_error_t* ivm_isolate_heap_statistics(ivm_isolate_t* iso, ivm_heap_statistics_t* out) {
   return Guard([&]() -> ivm_error_t* {

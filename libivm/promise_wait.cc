@@ -41,11 +41,9 @@ ivm_error_t* Resume(const std::shared_ptr<IsolateHolder>& holder,
     if (parked->timed_out.load() || left <= 0) return MakeError(IVM_ERROR_TIMEOUT, kTimeoutMessage);
     timeout_ns = static_cast<uint64_t>(left);
   }
-  return holder->Run(timeout_ns, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
-    if (parked->released()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
-    v8::Local<v8::Context> context = parked->context.Get(isolate);
-    v8::Context::Scope context_scope(context);
-    v8::TryCatch try_catch(isolate);
+  return RunInContext(*holder, timeout_ns, *parked, kDisposedMessage,
+                      [&](v8::Isolate* isolate, v8::Local<v8::Context> context,
+                          v8::TryCatch& try_catch, CallState& call) -> ivm_error_t* {
     v8::Local<v8::Value> promise = parked->promise.Get(isolate);
     return CompleteCall(*holder, isolate, context, try_catch, call, promise, parked->flags, out);
   });

@@ -12,11 +12,9 @@ namespace ivm {
 ivm_error_t* RunRefOp(const ReferenceData& ref, const RefOp& op, const CallOptions& o,
                       ivm_value_t** out) {
   IsolateHolder& holder = *ref.holder;
-  return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
-    if (ref.record->released()) return MakeError(IVM_ERROR_DISPOSED, kReferenceReleased);
-    v8::Local<v8::Context> context = ref.record->context.Get(isolate);
-    v8::Context::Scope context_scope(context);
-    v8::TryCatch try_catch(isolate);
+  return RunInContext(holder, o.timeout_ns, *ref.record, kReferenceReleased,
+                      [&](v8::Isolate* isolate, v8::Local<v8::Context> context,
+                          v8::TryCatch& try_catch, CallState& call) -> ivm_error_t* {
     v8::Local<v8::Value> self = ref.record->value.Get(isolate);
     auto complete = [&](v8::MaybeLocal<v8::Value> result) {
       return CompleteCall(holder, isolate, context, try_catch, call, result, o.flags, out);
@@ -176,9 +174,7 @@ std::shared_ptr<ReferenceData> MakeReference(IsolateHolder& holder, v8::Isolate*
   std::shared_ptr<IsolateHolder> shared = holder.shared_from_this();
   shared->Register(record);
   auto data = std::make_shared<ReferenceData>();
-  data->holder = shared;
-  data->lease = std::make_shared<Lease>(shared, record);
-  data->record = std::move(record);
+  Share(*data, shared, std::move(record));
   return data;
 }
 
@@ -336,13 +332,7 @@ IVM_API ivm_error_t* ivm_reference_release(ivm_reference_t* ref) {
   });
 }
 
-IVM_API void ivm_reference_free(ivm_reference_t* ref) {
-  if (ref == nullptr) return;
-  try {
-    delete ref;
-  } catch (...) {
-  }
-}
+IVM_API void ivm_reference_free(ivm_reference_t* ref) { ivm::FreeHandle(ref); }
 
 IVM_API ivm_error_t* ivm_value_reference(const ivm_value_t* value, ivm_reference_t** out) {
   return Guard([&]() -> ivm_error_t* {
@@ -373,18 +363,14 @@ IVM_API ivm_error_t* ivm_value_attachment_reference(const ivm_value_t* value, si
 IVM_API ivm_error_t* ivm_value_attach_reference(ivm_value_t* value, ivm_reference_t* ref,
                                                 uint32_t flags, size_t* index_out) {
   return Guard([&]() -> ivm_error_t* {
-    if (value == nullptr || value->kind != IVM_VALUE_SERIALIZED || !value->serialized) {
-      return InvalidArgument("not a serialized value");
-    }
+    if (ivm_error_t* err = ivm::CheckSerialized(value)) return err;
     if (ref == nullptr) return InvalidArgument("reference is NULL");
     if (ref->data.record->released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kReferenceReleased);
     ivm::Attachment a;
     a.kind = ivm::Attachment::kReference;
     a.reference = std::make_shared<ivm::ReferenceData>(ref->data);
     a.flags = flags;
-    auto& atts = value->serialized->attachments;
-    if (index_out) *index_out = atts.size();
-    atts.push_back(std::move(a));
+    ivm::AppendAttachment(value, std::move(a), index_out);
     return nullptr;
   });
 }

@@ -43,9 +43,7 @@ ivm_error_t* CompileScript(const std::shared_ptr<ivm::IsolateHolder>& holder_ptr
   });
   if (err) return err;
   auto shell = std::make_unique<ivm_script>();
-  shell->holder = holder_ptr;
-  shell->lease = std::make_shared<ivm::Lease>(holder_ptr, record);
-  shell->record = std::move(record);
+  ivm::Share(*shell, holder_ptr, std::move(record));
   *out = shell.release();
   return nullptr;
 }
@@ -60,12 +58,10 @@ ivm_error_t* ReadRun(ivm_script_t* script, ivm_context_t* ctx, const ivm_run_opt
 
 ivm_error_t* RunScript(ivm::IsolateHolder& holder, ivm::ScriptRecord& srec,
                        ivm::ContextRecord& crec, const ivm::CallOptions& o, ivm_value_t** out) {
-  return holder.Run(o.timeout_ns, [&](v8::Isolate* isolate, ivm::CallState& call) -> ivm_error_t* {
+  return ivm::RunInContext(holder, o.timeout_ns, crec, ivm::kContextReleased,
+                           [&](v8::Isolate* isolate, v8::Local<v8::Context> context,
+                               v8::TryCatch& try_catch, ivm::CallState& call) -> ivm_error_t* {
     if (srec.released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kScriptReleased);
-    if (crec.released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kContextReleased);
-    v8::Local<v8::Context> context = crec.context.Get(isolate);
-    v8::Context::Scope context_scope(context);
-    v8::TryCatch try_catch(isolate);
     v8::Local<v8::Script> bound;
     auto it = srec.rebind ? crec.bound.end() : crec.bound.find(srec.id);
     if (it != crec.bound.end()) {
@@ -173,12 +169,7 @@ IVM_API ivm_error_t* ivm_script_release(ivm_script_t* script) {
   });
 }
 
-IVM_API void ivm_script_free(ivm_script_t* script) {
-  if (script == nullptr) return;
-  try {
-    delete script;   // its lease releases the script once no queued job needs it
-  } catch (...) {
-  }
-}
+// Its lease releases the script once no queued job needs it.
+IVM_API void ivm_script_free(ivm_script_t* script) { ivm::FreeHandle(script); }
 
 }  // extern "C"

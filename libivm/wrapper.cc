@@ -89,24 +89,11 @@ void ThrowError(v8::Isolate* isolate, ivm_error_t* err) {
   isolate->ThrowException(obj);
 }
 
-// Reads `options[name]` as a boolean (false when absent).
-bool Flag(v8::Local<v8::Context> context, v8::Local<v8::Value> options, const char* name,
-          bool* ok) {
-  if (!*ok || !options->IsObject()) return false;   // after a throw, read nothing more
-  v8::Isolate* isolate = context->GetIsolate();
-  v8::Local<v8::Value> v;
-  if (!options.As<v8::Object>()
-           ->Get(context, v8::String::NewFromUtf8(isolate, name).ToLocalChecked())
-           .ToLocal(&v)) {
-    *ok = false;
-    return false;
-  }
-  return v->BooleanValue(isolate);
-}
-
+// Reads `options[name]` (undefined when absent).
 v8::Local<v8::Value> Member(v8::Local<v8::Context> context, v8::Local<v8::Value> options,
                             const char* name, bool* ok) {
   v8::Isolate* isolate = context->GetIsolate();
+  // After a throw, read nothing more.
   if (!*ok || !options->IsObject()) return v8::Undefined(isolate);
   v8::Local<v8::Value> v;
   if (!options.As<v8::Object>()
@@ -116,6 +103,12 @@ v8::Local<v8::Value> Member(v8::Local<v8::Context> context, v8::Local<v8::Value>
     return v8::Undefined(isolate);
   }
   return v;
+}
+
+// Reads `options[name]` as a boolean (false when absent).
+bool Flag(v8::Local<v8::Context> context, v8::Local<v8::Value> options, const char* name,
+          bool* ok) {
+  return Member(context, options, name, ok)->BooleanValue(context->GetIsolate());
 }
 
 // Result options ({copy, externalCopy, reference, promise}), unsafeInherit
@@ -259,6 +252,8 @@ void FromHost(v8::Isolate* isolate, v8::Local<v8::Context> context, ivm_value_t*
   rv.Set(v);
 }
 
+enum class Mode { kSync, kAsync, kIgnored, kSyncPromise };
+
 struct Args {
   std::vector<std::unique_ptr<ivm_value_t>> values;
   std::vector<const ivm_value_t*> raw;
@@ -329,6 +324,53 @@ void AsyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefO
   if (!ignored) info.GetReturnValue().Set(promise);
 }
 
+// Runs `op` now (getSync, applySync, applySyncPromise) or queues it.
+void RunOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, const RefOp& op,
+           const CallOptions& o, std::shared_ptr<Args> args, Mode mode) {
+  if (mode == Mode::kSync || mode == Mode::kSyncPromise) return SyncOp(info, box, op, o);
+  AsyncOp(info, box, op, o, std::move(args), mode == Mode::kIgnored);
+}
+
+// `value` as a host value that `args` owns (a key, a receiver); false after throwing.
+bool AddArg(v8::Isolate* isolate, v8::Local<v8::Context> context, v8::Local<v8::Value> value,
+            bool copy, Args& args, ivm_value_t** out) {
+  if (!ToHost(*HolderOf(isolate), isolate, context, value, copy, out)) return false;
+  args.values.emplace_back(*out);
+  return true;
+}
+
+// Each item of an `arguments` array (undefined: none) as a host value, given
+// to `add`, which owns it; false after throwing.
+template <class Add>
+bool EachArgument(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
+                  v8::Local<v8::Value> arguments, bool copy, Add&& add) {
+  if (arguments->IsUndefined()) return true;
+  if (!arguments->IsArray()) {
+    Throw(isolate, "arguments must be an array", true);
+    return false;
+  }
+  v8::Local<v8::Array> array = arguments.As<v8::Array>();
+  for (uint32_t i = 0; i < array->Length(); ++i) {
+    v8::Local<v8::Value> item;
+    if (!array->Get(context, i).ToLocal(&item)) return false;
+    ivm_value_t* v = nullptr;
+    if (!ToHost(holder, isolate, context, item, copy, &v)) return false;
+    add(v);
+  }
+  return true;
+}
+
+// The box of `this` for a method that only a reference to an isolate's
+// value has (not a host reference), or throws.
+WrapBox* ReferenceThis(const v8::FunctionCallbackInfo<v8::Value>& info) {
+  WrapBox* box = This(info);
+  if (box && box->kind != WrapBox::kReference) {
+    Throw(info.GetIsolate(), "not supported by this Reference", true);
+    return nullptr;
+  }
+  return box;
+}
+
 // A new record for the same value, registered with `holder` (isolate locked).
 std::shared_ptr<ReferenceRecord> CopyRecord(IsolateHolder& holder, v8::Isolate* isolate,
                                             const ReferenceRecord& from) {
@@ -345,71 +387,36 @@ std::shared_ptr<ReferenceRecord> CopyRecord(IsolateHolder& holder, v8::Isolate* 
 
 // --- Reference methods
 
-enum class Mode { kSync, kAsync, kIgnored, kSyncPromise };
-
-void Get(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
-  WrapBox* box = This(info);
+// get, set and delete: an operation on one key, with its options last
+// (key, [value,] options). A get's options also shape its result and may let
+// it read inherited properties; a set's may copy the value.
+template <RefOp::Kind K>
+void KeyOp(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
+  static_assert(K != RefOp::kApply);
+  constexpr bool kSet = K == RefOp::kSet;
+  WrapBox* box = ReferenceThis(info);
   if (!box) return;
   v8::Isolate* isolate = info.GetIsolate();
   v8::Local<v8::Context> context = isolate->GetCurrentContext();
-  if (box->kind != WrapBox::kReference) return Throw(isolate, "not supported by this Reference", true);
-  auto args = std::make_shared<Args>();
-  ivm_value_t* key = nullptr;
-  if (!ToHost(*HolderOf(isolate), isolate, context, info[0], false, &key)) return;
-  args->values.emplace_back(key);
-  CallOptions o;
-  RefOp op;
-  if (!ReadResultOptions(context, info[1], info[1], &o, &op.get_flags)) return;
-  op.kind = RefOp::kGet;
-  op.key = key;
-  if (mode == Mode::kSync) return SyncOp(info, box, op, o);
-  AsyncOp(info, box, op, o, args, mode == Mode::kIgnored);
-}
-
-void Set(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
-  WrapBox* box = This(info);
-  if (!box) return;
-  v8::Isolate* isolate = info.GetIsolate();
-  v8::Local<v8::Context> context = isolate->GetCurrentContext();
-  if (box->kind != WrapBox::kReference) return Throw(isolate, "not supported by this Reference", true);
+  v8::Local<v8::Value> options = info[kSet ? 2 : 1];
   bool ok = true;
-  bool copy = Flag(context, info[2], "copy", &ok);
+  bool copy = kSet && Flag(context, options, "copy", &ok);
   if (!ok) return;
   auto args = std::make_shared<Args>();
   ivm_value_t *key = nullptr, *value = nullptr;
-  if (!ToHost(*HolderOf(isolate), isolate, context, info[0], false, &key)) return;
-  args->values.emplace_back(key);
-  if (!ToHost(*HolderOf(isolate), isolate, context, info[1], copy, &value)) return;
-  args->values.emplace_back(value);
+  if (!AddArg(isolate, context, info[0], false, *args, &key)) return;
+  if (kSet && !AddArg(isolate, context, info[1], copy, *args, &value)) return;
+  v8::Local<v8::Value> result_options = options;
+  if (K != RefOp::kGet) result_options = v8::Undefined(isolate);
   CallOptions o;
-  uint32_t ignored_flags = 0;
-  if (!ReadResultOptions(context, info[2], v8::Undefined(isolate), &o, &ignored_flags)) return;
+  uint32_t get_flags = 0;
+  if (!ReadResultOptions(context, options, result_options, &o, &get_flags)) return;
   RefOp op;
-  op.kind = RefOp::kSet;
+  op.kind = K;
   op.key = key;
   op.value = value;
-  if (mode == Mode::kSync) return SyncOp(info, box, op, o);
-  AsyncOp(info, box, op, o, args, mode == Mode::kIgnored);
-}
-
-void Delete(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
-  WrapBox* box = This(info);
-  if (!box) return;
-  v8::Isolate* isolate = info.GetIsolate();
-  v8::Local<v8::Context> context = isolate->GetCurrentContext();
-  if (box->kind != WrapBox::kReference) return Throw(isolate, "not supported by this Reference", true);
-  auto args = std::make_shared<Args>();
-  ivm_value_t* key = nullptr;
-  if (!ToHost(*HolderOf(isolate), isolate, context, info[0], false, &key)) return;
-  args->values.emplace_back(key);
-  CallOptions o;
-  uint32_t ignored_flags = 0;
-  if (!ReadResultOptions(context, info[1], v8::Undefined(isolate), &o, &ignored_flags)) return;
-  RefOp op;
-  op.kind = RefOp::kDelete;
-  op.key = key;
-  if (mode == Mode::kSync) return SyncOp(info, box, op, o);
-  AsyncOp(info, box, op, o, args, mode == Mode::kIgnored);
+  if (K == RefOp::kGet) op.get_flags = get_flags;
+  RunOp(info, box, op, o, std::move(args), mode);
 }
 
 // A host reference's operation: the host function, told which one.
@@ -423,18 +430,9 @@ void HostOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, uint3
   call.isolate = isolate;
   call.context = context;
   call.op = op;
-  if (!arguments->IsUndefined() && !arguments->IsArray()) {
-    return Throw(isolate, "arguments must be an array", true);
-  }
-  if (arguments->IsArray()) {
-    v8::Local<v8::Array> array = arguments.As<v8::Array>();
-    for (uint32_t i = 0; i < array->Length(); ++i) {
-      v8::Local<v8::Value> item;
-      if (!array->Get(context, i).ToLocal(&item)) return;
-      ivm_value_t* v = nullptr;
-      if (!ToHost(holder, isolate, context, item, true, &v)) return;
-      call.args.push_back(v);
-    }
+  if (!EachArgument(holder, isolate, context, arguments, true,
+                    [&](ivm_value_t* v) { call.args.push_back(v); })) {
+    return;
   }
   ivm_value_t* out = nullptr;
   ivm_error_t* err = box->host->fn(box->host->user_data, &call, &out);
@@ -478,31 +476,20 @@ void Apply(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
   auto args = std::make_shared<Args>();
   IsolateHolder& holder = *HolderOf(isolate);
   ivm_value_t* receiver = nullptr;
-  if (!info[0]->IsUndefined()) {
-    if (!ToHost(holder, isolate, context, info[0], copy, &receiver)) return;
-    args->values.emplace_back(receiver);
+  if (!info[0]->IsUndefined() && !AddArg(isolate, context, info[0], copy, *args, &receiver)) {
+    return;
   }
-  if (!info[1]->IsUndefined() && !info[1]->IsArray()) {
-    return Throw(isolate, "arguments must be an array", true);
-  }
-  if (info[1]->IsArray()) {
-    v8::Local<v8::Array> array = info[1].As<v8::Array>();
-    for (uint32_t i = 0; i < array->Length(); ++i) {
-      v8::Local<v8::Value> item;
-      if (!array->Get(context, i).ToLocal(&item)) return;
-      ivm_value_t* v = nullptr;
-      if (!ToHost(holder, isolate, context, item, copy, &v)) return;
-      args->values.emplace_back(v);
-      args->raw.push_back(v);
-    }
-  }
+  bool added = EachArgument(holder, isolate, context, info[1], copy, [&](ivm_value_t* v) {
+    args->values.emplace_back(v);
+    args->raw.push_back(v);
+  });
+  if (!added) return;
   RefOp op;
   op.kind = RefOp::kApply;
   op.receiver = receiver;
   op.args = args->raw.data();
   op.nargs = args->raw.size();
-  if (mode == Mode::kSync || mode == Mode::kSyncPromise) return SyncOp(info, box, op, o);
-  AsyncOp(info, box, op, o, args, mode == Mode::kIgnored);
+  RunOp(info, box, op, o, std::move(args), mode);
 }
 
 void Copy(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
@@ -530,10 +517,9 @@ void Deref(const v8::FunctionCallbackInfo<v8::Value>& info) {
 }
 
 void DerefInto(const v8::FunctionCallbackInfo<v8::Value>& info) {
-  WrapBox* box = This(info);
+  WrapBox* box = ReferenceThis(info);
   if (!box) return;
   v8::Isolate* isolate = info.GetIsolate();
-  if (box->kind != WrapBox::kReference) return Throw(isolate, "not supported by this Reference", true);
   auto marker = std::make_unique<WrapBox>();
   marker->kind = WrapBox::kDeref;
   marker->ref = box->ref;
@@ -633,15 +619,15 @@ WrapperTemplates& Templates(IsolateHolder& holder, v8::Isolate* isolate) {
   if (t != nullptr && !t->reference.IsEmpty()) return *t;
   auto created = std::make_shared<WrapperTemplates>();
   v8::Local<v8::FunctionTemplate> ref = MakeClass(isolate, "Reference");
-  Method(isolate, ref, "get", Bind<Get, Mode::kAsync>);
-  Method(isolate, ref, "getSync", Bind<Get, Mode::kSync>);
-  Method(isolate, ref, "getIgnored", Bind<Get, Mode::kIgnored>);
-  Method(isolate, ref, "set", Bind<Set, Mode::kAsync>);
-  Method(isolate, ref, "setSync", Bind<Set, Mode::kSync>);
-  Method(isolate, ref, "setIgnored", Bind<Set, Mode::kIgnored>);
-  Method(isolate, ref, "delete", Bind<Delete, Mode::kAsync>);
-  Method(isolate, ref, "deleteSync", Bind<Delete, Mode::kSync>);
-  Method(isolate, ref, "deleteIgnored", Bind<Delete, Mode::kIgnored>);
+  Method(isolate, ref, "get", Bind<KeyOp<RefOp::kGet>, Mode::kAsync>);
+  Method(isolate, ref, "getSync", Bind<KeyOp<RefOp::kGet>, Mode::kSync>);
+  Method(isolate, ref, "getIgnored", Bind<KeyOp<RefOp::kGet>, Mode::kIgnored>);
+  Method(isolate, ref, "set", Bind<KeyOp<RefOp::kSet>, Mode::kAsync>);
+  Method(isolate, ref, "setSync", Bind<KeyOp<RefOp::kSet>, Mode::kSync>);
+  Method(isolate, ref, "setIgnored", Bind<KeyOp<RefOp::kSet>, Mode::kIgnored>);
+  Method(isolate, ref, "delete", Bind<KeyOp<RefOp::kDelete>, Mode::kAsync>);
+  Method(isolate, ref, "deleteSync", Bind<KeyOp<RefOp::kDelete>, Mode::kSync>);
+  Method(isolate, ref, "deleteIgnored", Bind<KeyOp<RefOp::kDelete>, Mode::kIgnored>);
   Method(isolate, ref, "apply", Bind<Apply, Mode::kAsync>);
   Method(isolate, ref, "applySync", Bind<Apply, Mode::kSync>);
   Method(isolate, ref, "applyIgnored", Bind<Apply, Mode::kIgnored>);
