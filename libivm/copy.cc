@@ -50,6 +50,9 @@ const void* Attachment::Data() const {
 }
 
 bool Attachment::CopyOf(const void* data, size_t length, Attachment* out) {
+  // A BackingStore frees itself through V8's platform, which host-side
+  // buffers may otherwise outlive or predate (made before any isolate).
+  EnsurePlatform();
   void* copy = length ? AllocateMemory(length, false) : nullptr;
   if (length && copy == nullptr) return false;
   if (length) std::memcpy(copy, data, length);

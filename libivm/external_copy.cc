@@ -108,13 +108,9 @@ IVM_API ivm_error_t* ivm_value_attach_buffer(ivm_value_t* value, const void* dat
       a.data = data;
       a.length = len;
     } else {
-      a.kind = ivm::Attachment::kBuffer;
-      void* copy = len ? std::malloc(len) : nullptr;
-      if (len && copy == nullptr) return ivm::MakeError(IVM_ERROR_INTERNAL, "out of memory");
-      if (len) std::memcpy(copy, data, len);
-      a.store = v8::ArrayBuffer::NewBackingStore(
-          copy, len, [](void* p, size_t n, void*) { ivm::FreeMemory(p, n); }, nullptr);
-      a.moved = true;
+      if (!ivm::Attachment::CopyOf(data, len, &a)) {
+        return ivm::MakeError(IVM_ERROR_INTERNAL, "out of memory");
+      }
     }
     ivm::AppendAttachment(value, std::move(a), index_out);
     return nullptr;
@@ -179,14 +175,11 @@ IVM_API ivm_error_t* ivm_external_copy_new(const ivm_value_t* value, uint32_t fl
         s = *value->serialized;
         for (ivm::Attachment& a : s.attachments) {
           if (a.kind == ivm::Attachment::kBorrowed) {
-            void* p = a.length ? std::malloc(a.length) : nullptr;
-            if (a.length && p == nullptr) return ivm::MakeError(IVM_ERROR_INTERNAL, "out of memory");
-            if (a.length) std::memcpy(p, a.data, a.length);
-            a.store = v8::ArrayBuffer::NewBackingStore(
-                p, a.length, [](void* d, size_t n, void*) { ivm::FreeMemory(d, n); }, nullptr);
-            a.kind = ivm::Attachment::kBuffer;
-            a.moved = true;
-            a.data = nullptr;
+            ivm::Attachment owned;
+            if (!ivm::Attachment::CopyOf(a.data, a.length, &owned)) {
+              return ivm::MakeError(IVM_ERROR_INTERNAL, "out of memory");
+            }
+            a = std::move(owned);
           }
         }
         break;

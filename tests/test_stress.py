@@ -1429,3 +1429,56 @@ def test_deep_recursion_on_a_thread_with_a_small_stack(stack_kb: int) -> None:
     )
     assert proc.returncode == 0, describe_exit(proc)
     assert "RangeError" in proc.stdout
+
+
+def test_every_handle_can_live_and_die_before_the_first_isolate_and_after_the_last() -> None:
+    """Handles that hold V8 objects without an isolate (an ExternalCopy's
+    BackingStore frees through V8's platform) must not need an isolate to exist:
+    made and freed before any isolate, between the last one and exit, and left
+    alive at exit."""
+    proc = run_child(
+        """
+        import asyncio, gc, ivm
+        from ivm._async import _Dispatcher
+
+        def every_handle():
+            made = [
+                ivm.ExternalCopy(b"ab"),
+                ivm.ExternalCopy(bytearray(b"abc")),
+                ivm.ExternalCopy(memoryview(b"abcd")[1:]),
+                ivm.ExternalCopy(b"x" * (1 << 20)),
+                ivm.ExternalCopy({"a": [1, 2.5, b"bytes", "s"], "b": None}),
+                ivm.ExternalCopy("a string"),
+                ivm.ExternalCopy(12),
+                ivm.Callback(lambda: 1),
+                ivm.Reference({"host": 1}),
+                _Dispatcher(),
+            ]
+            released = ivm.ExternalCopy(b"released")
+            released.release()
+            made.append(released)
+            return made
+
+        del every_handle()[:]
+        gc.collect()
+        print("before: ok", flush=True)
+        iso = ivm.Isolate(memory_limit=32)
+        ctx = iso.create_context_sync()
+        kept = ctx.eval_sync("new Uint8Array([1, 2, 3]).buffer", external_copy=True)
+        kept_handles = every_handle()
+        iso.dispose()
+        del ctx, iso
+        gc.collect()
+        del kept_handles[:]
+        gc.collect()
+        del every_handle()[:]
+        gc.collect()
+        print("after:", bytes(kept.copy()), flush=True)
+        del kept
+        gc.collect()
+        at_exit = every_handle()   # freed (or not) by the interpreter's exit
+        print("done", flush=True)
+        """
+    )
+    assert proc.returncode == 0, describe_exit(proc)
+    assert proc.stdout.split("\n")[:3] == ["before: ok", "after: b'\\x01\\x02\\x03'", "done"]
