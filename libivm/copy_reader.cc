@@ -21,7 +21,6 @@ namespace {
 using namespace pickle;
 
 constexpr uint32_t kStopCheckInterval = 1024;   // opcodes between two checks of the call's stop
-constexpr size_t kRoomCheckBytes = 1u << 20;    // smaller allocations are not checked (Room)
 constexpr uint32_t kMaxMemoGap = 1000000;       // how far past the memo's end a PUT may reach
 constexpr size_t kMaxLongBytes = 1u << 21;      // LONG data of a BigInt
 constexpr size_t kInternalizeLength = 16;       // shorter strings are internalized
@@ -122,24 +121,9 @@ class Reader {
     }
     return true;
   }
-  // A heap allocation of about `bytes` must fit in the isolate: V8 aborts the
-  // process on some allocations it cannot satisfy.
-  bool Room(size_t bytes) {
-    if (bytes < kRoomCheckBytes) return true;
-    v8::HeapStatistics hs;
-    isolate_->GetHeapStatistics(&hs);
-    size_t used = hs.used_heap_size();
-    size_t limit = hs.heap_size_limit();
-    if (used + bytes + (bytes >> 1) > limit) {
-      return Fail("a value of " + std::to_string(bytes) +
-                  " bytes does not fit in the isolate's memory limit");
-    }
-    return true;
-  }
   bool Text(size_t n) {
     if (!Need(n)) return false;
-    if (!Room(n * 2)) return false;
-    ivm_error_t* err = nullptr;
+    ivm_error_t* err = nullptr;   // NewString checks the heap's room
     v8::Local<v8::String> str;
     // Short strings are internalized: most are property names, which V8
     // would otherwise internalize on every use.

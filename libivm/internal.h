@@ -125,7 +125,17 @@ void* AllocateMemory(size_t length, bool zeroed);
 // ---------------------------------------------------------------------------
 // value.cc
 
-// A V8 string from WTF-8 bytes; empty (with *error set) if it cannot be made.
+// Whether a new heap allocation of about `bytes` fits in the isolate's heap
+// limit, with room to spare: V8 aborts the process on some allocations it
+// cannot satisfy, so values entering an isolate are checked first. Cheap
+// below kRoomCheckBytes (not checked).
+constexpr size_t kRoomCheckBytes = 1u << 20;
+bool HeapHasRoom(v8::Isolate* isolate, size_t bytes);
+// The error for a value of `bytes` that HeapHasRoom refused (TRANSFER).
+ivm_error_t* NoRoomError(size_t bytes);
+
+// A V8 string from WTF-8 bytes; empty (with *error set) if it cannot be made,
+// if it is too long for V8, or if it does not fit in the isolate's heap limit.
 // `internalize`: make it an internalized string (cheaper as a property key).
 v8::MaybeLocal<v8::String> NewString(v8::Isolate* isolate, const char* data, size_t len,
                                      ivm_error_t** error, bool internalize = false);

@@ -80,6 +80,21 @@ std::u16string DecodeWtf8(const unsigned char* p, size_t len) {
 
 }  // namespace
 
+bool HeapHasRoom(v8::Isolate* isolate, size_t bytes) {
+  if (bytes < kRoomCheckBytes) return true;
+  v8::HeapStatistics hs;
+  isolate->GetHeapStatistics(&hs);
+  // Half as much again: the allocation may need its space twice while the
+  // collector moves it, and the isolate needs room to report the failure.
+  return hs.used_heap_size() + bytes + (bytes >> 1) <= hs.heap_size_limit();
+}
+
+ivm_error_t* NoRoomError(size_t bytes) {
+  return MakeError(IVM_ERROR_TRANSFER, "cannot copy into the isolate: a value of " +
+                                           std::to_string(bytes) +
+                                           " bytes does not fit in the isolate's memory limit");
+}
+
 v8::MaybeLocal<v8::String> NewString(v8::Isolate* isolate, const char* data, size_t len,
                                      ivm_error_t** error, bool internalize) {
   const v8::NewStringType type =
@@ -93,6 +108,11 @@ v8::MaybeLocal<v8::String> NewString(v8::Isolate* isolate, const char* data, siz
       ascii = false;
       break;
     }
+  }
+  // One byte a character for ASCII, at most two (UTF-16) otherwise.
+  if (!HeapHasRoom(isolate, ascii ? len : 2 * len)) {
+    if (error) *error = NoRoomError(ascii ? len : 2 * len);
+    return result;
   }
   if (ascii) {
     if (len <= kMax) {

@@ -211,3 +211,46 @@ def test_memory_limit_failures_do_not_leak(no_leaks: None) -> None:
         except ivm.MemoryLimitError:
             pass
         del iso, context
+
+
+# Every path by which a string enters an isolate, each given the same 100 MB string.
+_BIG_STRING_PATHS = {
+    "closure argument": lambda ctx, s: ctx.eval_closure_sync("globalThis.a = $0; return 1", [s]),
+    "copied closure argument": lambda ctx, s: ctx.eval_closure_sync(
+        "globalThis.a = $0; return 1", [s], arguments_options={"copy": True}
+    ),
+    "nested in a copy": lambda ctx, s: ctx.eval_closure_sync(
+        "globalThis.a = $0; return 1", [[s]], arguments_options={"copy": True}
+    ),
+    "set_sync": lambda ctx, s: ctx.global_.set_sync("a", s),
+    "copied set_sync": lambda ctx, s: ctx.global_.set_sync("a", s, copy=True),
+    "apply argument": lambda ctx, s: ctx.eval_sync("(x => x.length)", reference=True).apply_sync(
+        None, [s]
+    ),
+    "ExternalCopy.copy_into": lambda ctx, s: ctx.eval_closure_sync(
+        "globalThis.a = $0; return 1", [ivm.ExternalCopy(s).copy_into()]
+    ),
+    "callback result": lambda ctx, s: (
+        ctx.global_.set_sync("big", ivm.Callback(lambda: s)),
+        ctx.eval_sync("globalThis.a = big(); 1"),
+    ),
+    "code": lambda ctx, s: ctx.eval_sync("'" + s + "'"),
+    "compiled code": lambda ctx, s: ctx.isolate.compile_script_sync("'" + s + "'"),
+}
+
+
+@pytest.mark.parametrize("path", list(_BIG_STRING_PATHS))
+def test_a_string_past_the_memory_limit_is_refused_on_every_path(path: str) -> None:
+    """A 100 MB string in a 32 MB isolate used to be accepted at the top level, and
+    the next one aborted the process ("Fatal javascript OOM")."""
+    big = "x" * (100 * MIB)
+    with ivm.Isolate(memory_limit=32) as iso:
+        ctx = iso.create_context_sync()
+        for _ in range(2):  # the second would abort the process if the first got in
+            # (a callback's result is refused inside the isolate: a JSError)
+            with pytest.raises((ivm.TransferError, ivm.JSError), match="does not fit in the isol"):
+                _BIG_STRING_PATHS[path](ctx, big)
+        assert ctx.eval_sync("typeof globalThis.a") == "undefined"
+        # The isolate stays usable, and strings that fit still pass.
+        assert ctx.eval_closure_sync("return $0.length", ["y" * (4 * MIB)]) == 4 * MIB
+        assert ctx.eval_sync("'é'.repeat(10)") == "é" * 10
