@@ -262,6 +262,8 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   // The thread inside the isolate's outermost call (default id: none).
   std::thread::id owner() const { return owner_.load(); }
   std::recursive_timed_mutex& exec_mutex() { return exec_mutex_; }
+  // Pool threads that keep a parked lock on this isolate (GiveBackThreadLock).
+  std::atomic<int>& pool_parked() { return pool_parked_; }
   size_t array_buffer_bytes() const;
   // ArrayBuffer memory within the isolate's budget: a new store holding a
   // copy of `data`, or an existing store adopted without copying. Null when
@@ -303,6 +305,7 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   std::atomic<int> state_{kAlive};
   std::atomic<bool> oom_{false};
   std::atomic<bool> dispose_requested_{false};
+  std::atomic<int> pool_parked_{0};
 
   // Serialises calls; recursive so that a host callback can call back in.
   std::recursive_timed_mutex exec_mutex_;
@@ -382,6 +385,22 @@ class ThreadLockScope {
  private:
   struct Parked* parked_;
 };
+
+// Gives back this thread's parked lock on `holder`'s isolate, if it has one
+// and the isolate is free right now (never waits). V8 frees a thread's state
+// (its handle blocks, its regexp stack...) only when that thread ends its
+// top-level Locker: an isolate disposed while another thread keeps a parked
+// lock on it leaks that thread's state (about 10 KB). So the disposing thread
+// gives back its own first; a pool thread keeps one only while it polls for
+// more work, and gives it back before it sleeps or serves another isolate;
+// and disposal waits briefly for pool threads that still keep one
+// (WaitForPoolLocks).
+// Returns false if this thread still keeps one (busy, or inside a call).
+bool GiveBackThreadLock(IsolateHolder& holder);
+void WaitForPoolLocks(IsolateHolder& holder);
+// A pool thread, idle: gives back its parked locks that a disposal waits for
+// (the isolate may be mid-destruction, out of reach of weak pointers).
+void GiveBackRequestedLocks();
 
 // ---------------------------------------------------------------------------
 // thread_lock.cc (and IsolateHolder::Run)

@@ -152,6 +152,7 @@ ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<Isolat
 }
 
 IsolateHolder::~IsolateHolder() {
+  if (isolate_ != nullptr) WaitForPoolLocks(*this);
   std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_);
   DisposeLocked();
 }
@@ -417,6 +418,7 @@ ivm_error_t* IsolateHolder::Dispose() {
       isolate_->TerminateExecution();
     }
   }
+  WaitForPoolLocks(*this);
   std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_);
   DisposeLocked();
   return nullptr;
@@ -433,6 +435,7 @@ void IsolateHolder::DisposeLocked() {
     for (auto& r : to_release_) all.push_back(std::move(r));
     to_release_.clear();
   }
+  GiveBackThreadLock(*this);
   {
     v8::Locker locker(isolate_);
     v8::Isolate::Scope scope(isolate_);

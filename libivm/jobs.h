@@ -126,6 +126,9 @@ class JobQueue {
 namespace pool {
 // Asks a pool thread to serve `holder`'s queue.
 void Schedule(std::shared_ptr<IsolateHolder> holder);
+// Wakes every sleeping pool thread, so that each gives back the parked lock
+// it could not give back before it slept (WaitForPoolLocks).
+void WakeIdle();
 // The job the current thread is running (0 outside pool jobs).
 uint64_t CurrentJob();
 // The isolate whose job the current thread runs (nullptr outside jobs).

@@ -46,6 +46,7 @@ struct State {
   int wakeups = 0;         // of those, notified but not yet awake
   bool spinning = false;   // one idle thread polls before sleeping
   bool check_armed = false;   // a starvation check is pending (timers)
+  uint64_t give_back_calls = 0;   // WakeIdle calls: idle threads give back parked locks
 };
 
 // How long an idle pool thread polls for new work before it sleeps: waking a
@@ -81,9 +82,20 @@ void Push(State& s, std::shared_ptr<IsolateHolder> holder) {
   s.ready_count.fetch_add(1, std::memory_order_release);
 }
 
+// Gives back this thread's parked lock on the isolate it served last, if it
+// still exists (GiveBackThreadLock); `last` is kept if it could not.
+void LeaveIsolate(std::weak_ptr<IsolateHolder>& last) {
+  std::shared_ptr<IsolateHolder> holder = last.lock();
+  if (!holder || GiveBackThreadLock(*holder)) last.reset();
+}
+
 // Waits (lock held) until the ready list has work. Returns false when this
-// thread, one beyond the base, has been idle long enough to exit.
-bool WaitForWork(State& s, std::unique_lock<std::mutex>& lock) {
+// thread, one beyond the base, has been idle long enough to exit. Before it
+// sleeps, the thread leaves the isolate it served `last`.
+bool WaitForWork(State& s, std::unique_lock<std::mutex>& lock,
+                 std::weak_ptr<IsolateHolder>& last) {
+  bool leave = true;
+  uint64_t calls_seen = s.give_back_calls;
   while (s.ready.empty()) {
     if (!s.spinning) {
       s.spinning = true;
@@ -95,6 +107,15 @@ bool WaitForWork(State& s, std::unique_lock<std::mutex>& lock) {
       lock.lock();
       s.spinning = false;
       if (!s.ready.empty()) break;
+    }
+    if (leave || calls_seen != s.give_back_calls) {
+      calls_seen = s.give_back_calls;
+      lock.unlock();
+      LeaveIsolate(last);
+      GiveBackRequestedLocks();
+      lock.lock();
+      leave = false;
+      continue;   // work may have come meanwhile
     }
     ++s.idle;
     bool timed_out = false;
@@ -117,14 +138,22 @@ bool WaitForWork(State& s, std::unique_lock<std::mutex>& lock) {
 
 void Worker() {
   State& s = state();
+  std::weak_ptr<IsolateHolder> last;   // whose parked lock this thread may keep
   std::unique_lock<std::mutex> lock(s.mutex);
-  while (WaitForWork(s, lock)) {
+  while (WaitForWork(s, lock, last)) {
     std::shared_ptr<IsolateHolder> holder = std::move(s.ready.front().holder);
     s.ready.pop_front();
     s.ready_count.fetch_sub(1, std::memory_order_relaxed);
     lock.unlock();
+    if (last.lock() != holder) {
+      LeaveIsolate(last);
+      last = holder;
+    }
     bool more = holder->jobs().Serve();
-    if (!more) holder.reset();   // may dispose the isolate: outside the lock
+    if (!more) {
+      if (holder->disposed()) LeaveIsolate(last);
+      holder.reset();   // may dispose the isolate: outside the lock
+    }
     lock.lock();
     if (more) Push(s, std::move(holder));
   }
@@ -176,6 +205,13 @@ void Schedule(std::shared_ptr<IsolateHolder> holder) {
     // stay busy for long.
     ArmStarvationCheck(s, s.ready.front().since + kStarvedNs);
   }
+}
+
+void WakeIdle() {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  ++s.give_back_calls;
+  s.cv.notify_all();
 }
 
 uint64_t CurrentJob() { return t_job; }

@@ -54,6 +54,7 @@ struct Parked {
   uint64_t holder_id = 0;
   v8::Isolate* isolate = nullptr;
   int depth = 0;   // > 0 while this thread holds the lock
+  bool pool = false;   // counted in the holder's pool_parked()
   // Constructed in place; destroyed only while the isolate is alive.
   alignas(v8::Locker) unsigned char locker[sizeof(v8::Locker)];
   alignas(v8::Unlocker) unsigned char unlocker[sizeof(v8::Unlocker)];
@@ -170,6 +171,8 @@ ThreadLockScope::ThreadLockScope(IsolateHolder& holder) {
     p->holder = holder.weak_from_this();
     p->holder_id = holder.unique_id();
     p->isolate = holder.isolate();
+    p->pool = pool::CurrentJob() != 0;
+    if (p->pool) holder.pool_parked().fetch_add(1);
     new (p->locker) v8::Locker(p->isolate);
     p->depth = 1;
     locks.parked.push_back(p);
@@ -183,6 +186,66 @@ ThreadLockScope::ThreadLockScope(IsolateHolder& holder) {
 ThreadLockScope::~ThreadLockScope() {
   Parked* p = parked_;
   if (--p->depth == 0) new (p->unlocker) v8::Unlocker(p->isolate);
+}
+
+bool GiveBackThreadLock(IsolateHolder& holder) {
+  std::vector<Parked*>& parked = t_locks.parked;
+  for (auto it = parked.begin(); it != parked.end(); ++it) {
+    Parked* p = *it;
+    if (p->holder_id != holder.unique_id()) continue;
+    if (p->depth != 0) return false;   // still inside a call on this thread
+    // Never wait: the isolate may be busy on another thread for long.
+    std::unique_lock<std::recursive_timed_mutex> lock(holder.exec_mutex(), std::try_to_lock);
+    if (!lock.owns_lock() || holder.isolate() == nullptr) return false;
+    // Taking the lock back restores this thread's archived V8 state; the
+    // top-level Locker's end then frees it.
+    p->Unlocker()->~Unlocker();
+    p->Locker()->~Locker();
+    if (p->pool) holder.pool_parked().fetch_sub(1);
+    delete p;
+    parked.erase(it);
+    return true;
+  }
+  return true;
+}
+
+namespace {
+// Isolates whose disposal waits for pool threads' parked locks (by unique
+// id). An entry stays valid while it is listed: WaitForPoolLocks removes it,
+// under the mutex, before the isolate goes.
+std::mutex g_requests_mutex;
+std::unordered_map<uint64_t, IsolateHolder*> g_requests;
+}  // namespace
+
+void WaitForPoolLocks(IsolateHolder& holder) {
+  // A pool thread gives its lock back within its polling time (pool.cc's
+  // kSpinNs, 50 µs) or when woken; one busy elsewhere or descheduled is not
+  // waited for past this bound (its state then leaks, but nothing breaks).
+  constexpr int64_t kMaxWaitNs = 2 * 1000 * 1000;
+  GiveBackThreadLock(holder);   // this thread's own, if it is a pool thread
+  if (holder.pool_parked().load() == 0) return;
+  {
+    std::lock_guard<std::mutex> lock(g_requests_mutex);
+    g_requests[holder.unique_id()] = &holder;
+  }
+  pool::WakeIdle();
+  int64_t until = MonotonicNs() + kMaxWaitNs;
+  while (holder.pool_parked().load() > 0 && MonotonicNs() < until) {
+    std::this_thread::yield();
+  }
+  std::lock_guard<std::mutex> lock(g_requests_mutex);
+  g_requests.erase(holder.unique_id());
+}
+
+void GiveBackRequestedLocks() {
+  std::lock_guard<std::mutex> lock(g_requests_mutex);
+  if (g_requests.empty()) return;
+  std::vector<IsolateHolder*> wanted;
+  for (Parked* p : t_locks.parked) {
+    auto it = g_requests.find(p->holder_id);
+    if (it != g_requests.end()) wanted.push_back(it->second);
+  }
+  for (IsolateHolder* holder : wanted) GiveBackThreadLock(*holder);
 }
 
 }  // namespace ivm
