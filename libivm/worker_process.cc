@@ -210,9 +210,9 @@ ivm_error_t* WorkerProcess::Request(uint64_t id, uint16_t answer_kind, const std
     if (ivm_error_t* err = DeadErrorLocked()) return err;
     if (answer_kind != 0) pending_[id] = &waiter;
   }
-  Send(frame);   // on failure the worker is dying: its death wakes us below
+  bool sent = Send(frame);   // on failure the worker is dying: its death wakes us below
   std::unique_lock<std::mutex> lock(mu_);
-  if (answer_kind == 0) return DeadErrorLocked();
+  if (answer_kind == 0) return sent ? nullptr : DeadErrorLocked();
   auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
   while (!waiter.done && !dead_) {
     if (timeout_ns == 0) {
