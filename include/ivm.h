@@ -111,6 +111,10 @@
  *     ivm_completion_queue_done() has the same signature.
  *   - ivm_completion_queue_new(fd_out, out): the output handle comes last.
  *   - `out_job` parameters are named `job_out`.
+ *   - Processes: ivm_process_group_t is a sandboxed worker process
+ *     (ivm-worker) that libivm starts, watches and reports on; its death is
+ *     the new error kind IVM_ERROR_CRASHED. Isolates do not live in worker
+ *     processes yet.
  *
  * ## Contents
  *
@@ -118,6 +122,7 @@
  *   Version          ivm_version, ivm_v8_version
  *   Errors           ivm_error_*: kinds, getters, host errors
  *   Isolates         ivm_isolate_*: create, dispose, terminate, statistics
+ *   Processes        ivm_process_group_*: sandboxed worker processes, crashes
  *   Call options     ivm_source_options_t, ivm_run_options_t, ivm_result_options_t
  *   Contexts         ivm_isolate_create_context, ivm_context_eval[_closure]
  *   Scripts          ivm_isolate_compile_script, ivm_script_run
@@ -128,7 +133,7 @@
  *   Callbacks        ivm_callback_*, ivm_call_*, ivm_deferred_*
  *   Copies           structured copies and their attachments, ExternalCopy
  *   Signals          ivm_interrupt_on_signal
- *   Diagnostics      ivm_debug_live_objects
+ *   Diagnostics      ivm_debug_live_objects, test hooks of worker processes
  */
 #ifndef IVM_H
 #define IVM_H
@@ -174,10 +179,13 @@ typedef struct ivm_call ivm_call_t;
 typedef struct ivm_deferred ivm_deferred_t;
 /** A structured copy that belongs to no isolate ("Copies"). */
 typedef struct ivm_external_copy ivm_external_copy_t;
+/** A sandboxed worker process ("Processes"). */
+typedef struct ivm_process_group ivm_process_group_t;
 
 /* Plain-data structs, defined in their sections. */
 typedef struct ivm_isolate_options ivm_isolate_options_t;
 typedef struct ivm_heap_statistics ivm_heap_statistics_t;
+typedef struct ivm_process_group_options ivm_process_group_options_t;
 typedef struct ivm_source_options ivm_source_options_t;
 typedef struct ivm_run_options ivm_run_options_t;
 typedef struct ivm_result_options ivm_result_options_t;
@@ -240,7 +248,14 @@ enum {
    * callback) may not block on a different isolate, and no thread may wait
    * for an isolate in a way that closes a cycle of waiting threads.
    */
-  IVM_ERROR_DEADLOCK = 10
+  IVM_ERROR_DEADLOCK = 10,
+  /**
+   * The worker process behind the handle died: it was killed (by a signal,
+   * the sandbox, the OOM killer or libivm for misbehaving) or it exited. The
+   * message is the cause: the signal or exit status, then the end of the
+   * worker's stderr (V8's fatal message). Later calls fail the same way. Since: 0.3
+   */
+  IVM_ERROR_CRASHED = 11
 };
 
 /** The kind of `err`. Threads: any. Blocks: never. Errors: none. Since: 0.1 */
@@ -419,6 +434,95 @@ IVM_API void ivm_isolate_times(const ivm_isolate_t *iso, uint64_t *cpu_ns_out,
  * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
+
+/* ------------------------------------------------------------------------- */
+/* Processes                                                                 */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * A *process group* is a worker process, `ivm-worker`, that libivm starts
+ * beside libivm.so (or at $IVM_WORKER_PATH) and serves over a private
+ * channel. Once V8 is up, the worker sandboxes itself: it closes every other
+ * descriptor, sets no_new_privs and installs a seccomp filter that allows no
+ * opening of files, no sockets, no exec and no fork; a forbidden system call
+ * kills it. When the worker dies for any reason, every pending and later call
+ * on the group fails with IVM_ERROR_CRASHED and the cause; the host process is
+ * never hurt. libivm reaps the worker and closes its descriptors itself (no
+ * SIGCHLD handler is installed). Isolates cannot live in a process group yet.
+ */
+
+struct ivm_process_group_options {
+  size_t struct_size;          /**< sizeof(ivm_process_group_options_t) as compiled */
+  /** How long the worker may take to start (ms); past it, it is killed and
+   * ivm_process_group_new() fails with IVM_ERROR_CRASHED. 0: 10 000. */
+  uint32_t startup_timeout_ms;
+  /** Resident memory limit in MiB, checked by libivm every 20 ms; past it,
+   * the worker is killed. 0: none. */
+  uint32_t max_rss_mb;
+  /** CPU time limit in seconds for the whole worker (RLIMIT_CPU); past it,
+   * the worker dies of SIGXCPU. 0: none. */
+  uint32_t cpu_limit_s;
+};
+
+#ifndef IVM_CDEF
+#define IVM_PROCESS_GROUP_OPTIONS_INIT { sizeof(ivm_process_group_options_t), 0, 0, 0 }
+#endif
+
+/**
+ * Starts a worker process and waits until it is ready (sandboxed and
+ * answering).
+ *
+ * @param opts      NULL for defaults, or initialised with
+ *                  IVM_PROCESS_GROUP_OPTIONS_INIT.
+ * @param[out] out  on success, a new handle the caller frees
+ *                  (ivm_process_group_free).
+ * Threads: any.
+ * Blocks:  until the worker is ready, or dies, or its start-up timeout passes.
+ * Errors:  CRASHED (it died or hung while starting: the cause says which),
+ *          INVALID_ARGUMENT, INTERNAL (it could not be started). Since: 0.3
+ */
+IVM_API ivm_error_t *ivm_process_group_new(const ivm_process_group_options_t *opts,
+                                           ivm_process_group_t **out);
+
+/** The worker's process id, also once it is dead (when the id may have been
+ * reused); 0 for NULL.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.3 */
+IVM_API int64_t ivm_process_group_pid(const ivm_process_group_t *group);
+
+/**
+ * Asks the worker to answer, to check that it is alive and serving.
+ *
+ * @param run  NULL, or its timeout_ns: past it the call fails with
+ *             IVM_ERROR_TIMEOUT and the worker is left as it is.
+ * Threads: any.
+ * Blocks:  until the worker answers, dies or the timeout passes.
+ * Errors:  CRASHED, DISPOSED, TIMEOUT, INVALID_ARGUMENT. Since: 0.3
+ */
+IVM_API ivm_error_t *ivm_process_group_ping(ivm_process_group_t *group,
+                                            const ivm_run_options_t *run);
+
+/**
+ * NULL while the worker is alive; once it has died, a new error of kind
+ * IVM_ERROR_CRASHED whose message is the cause; after
+ * ivm_process_group_dispose() (of a worker that had not crashed before),
+ * IVM_ERROR_DISPOSED. Death is noticed within milliseconds.
+ * Threads: any. Blocks: never. Errors: CRASHED, DISPOSED, INVALID_ARGUMENT. Since: 0.3
+ */
+IVM_API ivm_error_t *ivm_process_group_status(const ivm_process_group_t *group);
+
+/**
+ * Ends the worker: asks it to exit, and kills it if it has not within 200 ms.
+ * Later calls fail with IVM_ERROR_DISPOSED. Idempotent.
+ * Threads: any.
+ * Blocks:  until the worker is gone (at most the 200 ms grace, then the kill).
+ * Errors:  INVALID_ARGUMENT (NULL). Since: 0.3
+ */
+IVM_API ivm_error_t *ivm_process_group_dispose(ivm_process_group_t *group);
+
+/** Frees the handle, ending the worker as ivm_process_group_dispose() does
+ * but without waiting for it. NULL is a no-op.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.3 */
+IVM_API void ivm_process_group_free(ivm_process_group_t *group);
 
 /* ------------------------------------------------------------------------- */
 /* Call options                                                              */
@@ -1379,6 +1483,35 @@ IVM_API ivm_error_t *ivm_interrupt_on_signal(int signum);
  * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API uint64_t ivm_debug_live_objects(void);
+
+/**
+ * Test hooks: what ivm_debug_process_group_hook() asks a test worker to do.
+ * Only `ivm-worker-test` (a build of the worker for libivm's own tests,
+ * chosen with IVM_WORKER_PATH) performs them; the default worker has none
+ * and answers INVALID_ARGUMENT. A test worker also hangs before starting
+ * when IVM_WORKER_TEST_HANG is set in its environment.
+ */
+enum {
+  IVM_DEBUG_HOOK_OPEN_FILE = 1,  /**< open("/etc/passwd"): the sandbox kills it */
+  IVM_DEBUG_HOOK_SOCKET = 2,     /**< socket(): the sandbox kills it */
+  IVM_DEBUG_HOOK_SEND_BYTES = 3, /**< write `data` raw to the channel; no answer */
+  IVM_DEBUG_HOOK_EXIT = 4,       /**< write `data` to stderr, then exit(1) */
+  IVM_DEBUG_HOOK_ABORT = 5,      /**< write `data` to stderr, then abort() */
+  IVM_DEBUG_HOOK_EVAL = 6        /**< evaluate `data` in a new isolate; the
+                                      error is the call's error */
+};
+
+/**
+ * Makes a test worker do `action` (IVM_DEBUG_HOOK_*) with `data`. For libivm's
+ * tests only.
+ * Threads: any.
+ * Blocks:  until the worker answers or dies (SEND_BYTES: until sent).
+ * Errors:  CRASHED, DISPOSED, INVALID_ARGUMENT, and what the action fails with.
+ * Since: 0.3
+ */
+IVM_API ivm_error_t *ivm_debug_process_group_hook(ivm_process_group_t *group,
+                                                  uint32_t action, const char *data,
+                                                  size_t data_len);
 
 #ifdef __cplusplus
 } /* extern "C" */

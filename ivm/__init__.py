@@ -41,6 +41,7 @@ from ._copy import JSMap as JSMap
 from ._copy import JSRegExp as JSRegExp
 from ._copy import set_copy_limit as set_copy_limit
 from ._errors import DisposedError as DisposedError
+from ._errors import IsolateCrashedError as IsolateCrashedError
 from ._errors import IvmError as IvmError
 from ._errors import JSError as JSError
 from ._errors import MemoryLimitError as MemoryLimitError
@@ -53,6 +54,7 @@ from ._ffi import ffi as _ffi
 from ._ffi import lib as _lib
 from ._isolate import HeapStatistics as HeapStatistics
 from ._isolate import Isolate as Isolate
+from ._process import ProcessGroup as ProcessGroup
 from ._reference import DerefInto as DerefInto
 from ._reference import Reference as Reference
 from ._script import Script as Script
@@ -76,6 +78,7 @@ __all__ = [
     "ExternalCopy",
     "HeapStatistics",
     "Isolate",
+    "IsolateCrashedError",
     "IvmError",
     "JSBigInt",
     "JSError",
@@ -83,6 +86,7 @@ __all__ = [
     "JSPrimitive",
     "JSRegExp",
     "MemoryLimitError",
+    "ProcessGroup",
     "Reference",
     "Script",
     "TerminatedError",

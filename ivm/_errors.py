@@ -12,6 +12,7 @@ from ._ffi import ffi, lib
 
 __all__ = [
     "DisposedError",
+    "IsolateCrashedError",
     "IvmError",
     "JSError",
     "MemoryLimitError",
@@ -58,6 +59,13 @@ class DisposedError(IvmError):
     """The isolate is disposed, or the context or script was released."""
 
 
+class IsolateCrashedError(DisposedError):
+    """The worker process behind the handle died (killed by a signal, by its
+    sandbox or by ivm for misbehaving, or it exited). The message is the cause:
+    the signal or exit status, then the end of the worker's stderr (V8's fatal
+    message). Later calls raise it again."""
+
+
 class TerminatedError(IvmError):
     """The JavaScript was stopped by ``Isolate.terminate()``."""
 
@@ -81,6 +89,7 @@ _SIMPLE: dict[int, type[Exception]] = {
     lib.IVM_ERROR_INVALID_ARGUMENT: ValueError,
     lib.IVM_ERROR_TERMINATED: TerminatedError,
     lib.IVM_ERROR_TRANSFER: TransferError,
+    lib.IVM_ERROR_CRASHED: IsolateCrashedError,
 }
 
 

@@ -2,6 +2,8 @@
 // whichever thread first needs it; plus the version and diagnostics calls.
 #include "internal.h"
 
+#include <sys/random.h>
+
 #include <mutex>
 
 namespace ivm {
@@ -11,12 +13,26 @@ std::atomic<uint64_t> g_live_objects{0};
 namespace {
 std::once_flag g_platform_once;
 v8::Platform* g_platform = nullptr;
+
+// Seeds for V8's random number generators (Math.random, hash seeds). Without
+// an entropy source V8 opens /dev/urandom for each isolate, which a
+// sandboxed ivm-worker cannot do; getrandom() needs no descriptor.
+bool Entropy(unsigned char* buffer, size_t length) {
+  while (length > 0) {
+    ssize_t n = getrandom(buffer, length, 0);
+    if (n <= 0) return false;
+    buffer += n;
+    length -= static_cast<size_t>(n);
+  }
+  return true;
+}
 }  // namespace
 
 v8::Platform* EnsurePlatform() {
   std::call_once(g_platform_once, [] {
     // The platform lives until the process exits: isolates may be disposed
     // from finalizers at any time, so it is never torn down.
+    v8::V8::SetEntropySource(Entropy);
     g_platform = compat::NewPlatform().release();
     v8::V8::InitializePlatform(g_platform);
     v8::V8::Initialize();

@@ -61,6 +61,12 @@ def test_c_values(tmp_path: Path) -> None:
     run_c_test(tmp_path, "test_values")
 
 
+def test_c_process(tmp_path: Path) -> None:
+    """Worker processes through the C ABI: start, sandbox, ping, a killed worker reported
+    as IVM_ERROR_CRASHED, disposal (tests/c/test_process.c)."""
+    run_c_test(tmp_path, "test_process")
+
+
 def test_header_compiles_as_strict_c99(tmp_path: Path) -> None:
     cc = compiler("cc")
     build([cc, "-std=c99", *STRICT, "-I", str(PKG / "include"), "-c",

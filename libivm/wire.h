@@ -1,0 +1,144 @@
+// wire.h — the frames between the host and an ivm-worker process, and the
+// bounds-checked codec of their payloads (docs/wire-protocol.md). Nothing here
+// is ABI, and nothing here uses V8: both libivm (the host) and ivm-worker
+// compile it.
+//
+// The host never trusts what a worker sends: every read is bounds-checked and
+// returns false on any malformation, which the host treats as the worker's
+// crash ("protocol violation: ...").
+#ifndef IVM_WIRE_H
+#define IVM_WIRE_H
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ivm::wire {
+
+// "IVMW" as the bytes of a little-endian u32: the first field of HELLO.
+constexpr uint32_t kMagic = 0x574d5649u;
+// Bumped on any incompatible change; host and worker must agree exactly.
+constexpr uint32_t kProtocolVersion = 1;
+
+constexpr size_t kHeaderSize = 16;
+// The largest payload a frame may carry; larger data travels as memfds.
+constexpr uint32_t kMaxPayload = 16u << 20;
+// The most descriptors one frame may carry (SCM_RIGHTS).
+constexpr uint32_t kMaxFds = 16;
+// flags: bits 0-4 are the number of descriptors the frame carries; the other
+// bits are reserved and must be zero.
+constexpr uint16_t kFlagFdCountMask = 0x1f;
+// The worker's channel to the host is this descriptor.
+constexpr int kChannelFd = 3;
+
+enum Kind : uint16_t {
+  kHello = 1,          // worker -> host, first frame: magic, versions
+  kCall = 2,           // host -> worker: op + arguments
+  kReply = 3,          // worker -> host: the result of the CALL with the same id
+  kCallback = 4,       // worker -> host: JavaScript called a host callback
+  kCallbackReply = 5,  // host -> worker: the callback's result
+  kCancel = 6,         // host -> worker: stop the job of a CALL id
+  kPing = 7,           // host -> worker: answer with PONG
+  kPong = 8,           // worker -> host: the PING's id
+  kExit = 9,           // host -> worker: exit now (status 0)
+};
+constexpr uint16_t kMaxKind = kExit;
+
+// CALL ops. Ops at and above kFirstTestOp exist only in ivm-worker-test
+// (built with IVM_WORKER_TEST_HOOKS); a default worker answers them with an
+// INVALID_ARGUMENT reply.
+enum Op : uint32_t {
+  kFirstTestOp = 0xf0000000u,
+  kOpTestHook = 0xf0000001u,   // u32 action (IVM_DEBUG_HOOK_*), bytes data
+};
+
+// REPLY payload: u32 status (0: success, else an ivm_error_kind_t), bytes
+// message, then the op's results.
+constexpr uint32_t kStatusOk = 0;
+
+struct Header {
+  uint32_t length = 0;   // payload bytes
+  uint16_t kind = 0;
+  uint16_t flags = 0;
+  uint64_t id = 0;
+
+  uint32_t fd_count() const { return flags & kFlagFdCountMask; }
+};
+
+void EncodeHeader(const Header& header, uint8_t out[kHeaderSize]);
+// Decodes and validates a header: a known kind, no reserved flag bits, at most
+// kMaxFds descriptors and a payload of at most kMaxPayload. On failure returns
+// false and says why in `*why`.
+bool DecodeHeader(const uint8_t in[kHeaderSize], Header* out, std::string* why);
+
+// Builds one frame: header, then payload fields appended in order.
+class Writer {
+ public:
+  explicit Writer(uint16_t kind, uint64_t id = 0, uint16_t flags = 0);
+  Writer& U8(uint8_t v);
+  Writer& U32(uint32_t v);
+  Writer& U64(uint64_t v);
+  Writer& F64(double v);
+  Writer& Bytes(std::string_view v);   // u32 length + bytes
+  // The frame with its length filled in; empty if the payload is too large.
+  std::string Finish();
+
+ private:
+  std::string buf_;
+  uint16_t kind_, flags_;
+  uint64_t id_;
+};
+
+// Reads payload fields; never reads past the payload. Every getter returns
+// false (and leaves the reader failed) on a short or malformed payload.
+class Reader {
+ public:
+  explicit Reader(std::string_view payload) : data_(payload) {}
+  bool U8(uint8_t* out);
+  bool U32(uint32_t* out);
+  bool U64(uint64_t* out);
+  bool F64(double* out);
+  // A byte string of at most `max` bytes, borrowed from the payload.
+  bool Bytes(std::string_view* out, size_t max = kMaxPayload);
+  // True if every byte was read and nothing failed.
+  bool Done() const { return ok_ && pos_ == data_.size(); }
+  bool ok() const { return ok_; }
+
+ private:
+  bool Take(size_t n, const char** out);
+  std::string_view data_;
+  size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+struct Frame {
+  Header header;
+  std::string payload;
+};
+
+// Splits a byte stream into frames. Feed it what the channel delivers; Next()
+// yields complete frames; drain it before appending more. Once it reports a
+// malformation it stays failed. An oversized header fails at once, before its
+// payload arrives, so it holds at most one frame plus the last chunk fed.
+class FrameBuffer {
+ public:
+  enum Result { kNeedMore, kFrame, kBad };
+  void Append(const char* data, size_t len);
+  Result Next(Frame* out, std::string* why);
+  // Bytes buffered that do not yet form a frame.
+  size_t pending() const { return buf_.size() - start_; }
+
+ private:
+  std::string buf_;
+  size_t start_ = 0;
+  bool bad_ = false;
+};
+
+// Human-readable name of a kind, for protocol-violation messages.
+const char* KindName(uint16_t kind);
+
+}  // namespace ivm::wire
+
+#endif  // IVM_WIRE_H

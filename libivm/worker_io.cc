@@ -1,0 +1,419 @@
+// worker_io.cc — the one host thread that serves every worker process
+// (epoll): it reads their frames and routes answers to waiters, keeps the
+// tail of their stderr, watches their deaths through pidfds, reaps them,
+// closes their descriptors and records the cause; and it enforces deadlines
+// (start-up, exit grace) and max_rss_mb.
+//
+// Nothing a worker sends is trusted. A frame that is malformed, oversized,
+// unexpected or carries descriptors kills the worker ("protocol violation").
+#include "worker_process.h"
+
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+#include <vector>
+
+namespace ivm {
+
+namespace {
+
+constexpr int64_t kRssIntervalNs = 20 * 1000 * 1000;
+constexpr int64_t kPollIntervalNs = 10 * 1000 * 1000;   // without pidfd
+
+std::string SignalName(int sig) {
+  const char* abbrev = sigabbrev_np(sig);
+  return abbrev != nullptr ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+}
+
+class IoLoop {
+ public:
+  static IoLoop& Get() {
+    static IoLoop* loop = new IoLoop();   // never destroyed: its thread runs until exit
+    return *loop;
+  }
+
+  void Add(const std::shared_ptr<WorkerProcess>& worker) {
+    std::lock_guard<std::mutex> lock(mu_);
+    workers_.push_back(worker);
+    for (int w = 0; w < WorkerProcess::kWatches; ++w) {
+      auto which = static_cast<WorkerProcess::Watch>(w);
+      int fd = worker->watch_fd(which);
+      if (fd < 0) continue;
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.ptr = worker->watch_tag(which);
+      epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+    }
+    Wake();
+  }
+
+  void Remove(int fd) {
+    if (fd >= 0) epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+  }
+
+  void Wake() {
+    uint64_t one = 1;
+    ssize_t n = write(wakefd_, &one, sizeof one);
+    (void)n;   // a full counter wakes the loop anyway
+  }
+
+ private:
+  IoLoop() {
+    epfd_ = epoll_create1(EPOLL_CLOEXEC);
+    wakefd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = nullptr;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev);
+    std::thread([this] { Run(); }).detach();
+  }
+
+  // Ticks every worker; drops those whose death is processed. Returns the
+  // epoll timeout in ms (-1: none).
+  int TickAll() {
+    std::vector<std::shared_ptr<WorkerProcess>> workers;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      workers = workers_;
+    }
+    int64_t now = NowNs(), next = 0;
+    for (auto& w : workers) {
+      int64_t at = w->Tick(now);
+      if (at != 0 && (next == 0 || at < next)) next = at;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      std::erase_if(workers_, [](const auto& w) { return w->finished(); });
+    }
+    if (next == 0) return -1;
+    int64_t ms = (next - NowNs() + 999999) / 1000000;
+    return ms < 0 ? 0 : static_cast<int>(ms > 60000 ? 60000 : ms);
+  }
+
+  void Run() {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);   // signals belong to the host's threads
+    epoll_event events[64];
+    int timeout = -1;
+    for (;;) {
+      int n = epoll_wait(epfd_, events, 64, timeout);
+      for (int i = 0; i < n; ++i) {
+        if (events[i].data.ptr == nullptr) {
+          uint64_t count;
+          ssize_t r = read(wakefd_, &count, sizeof count);
+          (void)r;
+          continue;
+        }
+        // Workers leave workers_ only in TickAll below, after this batch, so
+        // the tag's owner is alive.
+        WorkerProcess::Watch which;
+        WorkerProcess* w = WorkerProcess::FromTag(events[i].data.ptr, &which);
+        if (w->finished()) continue;
+        if (which == WorkerProcess::kChannel) w->OnChannelReadable();
+        else if (which == WorkerProcess::kStderr) w->OnStderrReadable();
+        else w->OnMaybeExited();
+      }
+      timeout = TickAll();
+    }
+  }
+
+  int epfd_ = -1, wakefd_ = -1;
+  std::mutex mu_;
+  std::vector<std::shared_ptr<WorkerProcess>> workers_;
+};
+
+}  // namespace
+
+void RegisterWorker(const std::shared_ptr<WorkerProcess>& worker) { IoLoop::Get().Add(worker); }
+
+void WakeIoThread() { IoLoop::Get().Wake(); }
+
+int WorkerProcess::watch_fd(Watch w) const {
+  return w == kChannel ? sock_ : w == kStderr ? err_ : pidfd_;
+}
+
+WorkerProcess* WorkerProcess::FromTag(void* tag, Watch* which) {
+  auto* t = static_cast<Tag*>(tag);
+  *which = t->which;
+  return t->owner;
+}
+
+// ---------------------------------------------------------------------------
+// Frames
+
+void WorkerProcess::ProtocolViolation(const std::string& why) {
+  if (channel_bad_) return;
+  channel_bad_ = true;
+  IoLoop::Get().Remove(sock_);
+  std::lock_guard<std::mutex> lock(mu_);
+  KillLocked("protocol violation: " + why);
+}
+
+void WorkerProcess::OnChannelReadable() {
+  if (channel_bad_ || channel_closed_ || sock_ < 0) return;
+  static thread_local char buf[64 * 1024];
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * wire::kMaxFds)];
+  for (int round = 0; round < 16; ++round) {   // then let other workers have a turn
+    iovec iov = {buf, sizeof buf};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = recvmsg(sock_, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    int fds = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); n >= 0 && c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; ++i, ++fds) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+        close(fd);
+      }
+    }
+    if (fds > 0 || (n >= 0 && (msg.msg_flags & MSG_CTRUNC))) {
+      return ProtocolViolation("descriptors sent, which no frame kind carries yet");
+    }
+    if (n <= 0) {
+      // End of stream (or a broken one): the worker closed its channel. Its
+      // death normally follows at once; if it does not, it is killed.
+      channel_closed_ = true;
+      IoLoop::Get().Remove(sock_);
+      ArmDeadline(NowNs() + kExitGraceNs, "closed its channel");
+      return;
+    }
+    in_.Append(buf, static_cast<size_t>(n));
+    wire::Frame frame;
+    std::string why;
+    for (;;) {
+      wire::FrameBuffer::Result r = in_.Next(&frame, &why);
+      if (r == wire::FrameBuffer::kNeedMore) break;
+      if (r == wire::FrameBuffer::kBad) return ProtocolViolation(why);
+      OnFrame(frame);
+      if (channel_bad_) return;
+    }
+  }
+}
+
+namespace {
+
+bool ValidHello(const std::string& payload, std::string* why) {
+  wire::Reader r(payload);
+  uint32_t magic = 0, protocol = 0, version = 0;
+  std::string_view v8;
+  if (!r.U32(&magic) || !r.U32(&protocol) || !r.U32(&version) || !r.Bytes(&v8, 64) ||
+      !r.Done()) {
+    *why = "malformed HELLO";
+  } else if (magic != wire::kMagic) {
+    *why = "HELLO without the magic number";
+  } else if (protocol != wire::kProtocolVersion) {
+    *why = "HELLO with protocol version " + std::to_string(protocol) + ", expected " +
+           std::to_string(wire::kProtocolVersion);
+  } else if (version != ivm_version()) {
+    *why = "the worker is libivm " + std::to_string(version) + ", the host " +
+           std::to_string(ivm_version());
+  } else {
+    return true;
+  }
+  return false;
+}
+
+bool ValidReply(const std::string& payload) {
+  wire::Reader r(payload);
+  uint32_t status = 0;
+  std::string_view message;
+  return r.U32(&status) && r.Bytes(&message) && r.Done() &&
+         (status == wire::kStatusOk ||
+          (status >= IVM_ERROR_JS_EXCEPTION && status <= IVM_ERROR_CRASHED));
+}
+
+}  // namespace
+
+void WorkerProcess::OnFrame(wire::Frame& frame) {
+  const wire::Header& h = frame.header;
+  std::string why;
+  if (h.fd_count() != 0) {
+    return ProtocolViolation(std::string("a ") + wire::KindName(h.kind) +
+                             " frame claims descriptors, which no frame kind carries yet");
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  if (h.kind == wire::kHello) {
+    if (hello_) why = "a second HELLO";
+    else if (!ValidHello(frame.payload, &why)) {}
+    else {
+      hello_ = true;
+      deadline_ns_ = 0;
+      cv_.notify_all();
+      return;
+    }
+  } else if (!hello_) {
+    why = std::string("a ") + wire::KindName(h.kind) + " frame before HELLO";
+  } else if (h.kind == wire::kPong || h.kind == wire::kReply) {
+    auto it = pending_.find(h.id);
+    if (it != pending_.end() && it->second->kind == h.kind &&
+        (h.kind == wire::kPong ? frame.payload.empty() : ValidReply(frame.payload))) {
+      it->second->reply = std::move(frame);
+      it->second->done = true;
+      pending_.erase(it);
+      cv_.notify_all();
+      return;
+    }
+    if (it == pending_.end() && abandoned_.erase(h.id) != 0) return;   // too late
+    why = std::string(it == pending_.end() ? "an unexpected " : "a malformed ") +
+          wire::KindName(h.kind) + " (id " + std::to_string(h.id) + ")";
+  } else {
+    why = std::string("a ") + wire::KindName(h.kind) + " frame, which workers never send";
+  }
+  lock.unlock();
+  ProtocolViolation(why);
+}
+
+// ---------------------------------------------------------------------------
+// stderr, death, deadlines
+
+void WorkerProcess::OnStderrReadable() {
+  if (err_ < 0) return;
+  char buf[4096];
+  for (int round = 0; round < 16; ++round) {
+    ssize_t n = read(err_, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    if (n <= 0) {
+      IoLoop::Get().Remove(err_);
+      close(err_);
+      err_ = -1;
+      return;
+    }
+    stderr_tail_.append(buf, static_cast<size_t>(n));
+    if (stderr_tail_.size() > kStderrTail) {
+      stderr_tail_.erase(0, stderr_tail_.size() - kStderrTail);
+    }
+  }
+}
+
+void WorkerProcess::KillLocked(const std::string& reason) {
+  if (reaped_ || dead_) return;
+  siginfo_t info{};
+  // A process that already ended on its own keeps its own cause.
+  if (waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+      info.si_pid == pid_) {
+    return;
+  }
+  if (kill_reason_.empty()) kill_reason_ = reason;
+  if (pidfd_ < 0 || syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0) != 0) {
+    kill(pid_, SIGKILL);
+  }
+}
+
+std::string WorkerProcess::CauseLocked(int wait_status, bool have_status) const {
+  std::string cause = "worker process " + std::to_string(pid_);
+  if (!kill_reason_.empty()) {
+    cause += " " + kill_reason_ + ", so the host killed it (SIGKILL)";
+  } else if (!have_status) {
+    cause += " ended (its exit status was collected by someone else)";
+  } else if (WIFEXITED(wait_status)) {
+    cause += " exited with status " + std::to_string(WEXITSTATUS(wait_status));
+  } else if (WIFSIGNALED(wait_status)) {
+    int sig = WTERMSIG(wait_status);
+    cause += " was killed by signal " + std::to_string(sig) + " (" + SignalName(sig) + ")";
+    if (sig == SIGSYS) cause += ": the sandbox (seccomp) stopped a forbidden system call";
+    if (sig == SIGXCPU) cause += ": it ran past its CPU time limit (RLIMIT_CPU)";
+  }
+  std::string tail = stderr_tail_;
+  while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.pop_back();
+  if (!tail.empty()) cause += "; its stderr ends with:\n" + tail;
+  return cause;
+}
+
+void WorkerProcess::OnMaybeExited() {
+  siginfo_t info{};
+  int rc = waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT);
+  if (rc == 0 && info.si_pid == 0) return;   // still running
+  // What it wrote before dying: its last frames, its last words.
+  OnChannelReadable();
+  while (err_ >= 0) {
+    int before = err_;
+    size_t size = stderr_tail_.size();
+    OnStderrReadable();
+    if (err_ == before && stderr_tail_.size() == size) break;   // EAGAIN: nothing left
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  int status = 0;
+  bool have = waitpid(pid_, &status, WNOHANG) == pid_;
+  reaped_ = true;
+  FinishLocked(CauseLocked(status, have));
+}
+
+void WorkerProcess::FinishLocked(std::string cause) {
+  dead_ = true;
+  crashed_before_dispose_ = !disposed_;
+  cause_ = std::move(cause);
+  IoLoop& loop = IoLoop::Get();
+  loop.Remove(pidfd_);
+  loop.Remove(err_);
+  loop.Remove(sock_);
+  for (int* fd : {&pidfd_, &err_}) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+  }
+  if (sock_ >= 0) {
+    shutdown(sock_, SHUT_RDWR);   // wakes a writer waiting for room
+    std::lock_guard<std::mutex> send_lock(send_mu_);
+    close(sock_);
+    sock_ = -1;
+  }
+  finished_ = true;
+  cv_.notify_all();
+}
+
+int64_t WorkerProcess::Tick(int64_t now) {
+  if (pidfd_ < 0 && !finished_) OnMaybeExited();   // no pidfd: poll
+  std::lock_guard<std::mutex> lock(mu_);
+  if (dead_) return 0;
+  int64_t next = pidfd_ < 0 ? now + kPollIntervalNs : 0;
+  auto earliest = [&](int64_t at) {
+    if (next == 0 || at < next) next = at;
+  };
+  if (deadline_ns_ != 0 && now >= deadline_ns_) {
+    deadline_ns_ = 0;
+    KillLocked(deadline_reason_);
+  } else if (deadline_ns_ != 0) {
+    earliest(deadline_ns_);
+  }
+  if (limits_.max_rss_mb != 0) {
+    if (now >= next_rss_check_ns_) {
+      next_rss_check_ns_ = now + kRssIntervalNs;
+      char path[64];
+      snprintf(path, sizeof path, "/proc/%d/statm", static_cast<int>(pid_));
+      FILE* f = fopen(path, "re");
+      unsigned long size = 0, resident = 0;
+      if (f != nullptr && fscanf(f, "%lu %lu", &size, &resident) == 2) {
+        uint64_t mib = resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) >> 20;
+        if (mib > limits_.max_rss_mb) {
+          KillLocked("exceeded max_rss_mb=" + std::to_string(limits_.max_rss_mb) + " (" +
+                     std::to_string(mib) + " MiB resident)");
+        }
+      }
+      if (f != nullptr) fclose(f);
+    }
+    earliest(next_rss_check_ns_);
+  }
+  return next;
+}
+
+}  // namespace ivm

@@ -1,0 +1,52 @@
+// worker_main.cc — ivm-worker: an ABI server for one host (docs/process.md).
+//
+// The host starts it with its channel (a Unix stream socket) as fd 3, stdin
+// and stdout on /dev/null and stderr on a pipe the host keeps a tail of. It
+// starts V8 and warms it up, closes every other descriptor, sandboxes itself
+// (no new privileges, seccomp), says HELLO and serves frames. No Python runs
+// here.
+#include "sandbox.h"
+#include "worker_server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+
+namespace {
+
+int Fail(const char* stage, const std::string& why) {
+  fprintf(stderr, "ivm-worker: %s: %s\n", stage, why.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main() {
+  struct stat st;
+  if (fstat(ivm::wire::kChannelFd, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    return Fail("start-up", "fd 3 is not a socket: ivm-worker is started by libivm only");
+  }
+  signal(SIGPIPE, SIG_IGN);
+#ifdef IVM_WORKER_TEST_HOOKS
+  // Test builds only: a worker that never finishes starting.
+  if (getenv("IVM_WORKER_TEST_HANG") != nullptr) {
+    for (;;) pause();
+  }
+#endif
+  std::string why;
+  if (!ivm::worker::WarmUp(&why)) return Fail("start-up", why);
+  if (!ivm::sandbox::CloseDescriptorsAbove(ivm::wire::kChannelFd, &why)) {
+    return Fail("sandbox", why);
+  }
+  if (!ivm::sandbox::Apply(&why)) return Fail("sandbox", why);
+  ivm::worker::Channel channel(ivm::wire::kChannelFd);
+  if (!ivm::worker::SendHello(channel)) return 0;   // the host is gone
+  int status = ivm::worker::Serve(channel);
+  fflush(stderr);
+  _exit(status);   // no static destructors: V8's threads are still running
+}

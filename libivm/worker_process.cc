@@ -1,0 +1,289 @@
+// worker_process.cc — one ivm-worker process seen from the host: spawning it
+// (only fds 0-3 reach it), the handshake, requests, the cause of its death,
+// and the ABI of "Processes" in ivm.h (ivm_process_group_*).
+//
+// The host never trusts the worker: frames go through wire::FrameBuffer and
+// every field is checked; anything malformed or unexpected kills the worker
+// with the cause "protocol violation: ...". The I/O thread (worker_io.cc)
+// calls the On*() methods; everything the callers' threads share with it is
+// under mu_.
+#include "worker_process.h"
+
+#include "internal.h"
+#include "options.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <chrono>
+
+extern char** environ;
+
+namespace ivm {
+
+int64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+namespace {
+
+// IVM_WORKER_PATH, else ivm-worker beside the libivm.so this code is in.
+std::string WorkerPath() {
+  const char* env = getenv("IVM_WORKER_PATH");
+  if (env != nullptr && *env != '\0') return env;
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(&ivm_process_group_new), &info) != 0 &&
+      info.dli_fname != nullptr) {
+    std::string lib = info.dli_fname;
+    size_t slash = lib.rfind('/');
+    return (slash == std::string::npos ? std::string(".") : lib.substr(0, slash)) +
+           "/ivm-worker";
+  }
+  return "ivm-worker";
+}
+
+std::string Errno(const char* what, int err) {
+  return std::string(what) + ": " + strerror(err);
+}
+
+void SetNonBlocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Start
+
+ivm_error_t* WorkerProcess::Spawn(const char* path) {
+  int sv[2], ep[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return MakeError(IVM_ERROR_INTERNAL, Errno("socketpair", errno));
+  }
+  if (pipe2(ep, O_CLOEXEC) != 0) {
+    int err = errno;
+    close(sv[0]);
+    close(sv[1]);
+    return MakeError(IVM_ERROR_INTERNAL, Errno("pipe2", err));
+  }
+  // The child's ends sit above 3 so that each dup2 below makes a real copy
+  // (a dup2 onto itself would keep CLOEXEC); every other host descriptor is
+  // closed by closefrom or CLOEXEC.
+  int child_sock = fcntl(sv[1], F_DUPFD_CLOEXEC, 10);
+  int child_err = fcntl(ep[1], F_DUPFD_CLOEXEC, 10);
+  close(sv[1]);
+  close(ep[1]);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, child_err, 2);
+  posix_spawn_file_actions_adddup2(&fa, child_sock, wire::kChannelFd);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
+  posix_spawn_file_actions_addclosefrom_np(&fa, wire::kChannelFd + 1);
+#endif
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);      // the host's masks and
+  posix_spawnattr_setsigdefault(&attr, &all);    // ignored signals stay here
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  char* argv[] = {const_cast<char*>(path), nullptr};
+  pid_t pid = -1;
+  int rc = (child_sock < 0 || child_err < 0) ? EMFILE
+                                             : posix_spawn(&pid, path, &fa, &attr, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (child_sock >= 0) close(child_sock);
+  if (child_err >= 0) close(child_err);
+  if (rc != 0) {
+    close(sv[0]);
+    close(ep[0]);
+    return MakeError(IVM_ERROR_INTERNAL,
+                     "cannot start the worker " + std::string(path) + ": " + strerror(rc));
+  }
+  pid_ = pid;
+  sock_ = sv[0];
+  err_ = ep[0];
+  SetNonBlocking(sock_);
+  SetNonBlocking(err_);
+  rlimit no_core = {0, 0};
+  prlimit(pid, RLIMIT_CORE, &no_core, nullptr);
+  if (limits_.cpu_limit_s != 0) {
+    // Past the soft limit SIGXCPU ends it; the hard limit is SIGKILL.
+    rlimit cpu = {limits_.cpu_limit_s, static_cast<rlim_t>(limits_.cpu_limit_s) + 1};
+    prlimit(pid, RLIMIT_CPU, &cpu, nullptr);
+  }
+  pidfd_ = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd_ >= 0) fcntl(pidfd_, F_SETFD, FD_CLOEXEC);
+  return nullptr;
+}
+
+ivm_error_t* WorkerProcess::Start(const WorkerLimits& limits,
+                                  std::shared_ptr<WorkerProcess>* out) {
+  std::shared_ptr<WorkerProcess> worker(new WorkerProcess());
+  worker->limits_ = limits;
+  std::string path = WorkerPath();
+  if (ivm_error_t* err = worker->Spawn(path.c_str())) return err;
+  worker->ArmDeadline(NowNs() + static_cast<int64_t>(limits.startup_timeout_ms) * 1000000,
+                      "did not start within " + std::to_string(limits.startup_timeout_ms) +
+                          " ms");
+  RegisterWorker(worker);
+  if (ivm_error_t* err = worker->WaitForHello()) return err;
+  *out = std::move(worker);
+  return nullptr;
+}
+
+ivm_error_t* WorkerProcess::WaitForHello() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return hello_ || dead_; });
+  if (!dead_) return nullptr;
+  return MakeError(IVM_ERROR_CRASHED, cause_);
+}
+
+WorkerProcess::~WorkerProcess() {
+  for (int* fd : {&sock_, &err_, &pidfd_}) {
+    if (*fd >= 0) close(*fd);
+  }
+}
+
+void WorkerProcess::ArmDeadline(int64_t at_ns, std::string reason) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (dead_) return;
+    deadline_ns_ = at_ns;
+    deadline_reason_ = std::move(reason);
+  }
+  WakeIoThread();
+}
+
+// ---------------------------------------------------------------------------
+// Requests
+
+bool WorkerProcess::Send(const std::string& frame) {
+  std::lock_guard<std::mutex> lock(send_mu_);
+  size_t done = 0;
+  while (done < frame.size()) {
+    if (sock_ < 0) return false;
+    ssize_t n = send(sock_, frame.data() + done, frame.size() - done,
+                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+    } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      // A worker that stops reading fills the socket; its death (or the
+      // shutdown() when it is found dead) wakes this poll.
+      pollfd p = {sock_, POLLOUT, 0};
+      poll(&p, 1, 50);
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+ivm_error_t* WorkerProcess::DeadErrorLocked() const {
+  if (dead_ && crashed_before_dispose_) return MakeError(IVM_ERROR_CRASHED, cause_);
+  if (disposed_) return MakeError(IVM_ERROR_DISPOSED, "the process group is disposed");
+  return nullptr;
+}
+
+ivm_error_t* WorkerProcess::Request(uint64_t id, uint16_t answer_kind, const std::string& frame,
+                                    uint64_t timeout_ns, wire::Frame* reply) {
+  Waiter waiter;
+  waiter.kind = answer_kind;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (ivm_error_t* err = DeadErrorLocked()) return err;
+    if (answer_kind != 0) pending_[id] = &waiter;
+  }
+  bool sent = Send(frame);   // on failure the worker is dying: its death wakes us below
+  std::unique_lock<std::mutex> lock(mu_);
+  if (answer_kind == 0) return sent ? nullptr : DeadErrorLocked();
+  auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
+  while (!waiter.done && !dead_) {
+    if (timeout_ns == 0) {
+      cv_.wait(lock);
+    } else if (cv_.wait_until(lock, until) == std::cv_status::timeout) {
+      break;
+    }
+  }
+  pending_.erase(id);
+  if (waiter.done) {
+    *reply = std::move(waiter.reply);
+    return nullptr;
+  }
+  if (ivm_error_t* err = DeadErrorLocked()) return err;
+  if (abandoned_.size() >= 4096) abandoned_.clear();
+  abandoned_.insert(id);   // its answer may still come, and is not a violation
+  return MakeError(IVM_ERROR_TIMEOUT, "the worker did not answer in time");
+}
+
+ivm_error_t* WorkerProcess::Ping(uint64_t timeout_ns) {
+  uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    id = next_id_++;
+  }
+  wire::Frame reply;
+  return Request(id, wire::kPong, wire::Writer(wire::kPing, id).Finish(), timeout_ns, &reply);
+}
+
+ivm_error_t* WorkerProcess::TestHook(uint32_t action, std::string_view data) {
+  uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    id = next_id_++;
+  }
+  std::string frame =
+      wire::Writer(wire::kCall, id).U32(wire::kOpTestHook).U32(action).Bytes(data).Finish();
+  if (frame.empty()) return InvalidArgument("data is too large for one frame");
+  uint16_t answer = action == IVM_DEBUG_HOOK_SEND_BYTES ? 0 : wire::kReply;
+  wire::Frame reply;
+  if (ivm_error_t* err = Request(id, answer, frame, 0, &reply)) return err;
+  if (answer == 0) return nullptr;
+  // The I/O thread checked the shape: u32 status (0 or a known kind), message.
+  wire::Reader reader(reply.payload);
+  uint32_t status = 0;
+  std::string_view message;
+  reader.U32(&status);
+  reader.Bytes(&message);
+  if (status == wire::kStatusOk) return nullptr;
+  return MakeError(status, std::string(message));
+}
+
+ivm_error_t* WorkerProcess::Status() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return DeadErrorLocked();
+}
+
+void WorkerProcess::Dispose(bool wait) {
+  bool alive;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    alive = !disposed_ && !dead_;
+    disposed_ = true;
+  }
+  if (alive) {
+    Send(wire::Writer(wire::kExit).Finish());
+    ArmDeadline(NowNs() + kExitGraceNs, "did not exit within 200 ms of EXIT");
+  }
+  if (!wait) return;
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return dead_; });
+}
+
+}  // namespace ivm

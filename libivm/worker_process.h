@@ -1,0 +1,136 @@
+// worker_process.h — the host side of one ivm-worker process: spawning it,
+// its handshake, requests and their replies, its death and its cause
+// (worker_process.cc), served by the one I/O thread of all workers
+// (worker_io.cc). Nothing here is ABI. docs/process.md has the design.
+#ifndef IVM_WORKER_PROCESS_H
+#define IVM_WORKER_PROCESS_H
+
+#include "ivm.h"
+#include "wire.h"
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace ivm {
+
+struct WorkerLimits {
+  uint32_t startup_timeout_ms = 10000;
+  uint32_t max_rss_mb = 0;      // 0: none
+  uint32_t cpu_limit_s = 0;     // 0: none (RLIMIT_CPU)
+};
+
+// How long a worker has to exit after EXIT before it is killed.
+constexpr int64_t kExitGraceNs = 200 * 1000 * 1000;
+// The most of a worker's stderr kept for the crash cause.
+constexpr size_t kStderrTail = 8 * 1024;
+
+int64_t NowNs();   // CLOCK_MONOTONIC
+
+class WorkerProcess {
+ public:
+  // Spawns a worker and waits for its HELLO (or its death, or the start-up
+  // timeout, after which it is killed). Errors: CRASHED, INTERNAL.
+  static ivm_error_t* Start(const WorkerLimits& limits, std::shared_ptr<WorkerProcess>* out);
+  ~WorkerProcess();
+
+  pid_t pid() const { return pid_; }
+  // PING, waiting for PONG; timeout_ns 0: until it answers or dies.
+  ivm_error_t* Ping(uint64_t timeout_ns);
+  // A test-only CALL (IVM_DEBUG_HOOK_*): waits for the reply or the death,
+  // except for SEND_BYTES, which is not answered.
+  ivm_error_t* TestHook(uint32_t action, std::string_view data);
+  // NULL while alive; CRASHED with the cause once dead; DISPOSED once disposed
+  // (unless it had crashed before).
+  ivm_error_t* Status();
+  // Sends EXIT and has the I/O thread kill the worker after kExitGraceNs;
+  // `wait`: until it is gone. Idempotent.
+  void Dispose(bool wait);
+
+  // ---- The I/O thread's side (worker_io.cc calls these on its thread). ----
+  enum Watch { kChannel, kStderr, kPidfd, kWatches };
+  int watch_fd(Watch w) const;
+  void* watch_tag(Watch w) { return &tags_[w]; }
+  static WorkerProcess* FromTag(void* tag, Watch* which);
+  void OnChannelReadable();
+  void OnStderrReadable();
+  // Reaps the process if it has exited; then fails every waiter.
+  void OnMaybeExited();
+  // Acts on deadlines (start-up, exit grace, max_rss_mb); returns the next
+  // time it needs a tick (0: none).
+  int64_t Tick(int64_t now_ns);
+  bool finished() const { return finished_; }
+
+ private:
+  WorkerProcess() = default;
+  ivm_error_t* Spawn(const char* path);
+  ivm_error_t* WaitForHello();
+  struct Waiter {
+    uint16_t kind = 0;     // the answer expected: PONG or REPLY
+    bool done = false;
+    wire::Frame reply;
+  };
+  ivm_error_t* Request(uint64_t id, uint16_t answer_kind, const std::string& frame,
+                       uint64_t timeout_ns, wire::Frame* reply);
+  bool Send(const std::string& frame);
+  ivm_error_t* DeadErrorLocked() const;
+  void KillLocked(const std::string& reason);
+  void OnFrame(wire::Frame& frame);
+  void ProtocolViolation(const std::string& why);
+  void ReadStderrLocked();
+  std::string CauseLocked(int wait_status, bool have_status) const;
+  void FinishLocked(std::string cause);
+  void ArmDeadline(int64_t at_ns, std::string reason);
+
+  struct Tag {
+    WorkerProcess* owner;
+    Watch which;
+  };
+  Tag tags_[kWatches] = {{this, kChannel}, {this, kStderr}, {this, kPidfd}};
+
+  WorkerLimits limits_;
+  pid_t pid_ = -1;
+  int pidfd_ = -1;    // -1 without pidfd support: the I/O thread polls
+  int sock_ = -1;     // closed under send_mu_
+  int err_ = -1;      // the read end of the worker's stderr
+
+  std::mutex send_mu_;   // serialises writers; guards sock_'s lifetime
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool hello_ = false;
+  bool reaped_ = false;
+  bool dead_ = false;
+  bool disposed_ = false;
+  bool crashed_before_dispose_ = false;
+  bool channel_closed_ = false;
+  std::string cause_;
+  std::string kill_reason_;      // why the host killed it, if it did
+  int64_t deadline_ns_ = 0;      // kill at this time (0: none), for:
+  std::string deadline_reason_;
+  int64_t next_rss_check_ns_ = 0;
+  uint64_t next_id_ = 1;
+  std::unordered_map<uint64_t, Waiter*> pending_;
+  std::unordered_set<uint64_t> abandoned_;   // timed-out ids whose answer may come late
+
+  // The I/O thread's alone.
+  wire::FrameBuffer in_;
+  bool channel_bad_ = false;
+  std::string stderr_tail_;
+  bool finished_ = false;
+};
+
+// worker_io.cc: the single I/O thread. Register() hands it a started worker;
+// it keeps the worker alive until its death is processed.
+void RegisterWorker(const std::shared_ptr<WorkerProcess>& worker);
+// Makes the I/O thread recompute its deadlines.
+void WakeIoThread();
+
+}  // namespace ivm
+
+#endif  // IVM_WORKER_PROCESS_H

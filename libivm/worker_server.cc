@@ -1,0 +1,222 @@
+// worker_server.cc — what ivm-worker does once sandboxed: answer its host's
+// frames on the channel (docs/wire-protocol.md). It uses libivm only through
+// ivm.h, like any other embedder.
+//
+// Built twice: as ivm-worker, and with IVM_WORKER_TEST_HOOKS as
+// ivm-worker-test, whose extra CALL op (kOpTestHook) lets tests make the
+// worker misbehave on purpose. The default worker answers that op with an
+// INVALID_ARGUMENT reply, and contains none of its code.
+#include "worker_server.h"
+
+#include "ivm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <thread>
+#include <vector>
+
+namespace ivm::worker {
+
+bool Channel::Read(wire::Frame* out) {
+  char buf[64 * 1024];
+  for (;;) {
+    std::string why;
+    switch (in_.Next(out, &why)) {
+      case wire::FrameBuffer::kFrame: return true;
+      case wire::FrameBuffer::kBad: return false;
+      case wire::FrameBuffer::kNeedMore: break;
+    }
+    ssize_t n = read(fd_, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    in_.Append(buf, static_cast<size_t>(n));
+  }
+}
+
+bool Channel::Send(const std::string& bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool SendHello(Channel& channel) {
+  std::string frame = wire::Writer(wire::kHello)
+                          .U32(wire::kMagic)
+                          .U32(wire::kProtocolVersion)
+                          .U32(ivm_version())
+                          .Bytes(ivm_v8_version())
+                          .Finish();
+  return channel.Send(frame);
+}
+
+namespace {
+
+std::string Reply(uint64_t id, uint32_t status, std::string_view message) {
+  return wire::Writer(wire::kReply, id).U32(status).Bytes(message).Finish();
+}
+
+// Evaluates `code` in a fresh isolate; returns NULL or the error, and the
+// result's string form in `*result` when it is a string.
+ivm_error_t* EvalOnce(std::string_view code, std::string* result) {
+  ivm_isolate_t* iso = nullptr;
+  if (ivm_error_t* err = ivm_isolate_new(nullptr, &iso)) return err;
+  ivm_context_t* ctx = nullptr;
+  ivm_error_t* err = ivm_isolate_create_context(iso, nullptr, &ctx);
+  ivm_value_t* value = nullptr;
+  if (err == nullptr) {
+    err = ivm_context_eval(ctx, code.data(), code.size(), nullptr, nullptr, nullptr, &value,
+                           nullptr);
+  }
+  if (value != nullptr && ivm_value_kind(value) == IVM_VALUE_STRING) {
+    const char* p;
+    size_t n;
+    ivm_value_string(value, &p, &n);
+    result->assign(p, n);
+  }
+  ivm_value_free(value);
+  ivm_context_free(ctx);
+  ivm_error_t* disposed = ivm_isolate_dispose(iso);
+  ivm_isolate_free(iso);
+  if (err == nullptr) return disposed;
+  ivm_error_free(disposed);
+  return err;
+}
+
+#ifdef IVM_WORKER_TEST_HOOKS
+void WriteStderr(std::string_view text) {
+  while (!text.empty()) {
+    ssize_t n = write(2, text.data(), text.size());
+    if (n <= 0) return;
+    text.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+// Test-only misbehaviour (IVM_DEBUG_HOOK_* in ivm.h). Returns the reply to
+// send, or an empty string for none.
+std::string TestHook(Channel& channel, uint64_t id, uint32_t action, std::string_view data) {
+  switch (action) {
+    case IVM_DEBUG_HOOK_OPEN_FILE: {
+      int fd = open("/etc/passwd", O_RDONLY | O_CLOEXEC);
+      return Reply(id, IVM_ERROR_INTERNAL, fd >= 0 ? "open succeeded" : strerror(errno));
+    }
+    case IVM_DEBUG_HOOK_SOCKET: {
+      int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      return Reply(id, IVM_ERROR_INTERNAL, fd >= 0 ? "socket succeeded" : strerror(errno));
+    }
+    case IVM_DEBUG_HOOK_SEND_BYTES:
+      channel.Send(std::string(data));
+      return {};
+    case IVM_DEBUG_HOOK_EXIT:
+      WriteStderr(data);
+      _exit(1);
+    case IVM_DEBUG_HOOK_ABORT:
+      WriteStderr(data);
+      abort();
+    case IVM_DEBUG_HOOK_EVAL: {
+      std::string result;
+      ivm_error_t* err = EvalOnce(data, &result);
+      if (err == nullptr) return Reply(id, wire::kStatusOk, result);
+      const char* p;
+      size_t n;
+      ivm_error_message(err, &p, &n);
+      std::string reply = Reply(id, ivm_error_kind(err), std::string_view(p, n));
+      ivm_error_free(err);
+      return reply;
+    }
+    default:
+      return Reply(id, IVM_ERROR_INVALID_ARGUMENT, "unknown test hook action");
+  }
+}
+#endif
+
+// Answers one CALL; an empty string means no reply.
+std::string HandleCall(Channel& channel, const wire::Frame& frame) {
+  wire::Reader reader(frame.payload);
+  uint32_t op = 0;
+  if (!reader.U32(&op)) return Reply(frame.header.id, IVM_ERROR_INVALID_ARGUMENT, "no op");
+#ifdef IVM_WORKER_TEST_HOOKS
+  if (op == wire::kOpTestHook) {
+    uint32_t action = 0;
+    std::string_view data;
+    if (!reader.U32(&action) || !reader.Bytes(&data) || !reader.Done()) {
+      return Reply(frame.header.id, IVM_ERROR_INVALID_ARGUMENT, "malformed test hook call");
+    }
+    return TestHook(channel, frame.header.id, action, data);
+  }
+#else
+  (void)channel;
+#endif
+  return Reply(frame.header.id, IVM_ERROR_INVALID_ARGUMENT,
+               "unknown op " + std::to_string(op) + " (this worker has no test hooks)");
+}
+
+}  // namespace
+
+// glibc's malloc reads /proc/sys/vm/overcommit_memory the first time it
+// shrinks a thread arena's heap, and caches the answer. Shrink one now, from a
+// thread of its own (a non-main arena), while opening files is still allowed.
+void WarmUpMalloc() {
+  std::thread([] {
+    std::vector<void*> blocks;
+    for (int i = 0; i < 64; ++i) blocks.push_back(malloc(64 * 1024));
+    for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) free(*it);
+  }).join();
+}
+
+bool WarmUp(std::string* why) {
+  WarmUpMalloc();
+  // Each line opens something V8 or ICU loads lazily: time zone data,
+  // locale data for formatting, collation and case mapping, the RNG seed.
+  static const char kCode[] =
+      "JSON.stringify([new Date(0).toString(), new Date().getTimezoneOffset(),"
+      " new Intl.DateTimeFormat('en-US', {timeZone: 'America/New_York',"
+      " dateStyle: 'full', timeStyle: 'long'}).format(0),"
+      " new Intl.NumberFormat('de-DE', {style: 'currency', currency: 'EUR'}).format(1234.5),"
+      " new Intl.Collator('fr').compare('a', 'b'), 'I\\u0130'.toLocaleLowerCase('tr'),"
+      " new Intl.PluralRules('en').select(1), new Intl.RelativeTimeFormat('en').format(-1, 'day'),"
+      " new Intl.Segmenter('ja', {granularity: 'word'}).segment('\\u65e5\\u672c').containing(0),"
+      " Math.random(), /(?<y>\\d{4})\\p{L}/u.exec('2024x').groups.y, 'a'.normalize('NFKC'),"
+      " new Date(2020, 0, 1).toLocaleString('ja-JP'), (1.5).toLocaleString('ar-EG')])";
+  std::string result;
+  ivm_error_t* err = EvalOnce(kCode, &result);
+  if (err == nullptr) return true;
+  const char* p;
+  size_t n;
+  ivm_error_message(err, &p, &n);
+  *why = "warm-up failed: " + std::string(p, n);
+  ivm_error_free(err);
+  return false;
+}
+
+int Serve(Channel& channel) {
+  wire::Frame frame;
+  while (channel.Read(&frame)) {
+    std::string out;
+    switch (frame.header.kind) {
+      case wire::kPing:
+        out = wire::Writer(wire::kPong, frame.header.id).Finish();
+        break;
+      case wire::kExit:
+        return 0;
+      case wire::kCall:
+        out = HandleCall(channel, frame);
+        break;
+      default:
+        return 4;   // the host sent something a worker never receives
+    }
+    if (!out.empty() && !channel.Send(out)) return 0;
+  }
+  return 0;   // the host closed the channel (or broke it): nothing left to serve
+}
+
+}  // namespace ivm::worker

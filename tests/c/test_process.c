@@ -1,0 +1,135 @@
+/* test_process.c — worker processes through ivm.h alone: start a process
+ * group, check its sandbox from /proc, ping it, see a killed worker reported
+ * as IVM_ERROR_CRASHED with its signal, and dispose. Exit status 0 on success;
+ * prints "N passed, N failed". Finds ivm-worker beside libivm.so (or at
+ * $IVM_WORKER_PATH). */
+#define _POSIX_C_SOURCE 200809L /* kill, nanosleep */
+#include "ivm.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/types.h>
+#include <time.h>
+
+static int passed, failed;
+
+#define CHECK(cond)                                                   \
+  do {                                                                \
+    if (cond) {                                                       \
+      passed++;                                                       \
+    } else {                                                          \
+      failed++;                                                       \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+    }                                                                 \
+  } while (0)
+
+/* Whether `err` has `kind` and a message containing `needle`; frees it. */
+static int error_is(ivm_error_t *err, ivm_error_kind_t kind, const char *needle) {
+  const char *msg;
+  size_t len;
+  char buf[4096];
+  int ok;
+  if (err == NULL) return 0;
+  ivm_error_message(err, &msg, &len);
+  if (len >= sizeof buf) len = sizeof buf - 1;
+  memcpy(buf, msg, len);
+  buf[len] = '\0';
+  ok = ivm_error_kind(err) == kind && strstr(buf, needle) != NULL;
+  if (!ok) fprintf(stderr, "unexpected error %u: %s\n", (unsigned)ivm_error_kind(err), buf);
+  ivm_error_free(err);
+  return ok;
+}
+
+/* The value of the line "key:\t..." in /proc/PID/status, or -1. */
+static long status_field(long long pid, const char *key) {
+  char path[64], line[256];
+  long value = -1;
+  size_t n = strlen(key);
+  FILE *f;
+  snprintf(path, sizeof path, "/proc/%lld/status", pid);
+  f = fopen(path, "r");
+  if (f == NULL) return -1;
+  while (fgets(line, sizeof line, f)) {
+    if (strncmp(line, key, n) == 0 && line[n] == ':') {
+      sscanf(line + n + 1, "%ld", &value);
+      break;
+    }
+  }
+  fclose(f);
+  return value;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts;
+  ts.tv_sec = ms / 1000;
+  ts.tv_nsec = (ms % 1000) * 1000000L;
+  nanosleep(&ts, NULL);
+}
+
+static void test_spawn_ping_dispose(void) {
+  ivm_process_group_options_t opts = IVM_PROCESS_GROUP_OPTIONS_INIT;
+  ivm_run_options_t run = IVM_RUN_OPTIONS_INIT;
+  ivm_process_group_t *group = NULL;
+  long long pid;
+  opts.startup_timeout_ms = 60000;
+  CHECK(ivm_process_group_new(&opts, &group) == NULL);
+  if (group == NULL) return;
+  pid = (long long)ivm_process_group_pid(group);
+  CHECK(pid > 0);
+  CHECK(status_field(pid, "Seccomp") == 2);
+  CHECK(status_field(pid, "NoNewPrivs") == 1);
+  CHECK(ivm_process_group_ping(group, NULL) == NULL);
+  run.timeout_ns = 60ull * 1000000000ull;
+  CHECK(ivm_process_group_ping(group, &run) == NULL);
+  CHECK(ivm_process_group_status(group) == NULL);
+  /* The default worker has no test hooks. */
+  CHECK(error_is(ivm_debug_process_group_hook(group, IVM_DEBUG_HOOK_OPEN_FILE, NULL, 0),
+                 IVM_ERROR_INVALID_ARGUMENT, "no test hooks"));
+  CHECK(ivm_process_group_dispose(group) == NULL);
+  CHECK(ivm_process_group_dispose(group) == NULL); /* idempotent */
+  CHECK(error_is(ivm_process_group_ping(group, NULL), IVM_ERROR_DISPOSED, "disposed"));
+  CHECK(error_is(ivm_process_group_status(group), IVM_ERROR_DISPOSED, "disposed"));
+  ivm_process_group_free(group);
+}
+
+static void test_killed_worker_is_reported(void) {
+  ivm_process_group_t *group = NULL;
+  ivm_error_t *status = NULL;
+  int i;
+  CHECK(ivm_process_group_new(NULL, &group) == NULL);
+  if (group == NULL) return;
+  CHECK(kill((pid_t)ivm_process_group_pid(group), SIGKILL) == 0);
+  for (i = 0; i < 60000 && (status = ivm_process_group_status(group)) == NULL; i++) {
+    sleep_ms(1);
+  }
+  CHECK(error_is(status, IVM_ERROR_CRASHED, "SIGKILL"));
+  CHECK(error_is(ivm_process_group_ping(group, NULL), IVM_ERROR_CRASHED, "SIGKILL"));
+  CHECK(ivm_process_group_dispose(group) == NULL);
+  /* It crashed before it was disposed: the crash stays its status. */
+  CHECK(error_is(ivm_process_group_status(group), IVM_ERROR_CRASHED, "SIGKILL"));
+  ivm_process_group_free(group);
+}
+
+static void test_arguments(void) {
+  ivm_process_group_options_t bad = IVM_PROCESS_GROUP_OPTIONS_INIT;
+  ivm_process_group_t *group = NULL;
+  bad.struct_size = 1;
+  CHECK(error_is(ivm_process_group_new(&bad, &group), IVM_ERROR_INVALID_ARGUMENT, ""));
+  CHECK(error_is(ivm_process_group_new(NULL, NULL), IVM_ERROR_INVALID_ARGUMENT, ""));
+  CHECK(error_is(ivm_process_group_ping(NULL, NULL), IVM_ERROR_INVALID_ARGUMENT, ""));
+  CHECK(error_is(ivm_process_group_status(NULL), IVM_ERROR_INVALID_ARGUMENT, ""));
+  CHECK(error_is(ivm_process_group_dispose(NULL), IVM_ERROR_INVALID_ARGUMENT, ""));
+  CHECK(ivm_process_group_pid(NULL) == 0);
+  ivm_process_group_free(NULL);
+}
+
+int main(void) {
+  uint64_t baseline = ivm_debug_live_objects();
+  test_spawn_ping_dispose();
+  test_killed_worker_is_reported();
+  test_arguments();
+  CHECK(ivm_debug_live_objects() == baseline);
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}
