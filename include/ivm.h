@@ -191,6 +191,7 @@ typedef struct ivm_isolate_options ivm_isolate_options_t;
 typedef struct ivm_heap_statistics ivm_heap_statistics_t;
 typedef struct ivm_process_group_options ivm_process_group_options_t;
 typedef struct ivm_source_options ivm_source_options_t;
+typedef struct ivm_cache_options ivm_cache_options_t;
 typedef struct ivm_run_options ivm_run_options_t;
 typedef struct ivm_result_options ivm_result_options_t;
 typedef struct ivm_context_options ivm_context_options_t;
@@ -533,8 +534,8 @@ IVM_API void ivm_process_group_free(ivm_process_group_t *group);
 /* ------------------------------------------------------------------------- */
 
 /*
- * Three option structs, one per kind of decision; a call takes those it uses,
- * and NULL gives the defaults. Each starts with struct_size and has an _INIT
+ * One option struct per kind of decision; a call takes those it uses, and
+ * NULL gives the defaults. Each starts with struct_size and has an _INIT
  * macro; fields are only appended.
  */
 
@@ -563,8 +564,35 @@ struct ivm_result_options {
   uint32_t flags;        /**< IVM_RESULT_* */
 };
 
+/**
+ * The code cache of a compile (compile_script, compile_module). Cache data is
+ * V8's compiled code in ivm's wrapping, which names the ivm and V8 builds, the
+ * kind of code and a hash of its source: data for another build, kind or
+ * source, or corrupt data, is refused before V8 sees it, and the code is
+ * compiled as if none had been given (the compiled handle reports it as
+ * rejected). It is checked against accidents, not attacks: cache data must
+ * never come from an untrusted party (a crafted cache runs arbitrary code in
+ * V8, see CVE-2022-39266). Since: 0.4
+ */
+struct ivm_cache_options {
+  size_t struct_size;    /**< sizeof(ivm_cache_options_t) as compiled */
+  /** Cache data from an earlier compile of the same source; NULL: none
+   * (non-NULL with data_len 0 is data, and rejected). Borrowed for the call
+   * (the _async twins copy it). */
+  const char *data;
+  size_t data_len;
+  uint32_t flags;        /**< IVM_CACHE_* */
+};
+
+/** ivm_cache_options_t.flags. */
+enum {
+  /** Produce cache data for this code (ivm_script_cached_data). */
+  IVM_CACHE_PRODUCE = 1
+};
+
 #ifndef IVM_CDEF
 #define IVM_SOURCE_OPTIONS_INIT { sizeof(ivm_source_options_t), NULL, 0, 0, 0 }
+#define IVM_CACHE_OPTIONS_INIT { sizeof(ivm_cache_options_t), NULL, 0, 0 }
 #define IVM_RUN_OPTIONS_INIT { sizeof(ivm_run_options_t), 0 }
 #define IVM_RESULT_OPTIONS_INIT { sizeof(ivm_result_options_t), 0 }
 #endif
@@ -705,7 +733,22 @@ IVM_API void ivm_context_free(ivm_context_t *ctx);
 IVM_API ivm_error_t *ivm_isolate_compile_script(ivm_isolate_t *iso,
                                                 const char *code, size_t code_len,
                                                 const ivm_source_options_t *source,
+                                                const ivm_cache_options_t *cache,
                                                 ivm_script_t **out);
+
+/**
+ * The cache data produced by the compile (IVM_CACHE_PRODUCE), for later
+ * compiles of the same source (ivm_cache_options_t); empty when none was
+ * asked for or V8 gave none. Borrowed: valid until the handle is freed.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT (NULL). Since: 0.4
+ */
+IVM_API ivm_error_t *ivm_script_cached_data(const ivm_script_t *script, const char **out,
+                                            size_t *out_len);
+
+/** 1 if the compile was given cache data and did not use it (foreign,
+ * stale or corrupt), else 0.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.4 */
+IVM_API int ivm_script_cached_data_rejected(const ivm_script_t *script);
 
 /**
  * Runs `script` in `ctx`, which must belong to the same isolate
@@ -752,7 +795,15 @@ IVM_API void ivm_script_free(ivm_script_t *script);
 IVM_API ivm_error_t *ivm_isolate_compile_module(ivm_isolate_t *iso,
                                                 const char *code, size_t code_len,
                                                 const ivm_source_options_t *source,
+                                                const ivm_cache_options_t *cache,
                                                 ivm_module_t **out);
+
+/** As ivm_script_cached_data(), for a module. Since: 0.4 */
+IVM_API ivm_error_t *ivm_module_cached_data(const ivm_module_t *module, const char **out,
+                                            size_t *out_len);
+
+/** As ivm_script_cached_data_rejected(), for a module. Since: 0.4 */
+IVM_API int ivm_module_cached_data_rejected(const ivm_module_t *module);
 
 /**
  * The number of the module's import requests (`import ... from "x"` and
@@ -1058,6 +1109,7 @@ IVM_API ivm_error_t *ivm_isolate_create_context_async(ivm_isolate_t *iso,
 IVM_API ivm_error_t *ivm_isolate_compile_script_async(ivm_isolate_t *iso,
                                                       const char *code, size_t code_len,
                                                       const ivm_source_options_t *source,
+                                                      const ivm_cache_options_t *cache,
                                                       ivm_done_fn done, void *user_data,
                                                       uint64_t *job_out);
 
@@ -1067,6 +1119,7 @@ IVM_API ivm_error_t *ivm_isolate_compile_script_async(ivm_isolate_t *iso,
 IVM_API ivm_error_t *ivm_isolate_compile_module_async(ivm_isolate_t *iso,
                                                       const char *code, size_t code_len,
                                                       const ivm_source_options_t *source,
+                                                      const ivm_cache_options_t *cache,
                                                       ivm_done_fn done, void *user_data,
                                                       uint64_t *job_out);
 

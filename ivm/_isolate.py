@@ -16,7 +16,7 @@ from ._context import Context
 from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
-from ._options import code_bytes, source_options
+from ._options import cache_options, code_bytes, source_options
 from ._module import Module
 from ._script import Script
 
@@ -179,14 +179,17 @@ class Isolate(Handle):
         filename: str | None = None,
         line_offset: int = 0,
         column_offset: int = 0,
+        cached_data: bytes | None = None,
+        produce_cached_data: bool = False,
     ) -> Script:
         """The async twin of :meth:`compile_script_sync`."""
         src = code_bytes(code)
         source, _keep = source_options(filename, line_offset, column_offset)
+        cache, _keep_data = cache_options(cached_data, produce_cached_data)
         return await submit(
             self._ptr,
             lib.ivm_isolate_compile_script_async,
-            (self._ptr, src, len(src), source),
+            (self._ptr, src, len(src), source, cache),
             lambda raw: Script._wrap(raw, self),
         )
 
@@ -207,17 +210,26 @@ class Isolate(Handle):
         filename: str | None = None,
         line_offset: int = 0,
         column_offset: int = 0,
+        cached_data: bytes | None = None,
+        produce_cached_data: bool = False,
     ) -> Script:
         """Compiles ``code`` once for this isolate; run it in any of its contexts.
+
+        ``cached_data`` (from an earlier compile's :attr:`Script.cached_data`)
+        skips most of the compile; data for another source, ivm or V8 build, or
+        corrupt data, is not used (:attr:`Script.cached_data_rejected`). Never
+        take cached data from an untrusted party. ``produce_cached_data``
+        makes :attr:`Script.cached_data` (docs/modules.md, "Code cache").
 
         Raises :class:`ivm.JSError` (``SyntaxError``) for invalid code,
         :class:`ivm.DisposedError` if the isolate is disposed.
         """
         src = code_bytes(code)
         source, keep = source_options(filename, line_offset, column_offset)
+        cache, keep_data = cache_options(cached_data, produce_cached_data)
         out = ffi.new("ivm_script_t **")
-        check(lib.ivm_isolate_compile_script(self._ptr, src, len(src), source, out))
-        del keep
+        check(lib.ivm_isolate_compile_script(self._ptr, src, len(src), source, cache, out))
+        del keep, keep_data
         return Script._wrap(out[0], self)
 
     def compile_module_sync(
@@ -227,17 +239,22 @@ class Isolate(Handle):
         filename: str | None = None,
         line_offset: int = 0,
         column_offset: int = 0,
+        cached_data: bytes | None = None,
+        produce_cached_data: bool = False,
     ) -> Module:
         """Compiles ``code`` as an ES module for this isolate (docs/modules.md).
+        ``cached_data`` and ``produce_cached_data`` work as for
+        :meth:`compile_script_sync`.
 
         Raises :class:`ivm.JSError` (``SyntaxError``) for invalid code,
         :class:`ivm.DisposedError` if the isolate is disposed.
         """
         src = code_bytes(code)
         source, keep = source_options(filename, line_offset, column_offset)
+        cache, keep_data = cache_options(cached_data, produce_cached_data)
         out = ffi.new("ivm_module_t **")
-        check(lib.ivm_isolate_compile_module(self._ptr, src, len(src), source, out))
-        del keep
+        check(lib.ivm_isolate_compile_module(self._ptr, src, len(src), source, cache, out))
+        del keep, keep_data
         return Module._wrap(out[0], self)
 
     async def compile_module(
@@ -247,14 +264,17 @@ class Isolate(Handle):
         filename: str | None = None,
         line_offset: int = 0,
         column_offset: int = 0,
+        cached_data: bytes | None = None,
+        produce_cached_data: bool = False,
     ) -> Module:
         """The async twin of :meth:`compile_module_sync`."""
         src = code_bytes(code)
         source, _keep = source_options(filename, line_offset, column_offset)
+        cache, _keep_data = cache_options(cached_data, produce_cached_data)
         return await submit(
             self._ptr,
             lib.ivm_isolate_compile_module_async,
-            (self._ptr, src, len(src), source),
+            (self._ptr, src, len(src), source, cache),
             lambda raw: Module._wrap(raw, self),
         )
 

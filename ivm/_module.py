@@ -12,7 +12,7 @@ from ._context import Context
 from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
-from ._options import result_flags, result_options, run_options
+from ._options import cached_data_of, result_flags, result_options, run_options
 from ._reference import Reference
 from ._value import sync_result, sync_slots, take
 
@@ -60,6 +60,17 @@ class Module(Handle):
     def dependency_specifiers(self) -> list[str]:
         """The specifiers this module imports (``import ... from "x"``), in source order."""
         return list(self._specifiers)
+
+    @property
+    def cached_data(self) -> bytes | None:
+        """Cache data for later compiles of the same source, if the compile was
+        asked for it (``produce_cached_data=True``); otherwise None."""
+        return cached_data_of(lib.ivm_module_cached_data, self._ptr)
+
+    @property
+    def cached_data_rejected(self) -> bool:
+        """Whether the compile was given ``cached_data`` and could not use it."""
+        return bool(lib.ivm_module_cached_data_rejected(self._ptr))
 
     def release(self) -> None:
         """Releases the module. Idempotent; later calls raise ``DisposedError``.

@@ -3,6 +3,7 @@
 #define IVM_CONTEXT_H
 
 #include "internal.h"
+#include "code_cache.h"
 #include "options.h"
 
 #include <string_view>
@@ -55,6 +56,7 @@ class ScriptRecord final : public Resource {
   v8::Global<v8::UnboundScript> script;
   uint64_t id = 0;
   bool rebind = true;   // MayDeclareLexically(source): no per-context binding cache
+  cache::Outcome cache;   // set by the compile, then read-only
 };
 
 // The argument array of a call into JavaScript (eval_closure, apply).

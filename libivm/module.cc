@@ -19,6 +19,7 @@ class ModuleRecord final : public Resource {
   void ResetLocked() override { module.Reset(); }
   v8::Global<v8::Module> module;
   std::vector<std::string> specifiers;   // set once by the compile, then read-only
+  cache::Outcome cache;                  // likewise
 
   // The context it was instantiated in; NULL before.
   std::shared_ptr<ContextRecord> Context() {
@@ -53,7 +54,8 @@ using ivm::ModuleRecord;
 constexpr char kNotInstantiated[] = "The module has not been instantiated";
 
 ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr, const char* code,
-                           size_t code_len, const ivm::SourceOptions& o, ivm_module_t** out) {
+                           size_t code_len, const ivm::SourceOptions& o,
+                           const ivm::cache::Options& cache, ivm_module_t** out) {
   IsolateHolder& holder = *holder_ptr;
   auto record = std::make_shared<ModuleRecord>();
   ivm_error_t* err = holder.Run(0, [&](v8::Isolate* isolate, ivm::CallState& call) -> ivm_error_t* {
@@ -67,12 +69,17 @@ ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr, con
     if (!ivm::ScriptName(isolate, o.filename, o.filename_len, "<module>", &error).ToLocal(&name)) {
       return error;
     }
+    std::string_view text(code, code_len);
+    v8::ScriptCompiler::CompileOptions options;
     v8::ScriptCompiler::Source src(
-        source, ivm::compat::MakeModuleOrigin(isolate, name, o.line_offset, o.column_offset));
+        source, ivm::compat::MakeModuleOrigin(isolate, name, o.line_offset, o.column_offset),
+        ivm::cache::Consume(ivm::cache::kModule, text, cache, &record->cache, &options));
     v8::Local<v8::Module> module;
-    if (!v8::ScriptCompiler::CompileModule(isolate, &src).ToLocal(&module)) {
+    if (!v8::ScriptCompiler::CompileModule(isolate, &src, options).ToLocal(&module)) {
       return holder.Fail(context, try_catch, call);
     }
+    ivm::cache::Finish(ivm::cache::kModule, text, cache, src, module->GetUnboundModuleScript(),
+                       &record->cache);
     v8::Local<v8::FixedArray> requests = module->GetModuleRequests();
     for (int i = 0; i < requests->Length(); ++i) {
       v8::Local<v8::ModuleRequest> request = requests->Get(context, i).As<v8::ModuleRequest>();
@@ -256,19 +263,23 @@ extern "C" {
 IVM_API ivm_error_t* ivm_isolate_compile_module(ivm_isolate_t* iso, const char* code,
                                                 size_t code_len,
                                                 const ivm_source_options_t* source,
+                                                const ivm_cache_options_t* cache,
                                                 ivm_module_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
     if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
     ivm::SourceOptions o;
     if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
-    return CompileModule(iso->holder, code ? code : "", code_len, o, out);
+    ivm::cache::Options c;
+    if (ivm_error_t* err = ivm::cache::ReadOptions(cache, &c)) return err;
+    return CompileModule(iso->holder, code ? code : "", code_len, o, c, out);
   });
 }
 
 IVM_API ivm_error_t* ivm_isolate_compile_module_async(ivm_isolate_t* iso, const char* code,
                                                       size_t code_len,
                                                       const ivm_source_options_t* source,
+                                                      const ivm_cache_options_t* cache,
                                                       ivm_done_fn done, void* user_data,
                                                       uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
@@ -276,13 +287,16 @@ IVM_API ivm_error_t* ivm_isolate_compile_module_async(ivm_isolate_t* iso, const 
     if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
     ivm::SourceOptions o;
     if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
+    ivm::cache::Options c;
+    if (ivm_error_t* err = ivm::cache::ReadOptions(cache, &c)) return err;
     o.Own();
+    c.Own();
     auto text = std::make_shared<std::string>(code ? code : "", code_len);
     std::shared_ptr<IsolateHolder> holder = iso->holder;
     return ivm::Enqueue(
         holder, IVM_COMPLETION_MODULE, done, user_data,
-        [=](ivm_completion_t* c) -> ivm_error_t* {
-          return CompileModule(holder, text->data(), text->size(), o, &c->result.module);
+        [=](ivm_completion_t* done_c) -> ivm_error_t* {
+          return CompileModule(holder, text->data(), text->size(), o, c, &done_c->result.module);
         },
         job_out);
   });
@@ -402,6 +416,21 @@ IVM_API ivm_error_t* ivm_module_release(ivm_module_t* module) {
     module->holder->Release(module->record);
     return nullptr;
   });
+}
+
+IVM_API ivm_error_t* ivm_module_cached_data(const ivm_module_t* module, const char** out,
+                                            size_t* out_len) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ivm_error_t* err = CheckModule(module)) return err;
+    if (out == nullptr || out_len == nullptr) return InvalidArgument("out or out_len is NULL");
+    *out = module->record->cache.produced.data();
+    *out_len = module->record->cache.produced.size();
+    return nullptr;
+  });
+}
+
+IVM_API int ivm_module_cached_data_rejected(const ivm_module_t* module) {
+  return module != nullptr && module->record->cache.rejected ? 1 : 0;
 }
 
 // Its lease releases the module once no queued job needs it.
