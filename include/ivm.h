@@ -638,10 +638,21 @@ enum {
 struct ivm_context_options {
   size_t struct_size; /**< sizeof(ivm_context_options_t) as compiled */
   uint32_t reserved;  /**< 0; room for future flags (e.g. inspector) */
+  /**
+   * NULL, or the host function that `import()` in this context calls, with
+   * the specifier and the importing script's or module's name (both strings).
+   * What it returns (for an async callback: what its promise resolves to)
+   * settles `import()`: normally the module's namespace, which the host gets
+   * by resolving, instantiating and evaluating the module (e.g. a reference
+   * to ivm_module_namespace() passed back with IVM_ATTACH_DEREF). A throw
+   * rejects `import()`. Without one, `import()` rejects with a TypeError.
+   * Borrowed for the call: the context keeps its own share. Since: 0.4
+   */
+  ivm_callback_t *import_hook;
 };
 
 #ifndef IVM_CDEF
-#define IVM_CONTEXT_OPTIONS_INIT { sizeof(ivm_context_options_t), 0 }
+#define IVM_CONTEXT_OPTIONS_INIT { sizeof(ivm_context_options_t), 0, NULL }
 #endif
 
 /**

@@ -13,11 +13,11 @@ from typing import Any
 
 from ._async import submit
 from ._context import Context
-from ._errors import check
+from ._errors import DisposedError, check
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import cache_options, code_bytes, source_options
-from ._module import Module
+from ._module import ImportHook, Module, import_callback
 from ._script import Script
 
 __all__ = ["HeapStatistics", "Isolate"]
@@ -102,7 +102,7 @@ class Isolate(Handle):
     An isolate is a context manager that disposes it on exit.
     """
 
-    __slots__ = ("_memory_limit",)
+    __slots__ = ("_memory_limit", "_import_module")
     _free = lib.ivm_isolate_free
     _dispose = lib.ivm_isolate_dispose
 
@@ -154,23 +154,69 @@ class Isolate(Handle):
         """
         lib.ivm_isolate_terminate(self._ptr)
 
-    def create_context_sync(self) -> Context:
+    def create_context_sync(self, *, import_module: ImportHook | None = None) -> Context:
         """A new context (a fresh global object) in this isolate.
+
+        ``import_module(specifier, referrer)`` enables ``import()`` in it
+        (default: :attr:`import_module`): it returns the :class:`ivm.Module` to
+        load, which ivm links (with the same hook) and evaluates; it may be a
+        coroutine function (docs/modules.md, "Dynamic import()").
 
         Raises :class:`ivm.DisposedError` or :class:`ivm.MemoryLimitError`.
         """
+        opts, cell, keep = self._context_options(import_module)
         out = ffi.new("ivm_context_t **")
-        check(lib.ivm_isolate_create_context(self._ptr, ffi.NULL, out))
-        return Context._wrap(out[0], self)
+        check(lib.ivm_isolate_create_context(self._ptr, opts, out))
+        del keep
+        context = Context._wrap(out[0], self)
+        cell.append(weakref.ref(context))
+        return context
 
-    async def create_context(self) -> Context:
+    async def create_context(self, *, import_module: ImportHook | None = None) -> Context:
         """The async twin of :meth:`create_context_sync`."""
-        return await submit(
-            self._ptr,
-            lib.ivm_isolate_create_context_async,
-            (self._ptr, ffi.NULL),
-            lambda raw: Context._wrap(raw, self),
-        )
+        opts, cell, _keep = self._context_options(import_module)
+
+        def wrap(raw: Any) -> Context:
+            context = Context._wrap(raw, self)
+            cell.append(weakref.ref(context))
+            return context
+
+        return await submit(self._ptr, lib.ivm_isolate_create_context_async, (self._ptr, opts), wrap)
+
+    @property
+    def import_module(self) -> ImportHook | None:
+        """The ``import_module`` hook of contexts created later without their
+        own (None, the default: ``import()`` rejects)."""
+        return getattr(self, "_import_module", None)
+
+    @import_module.setter
+    def import_module(self, hook: ImportHook | None) -> None:
+        if hook is not None and not callable(hook):
+            raise TypeError(f"import_module must be callable or None, not {type(hook).__name__}")
+        self._import_module = hook
+
+    def _context_options(
+        self, import_module: ImportHook | None
+    ) -> tuple[Any, list[weakref.ref[Context]], Any]:
+        """The context options, the cell for (a weak reference to) the new
+        context, where its import hook finds it, and what the caller keeps
+        alive until the C call returns (libivm then holds its own share)."""
+        cell: list[weakref.ref[Context]] = []
+        hook = import_module if import_module is not None else self.import_module
+        if hook is None:
+            return ffi.NULL, cell, None
+
+        def context_of() -> Context:
+            context = cell[0]() if cell else None
+            if context is None:
+                raise DisposedError("the context of this import() is gone")
+            return context
+
+        callback = import_callback(hook, self, context_of)
+        opts = ffi.new("ivm_context_options_t *")
+        opts.struct_size = ffi.sizeof("ivm_context_options_t")
+        opts.import_hook = callback._ptr
+        return opts, cell, callback
 
     async def compile_script(
         self,
@@ -255,7 +301,7 @@ class Isolate(Handle):
         out = ffi.new("ivm_module_t **")
         check(lib.ivm_isolate_compile_module(self._ptr, src, len(src), source, cache, out))
         del keep, keep_data
-        return Module._wrap(out[0], self)
+        return Module._wrap(out[0], self, filename)
 
     async def compile_module(
         self,
@@ -275,7 +321,7 @@ class Isolate(Handle):
             self._ptr,
             lib.ivm_isolate_compile_module_async,
             (self._ptr, src, len(src), source, cache),
-            lambda raw: Module._wrap(raw, self),
+            lambda raw: Module._wrap(raw, self, filename),
         )
 
     def get_heap_statistics_sync(self) -> HeapStatistics:

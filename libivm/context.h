@@ -59,6 +59,17 @@ class ScriptRecord final : public Resource {
   cache::Outcome cache;   // set by the compile, then read-only
 };
 
+struct CallbackData;   // callback.h
+
+// What a context is created with (ivm_context_options_t).
+struct ContextHooks {
+  std::shared_ptr<CallbackData> import_hook;   // NULL: import() rejects
+};
+
+// module.cc: makes `hook` the function import() calls in `context`.
+bool SetImportHook(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
+                   const std::shared_ptr<CallbackData>& hook);
+
 // The argument array of a call into JavaScript (eval_closure, apply).
 inline ivm_error_t* CheckArgs(ivm_value_t* const* args, size_t nargs) {
   if (args == nullptr && nargs != 0) return InvalidArgument("args is NULL");

@@ -5,6 +5,7 @@
 // user data, so the instantiating call keeps its Linking on the thread
 // (t_linking) for ResolveImport to find. The embedder's resolve function
 // runs inside InstantiateModule, isolate locked.
+#include "callback.h"
 #include "context.h"
 
 #include <mutex>
@@ -228,32 +229,70 @@ ivm_error_t* CheckInstantiate(ivm_module_t* module, ivm_context_t* ctx) {
   return nullptr;
 }
 
-// import() in an isolate without an import hook: a rejection that says so.
-v8::MaybeLocal<v8::Promise> RefuseDynamicImport(v8::Local<v8::Context> context,
-                                                v8::Local<v8::Data> /*host_defined_options*/,
-                                                v8::Local<v8::Value> /*resource_name*/,
-                                                v8::Local<v8::String> specifier,
-                                                v8::Local<v8::FixedArray> /*attributes*/) {
+// The private key of a context's import hook, on its global object.
+v8::Local<v8::Private> ImportHookKey(v8::Isolate* isolate) {
+  return v8::Private::ForApi(isolate, v8::String::NewFromUtf8Literal(isolate, "ivm:import_hook"));
+}
+
+v8::Local<v8::Promise> Rejected(v8::Local<v8::Context> context,
+                                v8::Local<v8::Promise::Resolver> resolver,
+                                v8::Local<v8::Value> reason) {
+  if (resolver->Reject(context, reason).IsNothing()) return {};
+  return resolver->GetPromise();
+}
+
+// import(): calls the context's hook with (specifier, importer's name), and
+// settles the promise with what it gives; without a hook, a TypeError.
+v8::MaybeLocal<v8::Promise> DynamicImport(v8::Local<v8::Context> context,
+                                          v8::Local<v8::Data> /*host_defined_options*/,
+                                          v8::Local<v8::Value> resource_name,
+                                          v8::Local<v8::String> specifier,
+                                          v8::Local<v8::FixedArray> /*attributes*/) {
   v8::Isolate* isolate = context->GetIsolate();
   v8::Local<v8::Promise::Resolver> resolver;
   if (!v8::Promise::Resolver::New(context).ToLocal(&resolver)) return {};
-  std::string text = "Cannot import '";
-  ivm::compat::AppendWtf8(isolate, specifier, text);
-  text += "': import() is not enabled in this isolate (no import hook is set)";
-  v8::Local<v8::String> message;
-  if (!v8::String::NewFromUtf8(isolate, text.data(), v8::NewStringType::kNormal,
-                               static_cast<int>(text.size()))
-           .ToLocal(&message)) {
-    return {};
+  v8::Local<v8::Value> hook;
+  if (!context->Global()->GetPrivate(context, ImportHookKey(isolate)).ToLocal(&hook) ||
+      !hook->IsFunction()) {
+    std::string text = "Cannot import '";
+    ivm::compat::AppendWtf8(isolate, specifier, text);
+    text += "': import() is not enabled in this isolate (no import hook is set)";
+    v8::Local<v8::String> message;
+    if (!v8::String::NewFromUtf8(isolate, text.data(), v8::NewStringType::kNormal,
+                                 static_cast<int>(text.size()))
+             .ToLocal(&message)) {
+      return {};
+    }
+    return Rejected(context, resolver, v8::Exception::TypeError(message));
   }
-  if (resolver->Reject(context, v8::Exception::TypeError(message)).IsNothing()) return {};
+  v8::Local<v8::Value> argv[2] = {
+      specifier, resource_name->IsString() ? resource_name
+                                           : v8::Local<v8::Value>(v8::String::Empty(isolate))};
+  v8::TryCatch try_catch(isolate);
+  v8::Local<v8::Value> result;
+  if (!hook.As<v8::Function>()->Call(context, v8::Undefined(isolate), 2, argv).ToLocal(&result)) {
+    if (!try_catch.CanContinue() || try_catch.HasTerminated()) {
+      try_catch.ReThrow();
+      return {};
+    }
+    return Rejected(context, resolver, try_catch.Exception());
+  }
+  if (resolver->Resolve(context, result).IsNothing()) return {};
   return resolver->GetPromise();
 }
 
 }  // namespace
 
 void ivm::InstallModuleHooks(v8::Isolate* isolate) {
-  isolate->SetHostImportModuleDynamicallyCallback(RefuseDynamicImport);
+  isolate->SetHostImportModuleDynamicallyCallback(DynamicImport);
+}
+
+bool ivm::SetImportHook(IsolateHolder& holder, v8::Isolate* isolate,
+                        v8::Local<v8::Context> context,
+                        const std::shared_ptr<CallbackData>& hook) {
+  v8::Local<v8::Function> fn;
+  if (!MakeHostFunction(holder, isolate, context, hook).ToLocal(&fn)) return false;
+  return context->Global()->SetPrivate(context, ImportHookKey(isolate), fn).FromMaybe(false);
 }
 
 using ivm::Guard;
