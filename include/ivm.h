@@ -649,10 +649,20 @@ struct ivm_context_options {
    * Borrowed for the call: the context keeps its own share. Since: 0.4
    */
   ivm_callback_t *import_hook;
+  /**
+   * NULL, or the host function called with (reason, revoked) for each promise
+   * of this context rejected with no handler: at the end of the call that ran
+   * the JavaScript, after its microtasks, never for the call's own result
+   * promise, and without changing the call's outcome. `reason` is the
+   * rejection value when it can be copied, else its string; `revoked` is true
+   * when a handler was added to an already reported promise. Borrowed for the
+   * call. Since: 0.4
+   */
+  ivm_callback_t *on_unhandled_rejection;
 };
 
 #ifndef IVM_CDEF
-#define IVM_CONTEXT_OPTIONS_INIT { sizeof(ivm_context_options_t), 0, NULL }
+#define IVM_CONTEXT_OPTIONS_INIT { sizeof(ivm_context_options_t), 0, NULL, NULL }
 #endif
 
 /**

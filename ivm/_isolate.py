@@ -18,6 +18,7 @@ from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import cache_options, code_bytes, source_options
 from ._module import ImportHook, Module, import_callback
+from ._rejections import RejectionHandler, rejection_callback
 from ._script import Script
 
 __all__ = ["HeapStatistics", "Isolate"]
@@ -154,7 +155,12 @@ class Isolate(Handle):
         """
         lib.ivm_isolate_terminate(self._ptr)
 
-    def create_context_sync(self, *, import_module: ImportHook | None = None) -> Context:
+    def create_context_sync(
+        self,
+        *,
+        import_module: ImportHook | None = None,
+        on_unhandled_rejection: RejectionHandler | None = None,
+    ) -> Context:
         """A new context (a fresh global object) in this isolate.
 
         ``import_module(specifier, referrer)`` enables ``import()`` in it
@@ -162,9 +168,13 @@ class Isolate(Handle):
         load, which ivm links (with the same hook) and evaluates; it may be a
         coroutine function (docs/modules.md, "Dynamic import()").
 
+        ``on_unhandled_rejection(event)`` receives an :class:`ivm.UnhandledRejection`
+        for each promise rejected with no handler, at the end of the call that
+        ran it; without one, they are logged on the ``ivm`` logger.
+
         Raises :class:`ivm.DisposedError` or :class:`ivm.MemoryLimitError`.
         """
-        opts, cell, keep = self._context_options(import_module)
+        opts, cell, keep = self._context_options(import_module, on_unhandled_rejection)
         out = ffi.new("ivm_context_t **")
         check(lib.ivm_isolate_create_context(self._ptr, opts, out))
         del keep
@@ -172,9 +182,14 @@ class Isolate(Handle):
         cell.append(weakref.ref(context))
         return context
 
-    async def create_context(self, *, import_module: ImportHook | None = None) -> Context:
+    async def create_context(
+        self,
+        *,
+        import_module: ImportHook | None = None,
+        on_unhandled_rejection: RejectionHandler | None = None,
+    ) -> Context:
         """The async twin of :meth:`create_context_sync`."""
-        opts, cell, _keep = self._context_options(import_module)
+        opts, cell, _keep = self._context_options(import_module, on_unhandled_rejection)
 
         def wrap(raw: Any) -> Context:
             context = Context._wrap(raw, self)
@@ -196,15 +211,19 @@ class Isolate(Handle):
         self._import_module = hook
 
     def _context_options(
-        self, import_module: ImportHook | None
+        self, import_module: ImportHook | None, on_rejection: RejectionHandler | None
     ) -> tuple[Any, list[weakref.ref[Context]], Any]:
         """The context options, the cell for (a weak reference to) the new
         context, where its import hook finds it, and what the caller keeps
         alive until the C call returns (libivm then holds its own share)."""
         cell: list[weakref.ref[Context]] = []
+        opts = ffi.new("ivm_context_options_t *")
+        opts.struct_size = ffi.sizeof("ivm_context_options_t")
+        rejections = rejection_callback(on_rejection)
+        opts.on_unhandled_rejection = rejections._ptr
         hook = import_module if import_module is not None else self.import_module
         if hook is None:
-            return ffi.NULL, cell, None
+            return opts, cell, rejections
 
         def context_of() -> Context:
             context = cell[0]() if cell else None
@@ -213,10 +232,8 @@ class Isolate(Handle):
             return context
 
         callback = import_callback(hook, self, context_of)
-        opts = ffi.new("ivm_context_options_t *")
-        opts.struct_size = ffi.sizeof("ivm_context_options_t")
         opts.import_hook = callback._ptr
-        return opts, cell, callback
+        return opts, cell, (rejections, callback)
 
     async def compile_script(
         self,

@@ -102,6 +102,8 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
       holder.Stopped(call)) {
     return holder.Fail(context, try_catch, call);
   }
+  if (flags & IVM_RESULT_PROMISE) ForgetRejection(isolate, context, result);
+  FlushRejections(holder, isolate, context, call);
   if ((flags & IVM_RESULT_PROMISE) && result->IsPromise()) {
     v8::Local<v8::Promise> promise = result.As<v8::Promise>();
     if (promise->State() == v8::Promise::kPending && CanPark(holder, call) &&
@@ -109,9 +111,10 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
       *out = nullptr;
       return nullptr;
     }
-    if (ivm_error_t* err = WaitForPromise(holder, isolate, context, try_catch, call, promise)) {
-      return err;
-    }
+    ivm_error_t* waited = WaitForPromise(holder, isolate, context, try_catch, call, promise);
+    ForgetRejection(isolate, context, promise);
+    FlushRejections(holder, isolate, context, call);
+    if (waited) return waited;
     result = promise->Result();
   }
   ivm_error_t* err = ResultFromV8(holder, isolate, context, try_catch, call, result, flags, out);
@@ -224,6 +227,9 @@ ivm_error_t* CreateContext(const std::shared_ptr<IsolateHolder>& holder, const C
     if (hooks.import_hook && !SetImportHook(*holder, isolate, context, hooks.import_hook)) {
       return MakeError(IVM_ERROR_INTERNAL, "could not install the import hook");
     }
+    if (hooks.on_rejection && !SetRejectionHook(*holder, isolate, context, hooks.on_rejection)) {
+      return MakeError(IVM_ERROR_INTERNAL, "could not install the rejection hook");
+    }
     record->context.Reset(isolate, context);
     holder->Register(record);
     return nullptr;
@@ -272,6 +278,9 @@ ivm_error_t* ReadContextOptions(const ivm_context_options_t* opts, ivm::ContextH
   ivm_context_options_t full = IVM_CONTEXT_OPTIONS_INIT;
   if (ivm_error_t* err = ivm::ReadStruct(opts, &full)) return err;
   if (full.import_hook != nullptr) out->import_hook = full.import_hook->data;
+  if (full.on_unhandled_rejection != nullptr) {
+    out->on_rejection = full.on_unhandled_rejection->data;
+  }
   return nullptr;
 }
 

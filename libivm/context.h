@@ -64,11 +64,23 @@ struct CallbackData;   // callback.h
 // What a context is created with (ivm_context_options_t).
 struct ContextHooks {
   std::shared_ptr<CallbackData> import_hook;   // NULL: import() rejects
+  std::shared_ptr<CallbackData> on_rejection;  // NULL: not tracked
 };
 
 // module.cc: makes `hook` the function import() calls in `context`.
 bool SetImportHook(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
                    const std::shared_ptr<CallbackData>& hook);
+
+// rejections.cc: unhandled rejections, reported to the context's hook at the
+// end of each call (FlushRejections), except the call's own result promise
+// (ForgetRejection).
+void InstallRejectionTracker(v8::Isolate* isolate);
+bool SetRejectionHook(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
+                      const std::shared_ptr<CallbackData>& hook);
+void ForgetRejection(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                     v8::Local<v8::Value> value);
+void FlushRejections(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
+                     const CallState& call);
 
 // The argument array of a call into JavaScript (eval_closure, apply).
 inline ivm_error_t* CheckArgs(ivm_value_t* const* args, size_t nargs) {

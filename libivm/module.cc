@@ -285,6 +285,7 @@ v8::MaybeLocal<v8::Promise> DynamicImport(v8::Local<v8::Context> context,
 
 void ivm::InstallModuleHooks(v8::Isolate* isolate) {
   isolate->SetHostImportModuleDynamicallyCallback(DynamicImport);
+  InstallRejectionTracker(isolate);
 }
 
 bool ivm::SetImportHook(IsolateHolder& holder, v8::Isolate* isolate,
