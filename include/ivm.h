@@ -899,6 +899,16 @@ IVM_API ivm_error_t *ivm_module_namespace(ivm_module_t *module,
                                           const ivm_result_options_t *result,
                                           ivm_value_t **out);
 
+/**
+ * Sets what `import.meta` holds in the module: the own properties of `meta`
+ * (a copy of an object, e.g. {url: "file:///a.mjs"}), copied in when the
+ * module first uses `import.meta`. Takes ownership of `meta`, also on error.
+ * Call it before evaluating the module: later calls have no effect on an
+ * `import.meta` already in use.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT (NULL). Since: 0.4
+ */
+IVM_API ivm_error_t *ivm_module_set_meta(ivm_module_t *module, ivm_value_t *meta);
+
 /** Releases the module; later calls fail with IVM_ERROR_DISPOSED. Modules
  * that import it keep what they linked. Idempotent.
  * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT (NULL). Since: 0.4 */

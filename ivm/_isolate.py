@@ -9,7 +9,7 @@ import weakref
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from ._async import submit
 from ._context import Context
@@ -304,10 +304,12 @@ class Isolate(Handle):
         column_offset: int = 0,
         cached_data: bytes | None = None,
         produce_cached_data: bool = False,
+        meta: Mapping[str, object] | None = None,
     ) -> Module:
         """Compiles ``code`` as an ES module for this isolate (docs/modules.md).
         ``cached_data`` and ``produce_cached_data`` work as for
-        :meth:`compile_script_sync`.
+        :meth:`compile_script_sync`. ``meta`` (a mapping of copyable values,
+        e.g. ``{"url": "file:///app/main.mjs"}``) fills ``import.meta``.
 
         Raises :class:`ivm.JSError` (``SyntaxError``) for invalid code,
         :class:`ivm.DisposedError` if the isolate is disposed.
@@ -318,7 +320,10 @@ class Isolate(Handle):
         out = ffi.new("ivm_module_t **")
         check(lib.ivm_isolate_compile_module(self._ptr, src, len(src), source, cache, out))
         del keep, keep_data
-        return Module._wrap(out[0], self, filename)
+        module = Module._wrap(out[0], self, filename)
+        if meta is not None:
+            module._set_meta(meta)
+        return module
 
     async def compile_module(
         self,
@@ -329,6 +334,7 @@ class Isolate(Handle):
         column_offset: int = 0,
         cached_data: bytes | None = None,
         produce_cached_data: bool = False,
+        meta: Mapping[str, object] | None = None,
     ) -> Module:
         """The async twin of :meth:`compile_module_sync`."""
         src = code_bytes(code)
@@ -338,7 +344,7 @@ class Isolate(Handle):
             self._ptr,
             lib.ivm_isolate_compile_module_async,
             (self._ptr, src, len(src), source, cache),
-            lambda raw: Module._wrap(raw, self, filename),
+            lambda raw: Module._wrap(raw, self, filename)._set_meta(meta),
         )
 
     def get_heap_statistics_sync(self) -> HeapStatistics:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Mapping, Union
 
 from ._async import submit
 from ._context import Context
+from ._copy import to_value
 from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
@@ -60,6 +61,15 @@ class Module(Handle):
 
     def __repr__(self) -> str:
         return f"<ivm.Module of {self._isolate!r}>"
+
+    def _set_meta(self, meta: Mapping[str, object] | None) -> Module:
+        """Fills ``import.meta`` with ``meta``'s items (copied); returns self."""
+        if meta is None:
+            return self
+        if not isinstance(meta, Mapping):
+            raise TypeError(f"meta must be a mapping, not {type(meta).__name__}")
+        check(lib.ivm_module_set_meta(self._ptr, to_value(dict(meta), True)))
+        return self
 
     @property
     def filename(self) -> str:

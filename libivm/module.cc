@@ -7,8 +7,10 @@
 // runs inside InstantiateModule, isolate locked.
 #include "callback.h"
 #include "context.h"
+#include "copy.h"
 
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 namespace ivm {
@@ -21,6 +23,20 @@ class ModuleRecord final : public Resource {
   v8::Global<v8::Module> module;
   std::vector<std::string> specifiers;   // set once by the compile, then read-only
   cache::Outcome cache;                  // likewise
+
+  int identity = 0;                      // module->GetIdentityHash(), set by the compile
+
+  // What import.meta gets (ivm_module_set_meta); NULL: nothing.
+  std::shared_ptr<const ivm_value> Meta() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return meta_;
+  }
+  void SetMeta(ivm_value_t* meta) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    meta_ = std::shared_ptr<const ivm_value>(meta, [](const ivm_value* v) {
+      ivm_value_free(const_cast<ivm_value*>(v));
+    });
+  }
 
   // The context it was instantiated in; NULL before.
   std::shared_ptr<ContextRecord> Context() {
@@ -35,6 +51,7 @@ class ModuleRecord final : public Resource {
  private:
   std::mutex mutex_;
   std::shared_ptr<ContextRecord> context_;
+  std::shared_ptr<const ivm_value> meta_;
 };
 
 }  // namespace ivm
@@ -88,6 +105,7 @@ ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr, con
       ivm::compat::AppendWtf8(isolate, request->GetSpecifier(), specifier);
     }
     record->module.Reset(isolate, module);
+    record->identity = module->GetIdentityHash();
     holder.Register(record);
     return nullptr;
   });
@@ -229,6 +247,66 @@ ivm_error_t* CheckInstantiate(ivm_module_t* module, ivm_context_t* ctx) {
   return nullptr;
 }
 
+// Modules with an import.meta, by identity hash, for the isolate's
+// HostInitializeImportMetaObject callback (which only gets the v8::Module).
+struct MetaEntry {
+  v8::Isolate* isolate;
+  std::weak_ptr<ModuleRecord> record;
+};
+std::mutex g_meta_mutex;
+std::unordered_multimap<int, MetaEntry>& MetaModules() {
+  static auto* m = new std::unordered_multimap<int, MetaEntry>();   // leaked: used at exit
+  return *m;
+}
+
+void RememberMeta(v8::Isolate* isolate, const std::shared_ptr<ModuleRecord>& record) {
+  std::lock_guard<std::mutex> lock(g_meta_mutex);
+  auto& all = MetaModules();
+  for (auto it = all.begin(); it != all.end();) {   // forget modules that are gone
+    it = it->second.record.expired() ? all.erase(it) : std::next(it);
+  }
+  all.emplace(record->identity, MetaEntry{isolate, record});
+}
+
+std::shared_ptr<ModuleRecord> FindMeta(v8::Isolate* isolate, v8::Local<v8::Module> module) {
+  std::lock_guard<std::mutex> lock(g_meta_mutex);
+  auto range = MetaModules().equal_range(module->GetIdentityHash());
+  for (auto it = range.first; it != range.second; ++it) {
+    if (it->second.isolate != isolate) continue;
+    std::shared_ptr<ModuleRecord> record = it->second.record.lock();
+    if (record && !record->released() && record->module.Get(isolate) == module) return record;
+  }
+  return nullptr;
+}
+
+// import.meta's first use: copies the module's meta object's own properties in.
+void InitializeMeta(v8::Local<v8::Context> context, v8::Local<v8::Module> module,
+                    v8::Local<v8::Object> meta) {
+  v8::Isolate* isolate = context->GetIsolate();
+  std::shared_ptr<ModuleRecord> record = FindMeta(isolate, module);
+  std::shared_ptr<const ivm_value> value = record ? record->Meta() : nullptr;
+  auto* holder = static_cast<IsolateHolder*>(isolate->GetData(0));
+  if (!value || holder == nullptr) return;
+  v8::TryCatch try_catch(isolate);
+  ivm::CallState call;   // a copy in the running call, which stays in charge
+  v8::Local<v8::Value> fields;
+  ivm_error_t* err = ivm::ValueToV8(*holder, isolate, context, call, value.get(), &fields);
+  if (err != nullptr || fields.IsEmpty() || !fields->IsObject()) {
+    ivm_error_free(err);
+    return;
+  }
+  v8::Local<v8::Array> keys;
+  if (!fields.As<v8::Object>()->GetOwnPropertyNames(context).ToLocal(&keys)) return;
+  for (uint32_t i = 0; i < keys->Length(); ++i) {
+    v8::Local<v8::Value> key, field;
+    if (!keys->Get(context, i).ToLocal(&key) ||
+        !fields.As<v8::Object>()->Get(context, key).ToLocal(&field) ||
+        meta->Set(context, key, field).IsNothing()) {
+      return;
+    }
+  }
+}
+
 // The private key of a context's import hook, on its global object.
 v8::Local<v8::Private> ImportHookKey(v8::Isolate* isolate) {
   return v8::Private::ForApi(isolate, v8::String::NewFromUtf8Literal(isolate, "ivm:import_hook"));
@@ -285,6 +363,7 @@ v8::MaybeLocal<v8::Promise> DynamicImport(v8::Local<v8::Context> context,
 
 void ivm::InstallModuleHooks(v8::Isolate* isolate) {
   isolate->SetHostImportModuleDynamicallyCallback(DynamicImport);
+  isolate->SetHostInitializeImportMetaObjectCallback(InitializeMeta);
   InstallRejectionTracker(isolate);
 }
 
@@ -447,6 +526,18 @@ IVM_API ivm_error_t* ivm_module_namespace(ivm_module_t* module, const ivm_result
       return ivm::CompleteCall(holder, isolate, context, try_catch, call,
                                m->GetModuleNamespace(), o.flags, out);
     });
+  });
+}
+
+IVM_API ivm_error_t* ivm_module_set_meta(ivm_module_t* module, ivm_value_t* meta) {
+  return Guard([&]() -> ivm_error_t* {
+    if (module == nullptr || meta == nullptr) {
+      ivm_value_free(meta);
+      return InvalidArgument("module or meta is NULL");
+    }
+    module->record->SetMeta(meta);
+    RememberMeta(module->holder->isolate(), module->record);
+    return nullptr;
   });
 }
 
