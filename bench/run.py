@@ -73,6 +73,10 @@ TARGETS = [
     Target("call_js_fn_us", "<=", 0.7, "isolated_vm7.call_js_fn_us"),
     Target("host_callback_us", "<=", 1.0, "isolated_vm7.host_callback_us"),
     Target("cross_isolate_apply_us", "<=", 1.0, "isolated_vm7.cross_isolate_apply_us"),
+    # Modules (issue 13): a cached compile of typescript.js at least 5x faster than a cold
+    # one, and a 50-module graph within 3x the same code as one script (same run).
+    Target("typescript_compile_cached_ms", "<=", 0.2, "ivm.typescript_compile_cold_ms"),
+    Target("module_graph_50_ms", "<=", 3.0, "ivm.module_graph_50_as_script_ms"),
 ]
 
 # Plain ratios ivm / anchor for every figure both have, against these sections.
@@ -434,6 +438,144 @@ def f_timeout(p):
     res = bl.overshoot_ms(run_one)
     bl.check(ctx.eval_sync("1+1") == 2, "usable after a timeout")
     return res
+
+
+# --- Modules and the code cache (issue 13) ----------------------------------------------------
+NPM_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                         "ivm", "npm")
+_typescript: list = []
+
+
+def typescript_source() -> str:
+    """lib/typescript.js of npm's `typescript` 5 (about 9 MB), fetched once with `npm pack`
+    into NPM_CACHE (never into the repository)."""
+    if _typescript:
+        return _typescript[0]
+    import glob
+    import tarfile
+    os.makedirs(NPM_CACHE, exist_ok=True)
+    packs = sorted(glob.glob(os.path.join(NPM_CACHE, "typescript-5.*.tgz")))
+    if not packs:
+        subprocess.run(["npm", "pack", "typescript@5"], cwd=NPM_CACHE, check=True,
+                       capture_output=True, timeout=300)
+        packs = sorted(glob.glob(os.path.join(NPM_CACHE, "typescript-5.*.tgz")))
+    with tarfile.open(packs[-1]) as tar:
+        member = tar.extractfile("package/lib/typescript.js")
+        assert member is not None
+        _typescript.append(member.read().decode("utf-8"))
+    return _typescript[0]
+
+
+def needs_typescript(ivm):
+    try:
+        typescript_source()
+    except Exception as e:  # noqa: BLE001 - the reason is the report
+        return f"npm's typescript package is not available ({type(e).__name__}: {e})"
+    return None
+
+
+def _median_ms(fn, rounds: int = 5) -> float:
+    times = []
+    for _ in range(rounds):
+        times.append(fn())
+    return round(statistics.median(times) * 1e3, 3)
+
+
+def _compile_typescript_s(ivm, cached_data=None) -> float:
+    """One compile of typescript.js in a fresh isolate (V8's in-isolate cache is cold)."""
+    iso = ivm.Isolate(memory_limit=512)
+    try:
+        src = typescript_source()
+        start = time.perf_counter()
+        script = iso.compile_script_sync(src, filename="typescript.js", cached_data=cached_data)
+        elapsed = time.perf_counter() - start
+        if cached_data is not None and script.cached_data_rejected:
+            raise RuntimeError("the typescript cache was rejected")
+        return elapsed
+    finally:
+        iso.dispose()
+
+
+@figure("typescript_compile_cold_ms", needs=needs_typescript)
+def f_typescript_cold(p):
+    p.r.notes["typescript_compile_cold_ms"] = (
+        "compile_script_sync(lib/typescript.js of typescript 5, 9 MB) in a fresh isolate, "
+        "median of 5")
+    return _median_ms(lambda: _compile_typescript_s(p.ivm))
+
+
+@figure("typescript_compile_cached_ms", needs=needs_typescript)
+def f_typescript_cached(p):
+    iso = p.ivm.Isolate(memory_limit=512)
+    try:
+        data = iso.compile_script_sync(typescript_source(), filename="typescript.js",
+                                       produce_cached_data=True).cached_data
+    finally:
+        iso.dispose()
+    p.r.notes["typescript_compile_cached_ms"] = (
+        "the same compile with cached_data from produce_cached_data=True, median of 5")
+    return _median_ms(lambda: _compile_typescript_s(p.ivm, data))
+
+
+GRAPH_SIZE = 50
+
+
+def _graph_sources() -> list[str]:
+    """GRAPH_SIZE modules: each imports the one before and exports a function calling it."""
+    out = ["export function f0(x) { return x + 1; }"]
+    for i in range(1, GRAPH_SIZE):
+        out.append(f"import {{f{i - 1}}} from 'm{i - 1}';\n"
+                   f"export function f{i}(x) {{ return f{i - 1}(x) + 1; }}")
+    out[-1] += f"\nglobalThis.result = f{GRAPH_SIZE - 1}(0);"
+    return out
+
+
+@figure("module_graph_50_ms")
+def f_module_graph(p):
+    ivm = p.ivm
+    sources = _graph_sources()
+
+    def once():
+        iso = ivm.Isolate(memory_limit=MEMORY_LIMIT_MB)
+        try:
+            ctx = iso.create_context_sync()
+            mods = {f"m{i}": iso.compile_module_sync(src) for i, src in enumerate(sources)}
+            top = mods[f"m{GRAPH_SIZE - 1}"]
+            start = time.perf_counter()
+            top.instantiate_sync(ctx, lambda spec, ref: mods[spec])
+            top.evaluate_sync()
+            elapsed = time.perf_counter() - start
+            p.bl.check(ctx.eval_sync("result") == GRAPH_SIZE, "module graph result")
+            return elapsed
+        finally:
+            iso.dispose()
+    p.r.notes["module_graph_50_ms"] = (
+        f"instantiate_sync + evaluate_sync of a chain of {GRAPH_SIZE} compiled modules "
+        "(a Python resolver), fresh isolate each, median of 5")
+    return _median_ms(once)
+
+
+@figure("module_graph_50_as_script_ms")
+def f_module_graph_script(p):
+    ivm = p.ivm
+    code = "\n".join(src.split("\n", 1)[-1].replace("export ", "") if i else
+                     src.replace("export ", "") for i, src in enumerate(_graph_sources()))
+
+    def once():
+        iso = ivm.Isolate(memory_limit=MEMORY_LIMIT_MB)
+        try:
+            ctx = iso.create_context_sync()
+            script = iso.compile_script_sync(code)
+            start = time.perf_counter()
+            script.run_sync(ctx)
+            elapsed = time.perf_counter() - start
+            p.bl.check(ctx.eval_sync("result") == GRAPH_SIZE, "script result")
+            return elapsed
+        finally:
+            iso.dispose()
+    p.r.notes["module_graph_50_as_script_ms"] = (
+        "the same code as one compiled script, run_sync, fresh isolate each, median of 5")
+    return _median_ms(once)
 
 
 @figure("rss_per_isolate_mb")

@@ -191,6 +191,7 @@ typedef struct ivm_isolate_options ivm_isolate_options_t;
 typedef struct ivm_heap_statistics ivm_heap_statistics_t;
 typedef struct ivm_process_group_options ivm_process_group_options_t;
 typedef struct ivm_source_options ivm_source_options_t;
+typedef struct ivm_cache_options ivm_cache_options_t;
 typedef struct ivm_run_options ivm_run_options_t;
 typedef struct ivm_result_options ivm_result_options_t;
 typedef struct ivm_context_options ivm_context_options_t;
@@ -533,8 +534,8 @@ IVM_API void ivm_process_group_free(ivm_process_group_t *group);
 /* ------------------------------------------------------------------------- */
 
 /*
- * Three option structs, one per kind of decision; a call takes those it uses,
- * and NULL gives the defaults. Each starts with struct_size and has an _INIT
+ * One option struct per kind of decision; a call takes those it uses, and
+ * NULL gives the defaults. Each starts with struct_size and has an _INIT
  * macro; fields are only appended.
  */
 
@@ -563,8 +564,35 @@ struct ivm_result_options {
   uint32_t flags;        /**< IVM_RESULT_* */
 };
 
+/**
+ * The code cache of a compile (compile_script, compile_module). Cache data is
+ * V8's compiled code in ivm's wrapping, which names the ivm and V8 builds, the
+ * kind of code and a hash of its source: data for another build, kind or
+ * source, or corrupt data, is refused before V8 sees it, and the code is
+ * compiled as if none had been given (the compiled handle reports it as
+ * rejected). It is checked against accidents, not attacks: cache data must
+ * never come from an untrusted party (a crafted cache runs arbitrary code in
+ * V8, see CVE-2022-39266). Since: 0.4
+ */
+struct ivm_cache_options {
+  size_t struct_size;    /**< sizeof(ivm_cache_options_t) as compiled */
+  /** Cache data from an earlier compile of the same source; NULL: none
+   * (non-NULL with data_len 0 is data, and rejected). Borrowed for the call
+   * (the _async twins copy it). */
+  const char *data;
+  size_t data_len;
+  uint32_t flags;        /**< IVM_CACHE_* */
+};
+
+/** ivm_cache_options_t.flags. */
+enum {
+  /** Produce cache data for this code (ivm_script_cached_data). */
+  IVM_CACHE_PRODUCE = 1
+};
+
 #ifndef IVM_CDEF
 #define IVM_SOURCE_OPTIONS_INIT { sizeof(ivm_source_options_t), NULL, 0, 0, 0 }
+#define IVM_CACHE_OPTIONS_INIT { sizeof(ivm_cache_options_t), NULL, 0, 0 }
 #define IVM_RUN_OPTIONS_INIT { sizeof(ivm_run_options_t), 0 }
 #define IVM_RESULT_OPTIONS_INIT { sizeof(ivm_result_options_t), 0 }
 #endif
@@ -610,10 +638,31 @@ enum {
 struct ivm_context_options {
   size_t struct_size; /**< sizeof(ivm_context_options_t) as compiled */
   uint32_t reserved;  /**< 0; room for future flags (e.g. inspector) */
+  /**
+   * NULL, or the host function that `import()` in this context calls, with
+   * the specifier and the importing script's or module's name (both strings).
+   * What it returns (for an async callback: what its promise resolves to)
+   * settles `import()`: normally the module's namespace, which the host gets
+   * by resolving, instantiating and evaluating the module (e.g. a reference
+   * to ivm_module_namespace() passed back with IVM_ATTACH_DEREF). A throw
+   * rejects `import()`. Without one, `import()` rejects with a TypeError.
+   * Borrowed for the call: the context keeps its own share. Since: 0.4
+   */
+  ivm_callback_t *import_hook;
+  /**
+   * NULL, or the host function called with (reason, revoked) for each promise
+   * of this context rejected with no handler: at the end of the call that ran
+   * the JavaScript, after its microtasks, never for the call's own result
+   * promise, and without changing the call's outcome. `reason` is the
+   * rejection value when it can be copied, else its string; `revoked` is true
+   * when a handler was added to an already reported promise. Borrowed for the
+   * call. Since: 0.4
+   */
+  ivm_callback_t *on_unhandled_rejection;
 };
 
 #ifndef IVM_CDEF
-#define IVM_CONTEXT_OPTIONS_INIT { sizeof(ivm_context_options_t), 0 }
+#define IVM_CONTEXT_OPTIONS_INIT { sizeof(ivm_context_options_t), 0, NULL, NULL }
 #endif
 
 /**
@@ -705,7 +754,22 @@ IVM_API void ivm_context_free(ivm_context_t *ctx);
 IVM_API ivm_error_t *ivm_isolate_compile_script(ivm_isolate_t *iso,
                                                 const char *code, size_t code_len,
                                                 const ivm_source_options_t *source,
+                                                const ivm_cache_options_t *cache,
                                                 ivm_script_t **out);
+
+/**
+ * The cache data produced by the compile (IVM_CACHE_PRODUCE), for later
+ * compiles of the same source (ivm_cache_options_t); empty when none was
+ * asked for or V8 gave none. Borrowed: valid until the handle is freed.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT (NULL). Since: 0.4
+ */
+IVM_API ivm_error_t *ivm_script_cached_data(const ivm_script_t *script, const char **out,
+                                            size_t *out_len);
+
+/** 1 if the compile was given cache data and did not use it (foreign,
+ * stale or corrupt), else 0.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.4 */
+IVM_API int ivm_script_cached_data_rejected(const ivm_script_t *script);
 
 /**
  * Runs `script` in `ctx`, which must belong to the same isolate
@@ -752,7 +816,15 @@ IVM_API void ivm_script_free(ivm_script_t *script);
 IVM_API ivm_error_t *ivm_isolate_compile_module(ivm_isolate_t *iso,
                                                 const char *code, size_t code_len,
                                                 const ivm_source_options_t *source,
+                                                const ivm_cache_options_t *cache,
                                                 ivm_module_t **out);
+
+/** As ivm_script_cached_data(), for a module. Since: 0.4 */
+IVM_API ivm_error_t *ivm_module_cached_data(const ivm_module_t *module, const char **out,
+                                            size_t *out_len);
+
+/** As ivm_script_cached_data_rejected(), for a module. Since: 0.4 */
+IVM_API int ivm_module_cached_data_rejected(const ivm_module_t *module);
 
 /**
  * The number of the module's import requests (`import ... from "x"` and
@@ -826,6 +898,16 @@ IVM_API ivm_error_t *ivm_module_evaluate(ivm_module_t *module, const ivm_run_opt
 IVM_API ivm_error_t *ivm_module_namespace(ivm_module_t *module,
                                           const ivm_result_options_t *result,
                                           ivm_value_t **out);
+
+/**
+ * Sets what `import.meta` holds in the module: the own properties of `meta`
+ * (a copy of an object, e.g. {url: "file:///a.mjs"}), copied in when the
+ * module first uses `import.meta`. Takes ownership of `meta`, also on error.
+ * Call it before evaluating the module: later calls have no effect on an
+ * `import.meta` already in use.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT (NULL). Since: 0.4
+ */
+IVM_API ivm_error_t *ivm_module_set_meta(ivm_module_t *module, ivm_value_t *meta);
 
 /** Releases the module; later calls fail with IVM_ERROR_DISPOSED. Modules
  * that import it keep what they linked. Idempotent.
@@ -1058,6 +1140,7 @@ IVM_API ivm_error_t *ivm_isolate_create_context_async(ivm_isolate_t *iso,
 IVM_API ivm_error_t *ivm_isolate_compile_script_async(ivm_isolate_t *iso,
                                                       const char *code, size_t code_len,
                                                       const ivm_source_options_t *source,
+                                                      const ivm_cache_options_t *cache,
                                                       ivm_done_fn done, void *user_data,
                                                       uint64_t *job_out);
 
@@ -1067,6 +1150,7 @@ IVM_API ivm_error_t *ivm_isolate_compile_script_async(ivm_isolate_t *iso,
 IVM_API ivm_error_t *ivm_isolate_compile_module_async(ivm_isolate_t *iso,
                                                       const char *code, size_t code_len,
                                                       const ivm_source_options_t *source,
+                                                      const ivm_cache_options_t *cache,
                                                       ivm_done_fn done, void *user_data,
                                                       uint64_t *job_out);
 

@@ -56,6 +56,7 @@ from ._isolate import HeapStatistics as HeapStatistics
 from ._isolate import Isolate as Isolate
 from ._module import Module as Module
 from ._process import ProcessGroup as ProcessGroup
+from ._rejections import UnhandledRejection as UnhandledRejection
 from ._reference import DerefInto as DerefInto
 from ._reference import Reference as Reference
 from ._script import Script as Script
@@ -95,6 +96,7 @@ __all__ = [
     "TimeoutError",
     "TransferError",
     "Undefined",
+    "UnhandledRejection",
     "set_copy_limit",
     "set_ignored_error_handler",
     "undefined",

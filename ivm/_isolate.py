@@ -9,15 +9,16 @@ import weakref
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from ._async import submit
 from ._context import Context
-from ._errors import check
+from ._errors import DisposedError, check
 from ._ffi import ffi, lib
 from ._handle import Handle
-from ._options import code_bytes, source_options
-from ._module import Module
+from ._options import cache_options, code_bytes, source_options
+from ._module import ImportHook, Module, import_callback
+from ._rejections import RejectionHandler, rejection_callback
 from ._script import Script
 
 __all__ = ["HeapStatistics", "Isolate"]
@@ -102,7 +103,7 @@ class Isolate(Handle):
     An isolate is a context manager that disposes it on exit.
     """
 
-    __slots__ = ("_memory_limit",)
+    __slots__ = ("_memory_limit", "_import_module")
     _free = lib.ivm_isolate_free
     _dispose = lib.ivm_isolate_dispose
 
@@ -154,23 +155,85 @@ class Isolate(Handle):
         """
         lib.ivm_isolate_terminate(self._ptr)
 
-    def create_context_sync(self) -> Context:
+    def create_context_sync(
+        self,
+        *,
+        import_module: ImportHook | None = None,
+        on_unhandled_rejection: RejectionHandler | None = None,
+    ) -> Context:
         """A new context (a fresh global object) in this isolate.
+
+        ``import_module(specifier, referrer)`` enables ``import()`` in it
+        (default: :attr:`import_module`): it returns the :class:`ivm.Module` to
+        load, which ivm links (with the same hook) and evaluates; it may be a
+        coroutine function (docs/modules.md, "Dynamic import()").
+
+        ``on_unhandled_rejection(event)`` receives an :class:`ivm.UnhandledRejection`
+        for each promise rejected with no handler, at the end of the call that
+        ran it; without one, they are logged on the ``ivm`` logger.
 
         Raises :class:`ivm.DisposedError` or :class:`ivm.MemoryLimitError`.
         """
+        opts, cell, keep = self._context_options(import_module, on_unhandled_rejection)
         out = ffi.new("ivm_context_t **")
-        check(lib.ivm_isolate_create_context(self._ptr, ffi.NULL, out))
-        return Context._wrap(out[0], self)
+        check(lib.ivm_isolate_create_context(self._ptr, opts, out))
+        del keep
+        context = Context._wrap(out[0], self)
+        cell.append(weakref.ref(context))
+        return context
 
-    async def create_context(self) -> Context:
+    async def create_context(
+        self,
+        *,
+        import_module: ImportHook | None = None,
+        on_unhandled_rejection: RejectionHandler | None = None,
+    ) -> Context:
         """The async twin of :meth:`create_context_sync`."""
-        return await submit(
-            self._ptr,
-            lib.ivm_isolate_create_context_async,
-            (self._ptr, ffi.NULL),
-            lambda raw: Context._wrap(raw, self),
-        )
+        opts, cell, _keep = self._context_options(import_module, on_unhandled_rejection)
+
+        def wrap(raw: Any) -> Context:
+            context = Context._wrap(raw, self)
+            cell.append(weakref.ref(context))
+            return context
+
+        return await submit(self._ptr, lib.ivm_isolate_create_context_async, (self._ptr, opts), wrap)
+
+    @property
+    def import_module(self) -> ImportHook | None:
+        """The ``import_module`` hook of contexts created later without their
+        own (None, the default: ``import()`` rejects)."""
+        return getattr(self, "_import_module", None)
+
+    @import_module.setter
+    def import_module(self, hook: ImportHook | None) -> None:
+        if hook is not None and not callable(hook):
+            raise TypeError(f"import_module must be callable or None, not {type(hook).__name__}")
+        self._import_module = hook
+
+    def _context_options(
+        self, import_module: ImportHook | None, on_rejection: RejectionHandler | None
+    ) -> tuple[Any, list[weakref.ref[Context]], Any]:
+        """The context options, the cell for (a weak reference to) the new
+        context, where its import hook finds it, and what the caller keeps
+        alive until the C call returns (libivm then holds its own share)."""
+        cell: list[weakref.ref[Context]] = []
+        opts = ffi.new("ivm_context_options_t *")
+        opts.struct_size = ffi.sizeof("ivm_context_options_t")
+        rejections = rejection_callback(on_rejection)
+        opts.on_unhandled_rejection = rejections._ptr
+        hook = import_module if import_module is not None else self.import_module
+        if hook is None:
+            return opts, cell, rejections
+
+        def context_of() -> Context:
+            context = cell[0]() if cell else None
+            if context is None:
+                raise DisposedError("the context of this import() is gone")
+            return context
+
+        callback = import_callback(hook, self, context_of)
+        opts.import_hook = callback._ptr
+        return opts, cell, (rejections, callback)
 
     async def compile_script(
         self,
@@ -179,14 +242,17 @@ class Isolate(Handle):
         filename: str | None = None,
         line_offset: int = 0,
         column_offset: int = 0,
+        cached_data: bytes | None = None,
+        produce_cached_data: bool = False,
     ) -> Script:
         """The async twin of :meth:`compile_script_sync`."""
         src = code_bytes(code)
         source, _keep = source_options(filename, line_offset, column_offset)
+        cache, _keep_data = cache_options(cached_data, produce_cached_data)
         return await submit(
             self._ptr,
             lib.ivm_isolate_compile_script_async,
-            (self._ptr, src, len(src), source),
+            (self._ptr, src, len(src), source, cache),
             lambda raw: Script._wrap(raw, self),
         )
 
@@ -207,17 +273,26 @@ class Isolate(Handle):
         filename: str | None = None,
         line_offset: int = 0,
         column_offset: int = 0,
+        cached_data: bytes | None = None,
+        produce_cached_data: bool = False,
     ) -> Script:
         """Compiles ``code`` once for this isolate; run it in any of its contexts.
+
+        ``cached_data`` (from an earlier compile's :attr:`Script.cached_data`)
+        skips most of the compile; data for another source, ivm or V8 build, or
+        corrupt data, is not used (:attr:`Script.cached_data_rejected`). Never
+        take cached data from an untrusted party. ``produce_cached_data``
+        makes :attr:`Script.cached_data` (docs/modules.md, "Code cache").
 
         Raises :class:`ivm.JSError` (``SyntaxError``) for invalid code,
         :class:`ivm.DisposedError` if the isolate is disposed.
         """
         src = code_bytes(code)
         source, keep = source_options(filename, line_offset, column_offset)
+        cache, keep_data = cache_options(cached_data, produce_cached_data)
         out = ffi.new("ivm_script_t **")
-        check(lib.ivm_isolate_compile_script(self._ptr, src, len(src), source, out))
-        del keep
+        check(lib.ivm_isolate_compile_script(self._ptr, src, len(src), source, cache, out))
+        del keep, keep_data
         return Script._wrap(out[0], self)
 
     def compile_module_sync(
@@ -227,18 +302,28 @@ class Isolate(Handle):
         filename: str | None = None,
         line_offset: int = 0,
         column_offset: int = 0,
+        cached_data: bytes | None = None,
+        produce_cached_data: bool = False,
+        meta: Mapping[str, object] | None = None,
     ) -> Module:
         """Compiles ``code`` as an ES module for this isolate (docs/modules.md).
+        ``cached_data`` and ``produce_cached_data`` work as for
+        :meth:`compile_script_sync`. ``meta`` (a mapping of copyable values,
+        e.g. ``{"url": "file:///app/main.mjs"}``) fills ``import.meta``.
 
         Raises :class:`ivm.JSError` (``SyntaxError``) for invalid code,
         :class:`ivm.DisposedError` if the isolate is disposed.
         """
         src = code_bytes(code)
         source, keep = source_options(filename, line_offset, column_offset)
+        cache, keep_data = cache_options(cached_data, produce_cached_data)
         out = ffi.new("ivm_module_t **")
-        check(lib.ivm_isolate_compile_module(self._ptr, src, len(src), source, out))
-        del keep
-        return Module._wrap(out[0], self)
+        check(lib.ivm_isolate_compile_module(self._ptr, src, len(src), source, cache, out))
+        del keep, keep_data
+        module = Module._wrap(out[0], self, filename)
+        if meta is not None:
+            module._set_meta(meta)
+        return module
 
     async def compile_module(
         self,
@@ -247,15 +332,19 @@ class Isolate(Handle):
         filename: str | None = None,
         line_offset: int = 0,
         column_offset: int = 0,
+        cached_data: bytes | None = None,
+        produce_cached_data: bool = False,
+        meta: Mapping[str, object] | None = None,
     ) -> Module:
         """The async twin of :meth:`compile_module_sync`."""
         src = code_bytes(code)
         source, _keep = source_options(filename, line_offset, column_offset)
+        cache, _keep_data = cache_options(cached_data, produce_cached_data)
         return await submit(
             self._ptr,
             lib.ivm_isolate_compile_module_async,
-            (self._ptr, src, len(src), source),
-            lambda raw: Module._wrap(raw, self),
+            (self._ptr, src, len(src), source, cache),
+            lambda raw: Module._wrap(raw, self, filename)._set_meta(meta),
         )
 
     def get_heap_statistics_sync(self) -> HeapStatistics:

@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Mapping, Union
 
 from ._async import submit
 from ._context import Context
+from ._copy import to_value
 from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
-from ._options import result_flags, result_options, run_options
-from ._reference import Reference
+from ._options import cached_data_of, result_flags, result_options, run_options
+from ._callback import Callback
+from ._reference import DerefInto, Reference
 from ._value import sync_result, sync_slots, take
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _module
     from ._isolate import Isolate
 
-__all__ = ["Module", "Resolver"]
+__all__ = ["ImportHook", "Module", "Resolver", "import_callback"]
 
 #: ``resolver(specifier, referrer)`` gives the module an import names;
 #: :meth:`Module.instantiate` also accepts a coroutine function.
@@ -36,18 +38,22 @@ _keys = itertools.count(1)
 class Module(Handle):
     """A module compiled by :meth:`Isolate.compile_module_sync`."""
 
-    __slots__ = ("_isolate", "_specifiers")
+    __slots__ = ("_isolate", "_specifiers", "_linked", "_filename")
     _free = lib.ivm_module_free
     _dispose = lib.ivm_module_release
     _isolate: Isolate
     _specifiers: tuple[str, ...]
+    _linked: bool
+    _filename: str
 
     @classmethod
-    def _wrap(cls, ptr: Any, isolate: Isolate) -> Module:
+    def _wrap(cls, ptr: Any, isolate: Isolate, filename: str | None = None) -> Module:
         self = cls.__new__(cls)
         Handle.__init__(self, ptr)
         self._isolate = isolate
         self._specifiers = _specifiers(self._ptr)
+        self._linked = False
+        self._filename = "<module>" if filename is None else filename
         return self
 
     def __init__(self) -> None:
@@ -56,10 +62,36 @@ class Module(Handle):
     def __repr__(self) -> str:
         return f"<ivm.Module of {self._isolate!r}>"
 
+    def _set_meta(self, meta: Mapping[str, object] | None) -> Module:
+        """Fills ``import.meta`` with ``meta``'s items (copied); returns self."""
+        if meta is None:
+            return self
+        if not isinstance(meta, Mapping):
+            raise TypeError(f"meta must be a mapping, not {type(meta).__name__}")
+        check(lib.ivm_module_set_meta(self._ptr, to_value(dict(meta), True)))
+        return self
+
+    @property
+    def filename(self) -> str:
+        """The name it was compiled with (``"<module>"`` by default): the
+        ``referrer`` that ``import()`` hooks receive for imports it makes."""
+        return self._filename
+
     @property
     def dependency_specifiers(self) -> list[str]:
         """The specifiers this module imports (``import ... from "x"``), in source order."""
         return list(self._specifiers)
+
+    @property
+    def cached_data(self) -> bytes | None:
+        """Cache data for later compiles of the same source, if the compile was
+        asked for it (``produce_cached_data=True``); otherwise None."""
+        return cached_data_of(lib.ivm_module_cached_data, self._ptr)
+
+    @property
+    def cached_data_rejected(self) -> bool:
+        """Whether the compile was given ``cached_data`` and could not use it."""
+        return bool(lib.ivm_module_cached_data_rejected(self._ptr))
 
     def release(self) -> None:
         """Releases the module. Idempotent; later calls raise ``DisposedError``.
@@ -82,6 +114,7 @@ class Module(Handle):
                                              ffi.cast("void *", key)))
         finally:
             _linking.pop(key, None)
+        _mark_linked(self, links)
 
     async def instantiate(self, context: Context, resolver: Resolver) -> None:
         """The async twin of :meth:`instantiate_sync`; ``resolver`` may be a
@@ -105,6 +138,7 @@ class Module(Handle):
             _linking.pop(key, None)
             raise
         # (A cancelled job may still link: its table stays until it completes.)
+        _mark_linked(self, links)
 
     def evaluate_sync(self, *, timeout: float | None = None, promise: bool = True) -> None:
         """Evaluates the instantiated module. With ``promise`` (the default) this
@@ -132,6 +166,63 @@ class Module(Handle):
         ref = take(out[0])
         assert isinstance(ref, Reference)
         return ref
+
+
+def _mark_linked(root: Module, links: _Links) -> None:
+    root._linked = True
+    for dep in links.values():
+        dep._linked = True
+
+
+#: ``import_module(specifier, referrer)``: the module that ``import()`` (and the
+#: static imports of the modules it loads) names; referrer is the importing
+#: script's or module's filename. It may be a coroutine function.
+ImportHook = Callable[[str, str], Union["Module", Awaitable["Module"]]]
+
+
+def import_callback(hook: ImportHook, isolate: Isolate, context_of: Callable[[], Context]) -> Callback:
+    """The host function a context's ``import()`` calls (ivm_context_options_t.import_hook):
+    it resolves the module with ``hook``, links it (``hook`` resolving its imports too),
+    evaluates it, and gives JavaScript its namespace."""
+    if not callable(hook):
+        raise TypeError(f"import_module must be callable, not {type(hook).__name__}")
+
+    def checked(dep: object, specifier: str) -> Module:
+        if not isinstance(dep, Module):
+            raise TypeError(
+                f"import_module must return an ivm.Module for {specifier!r}, not {type(dep).__name__}"
+            )
+        if dep._isolate is not isolate:
+            raise ValueError(f"import_module returned a module of another isolate for {specifier!r}")
+        return dep
+
+    if inspect.iscoroutinefunction(hook):
+
+        async def resolve(specifier: str, referrer: Module) -> Module:
+            return checked(await hook(specifier, referrer._filename), specifier)
+
+        async def load(specifier: str, referrer: str) -> DerefInto:
+            dep = checked(await hook(specifier, referrer), specifier)
+            if not dep._linked:
+                await dep.instantiate(context_of(), resolve)
+            await dep.evaluate()
+            return dep.namespace.deref_into()
+
+        return Callback(load, mode="async")
+
+    def load_sync(specifier: str, referrer: str) -> DerefInto:
+        found = hook(specifier, referrer)
+        if inspect.isawaitable(found):
+            if inspect.iscoroutine(found):
+                found.close()
+            raise TypeError("import_module returned an awaitable: make it a coroutine function")
+        dep = checked(found, specifier)
+        if not dep._linked:
+            dep.instantiate_sync(context_of(), lambda spec, ref: hook(spec, ref._filename))
+        dep.evaluate_sync()
+        return dep.namespace.deref_into()
+
+    return Callback(load_sync)
 
 
 def _specifiers(ptr: Any) -> tuple[str, ...]:

@@ -10,6 +10,8 @@ from typing import Any, Mapping
 from ._ffi import ffi, lib
 
 __all__ = [
+    "cache_options",
+    "cached_data_of",
     "call_options",
     "code_bytes",
     "result_flags",
@@ -156,6 +158,38 @@ def source_options(
     opts.line_offset = line
     opts.column_offset = column
     return opts, keep
+
+
+def cache_options(cached_data: object, produce: object) -> tuple[Any, Any]:
+    """``(options, keepalive)``: an ``ivm_cache_options_t *`` (NULL for none)
+    and the data buffer, which the caller holds until the C call returns."""
+    if not isinstance(produce, bool):
+        raise TypeError(f"produce_cached_data must be a bool, not {type(produce).__name__}")
+    if cached_data is None and not produce:
+        return _NULL, None
+    opts = ffi.new("ivm_cache_options_t *")
+    opts.struct_size = ffi.sizeof("ivm_cache_options_t")
+    opts.flags = lib.IVM_CACHE_PRODUCE if produce else 0
+    keep = None
+    if cached_data is not None:
+        if not isinstance(cached_data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"cached_data must be bytes, not {type(cached_data).__name__}")
+        data = bytes(cached_data)
+        keep = ffi.from_buffer(data)
+        opts.data = keep
+        opts.data_len = len(data)
+    return opts, keep
+
+
+def cached_data_of(getter: Any, ptr: Any) -> bytes | None:
+    """What a compile produced (``ivm_script_cached_data`` or the module's), or None."""
+    text = ffi.new("const char **")
+    size = ffi.new("size_t *")
+    err = getter(ptr, text, size)
+    if err:
+        lib.ivm_error_free(err)
+        return None
+    return ffi.unpack(text[0], size[0]) if size[0] else None
 
 
 _DEFAULTS: tuple[Any, Any, Any, Any] = (_NULL, _NULL, _NULL, None)

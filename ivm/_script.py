@@ -9,7 +9,7 @@ from ._async import submit, submit_ignored
 from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
-from ._options import call_options, result_flags, result_options, run_options
+from ._options import cached_data_of, call_options, result_flags, result_options, run_options
 from ._value import sync_result, sync_slots, take
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _script
@@ -41,6 +41,17 @@ class Script(Handle):
 
     def __repr__(self) -> str:
         return f"<ivm.Script of {self._isolate!r}>"
+
+    @property
+    def cached_data(self) -> bytes | None:
+        """Cache data for later compiles of the same source, if the compile was
+        asked for it (``produce_cached_data=True``); otherwise None."""
+        return cached_data_of(lib.ivm_script_cached_data, self._ptr)
+
+    @property
+    def cached_data_rejected(self) -> bool:
+        """Whether the compile was given ``cached_data`` and could not use it."""
+        return bool(lib.ivm_script_cached_data_rejected(self._ptr))
 
     def release(self) -> None:
         """Releases the compiled script. Idempotent; later runs raise ``DisposedError``."""

@@ -1,4 +1,5 @@
 // context.cc — contexts (global objects) and evaluation in them.
+#include "callback.h"
 #include "context.h"
 #include "copy.h"
 
@@ -101,6 +102,8 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
       holder.Stopped(call)) {
     return holder.Fail(context, try_catch, call);
   }
+  if (flags & IVM_RESULT_PROMISE) ForgetRejection(isolate, context, result);
+  FlushRejections(holder, isolate, context, call);
   if ((flags & IVM_RESULT_PROMISE) && result->IsPromise()) {
     v8::Local<v8::Promise> promise = result.As<v8::Promise>();
     if (promise->State() == v8::Promise::kPending && CanPark(holder, call) &&
@@ -108,9 +111,10 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
       *out = nullptr;
       return nullptr;
     }
-    if (ivm_error_t* err = WaitForPromise(holder, isolate, context, try_catch, call, promise)) {
-      return err;
-    }
+    ivm_error_t* waited = WaitForPromise(holder, isolate, context, try_catch, call, promise);
+    ForgetRejection(isolate, context, promise);
+    FlushRejections(holder, isolate, context, call);
+    if (waited) return waited;
     result = promise->Result();
   }
   ivm_error_t* err = ResultFromV8(holder, isolate, context, try_catch, call, result, flags, out);
@@ -214,11 +218,18 @@ ivm_error_t* EvalClosure(IsolateHolder& holder, ContextRecord& record, const cha
   });
 }
 
-ivm_error_t* CreateContext(const std::shared_ptr<IsolateHolder>& holder, ivm_context_t** out) {
+ivm_error_t* CreateContext(const std::shared_ptr<IsolateHolder>& holder, const ContextHooks& hooks,
+                           ivm_context_t** out) {
   auto record = std::make_shared<ContextRecord>();
   ivm_error_t* err = holder->Run(0, [&](v8::Isolate* isolate, CallState&) -> ivm_error_t* {
     v8::Local<v8::Context> context = v8::Context::New(isolate);
     if (context.IsEmpty()) return MakeError(IVM_ERROR_INTERNAL, "V8 could not create a context");
+    if (hooks.import_hook && !SetImportHook(*holder, isolate, context, hooks.import_hook)) {
+      return MakeError(IVM_ERROR_INTERNAL, "could not install the import hook");
+    }
+    if (hooks.on_rejection && !SetRejectionHook(*holder, isolate, context, hooks.on_rejection)) {
+      return MakeError(IVM_ERROR_INTERNAL, "could not install the rejection hook");
+    }
     record->context.Reset(isolate, context);
     holder->Register(record);
     return nullptr;
@@ -263,6 +274,16 @@ struct QueuedEval : EvalCall {
   std::shared_ptr<ivm::Lease> lease;   // the context stays usable until the job ends
 };
 
+ivm_error_t* ReadContextOptions(const ivm_context_options_t* opts, ivm::ContextHooks* out) {
+  ivm_context_options_t full = IVM_CONTEXT_OPTIONS_INIT;
+  if (ivm_error_t* err = ivm::ReadStruct(opts, &full)) return err;
+  if (full.import_hook != nullptr) out->import_hook = full.import_hook->data;
+  if (full.on_unhandled_rejection != nullptr) {
+    out->on_rejection = full.on_unhandled_rejection->data;
+  }
+  return nullptr;
+}
+
 ivm_error_t* ReadEvalCall(const char* code, size_t code_len, const ivm_source_options_t* source,
                           const ivm_run_options_t* run, const ivm_result_options_t* result,
                           EvalCall* out) {
@@ -280,9 +301,9 @@ IVM_API ivm_error_t* ivm_isolate_create_context(ivm_isolate_t* iso,
                                                 ivm_context_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
-    ivm_context_options_t full = IVM_CONTEXT_OPTIONS_INIT;
-    if (ivm_error_t* err = ivm::ReadStruct(opts, &full)) return err;
-    return ivm::CreateContext(iso->holder, out);
+    ivm::ContextHooks hooks;
+    if (ivm_error_t* err = ReadContextOptions(opts, &hooks)) return err;
+    return ivm::CreateContext(iso->holder, hooks, out);
   });
 }
 
@@ -292,13 +313,13 @@ IVM_API ivm_error_t* ivm_isolate_create_context_async(ivm_isolate_t* iso,
                                                       uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
-    ivm_context_options_t full = IVM_CONTEXT_OPTIONS_INIT;
-    if (ivm_error_t* err = ivm::ReadStruct(opts, &full)) return err;
+    ivm::ContextHooks hooks;
+    if (ivm_error_t* err = ReadContextOptions(opts, &hooks)) return err;
     std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
     return ivm::Enqueue(
         holder, IVM_COMPLETION_CONTEXT, done, user_data,
         [=](ivm_completion_t* c) -> ivm_error_t* {
-          return ivm::CreateContext(holder, &c->result.context);
+          return ivm::CreateContext(holder, hooks, &c->result.context);
         },
         job_out);
   });

@@ -3,6 +3,7 @@
 #define IVM_CONTEXT_H
 
 #include "internal.h"
+#include "code_cache.h"
 #include "options.h"
 
 #include <string_view>
@@ -55,7 +56,31 @@ class ScriptRecord final : public Resource {
   v8::Global<v8::UnboundScript> script;
   uint64_t id = 0;
   bool rebind = true;   // MayDeclareLexically(source): no per-context binding cache
+  cache::Outcome cache;   // set by the compile, then read-only
 };
+
+struct CallbackData;   // callback.h
+
+// What a context is created with (ivm_context_options_t).
+struct ContextHooks {
+  std::shared_ptr<CallbackData> import_hook;   // NULL: import() rejects
+  std::shared_ptr<CallbackData> on_rejection;  // NULL: not tracked
+};
+
+// module.cc: makes `hook` the function import() calls in `context`.
+bool SetImportHook(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
+                   const std::shared_ptr<CallbackData>& hook);
+
+// rejections.cc: unhandled rejections, reported to the context's hook at the
+// end of each call (FlushRejections), except the call's own result promise
+// (ForgetRejection).
+void InstallRejectionTracker(v8::Isolate* isolate);
+bool SetRejectionHook(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
+                      const std::shared_ptr<CallbackData>& hook);
+void ForgetRejection(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                     v8::Local<v8::Value> value);
+void FlushRejections(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
+                     const CallState& call);
 
 // The argument array of a call into JavaScript (eval_closure, apply).
 inline ivm_error_t* CheckArgs(ivm_value_t* const* args, size_t nargs) {

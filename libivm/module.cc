@@ -5,9 +5,12 @@
 // user data, so the instantiating call keeps its Linking on the thread
 // (t_linking) for ResolveImport to find. The embedder's resolve function
 // runs inside InstantiateModule, isolate locked.
+#include "callback.h"
 #include "context.h"
+#include "copy.h"
 
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 namespace ivm {
@@ -19,6 +22,21 @@ class ModuleRecord final : public Resource {
   void ResetLocked() override { module.Reset(); }
   v8::Global<v8::Module> module;
   std::vector<std::string> specifiers;   // set once by the compile, then read-only
+  cache::Outcome cache;                  // likewise
+
+  int identity = 0;                      // module->GetIdentityHash(), set by the compile
+
+  // What import.meta gets (ivm_module_set_meta); NULL: nothing.
+  std::shared_ptr<const ivm_value> Meta() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return meta_;
+  }
+  void SetMeta(ivm_value_t* meta) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    meta_ = std::shared_ptr<const ivm_value>(meta, [](const ivm_value* v) {
+      ivm_value_free(const_cast<ivm_value*>(v));
+    });
+  }
 
   // The context it was instantiated in; NULL before.
   std::shared_ptr<ContextRecord> Context() {
@@ -33,6 +51,7 @@ class ModuleRecord final : public Resource {
  private:
   std::mutex mutex_;
   std::shared_ptr<ContextRecord> context_;
+  std::shared_ptr<const ivm_value> meta_;
 };
 
 }  // namespace ivm
@@ -53,7 +72,8 @@ using ivm::ModuleRecord;
 constexpr char kNotInstantiated[] = "The module has not been instantiated";
 
 ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr, const char* code,
-                           size_t code_len, const ivm::SourceOptions& o, ivm_module_t** out) {
+                           size_t code_len, const ivm::SourceOptions& o,
+                           const ivm::cache::Options& cache, ivm_module_t** out) {
   IsolateHolder& holder = *holder_ptr;
   auto record = std::make_shared<ModuleRecord>();
   ivm_error_t* err = holder.Run(0, [&](v8::Isolate* isolate, ivm::CallState& call) -> ivm_error_t* {
@@ -67,12 +87,17 @@ ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr, con
     if (!ivm::ScriptName(isolate, o.filename, o.filename_len, "<module>", &error).ToLocal(&name)) {
       return error;
     }
+    std::string_view text(code, code_len);
+    v8::ScriptCompiler::CompileOptions options;
     v8::ScriptCompiler::Source src(
-        source, ivm::compat::MakeModuleOrigin(isolate, name, o.line_offset, o.column_offset));
+        source, ivm::compat::MakeModuleOrigin(isolate, name, o.line_offset, o.column_offset),
+        ivm::cache::Consume(ivm::cache::kModule, text, cache, &record->cache, &options));
     v8::Local<v8::Module> module;
-    if (!v8::ScriptCompiler::CompileModule(isolate, &src).ToLocal(&module)) {
+    if (!v8::ScriptCompiler::CompileModule(isolate, &src, options).ToLocal(&module)) {
       return holder.Fail(context, try_catch, call);
     }
+    ivm::cache::Finish(ivm::cache::kModule, text, cache, src, module->GetUnboundModuleScript(),
+                       &record->cache);
     v8::Local<v8::FixedArray> requests = module->GetModuleRequests();
     for (int i = 0; i < requests->Length(); ++i) {
       v8::Local<v8::ModuleRequest> request = requests->Get(context, i).As<v8::ModuleRequest>();
@@ -80,6 +105,7 @@ ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr, con
       ivm::compat::AppendWtf8(isolate, request->GetSpecifier(), specifier);
     }
     record->module.Reset(isolate, module);
+    record->identity = module->GetIdentityHash();
     holder.Register(record);
     return nullptr;
   });
@@ -221,32 +247,132 @@ ivm_error_t* CheckInstantiate(ivm_module_t* module, ivm_context_t* ctx) {
   return nullptr;
 }
 
-// import() in an isolate without an import hook: a rejection that says so.
-v8::MaybeLocal<v8::Promise> RefuseDynamicImport(v8::Local<v8::Context> context,
-                                                v8::Local<v8::Data> /*host_defined_options*/,
-                                                v8::Local<v8::Value> /*resource_name*/,
-                                                v8::Local<v8::String> specifier,
-                                                v8::Local<v8::FixedArray> /*attributes*/) {
+// Modules with an import.meta, by identity hash, for the isolate's
+// HostInitializeImportMetaObject callback (which only gets the v8::Module).
+struct MetaEntry {
+  v8::Isolate* isolate;
+  std::weak_ptr<ModuleRecord> record;
+};
+std::mutex g_meta_mutex;
+std::unordered_multimap<int, MetaEntry>& MetaModules() {
+  static auto* m = new std::unordered_multimap<int, MetaEntry>();   // leaked: used at exit
+  return *m;
+}
+
+void RememberMeta(v8::Isolate* isolate, const std::shared_ptr<ModuleRecord>& record) {
+  std::lock_guard<std::mutex> lock(g_meta_mutex);
+  auto& all = MetaModules();
+  for (auto it = all.begin(); it != all.end();) {   // forget modules that are gone
+    it = it->second.record.expired() ? all.erase(it) : std::next(it);
+  }
+  all.emplace(record->identity, MetaEntry{isolate, record});
+}
+
+std::shared_ptr<ModuleRecord> FindMeta(v8::Isolate* isolate, v8::Local<v8::Module> module) {
+  std::lock_guard<std::mutex> lock(g_meta_mutex);
+  auto range = MetaModules().equal_range(module->GetIdentityHash());
+  for (auto it = range.first; it != range.second; ++it) {
+    if (it->second.isolate != isolate) continue;
+    std::shared_ptr<ModuleRecord> record = it->second.record.lock();
+    if (record && !record->released() && record->module.Get(isolate) == module) return record;
+  }
+  return nullptr;
+}
+
+// import.meta's first use: copies the module's meta object's own properties in.
+void InitializeMeta(v8::Local<v8::Context> context, v8::Local<v8::Module> module,
+                    v8::Local<v8::Object> meta) {
+  v8::Isolate* isolate = context->GetIsolate();
+  std::shared_ptr<ModuleRecord> record = FindMeta(isolate, module);
+  std::shared_ptr<const ivm_value> value = record ? record->Meta() : nullptr;
+  auto* holder = static_cast<IsolateHolder*>(isolate->GetData(0));
+  if (!value || holder == nullptr) return;
+  v8::TryCatch try_catch(isolate);
+  ivm::CallState call;   // a copy in the running call, which stays in charge
+  v8::Local<v8::Value> fields;
+  ivm_error_t* err = ivm::ValueToV8(*holder, isolate, context, call, value.get(), &fields);
+  if (err != nullptr || fields.IsEmpty() || !fields->IsObject()) {
+    ivm_error_free(err);
+    return;
+  }
+  v8::Local<v8::Array> keys;
+  if (!fields.As<v8::Object>()->GetOwnPropertyNames(context).ToLocal(&keys)) return;
+  for (uint32_t i = 0; i < keys->Length(); ++i) {
+    v8::Local<v8::Value> key, field;
+    if (!keys->Get(context, i).ToLocal(&key) ||
+        !fields.As<v8::Object>()->Get(context, key).ToLocal(&field) ||
+        meta->Set(context, key, field).IsNothing()) {
+      return;
+    }
+  }
+}
+
+// The private key of a context's import hook, on its global object.
+v8::Local<v8::Private> ImportHookKey(v8::Isolate* isolate) {
+  return v8::Private::ForApi(isolate, v8::String::NewFromUtf8Literal(isolate, "ivm:import_hook"));
+}
+
+v8::Local<v8::Promise> Rejected(v8::Local<v8::Context> context,
+                                v8::Local<v8::Promise::Resolver> resolver,
+                                v8::Local<v8::Value> reason) {
+  if (resolver->Reject(context, reason).IsNothing()) return {};
+  return resolver->GetPromise();
+}
+
+// import(): calls the context's hook with (specifier, importer's name), and
+// settles the promise with what it gives; without a hook, a TypeError.
+v8::MaybeLocal<v8::Promise> DynamicImport(v8::Local<v8::Context> context,
+                                          v8::Local<v8::Data> /*host_defined_options*/,
+                                          v8::Local<v8::Value> resource_name,
+                                          v8::Local<v8::String> specifier,
+                                          v8::Local<v8::FixedArray> /*attributes*/) {
   v8::Isolate* isolate = context->GetIsolate();
   v8::Local<v8::Promise::Resolver> resolver;
   if (!v8::Promise::Resolver::New(context).ToLocal(&resolver)) return {};
-  std::string text = "Cannot import '";
-  ivm::compat::AppendWtf8(isolate, specifier, text);
-  text += "': import() is not enabled in this isolate (no import hook is set)";
-  v8::Local<v8::String> message;
-  if (!v8::String::NewFromUtf8(isolate, text.data(), v8::NewStringType::kNormal,
-                               static_cast<int>(text.size()))
-           .ToLocal(&message)) {
-    return {};
+  v8::Local<v8::Value> hook;
+  if (!context->Global()->GetPrivate(context, ImportHookKey(isolate)).ToLocal(&hook) ||
+      !hook->IsFunction()) {
+    std::string text = "Cannot import '";
+    ivm::compat::AppendWtf8(isolate, specifier, text);
+    text += "': import() is not enabled in this isolate (no import hook is set)";
+    v8::Local<v8::String> message;
+    if (!v8::String::NewFromUtf8(isolate, text.data(), v8::NewStringType::kNormal,
+                                 static_cast<int>(text.size()))
+             .ToLocal(&message)) {
+      return {};
+    }
+    return Rejected(context, resolver, v8::Exception::TypeError(message));
   }
-  if (resolver->Reject(context, v8::Exception::TypeError(message)).IsNothing()) return {};
+  v8::Local<v8::Value> argv[2] = {
+      specifier, resource_name->IsString() ? resource_name
+                                           : v8::Local<v8::Value>(v8::String::Empty(isolate))};
+  v8::TryCatch try_catch(isolate);
+  v8::Local<v8::Value> result;
+  if (!hook.As<v8::Function>()->Call(context, v8::Undefined(isolate), 2, argv).ToLocal(&result)) {
+    if (!try_catch.CanContinue() || try_catch.HasTerminated()) {
+      try_catch.ReThrow();
+      return {};
+    }
+    return Rejected(context, resolver, try_catch.Exception());
+  }
+  if (resolver->Resolve(context, result).IsNothing()) return {};
   return resolver->GetPromise();
 }
 
 }  // namespace
 
 void ivm::InstallModuleHooks(v8::Isolate* isolate) {
-  isolate->SetHostImportModuleDynamicallyCallback(RefuseDynamicImport);
+  isolate->SetHostImportModuleDynamicallyCallback(DynamicImport);
+  isolate->SetHostInitializeImportMetaObjectCallback(InitializeMeta);
+  InstallRejectionTracker(isolate);
+}
+
+bool ivm::SetImportHook(IsolateHolder& holder, v8::Isolate* isolate,
+                        v8::Local<v8::Context> context,
+                        const std::shared_ptr<CallbackData>& hook) {
+  v8::Local<v8::Function> fn;
+  if (!MakeHostFunction(holder, isolate, context, hook).ToLocal(&fn)) return false;
+  return context->Global()->SetPrivate(context, ImportHookKey(isolate), fn).FromMaybe(false);
 }
 
 using ivm::Guard;
@@ -256,19 +382,23 @@ extern "C" {
 IVM_API ivm_error_t* ivm_isolate_compile_module(ivm_isolate_t* iso, const char* code,
                                                 size_t code_len,
                                                 const ivm_source_options_t* source,
+                                                const ivm_cache_options_t* cache,
                                                 ivm_module_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
     if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
     ivm::SourceOptions o;
     if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
-    return CompileModule(iso->holder, code ? code : "", code_len, o, out);
+    ivm::cache::Options c;
+    if (ivm_error_t* err = ivm::cache::ReadOptions(cache, &c)) return err;
+    return CompileModule(iso->holder, code ? code : "", code_len, o, c, out);
   });
 }
 
 IVM_API ivm_error_t* ivm_isolate_compile_module_async(ivm_isolate_t* iso, const char* code,
                                                       size_t code_len,
                                                       const ivm_source_options_t* source,
+                                                      const ivm_cache_options_t* cache,
                                                       ivm_done_fn done, void* user_data,
                                                       uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
@@ -276,13 +406,16 @@ IVM_API ivm_error_t* ivm_isolate_compile_module_async(ivm_isolate_t* iso, const 
     if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
     ivm::SourceOptions o;
     if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
+    ivm::cache::Options c;
+    if (ivm_error_t* err = ivm::cache::ReadOptions(cache, &c)) return err;
     o.Own();
+    c.Own();
     auto text = std::make_shared<std::string>(code ? code : "", code_len);
     std::shared_ptr<IsolateHolder> holder = iso->holder;
     return ivm::Enqueue(
         holder, IVM_COMPLETION_MODULE, done, user_data,
-        [=](ivm_completion_t* c) -> ivm_error_t* {
-          return CompileModule(holder, text->data(), text->size(), o, &c->result.module);
+        [=](ivm_completion_t* done_c) -> ivm_error_t* {
+          return CompileModule(holder, text->data(), text->size(), o, c, &done_c->result.module);
         },
         job_out);
   });
@@ -396,12 +529,39 @@ IVM_API ivm_error_t* ivm_module_namespace(ivm_module_t* module, const ivm_result
   });
 }
 
+IVM_API ivm_error_t* ivm_module_set_meta(ivm_module_t* module, ivm_value_t* meta) {
+  return Guard([&]() -> ivm_error_t* {
+    if (module == nullptr || meta == nullptr) {
+      ivm_value_free(meta);
+      return InvalidArgument("module or meta is NULL");
+    }
+    module->record->SetMeta(meta);
+    RememberMeta(module->holder->isolate(), module->record);
+    return nullptr;
+  });
+}
+
 IVM_API ivm_error_t* ivm_module_release(ivm_module_t* module) {
   return Guard([&]() -> ivm_error_t* {
     if (ivm_error_t* err = CheckModule(module)) return err;
     module->holder->Release(module->record);
     return nullptr;
   });
+}
+
+IVM_API ivm_error_t* ivm_module_cached_data(const ivm_module_t* module, const char** out,
+                                            size_t* out_len) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ivm_error_t* err = CheckModule(module)) return err;
+    if (out == nullptr || out_len == nullptr) return InvalidArgument("out or out_len is NULL");
+    *out = module->record->cache.produced.data();
+    *out_len = module->record->cache.produced.size();
+    return nullptr;
+  });
+}
+
+IVM_API int ivm_module_cached_data_rejected(const ivm_module_t* module) {
+  return module != nullptr && module->record->cache.rejected ? 1 : 0;
 }
 
 // Its lease releases the module once no queued job needs it.

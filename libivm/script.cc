@@ -3,6 +3,7 @@
 // A compiled script is context-independent (v8::UnboundScript); running it
 // needs a copy bound to the context. Binding costs about as much as the run
 // itself, so each context keeps the scripts it has bound.
+#include "code_cache.h"
 #include "context.h"
 
 #include <cstring>
@@ -12,7 +13,7 @@ constexpr size_t kMaxBoundPerContext = 256;
 
 ivm_error_t* CompileScript(const std::shared_ptr<ivm::IsolateHolder>& holder_ptr,
                            const char* code, size_t code_len, const ivm::SourceOptions& o,
-                           ivm_script_t** out) {
+                           const ivm::cache::Options& cache, ivm_script_t** out) {
   ivm::IsolateHolder& holder = *holder_ptr;
   auto record = std::make_shared<ivm::ScriptRecord>();
   ivm_error_t* err = holder.Run(0, [&](v8::Isolate* isolate, ivm::CallState& call) -> ivm_error_t* {
@@ -30,11 +31,16 @@ ivm_error_t* CompileScript(const std::shared_ptr<ivm::IsolateHolder>& holder_ptr
     }
     v8::ScriptOrigin origin =
         ivm::compat::MakeOrigin(isolate, name, o.line_offset, o.column_offset);
-    v8::ScriptCompiler::Source src(source, origin);
+    std::string_view text(code, code_len);
+    v8::ScriptCompiler::CompileOptions options;
+    v8::ScriptCompiler::Source src(
+        source, origin,
+        ivm::cache::Consume(ivm::cache::kScript, text, cache, &record->cache, &options));
     v8::Local<v8::UnboundScript> script;
-    if (!v8::ScriptCompiler::CompileUnboundScript(isolate, &src).ToLocal(&script)) {
+    if (!v8::ScriptCompiler::CompileUnboundScript(isolate, &src, options).ToLocal(&script)) {
       return holder.Fail(context, try_catch, call);
     }
+    ivm::cache::Finish(ivm::cache::kScript, text, cache, src, script, &record->cache);
     record->script.Reset(isolate, script);
     record->rebind = ivm::MayDeclareLexically(std::string_view(code, code_len));
     record->id = holder.NextId();
@@ -88,19 +94,23 @@ extern "C" {
 IVM_API ivm_error_t* ivm_isolate_compile_script(ivm_isolate_t* iso, const char* code,
                                                 size_t code_len,
                                                 const ivm_source_options_t* source,
+                                                const ivm_cache_options_t* cache,
                                                 ivm_script_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
     if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
     ivm::SourceOptions o;
     if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
-    return CompileScript(iso->holder, code ? code : "", code_len, o, out);
+    ivm::cache::Options c;
+    if (ivm_error_t* err = ivm::cache::ReadOptions(cache, &c)) return err;
+    return CompileScript(iso->holder, code ? code : "", code_len, o, c, out);
   });
 }
 
 IVM_API ivm_error_t* ivm_isolate_compile_script_async(ivm_isolate_t* iso, const char* code,
                                                       size_t code_len,
                                                       const ivm_source_options_t* source,
+                                                      const ivm_cache_options_t* cache,
                                                       ivm_done_fn done, void* user_data,
                                                       uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
@@ -108,13 +118,16 @@ IVM_API ivm_error_t* ivm_isolate_compile_script_async(ivm_isolate_t* iso, const 
     if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
     ivm::SourceOptions o;
     if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
+    ivm::cache::Options c;
+    if (ivm_error_t* err = ivm::cache::ReadOptions(cache, &c)) return err;
     o.Own();
+    c.Own();
     auto text = std::make_shared<std::string>(code ? code : "", code_len);
     std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
     return ivm::Enqueue(
         holder, IVM_COMPLETION_SCRIPT, done, user_data,
-        [=](ivm_completion_t* c) -> ivm_error_t* {
-          return CompileScript(holder, text->data(), text->size(), o, &c->result.script);
+        [=](ivm_completion_t* done_c) -> ivm_error_t* {
+          return CompileScript(holder, text->data(), text->size(), o, c, &done_c->result.script);
         },
         job_out);
   });
@@ -167,6 +180,22 @@ IVM_API ivm_error_t* ivm_script_release(ivm_script_t* script) {
     script->holder->Release(script->record);
     return nullptr;
   });
+}
+
+IVM_API ivm_error_t* ivm_script_cached_data(const ivm_script_t* script, const char** out,
+                                            size_t* out_len) {
+  return Guard([&]() -> ivm_error_t* {
+    if (script == nullptr || out == nullptr || out_len == nullptr) {
+      return InvalidArgument("script, out or out_len is NULL");
+    }
+    *out = script->record->cache.produced.data();
+    *out_len = script->record->cache.produced.size();
+    return nullptr;
+  });
+}
+
+IVM_API int ivm_script_cached_data_rejected(const ivm_script_t* script) {
+  return script != nullptr && script->record->cache.rejected ? 1 : 0;
 }
 
 // Its lease releases the script once no queued job needs it.

@@ -143,3 +143,54 @@ def test_version() -> None:
     assert ivm.__version__ in proc.stdout
     assert ivm.v8_version in proc.stdout
     assert ivm.v8_version.startswith("10.2.")
+
+
+def test_run_a_module_with_relative_imports(tmp_path: Path) -> None:
+    (tmp_path / "lib").mkdir()
+    script(tmp_path, "export const base = 40; export const url = import.meta.url;", "lib/base.mjs")
+    script(tmp_path, "import {base} from './base.mjs'; export const two = base + 2;", "lib/two.mjs")
+    entry = script(
+        tmp_path,
+        "import {two} from './lib/two.mjs';\n"
+        "const {url} = await import('./lib/base.mjs');\n"
+        "export default `${two} ${url.endsWith('/lib/base.mjs')}`;",
+        "app.mjs",
+    )
+    result = ivm_cli("run", entry)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "42 true\n"
+
+
+def test_module_imports_stay_below_the_root(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    script(tmp_path, "export default 'secret';", "outside.mjs")
+    entry = script(tmp_path, "import s from '../outside.mjs'; export default s;", "app/main.mjs")
+    refused = ivm_cli("run", entry)
+    assert refused.returncode == 1
+    assert "outside the root" in refused.stderr and "../outside.mjs" in refused.stderr
+    assert ivm_cli("run", entry, "--root", str(tmp_path)).stdout == "secret\n"
+    bare = script(tmp_path, "import _ from 'lodash';", "app/bare.mjs")
+    result = ivm_cli("run", bare)
+    assert result.returncode == 1 and "only relative paths" in result.stderr
+    missing = script(tmp_path, "import x from './nope.mjs';", "app/missing.mjs")
+    result = ivm_cli("run", missing)
+    assert result.returncode == 1 and "nope.mjs" in result.stderr
+    (tmp_path / "app" / "link.mjs").symlink_to(tmp_path / "outside.mjs")
+    linked = script(tmp_path, "import s from './link.mjs';", "app/linked.mjs")
+    result = ivm_cli("run", linked)
+    assert result.returncode == 1 and "outside the root" in result.stderr
+    dynamic = script(tmp_path, "await import('../outside.mjs');", "app/dynamic.mjs")
+    result = ivm_cli("run", dynamic)
+    assert result.returncode == 1 and "outside the root" in result.stderr
+
+
+def test_module_flag_and_errors(tmp_path: Path) -> None:
+    entry = script(tmp_path, "export default await Promise.resolve(7);", "plain.js")
+    assert ivm_cli("run", entry).returncode != 0  # not a module without --module
+    assert ivm_cli("run", "--module", entry).stdout == "7\n"
+    failing = script(tmp_path, "await null;\nthrow new TypeError('boom');", "fail.mjs")
+    result = ivm_cli("run", failing)
+    assert result.returncode == 1 and "TypeError: boom" in result.stderr and "fail.mjs:2" in result.stderr
+    hang = script(tmp_path, "await new Promise(() => {});", "hang.mjs")
+    result = ivm_cli("run", hang, "--timeout", "0.3")
+    assert result.returncode == 1 and "TimeoutError" in result.stderr

@@ -155,7 +155,7 @@ int main(void) {
   /* A precompiled script. */
   ivm_script_t *script = NULL;
   const char *code = "40 + 2";
-  err = ivm_isolate_compile_script(iso, code, strlen(code), NULL, &script);
+  err = ivm_isolate_compile_script(iso, code, strlen(code), NULL, NULL, &script);
   CHECK(err == NULL);
   err = ivm_script_run(script, ctx, NULL, NULL, &v, NULL);
   CHECK(err == NULL && ivm_value_number(v) == 42.0);
@@ -226,7 +226,7 @@ int main(void) {
   ivm_completion_t typed[3];
   size_t got = 0;
   CHECK(ivm_isolate_create_context_async(iso, NULL, ivm_completion_queue_done, queue, NULL) == NULL);
-  CHECK(ivm_isolate_compile_script_async(iso, "1", 1, NULL, ivm_completion_queue_done, queue,
+  CHECK(ivm_isolate_compile_script_async(iso, "1", 1, NULL, NULL, ivm_completion_queue_done, queue,
                                          NULL) == NULL);
   CHECK(ivm_isolate_heap_statistics_async(iso, ivm_completion_queue_done, queue, NULL) == NULL);
   while (got < 3) got += ivm_completion_queue_pop(queue, typed + got, 3 - got);

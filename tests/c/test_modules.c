@@ -26,7 +26,7 @@ static ivm_error_t *resolve(void *user_data, const char *specifier, size_t len,
 
 static ivm_module_t *compile(ivm_isolate_t *iso, const char *code) {
   ivm_module_t *m = NULL;
-  ivm_error_t *err = ivm_isolate_compile_module(iso, code, strlen(code), NULL, &m);
+  ivm_error_t *err = ivm_isolate_compile_module(iso, code, strlen(code), NULL, NULL, &m);
   CHECK(err == NULL);
   ivm_error_free(err);
   return m;

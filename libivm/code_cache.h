@@ -1,0 +1,72 @@
+// code_cache.h — V8 code caches wrapped in ivm's own header (code_cache.cc):
+// the header names the ivm and V8 builds, the kind of code and a hash of its
+// source, and a checksum of the payload, so that foreign, stale or corrupt
+// data is refused here, before V8 sees it. Nothing here is ABI.
+#ifndef IVM_CODE_CACHE_H
+#define IVM_CODE_CACHE_H
+
+#include "internal.h"
+#include "options.h"
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace ivm::cache {
+
+enum Kind : uint32_t { kScript = 1, kModule = 2 };
+
+// ivm_cache_options_t, read once. The data is borrowed until Own().
+struct Options {
+  std::string_view data;
+  bool given = false;   // data was given (it may be empty)
+  bool produce = false;
+
+  void Own() {
+    if (!given) return;
+    storage_ = std::make_shared<const std::string>(data);
+    data = *storage_;
+  }
+
+ private:
+  std::shared_ptr<const std::string> storage_;
+};
+ivm_error_t* ReadOptions(const ivm_cache_options_t* opts, Options* out);
+
+// What a compile did with the cache (kept by the script or module record).
+struct Outcome {
+  std::string produced;    // wrapped data, if asked for
+  bool rejected = false;   // data was given and not used
+};
+
+// ivm's wrapping of V8's `payload` for code of `kind` compiled from `source`.
+std::string Wrap(Kind kind, std::string_view source, const uint8_t* payload, size_t len);
+// The payload inside `blob` if its header matches this build, `kind` and
+// `source`, and its checksum holds; otherwise false.
+bool Unwrap(Kind kind, std::string_view source, std::string_view blob, std::string_view* payload);
+
+// V8's compile inputs for `options`: the CachedData to hand to a
+// ScriptCompiler::Source (NULL: none) and the compile option. A blob that
+// fails Unwrap marks `outcome` rejected and is not passed on.
+v8::ScriptCompiler::CachedData* Consume(Kind kind, std::string_view source, const Options& options,
+                                        Outcome* outcome,
+                                        v8::ScriptCompiler::CompileOptions* compile);
+
+// After the compile: whether V8 rejected what it was given, and the produced
+// data if asked for (`code`: the compiled script's or module's unbound script).
+template <class Unbound>
+void Finish(Kind kind, std::string_view source, const Options& options,
+            const v8::ScriptCompiler::Source& src, v8::Local<Unbound> code, Outcome* outcome) {
+  const v8::ScriptCompiler::CachedData* given = src.GetCachedData();
+  if (given != nullptr && given->rejected) outcome->rejected = true;
+  if (!options.produce) return;
+  std::unique_ptr<v8::ScriptCompiler::CachedData> made(v8::ScriptCompiler::CreateCodeCache(code));
+  if (made && made->length > 0) {
+    outcome->produced =
+        Wrap(kind, source, made->data, static_cast<size_t>(made->length));
+  }
+}
+
+}  // namespace ivm::cache
+
+#endif  // IVM_CODE_CACHE_H
