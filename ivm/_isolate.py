@@ -16,7 +16,7 @@ from ._context import Context
 from ._errors import DisposedError, check
 from ._ffi import ffi, lib
 from ._handle import Handle
-from ._options import cache_options, code_bytes, source_options
+from ._options import compile_args
 from ._module import ImportHook, Module, import_callback
 from ._rejections import RejectionHandler, rejection_callback
 from ._script import Script
@@ -246,15 +246,10 @@ class Isolate(Handle):
         produce_cached_data: bool = False,
     ) -> Script:
         """The async twin of :meth:`compile_script_sync`."""
-        src = code_bytes(code)
-        source, _keep = source_options(filename, line_offset, column_offset)
-        cache, _keep_data = cache_options(cached_data, produce_cached_data)
-        return await submit(
-            self._ptr,
-            lib.ivm_isolate_compile_script_async,
-            (self._ptr, src, len(src), source, cache),
-            lambda raw: Script._wrap(raw, self),
-        )
+        args, _keep = compile_args(code, filename, line_offset, column_offset, cached_data,
+                                   produce_cached_data)
+        return await submit(self._ptr, lib.ivm_isolate_compile_script_async, (self._ptr, *args),
+                            lambda raw: Script._wrap(raw, self))
 
     async def get_heap_statistics(self) -> HeapStatistics:
         """The async twin of :meth:`get_heap_statistics_sync` (queued behind the
@@ -287,12 +282,11 @@ class Isolate(Handle):
         Raises :class:`ivm.JSError` (``SyntaxError``) for invalid code,
         :class:`ivm.DisposedError` if the isolate is disposed.
         """
-        src = code_bytes(code)
-        source, keep = source_options(filename, line_offset, column_offset)
-        cache, keep_data = cache_options(cached_data, produce_cached_data)
+        args, keep = compile_args(code, filename, line_offset, column_offset, cached_data,
+                                  produce_cached_data)
         out = ffi.new("ivm_script_t **")
-        check(lib.ivm_isolate_compile_script(self._ptr, src, len(src), source, cache, out))
-        del keep, keep_data
+        check(lib.ivm_isolate_compile_script(self._ptr, *args, out))
+        del keep
         return Script._wrap(out[0], self)
 
     def compile_module_sync(
@@ -314,16 +308,12 @@ class Isolate(Handle):
         Raises :class:`ivm.JSError` (``SyntaxError``) for invalid code,
         :class:`ivm.DisposedError` if the isolate is disposed.
         """
-        src = code_bytes(code)
-        source, keep = source_options(filename, line_offset, column_offset)
-        cache, keep_data = cache_options(cached_data, produce_cached_data)
+        args, keep = compile_args(code, filename, line_offset, column_offset, cached_data,
+                                  produce_cached_data)
         out = ffi.new("ivm_module_t **")
-        check(lib.ivm_isolate_compile_module(self._ptr, src, len(src), source, cache, out))
-        del keep, keep_data
-        module = Module._wrap(out[0], self, filename)
-        if meta is not None:
-            module._set_meta(meta)
-        return module
+        check(lib.ivm_isolate_compile_module(self._ptr, *args, out))
+        del keep
+        return Module._wrap(out[0], self, filename)._set_meta(meta)
 
     async def compile_module(
         self,
@@ -337,15 +327,10 @@ class Isolate(Handle):
         meta: Mapping[str, object] | None = None,
     ) -> Module:
         """The async twin of :meth:`compile_module_sync`."""
-        src = code_bytes(code)
-        source, _keep = source_options(filename, line_offset, column_offset)
-        cache, _keep_data = cache_options(cached_data, produce_cached_data)
-        return await submit(
-            self._ptr,
-            lib.ivm_isolate_compile_module_async,
-            (self._ptr, src, len(src), source, cache),
-            lambda raw: Module._wrap(raw, self, filename)._set_meta(meta),
-        )
+        args, _keep = compile_args(code, filename, line_offset, column_offset, cached_data,
+                                   produce_cached_data)
+        return await submit(self._ptr, lib.ivm_isolate_compile_module_async, (self._ptr, *args),
+                            lambda raw: Module._wrap(raw, self, filename)._set_meta(meta))
 
     def get_heap_statistics_sync(self) -> HeapStatistics:
         """V8's heap statistics for this isolate."""

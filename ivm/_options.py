@@ -12,6 +12,7 @@ from ._ffi import ffi, lib
 __all__ = [
     "cache_options",
     "cached_data_of",
+    "compile_args",
     "call_options",
     "code_bytes",
     "result_flags",
@@ -179,6 +180,22 @@ def cache_options(cached_data: object, produce: object) -> tuple[Any, Any]:
         opts.data = keep
         opts.data_len = len(data)
     return opts, keep
+
+
+def compile_args(
+    code: str,
+    filename: str | None,
+    line_offset: int,
+    column_offset: int,
+    cached_data: object,
+    produce_cached_data: object,
+) -> tuple[tuple[Any, ...], Any]:
+    """``(args, keepalive)`` of a compile call: its ``(code, code_len, source,
+    cache)`` arguments and what the caller holds until the C call returns."""
+    src = code_bytes(code)
+    source, keep_name = source_options(filename, line_offset, column_offset)
+    cache, keep_data = cache_options(cached_data, produce_cached_data)
+    return (src, len(src), source, cache), (keep_name, keep_data)
 
 
 def cached_data_of(getter: Any, ptr: Any) -> bytes | None:

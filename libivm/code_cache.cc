@@ -64,6 +64,15 @@ ivm_error_t* ReadOptions(const ivm_cache_options_t* opts, Options* out) {
   return nullptr;
 }
 
+ivm_error_t* ReadCompileInput(const char* code, size_t code_len,
+                              const ivm_source_options_t* source,
+                              const ivm_cache_options_t* cache, CompileInput* out) {
+  if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
+  out->code = std::string_view(code ? code : "", code_len);
+  if (ivm_error_t* err = ReadSourceOptions(source, &out->source)) return err;
+  return ReadOptions(cache, &out->cache);
+}
+
 std::string Wrap(Kind kind, std::string_view source, const uint8_t* payload, size_t len) {
   std::string out;
   out.reserve(kHeaderBytes + len);

@@ -6,6 +6,7 @@
 #define IVM_CODE_CACHE_H
 
 #include "internal.h"
+#include "jobs.h"
 #include "options.h"
 
 #include <memory>
@@ -32,6 +33,38 @@ struct Options {
   std::shared_ptr<const std::string> storage_;
 };
 ivm_error_t* ReadOptions(const ivm_cache_options_t* opts, Options* out);
+
+// The inputs of a compile call (compile_script, compile_module), read once;
+// borrowed from the caller until Own() copies them, as a queued job must.
+struct CompileInput {
+  std::string_view code;
+  SourceOptions source;
+  Options cache;
+
+  void Own() {
+    owned_ = std::make_shared<const std::string>(code);
+    code = *owned_;
+    source.Own();
+    cache.Own();
+  }
+
+ private:
+  std::shared_ptr<const std::string> owned_;
+};
+ivm_error_t* ReadCompileInput(const char* code, size_t code_len,
+                              const ivm_source_options_t* source,
+                              const ivm_cache_options_t* cache, CompileInput* out);
+
+// Queues `compile(holder, input, completion)` on `iso` with a copy of `input`.
+template <class F>
+ivm_error_t* QueueCompile(const std::shared_ptr<IsolateHolder>& holder, CompileInput input,
+                          ivm_completion_kind_t kind, ivm_done_fn done, void* user_data,
+                          uint64_t* job_out, F compile) {
+  input.Own();
+  return Enqueue(
+      holder, kind, done, user_data,
+      [=](ivm_completion_t* c) -> ivm_error_t* { return compile(holder, input, c); }, job_out);
+}
 
 // What a compile did with the cache (kept by the script or module record).
 struct Outcome {

@@ -71,9 +71,10 @@ using ivm::ModuleRecord;
 
 constexpr char kNotInstantiated[] = "The module has not been instantiated";
 
-ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr, const char* code,
-                           size_t code_len, const ivm::SourceOptions& o,
-                           const ivm::cache::Options& cache, ivm_module_t** out) {
+ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr,
+                           const ivm::cache::CompileInput& in, ivm_module_t** out) {
+  const ivm::SourceOptions& o = in.source;
+  std::string_view text = in.code;
   IsolateHolder& holder = *holder_ptr;
   auto record = std::make_shared<ModuleRecord>();
   ivm_error_t* err = holder.Run(0, [&](v8::Isolate* isolate, ivm::CallState& call) -> ivm_error_t* {
@@ -82,21 +83,20 @@ ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr, con
     v8::TryCatch try_catch(isolate);
     ivm_error_t* error = nullptr;
     v8::Local<v8::String> source;
-    if (!ivm::NewString(isolate, code, code_len, &error).ToLocal(&source)) return error;
+    if (!ivm::NewString(isolate, text.data(), text.size(), &error).ToLocal(&source)) return error;
     v8::Local<v8::Value> name;
     if (!ivm::ScriptName(isolate, o.filename, o.filename_len, "<module>", &error).ToLocal(&name)) {
       return error;
     }
-    std::string_view text(code, code_len);
     v8::ScriptCompiler::CompileOptions options;
     v8::ScriptCompiler::Source src(
         source, ivm::compat::MakeModuleOrigin(isolate, name, o.line_offset, o.column_offset),
-        ivm::cache::Consume(ivm::cache::kModule, text, cache, &record->cache, &options));
+        ivm::cache::Consume(ivm::cache::kModule, text, in.cache, &record->cache, &options));
     v8::Local<v8::Module> module;
     if (!v8::ScriptCompiler::CompileModule(isolate, &src, options).ToLocal(&module)) {
       return holder.Fail(context, try_catch, call);
     }
-    ivm::cache::Finish(ivm::cache::kModule, text, cache, src, module->GetUnboundModuleScript(),
+    ivm::cache::Finish(ivm::cache::kModule, text, in.cache, src, module->GetUnboundModuleScript(),
                        &record->cache);
     v8::Local<v8::FixedArray> requests = module->GetModuleRequests();
     for (int i = 0; i < requests->Length(); ++i) {
@@ -386,12 +386,11 @@ IVM_API ivm_error_t* ivm_isolate_compile_module(ivm_isolate_t* iso, const char* 
                                                 ivm_module_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
-    if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
-    ivm::SourceOptions o;
-    if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
-    ivm::cache::Options c;
-    if (ivm_error_t* err = ivm::cache::ReadOptions(cache, &c)) return err;
-    return CompileModule(iso->holder, code ? code : "", code_len, o, c, out);
+    ivm::cache::CompileInput in;
+    if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
+      return err;
+    }
+    return CompileModule(iso->holder, in, out);
   });
 }
 
@@ -403,21 +402,15 @@ IVM_API ivm_error_t* ivm_isolate_compile_module_async(ivm_isolate_t* iso, const 
                                                       uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
-    if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
-    ivm::SourceOptions o;
-    if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
-    ivm::cache::Options c;
-    if (ivm_error_t* err = ivm::cache::ReadOptions(cache, &c)) return err;
-    o.Own();
-    c.Own();
-    auto text = std::make_shared<std::string>(code ? code : "", code_len);
-    std::shared_ptr<IsolateHolder> holder = iso->holder;
-    return ivm::Enqueue(
-        holder, IVM_COMPLETION_MODULE, done, user_data,
-        [=](ivm_completion_t* done_c) -> ivm_error_t* {
-          return CompileModule(holder, text->data(), text->size(), o, c, &done_c->result.module);
-        },
-        job_out);
+    ivm::cache::CompileInput in;
+    if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
+      return err;
+    }
+    return ivm::cache::QueueCompile(
+        iso->holder, in, IVM_COMPLETION_MODULE, done, user_data, job_out,
+        [](const auto& holder, const auto& input, ivm_completion_t* c) {
+          return CompileModule(holder, input, &c->result.module);
+        });
   });
 }
 

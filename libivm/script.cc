@@ -12,8 +12,9 @@ namespace {
 constexpr size_t kMaxBoundPerContext = 256;
 
 ivm_error_t* CompileScript(const std::shared_ptr<ivm::IsolateHolder>& holder_ptr,
-                           const char* code, size_t code_len, const ivm::SourceOptions& o,
-                           const ivm::cache::Options& cache, ivm_script_t** out) {
+                           const ivm::cache::CompileInput& in, ivm_script_t** out) {
+  const ivm::SourceOptions& o = in.source;
+  std::string_view text = in.code;
   ivm::IsolateHolder& holder = *holder_ptr;
   auto record = std::make_shared<ivm::ScriptRecord>();
   ivm_error_t* err = holder.Run(0, [&](v8::Isolate* isolate, ivm::CallState& call) -> ivm_error_t* {
@@ -23,7 +24,7 @@ ivm_error_t* CompileScript(const std::shared_ptr<ivm::IsolateHolder>& holder_ptr
     v8::TryCatch try_catch(isolate);
     ivm_error_t* error = nullptr;
     v8::Local<v8::String> source;
-    if (!ivm::NewString(isolate, code, code_len, &error).ToLocal(&source)) return error;
+    if (!ivm::NewString(isolate, text.data(), text.size(), &error).ToLocal(&source)) return error;
     v8::Local<v8::Value> name;
     if (!ivm::ScriptName(isolate, o.filename, o.filename_len, "<isolated-vm>", &error)
              .ToLocal(&name)) {
@@ -31,18 +32,17 @@ ivm_error_t* CompileScript(const std::shared_ptr<ivm::IsolateHolder>& holder_ptr
     }
     v8::ScriptOrigin origin =
         ivm::compat::MakeOrigin(isolate, name, o.line_offset, o.column_offset);
-    std::string_view text(code, code_len);
     v8::ScriptCompiler::CompileOptions options;
     v8::ScriptCompiler::Source src(
         source, origin,
-        ivm::cache::Consume(ivm::cache::kScript, text, cache, &record->cache, &options));
+        ivm::cache::Consume(ivm::cache::kScript, text, in.cache, &record->cache, &options));
     v8::Local<v8::UnboundScript> script;
     if (!v8::ScriptCompiler::CompileUnboundScript(isolate, &src, options).ToLocal(&script)) {
       return holder.Fail(context, try_catch, call);
     }
-    ivm::cache::Finish(ivm::cache::kScript, text, cache, src, script, &record->cache);
+    ivm::cache::Finish(ivm::cache::kScript, text, in.cache, src, script, &record->cache);
     record->script.Reset(isolate, script);
-    record->rebind = ivm::MayDeclareLexically(std::string_view(code, code_len));
+    record->rebind = ivm::MayDeclareLexically(text);
     record->id = holder.NextId();
     holder.Register(record);
     return nullptr;
@@ -98,12 +98,11 @@ IVM_API ivm_error_t* ivm_isolate_compile_script(ivm_isolate_t* iso, const char* 
                                                 ivm_script_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
-    if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
-    ivm::SourceOptions o;
-    if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
-    ivm::cache::Options c;
-    if (ivm_error_t* err = ivm::cache::ReadOptions(cache, &c)) return err;
-    return CompileScript(iso->holder, code ? code : "", code_len, o, c, out);
+    ivm::cache::CompileInput in;
+    if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
+      return err;
+    }
+    return CompileScript(iso->holder, in, out);
   });
 }
 
@@ -115,21 +114,15 @@ IVM_API ivm_error_t* ivm_isolate_compile_script_async(ivm_isolate_t* iso, const 
                                                       uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
-    if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
-    ivm::SourceOptions o;
-    if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
-    ivm::cache::Options c;
-    if (ivm_error_t* err = ivm::cache::ReadOptions(cache, &c)) return err;
-    o.Own();
-    c.Own();
-    auto text = std::make_shared<std::string>(code ? code : "", code_len);
-    std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
-    return ivm::Enqueue(
-        holder, IVM_COMPLETION_SCRIPT, done, user_data,
-        [=](ivm_completion_t* done_c) -> ivm_error_t* {
-          return CompileScript(holder, text->data(), text->size(), o, c, &done_c->result.script);
-        },
-        job_out);
+    ivm::cache::CompileInput in;
+    if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
+      return err;
+    }
+    return ivm::cache::QueueCompile(
+        iso->holder, in, IVM_COMPLETION_SCRIPT, done, user_data, job_out,
+        [](const auto& holder, const auto& input, ivm_completion_t* c) {
+          return CompileScript(holder, input, &c->result.script);
+        });
   });
 }
 

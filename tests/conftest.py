@@ -92,6 +92,20 @@ async def _settle_async(baseline: int, timeout: float = SETTLE) -> int:
     return freed.count
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    pytest.skip("no VmRSS in /proc/self/status")
+
+
+@pytest.fixture
+def rss_mb() -> Callable[[], float]:
+    """This process's resident memory in MiB, now (skips the test without /proc)."""
+    return _rss_mb
+
+
 @pytest.fixture
 def wait_until() -> Callable[..., bool]:
     """`wait_until(predicate, timeout=SANITY)`: polls until `predicate()` holds; False if
