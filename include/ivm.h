@@ -341,22 +341,54 @@ struct ivm_isolate_options {
    * allocations past it throw a JavaScript RangeError instead).
    */
   uint64_t memory_limit;
+  /**
+   * Where the isolate lives (IVM_PLACEMENT_*; 0: inline, in this process).
+   * Ignored when `group` is set. Since: 0.4
+   */
+  uint32_t placement;
+  /**
+   * NULL, or the process group (a worker process) the isolate lives in; the
+   * group is borrowed and must not be disposed while the isolate is in use
+   * (its isolates then fail with IVM_ERROR_DISPOSED). Several isolates may
+   * share a group; a crash of the worker takes all of them. Since: 0.4
+   */
+  ivm_process_group_t *group;
+};
+
+/** ivm_isolate_options_t.placement. Values are ABI: append only. */
+enum {
+  /** In this process (the default). */
+  IVM_PLACEMENT_INLINE = 0,
+  /** In a new worker process of its own (section "Processes"), started by
+   * ivm_isolate_new() and ended when the isolate is disposed or freed. */
+  IVM_PLACEMENT_PROCESS = 1
 };
 
 #ifndef IVM_CDEF
-#define IVM_ISOLATE_OPTIONS_INIT { sizeof(ivm_isolate_options_t), 0 }
+#define IVM_ISOLATE_OPTIONS_INIT { sizeof(ivm_isolate_options_t), 0, 0, NULL }
 #endif
 
 /**
- * Creates an isolate.
+ * Creates an isolate, inline or in a worker process (`placement`, `group`).
  *
  * @param opts      NULL for defaults, or initialised with IVM_ISOLATE_OPTIONS_INIT.
  * @param[out] out  on success, a new handle the caller frees (ivm_isolate_free).
  * @return NULL on success, otherwise a new error owned by the caller.
- * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT, INTERNAL. Since: 0.1
+ * Threads: any.
+ * Blocks:  never inline; in a worker, until the worker (a new one: about
+ *          65 ms) has created the isolate.
+ * Errors:  INVALID_ARGUMENT, INTERNAL; in a worker also CRASHED, DISPOSED (a
+ *          disposed group). Since: 0.1 (worker placement: 0.4)
  */
 IVM_API ivm_error_t *ivm_isolate_new(const ivm_isolate_options_t *opts,
                                      ivm_isolate_t **out);
+
+/**
+ * The process id of the worker `iso` lives in; 0 for an inline isolate (and
+ * for NULL). The id stays readable once the worker is dead.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.4
+ */
+IVM_API int64_t ivm_isolate_pid(const ivm_isolate_t *iso);
 
 /**
  * Disposes the isolate: running JavaScript is terminated (the running call

@@ -482,9 +482,16 @@ ivm_error_t* IsolateHolder::Locked(F&& fn) {
 
 }  // namespace ivm
 
-// The handle shells of the ABI.
+namespace ivm {
+class RemoteIsolate;
+struct RemoteObject;
+}  // namespace ivm
+
+// The handle shells of the ABI. An isolate lives inline (`holder`) or in a
+// worker process (`remote`, remote.h); exactly one is set.
 struct ivm_isolate : ivm::LiveCounted {
   std::shared_ptr<ivm::IsolateHolder> holder;
+  std::shared_ptr<ivm::RemoteIsolate> remote;
 };
 
 #endif  // IVM_INTERNAL_H

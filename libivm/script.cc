@@ -3,6 +3,7 @@
 // A compiled script is context-independent (v8::UnboundScript); running it
 // needs a copy bound to the context. Binding costs about as much as the run
 // itself, so each context keeps the scripts it has bound.
+#include "remote.h"
 #include "context.h"
 
 #include <cstring>
@@ -94,6 +95,10 @@ IVM_API ivm_error_t* ivm_isolate_compile_script(ivm_isolate_t* iso, const char* 
     if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
     ivm::SourceOptions o;
     if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
+    if (iso->remote) {
+      return ivm::remote::CompileScript(iso->remote, std::string_view(code ? code : "", code_len),
+                                        o, out);
+    }
     return CompileScript(iso->holder, code ? code : "", code_len, o, out);
   });
 }
@@ -108,6 +113,11 @@ IVM_API ivm_error_t* ivm_isolate_compile_script_async(ivm_isolate_t* iso, const 
     if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
     ivm::SourceOptions o;
     if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
+    if (iso->remote) {
+      return ivm::remote::CompileScriptAsync(iso->remote,
+                                             std::string_view(code ? code : "", code_len), o,
+                                             done, user_data, job_out);
+    }
     o.Own();
     auto text = std::make_shared<std::string>(code ? code : "", code_len);
     std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
@@ -129,6 +139,12 @@ IVM_API ivm_error_t* ivm_script_run(ivm_script_t* script, ivm_context_t* ctx,
       return InvalidArgument("script, context or out is NULL");
     }
     ivm::CallOptions o;
+    if (script->remote || ctx->remote) {
+      if (ivm_error_t* err = ivm::ReadCallOptions(run, result, &o)) return err;
+      ivm_error_t* err = ivm::remote::RunScript(script, ctx, o, out);
+      if (err == nullptr) ivm::DeliverPrimitive(primitive_out, out);
+      return err;
+    }
     if (ivm_error_t* err = ReadRun(script, ctx, run, result, &o)) return err;
     ivm_error_t* err = RunScript(*ctx->holder, *script->record, *ctx->record, o, out);
     if (err == nullptr) ivm::DeliverPrimitive(primitive_out, out);
@@ -145,6 +161,10 @@ IVM_API ivm_error_t* ivm_script_run_async(ivm_script_t* script, ivm_context_t* c
       return InvalidArgument("script, context or done is NULL");
     }
     ivm::CallOptions o;
+    if (script->remote || ctx->remote) {
+      if (ivm_error_t* err = ivm::ReadCallOptions(run, result, &o)) return err;
+      return ivm::remote::RunScriptAsync(script, ctx, o, done, user_data, job_out);
+    }
     if (ivm_error_t* err = ReadRun(script, ctx, run, result, &o)) return err;
     std::shared_ptr<ivm::IsolateHolder> holder = ctx->holder;
     std::shared_ptr<ivm::ScriptRecord> srec = script->record;
@@ -164,6 +184,10 @@ IVM_API ivm_error_t* ivm_script_run_async(ivm_script_t* script, ivm_context_t* c
 IVM_API ivm_error_t* ivm_script_release(ivm_script_t* script) {
   return Guard([&]() -> ivm_error_t* {
     if (script == nullptr) return InvalidArgument("script is NULL");
+    if (script->remote) {
+      ivm::remote::Release(*script->remote, ivm::wire::kOpScriptRelease);
+      return nullptr;
+    }
     script->holder->Release(script->record);
     return nullptr;
   });

@@ -233,11 +233,14 @@ bool ValidHello(const std::string& payload, std::string* why) {
   return false;
 }
 
+// The common head of a REPLY: status and message. The rest is the op's (for
+// remote isolates, checked by remote_isolate.cc, which kills a worker whose
+// reply is malformed).
 bool ValidReply(const std::string& payload) {
   wire::Reader r(payload);
   uint32_t status = 0;
   std::string_view message;
-  return r.U32(&status) && r.Bytes(&message) && r.Done() &&
+  return r.U32(&status) && r.Bytes(&message) &&
          (status == wire::kStatusOk ||
           (status >= IVM_ERROR_JS_EXCEPTION && status <= IVM_ERROR_CRASHED));
 }
@@ -263,6 +266,28 @@ void WorkerProcess::OnFrame(wire::Frame& frame) {
     }
   } else if (!hello_) {
     why = std::string("a ") + wire::KindName(h.kind) + " frame before HELLO";
+  } else if (h.kind == wire::kPong && h.id == liveness_ping_ && liveness_ping_ != 0 &&
+             frame.payload.empty()) {
+    // Alive and answering: the overdue calls get another grace period.
+    liveness_ping_ = 0;
+    int64_t later = NowNs() + kCallGraceNs;
+    for (auto& [id, waiter] : pending_) {
+      if (waiter->check_at != 0) waiter->check_at = later;
+    }
+    for (auto& [id, call] : async_) {
+      if (call.check_at != 0) call.check_at = later;
+    }
+    return;
+  } else if (h.kind == wire::kReply && async_.count(h.id) != 0) {
+    auto it = async_.find(h.id);
+    if (ValidReply(frame.payload)) {
+      ReplyFn fn = std::move(it->second.fn);
+      async_.erase(it);
+      lock.unlock();
+      fn(&frame, nullptr);
+      return;
+    }
+    why = "a malformed REPLY (id " + std::to_string(h.id) + ")";
   } else if (h.kind == wire::kPong || h.kind == wire::kReply) {
     auto it = pending_.find(h.id);
     if (it != pending_.end() && it->second->kind == h.kind &&
@@ -352,11 +377,14 @@ void WorkerProcess::OnMaybeExited() {
     OnStderrReadable();
     if (err_ == before && stderr_tail_.size() == size) break;   // EAGAIN: nothing left
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  int status = 0;
-  bool have = waitpid(pid_, &status, WNOHANG) == pid_;
-  reaped_ = true;
-  FinishLocked(CauseLocked(status, have));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    int status = 0;
+    bool have = waitpid(pid_, &status, WNOHANG) == pid_;
+    reaped_ = true;
+    FinishLocked(CauseLocked(status, have));
+  }
+  FailAsync();
 }
 
 void WorkerProcess::FinishLocked(std::string cause) {
@@ -395,6 +423,8 @@ int64_t WorkerProcess::Tick(int64_t now) {
   } else if (deadline_ns_ != 0) {
     earliest(deadline_ns_);
   }
+  int64_t check = CheckLivenessLocked(now);
+  if (check != 0) earliest(check);
   if (limits_.max_rss_mb != 0) {
     if (now >= next_rss_check_ns_) {
       next_rss_check_ns_ = now + kRssIntervalNs;
@@ -414,6 +444,34 @@ int64_t WorkerProcess::Tick(int64_t now) {
     earliest(next_rss_check_ns_);
   }
   return next;
+}
+
+// Calls past their timeout and grace: PING the worker; kill it if it does not
+// answer within kCallGraceNs. Returns when to look again (0: no need).
+int64_t WorkerProcess::CheckLivenessLocked(int64_t now) {
+  int64_t due = 0;
+  auto consider = [&](int64_t at) {
+    if (at != 0 && (due == 0 || at < due)) due = at;
+  };
+  for (auto& [id, waiter] : pending_) consider(waiter->check_at);
+  for (auto& [id, call] : async_) consider(call.check_at);
+  if (due == 0) {
+    if (liveness_ping_ != 0) abandoned_.insert(liveness_ping_);   // its PONG may still come
+    liveness_ping_ = 0;
+    return 0;
+  }
+  if (liveness_ping_ != 0) {
+    if (now < liveness_deadline_) return liveness_deadline_;
+    KillLocked("stopped answering (a call ran " +
+               std::to_string(kCallGraceNs / 1000000) +
+               " ms past its timeout and a PING got no answer within as long)");
+    return 0;
+  }
+  if (now < due) return due;
+  liveness_ping_ = next_id_++;
+  liveness_deadline_ = now + kCallGraceNs;
+  Send(wire::Writer(wire::kPing, liveness_ping_).Finish());
+  return liveness_deadline_;
 }
 
 }  // namespace ivm

@@ -12,6 +12,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -28,6 +29,9 @@ struct WorkerLimits {
 
 // How long a worker has to exit after EXIT before it is killed.
 constexpr int64_t kExitGraceNs = 200 * 1000 * 1000;
+// How long past a call's timeout a worker may take to answer (and then, a
+// PING) before it is killed as unresponsive.
+constexpr int64_t kCallGraceNs = 2000LL * 1000 * 1000;
 // The most of a worker's stderr kept for the crash cause.
 constexpr size_t kStderrTail = 8 * 1024;
 
@@ -53,6 +57,28 @@ class WorkerProcess {
   // `wait`: until it is gone. Idempotent.
   void Dispose(bool wait);
 
+  // ---- Remote isolates (remote_isolate.cc). ----
+  // Receives a REPLY: exactly one of `reply` and `error` is set, and the
+  // function owns `error`.
+  using ReplyFn = std::function<void(wire::Frame* reply, ivm_error_t* error)>;
+  uint64_t NextId();
+  // Sends CALL frame `frame` (whose id is `id`) and waits for its REPLY, or
+  // the worker's death (CRASHED, or DISPOSED once disposed). `timeout_ns` is
+  // the call's own timeout (0: none): once it and kCallGraceNs have passed
+  // without a REPLY, the worker must answer a PING within kCallGraceNs or be
+  // killed ("stopped answering").
+  ivm_error_t* Call(uint64_t id, const std::string& frame, uint64_t timeout_ns,
+                    wire::Frame* reply);
+  // The same without waiting: `fn` runs once, on the I/O thread when the
+  // REPLY arrives or the worker dies, or on this thread if it is dead already.
+  void CallAsync(uint64_t id, const std::string& frame, uint64_t timeout_ns, ReplyFn fn);
+  // Sends a frame that is never answered (no-reply ops, CANCEL). Dropped if
+  // the worker is dead.
+  void Post(const std::string& frame);
+  // A caller found a REPLY malformed: the worker is killed as for a protocol
+  // violation, and the returned CRASHED error says why.
+  ivm_error_t* BadReply(const std::string& why);
+
   // ---- The I/O thread's side (worker_io.cc calls these on its thread). ----
   enum Watch { kChannel, kStderr, kPidfd, kWatches };
   int watch_fd(Watch w) const;
@@ -74,10 +100,18 @@ class WorkerProcess {
   struct Waiter {
     uint16_t kind = 0;     // the answer expected: PONG or REPLY
     bool done = false;
+    int64_t check_at = 0;  // past it, a PING checks that the worker answers (0: never)
     wire::Frame reply;
   };
+  struct AsyncCall {
+    ReplyFn fn;
+    int64_t check_at = 0;
+  };
   ivm_error_t* Request(uint64_t id, uint16_t answer_kind, const std::string& frame,
-                       uint64_t timeout_ns, wire::Frame* reply);
+                       uint64_t timeout_ns, wire::Frame* reply, int64_t check_at = 0);
+  static int64_t CheckAt(uint64_t timeout_ns);
+  void FailAsync();
+  int64_t CheckLivenessLocked(int64_t now);
   bool Send(const std::string& frame);
   ivm_error_t* DeadErrorLocked() const;
   void KillLocked(const std::string& reason);
@@ -117,6 +151,9 @@ class WorkerProcess {
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, Waiter*> pending_;
   std::unordered_set<uint64_t> abandoned_;   // timed-out ids whose answer may come late
+  std::unordered_map<uint64_t, AsyncCall> async_;   // CallAsync's, by id
+  uint64_t liveness_ping_ = 0;       // the id of a PING checking an overdue call
+  int64_t liveness_deadline_ = 0;    // its answer is due by then
 
   // The I/O thread's alone.
   wire::FrameBuffer in_;
@@ -124,6 +161,9 @@ class WorkerProcess {
   std::string stderr_tail_;
   bool finished_ = false;
 };
+
+// process_group.cc: the worker of a process group handle.
+std::shared_ptr<WorkerProcess> GroupWorker(const ivm_process_group_t* group);
 
 // worker_io.cc: the single I/O thread. Register() hands it a started worker;
 // it keeps the worker alive until its death is processed.
