@@ -97,6 +97,7 @@ class IoLoop {
       std::lock_guard<std::mutex> lock(mu_);
       std::erase_if(workers_, [](const auto& w) { return w->finished(); });
     }
+    planned_.store(next == 0 ? INT64_MAX : next, std::memory_order_relaxed);
     if (next == 0) return -1;
     int64_t ms = (next - NowNs() + 999999) / 1000000;
     return ms < 0 ? 0 : static_cast<int>(ms > 60000 ? 60000 : ms);
@@ -131,6 +132,12 @@ class IoLoop {
   }
 
   int epfd_ = -1, wakefd_ = -1;
+
+ public:
+  // When the loop will tick next (INT64_MAX: not before an event).
+  std::atomic<int64_t> planned_{INT64_MAX};
+
+ private:
   std::mutex mu_;
   std::vector<std::shared_ptr<WorkerProcess>> workers_;
 };
@@ -140,6 +147,14 @@ class IoLoop {
 void RegisterWorker(const std::shared_ptr<WorkerProcess>& worker) { IoLoop::Get().Add(worker); }
 
 void WakeIoThread() { IoLoop::Get().Wake(); }
+
+void WakeIoThreadBy(int64_t at_ns) {
+  IoLoop& loop = IoLoop::Get();
+  if (at_ns < loop.planned_.load(std::memory_order_relaxed)) {
+    loop.planned_.store(at_ns, std::memory_order_relaxed);
+    loop.Wake();
+  }
+}
 
 int WorkerProcess::watch_fd(Watch w) const {
   return w == kChannel ? sock_ : w == kStderr ? err_ : pidfd_;

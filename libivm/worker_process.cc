@@ -211,7 +211,7 @@ ivm_error_t* WorkerProcess::Request(uint64_t id, uint16_t answer_kind, const std
     if (ivm_error_t* err = DeadErrorLocked()) return err;
     if (answer_kind != 0) pending_[id] = &waiter;
   }
-  if (check_at != 0) WakeIoThread();   // it recomputes its next tick
+  if (check_at != 0) WakeIoThreadBy(check_at);   // it recomputes its next tick
   bool sent = Send(frame);   // on failure the worker is dying: its death wakes us below
   std::unique_lock<std::mutex> lock(mu_);
   if (answer_kind == 0) return sent ? nullptr : DeadErrorLocked();
@@ -297,7 +297,6 @@ uint64_t WorkerProcess::NextId() {
 }
 
 int64_t WorkerProcess::CheckAt(uint64_t timeout_ns) {
-  if (timeout_ns == 0) return 0;
   uint64_t limit = static_cast<uint64_t>(INT64_MAX / 2);
   return NowNs() + static_cast<int64_t>(timeout_ns > limit ? limit : timeout_ns) + kCallGraceNs;
 }
@@ -324,7 +323,7 @@ void WorkerProcess::CallAsync(uint64_t id, const std::string& frame, uint64_t ti
     }
     async_[id] = AsyncCall{std::move(fn), check_at};
   }
-  if (check_at != 0) WakeIoThread();
+  WakeIoThreadBy(check_at);
   Send(frame);   // on failure the worker is dying: its death fails the call
 }
 

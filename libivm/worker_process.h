@@ -65,8 +65,9 @@ class WorkerProcess {
   // Sends CALL frame `frame` (whose id is `id`) and waits for its REPLY, or
   // the worker's death (CRASHED, or DISPOSED once disposed). `timeout_ns` is
   // the call's own timeout (0: none): once it and kCallGraceNs have passed
-  // without a REPLY, the worker must answer a PING within kCallGraceNs or be
-  // killed ("stopped answering").
+  // without a REPLY (and then every kCallGraceNs: a heartbeat), the worker
+  // must answer a PING within kCallGraceNs or be killed ("stopped
+  // answering"). A worker busy running JavaScript still answers.
   ivm_error_t* Call(uint64_t id, const std::string& frame, uint64_t timeout_ns,
                     wire::Frame* reply);
   // The same without waiting: `fn` runs once, on the I/O thread when the
@@ -170,6 +171,8 @@ std::shared_ptr<WorkerProcess> GroupWorker(const ivm_process_group_t* group);
 void RegisterWorker(const std::shared_ptr<WorkerProcess>& worker);
 // Makes the I/O thread recompute its deadlines.
 void WakeIoThread();
+// The same, unless it will tick by `at_ns` anyway (cheap to call per request).
+void WakeIoThreadBy(int64_t at_ns);
 
 }  // namespace ivm
 
