@@ -480,7 +480,26 @@ IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
  * kills it. When the worker dies for any reason, every pending and later call
  * on the group fails with IVM_ERROR_CRASHED and the cause; the host process is
  * never hurt. libivm reaps the worker and closes its descriptors itself (no
- * SIGCHLD handler is installed). Isolates cannot live in a process group yet.
+ * SIGCHLD handler is installed).
+ *
+ * Isolates live in a worker when ivm_isolate_options_t names a `group` (several
+ * isolates share its worker, and its crash) or `placement` =
+ * IVM_PLACEMENT_PROCESS (a worker of its own, ended with the isolate). Their
+ * handles are the same types, and every isolate, context and script call
+ * keeps its semantics, outputs and error kinds (timeouts, terminate,
+ * cancellation and memory limits run in the worker), plus:
+ * - CRASHED: the worker died; pending and later calls fail with the cause.
+ *   A worker that stops answering (no REPLY by a call's timeout plus 2 s, and
+ *   then no answer to a PING within 2 s; calls without a timeout are checked
+ *   every 2 s) is killed and reported the same way.
+ * - TRANSFER: References, ExternalCopies and host callbacks do not cross a
+ *   process boundary in this version: as arguments (also inside copies), as
+ *   results (IVM_RESULT_REFERENCE, IVM_RESULT_EXTERNAL_COPY) and
+ *   ivm_context_global() fail with IVM_ERROR_TRANSFER naming which. A CALL or
+ *   result larger than a frame (16 MiB) fails with TRANSFER too.
+ * - Blocks: synchronous calls wait on the caller's thread for the worker's
+ *   answer; asynchronous ones hold no thread (libivm's I/O thread calls
+ *   `done`). ivm_isolate_times() reports the times of the last answered call.
  */
 
 struct ivm_process_group_options {
