@@ -343,10 +343,15 @@ async def test_pending_async_calls_fail_when_the_worker_dies() -> None:
     iso.dispose()
 
 
-def test_worker_that_stops_answering_is_killed(rctx: ivm.Context, remote: ivm.Isolate) -> None:
+def test_worker_that_stops_answering_is_killed(
+    rctx: ivm.Context, remote: ivm.Isolate, wait_until: Callable[..., bool]
+) -> None:
     """A worker that answers neither a call past its timeout nor a PING is killed."""
-    assert remote.pid is not None
-    os.kill(remote.pid, signal.SIGSTOP)
+    pid = remote.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    # (kill() returns before the worker has stopped)
+    assert wait_until(lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T")
     start = time.monotonic()
     with pytest.raises(ivm.IsolateCrashedError, match="stopped answering"):
         rctx.eval_sync("1", timeout=0.05)
@@ -365,3 +370,40 @@ def test_create_eval_dispose_cycles_in_a_group_leak_nothing(no_leaks: None) -> N
             del iso
         assert _fd_count() <= fds
         assert _thread_count() <= threads
+
+
+def test_ignored_calls(remote: ivm.Isolate, rctx: ivm.Context, wait_until: Callable[..., bool],
+                       ignored_errors: list[BaseException]) -> None:
+    rctx.eval_ignored("globalThis.hits = 1")
+    remote.compile_script_sync("hits += 1").run_ignored(rctx)
+    rctx.eval_ignored("throw new Error('ignored')")
+    assert wait_until(lambda: rctx.eval_sync("hits") == 2)
+    assert wait_until(lambda: len(ignored_errors) == 1)
+    assert isinstance(ignored_errors[0], ivm.JSError)
+
+
+def test_repeated_worker_crashes_leak_nothing() -> None:
+    with ivm.Isolate(process="isolated") as warm:
+        warm.create_context_sync().eval_sync("1")
+    fds, threads = _fd_count(), _thread_count()
+    for _ in range(30):
+        iso = ivm.Isolate(process="isolated")
+        ctx = iso.create_context_sync()
+        assert iso.pid is not None
+        os.kill(iso.pid, signal.SIGKILL)
+        with pytest.raises(ivm.IsolateCrashedError):
+            ctx.eval_sync("1")
+        iso.dispose()
+        del iso, ctx
+    children = [p for p in os.listdir("/proc") if p.isdigit() and _is_zombie_child(int(p))]
+    assert children == []
+    assert _fd_count() <= fds
+    assert _thread_count() <= threads
+
+
+def _is_zombie_child(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] == "Z" and int(fields[1]) == os.getpid()
