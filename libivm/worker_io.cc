@@ -37,6 +37,8 @@ std::string SignalName(int sig) {
   return abbrev != nullptr ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
 }
 
+std::atomic<std::thread::id> g_io_thread{};
+
 class IoLoop {
  public:
   static IoLoop& Get() {
@@ -77,7 +79,10 @@ class IoLoop {
     ev.events = EPOLLIN;
     ev.data.ptr = nullptr;
     epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev);
-    std::thread([this] { Run(); }).detach();
+    std::thread([this] {
+      g_io_thread.store(std::this_thread::get_id());
+      Run();
+    }).detach();
   }
 
   // Ticks every worker; drops those whose death is processed. Returns the
@@ -147,6 +152,8 @@ class IoLoop {
 void RegisterWorker(const std::shared_ptr<WorkerProcess>& worker) { IoLoop::Get().Add(worker); }
 
 void WakeIoThread() { IoLoop::Get().Wake(); }
+
+bool OnIoThread() { return g_io_thread.load() == std::this_thread::get_id(); }
 
 void WakeIoThreadBy(int64_t at_ns) {
   IoLoop& loop = IoLoop::Get();
@@ -438,6 +445,8 @@ int64_t WorkerProcess::Tick(int64_t now) {
   } else if (deadline_ns_ != 0) {
     earliest(deadline_ns_);
   }
+  FlushDeferredLocked();
+  if (!deferred_.empty()) earliest(now + 10 * 1000 * 1000);
   int64_t check = CheckLivenessLocked(now);
   if (check != 0) earliest(check);
   if (limits_.max_rss_mb != 0) {
@@ -483,9 +492,20 @@ int64_t WorkerProcess::CheckLivenessLocked(int64_t now) {
     return 0;
   }
   if (now < due) return due;
+  uint64_t id = next_id_;
+  if (!TrySend(wire::Writer(wire::kPing, id).Finish())) {
+    // The channel is full or busy: a worker that does not read it for as
+    // long as it may take to answer is stuck too.
+    if (send_blocked_since_ == 0) send_blocked_since_ = now;
+    if (now - send_blocked_since_ >= kCallGraceNs) {
+      KillLocked("stopped reading its channel (a call ran past its timeout)");
+      return 0;
+    }
+    return now + 10 * 1000 * 1000;
+  }
+  send_blocked_since_ = 0;
   liveness_ping_ = next_id_++;
   liveness_deadline_ = now + kCallGraceNs;
-  Send(wire::Writer(wire::kPing, liveness_ping_).Finish());
   return liveness_deadline_;
 }
 

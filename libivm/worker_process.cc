@@ -331,8 +331,33 @@ void WorkerProcess::Post(const std::string& frame) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (dead_) return;
+    // (A handle's last owner may be an async completion on the I/O thread.)
+    if (OnIoThread() && (!deferred_.empty() || !TrySend(frame))) {
+      deferred_.push_back(frame);
+      return;
+    }
   }
-  Send(frame);
+  if (!OnIoThread()) Send(frame);
+}
+
+bool WorkerProcess::TrySend(const std::string& frame) {
+  std::unique_lock<std::mutex> lock(send_mu_, std::try_to_lock);
+  if (!lock.owns_lock() || sock_ < 0) return false;
+  ssize_t n = send(sock_, frame.data(), frame.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n == static_cast<ssize_t>(frame.size())) return true;
+  if (n > 0) {   // never for these small frames; finish it rather than break the stream
+    lock.unlock();
+    Send(frame.substr(static_cast<size_t>(n)));   // the rest, or the worker is gone
+    return true;
+  }
+  return false;
+}
+
+// I/O thread: sends what Post could not, in order, as far as the channel takes it.
+void WorkerProcess::FlushDeferredLocked() {
+  size_t sent = 0;
+  while (sent < deferred_.size() && TrySend(deferred_[sent])) ++sent;
+  deferred_.erase(deferred_.begin(), deferred_.begin() + static_cast<std::ptrdiff_t>(sent));
 }
 
 ivm_error_t* WorkerProcess::BadReply(const std::string& why) {

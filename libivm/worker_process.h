@@ -18,6 +18,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 namespace ivm {
 
@@ -114,6 +115,11 @@ class WorkerProcess {
   void FailAsync();
   int64_t CheckLivenessLocked(int64_t now);
   bool Send(const std::string& frame);
+  // For the I/O thread, which must never wait to send (it is what reads the
+  // worker's answers): sends a small frame whole if the channel takes it
+  // now, else nothing (false).
+  bool TrySend(const std::string& frame);
+  void FlushDeferredLocked();
   ivm_error_t* DeadErrorLocked() const;
   void KillLocked(const std::string& reason);
   void OnFrame(wire::Frame& frame);
@@ -153,6 +159,8 @@ class WorkerProcess {
   std::unordered_map<uint64_t, Waiter*> pending_;
   std::unordered_set<uint64_t> abandoned_;   // timed-out ids whose answer may come late
   std::unordered_map<uint64_t, AsyncCall> async_;   // CallAsync's, by id
+  std::vector<std::string> deferred_;   // no-reply frames the I/O thread could not send yet
+  int64_t send_blocked_since_ = 0;      // the I/O thread could not PING since then (0: could)
   uint64_t liveness_ping_ = 0;       // the id of a PING checking an overdue call
   int64_t liveness_deadline_ = 0;    // its answer is due by then
 
@@ -173,6 +181,8 @@ void RegisterWorker(const std::shared_ptr<WorkerProcess>& worker);
 void WakeIoThread();
 // The same, unless it will tick by `at_ns` anyway (cheap to call per request).
 void WakeIoThreadBy(int64_t at_ns);
+// Whether the calling thread is the I/O thread.
+bool OnIoThread();
 
 }  // namespace ivm
 
