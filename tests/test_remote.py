@@ -407,3 +407,13 @@ def _is_zombie_child(pid: int) -> bool:
     except OSError:
         return False
     return fields[0] == "Z" and int(fields[1]) == os.getpid()
+
+
+def test_values_larger_than_a_frame_are_refused(rctx: ivm.Context) -> None:
+    with pytest.raises(ivm.TransferError, match="too large"):
+        rctx.eval_sync("'x'.repeat(20 * 1024 * 1024)")
+    with pytest.raises(ivm.TransferError, match="too large"):
+        rctx.eval_closure_sync("return $0.length", ["y" * (20 * 1024 * 1024)])
+    big = rctx.eval_sync("new Uint8Array(4 * 1024 * 1024).fill(7)", copy=True)
+    assert len(big) == 4 * 1024 * 1024 and big[123] == 7
+    assert rctx.eval_sync("'still usable'") == "still usable"

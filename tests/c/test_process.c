@@ -123,6 +123,14 @@ static void test_arguments(void) {
   CHECK(error_is(ivm_process_group_dispose(NULL), IVM_ERROR_INVALID_ARGUMENT, ""));
   CHECK(ivm_process_group_pid(NULL) == 0);
   ivm_process_group_free(NULL);
+  {
+    ivm_isolate_options_t iso_opts = IVM_ISOLATE_OPTIONS_INIT;
+    ivm_isolate_t *iso = NULL;
+    iso_opts.placement = 7;
+    CHECK(error_is(ivm_isolate_new(&iso_opts, &iso), IVM_ERROR_INVALID_ARGUMENT, "placement"));
+    CHECK(iso == NULL);
+    CHECK(ivm_isolate_pid(NULL) == 0);
+  }
 }
 
 /* A done callback that stores its completion (the test waits for it). */
