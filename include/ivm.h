@@ -126,6 +126,8 @@
  *   Call options     ivm_source_options_t, ivm_run_options_t, ivm_result_options_t
  *   Contexts         ivm_isolate_create_context, ivm_context_eval[_closure]
  *   Scripts          ivm_isolate_compile_script, ivm_script_run
+ *   Modules          ivm_isolate_compile_module, ivm_module_instantiate,
+ *                    ivm_module_evaluate, ivm_module_namespace
  *   Values           ivm_value_*: kinds, getters, constructors, ivm_primitive_t
  *   Async jobs       ivm_done_fn, ivm_completion_t, the *_async twins,
  *                    cancellation, completion queues
@@ -165,6 +167,8 @@ typedef struct ivm_isolate ivm_isolate_t;
 typedef struct ivm_context ivm_context_t;
 /** Code compiled for an isolate ("Scripts"). */
 typedef struct ivm_script ivm_script_t;
+/** An ES module compiled for an isolate ("Modules"). */
+typedef struct ivm_module ivm_module_t;
 /** A host-side JavaScript value, belonging to no isolate ("Values"). */
 typedef struct ivm_value ivm_value_t;
 /** A queue of finished asynchronous jobs for an event loop ("Async jobs"). */
@@ -777,6 +781,113 @@ IVM_API ivm_error_t *ivm_script_release(ivm_script_t *script);
 IVM_API void ivm_script_free(ivm_script_t *script);
 
 /* ------------------------------------------------------------------------- */
+/* Modules                                                                   */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * An ES module is compiled for an isolate, then instantiated in one of its
+ * contexts (its imports are linked to other modules of the same isolate),
+ * then evaluated there. A module belongs to the context it was instantiated
+ * in from then on; it cannot be instantiated again, nor linked from another
+ * context. Module code is strict and may use top-level await.
+ */
+
+/**
+ * Compiles `code` as an ES module for `iso` (default name "<module>").
+ * A syntax error fails with IVM_ERROR_JS_EXCEPTION ("SyntaxError").
+ * Threads: any.
+ * Blocks:  waits while the isolate runs another call.
+ * Errors:  JS_EXCEPTION, DISPOSED, MEMORY_LIMIT, INVALID_ARGUMENT, DEADLOCK,
+ *          TERMINATED. Since: 0.4
+ */
+IVM_API ivm_error_t *ivm_isolate_compile_module(ivm_isolate_t *iso,
+                                                const char *code, size_t code_len,
+                                                const ivm_source_options_t *source,
+                                                ivm_module_t **out);
+
+/**
+ * The number of the module's import requests (`import ... from "x"` and
+ * `export ... from "x"`, each specifier once per request, in source order).
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT (NULL). Since: 0.4
+ */
+IVM_API ivm_error_t *ivm_module_dependency_count(const ivm_module_t *module,
+                                                 size_t *count_out);
+
+/**
+ * The specifier of import request `index` (< ivm_module_dependency_count),
+ * UTF-8, borrowed: valid until the handle is freed.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.4
+ */
+IVM_API ivm_error_t *ivm_module_dependency_specifier(const ivm_module_t *module,
+                                                     size_t index, const char **out,
+                                                     size_t *out_len);
+
+/**
+ * Resolves one import while a module graph is instantiated: sets `*out` to
+ * the module that `specifier` names when imported by `referrer`. `referrer`
+ * is the handle given to ivm_module_instantiate() or one this function
+ * returned before. `*out` stays owned by the caller of instantiate and must
+ * stay alive until instantiate returns. Returning an error (owned by libivm
+ * from then on) fails the instantiation with that error.
+ * Runs on the thread of the instantiating call (for the async twin, a pool
+ * thread) while the isolate is locked: it must not call into the isolate.
+ */
+typedef ivm_error_t *(*ivm_module_resolve_fn)(void *user_data, const char *specifier,
+                                              size_t specifier_len,
+                                              ivm_module_t *referrer,
+                                              ivm_module_t **out);
+
+/**
+ * Instantiates `module` and, through `resolve`, every module it imports, in
+ * `ctx` (same isolate). Modules already instantiated in `ctx` may be linked
+ * again; a module instantiated in another context may not.
+ * Threads: any; `resolve` runs on the calling thread.
+ * Blocks:  waits while the isolate runs another call.
+ * Errors:  JS_EXCEPTION (V8 refused the link, e.g. a missing export),
+ *          INVALID_ARGUMENT (already instantiated, a module of another
+ *          isolate or context, `resolve` gave NULL), what `resolve` returned,
+ *          DISPOSED, MEMORY_LIMIT, DEADLOCK, TERMINATED. Since: 0.4
+ */
+IVM_API ivm_error_t *ivm_module_instantiate(ivm_module_t *module, ivm_context_t *ctx,
+                                            ivm_module_resolve_fn resolve,
+                                            void *user_data);
+
+/**
+ * Evaluates an instantiated module (and its imports) in its context. The
+ * completion value is the evaluation's promise; with IVM_RESULT_PROMISE the
+ * call waits until it settles (top-level await; the timeout covers the whole
+ * wait) and a rejection fails with IVM_ERROR_JS_EXCEPTION. Evaluating again
+ * gives the first evaluation's outcome.
+ * Threads: any; the JavaScript runs on the calling thread.
+ * Blocks:  as ivm_context_eval().
+ * Errors:  as ivm_context_eval(); INVALID_ARGUMENT before instantiation.
+ *          Since: 0.4
+ */
+IVM_API ivm_error_t *ivm_module_evaluate(ivm_module_t *module, const ivm_run_options_t *run,
+                                         const ivm_result_options_t *result,
+                                         ivm_value_t **out, ivm_primitive_t *primitive_out);
+
+/**
+ * The module namespace object (its exports) of an instantiated module, in
+ * the form `result` asks for (IVM_RESULT_REFERENCE for a reference).
+ * Threads: any. Blocks: waits while the isolate runs another call.
+ * Errors:  INVALID_ARGUMENT (not instantiated), TRANSFER, DISPOSED,
+ *          DEADLOCK. Since: 0.4
+ */
+IVM_API ivm_error_t *ivm_module_namespace(ivm_module_t *module,
+                                          const ivm_result_options_t *result,
+                                          ivm_value_t **out);
+
+/** Releases the module; later calls fail with IVM_ERROR_DISPOSED. Modules
+ * that import it keep what they linked. Idempotent.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT (NULL). Since: 0.4 */
+IVM_API ivm_error_t *ivm_module_release(ivm_module_t *module);
+
+/** Frees the handle; NULL is a no-op.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.4 */
+IVM_API void ivm_module_free(ivm_module_t *module);
+
+/* ------------------------------------------------------------------------- */
 /* Values                                                                    */
 /* ------------------------------------------------------------------------- */
 
@@ -908,7 +1019,9 @@ enum {
   /** `result.script`: ivm_isolate_compile_script_async(). */
   IVM_COMPLETION_SCRIPT = 3,
   /** `result.heap_statistics`: ivm_isolate_heap_statistics_async(). */
-  IVM_COMPLETION_HEAP_STATISTICS = 4
+  IVM_COMPLETION_HEAP_STATISTICS = 4,
+  /** `result.module`: ivm_isolate_compile_module_async(). Since: 0.4 */
+  IVM_COMPLETION_MODULE = 5
 };
 
 /**
@@ -927,6 +1040,7 @@ struct ivm_completion {
     ivm_context_t *context;
     ivm_script_t *script;
     ivm_heap_statistics_t *heap_statistics;
+    ivm_module_t *module;
   } result;
   ivm_error_t *error;
 };
@@ -997,6 +1111,34 @@ IVM_API ivm_error_t *ivm_isolate_compile_script_async(ivm_isolate_t *iso,
                                                       const ivm_source_options_t *source,
                                                       ivm_done_fn done, void *user_data,
                                                       uint64_t *job_out);
+
+
+/** Queues ivm_isolate_compile_module(); the result is an IVM_COMPLETION_MODULE.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.4 */
+IVM_API ivm_error_t *ivm_isolate_compile_module_async(ivm_isolate_t *iso,
+                                                      const char *code, size_t code_len,
+                                                      const ivm_source_options_t *source,
+                                                      ivm_done_fn done, void *user_data,
+                                                      uint64_t *job_out);
+
+/** Queues ivm_module_instantiate(); the result is an IVM_COMPLETION_VALUE
+ * holding `undefined`. `resolve` runs on a pool thread; `resolve_data` and the
+ * modules it returns must stay valid until `done` has been called. `module`
+ * and `ctx` may be freed meanwhile; `resolve` then still receives `module`'s
+ * address as the root's `referrer` (a key only: not to be used).
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.4 */
+IVM_API ivm_error_t *ivm_module_instantiate_async(ivm_module_t *module, ivm_context_t *ctx,
+                                                  ivm_module_resolve_fn resolve,
+                                                  void *resolve_data, ivm_done_fn done,
+                                                  void *user_data, uint64_t *job_out);
+
+/** Queues ivm_module_evaluate(); as ivm_context_eval_async().
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.4 */
+IVM_API ivm_error_t *ivm_module_evaluate_async(ivm_module_t *module,
+                                               const ivm_run_options_t *run,
+                                               const ivm_result_options_t *result,
+                                               ivm_done_fn done, void *user_data,
+                                               uint64_t *job_out);
 
 /**
  * Queues ivm_isolate_heap_statistics(); the result is an

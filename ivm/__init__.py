@@ -54,6 +54,7 @@ from ._ffi import ffi as _ffi
 from ._ffi import lib as _lib
 from ._isolate import HeapStatistics as HeapStatistics
 from ._isolate import Isolate as Isolate
+from ._module import Module as Module
 from ._process import ProcessGroup as ProcessGroup
 from ._reference import DerefInto as DerefInto
 from ._reference import Reference as Reference
@@ -86,6 +87,7 @@ __all__ = [
     "JSPrimitive",
     "JSRegExp",
     "MemoryLimitError",
+    "Module",
     "ProcessGroup",
     "Reference",
     "Script",

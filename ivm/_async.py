@@ -142,6 +142,7 @@ _MEMBERS: dict[int, str] = {
     lib.IVM_COMPLETION_CONTEXT: "context",
     lib.IVM_COMPLETION_SCRIPT: "script",
     lib.IVM_COMPLETION_HEAP_STATISTICS: "heap_statistics",
+    lib.IVM_COMPLETION_MODULE: "module",
 }
 
 

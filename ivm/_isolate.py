@@ -17,6 +17,7 @@ from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import code_bytes, source_options
+from ._module import Module
 from ._script import Script
 
 if TYPE_CHECKING:
@@ -254,6 +255,44 @@ class Isolate(Handle):
         check(lib.ivm_isolate_compile_script(self._ptr, src, len(src), source, out))
         del keep
         return Script._wrap(out[0], self)
+
+    def compile_module_sync(
+        self,
+        code: str,
+        *,
+        filename: str | None = None,
+        line_offset: int = 0,
+        column_offset: int = 0,
+    ) -> Module:
+        """Compiles ``code`` as an ES module for this isolate (docs/modules.md).
+
+        Raises :class:`ivm.JSError` (``SyntaxError``) for invalid code,
+        :class:`ivm.DisposedError` if the isolate is disposed.
+        """
+        src = code_bytes(code)
+        source, keep = source_options(filename, line_offset, column_offset)
+        out = ffi.new("ivm_module_t **")
+        check(lib.ivm_isolate_compile_module(self._ptr, src, len(src), source, out))
+        del keep
+        return Module._wrap(out[0], self)
+
+    async def compile_module(
+        self,
+        code: str,
+        *,
+        filename: str | None = None,
+        line_offset: int = 0,
+        column_offset: int = 0,
+    ) -> Module:
+        """The async twin of :meth:`compile_module_sync`."""
+        src = code_bytes(code)
+        source, _keep = source_options(filename, line_offset, column_offset)
+        return await submit(
+            self._ptr,
+            lib.ivm_isolate_compile_module_async,
+            (self._ptr, src, len(src), source),
+            lambda raw: Module._wrap(raw, self),
+        )
 
     def get_heap_statistics_sync(self) -> HeapStatistics:
         """V8's heap statistics for this isolate."""

@@ -117,6 +117,9 @@ void FreeHandle(T* handle) noexcept {
 
 v8::Platform* EnsurePlatform();
 
+// module.cc: the isolate's hooks for import() (isolate locked, at creation).
+void InstallModuleHooks(v8::Isolate* isolate);
+
 // isolate.cc: malloc'd memory for ArrayBuffers; a few large freed blocks
 // are kept for reuse.
 void FreeMemory(void* data, size_t length);

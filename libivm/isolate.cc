@@ -147,6 +147,7 @@ ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<Isolat
     isolate->AddNearHeapLimitCallback(NearHeapLimit, holder.get());
     isolate->SetMicrotasksPolicy(v8::MicrotasksPolicy::kExplicit);
     isolate->SetCaptureStackTraceForUncaughtExceptions(true, 16, v8::StackTrace::kDetailed);
+    InstallModuleHooks(isolate);
   }
   *out = std::move(holder);
   return nullptr;

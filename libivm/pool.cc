@@ -242,6 +242,9 @@ void FreeCompletion(const ivm_completion_t& c) {
     case IVM_COMPLETION_SCRIPT:
       ivm_script_free(c.result.script);
       break;
+    case IVM_COMPLETION_MODULE:
+      ivm_module_free(c.result.module);
+      break;
     case IVM_COMPLETION_HEAP_STATISTICS:
       ivm_heap_statistics_free(c.result.heap_statistics);
       break;

@@ -34,6 +34,19 @@ inline v8::ScriptOrigin MakeOrigin(v8::Isolate* isolate, v8::Local<v8::Value> na
 #endif
 }
 
+// The origin of an ES module (is_module set).
+inline v8::ScriptOrigin MakeModuleOrigin(v8::Isolate* isolate, v8::Local<v8::Value> name,
+                                         int line_offset, int column_offset) {
+#if IVM_V8_MODERN
+  (void)isolate;
+  return v8::ScriptOrigin(name, line_offset, column_offset, false, -1, v8::Local<v8::Value>(),
+                          false, false, true);
+#else
+  return v8::ScriptOrigin(isolate, name, line_offset, column_offset, false, -1,
+                          v8::Local<v8::Value>(), false, false, true);
+#endif
+}
+
 // Object::GetPrototype was renamed GetPrototypeV2 (with __proto__ semantics
 // unchanged for ordinary objects) in V8 13.
 inline v8::Local<v8::Value> GetPrototype(v8::Local<v8::Object> object) {

@@ -16,7 +16,7 @@ import ivm
 
 EXPECTED_ALL = {
     "Callback", "Context", "CopyInto", "DerefInto", "DisposedError", "ExternalCopy", "HeapStatistics", "Isolate",
-    "IsolateCrashedError", "IvmError", "JSBigInt", "JSError", "JSMap", "JSPrimitive", "JSRegExp", "MemoryLimitError", "ProcessGroup", "Reference", "Script", "TerminatedError", "TimeoutError",
+    "IsolateCrashedError", "IvmError", "JSBigInt", "JSError", "JSMap", "JSPrimitive", "JSRegExp", "MemoryLimitError", "Module", "ProcessGroup", "Reference", "Script", "TerminatedError", "TimeoutError",
     "TransferError", "Undefined", "set_copy_limit", "set_ignored_error_handler", "undefined", "v8_version",
 }
 

@@ -1,0 +1,251 @@
+"""``ivm.Module``: an ES module compiled for an isolate, instantiated in one of its
+contexts with a resolver for its imports, then evaluated there (docs/modules.md)."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Union
+
+from ._async import submit
+from ._context import Context
+from ._errors import check
+from ._ffi import ffi, lib
+from ._handle import Handle
+from ._options import result_flags, result_options, run_options
+from ._reference import Reference
+from ._value import sync_result, sync_slots, take
+
+if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _module
+    from ._isolate import Isolate
+
+__all__ = ["Module", "Resolver"]
+
+#: ``resolver(specifier, referrer)`` gives the module an import names;
+#: :meth:`Module.instantiate` also accepts a coroutine function.
+Resolver = Callable[[str, "Module"], Union["Module", Awaitable["Module"]]]
+
+_NULL = ffi.NULL
+_Links = dict[tuple[int, str], "Module"]
+# Link tables of instantiations in progress, by key: libivm's resolve
+# callback finds them here (the key travels as its user_data).
+_linking: dict[int, _Links] = {}
+_keys = itertools.count(1)
+
+
+class Module(Handle):
+    """A module compiled by :meth:`Isolate.compile_module_sync`."""
+
+    __slots__ = ("_isolate", "_specifiers")
+    _free = lib.ivm_module_free
+    _dispose = lib.ivm_module_release
+    _isolate: Isolate
+    _specifiers: tuple[str, ...]
+
+    @classmethod
+    def _wrap(cls, ptr: Any, isolate: Isolate) -> Module:
+        self = cls.__new__(cls)
+        Handle.__init__(self, ptr)
+        self._isolate = isolate
+        self._specifiers = _specifiers(self._ptr)
+        return self
+
+    def __init__(self) -> None:
+        raise TypeError("use Isolate.compile_module_sync() to make a Module")
+
+    def __repr__(self) -> str:
+        return f"<ivm.Module of {self._isolate!r}>"
+
+    @property
+    def dependency_specifiers(self) -> list[str]:
+        """The specifiers this module imports (``import ... from "x"``), in source order."""
+        return list(self._specifiers)
+
+    def release(self) -> None:
+        """Releases the module. Idempotent; later calls raise ``DisposedError``.
+        Modules that imported it keep what they linked."""
+        check(lib.ivm_module_release(self._ptr))
+
+    def instantiate_sync(self, context: Context, resolver: Resolver) -> None:
+        """Links this module and every module it imports, in ``context``.
+
+        ``resolver(specifier, referrer)`` is called once per import of each
+        module of the graph and returns a :class:`Module` of the same isolate.
+        What it raises propagates; a module of another isolate or context, a
+        non-Module, or instantiating twice raises ``ValueError``/``TypeError``.
+        """
+        cptr = _context_ptr(context, self)
+        links = _link_sync(self, resolver)
+        key = _register(links)
+        try:
+            check(lib.ivm_module_instantiate(self._ptr, cptr, lib._ivm_py_resolve,
+                                             ffi.cast("void *", key)))
+        finally:
+            _linking.pop(key, None)
+
+    async def instantiate(self, context: Context, resolver: Resolver) -> None:
+        """The async twin of :meth:`instantiate_sync`; ``resolver`` may be a
+        coroutine function. Cancelling it while a resolver waits stops there."""
+        cptr = _context_ptr(context, self)
+        links = await _link_async(self, resolver)
+        key = _register(links)
+
+        def done(raw: Any) -> None:
+            _linking.pop(key, None)
+            take(raw)
+
+        try:
+            await submit(
+                self._isolate._ptr,
+                lib.ivm_module_instantiate_async,
+                (self._ptr, cptr, lib._ivm_py_resolve, ffi.cast("void *", key)),
+                done,
+            )
+        except Exception:
+            _linking.pop(key, None)
+            raise
+        # (A cancelled job may still link: its table stays until it completes.)
+
+    def evaluate_sync(self, *, timeout: float | None = None, promise: bool = True) -> None:
+        """Evaluates the instantiated module. With ``promise`` (the default) this
+        waits until its top-level await settles, within ``timeout`` seconds for
+        the whole wait; a throw or rejection raises :class:`ivm.JSError`.
+        Without it, evaluation stops at the first top-level await and the rest
+        runs later, its errors unseen."""
+        run, ropts = _evaluate_options(timeout, promise)
+        out, slot = sync_slots()
+        sync_result(lib.ivm_module_evaluate(self._ptr, run, ropts, out, slot), out, slot)
+
+    async def evaluate(self, *, timeout: float | None = None, promise: bool = True) -> None:
+        """The async twin of :meth:`evaluate_sync`; while the module awaits, the
+        isolate takes other calls. Cancelling it terminates the module's JavaScript."""
+        run, ropts = _evaluate_options(timeout, promise)
+        await submit(self._isolate._ptr, lib.ivm_module_evaluate_async,
+                     (self._ptr, run, ropts), take)
+
+    @property
+    def namespace(self) -> Reference:
+        """A :class:`ivm.Reference` to the module's namespace object (its
+        exports); the module must be instantiated."""
+        out = ffi.new("ivm_value_t **")
+        check(lib.ivm_module_namespace(self._ptr, result_options(lib.IVM_RESULT_REFERENCE), out))
+        ref = take(out[0])
+        assert isinstance(ref, Reference)
+        return ref
+
+
+def _specifiers(ptr: Any) -> tuple[str, ...]:
+    count = ffi.new("size_t *")
+    check(lib.ivm_module_dependency_count(ptr, count))
+    text = ffi.new("const char **")
+    size = ffi.new("size_t *")
+    names = []
+    for i in range(count[0]):
+        check(lib.ivm_module_dependency_specifier(ptr, i, text, size))
+        names.append(ffi.unpack(text[0], size[0]).decode("utf-8", "surrogatepass"))
+    return tuple(names)
+
+
+def _evaluate_options(timeout: float | None, promise: bool) -> tuple[Any, Any]:
+    flags = result_flags(promise) | (0 if promise else lib.IVM_RESULT_DISCARD)
+    return run_options(timeout), result_options(flags)
+
+
+def _context_ptr(context: object, module: Module) -> Any:
+    if type(context) is not Context:
+        raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
+    return context._ptr
+
+
+def _address(module: Module) -> int:
+    return int(ffi.cast("uintptr_t", module._ptr))
+
+
+def _register(links: _Links) -> int:
+    key = next(_keys)
+    _linking[key] = links
+    return key
+
+
+def _checked(dep: object, specifier: str, root: Module) -> Module:
+    if not isinstance(dep, Module):
+        raise TypeError(
+            f"the resolver must return an ivm.Module for {specifier!r}, not {type(dep).__name__}"
+        )
+    if dep._isolate is not root._isolate:
+        raise ValueError(f"the resolver returned a module of another isolate for {specifier!r}")
+    return dep
+
+
+def _check_resolver(resolver: object) -> None:
+    if not callable(resolver):
+        raise TypeError(f"resolver must be callable, not {type(resolver).__name__}")
+
+
+def _walk(root: Module) -> Generator[tuple[str, Module], object, _Links]:
+    """Walks the import graph below ``root``: yields each (specifier, referrer)
+    to resolve, is sent the result, and returns the table
+    (referrer address, specifier) -> module."""
+    links: _Links = {}
+    graph = [root]
+    seen = {id(root)}
+    for module in graph:  # grows while it is walked
+        for specifier in module._specifiers:
+            key = (_address(module), specifier)
+            if key in links:
+                continue
+            dep = _checked((yield specifier, module), specifier, root)
+            links[key] = dep
+            if id(dep) not in seen:
+                seen.add(id(dep))
+                graph.append(dep)
+    return links
+
+
+def _link_sync(root: Module, resolver: Resolver) -> _Links:
+    _check_resolver(resolver)
+    walk = _walk(root)
+    try:
+        request = next(walk)
+        while True:
+            dep = resolver(*request)
+            if inspect.isawaitable(dep):
+                if inspect.iscoroutine(dep):
+                    dep.close()
+                raise TypeError("the resolver returned an awaitable: use await module.instantiate()")
+            request = walk.send(dep)
+    except StopIteration as stop:
+        links: _Links = stop.value
+        return links
+
+
+async def _link_async(root: Module, resolver: Resolver) -> _Links:
+    """:func:`_link_sync` with a resolver that may be a coroutine function."""
+    _check_resolver(resolver)
+    walk = _walk(root)
+    try:
+        request = next(walk)
+        while True:
+            dep: object = resolver(*request)
+            if inspect.isawaitable(dep):
+                dep = await dep
+            request = walk.send(dep)
+    except StopIteration as stop:
+        links: _Links = stop.value
+        return links
+
+
+@ffi.def_extern()  # type: ignore[untyped-decorator]
+def _ivm_py_resolve(user_data: Any, specifier: Any, size: int, referrer: Any, out: Any) -> Any:
+    """libivm's resolve callback: a lookup in the table the walk above built."""
+    try:
+        links = _linking[int(ffi.cast("uintptr_t", user_data))]
+        name = ffi.unpack(specifier, size).decode("utf-8", "surrogatepass")
+        dep = links.get((int(ffi.cast("uintptr_t", referrer)), name))
+        if dep is None:
+            raise LookupError(f"no module was resolved for {name!r}")
+        out[0] = dep._ptr
+        return _NULL
+    except BaseException as exc:  # noqa: BLE001 - nothing may unwind through C
+        text = f"module resolution failed: {exc}".encode("utf-8", "surrogatepass")
+        return lib.ivm_error_new_host(b"Error", 5, text, len(text), 0, 0)
