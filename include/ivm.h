@@ -501,6 +501,8 @@ IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
  *   results (IVM_RESULT_REFERENCE, IVM_RESULT_EXTERNAL_COPY) and
  *   ivm_context_global() fail with IVM_ERROR_TRANSFER naming which. A CALL or
  *   result larger than a frame (16 MiB) fails with TRANSFER too.
+ * - INVALID_ARGUMENT: ES modules (ivm_isolate_compile_module*) are not
+ *   forwarded to workers yet.
  * - Blocks: synchronous calls wait on the caller's thread for the worker's
  *   answer; asynchronous ones hold no thread (libivm's I/O thread calls
  *   `done`). ivm_isolate_times() reports the times of the last answered call.

@@ -6,6 +6,7 @@
 // (t_linking) for ResolveImport to find. The embedder's resolve function
 // runs inside InstantiateModule, isolate locked.
 #include "context.h"
+#include "remote.h"
 
 #include <mutex>
 #include <vector>
@@ -262,6 +263,7 @@ IVM_API ivm_error_t* ivm_isolate_compile_module(ivm_isolate_t* iso, const char* 
     if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
     ivm::SourceOptions o;
     if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
+    if (iso->remote) return ivm::remote::RefuseModules();
     return CompileModule(iso->holder, code ? code : "", code_len, o, out);
   });
 }
@@ -276,6 +278,7 @@ IVM_API ivm_error_t* ivm_isolate_compile_module_async(ivm_isolate_t* iso, const 
     if (code == nullptr && code_len != 0) return InvalidArgument("code is NULL");
     ivm::SourceOptions o;
     if (ivm_error_t* err = ivm::ReadSourceOptions(source, &o)) return err;
+    if (iso->remote) return ivm::remote::RefuseModules();
     o.Own();
     auto text = std::make_shared<std::string>(code ? code : "", code_len);
     std::shared_ptr<IsolateHolder> holder = iso->holder;

@@ -89,6 +89,9 @@ namespace remote {
 // worker (an ExternalCopy or a Reference): TRANSFER. NULL if they do not.
 ivm_error_t* CheckResultFlags(uint32_t flags);
 
+// ES modules are not forwarded to workers yet: INVALID_ARGUMENT.
+ivm_error_t* RefuseModules();
+
 // ---- remote_ops.cc: the forwarded ABI entries. ----
 ivm_error_t* NewIsolate(const ivm_isolate_options_t& o, std::shared_ptr<RemoteIsolate>* out);
 ivm_error_t* Dispose(RemoteIsolate& iso);

@@ -108,5 +108,9 @@ ivm_error_t* CheckResultFlags(uint32_t flags) {
   return nullptr;
 }
 
+ivm_error_t* RefuseModules() {
+  return InvalidArgument("ES modules are not supported in an isolate in a worker process yet");
+}
+
 }  // namespace remote
 }  // namespace ivm

@@ -417,3 +417,15 @@ def test_values_larger_than_a_frame_are_refused(rctx: ivm.Context) -> None:
     big = rctx.eval_sync("new Uint8Array(4 * 1024 * 1024).fill(7)", copy=True)
     assert len(big) == 4 * 1024 * 1024 and big[123] == 7
     assert rctx.eval_sync("'still usable'") == "still usable"
+
+
+def test_modules_are_refused_clearly(remote: ivm.Isolate) -> None:
+    with pytest.raises(ValueError, match="modules"):
+        remote.compile_module_sync("export const x = 1")
+    assert remote.create_context_sync().eval_sync("1") == 1
+
+
+@pytest.mark.anyio
+async def test_modules_are_refused_clearly_async(remote: ivm.Isolate) -> None:
+    with pytest.raises(ValueError, match="modules"):
+        await remote.compile_module("export const x = 1")
