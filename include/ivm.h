@@ -346,22 +346,54 @@ struct ivm_isolate_options {
    * allocations past it throw a JavaScript RangeError instead).
    */
   uint64_t memory_limit;
+  /**
+   * Where the isolate lives (IVM_PLACEMENT_*; 0: inline, in this process).
+   * Ignored when `group` is set. Since: 0.4
+   */
+  uint32_t placement;
+  /**
+   * NULL, or the process group (a worker process) the isolate lives in; the
+   * group is borrowed and must not be disposed while the isolate is in use
+   * (its isolates then fail with IVM_ERROR_DISPOSED). Several isolates may
+   * share a group; a crash of the worker takes all of them. Since: 0.4
+   */
+  ivm_process_group_t *group;
+};
+
+/** ivm_isolate_options_t.placement. Values are ABI: append only. */
+enum {
+  /** In this process (the default). */
+  IVM_PLACEMENT_INLINE = 0,
+  /** In a new worker process of its own (section "Processes"), started by
+   * ivm_isolate_new() and ended when the isolate is disposed or freed. */
+  IVM_PLACEMENT_PROCESS = 1
 };
 
 #ifndef IVM_CDEF
-#define IVM_ISOLATE_OPTIONS_INIT { sizeof(ivm_isolate_options_t), 0 }
+#define IVM_ISOLATE_OPTIONS_INIT { sizeof(ivm_isolate_options_t), 0, 0, NULL }
 #endif
 
 /**
- * Creates an isolate.
+ * Creates an isolate, inline or in a worker process (`placement`, `group`).
  *
  * @param opts      NULL for defaults, or initialised with IVM_ISOLATE_OPTIONS_INIT.
  * @param[out] out  on success, a new handle the caller frees (ivm_isolate_free).
  * @return NULL on success, otherwise a new error owned by the caller.
- * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT, INTERNAL. Since: 0.1
+ * Threads: any.
+ * Blocks:  never inline; in a worker, until the worker (a new one: about
+ *          65 ms) has created the isolate.
+ * Errors:  INVALID_ARGUMENT, INTERNAL; in a worker also CRASHED, DISPOSED (a
+ *          disposed group). Since: 0.1 (worker placement: 0.4)
  */
 IVM_API ivm_error_t *ivm_isolate_new(const ivm_isolate_options_t *opts,
                                      ivm_isolate_t **out);
+
+/**
+ * The process id of the worker `iso` lives in; 0 for an inline isolate (and
+ * for NULL). The id stays readable once the worker is dead.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.4
+ */
+IVM_API int64_t ivm_isolate_pid(const ivm_isolate_t *iso);
 
 /**
  * Disposes the isolate: running JavaScript is terminated (the running call
@@ -453,7 +485,28 @@ IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
  * kills it. When the worker dies for any reason, every pending and later call
  * on the group fails with IVM_ERROR_CRASHED and the cause; the host process is
  * never hurt. libivm reaps the worker and closes its descriptors itself (no
- * SIGCHLD handler is installed). Isolates cannot live in a process group yet.
+ * SIGCHLD handler is installed).
+ *
+ * Isolates live in a worker when ivm_isolate_options_t names a `group` (several
+ * isolates share its worker, and its crash) or `placement` =
+ * IVM_PLACEMENT_PROCESS (a worker of its own, ended with the isolate). Their
+ * handles are the same types, and every isolate, context and script call
+ * keeps its semantics, outputs and error kinds (timeouts, terminate,
+ * cancellation and memory limits run in the worker), plus:
+ * - CRASHED: the worker died; pending and later calls fail with the cause.
+ *   A worker that stops answering (no REPLY by a call's timeout plus 2 s, and
+ *   then no answer to a PING within 2 s; calls without a timeout are checked
+ *   every 2 s) is killed and reported the same way.
+ * - TRANSFER: References, ExternalCopies and host callbacks do not cross a
+ *   process boundary in this version: as arguments (also inside copies), as
+ *   results (IVM_RESULT_REFERENCE, IVM_RESULT_EXTERNAL_COPY) and
+ *   ivm_context_global() fail with IVM_ERROR_TRANSFER naming which. A CALL or
+ *   result larger than a frame (16 MiB) fails with TRANSFER too.
+ * - INVALID_ARGUMENT: ES modules (ivm_isolate_compile_module*) are not
+ *   forwarded to workers yet.
+ * - Blocks: synchronous calls wait on the caller's thread for the worker's
+ *   answer; asynchronous ones hold no thread (libivm's I/O thread calls
+ *   `done`). ivm_isolate_times() reports the times of the last answered call.
  */
 
 struct ivm_process_group_options {

@@ -9,7 +9,7 @@ import weakref
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from ._async import submit
 from ._context import Context
@@ -20,6 +20,9 @@ from ._options import compile_args
 from ._module import ImportHook, Module, import_callback
 from ._rejections import RejectionHandler, rejection_callback
 from ._script import Script
+
+if TYPE_CHECKING:
+    from ._process import ProcessGroup
 
 __all__ = ["HeapStatistics", "Isolate"]
 
@@ -100,14 +103,37 @@ class Isolate(Handle):
     runs past it raises :class:`ivm.MemoryLimitError` and the isolate is
     disposed; the host process lives on.
 
+    ``process="isolated"`` runs the isolate in a worker process of its own
+    (a sandboxed ``ivm-worker``, see :class:`ivm.ProcessGroup`), and
+    ``group=pg`` in the worker of process group ``pg``, shared with other
+    isolates. Everything else works alike, except that References,
+    ExternalCopies and host callbacks cannot cross into or out of a worker
+    (:class:`ivm.TransferError`). When the worker dies, every pending and
+    later call raises :class:`ivm.IsolateCrashedError` with the cause; the
+    host process lives on.
+
     An isolate is a context manager that disposes it on exit.
     """
 
-    __slots__ = ("_memory_limit", "_import_module")
+    __slots__ = ("_memory_limit", "_group", "_import_module")
     _free = lib.ivm_isolate_free
     _dispose = lib.ivm_isolate_dispose
 
-    def __init__(self, memory_limit: float = 128) -> None:
+    def __init__(
+        self,
+        memory_limit: float = 128,
+        *,
+        process: Literal["inline", "isolated"] = "inline",
+        group: ProcessGroup | None = None,
+    ) -> None:
+        from ._process import ProcessGroup
+
+        if process not in ("inline", "isolated"):
+            raise ValueError(f"process must be 'inline' or 'isolated', not {process!r}")
+        if group is not None and not isinstance(group, ProcessGroup):
+            raise TypeError(f"group must be an ivm.ProcessGroup or None, not {type(group).__name__}")
+        if group is not None and process == "isolated":
+            raise ValueError("give either process='isolated' (a worker of its own) or group, not both")
         if isinstance(memory_limit, bool) or not isinstance(memory_limit, (int, float)):
             raise TypeError(f"memory_limit must be a number of MB, not {type(memory_limit).__name__}")
         if not math.isfinite(memory_limit) or memory_limit < 8:
@@ -117,17 +143,27 @@ class Isolate(Handle):
         opts = ffi.new("ivm_isolate_options_t *")
         opts.struct_size = ffi.sizeof("ivm_isolate_options_t")
         opts.memory_limit = int(memory_limit * _MIB)
+        opts.placement = lib.IVM_PLACEMENT_PROCESS if process == "isolated" else lib.IVM_PLACEMENT_INLINE
+        opts.group = group._ptr if group is not None else ffi.NULL
         out = ffi.new("ivm_isolate_t **")
         check(lib.ivm_isolate_new(opts, out))
         if not _interrupt_installed:
             _install_interrupt()
         super().__init__(out[0])
         self._memory_limit = memory_limit
+        self._group = group  # the worker's handle outlives the isolate's
         _live_isolates.add(self)
 
     def __repr__(self) -> str:
         state = "disposed" if self.is_disposed else "alive"
         return f"<ivm.Isolate memory_limit={self._memory_limit} MB, {state}>"
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the worker this isolate lives in; None when it is
+        inline (in this process)."""
+        pid = int(lib.ivm_isolate_pid(self._ptr))
+        return pid if pid != 0 else None
 
     @property
     def memory_limit(self) -> float:
@@ -219,8 +255,12 @@ class Isolate(Handle):
         cell: list[weakref.ref[Context]] = []
         opts = ffi.new("ivm_context_options_t *")
         opts.struct_size = ffi.sizeof("ivm_context_options_t")
-        rejections = rejection_callback(on_rejection)
-        opts.on_unhandled_rejection = rejections._ptr
+        # (Isolates in a worker report no rejections yet: no default logger
+        # for them, and a handler is refused.)
+        rejections = None
+        if on_rejection is not None or self.pid is None:
+            rejections = rejection_callback(on_rejection)
+            opts.on_unhandled_rejection = rejections._ptr
         hook = import_module if import_module is not None else self.import_module
         if hook is None:
             return opts, cell, rejections

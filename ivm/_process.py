@@ -44,7 +44,8 @@ class ProcessGroup(Handle):
     killed and the constructor raises ``IsolateCrashedError``. ``max_rss_mb``
     kills it once its resident memory exceeds that many MiB (checked every
     20 ms); ``cpu_limit`` (seconds of CPU time, ``RLIMIT_CPU``) ends it with
-    SIGXCPU. Isolates cannot live in a process group yet.
+    SIGXCPU. Isolates live in a group with ``ivm.Isolate(group=pg)``; a crash of
+    the worker takes all of them.
 
     ``dispose()`` (or leaving a ``with`` block) asks the worker to exit and
     kills it after a 200 ms grace; it is idempotent.

@@ -218,7 +218,8 @@ bool ReadHostToken(v8::Isolate* isolate, v8::Local<v8::Context> context,
 
 v8::MaybeLocal<v8::Function> MakeHostFunction(IsolateHolder& holder, v8::Isolate* isolate,
                                               v8::Local<v8::Context> context,
-                                              const std::shared_ptr<CallbackData>& data) {
+                                              const std::shared_ptr<CallbackData>& data,
+                                              bool counted) {
   auto record = std::make_shared<CallbackRecord>();
   record->data = data;
   record->holder = &holder;
@@ -230,7 +231,7 @@ v8::MaybeLocal<v8::Function> MakeHostFunction(IsolateHolder& holder, v8::Isolate
   }
   record->fn.Reset(isolate, fn);
   record->fn.SetWeak(record.get(), OnFunctionCollected, v8::WeakCallbackType::kParameter);
-  holder.Register(record);
+  holder.Register(record, counted);
   return fn;
 }
 

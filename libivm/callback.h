@@ -16,9 +16,12 @@ struct CallbackData : LiveCounted {
 };
 
 // A JavaScript function that calls `data` (isolate locked, `context` entered).
+// `counted`: whether it counts in the isolate's reference count (not for the
+// hooks a context is created with).
 v8::MaybeLocal<v8::Function> MakeHostFunction(IsolateHolder& holder, v8::Isolate* isolate,
                                               v8::Local<v8::Context> context,
-                                              const std::shared_ptr<CallbackData>& data);
+                                              const std::shared_ptr<CallbackData>& data,
+                                              bool counted = true);
 
 // Throws a host function's error (or aborts, for IVM_HOST_ERROR_ABORT).
 void ThrowHostError(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,

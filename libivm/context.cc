@@ -1,5 +1,6 @@
 // context.cc — contexts (global objects) and evaluation in them.
 #include "callback.h"
+#include "remote.h"
 #include "context.h"
 #include "copy.h"
 
@@ -284,6 +285,28 @@ ivm_error_t* ReadContextOptions(const ivm_context_options_t* opts, ivm::ContextH
   return nullptr;
 }
 
+// Contexts of isolates in a worker have no import or rejection hooks yet.
+ivm_error_t* RefuseRemoteHooks(const ivm::ContextHooks& hooks) {
+  if (hooks.import_hook || hooks.on_rejection) {
+    return InvalidArgument(
+        "import hooks and rejection hooks are not available for isolates in a worker process");
+  }
+  return nullptr;
+}
+
+// The request of an eval or eval_closure of a context in a worker.
+ivm::remote::EvalRequest Remote(const EvalCall& e, const char* code, size_t code_len,
+                                const ivm_value_t* const* args, size_t nargs, bool closure) {
+  ivm::remote::EvalRequest r;
+  r.code = std::string_view(code ? code : "", code_len);
+  r.closure = closure;
+  r.args = args;
+  r.nargs = nargs;
+  r.source = e.source;
+  r.call = e.call;
+  return r;
+}
+
 ivm_error_t* ReadEvalCall(const char* code, size_t code_len, const ivm_source_options_t* source,
                           const ivm_run_options_t* run, const ivm_result_options_t* result,
                           EvalCall* out) {
@@ -303,6 +326,10 @@ IVM_API ivm_error_t* ivm_isolate_create_context(ivm_isolate_t* iso,
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
     ivm::ContextHooks hooks;
     if (ivm_error_t* err = ReadContextOptions(opts, &hooks)) return err;
+    if (iso->remote) {
+      if (ivm_error_t* err = RefuseRemoteHooks(hooks)) return err;
+      return ivm::remote::CreateContext(iso->remote, out);
+    }
     return ivm::CreateContext(iso->holder, hooks, out);
   });
 }
@@ -315,6 +342,10 @@ IVM_API ivm_error_t* ivm_isolate_create_context_async(ivm_isolate_t* iso,
     if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
     ivm::ContextHooks hooks;
     if (ivm_error_t* err = ReadContextOptions(opts, &hooks)) return err;
+    if (iso->remote) {
+      if (ivm_error_t* err = RefuseRemoteHooks(hooks)) return err;
+      return ivm::remote::CreateContextAsync(iso->remote, done, user_data, job_out);
+    }
     std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
     return ivm::Enqueue(
         holder, IVM_COMPLETION_CONTEXT, done, user_data,
@@ -335,7 +366,10 @@ IVM_API ivm_error_t* ivm_context_eval(ivm_context_t* ctx, const char* code, size
     EvalCall e;
     if (ivm_error_t* err = ReadEvalCall(code, code_len, source, run, result, &e)) return err;
     ivm_error_t* err =
-        ivm::Eval(*ctx->holder, *ctx->record, code ? code : "", code_len, e.source, e.call, out);
+        ctx->remote
+            ? ivm::remote::Eval(ctx, Remote(e, code, code_len, nullptr, 0, false), out)
+            : ivm::Eval(*ctx->holder, *ctx->record, code ? code : "", code_len, e.source, e.call,
+                        out);
     if (err == nullptr) ivm::DeliverPrimitive(primitive_out, out);
     return err;
   });
@@ -351,6 +385,10 @@ IVM_API ivm_error_t* ivm_context_eval_async(ivm_context_t* ctx, const char* code
     if (ctx == nullptr || done == nullptr) return InvalidArgument("context or done is NULL");
     EvalCall e;
     if (ivm_error_t* err = ReadEvalCall(code, code_len, source, run, result, &e)) return err;
+    if (ctx->remote) {
+      return ivm::remote::EvalAsync(ctx, Remote(e, code, code_len, nullptr, 0, false), done,
+                                    user_data, job_out);
+    }
     QueuedEval q(e, ctx, code, code_len);
     return ivm::Enqueue(
         q.holder, IVM_COMPLETION_VALUE, done, user_data,
@@ -373,8 +411,11 @@ IVM_API ivm_error_t* ivm_context_eval_closure(ivm_context_t* ctx, const char* co
     if (ivm_error_t* err = ivm::CheckArgs(args, nargs)) return err;
     EvalCall e;
     if (ivm_error_t* err = ReadEvalCall(code, code_len, source, run, result, &e)) return err;
-    ivm_error_t* err = ivm::EvalClosure(*ctx->holder, *ctx->record, code ? code : "", code_len,
-                                        args, nargs, e.source, e.call, out);
+    ivm_error_t* err =
+        ctx->remote
+            ? ivm::remote::Eval(ctx, Remote(e, code, code_len, args, nargs, true), out)
+            : ivm::EvalClosure(*ctx->holder, *ctx->record, code ? code : "", code_len, args,
+                               nargs, e.source, e.call, out);
     if (err == nullptr) ivm::DeliverPrimitive(primitive_out, out);
     return err;
   });
@@ -402,6 +443,10 @@ IVM_API ivm_error_t* ivm_context_eval_closure_async(ivm_context_t* ctx, const ch
     if (ivm_error_t* err = ivm::CheckArgs(args, nargs)) return err;
     EvalCall e;
     if (ivm_error_t* err = ReadEvalCall(code, code_len, source, run, result, &e)) return err;
+    if (ctx->remote) {   // the arguments are encoded now, and freed with `owned`
+      return ivm::remote::EvalAsync(ctx, Remote(e, code, code_len, args, nargs, true), done,
+                                    user_data, job_out);
+    }
     QueuedEval q(e, ctx, code, code_len);
     return ivm::Enqueue(
         q.holder, IVM_COMPLETION_VALUE, done, user_data,
@@ -419,6 +464,10 @@ IVM_API ivm_error_t* ivm_context_eval_closure_async(ivm_context_t* ctx, const ch
 IVM_API ivm_error_t* ivm_context_release(ivm_context_t* ctx) {
   return Guard([&]() -> ivm_error_t* {
     if (ctx == nullptr) return InvalidArgument("context is NULL");
+    if (ctx->remote) {
+      ivm::remote::Release(*ctx->remote, ivm::wire::kOpContextRelease);
+      return nullptr;
+    }
     ctx->holder->Release(ctx->record);
     return nullptr;
   });

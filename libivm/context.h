@@ -167,16 +167,20 @@ void Share(Handle& handle, const std::shared_ptr<IsolateHolder>& holder,
 }
 }  // namespace ivm
 
+// Inline, `holder`, `record` and `lease` are set; for a context or script of
+// a worker-hosted isolate only `remote` is (remote.h).
 struct ivm_context : ivm::LiveCounted {
   std::shared_ptr<ivm::IsolateHolder> holder;
   std::shared_ptr<ivm::ContextRecord> record;
   std::shared_ptr<ivm::Lease> lease;
+  std::shared_ptr<ivm::RemoteObject> remote;
 };
 
 struct ivm_script : ivm::LiveCounted {
   std::shared_ptr<ivm::IsolateHolder> holder;
   std::shared_ptr<ivm::ScriptRecord> record;
   std::shared_ptr<ivm::Lease> lease;
+  std::shared_ptr<ivm::RemoteObject> remote;
 };
 
 #endif  // IVM_CONTEXT_H

@@ -172,6 +172,7 @@ class Resource : public LiveCounted {
  protected:
   friend class IsolateHolder;
   std::atomic<bool> released_{false};
+  bool counted_ = true;   // set by Register
 };
 
 // The state of one call running in an isolate (stack allocated). Flags are
@@ -242,7 +243,9 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   // (compiling scripts). Isolate locked.
   v8::Local<v8::Context> CompileContextLocked();
   void Terminate();
-  void Register(const std::shared_ptr<Resource>& resource);
+  // `counted`: whether it counts in ReferenceCount (a handle's record does;
+  // a function that lives and dies with its context does not).
+  void Register(const std::shared_ptr<Resource>& resource, bool counted = true);
   // Releases `resource` without touching V8 now (from a GC callback); it is
   // dropped at the start or end of the next call.
   void ReleaseLater(Resource* resource);
@@ -485,9 +488,16 @@ ivm_error_t* IsolateHolder::Locked(F&& fn) {
 
 }  // namespace ivm
 
-// The handle shells of the ABI.
+namespace ivm {
+class RemoteIsolate;
+struct RemoteObject;
+}  // namespace ivm
+
+// The handle shells of the ABI. An isolate lives inline (`holder`) or in a
+// worker process (`remote`, remote.h); exactly one is set.
 struct ivm_isolate : ivm::LiveCounted {
   std::shared_ptr<ivm::IsolateHolder> holder;
+  std::shared_ptr<ivm::RemoteIsolate> remote;
 };
 
 #endif  // IVM_INTERNAL_H

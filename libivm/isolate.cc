@@ -15,6 +15,7 @@
 // TerminateExecution. When a call ends it cancels the termination unless an
 // outer call is still marked, so a late timer never kills an unrelated call and
 // an inner call's timeout does not end the outer call.
+#include "remote.h"
 #include "internal.h"
 #include "options.h"
 
@@ -387,7 +388,7 @@ void IsolateHolder::ReleaseLater(Resource* resource) {
   auto it = resources_.find(resource);
   if (it == resources_.end()) return;
   resource->released_.store(true);
-  DropRef();
+  if (resource->counted_) DropRef();
   to_release_.push_back(std::move(it->second));
   resources_.erase(it);
   has_released_.store(true, std::memory_order_release);
@@ -441,7 +442,7 @@ void IsolateHolder::DisposeLocked() {
     v8::Locker locker(isolate_);
     v8::Isolate::Scope scope(isolate_);
     for (auto& r : all) {
-      if (!r->released_.exchange(true)) DropRef();
+      if (!r->released_.exchange(true) && r->counted_) DropRef();
       r->ResetLocked();
     }
     compile_context_.Reset();
@@ -473,10 +474,11 @@ void IsolateHolder::CancelRunning(uint64_t job_id) {
   if (found && isolate_ != nullptr) isolate_->TerminateExecution();
 }
 
-void IsolateHolder::Register(const std::shared_ptr<Resource>& resource) {
+void IsolateHolder::Register(const std::shared_ptr<Resource>& resource, bool counted) {
   std::lock_guard<std::mutex> lock(resources_mutex_);
+  resource->counted_ = counted;
   resources_.emplace(resource.get(), resource);
-  AddRef();
+  if (counted) AddRef();
 }
 
 void IsolateHolder::Release(const std::shared_ptr<Resource>& resource) {
@@ -485,7 +487,7 @@ void IsolateHolder::Release(const std::shared_ptr<Resource>& resource) {
     auto it = resources_.find(resource.get());
     if (it == resources_.end()) return;   // already released, or disposed
     resource->released_.store(true);
-    DropRef();
+    if (resource->counted_) DropRef();
     to_release_.push_back(std::move(it->second));
     resources_.erase(it);
     has_released_.store(true, std::memory_order_release);
@@ -556,8 +558,14 @@ IVM_API ivm_error_t* ivm_isolate_new(const ivm_isolate_options_t* opts, ivm_isol
     if (out == nullptr) return InvalidArgument("out is NULL");
     ivm_isolate_options_t o = IVM_ISOLATE_OPTIONS_INIT;
     if (ivm_error_t* err = ivm::ReadStruct(opts, &o)) return err;
+    if (o.placement != IVM_PLACEMENT_INLINE && o.placement != IVM_PLACEMENT_PROCESS) {
+      return InvalidArgument("unknown placement " + std::to_string(o.placement));
+    }
     auto shell = std::make_unique<ivm_isolate>();
-    ivm_error_t* err = ivm::IsolateHolder::Create(o.memory_limit, &shell->holder);
+    ivm_error_t* err =
+        o.placement != IVM_PLACEMENT_INLINE || o.group != nullptr
+            ? ivm::remote::NewIsolate(o, &shell->remote)
+            : ivm::IsolateHolder::Create(o.memory_limit, &shell->holder);
     if (err) return err;
     *out = shell.release();
     return nullptr;
@@ -567,16 +575,30 @@ IVM_API ivm_error_t* ivm_isolate_new(const ivm_isolate_options_t* opts, ivm_isol
 IVM_API ivm_error_t* ivm_isolate_dispose(ivm_isolate_t* iso) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr) return InvalidArgument("isolate is NULL");
+    if (iso->remote) return ivm::remote::Dispose(*iso->remote);
     return iso->holder->Dispose();
   });
 }
 
 IVM_API int ivm_isolate_is_disposed(const ivm_isolate_t* iso) {
+  if (iso != nullptr && iso->remote) return iso->remote->disposed() ? 1 : 0;
   return iso == nullptr || iso->holder->disposed() ? 1 : 0;
 }
 
+IVM_API int64_t ivm_isolate_pid(const ivm_isolate_t* iso) {
+  return iso != nullptr && iso->remote ? iso->remote->pid() : 0;
+}
+
 IVM_API void ivm_isolate_terminate(ivm_isolate_t* iso) {
-  if (iso != nullptr) iso->holder->Terminate();
+  if (iso == nullptr) return;
+  if (iso->remote) {
+    try {
+      ivm::remote::Terminate(*iso->remote);
+    } catch (...) {
+    }
+    return;
+  }
+  iso->holder->Terminate();
 }
 
 IVM_API void ivm_isolate_free(ivm_isolate_t* iso) { ivm::FreeHandle(iso); }
@@ -586,7 +608,9 @@ IVM_API ivm_error_t* ivm_isolate_heap_statistics(ivm_isolate_t* iso, ivm_heap_st
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
     if (!ivm::ValidStructSize(out->struct_size)) return InvalidArgument("bad struct_size");
     ivm_heap_statistics_t full{};
-    if (ivm_error_t* err = ivm::ReadHeapStatistics(*iso->holder, &full)) return err;
+    ivm_error_t* err = iso->remote ? ivm::remote::HeapStatistics(iso->remote, &full)
+                                   : ivm::ReadHeapStatistics(*iso->holder, &full);
+    if (err) return err;
     size_t size = out->struct_size;
     full.struct_size = size;
     std::memcpy(out, &full, std::min(size, sizeof full));
@@ -598,6 +622,7 @@ IVM_API ivm_error_t* ivm_isolate_heap_statistics_async(ivm_isolate_t* iso, ivm_d
                                                        void* user_data, uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
+    if (iso->remote) return ivm::remote::HeapStatisticsAsync(iso->remote, done, user_data, job_out);
     std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
     return ivm::Enqueue(
         holder, IVM_COMPLETION_HEAP_STATISTICS, done, user_data,
@@ -617,6 +642,7 @@ IVM_API void ivm_heap_statistics_free(ivm_heap_statistics_t* stats) { delete sta
 IVM_API void ivm_isolate_cancel_job(ivm_isolate_t* iso, uint64_t job) {
   if (iso == nullptr) return;
   try {
+    if (iso->remote) return ivm::remote::CancelJob(*iso->remote, job);
     iso->holder->jobs().Cancel(job);
   } catch (...) {
   }
@@ -629,10 +655,12 @@ IVM_API void ivm_isolate_times(const ivm_isolate_t* iso, uint64_t* cpu_ns_out,
     if (wall_ns_out) *wall_ns_out = 0;
     return;
   }
+  if (iso->remote) return iso->remote->Times(cpu_ns_out, wall_ns_out);
   iso->holder->Times(cpu_ns_out, wall_ns_out);
 }
 
 IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t* iso) {
+  if (iso != nullptr && iso->remote) return iso->remote->live_objects().load();
   return iso ? iso->holder->ReferenceCount() : 0;
 }
 

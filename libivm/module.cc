@@ -8,6 +8,7 @@
 #include "callback.h"
 #include "context.h"
 #include "copy.h"
+#include "remote.h"
 
 #include <mutex>
 #include <unordered_map>
@@ -371,7 +372,7 @@ bool ivm::SetImportHook(IsolateHolder& holder, v8::Isolate* isolate,
                         v8::Local<v8::Context> context,
                         const std::shared_ptr<CallbackData>& hook) {
   v8::Local<v8::Function> fn;
-  if (!MakeHostFunction(holder, isolate, context, hook).ToLocal(&fn)) return false;
+  if (!MakeHostFunction(holder, isolate, context, hook, false).ToLocal(&fn)) return false;
   return context->Global()->SetPrivate(context, ImportHookKey(isolate), fn).FromMaybe(false);
 }
 
@@ -386,6 +387,7 @@ IVM_API ivm_error_t* ivm_isolate_compile_module(ivm_isolate_t* iso, const char* 
                                                 ivm_module_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
+    if (iso->remote) return ivm::remote::RefuseModules();
     ivm::cache::CompileInput in;
     if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
       return err;
@@ -402,6 +404,7 @@ IVM_API ivm_error_t* ivm_isolate_compile_module_async(ivm_isolate_t* iso, const 
                                                       uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
+    if (iso->remote) return ivm::remote::RefuseModules();
     ivm::cache::CompileInput in;
     if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
       return err;

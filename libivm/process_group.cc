@@ -8,6 +8,12 @@ struct ivm_process_group : ivm::LiveCounted {
   std::shared_ptr<ivm::WorkerProcess> worker;
 };
 
+namespace ivm {
+std::shared_ptr<WorkerProcess> GroupWorker(const ivm_process_group_t* group) {
+  return group->worker;
+}
+}  // namespace ivm
+
 using ivm::Guard;
 using ivm::InvalidArgument;
 

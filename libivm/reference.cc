@@ -3,6 +3,7 @@
 // Operations through a reference (get, set, delete, apply) are calls into the
 // reference's isolate, in the context where the reference was made, with the
 // same timeout, termination and result forms as an evaluation.
+#include "remote.h"
 #include "reference.h"
 
 #include "copy.h"
@@ -188,6 +189,11 @@ extern "C" {
 IVM_API ivm_error_t* ivm_context_global(ivm_context_t* ctx, ivm_reference_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (ctx == nullptr || out == nullptr) return InvalidArgument("context or out is NULL");
+    if (ctx->remote) {
+      return ivm::MakeError(IVM_ERROR_TRANSFER,
+                            "A Reference cannot leave an isolate in a worker process "
+                            "(References between processes are not supported)");
+    }
     std::shared_ptr<ivm::ReferenceData> data;
     ivm::IsolateHolder& holder = *ctx->holder;
     ivm_error_t* err = holder.Locked([&](v8::Isolate* isolate) -> ivm_error_t* {

@@ -83,7 +83,7 @@ void InstallRejectionTracker(v8::Isolate* isolate) {
 bool SetRejectionHook(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
                       const std::shared_ptr<CallbackData>& hook) {
   v8::Local<v8::Function> fn;
-  if (!MakeHostFunction(holder, isolate, context, hook).ToLocal(&fn)) return false;
+  if (!MakeHostFunction(holder, isolate, context, hook, false).ToLocal(&fn)) return false;
   return context->Global()->SetPrivate(context, Key(isolate, kHookKey), fn).FromMaybe(false);
 }
 

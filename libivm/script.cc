@@ -4,6 +4,7 @@
 // needs a copy bound to the context. Binding costs about as much as the run
 // itself, so each context keeps the scripts it has bound.
 #include "code_cache.h"
+#include "remote.h"
 #include "context.h"
 
 #include <cstring>
@@ -84,6 +85,14 @@ ivm_error_t* RunScript(ivm::IsolateHolder& holder, ivm::ScriptRecord& srec,
   });
 }
 
+// Isolates in a worker have no code cache yet.
+ivm_error_t* RefuseRemoteCache(const ivm::cache::CompileInput& in) {
+  if (in.cache.given || in.cache.produce) {
+    return ivm::InvalidArgument("code caches are not available for isolates in a worker process");
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 using ivm::Guard;
@@ -102,6 +111,10 @@ IVM_API ivm_error_t* ivm_isolate_compile_script(ivm_isolate_t* iso, const char* 
     if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
       return err;
     }
+    if (iso->remote) {
+      if (ivm_error_t* err = RefuseRemoteCache(in)) return err;
+      return ivm::remote::CompileScript(iso->remote, in.code, in.source, out);
+    }
     return CompileScript(iso->holder, in, out);
   });
 }
@@ -117,6 +130,11 @@ IVM_API ivm_error_t* ivm_isolate_compile_script_async(ivm_isolate_t* iso, const 
     ivm::cache::CompileInput in;
     if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
       return err;
+    }
+    if (iso->remote) {
+      if (ivm_error_t* err = RefuseRemoteCache(in)) return err;
+      return ivm::remote::CompileScriptAsync(iso->remote, in.code, in.source, done, user_data,
+                                             job_out);
     }
     return ivm::cache::QueueCompile(
         iso->holder, in, IVM_COMPLETION_SCRIPT, done, user_data, job_out,
@@ -135,6 +153,12 @@ IVM_API ivm_error_t* ivm_script_run(ivm_script_t* script, ivm_context_t* ctx,
       return InvalidArgument("script, context or out is NULL");
     }
     ivm::CallOptions o;
+    if (script->remote || ctx->remote) {
+      if (ivm_error_t* err = ivm::ReadCallOptions(run, result, &o)) return err;
+      ivm_error_t* err = ivm::remote::RunScript(script, ctx, o, out);
+      if (err == nullptr) ivm::DeliverPrimitive(primitive_out, out);
+      return err;
+    }
     if (ivm_error_t* err = ReadRun(script, ctx, run, result, &o)) return err;
     ivm_error_t* err = RunScript(*ctx->holder, *script->record, *ctx->record, o, out);
     if (err == nullptr) ivm::DeliverPrimitive(primitive_out, out);
@@ -151,6 +175,10 @@ IVM_API ivm_error_t* ivm_script_run_async(ivm_script_t* script, ivm_context_t* c
       return InvalidArgument("script, context or done is NULL");
     }
     ivm::CallOptions o;
+    if (script->remote || ctx->remote) {
+      if (ivm_error_t* err = ivm::ReadCallOptions(run, result, &o)) return err;
+      return ivm::remote::RunScriptAsync(script, ctx, o, done, user_data, job_out);
+    }
     if (ivm_error_t* err = ReadRun(script, ctx, run, result, &o)) return err;
     std::shared_ptr<ivm::IsolateHolder> holder = ctx->holder;
     std::shared_ptr<ivm::ScriptRecord> srec = script->record;
@@ -170,6 +198,10 @@ IVM_API ivm_error_t* ivm_script_run_async(ivm_script_t* script, ivm_context_t* c
 IVM_API ivm_error_t* ivm_script_release(ivm_script_t* script) {
   return Guard([&]() -> ivm_error_t* {
     if (script == nullptr) return InvalidArgument("script is NULL");
+    if (script->remote) {
+      ivm::remote::Release(*script->remote, ivm::wire::kOpScriptRelease);
+      return nullptr;
+    }
     script->holder->Release(script->record);
     return nullptr;
   });
@@ -181,6 +213,11 @@ IVM_API ivm_error_t* ivm_script_cached_data(const ivm_script_t* script, const ch
     if (script == nullptr || out == nullptr || out_len == nullptr) {
       return InvalidArgument("script, out or out_len is NULL");
     }
+    if (!script->record) {   // a script in a worker: no cache
+      *out = "";
+      *out_len = 0;
+      return nullptr;
+    }
     *out = script->record->cache.produced.data();
     *out_len = script->record->cache.produced.size();
     return nullptr;
@@ -188,7 +225,7 @@ IVM_API ivm_error_t* ivm_script_cached_data(const ivm_script_t* script, const ch
 }
 
 IVM_API int ivm_script_cached_data_rejected(const ivm_script_t* script) {
-  return script != nullptr && script->record->cache.rejected ? 1 : 0;
+  return script != nullptr && script->record && script->record->cache.rejected ? 1 : 0;
 }
 
 // Its lease releases the script once no queued job needs it.

@@ -49,7 +49,29 @@ constexpr uint16_t kMaxKind = kExit;
 // CALL ops. Ops at and above kFirstTestOp exist only in ivm-worker-test
 // (built with IVM_WORKER_TEST_HOOKS); a default worker answers them with an
 // INVALID_ARGUMENT reply.
+//
+// Remote isolates (remote_isolate.cc on the host, worker_ops.cc in the
+// worker). Every op names its objects by ids the host picks; every id is
+// unique for the life of the channel. Ops marked "no reply" are never
+// answered; the others get a REPLY whose payload after status and message
+// is: bytes error name, bytes error stack, u8 thrown_primitive, u64 the
+// isolate's cpu_ns, u64 its wall_ns, then (on success) the op's results.
 enum Op : uint32_t {
+  kOpIsolateNew = 1,       // u64 iso, u64 memory_limit
+  kOpIsolateDispose = 2,   // u64 iso
+  kOpIsolateFree = 3,      // u64 iso; no reply
+  kOpTerminate = 4,        // u64 iso; no reply
+  kOpHeapStatistics = 5,   // u64 iso -> u32 n, n x u64 (the fields after struct_size)
+  kOpCreateContext = 6,    // u64 iso, u64 ctx
+  kOpContextRelease = 7,   // u64 ctx; no reply
+  kOpContextFree = 8,      // u64 ctx; no reply
+  kOpEval = 9,             // u64 iso, u64 ctx, bytes code, source, call, u32 nargs,
+                           // nargs x value -> value (nargs: eval_closure; 0xffffffff: eval)
+  kOpCompileScript = 10,   // u64 iso, u64 script, bytes code, source
+  kOpScriptRun = 11,       // u64 iso, u64 script, u64 ctx, call -> value
+  kOpScriptRelease = 12,   // u64 script; no reply
+  kOpScriptFree = 13,      // u64 script; no reply
+  kOpLast = kOpScriptFree,
   kFirstTestOp = 0xf0000000u,
   kOpTestHook = 0xf0000001u,   // u32 action (IVM_DEBUG_HOOK_*), bytes data
 };

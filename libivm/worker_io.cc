@@ -37,6 +37,8 @@ std::string SignalName(int sig) {
   return abbrev != nullptr ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
 }
 
+std::atomic<std::thread::id> g_io_thread{};
+
 class IoLoop {
  public:
   static IoLoop& Get() {
@@ -77,7 +79,10 @@ class IoLoop {
     ev.events = EPOLLIN;
     ev.data.ptr = nullptr;
     epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev);
-    std::thread([this] { Run(); }).detach();
+    std::thread([this] {
+      g_io_thread.store(std::this_thread::get_id());
+      Run();
+    }).detach();
   }
 
   // Ticks every worker; drops those whose death is processed. Returns the
@@ -97,6 +102,7 @@ class IoLoop {
       std::lock_guard<std::mutex> lock(mu_);
       std::erase_if(workers_, [](const auto& w) { return w->finished(); });
     }
+    planned_.store(next == 0 ? INT64_MAX : next, std::memory_order_relaxed);
     if (next == 0) return -1;
     int64_t ms = (next - NowNs() + 999999) / 1000000;
     return ms < 0 ? 0 : static_cast<int>(ms > 60000 ? 60000 : ms);
@@ -131,6 +137,12 @@ class IoLoop {
   }
 
   int epfd_ = -1, wakefd_ = -1;
+
+ public:
+  // When the loop will tick next (INT64_MAX: not before an event).
+  std::atomic<int64_t> planned_{INT64_MAX};
+
+ private:
   std::mutex mu_;
   std::vector<std::shared_ptr<WorkerProcess>> workers_;
 };
@@ -140,6 +152,16 @@ class IoLoop {
 void RegisterWorker(const std::shared_ptr<WorkerProcess>& worker) { IoLoop::Get().Add(worker); }
 
 void WakeIoThread() { IoLoop::Get().Wake(); }
+
+bool OnIoThread() { return g_io_thread.load() == std::this_thread::get_id(); }
+
+void WakeIoThreadBy(int64_t at_ns) {
+  IoLoop& loop = IoLoop::Get();
+  if (at_ns < loop.planned_.load(std::memory_order_relaxed)) {
+    loop.planned_.store(at_ns, std::memory_order_relaxed);
+    loop.Wake();
+  }
+}
 
 int WorkerProcess::watch_fd(Watch w) const {
   return w == kChannel ? sock_ : w == kStderr ? err_ : pidfd_;
@@ -233,11 +255,14 @@ bool ValidHello(const std::string& payload, std::string* why) {
   return false;
 }
 
+// The common head of a REPLY: status and message. The rest is the op's (for
+// remote isolates, checked by remote_isolate.cc, which kills a worker whose
+// reply is malformed).
 bool ValidReply(const std::string& payload) {
   wire::Reader r(payload);
   uint32_t status = 0;
   std::string_view message;
-  return r.U32(&status) && r.Bytes(&message) && r.Done() &&
+  return r.U32(&status) && r.Bytes(&message) &&
          (status == wire::kStatusOk ||
           (status >= IVM_ERROR_JS_EXCEPTION && status <= IVM_ERROR_CRASHED));
 }
@@ -263,6 +288,28 @@ void WorkerProcess::OnFrame(wire::Frame& frame) {
     }
   } else if (!hello_) {
     why = std::string("a ") + wire::KindName(h.kind) + " frame before HELLO";
+  } else if (h.kind == wire::kPong && h.id == liveness_ping_ && liveness_ping_ != 0 &&
+             frame.payload.empty()) {
+    // Alive and answering: the overdue calls get another grace period.
+    liveness_ping_ = 0;
+    int64_t later = NowNs() + kCallGraceNs;
+    for (auto& [id, waiter] : pending_) {
+      if (waiter->check_at != 0) waiter->check_at = later;
+    }
+    for (auto& [id, call] : async_) {
+      if (call.check_at != 0) call.check_at = later;
+    }
+    return;
+  } else if (h.kind == wire::kReply && async_.count(h.id) != 0) {
+    auto it = async_.find(h.id);
+    if (ValidReply(frame.payload)) {
+      ReplyFn fn = std::move(it->second.fn);
+      async_.erase(it);
+      lock.unlock();
+      fn(&frame, nullptr);
+      return;
+    }
+    why = "a malformed REPLY (id " + std::to_string(h.id) + ")";
   } else if (h.kind == wire::kPong || h.kind == wire::kReply) {
     auto it = pending_.find(h.id);
     if (it != pending_.end() && it->second->kind == h.kind &&
@@ -352,11 +399,14 @@ void WorkerProcess::OnMaybeExited() {
     OnStderrReadable();
     if (err_ == before && stderr_tail_.size() == size) break;   // EAGAIN: nothing left
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  int status = 0;
-  bool have = waitpid(pid_, &status, WNOHANG) == pid_;
-  reaped_ = true;
-  FinishLocked(CauseLocked(status, have));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    int status = 0;
+    bool have = waitpid(pid_, &status, WNOHANG) == pid_;
+    reaped_ = true;
+    FinishLocked(CauseLocked(status, have));
+  }
+  FailAsync();
 }
 
 void WorkerProcess::FinishLocked(std::string cause) {
@@ -395,6 +445,10 @@ int64_t WorkerProcess::Tick(int64_t now) {
   } else if (deadline_ns_ != 0) {
     earliest(deadline_ns_);
   }
+  FlushDeferredLocked();
+  if (!deferred_.empty()) earliest(now + 10 * 1000 * 1000);
+  int64_t check = CheckLivenessLocked(now);
+  if (check != 0) earliest(check);
   if (limits_.max_rss_mb != 0) {
     if (now >= next_rss_check_ns_) {
       next_rss_check_ns_ = now + kRssIntervalNs;
@@ -414,6 +468,45 @@ int64_t WorkerProcess::Tick(int64_t now) {
     earliest(next_rss_check_ns_);
   }
   return next;
+}
+
+// Calls past their timeout and grace: PING the worker; kill it if it does not
+// answer within kCallGraceNs. Returns when to look again (0: no need).
+int64_t WorkerProcess::CheckLivenessLocked(int64_t now) {
+  int64_t due = 0;
+  auto consider = [&](int64_t at) {
+    if (at != 0 && (due == 0 || at < due)) due = at;
+  };
+  for (auto& [id, waiter] : pending_) consider(waiter->check_at);
+  for (auto& [id, call] : async_) consider(call.check_at);
+  if (due == 0) {
+    if (liveness_ping_ != 0) abandoned_.insert(liveness_ping_);   // its PONG may still come
+    liveness_ping_ = 0;
+    return 0;
+  }
+  if (liveness_ping_ != 0) {
+    if (now < liveness_deadline_) return liveness_deadline_;
+    KillLocked("stopped answering (a call ran " +
+               std::to_string(kCallGraceNs / 1000000) +
+               " ms past its timeout and a PING got no answer within as long)");
+    return 0;
+  }
+  if (now < due) return due;
+  uint64_t id = next_id_;
+  if (!TrySend(wire::Writer(wire::kPing, id).Finish())) {
+    // The channel is full or busy: a worker that does not read it for as
+    // long as it may take to answer is stuck too.
+    if (send_blocked_since_ == 0) send_blocked_since_ = now;
+    if (now - send_blocked_since_ >= kCallGraceNs) {
+      KillLocked("stopped reading its channel (a call ran past its timeout)");
+      return 0;
+    }
+    return now + 10 * 1000 * 1000;
+  }
+  send_blocked_since_ = 0;
+  liveness_ping_ = next_id_++;
+  liveness_deadline_ = now + kCallGraceNs;
+  return liveness_deadline_;
 }
 
 }  // namespace ivm

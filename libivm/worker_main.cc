@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <thread>
 
 namespace {
 
@@ -46,7 +47,11 @@ int main() {
   if (!ivm::sandbox::Apply(&why)) return Fail("sandbox", why);
   ivm::worker::Channel channel(ivm::wire::kChannelFd);
   if (!ivm::worker::SendHello(channel)) return 0;   // the host is gone
-  int status = ivm::worker::Serve(channel);
+  // Served from a thread of its own: glibc finds the main thread's stack by
+  // reading /proc/self/maps (pthread_getattr_np, which V8 calls when it sets
+  // up an isolate on a thread), and the sandbox allows no open.
+  int status = 0;
+  std::thread([&] { status = ivm::worker::Serve(channel); }).join();
   fflush(stderr);
   _exit(status);   // no static destructors: V8's threads are still running
 }

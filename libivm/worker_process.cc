@@ -202,14 +202,16 @@ ivm_error_t* WorkerProcess::DeadErrorLocked() const {
 }
 
 ivm_error_t* WorkerProcess::Request(uint64_t id, uint16_t answer_kind, const std::string& frame,
-                                    uint64_t timeout_ns, wire::Frame* reply) {
+                                    uint64_t timeout_ns, wire::Frame* reply, int64_t check_at) {
   Waiter waiter;
   waiter.kind = answer_kind;
+  waiter.check_at = check_at;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (ivm_error_t* err = DeadErrorLocked()) return err;
     if (answer_kind != 0) pending_[id] = &waiter;
   }
+  if (check_at != 0) WakeIoThreadBy(check_at);   // it recomputes its next tick
   bool sent = Send(frame);   // on failure the worker is dying: its death wakes us below
   std::unique_lock<std::mutex> lock(mu_);
   if (answer_kind == 0) return sent ? nullptr : DeadErrorLocked();
@@ -284,6 +286,106 @@ void WorkerProcess::Dispose(bool wait) {
   if (!wait) return;
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return dead_; });
+}
+
+// ---------------------------------------------------------------------------
+// Remote isolates' calls
+
+uint64_t WorkerProcess::NextId() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return next_id_++;
+}
+
+int64_t WorkerProcess::CheckAt(uint64_t timeout_ns) {
+  uint64_t limit = static_cast<uint64_t>(INT64_MAX / 2);
+  return NowNs() + static_cast<int64_t>(timeout_ns > limit ? limit : timeout_ns) + kCallGraceNs;
+}
+
+ivm_error_t* WorkerProcess::Call(uint64_t id, const std::string& frame, uint64_t timeout_ns,
+                                 wire::Frame* reply) {
+  if (frame.empty()) return MakeError(IVM_ERROR_TRANSFER, "the call is too large for one frame");
+  return Request(id, wire::kReply, frame, 0, reply, CheckAt(timeout_ns));
+}
+
+void WorkerProcess::CallAsync(uint64_t id, const std::string& frame, uint64_t timeout_ns,
+                              ReplyFn fn) {
+  if (frame.empty()) {
+    fn(nullptr, MakeError(IVM_ERROR_TRANSFER, "the call is too large for one frame"));
+    return;
+  }
+  int64_t check_at = CheckAt(timeout_ns);
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (ivm_error_t* err = DeadErrorLocked()) {
+      lock.unlock();
+      fn(nullptr, err);
+      return;
+    }
+    async_[id] = AsyncCall{std::move(fn), check_at};
+  }
+  WakeIoThreadBy(check_at);
+  Send(frame);   // on failure the worker is dying: its death fails the call
+}
+
+void WorkerProcess::Post(const std::string& frame) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (dead_) return;
+    // (A handle's last owner may be an async completion on the I/O thread.)
+    if (OnIoThread() && (!deferred_.empty() || !TrySend(frame))) {
+      deferred_.push_back(frame);
+      return;
+    }
+  }
+  if (!OnIoThread()) Send(frame);
+}
+
+bool WorkerProcess::TrySend(const std::string& frame) {
+  std::unique_lock<std::mutex> lock(send_mu_, std::try_to_lock);
+  if (!lock.owns_lock() || sock_ < 0) return false;
+  ssize_t n = send(sock_, frame.data(), frame.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n == static_cast<ssize_t>(frame.size())) return true;
+  if (n > 0) {   // never for these small frames; finish it rather than break the stream
+    lock.unlock();
+    Send(frame.substr(static_cast<size_t>(n)));   // the rest, or the worker is gone
+    return true;
+  }
+  return false;
+}
+
+// I/O thread: sends what Post could not, in order, as far as the channel takes it.
+void WorkerProcess::FlushDeferredLocked() {
+  size_t sent = 0;
+  while (sent < deferred_.size() && TrySend(deferred_[sent])) ++sent;
+  deferred_.erase(deferred_.begin(), deferred_.begin() + static_cast<std::ptrdiff_t>(sent));
+}
+
+ivm_error_t* WorkerProcess::BadReply(const std::string& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  KillLocked("protocol violation: " + why);
+  return MakeError(IVM_ERROR_CRASHED, "worker process " + std::to_string(pid_) +
+                                          " sent a malformed reply (" + why +
+                                          "), so the host killed it (SIGKILL)");
+}
+
+// The worker is dead: every call still waiting for a REPLY fails.
+void WorkerProcess::FailAsync() {
+  std::unordered_map<uint64_t, AsyncCall> calls;
+  ivm_error_t* proto = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls.swap(async_);
+    proto = DeadErrorLocked();
+    if (proto == nullptr) proto = MakeError(IVM_ERROR_CRASHED, cause_);
+  }
+  for (auto& [id, call] : calls) {
+    ivm_error_t* err = MakeError(proto->kind, proto->message);
+    try {
+      call.fn(nullptr, err);
+    } catch (...) {
+    }
+  }
+  ivm_error_free(proto);
 }
 
 }  // namespace ivm

@@ -12,11 +12,13 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 namespace ivm {
 
@@ -28,6 +30,9 @@ struct WorkerLimits {
 
 // How long a worker has to exit after EXIT before it is killed.
 constexpr int64_t kExitGraceNs = 200 * 1000 * 1000;
+// How long past a call's timeout a worker may take to answer (and then, a
+// PING) before it is killed as unresponsive.
+constexpr int64_t kCallGraceNs = 2000LL * 1000 * 1000;
 // The most of a worker's stderr kept for the crash cause.
 constexpr size_t kStderrTail = 8 * 1024;
 
@@ -53,6 +58,29 @@ class WorkerProcess {
   // `wait`: until it is gone. Idempotent.
   void Dispose(bool wait);
 
+  // ---- Remote isolates (remote_isolate.cc). ----
+  // Receives a REPLY: exactly one of `reply` and `error` is set, and the
+  // function owns `error`.
+  using ReplyFn = std::function<void(wire::Frame* reply, ivm_error_t* error)>;
+  uint64_t NextId();
+  // Sends CALL frame `frame` (whose id is `id`) and waits for its REPLY, or
+  // the worker's death (CRASHED, or DISPOSED once disposed). `timeout_ns` is
+  // the call's own timeout (0: none): once it and kCallGraceNs have passed
+  // without a REPLY (and then every kCallGraceNs: a heartbeat), the worker
+  // must answer a PING within kCallGraceNs or be killed ("stopped
+  // answering"). A worker busy running JavaScript still answers.
+  ivm_error_t* Call(uint64_t id, const std::string& frame, uint64_t timeout_ns,
+                    wire::Frame* reply);
+  // The same without waiting: `fn` runs once, on the I/O thread when the
+  // REPLY arrives or the worker dies, or on this thread if it is dead already.
+  void CallAsync(uint64_t id, const std::string& frame, uint64_t timeout_ns, ReplyFn fn);
+  // Sends a frame that is never answered (no-reply ops, CANCEL). Dropped if
+  // the worker is dead.
+  void Post(const std::string& frame);
+  // A caller found a REPLY malformed: the worker is killed as for a protocol
+  // violation, and the returned CRASHED error says why.
+  ivm_error_t* BadReply(const std::string& why);
+
   // ---- The I/O thread's side (worker_io.cc calls these on its thread). ----
   enum Watch { kChannel, kStderr, kPidfd, kWatches };
   int watch_fd(Watch w) const;
@@ -74,11 +102,24 @@ class WorkerProcess {
   struct Waiter {
     uint16_t kind = 0;     // the answer expected: PONG or REPLY
     bool done = false;
+    int64_t check_at = 0;  // past it, a PING checks that the worker answers (0: never)
     wire::Frame reply;
   };
+  struct AsyncCall {
+    ReplyFn fn;
+    int64_t check_at = 0;
+  };
   ivm_error_t* Request(uint64_t id, uint16_t answer_kind, const std::string& frame,
-                       uint64_t timeout_ns, wire::Frame* reply);
+                       uint64_t timeout_ns, wire::Frame* reply, int64_t check_at = 0);
+  static int64_t CheckAt(uint64_t timeout_ns);
+  void FailAsync();
+  int64_t CheckLivenessLocked(int64_t now);
   bool Send(const std::string& frame);
+  // For the I/O thread, which must never wait to send (it is what reads the
+  // worker's answers): sends a small frame whole if the channel takes it
+  // now, else nothing (false).
+  bool TrySend(const std::string& frame);
+  void FlushDeferredLocked();
   ivm_error_t* DeadErrorLocked() const;
   void KillLocked(const std::string& reason);
   void OnFrame(wire::Frame& frame);
@@ -117,6 +158,11 @@ class WorkerProcess {
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, Waiter*> pending_;
   std::unordered_set<uint64_t> abandoned_;   // timed-out ids whose answer may come late
+  std::unordered_map<uint64_t, AsyncCall> async_;   // CallAsync's, by id
+  std::vector<std::string> deferred_;   // no-reply frames the I/O thread could not send yet
+  int64_t send_blocked_since_ = 0;      // the I/O thread could not PING since then (0: could)
+  uint64_t liveness_ping_ = 0;       // the id of a PING checking an overdue call
+  int64_t liveness_deadline_ = 0;    // its answer is due by then
 
   // The I/O thread's alone.
   wire::FrameBuffer in_;
@@ -125,11 +171,18 @@ class WorkerProcess {
   bool finished_ = false;
 };
 
+// process_group.cc: the worker of a process group handle.
+std::shared_ptr<WorkerProcess> GroupWorker(const ivm_process_group_t* group);
+
 // worker_io.cc: the single I/O thread. Register() hands it a started worker;
 // it keeps the worker alive until its death is processed.
 void RegisterWorker(const std::shared_ptr<WorkerProcess>& worker);
 // Makes the I/O thread recompute its deadlines.
 void WakeIoThread();
+// The same, unless it will tick by `at_ns` anyway (cheap to call per request).
+void WakeIoThreadBy(int64_t at_ns);
+// Whether the calling thread is the I/O thread.
+bool OnIoThread();
 
 }  // namespace ivm
 

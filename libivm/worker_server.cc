@@ -17,6 +17,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -39,6 +41,7 @@ bool Channel::Read(wire::Frame* out) {
 }
 
 bool Channel::Send(const std::string& bytes) {
+  std::lock_guard<std::mutex> lock(send_mu_);
   size_t done = 0;
   while (done < bytes.size()) {
     ssize_t n = send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
@@ -139,11 +142,12 @@ std::string TestHook(Channel& channel, uint64_t id, uint32_t action, std::string
 }
 #endif
 
-// Answers one CALL; an empty string means no reply.
-std::string HandleCall(Channel& channel, const wire::Frame& frame) {
+// Answers one CALL; an empty string means no reply (now).
+std::string HandleCall(Channel& channel, Ops& ops, const wire::Frame& frame) {
   wire::Reader reader(frame.payload);
   uint32_t op = 0;
   if (!reader.U32(&op)) return Reply(frame.header.id, IVM_ERROR_INVALID_ARGUMENT, "no op");
+  if (op >= wire::kOpIsolateNew && op <= wire::kOpLast) return ops.Call(frame.header.id, op, reader);
 #ifdef IVM_WORKER_TEST_HOOKS
   if (op == wire::kOpTestHook) {
     uint32_t action = 0;
@@ -173,8 +177,47 @@ void WarmUpMalloc() {
   }).join();
 }
 
+// Starts libivm's job pool and timer thread (remote calls run as jobs, with
+// timeouts): the pool reads the number of CPUs from /sys on first use.
+void WarmUpPool() {
+  ivm_isolate_t* iso = nullptr;
+  if (ivm_error_t* err = ivm_isolate_new(nullptr, &iso)) return ivm_error_free(err);
+  ivm_context_t* ctx = nullptr;
+  if (ivm_error_t* failed = ivm_isolate_create_context(iso, nullptr, &ctx)) {
+    ivm_error_free(failed);
+  } else {
+    struct Wait {
+      std::mutex mu;
+      std::condition_variable cv;
+      bool done = false;
+    } wait;
+    ivm_run_options_t run = IVM_RUN_OPTIONS_INIT;
+    run.timeout_ns = 10ull * 1000 * 1000 * 1000;
+    ivm_error_t* err = ivm_context_eval_async(
+        ctx, "1", 1, nullptr, &run, nullptr,
+        [](void* ud, const ivm_completion_t* c) {
+          ivm_value_free(c->result.value);
+          ivm_error_free(c->error);
+          auto* w = static_cast<Wait*>(ud);
+          std::lock_guard<std::mutex> lock(w->mu);
+          w->done = true;
+          w->cv.notify_all();
+        },
+        &wait, nullptr);
+    if (err == nullptr) {
+      std::unique_lock<std::mutex> lock(wait.mu);
+      wait.cv.wait(lock, [&] { return wait.done; });
+    }
+    ivm_error_free(err);
+    ivm_context_free(ctx);
+  }
+  ivm_error_free(ivm_isolate_dispose(iso));
+  ivm_isolate_free(iso);
+}
+
 bool WarmUp(std::string* why) {
   WarmUpMalloc();
+  WarmUpPool();
   // Each line opens something V8 or ICU loads lazily: time zone data,
   // locale data for formatting, collation and case mapping, the RNG seed.
   static const char kCode[] =
@@ -199,6 +242,9 @@ bool WarmUp(std::string* why) {
 }
 
 int Serve(Channel& channel) {
+  // Never destroyed: pool threads may still report jobs while the process
+  // exits.
+  Ops& ops = *new Ops(channel);
   wire::Frame frame;
   while (channel.Read(&frame)) {
     std::string out;
@@ -209,7 +255,10 @@ int Serve(Channel& channel) {
       case wire::kExit:
         return 0;
       case wire::kCall:
-        out = HandleCall(channel, frame);
+        out = HandleCall(channel, ops, frame);
+        break;
+      case wire::kCancel:
+        ops.Cancel(frame.header.id);
         break;
       default:
         return 4;   // the host sent something a worker never receives

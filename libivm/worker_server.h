@@ -3,9 +3,14 @@
 #ifndef IVM_WORKER_SERVER_H
 #define IVM_WORKER_SERVER_H
 
+#include "ivm.h"
 #include "wire.h"
 
+#include <functional>
+#include <mutex>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 
 namespace ivm::worker {
 
@@ -16,12 +21,55 @@ class Channel {
   explicit Channel(int fd) : fd_(fd) {}
   // Blocks for the next frame; false at end of stream or on a malformed one.
   bool Read(wire::Frame* out);
-  // Writes all of `bytes`; false if the host is gone.
+  // Writes all of `bytes`; false if the host is gone. Any thread: the
+  // replies of asynchronous calls are sent from libivm's pool threads.
   bool Send(const std::string& bytes);
 
  private:
   int fd_;
+  std::mutex send_mu_;
   wire::FrameBuffer in_;
+};
+
+// The remote isolates of this worker (worker_ops.cc): CALL ops below
+// wire::kFirstTestOp, run against the worker's own inline handles, which the
+// host names by ids it picks.
+class Ops {
+ public:
+  explicit Ops(Channel& channel);
+  ~Ops();
+  // Runs op `op` of CALL `id` (`r` is after the op); returns the REPLY to send
+  // now, or an empty string (the reply follows when a job ends, or the op has
+  // none).
+  std::string Call(uint64_t id, uint32_t op, wire::Reader& r);
+  // CANCEL: cancels the job of CALL `call_id`, if it still runs.
+  void Cancel(uint64_t call_id);
+
+ private:
+  struct Pending;
+  struct Job {
+    ivm_isolate_t* iso;
+    uint64_t job;
+  };
+  static void Done(void* user_data, const ivm_completion_t* c);
+  void Finish(const Pending& p, const ivm_completion_t* c);
+  template <class F>
+  std::string Submit(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id, F&& submit);
+  template <class T>
+  T* Find(std::unordered_map<uint64_t, T*>& map, uint64_t id);
+  ivm_isolate_t* Isolate(uint64_t id);
+  std::string Compile(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
+  std::string Eval(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
+  std::string Run(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
+  std::string Drop(uint32_t op, wire::Reader& r);
+
+  Channel& channel_;
+  std::unordered_map<uint64_t, ivm_isolate_t*> isolates_;   // the reading thread's
+  std::recursive_mutex mu_;   // the rest: done callbacks run on pool threads
+  std::unordered_map<uint64_t, ivm_context_t*> contexts_;
+  std::unordered_map<uint64_t, ivm_script_t*> scripts_;
+  std::unordered_map<uint64_t, Job> jobs_;     // running jobs by CALL id
+  std::unordered_set<uint64_t> early_;         // jobs that ended before they were recorded
 };
 
 // Sends HELLO: magic, protocol version, ivm version, V8 version.

@@ -1,6 +1,7 @@
 /* test_process.c — worker processes through ivm.h alone: start a process
  * group, check its sandbox from /proc, ping it, see a killed worker reported
- * as IVM_ERROR_CRASHED with its signal, and dispose. Exit status 0 on success;
+ * as IVM_ERROR_CRASHED with its signal, and dispose; then an isolate hosted
+ * in a worker of its own, until its worker is killed. Exit status 0 on success;
  * prints "N passed, N failed". Finds ivm-worker beside libivm.so (or at
  * $IVM_WORKER_PATH). */
 #define _POSIX_C_SOURCE 200809L /* kill, nanosleep */
@@ -122,6 +123,91 @@ static void test_arguments(void) {
   CHECK(error_is(ivm_process_group_dispose(NULL), IVM_ERROR_INVALID_ARGUMENT, ""));
   CHECK(ivm_process_group_pid(NULL) == 0);
   ivm_process_group_free(NULL);
+  {
+    ivm_isolate_options_t iso_opts = IVM_ISOLATE_OPTIONS_INIT;
+    ivm_isolate_t *iso = NULL;
+    iso_opts.placement = 7;
+    CHECK(error_is(ivm_isolate_new(&iso_opts, &iso), IVM_ERROR_INVALID_ARGUMENT, "placement"));
+    CHECK(iso == NULL);
+    CHECK(ivm_isolate_pid(NULL) == 0);
+  }
+}
+
+/* A done callback that stores its completion (the test waits for it). */
+struct done_slot {
+  volatile int done;
+  ivm_completion_t completion;
+};
+
+static void store_done(void *user_data, const ivm_completion_t *c) {
+  struct done_slot *slot = (struct done_slot *)user_data;
+  slot->completion = *c;
+  __atomic_store_n(&slot->done, 1, __ATOMIC_RELEASE);
+}
+
+static int wait_done(struct done_slot *slot) {
+  int i;
+  for (i = 0; i < 60000 && !__atomic_load_n(&slot->done, __ATOMIC_ACQUIRE); i++) sleep_ms(1);
+  return slot->done;
+}
+
+/* An isolate in a worker of its own, through the same calls as inline. */
+static void test_worker_hosted_isolate(void) {
+  ivm_isolate_options_t opts = IVM_ISOLATE_OPTIONS_INIT;
+  ivm_isolate_t *iso = NULL;
+  ivm_context_t *ctx = NULL;
+  ivm_script_t *script = NULL;
+  ivm_value_t *value = NULL;
+  ivm_primitive_t prim;
+  ivm_heap_statistics_t stats;
+  struct done_slot slot;
+  long long pid;
+  opts.placement = IVM_PLACEMENT_PROCESS;
+  opts.memory_limit = 32u << 20;
+  CHECK(ivm_isolate_new(&opts, &iso) == NULL);
+  if (iso == NULL) return;
+  pid = (long long)ivm_isolate_pid(iso);
+  CHECK(pid > 0);
+  CHECK(status_field(pid, "Seccomp") == 2);
+  CHECK(ivm_isolate_create_context(iso, NULL, &ctx) == NULL);
+  CHECK(ivm_context_eval(ctx, "6 * 7", 5, NULL, NULL, NULL, &value, &prim) == NULL);
+  CHECK(value == NULL && prim.kind == IVM_VALUE_NUMBER && prim.number == 42);
+  CHECK(ivm_context_eval(ctx, "'w' + 'orker'", 13, NULL, NULL, NULL, &value, NULL) == NULL);
+  if (value != NULL) {
+    const char *s;
+    size_t n;
+    ivm_value_string(value, &s, &n);
+    CHECK(n == 6 && memcmp(s, "worker", 6) == 0);
+    ivm_value_free(value);
+    value = NULL;
+  }
+  CHECK(error_is(ivm_context_eval(ctx, "throw new Error('boom')", 23, NULL, NULL, NULL, &value,
+                                  NULL),
+                 IVM_ERROR_JS_EXCEPTION, "boom"));
+  CHECK(ivm_isolate_compile_script(iso, "1 + 1", 5, NULL, NULL, &script) == NULL);
+  CHECK(ivm_script_run(script, ctx, NULL, NULL, &value, &prim) == NULL);
+  CHECK(prim.kind == IVM_VALUE_NUMBER && prim.number == 2);
+  memset(&stats, 0, sizeof stats);
+  stats.struct_size = sizeof stats;
+  CHECK(ivm_isolate_heap_statistics(iso, &stats) == NULL);
+  CHECK(stats.used_heap_size > 0);
+  memset(&slot, 0, sizeof slot);
+  CHECK(ivm_context_eval_async(ctx, "'async'", 7, NULL, NULL, NULL, store_done, &slot, NULL) ==
+        NULL);
+  CHECK(wait_done(&slot) && slot.completion.kind == IVM_COMPLETION_VALUE);
+  ivm_value_free(slot.completion.result.value);
+  /* A killed worker fails later calls with its cause. */
+  CHECK(kill((pid_t)pid, SIGKILL) == 0);
+  CHECK(error_is(ivm_context_eval(ctx, "1", 1, NULL, NULL, NULL, &value, NULL),
+                 IVM_ERROR_CRASHED, "SIGKILL"));
+  memset(&slot, 0, sizeof slot);
+  CHECK(ivm_context_eval_async(ctx, "1", 1, NULL, NULL, NULL, store_done, &slot, NULL) == NULL);
+  CHECK(wait_done(&slot) && error_is(slot.completion.error, IVM_ERROR_CRASHED, "SIGKILL"));
+  CHECK(ivm_isolate_is_disposed(iso) == 1);
+  CHECK(ivm_isolate_dispose(iso) == NULL);
+  ivm_script_free(script);
+  ivm_context_free(ctx);
+  ivm_isolate_free(iso);
 }
 
 int main(void) {
@@ -129,6 +215,7 @@ int main(void) {
   test_spawn_ping_dispose();
   test_killed_worker_is_reported();
   test_arguments();
+  test_worker_hosted_isolate();
   CHECK(ivm_debug_live_objects() == baseline);
   printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;

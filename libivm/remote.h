@@ -1,0 +1,136 @@
+// remote.h — isolates that live in a worker process, seen from the host
+// (docs/process.md). The ABI's handles stay the same types: an ivm_isolate,
+// ivm_context or ivm_script whose `remote` is set forwards each call to its
+// worker as a CALL frame (remote_isolate.cc: the records and the protocol;
+// remote_ops.cc: one function per forwarded ABI entry, called from the
+// entry's own file). The worker's side is worker_ops.cc. Nothing here is ABI.
+#ifndef IVM_REMOTE_H
+#define IVM_REMOTE_H
+
+#include "internal.h"
+#include "options.h"
+#include "wire.h"
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace ivm {
+
+class WorkerProcess;
+
+// One isolate in a worker. Shared by its isolate handle and by every remote
+// context, script and pending call of it; the last one tells the worker to
+// free it (and, for an isolate with a worker of its own, ends the worker).
+class RemoteIsolate {
+ public:
+  RemoteIsolate(std::shared_ptr<WorkerProcess> worker, bool owns_worker, uint64_t id)
+      : worker_(std::move(worker)), owns_worker_(owns_worker), id_(id) {}
+  ~RemoteIsolate();
+  RemoteIsolate(const RemoteIsolate&) = delete;
+  RemoteIsolate& operator=(const RemoteIsolate&) = delete;
+
+  WorkerProcess& worker() const { return *worker_; }
+  bool owns_worker() const { return owns_worker_; }
+  uint64_t id() const { return id_; }
+  int64_t pid() const;
+  // Disposed by a call (dispose, memory limit) or dead with its worker.
+  bool disposed() const;
+  void MarkDisposed() { disposed_.store(true, std::memory_order_release); }
+  bool marked_disposed() const { return disposed_.load(std::memory_order_acquire); }
+  void SetTimes(uint64_t cpu_ns, uint64_t wall_ns);
+  void Times(uint64_t* cpu_ns, uint64_t* wall_ns) const;
+  std::atomic<uint64_t>& live_objects() { return live_objects_; }
+
+  // The CALL id of each pending asynchronous job (for CANCEL).
+  void TrackJob(uint64_t job, uint64_t call_id);
+  void UntrackJob(uint64_t job);
+  uint64_t CallOfJob(uint64_t job);
+
+  // A CALL frame for `op` of this isolate, whose id is taken now (`*id`).
+  wire::Writer Begin(uint32_t op, uint64_t* id);
+  // Reads the common part of a REPLY (docs/wire-protocol.md): returns the
+  // call's error (kind, message, name, stack), or NULL with `*r` positioned at
+  // the op's results. A malformed reply kills the worker (CRASHED).
+  ivm_error_t* ReadReply(const wire::Frame& reply, wire::Reader* r);
+
+ private:
+  std::shared_ptr<WorkerProcess> worker_;
+  bool owns_worker_;
+  uint64_t id_;
+  std::atomic<bool> disposed_{false};
+  std::atomic<uint64_t> cpu_ns_{0}, wall_ns_{0};
+  std::atomic<uint64_t> live_objects_{0};
+  std::mutex jobs_mu_;
+  std::unordered_map<uint64_t, uint64_t> jobs_;   // job id -> CALL id
+};
+
+// A context or script in a worker: its isolate, its id there, and what frees
+// it there once the host's last user lets go.
+struct RemoteObject {
+  RemoteObject(std::shared_ptr<RemoteIsolate> i, uint64_t object_id, uint32_t op)
+      : iso(std::move(i)), id(object_id), free_op(op) {
+    iso->live_objects().fetch_add(1, std::memory_order_relaxed);
+  }
+  ~RemoteObject();
+  RemoteObject(const RemoteObject&) = delete;
+  RemoteObject& operator=(const RemoteObject&) = delete;
+  std::shared_ptr<RemoteIsolate> iso;
+  uint64_t id;
+  uint32_t free_op;
+};
+
+namespace remote {
+
+// The error for a call whose options ask for a result that cannot leave a
+// worker (an ExternalCopy or a Reference): TRANSFER. NULL if they do not.
+ivm_error_t* CheckResultFlags(uint32_t flags);
+
+// ES modules are not forwarded to workers yet: INVALID_ARGUMENT.
+ivm_error_t* RefuseModules();
+
+// ---- remote_ops.cc: the forwarded ABI entries. ----
+ivm_error_t* NewIsolate(const ivm_isolate_options_t& o, std::shared_ptr<RemoteIsolate>* out);
+ivm_error_t* Dispose(RemoteIsolate& iso);
+void Terminate(RemoteIsolate& iso);
+void CancelJob(RemoteIsolate& iso, uint64_t job);
+ivm_error_t* HeapStatistics(const std::shared_ptr<RemoteIsolate>& iso,
+                            ivm_heap_statistics_t* full);
+ivm_error_t* HeapStatisticsAsync(const std::shared_ptr<RemoteIsolate>& iso, ivm_done_fn done,
+                                 void* user_data, uint64_t* job_out);
+ivm_error_t* CreateContext(const std::shared_ptr<RemoteIsolate>& iso, ivm_context_t** out);
+ivm_error_t* CreateContextAsync(const std::shared_ptr<RemoteIsolate>& iso, ivm_done_fn done,
+                                void* user_data, uint64_t* job_out);
+ivm_error_t* CompileScript(const std::shared_ptr<RemoteIsolate>& iso, std::string_view code,
+                           const SourceOptions& source, ivm_script_t** out);
+ivm_error_t* CompileScriptAsync(const std::shared_ptr<RemoteIsolate>& iso,
+                                std::string_view code, const SourceOptions& source,
+                                ivm_done_fn done, void* user_data, uint64_t* job_out);
+
+// An eval (args == nullptr and nargs == 0 with closure false) or
+// eval_closure of a remote context.
+struct EvalRequest {
+  std::string_view code;
+  bool closure = false;
+  const ivm_value_t* const* args = nullptr;
+  size_t nargs = 0;
+  SourceOptions source;
+  CallOptions call;
+};
+ivm_error_t* Eval(ivm_context_t* ctx, const EvalRequest& req, ivm_value_t** out);
+ivm_error_t* EvalAsync(ivm_context_t* ctx, const EvalRequest& req, ivm_done_fn done,
+                       void* user_data, uint64_t* job_out);
+ivm_error_t* RunScript(ivm_script_t* script, ivm_context_t* ctx, const CallOptions& call,
+                       ivm_value_t** out);
+ivm_error_t* RunScriptAsync(ivm_script_t* script, ivm_context_t* ctx, const CallOptions& call,
+                            ivm_done_fn done, void* user_data, uint64_t* job_out);
+// ivm_context_release / ivm_script_release.
+void Release(RemoteObject& object, uint32_t op);
+
+}  // namespace remote
+}  // namespace ivm
+
+#endif  // IVM_REMOTE_H

@@ -1,0 +1,187 @@
+// wire_value.cc — see wire_value.h.
+#include "wire_value.h"
+
+#include <vector>
+
+namespace ivm::wire {
+
+namespace {
+constexpr uint32_t kMaxBigIntWords = 1u << 20;
+constexpr uint32_t kMaxAttachments = 1u << 20;
+
+const char* AttachmentName(uint32_t kind) {
+  switch (kind) {
+    case IVM_ATTACHMENT_COPY: return "an ExternalCopy";
+    case IVM_ATTACHMENT_REFERENCE: return "a Reference";
+    case IVM_ATTACHMENT_CALLBACK: return "a host callback";
+    default: return "an unknown attachment";
+  }
+}
+
+bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why) {
+  const char* stream;
+  size_t len;
+  ivm_value_serialized(value, &stream, &len);
+  size_t n = ivm_value_attachment_count(value);
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t kind = ivm_value_attachment_kind(value, i);
+    if (kind != IVM_ATTACHMENT_BUFFER) {
+      *why = std::string("the copy holds ") + AttachmentName(kind) +
+             ", which cannot cross into or out of a worker process";
+      return false;
+    }
+  }
+  w.Bytes(std::string_view(stream, len)).U32(static_cast<uint32_t>(n));
+  for (size_t i = 0; i < n; ++i) {
+    const void* data = nullptr;
+    size_t size = 0;
+    if (ivm_error_t* err = ivm_value_buffer(value, i, &data, &size)) {
+      ivm_error_free(err);
+      *why = "unreadable buffer attachment";
+      return false;
+    }
+    w.Bytes(std::string_view(static_cast<const char*>(data), size));
+  }
+  return true;
+}
+
+bool ReadSerialized(Reader& r, ivm_value_t** out) {
+  std::string_view stream;
+  uint32_t n = 0;
+  if (!r.Bytes(&stream) || !r.U32(&n) || n > kMaxAttachments) return false;
+  ivm_value_t* value = nullptr;
+  if (ivm_error_t* err = ivm_value_new_serialized(stream.data(), stream.size(), &value)) {
+    ivm_error_free(err);
+    return false;
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    std::string_view data;
+    size_t index = 0;
+    ivm_error_t* err = nullptr;
+    if (!r.Bytes(&data) ||
+        (err = ivm_value_attach_buffer(value, data.data(), data.size(), 0, &index)) != nullptr) {
+      ivm_error_free(err);
+      ivm_value_free(value);
+      return false;
+    }
+  }
+  *out = value;
+  return true;
+}
+
+}  // namespace
+
+bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why) {
+  ivm_value_kind_t kind = ivm_value_kind(value);
+  switch (kind) {
+    case IVM_VALUE_UNDEFINED:
+    case IVM_VALUE_NULL:
+      w.U8(static_cast<uint8_t>(kind));
+      return true;
+    case IVM_VALUE_BOOLEAN:
+      w.U8(static_cast<uint8_t>(kind)).U8(ivm_value_boolean(value) ? 1 : 0);
+      return true;
+    case IVM_VALUE_NUMBER:
+      w.U8(static_cast<uint8_t>(kind)).F64(ivm_value_number(value));
+      return true;
+    case IVM_VALUE_STRING: {
+      const char* p;
+      size_t n;
+      ivm_value_string(value, &p, &n);
+      w.U8(static_cast<uint8_t>(kind)).Bytes(std::string_view(p, n));
+      return true;
+    }
+    case IVM_VALUE_BIGINT: {
+      int negative = 0;
+      const uint64_t* words = nullptr;
+      size_t count = 0;
+      ivm_value_bigint(value, &negative, &words, &count);
+      w.U8(static_cast<uint8_t>(kind)).U8(negative ? 1 : 0).U32(static_cast<uint32_t>(count));
+      for (size_t i = 0; i < count; ++i) w.U64(words[i]);
+      return true;
+    }
+    case IVM_VALUE_SERIALIZED:
+      w.U8(static_cast<uint8_t>(kind));
+      return WriteSerialized(w, value, why);
+    case IVM_VALUE_EXTERNAL_COPY:
+      *why = "an ExternalCopy cannot cross into or out of a worker process";
+      return false;
+    case IVM_VALUE_REFERENCE:
+      *why = "a Reference cannot cross into or out of a worker process";
+      return false;
+    default:
+      *why = "a value of unknown kind " + std::to_string(kind);
+      return false;
+  }
+}
+
+bool ReadValue(Reader& r, ivm_value_t** out) {
+  uint8_t kind = 0;
+  if (!r.U8(&kind)) return false;
+  ivm_value_t* v = nullptr;
+  switch (kind) {
+    case IVM_VALUE_UNDEFINED: v = ivm_value_new_undefined(); break;
+    case IVM_VALUE_NULL: v = ivm_value_new_null(); break;
+    case IVM_VALUE_BOOLEAN: {
+      uint8_t b = 0;
+      if (!r.U8(&b) || b > 1) return false;
+      v = ivm_value_new_boolean(b);
+      break;
+    }
+    case IVM_VALUE_NUMBER: {
+      double d = 0;
+      if (!r.F64(&d)) return false;
+      v = ivm_value_new_number(d);
+      break;
+    }
+    case IVM_VALUE_STRING: {
+      std::string_view s;
+      if (!r.Bytes(&s)) return false;
+      v = ivm_value_new_string(s.data(), s.size());
+      break;
+    }
+    case IVM_VALUE_BIGINT: {
+      uint8_t negative = 0;
+      uint32_t count = 0;
+      if (!r.U8(&negative) || negative > 1 || !r.U32(&count) || count > kMaxBigIntWords) {
+        return false;
+      }
+      std::vector<uint64_t> words(count);
+      for (auto& word : words) {
+        if (!r.U64(&word)) return false;
+      }
+      v = ivm_value_new_bigint(negative, words.data(), words.size());
+      break;
+    }
+    case IVM_VALUE_SERIALIZED:
+      return ReadSerialized(r, out);
+    default:
+      return false;
+  }
+  if (v == nullptr) return false;
+  *out = v;
+  return true;
+}
+
+void WriteSource(Writer& w, const WireSource& s) {
+  w.U8(s.has_filename ? 1 : 0)
+      .Bytes(s.filename)
+      .U32(static_cast<uint32_t>(s.line_offset))
+      .U32(static_cast<uint32_t>(s.column_offset));
+}
+
+bool ReadSource(Reader& r, WireSource* out) {
+  uint8_t has = 0;
+  std::string_view name;
+  uint32_t line = 0, column = 0;
+  if (!r.U8(&has) || has > 1 || !r.Bytes(&name) || !r.U32(&line) || !r.U32(&column)) {
+    return false;
+  }
+  out->has_filename = has != 0;
+  out->filename.assign(name);
+  out->line_offset = static_cast<int32_t>(line);
+  out->column_offset = static_cast<int32_t>(column);
+  return true;
+}
+
+}  // namespace ivm::wire

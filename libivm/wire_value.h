@@ -1,0 +1,59 @@
+// wire_value.h — values, call options and errors in CALL and REPLY payloads
+// of remote isolates (docs/wire-protocol.md, "Values"). Compiled into both
+// libivm and ivm-worker; uses values only through ivm.h. Nothing here is ABI.
+#ifndef IVM_WIRE_VALUE_H
+#define IVM_WIRE_VALUE_H
+
+#include "ivm.h"
+#include "wire.h"
+
+#include <string>
+
+namespace ivm::wire {
+
+// Appends `value`. Values that cannot cross a process boundary in this
+// version (References, ExternalCopies and host callbacks, as values or as
+// attachments of a copy) are refused: false, with the reason in `*why`.
+bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why);
+// Reads a value written by WriteValue; false on any malformation.
+bool ReadValue(Reader& r, ivm_value_t** out);
+
+// Source options: u8 has_filename, bytes filename, u32 line, u32 column.
+struct WireSource {
+  bool has_filename = false;
+  std::string filename;
+  int32_t line_offset = 0;
+  int32_t column_offset = 0;
+};
+void WriteSource(Writer& w, const WireSource& s);
+bool ReadSource(Reader& r, WireSource* out);
+
+}  // namespace ivm::wire
+
+
+namespace ivm::wire {
+// The fields of ivm_heap_statistics_t after struct_size, in the order a
+// kOpHeapStatistics REPLY carries them.
+inline constexpr uint64_t ivm_heap_statistics_t::*kHeapFields[] = {
+    &ivm_heap_statistics_t::total_heap_size,
+    &ivm_heap_statistics_t::total_heap_size_executable,
+    &ivm_heap_statistics_t::total_physical_size,
+    &ivm_heap_statistics_t::total_available_size,
+    &ivm_heap_statistics_t::used_heap_size,
+    &ivm_heap_statistics_t::heap_size_limit,
+    &ivm_heap_statistics_t::malloced_memory,
+    &ivm_heap_statistics_t::peak_malloced_memory,
+    &ivm_heap_statistics_t::does_zap_garbage,
+    &ivm_heap_statistics_t::number_of_native_contexts,
+    &ivm_heap_statistics_t::number_of_detached_contexts,
+    &ivm_heap_statistics_t::total_global_handles_size,
+    &ivm_heap_statistics_t::used_global_handles_size,
+    &ivm_heap_statistics_t::external_memory,
+    &ivm_heap_statistics_t::externally_allocated_size,
+};
+constexpr uint32_t kHeapFieldCount = sizeof kHeapFields / sizeof kHeapFields[0];
+// A value id meaning "not eval_closure" in kOpEval's argument count.
+constexpr uint32_t kNoClosure = 0xffffffffu;
+}  // namespace ivm::wire
+
+#endif  // IVM_WIRE_VALUE_H

@@ -1,0 +1,307 @@
+// worker_ops.cc — the worker's side of remote isolates: it runs each CALL op
+// (wire.h, "Remote isolates") on its own inline libivm handles, through
+// ivm.h like any embedder, and answers with a REPLY. Calls that run
+// JavaScript are submitted as the *_async twins, so that the channel keeps
+// being read while they run: CANCEL and TERMINATE reach running jobs, and
+// jobs of different isolates run in parallel. Their done callbacks (on pool
+// threads) send the REPLY.
+#include "wire_value.h"
+#include "worker_server.h"
+
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace ivm::worker {
+
+namespace {
+
+std::string_view Message(const ivm_error_t* err, void (*get)(const ivm_error_t*, const char**,
+                                                             size_t*)) {
+  const char* p = nullptr;
+  size_t n = 0;
+  get(err, &p, &n);
+  return std::string_view(p ? p : "", n);
+}
+
+// A REPLY: status, message, name, stack, thrown_primitive, the isolate's
+// times, then (on success) what `results` writes. Frees `err`.
+std::string FullReply(uint64_t id, ivm_error_t* err, ivm_isolate_t* iso,
+                      const std::function<bool(wire::Writer&, std::string*)>& results) {
+  uint64_t cpu = 0, wall = 0;
+  if (iso != nullptr) ivm_isolate_times(iso, &cpu, &wall);
+  wire::Writer w(wire::kReply, id);
+  std::string why;
+  if (err == nullptr) {
+    w.U32(wire::kStatusOk).Bytes("").Bytes("").Bytes("").U8(0).U64(cpu).U64(wall);
+    if (!results || results(w, &why)) {
+      std::string out = w.Finish();
+      if (!out.empty()) return out;
+      why = "the result is too large for one frame (16 MiB)";
+    }
+    return wire::Writer(wire::kReply, id)
+        .U32(IVM_ERROR_TRANSFER).Bytes(why).Bytes("").Bytes("").U8(0).U64(cpu).U64(wall)
+        .Finish();
+  }
+  std::string out = w.U32(ivm_error_kind(err))
+                        .Bytes(Message(err, ivm_error_message))
+                        .Bytes(Message(err, ivm_error_name))
+                        .Bytes(Message(err, ivm_error_stack))
+                        .U8(ivm_error_thrown_primitive(err) ? 1 : 0)
+                        .U64(cpu)
+                        .U64(wall)
+                        .Finish();
+  ivm_error_free(err);
+  return out;
+}
+
+std::string ErrorReply(uint64_t id, uint32_t kind, std::string_view message) {
+  return wire::Writer(wire::kReply, id)
+      .U32(kind).Bytes(message).Bytes("").Bytes("").U8(0).U64(0).U64(0)
+      .Finish();
+}
+
+}  // namespace
+
+struct Ops::Pending {
+  Ops* ops;
+  uint64_t call_id;
+  uint64_t object_id;   // the context or script a create/compile makes
+  ivm_isolate_t* iso;
+};
+
+Ops::Ops(Channel& channel) : channel_(channel) {}
+
+Ops::~Ops() = default;
+
+ivm_isolate_t* Ops::Isolate(uint64_t id) {
+  auto it = isolates_.find(id);
+  return it == isolates_.end() ? nullptr : it->second;
+}
+
+template <class T>
+T* Ops::Find(std::unordered_map<uint64_t, T*>& map, uint64_t id) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  auto it = map.find(id);
+  return it == map.end() ? nullptr : it->second;
+}
+
+void Ops::Done(void* user_data, const ivm_completion_t* c) {
+  std::unique_ptr<Pending> p(static_cast<Pending*>(user_data));
+  p->ops->Finish(*p, c);
+}
+
+void Ops::Finish(const Pending& p, const ivm_completion_t* c) {
+  {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    if (jobs_.erase(p.call_id) == 0) early_.insert(p.call_id);
+    if (c->error == nullptr && c->kind == IVM_COMPLETION_CONTEXT) {
+      contexts_[p.object_id] = c->result.context;
+    } else if (c->error == nullptr && c->kind == IVM_COMPLETION_SCRIPT) {
+      scripts_[p.object_id] = c->result.script;
+    }
+  }
+  std::string out;
+  if (c->error != nullptr) {
+    out = FullReply(p.call_id, c->error, p.iso, nullptr);
+  } else if (c->kind == IVM_COMPLETION_VALUE) {
+    ivm_value_t* value = c->result.value;
+    out = FullReply(p.call_id, nullptr, p.iso, [value](wire::Writer& w, std::string* why) {
+      return wire::WriteValue(w, value, why);
+    });
+    ivm_value_free(value);
+  } else if (c->kind == IVM_COMPLETION_HEAP_STATISTICS) {
+    ivm_heap_statistics_t* stats = c->result.heap_statistics;
+    out = FullReply(p.call_id, nullptr, p.iso, [stats](wire::Writer& w, std::string*) {
+      w.U32(wire::kHeapFieldCount);
+      for (auto field : wire::kHeapFields) w.U64(stats->*field);
+      return true;
+    });
+    ivm_heap_statistics_free(stats);
+  } else {
+    out = FullReply(p.call_id, nullptr, p.iso, nullptr);
+  }
+  channel_.Send(out);
+}
+
+// Submits an _async call: `submit(done, user_data, &job)`. Returns the reply
+// to send now if it could not be submitted, else an empty string.
+template <class F>
+std::string Ops::Submit(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id, F&& submit) {
+  auto* p = new Pending{this, call_id, object_id, iso};
+  std::lock_guard<std::recursive_mutex> lock(mu_);   // Finish waits until the job is recorded
+  uint64_t job = 0;
+  ivm_error_t* err = submit(&Ops::Done, p, &job);
+  if (err != nullptr) {
+    delete p;
+    return FullReply(call_id, err, iso, nullptr);
+  }
+  if (early_.erase(call_id) == 0) jobs_[call_id] = Job{iso, job};
+  return {};
+}
+
+void Ops::Cancel(uint64_t call_id) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  auto it = jobs_.find(call_id);
+  if (it != jobs_.end()) ivm_isolate_cancel_job(it->second.iso, it->second.job);
+}
+
+std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
+  uint64_t iso_id = 0;
+  if (!r.U64(&iso_id)) return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
+  if (op == wire::kOpIsolateNew) {
+    ivm_isolate_options_t o = IVM_ISOLATE_OPTIONS_INIT;
+    if (!r.U64(&o.memory_limit) || !r.Done() || isolates_.count(iso_id) != 0) {
+      return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
+    }
+    ivm_isolate_t* iso = nullptr;
+    ivm_error_t* err = ivm_isolate_new(&o, &iso);
+    if (err == nullptr) isolates_[iso_id] = iso;
+    return FullReply(id, err, iso, nullptr);
+  }
+  ivm_isolate_t* iso = Isolate(iso_id);
+  bool replies = op != wire::kOpIsolateFree && op != wire::kOpTerminate &&
+                 op != wire::kOpContextRelease && op != wire::kOpContextFree &&
+                 op != wire::kOpScriptRelease && op != wire::kOpScriptFree;
+  if (iso == nullptr) {
+    return replies ? ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "unknown isolate") : "";
+  }
+  switch (op) {
+    case wire::kOpIsolateDispose:
+      return FullReply(id, ivm_isolate_dispose(iso), iso, nullptr);
+    case wire::kOpIsolateFree:
+      isolates_.erase(iso_id);
+      ivm_isolate_free(iso);
+      return {};
+    case wire::kOpTerminate:
+      ivm_isolate_terminate(iso);
+      return {};
+    case wire::kOpHeapStatistics:
+      return Submit(id, iso, 0, [&](ivm_done_fn done, void* ud, uint64_t* job) {
+        return ivm_isolate_heap_statistics_async(iso, done, ud, job);
+      });
+    case wire::kOpCreateContext: {
+      uint64_t ctx_id = 0;
+      if (!r.U64(&ctx_id) || !r.Done()) break;
+      return Submit(id, iso, ctx_id, [&](ivm_done_fn done, void* ud, uint64_t* job) {
+        return ivm_isolate_create_context_async(iso, nullptr, done, ud, job);
+      });
+    }
+    case wire::kOpCompileScript:
+      return Compile(id, iso, r);
+    case wire::kOpEval:
+      return Eval(id, iso, r);
+    case wire::kOpScriptRun:
+      return Run(id, iso, r);
+    default:
+      return Drop(op, r);
+  }
+  return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
+}
+
+// The no-reply ops on contexts and scripts.
+std::string Ops::Drop(uint32_t op, wire::Reader& r) {
+  uint64_t object = 0;
+  if (!r.U64(&object)) return {};
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  if (op == wire::kOpContextRelease || op == wire::kOpContextFree) {
+    auto it = contexts_.find(object);
+    if (it == contexts_.end()) return {};
+    if (op == wire::kOpContextRelease) {
+      ivm_error_free(ivm_context_release(it->second));
+    } else {
+      ivm_context_free(it->second);
+      contexts_.erase(it);
+    }
+  } else if (op == wire::kOpScriptRelease || op == wire::kOpScriptFree) {
+    auto it = scripts_.find(object);
+    if (it == scripts_.end()) return {};
+    if (op == wire::kOpScriptRelease) {
+      ivm_error_free(ivm_script_release(it->second));
+    } else {
+      ivm_script_free(it->second);
+      scripts_.erase(it);
+    }
+  }
+  return {};
+}
+
+namespace {
+void ToOptions(const wire::WireSource& s, ivm_source_options_t* o) {
+  o->filename = s.has_filename ? s.filename.data() : nullptr;
+  o->filename_len = s.filename.size();
+  o->line_offset = s.line_offset;
+  o->column_offset = s.column_offset;
+}
+}  // namespace
+
+std::string Ops::Compile(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
+  uint64_t script_id = 0;
+  std::string_view code;
+  wire::WireSource s;
+  if (!r.U64(&script_id) || !r.Bytes(&code) || !wire::ReadSource(r, &s) || !r.Done()) {
+    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
+  }
+  ivm_source_options_t o = IVM_SOURCE_OPTIONS_INIT;
+  ToOptions(s, &o);
+  return Submit(id, iso, script_id, [&](ivm_done_fn done, void* ud, uint64_t* job) {
+    return ivm_isolate_compile_script_async(iso, code.data(), code.size(), &o, nullptr, done, ud,
+                                            job);
+  });
+}
+
+std::string Ops::Eval(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
+  uint64_t ctx_id = 0;
+  std::string_view code;
+  wire::WireSource s;
+  ivm_run_options_t run = IVM_RUN_OPTIONS_INIT;
+  ivm_result_options_t result = IVM_RESULT_OPTIONS_INIT;
+  uint32_t nargs = 0;
+  if (!r.U64(&ctx_id) || !r.Bytes(&code) || !wire::ReadSource(r, &s) || !r.U64(&run.timeout_ns) ||
+      !r.U32(&result.flags) || !r.U32(&nargs)) {
+    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
+  }
+  std::vector<ivm_value_t*> args;
+  bool ok = true;
+  for (uint32_t i = 0; ok && nargs != wire::kNoClosure && i < nargs; ++i) {
+    ivm_value_t* v = nullptr;
+    ok = wire::ReadValue(r, &v);
+    if (ok) args.push_back(v);
+  }
+  ivm_context_t* ctx = Find(contexts_, ctx_id);
+  if (!ok || !r.Done() || ctx == nullptr) {
+    for (ivm_value_t* v : args) ivm_value_free(v);
+    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, ok ? "unknown context" : "malformed call");
+  }
+  ivm_source_options_t o = IVM_SOURCE_OPTIONS_INIT;
+  ToOptions(s, &o);
+  return Submit(id, iso, 0, [&](ivm_done_fn done, void* ud, uint64_t* job) {
+    if (nargs == wire::kNoClosure) {
+      return ivm_context_eval_async(ctx, code.data(), code.size(), &o, &run, &result, done, ud,
+                                    job);
+    }
+    return ivm_context_eval_closure_async(ctx, code.data(), code.size(), args.data(),
+                                          args.size(), &o, &run, &result, done, ud, job);
+  });
+}
+
+std::string Ops::Run(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
+  uint64_t script_id = 0, ctx_id = 0;
+  ivm_run_options_t run = IVM_RUN_OPTIONS_INIT;
+  ivm_result_options_t result = IVM_RESULT_OPTIONS_INIT;
+  if (!r.U64(&script_id) || !r.U64(&ctx_id) || !r.U64(&run.timeout_ns) ||
+      !r.U32(&result.flags) || !r.Done()) {
+    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
+  }
+  ivm_script_t* script = Find(scripts_, script_id);
+  ivm_context_t* ctx = Find(contexts_, ctx_id);
+  if (script == nullptr || ctx == nullptr) {
+    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "unknown script or context");
+  }
+  return Submit(id, iso, 0, [&](ivm_done_fn done, void* ud, uint64_t* job) {
+    return ivm_script_run_async(script, ctx, &run, &result, done, ud, job);
+  });
+}
+
+}  // namespace ivm::worker
