@@ -134,6 +134,7 @@ void Trampoline(const v8::FunctionCallbackInfo<v8::Value>& info) {
   ivm_value_t* out = nullptr;
   ivm_error_t* err = nullptr;
   try {
+    HostScope host(holder);
     err = record->data->fn(record->data->user_data, &c, &out);
   } catch (...) {
     err = MakeError(IVM_ERROR_INTERNAL, "a host function threw a C++ exception");

@@ -177,6 +177,7 @@ struct CallState {
   bool timed_out = false;
   bool terminated = false;   // by ivm_isolate_terminate or a disposal
   bool cancelled = false;    // its asynchronous job was cancelled
+  bool from_host = false;    // a nested call made by host code (owner thread)
   uint64_t id = 0;
   uint64_t timer_id = 0;
   uint64_t job_id = 0;       // the asynchronous job it runs for, or 0
@@ -253,6 +254,13 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   void Release(const std::shared_ptr<Resource>& resource);
 
   void Times(uint64_t* cpu_ns, uint64_t* wall_ns) const;
+  // Host code (a host function, a host reference's operation) runs inside a
+  // call, on the owner thread, between EnterHost and LeaveHost (HostScope):
+  // its time is not counted as JavaScript's CPU time, and a disposal from
+  // another thread does not wait for it (termination cannot stop it, and it
+  // may wait for the disposing thread: an event loop).
+  bool EnterHost();
+  void LeaveHost(bool was_host);
   uint64_t ReferenceCount() const { return ref_count_.load(std::memory_order_relaxed); }
   void AddRef() { ref_count_.fetch_add(1, std::memory_order_relaxed); }
   void DropRef() { ref_count_.fetch_sub(1, std::memory_order_relaxed); }
@@ -332,7 +340,26 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   uint64_t unique_id_ = 0;
   bool cpu_clock_ = false;   // measure the current call with the thread CPU clock
   int64_t call_cpu_start_ = 0, call_wall_start_ = 0;
+  // Host code inside the current outermost call (owner thread): whether the
+  // innermost frame is host code, since when, and the time it took so far.
+  bool in_host_ = false;
+  int64_t host_since_ = 0, host_ns_ = 0;
+  std::atomic<int> host_depth_{0};   // host frames on the stack (read by Dispose)
+  int64_t CallClockNs() const;
   uint64_t abort_token_ = 0;   // owner thread
+};
+
+// The span of host code called from JavaScript (IsolateHolder::EnterHost).
+class HostScope {
+ public:
+  explicit HostScope(IsolateHolder& holder) : holder_(holder), was_host_(holder.EnterHost()) {}
+  ~HostScope() { holder_.LeaveHost(was_host_); }
+  HostScope(const HostScope&) = delete;
+  HostScope& operator=(const HostScope&) = delete;
+
+ private:
+  IsolateHolder& holder_;
+  bool was_host_;
 };
 
 // ---------------------------------------------------------------------------

@@ -242,6 +242,13 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
     // as a short call itself. Short calls count their wall time as CPU time;
     // once a call has run long, the next ones read the CPU clock.
     if (cpu_clock_) call_cpu_start_ = ThreadCpuNs();
+    in_host_ = false;
+    host_ns_ = 0;
+  } else if (in_host_) {
+    // Host code calls back in: its span ends here, JavaScript's resumes.
+    host_ns_ += CallClockNs() - host_since_;
+    in_host_ = false;
+    call.from_host = true;
   }
   ++depth_;
   call.id = NextId();
@@ -275,9 +282,13 @@ void IsolateHolder::End(CallState& call) {
       isolate_->CancelTerminateExecution();
     }
   }
-  if (--depth_ == 0) {
+  if (--depth_ > 0 && call.from_host) {
+    in_host_ = true;   // back in the host code that made this call
+    host_since_ = CallClockNs();
+  }
+  if (depth_ == 0) {
     int64_t wall = MonotonicNs() - call_wall_start_;
-    int64_t cpu = cpu_clock_ ? ThreadCpuNs() - call_cpu_start_ : wall;
+    int64_t cpu = (cpu_clock_ ? ThreadCpuNs() - call_cpu_start_ : wall) - host_ns_;
     cpu_ns_.fetch_add(static_cast<uint64_t>(std::max<int64_t>(cpu, 0)));
     wall_ns_.fetch_add(static_cast<uint64_t>(wall));
     cpu_clock_ = wall > kLongCallNs;
@@ -419,9 +430,34 @@ ivm_error_t* IsolateHolder::Dispose() {
     }
   }
   WaitForPoolLocks(*this);
-  std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_);
+  // The running call, if any, now ends with DISPOSED and disposes of the
+  // isolate itself when it returns (Run).
+  dispose_requested_.store(true);
+  std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_, std::defer_lock);
+  while (!lock.try_lock_for(std::chrono::milliseconds(1))) {
+    // Host code that termination cannot stop may wait for this very thread
+    // (an event loop that must run an async host function, or an isolate
+    // disposing of this one from its own callback): do not wait for it.
+    if (host_depth_.load() > 0) return nullptr;
+  }
   DisposeLocked();
   return nullptr;
+}
+
+int64_t IsolateHolder::CallClockNs() const { return cpu_clock_ ? ThreadCpuNs() : MonotonicNs(); }
+
+bool IsolateHolder::EnterHost() {
+  bool was_host = in_host_;
+  if (!was_host) host_since_ = CallClockNs();
+  in_host_ = true;
+  host_depth_.fetch_add(1);
+  return was_host;
+}
+
+void IsolateHolder::LeaveHost(bool was_host) {
+  host_depth_.fetch_sub(1);
+  if (!was_host) host_ns_ += CallClockNs() - host_since_;
+  in_host_ = was_host;
 }
 
 void IsolateHolder::DisposeLocked() {

@@ -435,7 +435,11 @@ void HostOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, uint3
     return;
   }
   ivm_value_t* out = nullptr;
-  ivm_error_t* err = box->host->fn(box->host->user_data, &call, &out);
+  ivm_error_t* err = nullptr;
+  {
+    HostScope host(holder);
+    err = box->host->fn(box->host->user_data, &call, &out);
+  }
   if (err) {
     if (out) ivm_value_free(out);
     ThrowHostError(holder, isolate, context, err);   // the host's own error, with its token

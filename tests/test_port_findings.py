@@ -1,0 +1,218 @@
+"""What porting isolated-vm's test suite to ivm found (issue 12), each case pinned.
+
+Scenarios that hung or killed the process before their fix run in a child process, so
+that a regression is reported instead of taking the suite down.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import ivm
+
+
+def run_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Runs `code` in a fresh Python importing the same ivm; fails the test if the child
+    hangs past `timeout` (it is killed)."""
+    env = dict(os.environ)
+    pkg_parent = str(Path(ivm.__file__).parent.parent)  # not resolved: symlinks
+    env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            cwd=pkg_parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        pytest.fail(f"the child process hung (killed after {timeout} s); its output:\n{out}")
+
+
+def check_child(code: str, timeout: float = 60) -> str:
+    """Runs `code` in a child (run_child); it must exit normally. Returns its stdout."""
+    proc = run_child(code, timeout)
+    how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"code {proc.returncode}"
+    assert proc.returncode == 0, (
+        f"child exited with {how}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    )
+    return proc.stdout
+
+
+# --------------------------------------------------------------------------------------
+# deadlocks
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_dispose_on_the_loop_while_javascript_waits_in_apply_sync_promise(backend: str) -> None:
+    """dispose() on the event loop that must run the async host function JavaScript waits
+    for (applySyncPromise) returns at once; the call then fails with DisposedError."""
+    out = check_child(
+        f"""
+        import time, anyio, ivm
+
+        async def main():
+            iso = ivm.Isolate(memory_limit=32)
+            ctx = await iso.create_context()
+
+            async def f():
+                await anyio.sleep(0.5)
+
+            outcome = []
+
+            async def call():
+                try:
+                    outcome.append(await ctx.eval_closure(
+                        "return $0.applySyncPromise(null, [])", [ivm.Reference(f)]))
+                except ivm.DisposedError as e:
+                    outcome.append(type(e).__name__)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await anyio.sleep(0.1)
+                t0 = time.monotonic()
+                iso.dispose()
+                took = time.monotonic() - t0
+            assert took < 0.3, took
+            assert iso.is_disposed
+            print(outcome)
+
+        anyio.run(main, backend={backend!r})
+        """,
+        timeout=30,
+    )
+    assert out.strip() == "['DisposedError']"
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_isolates_disposing_each_other_from_callbacks_never_deadlock(backend: str) -> None:
+    """Two isolates whose callbacks dispose of each other, called at the same time from two
+    pool threads (every other round, both inside their callback at once): every round
+    ends, each call with its value or DisposedError."""
+    out = check_child(
+        f"""
+        import threading, anyio, ivm
+
+        def disposer(both, other):
+            def d():
+                try:
+                    both.wait(2)   # both callbacks running: each disposal waits for the other
+                except threading.BrokenBarrierError:
+                    pass
+                other.dispose()
+            return ivm.Callback(d)
+
+        async def main():
+            outcomes = set()
+            for i in range(200):
+                a = ivm.Isolate(memory_limit=16)
+                b = ivm.Isolate(memory_limit=16)
+                ca = await a.create_context()
+                cb = await b.create_context()
+                both = threading.Barrier(2) if i % 2 else None
+                if both:
+                    ca.global_.set_sync("d", disposer(both, b))
+                    cb.global_.set_sync("d", disposer(both, a))
+                else:
+                    ca.global_.set_sync("d", ivm.Callback(b.dispose))
+                    cb.global_.set_sync("d", ivm.Callback(a.dispose))
+
+                async def run(ctx):
+                    try:
+                        outcomes.add(repr(await ctx.eval("d(); 1")))
+                    except ivm.DisposedError:
+                        outcomes.add("DisposedError")
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(run, ca)
+                    tg.start_soon(run, cb)
+                assert a.is_disposed or b.is_disposed
+                a.dispose()
+                b.dispose()
+            print(sorted(outcomes))
+
+        anyio.run(main, backend={backend!r})
+        """,
+        timeout=120,
+    )
+    assert set(eval(out)) <= {"1", "DisposedError"} and "DisposedError" in out
+
+
+def test_dispose_from_another_thread_while_a_sync_callback_blocks_returns() -> None:
+    """A disposal from another thread does not wait for host code that termination cannot
+    stop; the call that ran it fails with DisposedError once the host code returns."""
+    out = check_child(
+        """
+        import threading, time, ivm
+
+        iso = ivm.Isolate(memory_limit=32)
+        ctx = iso.create_context_sync()
+        entered, release = threading.Event(), threading.Event()
+
+        def block():
+            entered.set()
+            release.wait(30)
+
+        ctx.global_.set_sync("block", ivm.Callback(block))
+        outcome = []
+
+        def call():
+            try:
+                outcome.append(ctx.eval_sync("block(); 1"))
+            except ivm.DisposedError as e:
+                outcome.append(type(e).__name__)
+
+        t = threading.Thread(target=call)
+        t.start()
+        assert entered.wait(10)
+        t0 = time.monotonic()
+        iso.dispose()
+        took = time.monotonic() - t0
+        assert iso.is_disposed
+        release.set()
+        t.join(10)
+        assert took < 0.3, took
+        print(outcome)
+        """,
+        timeout=30,
+    )
+    assert out.strip() == "['DisposedError']"
+
+
+# --------------------------------------------------------------------------------------
+# CPU time
+
+
+def test_cpu_time_excludes_host_callbacks() -> None:
+    """cpu_time counts JavaScript only: a callback that sleeps or computes in Python adds
+    (almost) nothing; JavaScript run from inside a callback is counted."""
+    iso = ivm.Isolate(memory_limit=32)
+    ctx = iso.create_context_sync()
+    ctx.global_.set_sync("nap", ivm.Callback(lambda: time.sleep(0.1)))
+    ctx.global_.set_sync("busy", ivm.Callback(lambda: sum(range(2_000_000)) and None))
+    ctx.global_.set_sync(
+        "nested",
+        ivm.Callback(lambda: ctx.eval_sync("let x = 0; for (let i = 0; i < 2e7; i++) x += i; x")),
+    )
+    ctx.eval_sync("0")
+    for call in ("nap()", "busy()", "nap(); nap()"):
+        cpu0, wall0 = iso.cpu_time, iso.wall_time
+        ctx.eval_sync(call)
+        cpu, wall = iso.cpu_time - cpu0, iso.wall_time - wall0
+        assert wall >= 20_000_000, (call, wall)
+        assert cpu < 10_000_000, (call, cpu)   # milliseconds of Python, not counted
+    cpu0 = iso.cpu_time
+    t0 = time.thread_time_ns()
+    ctx.eval_sync("nested()")
+    spent = time.thread_time_ns() - t0
+    assert spent * 0.5 < iso.cpu_time - cpu0 <= spent + 5_000_000
+    iso.dispose()
