@@ -70,20 +70,32 @@ v8::Local<v8::Value> ErrorFromHost(v8::Isolate* isolate, v8::Local<v8::Context> 
             .FromMaybe(v8::String::Empty(isolate));
     stack = v8::String::Concat(isolate, stack,
                                v8::String::NewFromUtf8Literal(isolate, "\n    at (<ivm boundary>)"));
-    obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "stack"), stack,
-                           v8::DontEnum)
-        .Check();
+    // Nothing while the isolate is terminating (the error is then never seen).
+    (void)obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "stack"),
+                                 stack, v8::DontEnum);
     MarkCrossedStack(isolate, context, obj, stack);
   }
   if (err->host_token != 0) {
-    obj->SetPrivate(context, MarkKey(isolate, kHostTokenKey),
-                    v8::BigInt::NewFromUnsigned(isolate, err->host_token))
-        .Check();
+    (void)obj->SetPrivate(context, MarkKey(isolate, kHostTokenKey),
+                          v8::BigInt::NewFromUnsigned(isolate, err->host_token));
   }
   return obj;
 }
 
 }  // namespace
+
+bool LeftStopped(IsolateHolder& holder, const CallState& call, ivm_error_t*& err,
+                 ivm_value_t*& out) {
+  if (err != nullptr && err->host_abort) return false;   // ThrowHostError stops the calls
+  if (!holder.Stopped(call)) return false;
+  // The host code's own call into the isolate ran out of memory, or the isolate is being
+  // disposed or terminated: nothing more may run in it, and the termination unwinds.
+  if (out) ivm_value_free(out);
+  ivm_error_free(err);
+  out = nullptr;
+  err = nullptr;
+  return true;
+}
 
 void ThrowHostError(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
                     ivm_error_t* err) {
@@ -139,6 +151,7 @@ void Trampoline(const v8::FunctionCallbackInfo<v8::Value>& info) {
   } catch (...) {
     err = MakeError(IVM_ERROR_INTERNAL, "a host function threw a C++ exception");
   }
+  if (LeftStopped(holder, *call, err, out)) return;
   if (err) {
     if (out) ivm_value_free(out);
     ThrowHostError(holder, isolate, context, err);
@@ -192,7 +205,7 @@ CallbackData::~CallbackData() {
 
 void MarkCrossedStack(v8::Isolate* isolate, v8::Local<v8::Context> context,
                       v8::Local<v8::Object> error, v8::Local<v8::String> stack) {
-  error->SetPrivate(context, MarkKey(isolate, kCrossedStackKey), stack).Check();
+  (void)error->SetPrivate(context, MarkKey(isolate, kCrossedStackKey), stack);
 }
 
 bool ReadCrossedStack(v8::Isolate* isolate, v8::Local<v8::Context> context,

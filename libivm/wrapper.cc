@@ -440,6 +440,10 @@ void HostOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, uint3
     HostScope host(holder);
     err = box->host->fn(box->host->user_data, &call, &out);
   }
+  if (const CallState* current = holder.CurrentCall();
+      current != nullptr && LeftStopped(holder, *current, err, out)) {
+    return;
+  }
   if (err) {
     if (out) ivm_value_free(out);
     ThrowHostError(holder, isolate, context, err);   // the host's own error, with its token

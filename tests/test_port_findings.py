@@ -216,3 +216,55 @@ def test_cpu_time_excludes_host_callbacks() -> None:
     spent = time.thread_time_ns() - t0
     assert spent * 0.5 < iso.cpu_time - cpu0 <= spent + 5_000_000
     iso.dispose()
+
+
+# --------------------------------------------------------------------------------------
+# out of memory in a nested call
+
+
+@pytest.mark.parametrize("via", ["callback", "reference", "async"])
+def test_out_of_memory_in_a_nested_call_is_a_memory_limit_error(via: str) -> None:
+    """A host function whose own call into its isolate runs out of memory: the outer call
+    raises MemoryLimitError (the isolate is disposed), the host lives on."""
+    out = check_child(
+        f"""
+        import asyncio, ivm
+
+        iso = ivm.Isolate(memory_limit=16)
+        ctx = iso.create_context_sync()
+        hog = lambda: ctx.eval_sync("let a = []; for (;;) a.push({{}})")
+        ctx.global_.set_sync("n", ivm.Callback(hog))
+        ctx.global_.set_sync("r", ivm.Reference(hog))
+        code = "r.applySync()" if {via!r} == "reference" else "n()"
+        try:
+            if {via!r} == "async":
+                asyncio.run(ctx.eval(code))
+            else:
+                ctx.eval_sync(code)
+        except ivm.MemoryLimitError as e:
+            print(type(e).__name__, iso.is_disposed)
+        fresh = ivm.Isolate(memory_limit=16).create_context_sync()
+        print(fresh.eval_sync("6 * 7"))
+        """,
+        timeout=60,
+    )
+    assert out.split() == ["MemoryLimitError", "True", "42"]
+
+
+def test_a_callback_disposing_its_own_isolate_then_returning_or_raising() -> None:
+    """A host function that disposes of its own isolate and then returns a value or
+    raises: the call raises DisposedError, nothing is converted into the stopping
+    isolate."""
+    for body in ("return", "raise"):
+        iso = ivm.Isolate(memory_limit=16)
+        ctx = iso.create_context_sync()
+
+        def host(iso: ivm.Isolate = iso, body: str = body) -> object:
+            iso.dispose()
+            if body == "raise":
+                raise ValueError("after dispose")
+            return {"a": [1, 2]}
+
+        ctx.global_.set_sync("host", ivm.Callback(host))
+        with pytest.raises(ivm.DisposedError):
+            ctx.eval_sync("try { host() } catch (e) { e.message }")
