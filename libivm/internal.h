@@ -226,7 +226,8 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   // Runs the isolate's pending foreground tasks until `call` is stopped.
   void PumpTasks(const CallState& call);
   // Marks the isolate out of memory if memory outside the heap that bypassed
-  // the allocator (WebAssembly memories) put it over its limit.
+  // the allocator (WebAssembly memories), or large objects in the heap, put it
+  // over its limit.
   void CheckExternalMemory();
   // Whether `call` (or a call around it) has been told to stop.
   bool Stopped(const CallState& call);
@@ -301,6 +302,11 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   class Allocator;
   IsolateHolder() : jobs_(*this) {}
   static size_t NearHeapLimit(void* data, size_t current, size_t initial);
+  // The heap's used size past its limit (which V8 itself lets large objects
+  // pass): checked after each GC and at the end of long calls.
+  static bool OverHeapLimit(v8::Isolate* isolate);
+  static void AfterGC(v8::Isolate* isolate, v8::GCType type, v8::GCCallbackFlags flags,
+                      void* data);
 
   ivm_error_t* Begin(CallState& call, uint64_t timeout_ns);
   void End(CallState& call);

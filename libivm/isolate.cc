@@ -144,6 +144,7 @@ ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<Isolat
     v8::Locker locker(isolate);
     v8::Isolate::Scope scope(isolate);
     isolate->AddNearHeapLimitCallback(NearHeapLimit, holder.get());
+    isolate->AddGCEpilogueCallback(AfterGC, holder.get());
     isolate->SetMicrotasksPolicy(v8::MicrotasksPolicy::kExplicit);
     isolate->SetCaptureStackTraceForUncaughtExceptions(true, 16, v8::StackTrace::kDetailed);
   }
@@ -163,7 +164,12 @@ size_t IsolateHolder::NearHeapLimit(void* data, size_t current, size_t initial) 
   self->oom_.store(true);
   self->isolate_->TerminateExecution();
   // Room to unwind; the isolate is disposed as soon as the call returns.
-  return current + std::max(current / 2, kHeapSlack);
+  // The heap may already be past its limit (large objects): the room is
+  // counted from what it uses, or V8 would find it too small and abort.
+  v8::HeapStatistics s;
+  self->isolate_->GetHeapStatistics(&s);
+  size_t base = std::max(current, s.used_heap_size());
+  return base + std::max(base / 2, kHeapSlack);
 }
 
 void IsolateHolder::CheckExternalMemory() {
@@ -174,6 +180,28 @@ void IsolateHolder::CheckExternalMemory() {
   if (external > 0 && static_cast<uint64_t>(external) > memory_limit_ + array_buffer_bytes()) {
     oom_.store(true);
   }
+  // A large object (a string of hundreds of MB, flattened) can be allocated
+  // past the heap limit without V8 calling NearHeapLimit. Reading the heap's
+  // figures costs about a microsecond: only a call that ran long enough to
+  // allocate much (kLongCallNs: a few MB at most otherwise) is checked here;
+  // the GC epilogue checks the rest.
+  if (!oom_.load() && MonotonicNs() - call_wall_start_ > kLongCallNs && OverHeapLimit(isolate_)) {
+    oom_.store(true);
+  }
+}
+
+bool IsolateHolder::OverHeapLimit(v8::Isolate* isolate) {
+  v8::HeapStatistics s;
+  isolate->GetHeapStatistics(&s);
+  return s.used_heap_size() > s.heap_size_limit();
+}
+
+void IsolateHolder::AfterGC(v8::Isolate* isolate, v8::GCType, v8::GCCallbackFlags, void* data) {
+  auto* self = static_cast<IsolateHolder*>(data);
+  if (self->oom_.load() || !OverHeapLimit(isolate)) return;
+  self->oom_.store(true);
+  std::lock_guard<std::mutex> lock(self->state_mutex_);
+  if (!self->active_.empty()) isolate->TerminateExecution();
 }
 
 size_t IsolateHolder::array_buffer_bytes() const { return allocator_ ? allocator_->used() : 0; }

@@ -268,3 +268,47 @@ def test_a_callback_disposing_its_own_isolate_then_returning_or_raising() -> Non
         ctx.global_.set_sync("host", ivm.Callback(host))
         with pytest.raises(ivm.DisposedError):
             ctx.eval_sync("try { host() } catch (e) { e.message }")
+
+
+# --------------------------------------------------------------------------------------
+# the heap limit against large objects
+
+BIG_STRING = 'globalThis.s = "1".repeat(40).repeat(5e6); s.indexOf("2")'   # 191 MB, flat
+
+
+def test_a_large_string_past_the_heap_limit_is_a_memory_limit_error() -> None:
+    """A 191 MB flat string in a 128 MB isolate: V8 lets it past the heap limit without
+    asking; the call raises MemoryLimitError and the isolate is disposed."""
+    iso = ivm.Isolate(memory_limit=128)
+    ctx = iso.create_context_sync()
+    with pytest.raises(ivm.MemoryLimitError):
+        ctx.eval_sync(BIG_STRING)
+    assert iso.is_disposed
+
+
+@pytest.mark.anyio
+async def test_a_large_string_past_the_heap_limit_async() -> None:
+    iso = ivm.Isolate(memory_limit=128)
+    ctx = await iso.create_context()
+    with pytest.raises(ivm.MemoryLimitError):
+        await ctx.eval(BIG_STRING)
+    assert iso.is_disposed
+
+
+def test_allocating_on_after_a_large_string_past_the_limit_does_not_abort() -> None:
+    """JavaScript that keeps allocating once a large string put the heap past its limit:
+    the garbage collector notices (MemoryLimitError), where V8 used to abort the process
+    ("Reached heap limit") for lack of room to unwind."""
+    out = check_child(
+        f"""
+        import ivm
+        iso = ivm.Isolate(memory_limit=128)
+        ctx = iso.create_context_sync()
+        try:
+            ctx.eval_sync({BIG_STRING!r} + "; for (;;) globalThis.x = [{{}}]", timeout=20000)
+        except ivm.MemoryLimitError as e:
+            print(type(e).__name__, iso.is_disposed)
+        """,
+        timeout=60,
+    )
+    assert out.split() == ["MemoryLimitError", "True"]
