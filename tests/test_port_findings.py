@@ -312,3 +312,48 @@ def test_allocating_on_after_a_large_string_past_the_limit_does_not_abort() -> N
         timeout=60,
     )
     assert out.split() == ["MemoryLimitError", "True"]
+
+
+# --------------------------------------------------------------------------------------
+# transfer_list and memoryviews
+
+
+def test_transfer_list_with_a_memoryview_of_a_listed_bytearray() -> None:
+    """A memoryview (or a slice of one) of a transferred bytearray inside the value: the
+    copy holds the bytes, the bytearray is emptied and the views are released."""
+    ba = bytearray(b"abcd")
+    view = memoryview(ba)
+    part = view[1:3]
+    copy = ivm.ExternalCopy({"all": view, "part": part, "more": [view]}, transfer_list=[ba])
+    assert ba == b""
+    with pytest.raises(ValueError):
+        view.tobytes()   # released
+    got = copy.copy()
+    assert bytes(got["all"]) == b"abcd" and bytes(got["part"]) == b"bc"
+    copy.release()
+    top = bytearray(b"xyz")
+    copy = ivm.ExternalCopy(memoryview(top), transfer_list=[top])
+    assert top == b"" and bytes(copy.copy()) == b"xyz"
+    copy.release()
+
+
+def test_transfer_list_with_a_bytearray_exported_elsewhere_is_a_clear_error() -> None:
+    """A transferred bytearray still exported outside the value (a memoryview the value
+    does not hold): BufferError naming the cause; the bytearray keeps its bytes."""
+    ba = bytearray(b"abcd")
+    outside = memoryview(ba)
+    with pytest.raises(BufferError, match="still exported outside the value"):
+        ivm.ExternalCopy([1, bytes(2)], transfer_list=[ba])
+    assert ba == b"abcd"
+    with pytest.raises(BufferError, match="still exported outside the value"):
+        ivm.ExternalCopy(memoryview(ba)[1:], transfer_list=[ba])
+    assert ba == b"abcd"
+    outside.release()
+    inner = memoryview(ba)
+    derived = memoryview(inner)   # the value's view is itself the base of another
+    derived2 = inner.cast("B")
+    with pytest.raises(BufferError):
+        ivm.ExternalCopy(inner, transfer_list=[ba])
+    derived.release()
+    derived2.release()
+    assert ba == b"abcd"
