@@ -9,6 +9,7 @@
 #include "callback.h"
 
 #include "copy.h"
+#include "wrapper.h"
 
 namespace ivm {
 
@@ -239,7 +240,8 @@ v8::MaybeLocal<v8::Function> MakeHostFunction(IsolateHolder& holder, v8::Isolate
   v8::Local<v8::Function> fn;
   if (!v8::Function::New(context, Trampoline, v8::External::New(isolate, record.get()), 0,
                          v8::ConstructorBehavior::kThrow)
-           .ToLocal(&fn)) {
+           .ToLocal(&fn) ||
+      !Freeze(context, fn)) {   // as isolated-vm's API objects
     return {};
   }
   record->fn.Reset(isolate, fn);

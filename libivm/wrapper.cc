@@ -669,6 +669,10 @@ WrapperTemplates& Templates(IsolateHolder& holder, v8::Isolate* isolate) {
 
 }  // namespace
 
+bool Freeze(v8::Local<v8::Context> context, v8::Local<v8::Object> obj) {
+  return obj->SetIntegrityLevel(context, v8::IntegrityLevel::kFrozen).FromMaybe(false);
+}
+
 v8::MaybeLocal<v8::Object> NewWrapper(IsolateHolder& holder, v8::Isolate* isolate,
                                       v8::Local<v8::Context> context,
                                       std::unique_ptr<WrapBox> box) {
@@ -678,6 +682,22 @@ v8::MaybeLocal<v8::Object> NewWrapper(IsolateHolder& holder, v8::Isolate* isolat
                                                                        : t.reference.Get(isolate);
   v8::Local<v8::Object> obj;
   if (!tpl->InstanceTemplate()->NewInstance(context).ToLocal(&obj)) return {};
+  // Frozen, with its prototype and constructor, as isolated-vm's: JavaScript
+  // cannot replace a method that other code in the isolate relies on. (A
+  // derefInto() marker has no methods: it stays an ordinary object.)
+  bool methods = box->kind != WrapBox::kDeref;
+  v8::Local<v8::Value> proto = obj->GetPrototype();
+  if (!proto->IsObject() || !Freeze(context, proto.As<v8::Object>()) ||
+      (methods && !Freeze(context, obj))) {
+    return {};
+  }
+  v8::Local<v8::Value> ctor;
+  if (!proto.As<v8::Object>()
+           ->Get(context, v8::String::NewFromUtf8Literal(isolate, "constructor"))
+           .ToLocal(&ctor) ||
+      (ctor->IsObject() && !Freeze(context, ctor.As<v8::Object>()))) {
+    return {};
+  }
   auto record = std::make_shared<WrapRecord>();
   record->box = std::move(box);
   record->holder = &holder;

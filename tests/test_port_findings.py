@@ -357,3 +357,47 @@ def test_transfer_list_with_a_bytearray_exported_elsewhere_is_a_clear_error() ->
     derived.release()
     derived2.release()
     assert ba == b"abcd"
+
+
+# --------------------------------------------------------------------------------------
+# frozen API objects
+
+TAMPER = """
+"use strict";
+const out = [];
+for (const [o, m] of [[e, "copy"], [r, "applySync"], [r, "copySync"], [h, "applySync"]]) {
+  const p = Object.getPrototypeOf(o);
+  const attempts = [
+    () => { p[m] = () => "tampered" },
+    () => Object.defineProperty(p, m, { value: () => "tampered" }),
+    () => { delete p[m] },
+    () => { o[m] = () => "tampered" },
+    () => Object.defineProperty(o, m, { value: () => "tampered" }),
+    () => Object.setPrototypeOf(o, { [m]: () => "tampered" }),
+    () => Object.setPrototypeOf(p, null),
+    () => { p.constructor.prototype = {} },
+  ];
+  let refused = 0;
+  for (const attempt of attempts) {
+    try { attempt() } catch (err) { if (err instanceof TypeError) refused++ }
+  }
+  out.push([refused === attempts.length, Object.isFrozen(o), Object.isFrozen(p),
+            Object.isFrozen(p.constructor), String(o[m]).includes("tampered")]);
+}
+try { cb.extra = 1 } catch (err) { out.push(err instanceof TypeError) }
+out.push(Object.isFrozen(cb));
+out
+"""
+
+
+def test_api_objects_in_an_isolate_are_frozen(context: ivm.Context) -> None:
+    """JavaScript can neither replace the methods of ExternalCopy and Reference objects (on
+    the objects, their prototypes or constructors) nor change a Callback's function."""
+    context.global_.set_sync("e", ivm.ExternalCopy({"a": 1}))
+    context.global_.set_sync("r", ivm.Reference({"a": 1}))
+    context.global_.set_sync("h", ivm.Reference(lambda: 7))
+    context.global_.set_sync("cb", ivm.Callback(lambda: 8))
+    out = context.eval_sync(TAMPER, copy=True)
+    assert out[:4] == [[True, True, True, True, False]] * 4
+    assert out[4:] == [True, True]
+    assert context.eval_sync("[e.copy().a, r.copySync().a, h.applySync(), cb()]", copy=True) == [1, 1, 7, 8]
