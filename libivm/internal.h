@@ -279,6 +279,9 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   // the budget does not allow it.
   std::shared_ptr<v8::BackingStore> NewBuffer(const void* data, size_t length);
   std::shared_ptr<v8::BackingStore> AdoptBuffer(std::shared_ptr<v8::BackingStore> store);
+  // The memory of another isolate's SharedArrayBuffer, shared, and charged to
+  // this isolate's budget while this isolate uses it. Null: over budget.
+  std::shared_ptr<v8::BackingStore> ShareBuffer(std::shared_ptr<v8::BackingStore> store);
 
   // Watchdog entry point: the call `call_id` ran out of time.
   void OnTimeout(uint64_t call_id);

@@ -246,6 +246,23 @@ std::shared_ptr<v8::BackingStore> IsolateHolder::AdoptBuffer(
       owner);
 }
 
+std::shared_ptr<v8::BackingStore> IsolateHolder::ShareBuffer(
+    std::shared_ptr<v8::BackingStore> store) {
+  size_t length = store->ByteLength();
+  if (!allocator_->Reserve(length)) return nullptr;
+  void* data = store->Data();
+  auto* owner = new BufferOwner{allocator_, std::move(store), length};
+  std::unique_ptr<v8::BackingStore> shared = v8::SharedArrayBuffer::NewBackingStore(
+      data, length,
+      [](void*, size_t, void* arg) {
+        auto* o = static_cast<BufferOwner*>(arg);
+        static_cast<Allocator*>(o->allocator.get())->Unreserve(o->length);
+        delete o;
+      },
+      owner);
+  return std::shared_ptr<v8::BackingStore>(std::move(shared));
+}
+
 v8::Local<v8::Context> IsolateHolder::CompileContextLocked() {
   if (compile_context_.IsEmpty()) {
     v8::Local<v8::Context> context = v8::Context::New(isolate_);

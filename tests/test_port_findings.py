@@ -401,3 +401,56 @@ def test_api_objects_in_an_isolate_are_frozen(context: ivm.Context) -> None:
     assert out[:4] == [[True, True, True, True, False]] * 4
     assert out[4:] == [True, True]
     assert context.eval_sync("[e.copy().a, r.copySync().a, h.applySync(), cb()]", copy=True) == [1, 1, 7, 8]
+
+
+# --------------------------------------------------------------------------------------
+# SharedArrayBuffers received from another isolate
+
+
+def _external(iso: ivm.Isolate) -> int:
+    return iso.get_heap_statistics_sync().externally_allocated_size
+
+
+def test_a_shared_array_buffer_from_another_isolate_counts_in_the_receiver() -> None:
+    """A SharedArrayBuffer copied into another isolate is counted in that isolate's
+    externally_allocated_size (and budget) while it holds it; the memory stays shared.
+    Copied back into its own isolate it is not counted twice."""
+    a = ivm.Isolate(memory_limit=64)
+    b = ivm.Isolate(memory_limit=64)
+    ca, cb = a.create_context_sync(), b.create_context_sync()
+    size = 8 << 20
+    sab = ca.eval_sync(f"globalThis.sab = new SharedArrayBuffer({size}); sab", external_copy=True)
+    assert _external(a) == size and _external(b) == 0
+    cb.global_.set_sync("s", sab.copy_into())
+    assert _external(b) == size
+    ca.eval_sync("new Uint8Array(sab)[5] = 42")
+    assert cb.eval_sync("new Uint8Array(s)[5]") == 42   # still shared
+    ca.global_.set_sync("again", sab.copy_into())
+    assert _external(a) == size
+    assert ca.eval_sync("new Uint8Array(again)[5]") == 42
+    cb.eval_sync("delete globalThis.s")
+    b.dispose()
+    del cb
+    a.dispose()
+    sab.release()
+
+
+def test_a_shared_array_buffer_past_the_receivers_budget_is_refused() -> None:
+    """The receiver's budget bounds what it shares: a 24 MB SharedArrayBuffer does not fit
+    an isolate of 16 MB (TransferError, or TypeError in JavaScript, as for an ArrayBuffer)."""
+    a = ivm.Isolate(memory_limit=64)
+    b = ivm.Isolate(memory_limit=16)
+    ca, cb = a.create_context_sync(), b.create_context_sync()
+    sab = ca.eval_sync("new SharedArrayBuffer(24 << 20)", external_copy=True)
+    with pytest.raises(ivm.TransferError, match="does not fit in the isolate's memory limit"):
+        cb.global_.set_sync("s", sab.copy_into())
+    ca.eval_sync("globalThis.big = new SharedArrayBuffer(24 << 20); 0")
+    cb.global_.set_sync("ga", ca.global_)
+    got = cb.eval_sync(
+        "try { ga.getSync('big', {copy: true}); 'fit' } catch (e) { e.name + ': ' + e.message }")
+    assert got.startswith("TypeError: ") and "does not fit in the isolate's memory limit" in got
+    assert _external(b) == 0
+    assert cb.eval_sync("typeof s") == "undefined"
+    a.dispose()
+    b.dispose()
+    sab.release()
