@@ -283,8 +283,11 @@ IVM_API void ivm_error_name(const ivm_error_t *err, const char **out,
  * For IVM_ERROR_JS_EXCEPTION: the JavaScript stack, "Name: message" followed by
  * one "    at ..." line per frame, with script names and 1-based line:column.
  * It is built by libivm from the captured frames and never runs JavaScript (so
- * `Error.prepareStackTrace` and `stack` getters have no effect). Empty for other
- * kinds. Borrowed.
+ * `Error.prepareStackTrace` and `stack` getters have no effect). An error that
+ * crossed isolates keeps each isolate's frames, separated by
+ * "    at (<ivm boundary>)" lines (since 0.4). For IVM_ERROR_TIMEOUT (since 0.4):
+ * where the JavaScript was stopped, the message followed by its frames, or empty
+ * when no JavaScript was running then. Empty for other kinds. Borrowed.
  * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API void ivm_error_stack(const ivm_error_t *err, const char **out,

@@ -65,12 +65,12 @@ v8::Local<v8::Value> ErrorFromHost(v8::Isolate* isolate, v8::Local<v8::Context> 
           .FromMaybe(v8::String::Empty(isolate));
   v8::Local<v8::Object> obj = NewError(isolate, context, err->name, message);
   if (err->host_token == 0 && !err->stack.empty() && err->kind == IVM_ERROR_JS_EXCEPTION) {
-    // An error of another isolate: its stack, and where it crossed.
-    v8::Local<v8::String> stack =
-        NewString(isolate, err->stack.data(), err->stack.size(), nullptr)
-            .FromMaybe(v8::String::Empty(isolate));
-    stack = v8::String::Concat(isolate, stack,
-                               v8::String::NewFromUtf8Literal(isolate, "\n    at (<ivm boundary>)"));
+    // An error of another isolate: its stack, where it crossed, and this
+    // isolate's frames.
+    std::string whole = err->stack + "\n    at (<ivm boundary>)";
+    AppendCurrentFrames(isolate, whole);
+    v8::Local<v8::String> stack = NewString(isolate, whole.data(), whole.size(), nullptr)
+                                      .FromMaybe(v8::String::Empty(isolate));
     // Nothing while the isolate is terminating (the error is then never seen).
     (void)obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "stack"),
                                  stack, v8::DontEnum);

@@ -76,6 +76,10 @@ ivm_error_t* ErrorFromException(v8::Isolate* isolate, v8::Local<v8::Context> con
 // The error for a thrown (or rejected) value. Runs no JavaScript.
 ivm_error_t* ErrorFromValue(v8::Isolate* isolate, v8::Local<v8::Context> context,
                             v8::Local<v8::Value> exception, v8::Local<v8::Message> message);
+// Appends the frames of the JavaScript running now on this thread in
+// `isolate` ("\n    at fn (file:line:column)" each, innermost first, at most
+// 16). Runs no JavaScript.
+void AppendCurrentFrames(v8::Isolate* isolate, std::string& out);
 
 // A new Error object for `name`: made by the constructor of that name for
 // Error, TypeError, RangeError, SyntaxError and ReferenceError; otherwise an
@@ -178,6 +182,8 @@ struct CallState {
   bool terminated = false;   // by ivm_isolate_terminate or a disposal
   bool cancelled = false;    // its asynchronous job was cancelled
   bool from_host = false;    // a nested call made by host code (owner thread)
+  bool timeout_stopped = false;   // its timeout's termination was requested
+  std::string stopped_at;    // the frames JavaScript was in when its timeout stopped it
   uint64_t id = 0;
   uint64_t timer_id = 0;
   uint64_t job_id = 0;       // the asynchronous job it runs for, or 0
@@ -283,8 +289,13 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   // this isolate's budget while this isolate uses it. Null: over budget.
   std::shared_ptr<v8::BackingStore> ShareBuffer(std::shared_ptr<v8::BackingStore> store);
 
-  // Watchdog entry point: the call `call_id` ran out of time.
+  // Watchdog entry point: the call `call_id` ran out of time. The JavaScript
+  // is stopped on its own thread (StopTimedOut), which first reads where it
+  // is; if it reaches no interrupt check within kTimeoutFallbackNs (it is in
+  // host code, or waits), it is stopped from here.
   void OnTimeout(uint64_t call_id);
+  static void StopTimedOut(v8::Isolate* isolate, void* data);
+  void StopTimedOutFallback(uint64_t call_id);
 
   // The isolate's asynchronous jobs.
   JobQueue& jobs() { return jobs_; }

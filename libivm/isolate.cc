@@ -18,6 +18,7 @@
 #include "internal.h"
 #include "options.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -30,6 +31,10 @@ constexpr uint64_t kMaxLimit = 1ull << 40;
 constexpr size_t kHeapSlack = 32u << 20;
 constexpr int64_t kLongCallNs = 200 * 1000;
 constexpr int64_t kPumpIntervalNs = 1000 * 1000;
+// A timed-out call's JavaScript that reaches no interrupt check this long
+// after its timeout (it is in host code, or waits) is stopped without its
+// frames being read.
+constexpr int64_t kTimeoutFallbackNs = 20 * 1000 * 1000;
 }  // namespace
 
 // Large ArrayBuffer blocks: a few freed ones are kept for the next
@@ -365,7 +370,16 @@ ivm_error_t* IsolateHolder::Fail(v8::Local<v8::Context> context, const v8::TryCa
     cancelled |= call.cancelled;
   }
   if (cancelled) return MakeError(IVM_ERROR_CANCELLED, "The call was cancelled");
-  if (timed_out) return MakeError(IVM_ERROR_TIMEOUT, kTimeoutMessage);
+  if (timed_out) {
+    ivm_error_t* err = MakeError(IVM_ERROR_TIMEOUT, kTimeoutMessage);
+    std::lock_guard<std::mutex> lock(state_mutex_);
+    err->stack = call.stopped_at;
+    for (CallState* c : active_) {
+      if (err->stack.empty()) err->stack = c->stopped_at;
+    }
+    if (!err->stack.empty()) err->stack = kTimeoutMessage + err->stack;
+    return err;
+  }
   if (terminated || try_catch.HasTerminated() || isolate_->IsExecutionTerminating()) {
     return MakeError(IVM_ERROR_TERMINATED, "Script execution was terminated.");
   }
@@ -416,8 +430,46 @@ void IsolateHolder::OnTimeout(uint64_t call_id) {
   for (CallState* c : active_) {
     if (c->id == call_id) {
       c->timed_out = true;
-      isolate_->TerminateExecution();
+      // V8 handles a termination before other interrupts: asking for both
+      // would unwind the stack before it could be read.
+      isolate_->RequestInterrupt(StopTimedOut, this);
+      std::weak_ptr<IsolateHolder> weak = weak_from_this();
+      timers::Arm(MonotonicNs() + kTimeoutFallbackNs, [weak, call_id] {
+        if (auto h = weak.lock()) h->StopTimedOutFallback(call_id);
+      });
       return;
+    }
+  }
+}
+
+void IsolateHolder::StopTimedOut(v8::Isolate* isolate, void* data) {
+  auto* self = static_cast<IsolateHolder*>(data);
+  auto pending = [self](CallState* c) { return c->timed_out && !c->timeout_stopped; };
+  {
+    std::lock_guard<std::mutex> lock(self->state_mutex_);
+    // None: the call ended first (or the fallback stopped it), and a late
+    // interrupt must not stop the next call.
+    if (std::none_of(self->active_.begin(), self->active_.end(), pending)) return;
+  }
+  // Outside the mutex: reading frames allocates, and a GC takes it (AfterGC).
+  std::string frames;
+  AppendCurrentFrames(isolate, frames);
+  std::lock_guard<std::mutex> lock(self->state_mutex_);
+  bool stop = false;
+  for (CallState* c : self->active_) {
+    if (!pending(c)) continue;
+    c->timeout_stopped = stop = true;
+    c->stopped_at = frames;
+  }
+  if (stop) isolate->TerminateExecution();
+}
+
+void IsolateHolder::StopTimedOutFallback(uint64_t call_id) {
+  std::lock_guard<std::mutex> lock(state_mutex_);
+  for (CallState* c : active_) {
+    if (c->id == call_id && !c->timeout_stopped) {
+      c->timeout_stopped = true;
+      isolate_->TerminateExecution();
     }
   }
 }

@@ -78,6 +78,7 @@ void ThrowError(v8::Isolate* isolate, ivm_error_t* err) {
   std::string stack = err->stack;
   if (stack.empty()) stack = (err->name.empty() ? "Error" : err->name) + ": " + err->message;
   stack += "\n    at (<ivm boundary>)";
+  AppendCurrentFrames(isolate, stack);   // this isolate's frames follow the boundary
   v8::Local<v8::Context> context = isolate->GetCurrentContext();
   v8::Local<v8::Object> obj = NewError(isolate, context, err->name, Str(isolate, err->message));
   obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "stack"),

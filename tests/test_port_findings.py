@@ -454,3 +454,81 @@ def test_a_shared_array_buffer_past_the_receivers_budget_is_refused() -> None:
     a.dispose()
     b.dispose()
     sab.release()
+
+
+# --------------------------------------------------------------------------------------
+# error context
+
+SPIN = "function spin() { for (;;) {} }\nfunction outer() { return spin() }"
+
+
+def test_a_timeout_error_tells_where_the_javascript_was_stopped(context: ivm.Context) -> None:
+    context.eval_sync(SPIN, filename="loop.js")
+    with pytest.raises(ivm.TimeoutError) as err:
+        context.eval_sync("outer()", timeout=0.05, filename="main.js")
+    assert str(err.value) == "Script execution timed out."
+    assert err.value.stack is not None
+    lines = err.value.stack.split("\n")
+    assert lines[0] == "Script execution timed out."
+    assert lines[1].startswith("    at spin (loop.js:1:")
+    assert lines[2].startswith("    at outer (loop.js:2:")
+    assert lines[3] == "    at main.js:1:1"
+    # The isolate stays usable, and a later call is not stopped by the late interrupt.
+    assert context.eval_sync("1 + 1") == 2
+    # A call stopped while in host code (no JavaScript running): no stack.
+    context.global_.set_sync("nap", ivm.Callback(lambda: time.sleep(0.2)))
+    with pytest.raises(ivm.TimeoutError) as err:
+        context.eval_sync("nap(); for (;;) {}", timeout=0.05)
+    assert err.value.stack is None
+    assert context.eval_sync("2 + 2") == 4
+
+
+@pytest.mark.anyio
+async def test_a_timeout_error_tells_where_async(context: ivm.Context) -> None:
+    await context.eval(SPIN, filename="loop.js")
+    with pytest.raises(ivm.TimeoutError) as err:
+        await context.eval("outer()", timeout=0.05, filename="main.js")
+    assert err.value.stack is not None and "at spin (loop.js:1:" in err.value.stack
+    assert await context.eval("3") == 3
+
+
+def test_a_timeout_that_fires_as_the_call_ends_never_stops_the_next_calls(
+    context: ivm.Context,
+) -> None:
+    """Calls that end right around their deadline: the interrupt that would read the stack
+    may arrive late; it must never stop a later call."""
+    context.eval_sync(SPIN, filename="loop.js")
+    for i in range(300):
+        try:
+            context.eval_sync(f"let x{i} = 0; for (let j = 0; j < 3e4; j++) x{i} += j", timeout=0.0002)
+        except ivm.TimeoutError:
+            pass
+        assert context.eval_sync("for (let j = 0; j < 1e4; j++); 7") == 7
+
+
+def test_an_error_crossing_three_isolates_keeps_the_frames_of_each() -> None:
+    """C throws, called from B, called from A, called by the host: the host's JSError
+    carries C's frames, B's and A's, with a boundary line at each crossing."""
+    isos = [ivm.Isolate(memory_limit=32) for _ in range(3)]
+    ca, cb, cc = (iso.create_context_sync() for iso in isos)
+    cc.eval_sync("function inC() { throw new RangeError('deep') }", filename="c.js")
+    cb.global_.set_sync("rc", cc.global_)
+    cb.eval_sync("function inB() { return rc.getSync('inC', {reference: true}).applySync() }",
+                 filename="b.js")
+    ca.global_.set_sync("rb", cb.global_)
+    ca.eval_sync("function inA() { return rb.getSync('inB', {reference: true}).applySync() }",
+                 filename="a.js")
+    with pytest.raises(ivm.JSError) as err:
+        ca.eval_sync("inA()", filename="main.js")
+    assert err.value.name == "RangeError" and err.value.message == "deep"
+    assert err.value.stack.split("\n") == [
+        "RangeError: deep",
+        "    at inC (c.js:1:24)",
+        "    at (<ivm boundary>)",
+        "    at inB (b.js:1:62)",
+        "    at (<ivm boundary>)",
+        "    at inA (a.js:1:62)",
+        "    at main.js:1:1",
+    ]
+    for iso in isos:
+        iso.dispose()
