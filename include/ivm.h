@@ -366,9 +366,12 @@ IVM_API ivm_error_t *ivm_isolate_new(const ivm_isolate_options_t *opts,
  * fails with IVM_ERROR_DISPOSED), queued jobs fail with IVM_ERROR_DISPOSED,
  * then the VM and everything in it is freed. Idempotent. From inside a call
  * running in this isolate (a host callback), the disposal is only requested
- * and completes when the outermost call returns.
+ * and completes when the outermost call returns. So it is too when the running
+ * call is in host code (a host function, a host reference's operation), which
+ * termination cannot stop and which may wait for the disposing thread (since
+ * 0.4): the call fails with IVM_ERROR_DISPOSED once the host code returns.
  * Threads: any.
- * Blocks:  waits for the running call to unwind.
+ * Blocks:  waits for the running call's JavaScript to unwind, never for host code.
  * Errors:  INVALID_ARGUMENT (NULL). Since: 0.1
  */
 IVM_API ivm_error_t *ivm_isolate_dispose(ivm_isolate_t *iso);
@@ -425,7 +428,9 @@ IVM_API ivm_error_t *ivm_isolate_heap_statistics(ivm_isolate_t *iso,
 /**
  * Time spent running JavaScript in `iso` so far, in nanoseconds: CPU time of
  * the threads that ran it and wall-clock time. Includes the call in progress
- * only once it returns. Either out pointer may be NULL.
+ * only once it returns. Either out pointer may be NULL. The CPU time leaves
+ * out host functions called from JavaScript (JavaScript they run in `iso` is
+ * counted); the wall-clock time is that of whole calls (since 0.4).
  * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API void ivm_isolate_times(const ivm_isolate_t *iso, uint64_t *cpu_ns_out,
