@@ -72,13 +72,15 @@ v8::Local<v8::Value> ErrorFromHost(v8::Isolate* isolate, v8::Local<v8::Context> 
     v8::Local<v8::String> stack = NewString(isolate, whole.data(), whole.size(), nullptr)
                                       .FromMaybe(v8::String::Empty(isolate));
     // Nothing while the isolate is terminating (the error is then never seen).
-    (void)obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "stack"),
-                                 stack, v8::DontEnum);
+    obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "stack"), stack,
+                           v8::DontEnum)
+        .FromMaybe(false);
     MarkCrossedStack(isolate, context, obj, stack);
   }
   if (err->host_token != 0) {
-    (void)obj->SetPrivate(context, MarkKey(isolate, kHostTokenKey),
-                          v8::BigInt::NewFromUnsigned(isolate, err->host_token));
+    obj->SetPrivate(context, MarkKey(isolate, kHostTokenKey),
+                    v8::BigInt::NewFromUnsigned(isolate, err->host_token))
+        .FromMaybe(false);
   }
   return obj;
 }
@@ -206,7 +208,7 @@ CallbackData::~CallbackData() {
 
 void MarkCrossedStack(v8::Isolate* isolate, v8::Local<v8::Context> context,
                       v8::Local<v8::Object> error, v8::Local<v8::String> stack) {
-  (void)error->SetPrivate(context, MarkKey(isolate, kCrossedStackKey), stack);
+  error->SetPrivate(context, MarkKey(isolate, kCrossedStackKey), stack).FromMaybe(false);
 }
 
 bool ReadCrossedStack(v8::Isolate* isolate, v8::Local<v8::Context> context,
