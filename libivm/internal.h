@@ -361,11 +361,10 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   bool cpu_clock_ = false;   // measure the current call with the thread CPU clock
   int64_t call_cpu_start_ = 0, call_wall_start_ = 0;
   // Host code inside the current outermost call (owner thread): whether the
-  // innermost frame is host code, since when, and the time it took so far.
+  // innermost frame is host code, since when, and the wall time it took so far.
   bool in_host_ = false;
   int64_t host_since_ = 0, host_ns_ = 0;
   std::atomic<int> host_depth_{0};   // host frames on the stack (read by Dispose)
-  int64_t CallClockNs() const;
   uint64_t abort_token_ = 0;   // owner thread
 };
 

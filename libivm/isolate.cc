@@ -296,7 +296,7 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
     host_ns_ = 0;
   } else if (in_host_) {
     // Host code calls back in: its span ends here, JavaScript's resumes.
-    host_ns_ += CallClockNs() - host_since_;
+    host_ns_ += MonotonicNs() - host_since_;
     in_host_ = false;
     call.from_host = true;
   }
@@ -334,11 +334,17 @@ void IsolateHolder::End(CallState& call) {
   }
   if (--depth_ > 0 && call.from_host) {
     in_host_ = true;   // back in the host code that made this call
-    host_since_ = CallClockNs();
+    host_since_ = MonotonicNs();
   }
   if (depth_ == 0) {
     int64_t wall = MonotonicNs() - call_wall_start_;
-    int64_t cpu = (cpu_clock_ ? ThreadCpuNs() - call_cpu_start_ : wall) - host_ns_;
+    // Host code's spans are timed on the wall clock (reading the thread CPU
+    // clock around every host callback would double their cost). JavaScript's
+    // CPU time is at most its wall time, and at most the thread's CPU time,
+    // host code's included: the smaller is exact unless both JavaScript and
+    // host code spent time off the CPU.
+    int64_t js_wall = wall - host_ns_;
+    int64_t cpu = cpu_clock_ ? std::min(ThreadCpuNs() - call_cpu_start_, js_wall) : js_wall;
     cpu_ns_.fetch_add(static_cast<uint64_t>(std::max<int64_t>(cpu, 0)));
     wall_ns_.fetch_add(static_cast<uint64_t>(wall));
     cpu_clock_ = wall > kLongCallNs;
@@ -541,11 +547,9 @@ ivm_error_t* IsolateHolder::Dispose() {
   return nullptr;
 }
 
-int64_t IsolateHolder::CallClockNs() const { return cpu_clock_ ? ThreadCpuNs() : MonotonicNs(); }
-
 bool IsolateHolder::EnterHost() {
   bool was_host = in_host_;
-  if (!was_host) host_since_ = CallClockNs();
+  if (!was_host) host_since_ = MonotonicNs();
   in_host_ = true;
   host_depth_.fetch_add(1);
   return was_host;
@@ -553,7 +557,7 @@ bool IsolateHolder::EnterHost() {
 
 void IsolateHolder::LeaveHost(bool was_host) {
   host_depth_.fetch_sub(1);
-  if (!was_host) host_ns_ += CallClockNs() - host_since_;
+  if (!was_host) host_ns_ += MonotonicNs() - host_since_;
   in_host_ = was_host;
 }
 
