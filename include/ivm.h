@@ -430,7 +430,8 @@ IVM_API ivm_error_t *ivm_isolate_heap_statistics(ivm_isolate_t *iso,
  * the threads that ran it and wall-clock time. Includes the call in progress
  * only once it returns. Either out pointer may be NULL. The CPU time leaves
  * out host functions called from JavaScript (JavaScript they run in `iso` is
- * counted); the wall-clock time is that of whole calls (since 0.4).
+ * counted): it is the smaller of the threads' CPU time and the wall-clock time
+ * outside host functions. The wall-clock time is that of whole calls (since 0.4).
  * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API void ivm_isolate_times(const ivm_isolate_t *iso, uint64_t *cpu_ns_out,

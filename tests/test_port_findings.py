@@ -82,7 +82,7 @@ def test_dispose_on_the_loop_while_javascript_waits_in_apply_sync_promise(backen
                 t0 = time.monotonic()
                 iso.dispose()
                 took = time.monotonic() - t0
-            assert took < 0.3, took
+            assert took < 1.0, took
             assert iso.is_disposed
             print(outcome)
 
@@ -180,7 +180,7 @@ def test_dispose_from_another_thread_while_a_sync_callback_blocks_returns() -> N
         assert iso.is_disposed
         release.set()
         t.join(10)
-        assert took < 0.3, took
+        assert took < 1.0, took
         print(outcome)
         """,
         timeout=30,
@@ -476,7 +476,7 @@ def test_a_timeout_error_tells_where_the_javascript_was_stopped(context: ivm.Con
     # The isolate stays usable, and a later call is not stopped by the late interrupt.
     assert context.eval_sync("1 + 1") == 2
     # A call stopped while in host code (no JavaScript running): no stack.
-    context.global_.set_sync("nap", ivm.Callback(lambda: time.sleep(0.2)))
+    context.global_.set_sync("nap", ivm.Callback(lambda: time.sleep(0.5)))
     with pytest.raises(ivm.TimeoutError) as err:
         context.eval_sync("nap(); for (;;) {}", timeout=0.05)
     assert err.value.stack is None
