@@ -368,10 +368,12 @@ IVM_API ivm_error_t *ivm_isolate_new(const ivm_isolate_options_t *opts,
  * running in this isolate (a host callback), the disposal is only requested
  * and completes when the outermost call returns. So it is too when the running
  * call is in host code (a host function, a host reference's operation), which
- * termination cannot stop and which may wait for the disposing thread (since
- * 0.4): the call fails with IVM_ERROR_DISPOSED once the host code returns.
+ * termination cannot stop and which may wait for the disposing thread, and
+ * that has not returned within 100 ms (since 0.4): the call fails with
+ * IVM_ERROR_DISPOSED once the host code returns.
  * Threads: any.
- * Blocks:  waits for the running call's JavaScript to unwind, never for host code.
+ * Blocks:  waits for the running call's JavaScript to unwind; for host code it
+ *          is in, at most 100 ms.
  * Errors:  INVALID_ARGUMENT (NULL). Since: 0.1
  */
 IVM_API ivm_error_t *ivm_isolate_dispose(ivm_isolate_t *iso);

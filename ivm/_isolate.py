@@ -136,10 +136,11 @@ class Isolate(Handle):
         """Disposes the isolate, stopping any JavaScript running in it.
 
         Idempotent and callable from any thread. Later calls on the isolate and
-        its contexts and scripts raise :class:`ivm.DisposedError`. It does not
-        wait for a host callback the running call is in (which may wait for this
-        thread's event loop): that call raises ``DisposedError`` once the
-        callback returns, and the isolate is freed then.
+        its contexts and scripts raise :class:`ivm.DisposedError`. It waits at
+        most 100 ms for a host callback the running call is in (which may wait
+        for this thread's event loop): past that, the call raises
+        ``DisposedError`` once the callback returns, and the isolate is freed
+        then.
         """
         check(lib.ivm_isolate_dispose(self._ptr))
 

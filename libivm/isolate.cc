@@ -35,6 +35,9 @@ constexpr int64_t kPumpIntervalNs = 1000 * 1000;
 // after its timeout (it is in host code, or waits) is stopped without its
 // frames being read.
 constexpr int64_t kTimeoutFallbackNs = 20 * 1000 * 1000;
+// How long a disposal from another thread waits for host code the running
+// call is in before leaving the disposal to that call.
+constexpr int64_t kDisposeHostWaitNs = 100 * 1000 * 1000;
 }  // namespace
 
 // Large ArrayBuffer blocks: a few freed ones are kept for the next
@@ -537,11 +540,20 @@ ivm_error_t* IsolateHolder::Dispose() {
   // isolate itself when it returns (Run).
   dispose_requested_.store(true);
   std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_, std::defer_lock);
+  int64_t in_host_since = 0;
   while (!lock.try_lock_for(std::chrono::milliseconds(1))) {
     // Host code that termination cannot stop may wait for this very thread
     // (an event loop that must run an async host function, or an isolate
-    // disposing of this one from its own callback): do not wait for it.
-    if (host_depth_.load() > 0) return nullptr;
+    // disposing of this one from its own callback): it is given a short time
+    // (most host code returns in it, and the isolate is gone when this
+    // returns), then not waited for.
+    if (host_depth_.load() == 0) {
+      in_host_since = 0;
+    } else if (in_host_since == 0) {
+      in_host_since = MonotonicNs();
+    } else if (MonotonicNs() - in_host_since > kDisposeHostWaitNs) {
+      return nullptr;
+    }
   }
   DisposeLocked();
   return nullptr;

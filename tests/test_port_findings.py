@@ -113,7 +113,7 @@ def test_isolates_disposing_each_other_from_callbacks_never_deadlock(backend: st
 
         async def main():
             outcomes = set()
-            for i in range(200):
+            for i in range(100):
                 a = ivm.Isolate(memory_limit=16)
                 b = ivm.Isolate(memory_limit=16)
                 ca = await a.create_context()
