@@ -288,8 +288,11 @@ IVM_API void ivm_error_name(const ivm_error_t *err, const char **out,
  * For IVM_ERROR_JS_EXCEPTION: the JavaScript stack, "Name: message" followed by
  * one "    at ..." line per frame, with script names and 1-based line:column.
  * It is built by libivm from the captured frames and never runs JavaScript (so
- * `Error.prepareStackTrace` and `stack` getters have no effect). Empty for other
- * kinds. Borrowed.
+ * `Error.prepareStackTrace` and `stack` getters have no effect). An error that
+ * crossed isolates keeps each isolate's frames, separated by
+ * "    at (<ivm boundary>)" lines (since 0.4). For IVM_ERROR_TIMEOUT (since 0.4):
+ * where the JavaScript was stopped, the message followed by its frames, or empty
+ * when no JavaScript was running then. Empty for other kinds. Borrowed.
  * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API void ivm_error_stack(const ivm_error_t *err, const char **out,
@@ -400,9 +403,14 @@ IVM_API int64_t ivm_isolate_pid(const ivm_isolate_t *iso);
  * fails with IVM_ERROR_DISPOSED), queued jobs fail with IVM_ERROR_DISPOSED,
  * then the VM and everything in it is freed. Idempotent. From inside a call
  * running in this isolate (a host callback), the disposal is only requested
- * and completes when the outermost call returns.
+ * and completes when the outermost call returns. So it is too when the running
+ * call is in host code (a host function, a host reference's operation), which
+ * termination cannot stop and which may wait for the disposing thread, and
+ * that has not returned within 100 ms (since 0.4): the call fails with
+ * IVM_ERROR_DISPOSED once the host code returns.
  * Threads: any.
- * Blocks:  waits for the running call to unwind.
+ * Blocks:  waits for the running call's JavaScript to unwind; for host code it
+ *          is in, at most 100 ms.
  * Errors:  INVALID_ARGUMENT (NULL). Since: 0.1
  */
 IVM_API ivm_error_t *ivm_isolate_dispose(ivm_isolate_t *iso);
@@ -459,7 +467,10 @@ IVM_API ivm_error_t *ivm_isolate_heap_statistics(ivm_isolate_t *iso,
 /**
  * Time spent running JavaScript in `iso` so far, in nanoseconds: CPU time of
  * the threads that ran it and wall-clock time. Includes the call in progress
- * only once it returns. Either out pointer may be NULL.
+ * only once it returns. Either out pointer may be NULL. The CPU time leaves
+ * out host functions called from JavaScript (JavaScript they run in `iso` is
+ * counted): it is the smaller of the threads' CPU time and the wall-clock time
+ * outside host functions. The wall-clock time is that of whole calls (since 0.4).
  * Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API void ivm_isolate_times(const ivm_isolate_t *iso, uint64_t *cpu_ns_out,

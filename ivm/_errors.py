@@ -48,7 +48,15 @@ class JSError(IvmError):
 
 
 class TimeoutError(IvmError, builtins.TimeoutError):
-    """The call ran past its ``timeout``; the isolate stays usable."""
+    """The call ran past its ``timeout``; the isolate stays usable.
+
+    ``stack`` is where the JavaScript was stopped: the message followed by
+    ``"    at …"`` lines, innermost first (as :attr:`JSError.stack`), or
+    ``None`` when no JavaScript was running then (a wait for a promise, host
+    code that did not return in time).
+    """
+
+    stack: str | None = None
 
 
 class MemoryLimitError(IvmError, MemoryError):
@@ -141,6 +149,10 @@ def error_from(err: Any) -> Exception:
             )
         else:
             exc = _SIMPLE.get(kind, IvmError)(message)
+            if kind == lib.IVM_ERROR_TIMEOUT:
+                stack = _text(lib.ivm_error_stack, err)
+                if stack:
+                    exc.stack = stack  # type: ignore[attr-defined]
         token = lib.ivm_error_host_token(err)
         if _saved_limit:
             restore_recursion_limit()

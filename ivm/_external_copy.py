@@ -26,8 +26,11 @@ class ExternalCopy(Handle, _Marker):
 
     ``transfer_list`` names ``bytearray`` objects inside ``value`` whose
     contents move into the copy: they are emptied, as JavaScript detaches a
-    transferred ArrayBuffer. ``transfer_out`` is accepted for symmetry with
-    JavaScript values; Python buffers are always copied.
+    transferred ArrayBuffer, and the memoryviews of them inside ``value`` are
+    released, as JavaScript's views of it become empty. Another export of
+    one (a memoryview outside ``value``, a NumPy array) raises
+    ``BufferError`` and no copy is made. ``transfer_out`` is accepted for
+    symmetry with JavaScript values; Python buffers are always copied.
     """
 
     __slots__ = ()
@@ -50,6 +53,7 @@ class ExternalCopy(Handle, _Marker):
                     f"transfer_list holds bytearray objects, not {type(item).__name__}"
                 )
             moved.append(item)
+        views = _views_over(value, {id(item) for item in moved}) if moved else []
         value = normalize(value)
         v = buffer_value(value, False) if type(value) is bytes else dumps(value)
         out = ffi.new("ivm_external_copy_t **")
@@ -58,8 +62,11 @@ class ExternalCopy(Handle, _Marker):
         finally:
             lib.ivm_value_free(v)
         Handle.__init__(self, out[0])
-        for item in moved:
-            item.clear()
+        try:
+            _detach(moved, views)
+        except BaseException:
+            self.release()
+            raise
 
     @classmethod
     def _wrap(cls, ptr: Any) -> ExternalCopy:
@@ -177,3 +184,49 @@ class CopyInto(_Marker):
         index = ffi.new("size_t *")
         check(lib.ivm_value_attach_marker(value, self._value, index))
         return int(index[0])
+
+
+def _views_over(value: object, buffers: set[int]) -> list[memoryview]:
+    """The memoryviews inside `value` (lists, tuples, dicts, sets) of the objects whose
+    ids are `buffers`."""
+    views: list[memoryview] = []
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, memoryview):
+            if id(o.obj) in buffers:
+                views.append(o)
+        elif isinstance(o, (list, tuple, set, frozenset)):
+            stack.extend(o)
+        elif isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+    return views
+
+
+def _detach(moved: list[bytearray], views: list[memoryview]) -> None:
+    """Empties the transferred bytearrays once their views in the value are released.
+    Raises BufferError (emptying nothing) if one is still exported elsewhere."""
+    for view in views:
+        try:
+            view.release()
+        except BufferError:
+            raise BufferError(
+                "transfer_list: a memoryview inside the value is itself exported "
+                "(another memoryview or buffer made from it): release that first"
+            ) from None
+    for item in moved:
+        try:
+            item.append(0)   # resizing fails while anything exports its buffer
+        except BufferError:
+            raise BufferError(
+                "transfer_list: a bytearray is still exported outside the value (a "
+                "memoryview or an array made from it): release that before transferring it"
+            ) from None
+        del item[-1]
+    for item in moved:
+        item.clear()

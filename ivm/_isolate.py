@@ -174,7 +174,11 @@ class Isolate(Handle):
         """Disposes the isolate, stopping any JavaScript running in it.
 
         Idempotent and callable from any thread. Later calls on the isolate and
-        its contexts and scripts raise :class:`ivm.DisposedError`.
+        its contexts and scripts raise :class:`ivm.DisposedError`. It waits at
+        most 100 ms for a host callback the running call is in (which may wait
+        for this thread's event loop): past that, the call raises
+        ``DisposedError`` once the callback returns, and the isolate is freed
+        then.
         """
         check(lib.ivm_isolate_dispose(self._ptr))
 
@@ -381,14 +385,18 @@ class Isolate(Handle):
 
     @property
     def cpu_time(self) -> int:
-        """CPU time spent running JavaScript in this isolate, in nanoseconds."""
+        """CPU time spent running JavaScript in this isolate, in nanoseconds.
+
+        Host callbacks called from JavaScript are not counted (JavaScript they
+        run in this isolate is)."""
         out = ffi.new("uint64_t *")
         lib.ivm_isolate_times(self._ptr, out, ffi.NULL)
         return int(out[0])
 
     @property
     def wall_time(self) -> int:
-        """Wall-clock time spent running JavaScript in this isolate, in nanoseconds."""
+        """Wall-clock time of the calls into this isolate, in nanoseconds
+        (host callbacks they made included)."""
         out = ffi.new("uint64_t *")
         lib.ivm_isolate_times(self._ptr, ffi.NULL, out)
         return int(out[0])

@@ -9,6 +9,7 @@
 #include "callback.h"
 
 #include "copy.h"
+#include "wrapper.h"
 
 namespace ivm {
 
@@ -64,26 +65,40 @@ v8::Local<v8::Value> ErrorFromHost(v8::Isolate* isolate, v8::Local<v8::Context> 
           .FromMaybe(v8::String::Empty(isolate));
   v8::Local<v8::Object> obj = NewError(isolate, context, err->name, message);
   if (err->host_token == 0 && !err->stack.empty() && err->kind == IVM_ERROR_JS_EXCEPTION) {
-    // An error of another isolate: its stack, and where it crossed.
-    v8::Local<v8::String> stack =
-        NewString(isolate, err->stack.data(), err->stack.size(), nullptr)
-            .FromMaybe(v8::String::Empty(isolate));
-    stack = v8::String::Concat(isolate, stack,
-                               v8::String::NewFromUtf8Literal(isolate, "\n    at (<ivm boundary>)"));
+    // An error of another isolate: its stack, where it crossed, and this
+    // isolate's frames.
+    std::string whole = err->stack + "\n    at (<ivm boundary>)";
+    AppendCurrentFrames(isolate, whole);
+    v8::Local<v8::String> stack = NewString(isolate, whole.data(), whole.size(), nullptr)
+                                      .FromMaybe(v8::String::Empty(isolate));
+    // Nothing while the isolate is terminating (the error is then never seen).
     obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "stack"), stack,
                            v8::DontEnum)
-        .Check();
+        .FromMaybe(false);
     MarkCrossedStack(isolate, context, obj, stack);
   }
   if (err->host_token != 0) {
     obj->SetPrivate(context, MarkKey(isolate, kHostTokenKey),
                     v8::BigInt::NewFromUnsigned(isolate, err->host_token))
-        .Check();
+        .FromMaybe(false);
   }
   return obj;
 }
 
 }  // namespace
+
+bool LeftStopped(IsolateHolder& holder, const CallState& call, ivm_error_t*& err,
+                 ivm_value_t*& out) {
+  if (err != nullptr && err->host_abort) return false;   // ThrowHostError stops the calls
+  if (!holder.Stopped(call)) return false;
+  // The host code's own call into the isolate ran out of memory, or the isolate is being
+  // disposed or terminated: nothing more may run in it, and the termination unwinds.
+  if (out) ivm_value_free(out);
+  ivm_error_free(err);
+  out = nullptr;
+  err = nullptr;
+  return true;
+}
 
 void ThrowHostError(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
                     ivm_error_t* err) {
@@ -134,10 +149,12 @@ void Trampoline(const v8::FunctionCallbackInfo<v8::Value>& info) {
   ivm_value_t* out = nullptr;
   ivm_error_t* err = nullptr;
   try {
+    HostScope host(holder);
     err = record->data->fn(record->data->user_data, &c, &out);
   } catch (...) {
     err = MakeError(IVM_ERROR_INTERNAL, "a host function threw a C++ exception");
   }
+  if (LeftStopped(holder, *call, err, out)) return;
   if (err) {
     if (out) ivm_value_free(out);
     ThrowHostError(holder, isolate, context, err);
@@ -191,7 +208,7 @@ CallbackData::~CallbackData() {
 
 void MarkCrossedStack(v8::Isolate* isolate, v8::Local<v8::Context> context,
                       v8::Local<v8::Object> error, v8::Local<v8::String> stack) {
-  error->SetPrivate(context, MarkKey(isolate, kCrossedStackKey), stack).Check();
+  error->SetPrivate(context, MarkKey(isolate, kCrossedStackKey), stack).FromMaybe(false);
 }
 
 bool ReadCrossedStack(v8::Isolate* isolate, v8::Local<v8::Context> context,
@@ -226,7 +243,8 @@ v8::MaybeLocal<v8::Function> MakeHostFunction(IsolateHolder& holder, v8::Isolate
   v8::Local<v8::Function> fn;
   if (!v8::Function::New(context, Trampoline, v8::External::New(isolate, record.get()), 0,
                          v8::ConstructorBehavior::kThrow)
-           .ToLocal(&fn)) {
+           .ToLocal(&fn) ||
+      !Freeze(context, fn)) {   // as isolated-vm's API objects
     return {};
   }
   record->fn.Reset(isolate, fn);

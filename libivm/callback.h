@@ -23,6 +23,11 @@ v8::MaybeLocal<v8::Function> MakeHostFunction(IsolateHolder& holder, v8::Isolate
                                               const std::shared_ptr<CallbackData>& data,
                                               bool counted = true);
 
+// After host code returned into `call`: true (having freed `err` and `out`) if the
+// call has been stopped meanwhile (a nested call ran out of memory, a disposal): the
+// caller then returns at once and touches nothing in the isolate.
+bool LeftStopped(IsolateHolder& holder, const CallState& call, ivm_error_t*& err,
+                 ivm_value_t*& out);
 // Throws a host function's error (or aborts, for IVM_HOST_ERROR_ABORT).
 void ThrowHostError(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
                     ivm_error_t* err);

@@ -34,6 +34,7 @@ struct Attachment {
   std::shared_ptr<CallbackData> callback;     // kCallback
   uint32_t flags = 0;               // kCopy: IVM_COPY_INTO_*; kReference: IVM_ATTACH_*
   bool moved = false;   // kBuffer: the store belongs to this copy alone (transferred)
+  uint64_t origin = 0;  // kSharedBuffer: the isolate it was copied from (unique_id), 0: none
 
   size_t ByteLength() const;
   const void* Data() const;

@@ -450,10 +450,16 @@ class Reader {
     v8::Local<v8::Value> buf;
     return NewArrayBuffer(att->Data(), att->ByteLength(), &buf) && Push(buf);
   }
-  // `_sab(i)`: a SharedArrayBuffer sharing attachment i's store.
+  // `_sab(i)`: a SharedArrayBuffer sharing attachment i's store, charged to
+  // this isolate's budget unless it came from this isolate.
   bool SharedBuffer(const Attachment* att) {
     if (att == nullptr || att->kind != Attachment::kSharedBuffer || !att->store) return false;
-    return Push(v8::SharedArrayBuffer::New(isolate_, att->store));
+    if (att->origin == holder_.unique_id()) {
+      return Push(v8::SharedArrayBuffer::New(isolate_, att->store));
+    }
+    std::shared_ptr<v8::BackingStore> store = holder_.ShareBuffer(att->store);
+    if (!store) return NoRoomForBuffer(att->ByteLength());
+    return Push(v8::SharedArrayBuffer::New(isolate_, std::move(store)));
   }
   // `_att(i)`: an ExternalCopy's value (or an ExternalCopy object), a
   // Reference (or its value), or a host function (or a Reference to it).

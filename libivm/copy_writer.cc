@@ -591,6 +591,7 @@ class Writer {
     Attachment a;
     a.kind = Attachment::kSharedBuffer;
     a.store = buffer->GetBackingStore();
+    a.origin = holder_.unique_id();
     e_.Attached(Tag::kSab, out_->Attach(std::move(a)));
     Remember(buffer);
     return true;

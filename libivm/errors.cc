@@ -106,6 +106,13 @@ void AppendFrames(v8::Isolate* isolate, v8::Local<v8::StackTrace> trace, std::st
 
 }  // namespace
 
+void AppendCurrentFrames(v8::Isolate* isolate, std::string& out) {
+  v8::HandleScope scope(isolate);
+  v8::Local<v8::StackTrace> trace =
+      v8::StackTrace::CurrentStackTrace(isolate, 16, v8::StackTrace::kDetailed);
+  if (!trace.IsEmpty()) AppendFrames(isolate, trace, out);
+}
+
 ivm_error_t* ErrorFromException(v8::Isolate* isolate, v8::Local<v8::Context> context,
                                 const v8::TryCatch& try_catch) {
   v8::HandleScope scope(isolate);

@@ -76,6 +76,10 @@ ivm_error_t* ErrorFromException(v8::Isolate* isolate, v8::Local<v8::Context> con
 // The error for a thrown (or rejected) value. Runs no JavaScript.
 ivm_error_t* ErrorFromValue(v8::Isolate* isolate, v8::Local<v8::Context> context,
                             v8::Local<v8::Value> exception, v8::Local<v8::Message> message);
+// Appends the frames of the JavaScript running now on this thread in
+// `isolate` ("\n    at fn (file:line:column)" each, innermost first, at most
+// 16). Runs no JavaScript.
+void AppendCurrentFrames(v8::Isolate* isolate, std::string& out);
 
 // A new Error object for `name`: made by the constructor of that name for
 // Error, TypeError, RangeError, SyntaxError and ReferenceError; otherwise an
@@ -181,6 +185,9 @@ struct CallState {
   bool timed_out = false;
   bool terminated = false;   // by ivm_isolate_terminate or a disposal
   bool cancelled = false;    // its asynchronous job was cancelled
+  bool from_host = false;    // a nested call made by host code (owner thread)
+  bool timeout_stopped = false;   // its timeout's termination was requested
+  std::string stopped_at;    // the frames JavaScript was in when its timeout stopped it
   uint64_t id = 0;
   uint64_t timer_id = 0;
   uint64_t job_id = 0;       // the asynchronous job it runs for, or 0
@@ -229,7 +236,8 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   // Runs the isolate's pending foreground tasks until `call` is stopped.
   void PumpTasks(const CallState& call);
   // Marks the isolate out of memory if memory outside the heap that bypassed
-  // the allocator (WebAssembly memories) put it over its limit.
+  // the allocator (WebAssembly memories), or large objects in the heap, put it
+  // over its limit.
   void CheckExternalMemory();
   // Whether `call` (or a call around it) has been told to stop.
   bool Stopped(const CallState& call);
@@ -259,6 +267,13 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   void Release(const std::shared_ptr<Resource>& resource);
 
   void Times(uint64_t* cpu_ns, uint64_t* wall_ns) const;
+  // Host code (a host function, a host reference's operation) runs inside a
+  // call, on the owner thread, between EnterHost and LeaveHost (HostScope):
+  // its time is not counted as JavaScript's CPU time, and a disposal from
+  // another thread does not wait for it (termination cannot stop it, and it
+  // may wait for the disposing thread: an event loop).
+  bool EnterHost();
+  void LeaveHost(bool was_host);
   uint64_t ReferenceCount() const { return ref_count_.load(std::memory_order_relaxed); }
   void AddRef() { ref_count_.fetch_add(1, std::memory_order_relaxed); }
   void DropRef() { ref_count_.fetch_sub(1, std::memory_order_relaxed); }
@@ -276,9 +291,17 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   // the budget does not allow it.
   std::shared_ptr<v8::BackingStore> NewBuffer(const void* data, size_t length);
   std::shared_ptr<v8::BackingStore> AdoptBuffer(std::shared_ptr<v8::BackingStore> store);
+  // The memory of another isolate's SharedArrayBuffer, shared, and charged to
+  // this isolate's budget while this isolate uses it. Null: over budget.
+  std::shared_ptr<v8::BackingStore> ShareBuffer(std::shared_ptr<v8::BackingStore> store);
 
-  // Watchdog entry point: the call `call_id` ran out of time.
+  // Watchdog entry point: the call `call_id` ran out of time. The JavaScript
+  // is stopped on its own thread (StopTimedOut), which first reads where it
+  // is; if it reaches no interrupt check within kTimeoutFallbackNs (it is in
+  // host code, or waits), it is stopped from here.
   void OnTimeout(uint64_t call_id);
+  static void StopTimedOut(v8::Isolate* isolate, void* data);
+  void StopTimedOutFallback(uint64_t call_id);
 
   // The isolate's asynchronous jobs.
   JobQueue& jobs() { return jobs_; }
@@ -299,6 +322,11 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   class Allocator;
   IsolateHolder() : jobs_(*this) {}
   static size_t NearHeapLimit(void* data, size_t current, size_t initial);
+  // The heap's used size past its limit (which V8 itself lets large objects
+  // pass): checked after each GC and at the end of long calls.
+  static bool OverHeapLimit(v8::Isolate* isolate);
+  static void AfterGC(v8::Isolate* isolate, v8::GCType type, v8::GCCallbackFlags flags,
+                      void* data);
 
   ivm_error_t* Begin(CallState& call, uint64_t timeout_ns);
   void End(CallState& call);
@@ -338,7 +366,25 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   uint64_t unique_id_ = 0;
   bool cpu_clock_ = false;   // measure the current call with the thread CPU clock
   int64_t call_cpu_start_ = 0, call_wall_start_ = 0;
+  // Host code inside the current outermost call (owner thread): whether the
+  // innermost frame is host code, since when, and the wall time it took so far.
+  bool in_host_ = false;
+  int64_t host_since_ = 0, host_ns_ = 0;
+  std::atomic<int> host_depth_{0};   // host frames on the stack (read by Dispose)
   uint64_t abort_token_ = 0;   // owner thread
+};
+
+// The span of host code called from JavaScript (IsolateHolder::EnterHost).
+class HostScope {
+ public:
+  explicit HostScope(IsolateHolder& holder) : holder_(holder), was_host_(holder.EnterHost()) {}
+  ~HostScope() { holder_.LeaveHost(was_host_); }
+  HostScope(const HostScope&) = delete;
+  HostScope& operator=(const HostScope&) = delete;
+
+ private:
+  IsolateHolder& holder_;
+  bool was_host_;
 };
 
 // ---------------------------------------------------------------------------

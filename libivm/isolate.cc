@@ -19,6 +19,7 @@
 #include "internal.h"
 #include "options.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -31,6 +32,13 @@ constexpr uint64_t kMaxLimit = 1ull << 40;
 constexpr size_t kHeapSlack = 32u << 20;
 constexpr int64_t kLongCallNs = 200 * 1000;
 constexpr int64_t kPumpIntervalNs = 1000 * 1000;
+// A timed-out call's JavaScript that reaches no interrupt check this long
+// after its timeout (it is in host code, or waits) is stopped without its
+// frames being read.
+constexpr int64_t kTimeoutFallbackNs = 20 * 1000 * 1000;
+// How long a disposal from another thread waits for host code the running
+// call is in before leaving the disposal to that call.
+constexpr int64_t kDisposeHostWaitNs = 100 * 1000 * 1000;
 }  // namespace
 
 // Large ArrayBuffer blocks: a few freed ones are kept for the next
@@ -145,6 +153,7 @@ ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<Isolat
     v8::Locker locker(isolate);
     v8::Isolate::Scope scope(isolate);
     isolate->AddNearHeapLimitCallback(NearHeapLimit, holder.get());
+    isolate->AddGCEpilogueCallback(AfterGC, holder.get());
     isolate->SetMicrotasksPolicy(v8::MicrotasksPolicy::kExplicit);
     isolate->SetCaptureStackTraceForUncaughtExceptions(true, 16, v8::StackTrace::kDetailed);
     InstallModuleHooks(isolate);
@@ -165,7 +174,12 @@ size_t IsolateHolder::NearHeapLimit(void* data, size_t current, size_t initial) 
   self->oom_.store(true);
   self->isolate_->TerminateExecution();
   // Room to unwind; the isolate is disposed as soon as the call returns.
-  return current + std::max(current / 2, kHeapSlack);
+  // The heap may already be past its limit (large objects): the room is
+  // counted from what it uses, or V8 would find it too small and abort.
+  v8::HeapStatistics s;
+  self->isolate_->GetHeapStatistics(&s);
+  size_t base = std::max(current, s.used_heap_size());
+  return base + std::max(base / 2, kHeapSlack);
 }
 
 void IsolateHolder::CheckExternalMemory() {
@@ -176,6 +190,28 @@ void IsolateHolder::CheckExternalMemory() {
   if (external > 0 && static_cast<uint64_t>(external) > memory_limit_ + array_buffer_bytes()) {
     oom_.store(true);
   }
+  // A large object (a string of hundreds of MB, flattened) can be allocated
+  // past the heap limit without V8 calling NearHeapLimit. Reading the heap's
+  // figures costs about a microsecond: only a call that ran long enough to
+  // allocate much (kLongCallNs: a few MB at most otherwise) is checked here;
+  // the GC epilogue checks the rest.
+  if (!oom_.load() && MonotonicNs() - call_wall_start_ > kLongCallNs && OverHeapLimit(isolate_)) {
+    oom_.store(true);
+  }
+}
+
+bool IsolateHolder::OverHeapLimit(v8::Isolate* isolate) {
+  v8::HeapStatistics s;
+  isolate->GetHeapStatistics(&s);
+  return s.used_heap_size() > s.heap_size_limit();
+}
+
+void IsolateHolder::AfterGC(v8::Isolate* isolate, v8::GCType, v8::GCCallbackFlags, void* data) {
+  auto* self = static_cast<IsolateHolder*>(data);
+  if (self->oom_.load() || !OverHeapLimit(isolate)) return;
+  self->oom_.store(true);
+  std::lock_guard<std::mutex> lock(self->state_mutex_);
+  if (!self->active_.empty()) isolate->TerminateExecution();
 }
 
 size_t IsolateHolder::array_buffer_bytes() const { return allocator_ ? allocator_->used() : 0; }
@@ -220,6 +256,23 @@ std::shared_ptr<v8::BackingStore> IsolateHolder::AdoptBuffer(
       owner);
 }
 
+std::shared_ptr<v8::BackingStore> IsolateHolder::ShareBuffer(
+    std::shared_ptr<v8::BackingStore> store) {
+  size_t length = store->ByteLength();
+  if (!allocator_->Reserve(length)) return nullptr;
+  void* data = store->Data();
+  auto* owner = new BufferOwner{allocator_, std::move(store), length};
+  std::unique_ptr<v8::BackingStore> shared = v8::SharedArrayBuffer::NewBackingStore(
+      data, length,
+      [](void*, size_t, void* arg) {
+        auto* o = static_cast<BufferOwner*>(arg);
+        static_cast<Allocator*>(o->allocator.get())->Unreserve(o->length);
+        delete o;
+      },
+      owner);
+  return std::shared_ptr<v8::BackingStore>(std::move(shared));
+}
+
 v8::Local<v8::Context> IsolateHolder::CompileContextLocked() {
   if (compile_context_.IsEmpty()) {
     v8::Local<v8::Context> context = v8::Context::New(isolate_);
@@ -244,6 +297,13 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
     // as a short call itself. Short calls count their wall time as CPU time;
     // once a call has run long, the next ones read the CPU clock.
     if (cpu_clock_) call_cpu_start_ = ThreadCpuNs();
+    in_host_ = false;
+    host_ns_ = 0;
+  } else if (in_host_) {
+    // Host code calls back in: its span ends here, JavaScript's resumes.
+    host_ns_ += MonotonicNs() - host_since_;
+    in_host_ = false;
+    call.from_host = true;
   }
   ++depth_;
   call.id = NextId();
@@ -277,9 +337,19 @@ void IsolateHolder::End(CallState& call) {
       isolate_->CancelTerminateExecution();
     }
   }
-  if (--depth_ == 0) {
+  if (--depth_ > 0 && call.from_host) {
+    in_host_ = true;   // back in the host code that made this call
+    host_since_ = MonotonicNs();
+  }
+  if (depth_ == 0) {
     int64_t wall = MonotonicNs() - call_wall_start_;
-    int64_t cpu = cpu_clock_ ? ThreadCpuNs() - call_cpu_start_ : wall;
+    // Host code's spans are timed on the wall clock (reading the thread CPU
+    // clock around every host callback would double their cost). JavaScript's
+    // CPU time is at most its wall time, and at most the thread's CPU time,
+    // host code's included: the smaller is exact unless both JavaScript and
+    // host code spent time off the CPU.
+    int64_t js_wall = wall - host_ns_;
+    int64_t cpu = cpu_clock_ ? std::min(ThreadCpuNs() - call_cpu_start_, js_wall) : js_wall;
     cpu_ns_.fetch_add(static_cast<uint64_t>(std::max<int64_t>(cpu, 0)));
     wall_ns_.fetch_add(static_cast<uint64_t>(wall));
     cpu_clock_ = wall > kLongCallNs;
@@ -311,7 +381,16 @@ ivm_error_t* IsolateHolder::Fail(v8::Local<v8::Context> context, const v8::TryCa
     cancelled |= call.cancelled;
   }
   if (cancelled) return MakeError(IVM_ERROR_CANCELLED, "The call was cancelled");
-  if (timed_out) return MakeError(IVM_ERROR_TIMEOUT, kTimeoutMessage);
+  if (timed_out) {
+    ivm_error_t* err = MakeError(IVM_ERROR_TIMEOUT, kTimeoutMessage);
+    std::lock_guard<std::mutex> lock(state_mutex_);
+    err->stack = call.stopped_at;
+    for (CallState* c : active_) {
+      if (err->stack.empty()) err->stack = c->stopped_at;
+    }
+    if (!err->stack.empty()) err->stack = kTimeoutMessage + err->stack;
+    return err;
+  }
   if (terminated || try_catch.HasTerminated() || isolate_->IsExecutionTerminating()) {
     return MakeError(IVM_ERROR_TERMINATED, "Script execution was terminated.");
   }
@@ -362,8 +441,46 @@ void IsolateHolder::OnTimeout(uint64_t call_id) {
   for (CallState* c : active_) {
     if (c->id == call_id) {
       c->timed_out = true;
-      isolate_->TerminateExecution();
+      // V8 handles a termination before other interrupts: asking for both
+      // would unwind the stack before it could be read.
+      isolate_->RequestInterrupt(StopTimedOut, this);
+      std::weak_ptr<IsolateHolder> weak = weak_from_this();
+      timers::Arm(MonotonicNs() + kTimeoutFallbackNs, [weak, call_id] {
+        if (auto h = weak.lock()) h->StopTimedOutFallback(call_id);
+      });
       return;
+    }
+  }
+}
+
+void IsolateHolder::StopTimedOut(v8::Isolate* isolate, void* data) {
+  auto* self = static_cast<IsolateHolder*>(data);
+  auto pending = [self](CallState* c) { return c->timed_out && !c->timeout_stopped; };
+  {
+    std::lock_guard<std::mutex> lock(self->state_mutex_);
+    // None: the call ended first (or the fallback stopped it), and a late
+    // interrupt must not stop the next call.
+    if (std::none_of(self->active_.begin(), self->active_.end(), pending)) return;
+  }
+  // Outside the mutex: reading frames allocates, and a GC takes it (AfterGC).
+  std::string frames;
+  AppendCurrentFrames(isolate, frames);
+  std::lock_guard<std::mutex> lock(self->state_mutex_);
+  bool stop = false;
+  for (CallState* c : self->active_) {
+    if (!pending(c)) continue;
+    c->timeout_stopped = stop = true;
+    c->stopped_at = frames;
+  }
+  if (stop) isolate->TerminateExecution();
+}
+
+void IsolateHolder::StopTimedOutFallback(uint64_t call_id) {
+  std::lock_guard<std::mutex> lock(state_mutex_);
+  for (CallState* c : active_) {
+    if (c->id == call_id && !c->timeout_stopped) {
+      c->timeout_stopped = true;
+      isolate_->TerminateExecution();
     }
   }
 }
@@ -421,9 +538,41 @@ ivm_error_t* IsolateHolder::Dispose() {
     }
   }
   WaitForPoolLocks(*this);
-  std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_);
+  // The running call, if any, now ends with DISPOSED and disposes of the
+  // isolate itself when it returns (Run).
+  dispose_requested_.store(true);
+  std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_, std::defer_lock);
+  int64_t in_host_since = 0;
+  while (!lock.try_lock_for(std::chrono::milliseconds(1))) {
+    // Host code that termination cannot stop may wait for this very thread
+    // (an event loop that must run an async host function, or an isolate
+    // disposing of this one from its own callback): it is given a short time
+    // (most host code returns in it, and the isolate is gone when this
+    // returns), then not waited for.
+    if (host_depth_.load() == 0) {
+      in_host_since = 0;
+    } else if (in_host_since == 0) {
+      in_host_since = MonotonicNs();
+    } else if (MonotonicNs() - in_host_since > kDisposeHostWaitNs) {
+      return nullptr;
+    }
+  }
   DisposeLocked();
   return nullptr;
+}
+
+bool IsolateHolder::EnterHost() {
+  bool was_host = in_host_;
+  if (!was_host) host_since_ = MonotonicNs();
+  in_host_ = true;
+  host_depth_.fetch_add(1);
+  return was_host;
+}
+
+void IsolateHolder::LeaveHost(bool was_host) {
+  host_depth_.fetch_sub(1);
+  if (!was_host) host_ns_ += MonotonicNs() - host_since_;
+  in_host_ = was_host;
 }
 
 void IsolateHolder::DisposeLocked() {

@@ -53,7 +53,7 @@ class Job {
   ivm_completion_kind_t kind_;
   ivm_done_fn done_;
   void* user_data_;
-  Work work_;       // kept until the job ends: it owns what the call uses
+  Work work_;       // kept until the job reports: it owns what the call uses
   Work resume_;     // set while parked: finishes the job
   bool parked_ = false;
   CompletionQueue* queue_ = nullptr;   // user_data_, when done_ is the queue's

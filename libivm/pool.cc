@@ -286,6 +286,10 @@ void Job::Run() {
     resume_ = std::move(park);
     return;
   }
+  // What the call owned goes before its outcome is reported: once the host
+  // has the outcome it may exit, and dropping a host function's last use
+  // calls its finalizer (host code, which must not run after the host ended).
+  resume = nullptr;
   if (c.error != nullptr) {   // never both: the error wins
     ivm_error_t* error = c.error;
     c.error = nullptr;
@@ -310,6 +314,8 @@ void Job::Report(ivm_completion_t& c) {
     return;
   }
   reported_ = true;
+  work_ = nullptr;   // see Run
+  resume_ = nullptr;
   if (queue_ != nullptr) {
     queue_->Push(c);
   } else {

@@ -78,6 +78,7 @@ void ThrowError(v8::Isolate* isolate, ivm_error_t* err) {
   std::string stack = err->stack;
   if (stack.empty()) stack = (err->name.empty() ? "Error" : err->name) + ": " + err->message;
   stack += "\n    at (<ivm boundary>)";
+  AppendCurrentFrames(isolate, stack);   // this isolate's frames follow the boundary
   v8::Local<v8::Context> context = isolate->GetCurrentContext();
   v8::Local<v8::Object> obj = NewError(isolate, context, err->name, Str(isolate, err->message));
   obj->DefineOwnProperty(context, v8::String::NewFromUtf8Literal(isolate, "stack"),
@@ -435,7 +436,15 @@ void HostOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, uint3
     return;
   }
   ivm_value_t* out = nullptr;
-  ivm_error_t* err = box->host->fn(box->host->user_data, &call, &out);
+  ivm_error_t* err = nullptr;
+  {
+    HostScope host(holder);
+    err = box->host->fn(box->host->user_data, &call, &out);
+  }
+  if (const CallState* current = holder.CurrentCall();
+      current != nullptr && LeftStopped(holder, *current, err, out)) {
+    return;
+  }
   if (err) {
     if (out) ivm_value_free(out);
     ThrowHostError(holder, isolate, context, err);   // the host's own error, with its token
@@ -661,6 +670,10 @@ WrapperTemplates& Templates(IsolateHolder& holder, v8::Isolate* isolate) {
 
 }  // namespace
 
+bool Freeze(v8::Local<v8::Context> context, v8::Local<v8::Object> obj) {
+  return obj->SetIntegrityLevel(context, v8::IntegrityLevel::kFrozen).FromMaybe(false);
+}
+
 v8::MaybeLocal<v8::Object> NewWrapper(IsolateHolder& holder, v8::Isolate* isolate,
                                       v8::Local<v8::Context> context,
                                       std::unique_ptr<WrapBox> box) {
@@ -670,6 +683,22 @@ v8::MaybeLocal<v8::Object> NewWrapper(IsolateHolder& holder, v8::Isolate* isolat
                                                                        : t.reference.Get(isolate);
   v8::Local<v8::Object> obj;
   if (!tpl->InstanceTemplate()->NewInstance(context).ToLocal(&obj)) return {};
+  // Frozen, with its prototype and constructor, as isolated-vm's: JavaScript
+  // cannot replace a method that other code in the isolate relies on. (A
+  // derefInto() marker has no methods: it stays an ordinary object.)
+  bool methods = box->kind != WrapBox::kDeref;
+  v8::Local<v8::Value> proto = obj->GetPrototype();
+  if (!proto->IsObject() || !Freeze(context, proto.As<v8::Object>()) ||
+      (methods && !Freeze(context, obj))) {
+    return {};
+  }
+  v8::Local<v8::Value> ctor;
+  if (!proto.As<v8::Object>()
+           ->Get(context, v8::String::NewFromUtf8Literal(isolate, "constructor"))
+           .ToLocal(&ctor) ||
+      (ctor->IsObject() && !Freeze(context, ctor.As<v8::Object>()))) {
+    return {};
+  }
   auto record = std::make_shared<WrapRecord>();
   record->box = std::move(box);
   record->holder = &holder;

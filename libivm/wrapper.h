@@ -29,6 +29,9 @@ v8::MaybeLocal<v8::Object> WrapCopy(IsolateHolder& holder, v8::Isolate* isolate,
 v8::MaybeLocal<v8::Object> NewWrapper(IsolateHolder& holder, v8::Isolate* isolate,
                                       v8::Local<v8::Context> context,
                                       std::unique_ptr<WrapBox> box);
+// Freezes `obj` (Object.freeze without running JavaScript): the API objects ivm
+// installs in isolates (these, host functions) are frozen, as isolated-vm's are.
+bool Freeze(v8::Local<v8::Context> context, v8::Local<v8::Object> obj);
 // Whether `obj` is one of these objects; the attachment that carries it.
 bool IsWrapper(v8::Local<v8::Object> obj);
 bool WrappedAttachment(IsolateHolder& holder, v8::Isolate* isolate,
