@@ -1,8 +1,8 @@
 """Writes the seed corpora of tests/fuzz/corpus/ (copy_reader, which the unpickler target
 shares, and wire): copy streams made by ivm's Python writer and by libivm from JavaScript
 values, and worker frames. Run it with a Python where ivm is installed:
-``python -P tests/fuzz/make_seeds.py``. Fuzzing adds nothing here; crashing inputs that
-were fixed are added by hand, named for what they found."""
+``python -P tests/fuzz/make_seeds.py``. Fuzzing adds nothing here; inputs that the fuzzers
+found are added by hand, named for what they found."""
 
 import datetime
 import os
