@@ -14,13 +14,14 @@ the C tests (meson test), then the chosen Python tests with the ASan runtime pre
 ASan and UBSan abort on the first error, and LeakSanitizer checks every process at exit,
 minus the suppressions of tools/sanitize.supp (V8's and Python's own allocations only).
 
-Defaults: build directory and venv under ${XDG_CACHE_HOME:-~/.cache}/ivm/sanitize. --quick
-runs a shorter choice of Python tests (the one CI runs).
+Defaults: build directory and venv under ${XDG_CACHE_HOME:-~/.cache}/ivm/sanitize-HASH (one
+per checkout). --quick runs a shorter choice of Python tests (the one CI runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import resource
 import shutil
@@ -57,7 +58,9 @@ def log(msg: str) -> None:
 
 def cache_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "ivm" / "sanitize"
+    # One per checkout: a Meson build directory belongs to one source tree.
+    tag = hashlib.sha256(str(REPO).encode()).hexdigest()[:8]
+    return Path(cache) / "ivm" / f"sanitize-{tag}"
 
 
 def asan_runtime() -> str:
