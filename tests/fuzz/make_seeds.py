@@ -33,7 +33,8 @@ def py_stream(value):
 cyclic = [1]; cyclic.append(cyclic)
 values = {
     "list": [1, 2.5, "x", None, True], "dict": {"a": {"b": [1, 2]}, 1: "one"},
-    "map": ivm.JSMap({"k": 1}), "set": {1, 2, "s"}, "bytes": b"abc", "view": memoryview(b"abcdefgh").cast("i"),
+    "map": ivm.JSMap({"k": 1}), "set": {1, 2, "s"}, "bytes": b"abc",
+    "view": memoryview(b"abcdefgh").cast("i"),
     "bigint": 2**80, "negbig": -(2**70), "jsbigint": ivm.JSBigInt(3),
     "date": datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc),
     "regexp": ivm.JSRegExp("a+", "gi"), "error": ivm.JSError("m", name="TypeError", stack="s"),
@@ -42,11 +43,14 @@ values = {
 }
 for name, value in values.items():
     save("copy_reader", f"py-{name}", py_stream(value))
-iso = ivm.Isolate(); ctx = iso.create_context_sync()
+iso = ivm.Isolate()
+ctx = iso.create_context_sync()
 js = {
-    "object": "({a: [1, 2, {b: 3}], m: new Map([[1, 2]]), s: new Set([1]), d: new Date(0), r: /x/g, u: new Uint8Array([1, 2, 3]), big: 10n ** 30n})",
+    "object": "({a: [1, 2, {b: 3}], m: new Map([[1, 2]]), s: new Set([1]), d: new Date(0),"
+              " r: /x/g, u: new Uint8Array([1, 2, 3]), big: 10n ** 30n})",
     "sparse": "[new ArrayBuffer(8), 'str', -0, NaN, [,1]]",
-    "views": "(() => { const b = new ArrayBuffer(16); return [new Int16Array(b, 2, 3), new Float64Array(b, 8, 1), new DataView(b)] })()",
+    "views": "(() => { const b = new ArrayBuffer(16);"
+             " return [new Int16Array(b, 2, 3), new Float64Array(b, 8, 1), new DataView(b)] })()",
     "shared": "(() => { const o = {x: 1}; return [o, o, {o}] })()",
     "errors": "[new RangeError('r'), new Error('e')]",
     "strings": "['', 'a'.repeat(300), '\\u{1F600}', '\\ud800']",
