@@ -15,6 +15,7 @@
 // which also names the path of a value it refuses.
 #include "copy.h"
 #include "pickle.h"
+#include "stack.h"
 
 #include <cstdlib>
 #include <unordered_set>
@@ -223,7 +224,7 @@ class Translator {
       explicit Depth(int& depth) : d(depth) { ++d; }
       ~Depth() { --d; }
     } depth(depth_);
-    if (depth_ > kMaxDepth) return false;
+    if (depth_ > kMaxDepth || !StackRoom()) return false;
     if (++steps_ % kCheckInterval == 0 && (Stopped() || !SizeOk())) return false;
     e_.MaybeFrame();
     uint8_t tag;

@@ -10,6 +10,7 @@
 // the call's stop after each batch of items.
 #include "copy.h"
 #include "pickle.h"
+#include "stack.h"
 #include "wrapper.h"
 
 #include <cstdio>
@@ -248,6 +249,10 @@ class Writer {
     if (!v->IsObject()) return WritePrimitive(v);
     if (depth >= kMaxDepth) {
       return Refuse("a value", "nested more than " + std::to_string(kMaxDepth) + " levels deep");
+    }
+    if (!StackRoom()) {
+      return Refuse("a value", "nested too deep for this thread's stack (" +
+                                   std::to_string(depth) + " levels)");
     }
     if (Stopped()) return false;
     v8::Local<v8::Object> obj = v.As<v8::Object>();

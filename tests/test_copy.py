@@ -800,6 +800,46 @@ def test_javascript_nesting_limit(context: ivm.Context) -> None:
         context.eval_sync(_nested_js(100000), copy=True)
 
 
+# A thread with a small stack (threading.stack_size) copying a value nested within the
+# depth limit: the writers stop where the stack runs short, with an error, instead of
+# overflowing it (a crash before). In a child process: the stack size applies to every
+# thread started after it is set.
+_SMALL_STACK_COPY = """
+import sys, threading, ivm
+code = {code!r}
+isolate = ivm.Isolate()
+context = isolate.create_context_sync()
+threading.stack_size(256 * 1024)
+out = []
+def copy():
+    try:
+        out.append(len(context.eval_sync(code, copy=True)))
+    except ivm.TransferError as e:
+        out.append(str(e))
+thread = threading.Thread(target=copy)
+thread.start()
+thread.join()
+print(out[0])
+print(context.eval_sync("[1, 2].join()"))
+"""
+
+
+def test_deep_copy_on_a_small_thread_stack_fails_cleanly() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _SMALL_STACK_COPY.format(code=_nested_js(1000))],
+        cwd=Path(ivm.__file__).parent.parent,  # the installed ivm, not the source tree
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert "nested too deep for this thread's stack" in lines[0], lines
+    assert lines[1] == "1,2"   # the isolate is still usable
+
+
 def test_python_nesting_within_limit(context: ivm.Context) -> None:
     assert js_check(context, _nested_py(300), "(() => { let d = 1, c = $0; while (c.length) { c = c[0]; d++; } return d; })()") == 300
 
