@@ -91,6 +91,17 @@
  * as a generic error and an unknown value kind as unsupported. After 1.0, a
  * shipped function never changes; a new behaviour gets a new name (`_v2`).
  *
+ * ## Changes in 0.4
+ *
+ *   - Isolates can live in a worker process: ivm_isolate_options_t gains
+ *     `placement` and `group`; ivm_isolate_pid().
+ *   - Modules: ivm_isolate_compile_module() and the ivm_module_* calls, with
+ *     IVM_COMPLETION_MODULE; ivm_context_options_t gains `import_hook` and
+ *     `on_unhandled_rejection`.
+ *   - Code caches: ivm_isolate_compile_script() and its async twin take an
+ *     ivm_cache_options_t after the source options;
+ *     ivm_script_cached_data() and ivm_script_cached_data_rejected().
+ *
  * ## Changes in 0.3
  *
  *   - The header reads in dependency order, with every handle declared once
@@ -203,10 +214,10 @@ typedef struct ivm_completion ivm_completion_t;
 /* ------------------------------------------------------------------------- */
 
 #define IVM_VERSION_MAJOR 0
-#define IVM_VERSION_MINOR 3
+#define IVM_VERSION_MINOR 4
 #define IVM_VERSION_PATCH 0
 /** MAJOR * 1000000 + MINOR * 1000 + PATCH of this header. */
-#define IVM_VERSION_NUMBER 3000
+#define IVM_VERSION_NUMBER 4000
 
 /**
  * The version of the loaded library, as IVM_VERSION_NUMBER. Compare it with the

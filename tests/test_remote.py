@@ -228,12 +228,19 @@ def test_v8_abort_costs_only_its_worker(code: str, limit: int) -> None:
     try:
         iso = ivm.Isolate(memory_limit=limit, process="isolated")
         ctx = iso.create_context_sync()
-        with pytest.raises(ivm.IsolateCrashedError) as info:
+        # The flat-string loop may also end as a MemoryLimitError: since the heap
+        # limit is checked after every garbage collection, V8 often stops it in time.
+        contained = (ivm.MemoryLimitError,) if code == STRING_LOOP else ()
+        with pytest.raises((ivm.IsolateCrashedError, *contained)) as info:
             ctx.eval_sync(code)
-        assert isinstance(info.value, ivm.DisposedError)
-        assert "signal" in str(info.value) and "Fatal javascript OOM" in str(info.value)
-        with pytest.raises(ivm.IsolateCrashedError):
-            ctx.eval_sync("1")
+        if isinstance(info.value, ivm.IsolateCrashedError):
+            assert isinstance(info.value, ivm.DisposedError)
+            assert "signal" in str(info.value) and "Fatal javascript OOM" in str(info.value)
+            with pytest.raises(ivm.IsolateCrashedError):
+                ctx.eval_sync("1")
+        else:
+            with pytest.raises(ivm.DisposedError):
+                ctx.eval_sync("1")
         assert iso.is_disposed
         iso.dispose()
         assert inline.create_context_sync().eval_sync("'inline'") == "inline"
