@@ -14,14 +14,6 @@ import ivm
 BUSY_20MS = "const start = Date.now(); while (Date.now() - start < 20) {}"
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    pytest.skip("no VmRSS in /proc/self/status")
-
-
 def test_create_evaluate_dispose() -> None:
     iso = ivm.Isolate(memory_limit=64)
     assert not iso.is_disposed
@@ -336,7 +328,7 @@ def test_isolates_can_be_used_from_a_thread_other_than_the_creator() -> None:
     iso.dispose()
 
 
-def test_many_isolates_do_not_grow_memory() -> None:
+def test_many_isolates_do_not_grow_memory(rss_mb: Callable[[], float]) -> None:
     def cycle() -> None:
         with ivm.Isolate(memory_limit=16) as iso:
             assert iso.create_context_sync().eval_sync("[1, 2, 3].length") == 3

@@ -9,17 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-static int passed, failed;
-
-#define CHECK(cond)                                                   \
-  do {                                                                \
-    if (cond) {                                                       \
-      passed++;                                                       \
-    } else {                                                          \
-      failed++;                                                       \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                 \
-  } while (0)
+#include "check.h"
 
 static ivm_error_t *eval(ivm_context_t *ctx, const char *code, ivm_value_t **out) {
   return ivm_context_eval(ctx, code, strlen(code), NULL, NULL, NULL, out, NULL);
@@ -279,6 +269,5 @@ int main(void) {
   }
   CHECK(ivm_debug_live_objects() == 0);
 
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  return report();
 }

@@ -13,17 +13,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-static int passed, failed;
-
-#define CHECK(cond)                                                   \
-  do {                                                                \
-    if (cond) {                                                       \
-      passed++;                                                       \
-    } else {                                                          \
-      failed++;                                                       \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                 \
-  } while (0)
+#include "check.h"
 
 /* Whether `err` has `kind` and a message containing `needle`; frees it. */
 static int error_is(ivm_error_t *err, ivm_error_kind_t kind, const char *needle) {
@@ -217,6 +207,5 @@ int main(void) {
   test_arguments();
   test_worker_hosted_isolate();
   CHECK(ivm_debug_live_objects() == baseline);
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  return report();
 }

@@ -12,17 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-static int passed, failed;
-
-#define CHECK(cond)                                                   \
-  do {                                                                \
-    if (cond) {                                                       \
-      passed++;                                                       \
-    } else {                                                          \
-      failed++;                                                       \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                 \
-  } while (0)
+#include "check.h"
 
 /* The stream of a value that is its lone attachment: pickle protocol 5,
  * `ivm._copy._att(0)`. */
@@ -742,6 +732,5 @@ int main(void) {
   sleep_ms(50);
   CHECK(__atomic_load_n(&host.finalized, __ATOMIC_ACQUIRE) == 1);
 
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  return report();
 }

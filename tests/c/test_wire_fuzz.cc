@@ -12,16 +12,7 @@
 
 using namespace ivm::wire;
 
-static int passed, failed;
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (cond) {                                                                \
-      passed++;                                                                \
-    } else {                                                                   \
-      failed++;                                                                \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                          \
-  } while (0)
+#include "check.h"
 
 static std::vector<std::string> Seeds() {
   return {
@@ -140,6 +131,5 @@ int main() {
   int before = failed;
   for (int i = 0; i < 20000; ++i) FuzzOnce(rng, seeds);
   CHECK(failed == before);
-  std::printf("%d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  return report();
 }
