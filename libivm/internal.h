@@ -321,6 +321,9 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   enum State { kAlive = 0, kDisposing = 1, kDisposed = 2 };
   class Allocator;
   IsolateHolder() : jobs_(*this) {}
+  // The deleter of a buffer that another isolate's store backs (AdoptBuffer,
+  // ShareBuffer): gives its bytes back to this isolate's budget.
+  static void UnreserveOwner(void* data, size_t length, void* owner);
   static size_t NearHeapLimit(void* data, size_t current, size_t initial);
   // The heap's used size past its limit (which V8 itself lets large objects
   // pass): checked after each GC and at the end of long calls.

@@ -223,7 +223,14 @@ struct BufferOwner {
   std::shared_ptr<v8::BackingStore> adopted;               // AdoptBuffer's source
   size_t length = 0;
 };
+
 }  // namespace
+
+void IsolateHolder::UnreserveOwner(void*, size_t, void* arg) {
+  auto* o = static_cast<BufferOwner*>(arg);
+  static_cast<Allocator*>(o->allocator.get())->Unreserve(o->length);
+  delete o;
+}
 
 std::shared_ptr<v8::BackingStore> IsolateHolder::NewBuffer(const void* data, size_t length) {
   void* p = allocator_->AllocateUninitialized(length);
@@ -248,11 +255,7 @@ std::shared_ptr<v8::BackingStore> IsolateHolder::AdoptBuffer(
   auto* owner = new BufferOwner{allocator_, std::move(store), length};
   return v8::ArrayBuffer::NewBackingStore(
       data, length,
-      [](void*, size_t, void* arg) {
-        auto* o = static_cast<BufferOwner*>(arg);
-        static_cast<Allocator*>(o->allocator.get())->Unreserve(o->length);
-        delete o;
-      },
+      UnreserveOwner,
       owner);
 }
 
@@ -264,11 +267,7 @@ std::shared_ptr<v8::BackingStore> IsolateHolder::ShareBuffer(
   auto* owner = new BufferOwner{allocator_, std::move(store), length};
   std::unique_ptr<v8::BackingStore> shared = v8::SharedArrayBuffer::NewBackingStore(
       data, length,
-      [](void*, size_t, void* arg) {
-        auto* o = static_cast<BufferOwner*>(arg);
-        static_cast<Allocator*>(o->allocator.get())->Unreserve(o->length);
-        delete o;
-      },
+      UnreserveOwner,
       owner);
   return std::shared_ptr<v8::BackingStore>(std::move(shared));
 }
