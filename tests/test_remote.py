@@ -432,6 +432,20 @@ def test_modules_are_refused_clearly(remote: ivm.Isolate) -> None:
     assert remote.create_context_sync().eval_sync("1") == 1
 
 
+def test_hooks_and_code_caches_are_refused_clearly(remote: ivm.Isolate) -> None:
+    with pytest.raises(ValueError, match="hooks"):
+        remote.create_context_sync(import_module=lambda s, r: remote.compile_module_sync(""))
+    with pytest.raises(ValueError, match="hooks"):
+        remote.create_context_sync(on_unhandled_rejection=print)
+    with pytest.raises(ValueError, match="code caches"):
+        remote.compile_script_sync("1", produce_cached_data=True)
+    with pytest.raises(ValueError, match="code caches"):
+        remote.compile_script_sync("1", cached_data=b"IVMC")
+    script = remote.compile_script_sync("6 * 7")
+    assert script.cached_data is None and script.cached_data_rejected is False
+    assert script.run_sync(remote.create_context_sync()) == 42
+
+
 @pytest.mark.anyio
 async def test_modules_are_refused_clearly_async(remote: ivm.Isolate) -> None:
     with pytest.raises(ValueError, match="modules"):
