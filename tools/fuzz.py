@@ -9,6 +9,7 @@ Usage::
 Targets (every reader of bytes that ivm does not trust):
 
     copy_reader   libivm's copy-format reader, through ivm.h (libFuzzer, clang)
+    code_cache    the code-cache header checks, through ivm.h (libFuzzer)
     wire          the worker frame reader and payload codec, libivm/wire.cc (libFuzzer)
     unpickler     ivm/_copy.py's restricted Unpickler (atheris, in a Python where ivm is
                   installed: --python, default this one)
@@ -38,10 +39,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FUZZ_DIR = REPO / "tests" / "fuzz"
-LIBFUZZER = {"copy_reader": "fuzz_copy_reader", "wire": "fuzz_wire"}
+LIBFUZZER = {"copy_reader": "fuzz_copy_reader", "code_cache": "fuzz_code_cache",
+             "wire": "fuzz_wire"}
 PYTHON_TARGETS = {"unpickler": "fuzz_unpickler.py"}
 # Seed directories per target: the unpickler reads the same streams as the copy reader.
-SEEDS = {"copy_reader": ["copy_reader"], "wire": ["wire"],
+SEEDS = {"copy_reader": ["copy_reader"], "code_cache": ["code_cache"], "wire": ["wire"],
          "unpickler": ["copy_reader", "unpickler"]}
 # libFuzzer's lines for each new or smaller input: kept for the figures, not printed.
 NOISE = re.compile(r"#\d+\s+(NEW|REDUCE)\b|\s*NEW_FUNC|\"|###### ")
@@ -89,11 +91,11 @@ def build(build_dir: Path, exe: str) -> Path:
     return build_dir / exe
 
 
-# copy_reader runs without LeakSanitizer: V8 keeps many of its blocks reachable only from its
+# copy_reader and code_cache run without LeakSanitizer: V8 keeps many of its blocks reachable only from its
 # heap pages, which are mmap'd memory that LeakSanitizer does not scan, so every input
 # "leaks" V8's own blocks. The target counts libivm's objects after each input instead
 # (ivm_debug_live_objects), and tools/sanitize.py checks libivm's leaks process-wide.
-NO_LEAK_CHECK = {"copy_reader"}
+NO_LEAK_CHECK = {"copy_reader", "code_cache"}
 
 
 def sanitizer_env(target: str) -> dict[str, str]:

@@ -78,4 +78,14 @@ frames = {
 for name, data in frames.items():
     # The first byte chooses how the target cuts the stream into chunks.
     save("wire", name, b"\x07" + data)
-print(len(os.listdir(f"{out}/copy_reader")), len(os.listdir(f"{out}/wire")))
+
+# code_cache: a cache this build made for the target's script (its source must match
+# tests/fuzz/fuzz_code_cache.cc), and cuts of it.
+SCRIPT = "function twice(x) { return 2 * x; }\ntwice(21)"
+with ivm.Isolate(memory_limit=16) as iso:
+    cache = iso.compile_script_sync(SCRIPT, produce_cached_data=True).cached_data or b""
+for name, data in {"valid": cache, "header": cache[:56], "truncated": cache[:-1],
+                   "magic": b"IVMC"}.items():
+    save("code_cache", name, data)
+print(len(os.listdir(f"{out}/copy_reader")), len(os.listdir(f"{out}/wire")),
+      len(os.listdir(f"{out}/code_cache")))
