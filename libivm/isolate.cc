@@ -4,7 +4,9 @@
 // Limits. The heap is bounded by V8's resource constraints; when V8 is about
 // to exceed them it calls NearHeapLimit, which marks the isolate out of memory,
 // terminates its JavaScript and grants V8 room to unwind (returning the old
-// limit would make V8 abort the whole process). The call then fails with
+// limit would make V8 abort the whole process): half again what the heap
+// holds now, at least 32 MiB, at most the unwind cap (limit + max(limit,
+// 256 MiB)). The call then fails with
 // IVM_ERROR_MEMORY_LIMIT and the isolate is disposed. ArrayBuffer memory comes
 // from a per-isolate allocator with its own budget (the same limit): a refused
 // allocation is a JavaScript RangeError. Memory that bypasses the allocator
@@ -28,6 +30,12 @@ namespace {
 constexpr uint64_t kDefaultLimit = 128ull << 20;
 constexpr uint64_t kMaxLimit = 1ull << 40;
 constexpr size_t kHeapSlack = 32u << 20;
+// The most a heap may hold while a call unwinds from its memory limit: the
+// limit plus max(limit, 256 MiB) (ivm.h, ivm_isolate_options_t).
+constexpr uint64_t kUnwindFloor = 256ull << 20;
+size_t UnwindCap(uint64_t limit) {
+  return static_cast<size_t>(limit + std::max(limit, kUnwindFloor));
+}
 constexpr int64_t kLongCallNs = 200 * 1000;
 constexpr int64_t kPumpIntervalNs = 1000 * 1000;
 }  // namespace
@@ -162,8 +170,16 @@ size_t IsolateHolder::NearHeapLimit(void* data, size_t current, size_t initial) 
   auto* self = static_cast<IsolateHolder*>(data);
   self->oom_.store(true);
   self->isolate_->TerminateExecution();
-  // Room to unwind; the isolate is disposed as soon as the call returns.
-  return current + std::max(current / 2, kHeapSlack);
+  // Room to unwind; the isolate is disposed as soon as the call returns. The
+  // room is measured from what the heap holds now, not from the old limit: a
+  // builtin (Array.from, JSON.stringify, spreading) can grow the heap far
+  // past the limit in one step, and a grant below that is an abort ("Reached
+  // heap limit"). It never exceeds the unwind cap; past it, V8 aborts.
+  v8::HeapStatistics stats;
+  self->isolate_->GetHeapStatistics(&stats);
+  size_t used = std::max(current, stats.total_heap_size());
+  size_t grant = std::min(used + std::max(used / 2, kHeapSlack), UnwindCap(self->memory_limit_));
+  return std::max(grant, current);
 }
 
 void IsolateHolder::CheckExternalMemory() {

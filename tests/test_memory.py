@@ -257,6 +257,68 @@ def test_a_string_past_the_memory_limit_is_refused_on_every_path(path: str) -> N
         assert ctx.eval_sync("'é'.repeat(10)") == "é" * 10
 
 
+# --- one-line heap blow-ups: contained where the unwind room allows, else a process abort
+
+_BLOWUP_CHILD = """
+import sys, ivm
+iso = ivm.Isolate(memory_limit=32)
+ctx = iso.create_context_sync()
+try:
+    ctx.eval_sync(sys.argv[1], timeout=60)
+except ivm.MemoryLimitError:
+    print("contained", iso.is_disposed, flush=True)
+with ivm.Isolate(memory_limit=32) as fresh:
+    print("fresh", fresh.create_context_sync().eval_sync("6 * 7"), flush=True)
+"""
+
+
+def _blow_up_in_a_child(code: str) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _BLOWUP_CHILD, code],
+        cwd=Path(ivm.__file__).parent.parent,  # the installed ivm, not the source tree
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["contained", "True", "fresh", "42"]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "Array.from({length: 2**23}, (_, i) => i)",
+        "[...Array(2**23).keys()]",
+        "JSON.stringify(Array(2**23).fill('abcdefghijklmnop'))",
+        "const keep = []; for (let i = 0; ; i++) {"
+        " const s = ('x' + i).repeat(2 ** 25); s.indexOf('y'); keep.push(s) }",
+    ],
+)
+def test_one_line_heap_blowups_are_memory_limit_errors(code: str) -> None:
+    """Each of these aborted the process at memory_limit=32 (exit 133): a builtin grew the
+    heap past the old limit in one step, and the unwind room V8 was given was counted from
+    that limit, not from what the heap held."""
+    _blow_up_in_a_child(code)
+
+
+@pytest.mark.xfail(strict=True, reason="V8 aborts: more elements than a FixedArray can hold")
+def test_splitting_a_128_mb_string_into_characters_aborts() -> None:
+    """Not a memory limit at all: V8 refuses the array's size with a fatal error
+    ("invalid size error"), at any limit. Only process isolation contains it."""
+    _blow_up_in_a_child("'x'.repeat(2**27).split('')")
+
+
+@pytest.mark.xfail(strict=True, reason="V8 aborts: one allocation larger than the unwind cap")
+def test_an_allocation_past_the_unwind_cap_aborts() -> None:
+    """new Array(1e8).fill(0) needs about 800 MB at once; the room granted to unwind stops
+    at limit + max(limit, 256 MiB), so V8 aborts the process."""
+    _blow_up_in_a_child("new Array(1e8).fill(0)")
+
+
 # --- churn: RSS stays flat while isolates and everything in them come and go
 
 
