@@ -186,10 +186,16 @@ void IsolateHolder::CheckExternalMemory() {
   // V8 accounts every ArrayBuffer backing store here, including WebAssembly
   // memories that never went through our allocator. (Adjusting by 0 only
   // reads the counter.)
-  int64_t external = isolate_->AdjustAmountOfExternalAllocatedMemory(0);
+  int64_t external = isolate_->AdjustAmountOfExternalAllocatedMemory(0) - pinned_bytes_.load();
   if (external > 0 && static_cast<uint64_t>(external) > memory_limit_ + array_buffer_bytes()) {
     oom_.store(true);
   }
+}
+
+void IsolateHolder::ReportPinned(int64_t bytes) {
+  if (isolate_ == nullptr || bytes == 0) return;
+  pinned_bytes_.fetch_add(bytes);
+  isolate_->AdjustAmountOfExternalAllocatedMemory(bytes);
 }
 
 size_t IsolateHolder::array_buffer_bytes() const { return allocator_ ? allocator_->used() : 0; }
@@ -594,7 +600,17 @@ IVM_API void ivm_isolate_terminate(ivm_isolate_t* iso) {
   if (iso != nullptr) iso->holder->Terminate();
 }
 
-IVM_API void ivm_isolate_free(ivm_isolate_t* iso) { ivm::FreeHandle(iso); }
+IVM_API void ivm_isolate_free(ivm_isolate_t* iso) {
+  if (iso == nullptr) return;
+  // The isolate may now be torn down on any thread (when its last context or
+  // reference goes): this thread's parked lock goes first (never waits).
+  iso->holder->Orphan();
+  try {
+    ivm::GiveBackThreadLock(*iso->holder);
+  } catch (...) {
+  }
+  ivm::FreeHandle(iso);
+}
 
 IVM_API ivm_error_t* ivm_isolate_heap_statistics(ivm_isolate_t* iso, ivm_heap_statistics_t* out) {
   return Guard([&]() -> ivm_error_t* {
