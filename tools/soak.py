@@ -152,7 +152,12 @@ def step_trio(w: World, rng: random.Random) -> None:
 def step_callbacks(w: World, rng: random.Random) -> None:
     _, ctx = w.pick()
     seen: list[int] = []
-    ctx.global_.set_sync("note", ivm.Callback(lambda x: seen.append(x) or len(seen)))
+
+    def note(x: int) -> int:
+        seen.append(x)
+        return len(seen)
+
+    ctx.global_.set_sync("note", ivm.Callback(note))
     n = rng.randrange(1, 20)
     check(ctx.eval_sync(f"{{ let r = 0; for (let i = 0; i < {n}; i++) r = note(i); r }}") == n,
           "callback results")
