@@ -267,11 +267,22 @@ def step_dispose_from_thread(w: World, rng: random.Random) -> None:
 
 
 def step_terminate(w: World, rng: random.Random) -> None:
+    # terminate() stops what runs *now*: it waits until the loop has started (a terminate
+    # that comes first is a no-op, and the loop would run for ever).
     iso, ctx = w.pick()
-    timer = threading.Timer(rng.uniform(0, 0.05), iso.terminate)
+    started = threading.Event()
+    ctx.global_.set_sync("started", ivm.Callback(lambda: started.set()))
+    delay = rng.uniform(0, 0.05)
+
+    def stop() -> None:
+        if started.wait(STEP_BOUND_S):
+            time.sleep(delay)
+        iso.terminate()
+
+    timer = threading.Thread(target=stop)
     timer.start()
     try:
-        ctx.eval_sync("while (true) {}")
+        ctx.eval_sync("started(); while (true) {}")
         raise SoakFailure("an endless eval returned")
     except ivm.TerminatedError:
         pass
