@@ -413,7 +413,7 @@ class ThreadLockScope {
 // (WaitForPoolLocks).
 // An orphaned isolate (IsolateHolder::orphaned) is never kept parked: the
 // thread that frees the isolate's handle gives its lock back then, and a
-// call that ends on an orphaned isolate unlocks it fully.
+// call that ends on an orphaned or disposing isolate unlocks it fully.
 // Returns false if this thread still keeps one (busy, or inside a call).
 bool GiveBackThreadLock(IsolateHolder& holder);
 void WaitForPoolLocks(IsolateHolder& holder);

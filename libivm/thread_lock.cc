@@ -189,12 +189,13 @@ ThreadLockScope::ThreadLockScope(IsolateHolder& holder) {
 ThreadLockScope::~ThreadLockScope() {
   Parked* p = parked_;
   if (--p->depth != 0) return;
-  if (!holder_->orphaned()) {
+  if (!holder_->orphaned() && !holder_->disposed()) {
     new (p->unlocker) v8::Unlocker(p->isolate);
     return;
   }
-  // Nobody holds the isolate's handle: its teardown may come on any thread,
-  // so this thread's V8 state is freed now (the top-level Locker's end).
+  // Nobody holds the isolate's handle, or another thread is disposing it: its
+  // teardown may come on another thread, so this thread's V8 state is freed
+  // now (the top-level Locker's end).
   p->Locker()->~Locker();
   if (p->pool) holder_->pool_parked().fetch_sub(1);
   std::vector<Parked*>& parked = t_locks.parked;
