@@ -102,12 +102,14 @@ class World:
         self.isolates[i] = self.fresh()   # the old one goes to the garbage collector
 
     def heap_mb(self) -> float:
-        """What the long-lived isolates' heaps hold: they may fill up to their limits
-        before V8 collects, so RSS is judged beside them."""
+        """What the long-lived isolates' heaps and ArrayBuffers hold: garbage there waits
+        for V8's collector (up to the limit, or about 64 MB of buffers), so RSS is judged
+        beside them."""
         total = 0
         for iso, _ in self.isolates:
             if not iso.is_disposed:
-                total += iso.get_heap_statistics_sync().total_heap_size
+                stats = iso.get_heap_statistics_sync()
+                total += stats.total_heap_size + stats.externally_allocated_size
         return total / (1 << 20)
 
     def close(self) -> None:
@@ -384,11 +386,10 @@ def soak(minutes: float, seed: int, quiet: bool) -> dict[str, Any]:
                     levels.check(step, world)
             except Exception as e:
                 raise SoakFailure(f"step {step} ({name}): {type(e).__name__}: {e}") from e
-                if not quiet and step % (CHECK_EVERY * 20) == 0:
-                    print(f"soak: {step} steps, {(time.monotonic() - start) / 60:.1f} min, "
-                          f"RSS beside the heaps {levels.last.get('rss_mb', 0):.0f} MB, heaps "
-                          f"{levels.last.get('heap_mb', 0):.0f} MB", file=sys.stderr,
-                          flush=True)
+            if not quiet and step % (CHECK_EVERY * 20) == 0:
+                print(f"soak: {step} steps, {(time.monotonic() - start) / 60:.1f} min, "
+                      f"RSS beside the heaps {levels.last.get('rss_mb', 0):.0f} MB, heaps "
+                      f"{levels.last.get('heap_mb', 0):.0f} MB", file=sys.stderr, flush=True)
         levels.check(max(step, WARMUP_STEPS + 1), world)
     finally:
         faulthandler.cancel_dump_traceback_later()
