@@ -54,6 +54,8 @@ TARGETS = [
     Target("create_ms", "<=", 1.1, "raw_v8.create_ms"),
     Target("timeout_overshoot_ms", "<=", 1.0),                       # ms, absolute
     Target("rss_per_isolate_mb", "<=", 1.0),                         # MiB, absolute
+    # Reliability (issue 12): flat memory under churn, 1 MB per 20,000 cycles at most.
+    Target("rss_churn_kb_per_1000", "<=", 50.0),                     # KiB, absolute
     # Async engine: 70% of each loop's floor as run-all measures it (python_async; the probe
     # also reports the floor in ivm's own interpreter, "ivm.async_loop_floor_*"), awaited
     # latency, cancellation overshoot.
@@ -601,6 +603,73 @@ def f_rss(p):
     return res["rss_per_isolate_mb"]
 
 
+CHURN_WARMUP, CHURN_CYCLES = 300, 3000
+
+
+@figure("rss_churn_kb_per_1000")
+def f_rss_churn(p):
+    """In a fresh process: RSS growth per 1,000 isolate cycles after warm-up."""
+    p.close()
+    env = dict(os.environ, **{ROLE_ENV: "churn"})
+    try:
+        c = subprocess.run([sys.executable, THIS], env=env, capture_output=True, text=True,
+                           timeout=RSS_CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"the churn process hung (killed after {RSS_CHILD_TIMEOUT_S} s)") from None
+    try:
+        res = json.loads(c.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        why = f"signal {-c.returncode}" if c.returncode < 0 else f"exit {c.returncode}"
+        raise RuntimeError(f"the churn process failed ({why}): {' '.join(c.stderr.split())[-300:]}")
+    if "error" in res:
+        raise RuntimeError(res["error"])
+    p.r.notes["rss_churn_kb_per_1000"] = (
+        f"in a fresh process, after {CHURN_WARMUP} warm-up cycles: RSS growth over "
+        f"{CHURN_CYCLES} cycles of Isolate(memory_limit=16) + context + script + Reference + "
+        "Callback + ExternalCopy, every other one disposed, the rest dropped for the garbage "
+        "collector; KiB per 1,000 cycles (negative: it shrank)")
+    return res["rss_churn_kb_per_1000"]
+
+
+def churn_child() -> int:
+    """Role "churn": RSS growth per 1,000 isolate cycles, one JSON line."""
+    try:
+        import gc
+        import ivm
+
+        def rss_kb() -> int:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+            raise RuntimeError("no VmRSS in /proc/self/status")
+
+        def cycle(i: int) -> None:
+            iso = ivm.Isolate(memory_limit=16)
+            ctx = iso.create_context_sync()
+            fn = iso.compile_script_sync("x => x + 1").run_sync(ctx, reference=True)
+            ctx.global_.set_sync("double", ivm.Callback(lambda x: 2 * x))
+            copy = ivm.ExternalCopy({"a": [i]})
+            if fn.apply_sync(None, [i]) != i + 1 or ctx.eval_closure_sync(
+                    "return double($0.copy().a[0])", [copy]) != 2 * i:
+                raise RuntimeError("wrong result")
+            if i % 2:
+                iso.dispose()
+
+        for i in range(CHURN_WARMUP):
+            cycle(i)
+        gc.collect()
+        base = rss_kb()
+        for i in range(CHURN_CYCLES):
+            cycle(i)
+        gc.collect()
+        per = (rss_kb() - base) * 1000 / CHURN_CYCLES
+        print(json.dumps({"rss_churn_kb_per_1000": round(per, 1)}), flush=True)
+    except Exception as e:  # noqa: BLE001 — reported to the probe
+        print(json.dumps({"error": " ".join(f"{type(e).__name__}: {e}".split())[:300]}))
+    return 0
+
+
 def rss_child() -> int:
     """Role "rss": benchlib.rss_per over isolates + contexts, one JSON line."""
     try:
@@ -932,4 +1001,6 @@ if __name__ == "__main__":
         sys.exit(probe())
     if role == "rss":
         sys.exit(rss_child())
+    if role == "churn":
+        sys.exit(churn_child())
     sys.exit(main(sys.argv[1:]))

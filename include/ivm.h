@@ -357,7 +357,12 @@ struct ivm_isolate_options {
    * IVM_MEMORY_LIMIT_MIN). It bounds the JavaScript heap and, separately, the
    * memory of ArrayBuffers. Past it, the running call fails with
    * IVM_ERROR_MEMORY_LIMIT and the isolate is disposed (ArrayBuffer
-   * allocations past it throw a JavaScript RangeError instead).
+   * allocations past it throw a JavaScript RangeError instead). While the
+   * call unwinds, the heap may grow to at most the limit plus max(limit,
+   * 256 MiB) (since 0.4; before, the room was counted from the limit and one
+   * large builtin allocation aborted the process). An allocation that does
+   * not fit even there, or that V8 refuses outright (an array longer than V8
+   * allows), aborts the process: only a worker process contains it.
    */
   uint64_t memory_limit;
   /**

@@ -285,6 +285,19 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   std::recursive_timed_mutex& exec_mutex() { return exec_mutex_; }
   // Pool threads that keep a parked lock on this isolate (GiveBackThreadLock).
   std::atomic<int>& pool_parked() { return pool_parked_; }
+  // The isolate's handle (ivm_isolate_t) is freed: nobody will dispose it, so
+  // its teardown may run on any thread, when the last context, script or
+  // reference goes. Threads then stop parking their locks on it (a parked
+  // lock whose isolate is torn down on another thread leaks its V8 state).
+  // Another isolate kept alive by a Reference object in this one (about an
+  // idle isolate's size, kPinnedIsolateBytes): reported to V8 as external
+  // memory, so that this isolate's garbage collector runs as such objects add
+  // up and frees the unreachable ones (an isolate with a small heap might
+  // otherwise keep thousands of dropped isolates). Not part of the memory
+  // limit. Isolate locked; negative when the object goes.
+  void ReportPinned(int64_t bytes);
+  bool orphaned() const { return orphaned_.load(std::memory_order_acquire); }
+  void Orphan() { orphaned_.store(true, std::memory_order_release); }
   size_t array_buffer_bytes() const;
   // ArrayBuffer memory within the isolate's budget: a new store holding a
   // copy of `data`, or an existing store adopted without copying. Null when
@@ -343,6 +356,8 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   std::atomic<bool> oom_{false};
   std::atomic<bool> dispose_requested_{false};
   std::atomic<int> pool_parked_{0};
+  std::atomic<bool> orphaned_{false};
+  std::atomic<int64_t> pinned_bytes_{0};
 
   // Serialises calls; recursive so that a host callback can call back in.
   std::recursive_timed_mutex exec_mutex_;
@@ -439,6 +454,7 @@ class ThreadLockScope {
 
  private:
   struct Parked* parked_;
+  IsolateHolder* holder_;
 };
 
 // Gives back this thread's parked lock on `holder`'s isolate, if it has one
@@ -450,6 +466,9 @@ class ThreadLockScope {
 // more work, and gives it back before it sleeps or serves another isolate;
 // and disposal waits briefly for pool threads that still keep one
 // (WaitForPoolLocks).
+// An orphaned isolate (IsolateHolder::orphaned) is never kept parked: the
+// thread that frees the isolate's handle gives its lock back then, and a
+// call that ends on an orphaned or disposing isolate unlocks it fully.
 // Returns false if this thread still keeps one (busy, or inside a call).
 bool GiveBackThreadLock(IsolateHolder& holder);
 void WaitForPoolLocks(IsolateHolder& holder);

@@ -4,7 +4,9 @@
 // Limits. The heap is bounded by V8's resource constraints; when V8 is about
 // to exceed them it calls NearHeapLimit, which marks the isolate out of memory,
 // terminates its JavaScript and grants V8 room to unwind (returning the old
-// limit would make V8 abort the whole process). The call then fails with
+// limit would make V8 abort the whole process): half again what the heap
+// holds now, at least 32 MiB, at most the unwind cap (limit + max(limit,
+// 256 MiB)). The call then fails with
 // IVM_ERROR_MEMORY_LIMIT and the isolate is disposed. ArrayBuffer memory comes
 // from a per-isolate allocator with its own budget (the same limit): a refused
 // allocation is a JavaScript RangeError. Memory that bypasses the allocator
@@ -30,6 +32,12 @@ namespace {
 constexpr uint64_t kDefaultLimit = 128ull << 20;
 constexpr uint64_t kMaxLimit = 1ull << 40;
 constexpr size_t kHeapSlack = 32u << 20;
+// The most a heap may hold while a call unwinds from its memory limit: the
+// limit plus max(limit, 256 MiB) (ivm.h, ivm_isolate_options_t).
+constexpr uint64_t kUnwindFloor = 256ull << 20;
+size_t UnwindCap(uint64_t limit) {
+  return static_cast<size_t>(limit + std::max(limit, kUnwindFloor));
+}
 constexpr int64_t kLongCallNs = 200 * 1000;
 constexpr int64_t kPumpIntervalNs = 1000 * 1000;
 // A timed-out call's JavaScript that reaches no interrupt check this long
@@ -173,20 +181,23 @@ size_t IsolateHolder::NearHeapLimit(void* data, size_t current, size_t initial) 
   auto* self = static_cast<IsolateHolder*>(data);
   self->oom_.store(true);
   self->isolate_->TerminateExecution();
-  // Room to unwind; the isolate is disposed as soon as the call returns.
-  // The heap may already be past its limit (large objects): the room is
-  // counted from what it uses, or V8 would find it too small and abort.
-  v8::HeapStatistics s;
-  self->isolate_->GetHeapStatistics(&s);
-  size_t base = std::max(current, s.used_heap_size());
-  return base + std::max(base / 2, kHeapSlack);
+  // Room to unwind; the isolate is disposed as soon as the call returns. The
+  // room is measured from what the heap holds now, not from the old limit: a
+  // builtin (Array.from, JSON.stringify, spreading) can grow the heap far
+  // past the limit in one step, and a grant below that is an abort ("Reached
+  // heap limit"). It never exceeds the unwind cap; past it, V8 aborts.
+  v8::HeapStatistics stats;
+  self->isolate_->GetHeapStatistics(&stats);
+  size_t used = std::max(current, stats.total_heap_size());
+  size_t grant = std::min(used + std::max(used / 2, kHeapSlack), UnwindCap(self->memory_limit_));
+  return std::max(grant, current);
 }
 
 void IsolateHolder::CheckExternalMemory() {
   // V8 accounts every ArrayBuffer backing store here, including WebAssembly
   // memories that never went through our allocator. (Adjusting by 0 only
   // reads the counter.)
-  int64_t external = isolate_->AdjustAmountOfExternalAllocatedMemory(0);
+  int64_t external = isolate_->AdjustAmountOfExternalAllocatedMemory(0) - pinned_bytes_.load();
   if (external > 0 && static_cast<uint64_t>(external) > memory_limit_ + array_buffer_bytes()) {
     oom_.store(true);
   }
@@ -212,6 +223,12 @@ void IsolateHolder::AfterGC(v8::Isolate* isolate, v8::GCType, v8::GCCallbackFlag
   self->oom_.store(true);
   std::lock_guard<std::mutex> lock(self->state_mutex_);
   if (!self->active_.empty()) isolate->TerminateExecution();
+}
+
+void IsolateHolder::ReportPinned(int64_t bytes) {
+  if (isolate_ == nullptr || bytes == 0) return;
+  pinned_bytes_.fetch_add(bytes);
+  isolate_->AdjustAmountOfExternalAllocatedMemory(bytes);
 }
 
 size_t IsolateHolder::array_buffer_bytes() const { return allocator_ ? allocator_->used() : 0; }
@@ -749,7 +766,17 @@ IVM_API void ivm_isolate_terminate(ivm_isolate_t* iso) {
   iso->holder->Terminate();
 }
 
-IVM_API void ivm_isolate_free(ivm_isolate_t* iso) { ivm::FreeHandle(iso); }
+IVM_API void ivm_isolate_free(ivm_isolate_t* iso) {
+  if (iso == nullptr) return;
+  // The isolate may now be torn down on any thread (when its last context or
+  // reference goes): this thread's parked lock goes first (never waits).
+  iso->holder->Orphan();
+  try {
+    ivm::GiveBackThreadLock(*iso->holder);
+  } catch (...) {
+  }
+  ivm::FreeHandle(iso);
+}
 
 IVM_API ivm_error_t* ivm_isolate_heap_statistics(ivm_isolate_t* iso, ivm_heap_statistics_t* out) {
   return Guard([&]() -> ivm_error_t* {

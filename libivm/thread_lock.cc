@@ -5,6 +5,8 @@
 
 #include <pthread.h>
 
+#include <algorithm>
+
 namespace ivm {
 
 // A pool thread that blocks on another isolate could wait for a job queued
@@ -181,11 +183,24 @@ ThreadLockScope::ThreadLockScope(IsolateHolder& holder) {
     p->Unlocker()->~Unlocker();   // takes the lock back, restoring our state
   }
   parked_ = p;
+  holder_ = &holder;
 }
 
 ThreadLockScope::~ThreadLockScope() {
   Parked* p = parked_;
-  if (--p->depth == 0) new (p->unlocker) v8::Unlocker(p->isolate);
+  if (--p->depth != 0) return;
+  if (!holder_->orphaned() && !holder_->disposed()) {
+    new (p->unlocker) v8::Unlocker(p->isolate);
+    return;
+  }
+  // Nobody holds the isolate's handle, or another thread is disposing it: its
+  // teardown may come on another thread, so this thread's V8 state is freed
+  // now (the top-level Locker's end).
+  p->Locker()->~Locker();
+  if (p->pool) holder_->pool_parked().fetch_sub(1);
+  std::vector<Parked*>& parked = t_locks.parked;
+  parked.erase(std::find(parked.begin(), parked.end(), p));
+  delete p;
 }
 
 bool GiveBackThreadLock(IsolateHolder& holder) {

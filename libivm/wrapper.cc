@@ -20,6 +20,9 @@ namespace {
 
 alignas(8) const char kWrapTag = 0;   // its address marks our objects' second internal field
                                     // (V8 requires an even address there)
+// What a Reference object to another isolate's value is reported to cost
+// (IsolateHolder::ReportPinned): about an idle isolate with a context.
+constexpr int64_t kPinnedIsolateBytes = 1 << 20;
 
 }  // namespace
 
@@ -41,6 +44,8 @@ class WrapRecord final : public Resource {
  public:
   void ResetLocked() override {
     object.Reset();
+    holder->ReportPinned(-pinned);
+    pinned = 0;
     if (box && box->self && box->ref.record) {
       box->ref.record->ResetLocked();
       holder->ReleaseLater(box->ref.record.get());
@@ -50,6 +55,7 @@ class WrapRecord final : public Resource {
   v8::Global<v8::Object> object;
   std::unique_ptr<WrapBox> box;
   IsolateHolder* holder = nullptr;
+  int64_t pinned = 0;   // reported to V8 for the isolate the box keeps alive
 };
 
 namespace {
@@ -706,7 +712,14 @@ v8::MaybeLocal<v8::Object> NewWrapper(IsolateHolder& holder, v8::Isolate* isolat
   obj->SetAlignedPointerInInternalField(1, const_cast<char*>(&kWrapTag));
   record->object.Reset(isolate, obj);
   record->object.SetWeak(record.get(), OnWrapperCollected, v8::WeakCallbackType::kParameter);
+  WrapBox& b = *record->box;
+  bool pins = (b.kind == WrapBox::kReference || b.kind == WrapBox::kDeref) && !b.self &&
+              b.ref.holder && b.ref.holder.get() != &holder;
   holder.Register(record);
+  if (pins) {
+    record->pinned = kPinnedIsolateBytes;
+    holder.ReportPinned(kPinnedIsolateBytes);
+  }
   return obj;
 }
 
