@@ -770,10 +770,12 @@ IVM_API void ivm_isolate_free(ivm_isolate_t* iso) {
   if (iso == nullptr) return;
   // The isolate may now be torn down on any thread (when its last context or
   // reference goes): this thread's parked lock goes first (never waits).
-  iso->holder->Orphan();
-  try {
-    ivm::GiveBackThreadLock(*iso->holder);
-  } catch (...) {
+  if (iso->holder) {   // (an isolate in a worker has no inline engine)
+    iso->holder->Orphan();
+    try {
+      ivm::GiveBackThreadLock(*iso->holder);
+    } catch (...) {
+    }
   }
   ivm::FreeHandle(iso);
 }
