@@ -155,12 +155,25 @@ class Context(Handle):
         running. Cancelling the awaiting task stops the JavaScript (or drops the
         call if it has not started); the isolate stays usable.
         """
-        src = code_bytes(code)
-        source, run, ropts, _keep = call_options(
-            timeout, promise, copy, external_copy, transfer_out, reference,
-            filename, line_offset, column_offset,
-        )  # fmt: skip
-        args = (self._ptr, src, len(src), source, run, ropts)
+        if type(code) is not str:
+            code_bytes(code)  # raises TypeError
+        try:
+            src = code.encode()  # code_bytes, inlined on the hot path
+        except UnicodeEncodeError:
+            src = code.encode("utf-8", "surrogatepass")
+        if (
+            timeout is None and promise is False and copy is False and external_copy is False
+            and transfer_out is False and reference is False and filename is None
+            and line_offset == 0 and column_offset == 0
+        ):  # fmt: skip
+            # call_options' all-defaults case, inlined on the hot path
+            args: tuple[Any, ...] = (self._ptr, src, len(src), _NULL, _NULL, _NULL)
+        else:
+            source, run, ropts, _keep = call_options(
+                timeout, promise, copy, external_copy, transfer_out, reference,
+                filename, line_offset, column_offset,
+            )  # fmt: skip
+            args = (self._ptr, src, len(src), source, run, ropts)
         return await submit(self._isolate._ptr, _eval_async, args, take)
 
     def eval_ignored(

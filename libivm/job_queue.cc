@@ -51,6 +51,7 @@ bool JobQueue::Serve() {
       std::lock_guard<std::mutex> lock(mutex_);
       if (queue_.empty()) {
         scheduled_ = false;
+        pool::NoteFinishing();
         return false;
       }
       job = std::move(queue_.front());
@@ -87,6 +88,7 @@ bool JobQueue::Serve() {
   std::lock_guard<std::mutex> lock(mutex_);
   if (queue_.empty()) {
     scheduled_ = false;
+    pool::NoteFinishing();
     return false;
   }
   return true;

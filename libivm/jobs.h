@@ -134,6 +134,10 @@ uint64_t CurrentJob();
 // The isolate whose job the current thread runs (nullptr outside jobs).
 IsolateHolder* CurrentHolder();
 void SetCurrentJob(uint64_t job_id, IsolateHolder* holder);
+// Pool thread, with the ending queue's lock held: the queue it serves just ran
+// empty, and this thread is on its way back to the ready list (Schedule counts
+// it as coming rather than waking another thread for the next job).
+void NoteFinishing();
 // From inside the current job's work: park the job; `resume` finishes it
 // later (JobQueue::Wake queues it again).
 void Park(Job::Work resume);
