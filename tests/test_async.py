@@ -847,11 +847,12 @@ async def test_async_calls_do_not_leak(no_leaks: None) -> None:
 
 # --- the example -------------------------------------------------------------------------
 
-def test_trio_job_runner_example() -> None:
+def run_example(*args: str) -> str:
+    """The job runner's output; it must exit with status 0."""
     # The child runs beside the imported ivm package (the source tree's ivm/ lacks the
     # compiled parts); the script's own directory, docs/examples, goes first on sys.path.
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLE)],
+        [sys.executable, str(EXAMPLE), *args],
         cwd=Path(ivm.__file__).parent.parent,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -861,7 +862,11 @@ def test_trio_job_runner_example() -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    return proc.stdout
+
+
+def test_trio_job_runner_example() -> None:
+    out = run_example()
     for name, failure in [
         ("infinite loop", "TimeoutError"),
         ("memory hog", "MemoryLimitError"),
@@ -871,6 +876,19 @@ def test_trio_job_runner_example() -> None:
         assert re.search(rf"^job +\d+ +{name} +FAIL .*{failure}", out, re.M), out
     assert re.search(r"^job +\d+ +sum to 1000 +ok .*500500$", out, re.M), out
     assert re.search(r"^job +\d+ +fresh globals +ok .*'undefined'$", out, re.M), out
-    assert re.search(r"^isolate \d+ was disposed by its memory limit; replaced it$", out, re.M), out
+    assert re.search(r"^isolate \d+: it was disposed by its memory limit; replaced it$", out, re.M), out
     assert len(re.findall(r"^job ", out, re.M)) == 12, out
     assert re.search(r"^summary: 12 jobs, 8 ok, 4 failed, 1 isolate recreated", out, re.M), out
+
+
+def test_trio_job_runner_example_isolated_replaces_crashed_workers() -> None:
+    """--isolated: a job that aborts V8 costs one worker, which the pool replaces; the
+    other jobs, the later one included, run as inline."""
+    out = run_example("--isolated")
+    assert re.search(
+        r"^job +\d+ +engine abort +FAIL .*IsolateCrashedError: worker process \d+ was killed "
+        r"by signal \d+", out, re.M), out  # fmt: skip
+    assert re.search(r"^isolate \d+: its worker process crashed; replaced it$", out, re.M), out
+    assert re.search(r"^job +\d+ +after the abort +ok .*'still serving'$", out, re.M), out
+    assert re.search(r"^job +\d+ +memory hog +FAIL .*MemoryLimitError", out, re.M), out
+    assert re.search(r"^summary: 14 jobs, 9 ok, 5 failed, 2 isolates recreated", out, re.M), out

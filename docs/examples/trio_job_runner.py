@@ -1,6 +1,7 @@
 """Runs untrusted JavaScript jobs concurrently on a small pool of isolates, under trio.
 
     python docs/examples/trio_job_runner.py [--isolates K] [--timeout SECONDS] [--memory-limit MB]
+                                            [--isolated]
 
 A trio nursery starts every job at once. Each job borrows a free isolate from the pool
 (so an isolate runs one job at a time and the K isolates run in parallel), evaluates its
@@ -8,6 +9,12 @@ code in a fresh context with a time limit, and hands the isolate back. Hostile j
 their own without hurting the others: an endless loop hits the timeout, a syntax error or a
 ``throw`` arrive as ``ivm.JSError``, and a memory hog hits the isolate's memory limit, which
 disposes that isolate; the job runner then puts a new isolate in its place.
+
+With ``--isolated``, each isolate lives in its own sandboxed worker process
+(``ivm.Isolate(process="isolated")``, docs/process.md), and the job list gains jobs that abort
+V8 itself. Inline, such a job would end the whole Python process; here it costs one worker, the
+job fails with ``ivm.IsolateCrashedError`` (with the signal and V8's message), and the pool
+replaces the crashed worker like a disposed isolate.
 
 One line is printed per job as it finishes, then a summary. Needs trio (``pip install trio``).
 """
@@ -47,6 +54,13 @@ JOBS: list[tuple[str, str]] = [
     ("leap day", "new Date(Date.UTC(2024, 1, 29)).toISOString().slice(0, 10)"),
 ]
 
+#: Jobs that abort V8 itself (not an exception: the engine ends its process). Run only with
+#: --isolated, where they cost one worker process.
+CRASH_JOBS: list[tuple[str, str]] = [
+    ("engine abort", "'x'.repeat(2 ** 27).split('')"),
+    ("after the abort", "'still ' + 'serving'"),
+]
+
 
 @dataclass
 class Slot:
@@ -67,7 +81,15 @@ def describe(exc: ivm.IvmError) -> str:
     if isinstance(exc, ivm.JSError):
         # The first line of the stack: "RangeError: message" (or the thrown value).
         return exc.stack.splitlines()[0] if exc.stack else repr(exc.message)
-    return f"{type(exc).__name__}: {exc}"
+    # A crash's message goes on with the tail of the worker's stderr; its start says enough.
+    first_line = str(exc).partition("\n")[0].partition("; its stderr")[0]
+    return f"{type(exc).__name__}: {first_line}"
+
+
+def new_isolate(args: argparse.Namespace) -> ivm.Isolate:
+    if args.isolated:
+        return ivm.Isolate(memory_limit=args.memory_limit, process="isolated")
+    return ivm.Isolate(memory_limit=args.memory_limit)
 
 
 async def run_job(
@@ -89,31 +111,39 @@ async def run_job(
     except ivm.IvmError as exc:
         tally.failed += 1
         print(f"job {number:2} {name:<16} FAIL  isolate {slot.index}: {describe(exc)}")
+        crashed = isinstance(exc, ivm.IsolateCrashedError)
     else:
         tally.ok += 1
         print(f"job {number:2} {name:<16} ok    isolate {slot.index}: {result!r}")
+        crashed = False
     finally:
         if slot.isolate.is_disposed:
-            slot.isolate = ivm.Isolate(memory_limit=args.memory_limit)
+            slot.isolate.dispose()  # frees a crashed worker's records; idempotent
+            slot.isolate = new_isolate(args)
             tally.recreated += 1
-            print(f"isolate {slot.index} was disposed by its memory limit; replaced it")
+            why = "its worker process crashed" if crashed else "it was disposed by its memory limit"
+            print(f"isolate {slot.index}: {why}; replaced it")
         give_back.send_nowait(slot)
 
 
 async def main(args: argparse.Namespace) -> Tally:
     tally = Tally()
-    slots = [Slot(k, ivm.Isolate(memory_limit=args.memory_limit)) for k in range(args.isolates)]
+    slots = [Slot(k, new_isolate(args)) for k in range(args.isolates)]
     give_back, pool = trio.open_memory_channel[Slot](len(slots))
     for slot in slots:
         give_back.send_nowait(slot)
     try:
         async with trio.open_nursery() as nursery:
-            for number, (name, code) in enumerate(JOBS, 1):
+            for number, (name, code) in enumerate(jobs(args), 1):
                 nursery.start_soon(run_job, number, name, code, pool, give_back, args, tally)
     finally:
         for slot in slots:
             slot.isolate.dispose()
     return tally
+
+
+def jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    return JOBS + CRASH_JOBS if args.isolated else JOBS
 
 
 def parse_args() -> argparse.Namespace:
@@ -122,6 +152,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=1.0, help="per-job seconds (default 1)")
     parser.add_argument(
         "--memory-limit", type=float, default=16, help="per-isolate MB (default 16)"
+    )
+    parser.add_argument(
+        "--isolated",
+        action="store_true",
+        help="each isolate in its own sandboxed worker process; adds jobs that abort V8",
     )
     args = parser.parse_args()
     if args.isolates < 1:
@@ -135,7 +170,7 @@ if __name__ == "__main__":
     tally = trio.run(main, args)
     plural = "" if tally.recreated == 1 else "s"
     print(
-        f"summary: {len(JOBS)} jobs, {tally.ok} ok, {tally.failed} failed, "
+        f"summary: {len(jobs(args))} jobs, {tally.ok} ok, {tally.failed} failed, "
         f"{tally.recreated} isolate{plural} recreated, "
         f"{args.isolates} isolates, {time.monotonic() - started:.2f} s"
     )
