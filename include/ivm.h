@@ -91,6 +91,10 @@
  * as a generic error and an unknown value kind as unsupported. After 1.0, a
  * shipped function never changes; a new behaviour gets a new name (`_v2`).
  *
+ * ## Changes in 0.5
+ *   - ivm_interrupt_on_signal() also stops synchronous calls to worker-hosted
+ *     isolates (it cancels them in their worker), and workers ignore SIGINT.
+ *
  * ## Changes in 0.4
  *
  *   - Isolates can live in a worker process: ivm_isolate_options_t gains
@@ -1771,7 +1775,11 @@ IVM_API uint64_t ivm_set_copy_limit(uint64_t bytes);
  * arrives, the synchronous calls running on the thread that called this
  * function are terminated (they fail with IVM_ERROR_TERMINATED), and then the
  * handler that was installed before is invoked, so the host still sees the
- * signal (Python raises KeyboardInterrupt). If a later sigaction() replaces
+ * signal (Python raises KeyboardInterrupt). A synchronous call to a
+ * worker-hosted isolate is cancelled in its worker instead (IVM_ERROR_CANCELLED;
+ * its JavaScript stops there, the isolate stays usable); worker processes
+ * ignore the signal themselves, so a terminal's Ctrl-C, which reaches the
+ * whole process group, leaves them running. If a later sigaction() replaces
  * libivm's handler, call this again. Calling it again for the same signal from
  * the same thread is a no-op.
  * Threads: any (usually the main thread). Blocks: never.

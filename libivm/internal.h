@@ -412,6 +412,12 @@ class HostScope {
 namespace interrupt {
 void Enter(IsolateHolder& holder);   // an outermost call starts on this thread
 void Leave(IsolateHolder& holder);   // ... and ends
+// The same for a call that waits for another process (a worker-hosted
+// isolate's synchronous call): on the signal, the watcher thread runs `stop`
+// (which must not block for long). Returns 0 when this thread is not the
+// watched one, otherwise a token for LeaveCall.
+uint64_t EnterCall(std::function<void()> stop);
+void LeaveCall(uint64_t token);
 // Takes `lock`; on the watched thread, gives up with TERMINATED if the signal
 // arrives while it waits for a busy isolate.
 ivm_error_t* Lock(std::unique_lock<std::recursive_timed_mutex>& lock);

@@ -20,7 +20,14 @@ using Parse = std::function<ivm_error_t*(wire::Reader& r, ivm_completion_t* c)>;
 ivm_error_t* Sync(RemoteIsolate& iso, uint64_t id, const std::string& frame, uint64_t timeout_ns,
                   const Parse& parse, ivm_completion_t* c) {
   wire::Frame reply;
-  if (ivm_error_t* err = iso.worker().Call(id, frame, timeout_ns, &reply)) return err;
+  // Ctrl-C (ivm_interrupt_on_signal) cancels the call in the worker, which
+  // stops its JavaScript there; the call then ends as a cancelled one.
+  WorkerProcess& worker = iso.worker();
+  uint64_t token = interrupt::EnterCall(
+      [&worker, id] { worker.Post(wire::Writer(wire::kCancel, id).Finish()); });
+  ivm_error_t* call_error = worker.Call(id, frame, timeout_ns, &reply);
+  interrupt::LeaveCall(token);
+  if (call_error) return call_error;
   wire::Reader r(reply.payload);
   if (ivm_error_t* err = iso.ReadReply(reply, &r)) return err;
   return parse(r, c);

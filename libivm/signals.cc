@@ -3,10 +3,13 @@
 //
 // The signal handler only writes a byte to a pipe (async-signal-safe) and
 // chains to the previous handler; a watcher thread reads the pipe and
-// terminates the synchronous calls running on the interrupted thread.
+// terminates the synchronous calls running on the interrupted thread (a
+// worker-hosted isolate's call is cancelled in its worker: EnterCall).
 #include "internal.h"
 
 #include <csignal>
+#include <functional>
+#include <unordered_map>
 #include <unistd.h>
 
 namespace ivm {
@@ -16,6 +19,8 @@ namespace {
 struct State {
   std::mutex mutex;
   std::vector<std::weak_ptr<IsolateHolder>> running;   // calls on `thread`
+  std::unordered_map<uint64_t, std::function<void()>> stops;   // EnterCall's, by token
+  uint64_t next_token = 1;
   std::thread::id thread;
   int pipe_w = -1;
   struct sigaction previous[65];
@@ -66,6 +71,8 @@ void Watch(int fd) {
       for (auto& w : s.running) {
         if (auto h = w.lock()) targets.push_back(std::move(h));
       }
+      // Under the lock: what a stop refers to lives until its LeaveCall.
+      for (auto& [token, stop] : s.stops) stop();
     }
     for (auto& h : targets) h->Terminate();
   }
@@ -108,6 +115,23 @@ void Leave(IsolateHolder& holder) {
       break;
     }
   }
+}
+
+uint64_t EnterCall(std::function<void()> stop) {
+  if (!g_enabled.load(std::memory_order_relaxed)) return 0;
+  State& s = state();
+  if (std::this_thread::get_id() != s.thread) return 0;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  uint64_t token = s.next_token++;
+  s.stops.emplace(token, std::move(stop));
+  return token;
+}
+
+void LeaveCall(uint64_t token) {
+  if (token == 0) return;
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.stops.erase(token);
 }
 
 ivm_error_t* Install(int signum) {

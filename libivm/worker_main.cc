@@ -33,6 +33,9 @@ int main() {
     return Fail("start-up", "fd 3 is not a socket: ivm-worker is started by libivm only");
   }
   signal(SIGPIPE, SIG_IGN);
+  // Ctrl-C in a terminal signals the whole foreground process group, worker
+  // included: the host decides what an interrupt stops (it cancels the call).
+  signal(SIGINT, SIG_IGN);
 #ifdef IVM_WORKER_TEST_HOOKS
   // Test builds only: a worker that never finishes starting.
   if (getenv("IVM_WORKER_TEST_HANG") != nullptr) {

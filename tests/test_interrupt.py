@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import ivm
 
 CHILD = r"""
 import sys, time, ivm
-isolate = ivm.Isolate()
+isolate = ivm.Isolate(process=sys.argv[2])
 context = isolate.create_context_sync()
 print("ready", flush=True)
 try:
@@ -26,31 +29,52 @@ sys.exit(3)
 """
 
 
-def run_and_interrupt(code: str, *, promise: bool = False) -> tuple[int, str, str]:
+#: Where the child's isolate lives: inline, or in a worker process (the sync call waits for
+#: the worker; Ctrl-C cancels it there).
+PLACES = ["inline", "isolated"]
+
+
+def run_and_interrupt(
+    code: str, *, promise: bool = False, process: str = "inline", whole_group: bool = False
+) -> tuple[int, str, str]:
     child = CHILD.replace("eval_sync(sys.argv[1])", f"eval_sync(sys.argv[1], promise={promise})")
     proc = subprocess.Popen(
-        [sys.executable, "-c", child, code],
+        [sys.executable, "-c", child, code, process],
         cwd=Path(ivm.__file__).parent.parent,  # import the installed ivm, not the source tree
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=whole_group,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     time.sleep(0.3)  # let the JavaScript start
-    proc.send_signal(signal.SIGINT)
+    if whole_group:  # as a terminal's Ctrl-C: the child and its worker processes
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     return proc.returncode, out, err
 
 
-def test_ctrl_c_stops_a_busy_loop() -> None:
-    code, out, err = run_and_interrupt("while (true) {}")
+@pytest.mark.parametrize("process", PLACES)
+def test_ctrl_c_stops_a_busy_loop(process: str) -> None:
+    code, out, err = run_and_interrupt("while (true) {}", process=process)
     assert code == 0, err
     assert "interrupted 42" in out
 
 
-def test_ctrl_c_stops_a_promise_wait() -> None:
-    code, out, err = run_and_interrupt("new Promise(() => {})", promise=True)
+@pytest.mark.parametrize("process", PLACES)
+def test_ctrl_c_stops_a_promise_wait(process: str) -> None:
+    code, out, err = run_and_interrupt("new Promise(() => {})", promise=True, process=process)
+    assert code == 0, err
+    assert "interrupted 42" in out
+
+
+def test_ctrl_c_to_the_whole_process_group_spares_the_worker() -> None:
+    """A terminal signals every process of its foreground group: the worker ignores SIGINT
+    (the host cancels the call), so the isolate survives and answers after the interrupt."""
+    code, out, err = run_and_interrupt("while (true) {}", process="isolated", whole_group=True)
     assert code == 0, err
     assert "interrupted 42" in out
 
@@ -58,7 +82,7 @@ def test_ctrl_c_stops_a_promise_wait() -> None:
 def test_without_ctrl_c_the_loop_is_not_interrupted() -> None:
     # The counterpart: the child reports "not interrupted" when the code ends by itself.
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, "1 + 1"],
+        [sys.executable, "-c", CHILD, "1 + 1", "inline"],
         cwd=Path(ivm.__file__).parent.parent,
         capture_output=True,
         text=True,
