@@ -92,6 +92,9 @@
  * shipped function never changes; a new behaviour gets a new name (`_v2`).
  *
  * ## Changes in 0.5
+ *   - A copy in a worker's REPLY is checked for the copy format's shape before
+ *     anything decodes it; one that fails is the worker's crash (CRASHED).
+ *     IVM_DEBUG_HOOK_FORGE_VALUE tests it.
  *   - ivm_interrupt_on_signal() also stops synchronous calls to worker-hosted
  *     isolates (it cancels them in their worker), and workers ignore SIGINT.
  *
@@ -1811,8 +1814,10 @@ enum {
   IVM_DEBUG_HOOK_SEND_BYTES = 3, /**< write `data` raw to the channel; no answer */
   IVM_DEBUG_HOOK_EXIT = 4,       /**< write `data` to stderr, then exit(1) */
   IVM_DEBUG_HOOK_ABORT = 5,      /**< write `data` to stderr, then abort() */
-  IVM_DEBUG_HOOK_EVAL = 6        /**< evaluate `data` in a new isolate; the
+  IVM_DEBUG_HOOK_EVAL = 6,       /**< evaluate `data` in a new isolate; the
                                       error is the call's error */
+  IVM_DEBUG_HOOK_FORGE_VALUE = 7 /**< the worker's next value result is a
+                                      copy whose stream is `data` (since 0.5) */
 };
 
 /**

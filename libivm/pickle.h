@@ -13,6 +13,7 @@
 #define IVM_PICKLE_H
 
 #include "internal.h"
+#include "pickle_ops.h"
 
 #include <cmath>
 #include <cstdint>
@@ -23,23 +24,9 @@
 namespace ivm {
 namespace pickle {
 
-// The opcodes the copy format uses (pickle's names).
-namespace op {
-constexpr char MARK = '(', STOP = '.', POP = '0', POP_MARK = '1', BININT = 'J',
-               BININT1 = 'K', BININT2 = 'M', NONE = 'N', BINUNICODE = 'X', APPEND = 'a',
-               GLOBAL = 'c', EMPTY_DICT = '}', APPENDS = 'e', BINGET = 'h', LONG_BINGET = 'j',
-               EMPTY_LIST = ']', BINPUT = 'q', LONG_BINPUT = 'r', SETITEM = 's', TUPLE = 't',
-               EMPTY_TUPLE = ')', SETITEMS = 'u', BINFLOAT = 'G', REDUCE = 'R',
-               SHORT_BINBYTES = 'C', BINBYTES = 'B';
-constexpr unsigned char PROTO = 0x80, TUPLE1 = 0x85, TUPLE2 = 0x86, TUPLE3 = 0x87,
-                        NEWTRUE = 0x88, NEWFALSE = 0x89, LONG1 = 0x8a, LONG4 = 0x8b,
-                        SHORT_BINUNICODE = 0x8c, BINUNICODE8 = 0x8d, BINBYTES8 = 0x8e,
-                        EMPTY_SET = 0x8f, ADDITEMS = 0x90, FROZENSET = 0x91,
-                        STACK_GLOBAL = 0x93, MEMOIZE = 0x94, FRAME = 0x95, BYTEARRAY8 = 0x96;
-}  // namespace op
+// The opcodes and kProtocol are in pickle_ops.h (free of V8: copy_check.cc).
 
 // --- Layout
-constexpr unsigned char kProtocol = 5;
 // Items per batch (MARK, items, then APPENDS, SETITEMS or ADDITEMS), as
 // Python's pickle writes them; the reader takes batches of any size.
 constexpr uint32_t kBatchSize = 1000;

@@ -1,6 +1,8 @@
 // wire_value.cc — see wire_value.h.
 #include "wire_value.h"
 
+#include "copy_check.h"
+
 #include <vector>
 
 namespace ivm::wire {
@@ -49,6 +51,9 @@ bool ReadSerialized(Reader& r, ivm_value_t** out) {
   std::string_view stream;
   uint32_t n = 0;
   if (!r.Bytes(&stream) || !r.U32(&n) || n > kMaxAttachments) return false;
+  // The other process is not trusted: its stream must have the copy format's
+  // shape before any decoder (Python's Unpickler included) sees it.
+  if (!CheckCopyStream(stream, nullptr)) return false;
   ivm_value_t* value = nullptr;
   if (ivm_error_t* err = ivm_value_new_serialized(stream.data(), stream.size(), &value)) {
     ivm_error_free(err);

@@ -8,6 +8,8 @@
 #include "wire_value.h"
 #include "worker_server.h"
 
+#include <utility>
+
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -107,6 +109,24 @@ void Ops::Finish(const Pending& p, const ivm_completion_t* c) {
     out = FullReply(p.call_id, c->error, p.iso, nullptr);
   } else if (c->kind == IVM_COMPLETION_VALUE) {
     ivm_value_t* value = c->result.value;
+#ifdef IVM_WORKER_TEST_HOOKS
+    std::string forged;
+    bool forge = false;
+    {
+      std::lock_guard<std::recursive_mutex> lock(mu_);
+      forge = std::exchange(forge_, false);
+      forged.swap(forged_stream_);
+    }
+    if (forge) {
+      out = FullReply(p.call_id, nullptr, p.iso, [&forged](wire::Writer& w, std::string*) {
+        w.U8(IVM_VALUE_SERIALIZED).Bytes(forged).U32(0);
+        return true;
+      });
+      ivm_value_free(value);
+      channel_.Send(out);
+      return;
+    }
+#endif
     out = FullReply(p.call_id, nullptr, p.iso, [value](wire::Writer& w, std::string* why) {
       return wire::WriteValue(w, value, why);
     });
@@ -140,6 +160,14 @@ std::string Ops::Submit(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id
   if (early_.erase(call_id) == 0) jobs_[call_id] = Job{iso, job};
   return {};
 }
+
+#ifdef IVM_WORKER_TEST_HOOKS
+void Ops::ForgeNextValue(std::string stream) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  forge_ = true;
+  forged_stream_ = std::move(stream);
+}
+#endif
 
 void Ops::Cancel(uint64_t call_id) {
   std::lock_guard<std::recursive_mutex> lock(mu_);

@@ -106,8 +106,12 @@ void WriteStderr(std::string_view text) {
 
 // Test-only misbehaviour (IVM_DEBUG_HOOK_* in ivm.h). Returns the reply to
 // send, or an empty string for none.
-std::string TestHook(Channel& channel, uint64_t id, uint32_t action, std::string_view data) {
+std::string TestHook(Channel& channel, Ops& ops, uint64_t id, uint32_t action,
+                     std::string_view data) {
   switch (action) {
+    case IVM_DEBUG_HOOK_FORGE_VALUE:
+      ops.ForgeNextValue(std::string(data));
+      return Reply(id, wire::kStatusOk, "");
     case IVM_DEBUG_HOOK_OPEN_FILE: {
       int fd = open("/etc/passwd", O_RDONLY | O_CLOEXEC);
       return Reply(id, IVM_ERROR_INTERNAL, fd >= 0 ? "open succeeded" : strerror(errno));
@@ -155,7 +159,7 @@ std::string HandleCall(Channel& channel, Ops& ops, const wire::Frame& frame) {
     if (!reader.U32(&action) || !reader.Bytes(&data) || !reader.Done()) {
       return Reply(frame.header.id, IVM_ERROR_INVALID_ARGUMENT, "malformed test hook call");
     }
-    return TestHook(channel, frame.header.id, action, data);
+    return TestHook(channel, ops, frame.header.id, action, data);
   }
 #else
   (void)channel;

@@ -44,6 +44,11 @@ class Ops {
   std::string Call(uint64_t id, uint32_t op, wire::Reader& r);
   // CANCEL: cancels the job of CALL `call_id`, if it still runs.
   void Cancel(uint64_t call_id);
+#ifdef IVM_WORKER_TEST_HOOKS
+  // IVM_DEBUG_HOOK_FORGE_VALUE: the next value result is sent as a copy
+  // whose stream is `stream` (a worker that lies; the host must refuse it).
+  void ForgeNextValue(std::string stream);
+#endif
 
  private:
   struct Pending;
@@ -70,6 +75,10 @@ class Ops {
   std::unordered_map<uint64_t, ivm_script_t*> scripts_;
   std::unordered_map<uint64_t, Job> jobs_;     // running jobs by CALL id
   std::unordered_set<uint64_t> early_;         // jobs that ended before they were recorded
+#ifdef IVM_WORKER_TEST_HOOKS
+  bool forge_ = false;
+  std::string forged_stream_;
+#endif
 };
 
 // Sends HELLO: magic, protocol version, ivm version, V8 version.

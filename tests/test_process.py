@@ -285,3 +285,51 @@ def test_frame_reader_fuzz() -> None:
     assert outcomes["crash"] > 0, outcomes
     with ivm.ProcessGroup() as fresh:
         fresh.ping_sync()
+
+
+# --- copies from a lying worker -----------------------------------------------------------
+# A worker's value results reach Python's Unpickler; libivm admits only streams with the copy
+# format's shape (libivm/copy_check.cc). IVM_DEBUG_HOOK_FORGE_VALUE makes the test worker send
+# `stream` as the next value result.
+HOOK_FORGE_VALUE = lib.IVM_DEBUG_HOOK_FORGE_VALUE
+P5 = b"\x80\x05"  # PROTO 5
+
+LYING_STREAMS = {
+    # LONG_BINPUT 2**31: Python's Unpickler would size its memo for 2**31 entries.
+    "memo index far past the entries put": P5 + b"N" + b"r" + struct.pack("<I", 2**31) + b".",
+    "memo read before it is put": P5 + b"h\x00" + b".",
+    "string longer than the stream": P5 + b"X" + struct.pack("<I", 1 << 30) + b"abc" + b".",
+    "frame longer than the stream": P5 + b"\x95" + struct.pack("<Q", 1 << 40) + b"N.",
+    "bytes after STOP": P5 + b"N." + b"N",
+    "no STOP": P5 + b"N",
+    "two values at STOP": P5 + b"NN.",
+    "APPENDS without a MARK": P5 + b"]Ne.",
+    "an opcode outside the format (BUILD)": P5 + b"}}b.",
+    "no PROTO": b"N.",
+}
+
+
+@pytest.mark.parametrize("stream", list(LYING_STREAMS.values()), ids=list(LYING_STREAMS))
+def test_a_worker_sending_a_malformed_copy_is_treated_as_crashed(
+    test_worker: None, group: ivm.ProcessGroup, stream: bytes
+) -> None:
+    isolate = ivm.Isolate(group=group)
+    context = isolate.create_context_sync()
+    hook(group, HOOK_FORGE_VALUE, stream)
+    with pytest.raises(ivm.IsolateCrashedError, match="malformed value"):
+        context.eval_sync("1")
+    other = ivm.Isolate()  # the host is unhurt
+    assert other.create_context_sync().eval_sync("6 * 7") == 42
+    other.dispose()
+
+
+def test_a_worker_forging_a_well_formed_copy_is_believed(
+    test_worker: None, group: ivm.ProcessGroup
+) -> None:
+    """The counterpart: the hook works, and a stream of the right shape passes (what it says
+    is the worker's word, like any result of its JavaScript)."""
+    isolate = ivm.Isolate(group=group)
+    context = isolate.create_context_sync()
+    hook(group, HOOK_FORGE_VALUE, P5 + b"](K\x01K\x02e\x94.")  # [1, 2], memoized
+    assert context.eval_sync("1") == [1, 2]
+    assert context.eval_sync("3") == 3  # only the next result was forged
