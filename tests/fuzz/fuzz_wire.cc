@@ -6,7 +6,9 @@
 // stream says why and stays failed, at most one frame plus the last chunk is
 // buffered, every frame re-encodes to the same header, and payloads parse as
 // the host and the worker parse them (HELLO, REPLY, CALL) without reading past
-// their end. Built by -Dfuzz=true; run by tools/fuzz.py wire.
+// their end, and the shape check of copies from a worker (copy_check.cc) on
+// REPLY payloads. Built by -Dfuzz=true; run by tools/fuzz.py wire.
+#include "copy_check.h"
 #include "wire.h"
 
 #include <cstdint>
@@ -36,6 +38,13 @@ void ParsePayload(const Frame& f) {
       break;
     case kReply:
       if (r.U32(&a) && r.Bytes(&s)) Check(s.size() <= f.payload.size(), "REPLY");
+      // The shape check of a copy in a REPLY (copy_check.cc) on the rest: it
+      // may refuse anything, but must neither crash nor accept a stream
+      // without its STOP at the end.
+      if (f.payload.size() >= 4 &&
+          ivm::CheckCopyStream(std::string_view(f.payload).substr(4), nullptr)) {
+        Check(f.payload.back() == '.', "a copy stream accepted without STOP at its end");
+      }
       break;
     case kCall:
       if (r.U32(&a) && r.U32(&b) && r.Bytes(&s)) Check(s.size() <= f.payload.size(), "CALL");

@@ -74,6 +74,8 @@ frames = {
     "reply-error": frame(3, 10, u32(5) + by(b"bad argument")),
     "call-hook": frame(2, 11, u32(0xf0000001) + u32(3) + by(b"x" * 300)),
     "stream": hello + frame(3, 1, u32(0) + by(b"")) + frame(8, 2) + frame(9, 3),
+    # A REPLY whose payload after its status is a copy stream: [1, 2], memoized, in a dict.
+    "reply-copy": frame(3, 12, u32(0) + b"\x80\x05}(X\x01\x00\x00\x00a](K\x01K\x02e\x94u."),
 }
 for name, data in frames.items():
     # The first byte chooses how the target cuts the stream into chunks.
