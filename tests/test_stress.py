@@ -22,7 +22,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterator
 
 import anyio
 import pytest
@@ -920,6 +920,24 @@ PROXY_TRAPS = (
     " ownKeys() { while (true) {} }, apply() { while (true) {} }}"
 )
 
+# Where the hostile cases run: inline, and in a worker process (issue 11: "every hostile case
+# that inline mode survives gives the same outcome isolated"), sharing one worker per module.
+PLACES = ["inline", "isolated"]
+
+
+@pytest.fixture(scope="module")
+def worker_group() -> Iterator[ivm.ProcessGroup]:
+    group = ivm.ProcessGroup()
+    yield group
+    group.dispose()
+
+
+def isolate_in(place: str, group: ivm.ProcessGroup, memory_limit: float) -> ivm.Isolate:
+    if place == "isolated":
+        return ivm.Isolate(memory_limit=memory_limit, group=group)
+    return ivm.Isolate(memory_limit=memory_limit)
+
+
 HOSTILE_THROWS = [
     f"throw new Proxy(new Error('x'), {PROXY_TRAPS})",
     f"throw new Proxy(function () {{}}, {PROXY_TRAPS})",
@@ -949,9 +967,12 @@ HOSTILE_THROWS = [
 ]
 
 
+@pytest.mark.parametrize("place", PLACES)
 @pytest.mark.parametrize("code", HOSTILE_THROWS)
-def test_hostile_thrown_values_are_reported_without_running_their_code(code: str) -> None:
-    iso = ivm.Isolate(memory_limit=64)
+def test_hostile_thrown_values_are_reported_without_running_their_code(
+    code: str, place: str, worker_group: ivm.ProcessGroup
+) -> None:
+    iso = isolate_in(place, worker_group, 64)
     ctx = iso.create_context_sync()
     start = time.monotonic()
     with pytest.raises(ivm.JSError) as info:
@@ -1003,6 +1024,15 @@ HOSTILE_PROMISES: list[tuple[str, object]] = [
 ]
 
 
+#: Short test ids: some wanted values are 16 MiB strings.
+PROMISE_IDS = [f"promise{i}" for i in range(len(HOSTILE_PROMISES))]
+
+
+def _skip_what_the_wire_refuses(place: str, want: object) -> None:
+    if place == "isolated" and isinstance(want, str) and len(want) >= 16 << 20:
+        pytest.xfail("a worker's results are limited to one 16 MiB frame (docs/wire-protocol.md)")
+
+
 def _check_outcome(run: Callable[[], object], want: object) -> None:
     start = time.monotonic()
     if isinstance(want, type) and issubclass(want, BaseException):
@@ -1013,9 +1043,13 @@ def _check_outcome(run: Callable[[], object], want: object) -> None:
     assert time.monotonic() - start < 5, "the call outlived its timeout by far"
 
 
-@pytest.mark.parametrize("code,want", HOSTILE_PROMISES)
-def test_hostile_promises_sync(code: str, want: object) -> None:
-    iso = ivm.Isolate(memory_limit=64)
+@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize("code,want", HOSTILE_PROMISES, ids=PROMISE_IDS)
+def test_hostile_promises_sync(
+    code: str, want: object, place: str, worker_group: ivm.ProcessGroup
+) -> None:
+    _skip_what_the_wire_refuses(place, want)
+    iso = isolate_in(place, worker_group, 64)
     ctx = iso.create_context_sync()
     _check_outcome(lambda: ctx.eval_sync(code, timeout=0.3, promise=True), want)
     assert ctx.eval_sync("'still' + ' usable'", timeout=5) == "still usable"
@@ -1023,9 +1057,13 @@ def test_hostile_promises_sync(code: str, want: object) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("code,want", HOSTILE_PROMISES[:8])
-async def test_hostile_promises_async(code: str, want: object) -> None:
-    iso = ivm.Isolate(memory_limit=64)
+@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize("code,want", HOSTILE_PROMISES[:8], ids=PROMISE_IDS[:8])
+async def test_hostile_promises_async(
+    code: str, want: object, place: str, worker_group: ivm.ProcessGroup
+) -> None:
+    _skip_what_the_wire_refuses(place, want)
+    iso = isolate_in(place, worker_group, 64)
     ctx = await iso.create_context()
     start = time.monotonic()
     if isinstance(want, type) and issubclass(want, BaseException):
