@@ -7,6 +7,8 @@ import inspect
 import itertools
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Mapping, Union
 
+import anyio
+
 from ._async import submit
 from ._context import Context
 from ._copy import to_value
@@ -201,10 +203,17 @@ def import_callback(hook: ImportHook, isolate: Isolate, context_of: Callable[[],
         async def resolve(specifier: str, referrer: Module) -> Module:
             return checked(await hook(specifier, referrer._filename), specifier)
 
+        # Linking waits for resolvers, so two import() in flight could both find a module (or
+        # a module of the graph the other links) unlinked: one links at a time, and the next
+        # finds the whole graph linked.
+        link_lock = anyio.Lock()
+
         async def load(specifier: str, referrer: str) -> DerefInto:
             dep = checked(await hook(specifier, referrer), specifier)
             if not dep._linked:
-                await dep.instantiate(context_of(), resolve)
+                async with link_lock:
+                    if not dep._linked:
+                        await dep.instantiate(context_of(), resolve)
             await dep.evaluate()
             return dep.namespace.deref_into()
 

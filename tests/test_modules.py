@@ -422,3 +422,29 @@ async def test_meta_fills_import_meta(context: ivm.Context) -> None:
         iso.compile_module_sync("export default 1", meta=["url"])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="cannot be copied"):
         iso.compile_module_sync("export default 1", meta={"f": lambda: 1})
+
+
+@pytest.mark.anyio
+async def test_concurrent_imports_of_one_module_link_it_once(isolate: ivm.Isolate) -> None:
+    """Two import() of the same module (and of modules sharing a dependency) in flight at
+    once, resolved by an async hook: each module is linked and evaluated once, and every
+    import gets its namespace (the second used to fail with "already instantiated")."""
+    compiled: dict[str, ivm.Module] = {}
+
+    async def hook(specifier: str, referrer: str) -> ivm.Module:
+        await anyio.sleep(0.01)
+        if specifier not in compiled:
+            compiled[specifier] = await isolate.compile_module(LIBRARY[specifier], filename=specifier)
+        return compiled[specifier]
+
+    ctx = await isolate.create_context(import_module=hook)
+    got = await ctx.eval(
+        "Promise.all([import('dyn.mjs'), import('dyn.mjs'), import('main.mjs'), import('lib.mjs')])"
+        ".then(ms => ms.map(m => Object.keys(m).sort().join()).join(';'))",
+        promise=True,
+    )
+    names = got.split(";")
+    assert names[0] == names[1] and len(names) == 4, got
+    assert await ctx.eval("globalThis.libRuns") == 1  # evaluated once
+    # Two more rounds after everything is linked: nothing is linked again.
+    assert await ctx.eval("import('dyn.mjs').then(m => m.z)", promise=True) == 43
