@@ -149,3 +149,18 @@ def test_version_macros_match_meson() -> None:
         (major, minor, patch), f"ivm.h has {macros}, meson.build has {m.group(0)}"
     if "NUMBER" in macros:  # else an expression of the others, checked by header_cxx.cc
         assert macros["NUMBER"] == major * 1000000 + minor * 1000 + patch
+
+
+def test_importing_the_source_tree_says_what_is_missing_and_what_to_do() -> None:
+    """`import ivm` with the source tree first on sys.path (Python started in the clone's
+    root) finds ivm/ without its compiled parts, and says so, with the way out."""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-c", "import ivm"], cwd=root, capture_output=True, text=True,
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSAFEPATH")},
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "found the source tree's ivm/" in proc.stderr, proc.stderr
+    assert "no compiled parts" in proc.stderr and "with -P" in proc.stderr
+    assert "pip install --no-build-isolation -e ." in proc.stderr
