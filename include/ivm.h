@@ -95,6 +95,8 @@
  *   - A copy in a worker's REPLY is checked for the copy format's shape before
  *     anything decodes it; one that fails is the worker's crash (CRASHED).
  *     IVM_DEBUG_HOOK_FORGE_VALUE tests it.
+ *   - IVM_ATTACH_RELEASE: a deref'd reference attachment releases its
+ *     reference once its value has entered the isolate.
  *   - ivm_interrupt_on_signal() also stops synchronous calls to worker-hosted
  *     isolates (it cancels them in their worker), and workers ignore SIGINT.
  *
@@ -1621,7 +1623,11 @@ enum {
   /** ivm_value_attach_callback: enter as a Reference object, not a function. */
   IVM_ATTACH_AS_REFERENCE = 4,
   /** With IVM_ATTACH_AS_REFERENCE: the host value is not callable. */
-  IVM_ATTACH_NOT_CALLABLE = 8
+  IVM_ATTACH_NOT_CALLABLE = 8,
+  /** ivm_value_attach_reference with IVM_ATTACH_DEREF: release the
+   * reference once its value has entered the isolate (isolated-vm's
+   * `derefInto({release: true})`). Since: 0.5 */
+  IVM_ATTACH_RELEASE = 16
 };
 
 /**

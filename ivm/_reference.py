@@ -404,10 +404,12 @@ class Reference(Handle, _Marker):
             "use copy_sync() for a Python copy or deref_into() to pass the value itself"
         )
 
-    def deref_into(self) -> DerefInto:
+    def deref_into(self, *, release: bool = False) -> DerefInto:
         """A marker that becomes the referenced value itself when passed into
-        its own isolate (any other isolate refuses it with TransferError)."""
-        return DerefInto(self)
+        its own isolate (any other isolate refuses it with TransferError).
+        With ``release=True`` the reference is released once the value has
+        entered the isolate (isolated-vm's ``derefInto({release: true})``)."""
+        return DerefInto(self, release=_bool("release", release))
 
     def _attach(self, value: Any) -> int:
         index = ffi.new("size_t *")
@@ -460,7 +462,7 @@ class HostReference(Reference):
         """The referenced Python value itself."""
         return self._value
 
-    def deref_into(self) -> DerefInto:
+    def deref_into(self, *, release: bool = False) -> DerefInto:
         raise TypeError("deref_into() is for references to JavaScript values")
 
     def apply_sync(self, receiver: object, arguments: Iterable[object] = (), **_: Any) -> Any:
@@ -494,17 +496,19 @@ class HostReference(Reference):
 class DerefInto(_Marker):
     """What :meth:`Reference.deref_into` returns."""
 
-    __slots__ = ("_ref",)
+    __slots__ = ("_ref", "_flags")
 
-    def __init__(self, ref: Reference) -> None:
+    def __init__(self, ref: Reference, *, release: bool = False) -> None:
         self._ref = ref
+        self._flags = lib.IVM_ATTACH_DEREF | (lib.IVM_ATTACH_RELEASE if release else 0)
 
     def __repr__(self) -> str:
-        return f"<ivm.Reference.deref_into() of {self._ref!r}>"
+        release = "release=True" if self._flags & lib.IVM_ATTACH_RELEASE else ""
+        return f"<ivm.Reference.deref_into({release}) of {self._ref!r}>"
 
     def _attach(self, value: Any) -> int:
         index = ffi.new("size_t *")
-        check(lib.ivm_value_attach_reference(value, self._ref._ptr, lib.IVM_ATTACH_DEREF, index))
+        check(lib.ivm_value_attach_reference(value, self._ref._ptr, self._flags, index))
         return int(index[0])
 
 

@@ -67,17 +67,24 @@ class Script(Handle):
         external_copy: bool = False,
         transfer_out: bool = False,
         reference: bool = False,
+        release: bool = False,
     ) -> Any:
         """Runs the script in ``context`` and returns its completion value.
 
         ``context`` must belong to the script's isolate (``ValueError``
         otherwise). Options, results and errors are those of
-        :meth:`Context.eval_sync`.
+        :meth:`Context.eval_sync`. ``release=True`` releases the script once
+        the run has ended, however it ended (isolated-vm's ``release`` option).
         """
         cptr = _context_ptr(context)
+        _release_flag(release)
         _, run, ropts, _ = call_options(timeout, promise, copy, external_copy, transfer_out, reference)
         out, slot = sync_slots()
-        err = _run(self._ptr, cptr, run, ropts, out, slot)
+        try:
+            err = _run(self._ptr, cptr, run, ropts, out, slot)
+        finally:
+            if release:
+                self.release()
         return sync_result(err, out, slot)
 
     async def run(
@@ -90,12 +97,18 @@ class Script(Handle):
         external_copy: bool = False,
         transfer_out: bool = False,
         reference: bool = False,
+        release: bool = False,
     ) -> Any:
         """The async twin of :meth:`run_sync` (see :meth:`Context.eval`)."""
         cptr = _context_ptr(context)
+        _release_flag(release)
         _, run, ropts, _ = call_options(timeout, promise, copy, external_copy, transfer_out, reference)
         args = (self._ptr, cptr, run, ropts)
-        return await submit(self._isolate._ptr, lib.ivm_script_run_async, args, take)
+        try:
+            return await submit(self._isolate._ptr, lib.ivm_script_run_async, args, take)
+        finally:
+            if release:
+                self.release()
 
     def run_ignored(
         self, context: Context, *, timeout: float | None = None, promise: bool = False
@@ -107,6 +120,11 @@ class Script(Handle):
         ropts = result_options(result_flags(promise) | lib.IVM_RESULT_DISCARD)
         args = (self._ptr, cptr, run, ropts)
         submit_ignored(lib.ivm_script_run_async, args, lib.ivm_value_free)
+
+
+def _release_flag(release: object) -> None:
+    if not isinstance(release, bool):
+        raise TypeError(f"release must be a bool, not {type(release).__name__}")
 
 
 def _context_ptr(context: object) -> Any:

@@ -518,7 +518,9 @@ class Reader {
       return Fail("deref_into() of a Reference can only be used in the isolate the Reference "
                   "belongs to");
     }
-    return Push(ref.record->value.Get(isolate_));
+    if (!Push(ref.record->value.Get(isolate_))) return false;
+    if (att.flags & IVM_ATTACH_RELEASE) holder_.Release(ref.record);   // used once, as asked
+    return true;
   }
 
   bool InsertCopy(const Attachment& att) {

@@ -372,6 +372,9 @@ IVM_API ivm_error_t* ivm_value_attach_reference(ivm_value_t* value, ivm_referenc
     if (ivm_error_t* err = ivm::CheckSerialized(value)) return err;
     if (ref == nullptr) return InvalidArgument("reference is NULL");
     if (ref->data.record->released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kReferenceReleased);
+    if ((flags & IVM_ATTACH_RELEASE) && !(flags & IVM_ATTACH_DEREF)) {
+      return InvalidArgument("IVM_ATTACH_RELEASE needs IVM_ATTACH_DEREF");
+    }
     ivm::Attachment a;
     a.kind = ivm::Attachment::kReference;
     a.reference = std::make_shared<ivm::ReferenceData>(ref->data);

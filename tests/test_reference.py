@@ -800,3 +800,18 @@ def test_get_reads_own_properties_unless_unsafe_inherit(context: ivm.Context) ->
     assert arr.get_sync(1) == 20 and arr.get_sync("length") == 2
     with pytest.raises(TypeError):
         obj.get_sync("own", unsafe_inherit=1)  # type: ignore[arg-type]
+
+
+def test_deref_into_with_release_releases_the_reference_once_used(context: ivm.Context) -> None:
+    """isolated-vm's `derefInto({release: true})`: usable once, then released."""
+    ref = context.eval_sync("globalThis.o = {a: 1}; o", reference=True)
+    marker = ref.deref_into(release=True)
+    assert "release=True" in repr(marker)
+    assert context.eval_closure_sync("return $0 === o", [marker]) is True
+    with pytest.raises(ivm.DisposedError):
+        ref.get_sync("a")
+    kept = context.eval_sync("o", reference=True)
+    assert context.eval_closure_sync("return $0 === o", [kept.deref_into()]) is True
+    assert kept.get_sync("a") == 1  # without release it stays usable
+    with pytest.raises(TypeError, match="release must be a bool"):
+        kept.deref_into(release="yes")  # type: ignore[arg-type]

@@ -211,3 +211,31 @@ def test_script_with_lexical_declaration_runs_again_as_a_redeclaration(
     for _ in range(2):
         with pytest.raises(ivm.JSError, match="already been declared"):
             script.run_sync(first)
+
+
+def test_run_with_release_releases_the_script_however_the_run_ends(
+    isolate: ivm.Isolate, context: ivm.Context
+) -> None:
+    """isolated-vm's `script.run(context, {release: true})`."""
+    script = isolate.compile_script_sync("6 * 7")
+    assert script.run_sync(context, release=True) == 42
+    with pytest.raises(ivm.DisposedError):
+        script.run_sync(context)
+    failing = isolate.compile_script_sync("throw new Error('no')")
+    with pytest.raises(ivm.JSError):
+        failing.run_sync(context, release=True)
+    with pytest.raises(ivm.DisposedError):
+        failing.run_sync(context)
+    kept = isolate.compile_script_sync("1")
+    assert kept.run_sync(context, release=False) == 1 and kept.run_sync(context) == 1
+    with pytest.raises(TypeError, match="release must be a bool"):
+        kept.run_sync(context, release=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_async_run_with_release(isolate: ivm.Isolate) -> None:
+    context = await isolate.create_context()
+    script = await isolate.compile_script("'once'")
+    assert await script.run(context, release=True) == "once"
+    with pytest.raises(ivm.DisposedError):
+        await script.run(context)
