@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from ._async import set_ignored_error_handler as set_ignored_error_handler
 from ._callback import Callback as Callback
+from ._callback import CallbackMode as CallbackMode
 from ._context import Context as Context
 from ._copy import JSBigInt as JSBigInt
 from ._copy import JSMap as JSMap
@@ -60,6 +61,7 @@ from ._rejections import UnhandledRejection as UnhandledRejection
 from ._reference import DerefInto as DerefInto
 from ._reference import Reference as Reference
 from ._script import Script as Script
+from ._value import Arguments as Arguments
 from ._value import JSPrimitive as JSPrimitive
 from ._value import Undefined as Undefined
 from ._value import undefined as undefined
@@ -72,7 +74,9 @@ __version__: str = (
 v8_version: str = _ffi.string(_lib.ivm_v8_version()).decode()
 
 __all__ = [
+    "Arguments",
     "Callback",
+    "CallbackMode",
     "Context",
     "CopyInto",
     "DerefInto",

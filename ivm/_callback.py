@@ -8,7 +8,7 @@ import math
 import threading
 import logging
 import sys
-from typing import Any, Callable, Final
+from typing import Any, Callable, Final, Literal
 
 from ._async import _report_ignored
 from ._copy import _Marker, to_value
@@ -17,7 +17,7 @@ from ._errors import JSError, check, restore_recursion_limit, stash_host_error
 from ._ffi import ffi, lib
 from ._value import peek
 
-__all__ = ["Callback"]
+__all__ = ["Callback", "CallbackMode"]
 
 _log = logging.getLogger("ivm")
 _call_arg = lib.ivm_call_arg
@@ -32,6 +32,8 @@ def _view_slots() -> tuple[Any, Any]:
 _new_number = lib.ivm_value_new_number
 _MAX_SAFE: Final = 2**53 - 1
 _MODES: Final = ("sync", "async", "ignored")
+#: What ``Callback(mode=...)`` takes.
+CallbackMode = Literal["sync", "async", "ignored"]
 # The state of every live callback, by the address of its cffi handle: kept
 # alive until libivm finalizes the callback.
 _live: dict[int, tuple[_State, Any]] = {}
@@ -148,7 +150,7 @@ class Callback(_Marker):
 
     __slots__ = ("_ptr", "_fn", "_mode", "__weakref__")
 
-    def __init__(self, fn: Callable[..., Any], *, mode: str = "sync") -> None:
+    def __init__(self, fn: Callable[..., Any], *, mode: CallbackMode = "sync") -> None:
         if not callable(fn):
             raise TypeError(f"Callback needs a callable, not {type(fn).__name__}")
         if mode not in _MODES:
@@ -170,7 +172,7 @@ class Callback(_Marker):
         self._mode = mode
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> CallbackMode:
         return self._mode
 
     def __repr__(self) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping, overload
 
 from ._async import submit, submit_ignored, submit_owning
 from ._errors import check
@@ -13,10 +13,11 @@ from ._copy import to_values
 from ._reference import Reference
 from ._options import call_options, code_bytes, result_flags, result_options_flags, run_options
 from ._options import result_options as _result_options
-from ._value import _tls, sync_result, sync_slots, take, value_array
+from ._value import Arguments, JSPrimitive, _tls, sync_result, sync_slots, take, value_array
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _context
     from ._isolate import Isolate
+    from ._external_copy import ExternalCopy
 
 __all__ = ["Context"]
 
@@ -74,6 +75,70 @@ class Context(Handle):
     def release(self) -> None:
         """Releases the context. Idempotent; later calls raise ``DisposedError``."""
         check(lib.ivm_context_release(self._ptr))
+
+    @overload
+    def eval_sync(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        filename: str | None = None,
+        line_offset: int = 0,
+        column_offset: int = 0,
+        promise: bool = False,
+        copy: bool = False,
+        external_copy: Literal[False] = False,
+        transfer_out: bool = False,
+        reference: Literal[True],
+    ) -> Reference: ...
+
+    @overload
+    def eval_sync(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        filename: str | None = None,
+        line_offset: int = 0,
+        column_offset: int = 0,
+        promise: bool = False,
+        copy: bool = False,
+        external_copy: Literal[True],
+        transfer_out: bool = False,
+        reference: Literal[False] = False,
+    ) -> ExternalCopy: ...
+
+    @overload
+    def eval_sync(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        filename: str | None = None,
+        line_offset: int = 0,
+        column_offset: int = 0,
+        promise: bool = False,
+        copy: Literal[False] = False,
+        external_copy: Literal[False] = False,
+        transfer_out: bool = False,
+        reference: Literal[False] = False,
+    ) -> JSPrimitive: ...
+
+    @overload
+    def eval_sync(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        filename: str | None = None,
+        line_offset: int = 0,
+        column_offset: int = 0,
+        promise: bool = False,
+        copy: bool = False,
+        external_copy: bool = False,
+        transfer_out: bool = False,
+        reference: bool = False,
+    ) -> Any: ...
 
     def eval_sync(
         self,
@@ -135,6 +200,70 @@ class Context(Handle):
                 return int(x)
             return x
         return sync_result(err, out, slot)
+
+    @overload
+    async def eval(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        filename: str | None = None,
+        line_offset: int = 0,
+        column_offset: int = 0,
+        promise: bool = False,
+        copy: bool = False,
+        external_copy: Literal[False] = False,
+        transfer_out: bool = False,
+        reference: Literal[True],
+    ) -> Reference: ...
+
+    @overload
+    async def eval(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        filename: str | None = None,
+        line_offset: int = 0,
+        column_offset: int = 0,
+        promise: bool = False,
+        copy: bool = False,
+        external_copy: Literal[True],
+        transfer_out: bool = False,
+        reference: Literal[False] = False,
+    ) -> ExternalCopy: ...
+
+    @overload
+    async def eval(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        filename: str | None = None,
+        line_offset: int = 0,
+        column_offset: int = 0,
+        promise: bool = False,
+        copy: Literal[False] = False,
+        external_copy: Literal[False] = False,
+        transfer_out: bool = False,
+        reference: Literal[False] = False,
+    ) -> JSPrimitive: ...
+
+    @overload
+    async def eval(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        filename: str | None = None,
+        line_offset: int = 0,
+        column_offset: int = 0,
+        promise: bool = False,
+        copy: bool = False,
+        external_copy: bool = False,
+        transfer_out: bool = False,
+        reference: bool = False,
+    ) -> Any: ...
 
     async def eval(
         self,
@@ -203,7 +332,7 @@ class Context(Handle):
     def _closure_call(
         self,
         code: str,
-        arguments: Iterable[object],
+        arguments: Arguments,
         arguments_options: Mapping[str, object] | None,
         flags: int,
         timeout: float | None,
@@ -221,7 +350,7 @@ class Context(Handle):
     def eval_closure_sync(
         self,
         code: str,
-        arguments: Iterable[object] = (),
+        arguments: Arguments = (),
         *,
         arguments_options: Mapping[str, object] | None = None,
         result_options: Mapping[str, object] | None = None,
@@ -248,7 +377,7 @@ class Context(Handle):
     async def eval_closure(
         self,
         code: str,
-        arguments: Iterable[object] = (),
+        arguments: Arguments = (),
         *,
         arguments_options: Mapping[str, object] | None = None,
         result_options: Mapping[str, object] | None = None,
@@ -264,7 +393,7 @@ class Context(Handle):
     def eval_closure_ignored(
         self,
         code: str,
-        arguments: Iterable[object] = (),
+        arguments: Arguments = (),
         *,
         arguments_options: Mapping[str, object] | None = None,
         timeout: float | None = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from ._async import submit_ignored, submit_owning
 from ._callback import host_reference
@@ -14,7 +14,7 @@ from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import result_flags, result_options_flags, run_options
 from ._options import result_options as _result_options
-from ._value import _tls, sync_result, sync_slots, take, value_array
+from ._value import Arguments, _tls, sync_result, sync_slots, take, value_array
 
 __all__ = ["DerefInto", "Reference"]
 
@@ -241,7 +241,7 @@ class Reference(Handle, _Marker):
     # --- apply
 
     def _apply_values(
-        self, receiver: object, arguments: Iterable[object], arguments_options: Any
+        self, receiver: object, arguments: Arguments, arguments_options: Any
     ) -> tuple[Any, list[Any]]:
         values = to_values(arguments, arguments_options)
         if receiver is None:
@@ -256,7 +256,7 @@ class Reference(Handle, _Marker):
     def _apply_call(
         self,
         receiver: object,
-        arguments: Iterable[object],
+        arguments: Arguments,
         arguments_options: Any,
         flags: int,
         timeout: float | None,
@@ -272,7 +272,7 @@ class Reference(Handle, _Marker):
     def apply_sync(
         self,
         receiver: object,
-        arguments: Iterable[object] = (),
+        arguments: Arguments = (),
         *,
         arguments_options: Mapping[str, object] | None = None,
         result_options: Mapping[str, object] | None = None,
@@ -290,7 +290,7 @@ class Reference(Handle, _Marker):
             and result_options is None
             and arguments_options is None
             and (t is list or t is tuple)
-            and len(arguments) <= 8  # type: ignore[arg-type]
+            and len(arguments) <= 8
         ):
             # The common call, kept lean: no options, this thread's output
             # slots and argument array; shared values for small integers.
@@ -346,7 +346,7 @@ class Reference(Handle, _Marker):
     async def apply(
         self,
         receiver: object,
-        arguments: Iterable[object] = (),
+        arguments: Arguments = (),
         *,
         arguments_options: Mapping[str, object] | None = None,
         result_options: Mapping[str, object] | None = None,
@@ -361,7 +361,7 @@ class Reference(Handle, _Marker):
     def apply_ignored(
         self,
         receiver: object,
-        arguments: Iterable[object] = (),
+        arguments: Arguments = (),
         *,
         arguments_options: Mapping[str, object] | None = None,
         timeout: float | None = None,
@@ -465,7 +465,7 @@ class HostReference(Reference):
     def deref_into(self, *, release: bool = False) -> DerefInto:
         raise TypeError("deref_into() is for references to JavaScript values")
 
-    def apply_sync(self, receiver: object, arguments: Iterable[object] = (), **_: Any) -> Any:
+    def apply_sync(self, receiver: object, arguments: Arguments = (), **_: Any) -> Any:
         """Calls the referenced Python function with ``arguments``."""
         if not callable(self._value):
             raise TypeError("Reference is not a function")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from ._context import Context
 from ._async import submit, submit_ignored
@@ -10,10 +10,12 @@ from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import cached_data_of, call_options, result_flags, result_options, run_options
-from ._value import sync_result, sync_slots, take
+from ._value import JSPrimitive, sync_result, sync_slots, take
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _script
     from ._isolate import Isolate
+    from ._external_copy import ExternalCopy
+    from ._reference import Reference
 
 __all__ = ["Script"]
 
@@ -57,6 +59,62 @@ class Script(Handle):
         """Releases the compiled script. Idempotent; later runs raise ``DisposedError``."""
         check(lib.ivm_script_release(self._ptr))
 
+    @overload
+    def run_sync(
+        self,
+        context: Context,
+        *,
+        timeout: float | None = None,
+        promise: bool = False,
+        copy: bool = False,
+        external_copy: Literal[False] = False,
+        transfer_out: bool = False,
+        reference: Literal[True],
+        release: bool = False,
+    ) -> Reference: ...
+
+    @overload
+    def run_sync(
+        self,
+        context: Context,
+        *,
+        timeout: float | None = None,
+        promise: bool = False,
+        copy: bool = False,
+        external_copy: Literal[True],
+        transfer_out: bool = False,
+        reference: Literal[False] = False,
+        release: bool = False,
+    ) -> ExternalCopy: ...
+
+    @overload
+    def run_sync(
+        self,
+        context: Context,
+        *,
+        timeout: float | None = None,
+        promise: bool = False,
+        copy: Literal[False] = False,
+        external_copy: Literal[False] = False,
+        transfer_out: bool = False,
+        reference: Literal[False] = False,
+        release: bool = False,
+    ) -> JSPrimitive: ...
+
+    @overload
+    def run_sync(
+        self,
+        context: Context,
+        *,
+        timeout: float | None = None,
+        promise: bool = False,
+        copy: bool = False,
+        external_copy: bool = False,
+        transfer_out: bool = False,
+        reference: bool = False,
+        release: bool = False,
+    ) -> Any: ...
+
     def run_sync(
         self,
         context: Context,
@@ -86,6 +144,62 @@ class Script(Handle):
             if release:
                 self.release()
         return sync_result(err, out, slot)
+
+    @overload
+    async def run(
+        self,
+        context: Context,
+        *,
+        timeout: float | None = None,
+        promise: bool = False,
+        copy: bool = False,
+        external_copy: Literal[False] = False,
+        transfer_out: bool = False,
+        reference: Literal[True],
+        release: bool = False,
+    ) -> Reference: ...
+
+    @overload
+    async def run(
+        self,
+        context: Context,
+        *,
+        timeout: float | None = None,
+        promise: bool = False,
+        copy: bool = False,
+        external_copy: Literal[True],
+        transfer_out: bool = False,
+        reference: Literal[False] = False,
+        release: bool = False,
+    ) -> ExternalCopy: ...
+
+    @overload
+    async def run(
+        self,
+        context: Context,
+        *,
+        timeout: float | None = None,
+        promise: bool = False,
+        copy: Literal[False] = False,
+        external_copy: Literal[False] = False,
+        transfer_out: bool = False,
+        reference: Literal[False] = False,
+        release: bool = False,
+    ) -> JSPrimitive: ...
+
+    @overload
+    async def run(
+        self,
+        context: Context,
+        *,
+        timeout: float | None = None,
+        promise: bool = False,
+        copy: bool = False,
+        external_copy: bool = False,
+        transfer_out: bool = False,
+        reference: bool = False,
+        release: bool = False,
+    ) -> Any: ...
 
     async def run(
         self,

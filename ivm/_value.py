@@ -9,7 +9,7 @@ from typing import Any, Final, Union
 from ._errors import check, raise_error
 from ._ffi import ffi, lib
 
-__all__ = ["JSPrimitive", "Undefined", "undefined"]
+__all__ = ["Arguments", "JSPrimitive", "Undefined", "undefined"]
 
 _MAX_SAFE: Final = 2**53 - 1
 
@@ -42,6 +42,11 @@ undefined: Final = Undefined()
 
 #: What a JavaScript primitive becomes in Python.
 JSPrimitive = Union[Undefined, None, bool, int, float, str]
+
+#: The arguments of a call into JavaScript: a list or a tuple. (A ``str`` or
+#: ``bytes`` is an iterable too, and the runtime refuses it; this type refuses
+#: it before the program runs.)
+Arguments = Union[list[Any], tuple[Any, ...]]
 
 
 _tls = threading.local()

@@ -30,3 +30,51 @@ def test_mypy_strict_accepts_the_package(tmp_path: Path) -> None:
 
 def test_py_typed_marker_is_installed() -> None:
     assert (Path(ivm.__file__).parent / "py.typed").is_file()
+
+
+SAMPLE = '''
+import ivm
+
+async def main(ctx: ivm.Context, script: ivm.Script) -> None:
+    reveal_type(ctx.eval_sync("1"))
+    reveal_type(ctx.eval_sync("({})", reference=True))
+    reveal_type(ctx.eval_sync("({})", external_copy=True))
+    reveal_type(ctx.eval_sync("({})", copy=True))
+    reveal_type(await ctx.eval("({})", reference=True))
+    reveal_type(await ctx.eval("1", promise=True))
+    reveal_type(script.run_sync(ctx, reference=True))
+    reveal_type(await script.run(ctx))
+    ivm.Callback(print, mode="asnyc")
+    ctx.eval_closure_sync("return $0", "abc")
+    ctx.eval_closure_sync("return $0", [1, "x"])
+'''
+
+
+def test_results_modes_and_arguments_are_typed_precisely(tmp_path: Path) -> None:
+    """Issue 15: reference=True gives a Reference, external_copy=True an ExternalCopy, a
+    plain call the primitive union; a misspelt Callback mode and a str as the argument
+    list are type errors."""
+    pytest.importorskip("mypy", reason="mypy is part of the test extra")
+    package = Path(ivm.__file__).parent
+    shutil.copytree(package, tmp_path / "ivm", ignore=shutil.ignore_patterns("*.so*", "include"))
+    (tmp_path / "sample.py").write_text(SAMPLE)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--no-error-summary",
+         "sample.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    lines = [line.split(": ", 2)[1:] for line in proc.stdout.splitlines() if "sample.py" in line]
+    notes = [text for kind, text in lines if kind == "note"]
+    errors = [text for kind, text in lines if kind == "error"]
+    def kind(revealed: str) -> str:
+        name = revealed.removeprefix('Revealed type is "').rstrip('"')
+        if "Undefined" in name:  # mypy spells the union several ways
+            return "primitive" if "str" in name and "Reference" not in name else name
+        return name.rpartition(".")[2]
+
+    want = ["primitive", "Reference", "ExternalCopy", "Any", "Reference", "primitive",
+            "Reference", "primitive"]
+    assert [kind(n) for n in notes] == want, proc.stdout
+    assert len(errors) == 2, proc.stdout
+    assert "asnyc" in errors[0] and "mode" in errors[0], proc.stdout
+    assert '"str"' in errors[1] and "list[Any]" in errors[1], proc.stdout
