@@ -9,21 +9,7 @@ from typing import Callable, Sequence
 
 import ivm
 
-
-def _show(value: object) -> str:
-    if value is ivm.undefined:
-        return "undefined"
-    if value is None:
-        return "null"
-    if value is True or value is False:
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if value != value:
-            return "NaN"
-        if value in (float("inf"), float("-inf")):
-            return "Infinity" if value > 0 else "-Infinity"
-        return repr(value)
-    return str(value)
+from ._inspect import INSPECT_JS
 
 
 def _read(path: Path) -> str:
@@ -58,13 +44,100 @@ def _module_loader(isolate: ivm.Isolate, root: Path) -> Callable[[str, str], ivm
     return load
 
 
-def _run_module(isolate: ivm.Isolate, entry: Path, root: Path, timeout: float | None) -> object:
+#: Exit statuses (also in `python -m ivm --help` and docs/cli.md).
+EXIT_OK, EXIT_JS_ERROR, EXIT_USAGE, EXIT_TIMEOUT, EXIT_MEMORY, EXIT_FAILED = 0, 1, 2, 3, 4, 5
+EXIT_CODES = """exit status:
+  0  the program ran (its result is printed)
+  1  JavaScript threw or rejected (a syntax error, a failed import...); the stack is printed
+  2  bad usage: unknown option, bad value, unreadable file
+  3  the time limit (--timeout) ended the program
+  4  the memory limit (--memory-limit) ended the program
+  5  the isolate failed otherwise (its worker process crashed, with --isolated)"""
+
+
+def _run_module(
+    isolate: ivm.Isolate, context: ivm.Context, entry: Path, root: Path, timeout: float | None
+) -> ivm.Reference:
     load = _module_loader(isolate, root)
-    context = isolate.create_context_sync(import_module=load)
     main = load("./" + entry.name, str(entry))
     main.instantiate_sync(context, lambda specifier, referrer: load(specifier, referrer.filename))
     main.evaluate_sync(timeout=timeout)
-    return main.namespace.get_sync("default")
+    result = main.namespace.get_sync("default", reference=True)
+    assert isinstance(result, ivm.Reference)
+    return result
+
+
+class _Session:
+    """One isolate and context: runs code, shows results (node's style or JSON)."""
+
+    def __init__(self, args: argparse.Namespace, import_root: Path | None = None) -> None:
+        self.args = args
+        process = "isolated" if args.isolated else "inline"
+        self.isolate = ivm.Isolate(memory_limit=args.memory_limit, process=process)
+        loader = _module_loader(self.isolate, import_root) if import_root else None
+        self.context = self.isolate.create_context_sync(import_module=loader)
+        # Made before any user code runs: it keeps the built-ins it uses.
+        self.inspect = self.context.eval_sync(INSPECT_JS, reference=True, filename="ivm:inspect")
+
+    def close(self) -> None:
+        self.isolate.dispose()
+
+    def eval(self, code: str, filename: str) -> ivm.Reference:
+        result = self.context.eval_sync(
+            code, timeout=self.args.timeout, filename=filename, promise=True, reference=True
+        )
+        assert isinstance(result, ivm.Reference)
+        return result
+
+    def show(self, result: ivm.Reference, *, raw_strings: bool = True) -> str:
+        if self.args.json:
+            text = self.context.eval_closure_sync(
+                "const t = JSON.stringify($0); return t === undefined ? 'undefined' : t",
+                [result.deref_into()], timeout=self.args.timeout,
+            )  # fmt: skip
+        else:
+            options = {"top": "raw"} if raw_strings else {}
+            text = self.inspect.apply_sync(
+                None, [result.deref_into(), options], arguments_options={"copy": True},
+                timeout=self.args.timeout,
+            )  # fmt: skip
+        return str(text)
+
+
+def _failure(exc: BaseException) -> int:
+    """Prints why the program failed; returns its exit status."""
+    if isinstance(exc, ivm.JSError):
+        print(exc.stack or f"{exc.name}: {exc.message}", file=sys.stderr)
+        return EXIT_JS_ERROR
+    if isinstance(exc, ImportError):
+        print(f"ivm: {exc}", file=sys.stderr)
+        return EXIT_JS_ERROR
+    print(f"ivm: {type(exc).__name__}: {exc}", file=sys.stderr)
+    if isinstance(exc, ivm.TimeoutError):
+        return EXIT_TIMEOUT
+    if isinstance(exc, ivm.MemoryLimitError):
+        return EXIT_MEMORY
+    return EXIT_FAILED
+
+
+def _execute(args: argparse.Namespace, code: str, filename: str, module: Path | None,
+             root: Path | None) -> int:
+    try:
+        session = _Session(args, root)
+    except ValueError as exc:
+        print(f"ivm: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if module is not None and root is not None:
+            result = _run_module(session.isolate, session.context, module, root, args.timeout)
+        else:
+            result = session.eval(code, filename)
+        print(session.show(result))
+        return EXIT_OK
+    except (ivm.IvmError, ImportError) as exc:
+        return _failure(exc)
+    finally:
+        session.close()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -75,59 +148,118 @@ def _run(args: argparse.Namespace) -> int:
         entry = path.resolve(strict=True)
     except OSError as exc:
         print(f"ivm: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     root = Path(args.root).resolve() if args.root else entry.parent
     if as_module and not entry.is_relative_to(root):
         print(f"ivm: {args.file} is outside the root {root}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    return _execute(args, code, args.file, entry if as_module else None, root)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    return _execute(args, args.code, "[eval]", None, None)
+
+
+def _incomplete(exc: ivm.JSError) -> bool:
+    """Whether a SyntaxError only says the input stopped early (the REPL reads on)."""
+    return exc.name == "SyntaxError" and any(
+        m in exc.message for m in ("Unexpected end of input", "Unterminated template")
+    )
+
+
+def _repl(args: argparse.Namespace) -> int:
+    """A small REPL: one isolate and context for the session, history (readline), multi-line
+    input, `.exit` (or end of input) to leave. Each input runs with the session's limits."""
     try:
-        with ivm.Isolate(memory_limit=args.memory_limit) as isolate:
-            if as_module:
-                result = _run_module(isolate, entry, root, args.timeout)
-            else:
-                context = isolate.create_context_sync()
-                result = context.eval_sync(code, timeout=args.timeout, filename=args.file)
-    except ImportError as exc:
-        print(f"ivm: {exc}", file=sys.stderr)
-        return 1
-    except ivm.JSError as exc:
-        print(exc.stack, file=sys.stderr)
-        return 1
-    except ivm.IvmError as exc:
-        print(f"ivm: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        import readline  # noqa: F401 - line editing and history for input()
+    except ImportError:  # pragma: no cover - not on this platform
+        pass
+    try:
+        session = _Session(args)
     except ValueError as exc:
         print(f"ivm: {exc}", file=sys.stderr)
-        return 2
-    print(_show(result))
-    return 0
+        return EXIT_USAGE
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"ivm {ivm.__version__} (V8 {ivm.v8_version}); .exit or Ctrl-D to leave")
+    status, buffer = EXIT_OK, ""
+    try:
+        while True:
+            try:
+                line = input(("... " if buffer else "> ") if interactive else "")
+            except EOFError:
+                break
+            if not buffer and line.strip() == ".exit":
+                break
+            buffer += line + "\n"
+            try:
+                print(session.show(session.eval(buffer, "[repl]"), raw_strings=False))
+            except ivm.JSError as exc:
+                if _incomplete(exc):
+                    continue
+                status = _failure(exc)
+            except ivm.IvmError as exc:
+                status = _failure(exc)
+                if session.isolate.is_disposed:
+                    session = _Session(args)  # (a memory limit ended the old one)
+            buffer = ""
+    finally:
+        session.close()
+    return status if not interactive else EXIT_OK
+
+
+def _limits(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--memory-limit", type=float, default=128, metavar="MB",
+                        help="memory limit of the isolate in MB (default 128, minimum 8)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="S",
+                        help="time limit in seconds (default: none)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the result as JSON (JSON.stringify) instead of node's style")
+    parser.add_argument("--isolated", action="store_true",
+                        help="run the isolate in a sandboxed worker process (docs/process.md): "
+                             "even a V8 abort ends only the worker (exit status 5)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ivm", description="Run JavaScript in an isolated V8 isolate."
+        prog="python -m ivm",
+        description="Run JavaScript in an isolated V8 isolate. Without a command: a REPL.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--version",
         action="version",
         version=f"ivm {ivm.__version__} (V8 {ivm.v8_version})",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    _limits(parser)
+    sub = parser.add_subparsers(dest="command")
     run = sub.add_parser(
-        "run",
-        help="evaluate a file and print its completion value (a module: its default export)",
-    )
+        "run", epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="run a file and print its result (awaited if a promise; a module: its default export)",
+    )  # fmt: skip
     run.add_argument("file", help="the JavaScript file (*.mjs, or with --module: an ES module)")
     run.add_argument("--module", action="store_true",
                      help="run the file as an ES module (the default for *.mjs)")
     run.add_argument("--root", metavar="DIR", default=None,
                      help="modules may import files below DIR only (default: the file's directory)")
-    run.add_argument("--memory-limit", type=float, default=128, metavar="MB",
-                     help="memory limit of the isolate in MB (default 128, minimum 8)")
-    run.add_argument("--timeout", type=float, default=None, metavar="S",
-                     help="time limit in seconds (default: none)")
+    _limits(run)
+    one = sub.add_parser(
+        "eval", epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="run CODE given on the command line and print its result",
+    )  # fmt: skip
+    one.add_argument("code", help="the JavaScript to run")
+    _limits(one)
     args = parser.parse_args(argv)
-    return _run(args)
+    for limit in ("timeout",):
+        value = getattr(args, limit)
+        if value is not None and not value > 0:
+            parser.error(f"--{limit} must be a positive number of seconds")
+    if args.command == "run":
+        return _run(args)
+    if args.command == "eval":
+        return _eval(args)
+    return _repl(args)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def script(tmp_path: Path, code: str, name: str = "main.js") -> str:
         ("'hi ' + 6 * 7", "hi 42"),
         ("6 * 7", "42"),
         ("1.5", "1.5"),
-        ("2n ** 70n", str(2**70)),
+        ("2n ** 70n", str(2**70) + "n"),
         ("undefined", "undefined"),
         ("null", "null"),
         ("true", "true"),
@@ -78,11 +78,63 @@ def test_syntax_error_fails(tmp_path: Path) -> None:
     assert "SyntaxError" in proc.stderr
 
 
-def test_non_primitive_result_fails(tmp_path: Path) -> None:
-    proc = ivm_cli("run", script(tmp_path, "({a: 1})"))
-    assert proc.returncode != 0
-    assert "Object" in proc.stderr
+def test_objects_print_in_nodes_style(tmp_path: Path) -> None:
+    """Any result prints, as node's util.inspect would show it: nesting, cycles, Maps,
+    functions, getters (not run), holes, null prototypes, typed arrays, errors."""
+    code = (
+        "const o = {a: 1, s: 'x', f() {}, m: new Map([[1, 'one']]), t: new Uint8Array(2),"
+        " get g() { throw new Error('never run') }, n: Object.create(null)};"
+        " o.self = o; o.holes = [1, , 3]; o"
+    )
+    proc = ivm_cli("run", script(tmp_path, code))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for part in ["<ref *1> {", "a: 1", "s: 'x'", "f: [Function: f]", "m: Map(1) { 1 => 'one' }",
+                 "t: Uint8Array(2) [ 0, 0 ]", "g: [Getter]", "n: [Object: null prototype] {}",
+                 "self: [Circular *1]", "holes: [ 1, <1 empty item>, 3 ]"]:
+        assert part in out, out
+    err = ivm_cli("eval", "new RangeError('shown, not thrown')")
+    assert err.returncode == 0 and err.stdout.startswith("RangeError: shown, not thrown\n    at ")
+
+
+def test_promise_results_are_awaited_and_json_prints_json() -> None:
+    assert ivm_cli("eval", "Promise.resolve({a: [1, 'x']})").stdout == "{ a: [ 1, 'x' ] }\n"
+    assert ivm_cli("eval", "--json", "Promise.resolve({a: [1, 'x']})").stdout == '{"a":[1,"x"]}\n'
+    assert ivm_cli("eval", "--json", "undefined").stdout == "undefined\n"
+    rejected = ivm_cli("eval", "Promise.reject(new TypeError('later'))")
+    assert rejected.returncode == 1 and "TypeError: later" in rejected.stderr
+
+
+def test_output_is_bounded() -> None:
+    proc = ivm_cli("eval", "({big: 'x'.repeat(1e7), many: Array.from({length: 1e5}, (_, i) => i)})")
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout) < 100_000
+    assert "more characters" in proc.stdout and "..." in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "says"),
+    [
+        (["eval", "6 * 7"], 0, ""),
+        (["eval", "throw new TypeError('boom')"], 1, "TypeError: boom"),
+        (["eval", "let = ;"], 1, "SyntaxError"),
+        (["eval", "--memory-limit", "4", "1"], 2, "memory_limit"),
+        (["eval", "--timeout", "0", "1"], 2, "--timeout"),
+        (["run", "/nonexistent/x.js"], 2, "cannot read"),
+        (["eval", "--timeout", "0.2", "while (true) {}"], 3, "TimeoutError"),
+        (["eval", "--memory-limit", "16", "const a = []; while (true) a.push(new Array(1e5).fill(1))"],
+         4, "MemoryLimitError"),
+        (["eval", "--isolated", "'x'.repeat(2 ** 27).split('')"], 5, "IsolateCrashedError"),
+    ],
+    ids=["ok", "throw", "syntax", "bad-limit", "bad-timeout", "unreadable", "timeout", "memory",
+         "crash"],
+)
+def test_every_documented_exit_status(args: list[str], status: int, says: str) -> None:
+    proc = ivm_cli(*args)
+    assert proc.returncode == status, proc.stderr
+    assert says in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert f"  {status}  " in ivm_cli("--help").stdout  # documented in --help
 
 
 def test_timeout(tmp_path: Path) -> None:
@@ -131,10 +183,20 @@ def test_missing_file(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_no_command_is_a_usage_error() -> None:
-    proc = ivm_cli()
-    assert proc.returncode != 0
-    assert "usage" in proc.stderr
+def test_without_a_command_a_repl_reads_lines() -> None:
+    """The REPL: one context for the session, multi-line input, results in node's style,
+    errors shown without ending it, .exit. (Piped input: no prompts; the status is the last
+    error's.)"""
+    session = "let x = 20\nfunction f(a) {\n  return a * 2\n}\nf(x + 1)\n'str'\nthrow new Error('oops')\n" \
+              "x\n.exit\nnever\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ivm"], cwd=Path(ivm.__file__).parent.parent, input=session,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.stdout.split("\n")[:5] == ["undefined", "undefined", "42", "'str'", "20"], proc.stdout
+    assert "Error: oops" in proc.stderr and "never" not in proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert ivm_cli().returncode == 0  # no input at all: an empty session
 
 
 def test_version() -> None:
@@ -193,4 +255,4 @@ def test_module_flag_and_errors(tmp_path: Path) -> None:
     assert result.returncode == 1 and "TypeError: boom" in result.stderr and "fail.mjs:2" in result.stderr
     hang = script(tmp_path, "await new Promise(() => {});", "hang.mjs")
     result = ivm_cli("run", hang, "--timeout", "0.3")
-    assert result.returncode == 1 and "TimeoutError" in result.stderr
+    assert result.returncode == 3 and "TimeoutError" in result.stderr
