@@ -164,3 +164,16 @@ def test_importing_the_source_tree_says_what_is_missing_and_what_to_do() -> None
     assert "found the source tree's ivm/" in proc.stderr, proc.stderr
     assert "no compiled parts" in proc.stderr and "with -P" in proc.stderr
     assert "pip install --no-build-isolation -e ." in proc.stderr
+
+
+def test_the_distribution_is_ivm_v8_and_imports_as_ivm() -> None:
+    """Issue 15: `ivm` on PyPI is an unrelated project, so the distribution has its own name;
+    the import name stays ivm."""
+    from importlib import metadata
+
+    import ivm
+
+    dist = metadata.distribution("ivm-v8")
+    assert dist.version == ivm.__version__
+    files = [str(f) for f in dist.files or []]
+    assert any(f.startswith("ivm/") and f.endswith("__init__.py") for f in files), files[:20]
