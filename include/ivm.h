@@ -325,7 +325,9 @@ IVM_API void ivm_error_stack(const ivm_error_t *err, const char **out,
  */
 IVM_API int ivm_error_thrown_primitive(const ivm_error_t *err);
 
-/** Frees `err`; NULL is a no-op. Threads: any. Blocks: never. Errors: none. Since: 0.1 */
+/** Frees `err`; NULL is a no-op. The shared error of a call stopped by a
+ * signal (ivm_interrupt_on_signal) is left as it is (since 0.4).
+ * Threads: any. Blocks: never. Errors: none. Since: 0.1 */
 IVM_API void ivm_error_free(ivm_error_t *err);
 
 enum {
@@ -1791,6 +1793,10 @@ IVM_API uint64_t ivm_set_copy_limit(uint64_t bytes);
  * whole process group, leaves them running. If a later sigaction() replaces
  * libivm's handler, call this again. Calling it again for the same signal from
  * the same thread is a no-op.
+ * The error of such a stopped call (returned by the outermost synchronous call
+ * on that thread) is one shared, static object that ivm_error_free ignores
+ * (since 0.4): a host that raises its own exception as the call returns, before
+ * it could free the error (Python's KeyboardInterrupt), leaks nothing.
  * Threads: any (usually the main thread). Blocks: never.
  * Errors: INVALID_ARGUMENT, INTERNAL. Since: 0.1
  */

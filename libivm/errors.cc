@@ -240,6 +240,8 @@ IVM_API int ivm_error_thrown_primitive(const ivm_error_t* err) {
   return err && err->thrown_primitive ? 1 : 0;
 }
 
-IVM_API void ivm_error_free(ivm_error_t* err) { delete err; }
+IVM_API void ivm_error_free(ivm_error_t* err) {
+  if (err != ivm::interrupt::Static()) delete err;   // (the static one stays)
+}
 
 }  // extern "C"

@@ -421,6 +421,15 @@ void LeaveCall(uint64_t token);
 // Takes `lock`; on the watched thread, gives up with TERMINATED if the signal
 // arrives while it waits for a busy isolate.
 ivm_error_t* Lock(std::unique_lock<std::recursive_timed_mutex>& lock);
+// Signals seen so far (read before a call, passed to Substitute after it).
+uint64_t Signals();
+// The error of an outermost call: on the watched thread, a TERMINATED error of
+// a call that a signal stopped (`seen`: Signals() before the call) is freed
+// and replaced by the shared static one (Static), which ivm_error_free
+// ignores. A host runtime raises its own exception as such a call returns
+// (Python's KeyboardInterrupt), before it can free the error: nothing leaks.
+ivm_error_t* Substitute(ivm_error_t* error, uint64_t seen);
+ivm_error_t* Static();
 }  // namespace interrupt
 
 // ---------------------------------------------------------------------------
@@ -505,6 +514,7 @@ template <class F>
 ivm_error_t* IsolateHolder::Run(uint64_t timeout_ns, F&& body) {
   if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
   if (ivm_error_t* refused = RefuseFromPool(this)) return refused;
+  const uint64_t signals_seen = interrupt::Signals();
   std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_, std::defer_lock);
   if (!lock.try_lock()) {
     // Busy: wait, unless waiting closes a cycle of threads each inside one
@@ -545,6 +555,7 @@ ivm_error_t* IsolateHolder::Run(uint64_t timeout_ns, F&& body) {
     }
   }
   if (depth_ == 0 && (oom_.load() || dispose_requested_.load())) DisposeLocked();
+  if (depth_ == 0 && error != nullptr) error = interrupt::Substitute(error, signals_seen);
   return error;
 }
 

@@ -19,6 +19,7 @@
 // an inner call's timeout does not end the outer call.
 #include "remote.h"
 #include "internal.h"
+#include "jobs.h"
 #include "options.h"
 
 #include <algorithm>
@@ -774,6 +775,9 @@ IVM_API void ivm_isolate_free(ivm_isolate_t* iso) {
     iso->holder->Orphan();
     try {
       ivm::GiveBackThreadLock(*iso->holder);
+      // Kept alive by others (contexts, References): collect its garbage once, so that
+      // the References it holds into other isolates go (ivm::EnqueueCollect).
+      if (iso->holder.use_count() > 1 && !iso->holder->disposed()) ivm::EnqueueCollect(iso->holder);
     } catch (...) {
     }
   }

@@ -68,6 +68,13 @@ ivm_error_t* Enqueue(const std::shared_ptr<IsolateHolder>& holder, ivm_completio
 // Queues a job that runs `holder`'s pending foreground tasks and microtasks
 // (deferred results, parked promises). Its outcome is dropped.
 void EnqueuePump(const std::shared_ptr<IsolateHolder>& holder);
+// Queues a job that runs a full garbage collection in `holder`'s isolate (its
+// outcome is dropped): for an isolate whose handle was freed while other
+// isolates' References keep it alive. Nothing else may ever run there to
+// collect the garbage References it holds into other isolates, and two such
+// isolates would keep each other alive for ever.
+void EnqueueCollect(const std::shared_ptr<IsolateHolder>& holder);
+
 // Frees what a completion owns (its result, by kind, and its error): for
 // outcomes nobody will receive.
 void FreeCompletion(const ivm_completion_t& completion);

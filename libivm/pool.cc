@@ -361,4 +361,18 @@ void EnqueuePump(const std::shared_ptr<IsolateHolder>& holder) {
   holder->jobs().Submit(std::move(job));
 }
 
+void EnqueueCollect(const std::shared_ptr<IsolateHolder>& holder) {
+  std::weak_ptr<IsolateHolder> weak = holder;   // the job does not keep the isolate alive
+  auto job = std::make_unique<Job>(
+      IVM_COMPLETION_NONE, IgnoreOutcome, nullptr, [weak](ivm_completion_t*) -> ivm_error_t* {
+        std::shared_ptr<IsolateHolder> holder = weak.lock();
+        if (!holder || holder->disposed()) return nullptr;
+        return holder->Run(0, [&](v8::Isolate* isolate, CallState&) -> ivm_error_t* {
+          isolate->LowMemoryNotification();
+          return nullptr;
+        });
+      });
+  holder->jobs().Submit(std::move(job));
+}
+
 }  // namespace ivm

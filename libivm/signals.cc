@@ -89,11 +89,33 @@ ivm_error_t* Lock(std::unique_lock<std::recursive_timed_mutex>& lock) {
   }
   uint64_t seen = g_signals.load();
   while (!lock.try_lock_for(std::chrono::milliseconds(20))) {
-    if (g_signals.load() != seen) {
-      return MakeError(IVM_ERROR_TERMINATED, "Interrupted while waiting for the isolate");
-    }
+    if (g_signals.load() != seen) return Static();
   }
   return nullptr;
+}
+
+uint64_t Signals() { return g_signals.load(std::memory_order_acquire); }
+
+ivm_error_t* Static() {
+  // Never freed, and not counted in ivm_debug_live_objects.
+  static ivm_error_t* const error = [] {
+    auto* e = new ivm_error_t();
+    g_live_objects.fetch_sub(1, std::memory_order_relaxed);
+    e->kind = IVM_ERROR_TERMINATED;
+    e->message = "Script execution was terminated.";
+    return e;
+  }();
+  return error;
+}
+
+ivm_error_t* Substitute(ivm_error_t* error, uint64_t seen) {
+  if (error->kind != IVM_ERROR_TERMINATED || error->host_abort || error == Static() ||
+      !g_enabled.load(std::memory_order_relaxed) || Signals() == seen ||
+      std::this_thread::get_id() != state().thread) {
+    return error;
+  }
+  delete error;
+  return Static();
 }
 
 void Enter(IsolateHolder& holder) {

@@ -90,3 +90,44 @@ def test_without_ctrl_c_the_loop_is_not_interrupted() -> None:
     )
     assert proc.returncode == 3
     assert "not interrupted" in proc.stdout
+
+
+LEAK_CHILD = r"""
+import gc, ivm
+from ivm._ffi import lib
+isolate = ivm.Isolate()
+context = isolate.create_context_sync()
+context.eval_sync("1")
+gc.collect()
+before = lib.ivm_debug_live_objects()
+for _ in range(3):
+    print("ready", flush=True)
+    try:
+        context.eval_sync("while (true) {}")
+    except KeyboardInterrupt:
+        pass
+gc.collect()
+print("live", before, lib.ivm_debug_live_objects(), flush=True)
+"""
+
+
+def test_ctrl_c_leaks_no_error_object() -> None:
+    """Python raises KeyboardInterrupt as the interrupted call returns, before ivm can free
+    the call's error: each Ctrl-C used to leak one ivm_error_t. The error of a call that
+    the signal stopped is now a shared static object that ivm_error_free leaves alone."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LEAK_CHILD],
+        cwd=Path(ivm.__file__).parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for _ in range(3):
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)  # let the JavaScript start
+        proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    _, before, after = out.split()
+    assert int(after) == int(before), f"{int(after) - int(before)} libivm objects leaked"
