@@ -33,6 +33,8 @@ int main() {
     return Fail("start-up", "fd 3 is not a socket: ivm-worker is started by libivm only");
   }
   signal(SIGPIPE, SIG_IGN);
+  // libivm's pool threads sleep as soon as they are idle (pool.cc, SpinNs).
+  setenv("IVM_POOL_SPIN_NS", "0", 1);
 #ifdef IVM_WORKER_TEST_HOOKS
   // Test builds only: a worker that never finishes starting.
   if (getenv("IVM_WORKER_TEST_HANG") != nullptr) {
