@@ -399,8 +399,8 @@ enum {
  * @param[out] out  on success, a new handle the caller frees (ivm_isolate_free).
  * @return NULL on success, otherwise a new error owned by the caller.
  * Threads: any.
- * Blocks:  never inline; in a worker, until the worker (a new one: about
- *          65 ms) has created the isolate.
+ * Blocks:  never inline; in a worker, until the worker (a new one: some
+ *          30-40 ms on a quiet machine) has created the isolate.
  * Errors:  INVALID_ARGUMENT, INTERNAL; in a worker also CRASHED, DISPOSED (a
  *          disposed group). Since: 0.1 (worker placement: 0.4)
  */

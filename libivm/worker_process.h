@@ -97,7 +97,8 @@ class WorkerProcess {
 
  private:
   WorkerProcess() = default;
-  ivm_error_t* Spawn(const char* path);
+  // `use_zygote`: fork it from the zygote if there is one (zygote.cc).
+  ivm_error_t* Spawn(const char* path, bool use_zygote);
   ivm_error_t* WaitForHello();
   struct Waiter {
     uint16_t kind = 0;     // the answer expected: PONG or REPLY
@@ -173,6 +174,11 @@ class WorkerProcess {
 
 // process_group.cc: the worker of a process group handle.
 std::shared_ptr<WorkerProcess> GroupWorker(const ivm_process_group_t* group);
+
+// zygote.cc: forks a worker of `path` from the zygote (started on first use)
+// with `sock` as its channel and `err` as its stderr; false when there is no
+// usable zygote (the caller then spawns the worker itself).
+bool ZygoteFork(const std::string& path, int sock, int err, pid_t* pid);
 
 // worker_io.cc: the single I/O thread. Register() hands it a started worker;
 // it keeps the worker alive until its death is processed.
