@@ -413,6 +413,7 @@ void WorkerProcess::OnMaybeExited() {
     FinishLocked(CauseLocked(status, have));
   }
   FailAsync();
+  NotifyDeath();
 }
 
 void WorkerProcess::FinishLocked(std::string cause) {

@@ -364,6 +364,45 @@ void WorkerProcess::FlushDeferredLocked() {
   deferred_.erase(deferred_.begin(), deferred_.begin() + static_cast<std::ptrdiff_t>(sent));
 }
 
+uint64_t WorkerProcess::AddDeathListener(DeathFn fn) {
+  std::unique_lock<std::mutex> lock(mu_);
+  uint64_t id = next_id_++;
+  if (!dead_) {
+    death_listeners_.emplace(id, std::move(fn));
+    return id;
+  }
+  bool crashed = crashed_before_dispose_;
+  std::string cause = cause_;
+  lock.unlock();
+  if (crashed) fn(cause);
+  return id;
+}
+
+void WorkerProcess::RemoveDeathListener(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  death_listeners_.erase(id);
+}
+
+// I/O thread, once the worker is dead and its calls failed.
+void WorkerProcess::NotifyDeath() {
+  std::unordered_map<uint64_t, DeathFn> listeners;
+  std::string cause;
+  bool crashed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    listeners.swap(death_listeners_);
+    crashed = crashed_before_dispose_;
+    cause = cause_;
+  }
+  if (!crashed) return;
+  for (auto& [id, fn] : listeners) {
+    try {
+      fn(cause);
+    } catch (...) {
+    }
+  }
+}
+
 ivm_error_t* WorkerProcess::BadReply(const std::string& why) {
   std::lock_guard<std::mutex> lock(mu_);
   KillLocked("protocol violation: " + why);
