@@ -235,6 +235,9 @@ void WorkerProcess::OnChannelReadable() {
       OnFrame(frame);
       if (channel_bad_) return;
     }
+    // A short read emptied the socket: no second recvmsg just to see EAGAIN
+    // (epoll is level-triggered, so anything that arrives later wakes us).
+    if (static_cast<size_t>(n) < sizeof buf) return;
   }
 }
 
