@@ -2,7 +2,7 @@
 """bench/run.py — ivm's figures beside the anchors' (raw V8, isolated-vm, the Python peers),
 measured in the same run with the same workload definitions, and the project's targets.
 
-    python bench/run.py [--quick] [--rounds N] [--no-anchors] [--out FILE]
+    python bench/run.py [--quick] [--rounds N] [--no-anchors] [--figures REGEX] [--out FILE]
 
 Prints one JSON object on stdout (progress on stderr):
     {"ivm": {...}, "anchors": {...}, "ratios": {...}, "targets": {...}, "machine": {...}}
@@ -12,7 +12,11 @@ benchlib.py, imported from there). With anchors, this file is handed to `run-all
 PYTHON --probe bench/run.py`, so ivm runs as one more section inside run-all's interleaved
 rounds and gets the same medians and spread; with --no-anchors (or when run-all fails) it runs
 the same probe itself, once per round, each round in a fresh process. rss_per_isolate_mb always
-runs in a process of its own.
+runs in a process of its own. --figures measures only the figures whose names match REGEX
+(re.search), and reports only their ratios and targets.
+
+Isolates in worker processes (issue 11): bench/remote.py adds the `isolated_*` figures, beside
+`pydeno_isolated` of the same run.
 
 Exit status: 0 whenever the document was produced, targets missed or not (see "ok"); 1 when
 ivm's measurement crashed (no figures at all: the JSON says why); 2 on bad usage.
@@ -31,6 +35,20 @@ import threading
 import time
 
 sys.dont_write_bytecode = True  # never write __pycache__ beside the anchors (or here)
+
+
+def _load_sibling(name: str):
+    """bench/<name>.py as a module (by path: `python -P` puts no script folder on sys.path)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    spec = importlib.util.spec_from_file_location(f"ivm_bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+remote = _load_sibling("remote")   # the isolated_* figures and their targets
 
 # ---------------------------------------------------------------------------------------------
 # Targets (the project's issues). One row per goal: `figure op bound [× anchor]`.
@@ -79,6 +97,8 @@ TARGETS = [
     # one, and a 50-module graph within 3x the same code as one script (same run).
     Target("typescript_compile_cached_ms", "<=", 0.2, "ivm.typescript_compile_cold_ms"),
     Target("module_graph_50_ms", "<=", 3.0, "ivm.module_graph_50_as_script_ms"),
+    # Isolates in worker processes (issue 11), against pydeno's IsolatedRuntime: bench/remote.py.
+    *(Target(*row) for row in remote.TARGETS),
 ]
 
 # Plain ratios ivm / anchor for every figure both have, against these sections.
@@ -92,6 +112,7 @@ PROBE_WATCHDOG_S = 900       # a hung probe dumps its stacks and exits
 RSS_CHILD_TIMEOUT_S = 300
 
 ROLE_ENV = "IVM_BENCH_ROLE"  # unset: the driver; "probe": one round of figures; "rss": RSS only
+FIGURES_ENV = "IVM_BENCH_FIGURES"   # --figures REGEX, for the probe
 HERE = os.path.dirname(os.path.abspath(__file__))
 THIS = os.path.abspath(__file__)
 
@@ -152,6 +173,25 @@ class Probe:
         if self.iso is not None:
             self.iso.dispose()
         self.iso = self.ctx = None
+
+    def child(self, role: str) -> dict:
+        """Runs this file in a fresh process in `role`; its one JSON line as a dict."""
+        env = dict(os.environ, **{ROLE_ENV: role})
+        try:
+            c = subprocess.run([sys.executable, THIS], env=env, capture_output=True, text=True,
+                               timeout=RSS_CHILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"the {role} process hung (killed after {RSS_CHILD_TIMEOUT_S} s)"
+                               ) from None
+        try:
+            res = json.loads(c.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            why = f"signal {-c.returncode}" if c.returncode < 0 else f"exit {c.returncode}"
+            raise RuntimeError(f"the {role} process failed ({why}): "
+                               f"{' '.join(c.stderr.split())[-300:]}") from None
+        if "error" in res:
+            raise RuntimeError(res["error"])
+        return res
 
 
 # --- Prerequisites of the figures -------------------------------------------------------------
@@ -580,23 +620,14 @@ def f_module_graph_script(p):
     return _median_ms(once)
 
 
+remote.register(figure, _run_async, _gather, needs_trio)
+
+
 @figure("rss_per_isolate_mb")
 def f_rss(p):
     """In a fresh process: this one's earlier allocations must not disturb it."""
     p.close()
-    env = dict(os.environ, **{ROLE_ENV: "rss"})
-    try:
-        c = subprocess.run([sys.executable, THIS], env=env, capture_output=True, text=True,
-                           timeout=RSS_CHILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"the RSS process hung (killed after {RSS_CHILD_TIMEOUT_S} s)") from None
-    try:
-        res = json.loads(c.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        why = f"signal {-c.returncode}" if c.returncode < 0 else f"exit {c.returncode}"
-        raise RuntimeError(f"the RSS process failed ({why}): {' '.join(c.stderr.split())[-300:]}")
-    if "error" in res:
-        raise RuntimeError(res["error"])
+    res = p.child("rss")
     p.r.notes["rss_per_isolate_mb"] = (
         f"in a fresh process, after one warm-up isolate (V8 initialised): {res['n']} x "
         "(Isolate(memory_limit=128) + create_context_sync()) alive, RSS growth / n")
@@ -610,19 +641,7 @@ CHURN_WARMUP, CHURN_CYCLES = 300, 3000
 def f_rss_churn(p):
     """In a fresh process: RSS growth per 1,000 isolate cycles after warm-up."""
     p.close()
-    env = dict(os.environ, **{ROLE_ENV: "churn"})
-    try:
-        c = subprocess.run([sys.executable, THIS], env=env, capture_output=True, text=True,
-                           timeout=RSS_CHILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"the churn process hung (killed after {RSS_CHILD_TIMEOUT_S} s)") from None
-    try:
-        res = json.loads(c.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        why = f"signal {-c.returncode}" if c.returncode < 0 else f"exit {c.returncode}"
-        raise RuntimeError(f"the churn process failed ({why}): {' '.join(c.stderr.split())[-300:]}")
-    if "error" in res:
-        raise RuntimeError(res["error"])
+    res = p.child("churn")
     p.r.notes["rss_churn_kb_per_1000"] = (
         f"in a fresh process, after {CHURN_WARMUP} warm-up cycles: RSS growth over "
         f"{CHURN_CYCLES} cycles of Isolate(memory_limit=16) + context + script + Reference + "
@@ -692,6 +711,22 @@ def rss_child() -> int:
     return 0
 
 
+def pss_child() -> int:
+    """Role "pss": bench/remote.py's PSS per worker, one JSON line."""
+    try:
+        print(json.dumps(remote.pss_child(_import_anchors())), flush=True)
+    except Exception as e:  # noqa: BLE001 — reported to the probe
+        print(json.dumps({"error": " ".join(f"{type(e).__name__}: {e}".split())[:300]}))
+    return 0
+
+
+def selected(key: str) -> bool:
+    """Whether --figures (IVM_BENCH_FIGURES) selects this figure."""
+    import re
+    pattern = os.environ.get(FIGURES_ENV, "")
+    return not pattern or re.search(pattern, key) is not None
+
+
 def probe() -> int:
     """Role "probe": one round of every figure, one JSON line on stdout (run-all's contract)."""
     import faulthandler
@@ -705,6 +740,8 @@ def probe() -> int:
     r.out["python"] = sys.version.split()[0]
     r.notes["ivm_path"] = os.path.dirname(os.path.abspath(ivm.__file__))
     for key, needs, fn in FIGURES:
+        if not selected(key):
+            continue
         why = needs(ivm) if needs else None
         if why:
             r.none(key, why)
@@ -843,7 +880,7 @@ def _sig(v: float) -> float:
 
 
 def figure_keys() -> list[str]:
-    return [key for key, _, _ in FIGURES]
+    return [key for key, _, _ in FIGURES if selected(key)]
 
 
 def ratios(ivm: dict, anchors: dict) -> dict:
@@ -857,6 +894,9 @@ def ratios(ivm: dict, anchors: dict) -> dict:
             a = (anchors.get(s) or {}).get(RATIO_ALIASES.get((s, key), key))
             if _num(a) and a > 0:
                 row[s] = _sig(ivm[key] / a)
+        a = (anchors.get("pydeno_isolated") or {}).get(remote.PYDENO_RATIOS.get(key, ""))
+        if _num(a) and a > 0:
+            row["pydeno_isolated"] = _sig(ivm[key] / a)
         if row:
             out[key] = row
     return out
@@ -867,6 +907,8 @@ def targets(ivm: dict, anchors: dict) -> dict:
     unsupported = ivm.get("unsupported") or {}
     errors = ivm.get("errors") or {}
     for t in TARGETS:
+        if not selected(t.figure):
+            continue
         rule = f"{t.figure} {t.op} " + (
             f"{t.bound if t.bound is not None else '?'}" + (f" x {t.anchor}" if t.anchor else ""))
         row: dict = {"value": None, "limit": None, "ok": None, "rule": rule}
@@ -954,6 +996,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (anchors' quick mode)")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians + spread")
     ap.add_argument("--no-anchors", action="store_true", help="ivm's figures only")
+    ap.add_argument("--figures", metavar="REGEX",
+                    help="only the figures whose names match (re.search), e.g. isolated_")
     ap.add_argument("--out", help="also write the JSON document to this file")
     args = ap.parse_args(argv)
     if args.rounds < 1:
@@ -961,6 +1005,13 @@ def main(argv: list[str]) -> int:
     os.environ["ANCHORS_QUICK"] = "1" if args.quick else "0"
     os.environ["IVM_ANCHORS_DIR"] = anchors_dir()
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    if args.figures:
+        import re
+        try:
+            re.compile(args.figures)
+        except re.error as e:
+            ap.error(f"--figures: {e}")
+        os.environ[FIGURES_ENV] = args.figures
     _import_anchors()
     env = dict(os.environ)
     t0 = time.monotonic()
@@ -1003,4 +1054,6 @@ if __name__ == "__main__":
         sys.exit(rss_child())
     if role == "churn":
         sys.exit(churn_child())
+    if role == "pss":
+        sys.exit(pss_child())
     sys.exit(main(sys.argv[1:]))

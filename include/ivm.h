@@ -104,6 +104,10 @@
  *
  *   - Isolates can live in a worker process: ivm_isolate_options_t gains
  *     `placement` and `group`; ivm_isolate_pid().
+ *   - ivm_isolate_options_t gains `on_catastrophic_error` and
+ *     `on_catastrophic_error_data` (ivm_catastrophic_error_fn): a worker's
+ *     crash, or inline V8's fatal-error and out-of-memory handlers, report
+ *     their cause once.
  *   - Modules: ivm_isolate_compile_module() and the ivm_module_* calls, with
  *     IVM_COMPLETION_MODULE; ivm_context_options_t gains `import_hook` and
  *     `on_unhandled_rejection`.
@@ -361,6 +365,32 @@ IVM_API uint64_t ivm_error_host_token(const ivm_error_t *err);
 /** The smallest memory limit an isolate accepts: 8 MiB. */
 #define IVM_MEMORY_LIMIT_MIN 8388608
 
+/**
+ * Receives the cause of an isolate's catastrophic end, as UTF-8 text of
+ * `cause_len` bytes (not NUL-terminated), valid during the call. Called at
+ * most once per isolate, and never once ivm_isolate_dispose() has returned.
+ *
+ *   - In a worker process: the worker died without being disposed (V8
+ *     aborted, a signal, the OOM killer, the sandbox, a protocol violation,
+ *     a worker that stopped answering). `cause` is the message of the
+ *     IVM_ERROR_CRASHED errors its calls fail with. Every isolate of a
+ *     crashed group with a callback is called.
+ *   - Inline: V8's fatal-error or out-of-memory handler ran (an allocation
+ *     past the unwind room, say): `cause` is V8's ("Fatal javascript OOM in
+ *     ...", "V8 fatal error in ...: ..."). The process ends right after: V8's
+ *     message goes to stderr and the process aborts, as without a callback.
+ *     V8's internal CHECK failures abort without calling it.
+ *
+ * Threads: in a worker, a thread libivm starts for the call (never one that
+ *          libivm waits for, so it may call libivm, even start a new worker);
+ *          inline, the thread that ran into the error (the process is ending:
+ *          do as little as possible, call nothing of this isolate).
+ * Blocks:  ivm_isolate_dispose() of the isolate waits for a call of it that
+ *          runs on another thread. Since: 0.4
+ */
+typedef void (*ivm_catastrophic_error_fn)(void *user_data, const char *cause,
+                                          size_t cause_len);
+
 struct ivm_isolate_options {
   size_t struct_size;    /**< sizeof(ivm_isolate_options_t) as compiled */
   /**
@@ -388,6 +418,14 @@ struct ivm_isolate_options {
    * share a group; a crash of the worker takes all of them. Since: 0.4
    */
   ivm_process_group_t *group;
+  /**
+   * NULL, or called once with the cause when the isolate ends
+   * catastrophically (see ivm_catastrophic_error_fn), with
+   * `on_catastrophic_error_data`. Since: 0.4
+   */
+  ivm_catastrophic_error_fn on_catastrophic_error;
+  /** Passed to on_catastrophic_error. Since: 0.4 */
+  void *on_catastrophic_error_data;
 };
 
 /** ivm_isolate_options_t.placement. Values are ABI: append only. */
@@ -400,7 +438,7 @@ enum {
 };
 
 #ifndef IVM_CDEF
-#define IVM_ISOLATE_OPTIONS_INIT { sizeof(ivm_isolate_options_t), 0, 0, NULL }
+#define IVM_ISOLATE_OPTIONS_INIT { sizeof(ivm_isolate_options_t), 0, 0, NULL, NULL, NULL }
 #endif
 
 /**
@@ -410,8 +448,8 @@ enum {
  * @param[out] out  on success, a new handle the caller frees (ivm_isolate_free).
  * @return NULL on success, otherwise a new error owned by the caller.
  * Threads: any.
- * Blocks:  never inline; in a worker, until the worker (a new one: about
- *          65 ms) has created the isolate.
+ * Blocks:  never inline; in a worker, until the worker (a new one: some
+ *          30-40 ms on a quiet machine) has created the isolate.
  * Errors:  INVALID_ARGUMENT, INTERNAL; in a worker also CRASHED, DISPOSED (a
  *          disposed group). Since: 0.1 (worker placement: 0.4)
  */

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from ._async import submit
+from ._catastrophic import CatastrophicHandler, register as register_catastrophic
 from ._context import Context
 from ._errors import DisposedError, check
 from ._ffi import ffi, lib
@@ -112,10 +113,18 @@ class Isolate(Handle):
     later call raises :class:`ivm.IsolateCrashedError` with the cause; the
     host process lives on.
 
+    ``on_catastrophic_error(cause)`` is called once with the cause (a str) when
+    the isolate ends catastrophically: for an isolate in a worker, when the
+    worker crashes (the message of the ``IsolateCrashedError`` its calls then
+    raise), on a thread of libivm's; inline, when V8's fatal-error or
+    out-of-memory handler runs, on the thread that ran into it, just before
+    the process aborts. Never once ``dispose()`` has returned. What it raises
+    is logged on the ``ivm`` logger.
+
     An isolate is a context manager that disposes it on exit.
     """
 
-    __slots__ = ("_memory_limit", "_group", "_import_module")
+    __slots__ = ("_memory_limit", "_group", "_import_module", "_forget_catastrophic")
     _free = lib.ivm_isolate_free
     _dispose = lib.ivm_isolate_dispose
 
@@ -125,6 +134,7 @@ class Isolate(Handle):
         *,
         process: Literal["inline", "isolated"] = "inline",
         group: ProcessGroup | None = None,
+        on_catastrophic_error: CatastrophicHandler | None = None,
     ) -> None:
         from ._process import ProcessGroup
 
@@ -145,13 +155,25 @@ class Isolate(Handle):
         opts.memory_limit = int(memory_limit * _MIB)
         opts.placement = lib.IVM_PLACEMENT_PROCESS if process == "isolated" else lib.IVM_PLACEMENT_INLINE
         opts.group = group._ptr if group is not None else ffi.NULL
+        forget = None
+        if on_catastrophic_error is not None:
+            opts.on_catastrophic_error_data, forget = register_catastrophic(on_catastrophic_error)
+            opts.on_catastrophic_error = lib._ivm_py_catastrophic
         out = ffi.new("ivm_isolate_t **")
-        check(lib.ivm_isolate_new(opts, out))
+        try:
+            check(lib.ivm_isolate_new(opts, out))
+        except BaseException:
+            if forget is not None:
+                forget()
+            raise
         if not _interrupt_installed:
             _install_interrupt()
         super().__init__(out[0])
         self._memory_limit = memory_limit
         self._group = group  # the worker's handle outlives the isolate's
+        self._forget_catastrophic = forget
+        if forget is not None:
+            weakref.finalize(self, forget)
         _live_isolates.add(self)
 
     def __repr__(self) -> str:
@@ -181,6 +203,8 @@ class Isolate(Handle):
         then.
         """
         check(lib.ivm_isolate_dispose(self._ptr))
+        if self._forget_catastrophic is not None:
+            self._forget_catastrophic()
 
     @property
     def is_disposed(self) -> bool:

@@ -163,6 +163,7 @@ std::string DescribeType(v8::Isolate* isolate, v8::Local<v8::Value> value);
 // isolate.cc
 
 class IsolateHolder;
+class CatastrophicReport;
 
 // Something that holds V8 handles of an isolate (a context, a script). Its
 // handles must be reset while the isolate is locked and before it is disposed.
@@ -214,10 +215,14 @@ struct ParkedPromise final : public Resource {
 // Owns one v8::Isolate. Shared by every handle that needs the isolate.
 class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
  public:
-  static ivm_error_t* Create(uint64_t memory_limit, std::shared_ptr<IsolateHolder>* out);
+  // `report`: on_catastrophic_error, or NULL (catastrophic.cc).
+  static ivm_error_t* Create(uint64_t memory_limit, std::shared_ptr<IsolateHolder>* out,
+                             std::shared_ptr<CatastrophicReport> report = nullptr);
   ~IsolateHolder();
 
   v8::Isolate* isolate() const { return isolate_; }
+  // Set at creation (before any JavaScript), read by V8's fatal handlers.
+  std::shared_ptr<CatastrophicReport> catastrophic;
   bool disposed() const { return state_.load(std::memory_order_acquire) != kAlive; }
   uint64_t memory_limit() const { return memory_limit_; }
 

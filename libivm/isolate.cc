@@ -18,6 +18,7 @@
 // outer call is still marked, so a late timer never kills an unrelated call and
 // an inner call's timeout does not end the outer call.
 #include "remote.h"
+#include "catastrophic.h"
 #include "internal.h"
 #include "jobs.h"
 #include "options.h"
@@ -137,7 +138,8 @@ class IsolateHolder::Allocator final : public v8::ArrayBuffer::Allocator {
   const size_t limit_;
 };
 
-ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<IsolateHolder>* out) {
+ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<IsolateHolder>* out,
+                                   std::shared_ptr<CatastrophicReport> report) {
   if (memory_limit == 0) memory_limit = kDefaultLimit;
   if (memory_limit < IVM_MEMORY_LIMIT_MIN) {
     return InvalidArgument("memory_limit must be at least 8 MB");
@@ -148,6 +150,7 @@ ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<Isolat
   std::shared_ptr<IsolateHolder> holder(new IsolateHolder());
   holder->unique_id_ = next_unique_id.fetch_add(1);
   holder->memory_limit_ = memory_limit;
+  holder->catastrophic = std::move(report);
   holder->allocator_ = std::make_shared<Allocator>(static_cast<size_t>(memory_limit));
   v8::Isolate::CreateParams params;
   params.array_buffer_allocator_shared = holder->allocator_;
@@ -166,6 +169,7 @@ ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<Isolat
     isolate->SetMicrotasksPolicy(v8::MicrotasksPolicy::kExplicit);
     isolate->SetCaptureStackTraceForUncaughtExceptions(true, 16, v8::StackTrace::kDetailed);
     InstallModuleHooks(isolate);
+    if (holder->catastrophic) InstallFatalHandlers(isolate);
   }
   *out = std::move(holder);
   return nullptr;
@@ -731,7 +735,10 @@ IVM_API ivm_error_t* ivm_isolate_new(const ivm_isolate_options_t* opts, ivm_isol
     ivm_error_t* err =
         o.placement != IVM_PLACEMENT_INLINE || o.group != nullptr
             ? ivm::remote::NewIsolate(o, &shell->remote)
-            : ivm::IsolateHolder::Create(o.memory_limit, &shell->holder);
+            : ivm::IsolateHolder::Create(
+                  o.memory_limit, &shell->holder,
+                  ivm::CatastrophicReport::Make(o.on_catastrophic_error,
+                                                o.on_catastrophic_error_data));
     if (err) return err;
     *out = shell.release();
     return nullptr;

@@ -20,6 +20,7 @@
 
 #include <condition_variable>
 #include <algorithm>
+#include <cstdlib>
 #include <deque>
 
 namespace ivm {
@@ -55,6 +56,19 @@ struct State {
 // How long an idle pool thread polls for new work before it sleeps: waking a
 // sleeping thread costs tens of microseconds on a VM, more than most jobs.
 constexpr int64_t kSpinNs = 50 * 1000;
+// IVM_POOL_SPIN_NS overrides it (read once; 0: sleep at once). ivm-worker sets
+// 0: there the next job comes a whole round trip through the host later, so
+// the poll burnt more CPU (about half the worker's) than the wake-up it saved.
+int64_t SpinNs() {
+  static const int64_t spin = [] {
+    const char* env = getenv("IVM_POOL_SPIN_NS");
+    if (env == nullptr || *env == '\0') return kSpinNs;
+    char* end = nullptr;
+    long long v = strtoll(env, &end, 10);
+    return (*end == '\0' && v >= 0 && v <= 10 * 1000 * 1000) ? static_cast<int64_t>(v) : kSpinNs;
+  }();
+  return spin;
+}
 constexpr int kExtraThreads = 1;   // base threads = cores + 1
 constexpr int kGrowthFactor = 8;   // at most 8 x base threads
 constexpr int64_t kStarvedNs = 10 * 1000 * 1000;
@@ -103,7 +117,7 @@ bool WaitForWork(State& s, std::unique_lock<std::mutex>& lock,
     if (!s.spinning) {
       s.spinning = true;
       lock.unlock();
-      int64_t until = MonotonicNs() + kSpinNs;
+      int64_t until = MonotonicNs() + SpinNs();
       while (s.ready_count.load(std::memory_order_acquire) == 0 && MonotonicNs() < until) {
         CpuRelax();
       }

@@ -21,6 +21,7 @@
 namespace ivm {
 
 class WorkerProcess;
+class CatastrophicReport;
 
 // One isolate in a worker. Shared by its isolate handle and by every remote
 // context, script and pending call of it; the last one tells the worker to
@@ -29,6 +30,9 @@ class RemoteIsolate {
  public:
   RemoteIsolate(std::shared_ptr<WorkerProcess> worker, bool owns_worker, uint64_t id)
       : worker_(std::move(worker)), owns_worker_(owns_worker), id_(id) {}
+  // on_catastrophic_error: reported when the worker crashes, until Disarm().
+  void Arm(std::shared_ptr<CatastrophicReport> report);
+  void Disarm();
   ~RemoteIsolate();
   RemoteIsolate(const RemoteIsolate&) = delete;
   RemoteIsolate& operator=(const RemoteIsolate&) = delete;
@@ -59,6 +63,8 @@ class RemoteIsolate {
 
  private:
   std::shared_ptr<WorkerProcess> worker_;
+  std::shared_ptr<CatastrophicReport> catastrophic_;
+  uint64_t death_listener_ = 0;
   bool owns_worker_;
   uint64_t id_;
   std::atomic<bool> disposed_{false};

@@ -4,12 +4,32 @@
 // Nothing the worker sends is trusted: a malformed reply kills it.
 #include "remote.h"
 
+#include "catastrophic.h"
 #include "worker_process.h"
 
 namespace ivm {
 
+void RemoteIsolate::Arm(std::shared_ptr<CatastrophicReport> report) {
+  if (!report) return;
+  catastrophic_ = report;
+  death_listener_ = worker_->AddDeathListener(
+      [report](const std::string& cause) { report->ReportLater(cause); });
+}
+
+void RemoteIsolate::Disarm() {
+  if (!catastrophic_) return;
+  worker_->RemoveDeathListener(death_listener_);
+  // A report running on its thread is waited for, except on the I/O thread
+  // (which it may wait for).
+  catastrophic_->Disarm(!OnIoThread());
+}
+
 RemoteIsolate::~RemoteIsolate() {
   try {
+    if (catastrophic_) {
+      worker_->RemoveDeathListener(death_listener_);
+      catastrophic_->Disarm(false);
+    }
     uint64_t id;
     worker_->Post(Begin(wire::kOpIsolateFree, &id).Finish());
     if (owns_worker_) worker_->Dispose(false);

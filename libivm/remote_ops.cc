@@ -3,6 +3,7 @@
 // usual outputs and errors. Synchronous forms block only the caller's thread
 // (the I/O thread wakes it); asynchronous forms hold no thread: the I/O thread
 // reports the job when the REPLY arrives, or when the worker dies.
+#include "catastrophic.h"
 #include "context.h"
 #include "remote.h"
 #include "wire_value.h"
@@ -184,11 +185,13 @@ ivm_error_t* NewIsolate(const ivm_isolate_options_t& o, std::shared_ptr<RemoteIs
     iso->MarkDisposed();
     return err;
   }
+  iso->Arm(CatastrophicReport::Make(o.on_catastrophic_error, o.on_catastrophic_error_data));
   *out = std::move(iso);
   return nullptr;
 }
 
 ivm_error_t* Dispose(RemoteIsolate& iso) {
+  iso.Disarm();   // a disposed isolate has no catastrophic end to report
   if (!iso.marked_disposed()) {
     iso.MarkDisposed();
     uint64_t id;

@@ -27,15 +27,24 @@ int Fail(const char* stage, const std::string& why) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   struct stat st;
   if (fstat(ivm::wire::kChannelFd, &st) != 0 || !S_ISSOCK(st.st_mode)) {
     return Fail("start-up", "fd 3 is not a socket: ivm-worker is started by libivm only");
   }
-  signal(SIGPIPE, SIG_IGN);
   // Ctrl-C in a terminal signals the whole foreground process group, worker
-  // included: the host decides what an interrupt stops (it cancels the call).
+  // (and zygote) included: the host decides what an interrupt stops (it
+  // cancels the call).
   signal(SIGINT, SIG_IGN);
+  // A zygote (started by libivm with the argument --zygote) returns here only
+  // in each worker it forks, the libraries already loaded and relocated.
+  if (argc == 2 && strcmp(argv[1], "--zygote") == 0) {
+    ivm::worker::RunZygote(ivm::wire::kChannelFd);
+    memset(argv[1], 0, strlen(argv[1]));   // ps shows a worker, not a zygote
+  }
+  signal(SIGPIPE, SIG_IGN);
+  // libivm's pool threads sleep as soon as they are idle (pool.cc, SpinNs).
+  setenv("IVM_POOL_SPIN_NS", "0", 1);
 #ifdef IVM_WORKER_TEST_HOOKS
   // Test builds only: a worker that never finishes starting.
   if (getenv("IVM_WORKER_TEST_HANG") != nullptr) {

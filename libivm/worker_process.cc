@@ -67,7 +67,7 @@ void SetNonBlocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK
 // ---------------------------------------------------------------------------
 // Start
 
-ivm_error_t* WorkerProcess::Spawn(const char* path) {
+ivm_error_t* WorkerProcess::Spawn(const char* path, bool use_zygote) {
   int sv[2], ep[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     return MakeError(IVM_ERROR_INTERNAL, Errno("socketpair", errno));
@@ -104,8 +104,10 @@ ivm_error_t* WorkerProcess::Spawn(const char* path) {
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   char* argv[] = {const_cast<char*>(path), nullptr};
   pid_t pid = -1;
-  int rc = (child_sock < 0 || child_err < 0) ? EMFILE
-                                             : posix_spawn(&pid, path, &fa, &attr, argv, environ);
+  int rc = (child_sock < 0 || child_err < 0) ? EMFILE : 0;
+  // The default worker is forked from the zygote (zygote.cc) when it can be.
+  bool forked = rc == 0 && use_zygote && ZygoteFork(path, child_sock, child_err, &pid);
+  if (rc == 0 && !forked) rc = posix_spawn(&pid, path, &fa, &attr, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   if (child_sock >= 0) close(child_sock);
@@ -137,8 +139,10 @@ ivm_error_t* WorkerProcess::Start(const WorkerLimits& limits,
                                   std::shared_ptr<WorkerProcess>* out) {
   std::shared_ptr<WorkerProcess> worker(new WorkerProcess());
   worker->limits_ = limits;
+  const char* env = getenv("IVM_WORKER_PATH");
+  bool use_zygote = env == nullptr || *env == '\0';
   std::string path = WorkerPath();
-  if (ivm_error_t* err = worker->Spawn(path.c_str())) return err;
+  if (ivm_error_t* err = worker->Spawn(path.c_str(), use_zygote)) return err;
   worker->ArmDeadline(NowNs() + static_cast<int64_t>(limits.startup_timeout_ms) * 1000000,
                       "did not start within " + std::to_string(limits.startup_timeout_ms) +
                           " ms");
@@ -358,6 +362,45 @@ void WorkerProcess::FlushDeferredLocked() {
   size_t sent = 0;
   while (sent < deferred_.size() && TrySend(deferred_[sent])) ++sent;
   deferred_.erase(deferred_.begin(), deferred_.begin() + static_cast<std::ptrdiff_t>(sent));
+}
+
+uint64_t WorkerProcess::AddDeathListener(DeathFn fn) {
+  std::unique_lock<std::mutex> lock(mu_);
+  uint64_t id = next_id_++;
+  if (!dead_) {
+    death_listeners_.emplace(id, std::move(fn));
+    return id;
+  }
+  bool crashed = crashed_before_dispose_;
+  std::string cause = cause_;
+  lock.unlock();
+  if (crashed) fn(cause);
+  return id;
+}
+
+void WorkerProcess::RemoveDeathListener(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  death_listeners_.erase(id);
+}
+
+// I/O thread, once the worker is dead and its calls failed.
+void WorkerProcess::NotifyDeath() {
+  std::unordered_map<uint64_t, DeathFn> listeners;
+  std::string cause;
+  bool crashed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    listeners.swap(death_listeners_);
+    crashed = crashed_before_dispose_;
+    cause = cause_;
+  }
+  if (!crashed) return;
+  for (auto& [id, fn] : listeners) {
+    try {
+      fn(cause);
+    } catch (...) {
+    }
+  }
 }
 
 ivm_error_t* WorkerProcess::BadReply(const std::string& why) {

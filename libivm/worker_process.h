@@ -77,6 +77,12 @@ class WorkerProcess {
   // Sends a frame that is never answered (no-reply ops, CANCEL). Dropped if
   // the worker is dead.
   void Post(const std::string& frame);
+  // `fn` runs once with the cause if the worker crashes (dies before it is
+  // disposed): on the I/O thread, or on this one if it has crashed already.
+  // It must not wait. Returns the id RemoveDeathListener takes.
+  using DeathFn = std::function<void(const std::string& cause)>;
+  uint64_t AddDeathListener(DeathFn fn);
+  void RemoveDeathListener(uint64_t id);
   // A caller found a REPLY malformed: the worker is killed as for a protocol
   // violation, and the returned CRASHED error says why.
   ivm_error_t* BadReply(const std::string& why);
@@ -97,7 +103,8 @@ class WorkerProcess {
 
  private:
   WorkerProcess() = default;
-  ivm_error_t* Spawn(const char* path);
+  // `use_zygote`: fork it from the zygote if there is one (zygote.cc).
+  ivm_error_t* Spawn(const char* path, bool use_zygote);
   ivm_error_t* WaitForHello();
   struct Waiter {
     uint16_t kind = 0;     // the answer expected: PONG or REPLY
@@ -113,6 +120,7 @@ class WorkerProcess {
                        uint64_t timeout_ns, wire::Frame* reply, int64_t check_at = 0);
   static int64_t CheckAt(uint64_t timeout_ns);
   void FailAsync();
+  void NotifyDeath();
   int64_t CheckLivenessLocked(int64_t now);
   bool Send(const std::string& frame);
   // For the I/O thread, which must never wait to send (it is what reads the
@@ -159,6 +167,7 @@ class WorkerProcess {
   std::unordered_map<uint64_t, Waiter*> pending_;
   std::unordered_set<uint64_t> abandoned_;   // timed-out ids whose answer may come late
   std::unordered_map<uint64_t, AsyncCall> async_;   // CallAsync's, by id
+  std::unordered_map<uint64_t, DeathFn> death_listeners_;
   std::vector<std::string> deferred_;   // no-reply frames the I/O thread could not send yet
   int64_t send_blocked_since_ = 0;      // the I/O thread could not PING since then (0: could)
   uint64_t liveness_ping_ = 0;       // the id of a PING checking an overdue call
@@ -173,6 +182,11 @@ class WorkerProcess {
 
 // process_group.cc: the worker of a process group handle.
 std::shared_ptr<WorkerProcess> GroupWorker(const ivm_process_group_t* group);
+
+// zygote.cc: forks a worker of `path` from the zygote (started on first use)
+// with `sock` as its channel and `err` as its stderr; false when there is no
+// usable zygote (the caller then spawns the worker itself).
+bool ZygoteFork(const std::string& path, int sock, int err, pid_t* pid);
 
 // worker_io.cc: the single I/O thread. Register() hands it a started worker;
 // it keeps the worker alive until its death is processed.

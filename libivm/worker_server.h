@@ -88,6 +88,11 @@ bool SendHello(Channel& channel);
 // channel. Returns the process's exit status.
 int Serve(Channel& channel);
 
+// `ivm-worker --zygote` (worker_zygote.cc): serves fork requests on
+// `control` until end of stream, then exits; returns only in a forked worker,
+// with its channel on fd 3 and its stderr on fd 2.
+void RunZygote(int control);
+
 // Warms V8 up before the sandbox: starts the platform through libivm, runs a
 // little JavaScript that touches the lazily opened files (ICU data, time
 // zones) and disposes the isolate. False with `*why` on failure.

@@ -141,8 +141,26 @@ static int wait_done(struct done_slot *slot) {
   return slot->done;
 }
 
+/* on_catastrophic_error: counts its calls and keeps whether the cause names
+ * the signal. */
+struct crash_report {
+  volatile int calls;
+  volatile int names_sigkill;
+};
+
+static void on_crash(void *user_data, const char *cause, size_t len) {
+  struct crash_report *r = (struct crash_report *)user_data;
+  char buf[256];
+  if (len >= sizeof buf) len = sizeof buf - 1;
+  memcpy(buf, cause, len);
+  buf[len] = '\0';
+  r->names_sigkill = strstr(buf, "SIGKILL") != NULL;
+  __atomic_add_fetch(&r->calls, 1, __ATOMIC_RELEASE);
+}
+
 /* An isolate in a worker of its own, through the same calls as inline. */
 static void test_worker_hosted_isolate(void) {
+  struct crash_report report = {0, 0};
   ivm_isolate_options_t opts = IVM_ISOLATE_OPTIONS_INIT;
   ivm_isolate_t *iso = NULL;
   ivm_context_t *ctx = NULL;
@@ -154,6 +172,8 @@ static void test_worker_hosted_isolate(void) {
   long long pid;
   opts.placement = IVM_PLACEMENT_PROCESS;
   opts.memory_limit = 32u << 20;
+  opts.on_catastrophic_error = on_crash;
+  opts.on_catastrophic_error_data = &report;
   CHECK(ivm_isolate_new(&opts, &iso) == NULL);
   if (iso == NULL) return;
   pid = (long long)ivm_isolate_pid(iso);
@@ -194,7 +214,14 @@ static void test_worker_hosted_isolate(void) {
   CHECK(ivm_context_eval_async(ctx, "1", 1, NULL, NULL, NULL, store_done, &slot, NULL) == NULL);
   CHECK(wait_done(&slot) && error_is(slot.completion.error, IVM_ERROR_CRASHED, "SIGKILL"));
   CHECK(ivm_isolate_is_disposed(iso) == 1);
+  {
+    int i;   /* reported once, on a thread of libivm's */
+    for (i = 0; i < 10000 && __atomic_load_n(&report.calls, __ATOMIC_ACQUIRE) == 0; i++) {
+      sleep_ms(1);
+    }
+  }
   CHECK(ivm_isolate_dispose(iso) == NULL);
+  CHECK(report.calls == 1 && report.names_sigkill);
   ivm_script_free(script);
   ivm_context_free(ctx);
   ivm_isolate_free(iso);
