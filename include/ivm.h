@@ -271,7 +271,15 @@ enum {
    * message is the cause: the signal or exit status, then the end of the
    * worker's stderr (V8's fatal message). Later calls fail the same way. Since: 0.3
    */
-  IVM_ERROR_CRASHED = 11
+  IVM_ERROR_CRASHED = 11,
+  /**
+   * A Reference would cross between processes: a Reference of an inline
+   * isolate passed to an isolate in a worker process, one into a worker
+   * passed to an inline isolate or to another worker's isolate. References
+   * work only within their own process (isolates of one worker share one);
+   * pass a copy instead. Since: 0.5
+   */
+  IVM_ERROR_CROSS_PROCESS = 12
 };
 
 /** The kind of `err`. Threads: any. Blocks: never. Errors: none. Since: 0.1 */

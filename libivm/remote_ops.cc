@@ -12,11 +12,6 @@
 
 namespace ivm::remote {
 
-namespace {
-
-// Reads a job's results from its REPLY (positioned after the common part).
-using Parse = std::function<ivm_error_t*(wire::Reader& r, ivm_completion_t* c)>;
-
 ivm_error_t* Sync(RemoteIsolate& iso, uint64_t id, const std::string& frame, uint64_t timeout_ns,
                   const Parse& parse, ivm_completion_t* c) {
   wire::Frame reply;
@@ -58,14 +53,19 @@ ivm_error_t* Async(const std::shared_ptr<RemoteIsolate>& iso, uint64_t id,
   return nullptr;
 }
 
+namespace {
+
 Parse NoResult() {
   return [](wire::Reader&, ivm_completion_t*) -> ivm_error_t* { return nullptr; };
 }
 
+}  // namespace
+
 Parse ValueResult(std::shared_ptr<RemoteIsolate> iso) {
   return [iso](wire::Reader& r, ivm_completion_t* c) -> ivm_error_t* {
     ivm_value_t* value = nullptr;
-    if (!wire::ReadValue(r, &value) || !r.Done()) {
+    HostCodec codec(iso);
+    if (!wire::ReadValue(r, &value, &codec) || !r.Done()) {
       ivm_value_free(value);
       return iso->worker().BadReply("a malformed value in a REPLY");
     }
@@ -73,6 +73,8 @@ Parse ValueResult(std::shared_ptr<RemoteIsolate> iso) {
     return nullptr;
   };
 }
+
+namespace {
 
 Parse HeapResult(std::shared_ptr<RemoteIsolate> iso) {
   return [iso](wire::Reader& r, ivm_completion_t* c) -> ivm_error_t* {
@@ -123,10 +125,13 @@ wire::WireSource ToWire(const SourceOptions& s) {
   return w;
 }
 
-// The CALL frame of an eval; TRANSFER for an argument that cannot cross.
-ivm_error_t* EvalFrame(RemoteIsolate& iso, const RemoteObject& ctx, const EvalRequest& req,
-                       uint64_t* id, std::string* frame) {
+// The CALL frame of an eval; TRANSFER (or CROSS_PROCESS) for an argument
+// that cannot cross.
+ivm_error_t* EvalFrame(const std::shared_ptr<RemoteIsolate>& iso_ptr, const RemoteObject& ctx,
+                       const EvalRequest& req, uint64_t* id, std::string* frame) {
+  RemoteIsolate& iso = *iso_ptr;
   if (ivm_error_t* err = CheckResultFlags(req.call.flags)) return err;
+  HostCodec codec(iso_ptr);
   wire::Writer w = iso.Begin(wire::kOpEval, id);
   w.U64(ctx.id).Bytes(req.code);
   wire::WriteSource(w, ToWire(req.source));
@@ -135,8 +140,8 @@ ivm_error_t* EvalFrame(RemoteIsolate& iso, const RemoteObject& ctx, const EvalRe
   for (size_t i = 0; req.closure && i < req.nargs; ++i) {
     std::string why;
     if (req.args[i] == nullptr) return InvalidArgument("argument " + std::to_string(i) + " is NULL");
-    if (!wire::WriteValue(w, req.args[i], &why)) {
-      return MakeError(IVM_ERROR_TRANSFER, "Argument " + std::to_string(i) + ": " + why);
+    if (!wire::WriteValue(w, req.args[i], &why, &codec)) {
+      return codec.Refused("Argument " + std::to_string(i), why);
     }
   }
   *frame = w.Finish();
@@ -278,7 +283,7 @@ ivm_error_t* Eval(ivm_context_t* ctx, const EvalRequest& req, ivm_value_t** out)
   if (ivm_error_t* err = Refuse(*iso)) return err;
   uint64_t id;
   std::string frame;
-  if (ivm_error_t* err = EvalFrame(*iso, *ctx->remote, req, &id, &frame)) return err;
+  if (ivm_error_t* err = EvalFrame(iso, *ctx->remote, req, &id, &frame)) return err;
   ivm_completion_t c{};
   ivm_error_t* err = Sync(*iso, id, frame, req.call.timeout_ns, ValueResult(iso), &c);
   if (err == nullptr) *out = c.result.value;
@@ -290,7 +295,7 @@ ivm_error_t* EvalAsync(ivm_context_t* ctx, const EvalRequest& req, ivm_done_fn d
   std::shared_ptr<RemoteIsolate> iso = ctx->remote->iso;
   uint64_t id;
   std::string frame;
-  if (ivm_error_t* err = EvalFrame(*iso, *ctx->remote, req, &id, &frame)) return err;
+  if (ivm_error_t* err = EvalFrame(iso, *ctx->remote, req, &id, &frame)) return err;
   // The context stays alive in the worker until the job ends.
   std::shared_ptr<RemoteObject> keep = ctx->remote;
   Parse parse = ValueResult(iso);

@@ -71,10 +71,26 @@ enum Op : uint32_t {
   kOpScriptRun = 11,       // u64 iso, u64 script, u64 ctx, call -> value
   kOpScriptRelease = 12,   // u64 script; no reply
   kOpScriptFree = 13,      // u64 script; no reply
-  kOpLast = kOpScriptFree,
+  // rref (20-39): References into a worker isolate (remote_refs.cc on the
+  // host, worker_refs.cc in the worker). A reference id is picked by the
+  // worker for a REFERENCE value it sends (bit 63 set), or by the host for
+  // kOpContextGlobal.
+  kOpContextGlobal = 20,   // u64 iso, u64 ctx, u64 ref -> bytes typeof
+  kOpRefCall = 21,         // u64 iso, u64 ref, u32 RefCallKind, u32 get flags, call,
+                           // u32 n, n x (u8 present, value) -> value
+  kOpRefRelease = 22,      // u64 iso, u64 ref; no reply
+  kOpRefFree = 23,         // u64 iso, u64 ref; no reply
+  kOpLast = kOpRefFree,
   kFirstTestOp = 0xf0000000u,
   kOpTestHook = 0xf0000001u,   // u32 action (IVM_DEBUG_HOOK_*), bytes data
 };
+
+// kOpRefCall: which operation through the reference (ivm_reference_get/set/
+// delete/apply), and the values that follow it: get: key (absent: the value
+// itself); set: key, value; delete: key; apply: receiver, then the arguments.
+enum RefCallKind : uint32_t { kRefGet = 0, kRefSet = 1, kRefDelete = 2, kRefApply = 3 };
+// Bit 63 marks the reference ids a worker picks.
+constexpr uint64_t kWorkerRefBit = 1ull << 63;
 
 // REPLY payload: u32 status (0: success, else an ivm_error_kind_t), bytes
 // message, then the op's results.

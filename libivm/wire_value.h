@@ -11,12 +11,34 @@
 
 namespace ivm::wire {
 
-// Appends `value`. Values that cannot cross a process boundary in this
-// version (References, ExternalCopies and host callbacks, as values or as
-// attachments of a copy) are refused: false, with the reason in `*why`.
-bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why);
+// rref: References cross by id, ExternalCopies by content; each side has a
+// codec of its own (remote_refs.cc, worker_refs.cc) that knows its ids.
+// Without a codec they are refused, as are host callbacks.
+class ObjectCodec {
+ public:
+  virtual ~ObjectCodec() = default;
+  // An IVM_VALUE_REFERENCE or IVM_VALUE_EXTERNAL_COPY value, after its kind.
+  virtual bool WriteObject(Writer& w, const ivm_value_t* value, std::string* why) = 0;
+  // Reference or ExternalCopy attachment `index` of `value`, after its kind.
+  virtual bool WriteAttachment(Writer& w, const ivm_value_t* value, size_t index,
+                               std::string* why) = 0;
+  virtual bool ReadObject(Reader& r, uint8_t kind, ivm_value_t** out) = 0;
+  // Reads an attachment of `kind` and appends it to serialized `into`.
+  virtual bool ReadAttachment(Reader& r, uint32_t kind, ivm_value_t* into) = 0;
+  // The error kind of the last refusal.
+  uint32_t refused_kind = IVM_ERROR_TRANSFER;
+  // ExternalCopies nested in copies: bounded.
+  int depth = 0;
+};
+constexpr int kMaxCopyDepth = 8;
+
+// Appends `value`. Values that cannot cross a process boundary (see
+// ObjectCodec; host callbacks) are refused: false, with the reason in
+// `*why` (and the error kind in codec->refused_kind).
+bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why,
+                ObjectCodec* codec = nullptr);
 // Reads a value written by WriteValue; false on any malformation.
-bool ReadValue(Reader& r, ivm_value_t** out);
+bool ReadValue(Reader& r, ivm_value_t** out, ObjectCodec* codec = nullptr);
 
 // Source options: u8 has_filename, bytes filename, u32 line, u32 column.
 struct WireSource {

@@ -105,10 +105,13 @@ void Ops::Finish(const Pending& p, const ivm_completion_t* c) {
   std::string out;
   if (c->error != nullptr) {
     out = FullReply(p.call_id, c->error, p.iso, nullptr);
+  } else if (c->kind == IVM_COMPLETION_VALUE && p.object_id != 0) {
+    out = GlobalReply(p.call_id, p.object_id, p.iso, c->result.value);   // rref
   } else if (c->kind == IVM_COMPLETION_VALUE) {
     ivm_value_t* value = c->result.value;
-    out = FullReply(p.call_id, nullptr, p.iso, [value](wire::Writer& w, std::string* why) {
-      return wire::WriteValue(w, value, why);
+    WorkerCodec codec(refs_, p.iso);
+    out = FullReply(p.call_id, nullptr, p.iso, [&](wire::Writer& w, std::string* why) {
+      return wire::WriteValue(w, value, why, &codec);
     });
     ivm_value_free(value);
   } else if (c->kind == IVM_COMPLETION_HEAP_STATISTICS) {
@@ -141,6 +144,13 @@ std::string Ops::Submit(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id
   return {};
 }
 
+std::string Ops::SubmitCall(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id,
+                            const SubmitFn& submit) {
+  return Submit(call_id, iso, object_id, submit);
+}
+
+ivm_context_t* Ops::Context(uint64_t id) { return Find(contexts_, id); }
+
 void Ops::Cancel(uint64_t call_id) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   auto it = jobs_.find(call_id);
@@ -163,7 +173,8 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
   ivm_isolate_t* iso = Isolate(iso_id);
   bool replies = op != wire::kOpIsolateFree && op != wire::kOpTerminate &&
                  op != wire::kOpContextRelease && op != wire::kOpContextFree &&
-                 op != wire::kOpScriptRelease && op != wire::kOpScriptFree;
+                 op != wire::kOpScriptRelease && op != wire::kOpScriptFree &&
+                 op != wire::kOpRefRelease && op != wire::kOpRefFree;
   if (iso == nullptr) {
     return replies ? ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "unknown isolate") : "";
   }
@@ -172,6 +183,7 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
       return FullReply(id, ivm_isolate_dispose(iso), iso, nullptr);
     case wire::kOpIsolateFree:
       isolates_.erase(iso_id);
+      refs_.FreeIsolate(iso);
       ivm_isolate_free(iso);
       return {};
     case wire::kOpTerminate:
@@ -194,6 +206,10 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
       return Eval(id, iso, r);
     case wire::kOpScriptRun:
       return Run(id, iso, r);
+    case wire::kOpContextGlobal:
+      return Global(id, iso, r);
+    case wire::kOpRefCall:
+      return RefCall(id, iso, r);
     default:
       return Drop(op, r);
   }
@@ -204,6 +220,8 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
 std::string Ops::Drop(uint32_t op, wire::Reader& r) {
   uint64_t object = 0;
   if (!r.U64(&object)) return {};
+  if (op == wire::kOpRefRelease) refs_.Release(object);   // rref
+  if (op == wire::kOpRefFree) refs_.Free(object);
   std::lock_guard<std::recursive_mutex> lock(mu_);
   if (op == wire::kOpContextRelease || op == wire::kOpContextFree) {
     auto it = contexts_.find(object);
@@ -266,7 +284,8 @@ std::string Ops::Eval(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
   bool ok = true;
   for (uint32_t i = 0; ok && nargs != wire::kNoClosure && i < nargs; ++i) {
     ivm_value_t* v = nullptr;
-    ok = wire::ReadValue(r, &v);
+    WorkerCodec codec(refs_, iso);
+    ok = wire::ReadValue(r, &v, &codec);
     if (ok) args.push_back(v);
   }
   ivm_context_t* ctx = Find(contexts_, ctx_id);
