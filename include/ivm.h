@@ -91,6 +91,15 @@
  * as a generic error and an unknown value kind as unsupported. After 1.0, a
  * shipped function never changes; a new behaviour gets a new name (`_v2`).
  *
+ * ## Changes in 0.5
+ *
+ *   - References into an isolate in a worker process work as inline ones:
+ *     ivm_context_global(), IVM_RESULT_REFERENCE results and every
+ *     ivm_reference_* operation. ExternalCopies cross into and out of
+ *     workers (IVM_RESULT_EXTERNAL_COPY results, copies as arguments).
+ *   - The error kind IVM_ERROR_CROSS_PROCESS: a Reference refused because it
+ *     would cross between processes (inline <-> worker, worker <-> worker).
+ *
  * ## Changes in 0.4
  *
  *   - Isolates can live in a worker process: ivm_isolate_options_t gains
@@ -532,11 +541,27 @@ IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
  *   A worker that stops answering (no REPLY by a call's timeout plus 2 s, and
  *   then no answer to a PING within 2 s; calls without a timeout are checked
  *   every 2 s) is killed and reported the same way.
- * - TRANSFER: References, ExternalCopies and host callbacks do not cross a
- *   process boundary in this version: as arguments (also inside copies), as
- *   results (IVM_RESULT_REFERENCE, IVM_RESULT_EXTERNAL_COPY) and
- *   ivm_context_global() fail with IVM_ERROR_TRANSFER naming which. A CALL or
- *   result larger than a frame (16 MiB) fails with TRANSFER too.
+ * - References: ivm_context_global(), IVM_RESULT_REFERENCE results and
+ *   every ivm_reference_* operation on them behave as inline (since 0.5);
+ *   each operation is one round trip to the worker. Inside the worker,
+ *   JavaScript runs as an asynchronous job, so a Reference object there that
+ *   points into another isolate of the same group refuses its synchronous
+ *   calls (getSync, applySync...) with DEADLOCK, as inline asynchronous jobs
+ *   do; its promise forms work.
+ * - CROSS_PROCESS (since 0.5): a Reference crosses only within its own
+ *   process. One of an inline isolate passed to a worker's isolate, one into
+ *   a worker passed to an inline isolate or to another worker's isolate
+ *   (as an argument, a value to set, inside a copy) fails with
+ *   IVM_ERROR_CROSS_PROCESS. Isolates of one group share a process.
+ * - ExternalCopies live in the host and cross by content (since 0.5): one
+ *   passed in (as a value, a copy_into marker or an object inside a copy)
+ *   becomes an ExternalCopy of the worker with the same value and flags;
+ *   IVM_RESULT_EXTERNAL_COPY results become new host ExternalCopies. Their
+ *   bytes are copied across the channel (TRANSFER_IN and TRANSFER_OUT still
+ *   consume the source copy or detach the buffers, but cannot avoid that copy).
+ * - TRANSFER: host callbacks do not cross a process boundary in this version,
+ *   nor References or ExternalCopies inside a copy a worker returns. A CALL
+ *   or result larger than a frame (16 MiB) fails with TRANSFER too.
  * - INVALID_ARGUMENT: ES modules (ivm_isolate_compile_module*) are not
  *   forwarded to workers yet.
  * - Blocks: synchronous calls wait on the caller's thread for the worker's
@@ -1341,8 +1366,9 @@ IVM_API void ivm_completion_queue_free(ivm_completion_queue_t *queue);
  */
 
 /** A new reference to the global object of `ctx`.
- * Threads: any. Blocks: waits while the isolate runs another call.
- * Errors: DISPOSED, INVALID_ARGUMENT, DEADLOCK. Since: 0.2 */
+ * Threads: any. Blocks: waits while the isolate runs another call (in a
+ * worker: for the worker's answer).
+ * Errors: DISPOSED, INVALID_ARGUMENT, DEADLOCK, CRASHED. Since: 0.2 */
 IVM_API ivm_error_t *ivm_context_global(ivm_context_t *ctx, ivm_reference_t **out);
 
 /** `typeof` the referenced value ("object", "function", ...), fixed when the

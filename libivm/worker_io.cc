@@ -264,7 +264,7 @@ bool ValidReply(const std::string& payload) {
   std::string_view message;
   return r.U32(&status) && r.Bytes(&message) &&
          (status == wire::kStatusOk ||
-          (status >= IVM_ERROR_JS_EXCEPTION && status <= IVM_ERROR_CRASHED));
+          (status >= IVM_ERROR_JS_EXCEPTION && status <= IVM_ERROR_CROSS_PROCESS));
 }
 
 }  // namespace
