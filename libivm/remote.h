@@ -91,12 +91,27 @@ namespace remote {
 using Parse = std::function<ivm_error_t*(wire::Reader& r, ivm_completion_t* c)>;
 // Sends CALL `frame` (id `id`) and waits for its REPLY: the call's error, or
 // what `parse` makes of its results.
+// `fds`: the descriptors the frame carries (large buffers, rref).
 ivm_error_t* Sync(RemoteIsolate& iso, uint64_t id, const std::string& frame, uint64_t timeout_ns,
-                  const Parse& parse, ivm_completion_t* c);
+                  const Parse& parse, ivm_completion_t* c, const wire::Fds& fds = wire::Fds());
 // The same as a job: `done` fires once, when the REPLY arrives or the worker dies.
 ivm_error_t* Async(const std::shared_ptr<RemoteIsolate>& iso, uint64_t id,
                    const std::string& frame, uint64_t timeout_ns, ivm_completion_kind_t kind,
-                   ivm_done_fn done, void* user_data, uint64_t* job_out, Parse parse);
+                   ivm_done_fn done, void* user_data, uint64_t* job_out, Parse parse,
+                   const wire::Fds& fds = wire::Fds());
+// rref: the descriptors of the REPLY a Parse reads, on the thread running it
+// (Parse sees only the payload): set by Sync and Async around `parse`.
+const wire::Fds* ReplyFds();
+class ReplyFdsScope {
+ public:
+  explicit ReplyFdsScope(const wire::Fds* fds);
+  ~ReplyFdsScope();
+  ReplyFdsScope(const ReplyFdsScope&) = delete;
+  ReplyFdsScope& operator=(const ReplyFdsScope&) = delete;
+
+ private:
+  const wire::Fds* saved_;
+};
 // A REPLY whose result is one value (c->result.value).
 Parse ValueResult(std::shared_ptr<RemoteIsolate> iso);
 

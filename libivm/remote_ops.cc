@@ -13,17 +13,19 @@
 namespace ivm::remote {
 
 ivm_error_t* Sync(RemoteIsolate& iso, uint64_t id, const std::string& frame, uint64_t timeout_ns,
-                  const Parse& parse, ivm_completion_t* c) {
+                  const Parse& parse, ivm_completion_t* c, const wire::Fds& fds) {
   wire::Frame reply;
-  if (ivm_error_t* err = iso.worker().Call(id, frame, timeout_ns, &reply)) return err;
+  if (ivm_error_t* err = iso.worker().Call(id, frame, timeout_ns, &reply, fds)) return err;
   wire::Reader r(reply.payload);
   if (ivm_error_t* err = iso.ReadReply(reply, &r)) return err;
+  ReplyFdsScope scope(&reply.fds);
   return parse(r, c);
 }
 
 ivm_error_t* Async(const std::shared_ptr<RemoteIsolate>& iso, uint64_t id,
                    const std::string& frame, uint64_t timeout_ns, ivm_completion_kind_t kind,
-                   ivm_done_fn done, void* user_data, uint64_t* job_out, Parse parse) {
+                   ivm_done_fn done, void* user_data, uint64_t* job_out, Parse parse,
+                   const wire::Fds& fds) {
   struct Slot {
     wire::Frame* reply = nullptr;
     ivm_error_t* error = nullptr;
@@ -34,6 +36,7 @@ ivm_error_t* Async(const std::shared_ptr<RemoteIsolate>& iso, uint64_t id,
         if (slot->error != nullptr) return std::exchange(slot->error, nullptr);
         wire::Reader r(slot->reply->payload);
         if (ivm_error_t* err = iso->ReadReply(*slot->reply, &r)) return err;
+        ReplyFdsScope scope(&slot->reply->fds);
         return parse(r, c);
       });
   if (job_out) *job_out = job->id();
@@ -49,7 +52,8 @@ ivm_error_t* Async(const std::shared_ptr<RemoteIsolate>& iso, uint64_t id,
                             slot->error = error;
                             job->Run();
                             slot->reply = nullptr;
-                          });
+                          },
+                          fds);
   return nullptr;
 }
 
@@ -65,6 +69,8 @@ Parse ValueResult(std::shared_ptr<RemoteIsolate> iso) {
   return [iso](wire::Reader& r, ivm_completion_t* c) -> ivm_error_t* {
     ivm_value_t* value = nullptr;
     HostCodec codec(iso);
+    codec.in_fds = ReplyFds();
+    codec.seal_received = true;
     if (!wire::ReadValue(r, &value, &codec) || !r.Done()) {
       ivm_value_free(value);
       return iso->worker().BadReply("a malformed value in a REPLY");
@@ -128,7 +134,8 @@ wire::WireSource ToWire(const SourceOptions& s) {
 // The CALL frame of an eval; TRANSFER (or CROSS_PROCESS) for an argument
 // that cannot cross.
 ivm_error_t* EvalFrame(const std::shared_ptr<RemoteIsolate>& iso_ptr, const RemoteObject& ctx,
-                       const EvalRequest& req, uint64_t* id, std::string* frame) {
+                       const EvalRequest& req, uint64_t* id, std::string* frame,
+                       wire::Fds* fds) {
   RemoteIsolate& iso = *iso_ptr;
   if (ivm_error_t* err = CheckResultFlags(req.call.flags)) return err;
   HostCodec codec(iso_ptr);
@@ -145,6 +152,7 @@ ivm_error_t* EvalFrame(const std::shared_ptr<RemoteIsolate>& iso_ptr, const Remo
     }
   }
   *frame = w.Finish();
+  *fds = std::move(codec.out_fds);
   return nullptr;
 }
 
@@ -283,9 +291,10 @@ ivm_error_t* Eval(ivm_context_t* ctx, const EvalRequest& req, ivm_value_t** out)
   if (ivm_error_t* err = Refuse(*iso)) return err;
   uint64_t id;
   std::string frame;
-  if (ivm_error_t* err = EvalFrame(iso, *ctx->remote, req, &id, &frame)) return err;
+  wire::Fds fds;
+  if (ivm_error_t* err = EvalFrame(iso, *ctx->remote, req, &id, &frame, &fds)) return err;
   ivm_completion_t c{};
-  ivm_error_t* err = Sync(*iso, id, frame, req.call.timeout_ns, ValueResult(iso), &c);
+  ivm_error_t* err = Sync(*iso, id, frame, req.call.timeout_ns, ValueResult(iso), &c, fds);
   if (err == nullptr) *out = c.result.value;
   return err;
 }
@@ -295,14 +304,15 @@ ivm_error_t* EvalAsync(ivm_context_t* ctx, const EvalRequest& req, ivm_done_fn d
   std::shared_ptr<RemoteIsolate> iso = ctx->remote->iso;
   uint64_t id;
   std::string frame;
-  if (ivm_error_t* err = EvalFrame(iso, *ctx->remote, req, &id, &frame)) return err;
+  wire::Fds fds;
+  if (ivm_error_t* err = EvalFrame(iso, *ctx->remote, req, &id, &frame, &fds)) return err;
   // The context stays alive in the worker until the job ends.
   std::shared_ptr<RemoteObject> keep = ctx->remote;
   Parse parse = ValueResult(iso);
   return Async(iso, id, frame, req.call.timeout_ns, IVM_COMPLETION_VALUE, done, user_data,
                job_out, [keep, parse](wire::Reader& r, ivm_completion_t* c) {
                  return parse(r, c);
-               });
+               }, fds);
 }
 
 ivm_error_t* RunScript(ivm_script_t* script, ivm_context_t* ctx, const CallOptions& call,

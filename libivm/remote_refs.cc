@@ -45,7 +45,7 @@ ivm_value_t* NewReferenceValue(const std::shared_ptr<RemoteIsolate>& iso, uint64
 
 // The CALL frame of an operation through `ref`.
 bool RefFrame(const std::shared_ptr<RemoteReference>& ref, const RefOp& op, const CallOptions& o,
-              uint64_t* id, std::string* frame, ivm_error_t** err) {
+              uint64_t* id, std::string* frame, wire::Fds* fds, ivm_error_t** err) {
   std::vector<const ivm_value_t*> values;
   uint32_t kind = wire::kRefGet;
   switch (op.kind) {
@@ -74,6 +74,7 @@ bool RefFrame(const std::shared_ptr<RemoteReference>& ref, const RefOp& op, cons
     }
   }
   *frame = w.Finish();
+  *fds = std::move(codec.out_fds);
   return true;
 }
 
@@ -92,6 +93,14 @@ constexpr char kCrossProcess[] =
     "References do not cross between processes (a Reference works only in its own process: "
     "pass a copy instead)";
 }  // namespace
+
+namespace {
+thread_local const wire::Fds* t_reply_fds = nullptr;
+}  // namespace
+
+const wire::Fds* ReplyFds() { return t_reply_fds; }
+ReplyFdsScope::ReplyFdsScope(const wire::Fds* fds) : saved_(t_reply_fds) { t_reply_fds = fds; }
+ReplyFdsScope::~ReplyFdsScope() { t_reply_fds = saved_; }
 
 ivm_error_t* CrossProcess(const std::string& what) {
   return MakeError(IVM_ERROR_CROSS_PROCESS, what + ": " + kCrossProcess);
@@ -239,9 +248,10 @@ ivm_error_t* RefCall(const std::shared_ptr<RemoteReference>& ref, const RefOp& o
   uint64_t id;
   std::string frame;
   ivm_error_t* err = nullptr;
-  if (!RefFrame(ref, op, o, &id, &frame, &err)) return err;
+  wire::Fds fds;
+  if (!RefFrame(ref, op, o, &id, &frame, &fds, &err)) return err;
   ivm_completion_t c{};
-  err = Sync(*ref->iso, id, frame, o.timeout_ns, ValueResult(ref->iso), &c);
+  err = Sync(*ref->iso, id, frame, o.timeout_ns, ValueResult(ref->iso), &c, fds);
   if (err == nullptr) *out = c.result.value;
   return err;
 }
@@ -259,11 +269,12 @@ ivm_error_t* RefCallAsync(const std::shared_ptr<RemoteReference>& ref, const Ref
     job->Fail(Released());
     return nullptr;
   }
-  if (!RefFrame(ref, op, o, &id, &frame, &err)) return err;
+  wire::Fds fds;
+  if (!RefFrame(ref, op, o, &id, &frame, &fds, &err)) return err;
   owned.reset();   // encoded: the values are no longer needed
   Parse parse = ValueResult(ref->iso);
   return Async(ref->iso, id, frame, o.timeout_ns, IVM_COMPLETION_VALUE, done, user_data, job_out,
-               [ref, parse](wire::Reader& r, ivm_completion_t* c) { return parse(r, c); });
+               [ref, parse](wire::Reader& r, ivm_completion_t* c) { return parse(r, c); }, fds);
 }
 
 void ReleaseReference(RemoteReference& ref) {

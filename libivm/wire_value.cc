@@ -18,6 +18,40 @@ const char* AttachmentName(uint32_t kind) {
   }
 }
 
+// A large buffer as a memfd beside the frame; false: inline it.
+bool WriteFdBuffer(Writer& w, const void* data, size_t size, ObjectCodec* codec) {
+  if (codec == nullptr || size < kFdBufferThreshold || size > kMaxFdBuffer ||
+      codec->out_fds.size() >= kMaxFds) {
+    return false;
+  }
+  std::shared_ptr<Fd> fd = BufferFd(data, size);
+  if (!fd) return false;
+  w.U8(kAttachmentFdBuffer).U32(static_cast<uint32_t>(codec->out_fds.size())).U64(size);
+  codec->out_fds.push_back(std::move(fd));
+  w.SetFdCount(static_cast<uint32_t>(codec->out_fds.size()));
+  return true;
+}
+
+// A buffer in descriptor `index` of the frame being read, copied into `value`.
+bool ReadFdBuffer(Reader& r, ivm_value_t* value, ObjectCodec* codec) {
+  uint32_t index = 0;
+  uint64_t size = 0;
+  if (codec == nullptr || codec->in_fds == nullptr || !r.U32(&index) || !r.U64(&size) ||
+      index >= codec->in_fds->size()) {
+    return false;
+  }
+  codec->in_used.resize(codec->in_fds->size());
+  if (codec->in_used[index]) return false;
+  codec->in_used[index] = true;
+  const void* data = MapSealedBuffer(*(*codec->in_fds)[index], size, codec->seal_received);
+  if (data == nullptr) return false;
+  size_t at = 0;
+  ivm_error_t* err = ivm_value_attach_buffer(value, data, static_cast<size_t>(size), 0, &at);
+  UnmapBuffer(data, size);
+  ivm_error_free(err);
+  return err == nullptr;
+}
+
 bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why,
                      ObjectCodec* codec) {
   const char* stream;
@@ -37,8 +71,8 @@ bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why,
   w.Bytes(std::string_view(stream, len)).U32(static_cast<uint32_t>(n));
   for (size_t i = 0; i < n; ++i) {
     uint32_t kind = ivm_value_attachment_kind(value, i);
-    w.U8(static_cast<uint8_t>(kind));
     if (kind != IVM_ATTACHMENT_BUFFER) {
+      w.U8(static_cast<uint8_t>(kind));
       if (!codec->WriteAttachment(w, value, i, why)) return false;
       continue;
     }
@@ -49,7 +83,8 @@ bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why,
       *why = "unreadable buffer attachment";
       return false;
     }
-    w.Bytes(std::string_view(static_cast<const char*>(data), size));
+    if (WriteFdBuffer(w, data, size, codec)) continue;
+    w.U8(IVM_ATTACHMENT_BUFFER).Bytes(std::string_view(static_cast<const char*>(data), size));
   }
   return true;
 }
@@ -71,6 +106,13 @@ bool ReadSerialized(Reader& r, ivm_value_t** out, ObjectCodec* codec) {
     if (!r.U8(&kind)) {
       ivm_value_free(value);
       return false;
+    }
+    if (kind == kAttachmentFdBuffer) {
+      if (!ReadFdBuffer(r, value, codec)) {
+        ivm_value_free(value);
+        return false;
+      }
+      continue;
     }
     if (kind != IVM_ATTACHMENT_BUFFER) {
       bool ok = codec != nullptr &&

@@ -8,6 +8,7 @@
 #include "wire.h"
 
 #include <string>
+#include <vector>
 
 namespace ivm::wire {
 
@@ -29,7 +30,17 @@ class ObjectCodec {
   uint32_t refused_kind = IVM_ERROR_TRANSFER;
   // ExternalCopies nested in copies: bounded.
   int depth = 0;
+  // Large buffers cross in memfds: those a frame being written carries, and
+  // those of the frame being read (each used once). `seal_received`: the
+  // host's codec, which seals what a worker sends before mapping it.
+  Fds out_fds;
+  const Fds* in_fds = nullptr;
+  std::vector<bool> in_used;
+  bool seal_received = false;
 };
+// The attachment kind (beside IVM_ATTACHMENT_*) of a buffer in a memfd:
+// u32 index among the frame's descriptors, u64 length.
+constexpr uint8_t kAttachmentFdBuffer = 0x81;
 constexpr int kMaxCopyDepth = 8;
 
 // Appends `value`. Values that cannot cross a process boundary (see

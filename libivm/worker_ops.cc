@@ -114,6 +114,10 @@ void Ops::Finish(const Pending& p, const ivm_completion_t* c) {
       return wire::WriteValue(w, value, why, &codec);
     });
     ivm_value_free(value);
+    if (wire::FdCountOf(out) != 0) {   // rref: its large buffers go beside it
+      channel_.Send(out, codec.out_fds);
+      return;
+    }
   } else if (c->kind == IVM_COMPLETION_HEAP_STATISTICS) {
     ivm_heap_statistics_t* stats = c->result.heap_statistics;
     out = FullReply(p.call_id, nullptr, p.iso, [stats](wire::Writer& w, std::string*) {
@@ -285,6 +289,7 @@ std::string Ops::Eval(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
   for (uint32_t i = 0; ok && nargs != wire::kNoClosure && i < nargs; ++i) {
     ivm_value_t* v = nullptr;
     WorkerCodec codec(refs_, iso);
+    codec.in_fds = call_fds_;
     ok = wire::ReadValue(r, &v, &codec);
     if (ok) args.push_back(v);
   }

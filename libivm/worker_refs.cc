@@ -243,6 +243,7 @@ std::string Ops::RefCall(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
     uint8_t present = 0;
     ivm_value_t* v = nullptr;
     WorkerCodec codec(refs_, iso);
+    codec.in_fds = call_fds_;
     ok = r.U8(&present) && present <= 1 && (present == 0 || wire::ReadValue(r, &v, &codec));
     if (ok) values.push_back(v);
   }

@@ -24,12 +24,13 @@ class Channel {
   bool Read(wire::Frame* out);
   // Writes all of `bytes`; false if the host is gone. Any thread: the
   // replies of asynchronous calls are sent from libivm's pool threads.
-  bool Send(const std::string& bytes);
+  bool Send(const std::string& bytes, const wire::Fds& fds = wire::Fds());
 
  private:
   int fd_;
   std::mutex send_mu_;
   wire::FrameBuffer in_;
+  wire::Fds in_fds_;   // received with the bytes, until their frame claims them
 };
 
 // rref: the references the host holds into this worker's isolates, by id
@@ -109,6 +110,13 @@ class Ops {
   std::string SubmitCall(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id,
                          const SubmitFn& submit);
   ivm_context_t* Context(uint64_t id);
+
+ public:
+  // The descriptors of the CALL being run (by the reading thread).
+  void SetCallFds(const wire::Fds* fds) { call_fds_ = fds; }
+
+ private:
+  const wire::Fds* call_fds_ = nullptr;
   std::string Global(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
   std::string RefCall(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
   // The reply of a kOpContextGlobal job (its REFERENCE value is `ref_id`).

@@ -300,3 +300,39 @@ def test_many_references_and_copies_leak_nothing(no_leaks: None, rss_mb: Callabl
         assert _worker_rss_kb(iso.pid) < worker_kb + 16 * 1024, "the worker grew"
         assert rss_mb() < host_mb + 16, "the host grew"
         assert ivm.ExternalCopy.total_external_size() == 0
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_large_buffers_cross_in_sealed_memfds() -> None:
+    """Buffers above one frame (16 MiB) cross both ways beside the frame, in memfds; the
+    host leaks no descriptor. Strings have no such path: still one frame."""
+    size = 64 * 1024 * 1024
+    with ivm.Isolate(memory_limit=512, process="isolated") as iso:
+        ctx = iso.create_context_sync()
+        fds = _fd_count()
+        out = ctx.eval_sync(f"const u = new Uint8Array({size}); u[1] = 7; u[{size} - 1] = 9; u",
+                            copy=True)
+        assert len(out) == size and out[1] == 7 and out[-1] == 9
+        data = bytearray(size)
+        data[3], data[-1] = 4, 8
+        assert ctx.eval_closure_sync("const u = new Uint8Array($0); return [u.length, u[3], u.at(-1)]",
+                                     [bytes(data)], arguments_options={"copy": True},
+                                     result_options={"copy": True}) == [size, 4, 8]
+        big = ivm.ExternalCopy(bytes(data))
+        assert ctx.eval_closure_sync("return new Uint8Array($0.copy())[3]", [big]) == 4
+        back = ctx.eval_sync(f"new Uint8Array({size}).fill(3).buffer", external_copy=True)
+        assert back.byte_length == size and back.buffer()[size // 2] == 3
+        g = ctx.global_
+        assert g.set_sync("kept", ivm.ExternalCopy(bytes(data)).copy_into())
+        assert g.get_sync("kept", copy=True)[3] == 4
+        # several large buffers in one value
+        parts = ctx.eval_sync("[1, 2, 3].map(i => new Uint8Array(1 << 20).fill(i))", copy=True)
+        assert [p[0] for p in parts] == [1, 2, 3]
+        with pytest.raises(ivm.TransferError, match="too large"):
+            ctx.eval_sync("'x'.repeat(20 * 1024 * 1024)")
+        del out, back, parts
+        assert _fd_count() <= fds
+        assert ctx.eval_sync("'still usable'") == "still usable"
