@@ -96,7 +96,8 @@
  *   - References into an isolate in a worker process work as inline ones:
  *     ivm_context_global(), IVM_RESULT_REFERENCE results and every
  *     ivm_reference_* operation. ExternalCopies cross into and out of
- *     workers (IVM_RESULT_EXTERNAL_COPY results, copies as arguments).
+ *     workers (IVM_RESULT_EXTERNAL_COPY results, copies as arguments), and
+ *     large buffers cross in shared memory (no 16 MiB limit for them).
  *   - The error kind IVM_ERROR_CROSS_PROCESS: a Reference refused because it
  *     would cross between processes (inline <-> worker, worker <-> worker).
  *
@@ -556,12 +557,17 @@ IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
  * - ExternalCopies live in the host and cross by content (since 0.5): one
  *   passed in (as a value, a copy_into marker or an object inside a copy)
  *   becomes an ExternalCopy of the worker with the same value and flags;
- *   IVM_RESULT_EXTERNAL_COPY results become new host ExternalCopies. Their
- *   bytes are copied across the channel (TRANSFER_IN and TRANSFER_OUT still
- *   consume the source copy or detach the buffers, but cannot avoid that copy).
+ *   IVM_RESULT_EXTERNAL_COPY results become new host ExternalCopies.
+ *   TRANSFER_IN and TRANSFER_OUT still consume the source copy or detach the
+ *   buffers.
+ * - Buffers of 256 KiB or more (up to 16 per call or result, each below
+ *   4 GiB) cross in shared memory (sealed memfds), not in the channel's
+ *   frames (since 0.5): written once by the sender; a worker's arrives in the
+ *   host without a further copy.
  * - TRANSFER: host callbacks do not cross a process boundary in this version,
  *   nor References or ExternalCopies inside a copy a worker returns. A CALL
- *   or result larger than a frame (16 MiB) fails with TRANSFER too.
+ *   or result whose other data (strings, the copy's stream) exceeds a frame
+ *   (16 MiB) fails with TRANSFER too.
  * - INVALID_ARGUMENT: ES modules (ivm_isolate_compile_module*) are not
  *   forwarded to workers yet.
  * - Blocks: synchronous calls wait on the caller's thread for the worker's

@@ -190,6 +190,8 @@ class HostCodec : public wire::ObjectCodec {
                        std::string* why) override;
   bool ReadObject(wire::Reader& r, uint8_t kind, ivm_value_t** out) override;
   bool ReadAttachment(wire::Reader& r, uint32_t kind, ivm_value_t* into) override;
+  // A worker's large buffer stays in its (sealed, privately mapped) memfd.
+  bool AdoptMapping(ivm_value_t* into, void* data, uint64_t len) override;
   // The error for the last refusal, of refused_kind: "<what>: <why>", or
   // `why` alone where inline's error has no context either.
   ivm_error_t* Refused(const std::string& what, const std::string& why) const;

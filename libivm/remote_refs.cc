@@ -15,6 +15,8 @@
 #include "jobs.h"
 #include "worker_process.h"
 
+#include <sys/mman.h>
+
 namespace ivm {
 namespace remote {
 
@@ -212,6 +214,18 @@ bool HostCodec::ReadObject(wire::Reader& r, uint8_t kind, ivm_value_t** out) {
   v->copy = copy->data;
   ivm_external_copy_free(copy);
   *out = v.release();
+  return true;
+}
+
+bool HostCodec::AdoptMapping(ivm_value_t* into, void* data, uint64_t len) {
+  if (!IsSerialized(into)) return false;
+  EnsurePlatform();   // a BackingStore frees itself through V8's platform
+  Attachment a;
+  a.kind = Attachment::kBuffer;
+  a.store = v8::ArrayBuffer::NewBackingStore(
+      data, static_cast<size_t>(len), [](void* p, size_t n, void*) { munmap(p, n); }, nullptr);
+  a.moved = true;   // this value's alone: an isolate may adopt it as it is
+  AppendAttachment(into, std::move(a), nullptr);
   return true;
 }
 

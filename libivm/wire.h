@@ -192,9 +192,9 @@ constexpr uint64_t kMaxFdBuffer = uint64_t{1} << 32;
 std::shared_ptr<Fd> BufferFd(const void* data, size_t len);
 // With `seal` (the host, for a worker's memfd), seals `fd` first (shrink,
 // grow, write, seal: a writer's live mapping makes it fail); then checks that
-// it is a file of exactly `len` bytes and maps it read-only. Null on any
-// failure; unmap with UnmapBuffer.
-const void* MapSealedBuffer(const Fd& fd, uint64_t len, bool seal);
+// it is a file of exactly `len` bytes and maps it privately (copy on write).
+// Null on any failure; unmap with UnmapBuffer.
+void* MapSealedBuffer(const Fd& fd, uint64_t len, bool seal);
 void UnmapBuffer(const void* data, uint64_t len);
 
 // Splits a byte stream into frames. Feed it what the channel delivers; Next()

@@ -85,7 +85,7 @@ std::shared_ptr<Fd> BufferFd(const void* data, size_t len) {
   return fd;
 }
 
-const void* MapSealedBuffer(const Fd& fd, uint64_t len, bool seal) {
+void* MapSealedBuffer(const Fd& fd, uint64_t len, bool seal) {
   constexpr int kSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL;
   if (seal && fcntl(fd.get(), F_ADD_SEALS, kSeals) != 0) {
     // Sealed already (by this side's own sender, or twice): the seals must hold.
@@ -98,7 +98,9 @@ const void* MapSealedBuffer(const Fd& fd, uint64_t len, bool seal) {
   if (size < 0 || static_cast<uint64_t>(size) != len || len == 0 || len > kMaxFdBuffer) {
     return nullptr;
   }
-  void* p = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd.get(), 0);
+  // Private and writable: whoever ends up owning the bytes (an ArrayBuffer)
+  // may write them; the writes stay in this process, never reach the memfd.
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.get(), 0);
   return p == MAP_FAILED ? nullptr : p;
 }
 

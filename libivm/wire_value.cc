@@ -43,8 +43,9 @@ bool ReadFdBuffer(Reader& r, ivm_value_t* value, ObjectCodec* codec) {
   codec->in_used.resize(codec->in_fds->size());
   if (codec->in_used[index]) return false;
   codec->in_used[index] = true;
-  const void* data = MapSealedBuffer(*(*codec->in_fds)[index], size, codec->seal_received);
+  void* data = MapSealedBuffer(*(*codec->in_fds)[index], size, codec->seal_received);
   if (data == nullptr) return false;
+  if (codec->AdoptMapping(value, data, size)) return true;
   size_t at = 0;
   ivm_error_t* err = ivm_value_attach_buffer(value, data, static_cast<size_t>(size), 0, &at);
   UnmapBuffer(data, size);

@@ -26,6 +26,12 @@ class ObjectCodec {
   virtual bool ReadObject(Reader& r, uint8_t kind, ivm_value_t** out) = 0;
   // Reads an attachment of `kind` and appends it to serialized `into`.
   virtual bool ReadAttachment(Reader& r, uint32_t kind, ivm_value_t* into) = 0;
+  // A received memfd buffer mapped at `data`: append it to `into` without a
+  // copy, taking the mapping (true), or leave it to be copied (false).
+  virtual bool AdoptMapping(ivm_value_t* into, void* data, uint64_t len) {
+    (void)into, (void)data, (void)len;
+    return false;
+  }
   // The error kind of the last refusal.
   uint32_t refused_kind = IVM_ERROR_TRANSFER;
   // ExternalCopies nested in copies: bounded.

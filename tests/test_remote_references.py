@@ -325,6 +325,13 @@ def test_large_buffers_cross_in_sealed_memfds() -> None:
         assert ctx.eval_closure_sync("return new Uint8Array($0.copy())[3]", [big]) == 4
         back = ctx.eval_sync(f"new Uint8Array({size}).fill(3).buffer", external_copy=True)
         assert back.byte_length == size and back.buffer()[size // 2] == 3
+        # the host keeps a worker's buffer in its memfd (a private mapping): an inline
+        # isolate may take it over and write it
+        moved = ctx.eval_sync(f"new Uint8Array({size}).fill(5).buffer", external_copy=True)
+        with ivm.Isolate(memory_limit=256) as inline:
+            marker = moved.copy_into(transfer_in=True)
+            assert inline.create_context_sync().eval_closure_sync(
+                "const u = new Uint8Array($0); u[0] = 1; return u[0] + u[1] + u.length", [marker]) == 6 + size
         g = ctx.global_
         assert g.set_sync("kept", ivm.ExternalCopy(bytes(data)).copy_into())
         assert g.get_sync("kept", copy=True)[3] == 4
