@@ -92,6 +92,13 @@
  * shipped function never changes; a new behaviour gets a new name (`_v2`).
  *
  * ## Changes in 0.5
+ *   - References into an isolate in a worker process work as inline ones:
+ *     ivm_context_global(), IVM_RESULT_REFERENCE results and every
+ *     ivm_reference_* operation. ExternalCopies cross into and out of
+ *     workers (IVM_RESULT_EXTERNAL_COPY results, copies as arguments), and
+ *     large buffers cross in shared memory (no 16 MiB limit for them).
+ *   - The error kind IVM_ERROR_CROSS_PROCESS: a Reference refused because it
+ *     would cross between processes (inline <-> worker, worker <-> worker).
  *   - A copy in a worker's REPLY is checked for the copy format's shape before
  *     anything decodes it; one that fails is the worker's crash (CRASHED).
  *     IVM_DEBUG_HOOK_FORGE_VALUE tests it.
@@ -99,15 +106,15 @@
  *     reference once its value has entered the isolate.
  *   - ivm_interrupt_on_signal() also stops synchronous calls to worker-hosted
  *     isolates (it cancels them in their worker), and workers ignore SIGINT.
+ *   - ivm_isolate_options_t gains `on_catastrophic_error` and
+ *     `on_catastrophic_error_data` (ivm_catastrophic_error_fn): a worker's
+ *     crash, or inline V8's fatal-error and out-of-memory handlers, report
+ *     their cause once.
  *
  * ## Changes in 0.4
  *
  *   - Isolates can live in a worker process: ivm_isolate_options_t gains
  *     `placement` and `group`; ivm_isolate_pid().
- *   - ivm_isolate_options_t gains `on_catastrophic_error` and
- *     `on_catastrophic_error_data` (ivm_catastrophic_error_fn): a worker's
- *     crash, or inline V8's fatal-error and out-of-memory handlers, report
- *     their cause once.
  *   - Modules: ivm_isolate_compile_module() and the ivm_module_* calls, with
  *     IVM_COMPLETION_MODULE; ivm_context_options_t gains `import_hook` and
  *     `on_unhandled_rejection`.
@@ -284,7 +291,15 @@ enum {
    * message is the cause: the signal or exit status, then the end of the
    * worker's stderr (V8's fatal message). Later calls fail the same way. Since: 0.3
    */
-  IVM_ERROR_CRASHED = 11
+  IVM_ERROR_CRASHED = 11,
+  /**
+   * A Reference would cross between processes: a Reference of an inline
+   * isolate passed to an isolate in a worker process, one into a worker
+   * passed to an inline isolate or to another worker's isolate. References
+   * work only within their own process (isolates of one worker share one);
+   * pass a copy instead. Since: 0.5
+   */
+  IVM_ERROR_CROSS_PROCESS = 12
 };
 
 /** The kind of `err`. Threads: any. Blocks: never. Errors: none. Since: 0.1 */
@@ -573,11 +588,32 @@ IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
  *   A worker that stops answering (no REPLY by a call's timeout plus 2 s, and
  *   then no answer to a PING within 2 s; calls without a timeout are checked
  *   every 2 s) is killed and reported the same way.
- * - TRANSFER: References, ExternalCopies and host callbacks do not cross a
- *   process boundary in this version: as arguments (also inside copies), as
- *   results (IVM_RESULT_REFERENCE, IVM_RESULT_EXTERNAL_COPY) and
- *   ivm_context_global() fail with IVM_ERROR_TRANSFER naming which. A CALL or
- *   result larger than a frame (16 MiB) fails with TRANSFER too.
+ * - References: ivm_context_global(), IVM_RESULT_REFERENCE results and
+ *   every ivm_reference_* operation on them behave as inline (since 0.5);
+ *   each operation is one round trip to the worker. Inside the worker,
+ *   JavaScript runs as an asynchronous job, so a Reference object there that
+ *   points into another isolate of the same group refuses its synchronous
+ *   calls (getSync, applySync...) with DEADLOCK, as inline asynchronous jobs
+ *   do; its promise forms work.
+ * - CROSS_PROCESS (since 0.5): a Reference crosses only within its own
+ *   process. One of an inline isolate passed to a worker's isolate, one into
+ *   a worker passed to an inline isolate or to another worker's isolate
+ *   (as an argument, a value to set, inside a copy) fails with
+ *   IVM_ERROR_CROSS_PROCESS. Isolates of one group share a process.
+ * - ExternalCopies live in the host and cross by content (since 0.5): one
+ *   passed in (as a value, a copy_into marker or an object inside a copy)
+ *   becomes an ExternalCopy of the worker with the same value and flags;
+ *   IVM_RESULT_EXTERNAL_COPY results become new host ExternalCopies.
+ *   TRANSFER_IN and TRANSFER_OUT still consume the source copy or detach the
+ *   buffers.
+ * - Buffers of 256 KiB or more (up to 16 per call or result, each below
+ *   4 GiB) cross in shared memory (sealed memfds), not in the channel's
+ *   frames (since 0.5): written once by the sender; a worker's arrives in the
+ *   host without a further copy.
+ * - TRANSFER: host callbacks do not cross a process boundary in this version,
+ *   nor References or ExternalCopies inside a copy a worker returns. A CALL
+ *   or result whose other data (strings, the copy's stream) exceeds a frame
+ *   (16 MiB) fails with TRANSFER too.
  * - INVALID_ARGUMENT: ES modules (ivm_isolate_compile_module*) are not
  *   forwarded to workers yet.
  * - Blocks: synchronous calls wait on the caller's thread for the worker's
@@ -1382,8 +1418,9 @@ IVM_API void ivm_completion_queue_free(ivm_completion_queue_t *queue);
  */
 
 /** A new reference to the global object of `ctx`.
- * Threads: any. Blocks: waits while the isolate runs another call.
- * Errors: DISPOSED, INVALID_ARGUMENT, DEADLOCK. Since: 0.2 */
+ * Threads: any. Blocks: waits while the isolate runs another call (in a
+ * worker: for the worker's answer).
+ * Errors: DISPOSED, INVALID_ARGUMENT, DEADLOCK, CRASHED. Since: 0.2 */
 IVM_API ivm_error_t *ivm_context_global(ivm_context_t *ctx, ivm_reference_t **out);
 
 /** `typeof` the referenced value ("object", "function", ...), fixed when the

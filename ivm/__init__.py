@@ -41,6 +41,7 @@ from ._copy import JSBigInt as JSBigInt
 from ._copy import JSMap as JSMap
 from ._copy import JSRegExp as JSRegExp
 from ._copy import set_copy_limit as set_copy_limit
+from ._errors import CrossProcessError as CrossProcessError
 from ._errors import DisposedError as DisposedError
 from ._errors import IsolateCrashedError as IsolateCrashedError
 from ._errors import IvmError as IvmError
@@ -84,6 +85,7 @@ __all__ = [
     "ExternalCopy",
     "HeapStatistics",
     "Isolate",
+    "CrossProcessError",
     "IsolateCrashedError",
     "IvmError",
     "JSBigInt",

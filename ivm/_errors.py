@@ -82,6 +82,13 @@ class TransferError(IvmError, TypeError):
     """A value cannot cross the isolate boundary in the requested form."""
 
 
+class CrossProcessError(TransferError):
+    """A :class:`Reference` would cross between processes: one of an inline isolate
+    passed to an isolate in a worker process, or one into a worker passed to an inline
+    isolate or to another worker's isolate. References work only within their own
+    process; pass a copy instead. A subclass of :class:`TransferError`."""
+
+
 def _text(getter: Any, err: Any) -> str:
     p = ffi.new("const char **")
     n = ffi.new("size_t *")
@@ -98,6 +105,7 @@ _SIMPLE: dict[int, type[Exception]] = {
     lib.IVM_ERROR_TERMINATED: TerminatedError,
     lib.IVM_ERROR_TRANSFER: TransferError,
     lib.IVM_ERROR_CRASHED: IsolateCrashedError,
+    lib.IVM_ERROR_CROSS_PROCESS: CrossProcessError,
 }
 
 

@@ -21,6 +21,7 @@
 #include "copy.h"
 #include "pickle.h"
 #include "reference.h"
+#include "remote.h"
 #include "wrapper.h"
 
 namespace ivm {
@@ -207,6 +208,10 @@ ivm_error_t* ValueToV8(IsolateHolder& holder, v8::Isolate* isolate,
     }
     case IVM_VALUE_REFERENCE: {
       if (!value->reference) return InvalidArgument("empty reference value");
+      if (value->reference->remote) {   // rref: References do not cross between processes
+        return remote::CrossProcess("A Reference into a worker process cannot enter an inline "
+                                    "isolate");
+      }
       if (value->reference->record->released()) {
         return MakeError(IVM_ERROR_DISPOSED, kReferenceReleased);
       }

@@ -13,6 +13,7 @@
 #include "copy.h"
 #include "pickle.h"
 #include "reference.h"
+#include "remote.h"
 #include "wrapper.h"
 
 namespace ivm {
@@ -510,6 +511,13 @@ class Reader {
 
   bool InsertReference(const Attachment& att) {
     const ReferenceData& ref = *att.reference;
+    if (ref.remote) {   // rref: References do not cross between processes
+      if (error_ == nullptr) {
+        error_ = remote::CrossProcess("A Reference into a worker process cannot enter an "
+                                      "inline isolate");
+      }
+      return false;
+    }
     if (ref.record->released()) return Fail("the Reference has been released");
     if (!(att.flags & IVM_ATTACH_DEREF)) {
       return PushResult(WrapReference(holder_, isolate_, context_, ref));

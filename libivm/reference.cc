@@ -140,7 +140,8 @@ ivm_error_t* SyncRefOp(ivm_reference_t* ref, const RefOp& op, const ivm_run_opti
                        ivm_primitive_t* primitive_out) {
   CallOptions o;
   if (ivm_error_t* err = ReadCallOptions(run, result, &o)) return err;
-  ivm_error_t* err = RunRefOp(ref->data, op, o, out);
+  ivm_error_t* err = ref->data.remote ? remote::RefCall(ref->data.remote, op, o, out)
+                                      : RunRefOp(ref->data, op, o, out);
   if (err == nullptr) DeliverPrimitive(primitive_out, out);
   return err;
 }
@@ -151,6 +152,9 @@ ivm_error_t* QueueRefOp(ivm_reference_t* ref, RefOp op, std::shared_ptr<OwnedVal
   if (ref == nullptr || done == nullptr) return InvalidArgument("reference or done is NULL");
   CallOptions o;
   if (ivm_error_t* err = ReadCallOptions(run, result, &o)) return err;
+  if (ref->data.remote) {
+    return remote::RefCallAsync(ref->data.remote, op, o, owned, done, user_data, job_out);
+  }
   ReferenceData data = ref->data;
   std::vector<const ivm_value_t*> args;
   if (op.kind == RefOp::kApply) args.assign(op.args, op.args + op.nargs);
@@ -189,11 +193,7 @@ extern "C" {
 IVM_API ivm_error_t* ivm_context_global(ivm_context_t* ctx, ivm_reference_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (ctx == nullptr || out == nullptr) return InvalidArgument("context or out is NULL");
-    if (ctx->remote) {
-      return ivm::MakeError(IVM_ERROR_TRANSFER,
-                            "A Reference cannot leave an isolate in a worker process "
-                            "(References between processes are not supported)");
-    }
+    if (ctx->remote) return ivm::remote::Global(ctx, out);
     std::shared_ptr<ivm::ReferenceData> data;
     ivm::IsolateHolder& holder = *ctx->holder;
     ivm_error_t* err = holder.Locked([&](v8::Isolate* isolate) -> ivm_error_t* {
@@ -213,9 +213,11 @@ IVM_API ivm_error_t* ivm_context_global(ivm_context_t* ctx, ivm_reference_t** ou
 
 IVM_API void ivm_reference_typeof(const ivm_reference_t* ref, const char** out, size_t* out_len) {
   static const char empty[] = "";
-  bool ok = ref != nullptr && ref->data.record;
-  if (out) *out = ok ? ref->data.record->type_of.data() : empty;
-  if (out_len) *out_len = ok ? ref->data.record->type_of.size() : 0;
+  const std::string* type_of = nullptr;
+  if (ref != nullptr && ref->data.record) type_of = &ref->data.record->type_of;
+  if (ref != nullptr && ref->data.remote) type_of = &ref->data.remote->type_of;
+  if (out) *out = type_of ? type_of->data() : empty;
+  if (out_len) *out_len = type_of ? type_of->size() : 0;
 }
 
 IVM_API ivm_error_t* ivm_reference_get(ivm_reference_t* ref, const ivm_value_t* key,
@@ -325,6 +327,7 @@ IVM_API ivm_error_t* ivm_reference_apply_async(ivm_reference_t* ref, ivm_value_t
 IVM_API void ivm_reference_cancel_job(ivm_reference_t* ref, uint64_t job) {
   if (ref == nullptr) return;
   try {
+    if (ref->data.remote) return ivm::remote::CancelJob(*ref->data.remote->iso, job);
     ref->data.holder->jobs().Cancel(job);
   } catch (...) {
   }
@@ -333,6 +336,10 @@ IVM_API void ivm_reference_cancel_job(ivm_reference_t* ref, uint64_t job) {
 IVM_API ivm_error_t* ivm_reference_release(ivm_reference_t* ref) {
   return Guard([&]() -> ivm_error_t* {
     if (ref == nullptr) return InvalidArgument("reference is NULL");
+    if (ref->data.remote) {
+      ivm::remote::ReleaseReference(*ref->data.remote);
+      return nullptr;
+    }
     ref->data.holder->Release(ref->data.record);
     return nullptr;
   });
@@ -371,7 +378,9 @@ IVM_API ivm_error_t* ivm_value_attach_reference(ivm_value_t* value, ivm_referenc
   return Guard([&]() -> ivm_error_t* {
     if (ivm_error_t* err = ivm::CheckSerialized(value)) return err;
     if (ref == nullptr) return InvalidArgument("reference is NULL");
-    if (ref->data.record->released()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kReferenceReleased);
+    bool released = ref->data.remote ? ref->data.remote->released.load()
+                                     : ref->data.record->released();
+    if (released) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kReferenceReleased);
     if ((flags & IVM_ATTACH_RELEASE) && !(flags & IVM_ATTACH_DEREF)) {
       return InvalidArgument("IVM_ATTACH_RELEASE needs IVM_ATTACH_DEREF");
     }

@@ -6,6 +6,8 @@
 
 namespace ivm {
 
+struct RemoteReference;
+
 class ReferenceRecord final : public Resource {
  public:
   void ResetLocked() override {
@@ -22,6 +24,7 @@ struct ReferenceData {
   std::shared_ptr<IsolateHolder> holder;
   std::shared_ptr<ReferenceRecord> record;
   std::shared_ptr<Lease> lease;
+  std::shared_ptr<RemoteReference> remote;   // set instead: a worker isolate's (remote.h)
 };
 
 inline constexpr char kReferenceReleased[] = "Reference has been released";

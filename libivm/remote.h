@@ -10,8 +10,10 @@
 #include "internal.h"
 #include "options.h"
 #include "wire.h"
+#include "wire_value.h"
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -91,6 +93,34 @@ struct RemoteObject {
 
 namespace remote {
 
+// Reads a job's results from its REPLY (positioned after the common part).
+using Parse = std::function<ivm_error_t*(wire::Reader& r, ivm_completion_t* c)>;
+// Sends CALL `frame` (id `id`) and waits for its REPLY: the call's error, or
+// what `parse` makes of its results.
+// `fds`: the descriptors the frame carries (large buffers, rref).
+ivm_error_t* Sync(RemoteIsolate& iso, uint64_t id, const std::string& frame, uint64_t timeout_ns,
+                  const Parse& parse, ivm_completion_t* c, const wire::Fds& fds = wire::Fds());
+// The same as a job: `done` fires once, when the REPLY arrives or the worker dies.
+ivm_error_t* Async(const std::shared_ptr<RemoteIsolate>& iso, uint64_t id,
+                   const std::string& frame, uint64_t timeout_ns, ivm_completion_kind_t kind,
+                   ivm_done_fn done, void* user_data, uint64_t* job_out, Parse parse,
+                   const wire::Fds& fds = wire::Fds());
+// rref: the descriptors of the REPLY a Parse reads, on the thread running it
+// (Parse sees only the payload): set by Sync and Async around `parse`.
+const wire::Fds* ReplyFds();
+class ReplyFdsScope {
+ public:
+  explicit ReplyFdsScope(const wire::Fds* fds);
+  ~ReplyFdsScope();
+  ReplyFdsScope(const ReplyFdsScope&) = delete;
+  ReplyFdsScope& operator=(const ReplyFdsScope&) = delete;
+
+ private:
+  const wire::Fds* saved_;
+};
+// A REPLY whose result is one value (c->result.value).
+Parse ValueResult(std::shared_ptr<RemoteIsolate> iso);
+
 // The error for a call whose options ask for a result that cannot leave a
 // worker (an ExternalCopy or a Reference): TRANSFER. NULL if they do not.
 ivm_error_t* CheckResultFlags(uint32_t flags);
@@ -135,6 +165,60 @@ ivm_error_t* RunScriptAsync(ivm_script_t* script, ivm_context_t* ctx, const Call
                             ivm_done_fn done, void* user_data, uint64_t* job_out);
 // ivm_context_release / ivm_script_release.
 void Release(RemoteObject& object, uint32_t op);
+
+}  // namespace remote
+
+// ---- rref: References into worker isolates and ExternalCopies crossing to
+// and from them (remote_refs.cc; the worker's side is worker_refs.cc). ----
+
+struct RefOp;
+
+// A reference to a value in a worker isolate: the worker's reference `id`
+// (its kOpRefFree runs once the host's last holder lets go).
+struct RemoteReference : RemoteObject {
+  RemoteReference(std::shared_ptr<RemoteIsolate> i, uint64_t ref_id, std::string type)
+      : RemoteObject(std::move(i), ref_id, wire::kOpRefFree), type_of(std::move(type)) {}
+  std::string type_of;               // `typeof value`, fixed at creation
+  std::atomic<bool> released{false};
+};
+
+namespace remote {
+
+// Writes the References (by id, only into their own worker) and
+// ExternalCopies (by content) of values going to `iso`, and reads those of
+// its results. Refuses a Reference of another process with
+// IVM_ERROR_CROSS_PROCESS.
+class HostCodec : public wire::ObjectCodec {
+ public:
+  explicit HostCodec(std::shared_ptr<RemoteIsolate> iso) : iso_(std::move(iso)) {}
+  bool WriteObject(wire::Writer& w, const ivm_value_t* value, std::string* why) override;
+  bool WriteAttachment(wire::Writer& w, const ivm_value_t* value, size_t index,
+                       std::string* why) override;
+  bool ReadObject(wire::Reader& r, uint8_t kind, ivm_value_t** out) override;
+  bool ReadAttachment(wire::Reader& r, uint32_t kind, ivm_value_t* into) override;
+  // A worker's large buffer stays in its (sealed, privately mapped) memfd.
+  bool AdoptMapping(ivm_value_t* into, void* data, uint64_t len) override;
+  // The error for the last refusal, of refused_kind: "<what>: <why>", or
+  // `why` alone where inline's error has no context either.
+  ivm_error_t* Refused(const std::string& what, const std::string& why) const;
+
+ private:
+  std::shared_ptr<RemoteIsolate> iso_;
+  bool verbatim_ = false;
+};
+
+// ivm_context_global() of a remote context.
+ivm_error_t* Global(ivm_context_t* ctx, ivm_reference_t** out);
+// The operations of a remote reference (reference.cc's RefOp): synchronous,
+// and queued (`owned` holds the values until the job ends).
+ivm_error_t* RefCall(const std::shared_ptr<RemoteReference>& ref, const RefOp& op,
+                     const CallOptions& o, ivm_value_t** out);
+ivm_error_t* RefCallAsync(const std::shared_ptr<RemoteReference>& ref, const RefOp& op,
+                          const CallOptions& o, std::shared_ptr<void> owned, ivm_done_fn done,
+                          void* user_data, uint64_t* job_out);
+void ReleaseReference(RemoteReference& ref);
+// The error for a Reference that would cross between processes.
+ivm_error_t* CrossProcess(const std::string& what);
 
 }  // namespace remote
 }  // namespace ivm

@@ -13,30 +13,27 @@
 
 namespace ivm::remote {
 
-namespace {
-
-// Reads a job's results from its REPLY (positioned after the common part).
-using Parse = std::function<ivm_error_t*(wire::Reader& r, ivm_completion_t* c)>;
-
 ivm_error_t* Sync(RemoteIsolate& iso, uint64_t id, const std::string& frame, uint64_t timeout_ns,
-                  const Parse& parse, ivm_completion_t* c) {
+                  const Parse& parse, ivm_completion_t* c, const wire::Fds& fds) {
   wire::Frame reply;
   // Ctrl-C (ivm_interrupt_on_signal) cancels the call in the worker, which
   // stops its JavaScript there; the call then ends as a cancelled one.
   WorkerProcess& worker = iso.worker();
   uint64_t token = interrupt::EnterCall(
       [&worker, id] { worker.Post(wire::Writer(wire::kCancel, id).Finish()); });
-  ivm_error_t* call_error = worker.Call(id, frame, timeout_ns, &reply);
+  ivm_error_t* call_error = worker.Call(id, frame, timeout_ns, &reply, fds);
   interrupt::LeaveCall(token);
   if (call_error) return call_error;
   wire::Reader r(reply.payload);
   if (ivm_error_t* err = iso.ReadReply(reply, &r)) return err;
+  ReplyFdsScope scope(&reply.fds);
   return parse(r, c);
 }
 
 ivm_error_t* Async(const std::shared_ptr<RemoteIsolate>& iso, uint64_t id,
                    const std::string& frame, uint64_t timeout_ns, ivm_completion_kind_t kind,
-                   ivm_done_fn done, void* user_data, uint64_t* job_out, Parse parse) {
+                   ivm_done_fn done, void* user_data, uint64_t* job_out, Parse parse,
+                   const wire::Fds& fds) {
   struct Slot {
     wire::Frame* reply = nullptr;
     ivm_error_t* error = nullptr;
@@ -47,6 +44,7 @@ ivm_error_t* Async(const std::shared_ptr<RemoteIsolate>& iso, uint64_t id,
         if (slot->error != nullptr) return std::exchange(slot->error, nullptr);
         wire::Reader r(slot->reply->payload);
         if (ivm_error_t* err = iso->ReadReply(*slot->reply, &r)) return err;
+        ReplyFdsScope scope(&slot->reply->fds);
         return parse(r, c);
       });
   if (job_out) *job_out = job->id();
@@ -62,18 +60,26 @@ ivm_error_t* Async(const std::shared_ptr<RemoteIsolate>& iso, uint64_t id,
                             slot->error = error;
                             job->Run();
                             slot->reply = nullptr;
-                          });
+                          },
+                          fds);
   return nullptr;
 }
+
+namespace {
 
 Parse NoResult() {
   return [](wire::Reader&, ivm_completion_t*) -> ivm_error_t* { return nullptr; };
 }
 
+}  // namespace
+
 Parse ValueResult(std::shared_ptr<RemoteIsolate> iso) {
   return [iso](wire::Reader& r, ivm_completion_t* c) -> ivm_error_t* {
     ivm_value_t* value = nullptr;
-    if (!wire::ReadValue(r, &value) || !r.Done()) {
+    HostCodec codec(iso);
+    codec.in_fds = ReplyFds();
+    codec.seal_received = true;
+    if (!wire::ReadValue(r, &value, &codec) || !r.Done()) {
       ivm_value_free(value);
       return iso->worker().BadReply("a malformed value in a REPLY");
     }
@@ -81,6 +87,8 @@ Parse ValueResult(std::shared_ptr<RemoteIsolate> iso) {
     return nullptr;
   };
 }
+
+namespace {
 
 Parse HeapResult(std::shared_ptr<RemoteIsolate> iso) {
   return [iso](wire::Reader& r, ivm_completion_t* c) -> ivm_error_t* {
@@ -131,10 +139,14 @@ wire::WireSource ToWire(const SourceOptions& s) {
   return w;
 }
 
-// The CALL frame of an eval; TRANSFER for an argument that cannot cross.
-ivm_error_t* EvalFrame(RemoteIsolate& iso, const RemoteObject& ctx, const EvalRequest& req,
-                       uint64_t* id, std::string* frame) {
+// The CALL frame of an eval; TRANSFER (or CROSS_PROCESS) for an argument
+// that cannot cross.
+ivm_error_t* EvalFrame(const std::shared_ptr<RemoteIsolate>& iso_ptr, const RemoteObject& ctx,
+                       const EvalRequest& req, uint64_t* id, std::string* frame,
+                       wire::Fds* fds) {
+  RemoteIsolate& iso = *iso_ptr;
   if (ivm_error_t* err = CheckResultFlags(req.call.flags)) return err;
+  HostCodec codec(iso_ptr);
   wire::Writer w = iso.Begin(wire::kOpEval, id);
   w.U64(ctx.id).Bytes(req.code);
   wire::WriteSource(w, ToWire(req.source));
@@ -143,11 +155,12 @@ ivm_error_t* EvalFrame(RemoteIsolate& iso, const RemoteObject& ctx, const EvalRe
   for (size_t i = 0; req.closure && i < req.nargs; ++i) {
     std::string why;
     if (req.args[i] == nullptr) return InvalidArgument("argument " + std::to_string(i) + " is NULL");
-    if (!wire::WriteValue(w, req.args[i], &why)) {
-      return MakeError(IVM_ERROR_TRANSFER, "Argument " + std::to_string(i) + ": " + why);
+    if (!wire::WriteValue(w, req.args[i], &why, &codec)) {
+      return codec.Refused("Argument " + std::to_string(i), why);
     }
   }
   *frame = w.Finish();
+  *fds = std::move(codec.out_fds);
   return nullptr;
 }
 
@@ -288,9 +301,10 @@ ivm_error_t* Eval(ivm_context_t* ctx, const EvalRequest& req, ivm_value_t** out)
   if (ivm_error_t* err = Refuse(*iso)) return err;
   uint64_t id;
   std::string frame;
-  if (ivm_error_t* err = EvalFrame(*iso, *ctx->remote, req, &id, &frame)) return err;
+  wire::Fds fds;
+  if (ivm_error_t* err = EvalFrame(iso, *ctx->remote, req, &id, &frame, &fds)) return err;
   ivm_completion_t c{};
-  ivm_error_t* err = Sync(*iso, id, frame, req.call.timeout_ns, ValueResult(iso), &c);
+  ivm_error_t* err = Sync(*iso, id, frame, req.call.timeout_ns, ValueResult(iso), &c, fds);
   if (err == nullptr) *out = c.result.value;
   return err;
 }
@@ -300,14 +314,15 @@ ivm_error_t* EvalAsync(ivm_context_t* ctx, const EvalRequest& req, ivm_done_fn d
   std::shared_ptr<RemoteIsolate> iso = ctx->remote->iso;
   uint64_t id;
   std::string frame;
-  if (ivm_error_t* err = EvalFrame(*iso, *ctx->remote, req, &id, &frame)) return err;
+  wire::Fds fds;
+  if (ivm_error_t* err = EvalFrame(iso, *ctx->remote, req, &id, &frame, &fds)) return err;
   // The context stays alive in the worker until the job ends.
   std::shared_ptr<RemoteObject> keep = ctx->remote;
   Parse parse = ValueResult(iso);
   return Async(iso, id, frame, req.call.timeout_ns, IVM_COMPLETION_VALUE, done, user_data,
                job_out, [keep, parse](wire::Reader& r, ivm_completion_t* c) {
                  return parse(r, c);
-               });
+               }, fds);
 }
 
 ivm_error_t* RunScript(ivm_script_t* script, ivm_context_t* ctx, const CallOptions& call,

@@ -109,6 +109,11 @@ Writer& Writer::Bytes(std::string_view v) {
   return *this;
 }
 
+Writer& Writer::SetFdCount(uint32_t n) {
+  flags_ = static_cast<uint16_t>((flags_ & ~kFlagFdCountMask) | (n & kFlagFdCountMask));
+  return *this;
+}
+
 std::string Writer::Finish() {
   size_t length = buf_.size() - kHeaderSize;
   if (length > kMaxPayload) return {};

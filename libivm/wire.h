@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -71,10 +72,26 @@ enum Op : uint32_t {
   kOpScriptRun = 11,       // u64 iso, u64 script, u64 ctx, call -> value
   kOpScriptRelease = 12,   // u64 script; no reply
   kOpScriptFree = 13,      // u64 script; no reply
-  kOpLast = kOpScriptFree,
+  // rref (20-39): References into a worker isolate (remote_refs.cc on the
+  // host, worker_refs.cc in the worker). A reference id is picked by the
+  // worker for a REFERENCE value it sends (bit 63 set), or by the host for
+  // kOpContextGlobal.
+  kOpContextGlobal = 20,   // u64 iso, u64 ctx, u64 ref -> bytes typeof
+  kOpRefCall = 21,         // u64 iso, u64 ref, u32 RefCallKind, u32 get flags, call,
+                           // u32 n, n x (u8 present, value) -> value
+  kOpRefRelease = 22,      // u64 iso, u64 ref; no reply
+  kOpRefFree = 23,         // u64 iso, u64 ref; no reply
+  kOpLast = kOpRefFree,
   kFirstTestOp = 0xf0000000u,
   kOpTestHook = 0xf0000001u,   // u32 action (IVM_DEBUG_HOOK_*), bytes data
 };
+
+// kOpRefCall: which operation through the reference (ivm_reference_get/set/
+// delete/apply), and the values that follow it: get: key (absent: the value
+// itself); set: key, value; delete: key; apply: receiver, then the arguments.
+enum RefCallKind : uint32_t { kRefGet = 0, kRefSet = 1, kRefDelete = 2, kRefApply = 3 };
+// Bit 63 marks the reference ids a worker picks.
+constexpr uint64_t kWorkerRefBit = 1ull << 63;
 
 // REPLY payload: u32 status (0: success, else an ivm_error_kind_t), bytes
 // message, then the op's results.
@@ -104,6 +121,8 @@ class Writer {
   Writer& U64(uint64_t v);
   Writer& F64(double v);
   Writer& Bytes(std::string_view v);   // u32 length + bytes
+  // The number of descriptors the frame carries (sent beside it; see Fds).
+  Writer& SetFdCount(uint32_t n);
   // The frame with its length filled in; empty if the payload is too large.
   std::string Finish();
 
@@ -135,10 +154,48 @@ class Reader {
   bool ok_ = true;
 };
 
+// rref: a descriptor a frame carries (SCM_RIGHTS), closed when its last
+// owner lets go (wire_fd.cc).
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd();
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+using Fds = std::vector<std::shared_ptr<Fd>>;
+
 struct Frame {
   Header header;
   std::string payload;
+  Fds fds;   // header.fd_count() of them
 };
+
+// The number of descriptors an encoded frame's header claims.
+uint32_t FdCountOf(const std::string& frame);
+// sendmsg() of the first bytes of `frame` with `fds` attached (all of them or
+// none); returns what sendmsg returns. The rest is sent as usual.
+long SendWithFds(int sock, const std::string& frame, const Fds& fds, int flags);
+// recvmsg() into `buf`: received descriptors are appended to `*fds` (at most
+// kMaxFds per call, CLOEXEC); `*truncated` if some were lost.
+long RecvWithFds(int sock, char* buf, size_t len, int flags, Fds* fds, bool* truncated);
+
+// Buffers at least this large cross in a sealed memfd, not in the frame.
+constexpr size_t kFdBufferThreshold = 256u << 10;
+// The largest buffer that crosses in a memfd.
+constexpr uint64_t kMaxFdBuffer = uint64_t{1} << 32;
+// A memfd holding a copy of `data`, or null (no memfd: the caller inlines it).
+std::shared_ptr<Fd> BufferFd(const void* data, size_t len);
+// With `seal` (the host, for a worker's memfd), seals `fd` first (shrink,
+// grow, write, seal: a writer's live mapping makes it fail); then checks that
+// it is a file of exactly `len` bytes and maps it privately (copy on write).
+// Null on any failure; unmap with UnmapBuffer.
+void* MapSealedBuffer(const Fd& fd, uint64_t len, bool seal);
+void UnmapBuffer(const void* data, uint64_t len);
 
 // Splits a byte stream into frames. Feed it what the channel delivers; Next()
 // yields complete frames; drain it before appending more. Once it reports a

@@ -20,14 +20,52 @@ const char* AttachmentName(uint32_t kind) {
   }
 }
 
-bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why) {
+// A large buffer as a memfd beside the frame; false: inline it.
+bool WriteFdBuffer(Writer& w, const void* data, size_t size, ObjectCodec* codec) {
+  if (codec == nullptr || size < kFdBufferThreshold || size > kMaxFdBuffer ||
+      codec->out_fds.size() >= kMaxFds) {
+    return false;
+  }
+  std::shared_ptr<Fd> fd = BufferFd(data, size);
+  if (!fd) return false;
+  w.U8(kAttachmentFdBuffer).U32(static_cast<uint32_t>(codec->out_fds.size())).U64(size);
+  codec->out_fds.push_back(std::move(fd));
+  w.SetFdCount(static_cast<uint32_t>(codec->out_fds.size()));
+  return true;
+}
+
+// A buffer in descriptor `index` of the frame being read, copied into `value`.
+bool ReadFdBuffer(Reader& r, ivm_value_t* value, ObjectCodec* codec) {
+  uint32_t index = 0;
+  uint64_t size = 0;
+  if (codec == nullptr || codec->in_fds == nullptr || !r.U32(&index) || !r.U64(&size) ||
+      index >= codec->in_fds->size()) {
+    return false;
+  }
+  codec->in_used.resize(codec->in_fds->size());
+  if (codec->in_used[index]) return false;
+  codec->in_used[index] = true;
+  void* data = MapSealedBuffer(*(*codec->in_fds)[index], size, codec->seal_received);
+  if (data == nullptr) return false;
+  if (codec->AdoptMapping(value, data, size)) return true;
+  size_t at = 0;
+  ivm_error_t* err = ivm_value_attach_buffer(value, data, static_cast<size_t>(size), 0, &at);
+  UnmapBuffer(data, size);
+  ivm_error_free(err);
+  return err == nullptr;
+}
+
+bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why,
+                     ObjectCodec* codec) {
   const char* stream;
   size_t len;
   ivm_value_serialized(value, &stream, &len);
   size_t n = ivm_value_attachment_count(value);
   for (size_t i = 0; i < n; ++i) {
     uint32_t kind = ivm_value_attachment_kind(value, i);
-    if (kind != IVM_ATTACHMENT_BUFFER) {
+    bool by_codec = codec != nullptr &&
+                    (kind == IVM_ATTACHMENT_REFERENCE || kind == IVM_ATTACHMENT_COPY);
+    if (kind != IVM_ATTACHMENT_BUFFER && !by_codec) {
       *why = std::string("the copy holds ") + AttachmentName(kind) +
              ", which cannot cross into or out of a worker process";
       return false;
@@ -35,6 +73,12 @@ bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why) {
   }
   w.Bytes(std::string_view(stream, len)).U32(static_cast<uint32_t>(n));
   for (size_t i = 0; i < n; ++i) {
+    uint32_t kind = ivm_value_attachment_kind(value, i);
+    if (kind != IVM_ATTACHMENT_BUFFER) {
+      w.U8(static_cast<uint8_t>(kind));
+      if (!codec->WriteAttachment(w, value, i, why)) return false;
+      continue;
+    }
     const void* data = nullptr;
     size_t size = 0;
     if (ivm_error_t* err = ivm_value_buffer(value, i, &data, &size)) {
@@ -42,12 +86,13 @@ bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why) {
       *why = "unreadable buffer attachment";
       return false;
     }
-    w.Bytes(std::string_view(static_cast<const char*>(data), size));
+    if (WriteFdBuffer(w, data, size, codec)) continue;
+    w.U8(IVM_ATTACHMENT_BUFFER).Bytes(std::string_view(static_cast<const char*>(data), size));
   }
   return true;
 }
 
-bool ReadSerialized(Reader& r, ivm_value_t** out) {
+bool ReadSerialized(Reader& r, ivm_value_t** out, ObjectCodec* codec) {
   std::string_view stream;
   uint32_t n = 0;
   if (!r.Bytes(&stream) || !r.U32(&n) || n > kMaxAttachments) return false;
@@ -63,6 +108,28 @@ bool ReadSerialized(Reader& r, ivm_value_t** out) {
     std::string_view data;
     size_t index = 0;
     ivm_error_t* err = nullptr;
+    uint8_t kind = 0;
+    if (!r.U8(&kind)) {
+      ivm_value_free(value);
+      return false;
+    }
+    if (kind == kAttachmentFdBuffer) {
+      if (!ReadFdBuffer(r, value, codec)) {
+        ivm_value_free(value);
+        return false;
+      }
+      continue;
+    }
+    if (kind != IVM_ATTACHMENT_BUFFER) {
+      bool ok = codec != nullptr &&
+                (kind == IVM_ATTACHMENT_REFERENCE || kind == IVM_ATTACHMENT_COPY) &&
+                codec->ReadAttachment(r, kind, value) && ivm_value_attachment_count(value) == i + 1;
+      if (!ok) {
+        ivm_value_free(value);
+        return false;
+      }
+      continue;
+    }
     if (!r.Bytes(&data) ||
         (err = ivm_value_attach_buffer(value, data.data(), data.size(), 0, &index)) != nullptr) {
       ivm_error_free(err);
@@ -76,7 +143,7 @@ bool ReadSerialized(Reader& r, ivm_value_t** out) {
 
 }  // namespace
 
-bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why) {
+bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why, ObjectCodec* codec) {
   ivm_value_kind_t kind = ivm_value_kind(value);
   switch (kind) {
     case IVM_VALUE_UNDEFINED:
@@ -107,7 +174,18 @@ bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why) {
     }
     case IVM_VALUE_SERIALIZED:
       w.U8(static_cast<uint8_t>(kind));
-      return WriteSerialized(w, value, why);
+      return WriteSerialized(w, value, why, codec);
+    case IVM_VALUE_EXTERNAL_COPY:
+    case IVM_VALUE_REFERENCE:
+      if (codec != nullptr) {
+        w.U8(static_cast<uint8_t>(kind));
+        return codec->WriteObject(w, value, why);
+      }
+      break;
+    default:
+      break;
+  }
+  switch (kind) {
     case IVM_VALUE_EXTERNAL_COPY:
       *why = "an ExternalCopy cannot cross into or out of a worker process";
       return false;
@@ -120,7 +198,7 @@ bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why) {
   }
 }
 
-bool ReadValue(Reader& r, ivm_value_t** out) {
+bool ReadValue(Reader& r, ivm_value_t** out, ObjectCodec* codec) {
   uint8_t kind = 0;
   if (!r.U8(&kind)) return false;
   ivm_value_t* v = nullptr;
@@ -159,7 +237,10 @@ bool ReadValue(Reader& r, ivm_value_t** out) {
       break;
     }
     case IVM_VALUE_SERIALIZED:
-      return ReadSerialized(r, out);
+      return ReadSerialized(r, out, codec);
+    case IVM_VALUE_EXTERNAL_COPY:
+    case IVM_VALUE_REFERENCE:
+      return codec != nullptr && codec->ReadObject(r, kind, out);
     default:
       return false;
   }

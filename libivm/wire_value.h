@@ -8,15 +8,54 @@
 #include "wire.h"
 
 #include <string>
+#include <vector>
 
 namespace ivm::wire {
 
-// Appends `value`. Values that cannot cross a process boundary in this
-// version (References, ExternalCopies and host callbacks, as values or as
-// attachments of a copy) are refused: false, with the reason in `*why`.
-bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why);
+// rref: References cross by id, ExternalCopies by content; each side has a
+// codec of its own (remote_refs.cc, worker_refs.cc) that knows its ids.
+// Without a codec they are refused, as are host callbacks.
+class ObjectCodec {
+ public:
+  virtual ~ObjectCodec() = default;
+  // An IVM_VALUE_REFERENCE or IVM_VALUE_EXTERNAL_COPY value, after its kind.
+  virtual bool WriteObject(Writer& w, const ivm_value_t* value, std::string* why) = 0;
+  // Reference or ExternalCopy attachment `index` of `value`, after its kind.
+  virtual bool WriteAttachment(Writer& w, const ivm_value_t* value, size_t index,
+                               std::string* why) = 0;
+  virtual bool ReadObject(Reader& r, uint8_t kind, ivm_value_t** out) = 0;
+  // Reads an attachment of `kind` and appends it to serialized `into`.
+  virtual bool ReadAttachment(Reader& r, uint32_t kind, ivm_value_t* into) = 0;
+  // A received memfd buffer mapped at `data`: append it to `into` without a
+  // copy, taking the mapping (true), or leave it to be copied (false).
+  virtual bool AdoptMapping(ivm_value_t* into, void* data, uint64_t len) {
+    (void)into, (void)data, (void)len;
+    return false;
+  }
+  // The error kind of the last refusal.
+  uint32_t refused_kind = IVM_ERROR_TRANSFER;
+  // ExternalCopies nested in copies: bounded.
+  int depth = 0;
+  // Large buffers cross in memfds: those a frame being written carries, and
+  // those of the frame being read (each used once). `seal_received`: the
+  // host's codec, which seals what a worker sends before mapping it.
+  Fds out_fds;
+  const Fds* in_fds = nullptr;
+  std::vector<bool> in_used;
+  bool seal_received = false;
+};
+// The attachment kind (beside IVM_ATTACHMENT_*) of a buffer in a memfd:
+// u32 index among the frame's descriptors, u64 length.
+constexpr uint8_t kAttachmentFdBuffer = 0x81;
+constexpr int kMaxCopyDepth = 8;
+
+// Appends `value`. Values that cannot cross a process boundary (see
+// ObjectCodec; host callbacks) are refused: false, with the reason in
+// `*why` (and the error kind in codec->refused_kind).
+bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why,
+                ObjectCodec* codec = nullptr);
 // Reads a value written by WriteValue; false on any malformation.
-bool ReadValue(Reader& r, ivm_value_t** out);
+bool ReadValue(Reader& r, ivm_value_t** out, ObjectCodec* codec = nullptr);
 
 // Source options: u8 has_filename, bytes filename, u32 line, u32 column.
 struct WireSource {

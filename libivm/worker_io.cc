@@ -193,29 +193,16 @@ void WorkerProcess::ProtocolViolation(const std::string& why) {
 void WorkerProcess::OnChannelReadable() {
   if (channel_bad_ || channel_closed_ || sock_ < 0) return;
   static thread_local char buf[64 * 1024];
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * wire::kMaxFds)];
   for (int round = 0; round < 16; ++round) {   // then let other workers have a turn
-    iovec iov = {buf, sizeof buf};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t n = recvmsg(sock_, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    bool truncated = false;
+    ssize_t n = wire::RecvWithFds(sock_, buf, sizeof buf, MSG_DONTWAIT, &in_fds_, &truncated);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) return;
-    int fds = 0;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); n >= 0 && c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < count; ++i, ++fds) {
-        int fd;
-        memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-        close(fd);
-      }
-    }
-    if (fds > 0 || (n >= 0 && (msg.msg_flags & MSG_CTRUNC))) {
-      return ProtocolViolation("descriptors sent, which no frame kind carries yet");
+    // Descriptors come with the first bytes of the frame that claims them
+    // (OnFrame); more than two frames' worth waiting is a violation.
+    if (truncated || in_fds_.size() > 2 * wire::kMaxFds) {
+      in_fds_.clear();
+      return ProtocolViolation("descriptors sent that no frame claims");
     }
     if (n <= 0) {
       // End of stream (or a broken one): the worker closed its channel. Its
@@ -273,7 +260,7 @@ bool ValidReply(const std::string& payload) {
   std::string_view message;
   return r.U32(&status) && r.Bytes(&message) &&
          (status == wire::kStatusOk ||
-          (status >= IVM_ERROR_JS_EXCEPTION && status <= IVM_ERROR_CRASHED));
+          (status >= IVM_ERROR_JS_EXCEPTION && status <= IVM_ERROR_CROSS_PROCESS));
 }
 
 }  // namespace
@@ -281,9 +268,13 @@ bool ValidReply(const std::string& payload) {
 void WorkerProcess::OnFrame(wire::Frame& frame) {
   const wire::Header& h = frame.header;
   std::string why;
-  if (h.fd_count() != 0) {
-    return ProtocolViolation(std::string("a ") + wire::KindName(h.kind) +
-                             " frame claims descriptors, which no frame kind carries yet");
+  if (h.fd_count() != 0) {   // rref: a REPLY's large buffers (wire_value.cc)
+    if (h.kind != wire::kReply || h.fd_count() > in_fds_.size()) {
+      return ProtocolViolation(std::string("a ") + wire::KindName(h.kind) +
+                               " frame claims descriptors it did not send");
+    }
+    frame.fds.assign(in_fds_.begin(), in_fds_.begin() + h.fd_count());
+    in_fds_.erase(in_fds_.begin(), in_fds_.begin() + h.fd_count());
   }
   std::unique_lock<std::mutex> lock(mu_);
   if (h.kind == wire::kHello) {
@@ -435,6 +426,7 @@ void WorkerProcess::FinishLocked(std::string cause) {
     shutdown(sock_, SHUT_RDWR);   // wakes a writer waiting for room
     std::lock_guard<std::mutex> send_lock(send_mu_);
     close(sock_);
+    in_fds_.clear();
     sock_ = -1;
   }
   finished_ = true;

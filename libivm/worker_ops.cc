@@ -107,6 +107,8 @@ void Ops::Finish(const Pending& p, const ivm_completion_t* c) {
   std::string out;
   if (c->error != nullptr) {
     out = FullReply(p.call_id, c->error, p.iso, nullptr);
+  } else if (c->kind == IVM_COMPLETION_VALUE && p.object_id != 0) {
+    out = GlobalReply(p.call_id, p.object_id, p.iso, c->result.value);   // rref
   } else if (c->kind == IVM_COMPLETION_VALUE) {
     ivm_value_t* value = c->result.value;
 #ifdef IVM_WORKER_TEST_HOOKS
@@ -127,10 +129,15 @@ void Ops::Finish(const Pending& p, const ivm_completion_t* c) {
       return;
     }
 #endif
-    out = FullReply(p.call_id, nullptr, p.iso, [value](wire::Writer& w, std::string* why) {
-      return wire::WriteValue(w, value, why);
+    WorkerCodec codec(refs_, p.iso);
+    out = FullReply(p.call_id, nullptr, p.iso, [&](wire::Writer& w, std::string* why) {
+      return wire::WriteValue(w, value, why, &codec);
     });
     ivm_value_free(value);
+    if (wire::FdCountOf(out) != 0) {   // rref: its large buffers go beside it
+      channel_.Send(out, codec.out_fds);
+      return;
+    }
   } else if (c->kind == IVM_COMPLETION_HEAP_STATISTICS) {
     ivm_heap_statistics_t* stats = c->result.heap_statistics;
     out = FullReply(p.call_id, nullptr, p.iso, [stats](wire::Writer& w, std::string*) {
@@ -160,6 +167,13 @@ std::string Ops::Submit(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id
   if (early_.erase(call_id) == 0) jobs_[call_id] = Job{iso, job};
   return {};
 }
+
+std::string Ops::SubmitCall(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id,
+                            const SubmitFn& submit) {
+  return Submit(call_id, iso, object_id, submit);
+}
+
+ivm_context_t* Ops::Context(uint64_t id) { return Find(contexts_, id); }
 
 #ifdef IVM_WORKER_TEST_HOOKS
 void Ops::ForgeNextValue(std::string stream) {
@@ -191,7 +205,8 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
   ivm_isolate_t* iso = Isolate(iso_id);
   bool replies = op != wire::kOpIsolateFree && op != wire::kOpTerminate &&
                  op != wire::kOpContextRelease && op != wire::kOpContextFree &&
-                 op != wire::kOpScriptRelease && op != wire::kOpScriptFree;
+                 op != wire::kOpScriptRelease && op != wire::kOpScriptFree &&
+                 op != wire::kOpRefRelease && op != wire::kOpRefFree;
   if (iso == nullptr) {
     return replies ? ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "unknown isolate") : "";
   }
@@ -200,6 +215,7 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
       return FullReply(id, ivm_isolate_dispose(iso), iso, nullptr);
     case wire::kOpIsolateFree:
       isolates_.erase(iso_id);
+      refs_.FreeIsolate(iso);
       ivm_isolate_free(iso);
       return {};
     case wire::kOpTerminate:
@@ -222,6 +238,10 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
       return Eval(id, iso, r);
     case wire::kOpScriptRun:
       return Run(id, iso, r);
+    case wire::kOpContextGlobal:
+      return Global(id, iso, r);
+    case wire::kOpRefCall:
+      return RefCall(id, iso, r);
     default:
       return Drop(op, r);
   }
@@ -232,6 +252,8 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
 std::string Ops::Drop(uint32_t op, wire::Reader& r) {
   uint64_t object = 0;
   if (!r.U64(&object)) return {};
+  if (op == wire::kOpRefRelease) refs_.Release(object);   // rref
+  if (op == wire::kOpRefFree) refs_.Free(object);
   std::lock_guard<std::recursive_mutex> lock(mu_);
   if (op == wire::kOpContextRelease || op == wire::kOpContextFree) {
     auto it = contexts_.find(object);
@@ -294,7 +316,9 @@ std::string Ops::Eval(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
   bool ok = true;
   for (uint32_t i = 0; ok && nargs != wire::kNoClosure && i < nargs; ++i) {
     ivm_value_t* v = nullptr;
-    ok = wire::ReadValue(r, &v);
+    WorkerCodec codec(refs_, iso);
+    codec.in_fds = call_fds_;
+    ok = wire::ReadValue(r, &v, &codec);
     if (ok) args.push_back(v);
   }
   ivm_context_t* ctx = Find(contexts_, ctx_id);

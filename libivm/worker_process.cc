@@ -178,13 +178,15 @@ void WorkerProcess::ArmDeadline(int64_t at_ns, std::string reason) {
 // ---------------------------------------------------------------------------
 // Requests
 
-bool WorkerProcess::Send(const std::string& frame) {
+bool WorkerProcess::Send(const std::string& frame, const wire::Fds& fds) {
   std::lock_guard<std::mutex> lock(send_mu_);
   size_t done = 0;
   while (done < frame.size()) {
     if (sock_ < 0) return false;
-    ssize_t n = send(sock_, frame.data() + done, frame.size() - done,
-                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = done == 0 && !fds.empty()   // the descriptors go with the first byte
+                    ? wire::SendWithFds(sock_, frame, fds, MSG_NOSIGNAL | MSG_DONTWAIT)
+                    : send(sock_, frame.data() + done, frame.size() - done,
+                           MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       done += static_cast<size_t>(n);
     } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
@@ -206,7 +208,8 @@ ivm_error_t* WorkerProcess::DeadErrorLocked() const {
 }
 
 ivm_error_t* WorkerProcess::Request(uint64_t id, uint16_t answer_kind, const std::string& frame,
-                                    uint64_t timeout_ns, wire::Frame* reply, int64_t check_at) {
+                                    uint64_t timeout_ns, wire::Frame* reply, int64_t check_at,
+                                    const wire::Fds& fds) {
   Waiter waiter;
   waiter.kind = answer_kind;
   waiter.check_at = check_at;
@@ -216,7 +219,7 @@ ivm_error_t* WorkerProcess::Request(uint64_t id, uint16_t answer_kind, const std
     if (answer_kind != 0) pending_[id] = &waiter;
   }
   if (check_at != 0) WakeIoThreadBy(check_at);   // it recomputes its next tick
-  bool sent = Send(frame);   // on failure the worker is dying: its death wakes us below
+  bool sent = Send(frame, fds);   // on failure the worker is dying: its death wakes us below
   std::unique_lock<std::mutex> lock(mu_);
   if (answer_kind == 0) return sent ? nullptr : DeadErrorLocked();
   auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
@@ -306,13 +309,13 @@ int64_t WorkerProcess::CheckAt(uint64_t timeout_ns) {
 }
 
 ivm_error_t* WorkerProcess::Call(uint64_t id, const std::string& frame, uint64_t timeout_ns,
-                                 wire::Frame* reply) {
+                                 wire::Frame* reply, const wire::Fds& fds) {
   if (frame.empty()) return MakeError(IVM_ERROR_TRANSFER, "the call is too large for one frame");
-  return Request(id, wire::kReply, frame, 0, reply, CheckAt(timeout_ns));
+  return Request(id, wire::kReply, frame, 0, reply, CheckAt(timeout_ns), fds);
 }
 
 void WorkerProcess::CallAsync(uint64_t id, const std::string& frame, uint64_t timeout_ns,
-                              ReplyFn fn) {
+                              ReplyFn fn, const wire::Fds& fds) {
   if (frame.empty()) {
     fn(nullptr, MakeError(IVM_ERROR_TRANSFER, "the call is too large for one frame"));
     return;
@@ -328,7 +331,7 @@ void WorkerProcess::CallAsync(uint64_t id, const std::string& frame, uint64_t ti
     async_[id] = AsyncCall{std::move(fn), check_at};
   }
   WakeIoThreadBy(check_at);
-  Send(frame);   // on failure the worker is dying: its death fails the call
+  Send(frame, fds);   // on failure the worker is dying: its death fails the call
 }
 
 void WorkerProcess::Post(const std::string& frame) {

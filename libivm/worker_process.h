@@ -69,11 +69,13 @@ class WorkerProcess {
   // without a REPLY (and then every kCallGraceNs: a heartbeat), the worker
   // must answer a PING within kCallGraceNs or be killed ("stopped
   // answering"). A worker busy running JavaScript still answers.
+  // `fds`: the descriptors the frame carries (its header counts them).
   ivm_error_t* Call(uint64_t id, const std::string& frame, uint64_t timeout_ns,
-                    wire::Frame* reply);
+                    wire::Frame* reply, const wire::Fds& fds = wire::Fds());
   // The same without waiting: `fn` runs once, on the I/O thread when the
   // REPLY arrives or the worker dies, or on this thread if it is dead already.
-  void CallAsync(uint64_t id, const std::string& frame, uint64_t timeout_ns, ReplyFn fn);
+  void CallAsync(uint64_t id, const std::string& frame, uint64_t timeout_ns, ReplyFn fn,
+                 const wire::Fds& fds = wire::Fds());
   // Sends a frame that is never answered (no-reply ops, CANCEL). Dropped if
   // the worker is dead.
   void Post(const std::string& frame);
@@ -117,12 +119,13 @@ class WorkerProcess {
     int64_t check_at = 0;
   };
   ivm_error_t* Request(uint64_t id, uint16_t answer_kind, const std::string& frame,
-                       uint64_t timeout_ns, wire::Frame* reply, int64_t check_at = 0);
+                       uint64_t timeout_ns, wire::Frame* reply, int64_t check_at = 0,
+                       const wire::Fds& fds = wire::Fds());
   static int64_t CheckAt(uint64_t timeout_ns);
   void FailAsync();
   void NotifyDeath();
   int64_t CheckLivenessLocked(int64_t now);
-  bool Send(const std::string& frame);
+  bool Send(const std::string& frame, const wire::Fds& fds = wire::Fds());
   // For the I/O thread, which must never wait to send (it is what reads the
   // worker's answers): sends a small frame whole if the channel takes it
   // now, else nothing (false).
@@ -175,6 +178,7 @@ class WorkerProcess {
 
   // The I/O thread's alone.
   wire::FrameBuffer in_;
+  wire::Fds in_fds_;   // received, not yet claimed by a frame (I/O thread)
   bool channel_bad_ = false;
   std::string stderr_tail_;
   bool finished_ = false;

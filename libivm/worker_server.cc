@@ -30,22 +30,32 @@ bool Channel::Read(wire::Frame* out) {
   for (;;) {
     std::string why;
     switch (in_.Next(out, &why)) {
-      case wire::FrameBuffer::kFrame: return true;
+      case wire::FrameBuffer::kFrame: {
+        // rref: the descriptors came with the frame's first bytes.
+        size_t count = out->header.fd_count();
+        if (count > in_fds_.size()) return false;
+        out->fds.assign(in_fds_.begin(), in_fds_.begin() + count);
+        in_fds_.erase(in_fds_.begin(), in_fds_.begin() + count);
+        return true;
+      }
       case wire::FrameBuffer::kBad: return false;
       case wire::FrameBuffer::kNeedMore: break;
     }
-    ssize_t n = read(fd_, buf, sizeof buf);
+    bool truncated = false;
+    ssize_t n = wire::RecvWithFds(fd_, buf, sizeof buf, 0, &in_fds_, &truncated);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
+    if (n <= 0 || truncated || in_fds_.size() > 2 * wire::kMaxFds) return false;
     in_.Append(buf, static_cast<size_t>(n));
   }
 }
 
-bool Channel::Send(const std::string& bytes) {
+bool Channel::Send(const std::string& bytes, const wire::Fds& fds) {
   std::lock_guard<std::mutex> lock(send_mu_);
   size_t done = 0;
   while (done < bytes.size()) {
-    ssize_t n = send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+    ssize_t n = done == 0 && !fds.empty()
+                    ? wire::SendWithFds(fd_, bytes, fds, MSG_NOSIGNAL)
+                    : send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
     done += static_cast<size_t>(n);
@@ -152,7 +162,12 @@ std::string HandleCall(Channel& channel, Ops& ops, const wire::Frame& frame) {
   wire::Reader reader(frame.payload);
   uint32_t op = 0;
   if (!reader.U32(&op)) return Reply(frame.header.id, IVM_ERROR_INVALID_ARGUMENT, "no op");
-  if (op >= wire::kOpIsolateNew && op <= wire::kOpLast) return ops.Call(frame.header.id, op, reader);
+  if (op >= wire::kOpIsolateNew && op <= wire::kOpLast) {
+    ops.SetCallFds(&frame.fds);   // rref: large buffers of its values
+    std::string out = ops.Call(frame.header.id, op, reader);
+    ops.SetCallFds(nullptr);
+    return out;
+  }
 #ifdef IVM_WORKER_TEST_HOOKS
   if (op == wire::kOpTestHook) {
     uint32_t action = 0;

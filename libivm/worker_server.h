@@ -5,6 +5,7 @@
 
 #include "ivm.h"
 #include "wire.h"
+#include "wire_value.h"
 
 #include <functional>
 #include <mutex>
@@ -23,12 +24,54 @@ class Channel {
   bool Read(wire::Frame* out);
   // Writes all of `bytes`; false if the host is gone. Any thread: the
   // replies of asynchronous calls are sent from libivm's pool threads.
-  bool Send(const std::string& bytes);
+  bool Send(const std::string& bytes, const wire::Fds& fds = wire::Fds());
 
  private:
   int fd_;
   std::mutex send_mu_;
   wire::FrameBuffer in_;
+  wire::Fds in_fds_;   // received with the bytes, until their frame claims them
+};
+
+// rref: the references the host holds into this worker's isolates, by id
+// (worker_refs.cc). Ids with wire::kWorkerRefBit are picked here, for the
+// REFERENCE values a reply carries; others by the host (kOpContextGlobal).
+class RefTable {
+ public:
+  ~RefTable();
+  uint64_t Add(ivm_reference_t* ref, ivm_isolate_t* iso);
+  void Put(uint64_t id, ivm_reference_t* ref, ivm_isolate_t* iso);
+  ivm_reference_t* Find(uint64_t id);
+  void Release(uint64_t id);
+  void Free(uint64_t id);
+  // Frees the references into `iso` (before the isolate is freed).
+  void FreeIsolate(ivm_isolate_t* iso);
+
+ private:
+  struct Entry {
+    ivm_reference_t* ref;
+    ivm_isolate_t* iso;
+  };
+  std::mutex mu_;
+  std::unordered_map<uint64_t, Entry> refs_;
+  uint64_t next_ = 0;
+};
+
+// The worker's side of wire::ObjectCodec: References by the ids of `refs`
+// (a REFERENCE result is registered under a new one), ExternalCopies by
+// content (a new ExternalCopy here).
+class WorkerCodec : public wire::ObjectCodec {
+ public:
+  WorkerCodec(RefTable& refs, ivm_isolate_t* iso) : refs_(refs), iso_(iso) {}
+  bool WriteObject(wire::Writer& w, const ivm_value_t* value, std::string* why) override;
+  bool WriteAttachment(wire::Writer& w, const ivm_value_t* value, size_t index,
+                       std::string* why) override;
+  bool ReadObject(wire::Reader& r, uint8_t kind, ivm_value_t** out) override;
+  bool ReadAttachment(wire::Reader& r, uint32_t kind, ivm_value_t* into) override;
+
+ private:
+  RefTable& refs_;
+  ivm_isolate_t* iso_;
 };
 
 // The remote isolates of this worker (worker_ops.cc): CALL ops below
@@ -67,6 +110,23 @@ class Ops {
   std::string Eval(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
   std::string Run(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
   std::string Drop(uint32_t op, wire::Reader& r);
+  // rref (worker_refs.cc): kOpContextGlobal, kOpRefCall; Submit and Find for it.
+  using SubmitFn = std::function<ivm_error_t*(ivm_done_fn, void*, uint64_t*)>;
+  std::string SubmitCall(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id,
+                         const SubmitFn& submit);
+  ivm_context_t* Context(uint64_t id);
+
+ public:
+  // The descriptors of the CALL being run (by the reading thread).
+  void SetCallFds(const wire::Fds* fds) { call_fds_ = fds; }
+
+ private:
+  const wire::Fds* call_fds_ = nullptr;
+  std::string Global(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
+  std::string RefCall(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
+  // The reply of a kOpContextGlobal job (its REFERENCE value is `ref_id`).
+  std::string GlobalReply(uint64_t call_id, uint64_t ref_id, ivm_isolate_t* iso,
+                          ivm_value_t* value);
 
   Channel& channel_;
   std::unordered_map<uint64_t, ivm_isolate_t*> isolates_;   // the reading thread's
@@ -75,6 +135,7 @@ class Ops {
   std::unordered_map<uint64_t, ivm_script_t*> scripts_;
   std::unordered_map<uint64_t, Job> jobs_;     // running jobs by CALL id
   std::unordered_set<uint64_t> early_;         // jobs that ended before they were recorded
+  RefTable refs_;
 #ifdef IVM_WORKER_TEST_HOOKS
   bool forge_ = false;
   std::string forged_stream_;
