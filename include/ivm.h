@@ -91,6 +91,13 @@
  * as a generic error and an unknown value kind as unsupported. After 1.0, a
  * shipped function never changes; a new behaviour gets a new name (`_v2`).
  *
+ * ## Changes in 0.5
+ *
+ *   - Host callbacks (ivm_value_attach_callback(), also with
+ *     IVM_ATTACH_AS_REFERENCE) cross into isolates in worker processes: the
+ *     worker's JavaScript calls them over the channel; they run on the host
+ *     thread waiting for the call (see "Processes"). ivm_call_job().
+ *
  * ## Changes in 0.4
  *
  *   - Isolates can live in a worker process: ivm_isolate_options_t gains
@@ -1495,6 +1502,14 @@ IVM_API uint32_t ivm_call_op(const ivm_call_t *call);
 /** The number of arguments. During the call.
  * Threads: the host function's. Blocks: never. Errors: none. Since: 0.2 */
 IVM_API size_t ivm_call_argc(const ivm_call_t *call);
+
+/** The asynchronous job (the `job_out` of an *_async call) whose JavaScript
+ * made this call, also inside calls nested in that job's host functions; 0
+ * when JavaScript runs in a synchronous call or an internal job (settling a
+ * deferred result), and for calls from a worker's JavaScript.
+ * During the call.
+ * Threads: the host function's. Blocks: never. Errors: none. Since: 0.5 */
+IVM_API uint64_t ivm_call_job(const ivm_call_t *call);
 
 /**
  * The call's arguments as primitives (`*argc_out` of them; kind 0 for an

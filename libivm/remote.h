@@ -10,6 +10,7 @@
 #include "internal.h"
 #include "options.h"
 #include "wire.h"
+#include "wire_value.h"
 
 #include <atomic>
 #include <memory>
@@ -17,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 namespace ivm {
 
@@ -129,6 +131,38 @@ ivm_error_t* RunScriptAsync(ivm_script_t* script, ivm_context_t* ctx, const Call
                             ivm_done_fn done, void* user_data, uint64_t* job_out);
 // ivm_context_release / ivm_script_release.
 void Release(RemoteObject& object, uint32_t op);
+
+}  // namespace remote
+
+// ---- Host callbacks called from a worker's JavaScript (remote_callbacks.cc). ----
+namespace remote {
+
+// Lets host callbacks cross into isolate `iso` of `worker` as attachments of
+// a value (WriteValue): each crossing gets an id in the worker's callback
+// table. Unless committed (the frame was built), the destructor takes the
+// ids back.
+class HostCodec final : public wire::AttachmentCodec {
+ public:
+  HostCodec(WorkerProcess& worker, uint64_t iso);
+  ~HostCodec() override;
+  bool Write(wire::Writer& w, const ivm_value_t* value, size_t index, uint32_t kind,
+             std::string* why) override;
+  bool Read(wire::Reader& r, uint32_t kind, ivm_value_t* value) override;
+  void Commit() { committed_ = true; }
+
+ private:
+  WorkerProcess& worker_;
+  uint64_t iso_;
+  std::vector<uint64_t> added_;
+  bool committed_ = false;
+};
+
+// The frame to send for synchronous CALL `frame` of `iso`: wrapped in
+// kOpNested when this thread runs a callback of that isolate's JavaScript
+// (which then runs the call itself), else `frame`.
+std::string NestIfInCallback(RemoteIsolate& iso, const std::string& frame);
+// A REPLY's host error token, if the host sent it to `worker` (else 0).
+uint64_t CheckToken(WorkerProcess& worker, uint64_t token);
 
 }  // namespace remote
 }  // namespace ivm

@@ -71,7 +71,10 @@ ivm_error_t* RemoteIsolate::ReadReply(const wire::Frame& reply, wire::Reader* r)
   }
   SetTimes(cpu, wall);
   if (status == wire::kStatusOk) return nullptr;
-  if (!r->Done()) return worker_->BadReply("a failed call's REPLY with results");
+  uint64_t token = 0;   // a host callback's error that ended the call
+  if (!r->U64(&token) || !r->Done()) {
+    return worker_->BadReply("a failed call's REPLY without its host token, or with results");
+  }
   // Inline, a memory-limit failure disposes the isolate; the worker did so.
   if (status == IVM_ERROR_MEMORY_LIMIT) MarkDisposed();
   // Only the host decides that a worker crashed.
@@ -80,6 +83,7 @@ ivm_error_t* RemoteIsolate::ReadReply(const wire::Frame& reply, wire::Reader* r)
   err->name.assign(name);
   err->stack.assign(stack);
   err->thrown_primitive = thrown != 0;
+  err->host_token = remote::CheckToken(*worker_, token);
   return err;
 }
 

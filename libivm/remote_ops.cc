@@ -20,7 +20,9 @@ using Parse = std::function<ivm_error_t*(wire::Reader& r, ivm_completion_t* c)>;
 ivm_error_t* Sync(RemoteIsolate& iso, uint64_t id, const std::string& frame, uint64_t timeout_ns,
                   const Parse& parse, ivm_completion_t* c) {
   wire::Frame reply;
-  if (ivm_error_t* err = iso.worker().Call(id, frame, timeout_ns, &reply)) return err;
+  // Made by a host callback of this isolate's JavaScript: run by that JavaScript's thread.
+  std::string sent = NestIfInCallback(iso, frame);
+  if (ivm_error_t* err = iso.worker().Call(id, sent, timeout_ns, &reply)) return err;
   wire::Reader r(reply.payload);
   if (ivm_error_t* err = iso.ReadReply(reply, &r)) return err;
   return parse(r, c);
@@ -132,14 +134,16 @@ ivm_error_t* EvalFrame(RemoteIsolate& iso, const RemoteObject& ctx, const EvalRe
   wire::WriteSource(w, ToWire(req.source));
   w.U64(req.call.timeout_ns).U32(req.call.flags);
   w.U32(req.closure ? static_cast<uint32_t>(req.nargs) : wire::kNoClosure);
+  HostCodec callbacks(iso.worker(), iso.id());   // host callbacks cross (remote_callbacks.cc)
   for (size_t i = 0; req.closure && i < req.nargs; ++i) {
     std::string why;
     if (req.args[i] == nullptr) return InvalidArgument("argument " + std::to_string(i) + " is NULL");
-    if (!wire::WriteValue(w, req.args[i], &why)) {
+    if (!wire::WriteValue(w, req.args[i], &why, &callbacks)) {
       return MakeError(IVM_ERROR_TRANSFER, "Argument " + std::to_string(i) + ": " + why);
     }
   }
   *frame = w.Finish();
+  if (!frame->empty()) callbacks.Commit();
   return nullptr;
 }
 

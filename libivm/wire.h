@@ -72,6 +72,17 @@ enum Op : uint32_t {
   kOpScriptRelease = 12,   // u64 script; no reply
   kOpScriptFree = 13,      // u64 script; no reply
   kOpLast = kOpScriptFree,
+  // Host callbacks (remote_callbacks.cc on the host, worker_callbacks.cc in
+  // the worker). 40 and 41 are the ops of CALLBACK frames (worker -> host);
+  // 42 and 43 are CALL ops (host -> worker).
+  kOpCallbackInvoke = 40,    // CALLBACK: u64 call, u64 callback, u32 call op, u32 nargs,
+                             // nargs x value; answered by a CALLBACK_REPLY of the same id
+  kOpCallbackRelease = 41,   // CALLBACK: u64 callback; not answered
+  kOpNested = 42,            // u64 iso, u64 invocation, bytes the payload of a CALL made
+                             // by that invocation's callback -> that CALL's reply
+  kOpCallbackSettle = 43,    // u64 iso, u64 deferred, outcome; no reply
+  kFirstCallbackOp = kOpCallbackInvoke,
+  kLastCallbackOp = kOpCallbackSettle,
   kFirstTestOp = 0xf0000000u,
   kOpTestHook = 0xf0000001u,   // u32 action (IVM_DEBUG_HOOK_*), bytes data
 };

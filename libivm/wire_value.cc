@@ -18,14 +18,15 @@ const char* AttachmentName(uint32_t kind) {
   }
 }
 
-bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why) {
+bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why,
+                     AttachmentCodec* codec) {
   const char* stream;
   size_t len;
   ivm_value_serialized(value, &stream, &len);
   size_t n = ivm_value_attachment_count(value);
   for (size_t i = 0; i < n; ++i) {
     uint32_t kind = ivm_value_attachment_kind(value, i);
-    if (kind != IVM_ATTACHMENT_BUFFER) {
+    if (kind != IVM_ATTACHMENT_BUFFER && (codec == nullptr || kind != IVM_ATTACHMENT_CALLBACK)) {
       *why = std::string("the copy holds ") + AttachmentName(kind) +
              ", which cannot cross into or out of a worker process";
       return false;
@@ -33,6 +34,12 @@ bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why) {
   }
   w.Bytes(std::string_view(stream, len)).U32(static_cast<uint32_t>(n));
   for (size_t i = 0; i < n; ++i) {
+    uint32_t kind = ivm_value_attachment_kind(value, i);
+    w.U8(static_cast<uint8_t>(kind));
+    if (kind != IVM_ATTACHMENT_BUFFER) {
+      if (!codec->Write(w, value, i, kind, why)) return false;
+      continue;
+    }
     const void* data = nullptr;
     size_t size = 0;
     if (ivm_error_t* err = ivm_value_buffer(value, i, &data, &size)) {
@@ -45,7 +52,7 @@ bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why) {
   return true;
 }
 
-bool ReadSerialized(Reader& r, ivm_value_t** out) {
+bool ReadSerialized(Reader& r, ivm_value_t** out, AttachmentCodec* codec) {
   std::string_view stream;
   uint32_t n = 0;
   if (!r.Bytes(&stream) || !r.U32(&n) || n > kMaxAttachments) return false;
@@ -55,11 +62,18 @@ bool ReadSerialized(Reader& r, ivm_value_t** out) {
     return false;
   }
   for (uint32_t i = 0; i < n; ++i) {
+    uint8_t kind = 0;
     std::string_view data;
     size_t index = 0;
     ivm_error_t* err = nullptr;
-    if (!r.Bytes(&data) ||
-        (err = ivm_value_attach_buffer(value, data.data(), data.size(), 0, &index)) != nullptr) {
+    bool ok = r.U8(&kind);
+    if (ok && kind == IVM_ATTACHMENT_BUFFER) {
+      ok = r.Bytes(&data) &&
+           (err = ivm_value_attach_buffer(value, data.data(), data.size(), 0, &index)) == nullptr;
+    } else if (ok) {
+      ok = codec != nullptr && kind == IVM_ATTACHMENT_CALLBACK && codec->Read(r, kind, value);
+    }
+    if (!ok) {
       ivm_error_free(err);
       ivm_value_free(value);
       return false;
@@ -71,7 +85,8 @@ bool ReadSerialized(Reader& r, ivm_value_t** out) {
 
 }  // namespace
 
-bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why) {
+bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why,
+                AttachmentCodec* codec) {
   ivm_value_kind_t kind = ivm_value_kind(value);
   switch (kind) {
     case IVM_VALUE_UNDEFINED:
@@ -102,7 +117,7 @@ bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why) {
     }
     case IVM_VALUE_SERIALIZED:
       w.U8(static_cast<uint8_t>(kind));
-      return WriteSerialized(w, value, why);
+      return WriteSerialized(w, value, why, codec);
     case IVM_VALUE_EXTERNAL_COPY:
       *why = "an ExternalCopy cannot cross into or out of a worker process";
       return false;
@@ -115,7 +130,7 @@ bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why) {
   }
 }
 
-bool ReadValue(Reader& r, ivm_value_t** out) {
+bool ReadValue(Reader& r, ivm_value_t** out, AttachmentCodec* codec) {
   uint8_t kind = 0;
   if (!r.U8(&kind)) return false;
   ivm_value_t* v = nullptr;
@@ -154,7 +169,7 @@ bool ReadValue(Reader& r, ivm_value_t** out) {
       break;
     }
     case IVM_VALUE_SERIALIZED:
-      return ReadSerialized(r, out);
+      return ReadSerialized(r, out, codec);
     default:
       return false;
   }

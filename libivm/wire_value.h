@@ -11,12 +11,31 @@
 
 namespace ivm::wire {
 
+// The attachments of a copy other than buffers that one side lets cross
+// (host callbacks: remote_callbacks.cc, worker_callbacks.cc). Each attachment
+// is written as u8 kind (IVM_ATTACHMENT_*), then a buffer's bytes or what
+// the codec writes.
+class AttachmentCodec {
+ public:
+  virtual ~AttachmentCodec() = default;
+  // Writes attachment `index` (of `kind`, not a buffer) of `value`; false
+  // with `*why` if it cannot cross.
+  virtual bool Write(Writer& w, const ivm_value_t* value, size_t index, uint32_t kind,
+                     std::string* why) = 0;
+  // Reads an attachment of `kind` (not a buffer) and appends it to `value`;
+  // false if it is malformed or not allowed.
+  virtual bool Read(Reader& r, uint32_t kind, ivm_value_t* value) = 0;
+};
+
 // Appends `value`. Values that cannot cross a process boundary in this
-// version (References, ExternalCopies and host callbacks, as values or as
-// attachments of a copy) are refused: false, with the reason in `*why`.
-bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why);
-// Reads a value written by WriteValue; false on any malformation.
-bool ReadValue(Reader& r, ivm_value_t** out);
+// version (References, ExternalCopies, and host callbacks without a `codec`
+// that takes them, as values or as attachments of a copy) are refused: false,
+// with the reason in `*why`.
+bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why,
+                AttachmentCodec* codec = nullptr);
+// Reads a value written by WriteValue; false on any malformation, and on an
+// attachment other than a buffer that `codec` (if any) does not take.
+bool ReadValue(Reader& r, ivm_value_t** out, AttachmentCodec* codec = nullptr);
 
 // Source options: u8 has_filename, bytes filename, u32 line, u32 column.
 struct WireSource {

@@ -310,6 +310,9 @@ void WorkerProcess::OnFrame(wire::Frame& frame) {
       return;
     }
     why = "a malformed REPLY (id " + std::to_string(h.id) + ")";
+  } else if (h.kind == wire::kCallback) {   // remote_callbacks.cc
+    lock.unlock();
+    return OnCallbackFrame(frame);
   } else if (h.kind == wire::kPong || h.kind == wire::kReply) {
     auto it = pending_.find(h.id);
     if (it != pending_.end() && it->second->kind == h.kind &&
@@ -407,6 +410,7 @@ void WorkerProcess::OnMaybeExited() {
     FinishLocked(CauseLocked(status, have));
   }
   FailAsync();
+  DropCallbacks();
 }
 
 void WorkerProcess::FinishLocked(std::string cause) {

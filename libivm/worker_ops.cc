@@ -6,6 +6,7 @@
 // jobs of different isolates run in parallel. Their done callbacks (on pool
 // threads) send the REPLY.
 #include "wire_value.h"
+#include "worker_callbacks.h"
 #include "worker_server.h"
 
 #include <memory>
@@ -15,8 +16,6 @@
 
 namespace ivm::worker {
 
-namespace {
-
 std::string_view Message(const ivm_error_t* err, void (*get)(const ivm_error_t*, const char**,
                                                              size_t*)) {
   const char* p = nullptr;
@@ -25,8 +24,6 @@ std::string_view Message(const ivm_error_t* err, void (*get)(const ivm_error_t*,
   return std::string_view(p ? p : "", n);
 }
 
-// A REPLY: status, message, name, stack, thrown_primitive, the isolate's
-// times, then (on success) what `results` writes. Frees `err`.
 std::string FullReply(uint64_t id, ivm_error_t* err, ivm_isolate_t* iso,
                       const std::function<bool(wire::Writer&, std::string*)>& results) {
   uint64_t cpu = 0, wall = 0;
@@ -41,7 +38,7 @@ std::string FullReply(uint64_t id, ivm_error_t* err, ivm_isolate_t* iso,
       why = "the result is too large for one frame (16 MiB)";
     }
     return wire::Writer(wire::kReply, id)
-        .U32(IVM_ERROR_TRANSFER).Bytes(why).Bytes("").Bytes("").U8(0).U64(cpu).U64(wall)
+        .U32(IVM_ERROR_TRANSFER).Bytes(why).Bytes("").Bytes("").U8(0).U64(cpu).U64(wall).U64(0)
         .Finish();
   }
   std::string out = w.U32(ivm_error_kind(err))
@@ -51,6 +48,7 @@ std::string FullReply(uint64_t id, ivm_error_t* err, ivm_isolate_t* iso,
                         .U8(ivm_error_thrown_primitive(err) ? 1 : 0)
                         .U64(cpu)
                         .U64(wall)
+                        .U64(ivm_error_host_token(err))
                         .Finish();
   ivm_error_free(err);
   return out;
@@ -58,11 +56,9 @@ std::string FullReply(uint64_t id, ivm_error_t* err, ivm_isolate_t* iso,
 
 std::string ErrorReply(uint64_t id, uint32_t kind, std::string_view message) {
   return wire::Writer(wire::kReply, id)
-      .U32(kind).Bytes(message).Bytes("").Bytes("").U8(0).U64(0).U64(0)
+      .U32(kind).Bytes(message).Bytes("").Bytes("").U8(0).U64(0).U64(0).U64(0)
       .Finish();
 }
-
-}  // namespace
 
 struct Ops::Pending {
   Ops* ops;
@@ -78,6 +74,34 @@ Ops::~Ops() = default;
 ivm_isolate_t* Ops::Isolate(uint64_t id) {
   auto it = isolates_.find(id);
   return it == isolates_.end() ? nullptr : it->second;
+}
+
+ivm_isolate_t* Ops::FindIsolate(uint64_t id) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  return Isolate(id);
+}
+
+ivm_context_t* Ops::FindContext(uint64_t id) { return Find(contexts_, id); }
+
+ivm_script_t* Ops::FindScript(uint64_t id) { return Find(scripts_, id); }
+
+void Ops::AddContext(uint64_t id, ivm_context_t* ctx) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  contexts_[id] = ctx;
+}
+
+void Ops::AddScript(uint64_t id, ivm_script_t* script) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  scripts_[id] = script;
+}
+
+uint64_t Ops::CallOfJob(uint64_t job) {
+  if (job == 0) return 0;
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  for (const auto& [call_id, j] : jobs_) {
+    if (j.job == job) return call_id;
+  }
+  return 0;
 }
 
 template <class T>
@@ -142,6 +166,7 @@ std::string Ops::Submit(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id
 }
 
 void Ops::Cancel(uint64_t call_id) {
+  Callbacks::Get().AbortCall(call_id);   // its JavaScript may wait in a host callback
   std::lock_guard<std::recursive_mutex> lock(mu_);
   auto it = jobs_.find(call_id);
   if (it != jobs_.end()) ivm_isolate_cancel_job(it->second.iso, it->second.job);
@@ -157,6 +182,7 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
     }
     ivm_isolate_t* iso = nullptr;
     ivm_error_t* err = ivm_isolate_new(&o, &iso);
+    std::lock_guard<std::recursive_mutex> lock(mu_);   // FindIsolate reads it elsewhere
     if (err == nullptr) isolates_[iso_id] = iso;
     return FullReply(id, err, iso, nullptr);
   }
@@ -169,11 +195,15 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
   }
   switch (op) {
     case wire::kOpIsolateDispose:
+      Callbacks::Get().AbortIsolate(iso, false);   // JavaScript waiting in a host callback unwinds
       return FullReply(id, ivm_isolate_dispose(iso), iso, nullptr);
-    case wire::kOpIsolateFree:
+    case wire::kOpIsolateFree: {
+      Callbacks::Get().AbortIsolate(iso, true);
+      std::lock_guard<std::recursive_mutex> lock(mu_);
       isolates_.erase(iso_id);
       ivm_isolate_free(iso);
       return {};
+    }
     case wire::kOpTerminate:
       ivm_isolate_terminate(iso);
       return {};
@@ -264,9 +294,10 @@ std::string Ops::Eval(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
   }
   std::vector<ivm_value_t*> args;
   bool ok = true;
+  Callbacks::Codec callbacks(iso);   // host callbacks among the arguments
   for (uint32_t i = 0; ok && nargs != wire::kNoClosure && i < nargs; ++i) {
     ivm_value_t* v = nullptr;
-    ok = wire::ReadValue(r, &v);
+    ok = wire::ReadValue(r, &v, &callbacks);
     if (ok) args.push_back(v);
   }
   ivm_context_t* ctx = Find(contexts_, ctx_id);

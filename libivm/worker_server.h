@@ -45,6 +45,15 @@ class Ops {
   // CANCEL: cancels the job of CALL `call_id`, if it still runs.
   void Cancel(uint64_t call_id);
 
+  // For host callbacks (worker_callbacks.cc), from any thread.
+  ivm_isolate_t* FindIsolate(uint64_t id);
+  ivm_context_t* FindContext(uint64_t id);
+  ivm_script_t* FindScript(uint64_t id);
+  void AddContext(uint64_t id, ivm_context_t* ctx);
+  void AddScript(uint64_t id, ivm_script_t* script);
+  // The CALL whose job is `job` (0: none).
+  uint64_t CallOfJob(uint64_t job);
+
  private:
   struct Pending;
   struct Job {
@@ -71,6 +80,15 @@ class Ops {
   std::unordered_map<uint64_t, Job> jobs_;     // running jobs by CALL id
   std::unordered_set<uint64_t> early_;         // jobs that ended before they were recorded
 };
+
+// A REPLY of remote isolates' ops (worker_ops.cc): status, message, name,
+// stack, thrown_primitive, the isolate's times, then on success what
+// `results` writes, on failure the error's host token. Frees `err`.
+std::string FullReply(uint64_t id, ivm_error_t* err, ivm_isolate_t* iso,
+                      const std::function<bool(wire::Writer&, std::string*)>& results);
+std::string ErrorReply(uint64_t id, uint32_t kind, std::string_view message);
+std::string_view Message(const ivm_error_t* err,
+                         void (*get)(const ivm_error_t*, const char**, size_t*));
 
 // Sends HELLO: magic, protocol version, ivm version, V8 version.
 bool SendHello(Channel& channel);

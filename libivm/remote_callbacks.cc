@@ -1,0 +1,426 @@
+// remote_callbacks.cc — host callbacks called from a worker's JavaScript, seen
+// from the host (docs/process.md, "Host callbacks"; docs/wire-protocol.md).
+//
+// A callback that crosses into a worker (an attachment of a CALL's value)
+// gets an id, and the worker's table of callbacks keeps it alive until the
+// worker releases that id (its function was collected, its isolate went) or
+// dies. When the worker's JavaScript calls it, the worker sends a CALLBACK
+// frame naming the CALL it runs under; the callback runs on the host thread
+// that waits for that CALL (a synchronous caller), or on a runner thread of
+// this file for asynchronous calls (no host thread waits for them, and the
+// I/O thread must never block). A synchronous call that the callback makes
+// on the same isolate is sent as kOpNested, which the worker's JavaScript
+// thread, blocked in the callback, runs itself: so callbacks nest as deep as
+// inline. Nothing the worker sends is trusted: an unknown callback id, a call
+// id that is not running, or a malformed payload kills it.
+#include "callback.h"
+#include "copy.h"
+#include "remote.h"
+#include "wire_value.h"
+#include "worker_process.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+namespace ivm {
+
+namespace remote {
+
+// A callback's invocation by a worker's JavaScript, during its host function.
+struct Invocation {
+  WorkerProcess* worker;
+  uint64_t iso;
+  uint64_t id;             // the CALLBACK frame's; its CALLBACK_REPLY repeats it
+  uint64_t deferred = 0;   // set by ivm_call_defer
+};
+
+struct RemoteDeferred {
+  std::weak_ptr<WorkerProcess> worker;
+  uint64_t iso = 0;
+  uint64_t id = 0;
+  std::atomic<bool> settled{false};
+};
+
+class CallbackTable {
+ public:
+  struct Entry {
+    std::shared_ptr<CallbackData> data;
+    uint64_t iso = 0;
+  };
+  void Add(uint64_t id, Entry e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    entries_[id] = std::move(e);
+  }
+  bool Find(uint64_t id, Entry* out) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return false;
+    *out = it->second;
+    return true;
+  }
+  std::shared_ptr<CallbackData> Remove(uint64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return nullptr;
+    std::shared_ptr<CallbackData> data = std::move(it->second.data);
+    entries_.erase(it);
+    return data;
+  }
+  std::vector<std::shared_ptr<CallbackData>> Clear() {
+    std::vector<std::shared_ptr<CallbackData>> all;
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, e] : entries_) all.push_back(std::move(e.data));
+    entries_.clear();
+    tokens_.clear();
+    return all;
+  }
+  size_t size() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return entries_.size();
+  }
+  // Host error tokens sent to the worker: only those may come back in a REPLY.
+  void SentToken(uint64_t token) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (tokens_.size() >= 4096) tokens_.clear();
+    tokens_.insert(token);
+  }
+  bool TakeToken(uint64_t token) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return tokens_.erase(token) != 0;
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<uint64_t, Entry> entries_;
+  std::unordered_set<uint64_t> tokens_;
+};
+
+std::shared_ptr<CallbackTable> NewCallbackTable() { return std::make_shared<CallbackTable>(); }
+
+namespace {
+
+// Threads for the callbacks of asynchronous calls (and for dropping
+// callbacks, whose finalizers may wait for a language runtime's lock): one
+// idle thread per queued task, else a new one; idle threads end after 5 s.
+class Runner {
+ public:
+  static Runner& Get() {
+    static Runner* runner = new Runner();   // never destroyed: its threads may outlive exit
+    return *runner;
+  }
+  void Run(std::function<void()> task) {
+    std::lock_guard<std::mutex> lock(mu_);
+    tasks_.push_back(std::move(task));
+    if (tasks_.size() > idle_) {
+      std::thread([this] { Loop(); }).detach();
+    } else {
+      cv_.notify_one();
+    }
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      ++idle_;
+      bool work = cv_.wait_for(lock, std::chrono::seconds(5), [&] { return !tasks_.empty(); });
+      --idle_;
+      if (!work) return;
+      std::function<void()> task = std::move(tasks_.front());
+      tasks_.pop_front();
+      lock.unlock();
+      try {
+        task();
+      } catch (...) {
+      }
+      task = nullptr;
+      lock.lock();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+  size_t idle_ = 0;
+};
+
+// The invocations this thread is running, innermost last.
+thread_local std::vector<Invocation*> t_running;
+
+void DropLater(std::vector<std::shared_ptr<CallbackData>> data) {
+  if (data.empty()) return;
+  Runner::Get().Run([data = std::move(data)]() mutable { data.clear(); });
+}
+
+// An outcome (CALLBACK_REPLY payload, or a settle's): u32 status, then on
+// success u8 form (0: a value follows, 1: deferred, u64 its id), else bytes
+// message, bytes name, u64 host token, u8 abort.
+void WriteError(wire::Writer& w, const ivm_error_t* err) {
+  w.U32(err->kind == 0 ? IVM_ERROR_INTERNAL : err->kind)
+      .Bytes(err->message)
+      .Bytes(err->name)
+      .U64(err->host_token)
+      .U8(err->host_abort ? 1 : 0);
+}
+
+// A TypeError for a result that cannot go back (as inline's wording).
+ivm_error_t* ResultError(const std::string& why) {
+  ivm_error_t* err = MakeError(IVM_ERROR_JS_EXCEPTION, "the result of a host function: " + why);
+  err->name = "TypeError";
+  return err;
+}
+
+ivm_value_t* PrimitiveResult(const ivm_primitive_t& p) {
+  switch (p.kind) {
+    case IVM_VALUE_NULL: return ivm_value_new_null();
+    case IVM_VALUE_BOOLEAN: return ivm_value_new_boolean(p.boolean);
+    case IVM_VALUE_NUMBER: return ivm_value_new_number(p.number);
+    default: return ivm_value_new_undefined();
+  }
+}
+
+}  // namespace
+
+// ---- The codec of host callbacks entering a worker's isolate. ----
+
+HostCodec::HostCodec(WorkerProcess& worker, uint64_t iso) : worker_(worker), iso_(iso) {}
+
+HostCodec::~HostCodec() {
+  if (committed_) return;
+  std::vector<std::shared_ptr<CallbackData>> dropped;
+  for (uint64_t id : added_) {
+    if (auto data = worker_.callback_table().Remove(id)) dropped.push_back(std::move(data));
+  }
+  DropLater(std::move(dropped));
+}
+
+bool HostCodec::Write(wire::Writer& w, const ivm_value_t* value, size_t index, uint32_t kind,
+                      std::string* why) {
+  const auto& atts = value->serialized->attachments;
+  if (kind != IVM_ATTACHMENT_CALLBACK || index >= atts.size() || !atts[index].callback) {
+    *why = "an attachment that cannot cross into a worker process";
+    return false;
+  }
+  uint64_t id = worker_.NextId();
+  worker_.callback_table().Add(id, CallbackTable::Entry{atts[index].callback, iso_});
+  added_.push_back(id);
+  w.U64(id).U32(atts[index].flags);
+  return true;
+}
+
+bool HostCodec::Read(wire::Reader&, uint32_t, ivm_value_t*) {
+  return false;   // nothing but buffers comes back from a worker
+}
+
+std::string NestIfInCallback(RemoteIsolate& iso, const std::string& frame) {
+  for (auto it = t_running.rbegin(); it != t_running.rend(); ++it) {
+    Invocation* inv = *it;
+    if (inv->worker != &iso.worker() || inv->iso != iso.id()) continue;
+    wire::Header h;
+    std::string why;
+    if (frame.size() < wire::kHeaderSize ||
+        !wire::DecodeHeader(reinterpret_cast<const uint8_t*>(frame.data()), &h, &why)) {
+      return frame;
+    }
+    return wire::Writer(wire::kCall, h.id)
+        .U32(wire::kOpNested)
+        .U64(iso.id())
+        .U64(inv->id)
+        .Bytes(std::string_view(frame).substr(wire::kHeaderSize))
+        .Finish();
+  }
+  return frame;
+}
+
+uint64_t CheckToken(WorkerProcess& worker, uint64_t token) {
+  return token != 0 && worker.callback_table().TakeToken(token) ? token : 0;
+}
+
+// ---- Deferred results (ivm_call_defer on a worker's call). ----
+
+ivm_error_t* Defer(ivm_call* call, ivm_deferred** out) {
+  Invocation* inv = call->remote;
+  if (inv->deferred != 0) return InvalidArgument("the call is already deferred");
+  auto record = std::make_shared<RemoteDeferred>();
+  record->worker = inv->worker->weak_from_this();
+  record->iso = inv->iso;
+  record->id = inv->worker->NextId();
+  auto d = std::make_unique<ivm_deferred>();
+  d->remote = record;
+  inv->deferred = record->id;
+  *out = d.release();
+  return nullptr;
+}
+
+bool DeferredSettled(const RemoteDeferred& d) { return d.settled.load(); }
+
+ivm_error_t* SettleDeferred(RemoteDeferred& d, ivm_value_t* value, ivm_error_t* error) {
+  std::unique_ptr<ivm_value_t> owned(value);
+  if (d.settled.exchange(true)) {
+    ivm_error_free(error);
+    return InvalidArgument("the deferred call was already settled");
+  }
+  std::shared_ptr<WorkerProcess> worker = d.worker.lock();
+  if (!worker) {
+    ivm_error_free(error);
+    return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
+  }
+  wire::Writer w(wire::kCall, worker->NextId());
+  w.U32(wire::kOpCallbackSettle).U64(d.iso).U64(d.id);
+  std::string frame;
+  if (error == nullptr) {
+    if (!owned) owned.reset(ivm_value_new_undefined());
+    std::string why;
+    w.U32(wire::kStatusOk).U8(0);
+    HostCodec codec(*worker, d.iso);
+    if (wire::WriteValue(w, owned.get(), &why, &codec)) frame = w.Finish();
+    if (!frame.empty()) codec.Commit();
+    if (frame.empty()) {
+      if (why.empty()) why = "it is too large for one frame (16 MiB)";
+      error = ResultError(why);
+    }
+  }
+  if (error != nullptr) {
+    wire::Writer e(wire::kCall, worker->NextId());
+    e.U32(wire::kOpCallbackSettle).U64(d.iso).U64(d.id);
+    WriteError(e, error);
+    if (error->host_token != 0) worker->callback_table().SentToken(error->host_token);
+    frame = e.Finish();
+    ivm_error_free(error);
+  }
+  worker->Post(frame);
+  return nullptr;
+}
+
+}  // namespace remote
+
+// ---- The worker's CALLBACK frames (I/O thread) and their invocations. ----
+
+void WorkerProcess::OnCallbackFrame(wire::Frame& frame) {
+  wire::Reader r(frame.payload);
+  uint32_t op = 0;
+  uint64_t call_id = 0, callback = 0;
+  if (!r.U32(&op) || (op != wire::kOpCallbackInvoke && op != wire::kOpCallbackRelease)) {
+    return ProtocolViolation("a CALLBACK frame with an unknown op");
+  }
+  if (op == wire::kOpCallbackRelease) {
+    if (!r.U64(&callback) || !r.Done()) return ProtocolViolation("a malformed CALLBACK release");
+    auto data = callbacks_->Remove(callback);
+    if (!data) return ProtocolViolation("a CALLBACK release of an unknown callback");
+    remote::DropLater({std::move(data)});
+    return;
+  }
+  remote::CallbackTable::Entry entry;
+  if (!r.U64(&call_id) || !r.U64(&callback)) return ProtocolViolation("a malformed CALLBACK");
+  if (!callbacks_->Find(callback, &entry)) {
+    return ProtocolViolation("a CALLBACK for unknown callback " + std::to_string(callback));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = pending_.find(call_id);
+    if (it != pending_.end() && it->second->kind == wire::kReply) {
+      it->second->callbacks.push_back(std::move(frame));
+      cv_.notify_all();
+      return;
+    }
+  }
+  bool async;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    async = call_id == 0 || async_.count(call_id) != 0;
+  }
+  if (!async) {
+    return ProtocolViolation("a CALLBACK under call " + std::to_string(call_id) +
+                             ", which is not running");
+  }
+  std::shared_ptr<WorkerProcess> self = shared_from_this();
+  auto f = std::make_shared<wire::Frame>(std::move(frame));
+  remote::Runner::Get().Run([self, f] { self->RunCallback(*f); });
+}
+
+namespace {
+
+// The CALLBACK_REPLY of invocation `id`: `out` or `err` (both owned), or
+// deferred.
+std::string CallbackReply(WorkerProcess& worker, uint64_t iso, uint64_t id, ivm_call& c,
+                          ivm_value_t* out, ivm_error_t* err, uint64_t deferred) {
+  std::unique_ptr<ivm_value_t> value(out);
+  if (err == nullptr && deferred != 0) {
+    return wire::Writer(wire::kCallbackReply, id).U32(wire::kStatusOk).U8(1).U64(deferred).Finish();
+  }
+  if (err == nullptr) {
+    if (!value) value.reset(remote::PrimitiveResult(c.result));
+    wire::Writer w(wire::kCallbackReply, id);
+    w.U32(wire::kStatusOk).U8(0);
+    std::string why, frame;
+    remote::HostCodec codec(worker, iso);
+    if (wire::WriteValue(w, value.get(), &why, &codec)) frame = w.Finish();
+    if (!frame.empty()) {
+      codec.Commit();
+      return frame;
+    }
+    err = remote::ResultError(why.empty() ? "it is too large for one frame (16 MiB)" : why);
+  }
+  wire::Writer w(wire::kCallbackReply, id);
+  remote::WriteError(w, err);
+  if (err->host_token != 0) worker.callback_table().SentToken(err->host_token);
+  ivm_error_free(err);
+  return w.Finish();
+}
+
+}  // namespace
+
+void WorkerProcess::RunCallback(const wire::Frame& frame) {
+  wire::Reader r(frame.payload);
+  uint32_t op = 0, call_op = 0, nargs = 0;
+  uint64_t call_id = 0, callback = 0;
+  remote::CallbackTable::Entry entry;
+  if (!r.U32(&op) || !r.U64(&call_id) || !r.U64(&callback) || !r.U32(&call_op) ||
+      !r.U32(&nargs) || call_op > IVM_CALL_COPY || nargs > (1u << 20)) {
+    ivm_error_free(BadReply("a malformed CALLBACK"));
+    return;
+  }
+  if (!callbacks_->Find(callback, &entry)) {
+    ivm_error_free(BadReply("a CALLBACK for a released callback"));
+    return;
+  }
+  ivm_call c;
+  for (uint32_t i = 0; i < nargs; ++i) {
+    ivm_value_t* v = nullptr;
+    if (!wire::ReadValue(r, &v)) {
+      ivm_error_free(BadReply("a malformed argument in a CALLBACK"));
+      return;
+    }
+    c.args.push_back(v);
+  }
+  if (!r.Done()) {
+    ivm_error_free(BadReply("a CALLBACK with bytes after its arguments"));
+    return;
+  }
+  c.op = call_op;
+  remote::Invocation inv{this, entry.iso, frame.header.id};
+  c.remote = &inv;
+  ivm_value_t* out = nullptr;
+  ivm_error_t* err = nullptr;
+  remote::t_running.push_back(&inv);
+  try {
+    err = entry.data->fn(entry.data->user_data, &c, &out);
+  } catch (...) {
+    err = MakeError(IVM_ERROR_INTERNAL, "a host function threw a C++ exception");
+  }
+  remote::t_running.pop_back();
+  entry.data.reset();
+  if (err != nullptr && out != nullptr) {
+    ivm_value_free(out);
+    out = nullptr;
+  }
+  std::string reply = CallbackReply(*this, entry.iso, frame.header.id, c, out, err, inv.deferred);
+  Send(reply);   // a dead worker: the result is dropped
+}
+
+void WorkerProcess::DropCallbacks() { remote::DropLater(callbacks_->Clear()); }
+
+}  // namespace ivm
