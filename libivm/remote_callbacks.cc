@@ -257,6 +257,36 @@ ivm_error_t* Defer(ivm_call* call, ivm_deferred** out) {
 
 bool DeferredSettled(const RemoteDeferred& d) { return d.settled.load(); }
 
+// The CALLBACK_REPLY of invocation `id` (for a settle: its outcome, with
+// id 0): `out` or `err` (both owned; neither: the primitive `prim`, or
+// undefined), or deferred.
+std::string CallbackReply(WorkerProcess& worker, uint64_t iso, uint64_t id,
+                          const ivm_primitive_t* prim, ivm_value_t* out, ivm_error_t* err,
+                          uint64_t deferred) {
+  std::unique_ptr<ivm_value_t> value(out);
+  if (err == nullptr && deferred != 0) {
+    return wire::Writer(wire::kCallbackReply, id).U32(wire::kStatusOk).U8(1).U64(deferred).Finish();
+  }
+  if (err == nullptr) {
+    if (!value) value.reset(prim ? PrimitiveResult(*prim) : ivm_value_new_undefined());
+    wire::Writer w(wire::kCallbackReply, id);
+    w.U32(wire::kStatusOk).U8(0);
+    std::string why, frame;
+    HostCodec codec(worker, iso);
+    if (wire::WriteValue(w, value.get(), &why, &codec)) frame = w.Finish();
+    if (!frame.empty()) {
+      codec.Commit();
+      return frame;
+    }
+    err = ResultError(why.empty() ? "it is too large for one frame (16 MiB)" : why);
+  }
+  wire::Writer w(wire::kCallbackReply, id);
+  WriteError(w, err);
+  if (err->host_token != 0) worker.callback_table().SentToken(err->host_token);
+  ivm_error_free(err);
+  return w.Finish();
+}
+
 ivm_error_t* SettleDeferred(RemoteDeferred& d, ivm_value_t* value, ivm_error_t* error) {
   std::unique_ptr<ivm_value_t> owned(value);
   if (d.settled.exchange(true)) {
@@ -268,28 +298,19 @@ ivm_error_t* SettleDeferred(RemoteDeferred& d, ivm_value_t* value, ivm_error_t* 
     ivm_error_free(error);
     return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
   }
-  wire::Writer w(wire::kCall, worker->NextId());
-  w.U32(wire::kOpCallbackSettle).U64(d.iso).U64(d.id);
-  std::string frame;
-  if (error == nullptr) {
-    if (!owned) owned.reset(ivm_value_new_undefined());
-    std::string why;
-    w.U32(wire::kStatusOk).U8(0);
-    HostCodec codec(*worker, d.iso);
-    if (wire::WriteValue(w, owned.get(), &why, &codec)) frame = w.Finish();
-    if (!frame.empty()) codec.Commit();
-    if (frame.empty()) {
-      if (why.empty()) why = "it is too large for one frame (16 MiB)";
-      error = ResultError(why);
-    }
-  }
-  if (error != nullptr) {
-    wire::Writer e(wire::kCall, worker->NextId());
-    e.U32(wire::kOpCallbackSettle).U64(d.iso).U64(d.id);
-    WriteError(e, error);
-    if (error->host_token != 0) worker->callback_table().SentToken(error->host_token);
-    frame = e.Finish();
-    ivm_error_free(error);
+  // kOpCallbackSettle: u64 iso, u64 deferred, bytes outcome (a CALLBACK_REPLY's payload).
+  auto wrap = [&](const std::string& outcome) {
+    return wire::Writer(wire::kCall, worker->NextId())
+        .U32(wire::kOpCallbackSettle)
+        .U64(d.iso)
+        .U64(d.id)
+        .Bytes(std::string_view(outcome).substr(wire::kHeaderSize))
+        .Finish();
+  };
+  std::string frame = wrap(CallbackReply(*worker, d.iso, 0, nullptr, owned.release(), error, 0));
+  if (frame.empty()) {
+    frame = wrap(CallbackReply(*worker, d.iso, 0, nullptr, nullptr,
+                               ResultError("it is too large for one frame (16 MiB)"), 0));
   }
   worker->Post(frame);
   return nullptr;
@@ -341,38 +362,6 @@ void WorkerProcess::OnCallbackFrame(wire::Frame& frame) {
   remote::Runner::Get().Run([self, f] { self->RunCallback(*f); });
 }
 
-namespace {
-
-// The CALLBACK_REPLY of invocation `id`: `out` or `err` (both owned), or
-// deferred.
-std::string CallbackReply(WorkerProcess& worker, uint64_t iso, uint64_t id, ivm_call& c,
-                          ivm_value_t* out, ivm_error_t* err, uint64_t deferred) {
-  std::unique_ptr<ivm_value_t> value(out);
-  if (err == nullptr && deferred != 0) {
-    return wire::Writer(wire::kCallbackReply, id).U32(wire::kStatusOk).U8(1).U64(deferred).Finish();
-  }
-  if (err == nullptr) {
-    if (!value) value.reset(remote::PrimitiveResult(c.result));
-    wire::Writer w(wire::kCallbackReply, id);
-    w.U32(wire::kStatusOk).U8(0);
-    std::string why, frame;
-    remote::HostCodec codec(worker, iso);
-    if (wire::WriteValue(w, value.get(), &why, &codec)) frame = w.Finish();
-    if (!frame.empty()) {
-      codec.Commit();
-      return frame;
-    }
-    err = remote::ResultError(why.empty() ? "it is too large for one frame (16 MiB)" : why);
-  }
-  wire::Writer w(wire::kCallbackReply, id);
-  remote::WriteError(w, err);
-  if (err->host_token != 0) worker.callback_table().SentToken(err->host_token);
-  ivm_error_free(err);
-  return w.Finish();
-}
-
-}  // namespace
-
 void WorkerProcess::RunCallback(const wire::Frame& frame) {
   wire::Reader r(frame.payload);
   uint32_t op = 0, call_op = 0, nargs = 0;
@@ -417,7 +406,8 @@ void WorkerProcess::RunCallback(const wire::Frame& frame) {
     ivm_value_free(out);
     out = nullptr;
   }
-  std::string reply = CallbackReply(*this, entry.iso, frame.header.id, c, out, err, inv.deferred);
+  std::string reply =
+      remote::CallbackReply(*this, entry.iso, frame.header.id, &c.result, out, err, inv.deferred);
   Send(reply);   // a dead worker: the result is dropped
 }
 
