@@ -77,6 +77,10 @@ ivm_error_t* RemoteIsolate::ReadReply(const wire::Frame& reply, wire::Reader* r)
   }
   // Inline, a memory-limit failure disposes the isolate; the worker did so.
   if (status == IVM_ERROR_MEMORY_LIMIT) MarkDisposed();
+  // Disposed from a host callback of the call (the worker stopped the call).
+  if (status == IVM_ERROR_TERMINATED && marked_disposed()) {
+    return MakeError(IVM_ERROR_DISPOSED, "Isolate was disposed during execution");
+  }
   // Only the host decides that a worker crashed.
   if (status == IVM_ERROR_CRASHED) status = IVM_ERROR_INTERNAL;
   ivm_error_t* err = MakeError(status, std::string(message));

@@ -117,7 +117,10 @@ ivm_error_t* Callbacks::Invoke(Proxy& proxy, ivm_call_t* call, ivm_value_t** out
   inv.iso = proxy.iso;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (aborted_.count(proxy.iso) != 0) return HostError("Error", "the isolate is disposed");
+    if (aborted_.count(proxy.iso) != 0) {
+      static constexpr std::string_view kGone = "the isolate is disposed";
+      return ivm_error_new_host("Error", 5, kGone.data(), kGone.size(), 0, IVM_HOST_ERROR_ABORT);
+    }
     inv.id = next_invocation_++;
   }
   size_t argc = ivm_call_argc(call);
@@ -150,9 +153,11 @@ ivm_error_t* Callbacks::Invoke(Proxy& proxy, ivm_call_t* call, ivm_value_t** out
   for (;;) {
     std::unique_lock<std::mutex> lock(mu_);
     inv.cv.wait(lock, [&] { return inv.aborted || !inv.queue.empty(); });
-    if (inv.queue.empty()) {
+    if (inv.queue.empty()) {   // cancelled or disposed: the call must not go on
       invocations_.erase(inv.id);
-      return HostError("Error", "the call was stopped while a host callback ran");
+      static constexpr std::string_view kStopped = "the call was stopped while a host callback ran";
+      return ivm_error_new_host("Error", 5, kStopped.data(), kStopped.size(), 0,
+                                IVM_HOST_ERROR_ABORT);
     }
     wire::Frame f = std::move(inv.queue.front());
     inv.queue.pop_front();

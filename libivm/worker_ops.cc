@@ -166,10 +166,12 @@ std::string Ops::Submit(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id
 }
 
 void Ops::Cancel(uint64_t call_id) {
-  Callbacks::Get().AbortCall(call_id);   // its JavaScript may wait in a host callback
-  std::lock_guard<std::recursive_mutex> lock(mu_);
-  auto it = jobs_.find(call_id);
-  if (it != jobs_.end()) ivm_isolate_cancel_job(it->second.iso, it->second.job);
+  {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    auto it = jobs_.find(call_id);
+    if (it != jobs_.end()) ivm_isolate_cancel_job(it->second.iso, it->second.job);
+  }
+  Callbacks::Get().AbortCall(call_id);   // then its JavaScript stops waiting in a host callback
 }
 
 std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {

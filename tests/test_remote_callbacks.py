@@ -247,6 +247,11 @@ async def test_async_callbacks_awaited_by_worker_js(rctx: ivm.Context) -> None:
     assert await rctx.eval("fails().catch(e => e.name + ':' + e.message)",
                            promise=True) == "KeyError:'nope'"
     assert await rctx.eval("typeof slow(0).then") == "function"
+    # Synchronous callbacks after an await: in the continuation of the parked call.
+    await rctx.eval_closure("globalThis.f = $0", [ivm.Callback(lambda x: x * 10)])
+    assert await rctx.eval(
+        "(async () => { let s = 0; for (let i = 0; i < 5; i++) s += f(await slow(i));"
+        " return s })()", promise=True) == 150
 
 
 @pytest.mark.anyio
@@ -302,6 +307,31 @@ def test_worker_death_while_a_callback_runs(remote: ivm.Isolate, rctx: ivm.Conte
     assert done == ["returned"]
     with pytest.raises(ivm.IsolateCrashedError):
         rctx.eval_sync("1")
+
+
+@pytest.mark.parametrize("placement", ["inline", "isolated", "group"])
+def test_dispose_from_a_callback(placement: str) -> None:
+    group = ivm.ProcessGroup() if placement == "group" else None
+    try:
+        iso = ivm.Isolate(group=group) if group else ivm.Isolate(process=placement)  # type: ignore[arg-type]
+        ctx = iso.create_context_sync()
+
+        def dispose() -> int:
+            iso.dispose()
+            return 1
+
+        _install(ctx, dispose=ivm.Callback(dispose))
+        with pytest.raises(ivm.DisposedError, match="disposed during execution"):
+            ctx.eval_sync("try { dispose() } catch (e) {} 'went on'")
+        assert iso.is_disposed
+        with pytest.raises(ivm.DisposedError):
+            ctx.eval_sync("1")
+        if group:
+            with ivm.Isolate(group=group) as again:
+                assert again.create_context_sync().eval_sync("2") == 2
+    finally:
+        if group:
+            group.dispose()
 
 
 def test_callbacks_are_released_with_their_isolate(wait_until: Callable[..., bool]) -> None:
