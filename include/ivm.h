@@ -531,11 +531,22 @@ IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
  *   A worker that stops answering (no REPLY by a call's timeout plus 2 s, and
  *   then no answer to a PING within 2 s; calls without a timeout are checked
  *   every 2 s) is killed and reported the same way.
- * - TRANSFER: References, ExternalCopies and host callbacks do not cross a
- *   process boundary in this version: as arguments (also inside copies), as
- *   results (IVM_RESULT_REFERENCE, IVM_RESULT_EXTERNAL_COPY) and
- *   ivm_context_global() fail with IVM_ERROR_TRANSFER naming which. A CALL or
- *   result larger than a frame (16 MiB) fails with TRANSFER too.
+ * - TRANSFER: References and ExternalCopies do not cross a process boundary
+ *   in this version: as arguments (also inside copies), as results
+ *   (IVM_RESULT_REFERENCE, IVM_RESULT_EXTERNAL_COPY) and ivm_context_global()
+ *   fail with IVM_ERROR_TRANSFER naming which. A CALL or result larger than a
+ *   frame (16 MiB) fails with TRANSFER too.
+ * - Host callbacks cross (Since: 0.5): attached to an argument, they become
+ *   functions (or host References) of the worker's JavaScript, which call them
+ *   over the channel. The host function runs on the thread waiting for the
+ *   call that runs that JavaScript (the caller's, for synchronous calls), or
+ *   on a libivm runner thread for asynchronous calls and queued work (never
+ *   on the I/O thread); it may call back into the same isolate synchronously,
+ *   as deep as inline, and defer its result (ivm_call_defer()). Its errors,
+ *   tokens and IVM_HOST_ERROR_ABORT behave as inline. ivm_call_job() is 0.
+ *   A callback is kept until the worker's function is collected or its
+ *   isolate goes (or the worker dies). If the worker dies while a callback
+ *   runs, its result is dropped and the call fails with CRASHED.
  * - INVALID_ARGUMENT: ES modules (ivm_isolate_compile_module*) are not
  *   forwarded to workers yet.
  * - Blocks: synchronous calls wait on the caller's thread for the worker's
