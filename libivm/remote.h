@@ -23,6 +23,7 @@
 namespace ivm {
 
 class WorkerProcess;
+struct ContextHooks;
 
 // One isolate in a worker. Shared by its isolate handle and by every remote
 // context, script and pending call of it; the last one tells the worker to
@@ -103,9 +104,12 @@ ivm_error_t* HeapStatistics(const std::shared_ptr<RemoteIsolate>& iso,
                             ivm_heap_statistics_t* full);
 ivm_error_t* HeapStatisticsAsync(const std::shared_ptr<RemoteIsolate>& iso, ivm_done_fn done,
                                  void* user_data, uint64_t* job_out);
-ivm_error_t* CreateContext(const std::shared_ptr<RemoteIsolate>& iso, ivm_context_t** out);
+// `hooks`: the context's import and rejection hooks (remote_callbacks.cc), if any.
+ivm_error_t* CreateContext(const std::shared_ptr<RemoteIsolate>& iso, ivm_context_t** out,
+                           const ContextHooks* hooks = nullptr);
 ivm_error_t* CreateContextAsync(const std::shared_ptr<RemoteIsolate>& iso, ivm_done_fn done,
-                                void* user_data, uint64_t* job_out);
+                                void* user_data, uint64_t* job_out,
+                                const ContextHooks* hooks = nullptr);
 ivm_error_t* CompileScript(const std::shared_ptr<RemoteIsolate>& iso, std::string_view code,
                            const SourceOptions& source, ivm_script_t** out);
 ivm_error_t* CompileScriptAsync(const std::shared_ptr<RemoteIsolate>& iso,
@@ -163,6 +167,10 @@ class HostCodec final : public wire::AttachmentCodec {
 std::string NestIfInCallback(RemoteIsolate& iso, const std::string& frame);
 // A REPLY's host error token, if the host sent it to `worker` (else 0).
 uint64_t CheckToken(WorkerProcess& worker, uint64_t token);
+// The CALL that creates context `ctx_id` of `iso` with `hooks` (whose
+// callbacks it gives ids): kOpCreateContextHooks.
+std::string HooksFrame(RemoteIsolate& iso, uint64_t ctx_id, const ContextHooks& hooks,
+                       uint64_t* id);
 
 }  // namespace remote
 }  // namespace ivm

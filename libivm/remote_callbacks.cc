@@ -14,6 +14,7 @@
 // inline. Nothing the worker sends is trusted: an unknown callback id, a call
 // id that is not running, or a malformed payload kills it.
 #include "callback.h"
+#include "context.h"
 #include "copy.h"
 #include "remote.h"
 #include "wire_value.h"
@@ -150,7 +151,11 @@ class Runner {
 // The invocations this thread is running, innermost last.
 thread_local std::vector<Invocation*> t_running;
 
+// Drops callbacks; those whose finalizer would run now (the last share) are
+// dropped on a runner thread, since a finalizer may wait for a language
+// runtime's lock and the caller may be the I/O thread.
 void DropLater(std::vector<std::shared_ptr<CallbackData>> data) {
+  std::erase_if(data, [](const std::shared_ptr<CallbackData>& d) { return d.use_count() > 1; });
   if (data.empty()) return;
   Runner::Get().Run([data = std::move(data)]() mutable { data.clear(); });
 }
@@ -233,6 +238,21 @@ std::string NestIfInCallback(RemoteIsolate& iso, const std::string& frame) {
         .Finish();
   }
   return frame;
+}
+
+std::string HooksFrame(RemoteIsolate& iso, uint64_t ctx_id, const ContextHooks& hooks,
+                       uint64_t* id) {
+  wire::Writer w = iso.Begin(wire::kOpCreateContextHooks, id);
+  w.U64(ctx_id);
+  for (const auto* hook : {&hooks.import_hook, &hooks.on_rejection}) {
+    uint64_t callback = 0;
+    if (*hook) {
+      callback = iso.worker().NextId();
+      iso.worker().callback_table().Add(callback, CallbackTable::Entry{*hook, iso.id()});
+    }
+    w.U8(*hook ? 1 : 0).U64(callback);
+  }
+  return w.Finish();
 }
 
 uint64_t CheckToken(WorkerProcess& worker, uint64_t token) {
@@ -324,7 +344,8 @@ void WorkerProcess::OnCallbackFrame(wire::Frame& frame) {
   wire::Reader r(frame.payload);
   uint32_t op = 0;
   uint64_t call_id = 0, callback = 0;
-  if (!r.U32(&op) || (op != wire::kOpCallbackInvoke && op != wire::kOpCallbackRelease)) {
+  if (!r.U32(&op) || (op != wire::kOpCallbackInvoke && op != wire::kOpCallbackRelease &&
+                      op != wire::kOpCallbackNotify)) {
     return ProtocolViolation("a CALLBACK frame with an unknown op");
   }
   if (op == wire::kOpCallbackRelease) {
@@ -390,21 +411,29 @@ void WorkerProcess::RunCallback(const wire::Frame& frame) {
     return;
   }
   c.op = call_op;
+  // A notification (the rejection hook) has no invocation waiting in the worker: nothing
+  // nests in it, and its outcome is dropped.
+  bool notify = op == wire::kOpCallbackNotify;
   remote::Invocation inv{this, entry.iso, frame.header.id};
   c.remote = &inv;
   ivm_value_t* out = nullptr;
   ivm_error_t* err = nullptr;
-  remote::t_running.push_back(&inv);
+  if (!notify) remote::t_running.push_back(&inv);
   try {
     err = entry.data->fn(entry.data->user_data, &c, &out);
   } catch (...) {
     err = MakeError(IVM_ERROR_INTERNAL, "a host function threw a C++ exception");
   }
-  remote::t_running.pop_back();
+  if (!notify) remote::t_running.pop_back();
   entry.data.reset();
   if (err != nullptr && out != nullptr) {
     ivm_value_free(out);
     out = nullptr;
+  }
+  if (notify) {
+    ivm_value_free(out);
+    ivm_error_free(err);
+    return;
   }
   std::string reply =
       remote::CallbackReply(*this, entry.iso, frame.header.id, &c.result, out, err, inv.deferred);

@@ -80,9 +80,13 @@ enum Op : uint32_t {
   kOpCallbackRelease = 41,   // CALLBACK: u64 callback; not answered
   kOpNested = 42,            // u64 iso, u64 invocation, bytes the payload of a CALL made
                              // by that invocation's callback -> that CALL's reply
-  kOpCallbackSettle = 43,    // u64 iso, u64 deferred, outcome; no reply
+  kOpCallbackSettle = 43,    // u64 iso, u64 deferred, bytes outcome; no reply
+  kOpCallbackNotify = 44,    // CALLBACK: as kOpCallbackInvoke, never answered (the
+                             // rejection hook: its result is not waited for)
+  kOpCreateContextHooks = 45,   // u64 iso, u64 ctx, u8 has_import, u64 import callback,
+                                // u8 has_rejection, u64 rejection callback
   kFirstCallbackOp = kOpCallbackInvoke,
-  kLastCallbackOp = kOpCallbackSettle,
+  kLastCallbackOp = kOpCreateContextHooks,
   kFirstTestOp = 0xf0000000u,
   kOpTestHook = 0xf0000001u,   // u32 action (IVM_DEBUG_HOOK_*), bytes data
 };

@@ -63,6 +63,7 @@ void ToOptions(const wire::WireSource& s, ivm_source_options_t* o) {
 struct Callbacks::Proxy {
   uint64_t id;
   ivm_isolate_t* iso;
+  bool notify = false;   // the rejection hook: the host's outcome is not waited for
 };
 
 Callbacks& Callbacks::Get() {
@@ -81,17 +82,23 @@ bool Callbacks::Codec::Write(wire::Writer&, const ivm_value_t*, size_t, uint32_t
   return false;
 }
 
-bool Callbacks::Codec::Read(wire::Reader& r, uint32_t kind, ivm_value_t* value) {
-  uint64_t id = 0;
-  uint32_t flags = 0;
-  if (kind != IVM_ATTACHMENT_CALLBACK || !r.U64(&id) || !r.U32(&flags)) return false;
-  auto* proxy = new Proxy{id, iso_};
+ivm_callback_t* Callbacks::NewCallback(uint64_t id, ivm_isolate_t* iso, bool notify) {
+  auto* proxy = new Proxy{id, iso, notify};
   ivm_callback_t* cb = nullptr;
   // The finalizer runs (and tells the host) even when this fails.
   if (ivm_error_t* err = ivm_callback_new(&Callbacks::HostFn, proxy, &Callbacks::Finalize, 0, &cb)) {
     ivm_error_free(err);
-    return false;
+    return nullptr;
   }
+  return cb;
+}
+
+bool Callbacks::Codec::Read(wire::Reader& r, uint32_t kind, ivm_value_t* value) {
+  uint64_t id = 0;
+  uint32_t flags = 0;
+  if (kind != IVM_ATTACHMENT_CALLBACK || !r.U64(&id) || !r.U32(&flags)) return false;
+  ivm_callback_t* cb = NewCallback(id, iso_, false);
+  if (cb == nullptr) return false;
   size_t index = 0;
   ivm_error_t* err = ivm_value_attach_callback(value, cb, flags, &index);
   ivm_callback_free(cb);
@@ -125,7 +132,8 @@ ivm_error_t* Callbacks::Invoke(Proxy& proxy, ivm_call_t* call, ivm_value_t** out
   }
   size_t argc = ivm_call_argc(call);
   wire::Writer w(wire::kCallback, inv.id);
-  w.U32(wire::kOpCallbackInvoke).U64(inv.call).U64(proxy.id).U32(ivm_call_op(call));
+  w.U32(proxy.notify ? wire::kOpCallbackNotify : wire::kOpCallbackInvoke);
+  w.U64(inv.call).U64(proxy.id).U32(ivm_call_op(call));
   w.U32(static_cast<uint32_t>(argc));
   for (size_t i = 0; i < argc; ++i) {
     std::string why;
@@ -137,6 +145,10 @@ ivm_error_t* Callbacks::Invoke(Proxy& proxy, ivm_call_t* call, ivm_value_t** out
   if (frame.empty()) {
     return HostError("TypeError",
                      "the arguments of a host function are too large for one frame (16 MiB)");
+  }
+  if (proxy.notify) {   // one way: JavaScript goes on at once
+    channel_->Send(frame);
+    return nullptr;
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -237,7 +249,37 @@ void Callbacks::Settle(ivm_deferred_t* d, ivm_isolate_t* iso, std::string_view o
   ivm_deferred_free(d);
 }
 
+// kOpCreateContextHooks after its iso: u64 ctx, then each hook (import,
+// rejection) as u8 present + u64 callback id. The options hold new callbacks
+// (`cbs`, freed by the caller once the context is made).
+bool Callbacks::ReadHooks(wire::Reader& r, ivm_isolate_t* iso, uint64_t* ctx_id,
+                          ivm_context_options_t* opts, ivm_callback_t* cbs[2]) {
+  uint8_t has[2] = {0, 0};
+  uint64_t ids[2] = {0, 0};
+  if (!r.U64(ctx_id) || !r.U8(&has[0]) || !r.U64(&ids[0]) || !r.U8(&has[1]) ||
+      !r.U64(&ids[1]) || !r.Done() || has[0] > 1 || has[1] > 1) {
+    return false;
+  }
+  for (int i = 0; i < 2; ++i) cbs[i] = has[i] ? NewCallback(ids[i], iso, i == 1) : nullptr;
+  opts->import_hook = cbs[0];
+  opts->on_unhandled_rejection = cbs[1];
+  return true;
+}
+
 std::string Callbacks::Call(uint64_t id, uint32_t op, wire::Reader& r) {
+  if (op == wire::kOpCreateContextHooks) {
+    uint64_t iso_id = 0, ctx_id = 0;
+    ivm_context_options_t opts = IVM_CONTEXT_OPTIONS_INIT;
+    ivm_callback_t* cbs[2] = {nullptr, nullptr};
+    ivm_isolate_t* iso = r.U64(&iso_id) ? ops_->FindIsolate(iso_id) : nullptr;
+    if (iso == nullptr) return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "unknown isolate");
+    if (!ReadHooks(r, iso, &ctx_id, &opts, cbs)) {
+      return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
+    }
+    std::string reply = ops_->CreateContext(id, iso, ctx_id, &opts);
+    for (ivm_callback_t* cb : cbs) ivm_callback_free(cb);   // the context holds its share
+    return reply;
+  }
   uint64_t iso_id = 0, target = 0;
   std::string_view payload;
   if (!r.U64(&iso_id) || !r.U64(&target) || !r.Bytes(&payload) || !r.Done() ||
@@ -383,11 +425,17 @@ std::string Callbacks::RunNested(const wire::Frame& frame) {
       if (err == nullptr) ops_->AddScript(script_id, script);
       return FullReply(id, err, iso, nullptr);
     }
-    case wire::kOpCreateContext: {
+    case wire::kOpCreateContext:
+    case wire::kOpCreateContextHooks: {
       uint64_t ctx_id = 0;
-      if (!r.U64(&ctx_id) || !r.Done()) break;
+      ivm_context_options_t opts = IVM_CONTEXT_OPTIONS_INIT;
+      ivm_callback_t* cbs[2] = {nullptr, nullptr};
+      bool ok = op == wire::kOpCreateContext ? r.U64(&ctx_id) && r.Done()
+                                             : ReadHooks(r, iso, &ctx_id, &opts, cbs);
+      if (!ok) break;
       ivm_context_t* ctx = nullptr;
-      ivm_error_t* err = ivm_isolate_create_context(iso, nullptr, &ctx);
+      ivm_error_t* err = ivm_isolate_create_context(iso, &opts, &ctx);
+      for (ivm_callback_t* cb : cbs) ivm_callback_free(cb);
       if (err == nullptr) ops_->AddContext(ctx_id, ctx);
       return FullReply(id, err, iso, nullptr);
     }

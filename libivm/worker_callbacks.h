@@ -41,8 +41,8 @@ class Callbacks {
     ivm_isolate_t* iso_;
   };
 
-  // The reading thread: CALL ops kOpNested and kOpCallbackSettle; returns the
-  // reply to send now (or an empty string).
+  // The reading thread: CALL ops kOpNested, kOpCallbackSettle and
+  // kOpCreateContextHooks; returns the reply to send now (or an empty string).
   std::string Call(uint64_t id, uint32_t op, wire::Reader& r);
   // The reading thread: a CALLBACK_REPLY, for the invocation of its id.
   void OnReply(wire::Frame& frame);
@@ -66,6 +66,10 @@ class Callbacks {
     ivm_deferred_t* d = nullptr;
     ivm_isolate_t* iso = nullptr;
   };
+  // A callback calling host callback `id` from `iso` (`notify`: one way).
+  static ivm_callback_t* NewCallback(uint64_t id, ivm_isolate_t* iso, bool notify);
+  bool ReadHooks(wire::Reader& r, ivm_isolate_t* iso, uint64_t* ctx_id,
+                 ivm_context_options_t* opts, ivm_callback_t* cbs[2]);
   static ivm_error_t* HostFn(void* user_data, ivm_call_t* call, ivm_value_t** out);
   static void Finalize(void* user_data);
   ivm_error_t* Invoke(Proxy& proxy, ivm_call_t* call, ivm_value_t** out);

@@ -216,9 +216,7 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
     case wire::kOpCreateContext: {
       uint64_t ctx_id = 0;
       if (!r.U64(&ctx_id) || !r.Done()) break;
-      return Submit(id, iso, ctx_id, [&](ivm_done_fn done, void* ud, uint64_t* job) {
-        return ivm_isolate_create_context_async(iso, nullptr, done, ud, job);
-      });
+      return CreateContext(id, iso, ctx_id, nullptr);
     }
     case wire::kOpCompileScript:
       return Compile(id, iso, r);
@@ -230,6 +228,13 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
       return Drop(op, r);
   }
   return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
+}
+
+std::string Ops::CreateContext(uint64_t id, ivm_isolate_t* iso, uint64_t ctx_id,
+                               const ivm_context_options_t* opts) {
+  return Submit(id, iso, ctx_id, [&](ivm_done_fn done, void* ud, uint64_t* job) {
+    return ivm_isolate_create_context_async(iso, opts, done, ud, job);
+  });
 }
 
 // The no-reply ops on contexts and scripts.

@@ -53,6 +53,9 @@ class Ops {
   void AddScript(uint64_t id, ivm_script_t* script);
   // The CALL whose job is `job` (0: none).
   uint64_t CallOfJob(uint64_t job);
+  // Submits CREATE_CONTEXT `id` of context `ctx_id` with `opts` (read now).
+  std::string CreateContext(uint64_t id, ivm_isolate_t* iso, uint64_t ctx_id,
+                            const ivm_context_options_t* opts);
 
  private:
   struct Pending;

@@ -287,6 +287,81 @@ async def test_cancel_an_awaited_call_whose_js_waits_in_a_callback(rctx: ivm.Con
     assert await rctx.eval("'usable'") == "usable"
 
 
+# --- context hooks: unhandled rejections and import() -------------------------------------
+
+
+def test_unhandled_rejections_are_reported_as_inline(any_ctx: ivm.Context) -> None:
+    events: list[ivm.UnhandledRejection] = []
+    ctx = any_ctx.isolate.create_context_sync(on_unhandled_rejection=events.append)
+    assert ctx.eval_sync("Promise.reject(new RangeError('nobody')); globalThis.p ="
+                         " Promise.reject(42); Promise.reject(7).catch(() => {}); 1") == 1
+    # Reported before the call returns, on the caller's thread, in order.
+    assert [(type(e.reason).__name__, e.revoked) for e in events] == [
+        ("JSError", False), ("int", False)]
+    assert events[1].reason == 42
+    ctx.eval_sync("p.catch(() => {}); 1")
+    assert events[2] == ivm.UnhandledRejection(42, True)
+    # A handler that calls back into the isolate, and one that raises (ignored, as inline).
+    seen: list[object] = []
+    ctx2 = any_ctx.isolate.create_context_sync(
+        on_unhandled_rejection=lambda e: seen.append(ctx2.eval_sync("typeof globalThis")))
+    ctx2.eval_sync("Promise.reject(1); 0")
+    assert seen == ["object"]
+
+
+def test_unhandled_rejections_are_logged_by_default(rctx: ivm.Context,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="ivm"):
+        rctx.eval_sync("Promise.reject('left alone'); 1")
+    assert "left alone" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_unhandled_rejections_of_async_calls(rctx: ivm.Context,
+                                                   wait_until_async: Callable[..., Any]) -> None:
+    events: list[ivm.UnhandledRejection] = []
+    ctx = await rctx.isolate.create_context(on_unhandled_rejection=events.append)
+    assert await ctx.eval("Promise.reject('async one'); 2") == 2
+    assert await wait_until_async(lambda: [e.reason for e in events] == ["async one"])
+
+
+def test_import_hook_round_trip(any_ctx: ivm.Context) -> None:
+    """import() in a worker asks the host's hook. The hook cannot return a module yet
+    (ES modules are not forwarded to workers: compile_module raises ValueError), so what
+    reaches JavaScript here is the hook's refusal, as inline would give it."""
+    calls: list[tuple[str, str]] = []
+
+    def hook(specifier: str, referrer: str) -> ivm.Module:
+        calls.append((specifier, referrer))
+        if specifier == "compile":
+            return any_ctx.isolate.compile_module_sync("export default 1")
+        raise LookupError(f"no module {specifier}")
+
+    ctx = any_ctx.isolate.create_context_sync(import_module=hook)
+    assert ctx.eval_sync("import('lib/x.js').catch(e => e.name + ': ' + e.message)",
+                         promise=True, filename="main.js") == "LookupError: no module lib/x.js"
+    assert calls == [("lib/x.js", "main.js")]
+    if any_ctx.isolate.pid is not None:
+        assert ctx.eval_sync("import('compile').catch(e => e.name + ': ' + e.message)",
+                             promise=True) == (
+            "ValueError: ES modules are not supported in an isolate in a worker process yet")
+    # Without a hook, import() rejects with a TypeError (no round trip).
+    plain = any_ctx.isolate.create_context_sync()
+    assert plain.eval_sync("import('y').catch(e => e.name)", promise=True) == "TypeError"
+
+
+@pytest.mark.anyio
+async def test_async_import_hook_round_trip(rctx: ivm.Context) -> None:
+    async def hook(specifier: str, referrer: str) -> ivm.Module:
+        await anyio.sleep(0)
+        raise ModuleNotFoundError(f"{specifier} from {referrer}")
+
+    ctx = await rctx.isolate.create_context(import_module=hook)
+    assert await ctx.eval("import('./m.js').catch(e => e.name + ': ' + e.message)",
+                          promise=True, filename="app.js") == (
+        "ModuleNotFoundError: ./m.js from app.js")
+
+
 # --- crashes, lifetime, leaks ---------------------------------------------------------------
 
 
@@ -421,8 +496,9 @@ def test_callback_frame_for_a_known_callback_but_bad_call(wait_until: Callable[.
             iso = ivm.Isolate(group=group)
             ctx = iso.create_context_sync()
             _install(ctx, f=ivm.Callback(lambda: 1))
-            # isolate 1, ISOLATE_NEW 2, context 3, CREATE_CONTEXT 4, EVAL 5, the callback 6
-            payload = struct.pack("<IQQ", OP_INVOKE, call, 6) + tail
+            # isolate 1, ISOLATE_NEW 2, context 3, CREATE_CONTEXT_HOOKS 4, its rejection
+            # hook 5, EVAL 6, the callback 7 (if this changes, the cause says "unknown")
+            payload = struct.pack("<IQQ", OP_INVOKE, call, 7) + tail
             _send(group, _callback_frame(payload))
             assert wait_until(lambda: not group.alive)
             cause = str(group.crash)
