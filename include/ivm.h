@@ -97,6 +97,8 @@
  *     IVM_ATTACH_AS_REFERENCE) cross into isolates in worker processes: the
  *     worker's JavaScript calls them over the channel; they run on the host
  *     thread waiting for the call (see "Processes"). ivm_call_job().
+ *   - ivm_context_options_t's `import_hook` and `on_unhandled_rejection` work
+ *     for contexts of isolates in worker processes (they were refused).
  *
  * ## Changes in 0.4
  *
@@ -546,7 +548,10 @@ IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
  *   tokens and IVM_HOST_ERROR_ABORT behave as inline. ivm_call_job() is 0.
  *   A callback is kept until the worker's function is collected or its
  *   isolate goes (or the worker dies). If the worker dies while a callback
- *   runs, its result is dropped and the call fails with CRASHED.
+ *   runs, its result is dropped and the call fails with CRASHED. A context's
+ *   `import_hook` and `on_unhandled_rejection` are called the same way (the
+ *   rejection hook one way: the worker's JavaScript does not wait for it).
+ *   ES modules themselves do not reach workers yet.
  * - INVALID_ARGUMENT: ES modules (ivm_isolate_compile_module*) are not
  *   forwarded to workers yet.
  * - Blocks: synchronous calls wait on the caller's thread for the worker's
