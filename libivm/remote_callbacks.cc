@@ -106,7 +106,9 @@ namespace {
 
 // Threads for the callbacks of asynchronous calls (and for dropping
 // callbacks, whose finalizers may wait for a language runtime's lock): one
-// idle thread per queued task, else a new one; idle threads end after 5 s.
+// idle thread per queued task, else a new one, up to kMaxThreads (then tasks
+// wait: workers cannot make the host start threads without bound); idle
+// threads end after 5 s.
 class Runner {
  public:
   static Runner& Get() {
@@ -116,7 +118,8 @@ class Runner {
   void Run(std::function<void()> task) {
     std::lock_guard<std::mutex> lock(mu_);
     tasks_.push_back(std::move(task));
-    if (tasks_.size() > idle_) {
+    if (tasks_.size() > idle_ && threads_ < kMaxThreads) {
+      ++threads_;
       std::thread([this] { Loop(); }).detach();
     } else {
       cv_.notify_one();
@@ -130,7 +133,10 @@ class Runner {
       ++idle_;
       bool work = cv_.wait_for(lock, std::chrono::seconds(5), [&] { return !tasks_.empty(); });
       --idle_;
-      if (!work) return;
+      if (!work) {
+        --threads_;
+        return;
+      }
       std::function<void()> task = std::move(tasks_.front());
       tasks_.pop_front();
       lock.unlock();
@@ -144,8 +150,10 @@ class Runner {
   }
   std::mutex mu_;
   std::condition_variable cv_;
+  static constexpr size_t kMaxThreads = 64;
   std::deque<std::function<void()>> tasks_;
   size_t idle_ = 0;
+  size_t threads_ = 0;
 };
 
 // The invocations this thread is running, innermost last.
