@@ -110,6 +110,12 @@
  *     `on_catastrophic_error_data` (ivm_catastrophic_error_fn): a worker's
  *     crash, or inline V8's fatal-error and out-of-memory handlers, report
  *     their cause once.
+ *   - Host callbacks (ivm_value_attach_callback(), also with
+ *     IVM_ATTACH_AS_REFERENCE) cross into isolates in worker processes: the
+ *     worker's JavaScript calls them over the channel; they run on the host
+ *     thread waiting for the call (see "Processes"). ivm_call_job().
+ *   - ivm_context_options_t's `import_hook` and `on_unhandled_rejection` work
+ *     for contexts of isolates in worker processes (they were refused).
  *
  * ## Changes in 0.4
  *
@@ -610,10 +616,26 @@ IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
  *   4 GiB) cross in shared memory (sealed memfds), not in the channel's
  *   frames (since 0.5): written once by the sender; a worker's arrives in the
  *   host without a further copy.
- * - TRANSFER: host callbacks do not cross a process boundary in this version,
- *   nor References or ExternalCopies inside a copy a worker returns. A CALL
- *   or result whose other data (strings, the copy's stream) exceeds a frame
- *   (16 MiB) fails with TRANSFER too.
+ * - Host callbacks cross (Since: 0.5): attached to an argument, they become
+ *   functions (or host References) of the worker's JavaScript, which call them
+ *   over the channel. The host function runs on the thread waiting for the
+ *   call that runs that JavaScript (the caller's, for synchronous calls), or
+ *   on a libivm runner thread for asynchronous calls and queued work (never
+ *   on the I/O thread); it may call back into the same isolate synchronously,
+ *   as deep as inline, and defer its result (ivm_call_defer()). Its errors,
+ *   tokens and IVM_HOST_ERROR_ABORT behave as inline. ivm_call_job() is 0.
+ *   A callback is kept until the worker's function is collected or its
+ *   isolate goes (or the worker dies). If the worker dies while a callback
+ *   runs, its result is dropped and the call fails with CRASHED. A context's
+ *   `import_hook` and `on_unhandled_rejection` are called the same way (the
+ *   rejection hook one way: the worker's JavaScript does not wait for it).
+ *   ES modules themselves do not reach workers yet. A host function's
+ *   arguments and result cross as a call's values do (References into its
+ *   own worker, ExternalCopies, large buffers in shared memory).
+ * - TRANSFER: host callbacks do not leave a worker, nor do References or
+ *   ExternalCopies inside a copy a worker sends (a result, a host function's
+ *   argument). A CALL or result whose other data (strings, the copy's stream)
+ *   exceeds a frame (16 MiB) fails with TRANSFER too.
  * - INVALID_ARGUMENT: ES modules (ivm_isolate_compile_module*) are not
  *   forwarded to workers yet.
  * - Blocks: synchronous calls wait on the caller's thread for the worker's
@@ -1581,6 +1603,14 @@ IVM_API uint32_t ivm_call_op(const ivm_call_t *call);
 /** The number of arguments. During the call.
  * Threads: the host function's. Blocks: never. Errors: none. Since: 0.2 */
 IVM_API size_t ivm_call_argc(const ivm_call_t *call);
+
+/** The asynchronous job (the `job_out` of an *_async call) whose JavaScript
+ * made this call, also inside calls nested in that job's host functions; 0
+ * when JavaScript runs in a synchronous call or an internal job (settling a
+ * deferred result), and for calls from a worker's JavaScript.
+ * During the call.
+ * Threads: the host function's. Blocks: never. Errors: none. Since: 0.5 */
+IVM_API uint64_t ivm_call_job(const ivm_call_t *call);
 
 /**
  * The call's arguments as primitives (`*argc_out` of them; kind 0 for an

@@ -283,12 +283,8 @@ class Isolate(Handle):
         cell: list[weakref.ref[Context]] = []
         opts = ffi.new("ivm_context_options_t *")
         opts.struct_size = ffi.sizeof("ivm_context_options_t")
-        # (Isolates in a worker report no rejections yet: no default logger
-        # for them, and a handler is refused.)
-        rejections = None
-        if on_rejection is not None or self.pid is None:
-            rejections = rejection_callback(on_rejection)
-            opts.on_unhandled_rejection = rejections._ptr
+        rejections = rejection_callback(on_rejection)
+        opts.on_unhandled_rejection = rejections._ptr
         hook = import_module if import_module is not None else self.import_module
         if hook is None:
             return opts, cell, rejections

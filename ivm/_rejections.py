@@ -53,7 +53,7 @@ def rejection_callback(handler: RejectionHandler | None) -> Callback:
     for ``handler`` (None: log on the ``ivm`` logger)."""
     global _default
     if handler is None:
-        if _default is None:
+        if _default is None:   # (only after the atexit drop)
             _default = _callback(_log_rejection)
         return _default
     if not callable(handler):
@@ -68,3 +68,9 @@ def _callback(handler: RejectionHandler) -> Callback:
         handler(UnhandledRejection(reason, bool(revoked)))
 
     return Callback(report)
+
+
+# Made at import, not on first use: every context (inline or in a worker) without a
+# handler shares it, and libivm objects made on first use would look like a leak of
+# whichever call came first.
+_default = _callback(_log_rejection)

@@ -122,6 +122,7 @@ void Trampoline(const v8::FunctionCallbackInfo<v8::Value>& info) {
   const CallState* call = holder.CurrentCall();
   if (call == nullptr || holder.Stopped(*call)) return;
   ivm_call c;
+  c.job = call->job_id;
   c.holder = &holder;
   c.isolate = isolate;
   c.context = context;
@@ -316,6 +317,7 @@ ivm_error_t* Settle(ivm_deferred_t* d, ivm_value_t* value, ivm_error_t* error) {
     ivm_error_free(error);
     return InvalidArgument("deferred is NULL");
   }
+  if (d->remote) return remote::SettleDeferred(*d->remote, owned.release(), error);
   auto record = std::static_pointer_cast<DeferredRecord>(d->record);
   if (record->settled.exchange(true)) {
     ivm_error_free(error);
@@ -387,6 +389,8 @@ IVM_API size_t ivm_call_argc(const ivm_call_t* call) { return call ? call->args.
 
 IVM_API uint32_t ivm_call_op(const ivm_call_t* call) { return call ? call->op : IVM_CALL_CALL; }
 
+IVM_API uint64_t ivm_call_job(const ivm_call_t* call) { return call ? call->job : 0; }
+
 IVM_API const ivm_primitive_t* ivm_call_view(ivm_call_t* call, size_t* argc_out,
                                              ivm_primitive_t** result_out) {
   if (call == nullptr) {
@@ -411,6 +415,7 @@ IVM_API const ivm_value_t* ivm_call_arg(const ivm_call_t* call, size_t index) {
 IVM_API ivm_error_t* ivm_call_defer(ivm_call_t* call, ivm_deferred_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (call == nullptr || out == nullptr) return InvalidArgument("call or out is NULL");
+    if (call->remote != nullptr) return ivm::remote::Defer(call, out);
     if (!call->resolver.IsEmpty()) return InvalidArgument("the call is already deferred");
     v8::Local<v8::Promise::Resolver> resolver;
     if (!v8::Promise::Resolver::New(call->context).ToLocal(&resolver)) {
@@ -443,7 +448,8 @@ IVM_API void ivm_deferred_free(ivm_deferred_t* d) {
   if (d == nullptr) return;
   try {
     auto record = std::static_pointer_cast<ivm::DeferredRecord>(d->record);
-    if (!record->settled.load()) {
+    bool settled = d->remote ? ivm::remote::DeferredSettled(*d->remote) : record->settled.load();
+    if (!settled) {
       ivm_error_t* err = ivm::MakeError(IVM_ERROR_INTERNAL,
                                         "the host dropped this call without a result");
       err->name = "Error";

@@ -44,6 +44,17 @@ bool ReadHostToken(v8::Isolate* isolate, v8::Local<v8::Context> context,
 
 }  // namespace ivm
 
+// Host callbacks called from a worker's JavaScript (remote_callbacks.cc):
+// ivm_call_defer() and the ivm_deferred_* calls forward to these when the
+// call or the deferred result is a remote one.
+namespace ivm::remote {
+struct Invocation;
+struct RemoteDeferred;
+ivm_error_t* Defer(ivm_call* call, ivm_deferred** out);
+ivm_error_t* SettleDeferred(RemoteDeferred& d, ivm_value_t* value, ivm_error_t* error);
+bool DeferredSettled(const RemoteDeferred& d);
+}  // namespace ivm::remote
+
 struct ivm_callback : ivm::LiveCounted {
   std::shared_ptr<ivm::CallbackData> data;
 };
@@ -64,11 +75,14 @@ struct ivm_call {
   uint32_t op = IVM_CALL_CALL;                   // IVM_CALL_*
   std::vector<ivm_primitive_t> view;             // ivm_call_view
   ivm_primitive_t result{};                      // a primitive result
+  uint64_t job = 0;                              // ivm_call_job
+  ivm::remote::Invocation* remote = nullptr;     // a worker's JavaScript made it
 };
 
 struct ivm_deferred : ivm::LiveCounted {
   std::shared_ptr<ivm::IsolateHolder> holder;
   std::shared_ptr<ivm::Resource> record;
+  std::shared_ptr<ivm::remote::RemoteDeferred> remote;   // instead of both, for a worker's
 };
 
 #endif  // IVM_CALLBACK_H

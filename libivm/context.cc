@@ -285,15 +285,6 @@ ivm_error_t* ReadContextOptions(const ivm_context_options_t* opts, ivm::ContextH
   return nullptr;
 }
 
-// Contexts of isolates in a worker have no import or rejection hooks yet.
-ivm_error_t* RefuseRemoteHooks(const ivm::ContextHooks& hooks) {
-  if (hooks.import_hook || hooks.on_rejection) {
-    return InvalidArgument(
-        "import hooks and rejection hooks are not available for isolates in a worker process");
-  }
-  return nullptr;
-}
-
 // The request of an eval or eval_closure of a context in a worker.
 ivm::remote::EvalRequest Remote(const EvalCall& e, const char* code, size_t code_len,
                                 const ivm_value_t* const* args, size_t nargs, bool closure) {
@@ -326,10 +317,7 @@ IVM_API ivm_error_t* ivm_isolate_create_context(ivm_isolate_t* iso,
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
     ivm::ContextHooks hooks;
     if (ivm_error_t* err = ReadContextOptions(opts, &hooks)) return err;
-    if (iso->remote) {
-      if (ivm_error_t* err = RefuseRemoteHooks(hooks)) return err;
-      return ivm::remote::CreateContext(iso->remote, out);
-    }
+    if (iso->remote) return ivm::remote::CreateContext(iso->remote, out, &hooks);
     return ivm::CreateContext(iso->holder, hooks, out);
   });
 }
@@ -343,8 +331,7 @@ IVM_API ivm_error_t* ivm_isolate_create_context_async(ivm_isolate_t* iso,
     ivm::ContextHooks hooks;
     if (ivm_error_t* err = ReadContextOptions(opts, &hooks)) return err;
     if (iso->remote) {
-      if (ivm_error_t* err = RefuseRemoteHooks(hooks)) return err;
-      return ivm::remote::CreateContextAsync(iso->remote, done, user_data, job_out);
+      return ivm::remote::CreateContextAsync(iso->remote, done, user_data, job_out, &hooks);
     }
     std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
     return ivm::Enqueue(

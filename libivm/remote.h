@@ -19,11 +19,13 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 namespace ivm {
 
 class WorkerProcess;
 class CatastrophicReport;
+struct ContextHooks;
 
 // One isolate in a worker. Shared by its isolate handle and by every remote
 // context, script and pending call of it; the last one tells the worker to
@@ -137,9 +139,12 @@ ivm_error_t* HeapStatistics(const std::shared_ptr<RemoteIsolate>& iso,
                             ivm_heap_statistics_t* full);
 ivm_error_t* HeapStatisticsAsync(const std::shared_ptr<RemoteIsolate>& iso, ivm_done_fn done,
                                  void* user_data, uint64_t* job_out);
-ivm_error_t* CreateContext(const std::shared_ptr<RemoteIsolate>& iso, ivm_context_t** out);
+// `hooks`: the context's import and rejection hooks (remote_callbacks.cc), if any.
+ivm_error_t* CreateContext(const std::shared_ptr<RemoteIsolate>& iso, ivm_context_t** out,
+                           const ContextHooks* hooks = nullptr);
 ivm_error_t* CreateContextAsync(const std::shared_ptr<RemoteIsolate>& iso, ivm_done_fn done,
-                                void* user_data, uint64_t* job_out);
+                                void* user_data, uint64_t* job_out,
+                                const ContextHooks* hooks = nullptr);
 ivm_error_t* CompileScript(const std::shared_ptr<RemoteIsolate>& iso, std::string_view code,
                            const SourceOptions& source, ivm_script_t** out);
 ivm_error_t* CompileScriptAsync(const std::shared_ptr<RemoteIsolate>& iso,
@@ -168,6 +173,42 @@ void Release(RemoteObject& object, uint32_t op);
 
 }  // namespace remote
 
+// ---- Host callbacks called from a worker's JavaScript (remote_callbacks.cc). ----
+namespace remote {
+
+// Lets host callbacks cross into isolate `iso` as attachments of a value:
+// each crossing gets an id in its worker's callback table. Unless committed
+// (the frame was built), the destructor takes the ids back. The callback
+// part of HostCodec (below), which is the codec every encode uses.
+class CallbackCodec {
+ public:
+  explicit CallbackCodec(const std::shared_ptr<RemoteIsolate>& iso) : iso_(iso) {}
+  ~CallbackCodec();
+  CallbackCodec(const CallbackCodec&) = delete;
+  CallbackCodec& operator=(const CallbackCodec&) = delete;
+  // Writes callback attachment `index` of `value` (after its kind).
+  bool Write(wire::Writer& w, const ivm_value_t* value, size_t index, std::string* why);
+  void Commit() { committed_ = true; }
+
+ private:
+  std::shared_ptr<RemoteIsolate> iso_;
+  std::vector<uint64_t> added_;
+  bool committed_ = false;
+};
+
+// The frame to send for synchronous CALL `frame` of `iso`: wrapped in
+// kOpNested when this thread runs a callback of that isolate's JavaScript
+// (which then runs the call itself), else `frame`.
+std::string NestIfInCallback(RemoteIsolate& iso, const std::string& frame);
+// A REPLY's host error token, if the host sent it to `worker` (else 0).
+uint64_t CheckToken(WorkerProcess& worker, uint64_t token);
+// The CALL that creates context `ctx_id` of `iso` with `hooks` (whose
+// callbacks it gives ids): kOpCreateContextHooks.
+std::string HooksFrame(const std::shared_ptr<RemoteIsolate>& iso, uint64_t ctx_id,
+                       const ContextHooks& hooks, uint64_t* id);
+
+}  // namespace remote
+
 // ---- rref: References into worker isolates and ExternalCopies crossing to
 // and from them (remote_refs.cc; the worker's side is worker_refs.cc). ----
 
@@ -184,13 +225,16 @@ struct RemoteReference : RemoteObject {
 
 namespace remote {
 
-// Writes the References (by id, only into their own worker) and
-// ExternalCopies (by content) of values going to `iso`, and reads those of
-// its results. Refuses a Reference of another process with
-// IVM_ERROR_CROSS_PROCESS.
+// Writes the References (by id, only into their own worker),
+// ExternalCopies (by content) and host callbacks (CallbackCodec) of values
+// going to `iso`, and reads the References and ExternalCopies of what it
+// sends. Refuses a Reference of another process with
+// IVM_ERROR_CROSS_PROCESS. Commit() once the frame is built and sent (else
+// the callbacks it gave ids are taken back).
 class HostCodec : public wire::ObjectCodec {
  public:
-  explicit HostCodec(std::shared_ptr<RemoteIsolate> iso) : iso_(std::move(iso)) {}
+  explicit HostCodec(std::shared_ptr<RemoteIsolate> iso)
+      : iso_(std::move(iso)), callbacks_(iso_) {}
   bool WriteObject(wire::Writer& w, const ivm_value_t* value, std::string* why) override;
   bool WriteAttachment(wire::Writer& w, const ivm_value_t* value, size_t index,
                        std::string* why) override;
@@ -201,9 +245,16 @@ class HostCodec : public wire::ObjectCodec {
   // The error for the last refusal, of refused_kind: "<what>: <why>", or
   // `why` alone where inline's error has no context either.
   ivm_error_t* Refused(const std::string& what, const std::string& why) const;
+  // rcb: host callbacks enter the worker (remote_callbacks.cc).
+  bool WriteCallback(wire::Writer& w, const ivm_value_t* value, size_t index,
+                     std::string* why) override {
+    return callbacks_.Write(w, value, index, why);
+  }
+  void Commit() { callbacks_.Commit(); }
 
  private:
   std::shared_ptr<RemoteIsolate> iso_;
+  CallbackCodec callbacks_;
   bool verbatim_ = false;
 };
 

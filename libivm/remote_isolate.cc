@@ -91,15 +91,23 @@ ivm_error_t* RemoteIsolate::ReadReply(const wire::Frame& reply, wire::Reader* r)
   }
   SetTimes(cpu, wall);
   if (status == wire::kStatusOk) return nullptr;
-  if (!r->Done()) return worker_->BadReply("a failed call's REPLY with results");
+  uint64_t token = 0;   // a host callback's error that ended the call
+  if (!r->U64(&token) || !r->Done()) {
+    return worker_->BadReply("a failed call's REPLY without its host token, or with results");
+  }
   // Inline, a memory-limit failure disposes the isolate; the worker did so.
   if (status == IVM_ERROR_MEMORY_LIMIT) MarkDisposed();
+  // Disposed from a host callback of the call (the worker stopped the call).
+  if (status == IVM_ERROR_TERMINATED && marked_disposed()) {
+    return MakeError(IVM_ERROR_DISPOSED, "Isolate was disposed during execution");
+  }
   // Only the host decides that a worker crashed.
   if (status == IVM_ERROR_CRASHED) status = IVM_ERROR_INTERNAL;
   ivm_error_t* err = MakeError(status, std::string(message));
   err->name.assign(name);
   err->stack.assign(stack);
   err->thrown_primitive = thrown != 0;
+  err->host_token = remote::CheckToken(*worker_, token);
   return err;
 }
 

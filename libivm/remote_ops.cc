@@ -21,7 +21,9 @@ ivm_error_t* Sync(RemoteIsolate& iso, uint64_t id, const std::string& frame, uin
   WorkerProcess& worker = iso.worker();
   uint64_t token = interrupt::EnterCall(
       [&worker, id] { worker.Post(wire::Writer(wire::kCancel, id).Finish()); });
-  ivm_error_t* call_error = worker.Call(id, frame, timeout_ns, &reply, fds);
+  // Made by a host callback of this isolate's JavaScript: run by that JavaScript's thread.
+  std::string sent = NestIfInCallback(iso, frame);
+  ivm_error_t* call_error = worker.Call(id, sent, timeout_ns, &reply, fds);
   interrupt::LeaveCall(token);
   if (call_error) return call_error;
   wire::Reader r(reply.payload);
@@ -161,6 +163,7 @@ ivm_error_t* EvalFrame(const std::shared_ptr<RemoteIsolate>& iso_ptr, const Remo
   }
   *frame = w.Finish();
   *fds = std::move(codec.out_fds);
+  if (!frame->empty()) codec.Commit();
   return nullptr;
 }
 
@@ -246,10 +249,21 @@ ivm_error_t* HeapStatisticsAsync(const std::shared_ptr<RemoteIsolate>& iso, ivm_
                HeapResult(iso));
 }
 
-ivm_error_t* CreateContext(const std::shared_ptr<RemoteIsolate>& iso, ivm_context_t** out) {
+namespace {
+std::string ContextFrame(const std::shared_ptr<RemoteIsolate>& iso, uint64_t ctx_id,
+                         const ContextHooks* hooks, uint64_t* id) {
+  if (hooks != nullptr && (hooks->import_hook || hooks->on_rejection)) {
+    return HooksFrame(iso, ctx_id, *hooks, id);   // remote_callbacks.cc
+  }
+  return iso->Begin(wire::kOpCreateContext, id).U64(ctx_id).Finish();
+}
+}  // namespace
+
+ivm_error_t* CreateContext(const std::shared_ptr<RemoteIsolate>& iso, ivm_context_t** out,
+                           const ContextHooks* hooks) {
   if (ivm_error_t* err = Refuse(*iso)) return err;
   uint64_t id, ctx_id = iso->worker().NextId();
-  std::string frame = iso->Begin(wire::kOpCreateContext, &id).U64(ctx_id).Finish();
+  std::string frame = ContextFrame(iso, ctx_id, hooks, &id);
   ivm_completion_t c{};
   ivm_error_t* err = Sync(*iso, id, frame, 0,
                           ObjectResult<ivm_context>(iso, ctx_id, wire::kOpContextFree), &c);
@@ -258,9 +272,9 @@ ivm_error_t* CreateContext(const std::shared_ptr<RemoteIsolate>& iso, ivm_contex
 }
 
 ivm_error_t* CreateContextAsync(const std::shared_ptr<RemoteIsolate>& iso, ivm_done_fn done,
-                                void* user_data, uint64_t* job_out) {
+                                void* user_data, uint64_t* job_out, const ContextHooks* hooks) {
   uint64_t id, ctx_id = iso->worker().NextId();
-  std::string frame = iso->Begin(wire::kOpCreateContext, &id).U64(ctx_id).Finish();
+  std::string frame = ContextFrame(iso, ctx_id, hooks, &id);
   return Async(iso, id, frame, 0, IVM_COMPLETION_CONTEXT, done, user_data, job_out,
                ObjectResult<ivm_context>(iso, ctx_id, wire::kOpContextFree));
 }

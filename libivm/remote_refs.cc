@@ -77,6 +77,7 @@ bool RefFrame(const std::shared_ptr<RemoteReference>& ref, const RefOp& op, cons
   }
   *frame = w.Finish();
   *fds = std::move(codec.out_fds);
+  if (!frame->empty()) codec.Commit();   // its host callbacks stay (rcb)
   return true;
 }
 

@@ -81,7 +81,22 @@ enum Op : uint32_t {
                            // u32 n, n x (u8 present, value) -> value
   kOpRefRelease = 22,      // u64 iso, u64 ref; no reply
   kOpRefFree = 23,         // u64 iso, u64 ref; no reply
-  kOpLast = kOpRefFree,
+  kOpLast = kOpRefFree,   // the ops that Ops::Call dispatches end here
+  // Host callbacks (remote_callbacks.cc on the host, worker_callbacks.cc in
+  // the worker). 40 and 41 are the ops of CALLBACK frames (worker -> host);
+  // 42 and 43 are CALL ops (host -> worker).
+  kOpCallbackInvoke = 40,    // CALLBACK: u64 call, u64 callback, u32 call op, u32 nargs,
+                             // nargs x value; answered by a CALLBACK_REPLY of the same id
+  kOpCallbackRelease = 41,   // CALLBACK: u64 callback; not answered
+  kOpNested = 42,            // u64 iso, u64 invocation, bytes the payload of a CALL made
+                             // by that invocation's callback -> that CALL's reply
+  kOpCallbackSettle = 43,    // u64 iso, u64 deferred, bytes outcome; no reply
+  kOpCallbackNotify = 44,    // CALLBACK: as kOpCallbackInvoke, never answered (the
+                             // rejection hook: its result is not waited for)
+  kOpCreateContextHooks = 45,   // u64 iso, u64 ctx, u8 has_import, u64 import callback,
+                                // u8 has_rejection, u64 rejection callback
+  kFirstCallbackOp = kOpCallbackInvoke,
+  kLastCallbackOp = kOpCreateContextHooks,
   kFirstTestOp = 0xf0000000u,
   kOpTestHook = 0xf0000001u,   // u32 action (IVM_DEBUG_HOOK_*), bytes data
 };

@@ -22,7 +22,8 @@ const char* AttachmentName(uint32_t kind) {
 
 // A large buffer as a memfd beside the frame; false: inline it.
 bool WriteFdBuffer(Writer& w, const void* data, size_t size, ObjectCodec* codec) {
-  if (codec == nullptr || size < kFdBufferThreshold || size > kMaxFdBuffer ||
+  if (codec == nullptr || codec->inline_buffers || size < kFdBufferThreshold ||
+      size > kMaxFdBuffer ||
       codec->out_fds.size() >= kMaxFds) {
     return false;
   }
@@ -55,6 +56,15 @@ bool ReadFdBuffer(Reader& r, ivm_value_t* value, ObjectCodec* codec) {
   return err == nullptr;
 }
 
+// A Reference, ExternalCopy or host callback attachment, appended to `value`.
+bool ReadOtherAttachment(Reader& r, uint8_t kind, ivm_value_t* value, ObjectCodec* codec) {
+  if (kind == IVM_ATTACHMENT_CALLBACK) return codec->ReadCallback(r, value);   // rcb
+  if (kind == IVM_ATTACHMENT_REFERENCE || kind == IVM_ATTACHMENT_COPY) {
+    return codec->ReadAttachment(r, kind, value);
+  }
+  return false;
+}
+
 bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why,
                      ObjectCodec* codec) {
   const char* stream;
@@ -63,8 +73,9 @@ bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why,
   size_t n = ivm_value_attachment_count(value);
   for (size_t i = 0; i < n; ++i) {
     uint32_t kind = ivm_value_attachment_kind(value, i);
-    bool by_codec = codec != nullptr &&
-                    (kind == IVM_ATTACHMENT_REFERENCE || kind == IVM_ATTACHMENT_COPY);
+    bool by_codec = codec != nullptr && (kind == IVM_ATTACHMENT_REFERENCE ||
+                                         kind == IVM_ATTACHMENT_COPY ||
+                                         kind == IVM_ATTACHMENT_CALLBACK);
     if (kind != IVM_ATTACHMENT_BUFFER && !by_codec) {
       *why = std::string("the copy holds ") + AttachmentName(kind) +
              ", which cannot cross into or out of a worker process";
@@ -76,7 +87,9 @@ bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why,
     uint32_t kind = ivm_value_attachment_kind(value, i);
     if (kind != IVM_ATTACHMENT_BUFFER) {
       w.U8(static_cast<uint8_t>(kind));
-      if (!codec->WriteAttachment(w, value, i, why)) return false;
+      bool ok = kind == IVM_ATTACHMENT_CALLBACK ? codec->WriteCallback(w, value, i, why)
+                                                : codec->WriteAttachment(w, value, i, why);
+      if (!ok) return false;
       continue;
     }
     const void* data = nullptr;
@@ -105,10 +118,10 @@ bool ReadSerialized(Reader& r, ivm_value_t** out, ObjectCodec* codec) {
     return false;
   }
   for (uint32_t i = 0; i < n; ++i) {
+    uint8_t kind = 0;
     std::string_view data;
     size_t index = 0;
     ivm_error_t* err = nullptr;
-    uint8_t kind = 0;
     if (!r.U8(&kind)) {
       ivm_value_free(value);
       return false;
@@ -121,9 +134,8 @@ bool ReadSerialized(Reader& r, ivm_value_t** out, ObjectCodec* codec) {
       continue;
     }
     if (kind != IVM_ATTACHMENT_BUFFER) {
-      bool ok = codec != nullptr &&
-                (kind == IVM_ATTACHMENT_REFERENCE || kind == IVM_ATTACHMENT_COPY) &&
-                codec->ReadAttachment(r, kind, value) && ivm_value_attachment_count(value) == i + 1;
+      bool ok = codec != nullptr && ReadOtherAttachment(r, kind, value, codec) &&
+                ivm_value_attachment_count(value) == i + 1;
       if (!ok) {
         ivm_value_free(value);
         return false;
@@ -142,6 +154,12 @@ bool ReadSerialized(Reader& r, ivm_value_t** out, ObjectCodec* codec) {
 }
 
 }  // namespace
+
+bool ObjectCodec::WriteCallback(Writer&, const ivm_value_t*, size_t, std::string* why) {
+  *why = std::string("the copy holds ") + AttachmentName(IVM_ATTACHMENT_CALLBACK) +
+         ", which cannot cross into or out of a worker process";
+  return false;
+}
 
 bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why, ObjectCodec* codec) {
   ivm_value_kind_t kind = ivm_value_kind(value);

@@ -12,9 +12,15 @@
 
 namespace ivm::wire {
 
-// rref: References cross by id, ExternalCopies by content; each side has a
-// codec of its own (remote_refs.cc, worker_refs.cc) that knows its ids.
-// Without a codec they are refused, as are host callbacks.
+// What crosses besides plain data, one codec per encode or decode: rref's
+// References (by id), ExternalCopies (by content) and large buffers (in
+// memfds), and rcb's host callbacks (by id in the host's callback table).
+// Each side has a codec of its own that knows its ids: remote::HostCodec
+// (remote_refs.cc, which hands callbacks to remote_callbacks.cc) and
+// worker::WorkerCodec (worker_refs.cc, likewise worker_callbacks.cc).
+// Without a codec all of them are refused (buffers are then inlined).
+// Every attachment is written as u8 kind (IVM_ATTACHMENT_* or
+// kAttachmentFdBuffer), then a buffer's bytes or what the codec writes.
 class ObjectCodec {
  public:
   virtual ~ObjectCodec() = default;
@@ -24,8 +30,18 @@ class ObjectCodec {
   virtual bool WriteAttachment(Writer& w, const ivm_value_t* value, size_t index,
                                std::string* why) = 0;
   virtual bool ReadObject(Reader& r, uint8_t kind, ivm_value_t** out) = 0;
-  // Reads an attachment of `kind` and appends it to serialized `into`.
+  // Reads a Reference or ExternalCopy attachment of `kind` and appends it to
+  // serialized `into`.
   virtual bool ReadAttachment(Reader& r, uint32_t kind, ivm_value_t* into) = 0;
+  // rcb: host callback attachment `index` of `value`, after its kind; and
+  // reading one into `into`. By default a side refuses them (a host
+  // callback only enters a worker).
+  virtual bool WriteCallback(Writer& w, const ivm_value_t* value, size_t index,
+                             std::string* why);
+  virtual bool ReadCallback(Reader& r, ivm_value_t* into) {
+    (void)r, (void)into;
+    return false;
+  }
   // A received memfd buffer mapped at `data`: append it to `into` without a
   // copy, taking the mapping (true), or leave it to be copied (false).
   virtual bool AdoptMapping(ivm_value_t* into, void* data, uint64_t len) {
@@ -43,6 +59,9 @@ class ObjectCodec {
   const Fds* in_fds = nullptr;
   std::vector<bool> in_used;
   bool seal_received = false;
+  // A frame that cannot carry descriptors (a deferred callback's settle,
+  // wrapped in a CALL): its large buffers stay inline.
+  bool inline_buffers = false;
 };
 // The attachment kind (beside IVM_ATTACHMENT_*) of a buffer in a memfd:
 // u32 index among the frame's descriptors, u64 length.
@@ -50,7 +69,7 @@ constexpr uint8_t kAttachmentFdBuffer = 0x81;
 constexpr int kMaxCopyDepth = 8;
 
 // Appends `value`. Values that cannot cross a process boundary (see
-// ObjectCodec; host callbacks) are refused: false, with the reason in
+// ObjectCodec) are refused: false, with the reason in
 // `*why` (and the error kind in codec->refused_kind).
 bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why,
                 ObjectCodec* codec = nullptr);

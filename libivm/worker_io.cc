@@ -268,8 +268,8 @@ bool ValidReply(const std::string& payload) {
 void WorkerProcess::OnFrame(wire::Frame& frame) {
   const wire::Header& h = frame.header;
   std::string why;
-  if (h.fd_count() != 0) {   // rref: a REPLY's large buffers (wire_value.cc)
-    if (h.kind != wire::kReply || h.fd_count() > in_fds_.size()) {
+  if (h.fd_count() != 0) {   // rref: large buffers of a REPLY's or CALLBACK's values
+    if ((h.kind != wire::kReply && h.kind != wire::kCallback) || h.fd_count() > in_fds_.size()) {
       return ProtocolViolation(std::string("a ") + wire::KindName(h.kind) +
                                " frame claims descriptors it did not send");
     }
@@ -310,6 +310,9 @@ void WorkerProcess::OnFrame(wire::Frame& frame) {
       return;
     }
     why = "a malformed REPLY (id " + std::to_string(h.id) + ")";
+  } else if (h.kind == wire::kCallback) {   // remote_callbacks.cc
+    lock.unlock();
+    return OnCallbackFrame(frame);
   } else if (h.kind == wire::kPong || h.kind == wire::kReply) {
     auto it = pending_.find(h.id);
     if (it != pending_.end() && it->second->kind == h.kind &&
@@ -408,6 +411,7 @@ void WorkerProcess::OnMaybeExited() {
   }
   FailAsync();
   NotifyDeath();
+  DropCallbacks();
 }
 
 void WorkerProcess::FinishLocked(std::string cause) {

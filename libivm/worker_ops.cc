@@ -6,6 +6,7 @@
 // jobs of different isolates run in parallel. Their done callbacks (on pool
 // threads) send the REPLY.
 #include "wire_value.h"
+#include "worker_callbacks.h"
 #include "worker_server.h"
 
 #include <utility>
@@ -17,8 +18,6 @@
 
 namespace ivm::worker {
 
-namespace {
-
 std::string_view Message(const ivm_error_t* err, void (*get)(const ivm_error_t*, const char**,
                                                              size_t*)) {
   const char* p = nullptr;
@@ -27,8 +26,6 @@ std::string_view Message(const ivm_error_t* err, void (*get)(const ivm_error_t*,
   return std::string_view(p ? p : "", n);
 }
 
-// A REPLY: status, message, name, stack, thrown_primitive, the isolate's
-// times, then (on success) what `results` writes. Frees `err`.
 std::string FullReply(uint64_t id, ivm_error_t* err, ivm_isolate_t* iso,
                       const std::function<bool(wire::Writer&, std::string*)>& results) {
   uint64_t cpu = 0, wall = 0;
@@ -43,7 +40,7 @@ std::string FullReply(uint64_t id, ivm_error_t* err, ivm_isolate_t* iso,
       why = "the result is too large for one frame (16 MiB)";
     }
     return wire::Writer(wire::kReply, id)
-        .U32(IVM_ERROR_TRANSFER).Bytes(why).Bytes("").Bytes("").U8(0).U64(cpu).U64(wall)
+        .U32(IVM_ERROR_TRANSFER).Bytes(why).Bytes("").Bytes("").U8(0).U64(cpu).U64(wall).U64(0)
         .Finish();
   }
   std::string out = w.U32(ivm_error_kind(err))
@@ -53,6 +50,7 @@ std::string FullReply(uint64_t id, ivm_error_t* err, ivm_isolate_t* iso,
                         .U8(ivm_error_thrown_primitive(err) ? 1 : 0)
                         .U64(cpu)
                         .U64(wall)
+                        .U64(ivm_error_host_token(err))
                         .Finish();
   ivm_error_free(err);
   return out;
@@ -60,11 +58,9 @@ std::string FullReply(uint64_t id, ivm_error_t* err, ivm_isolate_t* iso,
 
 std::string ErrorReply(uint64_t id, uint32_t kind, std::string_view message) {
   return wire::Writer(wire::kReply, id)
-      .U32(kind).Bytes(message).Bytes("").Bytes("").U8(0).U64(0).U64(0)
+      .U32(kind).Bytes(message).Bytes("").Bytes("").U8(0).U64(0).U64(0).U64(0)
       .Finish();
 }
-
-}  // namespace
 
 struct Ops::Pending {
   Ops* ops;
@@ -80,6 +76,34 @@ Ops::~Ops() = default;
 ivm_isolate_t* Ops::Isolate(uint64_t id) {
   auto it = isolates_.find(id);
   return it == isolates_.end() ? nullptr : it->second;
+}
+
+ivm_isolate_t* Ops::FindIsolate(uint64_t id) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  return Isolate(id);
+}
+
+ivm_context_t* Ops::FindContext(uint64_t id) { return Find(contexts_, id); }
+
+ivm_script_t* Ops::FindScript(uint64_t id) { return Find(scripts_, id); }
+
+void Ops::AddContext(uint64_t id, ivm_context_t* ctx) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  contexts_[id] = ctx;
+}
+
+void Ops::AddScript(uint64_t id, ivm_script_t* script) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  scripts_[id] = script;
+}
+
+uint64_t Ops::CallOfJob(uint64_t job) {
+  if (job == 0) return 0;
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  for (const auto& [call_id, j] : jobs_) {
+    if (j.job == job) return call_id;
+  }
+  return 0;
 }
 
 template <class T>
@@ -184,9 +208,12 @@ void Ops::ForgeNextValue(std::string stream) {
 #endif
 
 void Ops::Cancel(uint64_t call_id) {
-  std::lock_guard<std::recursive_mutex> lock(mu_);
-  auto it = jobs_.find(call_id);
-  if (it != jobs_.end()) ivm_isolate_cancel_job(it->second.iso, it->second.job);
+  {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    auto it = jobs_.find(call_id);
+    if (it != jobs_.end()) ivm_isolate_cancel_job(it->second.iso, it->second.job);
+  }
+  Callbacks::Get().AbortCall(call_id);   // then its JavaScript stops waiting in a host callback
 }
 
 std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
@@ -199,6 +226,7 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
     }
     ivm_isolate_t* iso = nullptr;
     ivm_error_t* err = ivm_isolate_new(&o, &iso);
+    std::lock_guard<std::recursive_mutex> lock(mu_);   // FindIsolate reads it elsewhere
     if (err == nullptr) isolates_[iso_id] = iso;
     return FullReply(id, err, iso, nullptr);
   }
@@ -212,12 +240,16 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
   }
   switch (op) {
     case wire::kOpIsolateDispose:
+      Callbacks::Get().AbortIsolate(iso, false);   // JavaScript waiting in a host callback unwinds
       return FullReply(id, ivm_isolate_dispose(iso), iso, nullptr);
-    case wire::kOpIsolateFree:
+    case wire::kOpIsolateFree: {
+      Callbacks::Get().AbortIsolate(iso, true);
+      std::lock_guard<std::recursive_mutex> lock(mu_);
       isolates_.erase(iso_id);
       refs_.FreeIsolate(iso);
       ivm_isolate_free(iso);
       return {};
+    }
     case wire::kOpTerminate:
       ivm_isolate_terminate(iso);
       return {};
@@ -228,9 +260,7 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
     case wire::kOpCreateContext: {
       uint64_t ctx_id = 0;
       if (!r.U64(&ctx_id) || !r.Done()) break;
-      return Submit(id, iso, ctx_id, [&](ivm_done_fn done, void* ud, uint64_t* job) {
-        return ivm_isolate_create_context_async(iso, nullptr, done, ud, job);
-      });
+      return CreateContext(id, iso, ctx_id, nullptr);
     }
     case wire::kOpCompileScript:
       return Compile(id, iso, r);
@@ -246,6 +276,13 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
       return Drop(op, r);
   }
   return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
+}
+
+std::string Ops::CreateContext(uint64_t id, ivm_isolate_t* iso, uint64_t ctx_id,
+                               const ivm_context_options_t* opts) {
+  return Submit(id, iso, ctx_id, [&](ivm_done_fn done, void* ud, uint64_t* job) {
+    return ivm_isolate_create_context_async(iso, opts, done, ud, job);
+  });
 }
 
 // The no-reply ops on contexts and scripts.
@@ -314,10 +351,11 @@ std::string Ops::Eval(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
   }
   std::vector<ivm_value_t*> args;
   bool ok = true;
+  // References, ExternalCopies, large buffers and host callbacks among them.
+  WorkerCodec codec(refs_, iso);
+  codec.in_fds = call_fds_;
   for (uint32_t i = 0; ok && nargs != wire::kNoClosure && i < nargs; ++i) {
     ivm_value_t* v = nullptr;
-    WorkerCodec codec(refs_, iso);
-    codec.in_fds = call_fds_;
     ok = wire::ReadValue(r, &v, &codec);
     if (ok) args.push_back(v);
   }

@@ -223,7 +223,16 @@ ivm_error_t* WorkerProcess::Request(uint64_t id, uint16_t answer_kind, const std
   std::unique_lock<std::mutex> lock(mu_);
   if (answer_kind == 0) return sent ? nullptr : DeadErrorLocked();
   auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
-  while (!waiter.done && !dead_) {
+  for (;;) {
+    if (!waiter.callbacks.empty()) {   // the call's JavaScript called a host callback
+      wire::Frame callback = std::move(waiter.callbacks.front());
+      waiter.callbacks.pop_front();
+      lock.unlock();
+      RunCallback(callback);
+      lock.lock();
+      continue;
+    }
+    if (waiter.done || dead_) break;
     if (timeout_ns == 0) {
       cv_.wait(lock);
     } else if (cv_.wait_until(lock, until) == std::cv_status::timeout) {

@@ -12,6 +12,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -21,6 +22,11 @@
 #include <vector>
 
 namespace ivm {
+
+namespace remote {
+class CallbackTable;   // remote_callbacks.cc
+std::shared_ptr<CallbackTable> NewCallbackTable();
+}  // namespace remote
 
 struct WorkerLimits {
   uint32_t startup_timeout_ms = 10000;
@@ -38,7 +44,7 @@ constexpr size_t kStderrTail = 8 * 1024;
 
 int64_t NowNs();   // CLOCK_MONOTONIC
 
-class WorkerProcess {
+class WorkerProcess : public std::enable_shared_from_this<WorkerProcess> {
  public:
   // Spawns a worker and waits for its HELLO (or its death, or the start-up
   // timeout, after which it is killed). Errors: CRASHED, INTERNAL.
@@ -89,6 +95,17 @@ class WorkerProcess {
   // violation, and the returned CRASHED error says why.
   ivm_error_t* BadReply(const std::string& why);
 
+  // ---- Host callbacks (remote_callbacks.cc). ----
+  // The host callbacks this worker holds, by id.
+  remote::CallbackTable& callback_table() { return *callbacks_; }
+  // I/O thread: a CALLBACK frame. An invocation goes to the thread waiting
+  // for its CALL, or to a runner thread for an asynchronous one.
+  void OnCallbackFrame(wire::Frame& frame);
+  // Runs the host function of an invocation and sends its CALLBACK_REPLY.
+  void RunCallback(const wire::Frame& frame);
+  // The worker died: its callbacks are dropped (not on the I/O thread).
+  void DropCallbacks();
+
   // ---- The I/O thread's side (worker_io.cc calls these on its thread). ----
   enum Watch { kChannel, kStderr, kPidfd, kWatches };
   int watch_fd(Watch w) const;
@@ -113,6 +130,7 @@ class WorkerProcess {
     bool done = false;
     int64_t check_at = 0;  // past it, a PING checks that the worker answers (0: never)
     wire::Frame reply;
+    std::deque<wire::Frame> callbacks;   // CALLBACK frames to run on the waiting thread
   };
   struct AsyncCall {
     ReplyFn fn;
@@ -175,6 +193,8 @@ class WorkerProcess {
   int64_t send_blocked_since_ = 0;      // the I/O thread could not PING since then (0: could)
   uint64_t liveness_ping_ = 0;       // the id of a PING checking an overdue call
   int64_t liveness_deadline_ = 0;    // its answer is due by then
+
+  std::shared_ptr<remote::CallbackTable> callbacks_ = remote::NewCallbackTable();
 
   // The I/O thread's alone.
   wire::FrameBuffer in_;

@@ -6,6 +6,7 @@
 // becomes a new ExternalCopy of this worker, and an ExternalCopy result
 // leaves as its content.
 #include "wire_value.h"
+#include "worker_callbacks.h"
 #include "worker_server.h"
 
 #include <memory>
@@ -145,6 +146,10 @@ bool WorkerCodec::WriteAttachment(wire::Writer&, const ivm_value_t* value, size_
   return false;
 }
 
+bool WorkerCodec::ReadCallback(wire::Reader& r, ivm_value_t* into) {
+  return Callbacks::ReadCallback(r, iso_, into);   // rcb: worker_callbacks.cc
+}
+
 bool WorkerCodec::ReadObject(wire::Reader& r, uint8_t kind, ivm_value_t** out) {
   if (kind == IVM_VALUE_REFERENCE) {
     uint64_t id = 0;
@@ -183,22 +188,28 @@ bool WorkerCodec::ReadAttachment(wire::Reader& r, uint32_t kind, ivm_value_t* in
   return ok && AttachCopyOf(content, flags, into);
 }
 
+namespace {
+
+// The context and reference id of a kOpContextGlobal; false if malformed.
+bool ReadGlobal(wire::Reader& r, uint64_t* ctx_id, uint64_t* ref_id) {
+  return r.U64(ctx_id) && r.U64(ref_id) && r.Done() && !(*ref_id & wire::kWorkerRefBit);
+}
+
+// The top-level `this` of a script is the context's global object, which no
+// script can redefine (unlike `globalThis`).
+constexpr char kThis[] = "this";
+
+}  // namespace
+
 std::string Ops::Global(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
   uint64_t ctx_id = 0, ref_id = 0;
-  if (!r.U64(&ctx_id) || !r.U64(&ref_id) || !r.Done() || (ref_id & wire::kWorkerRefBit)) {
-    return wire::Writer(wire::kReply, id)
-        .U32(IVM_ERROR_INVALID_ARGUMENT).Bytes("malformed call").Bytes("").Bytes("").U8(0)
-        .U64(0).U64(0).Finish();
+  if (!ReadGlobal(r, &ctx_id, &ref_id)) {
+    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
   }
   ivm_context_t* ctx = Context(ctx_id);
   if (ctx == nullptr) {
-    return wire::Writer(wire::kReply, id)
-        .U32(IVM_ERROR_INVALID_ARGUMENT).Bytes("unknown context").Bytes("").Bytes("").U8(0)
-        .U64(0).U64(0).Finish();
+    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "unknown context");
   }
-  // The top-level `this` of a script is the context's global object, which
-  // no script can redefine (unlike `globalThis`).
-  static constexpr char kThis[] = "this";
   ivm_result_options_t result = IVM_RESULT_OPTIONS_INIT;
   result.flags = IVM_RESULT_REFERENCE;
   return SubmitCall(id, iso, ref_id, [&](ivm_done_fn done, void* ud, uint64_t* job) {
@@ -207,15 +218,31 @@ std::string Ops::Global(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
   });
 }
 
+std::string Ops::GlobalNested(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
+  uint64_t ctx_id = 0, ref_id = 0;
+  if (!ReadGlobal(r, &ctx_id, &ref_id)) {
+    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
+  }
+  ivm_context_t* ctx = Context(ctx_id);
+  if (ctx == nullptr) return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "unknown context");
+  ivm_result_options_t result = IVM_RESULT_OPTIONS_INIT;
+  result.flags = IVM_RESULT_REFERENCE;
+  ivm_value_t* value = nullptr;
+  ivm_error_t* err =
+      ivm_context_eval(ctx, kThis, sizeof kThis - 1, nullptr, nullptr, &result, &value, nullptr);
+  if (err != nullptr) return FullReply(id, err, iso, nullptr);
+  return GlobalReply(id, ref_id, iso, value);
+}
+
 std::string Ops::GlobalReply(uint64_t call_id, uint64_t ref_id, ivm_isolate_t* iso,
                              ivm_value_t* value) {
   ivm_reference_t* ref = nullptr;
   ivm_error_t* err = ivm_value_reference(value, &ref);
   ivm_value_free(value);
   if (err != nullptr) {
-    return wire::Writer(wire::kReply, call_id)
-        .U32(ivm_error_kind(err)).Bytes("no global reference").Bytes("").Bytes("").U8(0)
-        .U64(0).U64(0).Finish();
+    uint32_t kind = ivm_error_kind(err);
+    ivm_error_free(err);
+    return ErrorReply(call_id, kind, "no global reference");
   }
   const char* type_of = nullptr;
   size_t len = 0;
@@ -230,47 +257,108 @@ std::string Ops::GlobalReply(uint64_t call_id, uint64_t ref_id, ivm_isolate_t* i
       .Finish();
 }
 
-std::string Ops::RefCall(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
-  uint64_t ref_id = 0;
-  uint32_t kind = 0, n = 0;
+// A kOpRefCall after its isolate: the reference, the operation and its
+// values (owned), read with `codec`.
+struct Ops::RefRequest {
+  ivm_reference_t* ref = nullptr;
+  uint32_t kind = 0;
+  uint32_t get_flags = 0;
   ivm_run_options_t run = IVM_RUN_OPTIONS_INIT;
   ivm_result_options_t result = IVM_RESULT_OPTIONS_INIT;
-  uint32_t get_flags = 0;
-  bool ok = r.U64(&ref_id) && r.U32(&kind) && kind <= wire::kRefApply && r.U32(&get_flags) &&
-            r.U64(&run.timeout_ns) && r.U32(&result.flags) && r.U32(&n) && n <= (1u << 20);
   std::vector<ivm_value_t*> values;
+  void Free() {
+    for (ivm_value_t* v : values) ivm_value_free(v);
+    values.clear();
+  }
+};
+
+// Reads `q`; NULL, or the message of an INVALID_ARGUMENT reply.
+const char* Ops::ReadRefCall(wire::Reader& r, WorkerCodec& codec, RefRequest* q) {
+  uint64_t ref_id = 0;
+  uint32_t n = 0;
+  bool ok = r.U64(&ref_id) && r.U32(&q->kind) && q->kind <= wire::kRefApply &&
+            r.U32(&q->get_flags) && r.U64(&q->run.timeout_ns) && r.U32(&q->result.flags) &&
+            r.U32(&n) && n <= (1u << 20);
   for (uint32_t i = 0; ok && i < n; ++i) {
     uint8_t present = 0;
     ivm_value_t* v = nullptr;
-    WorkerCodec codec(refs_, iso);
-    codec.in_fds = call_fds_;
     ok = r.U8(&present) && present <= 1 && (present == 0 || wire::ReadValue(r, &v, &codec));
-    if (ok) values.push_back(v);
+    if (ok) q->values.push_back(v);
   }
-  ivm_reference_t* ref = ok && r.Done() ? refs_.Find(ref_id) : nullptr;
-  size_t need = kind == wire::kRefSet ? 2 : 1;
-  bool shape = values.size() == need || (kind == wire::kRefApply && values.size() >= 1);
-  bool keyed = shape && (kind == wire::kRefGet || kind == wire::kRefApply || values[0] != nullptr);
-  if (ref == nullptr || !shape || !keyed || (kind == wire::kRefSet && values[1] == nullptr)) {
-    for (ivm_value_t* v : values) ivm_value_free(v);
-    return wire::Writer(wire::kReply, id)
-        .U32(IVM_ERROR_INVALID_ARGUMENT).Bytes(ref ? "malformed call" : "unknown reference")
-        .Bytes("").Bytes("").U8(0).U64(0).U64(0).Finish();
+  q->ref = ok && r.Done() ? refs_.Find(ref_id) : nullptr;
+  const std::vector<ivm_value_t*>& values = q->values;
+  size_t need = q->kind == wire::kRefSet ? 2 : 1;
+  bool shape = values.size() == need || (q->kind == wire::kRefApply && values.size() >= 1);
+  bool keyed =
+      shape && (q->kind == wire::kRefGet || q->kind == wire::kRefApply || values[0] != nullptr);
+  if (q->ref == nullptr || !shape || !keyed || (q->kind == wire::kRefSet && values[1] == nullptr)) {
+    q->Free();
+    return q->ref ? "malformed call" : "unknown reference";
   }
+  return nullptr;
+}
+
+std::string Ops::RefCall(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
+  WorkerCodec codec(refs_, iso);
+  codec.in_fds = call_fds_;
+  RefRequest q;
+  if (const char* why = ReadRefCall(r, codec, &q)) {
+    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, why);
+  }
+  std::vector<ivm_value_t*>& values = q.values;
+  ivm_reference_t* ref = q.ref;
   // The _async twins own the values from here on, even when they fail.
   return SubmitCall(id, iso, 0, [&](ivm_done_fn done, void* ud, uint64_t* job) {
-    switch (kind) {
+    switch (q.kind) {
       case wire::kRefGet:
-        return ivm_reference_get_async(ref, values[0], get_flags, &run, &result, done, ud, job);
+        return ivm_reference_get_async(ref, values[0], q.get_flags, &q.run, &q.result, done, ud,
+                                       job);
       case wire::kRefSet:
-        return ivm_reference_set_async(ref, values[0], values[1], &run, done, ud, job);
+        return ivm_reference_set_async(ref, values[0], values[1], &q.run, done, ud, job);
       case wire::kRefDelete:
-        return ivm_reference_delete_async(ref, values[0], &run, done, ud, job);
+        return ivm_reference_delete_async(ref, values[0], &q.run, done, ud, job);
       default:
         return ivm_reference_apply_async(ref, values[0], values.data() + 1, values.size() - 1,
-                                         &run, &result, done, ud, job);
+                                         &q.run, &q.result, done, ud, job);
     }
   });
+}
+
+// rcb: made by a host callback that the isolate's JavaScript waits in, so run
+// here, on that JavaScript's thread, with the synchronous calls.
+std::string Ops::RefCallNested(uint64_t id, ivm_isolate_t* iso, wire::Reader& r,
+                               const wire::Fds* in_fds, wire::Fds* out_fds) {
+  WorkerCodec codec(refs_, iso);
+  codec.in_fds = in_fds;
+  RefRequest q;
+  if (const char* why = ReadRefCall(r, codec, &q)) {
+    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, why);
+  }
+  const std::vector<ivm_value_t*>& v = q.values;
+  ivm_value_t* value = nullptr;
+  ivm_error_t* err = nullptr;
+  switch (q.kind) {
+    case wire::kRefGet:
+      err = ivm_reference_get(q.ref, v[0], q.get_flags, &q.run, &q.result, &value, nullptr);
+      break;
+    case wire::kRefSet:
+      err = ivm_reference_set(q.ref, v[0], v[1], &q.run, &value, nullptr);
+      break;
+    case wire::kRefDelete:
+      err = ivm_reference_delete(q.ref, v[0], &q.run, &value, nullptr);
+      break;
+    default:
+      err = ivm_reference_apply(q.ref, v[0], v.data() + 1, v.size() - 1, &q.run, &q.result,
+                                &value, nullptr);
+      break;
+  }
+  q.Free();
+  std::string out = FullReply(id, err, iso, [&](wire::Writer& w, std::string* why) {
+    return wire::WriteValue(w, value, why, &codec);
+  });
+  ivm_value_free(value);
+  if (wire::FdCountOf(out) != 0) *out_fds = std::move(codec.out_fds);
+  return out;
 }
 
 }  // namespace ivm::worker

@@ -8,6 +8,8 @@
 // INVALID_ARGUMENT reply, and contains none of its code.
 #include "worker_server.h"
 
+#include "worker_callbacks.h"
+
 #include "ivm.h"
 
 #include <errno.h>
@@ -168,6 +170,9 @@ std::string HandleCall(Channel& channel, Ops& ops, const wire::Frame& frame) {
     ops.SetCallFds(nullptr);
     return out;
   }
+  if (op >= wire::kFirstCallbackOp && op <= wire::kLastCallbackOp) {   // worker_callbacks.cc
+    return Callbacks::Get().Call(frame.header.id, op, reader, frame.fds);
+  }
 #ifdef IVM_WORKER_TEST_HOOKS
   if (op == wire::kOpTestHook) {
     uint32_t action = 0;
@@ -276,6 +281,7 @@ int Serve(Channel& channel) {
   // Never destroyed: pool threads may still report jobs while the process
   // exits.
   Ops& ops = *new Ops(channel);
+  Callbacks::Get().Init(channel, ops);
   wire::Frame frame;
   while (channel.Read(&frame)) {
     std::string out;
@@ -290,6 +296,9 @@ int Serve(Channel& channel) {
         break;
       case wire::kCancel:
         ops.Cancel(frame.header.id);
+        break;
+      case wire::kCallbackReply:
+        Callbacks::Get().OnReply(frame);
         break;
       default:
         return 4;   // the host sent something a worker never receives

@@ -57,9 +57,10 @@ class RefTable {
   uint64_t next_ = 0;
 };
 
-// The worker's side of wire::ObjectCodec: References by the ids of `refs`
-// (a REFERENCE result is registered under a new one), ExternalCopies by
-// content (a new ExternalCopy here).
+// The worker's side of wire::ObjectCodec, for every value of isolate `iso`
+// read or written: References by the ids of `refs` (a REFERENCE result is
+// registered under a new one), ExternalCopies by content (a new ExternalCopy
+// here), host callbacks entering `iso` (worker_callbacks.cc).
 class WorkerCodec : public wire::ObjectCodec {
  public:
   WorkerCodec(RefTable& refs, ivm_isolate_t* iso) : refs_(refs), iso_(iso) {}
@@ -68,6 +69,7 @@ class WorkerCodec : public wire::ObjectCodec {
                        std::string* why) override;
   bool ReadObject(wire::Reader& r, uint8_t kind, ivm_value_t** out) override;
   bool ReadAttachment(wire::Reader& r, uint32_t kind, ivm_value_t* into) override;
+  bool ReadCallback(wire::Reader& r, ivm_value_t* into) override;
 
  private:
   RefTable& refs_;
@@ -92,6 +94,26 @@ class Ops {
   // whose stream is `stream` (a worker that lies; the host must refuse it).
   void ForgeNextValue(std::string stream);
 #endif
+
+  // For host callbacks (worker_callbacks.cc), from any thread.
+  ivm_isolate_t* FindIsolate(uint64_t id);
+  ivm_context_t* FindContext(uint64_t id);
+  ivm_script_t* FindScript(uint64_t id);
+  void AddContext(uint64_t id, ivm_context_t* ctx);
+  void AddScript(uint64_t id, ivm_script_t* script);
+  // The CALL whose job is `job` (0: none).
+  uint64_t CallOfJob(uint64_t job);
+  // The references the host holds (for the codecs of host callbacks' values).
+  RefTable& refs() { return refs_; }
+  // kOpContextGlobal and kOpRefCall nested in a host callback (worker_refs.cc):
+  // run now with the synchronous calls (`in_fds`: the CALL's descriptors;
+  // `out_fds`: those to send beside the reply).
+  std::string GlobalNested(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
+  std::string RefCallNested(uint64_t id, ivm_isolate_t* iso, wire::Reader& r,
+                            const wire::Fds* in_fds, wire::Fds* out_fds);
+  // Submits CREATE_CONTEXT `id` of context `ctx_id` with `opts` (read now).
+  std::string CreateContext(uint64_t id, ivm_isolate_t* iso, uint64_t ctx_id,
+                            const ivm_context_options_t* opts);
 
  private:
   struct Pending;
@@ -124,6 +146,8 @@ class Ops {
   const wire::Fds* call_fds_ = nullptr;
   std::string Global(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
   std::string RefCall(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
+  struct RefRequest;
+  const char* ReadRefCall(wire::Reader& r, WorkerCodec& codec, RefRequest* q);
   // The reply of a kOpContextGlobal job (its REFERENCE value is `ref_id`).
   std::string GlobalReply(uint64_t call_id, uint64_t ref_id, ivm_isolate_t* iso,
                           ivm_value_t* value);
@@ -141,6 +165,15 @@ class Ops {
   std::string forged_stream_;
 #endif
 };
+
+// A REPLY of remote isolates' ops (worker_ops.cc): status, message, name,
+// stack, thrown_primitive, the isolate's times, then on success what
+// `results` writes, on failure the error's host token. Frees `err`.
+std::string FullReply(uint64_t id, ivm_error_t* err, ivm_isolate_t* iso,
+                      const std::function<bool(wire::Writer&, std::string*)>& results);
+std::string ErrorReply(uint64_t id, uint32_t kind, std::string_view message);
+std::string_view Message(const ivm_error_t* err,
+                         void (*get)(const ivm_error_t*, const char**, size_t*));
 
 // Sends HELLO: magic, protocol version, ivm version, V8 version.
 bool SendHello(Channel& channel);

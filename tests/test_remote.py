@@ -160,10 +160,14 @@ def test_eval_closure_and_scripts(remote: ivm.Isolate, rctx: ivm.Context) -> Non
             remote.compile_script_sync("1").run_sync(inline.create_context_sync())
 
 
-def test_callbacks_are_refused(rctx: ivm.Context) -> None:
-    # References and ExternalCopies cross now: tests/test_remote_references.py.
-    with pytest.raises(ivm.TransferError, match="callback"):
-        rctx.eval_closure_sync("return $0()", [ivm.Callback(lambda: 1)], arguments_options={"copy": True})
+def test_references_callbacks_and_external_copies_cross(rctx: ivm.Context) -> None:
+    # Refused before 0.5; tests/test_remote_references.py and
+    # tests/test_remote_callbacks.py test each in depth.
+    assert rctx.eval_sync("({a: 1})", reference=True).copy_sync() == {"a": 1}
+    assert rctx.eval_sync("({a: 2})", external_copy=True).copy() == {"a": 2}
+    assert rctx.global_.typeof == "object"
+    assert rctx.eval_closure_sync("return $0()", [ivm.Callback(lambda: 1)], arguments_options={"copy": True}) == 1
+    assert rctx.eval_closure_sync("return $0.copy()[1]", [ivm.ExternalCopy([1, 2])]) == 2
     assert rctx.eval_sync("'still usable'") == "still usable"
 
 
@@ -426,10 +430,7 @@ def test_modules_are_refused_clearly(remote: ivm.Isolate) -> None:
 
 
 def test_hooks_and_code_caches_are_refused_clearly(remote: ivm.Isolate) -> None:
-    with pytest.raises(ValueError, match="hooks"):
-        remote.create_context_sync(import_module=lambda s, r: remote.compile_module_sync(""))
-    with pytest.raises(ValueError, match="hooks"):
-        remote.create_context_sync(on_unhandled_rejection=print)
+    # (Import and rejection hooks do reach workers now: tests/test_remote_callbacks.py.)
     with pytest.raises(ValueError, match="code caches"):
         remote.compile_script_sync("1", produce_cached_data=True)
     with pytest.raises(ValueError, match="code caches"):
