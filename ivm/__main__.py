@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import ivm
 
@@ -72,7 +72,7 @@ class _Session:
 
     def __init__(self, args: argparse.Namespace, import_root: Path | None = None) -> None:
         self.args = args
-        process = "isolated" if args.isolated else "inline"
+        process: Literal["inline", "isolated"] = "isolated" if args.isolated else "inline"
         self.isolate = ivm.Isolate(memory_limit=args.memory_limit, process=process)
         loader = _module_loader(self.isolate, import_root) if import_root else None
         self.context = self.isolate.create_context_sync(import_module=loader)
