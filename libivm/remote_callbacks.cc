@@ -23,7 +23,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
-#include <optional>
 #include <thread>
 #include <unordered_set>
 #include <vector>
@@ -416,15 +415,19 @@ void WorkerProcess::RunCallback(const wire::Frame& frame) {
   }
   ivm_call c;
   std::shared_ptr<RemoteIsolate> iso = entry.remote.lock();
-  std::optional<remote::HostCodec> codec;   // the arguments' References, copies, buffers
-  if (iso) {
-    codec.emplace(iso);
-    codec->in_fds = &frame.fds;
-    codec->seal_received = true;
+  if (!iso) {   // the isolate's last handle went meanwhile: its JavaScript is being stopped
+    if (op != wire::kOpCallbackNotify) {
+      Send(remote::CallbackReply(*this, nullptr, frame.header.id, nullptr, nullptr,
+                                 MakeError(IVM_ERROR_DISPOSED, kDisposedMessage), 0, nullptr));
+    }
+    return;
   }
+  remote::HostCodec codec(iso);   // the arguments' References, copies, buffers
+  codec.in_fds = &frame.fds;
+  codec.seal_received = true;
   for (uint32_t i = 0; i < nargs; ++i) {
     ivm_value_t* v = nullptr;
-    if (!wire::ReadValue(r, &v, codec ? &*codec : nullptr)) {
+    if (!wire::ReadValue(r, &v, &codec)) {
       ivm_error_free(BadReply("a malformed argument in a CALLBACK"));
       return;
     }
