@@ -322,7 +322,7 @@ async def test_cancel_an_awaited_call_whose_js_waits_in_a_callback(rctx: ivm.Con
             while not entered.is_set():
                 await anyio.sleep(0.01)
             tg.cancel_scope.cancel()
-    assert not scope.cancelled_caught and time.monotonic() - start < 5
+    assert not scope.cancelled_caught and time.monotonic() - start < 20   # not the 30 s block
     release.set()
     assert await rctx.eval("'usable'") == "usable"
 
