@@ -166,7 +166,8 @@ def test_references_callbacks_and_external_copies_cross(rctx: ivm.Context) -> No
     assert rctx.eval_sync("({a: 1})", reference=True).copy_sync() == {"a": 1}
     assert rctx.eval_sync("({a: 2})", external_copy=True).copy() == {"a": 2}
     assert rctx.global_.typeof == "object"
-    assert rctx.eval_closure_sync("return $0()", [ivm.Callback(lambda: 1)], arguments_options={"copy": True}) == 1
+    assert rctx.eval_closure_sync("return $0()", [ivm.Callback(lambda: 1)],
+                                  arguments_options={"copy": True}) == 1
     assert rctx.eval_closure_sync("return $0.copy()[1]", [ivm.ExternalCopy([1, 2])]) == 2
     assert rctx.eval_sync("'still usable'") == "still usable"
 
