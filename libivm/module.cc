@@ -8,6 +8,7 @@
 #include "callback.h"
 #include "context.h"
 #include "copy.h"
+#include "module.h"
 #include "remote.h"
 
 #include <mutex>
@@ -15,8 +16,6 @@
 #include <vector>
 
 namespace ivm {
-
-inline constexpr char kModuleReleased[] = "Module has been released";
 
 class ModuleRecord final : public Resource {
  public:
@@ -57,12 +56,6 @@ class ModuleRecord final : public Resource {
 
 }  // namespace ivm
 
-struct ivm_module : ivm::LiveCounted {
-  std::shared_ptr<ivm::IsolateHolder> holder;
-  std::shared_ptr<ivm::ModuleRecord> record;
-  std::shared_ptr<ivm::Lease> lease;
-};
-
 namespace {
 
 using ivm::ContextRecord;
@@ -70,7 +63,7 @@ using ivm::InvalidArgument;
 using ivm::IsolateHolder;
 using ivm::ModuleRecord;
 
-constexpr char kNotInstantiated[] = "The module has not been instantiated";
+constexpr const char* kNotInstantiated = ivm::kModuleNotInstantiated;
 
 ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr,
                            const ivm::cache::CompileInput& in, ivm_module_t** out) {
@@ -240,9 +233,20 @@ ivm_error_t* CheckModule(const ivm_module_t* module) {
   return module == nullptr ? InvalidArgument("module is NULL") : nullptr;
 }
 
+// What the compile reported, inline or from a worker.
+const std::vector<std::string>& SpecifiersOf(const ivm_module_t* module) {
+  return module->remote ? module->remote->specifiers : module->record->specifiers;
+}
+const ivm::cache::Outcome& CacheOf(const ivm_module_t* module) {
+  return module->remote ? module->remote->cache : module->record->cache;
+}
+
 ivm_error_t* CheckInstantiate(ivm_module_t* module, ivm_context_t* ctx) {
   if (module == nullptr || ctx == nullptr) return InvalidArgument("module or context is NULL");
-  if (module->holder != ctx->holder) {
+  bool same = module->remote || ctx->remote
+                  ? module->remote && ctx->remote && module->remote->object->iso == ctx->remote->iso
+                  : module->holder == ctx->holder;
+  if (!same) {
     return InvalidArgument("The module and the context belong to different isolates");
   }
   return nullptr;
@@ -387,11 +391,11 @@ IVM_API ivm_error_t* ivm_isolate_compile_module(ivm_isolate_t* iso, const char* 
                                                 ivm_module_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
-    if (iso->remote) return ivm::remote::RefuseModules();
     ivm::cache::CompileInput in;
     if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
       return err;
     }
+    if (iso->remote) return ivm::remote::CompileModule(iso->remote, in, out);
     return CompileModule(iso->holder, in, out);
   });
 }
@@ -404,10 +408,12 @@ IVM_API ivm_error_t* ivm_isolate_compile_module_async(ivm_isolate_t* iso, const 
                                                       uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
-    if (iso->remote) return ivm::remote::RefuseModules();
     ivm::cache::CompileInput in;
     if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
       return err;
+    }
+    if (iso->remote) {
+      return ivm::remote::CompileModuleAsync(iso->remote, in, done, user_data, job_out);
     }
     return ivm::cache::QueueCompile(
         iso->holder, in, IVM_COMPLETION_MODULE, done, user_data, job_out,
@@ -421,7 +427,7 @@ IVM_API ivm_error_t* ivm_module_dependency_count(const ivm_module_t* module, siz
   return Guard([&]() -> ivm_error_t* {
     if (ivm_error_t* err = CheckModule(module)) return err;
     if (count_out == nullptr) return InvalidArgument("count_out is NULL");
-    *count_out = module->record->specifiers.size();
+    *count_out = SpecifiersOf(module).size();
     return nullptr;
   });
 }
@@ -431,7 +437,7 @@ IVM_API ivm_error_t* ivm_module_dependency_specifier(const ivm_module_t* module,
   return Guard([&]() -> ivm_error_t* {
     if (ivm_error_t* err = CheckModule(module)) return err;
     if (out == nullptr || out_len == nullptr) return InvalidArgument("out or out_len is NULL");
-    const std::vector<std::string>& all = module->record->specifiers;
+    const std::vector<std::string>& all = SpecifiersOf(module);
     if (index >= all.size()) return InvalidArgument("index out of range");
     *out = all[index].data();
     *out_len = all[index].size();
@@ -444,6 +450,7 @@ IVM_API ivm_error_t* ivm_module_instantiate(ivm_module_t* module, ivm_context_t*
   return Guard([&]() -> ivm_error_t* {
     if (ivm_error_t* err = CheckInstantiate(module, ctx)) return err;
     if (resolve == nullptr) return InvalidArgument("resolve is NULL");
+    if (module->remote) return ivm::remote::InstantiateModule(module, ctx, resolve, user_data);
     return Instantiate(*module->holder, module, module->record, ctx->record, resolve, user_data);
   });
 }
@@ -455,6 +462,10 @@ IVM_API ivm_error_t* ivm_module_instantiate_async(ivm_module_t* module, ivm_cont
   return Guard([&]() -> ivm_error_t* {
     if (ivm_error_t* err = CheckInstantiate(module, ctx)) return err;
     if (resolve == nullptr || done == nullptr) return InvalidArgument("resolve or done is NULL");
+    if (module->remote) {
+      return ivm::remote::InstantiateModuleAsync(module, ctx, resolve, resolve_data, done,
+                                                 user_data, job_out);
+    }
     // The job keeps what it needs: the caller may free its handles meanwhile.
     std::shared_ptr<IsolateHolder> holder = module->holder;
     std::shared_ptr<ModuleRecord> rec = module->record;
@@ -479,7 +490,8 @@ IVM_API ivm_error_t* ivm_module_evaluate(ivm_module_t* module, const ivm_run_opt
     if (module == nullptr || out == nullptr) return InvalidArgument("module or out is NULL");
     ivm::CallOptions o;
     if (ivm_error_t* err = ivm::ReadCallOptions(run, result, &o)) return err;
-    ivm_error_t* err = Evaluate(*module->holder, *module->record, o, out);
+    ivm_error_t* err = module->remote ? ivm::remote::EvaluateModule(module, o, out)
+                                      : Evaluate(*module->holder, *module->record, o, out);
     if (err == nullptr) ivm::DeliverPrimitive(primitive_out, out);
     return err;
   });
@@ -494,6 +506,9 @@ IVM_API ivm_error_t* ivm_module_evaluate_async(ivm_module_t* module,
     if (module == nullptr || done == nullptr) return InvalidArgument("module or done is NULL");
     ivm::CallOptions o;
     if (ivm_error_t* err = ivm::ReadCallOptions(run, result, &o)) return err;
+    if (module->remote) {
+      return ivm::remote::EvaluateModuleAsync(module, o, done, user_data, job_out);
+    }
     std::shared_ptr<IsolateHolder> holder = module->holder;
     std::shared_ptr<ModuleRecord> rec = module->record;
     std::shared_ptr<ivm::Lease> lease = module->lease;
@@ -513,6 +528,7 @@ IVM_API ivm_error_t* ivm_module_namespace(ivm_module_t* module, const ivm_result
     if (module == nullptr || out == nullptr) return InvalidArgument("module or out is NULL");
     ivm::CallOptions o;
     if (ivm_error_t* err = ivm::ReadCallOptions(nullptr, result, &o)) return err;
+    if (module->remote) return ivm::remote::ModuleNamespace(module, o);
     IsolateHolder& holder = *module->holder;
     return RunInModule(holder, *module->record, 0,
                        [&](v8::Isolate* isolate, v8::Local<v8::Context> context,
@@ -531,6 +547,7 @@ IVM_API ivm_error_t* ivm_module_set_meta(ivm_module_t* module, ivm_value_t* meta
       ivm_value_free(meta);
       return InvalidArgument("module or meta is NULL");
     }
+    if (module->remote) return ivm::remote::SetModuleMeta(module, meta);
     module->record->SetMeta(meta);
     RememberMeta(module->holder->isolate(), module->record);
     return nullptr;
@@ -540,6 +557,10 @@ IVM_API ivm_error_t* ivm_module_set_meta(ivm_module_t* module, ivm_value_t* meta
 IVM_API ivm_error_t* ivm_module_release(ivm_module_t* module) {
   return Guard([&]() -> ivm_error_t* {
     if (ivm_error_t* err = CheckModule(module)) return err;
+    if (module->remote) {
+      ivm::remote::ReleaseModule(module);
+      return nullptr;
+    }
     module->holder->Release(module->record);
     return nullptr;
   });
@@ -550,14 +571,14 @@ IVM_API ivm_error_t* ivm_module_cached_data(const ivm_module_t* module, const ch
   return Guard([&]() -> ivm_error_t* {
     if (ivm_error_t* err = CheckModule(module)) return err;
     if (out == nullptr || out_len == nullptr) return InvalidArgument("out or out_len is NULL");
-    *out = module->record->cache.produced.data();
-    *out_len = module->record->cache.produced.size();
+    *out = CacheOf(module).produced.data();
+    *out_len = CacheOf(module).produced.size();
     return nullptr;
   });
 }
 
 IVM_API int ivm_module_cached_data_rejected(const ivm_module_t* module) {
-  return module != nullptr && module->record->cache.rejected ? 1 : 0;
+  return module != nullptr && CacheOf(module).rejected ? 1 : 0;
 }
 
 // Its lease releases the module once no queued job needs it.

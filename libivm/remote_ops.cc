@@ -12,10 +12,6 @@
 
 namespace ivm::remote {
 
-namespace {
-
-// Reads a job's results from its REPLY (positioned after the common part).
-using Parse = std::function<ivm_error_t*(wire::Reader& r, ivm_completion_t* c)>;
 
 ivm_error_t* Sync(RemoteIsolate& iso, uint64_t id, const std::string& frame, uint64_t timeout_ns,
                   const Parse& parse, ivm_completion_t* c) {
@@ -73,6 +69,8 @@ Parse ValueResult(std::shared_ptr<RemoteIsolate> iso) {
     return nullptr;
   };
 }
+
+namespace {
 
 Parse HeapResult(std::shared_ptr<RemoteIsolate> iso) {
   return [iso](wire::Reader& r, ivm_completion_t* c) -> ivm_error_t* {
