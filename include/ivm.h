@@ -91,6 +91,15 @@
  * as a generic error and an unknown value kind as unsupported. After 1.0, a
  * shipped function never changes; a new behaviour gets a new name (`_v2`).
  *
+ * ## Changes in 0.5
+ *
+ *   - ES modules and code caches work in worker-hosted isolates: every
+ *     ivm_module_* call and the cache options of compile_script and
+ *     compile_module, except ivm_module_namespace (IVM_ERROR_TRANSFER: a
+ *     namespace is a reference). For such isolates the embedder's resolve
+ *     function runs in the host, on the instantiating call's thread (also for
+ *     ivm_module_instantiate_async); see "Processes".
+ *
  * ## Changes in 0.4
  *
  *   - Isolates can live in a worker process: ivm_isolate_options_t gains
@@ -529,8 +538,17 @@ IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
  *   results (IVM_RESULT_REFERENCE, IVM_RESULT_EXTERNAL_COPY) and
  *   ivm_context_global() fail with IVM_ERROR_TRANSFER naming which. A CALL or
  *   result larger than a frame (16 MiB) fails with TRANSFER too.
- * - INVALID_ARGUMENT: ES modules (ivm_isolate_compile_module*) are not
- *   forwarded to workers yet.
+ * - Modules: every ivm_module_* call works, with two differences. The host
+ *   walks the import graph itself (the compile reported each module's
+ *   specifiers) and sends the worker the resolved table: `resolve` runs in
+ *   the host on the instantiating call's thread, also for
+ *   ivm_module_instantiate_async (which then calls it before it returns).
+ *   ivm_module_namespace fails with TRANSFER (a namespace is a reference)
+ *   after its usual checks. Since: 0.5
+ * - Code caches cross as bytes and are checked by the worker's libivm exactly
+ *   as inline; a cache made inline works in a worker and back. A cache a
+ *   worker produced is only as trustworthy as that worker (see
+ *   ivm_cache_options_t). Since: 0.5
  * - Blocks: synchronous calls wait on the caller's thread for the worker's
  *   answer; asynchronous ones hold no thread (libivm's I/O thread calls
  *   `done`). ivm_isolate_times() reports the times of the last answered call.
@@ -652,7 +670,9 @@ struct ivm_result_options {
  * compiled as if none had been given (the compiled handle reports it as
  * rejected). It is checked against accidents, not attacks: cache data must
  * never come from an untrusted party (a crafted cache runs arbitrary code in
- * V8, see CVE-2022-39266). Since: 0.4
+ * V8, see CVE-2022-39266). That includes a worker-hosted isolate whose
+ * JavaScript may be hostile: data it produced came from its worker, so do not
+ * give it to inline isolates or to other workers. Since: 0.4
  */
 struct ivm_cache_options {
   size_t struct_size;    /**< sizeof(ivm_cache_options_t) as compiled */
@@ -972,8 +992,8 @@ IVM_API ivm_error_t *ivm_module_evaluate(ivm_module_t *module, const ivm_run_opt
  * The module namespace object (its exports) of an instantiated module, in
  * the form `result` asks for (IVM_RESULT_REFERENCE for a reference).
  * Threads: any. Blocks: waits while the isolate runs another call.
- * Errors:  INVALID_ARGUMENT (not instantiated), TRANSFER, DISPOSED,
- *          DEADLOCK. Since: 0.4
+ * Errors:  INVALID_ARGUMENT (not instantiated), TRANSFER (also always for
+ *          an isolate in a worker, since 0.5), DISPOSED, DEADLOCK. Since: 0.4
  */
 IVM_API ivm_error_t *ivm_module_namespace(ivm_module_t *module,
                                           const ivm_result_options_t *result,
@@ -1238,7 +1258,9 @@ IVM_API ivm_error_t *ivm_isolate_compile_module_async(ivm_isolate_t *iso,
  * holding `undefined`. `resolve` runs on a pool thread; `resolve_data` and the
  * modules it returns must stay valid until `done` has been called. `module`
  * and `ctx` may be freed meanwhile; `resolve` then still receives `module`'s
- * address as the root's `referrer` (a key only: not to be used).
+ * address as the root's `referrer` (a key only: not to be used). For an
+ * isolate in a worker, `resolve` runs on the calling thread before this
+ * returns, and a failure it finds is reported through `done` (Since: 0.5).
  * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.4 */
 IVM_API ivm_error_t *ivm_module_instantiate_async(ivm_module_t *module, ivm_context_t *ctx,
                                                   ivm_module_resolve_fn resolve,

@@ -160,7 +160,9 @@ class Module(Handle):
     @property
     def namespace(self) -> Reference:
         """A :class:`ivm.Reference` to the module's namespace object (its
-        exports); the module must be instantiated."""
+        exports); the module must be instantiated. In an isolate in a worker
+        process this raises :class:`ivm.TransferError` (References do not leave
+        a worker yet): read exports through ``globalThis`` there."""
         out = ffi.new("ivm_value_t **")
         check(lib.ivm_module_namespace(self._ptr, result_options(lib.IVM_RESULT_REFERENCE), out))
         ref = take(out[0])
