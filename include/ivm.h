@@ -99,6 +99,11 @@
  *     namespace is a reference). For such isolates the embedder's resolve
  *     function runs in the host, on the instantiating call's thread (also for
  *     ivm_module_instantiate_async); see "Processes".
+ *   - Import attributes (V8 10.2's import assertions, `assert {type: "json"}`,
+ *     now parsed): ivm_module_dependency_attribute_count() and
+ *     ivm_module_dependency_attribute(); ivm_module_instantiate_v2() and its
+ *     async twin take an ivm_module_resolve_request_fn, which gets the import
+ *     request's index instead of its specifier.
  *
  * ## Changes in 0.4
  *
@@ -959,6 +964,34 @@ typedef ivm_error_t *(*ivm_module_resolve_fn)(void *user_data, const char *speci
                                               ivm_module_t **out);
 
 /**
+ * The number of import attributes of import request `index` (V8 10.2's import
+ * assertions: `import j from "./a.json" assert {type: "json"}` has one).
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.5
+ */
+IVM_API ivm_error_t *ivm_module_dependency_attribute_count(const ivm_module_t *module,
+                                                          size_t index, size_t *count_out);
+
+/**
+ * Import attribute `attribute` (< ivm_module_dependency_attribute_count) of
+ * import request `index`: its key and value, UTF-8, borrowed: valid until the
+ * handle is freed. Attributes are in source order.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.5
+ */
+IVM_API ivm_error_t *ivm_module_dependency_attribute(const ivm_module_t *module, size_t index,
+                                                    size_t attribute, const char **key_out,
+                                                    size_t *key_len_out, const char **value_out,
+                                                    size_t *value_len_out);
+
+/**
+ * As ivm_module_resolve_fn, for ivm_module_instantiate_v2(): resolves import
+ * request `request` of `referrer` (its index for ivm_module_dependency_specifier()
+ * and ivm_module_dependency_attribute()), so that imports of one specifier
+ * with different attributes can be told apart. Since: 0.5
+ */
+typedef ivm_error_t *(*ivm_module_resolve_request_fn)(void *user_data, ivm_module_t *referrer,
+                                                      size_t request, ivm_module_t **out);
+
+/**
  * Instantiates `module` and, through `resolve`, every module it imports, in
  * `ctx` (same isolate). Modules already instantiated in `ctx` may be linked
  * again; a module instantiated in another context may not.
@@ -972,6 +1005,12 @@ typedef ivm_error_t *(*ivm_module_resolve_fn)(void *user_data, const char *speci
 IVM_API ivm_error_t *ivm_module_instantiate(ivm_module_t *module, ivm_context_t *ctx,
                                             ivm_module_resolve_fn resolve,
                                             void *user_data);
+
+/** As ivm_module_instantiate(), with a resolve function that gets each import
+ * request's index (and so its attributes). Since: 0.5 */
+IVM_API ivm_error_t *ivm_module_instantiate_v2(ivm_module_t *module, ivm_context_t *ctx,
+                                               ivm_module_resolve_request_fn resolve,
+                                               void *user_data);
 
 /**
  * Evaluates an instantiated module (and its imports) in its context. The
@@ -1266,6 +1305,13 @@ IVM_API ivm_error_t *ivm_module_instantiate_async(ivm_module_t *module, ivm_cont
                                                   ivm_module_resolve_fn resolve,
                                                   void *resolve_data, ivm_done_fn done,
                                                   void *user_data, uint64_t *job_out);
+
+/** Queues ivm_module_instantiate_v2(); as ivm_module_instantiate_async().
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.5 */
+IVM_API ivm_error_t *ivm_module_instantiate_v2_async(ivm_module_t *module, ivm_context_t *ctx,
+                                                     ivm_module_resolve_request_fn resolve,
+                                                     void *resolve_data, ivm_done_fn done,
+                                                     void *user_data, uint64_t *job_out);
 
 /** Queues ivm_module_evaluate(); as ivm_context_eval_async().
  * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.4 */

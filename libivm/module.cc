@@ -22,6 +22,7 @@ class ModuleRecord final : public Resource {
   void ResetLocked() override { module.Reset(); }
   v8::Global<v8::Module> module;
   std::vector<std::string> specifiers;   // set once by the compile, then read-only
+  std::vector<ImportAttributes> attributes;   // likewise: each request's
   cache::Outcome cache;                  // likewise
 
   int identity = 0;                      // module->GetIdentityHash(), set by the compile
@@ -65,6 +66,18 @@ using ivm::ModuleRecord;
 
 constexpr const char* kNotInstantiated = ivm::kModuleNotInstantiated;
 
+// V8's import assertions, [key, value, source offset] x n, as (key, value) pairs.
+ivm::ImportAttributes ReadAttributes(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                                     v8::Local<v8::FixedArray> assertions) {
+  ivm::ImportAttributes out;
+  for (int i = 0; i + 1 < assertions->Length(); i += 3) {
+    auto& [key, value] = out.emplace_back();
+    ivm::compat::AppendWtf8(isolate, assertions->Get(context, i).As<v8::String>(), key);
+    ivm::compat::AppendWtf8(isolate, assertions->Get(context, i + 1).As<v8::String>(), value);
+  }
+  return out;
+}
+
 ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr,
                            const ivm::cache::CompileInput& in, ivm_module_t** out) {
   const ivm::SourceOptions& o = in.source;
@@ -97,6 +110,7 @@ ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr,
       v8::Local<v8::ModuleRequest> request = requests->Get(context, i).As<v8::ModuleRequest>();
       std::string& specifier = record->specifiers.emplace_back();
       ivm::compat::AppendWtf8(isolate, request->GetSpecifier(), specifier);
+      record->attributes.push_back(ReadAttributes(isolate, context, request->GetImportAssertions()));
     }
     record->module.Reset(isolate, module);
     record->identity = module->GetIdentityHash();
@@ -112,8 +126,7 @@ ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr,
 
 // One instantiation in progress on this thread.
 struct Linking {
-  ivm_module_resolve_fn resolve = nullptr;
-  void* user_data = nullptr;
+  ivm::Resolver resolve;
   IsolateHolder* holder = nullptr;
   std::shared_ptr<ContextRecord> context;
   // The root and every module resolved: the handle the embedder knows it by
@@ -137,9 +150,19 @@ ivm_error_t* CheckLinkable(const Linking& l, ivm_module_t* module) {
   return nullptr;
 }
 
+// The index of the request (specifier, assertions) among `rec`'s (V8 keeps
+// one request per pair); the number of requests if none matches.
+size_t RequestIndex(const ModuleRecord& rec, const std::string& specifier,
+                    const ivm::ImportAttributes& attributes) {
+  for (size_t i = 0; i < rec.specifiers.size(); ++i) {
+    if (rec.specifiers[i] == specifier && rec.attributes[i] == attributes) return i;
+  }
+  return rec.specifiers.size();
+}
+
 v8::MaybeLocal<v8::Module> ResolveImport(v8::Local<v8::Context> context,
                                          v8::Local<v8::String> specifier,
-                                         v8::Local<v8::FixedArray> /*import_assertions*/,
+                                         v8::Local<v8::FixedArray> import_assertions,
                                          v8::Local<v8::Module> referrer) {
   v8::Isolate* isolate = context->GetIsolate();
   Linking* l = t_linking;
@@ -148,17 +171,27 @@ v8::MaybeLocal<v8::Module> ResolveImport(v8::Local<v8::Context> context,
     return {};
   }
   ivm_module_t* from = nullptr;
+  const ModuleRecord* from_record = nullptr;
   for (const auto& [handle, record] : l->modules) {
     if (record->module.Get(isolate) == referrer) {
       from = handle;
+      from_record = record.get();
       break;
     }
   }
   std::string name;
   ivm::compat::AppendWtf8(isolate, specifier, name);
   ivm_module_t* to = nullptr;
-  ivm_error_t* err = from == nullptr ? InvalidArgument("an import of an unknown module")
-                                     : l->resolve(l->user_data, name.data(), name.size(), from, &to);
+  ivm_error_t* err = nullptr;
+  if (from == nullptr) {
+    err = InvalidArgument("an import of an unknown module");
+  } else {
+    ivm::ImportAttributes attributes = ReadAttributes(isolate, context, import_assertions);
+    size_t index = RequestIndex(*from_record, name, attributes);
+    err = index == from_record->specifiers.size()
+              ? InvalidArgument("an import the module does not request")
+              : l->resolve(name, index, from, &to);
+  }
   if (err == nullptr) err = CheckLinkable(*l, to);
   if (err != nullptr) {
     l->error = err;
@@ -175,7 +208,7 @@ v8::MaybeLocal<v8::Module> ResolveImport(v8::Local<v8::Context> context,
 ivm_error_t* Instantiate(IsolateHolder& holder, ivm_module_t* module,
                          const std::shared_ptr<ModuleRecord>& rec_ptr,
                          const std::shared_ptr<ContextRecord>& crec,
-                         ivm_module_resolve_fn resolve, void* user_data) {
+                         const ivm::Resolver& resolve) {
   ModuleRecord& rec = *rec_ptr;
   return ivm::RunInContext(holder, 0, *crec, ivm::kContextReleased,
                            [&](v8::Isolate* isolate, v8::Local<v8::Context> context,
@@ -187,7 +220,6 @@ ivm_error_t* Instantiate(IsolateHolder& holder, ivm_module_t* module,
     }
     Linking l;
     l.resolve = resolve;
-    l.user_data = user_data;
     l.holder = &holder;
     l.context = crec;
     l.modules.emplace_back(module, rec_ptr);
@@ -237,6 +269,9 @@ ivm_error_t* CheckModule(const ivm_module_t* module) {
 const std::vector<std::string>& SpecifiersOf(const ivm_module_t* module) {
   return module->remote ? module->remote->specifiers : module->record->specifiers;
 }
+const std::vector<ivm::ImportAttributes>& AttributesOf(const ivm_module_t* module) {
+  return module->remote ? module->remote->attributes : module->record->attributes;
+}
 const ivm::cache::Outcome& CacheOf(const ivm_module_t* module) {
   return module->remote ? module->remote->cache : module->record->cache;
 }
@@ -250,6 +285,36 @@ ivm_error_t* CheckInstantiate(ivm_module_t* module, ivm_context_t* ctx) {
     return InvalidArgument("The module and the context belong to different isolates");
   }
   return nullptr;
+}
+
+ivm_error_t* InstantiateWith(ivm_module_t* module, ivm_context_t* ctx,
+                             const ivm::Resolver& resolve) {
+  if (ivm_error_t* err = CheckInstantiate(module, ctx)) return err;
+  if (module->remote) return ivm::remote::InstantiateModule(module, ctx, resolve);
+  return Instantiate(*module->holder, module, module->record, ctx->record, resolve);
+}
+
+ivm_error_t* InstantiateAsyncWith(ivm_module_t* module, ivm_context_t* ctx,
+                                  const ivm::Resolver& resolve, ivm_done_fn done,
+                                  void* user_data, uint64_t* job_out) {
+  if (ivm_error_t* err = CheckInstantiate(module, ctx)) return err;
+  if (module->remote) {
+    return ivm::remote::InstantiateModuleAsync(module, ctx, resolve, done, user_data, job_out);
+  }
+  // The job keeps what it needs: the caller may free its handles meanwhile.
+  std::shared_ptr<IsolateHolder> holder = module->holder;
+  std::shared_ptr<ModuleRecord> rec = module->record;
+  std::shared_ptr<ContextRecord> crec = ctx->record;
+  std::shared_ptr<ivm::Lease> leases[2] = {module->lease, ctx->lease};
+  return ivm::Enqueue(
+      holder, IVM_COMPLETION_VALUE, done, user_data,
+      [=](ivm_completion_t* c) -> ivm_error_t* {
+        (void)leases;
+        ivm_error_t* err = Instantiate(*holder, module, rec, crec, resolve);
+        if (err == nullptr) c->result.value = ivm_value_new_undefined();
+        return err;
+      },
+      job_out);
 }
 
 // Modules with an import.meta, by identity hash, for the isolate's
@@ -445,13 +510,54 @@ IVM_API ivm_error_t* ivm_module_dependency_specifier(const ivm_module_t* module,
   });
 }
 
+IVM_API ivm_error_t* ivm_module_dependency_attribute_count(const ivm_module_t* module,
+                                                          size_t index, size_t* count_out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ivm_error_t* err = CheckModule(module)) return err;
+    if (count_out == nullptr) return InvalidArgument("count_out is NULL");
+    const std::vector<ivm::ImportAttributes>& all = AttributesOf(module);
+    if (index >= all.size()) return InvalidArgument("index out of range");
+    *count_out = all[index].size();
+    return nullptr;
+  });
+}
+
+IVM_API ivm_error_t* ivm_module_dependency_attribute(const ivm_module_t* module, size_t index,
+                                                    size_t attribute, const char** key_out,
+                                                    size_t* key_len_out, const char** value_out,
+                                                    size_t* value_len_out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ivm_error_t* err = CheckModule(module)) return err;
+    if (!key_out || !key_len_out || !value_out || !value_len_out) {
+      return InvalidArgument("an output is NULL");
+    }
+    const std::vector<ivm::ImportAttributes>& all = AttributesOf(module);
+    if (index >= all.size() || attribute >= all[index].size()) {
+      return InvalidArgument("index out of range");
+    }
+    const auto& [key, value] = all[index][attribute];
+    *key_out = key.data();
+    *key_len_out = key.size();
+    *value_out = value.data();
+    *value_len_out = value.size();
+    return nullptr;
+  });
+}
+
 IVM_API ivm_error_t* ivm_module_instantiate(ivm_module_t* module, ivm_context_t* ctx,
                                             ivm_module_resolve_fn resolve, void* user_data) {
   return Guard([&]() -> ivm_error_t* {
-    if (ivm_error_t* err = CheckInstantiate(module, ctx)) return err;
     if (resolve == nullptr) return InvalidArgument("resolve is NULL");
-    if (module->remote) return ivm::remote::InstantiateModule(module, ctx, resolve, user_data);
-    return Instantiate(*module->holder, module, module->record, ctx->record, resolve, user_data);
+    return InstantiateWith(module, ctx, ivm::Resolver{resolve, nullptr, user_data});
+  });
+}
+
+IVM_API ivm_error_t* ivm_module_instantiate_v2(ivm_module_t* module, ivm_context_t* ctx,
+                                               ivm_module_resolve_request_fn resolve,
+                                               void* user_data) {
+  return Guard([&]() -> ivm_error_t* {
+    if (resolve == nullptr) return InvalidArgument("resolve is NULL");
+    return InstantiateWith(module, ctx, ivm::Resolver{nullptr, resolve, user_data});
   });
 }
 
@@ -460,26 +566,20 @@ IVM_API ivm_error_t* ivm_module_instantiate_async(ivm_module_t* module, ivm_cont
                                                   void* resolve_data, ivm_done_fn done,
                                                   void* user_data, uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
-    if (ivm_error_t* err = CheckInstantiate(module, ctx)) return err;
     if (resolve == nullptr || done == nullptr) return InvalidArgument("resolve or done is NULL");
-    if (module->remote) {
-      return ivm::remote::InstantiateModuleAsync(module, ctx, resolve, resolve_data, done,
-                                                 user_data, job_out);
-    }
-    // The job keeps what it needs: the caller may free its handles meanwhile.
-    std::shared_ptr<IsolateHolder> holder = module->holder;
-    std::shared_ptr<ModuleRecord> rec = module->record;
-    std::shared_ptr<ContextRecord> crec = ctx->record;
-    std::shared_ptr<ivm::Lease> leases[2] = {module->lease, ctx->lease};
-    return ivm::Enqueue(
-        holder, IVM_COMPLETION_VALUE, done, user_data,
-        [=](ivm_completion_t* c) -> ivm_error_t* {
-          (void)leases;
-          ivm_error_t* err = Instantiate(*holder, module, rec, crec, resolve, resolve_data);
-          if (err == nullptr) c->result.value = ivm_value_new_undefined();
-          return err;
-        },
-        job_out);
+    return InstantiateAsyncWith(module, ctx, ivm::Resolver{resolve, nullptr, resolve_data}, done,
+                                user_data, job_out);
+  });
+}
+
+IVM_API ivm_error_t* ivm_module_instantiate_v2_async(ivm_module_t* module, ivm_context_t* ctx,
+                                                     ivm_module_resolve_request_fn resolve,
+                                                     void* resolve_data, ivm_done_fn done,
+                                                     void* user_data, uint64_t* job_out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (resolve == nullptr || done == nullptr) return InvalidArgument("resolve or done is NULL");
+    return InstantiateAsyncWith(module, ctx, ivm::Resolver{nullptr, resolve, resolve_data}, done,
+                                user_data, job_out);
   });
 }
 

@@ -9,6 +9,7 @@
 
 #include "code_cache.h"
 #include "internal.h"
+#include "module.h"
 #include "options.h"
 #include "wire.h"
 
@@ -154,6 +155,7 @@ struct RemoteModule {
   explicit RemoteModule(std::shared_ptr<RemoteObject> o) : object(std::move(o)) {}
   std::shared_ptr<RemoteObject> object;
   std::vector<std::string> specifiers;   // set by the compile, then read-only
+  std::vector<ImportAttributes> attributes;   // likewise: each request's
   cache::Outcome cache;                  // likewise
   std::atomic<bool> released{false};
   // The id of the context it was instantiated in (0: none yet).
@@ -176,10 +178,10 @@ ivm_error_t* CompileScriptCachedAsync(const std::shared_ptr<RemoteIsolate>& iso,
 // Instantiation: the host calls `resolve` for every import of the graph on
 // the calling thread (also for the async twin), then sends the table.
 ivm_error_t* InstantiateModule(ivm_module_t* module, ivm_context_t* ctx,
-                               ivm_module_resolve_fn resolve, void* resolve_data);
+                               const Resolver& resolve);
 ivm_error_t* InstantiateModuleAsync(ivm_module_t* module, ivm_context_t* ctx,
-                                    ivm_module_resolve_fn resolve, void* resolve_data,
-                                    ivm_done_fn done, void* user_data, uint64_t* job_out);
+                                    const Resolver& resolve, ivm_done_fn done, void* user_data,
+                                    uint64_t* job_out);
 ivm_error_t* EvaluateModule(ivm_module_t* module, const CallOptions& call, ivm_value_t** out);
 ivm_error_t* EvaluateModuleAsync(ivm_module_t* module, const CallOptions& call,
                                  ivm_done_fn done, void* user_data, uint64_t* job_out);

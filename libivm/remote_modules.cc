@@ -67,9 +67,15 @@ Parse ModuleResult(std::shared_ptr<RemoteIsolate> iso, uint64_t module_id,
     uint32_t n = 0;
     bool ok = r.U32(&n);
     for (uint32_t i = 0; ok && i < n; ++i) {
-      std::string_view specifier;
-      ok = r.Bytes(&specifier);
+      std::string_view specifier, key, value;
+      uint32_t count = 0;
+      ok = r.Bytes(&specifier) && r.U32(&count);
       if (ok) rec->specifiers.emplace_back(specifier);
+      ImportAttributes& attributes = rec->attributes.emplace_back();
+      for (uint32_t j = 0; ok && j < count; ++j) {
+        ok = r.Bytes(&key) && r.Bytes(&value);
+        if (ok) attributes.emplace_back(key, value);
+      }
     }
     if (!ok || !ReadCache(r, asked, &rec->cache) || !r.Done()) {
       return iso->worker().BadReply("a malformed module in a REPLY");
@@ -115,7 +121,7 @@ ivm_error_t* FailJob(ivm_completion_kind_t kind, ivm_done_fn done, void* user_da
 struct Graph {
   struct Link {
     uint64_t referrer;
-    std::string specifier;
+    uint32_t request;   // the index of the import request in the referrer
     uint64_t module;
   };
   std::vector<Link> links;
@@ -137,10 +143,9 @@ ivm_error_t* CheckLinkable(const RemoteModule& root, uint64_t ctx_id, const ivm_
 }
 
 // Walks the graph below `root` depth first, in the order V8 does: each
-// module's imports are resolved, then its dependencies are visited. Modules
-// linked before are not entered (V8 asks nothing of them).
-ivm_error_t* Walk(ivm_module_t* root, uint64_t ctx_id, ivm_module_resolve_fn resolve,
-                  void* resolve_data, Graph* g) {
+// module's import requests are resolved, then its dependencies are visited.
+// Modules linked before are not entered (V8 asks nothing of them).
+ivm_error_t* Walk(ivm_module_t* root, uint64_t ctx_id, const Resolver& resolve, Graph* g) {
   struct Visit {
     std::vector<ivm_module_t*> deps;
     size_t next = 0;
@@ -150,14 +155,14 @@ ivm_error_t* Walk(ivm_module_t* root, uint64_t ctx_id, ivm_module_resolve_fn res
   g->modules.push_back(root->remote);
   auto enter = [&](ivm_module_t* module) -> ivm_error_t* {
     Visit v;
-    std::unordered_set<std::string_view> asked;
-    for (const std::string& specifier : module->remote->specifiers) {
-      if (!asked.insert(specifier).second) continue;
+    const std::vector<std::string>& specifiers = module->remote->specifiers;
+    for (size_t i = 0; i < specifiers.size(); ++i) {   // V8 keeps no duplicate request
       ivm_module_t* to = nullptr;
-      ivm_error_t* err = resolve(resolve_data, specifier.data(), specifier.size(), module, &to);
+      ivm_error_t* err = resolve(specifiers[i], i, module, &to);
       if (err == nullptr) err = CheckLinkable(*root->remote, ctx_id, to);
       if (err != nullptr) return err;
-      g->links.push_back({module->remote->object->id, specifier, to->remote->object->id});
+      g->links.push_back(
+          {module->remote->object->id, static_cast<uint32_t>(i), to->remote->object->id});
       v.deps.push_back(to);
     }
     stack.push_back(std::move(v));
@@ -181,21 +186,19 @@ ivm_error_t* Walk(ivm_module_t* root, uint64_t ctx_id, ivm_module_resolve_fn res
 
 // Checks the call, walks the graph and builds the INSTANTIATE frame.
 ivm_error_t* PrepareInstantiate(ivm_module_t* module, ivm_context_t* ctx,
-                                ivm_module_resolve_fn resolve, void* resolve_data,
-                                const std::shared_ptr<Graph>& g, uint64_t* id,
+                                const Resolver& resolve, const std::shared_ptr<Graph>& g,
+                                uint64_t* id,
                                 std::string* frame) {
   RemoteModule& rec = *module->remote;
   RemoteIsolate& iso = *rec.object->iso;
   if (ivm_error_t* err = Disposed(iso)) return err;
   if (rec.released.load()) return MakeError(IVM_ERROR_DISPOSED, kModuleReleased);
   if (rec.context.load() != 0) return InvalidArgument("The module is already instantiated");
-  if (ivm_error_t* err = Walk(module, ctx->remote->id, resolve, resolve_data, g.get())) {
-    return err;
-  }
+  if (ivm_error_t* err = Walk(module, ctx->remote->id, resolve, g.get())) return err;
   wire::Writer w = iso.Begin(wire::kOpModuleInstantiate, id);
   w.U64(rec.object->id).U64(ctx->remote->id).U32(static_cast<uint32_t>(g->links.size()));
   for (const Graph::Link& link : g->links) {
-    w.U64(link.referrer).Bytes(link.specifier).U64(link.module);
+    w.U64(link.referrer).U32(link.request).U64(link.module);
   }
   *frame = w.Finish();
   return nullptr;
@@ -266,11 +269,11 @@ ivm_error_t* CompileScriptCachedAsync(const std::shared_ptr<RemoteIsolate>& iso,
 }
 
 ivm_error_t* InstantiateModule(ivm_module_t* module, ivm_context_t* ctx,
-                               ivm_module_resolve_fn resolve, void* resolve_data) {
+                               const Resolver& resolve) {
   auto g = std::make_shared<Graph>();
   uint64_t id = 0;
   std::string frame;
-  if (ivm_error_t* err = PrepareInstantiate(module, ctx, resolve, resolve_data, g, &id, &frame)) {
+  if (ivm_error_t* err = PrepareInstantiate(module, ctx, resolve, g, &id, &frame)) {
     return err;
   }
   ivm_completion_t c{};
@@ -281,12 +284,12 @@ ivm_error_t* InstantiateModule(ivm_module_t* module, ivm_context_t* ctx,
 }
 
 ivm_error_t* InstantiateModuleAsync(ivm_module_t* module, ivm_context_t* ctx,
-                                    ivm_module_resolve_fn resolve, void* resolve_data,
-                                    ivm_done_fn done, void* user_data, uint64_t* job_out) {
+                                    const Resolver& resolve, ivm_done_fn done, void* user_data,
+                                    uint64_t* job_out) {
   auto g = std::make_shared<Graph>();
   uint64_t id = 0;
   std::string frame;
-  if (ivm_error_t* err = PrepareInstantiate(module, ctx, resolve, resolve_data, g, &id, &frame)) {
+  if (ivm_error_t* err = PrepareInstantiate(module, ctx, resolve, g, &id, &frame)) {
     return FailJob(IVM_COMPLETION_VALUE, done, user_data, job_out, err);
   }
   return Async(module->remote->object->iso, id, frame, 0, IVM_COMPLETION_VALUE, done, user_data,

@@ -75,9 +75,10 @@ enum Op : uint32_t {
   // worker_modules.cc in the worker). *cache* is u8 given, bytes data, u8
   // produce; a compile's cache results are u8 rejected, bytes produced.
   kOpCompileModule = 60,      // u64 module, bytes code, source, cache
-                              // -> u32 n, n x bytes specifier, cache results
+                              // -> u32 n, n x (bytes specifier, u32 m, m x
+                              // (bytes key, bytes value)), cache results
   kOpModuleInstantiate = 61,  // u64 module, u64 ctx, u32 n, n x (u64 referrer,
-                              // bytes specifier, u64 module): the resolved graph
+                              // u32 request, u64 module): the resolved graph
   kOpModuleEvaluate = 62,     // u64 module, u64 timeout_ns, u32 flags -> value
   kOpModuleSetMeta = 63,      // u64 module, value; no reply
   kOpModuleRelease = 64,      // u64 module; no reply

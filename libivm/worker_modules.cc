@@ -15,17 +15,16 @@ namespace ivm::worker {
 
 namespace {
 
-// The imports the host resolved for one instantiation: (referrer, specifier)
-// -> module, by the worker's own handles.
-using Table = std::map<std::pair<ivm_module_t*, std::string>, ivm_module_t*>;
+// The imports the host resolved for one instantiation: (referrer, request
+// index) -> module, by the worker's own handles.
+using Table = std::map<std::pair<ivm_module_t*, size_t>, ivm_module_t*>;
 
-ivm_error_t* Resolve(void* user_data, const char* specifier, size_t specifier_len,
-                     ivm_module_t* referrer, ivm_module_t** out) {
+ivm_error_t* Resolve(void* user_data, ivm_module_t* referrer, size_t request,
+                     ivm_module_t** out) {
   const Table& table = *static_cast<const Table*>(user_data);
-  auto it = table.find({referrer, std::string(specifier, specifier_len)});
+  auto it = table.find({referrer, request});
   if (it == table.end()) {
-    std::string text = "the host resolved no module for '" +
-                       std::string(specifier, specifier_len) + "'";
+    std::string text = "the host resolved no module for import " + std::to_string(request);
     return ivm_error_new_host("Error", 5, text.data(), text.size(), 0, 0);
   }
   *out = it->second;
@@ -40,6 +39,22 @@ void ToOptions(const wire::WireSource& s, ivm_source_options_t* o) {
 }
 
 std::string_view Borrowed(const char* p, size_t n) { return std::string_view(p ? p : "", n); }
+
+// Import request `index`'s attributes, borrowed from `m`.
+std::vector<std::pair<std::string_view, std::string_view>> Attributes(const ivm_module_t* m,
+                                                                      size_t index) {
+  std::vector<std::pair<std::string_view, std::string_view>> out;
+  size_t n = 0;
+  ivm_error_free(ivm_module_dependency_attribute_count(m, index, &n));
+  for (size_t i = 0; i < n; ++i) {
+    const char *key = nullptr, *value = nullptr;
+    size_t key_len = 0, value_len = 0;
+    ivm_error_free(ivm_module_dependency_attribute(m, index, i, &key, &key_len, &value,
+                                                   &value_len));
+    out.emplace_back(Borrowed(key, key_len), Borrowed(value, value_len));
+  }
+  return out;
+}
 
 // A compile's results beyond the specifiers would not fit one frame.
 constexpr size_t kRoom = 4096;
@@ -86,6 +101,7 @@ std::string Ops::CompileCached(uint64_t id, uint32_t op, ivm_isolate_t* iso, wir
   Reply reply = [this, id, iso, object_id, module](const ivm_completion_t* c) -> std::string {
     if (c->error != nullptr) return FullReply(id, c->error, iso, nullptr);
     std::vector<std::string_view> specifiers;
+    std::vector<std::vector<std::pair<std::string_view, std::string_view>>> attributes;
     const char* p = nullptr;
     size_t n = 0, size = 0;
     ivm_module_t* m = module ? c->result.module : nullptr;
@@ -95,6 +111,7 @@ std::string Ops::CompileCached(uint64_t id, uint32_t op, ivm_isolate_t* iso, wir
       for (size_t i = 0; i < n; ++i) {
         ivm_error_free(ivm_module_dependency_specifier(m, i, &p, &size));
         specifiers.push_back(Borrowed(p, size));
+        attributes.push_back(Attributes(m, i));
       }
       ivm_error_free(ivm_module_cached_data(m, &p, &size));
     } else {
@@ -104,7 +121,10 @@ std::string Ops::CompileCached(uint64_t id, uint32_t op, ivm_isolate_t* iso, wir
     bool rejected = m != nullptr ? ivm_module_cached_data_rejected(m) != 0
                                  : ivm_script_cached_data_rejected(script) != 0;
     size_t total = produced.size();
-    for (std::string_view spec : specifiers) total += spec.size() + 4;
+    for (std::string_view spec : specifiers) total += spec.size() + 8;
+    for (const auto& pairs : attributes) {
+      for (const auto& [key, value] : pairs) total += key.size() + value.size() + 8;
+    }
     if (total + kRoom > wire::kMaxPayload) {
       ivm_module_free(m);
       ivm_script_free(script);
@@ -114,7 +134,10 @@ std::string Ops::CompileCached(uint64_t id, uint32_t op, ivm_isolate_t* iso, wir
     std::string out = FullReply(id, nullptr, iso, [&](wire::Writer& w, std::string*) {
       if (module) {
         w.U32(static_cast<uint32_t>(specifiers.size()));
-        for (std::string_view spec : specifiers) w.Bytes(spec);
+        for (size_t i = 0; i < specifiers.size(); ++i) {
+          w.Bytes(specifiers[i]).U32(static_cast<uint32_t>(attributes[i].size()));
+          for (const auto& [key, value] : attributes[i]) w.Bytes(key).Bytes(value);
+        }
       }
       w.U8(rejected ? 1 : 0).Bytes(produced);
       return true;
@@ -155,12 +178,12 @@ std::string Ops::Instantiate(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
     bool known = root != nullptr && ctx != nullptr;
     for (uint32_t i = 0; i < n && r.ok(); ++i) {
       uint64_t from = 0, to = 0;
-      std::string_view specifier;
-      if (!r.U64(&from) || !r.Bytes(&specifier) || !r.U64(&to)) break;
+      uint32_t request = 0;
+      if (!r.U64(&from) || !r.U32(&request) || !r.U64(&to)) break;
       ivm_module_t* referrer = find(from);
       ivm_module_t* target = find(to);
       known = known && referrer != nullptr && target != nullptr;
-      (*table)[{referrer, std::string(specifier)}] = target;
+      (*table)[{referrer, request}] = target;
     }
     if (!r.Done()) return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
     if (!known) return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "unknown module or context");
@@ -171,7 +194,7 @@ std::string Ops::Instantiate(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
     return FullReply(id, nullptr, iso, nullptr);
   };
   return SubmitWith(id, iso, std::move(reply), [&](ivm_done_fn done, void* ud, uint64_t* job) {
-    return ivm_module_instantiate_async(root, ctx, Resolve, table.get(), done, ud, job);
+    return ivm_module_instantiate_v2_async(root, ctx, Resolve, table.get(), done, ud, job);
   });
 }
 

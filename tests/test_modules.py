@@ -422,3 +422,45 @@ async def test_meta_fills_import_meta(context: ivm.Context) -> None:
         iso.compile_module_sync("export default 1", meta=["url"])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="cannot be copied"):
         iso.compile_module_sync("export default 1", meta={"f": lambda: 1})
+
+
+def test_import_attributes_reach_the_resolver(any_context: ivm.Context) -> None:
+    iso = any_context.isolate
+    main = iso.compile_module_sync(
+        "import data from './a.json' assert {type: 'json'};\n"
+        "import code from './a.json';\n"
+        "globalThis.got = [data.n, code.n];"
+    )
+    assert main.dependency_specifiers == ["./a.json", "./a.json"]
+    assert main.dependency_attributes == [{"type": "json"}, {}]
+    as_json = iso.compile_module_sync("export default {n: 'json'};")
+    as_code = iso.compile_module_sync("export default {n: 'code'};")
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    def resolve(specifier: str, referrer: ivm.Module, attributes: dict[str, str]) -> ivm.Module:
+        seen.append((specifier, attributes))
+        return as_json if attributes.get("type") == "json" else as_code
+
+    main.instantiate_sync(any_context, resolve)
+    assert seen == [("./a.json", {"type": "json"}), ("./a.json", {})]
+    main.evaluate_sync()
+    assert any_context.eval_sync("got", copy=True) == ["json", "code"]
+
+
+@pytest.mark.anyio
+async def test_two_argument_resolvers_still_work_with_attributes(any_context: ivm.Context) -> None:
+    iso = any_context.isolate
+    main = await iso.compile_module(
+        "import a from 'a' assert {type: 'json', x: 'y'}; globalThis.a = a;"
+    )
+    dep = await iso.compile_module("export default 5;")
+    seen: list[str] = []
+
+    async def resolve(specifier: str, referrer: ivm.Module) -> ivm.Module:
+        seen.append(specifier)
+        return dep
+
+    await main.instantiate(any_context, resolve)
+    await main.evaluate()
+    assert seen == ["a"] and await any_context.eval("a") == 5
+    assert main.dependency_attributes == [{"type": "json", "x": "y"}]

@@ -160,9 +160,70 @@ static void test_in_a_worker(void) {
   ivm_isolate_free(inline_iso);
 }
 
+/* Import attributes reach a v2 resolve function through the request index. */
+struct attr_graph {
+  ivm_module_t *json, *code;
+  int calls;
+};
+
+static ivm_error_t *resolve_request(void *user_data, ivm_module_t *referrer, size_t request,
+                                    ivm_module_t **out) {
+  struct attr_graph *g = user_data;
+  size_t n = 0;
+  ivm_error_t *err = ivm_module_dependency_attribute_count(referrer, request, &n);
+  g->calls++;
+  if (err != NULL) return err;
+  *out = n == 1 ? g->json : g->code;
+  return NULL;
+}
+
+static void test_attributes(uint32_t placement) {
+  ivm_isolate_options_t opts = IVM_ISOLATE_OPTIONS_INIT;
+  ivm_isolate_t *iso = NULL;
+  ivm_context_t *ctx = NULL;
+  ivm_value_t *out = NULL;
+  ivm_primitive_t prim;
+  struct attr_graph g = {0};
+  size_t n = 9, key_len = 0, value_len = 0;
+  const char *key = NULL, *value = NULL;
+  opts.placement = placement;
+  CHECK(ivm_isolate_new(&opts, &iso) == NULL);
+  if (iso == NULL) return;
+  CHECK(ivm_isolate_create_context(iso, NULL, &ctx) == NULL);
+  ivm_module_t *m = compile(iso, "import a from 'x' assert {type: 'json'};\n"
+                                 "import b from 'x'; globalThis.r = 10 * a + b;");
+  CHECK(ivm_module_dependency_count(m, &n) == NULL && n == 2);
+  CHECK(ivm_module_dependency_attribute_count(m, 0, &n) == NULL && n == 1);
+  CHECK(ivm_module_dependency_attribute(m, 0, 0, &key, &key_len, &value, &value_len) == NULL &&
+        key_len == 4 && memcmp(key, "type", 4) == 0 && value_len == 4 &&
+        memcmp(value, "json", 4) == 0);
+  CHECK(ivm_module_dependency_attribute_count(m, 1, &n) == NULL && n == 0);
+  CHECK(error_kind(ivm_module_dependency_attribute(m, 1, 0, &key, &key_len, &value,
+                                                   &value_len)) == IVM_ERROR_INVALID_ARGUMENT);
+  CHECK(error_kind(ivm_module_dependency_attribute_count(m, 2, &n)) ==
+        IVM_ERROR_INVALID_ARGUMENT);
+  g.json = compile(iso, "export default 1;");
+  g.code = compile(iso, "export default 2;");
+  CHECK(ivm_module_instantiate_v2(m, ctx, resolve_request, &g) == NULL && g.calls == 2);
+  ivm_result_options_t wait = IVM_RESULT_OPTIONS_INIT;
+  wait.flags = IVM_RESULT_PROMISE;
+  CHECK(ivm_module_evaluate(m, NULL, &wait, &out, NULL) == NULL);
+  ivm_value_free(out);
+  out = NULL;
+  CHECK(ivm_context_eval(ctx, "r", 1, NULL, NULL, NULL, &out, &prim) == NULL);
+  CHECK(out == NULL && prim.kind == IVM_VALUE_NUMBER && prim.number == 12);
+  ivm_module_free(m);
+  ivm_module_free(g.json);
+  ivm_module_free(g.code);
+  ivm_context_free(ctx);
+  ivm_isolate_free(iso);
+}
+
 int main(void) {
   uint64_t baseline = ivm_debug_live_objects();
   test_in_a_worker();
+  test_attributes(IVM_PLACEMENT_INLINE);
+  test_attributes(IVM_PLACEMENT_PROCESS);
   CHECK(ivm_debug_live_objects() == baseline);
   ivm_isolate_t *iso = NULL;
   ivm_context_t *ctx = NULL;
