@@ -166,18 +166,8 @@ ivm_error_t* RunScriptAsync(ivm_script_t* script, ivm_context_t* ctx, const Call
 // ivm_context_release / ivm_script_release.
 void Release(RemoteObject& object, uint32_t op);
 
-// The forwarding helpers of remote_ops.cc, for the topic files below.
-// Reads a job's results from its REPLY (positioned after the common part).
-using Parse = std::function<ivm_error_t*(wire::Reader& r, ivm_completion_t* c)>;
-// Sends CALL `frame` (id `id`) and waits for its REPLY; `parse` reads the results into `*c`.
-ivm_error_t* Sync(RemoteIsolate& iso, uint64_t id, const std::string& frame, uint64_t timeout_ns,
-                  const Parse& parse, ivm_completion_t* c);
-// Sends CALL `frame` as the job reported through `done` once its REPLY is parsed.
-ivm_error_t* Async(const std::shared_ptr<RemoteIsolate>& iso, uint64_t id,
-                   const std::string& frame, uint64_t timeout_ns, ivm_completion_kind_t kind,
-                   ivm_done_fn done, void* user_data, uint64_t* job_out, Parse parse);
+// A REPLY with no results (the forwarding helpers above serve the topic files below).
 Parse NoResult();
-Parse ValueResult(std::shared_ptr<RemoteIsolate> iso);
 
 }  // namespace remote
 
