@@ -120,6 +120,7 @@
  *     ivm_module_dependency_attribute(); ivm_module_instantiate_v2() and its
  *     async twin take an ivm_module_resolve_request_fn, which gets the import
  *     request's index instead of its specifier.
+ *   - ivm_module_namespace_async(), the queued twin of ivm_module_namespace().
  *
  * ## Changes in 0.4
  *
@@ -1111,8 +1112,8 @@ IVM_API ivm_error_t *ivm_module_evaluate(ivm_module_t *module, const ivm_run_opt
  * The module namespace object (its exports) of an instantiated module, in
  * the form `result` asks for (IVM_RESULT_REFERENCE for a reference).
  * Threads: any. Blocks: waits while the isolate runs another call.
- * Errors:  INVALID_ARGUMENT (not instantiated), TRANSFER (also always for
- *          an isolate in a worker, since 0.5), DISPOSED, DEADLOCK. Since: 0.4
+ * Errors:  INVALID_ARGUMENT (not instantiated), TRANSFER, DISPOSED,
+ *          DEADLOCK. Since: 0.4 (in a worker-hosted isolate: 0.5)
  */
 IVM_API ivm_error_t *ivm_module_namespace(ivm_module_t *module,
                                           const ivm_result_options_t *result,
@@ -1400,6 +1401,12 @@ IVM_API ivm_error_t *ivm_module_evaluate_async(ivm_module_t *module,
                                                const ivm_result_options_t *result,
                                                ivm_done_fn done, void *user_data,
                                                uint64_t *job_out);
+
+/** Queues ivm_module_namespace(); as ivm_context_eval_async(). Since: 0.5 */
+IVM_API ivm_error_t *ivm_module_namespace_async(ivm_module_t *module,
+                                                const ivm_result_options_t *result,
+                                                ivm_done_fn done, void *user_data,
+                                                uint64_t *job_out);
 
 /**
  * Queues ivm_isolate_heap_statistics(); the result is an

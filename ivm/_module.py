@@ -178,8 +178,7 @@ class Module(Handle):
     def namespace(self) -> Reference:
         """A :class:`ivm.Reference` to the module's namespace object (its
         exports); the module must be instantiated. In an isolate in a worker
-        process this raises :class:`ivm.TransferError` (References do not leave
-        a worker yet): read exports through ``globalThis`` there."""
+        process it is a Reference into the worker, as inline."""
         out = ffi.new("ivm_value_t **")
         check(lib.ivm_module_namespace(self._ptr, result_options(lib.IVM_RESULT_REFERENCE), out))
         ref = take(out[0])

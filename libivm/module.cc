@@ -622,22 +622,52 @@ IVM_API ivm_error_t* ivm_module_evaluate_async(ivm_module_t* module,
   });
 }
 
+namespace {
+ivm_error_t* Namespace(IsolateHolder& holder, ModuleRecord& rec, const ivm::CallOptions& o,
+                       ivm_value_t** out) {
+  return RunInModule(holder, rec, 0,
+                     [&](v8::Isolate* isolate, v8::Local<v8::Context> context,
+                         v8::TryCatch& try_catch, ivm::CallState& call,
+                         v8::Local<v8::Module> m) -> ivm_error_t* {
+    if (m->GetStatus() < v8::Module::kInstantiated) return InvalidArgument(kNotInstantiated);
+    return ivm::CompleteCall(holder, isolate, context, try_catch, call, m->GetModuleNamespace(),
+                             o.flags, out);
+  });
+}
+}  // namespace
+
 IVM_API ivm_error_t* ivm_module_namespace(ivm_module_t* module, const ivm_result_options_t* result,
                                           ivm_value_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (module == nullptr || out == nullptr) return InvalidArgument("module or out is NULL");
     ivm::CallOptions o;
     if (ivm_error_t* err = ivm::ReadCallOptions(nullptr, result, &o)) return err;
-    if (module->remote) return ivm::remote::ModuleNamespace(module, o);
-    IsolateHolder& holder = *module->holder;
-    return RunInModule(holder, *module->record, 0,
-                       [&](v8::Isolate* isolate, v8::Local<v8::Context> context,
-                           v8::TryCatch& try_catch, ivm::CallState& call,
-                           v8::Local<v8::Module> m) -> ivm_error_t* {
-      if (m->GetStatus() < v8::Module::kInstantiated) return InvalidArgument(kNotInstantiated);
-      return ivm::CompleteCall(holder, isolate, context, try_catch, call,
-                               m->GetModuleNamespace(), o.flags, out);
-    });
+    if (module->remote) return ivm::remote::ModuleNamespace(module, o, out);
+    return Namespace(*module->holder, *module->record, o, out);
+  });
+}
+
+IVM_API ivm_error_t* ivm_module_namespace_async(ivm_module_t* module,
+                                                const ivm_result_options_t* result,
+                                                ivm_done_fn done, void* user_data,
+                                                uint64_t* job_out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (module == nullptr || done == nullptr) return InvalidArgument("module or done is NULL");
+    ivm::CallOptions o;
+    if (ivm_error_t* err = ivm::ReadCallOptions(nullptr, result, &o)) return err;
+    if (module->remote) {
+      return ivm::remote::ModuleNamespaceAsync(module, o, done, user_data, job_out);
+    }
+    std::shared_ptr<IsolateHolder> holder = module->holder;
+    std::shared_ptr<ModuleRecord> rec = module->record;
+    std::shared_ptr<ivm::Lease> lease = module->lease;
+    return ivm::Enqueue(
+        holder, IVM_COMPLETION_VALUE, done, user_data,
+        [=](ivm_completion_t* c) -> ivm_error_t* {
+          (void)lease;
+          return Namespace(*holder, *rec, o, &c->result.value);
+        },
+        job_out);
   });
 }
 

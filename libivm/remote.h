@@ -212,7 +212,9 @@ ivm_error_t* EvaluateModule(ivm_module_t* module, const CallOptions& call, ivm_v
 ivm_error_t* EvaluateModuleAsync(ivm_module_t* module, const CallOptions& call,
                                  ivm_done_fn done, void* user_data, uint64_t* job_out);
 // Namespaces are References, which do not leave a worker yet: refused.
-ivm_error_t* ModuleNamespace(ivm_module_t* module, const CallOptions& call);
+ivm_error_t* ModuleNamespace(ivm_module_t* module, const CallOptions& call, ivm_value_t** out);
+ivm_error_t* ModuleNamespaceAsync(ivm_module_t* module, const CallOptions& call, ivm_done_fn done,
+                                  void* user_data, uint64_t* job_out);
 // Takes ownership of `meta`.
 ivm_error_t* SetModuleMeta(ivm_module_t* module, ivm_value_t* meta);
 void ReleaseModule(ivm_module_t* module);

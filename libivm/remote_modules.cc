@@ -321,13 +321,43 @@ ivm_error_t* EvaluateModuleAsync(ivm_module_t* module, const CallOptions& call,
                [keep, parse](wire::Reader& r, ivm_completion_t* c) { return parse(r, c); });
 }
 
-ivm_error_t* ModuleNamespace(ivm_module_t* module, const CallOptions& call) {
-  if (module->remote->released.load()) return MakeError(IVM_ERROR_DISPOSED, kModuleReleased);
-  if (module->remote->context.load() == 0) return InvalidArgument(kModuleNotInstantiated);
-  (void)call;   // copies of namespaces are not forwarded either
-  return MakeError(IVM_ERROR_TRANSFER,
-                   "A module namespace cannot leave an isolate in a worker process yet (it is "
-                   "a Reference); read exports through globalThis or evaluate's result");
+namespace {
+// The checks of a namespace request, then its CALL frame.
+ivm_error_t* NamespaceFrame(ivm_module_t* module, const CallOptions& call, uint64_t* id,
+                            std::string* frame) {
+  RemoteModule& rec = *module->remote;
+  if (rec.released.load()) return MakeError(IVM_ERROR_DISPOSED, kModuleReleased);
+  if (rec.context.load() == 0) return InvalidArgument(kModuleNotInstantiated);
+  if (ivm_error_t* err = Disposed(*rec.object->iso)) return err;
+  *frame = rec.object->iso->Begin(wire::kOpModuleNamespace, id)
+               .U64(rec.object->id)
+               .U32(call.flags)
+               .Finish();
+  return nullptr;
+}
+}  // namespace
+
+ivm_error_t* ModuleNamespace(ivm_module_t* module, const CallOptions& call, ivm_value_t** out) {
+  uint64_t id = 0;
+  std::string frame;
+  if (ivm_error_t* err = NamespaceFrame(module, call, &id, &frame)) return err;
+  const std::shared_ptr<RemoteIsolate>& iso = module->remote->object->iso;
+  ivm_completion_t c{};
+  ivm_error_t* err = Sync(*iso, id, frame, 0, ValueResult(iso), &c);
+  if (err == nullptr) *out = c.result.value;
+  return err;
+}
+
+ivm_error_t* ModuleNamespaceAsync(ivm_module_t* module, const CallOptions& call, ivm_done_fn done,
+                                  void* user_data, uint64_t* job_out) {
+  uint64_t id = 0;
+  std::string frame;
+  if (ivm_error_t* err = NamespaceFrame(module, call, &id, &frame)) return err;
+  std::shared_ptr<RemoteIsolate> iso = module->remote->object->iso;
+  std::shared_ptr<RemoteModule> keep = module->remote;   // alive in the worker until the job ends
+  Parse parse = ValueResult(iso);
+  return Async(iso, id, frame, 0, IVM_COMPLETION_VALUE, done, user_data, job_out,
+               [keep, parse](wire::Reader& r, ivm_completion_t* c) { return parse(r, c); });
 }
 
 ivm_error_t* SetModuleMeta(ivm_module_t* module, ivm_value_t* meta) {

@@ -94,8 +94,10 @@ enum Op : uint32_t {
   kOpModuleRelease = 64,      // u64 module; no reply
   kOpModuleFree = 65,         // u64 module; no reply
   kOpCompileScriptCached = 66,  // u64 script, bytes code, source, cache -> cache results
+  kOpModuleNamespace = 67,    // u64 module, u32 flags -> value (a reference with
+                              // IVM_RESULT_REFERENCE)
   kOpFirstModuleOp = kOpCompileModule,
-  kOpLastModuleOp = kOpCompileScriptCached,
+  kOpLastModuleOp = kOpModuleNamespace,
   kOpLast = kOpLastModuleOp,
   kFirstTestOp = 0xf0000000u,
   kOpTestHook = 0xf0000001u,   // u32 action (IVM_DEBUG_HOOK_*), bytes data

@@ -74,7 +74,8 @@ std::string Ops::ModuleCall(uint64_t id, uint32_t op, ivm_isolate_t* iso, wire::
     case wire::kOpModuleInstantiate:
       return Instantiate(id, iso, r);
     case wire::kOpModuleEvaluate:
-      return Evaluate(id, iso, r);
+    case wire::kOpModuleNamespace:
+      return Evaluate(id, op, iso, r);
     default:
       return DropModule(op, r);
   }
@@ -198,11 +199,14 @@ std::string Ops::Instantiate(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
   });
 }
 
-std::string Ops::Evaluate(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
+// EVALUATE and NAMESPACE (which has no timeout): the module's value.
+std::string Ops::Evaluate(uint64_t id, uint32_t op, ivm_isolate_t* iso, wire::Reader& r) {
   uint64_t module_id = 0;
   ivm_run_options_t run = IVM_RUN_OPTIONS_INIT;
   ivm_result_options_t result = IVM_RESULT_OPTIONS_INIT;
-  if (!r.U64(&module_id) || !r.U64(&run.timeout_ns) || !r.U32(&result.flags) || !r.Done()) {
+  bool evaluate = op == wire::kOpModuleEvaluate;
+  if (!r.U64(&module_id) || (evaluate && !r.U64(&run.timeout_ns)) || !r.U32(&result.flags) ||
+      !r.Done()) {
     return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
   }
   ivm_module_t* module = nullptr;
@@ -213,7 +217,8 @@ std::string Ops::Evaluate(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
   }
   if (module == nullptr) return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "unknown module");
   return SubmitWith(id, iso, nullptr, [&](ivm_done_fn done, void* ud, uint64_t* job) {
-    return ivm_module_evaluate_async(module, &run, &result, done, ud, job);
+    return evaluate ? ivm_module_evaluate_async(module, &run, &result, done, ud, job)
+                    : ivm_module_namespace_async(module, &result, done, ud, job);
   });
 }
 

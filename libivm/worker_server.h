@@ -135,7 +135,7 @@ class Ops {
   std::string ModuleCall(uint64_t id, uint32_t op, ivm_isolate_t* iso, wire::Reader& r);
   std::string CompileCached(uint64_t id, uint32_t op, ivm_isolate_t* iso, wire::Reader& r);
   std::string Instantiate(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
-  std::string Evaluate(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
+  std::string Evaluate(uint64_t id, uint32_t op, ivm_isolate_t* iso, wire::Reader& r);
   std::string DropModule(uint32_t op, wire::Reader& r);
 
   Channel& channel_;

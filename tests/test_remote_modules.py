@@ -1,6 +1,6 @@
 """ES modules and code caches in worker-hosted isolates (issue 13 in workers): the module
-tests of test_modules.py that read exports through a namespace, here reading them through
-globalThis instead (a namespace is a Reference, which does not leave a worker yet); code
+tests of test_modules.py that read exports through a namespace, here mostly reading them
+through globalThis (a namespace is a Reference into the worker, tested on its own); code
 caches that cross between inline isolates and workers; and churn that leaks nothing on
 either side of the channel. The tests that need neither run in test_modules.py and
 test_code_cache.py against both placements."""
@@ -78,15 +78,30 @@ def test_a_cyclic_graph_of_three_modules_evaluates(rctx: ivm.Context) -> None:
         mods["b.mjs"].instantiate_sync(rctx, by_name(mods))
 
 
-def test_the_namespace_is_refused_clearly(rctx: ivm.Context) -> None:
-    m = rctx.isolate.compile_module_sync("export const a = 1;")
+def test_the_namespace_is_a_reference_into_the_worker(rctx: ivm.Context) -> None:
+    m = rctx.isolate.compile_module_sync("export const a = 1; export function twice(x) { return 2 * x; }")
     with pytest.raises(ValueError, match="not been instantiated"):
         m.namespace
     m.instantiate_sync(rctx, by_name({}))
     m.evaluate_sync()
-    with pytest.raises(ivm.TransferError, match="namespace cannot leave .* worker process"):
+    ns = m.namespace
+    assert ns.typeof == "object"
+    assert ns.get_sync("a") == 1
+    assert ns.get_sync("twice", reference=True).apply_sync(None, [21]) == 42
+    # deref_into() gives the namespace object itself back in its own isolate.
+    assert rctx.eval_closure_sync("return Object.keys($0).sort().join()", [ns.deref_into()]) == "a,twice"
+    m.release()
+    with pytest.raises(ivm.DisposedError):
         m.namespace
     assert rctx.eval_sync("1 + 1") == 2
+
+
+@pytest.mark.anyio
+async def test_the_namespace_async(rctx: ivm.Context) -> None:
+    m = await rctx.isolate.compile_module("export default await Promise.resolve('tla');")
+    await m.instantiate(rctx, by_name({}))
+    await m.evaluate()
+    assert await m.namespace.get("default") == "tla"
 
 
 def test_modules_already_linked_in_the_context_link_again(rctx: ivm.Context) -> None:
