@@ -116,6 +116,17 @@
  *     thread waiting for the call (see "Processes"). ivm_call_job().
  *   - ivm_context_options_t's `import_hook` and `on_unhandled_rejection` work
  *     for contexts of isolates in worker processes (they were refused).
+ *   - ES modules and code caches work in worker-hosted isolates: every
+ *     ivm_module_* call and the cache options of compile_script and
+ *     compile_module. For such isolates the embedder's resolve
+ *     function runs in the host, on the instantiating call's thread (also for
+ *     ivm_module_instantiate_async); see "Processes".
+ *   - Import attributes (V8 10.2's import assertions, `assert {type: "json"}`,
+ *     now parsed): ivm_module_dependency_attribute_count() and
+ *     ivm_module_dependency_attribute(); ivm_module_instantiate_v2() and its
+ *     async twin take an ivm_module_resolve_request_fn, which gets the import
+ *     request's index instead of its specifier.
+ *   - ivm_module_namespace_async(), the queued twin of ivm_module_namespace().
  *
  * ## Changes in 0.4
  *
@@ -629,15 +640,23 @@ IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
  *   runs, its result is dropped and the call fails with CRASHED. A context's
  *   `import_hook` and `on_unhandled_rejection` are called the same way (the
  *   rejection hook one way: the worker's JavaScript does not wait for it).
- *   ES modules themselves do not reach workers yet. A host function's
+ *   A host function's
  *   arguments and result cross as a call's values do (References into its
  *   own worker, ExternalCopies, large buffers in shared memory).
  * - TRANSFER: host callbacks do not leave a worker, nor do References or
  *   ExternalCopies inside a copy a worker sends (a result, a host function's
  *   argument). A CALL or result whose other data (strings, the copy's stream)
  *   exceeds a frame (16 MiB) fails with TRANSFER too.
- * - INVALID_ARGUMENT: ES modules (ivm_isolate_compile_module*) are not
- *   forwarded to workers yet.
+ * - Modules: every ivm_module_* call works, with two differences. The host
+ *   walks the import graph itself (the compile reported each module's
+ *   specifiers) and sends the worker the resolved table: `resolve` runs in
+ *   the host on the instantiating call's thread, also for
+ *   ivm_module_instantiate_async (which then calls it before it returns).
+ *   ivm_module_namespace works as inline (a Reference into the worker). Since: 0.5
+ * - Code caches cross as bytes and are checked by the worker's libivm exactly
+ *   as inline; a cache made inline works in a worker and back. A cache a
+ *   worker produced is only as trustworthy as that worker (see
+ *   ivm_cache_options_t). Since: 0.5
  * - Blocks: synchronous calls wait on the caller's thread for the worker's
  *   answer; asynchronous ones hold no thread (libivm's I/O thread calls
  *   `done`). ivm_isolate_times() reports the times of the last answered call.
@@ -759,7 +778,9 @@ struct ivm_result_options {
  * compiled as if none had been given (the compiled handle reports it as
  * rejected). It is checked against accidents, not attacks: cache data must
  * never come from an untrusted party (a crafted cache runs arbitrary code in
- * V8, see CVE-2022-39266). Since: 0.4
+ * V8, see CVE-2022-39266). That includes a worker-hosted isolate whose
+ * JavaScript may be hostile: data it produced came from its worker, so do not
+ * give it to inline isolates or to other workers. Since: 0.4
  */
 struct ivm_cache_options {
   size_t struct_size;    /**< sizeof(ivm_cache_options_t) as compiled */
@@ -1046,6 +1067,34 @@ typedef ivm_error_t *(*ivm_module_resolve_fn)(void *user_data, const char *speci
                                               ivm_module_t **out);
 
 /**
+ * The number of import attributes of import request `index` (V8 10.2's import
+ * assertions: `import j from "./a.json" assert {type: "json"}` has one).
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.5
+ */
+IVM_API ivm_error_t *ivm_module_dependency_attribute_count(const ivm_module_t *module,
+                                                          size_t index, size_t *count_out);
+
+/**
+ * Import attribute `attribute` (< ivm_module_dependency_attribute_count) of
+ * import request `index`: its key and value, UTF-8, borrowed: valid until the
+ * handle is freed. Attributes are in source order.
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.5
+ */
+IVM_API ivm_error_t *ivm_module_dependency_attribute(const ivm_module_t *module, size_t index,
+                                                    size_t attribute, const char **key_out,
+                                                    size_t *key_len_out, const char **value_out,
+                                                    size_t *value_len_out);
+
+/**
+ * As ivm_module_resolve_fn, for ivm_module_instantiate_v2(): resolves import
+ * request `request` of `referrer` (its index for ivm_module_dependency_specifier()
+ * and ivm_module_dependency_attribute()), so that imports of one specifier
+ * with different attributes can be told apart. Since: 0.5
+ */
+typedef ivm_error_t *(*ivm_module_resolve_request_fn)(void *user_data, ivm_module_t *referrer,
+                                                      size_t request, ivm_module_t **out);
+
+/**
  * Instantiates `module` and, through `resolve`, every module it imports, in
  * `ctx` (same isolate). Modules already instantiated in `ctx` may be linked
  * again; a module instantiated in another context may not.
@@ -1059,6 +1108,12 @@ typedef ivm_error_t *(*ivm_module_resolve_fn)(void *user_data, const char *speci
 IVM_API ivm_error_t *ivm_module_instantiate(ivm_module_t *module, ivm_context_t *ctx,
                                             ivm_module_resolve_fn resolve,
                                             void *user_data);
+
+/** As ivm_module_instantiate(), with a resolve function that gets each import
+ * request's index (and so its attributes). Since: 0.5 */
+IVM_API ivm_error_t *ivm_module_instantiate_v2(ivm_module_t *module, ivm_context_t *ctx,
+                                               ivm_module_resolve_request_fn resolve,
+                                               void *user_data);
 
 /**
  * Evaluates an instantiated module (and its imports) in its context. The
@@ -1080,7 +1135,7 @@ IVM_API ivm_error_t *ivm_module_evaluate(ivm_module_t *module, const ivm_run_opt
  * the form `result` asks for (IVM_RESULT_REFERENCE for a reference).
  * Threads: any. Blocks: waits while the isolate runs another call.
  * Errors:  INVALID_ARGUMENT (not instantiated), TRANSFER, DISPOSED,
- *          DEADLOCK. Since: 0.4
+ *          DEADLOCK. Since: 0.4 (in a worker-hosted isolate: 0.5)
  */
 IVM_API ivm_error_t *ivm_module_namespace(ivm_module_t *module,
                                           const ivm_result_options_t *result,
@@ -1345,12 +1400,21 @@ IVM_API ivm_error_t *ivm_isolate_compile_module_async(ivm_isolate_t *iso,
  * holding `undefined`. `resolve` runs on a pool thread; `resolve_data` and the
  * modules it returns must stay valid until `done` has been called. `module`
  * and `ctx` may be freed meanwhile; `resolve` then still receives `module`'s
- * address as the root's `referrer` (a key only: not to be used).
+ * address as the root's `referrer` (a key only: not to be used). For an
+ * isolate in a worker, `resolve` runs on the calling thread before this
+ * returns, and a failure it finds is reported through `done` (Since: 0.5).
  * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.4 */
 IVM_API ivm_error_t *ivm_module_instantiate_async(ivm_module_t *module, ivm_context_t *ctx,
                                                   ivm_module_resolve_fn resolve,
                                                   void *resolve_data, ivm_done_fn done,
                                                   void *user_data, uint64_t *job_out);
+
+/** Queues ivm_module_instantiate_v2(); as ivm_module_instantiate_async().
+ * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.5 */
+IVM_API ivm_error_t *ivm_module_instantiate_v2_async(ivm_module_t *module, ivm_context_t *ctx,
+                                                     ivm_module_resolve_request_fn resolve,
+                                                     void *resolve_data, ivm_done_fn done,
+                                                     void *user_data, uint64_t *job_out);
 
 /** Queues ivm_module_evaluate(); as ivm_context_eval_async().
  * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.4 */
@@ -1359,6 +1423,12 @@ IVM_API ivm_error_t *ivm_module_evaluate_async(ivm_module_t *module,
                                                const ivm_result_options_t *result,
                                                ivm_done_fn done, void *user_data,
                                                uint64_t *job_out);
+
+/** Queues ivm_module_namespace(); as ivm_context_eval_async(). Since: 0.5 */
+IVM_API ivm_error_t *ivm_module_namespace_async(ivm_module_t *module,
+                                                const ivm_result_options_t *result,
+                                                ivm_done_fn done, void *user_data,
+                                                uint64_t *job_out);
 
 /**
  * Queues ivm_isolate_heap_statistics(); the result is an

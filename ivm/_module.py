@@ -25,12 +25,17 @@ if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _module
 
 __all__ = ["ImportHook", "Module", "Resolver", "import_callback"]
 
-#: ``resolver(specifier, referrer)`` gives the module an import names;
-#: :meth:`Module.instantiate` also accepts a coroutine function.
-Resolver = Callable[[str, "Module"], Union["Module", Awaitable["Module"]]]
+#: ``resolver(specifier, referrer)`` gives the module an import names; a resolver
+#: that takes a third positional parameter also gets the import's attributes
+#: (``assert {type: "json"}`` gives ``{"type": "json"}``). :meth:`Module.instantiate`
+#: also accepts coroutine functions.
+Resolver = Union[
+    Callable[[str, "Module"], Union["Module", Awaitable["Module"]]],
+    Callable[[str, "Module", dict[str, str]], Union["Module", Awaitable["Module"]]],
+]
 
 _NULL = ffi.NULL
-_Links = dict[tuple[int, str], "Module"]
+_Links = dict[tuple[int, int], "Module"]
 # Link tables of instantiations in progress, by key: libivm's resolve
 # callback finds them here (the key travels as its user_data).
 _linking: dict[int, _Links] = {}
@@ -40,11 +45,12 @@ _keys = itertools.count(1)
 class Module(Handle):
     """A module compiled by :meth:`Isolate.compile_module_sync`."""
 
-    __slots__ = ("_isolate", "_specifiers", "_linked", "_filename")
+    __slots__ = ("_isolate", "_specifiers", "_attributes", "_linked", "_filename")
     _free = lib.ivm_module_free
     _dispose = lib.ivm_module_release
     _isolate: Isolate
     _specifiers: tuple[str, ...]
+    _attributes: tuple[dict[str, str], ...]
     _linked: bool
     _filename: str
 
@@ -54,6 +60,7 @@ class Module(Handle):
         Handle.__init__(self, ptr)
         self._isolate = isolate
         self._specifiers = _specifiers(self._ptr)
+        self._attributes = tuple(_attributes(self._ptr, i) for i in range(len(self._specifiers)))
         self._linked = False
         self._filename = "<module>" if filename is None else filename
         return self
@@ -85,6 +92,12 @@ class Module(Handle):
         return list(self._specifiers)
 
     @property
+    def dependency_attributes(self) -> list[dict[str, str]]:
+        """The import attributes of each of :attr:`dependency_specifiers`
+        (``import j from "./a.json" assert {type: "json"}``: ``{"type": "json"}``)."""
+        return [dict(attributes) for attributes in self._attributes]
+
+    @property
     def cached_data(self) -> bytes | None:
         """Cache data for later compiles of the same source, if the compile was
         asked for it (``produce_cached_data=True``); otherwise None."""
@@ -104,7 +117,9 @@ class Module(Handle):
         """Links this module and every module it imports, in ``context``.
 
         ``resolver(specifier, referrer)`` is called once per import of each
-        module of the graph and returns a :class:`Module` of the same isolate.
+        module of the graph and returns a :class:`Module` of the same isolate;
+        a resolver with a third positional parameter also gets the import's
+        attributes (a dict, empty for most imports).
         What it raises propagates; a module of another isolate or context, a
         non-Module, or instantiating twice raises ``ValueError``/``TypeError``.
         """
@@ -112,7 +127,7 @@ class Module(Handle):
         links = _link_sync(self, resolver)
         key = _register(links)
         try:
-            check(lib.ivm_module_instantiate(self._ptr, cptr, lib._ivm_py_resolve,
+            check(lib.ivm_module_instantiate_v2(self._ptr, cptr, lib._ivm_py_resolve,
                                              ffi.cast("void *", key)))
         finally:
             _linking.pop(key, None)
@@ -132,7 +147,7 @@ class Module(Handle):
         try:
             await submit(
                 self._isolate._ptr,
-                lib.ivm_module_instantiate_async,
+                lib.ivm_module_instantiate_v2_async,
                 (self._ptr, cptr, lib._ivm_py_resolve, ffi.cast("void *", key)),
                 done,
             )
@@ -162,7 +177,8 @@ class Module(Handle):
     @property
     def namespace(self) -> Reference:
         """A :class:`ivm.Reference` to the module's namespace object (its
-        exports); the module must be instantiated."""
+        exports); the module must be instantiated. In an isolate in a worker
+        process it is a Reference into the worker, as inline."""
         out = ffi.new("ivm_value_t **")
         check(lib.ivm_module_namespace(self._ptr, result_options(lib.IVM_RESULT_REFERENCE), out))
         ref = take(out[0])
@@ -246,6 +262,30 @@ def _specifiers(ptr: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _attributes(ptr: Any, index: int) -> dict[str, str]:
+    count = ffi.new("size_t *")
+    check(lib.ivm_module_dependency_attribute_count(ptr, index, count))
+    key, key_len = ffi.new("const char **"), ffi.new("size_t *")
+    value, value_len = ffi.new("const char **"), ffi.new("size_t *")
+    pairs = {}
+    for i in range(count[0]):
+        check(lib.ivm_module_dependency_attribute(ptr, index, i, key, key_len, value, value_len))
+        pairs[ffi.unpack(key[0], key_len[0]).decode("utf-8", "surrogatepass")] = ffi.unpack(
+            value[0], value_len[0]
+        ).decode("utf-8", "surrogatepass")
+    return pairs
+
+
+def _takes_attributes(resolver: object) -> bool:
+    """Whether ``resolver`` takes a third positional parameter (the attributes)."""
+    try:
+        params = inspect.signature(resolver).parameters.values()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in kinds for p in params) >= 3
+
+
 def _evaluate_options(timeout: float | None, promise: bool) -> tuple[Any, Any]:
     flags = result_flags(promise) | (0 if promise else lib.IVM_RESULT_DISCARD)
     return run_options(timeout), result_options(flags)
@@ -282,19 +322,21 @@ def _check_resolver(resolver: object) -> None:
         raise TypeError(f"resolver must be callable, not {type(resolver).__name__}")
 
 
-def _walk(root: Module) -> Generator[tuple[str, Module], object, _Links]:
-    """Walks the import graph below ``root``: yields each (specifier, referrer)
-    to resolve, is sent the result, and returns the table
-    (referrer address, specifier) -> module."""
+def _walk(root: Module, attributes: bool) -> Generator[tuple[Any, ...], object, _Links]:
+    """Walks the import graph below ``root``: yields the arguments of each
+    resolver call (specifier, referrer and, if ``attributes``, the import's
+    attributes), is sent the result, and returns the table
+    (referrer address, import request index) -> module."""
     links: _Links = {}
     graph = [root]
     seen = {id(root)}
     for module in graph:  # grows while it is walked
-        for specifier in module._specifiers:
-            key = (_address(module), specifier)
-            if key in links:
-                continue
-            dep = _checked((yield specifier, module), specifier, root)
+        for index, specifier in enumerate(module._specifiers):
+            key = (_address(module), index)
+            request: tuple[Any, ...] = (specifier, module)
+            if attributes:
+                request += (dict(module._attributes[index]),)
+            dep = _checked((yield request), specifier, root)
             links[key] = dep
             if id(dep) not in seen:
                 seen.add(id(dep))
@@ -304,7 +346,7 @@ def _walk(root: Module) -> Generator[tuple[str, Module], object, _Links]:
 
 def _link_sync(root: Module, resolver: Resolver) -> _Links:
     _check_resolver(resolver)
-    walk = _walk(root)
+    walk = _walk(root, _takes_attributes(resolver))
     try:
         request = next(walk)
         while True:
@@ -322,7 +364,7 @@ def _link_sync(root: Module, resolver: Resolver) -> _Links:
 async def _link_async(root: Module, resolver: Resolver) -> _Links:
     """:func:`_link_sync` with a resolver that may be a coroutine function."""
     _check_resolver(resolver)
-    walk = _walk(root)
+    walk = _walk(root, _takes_attributes(resolver))
     try:
         request = next(walk)
         while True:
@@ -336,14 +378,13 @@ async def _link_async(root: Module, resolver: Resolver) -> _Links:
 
 
 @ffi.def_extern()  # type: ignore[untyped-decorator]
-def _ivm_py_resolve(user_data: Any, specifier: Any, size: int, referrer: Any, out: Any) -> Any:
+def _ivm_py_resolve(user_data: Any, referrer: Any, request: int, out: Any) -> Any:
     """libivm's resolve callback: a lookup in the table the walk above built."""
     try:
         links = _linking[int(ffi.cast("uintptr_t", user_data))]
-        name = ffi.unpack(specifier, size).decode("utf-8", "surrogatepass")
-        dep = links.get((int(ffi.cast("uintptr_t", referrer)), name))
+        dep = links.get((int(ffi.cast("uintptr_t", referrer)), request))
         if dep is None:
-            raise LookupError(f"no module was resolved for {name!r}")
+            raise LookupError(f"no module was resolved for import {request}")
         out[0] = dep._ptr
         return _NULL
     except BaseException as exc:  # noqa: BLE001 - nothing may unwind through C

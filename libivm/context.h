@@ -181,6 +181,7 @@ struct ivm_script : ivm::LiveCounted {
   std::shared_ptr<ivm::ScriptRecord> record;
   std::shared_ptr<ivm::Lease> lease;
   std::shared_ptr<ivm::RemoteObject> remote;
+  ivm::cache::Outcome remote_cache;   // a remote script's: set by its compile
 };
 
 #endif  // IVM_CONTEXT_H

@@ -8,6 +8,7 @@
 #include "callback.h"
 #include "context.h"
 #include "copy.h"
+#include "module.h"
 #include "remote.h"
 
 #include <mutex>
@@ -16,13 +17,12 @@
 
 namespace ivm {
 
-inline constexpr char kModuleReleased[] = "Module has been released";
-
 class ModuleRecord final : public Resource {
  public:
   void ResetLocked() override { module.Reset(); }
   v8::Global<v8::Module> module;
   std::vector<std::string> specifiers;   // set once by the compile, then read-only
+  std::vector<ImportAttributes> attributes;   // likewise: each request's
   cache::Outcome cache;                  // likewise
 
   int identity = 0;                      // module->GetIdentityHash(), set by the compile
@@ -57,12 +57,6 @@ class ModuleRecord final : public Resource {
 
 }  // namespace ivm
 
-struct ivm_module : ivm::LiveCounted {
-  std::shared_ptr<ivm::IsolateHolder> holder;
-  std::shared_ptr<ivm::ModuleRecord> record;
-  std::shared_ptr<ivm::Lease> lease;
-};
-
 namespace {
 
 using ivm::ContextRecord;
@@ -70,7 +64,19 @@ using ivm::InvalidArgument;
 using ivm::IsolateHolder;
 using ivm::ModuleRecord;
 
-constexpr char kNotInstantiated[] = "The module has not been instantiated";
+constexpr const char* kNotInstantiated = ivm::kModuleNotInstantiated;
+
+// V8's import assertions, [key, value, source offset] x n, as (key, value) pairs.
+ivm::ImportAttributes ReadAttributes(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                                     v8::Local<v8::FixedArray> assertions) {
+  ivm::ImportAttributes out;
+  for (int i = 0; i + 1 < assertions->Length(); i += 3) {
+    auto& [key, value] = out.emplace_back();
+    ivm::compat::AppendWtf8(isolate, assertions->Get(context, i).As<v8::String>(), key);
+    ivm::compat::AppendWtf8(isolate, assertions->Get(context, i + 1).As<v8::String>(), value);
+  }
+  return out;
+}
 
 ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr,
                            const ivm::cache::CompileInput& in, ivm_module_t** out) {
@@ -104,6 +110,7 @@ ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr,
       v8::Local<v8::ModuleRequest> request = requests->Get(context, i).As<v8::ModuleRequest>();
       std::string& specifier = record->specifiers.emplace_back();
       ivm::compat::AppendWtf8(isolate, request->GetSpecifier(), specifier);
+      record->attributes.push_back(ReadAttributes(isolate, context, request->GetImportAssertions()));
     }
     record->module.Reset(isolate, module);
     record->identity = module->GetIdentityHash();
@@ -119,8 +126,7 @@ ivm_error_t* CompileModule(const std::shared_ptr<IsolateHolder>& holder_ptr,
 
 // One instantiation in progress on this thread.
 struct Linking {
-  ivm_module_resolve_fn resolve = nullptr;
-  void* user_data = nullptr;
+  ivm::Resolver resolve;
   IsolateHolder* holder = nullptr;
   std::shared_ptr<ContextRecord> context;
   // The root and every module resolved: the handle the embedder knows it by
@@ -144,9 +150,19 @@ ivm_error_t* CheckLinkable(const Linking& l, ivm_module_t* module) {
   return nullptr;
 }
 
+// The index of the request (specifier, assertions) among `rec`'s (V8 keeps
+// one request per pair); the number of requests if none matches.
+size_t RequestIndex(const ModuleRecord& rec, const std::string& specifier,
+                    const ivm::ImportAttributes& attributes) {
+  for (size_t i = 0; i < rec.specifiers.size(); ++i) {
+    if (rec.specifiers[i] == specifier && rec.attributes[i] == attributes) return i;
+  }
+  return rec.specifiers.size();
+}
+
 v8::MaybeLocal<v8::Module> ResolveImport(v8::Local<v8::Context> context,
                                          v8::Local<v8::String> specifier,
-                                         v8::Local<v8::FixedArray> /*import_assertions*/,
+                                         v8::Local<v8::FixedArray> import_assertions,
                                          v8::Local<v8::Module> referrer) {
   v8::Isolate* isolate = context->GetIsolate();
   Linking* l = t_linking;
@@ -155,17 +171,27 @@ v8::MaybeLocal<v8::Module> ResolveImport(v8::Local<v8::Context> context,
     return {};
   }
   ivm_module_t* from = nullptr;
+  const ModuleRecord* from_record = nullptr;
   for (const auto& [handle, record] : l->modules) {
     if (record->module.Get(isolate) == referrer) {
       from = handle;
+      from_record = record.get();
       break;
     }
   }
   std::string name;
   ivm::compat::AppendWtf8(isolate, specifier, name);
   ivm_module_t* to = nullptr;
-  ivm_error_t* err = from == nullptr ? InvalidArgument("an import of an unknown module")
-                                     : l->resolve(l->user_data, name.data(), name.size(), from, &to);
+  ivm_error_t* err = nullptr;
+  if (from == nullptr) {
+    err = InvalidArgument("an import of an unknown module");
+  } else {
+    ivm::ImportAttributes attributes = ReadAttributes(isolate, context, import_assertions);
+    size_t index = RequestIndex(*from_record, name, attributes);
+    err = index == from_record->specifiers.size()
+              ? InvalidArgument("an import the module does not request")
+              : l->resolve(name, index, from, &to);
+  }
   if (err == nullptr) err = CheckLinkable(*l, to);
   if (err != nullptr) {
     l->error = err;
@@ -182,7 +208,7 @@ v8::MaybeLocal<v8::Module> ResolveImport(v8::Local<v8::Context> context,
 ivm_error_t* Instantiate(IsolateHolder& holder, ivm_module_t* module,
                          const std::shared_ptr<ModuleRecord>& rec_ptr,
                          const std::shared_ptr<ContextRecord>& crec,
-                         ivm_module_resolve_fn resolve, void* user_data) {
+                         const ivm::Resolver& resolve) {
   ModuleRecord& rec = *rec_ptr;
   return ivm::RunInContext(holder, 0, *crec, ivm::kContextReleased,
                            [&](v8::Isolate* isolate, v8::Local<v8::Context> context,
@@ -194,7 +220,6 @@ ivm_error_t* Instantiate(IsolateHolder& holder, ivm_module_t* module,
     }
     Linking l;
     l.resolve = resolve;
-    l.user_data = user_data;
     l.holder = &holder;
     l.context = crec;
     l.modules.emplace_back(module, rec_ptr);
@@ -240,12 +265,56 @@ ivm_error_t* CheckModule(const ivm_module_t* module) {
   return module == nullptr ? InvalidArgument("module is NULL") : nullptr;
 }
 
+// What the compile reported, inline or from a worker.
+const std::vector<std::string>& SpecifiersOf(const ivm_module_t* module) {
+  return module->remote ? module->remote->specifiers : module->record->specifiers;
+}
+const std::vector<ivm::ImportAttributes>& AttributesOf(const ivm_module_t* module) {
+  return module->remote ? module->remote->attributes : module->record->attributes;
+}
+const ivm::cache::Outcome& CacheOf(const ivm_module_t* module) {
+  return module->remote ? module->remote->cache : module->record->cache;
+}
+
 ivm_error_t* CheckInstantiate(ivm_module_t* module, ivm_context_t* ctx) {
   if (module == nullptr || ctx == nullptr) return InvalidArgument("module or context is NULL");
-  if (module->holder != ctx->holder) {
+  bool same = module->remote || ctx->remote
+                  ? module->remote && ctx->remote && module->remote->object->iso == ctx->remote->iso
+                  : module->holder == ctx->holder;
+  if (!same) {
     return InvalidArgument("The module and the context belong to different isolates");
   }
   return nullptr;
+}
+
+ivm_error_t* InstantiateWith(ivm_module_t* module, ivm_context_t* ctx,
+                             const ivm::Resolver& resolve) {
+  if (ivm_error_t* err = CheckInstantiate(module, ctx)) return err;
+  if (module->remote) return ivm::remote::InstantiateModule(module, ctx, resolve);
+  return Instantiate(*module->holder, module, module->record, ctx->record, resolve);
+}
+
+ivm_error_t* InstantiateAsyncWith(ivm_module_t* module, ivm_context_t* ctx,
+                                  const ivm::Resolver& resolve, ivm_done_fn done,
+                                  void* user_data, uint64_t* job_out) {
+  if (ivm_error_t* err = CheckInstantiate(module, ctx)) return err;
+  if (module->remote) {
+    return ivm::remote::InstantiateModuleAsync(module, ctx, resolve, done, user_data, job_out);
+  }
+  // The job keeps what it needs: the caller may free its handles meanwhile.
+  std::shared_ptr<IsolateHolder> holder = module->holder;
+  std::shared_ptr<ModuleRecord> rec = module->record;
+  std::shared_ptr<ContextRecord> crec = ctx->record;
+  std::shared_ptr<ivm::Lease> leases[2] = {module->lease, ctx->lease};
+  return ivm::Enqueue(
+      holder, IVM_COMPLETION_VALUE, done, user_data,
+      [=](ivm_completion_t* c) -> ivm_error_t* {
+        (void)leases;
+        ivm_error_t* err = Instantiate(*holder, module, rec, crec, resolve);
+        if (err == nullptr) c->result.value = ivm_value_new_undefined();
+        return err;
+      },
+      job_out);
 }
 
 // Modules with an import.meta, by identity hash, for the isolate's
@@ -387,11 +456,11 @@ IVM_API ivm_error_t* ivm_isolate_compile_module(ivm_isolate_t* iso, const char* 
                                                 ivm_module_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
-    if (iso->remote) return ivm::remote::RefuseModules();
     ivm::cache::CompileInput in;
     if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
       return err;
     }
+    if (iso->remote) return ivm::remote::CompileModule(iso->remote, in, out);
     return CompileModule(iso->holder, in, out);
   });
 }
@@ -404,10 +473,12 @@ IVM_API ivm_error_t* ivm_isolate_compile_module_async(ivm_isolate_t* iso, const 
                                                       uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
     if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
-    if (iso->remote) return ivm::remote::RefuseModules();
     ivm::cache::CompileInput in;
     if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
       return err;
+    }
+    if (iso->remote) {
+      return ivm::remote::CompileModuleAsync(iso->remote, in, done, user_data, job_out);
     }
     return ivm::cache::QueueCompile(
         iso->holder, in, IVM_COMPLETION_MODULE, done, user_data, job_out,
@@ -421,7 +492,7 @@ IVM_API ivm_error_t* ivm_module_dependency_count(const ivm_module_t* module, siz
   return Guard([&]() -> ivm_error_t* {
     if (ivm_error_t* err = CheckModule(module)) return err;
     if (count_out == nullptr) return InvalidArgument("count_out is NULL");
-    *count_out = module->record->specifiers.size();
+    *count_out = SpecifiersOf(module).size();
     return nullptr;
   });
 }
@@ -431,7 +502,7 @@ IVM_API ivm_error_t* ivm_module_dependency_specifier(const ivm_module_t* module,
   return Guard([&]() -> ivm_error_t* {
     if (ivm_error_t* err = CheckModule(module)) return err;
     if (out == nullptr || out_len == nullptr) return InvalidArgument("out or out_len is NULL");
-    const std::vector<std::string>& all = module->record->specifiers;
+    const std::vector<std::string>& all = SpecifiersOf(module);
     if (index >= all.size()) return InvalidArgument("index out of range");
     *out = all[index].data();
     *out_len = all[index].size();
@@ -439,12 +510,54 @@ IVM_API ivm_error_t* ivm_module_dependency_specifier(const ivm_module_t* module,
   });
 }
 
+IVM_API ivm_error_t* ivm_module_dependency_attribute_count(const ivm_module_t* module,
+                                                          size_t index, size_t* count_out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ivm_error_t* err = CheckModule(module)) return err;
+    if (count_out == nullptr) return InvalidArgument("count_out is NULL");
+    const std::vector<ivm::ImportAttributes>& all = AttributesOf(module);
+    if (index >= all.size()) return InvalidArgument("index out of range");
+    *count_out = all[index].size();
+    return nullptr;
+  });
+}
+
+IVM_API ivm_error_t* ivm_module_dependency_attribute(const ivm_module_t* module, size_t index,
+                                                    size_t attribute, const char** key_out,
+                                                    size_t* key_len_out, const char** value_out,
+                                                    size_t* value_len_out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (ivm_error_t* err = CheckModule(module)) return err;
+    if (!key_out || !key_len_out || !value_out || !value_len_out) {
+      return InvalidArgument("an output is NULL");
+    }
+    const std::vector<ivm::ImportAttributes>& all = AttributesOf(module);
+    if (index >= all.size() || attribute >= all[index].size()) {
+      return InvalidArgument("index out of range");
+    }
+    const auto& [key, value] = all[index][attribute];
+    *key_out = key.data();
+    *key_len_out = key.size();
+    *value_out = value.data();
+    *value_len_out = value.size();
+    return nullptr;
+  });
+}
+
 IVM_API ivm_error_t* ivm_module_instantiate(ivm_module_t* module, ivm_context_t* ctx,
                                             ivm_module_resolve_fn resolve, void* user_data) {
   return Guard([&]() -> ivm_error_t* {
-    if (ivm_error_t* err = CheckInstantiate(module, ctx)) return err;
     if (resolve == nullptr) return InvalidArgument("resolve is NULL");
-    return Instantiate(*module->holder, module, module->record, ctx->record, resolve, user_data);
+    return InstantiateWith(module, ctx, ivm::Resolver{resolve, nullptr, user_data});
+  });
+}
+
+IVM_API ivm_error_t* ivm_module_instantiate_v2(ivm_module_t* module, ivm_context_t* ctx,
+                                               ivm_module_resolve_request_fn resolve,
+                                               void* user_data) {
+  return Guard([&]() -> ivm_error_t* {
+    if (resolve == nullptr) return InvalidArgument("resolve is NULL");
+    return InstantiateWith(module, ctx, ivm::Resolver{nullptr, resolve, user_data});
   });
 }
 
@@ -453,22 +566,20 @@ IVM_API ivm_error_t* ivm_module_instantiate_async(ivm_module_t* module, ivm_cont
                                                   void* resolve_data, ivm_done_fn done,
                                                   void* user_data, uint64_t* job_out) {
   return Guard([&]() -> ivm_error_t* {
-    if (ivm_error_t* err = CheckInstantiate(module, ctx)) return err;
     if (resolve == nullptr || done == nullptr) return InvalidArgument("resolve or done is NULL");
-    // The job keeps what it needs: the caller may free its handles meanwhile.
-    std::shared_ptr<IsolateHolder> holder = module->holder;
-    std::shared_ptr<ModuleRecord> rec = module->record;
-    std::shared_ptr<ContextRecord> crec = ctx->record;
-    std::shared_ptr<ivm::Lease> leases[2] = {module->lease, ctx->lease};
-    return ivm::Enqueue(
-        holder, IVM_COMPLETION_VALUE, done, user_data,
-        [=](ivm_completion_t* c) -> ivm_error_t* {
-          (void)leases;
-          ivm_error_t* err = Instantiate(*holder, module, rec, crec, resolve, resolve_data);
-          if (err == nullptr) c->result.value = ivm_value_new_undefined();
-          return err;
-        },
-        job_out);
+    return InstantiateAsyncWith(module, ctx, ivm::Resolver{resolve, nullptr, resolve_data}, done,
+                                user_data, job_out);
+  });
+}
+
+IVM_API ivm_error_t* ivm_module_instantiate_v2_async(ivm_module_t* module, ivm_context_t* ctx,
+                                                     ivm_module_resolve_request_fn resolve,
+                                                     void* resolve_data, ivm_done_fn done,
+                                                     void* user_data, uint64_t* job_out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (resolve == nullptr || done == nullptr) return InvalidArgument("resolve or done is NULL");
+    return InstantiateAsyncWith(module, ctx, ivm::Resolver{nullptr, resolve, resolve_data}, done,
+                                user_data, job_out);
   });
 }
 
@@ -479,7 +590,8 @@ IVM_API ivm_error_t* ivm_module_evaluate(ivm_module_t* module, const ivm_run_opt
     if (module == nullptr || out == nullptr) return InvalidArgument("module or out is NULL");
     ivm::CallOptions o;
     if (ivm_error_t* err = ivm::ReadCallOptions(run, result, &o)) return err;
-    ivm_error_t* err = Evaluate(*module->holder, *module->record, o, out);
+    ivm_error_t* err = module->remote ? ivm::remote::EvaluateModule(module, o, out)
+                                      : Evaluate(*module->holder, *module->record, o, out);
     if (err == nullptr) ivm::DeliverPrimitive(primitive_out, out);
     return err;
   });
@@ -494,6 +606,9 @@ IVM_API ivm_error_t* ivm_module_evaluate_async(ivm_module_t* module,
     if (module == nullptr || done == nullptr) return InvalidArgument("module or done is NULL");
     ivm::CallOptions o;
     if (ivm_error_t* err = ivm::ReadCallOptions(run, result, &o)) return err;
+    if (module->remote) {
+      return ivm::remote::EvaluateModuleAsync(module, o, done, user_data, job_out);
+    }
     std::shared_ptr<IsolateHolder> holder = module->holder;
     std::shared_ptr<ModuleRecord> rec = module->record;
     std::shared_ptr<ivm::Lease> lease = module->lease;
@@ -507,21 +622,52 @@ IVM_API ivm_error_t* ivm_module_evaluate_async(ivm_module_t* module,
   });
 }
 
+namespace {
+ivm_error_t* Namespace(IsolateHolder& holder, ModuleRecord& rec, const ivm::CallOptions& o,
+                       ivm_value_t** out) {
+  return RunInModule(holder, rec, 0,
+                     [&](v8::Isolate* isolate, v8::Local<v8::Context> context,
+                         v8::TryCatch& try_catch, ivm::CallState& call,
+                         v8::Local<v8::Module> m) -> ivm_error_t* {
+    if (m->GetStatus() < v8::Module::kInstantiated) return InvalidArgument(kNotInstantiated);
+    return ivm::CompleteCall(holder, isolate, context, try_catch, call, m->GetModuleNamespace(),
+                             o.flags, out);
+  });
+}
+}  // namespace
+
 IVM_API ivm_error_t* ivm_module_namespace(ivm_module_t* module, const ivm_result_options_t* result,
                                           ivm_value_t** out) {
   return Guard([&]() -> ivm_error_t* {
     if (module == nullptr || out == nullptr) return InvalidArgument("module or out is NULL");
     ivm::CallOptions o;
     if (ivm_error_t* err = ivm::ReadCallOptions(nullptr, result, &o)) return err;
-    IsolateHolder& holder = *module->holder;
-    return RunInModule(holder, *module->record, 0,
-                       [&](v8::Isolate* isolate, v8::Local<v8::Context> context,
-                           v8::TryCatch& try_catch, ivm::CallState& call,
-                           v8::Local<v8::Module> m) -> ivm_error_t* {
-      if (m->GetStatus() < v8::Module::kInstantiated) return InvalidArgument(kNotInstantiated);
-      return ivm::CompleteCall(holder, isolate, context, try_catch, call,
-                               m->GetModuleNamespace(), o.flags, out);
-    });
+    if (module->remote) return ivm::remote::ModuleNamespace(module, o, out);
+    return Namespace(*module->holder, *module->record, o, out);
+  });
+}
+
+IVM_API ivm_error_t* ivm_module_namespace_async(ivm_module_t* module,
+                                                const ivm_result_options_t* result,
+                                                ivm_done_fn done, void* user_data,
+                                                uint64_t* job_out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (module == nullptr || done == nullptr) return InvalidArgument("module or done is NULL");
+    ivm::CallOptions o;
+    if (ivm_error_t* err = ivm::ReadCallOptions(nullptr, result, &o)) return err;
+    if (module->remote) {
+      return ivm::remote::ModuleNamespaceAsync(module, o, done, user_data, job_out);
+    }
+    std::shared_ptr<IsolateHolder> holder = module->holder;
+    std::shared_ptr<ModuleRecord> rec = module->record;
+    std::shared_ptr<ivm::Lease> lease = module->lease;
+    return ivm::Enqueue(
+        holder, IVM_COMPLETION_VALUE, done, user_data,
+        [=](ivm_completion_t* c) -> ivm_error_t* {
+          (void)lease;
+          return Namespace(*holder, *rec, o, &c->result.value);
+        },
+        job_out);
   });
 }
 
@@ -531,6 +677,7 @@ IVM_API ivm_error_t* ivm_module_set_meta(ivm_module_t* module, ivm_value_t* meta
       ivm_value_free(meta);
       return InvalidArgument("module or meta is NULL");
     }
+    if (module->remote) return ivm::remote::SetModuleMeta(module, meta);
     module->record->SetMeta(meta);
     RememberMeta(module->holder->isolate(), module->record);
     return nullptr;
@@ -540,6 +687,10 @@ IVM_API ivm_error_t* ivm_module_set_meta(ivm_module_t* module, ivm_value_t* meta
 IVM_API ivm_error_t* ivm_module_release(ivm_module_t* module) {
   return Guard([&]() -> ivm_error_t* {
     if (ivm_error_t* err = CheckModule(module)) return err;
+    if (module->remote) {
+      ivm::remote::ReleaseModule(module);
+      return nullptr;
+    }
     module->holder->Release(module->record);
     return nullptr;
   });
@@ -550,14 +701,14 @@ IVM_API ivm_error_t* ivm_module_cached_data(const ivm_module_t* module, const ch
   return Guard([&]() -> ivm_error_t* {
     if (ivm_error_t* err = CheckModule(module)) return err;
     if (out == nullptr || out_len == nullptr) return InvalidArgument("out or out_len is NULL");
-    *out = module->record->cache.produced.data();
-    *out_len = module->record->cache.produced.size();
+    *out = CacheOf(module).produced.data();
+    *out_len = CacheOf(module).produced.size();
     return nullptr;
   });
 }
 
 IVM_API int ivm_module_cached_data_rejected(const ivm_module_t* module) {
-  return module != nullptr && module->record->cache.rejected ? 1 : 0;
+  return module != nullptr && CacheOf(module).rejected ? 1 : 0;
 }
 
 // Its lease releases the module once no queued job needs it.

@@ -33,6 +33,9 @@ v8::Platform* EnsurePlatform() {
     // The platform lives until the process exits: isolates may be disposed
     // from finalizers at any time, so it is never torn down.
     v8::V8::SetEntropySource(Entropy);
+    // Import assertions (`import j from "./a.json" assert {type: "json"}`),
+    // which the resolver receives (ivm_module_dependency_attribute).
+    v8::V8::SetFlagsFromString("--harmony-import-assertions");
     g_platform = compat::NewPlatform().release();
     v8::V8::InitializePlatform(g_platform);
     v8::V8::Initialize();

@@ -7,7 +7,9 @@
 #ifndef IVM_REMOTE_H
 #define IVM_REMOTE_H
 
+#include "code_cache.h"
 #include "internal.h"
+#include "module.h"
 #include "options.h"
 #include "wire.h"
 #include "wire_value.h"
@@ -127,9 +129,6 @@ Parse ValueResult(std::shared_ptr<RemoteIsolate> iso);
 // worker (an ExternalCopy or a Reference): TRANSFER. NULL if they do not.
 ivm_error_t* CheckResultFlags(uint32_t flags);
 
-// ES modules are not forwarded to workers yet: INVALID_ARGUMENT.
-ivm_error_t* RefuseModules();
-
 // ---- remote_ops.cc: the forwarded ABI entries. ----
 ivm_error_t* NewIsolate(const ivm_isolate_options_t& o, std::shared_ptr<RemoteIsolate>* out);
 ivm_error_t* Dispose(RemoteIsolate& iso);
@@ -170,6 +169,59 @@ ivm_error_t* RunScriptAsync(ivm_script_t* script, ivm_context_t* ctx, const Call
                             ivm_done_fn done, void* user_data, uint64_t* job_out);
 // ivm_context_release / ivm_script_release.
 void Release(RemoteObject& object, uint32_t op);
+
+// A REPLY with no results (the forwarding helpers above serve the topic files below).
+Parse NoResult();
+
+}  // namespace remote
+
+// ---- rmod: ES modules and code caches in worker-hosted isolates
+// (remote_modules.cc on the host, worker_modules.cc in the worker). ----
+
+// The host's record of a module in a worker: what the compile reported
+// (specifiers, cache), and the link state the host needs to walk a graph
+// itself (resolvers run in the host; the worker gets the resolved table).
+struct RemoteModule {
+  explicit RemoteModule(std::shared_ptr<RemoteObject> o) : object(std::move(o)) {}
+  std::shared_ptr<RemoteObject> object;
+  std::vector<std::string> specifiers;   // set by the compile, then read-only
+  std::vector<ImportAttributes> attributes;   // likewise: each request's
+  cache::Outcome cache;                  // likewise
+  std::atomic<bool> released{false};
+  // The id of the context it was instantiated in (0: none yet).
+  std::atomic<uint64_t> context{0};
+};
+
+namespace remote {
+
+ivm_error_t* CompileModule(const std::shared_ptr<RemoteIsolate>& iso,
+                           const cache::CompileInput& in, ivm_module_t** out);
+ivm_error_t* CompileModuleAsync(const std::shared_ptr<RemoteIsolate>& iso,
+                                const cache::CompileInput& in, ivm_done_fn done,
+                                void* user_data, uint64_t* job_out);
+// compile_script with cache options (the cache's results come back too).
+ivm_error_t* CompileScriptCached(const std::shared_ptr<RemoteIsolate>& iso,
+                                 const cache::CompileInput& in, ivm_script_t** out);
+ivm_error_t* CompileScriptCachedAsync(const std::shared_ptr<RemoteIsolate>& iso,
+                                      const cache::CompileInput& in, ivm_done_fn done,
+                                      void* user_data, uint64_t* job_out);
+// Instantiation: the host calls `resolve` for every import of the graph on
+// the calling thread (also for the async twin), then sends the table.
+ivm_error_t* InstantiateModule(ivm_module_t* module, ivm_context_t* ctx,
+                               const Resolver& resolve);
+ivm_error_t* InstantiateModuleAsync(ivm_module_t* module, ivm_context_t* ctx,
+                                    const Resolver& resolve, ivm_done_fn done, void* user_data,
+                                    uint64_t* job_out);
+ivm_error_t* EvaluateModule(ivm_module_t* module, const CallOptions& call, ivm_value_t** out);
+ivm_error_t* EvaluateModuleAsync(ivm_module_t* module, const CallOptions& call,
+                                 ivm_done_fn done, void* user_data, uint64_t* job_out);
+// Namespaces are References, which do not leave a worker yet: refused.
+ivm_error_t* ModuleNamespace(ivm_module_t* module, const CallOptions& call, ivm_value_t** out);
+ivm_error_t* ModuleNamespaceAsync(ivm_module_t* module, const CallOptions& call, ivm_done_fn done,
+                                  void* user_data, uint64_t* job_out);
+// Takes ownership of `meta`.
+ivm_error_t* SetModuleMeta(ivm_module_t* module, ivm_value_t* meta);
+void ReleaseModule(ivm_module_t* module);
 
 }  // namespace remote
 

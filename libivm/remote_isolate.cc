@@ -128,9 +128,5 @@ ivm_error_t* CheckResultFlags(uint32_t flags) {
   return nullptr;
 }
 
-ivm_error_t* RefuseModules() {
-  return InvalidArgument("ES modules are not supported in an isolate in a worker process yet");
-}
-
 }  // namespace remote
 }  // namespace ivm

@@ -67,13 +67,9 @@ ivm_error_t* Async(const std::shared_ptr<RemoteIsolate>& iso, uint64_t id,
   return nullptr;
 }
 
-namespace {
-
 Parse NoResult() {
   return [](wire::Reader&, ivm_completion_t*) -> ivm_error_t* { return nullptr; };
 }
-
-}  // namespace
 
 Parse ValueResult(std::shared_ptr<RemoteIsolate> iso) {
   return [iso](wire::Reader& r, ivm_completion_t* c) -> ivm_error_t* {

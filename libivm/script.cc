@@ -85,14 +85,6 @@ ivm_error_t* RunScript(ivm::IsolateHolder& holder, ivm::ScriptRecord& srec,
   });
 }
 
-// Isolates in a worker have no code cache yet.
-ivm_error_t* RefuseRemoteCache(const ivm::cache::CompileInput& in) {
-  if (in.cache.given || in.cache.produce) {
-    return ivm::InvalidArgument("code caches are not available for isolates in a worker process");
-  }
-  return nullptr;
-}
-
 }  // namespace
 
 using ivm::Guard;
@@ -111,10 +103,10 @@ IVM_API ivm_error_t* ivm_isolate_compile_script(ivm_isolate_t* iso, const char* 
     if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
       return err;
     }
-    if (iso->remote) {
-      if (ivm_error_t* err = RefuseRemoteCache(in)) return err;
-      return ivm::remote::CompileScript(iso->remote, in.code, in.source, out);
+    if (iso->remote && (in.cache.given || in.cache.produce)) {
+      return ivm::remote::CompileScriptCached(iso->remote, in, out);
     }
+    if (iso->remote) return ivm::remote::CompileScript(iso->remote, in.code, in.source, out);
     return CompileScript(iso->holder, in, out);
   });
 }
@@ -131,8 +123,10 @@ IVM_API ivm_error_t* ivm_isolate_compile_script_async(ivm_isolate_t* iso, const 
     if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
       return err;
     }
+    if (iso->remote && (in.cache.given || in.cache.produce)) {
+      return ivm::remote::CompileScriptCachedAsync(iso->remote, in, done, user_data, job_out);
+    }
     if (iso->remote) {
-      if (ivm_error_t* err = RefuseRemoteCache(in)) return err;
       return ivm::remote::CompileScriptAsync(iso->remote, in.code, in.source, done, user_data,
                                              job_out);
     }
@@ -213,19 +207,17 @@ IVM_API ivm_error_t* ivm_script_cached_data(const ivm_script_t* script, const ch
     if (script == nullptr || out == nullptr || out_len == nullptr) {
       return InvalidArgument("script, out or out_len is NULL");
     }
-    if (!script->record) {   // a script in a worker: no cache
-      *out = "";
-      *out_len = 0;
-      return nullptr;
-    }
-    *out = script->record->cache.produced.data();
-    *out_len = script->record->cache.produced.size();
+    const ivm::cache::Outcome& cache =
+        script->record ? script->record->cache : script->remote_cache;
+    *out = cache.produced.data();
+    *out_len = cache.produced.size();
     return nullptr;
   });
 }
 
 IVM_API int ivm_script_cached_data_rejected(const ivm_script_t* script) {
-  return script != nullptr && script->record && script->record->cache.rejected ? 1 : 0;
+  if (script == nullptr) return 0;
+  return (script->record ? script->record->cache.rejected : script->remote_cache.rejected) ? 1 : 0;
 }
 
 // Its lease releases the script once no queued job needs it.

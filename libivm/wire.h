@@ -97,6 +97,23 @@ enum Op : uint32_t {
                                 // u8 has_rejection, u64 rejection callback
   kFirstCallbackOp = kOpCallbackInvoke,
   kLastCallbackOp = kOpCreateContextHooks,
+  // rmod (60-79): ES modules and code caches (remote_modules.cc on the host,
+  // worker_modules.cc in the worker). *cache* is u8 given, bytes data, u8
+  // produce; a compile's cache results are u8 rejected, bytes produced.
+  kOpCompileModule = 60,      // u64 module, bytes code, source, cache
+                              // -> u32 n, n x (bytes specifier, u32 m, m x
+                              // (bytes key, bytes value)), cache results
+  kOpModuleInstantiate = 61,  // u64 module, u64 ctx, u32 n, n x (u64 referrer,
+                              // u32 request, u64 module): the resolved graph
+  kOpModuleEvaluate = 62,     // u64 module, u64 timeout_ns, u32 flags -> value
+  kOpModuleSetMeta = 63,      // u64 module, value; no reply
+  kOpModuleRelease = 64,      // u64 module; no reply
+  kOpModuleFree = 65,         // u64 module; no reply
+  kOpCompileScriptCached = 66,  // u64 script, bytes code, source, cache -> cache results
+  kOpModuleNamespace = 67,    // u64 module, u32 flags -> value (a reference with
+                              // IVM_RESULT_REFERENCE)
+  kOpFirstModuleOp = kOpCompileModule,
+  kOpLastModuleOp = kOpModuleNamespace,
   kFirstTestOp = 0xf0000000u,
   kOpTestHook = 0xf0000001u,   // u32 action (IVM_DEBUG_HOOK_*), bytes data
 };

@@ -67,6 +67,7 @@ struct Ops::Pending {
   uint64_t call_id;
   uint64_t object_id;   // the context or script a create/compile makes
   ivm_isolate_t* iso;
+  Reply reply;          // if set, makes the REPLY (and records what the job made)
 };
 
 Ops::Ops(Channel& channel) : channel_(channel) {}
@@ -129,7 +130,9 @@ void Ops::Finish(const Pending& p, const ivm_completion_t* c) {
     }
   }
   std::string out;
-  if (c->error != nullptr) {
+  if (p.reply) {
+    out = p.reply(c);
+  } else if (c->error != nullptr) {
     out = FullReply(p.call_id, c->error, p.iso, nullptr);
   } else if (c->kind == IVM_COMPLETION_VALUE && p.object_id != 0) {
     out = GlobalReply(p.call_id, p.object_id, p.iso, c->result.value);   // rref
@@ -180,7 +183,7 @@ void Ops::Finish(const Pending& p, const ivm_completion_t* c) {
 // to send now if it could not be submitted, else an empty string.
 template <class F>
 std::string Ops::Submit(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id, F&& submit) {
-  auto* p = new Pending{this, call_id, object_id, iso};
+  auto* p = new Pending{this, call_id, object_id, iso, nullptr};
   std::lock_guard<std::recursive_mutex> lock(mu_);   // Finish waits until the job is recorded
   uint64_t job = 0;
   ivm_error_t* err = submit(&Ops::Done, p, &job);
@@ -207,6 +210,20 @@ void Ops::ForgeNextValue(std::string stream) {
 }
 #endif
 
+std::string Ops::SubmitWith(uint64_t call_id, ivm_isolate_t* iso, Reply reply,
+                            const SubmitFn& submit) {
+  auto* p = new Pending{this, call_id, 0, iso, std::move(reply)};
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  uint64_t job = 0;
+  ivm_error_t* err = submit(&Ops::Done, p, &job);
+  if (err != nullptr) {
+    delete p;
+    return FullReply(call_id, err, iso, nullptr);
+  }
+  if (early_.erase(call_id) == 0) jobs_[call_id] = Job{iso, job};
+  return {};
+}
+
 void Ops::Cancel(uint64_t call_id) {
   {
     std::lock_guard<std::recursive_mutex> lock(mu_);
@@ -231,6 +248,9 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
     return FullReply(id, err, iso, nullptr);
   }
   ivm_isolate_t* iso = Isolate(iso_id);
+  if (op >= wire::kOpFirstModuleOp && op <= wire::kOpLastModuleOp) {
+    return ModuleCall(id, op, iso, r);
+  }
   bool replies = op != wire::kOpIsolateFree && op != wire::kOpTerminate &&
                  op != wire::kOpContextRelease && op != wire::kOpContextFree &&
                  op != wire::kOpScriptRelease && op != wire::kOpScriptFree &&

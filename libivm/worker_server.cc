@@ -164,7 +164,8 @@ std::string HandleCall(Channel& channel, Ops& ops, const wire::Frame& frame) {
   wire::Reader reader(frame.payload);
   uint32_t op = 0;
   if (!reader.U32(&op)) return Reply(frame.header.id, IVM_ERROR_INVALID_ARGUMENT, "no op");
-  if (op >= wire::kOpIsolateNew && op <= wire::kOpLast) {
+  if ((op >= wire::kOpIsolateNew && op <= wire::kOpLast) ||
+      (op >= wire::kOpFirstModuleOp && op <= wire::kOpLastModuleOp)) {
     ops.SetCallFds(&frame.fds);   // rref: large buffers of its values
     std::string out = ops.Call(frame.header.id, op, reader);
     ops.SetCallFds(nullptr);

@@ -151,12 +151,23 @@ class Ops {
   // The reply of a kOpContextGlobal job (its REFERENCE value is `ref_id`).
   std::string GlobalReply(uint64_t call_id, uint64_t ref_id, ivm_isolate_t* iso,
                           ivm_value_t* value);
+  // rmod: modules and code caches (worker_modules.cc).
+  using Reply = std::function<std::string(const ivm_completion_t* c)>;
+  // As Submit, with `reply` making the REPLY when the job ends.
+  std::string SubmitWith(uint64_t call_id, ivm_isolate_t* iso, Reply reply,
+                         const SubmitFn& submit);
+  std::string ModuleCall(uint64_t id, uint32_t op, ivm_isolate_t* iso, wire::Reader& r);
+  std::string CompileCached(uint64_t id, uint32_t op, ivm_isolate_t* iso, wire::Reader& r);
+  std::string Instantiate(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
+  std::string Evaluate(uint64_t id, uint32_t op, ivm_isolate_t* iso, wire::Reader& r);
+  std::string DropModule(uint32_t op, wire::Reader& r);
 
   Channel& channel_;
   std::unordered_map<uint64_t, ivm_isolate_t*> isolates_;   // the reading thread's
   std::recursive_mutex mu_;   // the rest: done callbacks run on pool threads
   std::unordered_map<uint64_t, ivm_context_t*> contexts_;
   std::unordered_map<uint64_t, ivm_script_t*> scripts_;
+  std::unordered_map<uint64_t, ivm_module_t*> modules_;
   std::unordered_map<uint64_t, Job> jobs_;     // running jobs by CALL id
   std::unordered_set<uint64_t> early_;         // jobs that ended before they were recorded
   RefTable refs_;

@@ -167,6 +167,35 @@ def context(isolate: ivm.Isolate) -> Iterator[ivm.Context]:
             ctx.release()
 
 
+@pytest.fixture(params=["inline", "isolated"])
+def placement(request: pytest.FixtureRequest) -> str:
+    """Where an isolate lives: "inline" (this process) or "isolated" (a worker process of
+    its own); tests using it run once for each."""
+    return str(request.param)
+
+
+@pytest.fixture
+def any_isolate(placement: str) -> Iterator[ivm.Isolate]:
+    """As `isolate`, once inline and once in a worker process (`placement`): for tests
+    whose outcome must not depend on where the isolate lives."""
+    iso = ivm.Isolate(memory_limit=64, process=placement)  # type: ignore[arg-type]
+    try:
+        yield iso
+    finally:
+        iso.dispose()
+
+
+@pytest.fixture
+def any_context(any_isolate: ivm.Isolate) -> Iterator[ivm.Context]:
+    """A fresh context in the `any_isolate` fixture's isolate."""
+    ctx = any_isolate.create_context_sync()
+    try:
+        yield ctx
+    finally:
+        if not any_isolate.is_disposed:
+            ctx.release()
+
+
 @pytest.fixture
 def no_leaks() -> Iterator[None]:
     """Fails the test if libivm objects it created outlive it (after garbage collection).

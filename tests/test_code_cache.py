@@ -16,13 +16,13 @@ MODULE = "export function twice(x) { return 2 * x; }\nexport default twice(21);"
 HEADER = 56
 
 
-def test_a_script_cache_round_trip(isolate: ivm.Isolate) -> None:
-    ctx = isolate.create_context_sync()
-    first = isolate.compile_script_sync(SOURCE, produce_cached_data=True)
+def test_a_script_cache_round_trip(any_isolate: ivm.Isolate) -> None:
+    ctx = any_isolate.create_context_sync()
+    first = any_isolate.compile_script_sync(SOURCE, produce_cached_data=True)
     data = first.cached_data
     assert isinstance(data, bytes) and data[:4] == b"IVMC" and len(data) > HEADER
     assert first.cached_data_rejected is False
-    again = isolate.compile_script_sync(SOURCE, cached_data=data)
+    again = any_isolate.compile_script_sync(SOURCE, cached_data=data)
     assert again.cached_data_rejected is False
     assert again.cached_data is None  # not asked to produce
     assert again.run_sync(ctx) == 42
@@ -48,47 +48,47 @@ def test_a_module_cache_round_trip(context: ivm.Context) -> None:
 
 
 @pytest.mark.anyio
-async def test_async_compiles_produce_and_use_caches(isolate: ivm.Isolate) -> None:
-    script = await isolate.compile_script(SOURCE, produce_cached_data=True)
+async def test_async_compiles_produce_and_use_caches(any_isolate: ivm.Isolate) -> None:
+    script = await any_isolate.compile_script(SOURCE, produce_cached_data=True)
     assert script.cached_data is not None
-    used = await isolate.compile_script(SOURCE, cached_data=script.cached_data)
+    used = await any_isolate.compile_script(SOURCE, cached_data=script.cached_data)
     assert used.cached_data_rejected is False
-    module = await isolate.compile_module(MODULE, produce_cached_data=True)
+    module = await any_isolate.compile_module(MODULE, produce_cached_data=True)
     assert module.cached_data is not None
-    again = await isolate.compile_module(MODULE, cached_data=module.cached_data)
+    again = await any_isolate.compile_module(MODULE, cached_data=module.cached_data)
     assert again.cached_data_rejected is False
 
 
-def test_a_cache_for_another_source_of_the_same_length_is_rejected(isolate: ivm.Isolate) -> None:
-    data = isolate.compile_script_sync(SOURCE, produce_cached_data=True).cached_data
+def test_a_cache_for_another_source_of_the_same_length_is_rejected(any_isolate: ivm.Isolate) -> None:
+    data = any_isolate.compile_script_sync(SOURCE, produce_cached_data=True).cached_data
     other = SOURCE.replace("21", "12")
     assert len(other) == len(SOURCE)
-    s = isolate.compile_script_sync(other, cached_data=data)
+    s = any_isolate.compile_script_sync(other, cached_data=data)
     assert s.cached_data_rejected is True
-    assert s.run_sync(isolate.create_context_sync()) == 24  # compiled from its own source
+    assert s.run_sync(any_isolate.create_context_sync()) == 24  # compiled from its own source
 
 
-def test_a_cache_of_the_other_kind_is_rejected(isolate: ivm.Isolate) -> None:
+def test_a_cache_of_the_other_kind_is_rejected(any_isolate: ivm.Isolate) -> None:
     # One source text, valid both as a script and as a module.
     both = "var twice = (x) => 2 * x;\ntwice(21);"
-    script_data = isolate.compile_script_sync(both, produce_cached_data=True).cached_data
-    module_data = isolate.compile_module_sync(both, produce_cached_data=True).cached_data
+    script_data = any_isolate.compile_script_sync(both, produce_cached_data=True).cached_data
+    module_data = any_isolate.compile_module_sync(both, produce_cached_data=True).cached_data
     assert script_data and module_data
-    assert isolate.compile_module_sync(both, cached_data=script_data).cached_data_rejected
-    assert isolate.compile_script_sync(both, cached_data=module_data).cached_data_rejected
+    assert any_isolate.compile_module_sync(both, cached_data=script_data).cached_data_rejected
+    assert any_isolate.compile_script_sync(both, cached_data=module_data).cached_data_rejected
 
 
 @pytest.mark.parametrize("field, offset", [("ivm version", 8), ("V8 version and flags", 12)])
-def test_a_cache_of_another_build_is_rejected(isolate: ivm.Isolate, field: str, offset: int) -> None:
-    data = bytearray(isolate.compile_script_sync(SOURCE, produce_cached_data=True).cached_data or b"")
+def test_a_cache_of_another_build_is_rejected(any_isolate: ivm.Isolate, field: str, offset: int) -> None:
+    data = bytearray(any_isolate.compile_script_sync(SOURCE, produce_cached_data=True).cached_data or b"")
     (value,) = struct.unpack_from("<I", data, offset)
     struct.pack_into("<I", data, offset, value ^ 0x10)
-    assert isolate.compile_script_sync(SOURCE, cached_data=bytes(data)).cached_data_rejected
+    assert any_isolate.compile_script_sync(SOURCE, cached_data=bytes(data)).cached_data_rejected
 
 
-def test_corrupt_cache_data_is_rejected_and_never_crashes(isolate: ivm.Isolate) -> None:
-    ctx = isolate.create_context_sync()
-    data = isolate.compile_script_sync(SOURCE, produce_cached_data=True).cached_data
+def test_corrupt_cache_data_is_rejected_and_never_crashes(any_isolate: ivm.Isolate) -> None:
+    ctx = any_isolate.create_context_sync()
+    data = any_isolate.compile_script_sync(SOURCE, produce_cached_data=True).cached_data
     assert data is not None
     rng = random.Random(1234)
     blobs: list[bytes] = [b"", b"IVMC", data[:HEADER], data[: len(data) - 1], data + b"\0"]
@@ -98,15 +98,15 @@ def test_corrupt_cache_data_is_rejected_and_never_crashes(isolate: ivm.Isolate) 
         blobs.append(bytes(b))
     blobs += [bytes(rng.randrange(256) for _ in range(rng.randrange(200))) for _ in range(200)]
     for blob in blobs:
-        s = isolate.compile_script_sync(SOURCE, cached_data=blob)
+        s = any_isolate.compile_script_sync(SOURCE, cached_data=blob)
         assert s.cached_data_rejected, blob[:64]
         assert s.run_sync(ctx) == 42
 
 
-def test_bad_cache_arguments(isolate: ivm.Isolate) -> None:
+def test_bad_cache_arguments(any_isolate: ivm.Isolate) -> None:
     with pytest.raises(TypeError, match="cached_data"):
-        isolate.compile_script_sync(SOURCE, cached_data="text")  # type: ignore[arg-type]
+        any_isolate.compile_script_sync(SOURCE, cached_data="text")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="produce_cached_data"):
-        isolate.compile_module_sync(MODULE, produce_cached_data=1)  # type: ignore[arg-type]
-    s = isolate.compile_script_sync(SOURCE)
+        any_isolate.compile_module_sync(MODULE, produce_cached_data=1)  # type: ignore[arg-type]
+    s = any_isolate.compile_script_sync(SOURCE)
     assert s.cached_data is None and s.cached_data_rejected is False

@@ -24,12 +24,12 @@ def by_name(modules: dict[str, ivm.Module]) -> Callable[[str, ivm.Module], ivm.M
     return lambda specifier, referrer: modules[specifier]
 
 
-def test_dependency_specifiers_in_source_order(isolate: ivm.Isolate) -> None:
-    m = isolate.compile_module_sync(
+def test_dependency_specifiers_in_source_order(any_isolate: ivm.Isolate) -> None:
+    m = any_isolate.compile_module_sync(
         "import a from 'a'; export * from './b.mjs'; import {c} from \"c\"; export {d} from 'd';"
     )
     assert m.dependency_specifiers == ["a", "./b.mjs", "c", "d"]
-    assert isolate.compile_module_sync("export const x = 1").dependency_specifiers == []
+    assert any_isolate.compile_module_sync("export const x = 1").dependency_specifiers == []
     assert isinstance(m, ivm.Module) and "Module" in repr(m)
 
 
@@ -107,44 +107,44 @@ async def test_async_graph_with_an_async_resolver_and_top_level_await(context: i
 
 
 @pytest.mark.anyio
-async def test_a_resolver_that_never_returns_can_be_cancelled(context: ivm.Context) -> None:
-    m = context.isolate.compile_module_sync("import x from 'never';")
+async def test_a_resolver_that_never_returns_can_be_cancelled(any_context: ivm.Context) -> None:
+    m = any_context.isolate.compile_module_sync("import x from 'never';")
 
     async def resolve(specifier: str, referrer: ivm.Module) -> ivm.Module:
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
 
     with anyio.move_on_after(0.1) as scope:
-        await m.instantiate(context, resolve)
+        await m.instantiate(any_context, resolve)
     assert scope.cancelled_caught
     # Nothing was linked: the module can still be instantiated.
-    m.instantiate_sync(context, by_name({"never": context.isolate.compile_module_sync("export default 1")}))
+    m.instantiate_sync(any_context, by_name({"never": any_context.isolate.compile_module_sync("export default 1")}))
     m.evaluate_sync()
 
 
 @pytest.mark.anyio
-async def test_cancelling_evaluate_stops_its_javascript(context: ivm.Context) -> None:
-    m = context.isolate.compile_module_sync("while (true) {}")
-    m.instantiate_sync(context, by_name({}))
+async def test_cancelling_evaluate_stops_its_javascript(any_context: ivm.Context) -> None:
+    m = any_context.isolate.compile_module_sync("while (true) {}")
+    m.instantiate_sync(any_context, by_name({}))
     with anyio.move_on_after(0.2) as scope:
         await m.evaluate()
     assert scope.cancelled_caught
-    assert await context.eval("2 + 2") == 4
+    assert await any_context.eval("2 + 2") == 4
 
 
-def test_the_timeout_covers_a_top_level_await(context: ivm.Context) -> None:
-    m = context.isolate.compile_module_sync("await new Promise(() => {});")
-    m.instantiate_sync(context, by_name({}))
+def test_the_timeout_covers_a_top_level_await(any_context: ivm.Context) -> None:
+    m = any_context.isolate.compile_module_sync("await new Promise(() => {});")
+    m.instantiate_sync(any_context, by_name({}))
     with pytest.raises(ivm.TimeoutError):
         m.evaluate_sync(timeout=0.2)
-    assert context.eval_sync("3") == 3
+    assert any_context.eval_sync("3") == 3
 
 
-def test_a_rejected_module_raises_jserror_with_its_stack(context: ivm.Context) -> None:
-    m = context.isolate.compile_module_sync(
+def test_a_rejected_module_raises_jserror_with_its_stack(any_context: ivm.Context) -> None:
+    m = any_context.isolate.compile_module_sync(
         "await null;\n\nconst e = new TypeError('bad module');\nthrow e;", filename="file:///a.mjs"
     )
-    m.instantiate_sync(context, by_name({}))
+    m.instantiate_sync(any_context, by_name({}))
     with pytest.raises(ivm.JSError) as info:
         m.evaluate_sync()
     assert info.value.name == "TypeError"
@@ -155,20 +155,20 @@ def test_a_rejected_module_raises_jserror_with_its_stack(context: ivm.Context) -
         m.evaluate_sync()
 
 
-def test_without_promise_evaluation_stops_at_the_first_await(context: ivm.Context) -> None:
-    m = context.isolate.compile_module_sync("globalThis.step = 1; await null; globalThis.step = 2;")
-    m.instantiate_sync(context, by_name({}))
+def test_without_promise_evaluation_stops_at_the_first_await(any_context: ivm.Context) -> None:
+    m = any_context.isolate.compile_module_sync("globalThis.step = 1; await null; globalThis.step = 2;")
+    m.instantiate_sync(any_context, by_name({}))
     m.evaluate_sync(promise=False)
-    assert context.eval_sync("step") == 2  # the microtasks ran at the end of the call
+    assert any_context.eval_sync("step") == 2  # the microtasks ran at the end of the call
 
 
-def test_origins_in_syntax_errors(isolate: ivm.Isolate) -> None:
+def test_origins_in_syntax_errors(any_isolate: ivm.Isolate) -> None:
     with pytest.raises(ivm.JSError) as info:
-        isolate.compile_module_sync("export const a = 1;\n\n    ) oops", filename="file:///bad.mjs")
+        any_isolate.compile_module_sync("export const a = 1;\n\n    ) oops", filename="file:///bad.mjs")
     assert info.value.name == "SyntaxError"
     assert "file:///bad.mjs:3" in (info.value.stack or "")
     with pytest.raises(ivm.JSError) as info:
-        isolate.compile_module_sync("\n)", filename="file:///off.mjs", line_offset=10)
+        any_isolate.compile_module_sync("\n)", filename="file:///off.mjs", line_offset=10)
     assert "file:///off.mjs:12" in (info.value.stack or "")
 
 
@@ -209,10 +209,10 @@ def test_resolver_errors_leave_the_isolate_usable(context: ivm.Context) -> None:
     assert context.eval_sync("1 + 1") == 2
 
 
-def test_misuse_of_the_module_lifecycle(isolate: ivm.Isolate) -> None:
-    ctx = isolate.create_context_sync()
-    other = isolate.create_context_sync()
-    m = isolate.compile_module_sync("export const a = 1;")
+def test_misuse_of_the_module_lifecycle(any_isolate: ivm.Isolate) -> None:
+    ctx = any_isolate.create_context_sync()
+    other = any_isolate.create_context_sync()
+    m = any_isolate.compile_module_sync("export const a = 1;")
     with pytest.raises(ValueError, match="not been instantiated"):
         m.evaluate_sync()
     with pytest.raises(ValueError, match="not been instantiated"):
@@ -223,7 +223,7 @@ def test_misuse_of_the_module_lifecycle(isolate: ivm.Isolate) -> None:
     with pytest.raises(ValueError, match="already instantiated"):
         m.instantiate_sync(other, by_name({}))
     # A module of one context cannot be linked from another.
-    user = isolate.compile_module_sync("import {a} from 'm';")
+    user = any_isolate.compile_module_sync("import {a} from 'm';")
     with pytest.raises(ValueError, match="another context"):
         user.instantiate_sync(other, by_name({"m": m}))
     m.release()
@@ -235,26 +235,26 @@ def test_misuse_of_the_module_lifecycle(isolate: ivm.Isolate) -> None:
     with pytest.raises(TypeError):
         ivm.Module()
     ctx.release()
-    fresh = isolate.compile_module_sync("export default 1")
+    fresh = any_isolate.compile_module_sync("export default 1")
     with pytest.raises(ivm.DisposedError):
         fresh.instantiate_sync(ctx, by_name({}))
-    isolate.dispose()
+    any_isolate.dispose()
     with pytest.raises(ivm.DisposedError):
         fresh.evaluate_sync()
     assert fresh.dependency_specifiers == []
     with pytest.raises(ivm.DisposedError):
-        isolate.compile_module_sync("export default 1")
+        any_isolate.compile_module_sync("export default 1")
 
 
-def test_a_module_context_manager_releases_it(context: ivm.Context) -> None:
-    with context.isolate.compile_module_sync("export default 1") as m:
-        m.instantiate_sync(context, by_name({}))
+def test_a_module_context_manager_releases_it(any_context: ivm.Context) -> None:
+    with any_context.isolate.compile_module_sync("export default 1") as m:
+        m.instantiate_sync(any_context, by_name({}))
     with pytest.raises(ivm.DisposedError):
         m.evaluate_sync()
 
 
-def test_compiled_and_released_modules_leak_nothing(no_leaks: None) -> None:
-    iso = ivm.Isolate(memory_limit=32)
+def test_compiled_and_released_modules_leak_nothing(no_leaks: None, placement: str) -> None:
+    iso = ivm.Isolate(memory_limit=32, process=placement)  # type: ignore[arg-type]
     try:
         ctx = iso.create_context_sync()
         dep = iso.compile_module_sync("export const base = 1;")
@@ -448,3 +448,45 @@ async def test_concurrent_imports_of_one_module_link_it_once(isolate: ivm.Isolat
     assert await ctx.eval("globalThis.libRuns") == 1  # evaluated once
     # Two more rounds after everything is linked: nothing is linked again.
     assert await ctx.eval("import('dyn.mjs').then(m => m.z)", promise=True) == 43
+
+
+def test_import_attributes_reach_the_resolver(any_context: ivm.Context) -> None:
+    iso = any_context.isolate
+    main = iso.compile_module_sync(
+        "import data from './a.json' assert {type: 'json'};\n"
+        "import code from './a.json';\n"
+        "globalThis.got = [data.n, code.n];"
+    )
+    assert main.dependency_specifiers == ["./a.json", "./a.json"]
+    assert main.dependency_attributes == [{"type": "json"}, {}]
+    as_json = iso.compile_module_sync("export default {n: 'json'};")
+    as_code = iso.compile_module_sync("export default {n: 'code'};")
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    def resolve(specifier: str, referrer: ivm.Module, attributes: dict[str, str]) -> ivm.Module:
+        seen.append((specifier, attributes))
+        return as_json if attributes.get("type") == "json" else as_code
+
+    main.instantiate_sync(any_context, resolve)
+    assert seen == [("./a.json", {"type": "json"}), ("./a.json", {})]
+    main.evaluate_sync()
+    assert any_context.eval_sync("got", copy=True) == ["json", "code"]
+
+
+@pytest.mark.anyio
+async def test_two_argument_resolvers_still_work_with_attributes(any_context: ivm.Context) -> None:
+    iso = any_context.isolate
+    main = await iso.compile_module(
+        "import a from 'a' assert {type: 'json', x: 'y'}; globalThis.a = a;"
+    )
+    dep = await iso.compile_module("export default 5;")
+    seen: list[str] = []
+
+    async def resolve(specifier: str, referrer: ivm.Module) -> ivm.Module:
+        seen.append(specifier)
+        return dep
+
+    await main.instantiate(any_context, resolve)
+    await main.evaluate()
+    assert seen == ["a"] and await any_context.eval("a") == 5
+    assert main.dependency_attributes == [{"type": "json", "x": "y"}]

@@ -424,24 +424,8 @@ def test_values_larger_than_a_frame_are_refused(rctx: ivm.Context) -> None:
     assert rctx.eval_sync("'still usable'") == "still usable"
 
 
-def test_modules_are_refused_clearly(remote: ivm.Isolate) -> None:
-    with pytest.raises(ValueError, match="modules"):
-        remote.compile_module_sync("export const x = 1")
-    assert remote.create_context_sync().eval_sync("1") == 1
-
-
-def test_hooks_and_code_caches_are_refused_clearly(remote: ivm.Isolate) -> None:
-    # (Import and rejection hooks do reach workers now: tests/test_remote_callbacks.py.)
-    with pytest.raises(ValueError, match="code caches"):
-        remote.compile_script_sync("1", produce_cached_data=True)
-    with pytest.raises(ValueError, match="code caches"):
-        remote.compile_script_sync("1", cached_data=b"IVMC")
+def test_a_script_compiled_without_cache_options_has_no_cache(remote: ivm.Isolate) -> None:
+    # (Hooks and code caches reach workers: test_remote_callbacks.py, test_remote_modules.py.)
     script = remote.compile_script_sync("6 * 7")
     assert script.cached_data is None and script.cached_data_rejected is False
     assert script.run_sync(remote.create_context_sync()) == 42
-
-
-@pytest.mark.anyio
-async def test_modules_are_refused_clearly_async(remote: ivm.Isolate) -> None:
-    with pytest.raises(ValueError, match="modules"):
-        await remote.compile_module("export const x = 1")
