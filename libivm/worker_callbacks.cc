@@ -455,6 +455,13 @@ std::string Callbacks::RunNested(const wire::Frame& frame, wire::Fds* fds) {
     case wire::kOpRefCall:
       return ops_->RefCallNested(id, iso, r, &frame.fds, fds);
     default:
+      if (op >= wire::kOpFirstModuleOp && op <= wire::kOpLastModuleOp) {
+        return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT,
+                          "ES modules of an isolate in a worker process cannot be compiled, "
+                          "linked, evaluated or read inside a synchronous host callback of that "
+                          "isolate; use an async import_module hook (or prepare the modules "
+                          "before the call)");
+      }
       return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT,
                         "op " + std::to_string(op) + " cannot run inside a host callback");
   }

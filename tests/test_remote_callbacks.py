@@ -367,8 +367,8 @@ async def test_unhandled_rejections_of_async_calls(rctx: ivm.Context,
 
 def test_import_hook_round_trip(any_ctx: ivm.Context) -> None:
     """import() in a worker asks the host's hook. The hook cannot return a module yet
-    (ES modules are not forwarded to workers: compile_module raises ValueError), so what
-    reaches JavaScript here is the hook's refusal, as inline would give it."""
+    (in a worker, a synchronous hook cannot compile modules inside the call: a clear
+    ValueError; an async hook can, test_async_import_hook_loads_modules_in_a_worker)."""
     calls: list[tuple[str, str]] = []
 
     def hook(specifier: str, referrer: str) -> ivm.Module:
@@ -382,9 +382,10 @@ def test_import_hook_round_trip(any_ctx: ivm.Context) -> None:
                          promise=True, filename="main.js") == "LookupError: no module lib/x.js"
     assert calls == [("lib/x.js", "main.js")]
     if any_ctx.isolate.pid is not None:
-        assert ctx.eval_sync("import('compile').catch(e => e.name + ': ' + e.message)",
-                             promise=True) == (
-            "ValueError: ES modules are not supported in an isolate in a worker process yet")
+        # A synchronous hook runs inside the call; module work cannot nest there in a worker.
+        got = ctx.eval_sync("import('compile').catch(e => e.name + ': ' + e.message)", promise=True)
+        assert got.startswith("ValueError: ES modules of an isolate in a worker process cannot"), got
+        assert "async import_module hook" in got
     # Without a hook, import() rejects with a TypeError (no round trip).
     plain = any_ctx.isolate.create_context_sync()
     assert plain.eval_sync("import('y').catch(e => e.name)", promise=True) == "TypeError"
@@ -543,3 +544,37 @@ def test_callback_frame_for_a_known_callback_but_bad_call(wait_until: Callable[.
             assert wait_until(lambda: not group.alive)
             cause = str(group.crash)
             assert "protocol violation" in cause and why in cause, cause
+
+
+@pytest.mark.anyio
+async def test_async_import_hook_loads_modules_in_a_worker() -> None:
+    """Issue 13 in workers: import() resolved by an async hook, the module graph compiled,
+    linked and evaluated in the worker, its namespace handed back to JavaScript; and top-level
+    await of an async host Callback inside a worker's module."""
+    iso = ivm.Isolate(process="isolated")
+    try:
+        sources = {
+            "lib.mjs": "export const x = 41; export default (v) => v + 1;",
+            "main.mjs": "import inc, {x} from 'lib.mjs'; export const y = inc(x);",
+        }
+        compiled: dict[str, ivm.Module] = {}
+
+        async def hook(specifier: str, referrer: str) -> ivm.Module:
+            if specifier not in compiled:
+                compiled[specifier] = await iso.compile_module(sources[specifier], filename=specifier)
+            return compiled[specifier]
+
+        ctx = await iso.create_context(import_module=hook)
+        assert await ctx.eval("import('main.mjs').then(m => m.y)", promise=True) == 42
+
+        async def later(v: int) -> int:
+            await anyio.sleep(0.01)
+            return v * 2
+
+        await ctx.global_.set("later", ivm.Callback(later, mode="async"))
+        entry = await iso.compile_module("export const z = await later(21);", filename="tla.mjs")
+        await entry.instantiate(ctx, lambda s, r: compiled[s])
+        await entry.evaluate()
+        assert await entry.namespace.get("z") == 42
+    finally:
+        iso.dispose()
