@@ -8,6 +8,7 @@
 #include "callback.h"
 #include "context.h"
 #include "copy.h"
+#include "host_exit.h"
 #include "remote.h"
 
 #include <mutex>
@@ -164,8 +165,13 @@ v8::MaybeLocal<v8::Module> ResolveImport(v8::Local<v8::Context> context,
   std::string name;
   ivm::compat::AppendWtf8(isolate, specifier, name);
   ivm_module_t* to = nullptr;
-  ivm_error_t* err = from == nullptr ? InvalidArgument("an import of an unknown module")
-                                     : l->resolve(l->user_data, name.data(), name.size(), from, &to);
+  ivm_error_t* err = nullptr;
+  try {
+    err = from == nullptr ? InvalidArgument("an import of an unknown module")
+                          : l->resolve(l->user_data, name.data(), name.size(), from, &to);
+  } catch (abi::__forced_unwind&) {   // the host ends this thread (host_exit.h)
+    ::ivm::ParkForExit();
+  }
   if (err == nullptr) err = CheckLinkable(*l, to);
   if (err != nullptr) {
     l->error = err;
