@@ -9,6 +9,7 @@
 #include "callback.h"
 
 #include "copy.h"
+#include "host_exit.h"
 #include "wrapper.h"
 
 namespace ivm {
@@ -152,7 +153,7 @@ void Trampoline(const v8::FunctionCallbackInfo<v8::Value>& info) {
   try {
     HostScope host(holder);
     err = record->data->fn(record->data->user_data, &c, &out);
-  } catch (...) {
+  } IVM_PARK_ON_HOST_EXIT catch (...) {
     err = MakeError(IVM_ERROR_INTERNAL, "a host function threw a C++ exception");
   }
   if (LeftStopped(holder, *call, err, out)) return;
@@ -202,7 +203,7 @@ CallbackData::~CallbackData() {
   if (finalize) {
     try {
       finalize(user_data);
-    } catch (...) {
+    } IVM_PARK_ON_HOST_EXIT catch (...) {
     }
   }
 }

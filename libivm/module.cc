@@ -9,6 +9,7 @@
 #include "context.h"
 #include "copy.h"
 #include "module.h"
+#include "host_exit.h"
 #include "remote.h"
 
 #include <mutex>
@@ -183,14 +184,18 @@ v8::MaybeLocal<v8::Module> ResolveImport(v8::Local<v8::Context> context,
   ivm::compat::AppendWtf8(isolate, specifier, name);
   ivm_module_t* to = nullptr;
   ivm_error_t* err = nullptr;
-  if (from == nullptr) {
-    err = InvalidArgument("an import of an unknown module");
-  } else {
-    ivm::ImportAttributes attributes = ReadAttributes(isolate, context, import_assertions);
-    size_t index = RequestIndex(*from_record, name, attributes);
-    err = index == from_record->specifiers.size()
-              ? InvalidArgument("an import the module does not request")
-              : l->resolve(name, index, from, &to);
+  try {
+    if (from == nullptr) {
+      err = InvalidArgument("an import of an unknown module");
+    } else {
+      ivm::ImportAttributes attributes = ReadAttributes(isolate, context, import_assertions);
+      size_t index = RequestIndex(*from_record, name, attributes);
+      err = index == from_record->specifiers.size()
+                ? InvalidArgument("an import the module does not request")
+                : l->resolve(name, index, from, &to);
+    }
+  } catch (abi::__forced_unwind&) {   // the host ends this thread (host_exit.h)
+    ::ivm::ParkForExit();
   }
   if (err == nullptr) err = CheckLinkable(*l, to);
   if (err != nullptr) {

@@ -8,6 +8,7 @@
 // still running (ids, not pointers, cross threads). The thread starts with
 // the first timer and lives until the process exits.
 #include "internal.h"
+#include "host_exit.h"
 
 #include <condition_variable>
 #include <ctime>
@@ -64,8 +65,8 @@ void Loop() {
     s.queue.erase(first);
     lock.unlock();
     try {
-      fn();
-    } catch (...) {
+      fn();   // (may free the last owner of an isolate: its teardown calls the host)
+    } IVM_PARK_ON_HOST_EXIT catch (...) {
     }
     fn = nullptr;   // whatever it holds is released outside the lock
     lock.lock();

@@ -10,6 +10,7 @@
 #include "worker_process.h"
 
 #include "internal.h"
+#include "host_exit.h"
 #include "options.h"
 
 #include <dlfcn.h>
@@ -437,7 +438,7 @@ void WorkerProcess::FailAsync() {
     ivm_error_t* err = MakeError(proto->kind, proto->message);
     try {
       call.fn(nullptr, err);
-    } catch (...) {
+    } IVM_PARK_ON_HOST_EXIT catch (...) {
     }
   }
   ivm_error_free(proto);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -13,8 +14,12 @@ import pytest
 
 import ivm
 
+# Each child handles SIGINT the Python way even when started with it ignored (a shell's
+# background job inherits SIG_IGN, and Python then leaves it so, as does ivm).
 CHILD = r"""
-import sys, time, ivm
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
+import ivm
 isolate = ivm.Isolate(process=sys.argv[2])
 context = isolate.create_context_sync()
 print("ready", flush=True)
@@ -93,7 +98,9 @@ def test_without_ctrl_c_the_loop_is_not_interrupted() -> None:
 
 
 LEAK_CHILD = r"""
-import gc, ivm
+import gc, signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
+import ivm
 from ivm._ffi import lib
 isolate = ivm.Isolate()
 context = isolate.create_context_sync()
@@ -123,11 +130,16 @@ def test_ctrl_c_leaks_no_error_object() -> None:
         text=True,
     )
     assert proc.stdout is not None
-    for _ in range(3):
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.3)  # let the JavaScript start
-        proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    try:
+        for _ in range(3):
+            # (bounded: a child whose loop was not stopped never prints again)
+            assert select.select([proc.stdout], [], [], 30)[0], "the child stopped answering"
+            assert proc.stdout.readline().strip() == "ready"
+            time.sleep(0.3)  # let the JavaScript start
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
     assert proc.returncode == 0, err
     _, before, after = out.split()
     assert int(after) == int(before), f"{int(after) - int(before)} libivm objects leaked"
