@@ -251,10 +251,10 @@ typedef struct ivm_completion ivm_completion_t;
 /* ------------------------------------------------------------------------- */
 
 #define IVM_VERSION_MAJOR 0
-#define IVM_VERSION_MINOR 4
+#define IVM_VERSION_MINOR 5
 #define IVM_VERSION_PATCH 0
 /** MAJOR * 1000000 + MINOR * 1000 + PATCH of this header. */
-#define IVM_VERSION_NUMBER 4000
+#define IVM_VERSION_NUMBER 5000
 
 /**
  * The version of the loaded library, as IVM_VERSION_NUMBER. Compare it with the

@@ -21,7 +21,7 @@ namespace ivm::wire {
 // "IVMW" as the bytes of a little-endian u32: the first field of HELLO.
 constexpr uint32_t kMagic = 0x574d5649u;
 // Bumped on any incompatible change; host and worker must agree exactly.
-constexpr uint32_t kProtocolVersion = 1;
+constexpr uint32_t kProtocolVersion = 2;
 
 constexpr size_t kHeaderSize = 16;
 // The largest payload a frame may carry; larger data travels as memfds.
