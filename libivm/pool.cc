@@ -380,7 +380,9 @@ void EnqueueCollect(const std::shared_ptr<IsolateHolder>& holder) {
   auto job = std::make_unique<Job>(
       IVM_COMPLETION_NONE, IgnoreOutcome, nullptr, [weak](ivm_completion_t*) -> ivm_error_t* {
         std::shared_ptr<IsolateHolder> holder = weak.lock();
-        if (!holder || holder->disposed()) return nullptr;
+        // Owned by nobody but the pool thread serving it and this job: its teardown,
+        // which releases all it holds, comes as the pool lets go. No collection then.
+        if (!holder || holder->disposed() || holder.use_count() <= 2) return nullptr;
         return holder->Run(0, [&](v8::Isolate* isolate, CallState&) -> ivm_error_t* {
           isolate->LowMemoryNotification();
           return nullptr;
