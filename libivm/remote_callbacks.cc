@@ -20,6 +20,8 @@
 #include "wire_value.h"
 #include "worker_process.h"
 
+#include <cxxabi.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -145,6 +147,8 @@ class Runner {
       lock.unlock();
       try {
         task();
+      } catch (abi::__forced_unwind&) {   // the thread is being ended (see DropLater)
+        throw;
       } catch (...) {
       }
       task = nullptr;
@@ -164,11 +168,26 @@ thread_local std::vector<Invocation*> t_running;
 
 // Drops callbacks; those whose finalizer would run now (the last share) are
 // dropped on a runner thread, since a finalizer may wait for a language
-// runtime's lock and the caller may be the I/O thread.
+// runtime's lock and the caller may be the I/O thread. The runner calls each
+// finalizer itself, not from CallbackData's (noexcept) destructor: a runtime
+// that is exiting may end the thread from inside it (Python's pthread_exit
+// when a thread wants the GIL during finalization), and that unwind must not
+// cross a noexcept frame (glibc aborts: "exception not rethrown"); what is
+// left then is leaked, as the process is exiting.
 void DropLater(std::vector<std::shared_ptr<CallbackData>> data) {
   std::erase_if(data, [](const std::shared_ptr<CallbackData>& d) { return d.use_count() > 1; });
   if (data.empty()) return;
-  Runner::Get().Run([data = std::move(data)]() mutable { data.clear(); });
+  auto* owned = new std::vector<std::shared_ptr<CallbackData>>(std::move(data));
+  Runner::Get().Run([owned] {
+    for (std::shared_ptr<CallbackData>& d : *owned) {
+      if (d.use_count() == 1) {
+        void (*finalize)(void*) = std::exchange(d->finalize, nullptr);
+        if (finalize != nullptr) finalize(d->user_data);
+      }
+      d.reset();
+    }
+    delete owned;
+  });
 }
 
 // An outcome (CALLBACK_REPLY payload, or a settle's): u32 status, then on
@@ -448,6 +467,8 @@ void WorkerProcess::RunCallback(const wire::Frame& frame) {
   if (!notify) remote::t_running.push_back(&inv);
   try {
     err = entry.data->fn(entry.data->user_data, &c, &out);
+  } catch (abi::__forced_unwind&) {   // the thread is being ended (see DropLater)
+    throw;
   } catch (...) {
     err = MakeError(IVM_ERROR_INTERNAL, "a host function threw a C++ exception");
   }

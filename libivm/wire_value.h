@@ -52,9 +52,10 @@ class ObjectCodec {
   uint32_t refused_kind = IVM_ERROR_TRANSFER;
   // ExternalCopies nested in copies: bounded.
   int depth = 0;
-  // Large buffers cross in memfds: those a frame being written carries, and
-  // those of the frame being read (each used once). `seal_received`: the
-  // host's codec, which seals what a worker sends before mapping it.
+  // Large buffers cross in memfds: those a frame being written carries (its
+  // writer sends them beside it), and those of the frame being read (each
+  // used once). `seal_received`: the host's codec, which seals what a worker
+  // sends before mapping it.
   Fds out_fds;
   const Fds* in_fds = nullptr;
   std::vector<bool> in_used;
