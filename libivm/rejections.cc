@@ -12,6 +12,8 @@
 #include "context.h"
 #include "copy.h"
 
+#include <atomic>
+
 namespace ivm {
 namespace {
 
@@ -23,6 +25,12 @@ v8::Local<v8::Private> Key(v8::Isolate* isolate, const char* name) {
 constexpr char kHookKey[] = "ivm:rejection_hook";
 constexpr char kPendingKey[] = "ivm:rejections";   // Map promise -> [reason, revoked]
 constexpr char kReportedKey[] = "ivm:reported";     // on a reported promise
+
+// Entries in every context's pending Map, in all isolates. While it is 0 (by far
+// the common case) a call's end costs no lookup of the Map (which takes an
+// internalized key, a private-symbol lookup and a property lookup). An entry
+// lost with its context only keeps the count above 0: slower, never wrong.
+std::atomic<int64_t> g_pending{0};
 
 v8::MaybeLocal<v8::Map> Pending(v8::Isolate* isolate, v8::Local<v8::Context> context,
                                 bool create) {
@@ -45,6 +53,7 @@ void Track(v8::Isolate* isolate, v8::Local<v8::Context> context, v8::Local<v8::P
   v8::Local<v8::Map> pending;
   if (!Pending(isolate, context, true).ToLocal(&pending)) return;
   v8::Local<v8::Value> entry[2] = {reason, v8::Boolean::New(isolate, revoked)};
+  if (!pending->Has(context, promise).FromMaybe(true)) g_pending.fetch_add(1);
   (void)pending->Set(context, promise, v8::Array::New(isolate, entry, 2));
 }
 
@@ -62,6 +71,7 @@ void OnPromiseReject(v8::PromiseRejectMessage message) {
       v8::Local<v8::Map> pending;
       if (Pending(isolate, context, false).ToLocal(&pending) &&
           pending->Delete(context, promise).FromMaybe(false)) {
+        g_pending.fetch_sub(1);
         break;   // handled before it was reported
       }
       if (promise->HasPrivate(context, Key(isolate, kReportedKey)).FromMaybe(false)) {
@@ -90,15 +100,21 @@ bool SetRejectionHook(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8:
 void ForgetRejection(v8::Isolate* isolate, v8::Local<v8::Context> context,
                      v8::Local<v8::Value> value) {
   v8::Local<v8::Map> pending;
-  if (!value->IsPromise() || !Pending(isolate, context, false).ToLocal(&pending)) return;
+  if (g_pending.load(std::memory_order_relaxed) <= 0 || !value->IsPromise() ||
+      !Pending(isolate, context, false).ToLocal(&pending)) {
+    return;
+  }
   v8::TryCatch try_catch(isolate);
-  (void)pending->Delete(context, value);
+  if (pending->Delete(context, value).FromMaybe(false)) g_pending.fetch_sub(1);
 }
 
 void FlushRejections(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
                      const CallState& call) {
   v8::Local<v8::Map> pending;
-  if (!Pending(isolate, context, false).ToLocal(&pending) || pending->Size() == 0) return;
+  if (g_pending.load(std::memory_order_relaxed) <= 0 ||
+      !Pending(isolate, context, false).ToLocal(&pending) || pending->Size() == 0) {
+    return;
+  }
   v8::TryCatch try_catch(isolate);
   v8::Local<v8::Value> hook;
   if (!context->Global()->GetPrivate(context, Key(isolate, kHookKey)).ToLocal(&hook) ||
@@ -106,6 +122,7 @@ void FlushRejections(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::
     return;
   }
   v8::Local<v8::Array> entries = pending->AsArray();   // [promise, entry, promise, entry, ...]
+  g_pending.fetch_sub(static_cast<int64_t>(pending->Size()));
   pending->Clear();
   for (uint32_t i = 0; i + 1 < entries->Length(); i += 2) {
     if (holder.Stopped(call) || isolate->IsExecutionTerminating()) return;
