@@ -107,9 +107,10 @@ class Isolate(Handle):
     ``process="isolated"`` runs the isolate in a worker process of its own
     (a sandboxed ``ivm-worker``, see :class:`ivm.ProcessGroup`), and
     ``group=pg`` in the worker of process group ``pg``, shared with other
-    isolates. Everything else works alike, except that References,
-    ExternalCopies and host callbacks cannot cross into or out of a worker
-    (:class:`ivm.TransferError`). When the worker dies, every pending and
+    isolates. Everything else works alike: References into the worker,
+    ExternalCopies and host callbacks cross (a Reference never crosses
+    between processes: :class:`ivm.CrossProcessError`; docs/process.md says
+    what else is refused). When the worker dies, every pending and
     later call raises :class:`ivm.IsolateCrashedError` with the cause; the
     host process lives on.
 
