@@ -150,11 +150,11 @@ void Trampoline(const v8::FunctionCallbackInfo<v8::Value>& info) {
   }
   ivm_value_t* out = nullptr;
   ivm_error_t* err = nullptr;
-  try {
+  {
     HostScope host(holder);
-    err = record->data->fn(record->data->user_data, &c, &out);
-  } IVM_PARK_ON_HOST_EXIT catch (...) {
-    err = MakeError(IVM_ERROR_INTERNAL, "a host function threw a C++ exception");
+    CallIntoHost(
+        OnHostExit::kPark, [&] { err = record->data->fn(record->data->user_data, &c, &out); },
+        [&] { err = MakeError(IVM_ERROR_INTERNAL, "a host function threw a C++ exception"); });
   }
   if (LeftStopped(holder, *call, err, out)) return;
   if (err) {
@@ -201,10 +201,7 @@ void Trampoline(const v8::FunctionCallbackInfo<v8::Value>& info) {
 
 CallbackData::~CallbackData() {
   if (finalize) {
-    try {
-      finalize(user_data);
-    } IVM_PARK_ON_HOST_EXIT catch (...) {
-    }
+    CallIntoHost(OnHostExit::kPark, [&] { finalize(user_data); }, [] {});
   }
 }
 

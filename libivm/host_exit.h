@@ -23,9 +23,30 @@ namespace ivm {
 
 }  // namespace ivm
 
-// Use before a catch (...) around a call into the host:
-//   try { fn(); } IVM_PARK_ON_HOST_EXIT catch (...) { ... }
-#define IVM_PARK_ON_HOST_EXIT \
-  catch (abi::__forced_unwind&) { ::ivm::ParkForExit(); }
+namespace ivm {
+
+// What a call into the host does when the host ends its thread: park it for
+// good (kPark), or let the unwind go on (kUnwind: no libivm or V8 frame
+// above that needs to end).
+enum class OnHostExit { kPark, kUnwind };
+
+// Runs `call`; any other C++ exception it throws runs `on_exception` (inside
+// the handler, so `throw;` there rethrows it). The one catch of
+// abi::__forced_unwind binds a reference to an exception that has no C++
+// object, which UBSan's null check would report: it is not instrumented.
+template <class Call, class OnException>
+__attribute__((no_sanitize("null"))) inline void CallIntoHost(OnHostExit on_exit, Call&& call,
+                                                              OnException&& on_exception) {
+  try {
+    call();
+  } catch (abi::__forced_unwind&) {
+    if (on_exit == OnHostExit::kPark) ParkForExit();
+    throw;
+  } catch (...) {
+    on_exception();
+  }
+}
+
+}  // namespace ivm
 
 #endif  // IVM_HOST_EXIT_H

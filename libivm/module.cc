@@ -184,19 +184,21 @@ v8::MaybeLocal<v8::Module> ResolveImport(v8::Local<v8::Context> context,
   ivm::compat::AppendWtf8(isolate, specifier, name);
   ivm_module_t* to = nullptr;
   ivm_error_t* err = nullptr;
-  try {
-    if (from == nullptr) {
-      err = InvalidArgument("an import of an unknown module");
-    } else {
-      ivm::ImportAttributes attributes = ReadAttributes(isolate, context, import_assertions);
-      size_t index = RequestIndex(*from_record, name, attributes);
-      err = index == from_record->specifiers.size()
-                ? InvalidArgument("an import the module does not request")
-                : l->resolve(name, index, from, &to);
-    }
-  } catch (abi::__forced_unwind&) {   // the host ends this thread (host_exit.h)
-    ::ivm::ParkForExit();
-  }
+  // (the resolver is host code: host_exit.h)
+  ivm::CallIntoHost(
+      ivm::OnHostExit::kPark,
+      [&] {
+        if (from == nullptr) {
+          err = InvalidArgument("an import of an unknown module");
+          return;
+        }
+        ivm::ImportAttributes attributes = ReadAttributes(isolate, context, import_assertions);
+        size_t index = RequestIndex(*from_record, name, attributes);
+        err = index == from_record->specifiers.size()
+                  ? InvalidArgument("an import the module does not request")
+                  : l->resolve(name, index, from, &to);
+      },
+      [] { throw; });
   if (err == nullptr) err = CheckLinkable(*l, to);
   if (err != nullptr) {
     l->error = err;

@@ -16,6 +16,7 @@
 #include "callback.h"
 #include "context.h"
 #include "copy.h"
+#include "host_exit.h"
 #include "remote.h"
 #include "wire_value.h"
 #include "worker_process.h"
@@ -145,12 +146,8 @@ class Runner {
       std::function<void()> task = std::move(tasks_.front());
       tasks_.pop_front();
       lock.unlock();
-      try {
-        task();
-      } catch (abi::__forced_unwind&) {   // the thread is being ended (see DropLater)
-        throw;
-      } catch (...) {
-      }
+      // (a forced unwind ends this thread: see DropLater)
+      CallIntoHost(OnHostExit::kUnwind, [&] { task(); }, [] {});
       task = nullptr;
       lock.lock();
     }
@@ -465,13 +462,10 @@ void WorkerProcess::RunCallback(const wire::Frame& frame) {
   ivm_value_t* out = nullptr;
   ivm_error_t* err = nullptr;
   if (!notify) remote::t_running.push_back(&inv);
-  try {
-    err = entry.data->fn(entry.data->user_data, &c, &out);
-  } catch (abi::__forced_unwind&) {   // the thread is being ended (see DropLater)
-    throw;
-  } catch (...) {
-    err = MakeError(IVM_ERROR_INTERNAL, "a host function threw a C++ exception");
-  }
+  // (a forced unwind ends this thread: see DropLater)
+  CallIntoHost(
+      OnHostExit::kUnwind, [&] { err = entry.data->fn(entry.data->user_data, &c, &out); },
+      [&] { err = MakeError(IVM_ERROR_INTERNAL, "a host function threw a C++ exception"); });
   if (!notify) remote::t_running.pop_back();
   entry.data.reset();
   if (err != nullptr && out != nullptr) {

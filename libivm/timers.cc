@@ -64,10 +64,8 @@ void Loop() {
     s.deadlines.erase(first->first.second);
     s.queue.erase(first);
     lock.unlock();
-    try {
-      fn();   // (may free the last owner of an isolate: its teardown calls the host)
-    } IVM_PARK_ON_HOST_EXIT catch (...) {
-    }
+    // (fn may free the last owner of an isolate: its teardown calls the host)
+    CallIntoHost(OnHostExit::kPark, [&] { fn(); }, [] {});
     fn = nullptr;   // whatever it holds is released outside the lock
     lock.lock();
   }

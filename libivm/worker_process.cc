@@ -436,10 +436,7 @@ void WorkerProcess::FailAsync() {
   }
   for (auto& [id, call] : calls) {
     ivm_error_t* err = MakeError(proto->kind, proto->message);
-    try {
-      call.fn(nullptr, err);
-    } IVM_PARK_ON_HOST_EXIT catch (...) {
-    }
+    CallIntoHost(OnHostExit::kPark, [&] { call.fn(nullptr, err); }, [] {});
   }
   ivm_error_free(proto);
 }
