@@ -434,7 +434,8 @@ void WorkerProcess::FailAsync() {
     proto = DeadErrorLocked();
     if (proto == nullptr) proto = MakeError(IVM_ERROR_CRASHED, cause_);
   }
-  for (auto& [id, call] : calls) {
+  for (auto& entry : calls) {
+    AsyncCall& call = entry.second;   // (clang's lambdas cannot capture structured bindings)
     ivm_error_t* err = MakeError(proto->kind, proto->message);
     CallIntoHost(OnHostExit::kPark, [&] { call.fn(nullptr, err); }, [] {});
   }
