@@ -172,6 +172,10 @@ void Release(RemoteObject& object, uint32_t op);
 
 // A REPLY with no results (the forwarding helpers above serve the topic files below).
 Parse NoResult();
+// DISPOSED for an isolate already disposed or dead, else NULL.
+ivm_error_t* Refuse(const RemoteIsolate& iso);
+// Source options as CALL frames carry them.
+wire::WireSource ToWire(const SourceOptions& s);
 
 }  // namespace remote
 

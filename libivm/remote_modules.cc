@@ -17,19 +17,6 @@ namespace ivm::remote {
 
 namespace {
 
-ivm_error_t* Disposed(const RemoteIsolate& iso) {
-  if (iso.marked_disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
-  return nullptr;
-}
-
-wire::WireSource Source(const SourceOptions& s) {
-  wire::WireSource w;
-  w.has_filename = s.filename != nullptr;
-  if (w.has_filename) w.filename.assign(s.filename, s.filename_len);
-  w.line_offset = s.line_offset;
-  w.column_offset = s.column_offset;
-  return w;
-}
 
 // A compile CALL: u64 object, bytes code, source, cache (u8 given, bytes
 // data, u8 produce).
@@ -37,7 +24,7 @@ std::string CompileFrame(RemoteIsolate& iso, uint32_t op, uint64_t object_id,
                          const cache::CompileInput& in, uint64_t* id) {
   wire::Writer w = iso.Begin(op, id);
   w.U64(object_id).Bytes(in.code);
-  wire::WriteSource(w, Source(in.source));
+  wire::WriteSource(w, ToWire(in.source));
   w.U8(in.cache.given ? 1 : 0).Bytes(in.cache.given ? in.cache.data : std::string_view());
   w.U8(in.cache.produce ? 1 : 0);
   return w.Finish();
@@ -191,7 +178,7 @@ ivm_error_t* PrepareInstantiate(ivm_module_t* module, ivm_context_t* ctx,
                                 std::string* frame) {
   RemoteModule& rec = *module->remote;
   RemoteIsolate& iso = *rec.object->iso;
-  if (ivm_error_t* err = Disposed(iso)) return err;
+  if (ivm_error_t* err = Refuse(iso)) return err;
   if (rec.released.load()) return MakeError(IVM_ERROR_DISPOSED, kModuleReleased);
   if (rec.context.load() != 0) return InvalidArgument("The module is already instantiated");
   if (ivm_error_t* err = Walk(module, ctx->remote->id, resolve, g.get())) return err;
@@ -230,7 +217,7 @@ std::string EvaluateFrame(RemoteIsolate& iso, const RemoteModule& rec, const Cal
 
 ivm_error_t* CompileModule(const std::shared_ptr<RemoteIsolate>& iso,
                            const cache::CompileInput& in, ivm_module_t** out) {
-  if (ivm_error_t* err = Disposed(*iso)) return err;
+  if (ivm_error_t* err = Refuse(*iso)) return err;
   uint64_t id, module_id = iso->worker().NextId();
   std::string frame = CompileFrame(*iso, wire::kOpCompileModule, module_id, in, &id);
   ivm_completion_t c{};
@@ -250,7 +237,7 @@ ivm_error_t* CompileModuleAsync(const std::shared_ptr<RemoteIsolate>& iso,
 
 ivm_error_t* CompileScriptCached(const std::shared_ptr<RemoteIsolate>& iso,
                                  const cache::CompileInput& in, ivm_script_t** out) {
-  if (ivm_error_t* err = Disposed(*iso)) return err;
+  if (ivm_error_t* err = Refuse(*iso)) return err;
   uint64_t id, script_id = iso->worker().NextId();
   std::string frame = CompileFrame(*iso, wire::kOpCompileScriptCached, script_id, in, &id);
   ivm_completion_t c{};
@@ -299,7 +286,7 @@ ivm_error_t* InstantiateModuleAsync(ivm_module_t* module, ivm_context_t* ctx,
 ivm_error_t* EvaluateModule(ivm_module_t* module, const CallOptions& call, ivm_value_t** out) {
   const std::shared_ptr<RemoteIsolate>& iso = module->remote->object->iso;
   if (ivm_error_t* err = CheckResultFlags(call.flags)) return err;
-  if (ivm_error_t* err = Disposed(*iso)) return err;
+  if (ivm_error_t* err = Refuse(*iso)) return err;
   uint64_t id;
   std::string frame = EvaluateFrame(*iso, *module->remote, call, &id);
   ivm_completion_t c{};
@@ -328,7 +315,7 @@ ivm_error_t* NamespaceFrame(ivm_module_t* module, const CallOptions& call, uint6
   RemoteModule& rec = *module->remote;
   if (rec.released.load()) return MakeError(IVM_ERROR_DISPOSED, kModuleReleased);
   if (rec.context.load() == 0) return InvalidArgument(kModuleNotInstantiated);
-  if (ivm_error_t* err = Disposed(*rec.object->iso)) return err;
+  if (ivm_error_t* err = Refuse(*rec.object->iso)) return err;
   *frame = rec.object->iso->Begin(wire::kOpModuleNamespace, id)
                .U64(rec.object->id)
                .U32(call.flags)

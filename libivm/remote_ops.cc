@@ -86,6 +86,20 @@ Parse ValueResult(std::shared_ptr<RemoteIsolate> iso) {
   };
 }
 
+ivm_error_t* Refuse(const RemoteIsolate& iso) {
+  if (iso.marked_disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
+  return nullptr;
+}
+
+wire::WireSource ToWire(const SourceOptions& s) {
+  wire::WireSource w;
+  w.has_filename = s.filename != nullptr;
+  if (w.has_filename) w.filename.assign(s.filename, s.filename_len);
+  w.line_offset = s.line_offset;
+  w.column_offset = s.column_offset;
+  return w;
+}
+
 namespace {
 
 Parse HeapResult(std::shared_ptr<RemoteIsolate> iso) {
@@ -123,19 +137,6 @@ Parse ObjectResult(std::shared_ptr<RemoteIsolate> iso, uint64_t object_id, uint3
   };
 }
 
-ivm_error_t* Refuse(const RemoteIsolate& iso) {
-  if (iso.marked_disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
-  return nullptr;
-}
-
-wire::WireSource ToWire(const SourceOptions& s) {
-  wire::WireSource w;
-  w.has_filename = s.filename != nullptr;
-  if (w.has_filename) w.filename.assign(s.filename, s.filename_len);
-  w.line_offset = s.line_offset;
-  w.column_offset = s.column_offset;
-  return w;
-}
 
 // The CALL frame of an eval; TRANSFER (or CROSS_PROCESS) for an argument
 // that cannot cross.
