@@ -91,6 +91,10 @@
  * as a generic error and an unknown value kind as unsupported. After 1.0, a
  * shipped function never changes; a new behaviour gets a new name (`_v2`).
  *
+ * ## Changes in 0.6
+ *
+ *   (none yet)
+ *
  * ## Changes in 0.5
  *   - References into an isolate in a worker process work as inline ones:
  *     ivm_context_global(), IVM_RESULT_REFERENCE results and every
@@ -251,10 +255,10 @@ typedef struct ivm_completion ivm_completion_t;
 /* ------------------------------------------------------------------------- */
 
 #define IVM_VERSION_MAJOR 0
-#define IVM_VERSION_MINOR 5
+#define IVM_VERSION_MINOR 6
 #define IVM_VERSION_PATCH 0
 /** MAJOR * 1000000 + MINOR * 1000 + PATCH of this header. */
-#define IVM_VERSION_NUMBER 5000
+#define IVM_VERSION_NUMBER 6000
 
 /**
  * The version of the loaded library, as IVM_VERSION_NUMBER. Compare it with the
