@@ -52,7 +52,7 @@ from ._errors import TimeoutError as TimeoutError
 from ._errors import TransferError as TransferError
 from ._external_copy import CopyInto as CopyInto
 from ._external_copy import ExternalCopy as ExternalCopy
-from ._ffi import ffi as _ffi
+from ._ffi import ffi as _cffi
 from ._ffi import lib as _lib
 from ._isolate import HeapStatistics as HeapStatistics
 from ._isolate import Isolate as Isolate
@@ -72,7 +72,7 @@ __version__: str = (
     f"{_lib.IVM_VERSION_MAJOR}.{_lib.IVM_VERSION_MINOR}.{_lib.IVM_VERSION_PATCH}"
 )
 #: The version of the V8 engine ivm runs on.
-v8_version: str = _ffi.string(_lib.ivm_v8_version()).decode()
+v8_version: str = _cffi.string(_lib.ivm_v8_version()).decode()
 
 __all__ = [
     "Arguments",

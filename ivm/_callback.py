@@ -149,6 +149,7 @@ class Callback(_Marker):
     """
 
     __slots__ = ("_ptr", "_fn", "_mode", "__weakref__")
+    _mode: CallbackMode
 
     def __init__(self, fn: Callable[..., Any], *, mode: CallbackMode = "sync") -> None:
         if not callable(fn):

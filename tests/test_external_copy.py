@@ -246,8 +246,8 @@ def test_transfer_out_detaches_and_moves(context: ivm.Context, baseline: int) ->
     view = ec.buffer()
     assert view.readonly and view.format == "B" and view.tobytes() == b"\x01\x02\x03\x04"
     # zero copy: two views over the same memory
-    addr = ivm._ffi.cast("uintptr_t", ivm._ffi.from_buffer(view))
-    assert int(addr) == int(ivm._ffi.cast("uintptr_t", ivm._ffi.from_buffer(ec.buffer())))
+    addr = ivm._ffi.ffi.cast("uintptr_t", ivm._ffi.ffi.from_buffer(view))
+    assert int(addr) == int(ivm._ffi.ffi.cast("uintptr_t", ivm._ffi.ffi.from_buffer(ec.buffer())))
     # the view outlives the copy
     ec.release()
     assert view.tobytes() == b"\x01\x02\x03\x04"

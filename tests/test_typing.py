@@ -1,7 +1,9 @@
-"""The package is fully typed: mypy --strict accepts it as installed."""
+"""The package is fully typed: mypy --strict and pyright accept it as installed, and the
+examples too."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -78,3 +80,49 @@ def test_results_modes_and_arguments_are_typed_precisely(tmp_path: Path) -> None
     assert len(errors) == 2, proc.stdout
     assert "asnyc" in errors[0] and "mode" in errors[0], proc.stdout
     assert '"str"' in errors[1] and "list[Any]" in errors[1], proc.stdout
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+
+
+def run_pyright(tmp_path: Path, *targets: str) -> list[tuple[str, str, str]]:
+    """pyright (in its default mode) on a copy of the installed package and `targets` in
+    tmp_path: (file name, severity, message) of every diagnostic."""
+    pytest.importorskip("pyright", reason="pyright is part of the test extra")
+    if shutil.which("node") is None:
+        pytest.skip("pyright needs node on PATH")
+    package = Path(ivm.__file__).parent
+    shutil.copytree(package, tmp_path / "ivm", ignore=shutil.ignore_patterns("*.so*", "include"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyright", "--outputjson", "--pythonpath", sys.executable,
+         "ivm", *targets],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    report = json.loads(proc.stdout)
+    return [(Path(d["file"]).name, d["severity"], d["message"])
+            for d in report["generalDiagnostics"]]
+
+
+def test_pyright_accepts_the_package_and_the_examples(tmp_path: Path) -> None:
+    """Issue 15: pyright, too, passes on the package and docs/examples."""
+    if not EXAMPLES.is_dir():
+        pytest.skip("docs/examples is not beside the tests")
+    for example in EXAMPLES.glob("*.py"):
+        shutil.copy(example, tmp_path / example.name)
+    found = run_pyright(tmp_path, *sorted(p.name for p in EXAMPLES.glob("*.py")))
+    # The one warning allowed: the cffi extension has a stub (.pyi) and no Python source.
+    errors = [d for d in found if d[1] == "error" or
+              (d[1] == "warning" and "_ivm_cffi" not in d[2])]
+    assert not errors, errors
+
+
+def test_pyright_sees_the_precise_types(tmp_path: Path) -> None:
+    (tmp_path / "sample.py").write_text(SAMPLE)
+    found = [d for d in run_pyright(tmp_path, "sample.py") if d[0] == "sample.py"]
+    revealed = [msg.rpartition(" is ")[2].strip('"') for _, kind, msg in found
+                if kind == "information"]
+    primitive = "Undefined | bool | int | float | str | None"
+    assert revealed == [primitive, "Reference", "ExternalCopy", "Any", "Reference", primitive,
+                        "Reference", primitive], found
+    errors = [msg for _, kind, msg in found if kind == "error"]
+    assert len(errors) == 2 and "asnyc" in errors[0] and "abc" in errors[1], found

@@ -21,6 +21,7 @@ import argparse
 import os
 import time
 from collections import Counter
+from typing import Any
 
 import ivm
 
@@ -93,11 +94,12 @@ def main(args: argparse.Namespace) -> Counter[str]:
     cluster = None
     if args.scheduler is None:
         cluster = LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         )
     tally: Counter[str] = Counter()
     with Client(args.scheduler or cluster) as client:
-        runners = [
+        # Actor proxies: their methods return futures (typed Any: dask's types do not say so).
+        runners: list[Any] = [
             client.submit(
                 JobRunner, args.isolates, args.memory_limit, args.timeout, actor=True, pure=False
             ).result()
@@ -119,7 +121,7 @@ def main(args: argparse.Namespace) -> Counter[str]:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--scheduler", help="a running Dask scheduler (default: a local cluster)")
     parser.add_argument("--actors", type=int, default=2, help="JobRunner actors (default 2)")
     parser.add_argument("--isolates", type=int, default=2, help="isolates per actor (default 2)")

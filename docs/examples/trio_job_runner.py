@@ -102,6 +102,7 @@ async def run_job(
     tally: Tally,
 ) -> None:
     slot = await pool.receive()
+    crashed = False
     try:
         context = await slot.isolate.create_context()
         try:
@@ -115,7 +116,6 @@ async def run_job(
     else:
         tally.ok += 1
         print(f"job {number:2} {name:<16} ok    isolate {slot.index}: {result!r}")
-        crashed = False
     finally:
         if slot.isolate.is_disposed:
             slot.isolate.dispose()  # frees a crashed worker's records; idempotent
@@ -147,7 +147,7 @@ def jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--isolates", type=int, default=3, help="pool size K (default 3)")
     parser.add_argument("--timeout", type=float, default=1.0, help="per-job seconds (default 1)")
     parser.add_argument(
