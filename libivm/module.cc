@@ -604,6 +604,27 @@ IVM_API ivm_error_t* ivm_module_evaluate(ivm_module_t* module, const ivm_run_opt
   });
 }
 
+namespace {
+// The queued twin of a module call that returns a value (Evaluate, Namespace): a job on the
+// module's isolate that keeps the module's record and lease alive until it has run.
+using ModuleValueCall = ivm_error_t* (*)(IsolateHolder&, ModuleRecord&, const ivm::CallOptions&,
+                                         ivm_value_t**);
+ivm_error_t* QueueModuleValue(ivm_module_t* module, const ivm::CallOptions& o,
+                              ModuleValueCall call, ivm_done_fn done, void* user_data,
+                              uint64_t* job_out) {
+  std::shared_ptr<IsolateHolder> holder = module->holder;
+  std::shared_ptr<ModuleRecord> rec = module->record;
+  std::shared_ptr<ivm::Lease> lease = module->lease;
+  return ivm::Enqueue(
+      holder, IVM_COMPLETION_VALUE, done, user_data,
+      [=](ivm_completion_t* c) -> ivm_error_t* {
+        (void)lease;
+        return call(*holder, *rec, o, &c->result.value);
+      },
+      job_out);
+}
+}  // namespace
+
 IVM_API ivm_error_t* ivm_module_evaluate_async(ivm_module_t* module,
                                                const ivm_run_options_t* run,
                                                const ivm_result_options_t* result,
@@ -616,16 +637,7 @@ IVM_API ivm_error_t* ivm_module_evaluate_async(ivm_module_t* module,
     if (module->remote) {
       return ivm::remote::EvaluateModuleAsync(module, o, done, user_data, job_out);
     }
-    std::shared_ptr<IsolateHolder> holder = module->holder;
-    std::shared_ptr<ModuleRecord> rec = module->record;
-    std::shared_ptr<ivm::Lease> lease = module->lease;
-    return ivm::Enqueue(
-        holder, IVM_COMPLETION_VALUE, done, user_data,
-        [=](ivm_completion_t* c) -> ivm_error_t* {
-          (void)lease;
-          return Evaluate(*holder, *rec, o, &c->result.value);
-        },
-        job_out);
+    return QueueModuleValue(module, o, Evaluate, done, user_data, job_out);
   });
 }
 
@@ -665,16 +677,7 @@ IVM_API ivm_error_t* ivm_module_namespace_async(ivm_module_t* module,
     if (module->remote) {
       return ivm::remote::ModuleNamespaceAsync(module, o, done, user_data, job_out);
     }
-    std::shared_ptr<IsolateHolder> holder = module->holder;
-    std::shared_ptr<ModuleRecord> rec = module->record;
-    std::shared_ptr<ivm::Lease> lease = module->lease;
-    return ivm::Enqueue(
-        holder, IVM_COMPLETION_VALUE, done, user_data,
-        [=](ivm_completion_t* c) -> ivm_error_t* {
-          (void)lease;
-          return Namespace(*holder, *rec, o, &c->result.value);
-        },
-        job_out);
+    return QueueModuleValue(module, o, Namespace, done, user_data, job_out);
   });
 }
 

@@ -101,6 +101,22 @@ def _rss_mb() -> float:
 
 
 @pytest.fixture
+def remote() -> Iterator[ivm.Isolate]:
+    """A 64 MB isolate in a worker process of its own, disposed after the test."""
+    iso = ivm.Isolate(memory_limit=64, process="isolated")
+    try:
+        yield iso
+    finally:
+        iso.dispose()
+
+
+@pytest.fixture
+def rctx(remote: ivm.Isolate) -> ivm.Context:
+    """A context of `remote`."""
+    return remote.create_context_sync()
+
+
+@pytest.fixture
 def rss_mb() -> Callable[[], float]:
     """This process's resident memory in MiB, now (skips the test without /proc)."""
     return _rss_mb

@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import anyio
 import pytest
@@ -22,21 +22,6 @@ STRING_LOOP = (
     "const keep = []; for (let i = 0; ; i++) { const s = ('x' + i).repeat(2 ** 25);"
     " s.indexOf('y'); keep.push(s) }"
 )
-
-
-@pytest.fixture
-def remote() -> Iterator[ivm.Isolate]:
-    """A 64 MB isolate in a worker of its own, disposed after the test."""
-    iso = ivm.Isolate(memory_limit=64, process="isolated")
-    try:
-        yield iso
-    finally:
-        iso.dispose()
-
-
-@pytest.fixture
-def rctx(remote: ivm.Isolate) -> ivm.Context:
-    return remote.create_context_sync()
 
 
 def _alive(pid: int) -> bool:

@@ -29,20 +29,6 @@ CALLBACK = 4   # the frame kind (docs/wire-protocol.md)
 OP_INVOKE, OP_RELEASE = 40, 41
 
 
-@pytest.fixture
-def remote() -> Iterator[ivm.Isolate]:
-    iso = ivm.Isolate(memory_limit=64, process="isolated")
-    try:
-        yield iso
-    finally:
-        iso.dispose()
-
-
-@pytest.fixture
-def rctx(remote: ivm.Isolate) -> ivm.Context:
-    return remote.create_context_sync()
-
-
 @pytest.fixture(params=["inline", "isolated"])
 def any_ctx(request: pytest.FixtureRequest) -> Iterator[ivm.Context]:
     """A context inline and one in a worker: the same test must give the same outcome."""

@@ -11,7 +11,7 @@ import gc
 import os
 import signal
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import anyio
 import pytest
@@ -19,21 +19,6 @@ import pytest
 import ivm
 
 MODULE = "export function twice(x) { return 2 * x; }\nglobalThis.result = twice(21);"
-
-
-@pytest.fixture
-def remote() -> Iterator[ivm.Isolate]:
-    """A 64 MB isolate in a worker of its own, disposed after the test."""
-    iso = ivm.Isolate(memory_limit=64, process="isolated")
-    try:
-        yield iso
-    finally:
-        iso.dispose()
-
-
-@pytest.fixture
-def rctx(remote: ivm.Isolate) -> ivm.Context:
-    return remote.create_context_sync()
 
 
 def by_name(modules: dict[str, ivm.Module]) -> Callable[[str, ivm.Module], ivm.Module]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable
 
 import anyio
 import pytest
@@ -26,21 +26,6 @@ globalThis.spin = function () { while (true) {} };
 globalThis.frozen = Object.freeze({f: 1});
 undefined;
 """
-
-
-@pytest.fixture
-def remote() -> Iterator[ivm.Isolate]:
-    """A 64 MB isolate in a worker of its own, disposed after the test."""
-    iso = ivm.Isolate(memory_limit=64, process="isolated")
-    try:
-        yield iso
-    finally:
-        iso.dispose()
-
-
-@pytest.fixture
-def rctx(remote: ivm.Isolate) -> ivm.Context:
-    return remote.create_context_sync()
 
 
 def _plain(value: Any) -> Any:
