@@ -132,7 +132,9 @@ async def test_async_heap_statistics_wait_in_line_without_blocking_the_loop(
     assert ticks >= 5  # the loop kept running while the isolate was busy
 
 
-def test_the_process_exits_while_a_pool_thread_runs_endless_javascript() -> None:
+def test_the_process_exits_while_a_pool_thread_runs_endless_javascript(
+    busy_exit_env: dict[str, str],
+) -> None:
     import subprocess
     import sys
     from pathlib import Path
@@ -151,12 +153,15 @@ def test_the_process_exits_while_a_pool_thread_runs_endless_javascript() -> None
         capture_output=True,
         text=True,
         timeout=60,
+        env=busy_exit_env,
     )
     assert proc.returncode == 0, proc.stderr
     assert "exiting" in proc.stdout
 
 
-def test_the_process_exits_while_pool_threads_are_in_host_callbacks() -> None:
+def test_the_process_exits_while_pool_threads_are_in_host_callbacks(
+    busy_exit_env: dict[str, str],
+) -> None:
     """At exit, CPython ends a thread that wants its lock back with pthread_exit (a forced
     unwind). A pool thread in a host Callback saw that unwind swallowed by a catch (...)
     in libivm, and glibc aborted ("FATAL: exception not rethrown", exit 134) in 9 runs of
@@ -178,13 +183,6 @@ def test_the_process_exits_while_pool_threads_are_in_host_callbacks() -> None:
         "pending = loop.run_until_complete(start())\n"
         "print('exiting', flush=True)\n"
     )
-    import os
-
-    # The child exits with its isolates busy on purpose: under tools/sanitize.py its
-    # LeakSanitizer would report their memory, which is not what this test is about.
-    env = dict(os.environ)
-    if "ASAN_OPTIONS" in env:
-        env["ASAN_OPTIONS"] += ":detect_leaks=0"
     for _ in range(3):
         proc = subprocess.run(
             [sys.executable, "-c", code],
@@ -192,7 +190,7 @@ def test_the_process_exits_while_pool_threads_are_in_host_callbacks() -> None:
             capture_output=True,
             text=True,
             timeout=60,
-            env=env,
+            env=busy_exit_env,
         )
         assert proc.returncode == 0, proc.stderr
         assert "exiting" in proc.stdout
