@@ -368,10 +368,19 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   std::recursive_timed_mutex exec_mutex_;
   std::atomic<std::thread::id> owner_{};
   int depth_ = 0;   // calls on the stack of the owner thread
+  bool interrupt_listed_ = false;   // the outermost call is in interrupt::Enter's list
 
   // Guards active_ (the calls on the stack, outermost first) and termination.
   std::mutex state_mutex_;
   std::vector<CallState*> active_;
+  // Whether a call in active_ may have been told to stop (set under state_mutex_ with the
+  // call's flag; recomputed as a call ends): while it is false, Stopped() needs no lock.
+  std::atomic<bool> stop_flagged_{false};
+  // Marks `call` (in active_, state_mutex_ held) as told to stop; `flag` is one of its flags.
+  void FlagStop(bool& flag) {
+    flag = true;
+    stop_flagged_.store(true, std::memory_order_release);
+  }
 
   std::mutex resources_mutex_;
   std::unordered_map<Resource*, std::shared_ptr<Resource>> resources_;
@@ -415,8 +424,10 @@ class HostScope {
 
 // Signal-driven termination of the synchronous calls of one thread.
 namespace interrupt {
-void Enter(IsolateHolder& holder);   // an outermost call starts on this thread
-void Leave(IsolateHolder& holder);   // ... and ends
+// An outermost call starts on this thread: whether `holder` was listed (the watched
+// thread), in which case Leave() must unlist it when the call ends.
+bool Enter(IsolateHolder& holder);
+void Leave(IsolateHolder& holder);
 // The same for a call that waits for another process (a worker-hosted
 // isolate's synchronous call): on the signal, the watcher thread runs `stop`
 // (which must not block for long). Returns 0 when this thread is not the
