@@ -10,7 +10,9 @@ from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import cached_data_of, call_options, result_flags, result_options, run_options
-from ._value import JSPrimitive, sync_result, sync_slots, take
+from ._value import JSPrimitive, take
+from ._call import RUN, KIND_INTEGER, finish, slots
+from ._call import tls as call_tls
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _script
     from ._isolate import Isolate
@@ -20,7 +22,6 @@ if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _script
 __all__ = ["Script"]
 
 _NULL = ffi.NULL
-_run = lib.ivm_script_run
 
 
 class Script(Handle):
@@ -137,13 +138,16 @@ class Script(Handle):
         cptr = _context_ptr(context)
         _release_flag(release)
         _, run, ropts, _ = call_options(timeout, promise, copy, external_copy, transfer_out, reference)
-        out, slot = sync_slots()
         try:
-            err = _run(self._ptr, cptr, run, ropts, out, slot)
+            out, res, _ = call_tls.slots
+        except AttributeError:
+            out, res, _ = slots()
+        try:
+            k = RUN(self._ptr, cptr, run, ropts, out, res)
         finally:
             if release:
                 self.release()
-        return sync_result(err, out, slot)
+        return res.integer if k == KIND_INTEGER else finish(k, out, res)
 
     @overload
     async def run(
