@@ -153,8 +153,28 @@ ivm_error_t* ValueFromV8(v8::Isolate* isolate, v8::Local<v8::Context> context,
 // string when `strings` is false). Returns whether it did.
 bool FillPrimitive(const ivm_value_t* value, ivm_primitive_t* out, bool strings);
 // For a synchronous call given a primitive_out (may be NULL): moves a
-// primitive result there (freeing *out, which becomes NULL).
+// primitive result there (freeing *out, which becomes NULL). A NULL *out was
+// delivered there already (PrimitiveOutScope) and is left alone.
 void DeliverPrimitive(ivm_primitive_t* primitive_out, ivm_value_t** out);
+// The primitive_out of a synchronous ABI call on an inline isolate, from just before
+// it runs until the call it makes claims it (IsolateHolder::Begin: the next call to
+// begin on this thread, which is that call's). Its CompleteCall then writes an
+// undefined, null, boolean or number result there without making an ivm_value_t
+// (`*out` stays NULL). On exit the scope puts back what was pending before it (none,
+// unless host code runs it inside another such call).
+class PrimitiveOutScope {
+ public:
+  explicit PrimitiveOutScope(ivm_primitive_t* out);
+  ~PrimitiveOutScope();
+  PrimitiveOutScope(const PrimitiveOutScope&) = delete;
+  PrimitiveOutScope& operator=(const PrimitiveOutScope&) = delete;
+  static ivm_primitive_t* Claim();   // NULL: none pending
+
+ private:
+  ivm_primitive_t* saved_;
+};
+// Writes `value` into `out` if it is undefined, null, a boolean or a number.
+bool FillPrimitiveFromV8(v8::Local<v8::Value> value, ivm_primitive_t* out);
 // A short type description ("Object", "Array", "Function", "Symbol", ...),
 // computed without running JavaScript.
 std::string DescribeType(v8::Isolate* isolate, v8::Local<v8::Value> value);
@@ -193,6 +213,7 @@ struct CallState {
   uint64_t timer_id = 0;
   uint64_t job_id = 0;       // the asynchronous job it runs for, or 0
   int64_t deadline_ns = 0;   // MonotonicNs when it times out, 0: never
+  ivm_primitive_t* primitive_out = nullptr;   // PrimitiveOutScope's, claimed by Begin
 };
 
 ivm_error_t* ReadHeapStatistics(IsolateHolder& holder, ivm_heap_statistics_t* full);

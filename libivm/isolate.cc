@@ -327,6 +327,7 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
     call.from_host = true;
   }
   ++depth_;
+  call.primitive_out = PrimitiveOutScope::Claim();
   call.id = NextId();
   call.job_id = pool::CurrentJob();
   {

@@ -106,3 +106,29 @@ def test_nested_calls_on_one_thread_keep_their_own_results(context: ivm.Context)
     got = context.eval_sync("const r = inner(7); r.push(-0); r", copy=True)
     assert got[:3] == [8, 2.5, 21] and math.copysign(1.0, got[3]) < 0
     assert context.eval_sync("'after'") == "after"
+
+
+def test_calls_made_inside_a_call_on_another_isolate_keep_their_results(
+    placement: str, any_context: ivm.Context, context: ivm.Context
+) -> None:
+    # The outer call runs in any_context's isolate (inline or in a worker process); its host
+    # function calls the inline `context` every way, then JavaScript calls into it through a
+    # Reference (a call on this thread that no Python call started).
+    fn = context.eval_sync("(a) => a + 0.5", reference=True)
+    script = context.isolate.compile_script_sync("null")
+
+    def inner(x: int) -> list[Any]:
+        return [
+            context.eval_sync(f"{x} * 2"),
+            context.eval_closure_sync("return $0 > 1", [x]),
+            script.run_sync(context),
+            fn.apply_sync(None, [x]),
+            context.eval_sync("'text'"),
+        ]
+
+    any_context.global_.set_sync("inner", ivm.Callback(inner))
+    assert any_context.eval_sync("inner(3)", copy=True) == [6, True, None, 3.5, "text"]
+    assert any_context.eval_sync("inner(4)[0] + 1") == 9
+    if placement == "inline":
+        any_context.global_.set_sync("fn", fn)
+        assert any_context.eval_sync("fn.applySync(undefined, [1]) + fn.applySync(undefined, [2])") == 4
