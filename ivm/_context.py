@@ -13,8 +13,7 @@ from ._reference import Reference
 from ._options import call_options, code_bytes, result_flags, result_options_flags, run_options
 from ._options import result_options as _result_options
 from ._value import Arguments, JSPrimitive, sync_result, sync_slots, take, value_array
-from ._call import EVAL, KIND_INTEGER, finish, slots
-from ._call import tls as call_tls
+from ._call import EVAL, NOT_INTEGER, finish
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _context
     from ._isolate import Isolate
@@ -187,12 +186,8 @@ class Context(Handle):
             timeout, promise, copy, external_copy, transfer_out, reference,
             filename, line_offset, column_offset,
         )  # fmt: skip
-        try:
-            out, res, _ = call_tls.slots
-        except AttributeError:
-            out, res, _ = slots()
-        k = EVAL(self._ptr, src, len(src), source, run, ropts, out, res)
-        return res.integer if k == KIND_INTEGER else finish(k, out, res)
+        x = EVAL(self._ptr, src, len(src), source, run, ropts)
+        return x if x != NOT_INTEGER else finish()
 
     @overload
     async def eval(

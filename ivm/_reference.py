@@ -13,9 +13,8 @@ from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import result_flags, result_options_flags, run_options
 from ._options import result_options as _result_options
-from ._value import Arguments, sync_result, sync_slots, take, value_array
-from ._call import APPLY, KIND_INTEGER, finish, slots
-from ._call import tls as call_tls
+from ._value import Arguments, _tls, argv_slots, sync_result, sync_slots, take, value_array
+from ._call import APPLY, NOT_INTEGER, finish
 
 __all__ = ["DerefInto", "Reference"]
 
@@ -276,9 +275,9 @@ class Reference(Handle, _Marker):
             # The common call, kept lean: no options, this thread's output
             # slots and argument array; shared values for small integers.
             try:
-                out, res, argv = call_tls.slots
+                argv = _tls.argv
             except AttributeError:
-                out, res, argv = slots()
+                argv = argv_slots()
             if not _SMALL:
                 _small_ints()
             owned = None
@@ -294,27 +293,27 @@ class Reference(Handle, _Marker):
                 argv[n] = v
                 n += 1
             try:
-                k = APPLY(self._ptr, _NULL, argv, n, _NULL, _NULL, out, res)
+                x = APPLY(self._ptr, _NULL, argv, n, _NULL, _NULL)
             finally:
                 if owned is not None:
                     for v in owned:
                         _free(v)
-            return res.integer if k == KIND_INTEGER else finish(k, out, res)
+            return x if x != NOT_INTEGER else finish()
         ropts = _result_options(result_options_flags(result_options))
         run = run_options(timeout)
         recv, values = self._apply_values(receiver, arguments, arguments_options)
         n = len(values)
         try:
-            out, res, argv = slots()
             if n == 0:
                 argv = _NULL
             elif n <= 8:
+                argv = argv_slots()
                 for i, v in enumerate(values):
                     argv[i] = v
             else:
                 argv = ffi.new("ivm_value_t *[]", values)
-            k = APPLY(self._ptr, recv, argv, n, run, ropts, out, res)
-            return res.integer if k == KIND_INTEGER else finish(k, out, res)
+            x = APPLY(self._ptr, recv, argv, n, run, ropts)
+            return x if x != NOT_INTEGER else finish()
         finally:
             for v in values:
                 _free(v)

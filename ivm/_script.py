@@ -11,8 +11,7 @@ from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import cached_data_of, call_options, result_flags, result_options, run_options
 from ._value import JSPrimitive, take
-from ._call import RUN, KIND_INTEGER, finish, slots
-from ._call import tls as call_tls
+from ._call import NOT_INTEGER, RUN, finish
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _script
     from ._isolate import Isolate
@@ -139,15 +138,11 @@ class Script(Handle):
         _release_flag(release)
         _, run, ropts, _ = call_options(timeout, promise, copy, external_copy, transfer_out, reference)
         try:
-            out, res, _ = call_tls.slots
-        except AttributeError:
-            out, res, _ = slots()
-        try:
-            k = RUN(self._ptr, cptr, run, ropts, out, res)
+            x = RUN(self._ptr, cptr, run, ropts)
         finally:
             if release:
                 self.release()
-        return res.integer if k == KIND_INTEGER else finish(k, out, res)
+        return x if x != NOT_INTEGER else finish()
 
     @overload
     async def run(

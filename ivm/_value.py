@@ -90,28 +90,25 @@ def value_array(values: list[Any]) -> Any:
     return ffi.new("ivm_value_t *[]", values) if values else ffi.NULL
 
 
-def call_slots() -> tuple[Any, Any, Any]:
-    """This thread's ``(ivm_value_t **out, ivm_py_result_t *res, argv)``, the
-    outputs of every synchronous call that returns a value (a primitive
-    result lands in ``res``, with no value to free) and 8 argument slots
-    (filled right before a call). ``_tls.slots`` on the hot paths."""
+def argv_slots() -> Any:
+    """This thread's array of 8 argument slots, filled right before a call
+    (``_tls.argv`` on the hot path)."""
     try:
-        return _tls.slots  # type: ignore[no-any-return]
+        return _tls.argv
     except AttributeError:
-        res = ffi.new("ivm_py_result_t *")
-        _tls.slots = slots = (value_out(), res, ffi.new("ivm_value_t *[8]"))
-        return slots
+        _tls.argv = argv = ffi.new("ivm_value_t *[8]")
+        return argv
 
 
 def sync_slots() -> tuple[Any, Any]:
-    """This thread's ``(ivm_value_t **out, ivm_primitive_t *primitive_out)``
-    for the calls that have no helper in ivm/_cffi_fast.c: the same memory as
-    call_slots() (its ``res.slot``)."""
+    """This thread's ``(ivm_value_t **out, ivm_primitive_t *primitive_out)``:
+    the outputs of the synchronous calls that return a value and have no
+    helper in ivm/_cffi_fast.c (a primitive result lands in the slot, with no
+    value to free)."""
     try:
         return _tls.sync  # type: ignore[no-any-return]
     except AttributeError:
-        out, res, _ = call_slots()
-        _tls.sync = slots = (out, ffi.addressof(res, "slot"))  # res lives in _tls.slots
+        _tls.sync = slots = (value_out(), ffi.new("ivm_primitive_t *"))
         return slots
 
 
