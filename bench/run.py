@@ -64,6 +64,7 @@ class Target:
     op: str
     bound: float | None
     anchor: str | None = None  # "section.figure" in the anchors' document
+    name: str | None = None    # the row's key when a figure has more than one goal
 
 
 TARGETS = [
@@ -97,6 +98,17 @@ TARGETS = [
     # one, and a 50-module graph within 3x the same code as one script (same run).
     Target("typescript_compile_cached_ms", "<=", 0.2, "ivm.typescript_compile_cold_ms"),
     Target("module_graph_50_ms", "<=", 3.0, "ivm.module_graph_50_as_script_ms"),
+    # Per-call cost (issue 14): half of isolated-vm's for each call, STPyV8's for a host
+    # callback, isolated-vm's copy round trip (its precompiled run and 64 MiB move rows are
+    # the ones above).
+    Target("eval_us", "<=", 0.5, "isolated_vm7.eval_us", "eval_us (issue 14)"),
+    Target("call_js_fn_us", "<=", 0.5, "isolated_vm7.call_js_fn_us", "call_js_fn_us (issue 14)"),
+    Target("host_callback_us", "<=", 1.0, "stpyv8.host_callback_us",
+           "host_callback_us (issue 14)"),
+    Target("cross_isolate_apply_us", "<=", 0.5, "isolated_vm7.cross_isolate_apply_us",
+           "cross_isolate_apply_us (issue 14)"),
+    Target("copy_roundtrip_mb_s", ">=", 1.0, "isolated_vm7.copy_roundtrip_mb_s",
+           "copy_roundtrip_mb_s (issue 14)"),
     # Isolates in worker processes (issue 11), against pydeno's IsolatedRuntime: bench/remote.py.
     *(Target(*row) for row in remote.TARGETS),
 ]
@@ -296,6 +308,42 @@ def f_copy_roundtrip(p):
     bl.check(ctx.eval_sync("back.length === 10000 && back[9999].name === 'row-9999'"), "copy")
     ctx.eval_sync("delete globalThis.data; delete globalThis.back; 0")
     return size / us
+
+
+# --- The C-level breakdown of a call (issue 14) ----------------------------------------------
+BUILD_DIR_ENV = "IVM_BUILD_DIR"   # the meson build directory of the ivm being measured
+BREAKDOWN_ITERATIONS = 100_000    # per step and round (3 rounds, best kept): a few seconds
+
+
+def needs_build_dir(ivm):
+    """bench/c_breakdown.cc is built in ivm's meson build directory, which the installed
+    package does not name: $IVM_BUILD_DIR says where it is."""
+    d = os.environ.get(BUILD_DIR_ENV)
+    if not d:
+        return f"${BUILD_DIR_ENV} is not set (ivm's meson build directory, for ivm_bench_breakdown)"
+    if not os.path.isfile(os.path.join(d, "build.ninja")):
+        return f"${BUILD_DIR_ENV}={d} is not a meson build directory"
+    return None
+
+
+@figure("c_breakdown_abi_eval_us", needs=needs_build_dir)
+def f_c_breakdown(p):
+    """libivm's steps of one call, timed from C++ (bench/c_breakdown.cc): every step as a
+    figure c_breakdown_<step>_us; this one is a whole ivm_context_eval('1+1')."""
+    d = os.environ[BUILD_DIR_ENV]
+    subprocess.run(["meson", "compile", "-C", d, "ivm_bench_breakdown"], check=True,
+                   capture_output=True, timeout=RSS_CHILD_TIMEOUT_S)
+    c = subprocess.run([os.path.join(d, "ivm_bench_breakdown"), str(BREAKDOWN_ITERATIONS)],
+                       capture_output=True, text=True, timeout=RSS_CHILD_TIMEOUT_S)
+    if c.returncode != 0:
+        raise RuntimeError(f"ivm_bench_breakdown failed: {' '.join(c.stderr.split())[-300:]}")
+    steps = {f"c_breakdown_{name}_us": float(value)
+             for name, value in (line.split() for line in c.stdout.splitlines())}
+    p.r.notes["c_breakdown"] = (f"bench/c_breakdown.cc from {d}: best of 3 loops of "
+                                f"{BREAKDOWN_ITERATIONS} per step; *_in_call minus holder_run "
+                                "gives the step timed inside a short call")
+    p.r.out.update({k: v for k, v in steps.items() if k != "c_breakdown_abi_eval_us"})
+    return steps["c_breakdown_abi_eval_us"]
 
 
 _FILL_64MB = "globalThis.buf = new ArrayBuffer(64 * 1024 * 1024); new Uint8Array(buf).fill(7); 0"
@@ -912,7 +960,7 @@ def targets(ivm: dict, anchors: dict) -> dict:
         rule = f"{t.figure} {t.op} " + (
             f"{t.bound if t.bound is not None else '?'}" + (f" x {t.anchor}" if t.anchor else ""))
         row: dict = {"value": None, "limit": None, "ok": None, "rule": rule}
-        out[t.figure] = row
+        out[t.name or t.figure] = row
         value = ivm.get(t.figure)
         if t.figure in unsupported or (t.figure not in ivm and "error" not in ivm):
             why = unsupported.get(t.figure, f"{NOT_YET}: ivm measures no {t.figure}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import math
 import threading
 import logging
 import sys
@@ -15,14 +14,13 @@ from ._copy import _Marker, to_value
 from . import _errors
 from ._errors import JSError, check, restore_recursion_limit, stash_host_error
 from ._ffi import ffi, lib
-from ._value import peek
+from ._value import KIND_NULL, KIND_NUMBER, KIND_STRING, js_number, peek
 
 __all__ = ["Callback", "CallbackMode"]
 
 _log = logging.getLogger("ivm")
 _call_arg = lib.ivm_call_arg
 _call_view = lib.ivm_call_view
-_copysign = math.copysign
 _tls = threading.local()
 
 
@@ -236,13 +234,9 @@ def _ivm_py_host_fn(user_data: Any, call: Any, out: Any) -> Any:
         for i in range(argc[0]):
             p = view[i]
             k = p.kind
-            if k == 4:
-                x = p.number
-                if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
-                    args.append(int(x))
-                else:
-                    args.append(x)
-            elif k == 6:
+            if k == KIND_NUMBER:
+                args.append(js_number(p.number))
+            elif k == KIND_STRING:
                 args.append(ffi.unpack(p.data, p.len).decode("utf-8", "surrogatepass"))
             else:
                 args.append(peek(_call_arg(call, i)))
@@ -253,10 +247,10 @@ def _ivm_py_host_fn(user_data: Any, call: Any, out: Any) -> Any:
             r = state.fn(*args)
             t = type(r)
             if (t is int and -_MAX_SAFE <= r <= _MAX_SAFE) or t is float:
-                slot.kind = 4
+                slot.kind = KIND_NUMBER
                 slot.number = r
             elif r is None:
-                slot.kind = 2
+                slot.kind = KIND_NULL
             else:
                 out[0] = _result(r)
             if _errors._saved_limit:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Literal, Mapping, overload
 
 from ._async import submit, submit_ignored, submit_owning
@@ -13,7 +12,8 @@ from ._copy import to_values
 from ._reference import Reference
 from ._options import call_options, code_bytes, result_flags, result_options_flags, run_options
 from ._options import result_options as _result_options
-from ._value import Arguments, JSPrimitive, _tls, sync_result, sync_slots, take, value_array
+from ._value import Arguments, JSPrimitive, sync_result, sync_slots, take, value_array
+from ._call import EVAL, NOT_INTEGER, finish
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _context
     from ._isolate import Isolate
@@ -22,9 +22,6 @@ if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _context
 __all__ = ["Context"]
 
 _NULL = ffi.NULL
-_MAX_SAFE = 2**53 - 1
-_copysign = math.copysign
-_eval = lib.ivm_context_eval
 _eval_async = lib.ivm_context_eval_async
 
 
@@ -189,17 +186,8 @@ class Context(Handle):
             timeout, promise, copy, external_copy, transfer_out, reference,
             filename, line_offset, column_offset,
         )  # fmt: skip
-        try:
-            out, slot = _tls.sync
-        except AttributeError:
-            out, slot = sync_slots()
-        err = _eval(self._ptr, src, len(src), source, run, ropts, out, slot)
-        if not err and slot.kind == 4:  # sync_result's first case, inlined (~0.1 µs a call)
-            x: float = slot.number
-            if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
-                return int(x)
-            return x
-        return sync_result(err, out, slot)
+        x = EVAL(self._ptr, src, len(src), source, run, ropts)
+        return x if x != NOT_INTEGER else finish()
 
     @overload
     async def eval(

@@ -19,7 +19,7 @@ from typing import Any, Callable, Final
 
 from ._errors import JSError, TransferError, check, raise_error
 from ._ffi import ffi, lib
-from ._value import Undefined, undefined
+from ._value import Undefined, js_number, undefined
 
 __all__ = ["JSBigInt", "JSMap", "JSRegExp", "dumps", "load_value", "set_copy_limit"]
 
@@ -322,9 +322,7 @@ def normalize(obj: Any) -> Any:
         if t is int:
             return o if -_MAX_SAFE <= o <= _MAX_SAFE else JSBigInt(o)
         if t is float:
-            if o.is_integer() and -_MAX_SAFE <= o <= _MAX_SAFE and (o != 0 or str(o)[0] != "-"):
-                return int(o)
-            return o
+            return js_number(o)
         if t is JSBigInt:
             return o
         done = memo.get(id(o))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 from ._async import submit_ignored, submit_owning
@@ -14,14 +13,12 @@ from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import result_flags, result_options_flags, run_options
 from ._options import result_options as _result_options
-from ._value import Arguments, _tls, sync_result, sync_slots, take, value_array
+from ._value import Arguments, _tls, argv_slots, sync_result, sync_slots, take, value_array
+from ._call import APPLY, NOT_INTEGER, finish
 
 __all__ = ["DerefInto", "Reference"]
 
 _NULL = ffi.NULL
-_MAX_SAFE = 2**53 - 1
-_copysign = math.copysign
-_apply = lib.ivm_reference_apply
 _free = lib.ivm_value_free
 # Immutable values of small integers, shared by synchronous calls (which
 # borrow their arguments): no allocation per argument.
@@ -38,23 +35,6 @@ def _key(key: object) -> Any:
     if type(key) is str or (type(key) is int):
         return to_value(key, False)
     raise TypeError(f"a property key must be a str or an int, not {type(key).__name__}")
-
-
-def _call_slots() -> tuple[Any, Any, Any]:
-    if not _SMALL:
-        _small_ints()
-    out, slot = sync_slots()
-    _tls.call = call = (_argv(), out, slot)
-    return call
-
-
-def _argv() -> Any:
-    """This thread's array of 8 argument slots (filled right before a call)."""
-    try:
-        return _tls.argv
-    except AttributeError:
-        _tls.argv = argv = ffi.new("ivm_value_t *[8]")
-        return argv
 
 
 class Reference(Handle, _Marker):
@@ -295,9 +275,11 @@ class Reference(Handle, _Marker):
             # The common call, kept lean: no options, this thread's output
             # slots and argument array; shared values for small integers.
             try:
-                argv, out, slot = _tls.call
+                argv = _tls.argv
             except AttributeError:
-                argv, out, slot = _call_slots()
+                argv = argv_slots()
+            if not _SMALL:
+                _small_ints()
             owned = None
             n = 0
             for a in arguments:
@@ -311,17 +293,12 @@ class Reference(Handle, _Marker):
                 argv[n] = v
                 n += 1
             try:
-                err = _apply(self._ptr, _NULL, argv, n, _NULL, _NULL, out, slot)
+                x = APPLY(self._ptr, _NULL, argv, n, _NULL, _NULL)
             finally:
                 if owned is not None:
                     for v in owned:
                         _free(v)
-            if not err and slot.kind == 4:  # sync_result's first case, inlined
-                x: float = slot.number
-                if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
-                    return int(x)
-                return x
-            return sync_result(err, out, slot)
+            return x if x != NOT_INTEGER else finish()
         ropts = _result_options(result_options_flags(result_options))
         run = run_options(timeout)
         recv, values = self._apply_values(receiver, arguments, arguments_options)
@@ -330,13 +307,13 @@ class Reference(Handle, _Marker):
             if n == 0:
                 argv = _NULL
             elif n <= 8:
-                argv = _argv()
+                argv = argv_slots()
                 for i, v in enumerate(values):
                     argv[i] = v
             else:
                 argv = ffi.new("ivm_value_t *[]", values)
-            out, slot = sync_slots()
-            return sync_result(_apply(self._ptr, recv, argv, n, run, ropts, out, slot), out, slot)
+            x = APPLY(self._ptr, recv, argv, n, run, ropts)
+            return x if x != NOT_INTEGER else finish()
         finally:
             for v in values:
                 _free(v)

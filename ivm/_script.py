@@ -10,7 +10,8 @@ from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import cached_data_of, call_options, result_flags, result_options, run_options
-from ._value import JSPrimitive, sync_result, sync_slots, take
+from ._value import JSPrimitive, take
+from ._call import NOT_INTEGER, RUN, finish
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _script
     from ._isolate import Isolate
@@ -20,7 +21,6 @@ if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _script
 __all__ = ["Script"]
 
 _NULL = ffi.NULL
-_run = lib.ivm_script_run
 
 
 class Script(Handle):
@@ -137,13 +137,12 @@ class Script(Handle):
         cptr = _context_ptr(context)
         _release_flag(release)
         _, run, ropts, _ = call_options(timeout, promise, copy, external_copy, transfer_out, reference)
-        out, slot = sync_slots()
         try:
-            err = _run(self._ptr, cptr, run, ropts, out, slot)
+            x = RUN(self._ptr, cptr, run, ropts)
         finally:
             if release:
                 self.release()
-        return sync_result(err, out, slot)
+        return x if x != NOT_INTEGER else finish()
 
     @overload
     async def run(

@@ -12,6 +12,26 @@ from ._ffi import ffi, lib
 __all__ = ["Arguments", "JSPrimitive", "Undefined", "undefined"]
 
 _MAX_SAFE: Final = 2**53 - 1
+_copysign = math.copysign
+
+# The kinds of ivm_primitive_t (a call's `primitive_out`, a host call's arguments):
+# KIND_VALUE means the value is not there (the call's `out` holds it).
+KIND_VALUE: Final = 0
+KIND_UNDEFINED: Final[int] = lib.IVM_VALUE_UNDEFINED
+KIND_NULL: Final[int] = lib.IVM_VALUE_NULL
+KIND_BOOLEAN: Final[int] = lib.IVM_VALUE_BOOLEAN
+KIND_NUMBER: Final[int] = lib.IVM_VALUE_NUMBER
+KIND_STRING: Final[int] = lib.IVM_VALUE_STRING
+
+
+def js_number(x: float) -> int | float:
+    """A JavaScript number in Python: an ``int`` when it is integral, safe
+    (within +-(2**53 - 1)) and not -0, else the ``float`` (docs/values.md).
+    The one rule; ivm/_cffi_fast.c applies it in C to the results of the
+    synchronous calls."""
+    if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
+        return int(x)
+    return x
 
 
 class Undefined:
@@ -70,10 +90,21 @@ def value_array(values: list[Any]) -> Any:
     return ffi.new("ivm_value_t *[]", values) if values else ffi.NULL
 
 
+def argv_slots() -> Any:
+    """This thread's array of 8 argument slots, filled right before a call
+    (``_tls.argv`` on the hot path)."""
+    try:
+        return _tls.argv
+    except AttributeError:
+        _tls.argv = argv = ffi.new("ivm_value_t *[8]")
+        return argv
+
+
 def sync_slots() -> tuple[Any, Any]:
     """This thread's ``(ivm_value_t **out, ivm_primitive_t *primitive_out)``:
-    the outputs of every synchronous call that returns a value (a primitive
-    result lands in the slot, with no value to free)."""
+    the outputs of the synchronous calls that return a value and have no
+    helper in ivm/_cffi_fast.c (a primitive result lands in the slot, with no
+    value to free)."""
     try:
         return _tls.sync  # type: ignore[no-any-return]
     except AttributeError:
@@ -88,21 +119,24 @@ def sync_result(err: Any, out: Any, slot: Any) -> Any:
     call's error or returns its result: from the slot for undefined, null,
     booleans and numbers, else the value in ``out[0]`` (freed). (Two small
     steps rather than one wrapper taking the function and its arguments,
-    which would cost a tuple per call. ``Context.eval_sync`` and
-    ``Reference.apply_sync`` read a number result inline, before calling it.)"""
+    which would cost a tuple per call. ``Context.eval_sync``,
+    ``Script.run_sync`` and ``Reference.apply_sync`` take the faster path of
+    ivm/_call.py.)"""
     if err:
         raise_error(err)
-    k = slot.kind
-    if k == 4:
-        x: float = slot.number
-        if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
-            return int(x)
-        return x
-    if k == 0:
+    return primitive(slot.kind, out, slot)
+
+
+def primitive(kind: int, out: Any, slot: Any) -> Any:
+    """The result of a call whose ``primitive_out`` is ``slot`` (of this
+    ``kind``): from the slot, or the value in ``out[0]`` (freed)."""
+    if kind == KIND_NUMBER:
+        return js_number(slot.number)
+    if kind == KIND_VALUE:
         return take(out[0])
-    if k == 1:
+    if kind == KIND_UNDEFINED:
         return undefined
-    if k == 2:
+    if kind == KIND_NULL:
         return None
     return slot.boolean != 0
 
@@ -110,9 +144,6 @@ def sync_result(err: Any, out: Any, slot: Any) -> Any:
 _kind = lib.ivm_value_kind
 _number = lib.ivm_value_number
 _free = lib.ivm_value_free
-_copysign = math.copysign
-assert lib.IVM_VALUE_NUMBER == 4
-_STRING: Final = lib.IVM_VALUE_STRING
 
 
 def take(v: Any) -> Any:
@@ -121,9 +152,7 @@ def take(v: Any) -> Any:
     x: float = _number(v)
     if x == x:
         _free(v)
-        if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
-            return int(x)
-        return x
+        return js_number(x)
     try:
         return peek(v)
     finally:
@@ -134,13 +163,11 @@ def peek(v: Any) -> Any:
     """Converts a libivm value (borrowed: not freed)."""
     x: float = _number(v)
     if x == x:  # a number (NaN for every other kind)
-        if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
-            return int(x)
-        return x
+        return js_number(x)
     kind = _kind(v)
-    if kind == 4:  # NaN
+    if kind == KIND_NUMBER:  # NaN
         return x
-    if kind == _STRING:
+    if kind == KIND_STRING:
         p = ffi.new("const char **")
         n = ffi.new("size_t *")
         lib.ivm_value_string(v, p, n)

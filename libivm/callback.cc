@@ -127,7 +127,12 @@ void Trampoline(const v8::FunctionCallbackInfo<v8::Value>& info) {
   c.holder = &holder;
   c.isolate = isolate;
   c.context = context;
+  c.args.reserve(static_cast<size_t>(info.Length()));
   for (int i = 0; i < info.Length(); ++i) {
+    if (info[i]->IsNumber()) {   // the common argument: nothing to run, nothing can throw
+      c.args.push_back(ivm_value_new_number(info[i].As<v8::Number>()->Value()));
+      continue;
+    }
     ivm_value_t* v = nullptr;
     ivm_error_t* err = nullptr;
     {

@@ -118,7 +118,13 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
     if (waited) return waited;
     result = promise->Result();
   }
-  ivm_error_t* err = ResultFromV8(holder, isolate, context, try_catch, call, result, flags, out);
+  ivm_error_t* err = nullptr;
+  if (call.primitive_out != nullptr && (flags & ~IVM_RESULT_PROMISE) == 0 &&
+      FillPrimitiveFromV8(result, call.primitive_out)) {
+    *out = nullptr;   // delivered (PrimitiveOutScope)
+  } else {
+    err = ResultFromV8(holder, isolate, context, try_catch, call, result, flags, out);
+  }
   if (err == nullptr && holder.Stopped(call)) {   // e.g. the limit hit while copying
     ivm_value_free(*out);
     *out = nullptr;
@@ -306,6 +312,13 @@ ivm_error_t* ReadEvalCall(const char* code, size_t code_len, const ivm_source_op
   return ivm::ReadCallOptions(run, result, &out->call);
 }
 
+// An eval in an inline isolate: a primitive result goes straight to `primitive_out`.
+ivm_error_t* EvalInline(ivm_context_t* ctx, const char* code, size_t code_len, const EvalCall& e,
+                        ivm_value_t** out, ivm_primitive_t* primitive_out) {
+  ivm::PrimitiveOutScope direct(primitive_out);
+  return ivm::Eval(*ctx->holder, *ctx->record, code, code_len, e.source, e.call, out);
+}
+
 }  // namespace
 
 extern "C" {
@@ -355,8 +368,7 @@ IVM_API ivm_error_t* ivm_context_eval(ivm_context_t* ctx, const char* code, size
     ivm_error_t* err =
         ctx->remote
             ? ivm::remote::Eval(ctx, Remote(e, code, code_len, nullptr, 0, false), out)
-            : ivm::Eval(*ctx->holder, *ctx->record, code ? code : "", code_len, e.source, e.call,
-                        out);
+            : EvalInline(ctx, code ? code : "", code_len, e, out, primitive_out);
     if (err == nullptr) ivm::DeliverPrimitive(primitive_out, out);
     return err;
   });

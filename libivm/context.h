@@ -128,6 +128,11 @@ ivm_error_t* RunInContext(IsolateHolder& holder, uint64_t timeout_ns, const Reco
   });
 }
 
+// An eval's script: from the context's cache of recent evals, or compiled (and cached).
+v8::MaybeLocal<v8::Script> CompileEval(v8::Isolate* isolate, v8::Local<v8::Context> context,
+                                       ContextRecord& record, const char* code, size_t len,
+                                       const SourceOptions& o, ivm_error_t** error);
+
 ivm_error_t* Eval(IsolateHolder& holder, ContextRecord& record, const char* code,
                   size_t code_len, const SourceOptions& source, const CallOptions& o,
                   ivm_value_t** out);

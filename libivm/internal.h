@@ -153,8 +153,28 @@ ivm_error_t* ValueFromV8(v8::Isolate* isolate, v8::Local<v8::Context> context,
 // string when `strings` is false). Returns whether it did.
 bool FillPrimitive(const ivm_value_t* value, ivm_primitive_t* out, bool strings);
 // For a synchronous call given a primitive_out (may be NULL): moves a
-// primitive result there (freeing *out, which becomes NULL).
+// primitive result there (freeing *out, which becomes NULL). A NULL *out was
+// delivered there already (PrimitiveOutScope) and is left alone.
 void DeliverPrimitive(ivm_primitive_t* primitive_out, ivm_value_t** out);
+// The primitive_out of a synchronous ABI call on an inline isolate, from just before
+// it runs until the call it makes claims it (IsolateHolder::Begin: the next call to
+// begin on this thread, which is that call's). Its CompleteCall then writes an
+// undefined, null, boolean or number result there without making an ivm_value_t
+// (`*out` stays NULL). On exit the scope puts back what was pending before it (none,
+// unless host code runs it inside another such call).
+class PrimitiveOutScope {
+ public:
+  explicit PrimitiveOutScope(ivm_primitive_t* out);
+  ~PrimitiveOutScope();
+  PrimitiveOutScope(const PrimitiveOutScope&) = delete;
+  PrimitiveOutScope& operator=(const PrimitiveOutScope&) = delete;
+  static ivm_primitive_t* Claim();   // NULL: none pending
+
+ private:
+  ivm_primitive_t* saved_;
+};
+// Writes `value` into `out` if it is undefined, null, a boolean or a number.
+bool FillPrimitiveFromV8(v8::Local<v8::Value> value, ivm_primitive_t* out);
 // A short type description ("Object", "Array", "Function", "Symbol", ...),
 // computed without running JavaScript.
 std::string DescribeType(v8::Isolate* isolate, v8::Local<v8::Value> value);
@@ -193,6 +213,7 @@ struct CallState {
   uint64_t timer_id = 0;
   uint64_t job_id = 0;       // the asynchronous job it runs for, or 0
   int64_t deadline_ns = 0;   // MonotonicNs when it times out, 0: never
+  ivm_primitive_t* primitive_out = nullptr;   // PrimitiveOutScope's, claimed by Begin
 };
 
 ivm_error_t* ReadHeapStatistics(IsolateHolder& holder, ivm_heap_statistics_t* full);
@@ -368,10 +389,19 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   std::recursive_timed_mutex exec_mutex_;
   std::atomic<std::thread::id> owner_{};
   int depth_ = 0;   // calls on the stack of the owner thread
+  bool interrupt_listed_ = false;   // the outermost call is in interrupt::Enter's list
 
   // Guards active_ (the calls on the stack, outermost first) and termination.
   std::mutex state_mutex_;
   std::vector<CallState*> active_;
+  // Whether a call in active_ may have been told to stop (set under state_mutex_ with the
+  // call's flag; recomputed as a call ends): while it is false, Stopped() needs no lock.
+  std::atomic<bool> stop_flagged_{false};
+  // Marks `call` (in active_, state_mutex_ held) as told to stop; `flag` is one of its flags.
+  void FlagStop(bool& flag) {
+    flag = true;
+    stop_flagged_.store(true, std::memory_order_release);
+  }
 
   std::mutex resources_mutex_;
   std::unordered_map<Resource*, std::shared_ptr<Resource>> resources_;
@@ -415,8 +445,10 @@ class HostScope {
 
 // Signal-driven termination of the synchronous calls of one thread.
 namespace interrupt {
-void Enter(IsolateHolder& holder);   // an outermost call starts on this thread
-void Leave(IsolateHolder& holder);   // ... and ends
+// An outermost call starts on this thread: whether `holder` was listed (the watched
+// thread), in which case Leave() must unlist it when the call ends.
+bool Enter(IsolateHolder& holder);
+void Leave(IsolateHolder& holder);
 // The same for a call that waits for another process (a worker-hosted
 // isolate's synchronous call): on the signal, the watcher thread runs `stop`
 // (which must not block for long). Returns 0 when this thread is not the

@@ -312,7 +312,7 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
   if (depth_ == 0) {
     DrainReleasedLocked();
     owner_.store(std::this_thread::get_id());
-    if (pool::CurrentJob() == 0) interrupt::Enter(*this);
+    interrupt_listed_ = pool::CurrentJob() == 0 && interrupt::Enter(*this);
     call_wall_start_ = MonotonicNs();
     // Reading the thread CPU clock is a system call (about 0.4 us), as long
     // as a short call itself. Short calls count their wall time as CPU time;
@@ -327,18 +327,22 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
     call.from_host = true;
   }
   ++depth_;
+  call.primitive_out = PrimitiveOutScope::Claim();
   call.id = NextId();
   call.job_id = pool::CurrentJob();
   {
     std::lock_guard<std::mutex> lock(state_mutex_);
     active_.push_back(&call);
     if (call.job_id != 0 && cancel_running_.load() == call.job_id) {
-      call.cancelled = true;
+      FlagStop(call.cancelled);
       isolate_->TerminateExecution();
     }
   }
   call.deadline_ns = timeout_ns == 0 ? 0 : timers::DeadlineAfter(timeout_ns);
-  call.timer_id = watchdog::Arm(weak_from_this(), call.id, call.deadline_ns);
+  // (No deadline, no timer: a weak pointer costs two atomic operations.)
+  if (call.deadline_ns != 0) {
+    call.timer_id = watchdog::Arm(weak_from_this(), call.id, call.deadline_ns);
+  }
   return nullptr;
 }
 
@@ -349,6 +353,7 @@ void IsolateHolder::End(CallState& call) {
     active_.pop_back();
     bool outer_stopped = false;
     for (CallState* c : active_) outer_stopped |= c->timed_out || c->terminated || c->cancelled;
+    stop_flagged_.store(outer_stopped, std::memory_order_release);
     if (oom_.load() || dispose_requested_.load() || state_.load() != kAlive) {
       // Everything on the stack unwinds; the isolate is going away.
     } else if (outer_stopped) {
@@ -375,7 +380,7 @@ void IsolateHolder::End(CallState& call) {
     wall_ns_.fetch_add(static_cast<uint64_t>(wall));
     cpu_clock_ = wall > kLongCallNs;
     owner_.store(std::thread::id());
-    if (pool::CurrentJob() == 0) interrupt::Leave(*this);
+    if (interrupt_listed_) interrupt::Leave(*this);
     DrainReleasedLocked();
   }
 }
@@ -449,6 +454,9 @@ void IsolateHolder::PumpTasks(const CallState& call) {
 
 bool IsolateHolder::Stopped(const CallState& call) {
   if (oom_.load() || dispose_requested_.load() || state_.load() != kAlive) return true;
+  // No call on the stack has been told to stop (a flag set from now on is seen by the next
+  // check, as it would be had it come just after the lock below).
+  if (!stop_flagged_.load(std::memory_order_acquire)) return false;
   std::lock_guard<std::mutex> lock(state_mutex_);
   if (call.timed_out || call.terminated || call.cancelled) return true;
   for (CallState* c : active_) {
@@ -461,7 +469,7 @@ void IsolateHolder::OnTimeout(uint64_t call_id) {
   std::lock_guard<std::mutex> lock(state_mutex_);
   for (CallState* c : active_) {
     if (c->id == call_id) {
-      c->timed_out = true;
+      FlagStop(c->timed_out);
       // V8 handles a termination before other interrupts: asking for both
       // would unwind the stack before it could be read.
       isolate_->RequestInterrupt(StopTimedOut, this);
@@ -535,7 +543,7 @@ void IsolateHolder::ReleaseLater(Resource* resource) {
 void IsolateHolder::Terminate() {
   std::lock_guard<std::mutex> lock(state_mutex_);
   if (active_.empty()) return;
-  for (CallState* c : active_) c->terminated = true;
+  for (CallState* c : active_) FlagStop(c->terminated);
   isolate_->TerminateExecution();
 }
 
@@ -554,7 +562,7 @@ ivm_error_t* IsolateHolder::Dispose() {
   {
     std::lock_guard<std::mutex> lock(state_mutex_);
     if (!active_.empty()) {
-      for (CallState* c : active_) c->terminated = true;
+      for (CallState* c : active_) FlagStop(c->terminated);
       isolate_->TerminateExecution();
     }
   }
@@ -637,7 +645,7 @@ void IsolateHolder::CancelRunning(uint64_t job_id) {
   bool found = false;
   for (CallState* c : active_) {
     if (c->job_id == job_id) {
-      c->cancelled = true;
+      FlagStop(c->cancelled);
       found = true;
     }
   }

@@ -140,8 +140,13 @@ ivm_error_t* SyncRefOp(ivm_reference_t* ref, const RefOp& op, const ivm_run_opti
                        ivm_primitive_t* primitive_out) {
   CallOptions o;
   if (ivm_error_t* err = ReadCallOptions(run, result, &o)) return err;
-  ivm_error_t* err = ref->data.remote ? remote::RefCall(ref->data.remote, op, o, out)
-                                      : RunRefOp(ref->data, op, o, out);
+  ivm_error_t* err = nullptr;
+  if (ref->data.remote) {
+    err = remote::RefCall(ref->data.remote, op, o, out);
+  } else {
+    PrimitiveOutScope direct(primitive_out);
+    err = RunRefOp(ref->data, op, o, out);
+  }
   if (err == nullptr) DeliverPrimitive(primitive_out, out);
   return err;
 }

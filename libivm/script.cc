@@ -154,6 +154,7 @@ IVM_API ivm_error_t* ivm_script_run(ivm_script_t* script, ivm_context_t* ctx,
       return err;
     }
     if (ivm_error_t* err = ReadRun(script, ctx, run, result, &o)) return err;
+    ivm::PrimitiveOutScope direct(primitive_out);
     ivm_error_t* err = RunScript(*ctx->holder, *script->record, *ctx->record, o, out);
     if (err == nullptr) ivm::DeliverPrimitive(primitive_out, out);
     return err;

@@ -7,6 +7,7 @@
 // worker-hosted isolate's call is cancelled in its worker: EnterCall).
 #include "internal.h"
 
+#include <algorithm>
 #include <csignal>
 #include <functional>
 #include <unordered_map>
@@ -18,7 +19,9 @@ namespace {
 
 struct State {
   std::mutex mutex;
-  std::vector<std::weak_ptr<IsolateHolder>> running;   // calls on `thread`
+  // The isolates with a call on `thread`: each is alive while it is listed (Enter at
+  // the start of its outermost call, Leave at the end), so a plain pointer is enough.
+  std::vector<IsolateHolder*> running;
   std::unordered_map<uint64_t, std::function<void()>> stops;   // EnterCall's, by token
   uint64_t next_token = 1;
   std::thread::id thread;
@@ -68,8 +71,8 @@ void Watch(int fd) {
     {
       State& s = state();
       std::lock_guard<std::mutex> lock(s.mutex);
-      for (auto& w : s.running) {
-        if (auto h = w.lock()) targets.push_back(std::move(h));
+      for (IsolateHolder* h : s.running) {
+        if (auto owner = h->weak_from_this().lock()) targets.push_back(std::move(owner));
       }
       // Under the lock: what a stop refers to lives until its LeaveCall.
       for (auto& [token, stop] : s.stops) stop();
@@ -118,25 +121,20 @@ ivm_error_t* Substitute(ivm_error_t* error, uint64_t seen) {
   return Static();
 }
 
-void Enter(IsolateHolder& holder) {
-  if (!g_enabled.load(std::memory_order_relaxed)) return;
+bool Enter(IsolateHolder& holder) {
+  if (!g_enabled.load(std::memory_order_relaxed)) return false;
   State& s = state();
-  if (std::this_thread::get_id() != s.thread) return;
+  if (std::this_thread::get_id() != s.thread) return false;
   std::lock_guard<std::mutex> lock(s.mutex);
-  s.running.push_back(holder.weak_from_this());
+  s.running.push_back(&holder);
+  return true;
 }
 
 void Leave(IsolateHolder& holder) {
-  if (!g_enabled.load(std::memory_order_relaxed)) return;
   State& s = state();
-  if (std::this_thread::get_id() != s.thread) return;
   std::lock_guard<std::mutex> lock(s.mutex);
-  for (auto it = s.running.rbegin(); it != s.running.rend(); ++it) {
-    if (it->lock().get() == &holder || it->expired()) {
-      s.running.erase(std::next(it).base());
-      break;
-    }
-  }
+  auto it = std::find(s.running.rbegin(), s.running.rend(), &holder);
+  if (it != s.running.rend()) s.running.erase(std::next(it).base());
 }
 
 uint64_t EnterCall(std::function<void()> stop) {

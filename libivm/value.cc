@@ -213,9 +213,43 @@ bool FillPrimitive(const ivm_value_t* value, ivm_primitive_t* out, bool strings)
   }
 }
 
+namespace {
+thread_local ivm_primitive_t* t_primitive_out = nullptr;
+}  // namespace
+
+PrimitiveOutScope::PrimitiveOutScope(ivm_primitive_t* out) : saved_(t_primitive_out) {
+  t_primitive_out = out;
+}
+
+PrimitiveOutScope::~PrimitiveOutScope() { t_primitive_out = saved_; }
+
+ivm_primitive_t* PrimitiveOutScope::Claim() {
+  ivm_primitive_t* out = t_primitive_out;
+  t_primitive_out = nullptr;
+  return out;
+}
+
+bool FillPrimitiveFromV8(v8::Local<v8::Value> value, ivm_primitive_t* out) {
+  if (value->IsNumber()) {
+    *out = ivm_primitive_t{};
+    out->kind = IVM_VALUE_NUMBER;
+    out->number = value.As<v8::Number>()->Value();
+  } else if (value->IsUndefined() || value->IsNull()) {
+    *out = ivm_primitive_t{};
+    out->kind = value->IsUndefined() ? IVM_VALUE_UNDEFINED : IVM_VALUE_NULL;
+  } else if (value->IsBoolean()) {
+    *out = ivm_primitive_t{};
+    out->kind = IVM_VALUE_BOOLEAN;
+    out->boolean = value->IsTrue() ? 1 : 0;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 void DeliverPrimitive(ivm_primitive_t* primitive_out, ivm_value_t** out) {
-  if (primitive_out == nullptr) return;
-  if (*out != nullptr && FillPrimitive(*out, primitive_out, false)) {
+  if (primitive_out == nullptr || *out == nullptr) return;
+  if (FillPrimitive(*out, primitive_out, false)) {
     delete *out;
     *out = nullptr;
   } else {

@@ -2,7 +2,7 @@
 """Generate the C source of ivm's cffi extension (API mode) from ``include/ivm.h``.
 
     python tools/gen_cffi.py include/ivm.h _ivm_cffi.c [--extern ivm/_cffi_extern.h] \\
-        [--print-cdef] [-- CC [ARGS...]]
+        [--fast ivm/_cffi_fast.c] [--print-cdef] [-- CC [ARGS...]]
 
 The cdef is the header itself, run through the C preprocessor with ``IVM_CDEF`` defined and
 its ``#include`` lines dropped (cffi knows the standard types and must not see system
@@ -11,6 +11,8 @@ storage classes and ``IVM_API``. Object-like ``IVM_*`` macros whose value is an 
 expression (``IVM_VERSION_MAJOR``, ``IVM_VERSION_NUMBER``, ...) become ``#define NAME ...``
 so that the compiler supplies the value. The ``extern "Python"`` declarations (the Python
 functions libivm calls) come from the files given by ``--extern``, appended verbatim.
+``--fast`` names C helpers compiled into the extension: the file's part above its
+``/* --- definitions --- */`` line is appended to the cdef, the whole file to the source.
 
 The compiler defaults to ``$CC`` or ``cc``; Meson passes its own after ``--``.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 MODULE = "ivm._ivm_cffi"
+_DEFINITIONS = "/* --- definitions --- */"
 _INCLUDE = re.compile(r"^[ \t]*#[ \t]*include\b.*$", re.M)
 
 
@@ -91,6 +94,10 @@ def make_cdef(header_text: str, cc: List[str], extern_files: List[Path]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def _strip_comments(text: str) -> str:
+    return re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+
+
 def split_argv(argv: List[str]) -> Tuple[List[str], List[str]]:
     if "--" in argv:
         i = argv.index("--")
@@ -105,11 +112,20 @@ def main(argv: List[str]) -> int:
     ap.add_argument("output", type=Path)
     ap.add_argument("--extern", type=Path, action="append", default=[],
                     help="file of extern \"Python\" declarations")
+    ap.add_argument("--fast", type=Path, action="append", default=[],
+                    help="file of C helpers: declarations, then " + _DEFINITIONS)
     ap.add_argument("--print-cdef", action="store_true", help="also print the cdef")
     args = ap.parse_args(own)
     if not cc:
         cc = ["cc"]
     cdef = make_cdef(args.header.read_text(), cc, args.extern)
+    source = '#include "ivm.h"\n'
+    for f in args.fast:
+        text = f.read_text()
+        if _DEFINITIONS not in text:
+            raise SystemExit(f"gen_cffi: {f} has no {_DEFINITIONS} line")
+        cdef += "\n" + _strip_comments(text.split(_DEFINITIONS)[0]).strip() + "\n"
+        source += text
     if args.print_cdef:
         print(cdef)
 
@@ -122,7 +138,7 @@ def main(argv: List[str]) -> int:
         numbered = "\n".join(f"{i + 1:4}  {ln}" for i, ln in enumerate(cdef.splitlines()))
         raise SystemExit(f"gen_cffi: cffi rejected the cdef made from {args.header}: "
                          f"{exc}\n{numbered}") from None
-    ffi.set_source(MODULE, '#include "ivm.h"')
+    ffi.set_source(MODULE, source)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     ffi.emit_c_code(str(args.output))
     os.utime(args.output)  # cffi skips rewriting an unchanged file; the build wants it new
