@@ -3,6 +3,7 @@ globals, inline and in worker processes (docs/host.md). Timers: tests/test_timer
 
 from __future__ import annotations
 
+import logging
 from typing import Iterator
 
 import pytest
@@ -95,3 +96,192 @@ def test_unknown_host_bits_are_invalid(any_isolate: ivm.Isolate, bits: int) -> N
         assert "unknown bits in ivm_context_options_t.host" in ffi.unpack(text[0], size[0]).decode()
     finally:
         lib.ivm_error_free(err)
+
+
+# ---- console -------------------------------------------------------------------------
+
+# (JavaScript arguments of console.log, the line node's console.log prints for them.)
+NODE_LINES = [
+    ("'a', 1, true, null, undefined", "a 1 true null undefined"),
+    ("-0, 10n, Symbol('q'), 1.5e300", "-0 10n Symbol(q) 1.5e+300"),
+    ("[\"it's\", 'a\"b', \"a'b\\\"c\", 'x\\x01\\n\\\\']",
+     "[ \"it's\", 'a\"b', `a'b\"c`, 'x\\x01\\n\\\\' ]"),
+    ("function f() {}, () => {}, async function g() {}, function* h() {}",
+     "[Function: f] [Function (anonymous)] [AsyncFunction: g] [GeneratorFunction: h]"),
+    ("class A {}, class B extends Array {}, Object.assign(function f() {}, {a: 1})",
+     "[class A] [class B extends Array] [Function: f] { a: 1 }"),
+    ("{a: {b: {c: {d: 1}}}}", "{ a: { b: { c: [Object] } } }"),
+    ("(() => { const o = {x: 1}; o.self = o; o.arr = [o]; return o })()",
+     "<ref *1> { x: 1, self: [Circular *1], arr: [ [Circular *1] ] }"),
+    ("new Map([[1, {a: 1}]]), new Set(['a']), new WeakMap()",
+     "Map(1) { 1 => { a: 1 } } Set(1) { 'a' } WeakMap { <items unknown> }"),
+    ("new Uint8Array([1, 2, 3]), new ArrayBuffer(3)",
+     "Uint8Array(3) [ 1, 2, 3 ] ArrayBuffer { [Uint8Contents]: <00 00 00>, byteLength: 3 }"),
+    ("new Date(0), /a+/gi, [, 1, , , 2]",
+     "1970-01-01T00:00:00.000Z /a+/gi [ <1 empty item>, 1, <2 empty items>, 2 ]"),
+    ("Object.create(null), {get a() { return 1 }, set b(v) {}, get c() { return 1 }, set c(v) {}}",
+     "[Object: null prototype] {} { a: [Getter], b: [Setter], c: [Getter/Setter] }"),
+    ("{'a-b': 1, [Symbol('s')]: 2}, new Number(3), new String('ab')",
+     "{ 'a-b': 1, [Symbol(s)]: 2 } [Number: 3] [String: 'ab']"),
+    ("Promise.resolve(4), new Promise(() => {})", "Promise { 4 } Promise { <pending> }"),
+    ("'%s %d %i %f %j %O %c %%', 'str', 42.5, 42.5, '3.5', {a: 1}, {b: 2}, 'css', 'extra'",
+     "str 42.5 42 3.5 {\"a\":1} { b: 2 }  % extra"),
+    ("[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]", "[\n  1, 2, 3, 4,  5,\n  6, 7, 8, 9, 10\n]"),
+    ("{aaaaaaaaaaaaaaaaaaaaaaaa: 'b'.repeat(60), c: 1}",
+     "{\n  aaaaaaaaaaaaaaaaaaaaaaaa: '" + "b" * 60 + "',\n  c: 1\n}"),
+    ("new Proxy({a: 1}, {get() { throw 1 }}), new Proxy(function () {}, {})",
+     "{ a: 1 } [Function (anonymous)]"),
+    ("new Array(1e9)", "[ <1000000000 empty items> ]"),
+]
+
+
+@pytest.mark.parametrize("args, line", NODE_LINES)
+def test_console_formats_as_node_does(
+    host_context: ivm.Context, lines: list[tuple[str, str]], args: str, line: str
+) -> None:
+    assert host_context.eval_sync(f"console.log({args})") is ivm.undefined
+    assert lines == [("log", line)]
+
+
+def test_console_levels_in_order(host_context: ivm.Context, lines: list[tuple[str, str]]) -> None:
+    host_context.eval_sync(
+        """
+        console.log('a'); console.info('b'); console.warn('c'); console.error('d');
+        console.debug('e'); console.dir('f'); console.assert(1 === 1, 'never');
+        console.assert(false, 'g', 1); console.assert(false); console.count(); console.count();
+        console.count('x'); console.countReset(); console.count(); console.countReset('nope');
+        console.group('h'); console.log('i\\nj'); console.groupEnd(); console.log('k');
+        console.table([1]);
+        """
+    )
+    assert lines == [
+        ("log", "a"), ("info", "b"), ("warn", "c"), ("error", "d"), ("debug", "e"),
+        ("dir", "'f'"), ("assert", "Assertion failed: g 1"), ("assert", "Assertion failed"),
+        ("count", "default: 1"), ("count", "default: 2"), ("count", "x: 1"),
+        ("count", "default: 1"), ("warn", "Warning: Count for 'nope' does not exist"),
+        ("log", "h"), ("log", "  i\n  j"), ("log", "k"), ("log", "[ 1 ]"),
+    ]
+
+
+def test_console_trace_has_a_stack(host_context: ivm.Context, lines: list[tuple[str, str]]) -> None:
+    host_context.eval_sync("function where() { console.trace('here %d', 5) }\nwhere()",
+                           filename="t.js")
+    assert lines == [("trace", "Trace: here 5\n    at where (t.js:1:28)\n    at t.js:2:1")]
+
+
+def test_console_time(host_context: ivm.Context, lines: list[tuple[str, str]]) -> None:
+    host_context.eval_sync(
+        "console.time('t'); console.time('t'); console.timeLog('t', {a: 1}); console.timeEnd('t');"
+        "console.timeEnd('t'); console.time(); console.timeEnd()"
+    )
+    assert [level for level, _ in lines] == ["warn", "time", "time", "warn", "time"]
+    assert lines[0][1] == "Warning: Label 't' already exists for console.time()"
+    assert lines[1][1].startswith("t: ") and lines[1][1].endswith("ms { a: 1 }")
+    assert lines[2][1].startswith("t: ") and lines[2][1].endswith("ms")
+    assert lines[3][1] == "Warning: No such label 't' for console.timeEnd()"
+    assert lines[4][1].startswith("default: ")
+
+
+def test_console_runs_no_user_code(host_context: ivm.Context, lines: list[tuple[str, str]]) -> None:
+    ran = host_context.eval_sync(
+        """
+        let ran = 0;
+        const trap = new Proxy({a: 1}, {get() { ran++; throw 1 }, ownKeys() { ran++; throw 2 },
+            getOwnPropertyDescriptor() { ran++; throw 3 }, getPrototypeOf() { ran++; throw 4 }});
+        Object.defineProperty(Object.prototype, 'constructor', {get() { ran++; throw 8 }});
+        Object.defineProperty(Object.prototype, 'get', {get() { ran++; throw 7 }});
+        Object.defineProperty(Object.prototype, 'value', {get() { ran++; throw 6 }});
+        Error.prepareStackTrace = () => { ran++; throw 9 };
+        const r = Proxy.revocable({}, {}); r.revoke();
+        console.log(trap, [trap], {x: 1, get y() { ran++; return 2 }}, r.proxy);
+        console.log('%s|%d|%i', {toString() { ran++ }}, {valueOf() { ran++; return 1 }}, {});
+        console.log(new Error('boom'));
+        ran
+        """,
+        filename="h.js",
+    )
+    assert ran == 0
+    assert lines[0] == ("log", "{ a: 1 } [ { a: 1 } ] { x: 1, y: [Getter] } <Revoked Proxy>")
+    assert lines[1] == ("log", "{ toString: [Function: toString] }|NaN|NaN")
+    assert lines[2] == ("log", "Error: boom\n    at h.js:12:21")
+
+
+def test_console_output_is_bounded(host_context: ivm.Context, lines: list[tuple[str, str]]) -> None:
+    host_context.eval_sync(
+        """
+        const big = 'x'.repeat(10 * 1024 * 1024);
+        console.log(big); console.log([big]); console.log('%s', big); console.dir(big);
+        const wide = {}; for (let i = 0; i < 1e5; i++) wide['k' + i] = i; console.log(wide);
+        console.log('é'.repeat(20000));
+        """,
+        timeout=30,
+    )
+    assert len(lines) == 6
+    for _, text in lines:
+        assert len(text.encode()) <= 16384 + 40
+    assert lines[0][1].endswith("… [truncated to 16384 bytes]")
+    assert lines[1][1].endswith("'... 10475760 more characters\n]")
+    assert lines[5][1].endswith("é… [truncated to 16384 bytes]")
+
+
+def test_console_max_bytes(any_isolate: ivm.Isolate) -> None:
+    got: list[str] = []
+    ctx = any_isolate.create_context_sync(
+        host=ivm.HostBasics(console=lambda level, text: got.append(text), console_max_bytes=10)
+    )
+    ctx.eval_sync("console.log('0123456789abc'); console.log('01234567€')")
+    assert got == ["0123456789… [truncated to 10 bytes]", "01234567… [truncated to 10 bytes]"]
+
+
+def test_a_failing_sink_is_ignored(any_isolate: ivm.Isolate) -> None:
+    def sink(level: str, text: str) -> None:
+        raise RuntimeError("sink failed")
+
+    ctx = any_isolate.create_context_sync(host=ivm.HostBasics(console=sink))
+    assert ctx.eval_sync("console.log('a'); console.error({b: 1}); 7") == 7
+
+
+def test_console_true_logs_to_the_ivm_logger(
+    any_isolate: ivm.Isolate, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = any_isolate.create_context_sync(host=ivm.HostBasics(console=True))
+    with caplog.at_level(logging.DEBUG, logger="ivm"):
+        ctx.eval_sync("console.log('a'); console.warn('b'); console.error('c'); console.debug('d')")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "ivm"] == [
+        (logging.INFO, "a"), (logging.WARNING, "b"), (logging.ERROR, "c"), (logging.DEBUG, "d"),
+    ]
+
+
+def test_console_without_a_sink_writes_stderr(
+    isolate: ivm.Isolate, capfd: pytest.CaptureFixture[str]
+) -> None:
+    opts = ffi.new("ivm_context_options_t *")
+    opts.struct_size = ffi.sizeof("ivm_context_options_t")
+    opts.host = lib.IVM_HOST_CONSOLE
+    out = ffi.new("ivm_context_t **")
+    assert lib.ivm_isolate_create_context(isolate._ptr, opts, out) == ffi.NULL
+    ctx = ivm.Context._wrap(out[0], isolate)
+    ctx.eval_sync("console.log({a: [1]}); console.warn('w')")
+    assert capfd.readouterr().err == "log: { a: [ 1 ] }\nwarn: w\n"
+
+
+@pytest.mark.anyio
+async def test_console_in_async_calls(any_isolate: ivm.Isolate) -> None:
+    got: list[tuple[str, str]] = []
+    ctx = await any_isolate.create_context(
+        host=ivm.HostBasics(console=lambda level, text: got.append((level, text)))
+    )
+    for i in range(3):
+        await ctx.eval(f"console.log({i}); console.error([{i}])")
+    assert got == [("log", "0"), ("error", "[ 0 ]"), ("log", "1"), ("error", "[ 1 ]"),
+                   ("log", "2"), ("error", "[ 2 ]")]
+
+
+def test_console_methods_are_functions(host_context: ivm.Context) -> None:
+    names = host_context.eval_sync("Object.keys(console).join()")
+    assert names == ("log,info,warn,error,debug,trace,assert,dir,dirxml,table,time,timeEnd,"
+                     "timeLog,count,countReset,group,groupCollapsed,groupEnd")
+    assert host_context.eval_sync("Object.keys(globalThis).includes('console')") is False
+    assert host_context.eval_sync("console.log.name") == "log"
+    with pytest.raises(ivm.JSError, match="not a constructor"):
+        host_context.eval_sync("new console.log()")
