@@ -285,3 +285,144 @@ def test_console_methods_are_functions(host_context: ivm.Context) -> None:
     assert host_context.eval_sync("console.log.name") == "log"
     with pytest.raises(ivm.JSError, match="not a constructor"):
         host_context.eval_sync("new console.log()")
+
+
+# ---- encoding ------------------------------------------------------------------------
+
+def js_lines(ctx: ivm.Context, code: str) -> list[str]:
+    """Runs `code`, which fills `out`, and returns out's items as strings."""
+    return str(ctx.eval_sync(f"(() => {{ const out = []; {code}; return out.join('\\n') }})()")).split("\n")
+
+
+def test_text_encoder(host_context: ivm.Context) -> None:
+    assert js_lines(host_context, """
+        const te = new TextEncoder();
+        out.push(te.encoding, String(te.encode('héllo😀\\ud800')), te.encode().length,
+                 te.encode(12).join(), Object.prototype.toString.call(te));
+        out.push(JSON.stringify(te.encodeInto('😀a', new Uint8Array(5))),
+                 JSON.stringify(te.encodeInto('aé😀', new Uint8Array(4))));
+        try { te.encodeInto('a', []) } catch (e) { out.push(e.name) }
+    """) == [
+        "utf-8", "104,195,169,108,108,111,240,159,152,128,239,191,189", "0", "49,50",
+        "[object TextEncoder]", '{"read":3,"written":5}', '{"read":2,"written":3}', "TypeError",
+    ]
+
+
+def test_text_decoder(host_context: ivm.Context) -> None:
+    codes = "split('').map(c => c.charCodeAt(0).toString(16)).join()"
+    assert js_lines(host_context, f"""
+        const td = new TextDecoder();
+        out.push(td.encoding, td.fatal, td.ignoreBOM,
+                 td.decode(new Uint8Array([0xEF, 0xBB, 0xBF, 0x68, 0xC3, 0xA9, 0xF0, 0x9F, 0x98, 0x80])),
+                 td.decode(new Uint8Array([0xC3, 0x28, 0xF0, 0x9F, 0x41, 0xED, 0xA0, 0x80])).{codes},
+                 td.decode(new Uint8Array([0x61, 0x62]).buffer), td.decode(new DataView(new ArrayBuffer(1))).length,
+                 td.decode().length);
+        try {{ new TextDecoder('utf-8', {{fatal: true}}).decode(new Uint8Array([0xff])) }}
+        catch (e) {{ out.push(e.name + ': ' + e.message) }}
+        for (const label of ['latin1', 'utf-32', 'x']) {{
+            try {{ new TextDecoder(label) }} catch (e) {{ out.push(e.name + ': ' + e.message) }}
+        }}
+        const d16 = new TextDecoder(' UTF-16 ');
+        out.push(d16.encoding, d16.decode(new Uint8Array([0xFF, 0xFE, 0x68, 0, 0x3D, 0xD8, 0x00, 0xDE, 0x41])).{codes});
+        try {{ new TextDecoder('utf-16le', {{fatal: true}}).decode(new Uint8Array([0x00, 0xD8])) }}
+        catch (e) {{ out.push(e.message) }}
+        const s = new TextDecoder();
+        out.push(s.decode(new Uint8Array([0xF0, 0x9F]), {{stream: true}}) + '|' +
+                 s.decode(new Uint8Array([0x98, 0x80]), {{stream: true}}) + '|' + s.decode());
+        out.push(new TextDecoder('utf8', {{ignoreBOM: true}}).decode(new Uint8Array([0xEF, 0xBB, 0xBF, 0x41])).length);
+        try {{ td.decode('str') }} catch (e) {{ out.push(e.name) }}
+        try {{ TextDecoder.prototype.decode.call({{}}) }} catch (e) {{ out.push(e.name) }}
+    """) == [
+        "utf-8", "false", "false", "hé😀", "fffd,28,fffd,41,fffd,fffd,fffd", "ab", "1", "0",
+        "TypeError: The encoded data was not valid for encoding utf-8",
+        'RangeError: The "latin1" encoding is not supported',
+        'RangeError: The "utf-32" encoding is not supported',
+        'RangeError: The "x" encoding is not supported',
+        "utf-16le", "68,d83d,de00,fffd", "The encoded data was not valid for encoding utf-16le",
+        "|😀|", "2", "TypeError", "TypeError",
+    ]
+
+
+def test_atob_btoa(host_context: ivm.Context) -> None:
+    assert js_lines(host_context, """
+        out.push(btoa('hello'), btoa(''), btoa('ab'), btoa('\\xff\\xfe'), atob('aGVsbG8='),
+                 atob(' aGVs\\nbG8 '), atob('YQ'), atob('').length, btoa(12));
+        for (const bad of ['a', 'a===', '*abc', 'ab=c', 'é']) {
+            try { atob(bad); out.push('accepted ' + bad) }
+            catch (e) { out.push(`${e.name} ${e.code} ${e instanceof Error} ${e.message}`) }
+        }
+        try { btoa('€') } catch (e) { out.push(e.name + ': ' + e.message) }
+        try { atob() } catch (e) { out.push(e.name) }
+    """) == [
+        "aGVsbG8=", "", "YWI=", "//4=", "hello", "hello", "a", "0", "MTI=",
+        *["InvalidCharacterError 5 true The string to be decoded is not correctly encoded."] * 5,
+        "InvalidCharacterError: Invalid character", "TypeError",
+    ]
+
+
+# ---- web -----------------------------------------------------------------------------
+
+def test_structured_clone(host_context: ivm.Context) -> None:
+    assert js_lines(host_context, """
+        const o = {a: [1, {b: new Date(0)}], m: new Map([[1, 2]]), s: new Set([3]), r: /x/g,
+                   e: new RangeError('r'), big: 10n, u: new Uint8Array([1, 2])};
+        o.self = o;
+        const c = structuredClone(o);
+        out.push(c !== o, c.self === c, c.a[1].b.getTime(), c.m.get(1), c.s.has(3), c.r,
+                 c.e instanceof RangeError, c.e.message, c.big, c.u);
+        const buf = new ArrayBuffer(8); new Uint8Array(buf)[0] = 7;
+        const moved = structuredClone({buf}, {transfer: [buf]});
+        out.push(buf.byteLength, moved.buf.byteLength, new Uint8Array(moved.buf)[0]);
+        const bad = [() => 1, Symbol('x'), {f() {}}, new SharedArrayBuffer(1),
+                     new WebAssembly.Module(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]))];
+        for (const v of bad) { try { structuredClone(v) } catch (e) { out.push(e.name + ' ' + e.code) } }
+        for (const t of [[buf], [1], [buf2 = new ArrayBuffer(1), buf2]]) {
+            try { structuredClone(1, {transfer: t}) } catch (e) { out.push(e.name) }
+        }
+        try { structuredClone() } catch (e) { out.push(e.name) }
+        try { structuredClone(1, 2) } catch (e) { out.push(e.name) }
+    """.replace("buf2 =", "globalThis.buf2 =")) == [
+        "true", "true", "0", "2", "true", "/x/g", "true", "r", "10", "1,2", "0", "8", "7",
+        *["DataCloneError 25"] * 5, "DataCloneError", "DataCloneError", "DataCloneError",
+        "TypeError", "TypeError",
+    ]
+
+
+def test_performance_now(host_context: ivm.Context) -> None:
+    assert js_lines(host_context, """
+        const t0 = performance.now(); let x = 0; for (let i = 0; i < 1e6; i++) x += i;
+        const t1 = performance.now();
+        out.push(t0 >= 0, t1 > t0, t1 < 60000,
+                 Math.abs(t1 * 1000 - Math.round(t1 * 200) * 5) < 1e-6,
+                 Math.abs(performance.timeOrigin - Date.now()) < 60000);
+    """) == ["true"] * 5
+
+
+def test_crypto(host_context: ivm.Context) -> None:
+    assert js_lines(host_context, """
+        const a = new Uint32Array(4); out.push(crypto.getRandomValues(a) === a, a.some(v => v !== 0));
+        out.push(crypto.getRandomValues(new Uint8Array(65536)).length,
+                 crypto.getRandomValues(new BigInt64Array(2)).length);
+        for (const bad of [new Uint8Array(65537), new Float32Array(2), [1, 2], undefined]) {
+            try { crypto.getRandomValues(bad) } catch (e) { out.push(e.name + ' ' + e.code) }
+        }
+        const u = crypto.randomUUID();
+        out.push(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(u),
+                 u !== crypto.randomUUID());
+    """) == ["true", "true", "65536", "2", "QuotaExceededError 22", "TypeMismatchError 17",
+             "TypeError undefined", "TypeError undefined", "true", "true"]
+
+
+def test_each_item_alone(any_isolate: ivm.Isolate) -> None:
+    groups = {
+        "console": ("console",),
+        "encoding": ("TextEncoder", "TextDecoder", "atob", "btoa"),
+        "web": ("structuredClone", "performance", "crypto"),
+    }
+    for item, names in groups.items():
+        ctx = any_isolate.create_context_sync(host=ivm.HostBasics(**{item: True}))
+        for other, other_names in groups.items():
+            want = "undefined" if other != item else None
+            for name, kind in zip(other_names, types_of(ctx, other_names)):
+                assert (kind == "undefined") == (want is not None), (item, name, kind)
+        assert ctx.eval_sync("Object.keys(globalThis).length") == 0
