@@ -3,7 +3,13 @@ globals, inline and in worker processes (docs/host.md). Timers: tests/test_timer
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -426,3 +432,90 @@ def test_each_item_alone(any_isolate: ivm.Isolate) -> None:
             for name, kind in zip(other_names, types_of(ctx, other_names)):
                 assert (kind == "undefined") == (want is not None), (item, name, kind)
         assert ctx.eval_sync("Object.keys(globalThis).length") == 0
+
+
+# ---- must-holds: real libraries, hostile values ---------------------------------------
+
+NPM_CACHE = Path(os.environ.get("IVM_NPM_CACHE", Path.home() / ".cache" / "ivm" / "npm"))
+# (package@version, the UMD bundle inside its tarball)
+BUNDLES = {
+    "lodash": ("lodash@4.17.21", "package/lodash.js"),
+    "marked": ("marked@12.0.2", "package/marked.min.js"),
+    "handlebars": ("handlebars@4.7.8", "package/dist/handlebars.js"),
+}
+
+
+def npm_bundle(spec: str, member: str) -> str:
+    """The text of `member` of npm package `spec`, fetched once with `npm pack` into
+    NPM_CACHE (skips when npm is missing)."""
+    name, version = spec.rsplit("@", 1)
+    tarball = NPM_CACHE / f"{name}-{version}.tgz"
+    if not tarball.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip("npm is missing: cannot fetch the library bundles")
+        NPM_CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "pack", spec, "--pack-destination", str(NPM_CACHE)],
+                       check=True, capture_output=True, timeout=300)
+    with tarfile.open(tarball) as tar:
+        data = tar.extractfile(member)
+        assert data is not None, f"{member} is not in {tarball}"
+        return io.TextIOWrapper(data, encoding="utf-8").read()
+
+
+@pytest.fixture(scope="module")
+def bundles() -> dict[str, str]:
+    return {name: npm_bundle(spec, member) for name, (spec, member) in BUNDLES.items()}
+
+
+@pytest.mark.anyio
+async def test_libraries_run_as_written(any_isolate: ivm.Isolate, bundles: dict[str, str]) -> None:
+    """marked, handlebars and lodash (their UMD bundles, unchanged) load and work with host
+    basics on, with no glue code; their own console calls arrive as lines."""
+    got: list[tuple[str, str]] = []
+    ctx = await any_isolate.create_context(
+        host=ivm.HostBasics.all(console=lambda level, text: got.append((level, text)))
+    )
+    for name, code in bundles.items():
+        await ctx.eval(code, filename=f"{name}.js", timeout=30)
+    assert await ctx.eval("_.chunk([1, 2, 3, 4, 5], 2).map(c => c.join('')).join('|')") == "12|34|5"
+    assert await ctx.eval("marked.parse('# hi *there*')") == "<h1>hi <em>there</em></h1>\n"
+    assert await ctx.eval("Handlebars.compile('Hello {{name}}!')({name: 'w'})") == "Hello w!"
+    await ctx.eval("Handlebars.log('error', 'from handlebars'); console.log(_.VERSION, [_.chunk])")
+    assert got == [("error", "from handlebars"), ("log", "4.17.21 [ [Function: chunk] ]")]
+    await ctx.eval("console.log(_); console.log(Handlebars); console.dir(marked)")
+    assert len(got) == 5 and all(len(text.encode()) <= 16384 + 40 for _, text in got[2:])
+    assert got[2][1].startswith("<ref *1> [Function: lodash] {")
+
+
+@pytest.mark.anyio
+async def test_console_never_fails(any_isolate: ivm.Isolate) -> None:
+    """console.log of a function, a cycle, a Proxy (its traps never run) and a 10 MB string
+    returns normally and quickly, with bounded lines, in sync and async calls."""
+    got: list[tuple[str, str]] = []
+    ctx = await any_isolate.create_context(
+        host=ivm.HostBasics(console=lambda level, text: got.append((level, text)))
+    )
+    code = """{
+        globalThis.trapped = 0;
+        const handler = {};
+        for (const trap of ['get', 'set', 'has', 'ownKeys', 'getOwnPropertyDescriptor',
+                            'getPrototypeOf', 'apply', 'construct', 'defineProperty']) {
+            handler[trap] = () => { trapped++; throw new Error(trap) };
+        }
+        const cycle = {name: 'c'}; cycle.self = cycle; cycle.list = [cycle, new Map([[cycle, cycle]])];
+        const proxy = new Proxy({secret: 1}, handler);
+        const big = 'y'.repeat(10 * 1024 * 1024);
+        console.log(function f() {}, cycle, proxy, new Proxy(function g() {}, handler), big);
+        console.log(big); console.error({big, proxy, cycle});
+    } trapped"""
+    assert await ctx.eval(code, timeout=30) == 0
+    assert ctx.eval_sync(code, timeout=30) == 0
+    assert len(got) == 6
+    for _, text in got:
+        assert len(text.encode()) <= 16384 + 40
+    assert got[0][1].startswith(
+        "[Function: f] <ref *1> {\n  name: 'c',\n  self: [Circular *1],\n"
+        "  list: [ [Circular *1], Map(1) { [Circular *1] => [Circular *1] } ]\n}"
+        " { secret: 1 } [Function: g] yyyy"
+    )
