@@ -93,7 +93,11 @@
  *
  * ## Changes in 0.6
  *
- *   (none yet)
+ *   - Opt-in host basics per context: ivm_context_options_t's `reserved`
+ *     field is now `host`, a set of IVM_HOST_* bits (console, timers,
+ *     encoding, web globals; 0, the default, keeps the context bare), and
+ *     the struct gains `console` and `console_max_bytes`. They work for
+ *     isolates in worker processes too (docs/host.md).
  *
  * ## Changes in 0.5
  *   - References into an isolate in a worker process work as inline ones:
@@ -847,9 +851,33 @@ enum {
 /* Contexts                                                                  */
 /* ------------------------------------------------------------------------- */
 
+/**
+ * The host basics a context may opt into (ivm_context_options_t.host): globals
+ * that browsers and node offer and that the bare ECMAScript global lacks. Each
+ * is implemented inside libivm and reaches no host resource but the one named
+ * (docs/host.md has each one's threat note). Since: 0.6
+ */
+enum {
+  /** `console` (log, info, warn, error, debug, trace, assert, dir, time,
+   * timeEnd, timeLog, count, countReset): each call formats its arguments
+   * inside the isolate, as node's util.inspect does, and hands one line to
+   * ivm_context_options_t.console. */
+  IVM_HOST_CONSOLE = 0x1u,
+  /** setTimeout, setInterval, clearTimeout, clearInterval, setImmediate,
+   * clearImmediate and queueMicrotask, on the isolate's own queue. */
+  IVM_HOST_TIMERS = 0x2u,
+  /** TextEncoder, TextDecoder (utf-8, utf-16le), atob and btoa. */
+  IVM_HOST_ENCODING = 0x4u,
+  /** structuredClone, performance.now, crypto.getRandomValues and
+   * crypto.randomUUID (from the operating system's generator). */
+  IVM_HOST_WEB = 0x8u
+};
+
 struct ivm_context_options {
   size_t struct_size; /**< sizeof(ivm_context_options_t) as compiled */
-  uint32_t reserved;  /**< 0; room for future flags (e.g. inspector) */
+  /** 0 (a bare context), or IVM_HOST_* bits; unknown bits fail the call with
+   * INVALID_ARGUMENT. Since: 0.6 (the field was `reserved`, always 0) */
+  uint32_t host;
   /**
    * NULL, or the host function that `import()` in this context calls, with
    * the specifier and the importing script's or module's name (both strings).
@@ -871,10 +899,22 @@ struct ivm_context_options {
    * call. Since: 0.4
    */
   ivm_callback_t *on_unhandled_rejection;
+  /**
+   * With IVM_HOST_CONSOLE: NULL (each line goes to the process's standard
+   * error, as "level: text"), or the host function called with two strings,
+   * (level, text), once per console call and in the order of the calls; level
+   * is one of "log", "info", "warn", "error", "debug", "trace", "assert",
+   * "dir", "time", "count". Its result is ignored, and so is its failure.
+   * Borrowed for the call. Since: 0.6
+   */
+  ivm_callback_t *console;
+  /** The most UTF-8 bytes of one console call's text; longer text is cut
+   * (at a character boundary) and ends with "… [N bytes cut]". 0: 16384. Since: 0.6 */
+  uint32_t console_max_bytes;
 };
 
 #ifndef IVM_CDEF
-#define IVM_CONTEXT_OPTIONS_INIT { sizeof(ivm_context_options_t), 0, NULL, NULL }
+#define IVM_CONTEXT_OPTIONS_INIT { sizeof(ivm_context_options_t), 0, NULL, NULL, NULL, 0 }
 #endif
 
 /**
@@ -884,7 +924,8 @@ struct ivm_context_options {
  * @param[out] out  on success, a new handle the caller frees (ivm_context_free).
  * Threads: any.
  * Blocks:  waits while the isolate runs another call.
- * Errors:  DISPOSED, MEMORY_LIMIT, INVALID_ARGUMENT, DEADLOCK, TERMINATED. Since: 0.1
+ * Errors:  DISPOSED, MEMORY_LIMIT, INVALID_ARGUMENT (also for unknown `host`
+ *          bits), DEADLOCK, TERMINATED. Since: 0.1
  */
 IVM_API ivm_error_t *ivm_isolate_create_context(ivm_isolate_t *iso,
                                                 const ivm_context_options_t *opts,

@@ -54,6 +54,7 @@ from ._external_copy import CopyInto as CopyInto
 from ._external_copy import ExternalCopy as ExternalCopy
 from ._ffi import ffi as _ffi
 from ._ffi import lib as _lib
+from ._host import HostBasics as HostBasics
 from ._isolate import HeapStatistics as HeapStatistics
 from ._isolate import Isolate as Isolate
 from ._module import Module as Module
@@ -84,6 +85,7 @@ __all__ = [
     "DisposedError",
     "ExternalCopy",
     "HeapStatistics",
+    "HostBasics",
     "Isolate",
     "CrossProcessError",
     "IsolateCrashedError",

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping
 from ._async import submit
 from ._catastrophic import CatastrophicHandler, register as register_catastrophic
 from ._context import Context
+from ._callback import Callback
 from ._errors import DisposedError, check
 from ._ffi import ffi, lib
 from ._handle import Handle
+from ._host import HostBasics, console_callback, host_bits
 from ._options import compile_args
 from ._module import ImportHook, Module, import_callback
 from ._rejections import RejectionHandler, rejection_callback
@@ -225,8 +227,13 @@ class Isolate(Handle):
         *,
         import_module: ImportHook | None = None,
         on_unhandled_rejection: RejectionHandler | None = None,
+        host: HostBasics | None = None,
     ) -> Context:
         """A new context (a fresh global object) in this isolate.
+
+        ``host`` opts into host basics (:class:`ivm.HostBasics`: console,
+        timers, encoding, web globals; docs/host.md). Without it the context is
+        bare: no ``console``, no ``setTimeout``, nothing the host did not give.
 
         ``import_module(specifier, referrer)`` enables ``import()`` in it
         (default: :attr:`import_module`): it returns the :class:`ivm.Module` to
@@ -239,7 +246,7 @@ class Isolate(Handle):
 
         Raises :class:`ivm.DisposedError` or :class:`ivm.MemoryLimitError`.
         """
-        opts, cell, keep = self._context_options(import_module, on_unhandled_rejection)
+        opts, cell, keep = self._context_options(import_module, on_unhandled_rejection, host)
         out = ffi.new("ivm_context_t **")
         check(lib.ivm_isolate_create_context(self._ptr, opts, out))
         del keep
@@ -252,9 +259,10 @@ class Isolate(Handle):
         *,
         import_module: ImportHook | None = None,
         on_unhandled_rejection: RejectionHandler | None = None,
+        host: HostBasics | None = None,
     ) -> Context:
         """The async twin of :meth:`create_context_sync`."""
-        opts, cell, _keep = self._context_options(import_module, on_unhandled_rejection)
+        opts, cell, _keep = self._context_options(import_module, on_unhandled_rejection, host)
 
         def wrap(raw: Any) -> Context:
             context = Context._wrap(raw, self)
@@ -276,7 +284,10 @@ class Isolate(Handle):
         self._import_module = hook
 
     def _context_options(
-        self, import_module: ImportHook | None, on_rejection: RejectionHandler | None
+        self,
+        import_module: ImportHook | None,
+        on_rejection: RejectionHandler | None,
+        host: HostBasics | None = None,
     ) -> tuple[Any, list[weakref.ref[Context]], Any]:
         """The context options, the cell for (a weak reference to) the new
         context, where its import hook finds it, and what the caller keeps
@@ -286,9 +297,10 @@ class Isolate(Handle):
         opts.struct_size = ffi.sizeof("ivm_context_options_t")
         rejections = rejection_callback(on_rejection)
         opts.on_unhandled_rejection = rejections._ptr
+        console = self._host_options(opts, host)
         hook = import_module if import_module is not None else self.import_module
         if hook is None:
-            return opts, cell, rejections
+            return opts, cell, (rejections, console)
 
         def context_of() -> Context:
             context = cell[0]() if cell else None
@@ -298,7 +310,22 @@ class Isolate(Handle):
 
         callback = import_callback(hook, self, context_of)
         opts.import_hook = callback._ptr
-        return opts, cell, (rejections, callback)
+        return opts, cell, (rejections, callback, console)
+
+    @staticmethod
+    def _host_options(opts: Any, host: HostBasics | None) -> Callback | None:
+        """Fills the host basics into ``opts``; returns the console callback to
+        keep alive until the C call returns."""
+        if host is None:
+            return None
+        if not isinstance(host, HostBasics):
+            raise TypeError(f"host must be an ivm.HostBasics or None, not {type(host).__name__}")
+        opts.host = host_bits(host)
+        opts.console_max_bytes = host.console_max_bytes
+        console = console_callback(host)
+        if console is not None:
+            opts.console = console._ptr
+        return console
 
     async def compile_script(
         self,

@@ -225,17 +225,34 @@ ivm_error_t* EvalClosure(IsolateHolder& holder, ContextRecord& record, const cha
   });
 }
 
+namespace {
+// V8 gives every context a `console` that does nothing without an inspector:
+// a context is bare (host.h's console replaces it when asked for).
+bool RemoveBuiltinConsole(v8::Isolate* isolate, v8::Local<v8::Context> context) {
+  v8::Context::Scope scope(context);
+  return context->Global()
+      ->Delete(context, v8::String::NewFromUtf8Literal(isolate, "console"))
+      .FromMaybe(false);
+}
+}  // namespace
+
 ivm_error_t* CreateContext(const std::shared_ptr<IsolateHolder>& holder, const ContextHooks& hooks,
                            ivm_context_t** out) {
   auto record = std::make_shared<ContextRecord>();
   ivm_error_t* err = holder->Run(0, [&](v8::Isolate* isolate, CallState&) -> ivm_error_t* {
     v8::Local<v8::Context> context = v8::Context::New(isolate);
     if (context.IsEmpty()) return MakeError(IVM_ERROR_INTERNAL, "V8 could not create a context");
+    if (!RemoveBuiltinConsole(isolate, context)) {
+      return MakeError(IVM_ERROR_INTERNAL, "could not remove V8's console");
+    }
     if (hooks.import_hook && !SetImportHook(*holder, isolate, context, hooks.import_hook)) {
       return MakeError(IVM_ERROR_INTERNAL, "could not install the import hook");
     }
     if (hooks.on_rejection && !SetRejectionHook(*holder, isolate, context, hooks.on_rejection)) {
       return MakeError(IVM_ERROR_INTERNAL, "could not install the rejection hook");
+    }
+    if (hooks.host.host != 0 && !InstallHostBasics(*holder, context, hooks.host)) {
+      return MakeError(IVM_ERROR_INTERNAL, "could not install the host basics");
     }
     record->context.Reset(isolate, context);
     holder->Register(record);
@@ -288,6 +305,15 @@ ivm_error_t* ReadContextOptions(const ivm_context_options_t* opts, ivm::ContextH
   if (full.on_unhandled_rejection != nullptr) {
     out->on_rejection = full.on_unhandled_rejection->data;
   }
+  if ((full.host & ~ivm::kHostAll) != 0) {
+    char bits[16];
+    std::snprintf(bits, sizeof bits, "0x%x", static_cast<unsigned>(full.host & ~ivm::kHostAll));
+    return InvalidArgument(std::string("unknown bits in ivm_context_options_t.host: ") + bits);
+  }
+  out->host.host = full.host;
+  if (full.console != nullptr) out->host.console = full.console->data;
+  out->host.console_max_bytes =
+      full.console_max_bytes != 0 ? full.console_max_bytes : ivm::kDefaultConsoleMaxBytes;
   return nullptr;
 }
 

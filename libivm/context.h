@@ -4,6 +4,7 @@
 
 #include "internal.h"
 #include "code_cache.h"
+#include "host.h"
 #include "options.h"
 
 #include <string_view>
@@ -65,6 +66,7 @@ struct CallbackData;   // callback.h
 struct ContextHooks {
   std::shared_ptr<CallbackData> import_hook;   // NULL: import() rejects
   std::shared_ptr<CallbackData> on_rejection;  // NULL: not tracked
+  HostOptions host;                             // host basics (host.h)
 };
 
 // module.cc: makes `hook` the function import() calls in `context`.

@@ -9,6 +9,7 @@
 // (HTML), except for setImmediate. A string callback is a TypeError: timers
 // never evaluate code. A callback that throws is reported as an unhandled
 // rejection of its context (ReportCallbackError) and other timers go on.
+#include "host.h"
 #include "timer_table.h"
 
 #include <cmath>
@@ -146,24 +147,25 @@ constexpr Entry kEntries[] = {
 
 }  // namespace
 
-bool InstallTimerFunctions(IsolateHolder& holder, v8::Local<v8::Context> context) {
+void InstallTimers(IsolateHolder& holder, v8::Local<v8::Context> context) {
+  // A failure here (V8 out of memory, a termination) leaves an exception or a
+  // termination that InstallHostBasics's TryCatch sees: the creation fails.
   v8::Isolate* isolate = holder.isolate();
   v8::Local<v8::Object> anchor;
-  if (!TimerTable::Create(holder, isolate, context).ToLocal(&anchor)) return false;
+  if (!TimerTable::Create(holder, isolate, context).ToLocal(&anchor)) return;
   v8::Local<v8::Object> global = context->Global();
   for (const Entry& e : kEntries) {
-    v8::Local<v8::String> name =
-        v8::String::NewFromUtf8(isolate, e.name, v8::NewStringType::kInternalized)
-            .ToLocalChecked();
+    v8::Local<v8::String> name;
     v8::Local<v8::Function> fn;
-    if (!v8::Function::New(context, e.fn, anchor, 1, v8::ConstructorBehavior::kThrow)
+    if (!v8::String::NewFromUtf8(isolate, e.name, v8::NewStringType::kInternalized)
+             .ToLocal(&name) ||
+        !v8::Function::New(context, e.fn, anchor, 1, v8::ConstructorBehavior::kThrow)
              .ToLocal(&fn)) {
-      return false;
+      return;
     }
     fn->SetName(name);
-    if (!global->CreateDataProperty(context, name, fn).FromMaybe(false)) return false;
+    if (!global->CreateDataProperty(context, name, fn).FromMaybe(false)) return;
   }
-  return true;
 }
 
 }  // namespace ivm

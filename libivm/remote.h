@@ -259,7 +259,8 @@ std::string NestIfInCallback(RemoteIsolate& iso, const std::string& frame);
 // A REPLY's host error token, if the host sent it to `worker` (else 0).
 uint64_t CheckToken(WorkerProcess& worker, uint64_t token);
 // The CALL that creates context `ctx_id` of `iso` with `hooks` (whose
-// callbacks it gives ids): kOpCreateContextHooks.
+// callbacks it gives ids): kOpCreateContextHooks, or kOpCreateContextHost
+// when it asks for host basics.
 std::string HooksFrame(const std::shared_ptr<RemoteIsolate>& iso, uint64_t ctx_id,
                        const ContextHooks& hooks, uint64_t* id);
 

@@ -265,15 +265,20 @@ std::string NestIfInCallback(RemoteIsolate& iso, const std::string& frame) {
 
 std::string HooksFrame(const std::shared_ptr<RemoteIsolate>& iso, uint64_t ctx_id,
                        const ContextHooks& hooks, uint64_t* id) {
-  wire::Writer w = iso->Begin(wire::kOpCreateContextHooks, id);
+  bool host = hooks.host.host != 0;
+  wire::Writer w = iso->Begin(host ? wire::kOpCreateContextHost : wire::kOpCreateContextHooks, id);
   w.U64(ctx_id);
-  for (const auto* hook : {&hooks.import_hook, &hooks.on_rejection}) {
+  if (host) w.U32(hooks.host.host).U32(hooks.host.console_max_bytes);
+  const std::shared_ptr<CallbackData>* all[] = {&hooks.import_hook, &hooks.on_rejection,
+                                                &hooks.host.console};
+  for (size_t i = 0; i < (host ? 3 : 2); ++i) {
+    const std::shared_ptr<CallbackData>& hook = *all[i];
     uint64_t callback = 0;
-    if (*hook) {
+    if (hook) {
       callback = iso->worker().NextId();
-      iso->worker().callback_table().Add(callback, CallbackTable::Entry{*hook, iso->id(), iso});
+      iso->worker().callback_table().Add(callback, CallbackTable::Entry{hook, iso->id(), iso});
     }
-    w.U8(*hook ? 1 : 0).U64(callback);
+    w.U8(hook ? 1 : 0).U64(callback);
   }
   return w.Finish();
 }

@@ -249,7 +249,7 @@ ivm_error_t* HeapStatisticsAsync(const std::shared_ptr<RemoteIsolate>& iso, ivm_
 namespace {
 std::string ContextFrame(const std::shared_ptr<RemoteIsolate>& iso, uint64_t ctx_id,
                          const ContextHooks* hooks, uint64_t* id) {
-  if (hooks != nullptr && (hooks->import_hook || hooks->on_rejection)) {
+  if (hooks != nullptr && (hooks->import_hook || hooks->on_rejection || hooks->host.host)) {
     return HooksFrame(iso, ctx_id, *hooks, id);   // remote_callbacks.cc
   }
   return iso->Begin(wire::kOpCreateContext, id).U64(ctx_id).Finish();

@@ -108,9 +108,6 @@ class TimerTable final : public Resource {
 void RunDueTimers(v8::Isolate* isolate, v8::Local<v8::Context> context, const CallState& call);
 // ContextRecord::ResetLocked: the context is released; its timers end.
 void CloseTimers(v8::Isolate* isolate, v8::Local<v8::Context> context);
-// host_timers.cc: the timer functions on `context`'s global (isolate locked,
-// context entered); false if V8 could not make them.
-bool InstallTimerFunctions(IsolateHolder& holder, v8::Local<v8::Context> context);
 // A timer or microtask callback threw: reported as an unhandled rejection of
 // `context` (its on_unhandled_rejection hook, at the end of the call).
 void ReportCallbackError(v8::Isolate* isolate, v8::Local<v8::Context> context,

@@ -97,7 +97,7 @@ enum Op : uint32_t {
                                 // u8 has_rejection, u64 rejection callback
   kFirstCallbackOp = kOpCallbackInvoke,
   kLastCallbackOp = kOpCreateContextHooks,
-  // rmod (60-79): ES modules and code caches (remote_modules.cc on the host,
+  // rmod (60-69): ES modules and code caches (remote_modules.cc on the host,
   // worker_modules.cc in the worker). *cache* is u8 given, bytes data, u8
   // produce; a compile's cache results are u8 rejected, bytes produced.
   kOpCompileModule = 60,      // u64 module, bytes code, source, cache
@@ -114,6 +114,11 @@ enum Op : uint32_t {
                               // IVM_RESULT_REFERENCE)
   kOpFirstModuleOp = kOpCompileModule,
   kOpLastModuleOp = kOpModuleNamespace,
+  // host (70-79): host basics (host_*.cc). Handled with the callback ops
+  // (worker_callbacks.cc), since the console hook is a host callback.
+  kOpCreateContextHost = 70,  // u64 iso, u64 ctx, u32 host bits, u32 console_max_bytes,
+                              // then the import, rejection and console hooks, each
+                              // u8 present + u64 callback id
   kFirstTestOp = 0xf0000000u,
   kOpTestHook = 0xf0000001u,   // u32 action (IVM_DEBUG_HOOK_*), bytes data
 };

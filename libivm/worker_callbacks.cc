@@ -237,30 +237,38 @@ void Callbacks::Settle(ivm_deferred_t* d, ivm_isolate_t* iso, std::string_view o
 }
 
 // kOpCreateContextHooks after its iso: u64 ctx, then each hook (import,
-// rejection) as u8 present + u64 callback id. The options hold new callbacks
-// (`cbs`, freed by the caller once the context is made).
-bool Callbacks::ReadHooks(wire::Reader& r, ivm_isolate_t* iso, uint64_t* ctx_id,
-                          ivm_context_options_t* opts, ivm_callback_t* cbs[2]) {
-  uint8_t has[2] = {0, 0};
-  uint64_t ids[2] = {0, 0};
-  if (!r.U64(ctx_id) || !r.U8(&has[0]) || !r.U64(&ids[0]) || !r.U8(&has[1]) ||
-      !r.U64(&ids[1]) || !r.Done() || has[0] > 1 || has[1] > 1) {
-    return false;
+// rejection) as u8 present + u64 callback id. kOpCreateContextHost has the
+// host bits and console_max_bytes (u32 each) after the ctx, and a third hook
+// (console). The options hold new callbacks (`cbs`, freed by the caller once
+// the context is made).
+bool Callbacks::ReadHooks(uint32_t op, wire::Reader& r, ivm_isolate_t* iso, uint64_t* ctx_id,
+                          ivm_context_options_t* opts, ivm_callback_t* cbs[3]) {
+  int n = op == wire::kOpCreateContextHost ? 3 : 2;
+  uint8_t has[3] = {0, 0, 0};
+  uint64_t ids[3] = {0, 0, 0};
+  if (!r.U64(ctx_id)) return false;
+  if (n == 3 && (!r.U32(&opts->host) || !r.U32(&opts->console_max_bytes))) return false;
+  for (int i = 0; i < n; ++i) {
+    if (!r.U8(&has[i]) || !r.U64(&ids[i]) || has[i] > 1) return false;
   }
-  for (int i = 0; i < 2; ++i) cbs[i] = has[i] ? NewCallback(ids[i], iso, i == 1) : nullptr;
+  if (!r.Done()) return false;
+  // The rejection hook is one way; the import and console hooks are waited for
+  // (console lines stay in order with the host's own output).
+  for (int i = 0; i < n; ++i) cbs[i] = has[i] ? NewCallback(ids[i], iso, i == 1) : nullptr;
   opts->import_hook = cbs[0];
   opts->on_unhandled_rejection = cbs[1];
+  opts->console = cbs[2];
   return true;
 }
 
 std::string Callbacks::Call(uint64_t id, uint32_t op, wire::Reader& r, const wire::Fds& fds) {
-  if (op == wire::kOpCreateContextHooks) {
+  if (op == wire::kOpCreateContextHooks || op == wire::kOpCreateContextHost) {
     uint64_t iso_id = 0, ctx_id = 0;
     ivm_context_options_t opts = IVM_CONTEXT_OPTIONS_INIT;
-    ivm_callback_t* cbs[2] = {nullptr, nullptr};
+    ivm_callback_t* cbs[3] = {nullptr, nullptr, nullptr};
     ivm_isolate_t* iso = r.U64(&iso_id) ? ops_->FindIsolate(iso_id) : nullptr;
     if (iso == nullptr) return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "unknown isolate");
-    if (!ReadHooks(r, iso, &ctx_id, &opts, cbs)) {
+    if (!ReadHooks(op, r, iso, &ctx_id, &opts, cbs)) {
       return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
     }
     std::string reply = ops_->CreateContext(id, iso, ctx_id, &opts);
@@ -426,12 +434,13 @@ std::string Callbacks::RunNested(const wire::Frame& frame, wire::Fds* fds) {
       return FullReply(id, err, iso, nullptr);
     }
     case wire::kOpCreateContext:
-    case wire::kOpCreateContextHooks: {
+    case wire::kOpCreateContextHooks:
+    case wire::kOpCreateContextHost: {
       uint64_t ctx_id = 0;
       ivm_context_options_t opts = IVM_CONTEXT_OPTIONS_INIT;
-      ivm_callback_t* cbs[2] = {nullptr, nullptr};
+      ivm_callback_t* cbs[3] = {nullptr, nullptr, nullptr};
       bool ok = op == wire::kOpCreateContext ? r.U64(&ctx_id) && r.Done()
-                                             : ReadHooks(r, iso, &ctx_id, &opts, cbs);
+                                             : ReadHooks(op, r, iso, &ctx_id, &opts, cbs);
       if (!ok) break;
       ivm_context_t* ctx = nullptr;
       ivm_error_t* err = ivm_isolate_create_context(iso, &opts, &ctx);

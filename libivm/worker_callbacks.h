@@ -61,8 +61,9 @@ class Callbacks {
   };
   // A callback calling host callback `id` from `iso` (`notify`: one way).
   static ivm_callback_t* NewCallback(uint64_t id, ivm_isolate_t* iso, bool notify);
-  bool ReadHooks(wire::Reader& r, ivm_isolate_t* iso, uint64_t* ctx_id,
-                 ivm_context_options_t* opts, ivm_callback_t* cbs[2]);
+  // kOpCreateContextHooks or kOpCreateContextHost (`op`) after its iso.
+  bool ReadHooks(uint32_t op, wire::Reader& r, ivm_isolate_t* iso, uint64_t* ctx_id,
+                 ivm_context_options_t* opts, ivm_callback_t* cbs[3]);
   static ivm_error_t* HostFn(void* user_data, ivm_call_t* call, ivm_value_t** out);
   static void Finalize(void* user_data);
   ivm_error_t* Invoke(Proxy& proxy, ivm_call_t* call, ivm_value_t** out);

@@ -171,7 +171,8 @@ std::string HandleCall(Channel& channel, Ops& ops, const wire::Frame& frame) {
     ops.SetCallFds(nullptr);
     return out;
   }
-  if (op >= wire::kFirstCallbackOp && op <= wire::kLastCallbackOp) {   // worker_callbacks.cc
+  if ((op >= wire::kFirstCallbackOp && op <= wire::kLastCallbackOp) ||
+      op == wire::kOpCreateContextHost) {   // worker_callbacks.cc
     return Callbacks::Get().Call(frame.header.id, op, reader, frame.fds);
   }
 #ifdef IVM_WORKER_TEST_HOOKS
