@@ -310,7 +310,7 @@ def test_a_debounce_works_as_written(timers: ivm.Context) -> None:
           };
         }
         globalThis.calls = [];
-        globalThis.save = debounce((v) => calls.push(v), 20);
+        globalThis.save = debounce((v) => calls.push(v), 20); 0
         """
     )
     got = timers.eval_sync(
