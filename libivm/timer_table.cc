@@ -147,18 +147,12 @@ void TimerTable::Fire(v8::Isolate* isolate, v8::Local<v8::Context> context,
     }
   }
   bool repeat = t.repeat;
-  const CallState* saved_call = running_call_;
-  int64_t saved_deadline = running_deadline_;
-  int saved_nesting = running_nesting_;
-  running_call_ = &call;
+  running_call_ = &call;   // until the caller's Running ends (after the microtasks)
   running_deadline_ = t.deadline_ns;
   running_nesting_ = t.nesting;
   if (!repeat) timers_.erase(it);   // `t` is gone
   v8::MaybeLocal<v8::Value> result =
       fn->Call(context, context->Global(), static_cast<int>(argv.size()), argv.data());
-  running_call_ = saved_call;
-  running_deadline_ = saved_deadline;
-  running_nesting_ = saved_nesting;
   if (try_catch.HasTerminated() || isolate->IsExecutionTerminating() || holder_.Stopped(call)) {
     if (repeat) Clear(isolate, id);   // stopped: an interval ends
     return;
@@ -191,6 +185,7 @@ void TimerTable::RunDue(v8::Isolate* isolate, v8::Local<v8::Context> context,
     if (holder_.Stopped(call) || isolate->IsExecutionTerminating() || closed_.load()) break;
     v8::HandleScope scope(isolate);
     v8::TryCatch try_catch(isolate);
+    Running running(*this);
     Fire(isolate, context, call, try_catch, id);
     if (!holder_.Stopped(call) && !try_catch.HasTerminated()) {
       isolate->PerformMicrotaskCheckpoint();
@@ -285,9 +280,12 @@ ivm_error_t* TimerTable::RunOne(uint64_t id) {
     v8::Local<v8::Context> context = context_.Get(isolate);
     v8::Context::Scope context_scope(context);
     v8::TryCatch try_catch(isolate);
-    Fire(isolate, context, call, try_catch, id);
-    if (!holder_.Stopped(call) && !try_catch.HasTerminated()) {
-      isolate->PerformMicrotaskCheckpoint();
+    {
+      Running running(*this);
+      Fire(isolate, context, call, try_catch, id);
+      if (!holder_.Stopped(call) && !try_catch.HasTerminated()) {
+        isolate->PerformMicrotaskCheckpoint();
+      }
     }
     holder_.CheckExternalMemory();
     if (try_catch.HasTerminated() || isolate->IsExecutionTerminating() || holder_.Stopped(call)) {

@@ -65,11 +65,28 @@ class TimerTable final : public Resource {
     bool repeat = false;
   };
   using Key = std::tuple<int64_t, uint64_t, uint64_t>;   // (due, seq, id)
+  // The scope of one timer's callback and the microtasks after it (Fire sets
+  // running_*): restores what ran before (timers fire inside other calls).
+  struct Running {
+    explicit Running(TimerTable& t)
+        : table(t), call(t.running_call_), deadline(t.running_deadline_),
+          nesting(t.running_nesting_) {}
+    ~Running() {
+      table.running_call_ = call;
+      table.running_deadline_ = deadline;
+      table.running_nesting_ = nesting;
+    }
+    TimerTable& table;
+    const CallState* call;
+    int64_t deadline;
+    int nesting;
+  };
 
   explicit TimerTable(IsolateHolder& holder) : holder_(holder) {}
   void Insert(uint64_t id, Timer& timer);
   std::vector<uint64_t> DueNow(size_t limit) const;
-  // Runs timer `id` (if it is still pending) with `context` entered.
+  // Runs timer `id` (if it is still pending) with `context` entered, inside
+  // a Running scope of the caller's.
   void Fire(v8::Isolate* isolate, v8::Local<v8::Context> context, const CallState& call,
             v8::TryCatch& try_catch, uint64_t id);
   void Reschedule(uint64_t id, int64_t started_ns);
