@@ -413,3 +413,19 @@ def test_memory_limit_in_a_timer_callback(wait_until: Callable[..., bool]) -> No
             ctx.eval_sync("1")
     finally:
         iso.dispose()
+
+
+def test_terminate_stops_a_busy_background_timer(
+    any_isolate: ivm.Isolate, wait_until: Callable[..., bool]
+) -> None:
+    # A timer set without a timeout runs under the 10 s per-callback bound; terminate()
+    # stops it sooner, clears that timer, and the other timers go on.
+    ticks: list[object] = []
+    ctx = any_isolate.create_context_sync(host=TIMERS)
+    ctx.global_.set_sync("tick", ivm.Callback(ticks.append))
+    ctx.eval_sync("setInterval(() => { tick('busy'); while (true) {} }, 1)")
+    assert wait_until(lambda: "busy" in ticks)
+    any_isolate.terminate()
+    assert ctx.eval_sync("setInterval(() => tick('after'), 1); 1") == 1
+    assert wait_until(lambda: "after" in ticks)
+    assert ticks.count("busy") == 1
