@@ -86,12 +86,16 @@ ivm_error_t* WaitForPromise(IsolateHolder& holder, v8::Isolate* isolate,
   while (promise->State() == v8::Promise::kPending) {
     holder.PumpTasks(call);
     if (!holder.Stopped(call)) isolate->PerformMicrotaskCheckpoint();
-    if (!holder.Stopped(call)) RunDueTimers(isolate, context, call);
+    bool timers_ran = !holder.Stopped(call) && RunDueTimers(isolate, context, call);
     holder.CheckExternalMemory();
     if (try_catch.HasTerminated() || isolate->IsExecutionTerminating() || holder.Stopped(call)) {
       return holder.Fail(context, try_catch, call);
     }
     if (promise->State() != v8::Promise::kPending) break;
+    if (timers_ran) {   // more may be due at once
+      nap_ns = 10 * 1000;
+      continue;
+    }
     // Nothing ready: wait for delayed tasks, background work or the deadline.
     timespec ts{0, static_cast<long>(nap_ns)};
     nanosleep(&ts, nullptr);

@@ -178,9 +178,9 @@ void TimerTable::Reschedule(uint64_t id, int64_t started_ns) {
   Insert(id, t);
 }
 
-void TimerTable::RunDue(v8::Isolate* isolate, v8::Local<v8::Context> context,
+bool TimerTable::RunDue(v8::Isolate* isolate, v8::Local<v8::Context> context,
                         const CallState& call) {
-  if (order_.empty() || std::get<0>(*order_.begin()) > MonotonicNs()) return;
+  if (order_.empty() || std::get<0>(*order_.begin()) > MonotonicNs()) return false;
   for (uint64_t id : DueNow(kBatch)) {
     if (holder_.Stopped(call) || isolate->IsExecutionTerminating() || closed_.load()) break;
     v8::HandleScope scope(isolate);
@@ -192,10 +192,12 @@ void TimerTable::RunDue(v8::Isolate* isolate, v8::Local<v8::Context> context,
     }
   }
   Rearm();
+  return true;
 }
 
-void RunDueTimers(v8::Isolate* isolate, v8::Local<v8::Context> context, const CallState& call) {
-  if (TimerTable* table = TimerTable::Of(isolate, context)) table->RunDue(isolate, context, call);
+bool RunDueTimers(v8::Isolate* isolate, v8::Local<v8::Context> context, const CallState& call) {
+  TimerTable* table = TimerTable::Of(isolate, context);
+  return table != nullptr && table->RunDue(isolate, context, call);
 }
 
 void TimerTable::Rearm() {

@@ -46,7 +46,8 @@ class TimerTable final : public Resource {
 
   // Runs the timers of this context that are due now, inside `call` (whose
   // timeout covers them): a call that waits for its promise on its thread.
-  void RunDue(v8::Isolate* isolate, v8::Local<v8::Context> context, const CallState& call);
+  // Whether any was due.
+  bool RunDue(v8::Isolate* isolate, v8::Local<v8::Context> context, const CallState& call);
 
   // Cancels every timer and lets go of every V8 handle (isolate locked).
   void Close();
@@ -121,8 +122,9 @@ class TimerTable final : public Resource {
 };
 
 // promise_wait.cc: a call waiting for its promise on its thread runs the due
-// timers of its context (a no-op for a context without timers).
-void RunDueTimers(v8::Isolate* isolate, v8::Local<v8::Context> context, const CallState& call);
+// timers of its context (a no-op for a context without timers). Whether any
+// was due.
+bool RunDueTimers(v8::Isolate* isolate, v8::Local<v8::Context> context, const CallState& call);
 // ContextRecord::ResetLocked: the context is released; its timers end.
 void CloseTimers(v8::Isolate* isolate, v8::Local<v8::Context> context);
 // A timer or microtask callback threw: reported as an unhandled rejection of
