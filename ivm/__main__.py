@@ -67,6 +67,18 @@ def _run_module(
     return result
 
 
+#: Console levels that go to stderr (the others go to stdout), as in node.
+_STDERR_LEVELS = frozenset({"warn", "error", "trace", "assert"})
+
+
+def _console_line(level: str, text: str) -> None:
+    """The CLI's console: each line to stdout or stderr, flushed (it stays in order with
+    the result and with the other stream)."""
+    stream = sys.stderr if level in _STDERR_LEVELS else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
 class _Session:
     """One isolate and context: runs code, shows results (node's style or JSON)."""
 
@@ -75,7 +87,8 @@ class _Session:
         process: Literal["inline", "isolated"] = "isolated" if args.isolated else "inline"
         self.isolate = ivm.Isolate(memory_limit=args.memory_limit, process=process)
         loader = _module_loader(self.isolate, import_root) if import_root else None
-        self.context = self.isolate.create_context_sync(import_module=loader)
+        host = None if args.no_host else ivm.HostBasics.all(console=_console_line)
+        self.context = self.isolate.create_context_sync(import_module=loader, host=host)
         # Made before any user code runs: it keeps the built-ins it uses.
         self.inspect = self.context.eval_sync(INSPECT_JS, reference=True, filename="ivm:inspect")
 
@@ -132,7 +145,7 @@ def _execute(args: argparse.Namespace, code: str, filename: str, module: Path | 
             result = _run_module(session.isolate, session.context, module, root, args.timeout)
         else:
             result = session.eval(code, filename)
-        print(session.show(result))
+        print(session.show(result), flush=True)
         return EXIT_OK
     except (ivm.IvmError, ImportError) as exc:
         return _failure(exc)
@@ -218,6 +231,10 @@ def _limits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--isolated", action="store_true",
                         help="run the isolate in a sandboxed worker process (docs/process.md): "
                              "even a V8 abort ends only the worker (exit status 5)")
+    parser.add_argument("--no-host", action="store_true",
+                        help="a bare context: no console, timers, TextEncoder, atob, "
+                             "structuredClone, crypto... (docs/host.md; default: all of them, "
+                             "console.log/info/debug to stdout, warn/error/trace/assert to stderr)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

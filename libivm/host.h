@@ -26,6 +26,38 @@ inline constexpr uint32_t kDefaultConsoleMaxBytes = 16384;
 bool InstallHostBasics(IsolateHolder& holder, v8::Local<v8::Context> context,
                        const HostOptions& options);
 
+// A native function of the host basics: its name and callback.
+struct Native {
+  const char* name;
+  v8::FunctionCallback fn;
+};
+
+// Defines `natives` as non-enumerable methods of `target` (made with `data`).
+bool DefineNatives(v8::Local<v8::Context> context, v8::Local<v8::Object> target,
+                   std::initializer_list<Native> natives,
+                   v8::Local<v8::Value> data = v8::Local<v8::Value>());
+
+// Runs `source`, a function expression, in `context` (under the script name
+// `name`) and calls it with an object of `natives`: for host basics whose
+// shape (classes, getters) is simplest written in JavaScript around native
+// code. It runs before any user code, so it sees the pristine built-ins; the
+// natives stay reachable only through what it keeps.
+bool RunInstaller(v8::Local<v8::Context> context, const char* name, const char* source,
+                  std::initializer_list<Native> natives);
+
+// Throws an Error whose `name` is `name` (a DOMException's name, e.g.
+// "InvalidCharacterError"), as web APIs throw DOMExceptions.
+void ThrowNamedError(v8::Isolate* isolate, const char* name, const std::string& message);
+
+// A new Uint8Array of `length` bytes (copied from `data` unless NULL), in
+// memory the isolate's limit counts; empty with a RangeError thrown if it does
+// not fit.
+v8::MaybeLocal<v8::Uint8Array> NewBytes(v8::Isolate* isolate, const void* data, size_t length);
+
+// The bytes of a BufferSource (an ArrayBuffer, SharedArrayBuffer or view); false
+// if `value` is none. Valid until JavaScript runs.
+bool ReadBytes(v8::Local<v8::Value> value, const uint8_t** data, size_t* length);
+
 // One function per item, each in its own file.
 bool InstallConsole(IsolateHolder& holder, v8::Local<v8::Context> context,
                     const HostOptions& options);                          // host_console.cc

@@ -256,3 +256,57 @@ def test_module_flag_and_errors(tmp_path: Path) -> None:
     hang = script(tmp_path, "await new Promise(() => {});", "hang.mjs")
     result = ivm_cli("run", hang, "--timeout", "0.3")
     assert result.returncode == 3 and "TimeoutError" in result.stderr
+
+
+CONSOLE_PROGRAM = """
+console.log('out', {a: [1]}); console.warn('warn'); console.info('info'); console.error('err');
+console.debug('debug'); console.dir('dir'); console.count(); console.trace('tr');
+console.assert(false, 'as'); console.time('t'); console.timeEnd('t');
+[typeof atob, typeof TextEncoder, typeof structuredClone, typeof crypto].join()
+"""
+
+
+@pytest.mark.parametrize("command", ["run", "eval"])
+def test_console_goes_to_stdout_and_stderr(tmp_path: Path, command: str) -> None:
+    target = script(tmp_path, CONSOLE_PROGRAM) if command == "run" else CONSOLE_PROGRAM
+    proc = ivm_cli(command, target)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert out[:5] == ["out { a: [ 1 ] }", "info", "debug", "'dir'", "default: 1"]
+    assert out[5].startswith("t: ") and out[5].endswith("ms")
+    assert out[6] == "function,function,function,object"
+    err = proc.stderr.splitlines()
+    assert err[:3] == ["warn", "err", "Trace: tr"]
+    assert err[3].startswith("    at ") and err[-1] == "Assertion failed: as"
+
+
+def test_no_host_gives_a_bare_context(tmp_path: Path) -> None:
+    proc = ivm_cli("eval", "--no-host",
+                   "[typeof console, typeof TextEncoder, typeof setTimeout, typeof crypto].join()")
+    assert (proc.returncode, proc.stdout) == (0, "undefined,undefined,undefined,undefined\n")
+    proc = ivm_cli("eval", "--no-host", "console.log(1)")
+    assert proc.returncode == 1 and "ReferenceError: console is not defined" in proc.stderr
+
+
+def test_console_in_the_repl() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ivm"], cwd=Path(ivm.__file__).parent.parent,
+        input="console.log('a', [1])\nconsole.error('b')\n.exit\n",
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "a [ 1 ]\nundefined\nundefined\n"
+    assert proc.stderr == "b\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ivm", "--no-host"], cwd=Path(ivm.__file__).parent.parent,
+        input="typeof console\n", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.stdout == "'undefined'\n"
+
+
+def test_console_output_is_bounded_in_the_cli(tmp_path: Path) -> None:
+    proc = ivm_cli("eval", "console.log('x'.repeat(1e7)); 1")
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()
+    assert first.endswith("… [truncated to 16384 bytes]") and len(first.encode()) < 16500
+    assert second == "1"
