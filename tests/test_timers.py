@@ -429,3 +429,36 @@ def test_terminate_stops_a_busy_background_timer(
     assert ctx.eval_sync("setInterval(() => tick('after'), 1); 1") == 1
     assert wait_until(lambda: "after" in ticks)
     assert ticks.count("busy") == 1
+
+
+# A small library as libraries are written (UMD, feature use without glue): it encodes
+# strings with TextEncoder in slices, yielding to other work with setTimeout between them.
+CHUNKED = """
+(function (root, factory) {
+  if (typeof module === 'object' && module.exports) module.exports = factory();
+  else root.chunked = factory();
+})(this, function () {
+  'use strict';
+  var encoder = new TextEncoder();
+  function byteLengths(strings, slice) {
+    return new Promise(function (resolve) {
+      var out = [], i = 0;
+      (function step() {
+        for (var end = Math.min(i + slice, strings.length); i < end; i++)
+          out.push(encoder.encode(strings[i]).length);
+        if (i < strings.length) setTimeout(step, 0); else resolve(out);
+      })();
+    });
+  }
+  return { byteLengths: byteLengths };
+});
+"""
+
+
+@pytest.mark.anyio
+async def test_a_library_using_timers_and_text_encoder(any_isolate: ivm.Isolate) -> None:
+    ctx = await any_isolate.create_context(host=ivm.HostBasics(timers=True, encoding=True))
+    await ctx.eval(CHUNKED)
+    code = "chunked.byteLengths(['a', 'hé', '日本', '🙂'.repeat(3)], 1)"
+    assert await ctx.eval(code, promise=True, copy=True) == [1, 3, 6, 12]
+    assert ctx.eval_sync(code, promise=True, copy=True, timeout=30) == [1, 3, 6, 12]
