@@ -462,3 +462,29 @@ async def test_a_library_using_timers_and_text_encoder(any_isolate: ivm.Isolate)
     code = "chunked.byteLengths(['a', 'hé', '日本', '🙂'.repeat(3)], 1)"
     assert await ctx.eval(code, promise=True, copy=True) == [1, 3, 6, 12]
     assert ctx.eval_sync(code, promise=True, copy=True, timeout=30) == [1, 3, 6, 12]
+
+
+def test_deeply_nested_timeouts_are_clamped(timers: ivm.Context) -> None:
+    # Past 5 nested levels a delay under 4 ms becomes 4 ms (HTML): 12 nested setTimeout(0)
+    # take at least 7 * 4 ms. A lower bound only: timers never run early.
+    elapsed = timers.eval_sync(
+        """new Promise(resolve => {
+             const start = Date.now();
+             let depth = 0;
+             (function again() {
+               if (++depth === 13) resolve(Date.now() - start); else setTimeout(again, 0);
+             })();
+           })""",
+        promise=True,
+        timeout=30,
+    )
+    assert elapsed >= 7 * 4 - 1
+    # setImmediate is never clamped.
+    assert timers.eval_sync(
+        """new Promise(resolve => {
+             let depth = 0;
+             (function again() { if (++depth === 50) resolve(depth); else setImmediate(again) })();
+           })""",
+        promise=True,
+        timeout=30,
+    ) == 50
