@@ -912,11 +912,14 @@ struct ivm_context_options {
    * (level, text), once per console call and in the order of the calls; level
    * is one of "log", "info", "warn", "error", "debug", "trace", "assert",
    * "dir", "time", "count". Its result is ignored, and so is its failure.
-   * Borrowed for the call. Since: 0.6
+   * Threads: where the JavaScript runs (for a worker-hosted isolate: the host
+   * thread waiting for the call, as for any host callback). Borrowed for the
+   * call. Since: 0.6
    */
   ivm_callback_t *console;
   /** The most UTF-8 bytes of one console call's text; longer text is cut
-   * (at a character boundary) and ends with "… [N bytes cut]". 0: 16384. Since: 0.6 */
+   * (at a character boundary) and ends with "… [truncated to N bytes]", N
+   * being this limit. 0: 16384. Since: 0.6 */
   uint32_t console_max_bytes;
 };
 

@@ -99,6 +99,7 @@ void Encode(const v8::FunctionCallbackInfo<v8::Value>& info) {
 
 void EncodeInto(const v8::FunctionCallbackInfo<v8::Value>& info) {
   v8::Isolate* isolate = info.GetIsolate();
+  if (!info[0]->IsString()) return ThrowType(isolate, "a string is expected");
   if (!info[1]->IsUint8Array()) {
     return ThrowType(isolate, "The \"destination\" argument must be an instance of Uint8Array");
   }
@@ -288,14 +289,25 @@ void Label(const v8::FunctionCallbackInfo<v8::Value>& info) {
   }
 }
 
+// The UTF-16 units of the string argument 0 (false with a TypeError thrown).
+bool ArgumentUnits(const v8::FunctionCallbackInfo<v8::Value>& info, std::u16string* units) {
+  if (!info[0]->IsString()) {
+    ThrowType(info.GetIsolate(), "a string is expected");
+    return false;
+  }
+  v8::Local<v8::String> str = info[0].As<v8::String>();
+  units->assign(static_cast<size_t>(str->Length()), u'\0');
+  str->Write(info.GetIsolate(), reinterpret_cast<uint16_t*>(units->data()), 0, str->Length(),
+             v8::String::NO_NULL_TERMINATION);
+  return true;
+}
+
 constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 void Btoa(const v8::FunctionCallbackInfo<v8::Value>& info) {
   v8::Isolate* isolate = info.GetIsolate();
-  v8::Local<v8::String> str = info[0].As<v8::String>();
-  std::u16string units(static_cast<size_t>(str->Length()), u'\0');
-  str->Write(isolate, reinterpret_cast<uint16_t*>(units.data()), 0, str->Length(),
-             v8::String::NO_NULL_TERMINATION);
+  std::u16string units;
+  if (!ArgumentUnits(info, &units)) return;
   std::string out;
   out.reserve((units.size() + 2) / 3 * 4);
   for (size_t i = 0; i < units.size(); i += 3) {
@@ -319,10 +331,8 @@ void Btoa(const v8::FunctionCallbackInfo<v8::Value>& info) {
 // Forgiving base64 (HTML's atob): ASCII whitespace ignored, padding optional.
 void Atob(const v8::FunctionCallbackInfo<v8::Value>& info) {
   v8::Isolate* isolate = info.GetIsolate();
-  v8::Local<v8::String> str = info[0].As<v8::String>();
-  std::u16string units(static_cast<size_t>(str->Length()), u'\0');
-  str->Write(isolate, reinterpret_cast<uint16_t*>(units.data()), 0, str->Length(),
-             v8::String::NO_NULL_TERMINATION);
+  std::u16string units;
+  if (!ArgumentUnits(info, &units)) return;
   std::string digits;
   for (char16_t u : units) {
     if (u == ' ' || u == '\t' || u == '\n' || u == '\f' || u == '\r') continue;
