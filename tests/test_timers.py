@@ -341,12 +341,18 @@ def test_host_callbacks_from_timers(any_isolate: ivm.Isolate) -> None:
     assert seen == ["tick"]
 
 
+def _ticking(isolate: ivm.Isolate) -> tuple[ivm.Context, list[object]]:
+    """A context with timers and a host function `tick(x)` that records x."""
+    ticks: list[object] = []
+    ctx = isolate.create_context_sync(host=TIMERS)
+    ctx.global_.set_sync("tick", ivm.Callback(ticks.append))
+    return ctx, ticks
+
+
 def test_release_cancels_pending_timers(
     any_isolate: ivm.Isolate, wait_until: Callable[..., bool]
 ) -> None:
-    ticks: list[object] = []
-    ctx = any_isolate.create_context_sync(host=TIMERS)
-    ctx.global_.set_sync("tick", ivm.Callback(ticks.append))
+    ctx, ticks = _ticking(any_isolate)
     ctx.eval_sync("setInterval(() => tick(1), 1); setTimeout(() => tick(2), 1e6)")
     assert wait_until(lambda: len(ticks) >= 2)
     ctx.release()
@@ -426,9 +432,7 @@ def test_terminate_stops_a_busy_background_timer(
 ) -> None:
     # A timer set without a timeout runs under the 10 s per-callback bound; terminate()
     # stops it sooner, clears that timer, and the other timers go on.
-    ticks: list[object] = []
-    ctx = any_isolate.create_context_sync(host=TIMERS)
-    ctx.global_.set_sync("tick", ivm.Callback(ticks.append))
+    ctx, ticks = _ticking(any_isolate)
     ctx.eval_sync("setInterval(() => { tick('busy'); while (true) {} }, 1)")
     assert wait_until(lambda: "busy" in ticks)
     any_isolate.terminate()

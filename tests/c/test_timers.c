@@ -10,20 +10,12 @@
 #include <time.h>
 
 #include "check.h"
-
-static ivm_error_t *eval(ivm_context_t *ctx, const char *code, uint64_t timeout_ns,
-                         uint32_t flags, ivm_value_t **out) {
-  ivm_run_options_t run = IVM_RUN_OPTIONS_INIT;
-  ivm_result_options_t result = IVM_RESULT_OPTIONS_INIT;
-  run.timeout_ns = timeout_ns;
-  result.flags = flags;
-  return ivm_context_eval(ctx, code, strlen(code), NULL, &run, &result, out, NULL);
-}
+#include "eval.h"
 
 /* A number, or -1 for an error or another kind. */
 static double number(ivm_context_t *ctx, const char *code, uint32_t flags) {
   ivm_value_t *v = NULL;
-  ivm_error_t *err = eval(ctx, code, 0, flags, &v);
+  ivm_error_t *err = eval_flags(ctx, code, flags, 0, &v);
   double n = -1;
   if (err == NULL && ivm_value_kind(v) == IVM_VALUE_NUMBER) n = ivm_value_number(v);
   ivm_error_free(err);
@@ -34,7 +26,7 @@ static double number(ivm_context_t *ctx, const char *code, uint32_t flags) {
 static ivm_error_kind_t error_kind(ivm_context_t *ctx, const char *code, uint64_t timeout_ns,
                                    uint32_t flags) {
   ivm_value_t *v = NULL;
-  ivm_error_t *err = eval(ctx, code, timeout_ns, flags, &v);
+  ivm_error_t *err = eval_flags(ctx, code, flags, timeout_ns, &v);
   ivm_error_kind_t kind = err ? ivm_error_kind(err) : 0;
   ivm_error_free(err);
   ivm_value_free(v);
