@@ -42,11 +42,15 @@ INSPECT_JS = r"""
   const isArrayBuffer = v => is(abByteLength, v);
   const isError = v => { try { return v instanceof Error; } catch { return false; } };
 
+  // node's quoting (as libivm's console, host_inspect.cc): single quotes, unless the
+  // string has some and no double quotes (then double), or has both (then backticks).
+  const named = { '\b': '\\b', '\t': '\\t', '\n': '\\n', '\v': '\\x0B', '\f': '\\f', '\r': '\\r' };
   function quote(s, max) {
     let t = s.length > max ? s.slice(0, max) : s;
-    t = "'" + t.replace(/[\\']/g, c => '\\' + c).replace(/\n/g, '\\n').replace(/\r/g, '\\r')
-              .replace(/\t/g, '\\t').replace(/[\x00-\x1f\x7f]/g,
-                c => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0')) + "'";
+    const q = !t.includes("'") ? "'" : !t.includes('"') ? '"' : !t.includes('`') ? '`' : "'";
+    t = q + t.replace(/[\\'"`]/g, c => c === q || c === '\\' ? '\\' + c : c)
+             .replace(/[\x00-\x1f\x7f]/g, c => named[c] ||
+               '\\x' + c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')) + q;
     return s.length > max ? t + `... ${s.length - max} more characters` : t;
   }
   function keyText(k) {
@@ -59,7 +63,9 @@ INSPECT_JS = r"""
     let cls = false;
     try { cls = /^class\b/.test(call(fnToString, f)); } catch {}
     if (cls) return name ? `[class ${name}]` : '[class (anonymous)]';
-    return name ? `[Function: ${name}]` : '[Function (anonymous)]';
+    const kind = ctorName(f);   // AsyncFunction, GeneratorFunction, AsyncGeneratorFunction
+    const type = kind && /^(Async)?(Generator)?Function$/.test(kind) ? kind : 'Function';
+    return name ? `[${type}: ${name}]` : `[${type} (anonymous)]`;
   }
   function ctorName(v) {
     try {

@@ -310,3 +310,15 @@ def test_console_output_is_bounded_in_the_cli(tmp_path: Path) -> None:
     first, second = proc.stdout.splitlines()
     assert first.endswith("… [truncated to 16384 bytes]") and len(first.encode()) < 16500
     assert second == "1"
+
+
+def test_results_quote_and_name_as_console_does() -> None:
+    """The CLI's result formatter (ivm/_inspect.py) and console (libivm) agree on quotes and
+    function kinds."""
+    code = "x = [\"it's\", `a'b\"c`, 'a\\x01\\v', function* g() {}, async () => 1]; console.log(x); x"
+    proc = ivm_cli("eval", code)
+    assert proc.returncode == 0, proc.stderr
+    printed = proc.stdout.split("\n[")
+    assert len(printed) == 2 and printed[0] == "[" + printed[1].rstrip("\n")
+    assert printed[0] == ("[\n  \"it's\",\n  `a'b\"c`,\n  'a\\x01\\x0B',\n  [GeneratorFunction: g],\n"
+                          "  [AsyncFunction (anonymous)]\n]")
