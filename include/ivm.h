@@ -864,7 +864,14 @@ enum {
    * ivm_context_options_t.console. */
   IVM_HOST_CONSOLE = 0x1u,
   /** setTimeout, setInterval, clearTimeout, clearInterval, setImmediate,
-   * clearImmediate and queueMicrotask, on the isolate's own queue. */
+   * clearImmediate and queueMicrotask, on the isolate's own queue. A due
+   * timer runs in a call waiting for its promise on its thread, or else as a
+   * job of its own (queued by libivm's timer thread; no thread waits). A
+   * timer inherits the deadline of the call that set it and never runs past
+   * it; one set without a deadline runs each callback under a 10 s timeout.
+   * What a callback throws goes to the context's on_unhandled_rejection.
+   * At most 100,000 pending timers per context (then a RangeError); release
+   * and disposal cancel them (docs/host.md, "Timers"). */
   IVM_HOST_TIMERS = 0x2u,
   /** TextEncoder, TextDecoder (utf-8, utf-16le), atob and btoa. */
   IVM_HOST_ENCODING = 0x4u,

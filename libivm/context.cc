@@ -3,6 +3,7 @@
 #include "remote.h"
 #include "context.h"
 #include "copy.h"
+#include "timer_table.h"
 
 #include <cstdio>
 #include <cstring>
@@ -67,6 +68,11 @@ bool MayDeclareLexically(std::string_view code) {
 }
 
 void ContextRecord::ResetLocked() {
+  if (!context.IsEmpty()) {   // its timers end with it
+    v8::Isolate* isolate = v8::Isolate::GetCurrent();
+    v8::HandleScope scope(isolate);
+    CloseTimers(isolate, context.Get(isolate));
+  }
   evals.clear();
   closures.clear();
   bound.clear();

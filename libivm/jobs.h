@@ -65,6 +65,10 @@ class Job {
 // NULL (the job is queued).
 ivm_error_t* Enqueue(const std::shared_ptr<IsolateHolder>& holder, ivm_completion_kind_t kind,
                      ivm_done_fn done, void* user_data, Job::Work work, uint64_t* job_out);
+// Queues `work` as a job of `holder` whose outcome is dropped (libivm's own
+// jobs: timers, pumps, collections).
+void EnqueueInternal(const std::shared_ptr<IsolateHolder>& holder, Job::Work work,
+                     bool pump = false);
 // Queues a job that runs `holder`'s pending foreground tasks and microtasks
 // (deferred results, parked promises). Its outcome is dropped.
 void EnqueuePump(const std::shared_ptr<IsolateHolder>& holder);

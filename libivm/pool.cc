@@ -362,33 +362,37 @@ namespace {
 void IgnoreOutcome(void*, const ivm_completion_t* c) { FreeCompletion(*c); }
 }  // namespace
 
+void EnqueueInternal(const std::shared_ptr<IsolateHolder>& holder, Job::Work work, bool pump) {
+  auto job = std::make_unique<Job>(IVM_COMPLETION_NONE, IgnoreOutcome, nullptr, std::move(work));
+  job->pump = pump;
+  holder->jobs().Submit(std::move(job));
+}
+
 void EnqueuePump(const std::shared_ptr<IsolateHolder>& holder) {
-  auto job = std::make_unique<Job>(
-      IVM_COMPLETION_NONE, IgnoreOutcome, nullptr, [holder](ivm_completion_t*) -> ivm_error_t* {
+  EnqueueInternal(
+      holder,
+      [holder](ivm_completion_t*) -> ivm_error_t* {
         return holder->Run(0, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
           holder->PumpTasks(call);
           if (!holder->Stopped(call)) isolate->PerformMicrotaskCheckpoint();
           return nullptr;
         });
-      });
-  job->pump = true;
-  holder->jobs().Submit(std::move(job));
+      },
+      true);
 }
 
 void EnqueueCollect(const std::shared_ptr<IsolateHolder>& holder) {
   std::weak_ptr<IsolateHolder> weak = holder;   // the job does not keep the isolate alive
-  auto job = std::make_unique<Job>(
-      IVM_COMPLETION_NONE, IgnoreOutcome, nullptr, [weak](ivm_completion_t*) -> ivm_error_t* {
-        std::shared_ptr<IsolateHolder> holder = weak.lock();
-        // Owned by nobody but the pool thread serving it and this job: its teardown,
-        // which releases all it holds, comes as the pool lets go. No collection then.
-        if (!holder || holder->disposed() || holder.use_count() <= 2) return nullptr;
-        return holder->Run(0, [&](v8::Isolate* isolate, CallState&) -> ivm_error_t* {
-          isolate->LowMemoryNotification();
-          return nullptr;
-        });
-      });
-  holder->jobs().Submit(std::move(job));
+  EnqueueInternal(holder, [weak](ivm_completion_t*) -> ivm_error_t* {
+    std::shared_ptr<IsolateHolder> holder = weak.lock();
+    // Owned by nobody but the pool thread serving it and this job: its teardown,
+    // which releases all it holds, comes as the pool lets go. No collection then.
+    if (!holder || holder->disposed() || holder.use_count() <= 2) return nullptr;
+    return holder->Run(0, [&](v8::Isolate* isolate, CallState&) -> ivm_error_t* {
+      isolate->LowMemoryNotification();
+      return nullptr;
+    });
+  });
 }
 
 }  // namespace ivm

@@ -3,13 +3,15 @@
 //
 // A synchronous call, or a call nested inside another, waits on its thread:
 // it runs the isolate's tasks and microtasks until the promise settles,
-// napping briefly (10 µs doubling to 1 ms) when nothing is ready, and checks
+// and the due timers of its context (timer_table.cc), napping briefly (10 µs
+// doubling to 1 ms) when nothing is ready, and checks
 // after each step whether it was stopped. An asynchronous job's outermost
 // call parks instead (JobQueue, job_queue.cc): a reaction on the promise
 // wakes the job, whose continuation re-enters the isolate and finishes the
 // call as if it had waited. Either way the call's timeout covers the whole
 // wait, and a rejection fails the call with its JavaScript error.
 #include "context.h"
+#include "timer_table.h"
 
 #include <ctime>
 
@@ -84,11 +86,16 @@ ivm_error_t* WaitForPromise(IsolateHolder& holder, v8::Isolate* isolate,
   while (promise->State() == v8::Promise::kPending) {
     holder.PumpTasks(call);
     if (!holder.Stopped(call)) isolate->PerformMicrotaskCheckpoint();
+    bool timers_ran = !holder.Stopped(call) && RunDueTimers(isolate, context, call);
     holder.CheckExternalMemory();
     if (try_catch.HasTerminated() || isolate->IsExecutionTerminating() || holder.Stopped(call)) {
       return holder.Fail(context, try_catch, call);
     }
     if (promise->State() != v8::Promise::kPending) break;
+    if (timers_ran) {   // more may be due at once
+      nap_ns = 10 * 1000;
+      continue;
+    }
     // Nothing ready: wait for delayed tasks, background work or the deadline.
     timespec ts{0, static_cast<long>(nap_ns)};
     nanosleep(&ts, nullptr);

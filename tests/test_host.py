@@ -519,3 +519,27 @@ async def test_console_never_fails(any_isolate: ivm.Isolate) -> None:
         "  list: [ [Circular *1], Map(1) { [Circular *1] => [Circular *1] } ]\n}"
         " { secret: 1 } [Function: g] yyyy"
     )
+
+
+@pytest.mark.anyio
+async def test_lodash_timers_beside_text_encoder(
+    any_isolate: ivm.Isolate, bundles: dict[str, str]
+) -> None:
+    """Must hold: a library that uses setTimeout (lodash's debounce, delay and defer, which
+    it finds on the global as it loads) works unchanged, beside TextEncoder."""
+    ctx = await any_isolate.create_context(host=ivm.HostBasics(timers=True, encoding=True))
+    await ctx.eval(bundles["lodash"], filename="lodash.js", timeout=30)
+    got = await ctx.eval(
+        """new Promise(resolve => {
+             const seen = [], encoder = new TextEncoder();
+             const save = _.debounce(text => seen.push(encoder.encode(text).length), 20);
+             save('a'); save('hé'); save('日本');
+             _.delay(word => seen.push(word), 60, 'delayed');
+             _.defer(() => seen.push('deferred'));
+             setTimeout(() => resolve(seen), 100);
+           })""",
+        promise=True,
+        copy=True,
+        timeout=30,
+    )
+    assert got == ["deferred", 6, "delayed"]

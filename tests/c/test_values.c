@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "check.h"
+#include "eval.h"
 
 /* The stream of a value that is its lone attachment: pickle protocol 5,
  * `ivm._copy._att(0)`. */
@@ -37,15 +38,6 @@ static int str_eq(const char *p, size_t n, const char *expect) {
 
 static ivm_value_t *new_cstring(const char *s) {
   return ivm_value_new_string(s, strlen(s));
-}
-
-static ivm_error_t *eval_flags(ivm_context_t *ctx, const char *code, uint32_t flags,
-                               uint64_t timeout_ns, ivm_value_t **out) {
-  ivm_run_options_t run = IVM_RUN_OPTIONS_INIT;
-  ivm_result_options_t result = IVM_RESULT_OPTIONS_INIT;
-  run.timeout_ns = timeout_ns;
-  result.flags = flags;
-  return ivm_context_eval(ctx, code, strlen(code), NULL, &run, &result, out, NULL);
 }
 
 /* Evaluates `code`; returns 1 if it succeeds with boolean true. */
