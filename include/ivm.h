@@ -93,7 +93,13 @@
  *
  * ## Changes in 0.6
  *
- *   (none yet)
+ *   - A worker that floods its host with host callback calls (more waiting
+ *     on the host than the callback backlog of docs/wire-protocol.md allows)
+ *     is killed as a protocol violation (CRASHED).
+ *     IVM_DEBUG_HOOK_REPEAT_CALLBACK tests it. In a worker, the JavaScript
+ *     that leaves an unhandled rejection waits for the context's rejection
+ *     hook to run on the host, as inline: the hook may call the isolate
+ *     synchronously from any rejection (nested, as inline).
  *
  * ## Changes in 0.5
  *   - References into an isolate in a worker process work as inline ones:
@@ -2007,8 +2013,11 @@ enum {
   IVM_DEBUG_HOOK_ABORT = 5,      /**< write `data` to stderr, then abort() */
   IVM_DEBUG_HOOK_EVAL = 6,       /**< evaluate `data` in a new isolate; the
                                       error is the call's error */
-  IVM_DEBUG_HOOK_FORGE_VALUE = 7 /**< the worker's next value result is a
+  IVM_DEBUG_HOOK_FORGE_VALUE = 7, /**< the worker's next value result is a
                                       copy whose stream is `data` (since 0.5) */
+  IVM_DEBUG_HOOK_REPEAT_CALLBACK = 8 /**< the worker sends its next host callback
+                                      call `data` (a little-endian u32) times
+                                      (since 0.6) */
 };
 
 /**
