@@ -100,6 +100,9 @@
  *     that leaves an unhandled rejection waits for the context's rejection
  *     hook to run on the host, as inline: the hook may call the isolate
  *     synchronously from any rejection (nested, as inline).
+ *   - Strings and copy streams larger than a frame (16 MiB) cross into and
+ *     out of workers: like large buffers, those of 256 KiB or more travel in
+ *     shared memory beside the frame.
  *
  * ## Changes in 0.5
  *   - References into an isolate in a worker process work as inline ones:
@@ -649,14 +652,15 @@ IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
  *   isolate goes (or the worker dies). If the worker dies while a callback
  *   runs, its result is dropped and the call fails with CRASHED. A context's
  *   `import_hook` and `on_unhandled_rejection` are called the same way (the
- *   rejection hook one way: the worker's JavaScript does not wait for it).
+ *   worker's JavaScript waits for the rejection hook, as inline, since 0.6).
  *   A host function's
  *   arguments and result cross as a call's values do (References into its
  *   own worker, ExternalCopies, large buffers in shared memory).
  * - TRANSFER: host callbacks do not leave a worker, nor do References or
  *   ExternalCopies inside a copy a worker sends (a result, a host function's
- *   argument). A CALL or result whose other data (strings, the copy's stream)
- *   exceeds a frame (16 MiB) fails with TRANSFER too.
+ *   argument). A CALL or result whose inline data exceeds a frame (16 MiB)
+ *   fails with TRANSFER too; strings, copy streams and buffers of 256 KiB or
+ *   more travel beside the frame in shared memory (up to 16 per frame).
  * - Modules: every ivm_module_* call works, with two differences. The host
  *   walks the import graph itself (the compile reported each module's
  *   specifiers) and sends the worker the resolved table: `resolve` runs in
