@@ -100,6 +100,10 @@
  *     that leaves an unhandled rejection waits for the context's rejection
  *     hook to run on the host, as inline: the hook may call the isolate
  *     synchronously from any rejection (nested, as inline).
+ *   - ivm_interrupt_on_signal() stops only the innermost synchronous call to
+ *     a worker-hosted isolate: one nested in a host callback of an outer call
+ *     ends as inline (the outer call sees what the callback makes of it), and
+ *     the outer call is no longer cancelled with it.
  *   - Strings and copy streams larger than a frame (16 MiB) cross into and
  *     out of workers: like large buffers, those of 256 KiB or more travel in
  *     shared memory beside the frame.

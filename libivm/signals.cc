@@ -9,6 +9,7 @@
 
 #include <csignal>
 #include <functional>
+#include <map>
 #include <unordered_map>
 #include <unistd.h>
 
@@ -19,7 +20,7 @@ namespace {
 struct State {
   std::mutex mutex;
   std::vector<std::weak_ptr<IsolateHolder>> running;   // calls on `thread`
-  std::unordered_map<uint64_t, std::function<void()>> stops;   // EnterCall's, by token
+  std::map<uint64_t, std::function<void()>> stops;   // EnterCall's, by token (innermost last)
   uint64_t next_token = 1;
   std::thread::id thread;
   int pipe_w = -1;
@@ -71,8 +72,11 @@ void Watch(int fd) {
       for (auto& w : s.running) {
         if (auto h = w.lock()) targets.push_back(std::move(h));
       }
-      // Under the lock: what a stop refers to lives until its LeaveCall.
-      for (auto& [token, stop] : s.stops) stop();
+      // Under the lock: what a stop refers to lives until its LeaveCall. Only the
+      // innermost worker call stops: one nested in a host callback of an outer one
+      // ends with KeyboardInterrupt in that callback, which the outer call then sees
+      // as inline does (the callback's own exception), not as a cancellation.
+      if (!s.stops.empty()) s.stops.rbegin()->second();
     }
     for (auto& h : targets) h->Terminate();
   }

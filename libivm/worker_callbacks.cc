@@ -177,8 +177,10 @@ ivm_error_t* Callbacks::Invoke(Proxy& proxy, ivm_call_t* call, ivm_value_t** out
     }
     if (f.header.kind == wire::kCallbackReply) return Outcome(f, proxy.iso, call, out);
     t_nested.push_back(f.header.id);
+    SetNested(f.header.id, proxy.iso);
     wire::Fds fds;
     std::string reply = RunNested(f, &fds);
+    SetNested(f.header.id, nullptr);
     t_nested.pop_back();
     channel_->Send(reply, fds);
   }
@@ -332,6 +334,23 @@ void Callbacks::AbortCall(uint64_t call_id) {
       inv->cv.notify_all();
     }
   }
+}
+
+void Callbacks::SetNested(uint64_t call_id, ivm_isolate_t* iso) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (iso != nullptr) {
+    nested_[call_id] = iso;
+  } else {
+    nested_.erase(call_id);
+  }
+}
+
+void Callbacks::CancelNested(uint64_t call_id) {
+  std::lock_guard<std::mutex> lock(mu_);   // (held: the call cannot end meanwhile)
+  auto it = nested_.find(call_id);
+  // Its JavaScript is the innermost of its isolate's thread: terminating stops it alone,
+  // as inline, where the outer JavaScript then sees what the host callback makes of it.
+  if (it != nested_.end()) ivm_isolate_terminate(it->second);
 }
 
 void Callbacks::AbortIsolate(ivm_isolate_t* iso, bool freed) {
