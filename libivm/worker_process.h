@@ -227,9 +227,17 @@ std::shared_ptr<WorkerProcess> GroupWorker(const ivm_process_group_t* group);
 // usable zygote (the caller then spawns the worker itself).
 bool ZygoteFork(const std::string& path, int sock, int err, pid_t* pid);
 
+// zygote.cc: the zygote's pidfd became readable (it ended): reap it now, unless
+// a worker start holds the zygote (which then finds it dead itself). I/O thread.
+void ZygoteExited();
+
 // worker_io.cc: the single I/O thread. Register() hands it a started worker;
 // it keeps the worker alive until its death is processed.
 void RegisterWorker(const std::shared_ptr<WorkerProcess>& worker);
+// The I/O thread calls ZygoteExited() once `pidfd` is readable; until unwatched
+// (before the pidfd is closed).
+void WatchZygote(int pidfd);
+void UnwatchZygote(int pidfd);
 // Makes the I/O thread recompute its deadlines.
 void WakeIoThread();
 // The same, unless it will tick by `at_ns` anyway (cheap to call per request).
