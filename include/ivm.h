@@ -98,6 +98,20 @@
  *     encoding, web globals; 0, the default, keeps the context bare), and
  *     the struct gains `console` and `console_max_bytes`. They work for
  *     isolates in worker processes too (docs/host.md).
+ *   - A worker that floods its host with host callback calls (more waiting
+ *     on the host than the callback backlog of docs/wire-protocol.md allows)
+ *     is killed as a protocol violation (CRASHED).
+ *     IVM_DEBUG_HOOK_REPEAT_CALLBACK tests it. In a worker, the JavaScript
+ *     that leaves an unhandled rejection waits for the context's rejection
+ *     hook to run on the host, as inline: the hook may call the isolate
+ *     synchronously from any rejection (nested, as inline).
+ *   - ivm_interrupt_on_signal() stops only the innermost synchronous call to
+ *     a worker-hosted isolate: one nested in a host callback of an outer call
+ *     ends as inline (the outer call sees what the callback makes of it), and
+ *     the outer call is no longer cancelled with it.
+ *   - Strings and copy streams larger than a frame (16 MiB) cross into and
+ *     out of workers: like large buffers, those of 256 KiB or more travel in
+ *     shared memory beside the frame.
  *
  * ## Changes in 0.5
  *   - References into an isolate in a worker process work as inline ones:
@@ -647,14 +661,15 @@ IVM_API uint64_t ivm_isolate_reference_count(const ivm_isolate_t *iso);
  *   isolate goes (or the worker dies). If the worker dies while a callback
  *   runs, its result is dropped and the call fails with CRASHED. A context's
  *   `import_hook` and `on_unhandled_rejection` are called the same way (the
- *   rejection hook one way: the worker's JavaScript does not wait for it).
+ *   worker's JavaScript waits for the rejection hook, as inline, since 0.6).
  *   A host function's
  *   arguments and result cross as a call's values do (References into its
  *   own worker, ExternalCopies, large buffers in shared memory).
  * - TRANSFER: host callbacks do not leave a worker, nor do References or
  *   ExternalCopies inside a copy a worker sends (a result, a host function's
- *   argument). A CALL or result whose other data (strings, the copy's stream)
- *   exceeds a frame (16 MiB) fails with TRANSFER too.
+ *   argument). A CALL or result whose inline data exceeds a frame (16 MiB)
+ *   fails with TRANSFER too; strings, copy streams and buffers of 256 KiB or
+ *   more travel beside the frame in shared memory (up to 16 per frame).
  * - Modules: every ivm_module_* call works, with two differences. The host
  *   walks the import graph itself (the compile reported each module's
  *   specifiers) and sends the worker the resolved table: `resolve` runs in
@@ -2058,8 +2073,11 @@ enum {
   IVM_DEBUG_HOOK_ABORT = 5,      /**< write `data` to stderr, then abort() */
   IVM_DEBUG_HOOK_EVAL = 6,       /**< evaluate `data` in a new isolate; the
                                       error is the call's error */
-  IVM_DEBUG_HOOK_FORGE_VALUE = 7 /**< the worker's next value result is a
+  IVM_DEBUG_HOOK_FORGE_VALUE = 7, /**< the worker's next value result is a
                                       copy whose stream is `data` (since 0.5) */
+  IVM_DEBUG_HOOK_REPEAT_CALLBACK = 8 /**< the worker sends its next host callback
+                                      call `data` (a little-endian u32) times
+                                      (since 0.6) */
 };
 
 /**

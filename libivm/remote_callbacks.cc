@@ -382,7 +382,7 @@ void WorkerProcess::OnCallbackFrame(wire::Frame& frame) {
   uint32_t op = 0;
   uint64_t call_id = 0, callback = 0;
   if (!r.U32(&op) || (op != wire::kOpCallbackInvoke && op != wire::kOpCallbackRelease &&
-                      op != wire::kOpCallbackNotify)) {
+                      op != wire::kOpCallbackNotify && op != wire::kOpCallbackNotifyWait)) {
     return ProtocolViolation("a CALLBACK frame with an unknown op");
   }
   if (op == wire::kOpCallbackRelease) {
@@ -397,30 +397,63 @@ void WorkerProcess::OnCallbackFrame(wire::Frame& frame) {
   if (!callbacks_->Find(callback, &entry)) {
     return ProtocolViolation("a CALLBACK for unknown callback " + std::to_string(callback));
   }
+  std::string why;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = pending_.find(call_id);
-    if (it != pending_.end() && it->second->kind == wire::kReply) {
+    if (!JoinBacklogLocked(frame, &why)) {
+    } else if (it != pending_.end() && it->second->kind == wire::kReply) {
       it->second->callbacks.push_back(std::move(frame));
       cv_.notify_all();
       return;
+    } else if (call_id != 0 && async_.count(call_id) == 0) {
+      LeaveBacklogLocked(frame);
+      why = "a CALLBACK under call " + std::to_string(call_id) + ", which is not running";
     }
   }
-  bool async;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    async = call_id == 0 || async_.count(call_id) != 0;
-  }
-  if (!async) {
-    return ProtocolViolation("a CALLBACK under call " + std::to_string(call_id) +
-                             ", which is not running");
-  }
+  if (!why.empty()) return ProtocolViolation(why);
   std::shared_ptr<WorkerProcess> self = shared_from_this();
   auto f = std::make_shared<wire::Frame>(std::move(frame));
   remote::Runner::Get().Run([self, f] { self->RunCallback(*f); });
 }
 
+bool WorkerProcess::JoinBacklogLocked(const wire::Frame& frame, std::string* why) {
+  backlog_frames_ += 1;
+  backlog_bytes_ += frame.payload.size();
+  backlog_fds_ += frame.fds.size();
+  if (backlog_frames_ <= kMaxCallbackBacklog && backlog_bytes_ <= kMaxCallbackBacklogBytes &&
+      backlog_fds_ <= kMaxCallbackBacklogFds) {
+    return true;
+  }
+  *why = "a flood of host callback calls (" + std::to_string(backlog_frames_) + " calls, " +
+         std::to_string(backlog_bytes_) + " bytes, " + std::to_string(backlog_fds_) +
+         " descriptors waiting; at most " + std::to_string(kMaxCallbackBacklog) + ", " +
+         std::to_string(kMaxCallbackBacklogBytes) + ", " +
+         std::to_string(kMaxCallbackBacklogFds) + ")";
+  LeaveBacklogLocked(frame);
+  return false;
+}
+
+void WorkerProcess::LeaveBacklogLocked(const wire::Frame& frame) {
+  backlog_frames_ -= 1;
+  backlog_bytes_ -= frame.payload.size();
+  backlog_fds_ -= frame.fds.size();
+}
+
 void WorkerProcess::RunCallback(const wire::Frame& frame) {
+  // The frame stays in the backlog until it has run (and its invoke is answered).
+  struct Leave {
+    WorkerProcess* self;
+    const wire::Frame& frame;
+    ~Leave() {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      self->LeaveBacklogLocked(frame);
+    }
+  } leave{this, frame};
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (dead_ || !kill_reason_.empty()) return;   // a killed worker's calls do not run
+  }
   wire::Reader r(frame.payload);
   uint32_t op = 0, call_op = 0, nargs = 0;
   uint64_t call_id = 0, callback = 0;
@@ -460,8 +493,10 @@ void WorkerProcess::RunCallback(const wire::Frame& frame) {
   }
   c.op = call_op;
   // A notification (the rejection hook) has no invocation waiting in the worker: nothing
-  // nests in it, and its outcome is dropped.
+  // nests in it, and its outcome is dropped. One that the worker waits for
+  // (kOpCallbackNotifyWait) is answered with undefined once it has run.
   bool notify = op == wire::kOpCallbackNotify;
+  bool notify_wait = op == wire::kOpCallbackNotifyWait;
   remote::Invocation inv{this, iso, entry.iso, frame.header.id};
   c.remote = &inv;
   ivm_value_t* out = nullptr;
@@ -477,10 +512,13 @@ void WorkerProcess::RunCallback(const wire::Frame& frame) {
     ivm_value_free(out);
     out = nullptr;
   }
-  if (notify) {
+  if (notify || notify_wait) {
     ivm_value_free(out);
     ivm_error_free(err);
-    return;
+    out = nullptr;
+    err = nullptr;
+    c.result = ivm_primitive_t{};
+    if (notify) return;
   }
   wire::Fds fds;
   std::string reply =

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <csignal>
 #include <functional>
+#include <map>
 #include <unordered_map>
 #include <unistd.h>
 
@@ -22,7 +23,7 @@ struct State {
   // The isolates with a call on `thread`: each is alive while it is listed (Enter at
   // the start of its outermost call, Leave at the end), so a plain pointer is enough.
   std::vector<IsolateHolder*> running;
-  std::unordered_map<uint64_t, std::function<void()>> stops;   // EnterCall's, by token
+  std::map<uint64_t, std::function<void()>> stops;   // EnterCall's, by token (innermost last)
   uint64_t next_token = 1;
   std::thread::id thread;
   int pipe_w = -1;
@@ -74,8 +75,11 @@ void Watch(int fd) {
       for (IsolateHolder* h : s.running) {
         if (auto owner = h->weak_from_this().lock()) targets.push_back(std::move(owner));
       }
-      // Under the lock: what a stop refers to lives until its LeaveCall.
-      for (auto& [token, stop] : s.stops) stop();
+      // Under the lock: what a stop refers to lives until its LeaveCall. Only the
+      // innermost worker call stops: one nested in a host callback of an outer one
+      // ends with KeyboardInterrupt in that callback, which the outer call then sees
+      // as inline does (the callback's own exception), not as a cancellation.
+      if (!s.stops.empty()) s.stops.rbegin()->second();
     }
     for (auto& h : targets) h->Terminate();
   }

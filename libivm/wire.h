@@ -95,6 +95,10 @@ enum Op : uint32_t {
                              // rejection hook: its result is not waited for)
   kOpCreateContextHooks = 45,   // u64 iso, u64 ctx, u8 has_import, u64 import callback,
                                 // u8 has_rejection, u64 rejection callback
+  // rem11 (110-119).
+  kOpCallbackNotifyWait = 110,  // CALLBACK: as kOpCallbackNotify (which workers no
+                                // longer send), but answered like an invoke once the
+                                // host has run it (the outcome: undefined)
   kFirstCallbackOp = kOpCallbackInvoke,
   kLastCallbackOp = kOpCreateContextHooks,
   // rmod (60-69): ES modules and code caches (remote_modules.cc on the host,

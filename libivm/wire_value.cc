@@ -3,6 +3,7 @@
 
 #include "copy_check.h"
 
+#include <optional>
 #include <vector>
 
 namespace ivm::wire {
@@ -20,8 +21,10 @@ const char* AttachmentName(uint32_t kind) {
   }
 }
 
-// A large buffer as a memfd beside the frame; false: inline it.
-bool WriteFdBuffer(Writer& w, const void* data, size_t size, ObjectCodec* codec) {
+// Large data (a buffer, a string, a copy's stream) as a memfd beside the
+// frame: `tag`, u32 index among the frame's descriptors, u64 length; false:
+// the caller inlines it.
+bool WriteFd(Writer& w, uint8_t tag, const void* data, size_t size, ObjectCodec* codec) {
   if (codec == nullptr || codec->inline_buffers || size < kFdBufferThreshold ||
       size > kMaxFdBuffer ||
       codec->out_fds.size() >= kMaxFds) {
@@ -29,24 +32,41 @@ bool WriteFdBuffer(Writer& w, const void* data, size_t size, ObjectCodec* codec)
   }
   std::shared_ptr<Fd> fd = BufferFd(data, size);
   if (!fd) return false;
-  w.U8(kAttachmentFdBuffer).U32(static_cast<uint32_t>(codec->out_fds.size())).U64(size);
+  w.U8(tag).U32(static_cast<uint32_t>(codec->out_fds.size())).U64(size);
   codec->out_fds.push_back(std::move(fd));
   w.SetFdCount(static_cast<uint32_t>(codec->out_fds.size()));
   return true;
 }
 
-// A buffer in descriptor `index` of the frame being read, copied into `value`.
-bool ReadFdBuffer(Reader& r, ivm_value_t* value, ObjectCodec* codec) {
+// What WriteFd sent (after its tag): descriptor `index` of the frame being
+// read, each used once, mapped (unmap with UnmapBuffer); null if malformed.
+void* MapFd(Reader& r, ObjectCodec* codec, uint64_t* size) {
   uint32_t index = 0;
-  uint64_t size = 0;
-  if (codec == nullptr || codec->in_fds == nullptr || !r.U32(&index) || !r.U64(&size) ||
+  if (codec == nullptr || codec->in_fds == nullptr || !r.U32(&index) || !r.U64(size) ||
       index >= codec->in_fds->size()) {
-    return false;
+    return nullptr;
   }
   codec->in_used.resize(codec->in_fds->size());
-  if (codec->in_used[index]) return false;
+  if (codec->in_used[index]) return nullptr;
   codec->in_used[index] = true;
-  void* data = MapSealedBuffer(*(*codec->in_fds)[index], size, codec->seal_received);
+  return MapSealedBuffer(*(*codec->in_fds)[index], *size, codec->seal_received);
+}
+
+// A mapping of MapFd, unmapped at the end of the scope.
+struct Mapped {
+  uint64_t size = 0;   // (before data, which MapFd sets it with)
+  void* data = nullptr;
+  Mapped(Reader& r, ObjectCodec* codec) : data(MapFd(r, codec, &size)) {}
+  ~Mapped() {
+    if (data != nullptr) UnmapBuffer(data, size);
+  }
+  std::string_view view() const { return {static_cast<const char*>(data), size}; }
+};
+
+// A buffer in a descriptor of the frame being read, appended to `value`.
+bool ReadFdBuffer(Reader& r, ivm_value_t* value, ObjectCodec* codec) {
+  uint64_t size = 0;
+  void* data = MapFd(r, codec, &size);
   if (data == nullptr) return false;
   if (codec->AdoptMapping(value, data, size)) return true;
   size_t at = 0;
@@ -82,7 +102,11 @@ bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why,
       return false;
     }
   }
-  w.Bytes(std::string_view(stream, len)).U32(static_cast<uint32_t>(n));
+  // A large stream crosses in a memfd (kValueFdSerialized), as large buffers do.
+  if (!WriteFd(w, kValueFdSerialized, stream, len, codec)) {
+    w.U8(IVM_VALUE_SERIALIZED).Bytes(std::string_view(stream, len));
+  }
+  w.U32(static_cast<uint32_t>(n));
   for (size_t i = 0; i < n; ++i) {
     uint32_t kind = ivm_value_attachment_kind(value, i);
     if (kind != IVM_ATTACHMENT_BUFFER) {
@@ -99,16 +123,26 @@ bool WriteSerialized(Writer& w, const ivm_value_t* value, std::string* why,
       *why = "unreadable buffer attachment";
       return false;
     }
-    if (WriteFdBuffer(w, data, size, codec)) continue;
+    if (WriteFd(w, kAttachmentFdBuffer, data, size, codec)) continue;
     w.U8(IVM_ATTACHMENT_BUFFER).Bytes(std::string_view(static_cast<const char*>(data), size));
   }
   return true;
 }
 
-bool ReadSerialized(Reader& r, ivm_value_t** out, ObjectCodec* codec) {
+// A copy (`kind`: IVM_VALUE_SERIALIZED, or kValueFdSerialized for its stream
+// in a memfd), after its kind.
+bool ReadSerialized(Reader& r, uint8_t kind, ivm_value_t** out, ObjectCodec* codec) {
   std::string_view stream;
+  std::optional<Mapped> mapped;
+  if (kind == kValueFdSerialized) {
+    mapped.emplace(r, codec);
+    if (mapped->data == nullptr) return false;
+    stream = mapped->view();
+  } else if (!r.Bytes(&stream)) {
+    return false;
+  }
   uint32_t n = 0;
-  if (!r.Bytes(&stream) || !r.U32(&n) || n > kMaxAttachments) return false;
+  if (!r.U32(&n) || n > kMaxAttachments) return false;
   // The other process is not trusted: its stream must have the copy format's
   // shape before any decoder (Python's Unpickler included) sees it.
   if (!CheckCopyStream(stream, nullptr)) return false;
@@ -178,7 +212,9 @@ bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why, ObjectCod
       const char* p;
       size_t n;
       ivm_value_string(value, &p, &n);
-      w.U8(static_cast<uint8_t>(kind)).Bytes(std::string_view(p, n));
+      if (!WriteFd(w, kValueFdString, p, n, codec)) {   // a large one in a memfd
+        w.U8(static_cast<uint8_t>(kind)).Bytes(std::string_view(p, n));
+      }
       return true;
     }
     case IVM_VALUE_BIGINT: {
@@ -191,7 +227,6 @@ bool WriteValue(Writer& w, const ivm_value_t* value, std::string* why, ObjectCod
       return true;
     }
     case IVM_VALUE_SERIALIZED:
-      w.U8(static_cast<uint8_t>(kind));
       return WriteSerialized(w, value, why, codec);
     case IVM_VALUE_EXTERNAL_COPY:
     case IVM_VALUE_REFERENCE:
@@ -254,8 +289,15 @@ bool ReadValue(Reader& r, ivm_value_t** out, ObjectCodec* codec) {
       v = ivm_value_new_bigint(negative, words.data(), words.size());
       break;
     }
+    case kValueFdString: {
+      Mapped mapped(r, codec);
+      if (mapped.data == nullptr) return false;
+      v = ivm_value_new_string(mapped.view().data(), mapped.view().size());
+      break;
+    }
     case IVM_VALUE_SERIALIZED:
-      return ReadSerialized(r, out, codec);
+    case kValueFdSerialized:
+      return ReadSerialized(r, kind, out, codec);
     case IVM_VALUE_EXTERNAL_COPY:
     case IVM_VALUE_REFERENCE:
       return codec != nullptr && codec->ReadObject(r, kind, out);

@@ -67,6 +67,13 @@ class ObjectCodec {
 // The attachment kind (beside IVM_ATTACHMENT_*) of a buffer in a memfd:
 // u32 index among the frame's descriptors, u64 length.
 constexpr uint8_t kAttachmentFdBuffer = 0x81;
+// Value kinds (beside ivm_value_kind_t) of a string, and of a copy whose
+// stream, in a memfd (as large buffers: at least kFdBufferThreshold bytes,
+// with a codec that may send descriptors): u32 index among the frame's
+// descriptors, u64 length; for a copy, then u32 n and its attachments. So
+// values larger than a frame cross (rem11).
+constexpr uint8_t kValueFdString = 0x82;
+constexpr uint8_t kValueFdSerialized = 0x83;
 constexpr int kMaxCopyDepth = 8;
 
 // Appends `value`. Values that cannot cross a process boundary (see

@@ -55,7 +55,7 @@ void ToOptions(const wire::WireSource& s, ivm_source_options_t* o) {
 struct Callbacks::Proxy {
   uint64_t id;
   ivm_isolate_t* iso;
-  bool notify = false;   // the rejection hook: the host's outcome is not waited for
+  bool notify = false;   // the rejection hook: the host's outcome is dropped
 };
 
 Callbacks& Callbacks::Get() {
@@ -96,6 +96,17 @@ ivm_error_t* Callbacks::HostFn(void* user_data, ivm_call_t* call, ivm_value_t** 
   return Get().Invoke(*static_cast<Proxy*>(user_data), call, out);
 }
 
+bool Callbacks::SendCallback(const std::string& frame, const wire::Fds& fds) {
+  bool sent = channel_->Send(frame, fds);
+#ifdef IVM_WORKER_TEST_HOOKS
+  // IVM_DEBUG_HOOK_REPEAT_CALLBACK: a flood of copies (those without descriptors).
+  for (uint32_t n = repeat_next_.exchange(0); sent && n > 1 && fds.empty(); --n) {
+    sent = channel_->Send(frame);
+  }
+#endif
+  return sent;
+}
+
 void Callbacks::Finalize(void* user_data) {
   std::unique_ptr<Proxy> proxy(static_cast<Proxy*>(user_data));
   Callbacks& self = Get();
@@ -117,8 +128,11 @@ ivm_error_t* Callbacks::Invoke(Proxy& proxy, ivm_call_t* call, ivm_value_t** out
     inv.id = next_invocation_++;
   }
   size_t argc = ivm_call_argc(call);
+  // A notification (the rejection hook) waits for the host too, as inline, where the hook
+  // runs before JavaScript goes on: so the hook may call the isolate (nested in it), and
+  // however many rejections a script leaves, they never pile up on the host.
   wire::Writer w(wire::kCallback, inv.id);
-  w.U32(proxy.notify ? wire::kOpCallbackNotify : wire::kOpCallbackInvoke);
+  w.U32(proxy.notify ? wire::kOpCallbackNotifyWait : wire::kOpCallbackInvoke);
   w.U64(inv.call).U64(proxy.id).U32(ivm_call_op(call));
   w.U32(static_cast<uint32_t>(argc));
   WorkerCodec codec(ops_->refs(), proxy.iso);   // References, ExternalCopies, large buffers
@@ -133,10 +147,6 @@ ivm_error_t* Callbacks::Invoke(Proxy& proxy, ivm_call_t* call, ivm_value_t** out
     return HostError("TypeError",
                      "the arguments of a host function are too large for one frame (16 MiB)");
   }
-  if (proxy.notify) {   // one way: JavaScript goes on at once
-    channel_->Send(frame, codec.out_fds);
-    return nullptr;
-  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     invocations_[inv.id] = &inv;
@@ -145,7 +155,7 @@ ivm_error_t* Callbacks::Invoke(Proxy& proxy, ivm_call_t* call, ivm_value_t** out
     std::lock_guard<std::mutex> lock(mu_);
     invocations_.erase(inv.id);
   };
-  if (!channel_->Send(frame, codec.out_fds)) {
+  if (!SendCallback(frame, codec.out_fds)) {
     leave();
     return HostError("Error", "the host is gone");
   }
@@ -162,10 +172,15 @@ ivm_error_t* Callbacks::Invoke(Proxy& proxy, ivm_call_t* call, ivm_value_t** out
     inv.queue.pop_front();
     if (f.header.kind == wire::kCallbackReply) invocations_.erase(inv.id);
     lock.unlock();
+    if (f.header.kind == wire::kCallbackReply && proxy.notify) {
+      return nullptr;   // the host ran the notification: its outcome is dropped
+    }
     if (f.header.kind == wire::kCallbackReply) return Outcome(f, proxy.iso, call, out);
     t_nested.push_back(f.header.id);
+    SetNested(f.header.id, proxy.iso);
     wire::Fds fds;
     std::string reply = RunNested(f, &fds);
+    SetNested(f.header.id, nullptr);
     t_nested.pop_back();
     channel_->Send(reply, fds);
   }
@@ -327,6 +342,23 @@ void Callbacks::AbortCall(uint64_t call_id) {
       inv->cv.notify_all();
     }
   }
+}
+
+void Callbacks::SetNested(uint64_t call_id, ivm_isolate_t* iso) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (iso != nullptr) {
+    nested_[call_id] = iso;
+  } else {
+    nested_.erase(call_id);
+  }
+}
+
+void Callbacks::CancelNested(uint64_t call_id) {
+  std::lock_guard<std::mutex> lock(mu_);   // (held: the call cannot end meanwhile)
+  auto it = nested_.find(call_id);
+  // Its JavaScript is the innermost of its isolate's thread: terminating stops it alone,
+  // as inline, where the outer JavaScript then sees what the host callback makes of it.
+  if (it != nested_.end()) ivm_isolate_terminate(it->second);
 }
 
 void Callbacks::AbortIsolate(ivm_isolate_t* iso, bool freed) {

@@ -9,6 +9,7 @@
 #include "wire.h"
 #include "wire_value.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -41,9 +42,17 @@ class Callbacks {
   void OnReply(wire::Frame& frame);
   // The job of CALL `call_id` is cancelled: its invocations stop waiting.
   void AbortCall(uint64_t call_id);
+  // The CALL `call_id`, if it runs nested in an invocation, stops (a CANCEL:
+  // Ctrl-C of the host thread that made it).
+  void CancelNested(uint64_t call_id);
   // `iso` is being disposed (or freed): its invocations stop waiting, and
   // (until it is freed) its JavaScript calls no host callback any more.
   void AbortIsolate(ivm_isolate_t* iso, bool freed);
+#ifdef IVM_WORKER_TEST_HOOKS
+  // IVM_DEBUG_HOOK_REPEAT_CALLBACK: the next CALLBACK invoke or notification
+  // (without descriptors) is sent `times` times, as a flooding worker would.
+  void RepeatNextCallback(uint32_t times) { repeat_next_.store(times); }
+#endif
 
  private:
   struct Proxy;
@@ -66,6 +75,10 @@ class Callbacks {
                  ivm_context_options_t* opts, ivm_callback_t* cbs[3]);
   static ivm_error_t* HostFn(void* user_data, ivm_call_t* call, ivm_value_t** out);
   static void Finalize(void* user_data);
+  // Records (iso) or forgets (null) the nested CALL `call_id` that runs now.
+  void SetNested(uint64_t call_id, ivm_isolate_t* iso);
+  // Sends a CALLBACK frame (an invoke or a notification).
+  bool SendCallback(const std::string& frame, const wire::Fds& fds);
   ivm_error_t* Invoke(Proxy& proxy, ivm_call_t* call, ivm_value_t** out);
   ivm_error_t* Outcome(const wire::Frame& reply, ivm_isolate_t* iso, ivm_call_t* call,
                        ivm_value_t** out);
@@ -83,6 +96,8 @@ class Callbacks {
   std::unordered_map<uint64_t, Deferred> deferreds_;
   std::unordered_map<uint64_t, std::string> early_settles_;   // before their deferral
   std::unordered_set<ivm_isolate_t*> aborted_;
+  std::unordered_map<uint64_t, ivm_isolate_t*> nested_;   // nested CALLs running, by id
+  std::atomic<uint32_t> repeat_next_{0};   // test hook only
 };
 
 }  // namespace ivm::worker

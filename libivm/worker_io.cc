@@ -43,6 +43,7 @@ std::string SignalName(int sig) {
 }
 
 std::atomic<std::thread::id> g_io_thread{};
+char g_zygote_tag;   // the epoll tag of the zygote's pidfd (zygote.cc)
 
 class IoLoop {
  public:
@@ -64,6 +65,14 @@ class IoLoop {
       epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
     }
     Wake();
+  }
+
+  // Watches `fd` for one readable event, reported with `tag`.
+  void WatchOnce(int fd, void* tag) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLONESHOT;
+    ev.data.ptr = tag;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
   }
 
   void Remove(int fd) {
@@ -129,6 +138,10 @@ class IoLoop {
           (void)r;
           continue;
         }
+        if (events[i].data.ptr == &g_zygote_tag) {
+          ZygoteExited();
+          continue;
+        }
         // Workers leave workers_ only in TickAll below, after this batch, so
         // the tag's owner is alive.
         WorkerProcess::Watch which;
@@ -158,6 +171,10 @@ class IoLoop {
 void RegisterWorker(const std::shared_ptr<WorkerProcess>& worker) { IoLoop::Get().Add(worker); }
 
 void WakeIoThread() { IoLoop::Get().Wake(); }
+
+void WatchZygote(int pidfd) { IoLoop::Get().WatchOnce(pidfd, &g_zygote_tag); }
+
+void UnwatchZygote(int pidfd) { IoLoop::Get().Remove(pidfd); }
 
 bool OnIoThread() { return g_io_thread.load() == std::this_thread::get_id(); }
 

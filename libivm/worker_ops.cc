@@ -231,6 +231,7 @@ void Ops::Cancel(uint64_t call_id) {
     if (it != jobs_.end()) ivm_isolate_cancel_job(it->second.iso, it->second.job);
   }
   Callbacks::Get().AbortCall(call_id);   // then its JavaScript stops waiting in a host callback
+  Callbacks::Get().CancelNested(call_id);   // or it runs nested in one
 }
 
 std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {

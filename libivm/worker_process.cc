@@ -225,7 +225,8 @@ ivm_error_t* WorkerProcess::Request(uint64_t id, uint16_t answer_kind, const std
   if (answer_kind == 0) return sent ? nullptr : DeadErrorLocked();
   auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
   for (;;) {
-    if (!waiter.callbacks.empty()) {   // the call's JavaScript called a host callback
+    // The call's JavaScript called a host callback (none run once the worker is being killed).
+    if (!waiter.callbacks.empty() && kill_reason_.empty()) {
       wire::Frame callback = std::move(waiter.callbacks.front());
       waiter.callbacks.pop_front();
       lock.unlock();
@@ -241,6 +242,7 @@ ivm_error_t* WorkerProcess::Request(uint64_t id, uint16_t answer_kind, const std
     }
   }
   pending_.erase(id);
+  for (const wire::Frame& callback : waiter.callbacks) LeaveBacklogLocked(callback);
   if (waiter.done) {
     *reply = std::move(waiter.reply);
     return nullptr;

@@ -41,6 +41,15 @@ constexpr int64_t kExitGraceNs = 200 * 1000 * 1000;
 constexpr int64_t kCallGraceNs = 2000LL * 1000 * 1000;
 // The most of a worker's stderr kept for the crash cause.
 constexpr size_t kStderrTail = 8 * 1024;
+// A worker's backlog on the host: its host callback calls (CALLBACK frames
+// that invoke or notify) received and not yet answered or run. Past any of
+// these bounds the worker is killed as a flood (a protocol violation), so a
+// worker never makes the host buffer without bound. A well-behaved worker
+// stays far below them: each of its threads waits for each call it makes
+// (invoke, or kOpCallbackNotifyWait).
+constexpr size_t kMaxCallbackBacklog = 4096;
+constexpr size_t kMaxCallbackBacklogBytes = 256u << 20;
+constexpr size_t kMaxCallbackBacklogFds = 256;
 
 int64_t NowNs();   // CLOCK_MONOTONIC
 
@@ -105,6 +114,10 @@ class WorkerProcess : public std::enable_shared_from_this<WorkerProcess> {
   void RunCallback(const wire::Frame& frame);
   // The worker died: its callbacks are dropped (not on the I/O thread).
   void DropCallbacks();
+  // A CALLBACK frame joins or leaves the worker's backlog (kMaxCallbackBacklog);
+  // joining fails (says why) past a bound.
+  bool JoinBacklogLocked(const wire::Frame& frame, std::string* why);
+  void LeaveBacklogLocked(const wire::Frame& frame);
 
   // ---- The I/O thread's side (worker_io.cc calls these on its thread). ----
   enum Watch { kChannel, kStderr, kPidfd, kWatches };
@@ -195,6 +208,8 @@ class WorkerProcess : public std::enable_shared_from_this<WorkerProcess> {
   int64_t liveness_deadline_ = 0;    // its answer is due by then
 
   std::shared_ptr<remote::CallbackTable> callbacks_ = remote::NewCallbackTable();
+  // The callback backlog: frames, payload bytes and descriptors (under mu_).
+  size_t backlog_frames_ = 0, backlog_bytes_ = 0, backlog_fds_ = 0;
 
   // The I/O thread's alone.
   wire::FrameBuffer in_;
@@ -212,9 +227,17 @@ std::shared_ptr<WorkerProcess> GroupWorker(const ivm_process_group_t* group);
 // usable zygote (the caller then spawns the worker itself).
 bool ZygoteFork(const std::string& path, int sock, int err, pid_t* pid);
 
+// zygote.cc: the zygote's pidfd became readable (it ended): reap it now, unless
+// a worker start holds the zygote (which then finds it dead itself). I/O thread.
+void ZygoteExited();
+
 // worker_io.cc: the single I/O thread. Register() hands it a started worker;
 // it keeps the worker alive until its death is processed.
 void RegisterWorker(const std::shared_ptr<WorkerProcess>& worker);
+// The I/O thread calls ZygoteExited() once `pidfd` is readable; until unwatched
+// (before the pidfd is closed).
+void WatchZygote(int pidfd);
+void UnwatchZygote(int pidfd);
 // Makes the I/O thread recompute its deadlines.
 void WakeIoThread();
 // The same, unless it will tick by `at_ns` anyway (cheap to call per request).

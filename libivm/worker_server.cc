@@ -125,6 +125,15 @@ std::string TestHook(Channel& channel, Ops& ops, uint64_t id, uint32_t action,
     case IVM_DEBUG_HOOK_FORGE_VALUE:
       ops.ForgeNextValue(std::string(data));
       return Reply(id, wire::kStatusOk, "");
+    case IVM_DEBUG_HOOK_REPEAT_CALLBACK: {
+      uint32_t times = 0;
+      wire::Reader r(data);
+      if (!r.U32(&times) || !r.Done()) {
+        return Reply(id, IVM_ERROR_INVALID_ARGUMENT, "REPEAT_CALLBACK takes a u32");
+      }
+      Callbacks::Get().RepeatNextCallback(times);
+      return Reply(id, wire::kStatusOk, "");
+    }
     case IVM_DEBUG_HOOK_OPEN_FILE: {
       int fd = open("/etc/passwd", O_RDONLY | O_CLOEXEC);
       return Reply(id, IVM_ERROR_INTERNAL, fd >= 0 ? "open succeeded" : strerror(errno));

@@ -9,7 +9,8 @@
 // The zygote only serves the default worker (not $IVM_WORKER_PATH, which
 // tests point at ivm-worker-test), and any failure falls back to
 // posix_spawn. It ends when this process closes its control socket (at exit,
-// or when it is replaced); a zygote found dead is reaped and restarted.
+// or when it is replaced); a zygote that dies is reaped at once by the I/O
+// thread (its pidfd), and restarted by the next worker start.
 #include "worker_process.h"
 
 #include "internal.h"
@@ -22,6 +23,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,6 +43,7 @@ struct Zygote {
   std::string path;
   pid_t pid = -1;
   int ctl = -1;
+  int pidfd = -1;        // watched by the I/O thread, which reaps a zygote that ends
   pid_t owner = -1;      // the process that started it (a fork of it must not use it)
   bool broken = false;   // it could not be started: posix_spawn from then on
 };
@@ -60,6 +63,11 @@ bool DeadLocked(Zygote& z) {
 void StopLocked(Zygote& z) {
   if (z.ctl >= 0) close(z.ctl);
   z.ctl = -1;
+  if (z.pidfd >= 0) {
+    if (z.owner == getpid()) UnwatchZygote(z.pidfd);   // (a fork shares the epoll set)
+    close(z.pidfd);
+  }
+  z.pidfd = -1;
   if (z.pid > 0 && z.owner == getpid()) {
     kill(z.pid, SIGKILL);
     for (int i = 0; i < 200 && !DeadLocked(z); ++i) usleep(500);   // at most 100 ms
@@ -104,6 +112,8 @@ bool StartLocked(Zygote& z, const std::string& path) {
   prlimit(pid, RLIMIT_CORE, &no_core, nullptr);
   z.pid = pid;
   z.ctl = sv[0];
+  z.pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));   // CLOEXEC; -1: not reaped early
+  if (z.pidfd >= 0) WatchZygote(z.pidfd);
   z.path = path;
   z.owner = getpid();
   return true;
@@ -149,6 +159,17 @@ bool RequestLocked(Zygote& z, int sock, int err, pid_t* pid) {
 }
 
 }  // namespace
+
+void ZygoteExited() {
+  Zygote& z = zygote();
+  std::unique_lock<std::mutex> lock(z.mu, std::try_to_lock);
+  // Busy: a worker start holds it, and finds it dead itself (its request fails).
+  if (!lock.owns_lock() || z.pid <= 0 || z.owner != getpid()) return;
+  if (DeadLocked(z)) {
+    z.pid = -1;   // reaped now
+    StopLocked(z);
+  }
+}
 
 bool ZygoteFork(const std::string& path, int sock, int err, pid_t* pid) {
   Zygote& z = zygote();

@@ -76,6 +76,60 @@ def test_ctrl_c_stops_a_promise_wait(process: str) -> None:
     assert "interrupted 42" in out
 
 
+NESTED_CHILD = r"""
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+import ivm
+isolate = ivm.Isolate(process=sys.argv[1])
+context = isolate.create_context_sync()
+seen = []
+def callback():
+    try:
+        context.eval_sync("while (true) {}")   # nested in the outer call: Ctrl-C stops it
+    except BaseException as exc:
+        seen.append(type(exc).__name__)
+        if sys.argv[2] == "swallow":
+            return "swallowed"
+        raise
+context.eval_closure_sync("globalThis.f = $0", [ivm.Callback(callback)])
+print("ready", flush=True)
+try:
+    print("outer returned", context.eval_sync("f()"), seen, flush=True)
+except KeyboardInterrupt:
+    print("outer interrupted", seen, flush=True)
+except BaseException as exc:
+    print("outer raised", type(exc).__name__, exc, seen, flush=True)
+print("usable", context.eval_sync("6 * 7"), flush=True)
+"""
+
+
+@pytest.mark.parametrize("process", PLACES)
+@pytest.mark.parametrize("callback", ["raise", "swallow"])
+def test_ctrl_c_stops_a_call_nested_in_a_host_callback(process: str, callback: str) -> None:
+    """Sync call -> JavaScript -> host callback -> sync call into the same isolate, Ctrl-C:
+    the innermost call stops with KeyboardInterrupt; the outer one sees what the callback
+    makes of it, as inline: re-raised, KeyboardInterrupt; swallowed, the termination of the
+    isolate's JavaScript (TerminatedError). In a worker the host cancels only the nested
+    call (it used to cancel the outer call too: IvmError "The call was cancelled")."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", NESTED_CHILD, process, callback],
+        cwd=Path(ivm.__file__).parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.3)  # let the nested loop start
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    want = ("outer interrupted ['KeyboardInterrupt']" if callback == "raise"
+            else "outer raised TerminatedError Script execution was terminated."
+            " ['KeyboardInterrupt']")
+    assert want in out and "usable 42" in out, out + err
+
+
 def test_ctrl_c_to_the_whole_process_group_spares_the_worker() -> None:
     """A terminal signals every process of its foreground group: the worker ignores SIGINT
     (the host cancels the call), so the isolate survives and answers after the interrupt."""

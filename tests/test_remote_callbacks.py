@@ -532,6 +532,68 @@ def test_callback_frame_for_a_known_callback_but_bad_call(wait_until: Callable[.
             assert "protocol violation" in cause and why in cause, cause
 
 
+# A flooding worker: IVM_DEBUG_HOOK_REPEAT_CALLBACK has the test worker send its next host
+# callback call 100,000 times. The host holds at most 4,096 of them (docs/wire-protocol.md,
+# "Limits"), then kills the worker, before running them all.
+FLOOD = 100_000
+FLOOD_CODE = {"invoke": "f(); 1", "notify": "Promise.reject(1); 1"}
+
+
+def _flooding(group: ivm.ProcessGroup) -> tuple[ivm.Context, list[object]]:
+    calls: list[object] = []
+
+    def slow(*args: object) -> None:  # so that runner threads cannot keep up
+        time.sleep(0.005)
+        calls.append(args)
+
+    ctx = ivm.Isolate(group=group).create_context_sync(on_unhandled_rejection=slow)
+    _install(ctx, f=ivm.Callback(slow))
+    err = lib.ivm_debug_process_group_hook(group._ptr, lib.IVM_DEBUG_HOOK_REPEAT_CALLBACK,
+                                           struct.pack("<I", FLOOD), 4)
+    assert not err
+    return ctx, calls
+
+
+@pytest.mark.usefixtures("test_worker")
+@pytest.mark.parametrize("kind", list(FLOOD_CODE))
+def test_a_worker_flooding_a_call_with_callbacks_is_killed(kind: str) -> None:
+    with ivm.ProcessGroup() as group:
+        ctx, calls = _flooding(group)
+        with pytest.raises(ivm.IsolateCrashedError, match="flood of host callback calls"):
+            ctx.eval_sync(FLOOD_CODE[kind])
+        assert len(calls) < 10_000
+        other = ivm.Isolate()  # the host is unhurt
+        assert other.create_context_sync().eval_sync("6 * 7") == 42
+        other.dispose()
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("test_worker")
+@pytest.mark.parametrize("kind", list(FLOOD_CODE))
+async def test_a_worker_flooding_an_async_call_with_callbacks_is_killed(kind: str) -> None:
+    """An awaited call's callbacks run on runner threads: their queue is bounded too."""
+    with ivm.ProcessGroup() as group:
+        ctx, calls = _flooding(group)
+        with pytest.raises(ivm.IsolateCrashedError, match="flood of host callback calls"):
+            await ctx.eval(FLOOD_CODE[kind])
+        assert len(calls) < 10_000   # (runner threads run some meanwhile)
+
+
+def test_many_unhandled_rejections_reach_the_handler_as_inline(any_ctx: ivm.Context) -> None:
+    """A script may leave any number of rejections: a worker's JavaScript waits for the hook
+    of each (CALLBACK_NOTIFY_WAIT), as inline, so they never flood the host."""
+    events: list[ivm.UnhandledRejection] = []
+    ctx = any_ctx.isolate.create_context_sync(on_unhandled_rejection=events.append)
+    assert ctx.eval_sync("for (let i = 0; i < 5000; i++) Promise.reject(i); 1") == 1
+    assert [e.reason for e in events] == list(range(5000))
+    # The handler may call the isolate from any of them, the waited-for ones included.
+    seen: list[object] = []
+    ctx2 = any_ctx.isolate.create_context_sync(
+        on_unhandled_rejection=lambda e: seen.append(ctx2.eval_sync("1")))
+    ctx2.eval_sync("for (let i = 0; i < 300; i++) Promise.reject(i); 1")
+    assert seen == [1] * 300
+
+
 @pytest.mark.anyio
 async def test_async_import_hook_loads_modules_in_a_worker() -> None:
     """Issue 13 in workers: import() resolved by an async hook, the module graph compiled,

@@ -1028,11 +1028,6 @@ HOSTILE_PROMISES: list[tuple[str, object]] = [
 PROMISE_IDS = [f"promise{i}" for i in range(len(HOSTILE_PROMISES))]
 
 
-def _skip_what_the_wire_refuses(place: str, want: object) -> None:
-    if place == "isolated" and isinstance(want, str) and len(want) >= 16 << 20:
-        pytest.xfail("a worker's results are limited to one 16 MiB frame (docs/wire-protocol.md)")
-
-
 def _check_outcome(run: Callable[[], object], want: object) -> None:
     start = time.monotonic()
     if isinstance(want, type) and issubclass(want, BaseException):
@@ -1048,7 +1043,6 @@ def _check_outcome(run: Callable[[], object], want: object) -> None:
 def test_hostile_promises_sync(
     code: str, want: object, place: str, worker_group: ivm.ProcessGroup
 ) -> None:
-    _skip_what_the_wire_refuses(place, want)
     iso = isolate_in(place, worker_group, 64)
     ctx = iso.create_context_sync()
     _check_outcome(lambda: ctx.eval_sync(code, timeout=0.3, promise=True), want)
@@ -1062,7 +1056,6 @@ def test_hostile_promises_sync(
 async def test_hostile_promises_async(
     code: str, want: object, place: str, worker_group: ivm.ProcessGroup
 ) -> None:
-    _skip_what_the_wire_refuses(place, want)
     iso = isolate_in(place, worker_group, 64)
     ctx = await iso.create_context()
     start = time.monotonic()
