@@ -9,7 +9,7 @@ import weakref
 import signal
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping
 
 from ._async import submit
 from ._catastrophic import CatastrophicHandler, register as register_catastrophic
@@ -18,6 +18,9 @@ from ._errors import DisposedError, check
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import compile_args
+from ._profiler import CpuProfile, profiler_options, title_bytes
+from ._snapshot import ScriptLike, create_snapshot, snapshot_option
+from ._value import take
 from ._module import ImportHook, Module, import_callback
 from ._rejections import RejectionHandler, rejection_callback
 from ._script import Script
@@ -122,6 +125,11 @@ class Isolate(Handle):
     the process aborts. Never once ``dispose()`` has returned. What it raises
     is logged on the ``ivm`` logger.
 
+    ``snapshot`` (bytes from :meth:`create_snapshot`) starts every context of
+    the isolate with the globals the snapshot's scripts left. Bytes that are
+    not such a snapshot of this ivm and V8 build (garbage, truncated, another
+    version) raise ``IvmError`` before V8 sees them.
+
     An isolate is a context manager that disposes it on exit.
     """
 
@@ -136,6 +144,7 @@ class Isolate(Handle):
         process: Literal["inline", "isolated"] = "inline",
         group: ProcessGroup | None = None,
         on_catastrophic_error: CatastrophicHandler | None = None,
+        snapshot: bytes | None = None,
     ) -> None:
         from ._process import ProcessGroup
 
@@ -156,6 +165,7 @@ class Isolate(Handle):
         opts.memory_limit = int(memory_limit * _MIB)
         opts.placement = lib.IVM_PLACEMENT_PROCESS if process == "isolated" else lib.IVM_PLACEMENT_INLINE
         opts.group = group._ptr if group is not None else ffi.NULL
+        keep_snapshot = snapshot_option(snapshot, opts)
         forget = None
         if on_catastrophic_error is not None:
             opts.on_catastrophic_error_data, forget = register_catastrophic(on_catastrophic_error)
@@ -163,6 +173,7 @@ class Isolate(Handle):
         out = ffi.new("ivm_isolate_t **")
         try:
             check(lib.ivm_isolate_new(opts, out))
+            del keep_snapshot
         except BaseException:
             if forget is not None:
                 forget()
@@ -403,6 +414,82 @@ class Isolate(Handle):
         out.struct_size = ffi.sizeof("ivm_heap_statistics_t")
         check(lib.ivm_isolate_heap_statistics(self._ptr, out))
         return _heap_statistics(out)
+
+    @staticmethod
+    def create_snapshot(
+        scripts: Iterable[ScriptLike],
+        *,
+        warmup_script: str | None = None,
+        timeout: float | None = None,
+        process: Literal["isolated", "inline"] = "isolated",
+    ) -> bytes:
+        """Runs ``scripts`` in a fresh isolate and returns its heap as a
+        snapshot, for ``Isolate(snapshot=...)``.
+
+        Each script is a str, a ``(code, filename)`` tuple or an
+        :class:`ivm.SnapshotScript`; they run in order in one context, as
+        classic scripts (microtasks run after each). ``warmup_script`` then
+        runs in a throw-away context so that the snapshot keeps the code it
+        compiled (its globals are not kept). ``timeout`` (seconds) bounds the
+        scripts. It blocks the calling thread (with the GIL released).
+
+        V8 can serialize plain JavaScript data, functions, classes, typed
+        arrays and their buffers, but not everything (Intl objects, a
+        FinalizationRegistry with registrations...), and it aborts the
+        process on those: ``process="isolated"`` (the default) therefore
+        runs the scripts in a throw-away worker process, where that raises
+        ``IvmError`` with V8's message; ``"inline"`` saves the worker's
+        start-up (some 30-40 ms) for trusted scripts. While they run,
+        ``SharedArrayBuffer``, ``Atomics`` and ``WebAssembly`` are not
+        defined (isolates made from the snapshot have them).
+
+        Raises :class:`ivm.JSError` if a script throws,
+        :class:`ivm.TimeoutError`, :class:`ivm.MemoryLimitError` (over
+        1 GiB of heap) and ``IvmError`` for a heap V8 cannot serialize.
+        """
+        return create_snapshot(scripts, warmup_script=warmup_script, timeout=timeout,
+                               process=process)
+
+    def start_cpu_profiler_sync(self, title: str = "", *,
+                                sampling_interval: float | None = None) -> None:
+        """Starts recording a CPU profile named ``title`` (V8's sampling
+        profiler; several may record at once). ``sampling_interval`` is the
+        time between samples in seconds (default 1 ms, at least 50 us).
+
+        Raises ``IvmError`` if a profile of that title is already recording
+        or the isolate lives in a worker process (not supported there yet),
+        :class:`ivm.DisposedError`.
+        """
+        t = title_bytes(title)
+        check(lib.ivm_isolate_start_cpu_profiler(self._ptr, t, len(t),
+                                                 profiler_options(sampling_interval)))
+
+    async def start_cpu_profiler(self, title: str = "", *,
+                                 sampling_interval: float | None = None) -> None:
+        """The async twin of :meth:`start_cpu_profiler_sync`."""
+        t = title_bytes(title)
+        opts = profiler_options(sampling_interval)
+        await submit(self._ptr, lib.ivm_isolate_start_cpu_profiler_async,
+                     (self._ptr, t, len(t), opts), take)
+
+    def stop_cpu_profiler_sync(self, title: str = "") -> CpuProfile:
+        """Stops the CPU profile named ``title`` and returns it
+        (:class:`ivm.CpuProfile`; ``.save("x.cpuprofile")`` for DevTools).
+
+        Raises ``IvmError`` if no profile of that title is recording,
+        :class:`ivm.DisposedError`.
+        """
+        t = title_bytes(title)
+        out = ffi.new("ivm_value_t **")
+        check(lib.ivm_isolate_stop_cpu_profiler(self._ptr, t, len(t), out))
+        return CpuProfile._from_json(title, take(out[0]))
+
+    async def stop_cpu_profiler(self, title: str = "") -> CpuProfile:
+        """The async twin of :meth:`stop_cpu_profiler_sync`."""
+        t = title_bytes(title)
+        return await submit(self._ptr, lib.ivm_isolate_stop_cpu_profiler_async,
+                            (self._ptr, t, len(t)),
+                            lambda raw: CpuProfile._from_json(title, take(raw)))
 
     @property
     def cpu_time(self) -> int:

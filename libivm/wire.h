@@ -114,6 +114,14 @@ enum Op : uint32_t {
                               // IVM_RESULT_REFERENCE)
   kOpFirstModuleOp = kOpCompileModule,
   kOpLastModuleOp = kOpModuleNamespace,
+  // Snapshots (90-99): snapshot.cc and remote_snapshot.cc on the host,
+  // worker_server.cc and worker_ops.cc in the worker.
+  kOpSnapshotCreate = 90,     // u64 iso (0, unused), u32 n, n x (bytes code, bytes
+                              // filename), u8 has_warmup, bytes warmup, u64 timeout_ns
+                              // -> bytes snapshot (IVMS-wrapped)
+  kOpIsolateNewSnapshot = 91,  // u64 iso, u64 memory_limit, bytes snapshot
+  kOpFirstSnapshotOp = kOpSnapshotCreate,
+  kOpLastSnapshotOp = kOpIsolateNewSnapshot,
   kFirstTestOp = 0xf0000000u,
   kOpTestHook = 0xf0000001u,   // u32 action (IVM_DEBUG_HOOK_*), bytes data
 };
