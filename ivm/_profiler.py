@@ -59,7 +59,8 @@ class CpuProfile:
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as the DevTools protocol has it (a JSON-ready dict)."""
-        return json.loads(json.dumps(self._data))
+        copied: dict[str, Any] = json.loads(json.dumps(self._data))
+        return copied
 
     def hot_functions(self) -> list[tuple[str, str, int, int]]:
         """``(functionName, url, lineNumber, hitCount)`` of the nodes that

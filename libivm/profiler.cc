@@ -24,9 +24,11 @@ constexpr int kDefaultIntervalUs = 1000;
 struct Frame {
   std::string function, url;
   int script_id = 0, line = 0, column = 0;
-  bool operator==(const Frame& o) const {
-    return script_id == o.script_id && line == o.line && column == o.column &&
-           function == o.function && url == o.url;
+  // The same function, where a position V8 did not know (0: code logged
+  // when a part of the profile started has none) matches any.
+  bool Matches(const Frame& o) const {
+    bool position = line == 0 || o.line == 0 || (line == o.line && column == o.column);
+    return script_id == o.script_id && position && function == o.function && url == o.url;
   }
 };
 
@@ -105,7 +107,13 @@ struct CpuProfiles::Tree {
   // The child of `parent` at `frame`, made if new.
   uint32_t Child(uint32_t parent, Frame frame) {
     for (uint32_t c : nodes[parent].children) {
-      if (nodes[c].frame == frame) return c;
+      Frame& known = nodes[c].frame;
+      if (!known.Matches(frame)) continue;
+      if (known.line == 0) {
+        known.line = frame.line;
+        known.column = frame.column;
+      }
+      return c;
     }
     nodes.push_back(Node{std::move(frame), 0, {}});
     auto id = static_cast<uint32_t>(nodes.size() - 1);
