@@ -98,9 +98,12 @@
  *     ivm_isolate_options_t gains `snapshot` and `snapshot_len`, whose
  *     isolates start with those globals. ivm's own header (magic, ivm and V8
  *     versions, flags, checksum) is checked before V8 sees the bytes.
+ *     Snapshots are made in a throw-away worker with IVM_PLACEMENT_PROCESS
+ *     (ivm_snapshot_options_t), and worker-hosted isolates start from them.
  *   - The CPU profiler: ivm_isolate_start_cpu_profiler(),
  *     ivm_isolate_stop_cpu_profiler() (a DevTools `Profiler.Profile` as JSON
- *     text) and their _async twins, with ivm_cpu_profiler_options_t.
+ *     text) and their _async twins, with ivm_cpu_profiler_options_t (inline
+ *     isolates only, for now).
  *
  * ## Changes in 0.5
  *   - References into an isolate in a worker process work as inline ones:
@@ -484,8 +487,8 @@ struct ivm_isolate_options {
    * call (the isolate keeps a copy). The bytes are checked (ivm's header, its
    * checksum, V8's version) before V8 sees them: garbage, a truncated
    * snapshot or one of another ivm or V8 build fails with INVALID_ARGUMENT.
-   * Inline isolates only: with a placement or group, INVALID_ARGUMENT.
-   * Since: 0.6
+   * For an isolate in a worker, the host checks it, sends it (at most
+   * 16 MiB, else INVALID_ARGUMENT) and the worker checks it again. Since: 0.6
    */
   const char *snapshot;
   /** The length of `snapshot` in bytes. Since: 0.6 */
