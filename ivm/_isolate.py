@@ -9,7 +9,7 @@ import weakref
 import signal
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from ._async import submit
 from ._catastrophic import CatastrophicHandler, register as register_catastrophic
@@ -19,7 +19,7 @@ from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import compile_args
 from ._profiler import CpuProfile, profiler_options, title_bytes
-from ._snapshot import ScriptLike, create_snapshot, snapshot_option
+from ._snapshot import create_snapshot, snapshot_option
 from ._value import take
 from ._module import ImportHook, Module, import_callback
 from ._rejections import RejectionHandler, rejection_callback
@@ -128,7 +128,7 @@ class Isolate(Handle):
     ``snapshot`` (bytes from :meth:`create_snapshot`) starts every context of
     the isolate with the globals the snapshot's scripts left. Bytes that are
     not such a snapshot of this ivm and V8 build (garbage, truncated, another
-    version) raise ``IvmError`` before V8 sees them.
+    version) raise ``ValueError`` before V8 sees them.
 
     An isolate is a context manager that disposes it on exit.
     """
@@ -415,40 +415,7 @@ class Isolate(Handle):
         check(lib.ivm_isolate_heap_statistics(self._ptr, out))
         return _heap_statistics(out)
 
-    @staticmethod
-    def create_snapshot(
-        scripts: Iterable[ScriptLike],
-        *,
-        warmup_script: str | None = None,
-        timeout: float | None = None,
-        process: Literal["isolated", "inline"] = "isolated",
-    ) -> bytes:
-        """Runs ``scripts`` in a fresh isolate and returns its heap as a
-        snapshot, for ``Isolate(snapshot=...)``.
-
-        Each script is a str, a ``(code, filename)`` tuple or an
-        :class:`ivm.SnapshotScript`; they run in order in one context, as
-        classic scripts (microtasks run after each). ``warmup_script`` then
-        runs in a throw-away context so that the snapshot keeps the code it
-        compiled (its globals are not kept). ``timeout`` (seconds) bounds the
-        scripts. It blocks the calling thread (with the GIL released).
-
-        V8 can serialize plain JavaScript data, functions, classes, typed
-        arrays and their buffers, but not everything (Intl objects, a
-        FinalizationRegistry with registrations...), and it aborts the
-        process on those: ``process="isolated"`` (the default) therefore
-        runs the scripts in a throw-away worker process, where that raises
-        ``IvmError`` with V8's message; ``"inline"`` saves the worker's
-        start-up (some 30-40 ms) for trusted scripts. While they run,
-        ``SharedArrayBuffer``, ``Atomics`` and ``WebAssembly`` are not
-        defined (isolates made from the snapshot have them).
-
-        Raises :class:`ivm.JSError` if a script throws,
-        :class:`ivm.TimeoutError`, :class:`ivm.MemoryLimitError` (over
-        1 GiB of heap) and ``IvmError`` for a heap V8 cannot serialize.
-        """
-        return create_snapshot(scripts, warmup_script=warmup_script, timeout=timeout,
-                               process=process)
+    create_snapshot = staticmethod(create_snapshot)
 
     def start_cpu_profiler_sync(self, title: str = "", *,
                                 sampling_interval: float | None = None) -> None:
@@ -456,8 +423,9 @@ class Isolate(Handle):
         profiler; several may record at once). ``sampling_interval`` is the
         time between samples in seconds (default 1 ms, at least 50 us).
 
-        Raises ``IvmError`` if a profile of that title is already recording
-        or the isolate lives in a worker process (not supported there yet),
+        Raises ``ValueError`` if a profile of that title is already
+        recording or the isolate lives in a worker process (not supported
+        there yet),
         :class:`ivm.DisposedError`.
         """
         t = title_bytes(title)
@@ -476,7 +444,7 @@ class Isolate(Handle):
         """Stops the CPU profile named ``title`` and returns it
         (:class:`ivm.CpuProfile`; ``.save("x.cpuprofile")`` for DevTools).
 
-        Raises ``IvmError`` if no profile of that title is recording,
+        Raises ``ValueError`` if no profile of that title is recording,
         :class:`ivm.DisposedError`.
         """
         t = title_bytes(title)

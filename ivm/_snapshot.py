@@ -49,9 +49,30 @@ def create_snapshot(
     timeout: float | None = None,
     process: Literal["isolated", "inline"] = "isolated",
 ) -> bytes:
-    """The snapshot (bytes) of a fresh isolate's heap after ``scripts`` ran.
+    """Runs ``scripts`` in a fresh isolate and returns its heap as a
+    snapshot, for ``Isolate(snapshot=...)``.
 
-    See :meth:`ivm.Isolate.create_snapshot`.
+    Each script is a str, a ``(code, filename)`` tuple or an
+    :class:`ivm.SnapshotScript`; they run in order in one context, as
+    classic scripts (microtasks run after each). ``warmup_script`` then
+    runs in a throw-away context so that the snapshot keeps the code it
+    compiled (its globals are not kept). ``timeout`` (seconds) bounds the
+    scripts. It blocks the calling thread (with the GIL released).
+
+    V8 can serialize plain JavaScript data, functions, classes, typed
+    arrays and their buffers, but not everything (Intl objects, a
+    FinalizationRegistry with registrations...), and it aborts the
+    process on those: ``process="isolated"`` (the default) therefore
+    runs the scripts in a throw-away worker process, where that raises
+    ``ValueError`` with V8's message; ``"inline"`` saves the worker's
+    start-up (some 30-40 ms) for trusted scripts. While they run,
+    ``SharedArrayBuffer``, ``Atomics`` and ``WebAssembly`` are not
+    defined (isolates made from the snapshot have them).
+
+    Raises :class:`ivm.JSError` if a script throws,
+    :class:`ivm.TimeoutError`, :class:`ivm.MemoryLimitError` (over
+    1 GiB of heap) and ``ValueError`` for a heap V8 cannot serialize (or
+    bad arguments).
     """
     if isinstance(scripts, (str, bytes)):
         raise TypeError("scripts must be a list of scripts, not a single str")
