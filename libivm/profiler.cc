@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 
 namespace ivm {
 
@@ -192,7 +193,7 @@ void CpuProfiles::StartV8(v8::Isolate* isolate, const Entry& entry) {
   v8::CpuProfilingOptions options(v8::kLeafNodeLineNumbers, v8::CpuProfilingOptions::kNoSampleLimit,
                                   entry.interval_us);
   profiler_->StartProfiling(v8::String::NewFromUtf8(isolate, name.c_str()).ToLocalChecked(),
-                            options);
+                            std::move(options));
 }
 
 void CpuProfiles::StopV8(v8::Isolate* isolate, Entry& entry) {

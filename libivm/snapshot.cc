@@ -126,13 +126,6 @@ ivm_error_t* RunScript(v8::Isolate* isolate, v8::Local<v8::Context> context,
   return ErrorFromException(isolate, context, try_catch);
 }
 
-// What V8 cannot serialize, found before it aborts on it (see snapshot.h).
-ivm_error_t* CheckSerializable(v8::Isolate* isolate, v8::Local<v8::Context> context) {
-  (void)isolate;
-  (void)context;
-  return nullptr;
-}
-
 struct Input {
   std::vector<std::pair<std::string_view, std::string_view>> scripts;   // code, filename
   std::string_view warmup;
@@ -152,7 +145,6 @@ ivm_error_t* RunScripts(v8::Isolate* isolate, const Input& input, v8::SnapshotCr
       if ((err = RunScript(isolate, context, code, filename)) != nullptr) break;
       if (isolate->IsExecutionTerminating()) break;
     }
-    if (err == nullptr && !isolate->IsExecutionTerminating()) err = CheckSerializable(isolate, context);
   }
   creator->SetDefaultContext(context);
   return err;
