@@ -112,6 +112,17 @@
  *   - Strings and copy streams larger than a frame (16 MiB) cross into and
  *     out of workers: like large buffers, those of 256 KiB or more travel in
  *     shared memory beside the frame.
+ *   - Snapshots: ivm_snapshot_create() runs scripts in a fresh isolate and
+ *     serializes its heap (ivm_snapshot_data(), ivm_snapshot_free());
+ *     ivm_isolate_options_t gains `snapshot` and `snapshot_len`, whose
+ *     isolates start with those globals. ivm's own header (magic, ivm and V8
+ *     versions, flags, checksum) is checked before V8 sees the bytes.
+ *     Snapshots are made in a throw-away worker with IVM_PLACEMENT_PROCESS
+ *     (ivm_snapshot_options_t), and worker-hosted isolates start from them.
+ *   - The CPU profiler: ivm_isolate_start_cpu_profiler(),
+ *     ivm_isolate_stop_cpu_profiler() (a DevTools `Profiler.Profile` as JSON
+ *     text) and their _async twins, with ivm_cpu_profiler_options_t (inline
+ *     isolates only, for now).
  *
  * ## Changes in 0.5
  *   - References into an isolate in a worker process work as inline ones:
@@ -194,6 +205,7 @@
  *   Isolates         ivm_isolate_*: create, dispose, terminate, statistics
  *   Processes        ivm_process_group_*: sandboxed worker processes, crashes
  *   Call options     ivm_source_options_t, ivm_run_options_t, ivm_result_options_t
+ *   Snapshots        ivm_snapshot_create: heaps made once, loaded by new isolates
  *   Contexts         ivm_isolate_create_context, ivm_context_eval[_closure]
  *   Scripts          ivm_isolate_compile_script, ivm_script_run
  *   Modules          ivm_isolate_compile_module, ivm_module_instantiate,
@@ -201,6 +213,7 @@
  *   Values           ivm_value_*: kinds, getters, constructors, ivm_primitive_t
  *   Async jobs       ivm_done_fn, ivm_completion_t, the *_async twins,
  *                    cancellation, completion queues
+ *   CPU profiler     ivm_isolate_start_cpu_profiler, ivm_isolate_stop_cpu_profiler
  *   References       ivm_reference_*: get, set, delete, apply
  *   Callbacks        ivm_callback_*, ivm_call_*, ivm_deferred_*
  *   Copies           structured copies and their attachments, ExternalCopy
@@ -255,6 +268,8 @@ typedef struct ivm_deferred ivm_deferred_t;
 typedef struct ivm_external_copy ivm_external_copy_t;
 /** A sandboxed worker process ("Processes"). */
 typedef struct ivm_process_group ivm_process_group_t;
+/** A serialized heap made by ivm_snapshot_create ("Snapshots"). Since: 0.6 */
+typedef struct ivm_snapshot ivm_snapshot_t;
 
 /* Plain-data structs, defined in their sections. */
 typedef struct ivm_isolate_options ivm_isolate_options_t;
@@ -267,6 +282,9 @@ typedef struct ivm_result_options ivm_result_options_t;
 typedef struct ivm_context_options ivm_context_options_t;
 typedef struct ivm_primitive ivm_primitive_t;
 typedef struct ivm_completion ivm_completion_t;
+typedef struct ivm_snapshot_script ivm_snapshot_script_t;
+typedef struct ivm_snapshot_options ivm_snapshot_options_t;
+typedef struct ivm_cpu_profiler_options ivm_cpu_profiler_options_t;
 
 /* ------------------------------------------------------------------------- */
 /* Version                                                                   */
@@ -480,6 +498,20 @@ struct ivm_isolate_options {
   ivm_catastrophic_error_fn on_catastrophic_error;
   /** Passed to on_catastrophic_error. Since: 0.4 */
   void *on_catastrophic_error_data;
+  /**
+   * NULL, or the bytes of a snapshot (ivm_snapshot_data() of one made by
+   * ivm_snapshot_create() in a libivm of this version and V8 build, possibly
+   * stored and read back), `snapshot_len` long: every context of the isolate
+   * starts with the globals the snapshot's scripts left. Borrowed for the
+   * call (the isolate keeps a copy). The bytes are checked (ivm's header, its
+   * checksum, V8's version) before V8 sees them: garbage, a truncated
+   * snapshot or one of another ivm or V8 build fails with INVALID_ARGUMENT.
+   * For an isolate in a worker, the host checks it, sends it (at most
+   * 16 MiB, else INVALID_ARGUMENT) and the worker checks it again. Since: 0.6
+   */
+  const char *snapshot;
+  /** The length of `snapshot` in bytes. Since: 0.6 */
+  size_t snapshot_len;
 };
 
 /** ivm_isolate_options_t.placement. Values are ABI: append only. */
@@ -492,7 +524,7 @@ enum {
 };
 
 #ifndef IVM_CDEF
-#define IVM_ISOLATE_OPTIONS_INIT { sizeof(ivm_isolate_options_t), 0, 0, NULL, NULL, NULL }
+#define IVM_ISOLATE_OPTIONS_INIT { sizeof(ivm_isolate_options_t), 0, 0, NULL, NULL, NULL, NULL, 0 }
 #endif
 
 /**
@@ -504,8 +536,9 @@ enum {
  * Threads: any.
  * Blocks:  never inline; in a worker, until the worker (a new one: some
  *          30-40 ms on a quiet machine) has created the isolate.
- * Errors:  INVALID_ARGUMENT, INTERNAL; in a worker also CRASHED, DISPOSED (a
- *          disposed group). Since: 0.1 (worker placement: 0.4)
+ * Errors:  INVALID_ARGUMENT (a bad option or snapshot), INTERNAL; in a worker
+ *          also CRASHED, DISPOSED (a disposed group). Since: 0.1 (worker
+ *          placement: 0.4, snapshots: 0.6)
  */
 IVM_API ivm_error_t *ivm_isolate_new(const ivm_isolate_options_t *opts,
                                      ivm_isolate_t **out);
@@ -861,6 +894,93 @@ enum {
    * only for their effects. Since: 0.2 */
   IVM_RESULT_DISCARD = 32
 };
+
+/* ------------------------------------------------------------------------- */
+/* Snapshots                                                                 */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * A *snapshot* is the heap of a fresh isolate after some scripts ran in it
+ * (libraries, their set-up), serialized by V8. An isolate created from it
+ * (ivm_isolate_options_t.snapshot) starts every context with those globals
+ * without running the scripts again, which is faster for large libraries.
+ * Only what V8 can serialize may be left in the heap: plain JavaScript
+ * objects, functions, classes, arrays, strings, Maps, Sets, typed arrays and
+ * their (non-shared) buffers... V8 aborts the process on others (Intl
+ * objects, FinalizationRegistry cells): create snapshots in a worker
+ * (IVM_PLACEMENT_PROCESS), where that is an error. While the scripts run,
+ * V8 does not install SharedArrayBuffer, Atomics and WebAssembly on the
+ * global; contexts of the new isolate have them.
+ */
+
+/** One script run by ivm_snapshot_create(). Since: 0.6 */
+struct ivm_snapshot_script {
+  /** UTF-8 source of `code_len` bytes; need not be NUL-terminated. */
+  const char *code;
+  size_t code_len;
+  /** The name stack traces show (NULL: "<snapshot>"). */
+  const char *filename;
+  size_t filename_len;
+};
+
+/** Options of ivm_snapshot_create(). Since: 0.6 */
+struct ivm_snapshot_options {
+  size_t struct_size;    /**< sizeof(ivm_snapshot_options_t) as compiled */
+  /** NULL, or UTF-8 code of `warmup_len` bytes run after the scripts in a
+   * throw-away context, so that the snapshot keeps the code it compiled
+   * (its own globals are not kept). */
+  const char *warmup;
+  size_t warmup_len;
+  /** Time limit in nanoseconds for the scripts and the warm-up; 0: none. */
+  uint64_t timeout_ns;
+  /**
+   * Where the scripts run and V8 serializes the heap (IVM_PLACEMENT_*):
+   * IVM_PLACEMENT_PROCESS in a throw-away worker process (see "Processes"),
+   * where V8 aborting on something it cannot serialize ends only the worker
+   * and the call fails with INVALID_ARGUMENT and V8's message (a worker
+   * costs some 30-40 ms more); IVM_PLACEMENT_INLINE (0) in this process,
+   * where such a heap aborts the process.
+   */
+  uint32_t placement;
+};
+
+#ifndef IVM_CDEF
+#define IVM_SNAPSHOT_OPTIONS_INIT { sizeof(ivm_snapshot_options_t), NULL, 0, 0, 0 }
+#endif
+
+/**
+ * Runs `scripts` in order as classic scripts in the one context of a new,
+ * throw-away isolate (microtasks run after each), then serializes its heap.
+ * The isolate's heap may grow to 1 GiB (past it: MEMORY_LIMIT).
+ *
+ * @param scripts   `count` scripts; borrowed for the call.
+ * @param opts      NULL for defaults, or initialised with IVM_SNAPSHOT_OPTIONS_INIT.
+ * @param[out] out  on success, a new snapshot the caller frees (ivm_snapshot_free).
+ * @return NULL on success, otherwise a new error owned by the caller.
+ * Threads: any.
+ * Blocks:  while the scripts run and V8 serializes the heap (and, with
+ *          IVM_PLACEMENT_PROCESS, while a worker starts).
+ * Errors:  JS_EXCEPTION (a script threw), TIMEOUT, MEMORY_LIMIT,
+ *          INVALID_ARGUMENT (bad arguments; in a worker, a heap V8 cannot
+ *          serialize), TRANSFER (in a worker, a snapshot over 16 MiB),
+ *          INTERNAL. Since: 0.6
+ */
+IVM_API ivm_error_t *ivm_snapshot_create(const ivm_snapshot_script_t *scripts, size_t count,
+                                         const ivm_snapshot_options_t *opts,
+                                         ivm_snapshot_t **out);
+
+/**
+ * The bytes of `snapshot` (ivm's header, then V8's blob), borrowed until the
+ * snapshot is freed; pass them (or a stored copy) as
+ * ivm_isolate_options_t.snapshot.
+ * Threads: any. Blocks: never. Errors: none. Since: 0.6
+ */
+IVM_API void ivm_snapshot_data(const ivm_snapshot_t *snapshot, const char **out,
+                               size_t *out_len);
+
+/** Frees a snapshot; NULL is a no-op. Isolates created from it keep their own
+ * copy. Threads: any. Blocks: never. Errors: none. Since: 0.6 */
+IVM_API void ivm_snapshot_free(ivm_snapshot_t *snapshot);
 
 /* ------------------------------------------------------------------------- */
 /* Contexts                                                                  */
@@ -1564,6 +1684,78 @@ IVM_API size_t ivm_completion_queue_pop(ivm_completion_queue_t *queue,
  * NULL is a no-op. Threads: any. Blocks: never. Errors: none. Since: 0.1
  */
 IVM_API void ivm_completion_queue_free(ivm_completion_queue_t *queue);
+
+/* ------------------------------------------------------------------------- */
+/* CPU profiler                                                              */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * V8's sampling CPU profiler, per isolate. Several profiles (by title) may
+ * record at once. A profile is returned as JSON text in the shape of the
+ * DevTools protocol's `Profiler.Profile` (`nodes` with `id`, `callFrame`
+ * {functionName, scriptId, url, lineNumber, columnNumber} (0-based),
+ * `hitCount` and `children`; `startTime`, `endTime`, `samples` and
+ * `timeDeltas` in microseconds), which Chrome DevTools opens as a
+ * `.cpuprofile` file. V8 samples the thread that runs the isolate's
+ * JavaScript; when calls move to another thread (a pool thread, another
+ * host thread), libivm moves the sampler with them and joins the parts into
+ * one profile.
+ */
+
+/** Options of ivm_isolate_start_cpu_profiler(). Since: 0.6 */
+struct ivm_cpu_profiler_options {
+  size_t struct_size;              /**< sizeof(ivm_cpu_profiler_options_t) as compiled */
+  /** Time between samples in nanoseconds (0: 1 ms); at least 50 us, rounded
+   * to whole microseconds. */
+  uint64_t sampling_interval_ns;
+};
+
+#ifndef IVM_CDEF
+#define IVM_CPU_PROFILER_OPTIONS_INIT { sizeof(ivm_cpu_profiler_options_t), 0 }
+#endif
+
+/**
+ * Starts recording a CPU profile named `title` in `iso`.
+ *
+ * @param title     UTF-8 name of `title_len` bytes (may be empty).
+ * @param opts      NULL for defaults, or initialised with IVM_CPU_PROFILER_OPTIONS_INIT.
+ * @return NULL on success, otherwise a new error owned by the caller.
+ * Threads: any. Blocks: waits while the isolate runs another call.
+ * Errors:  INVALID_ARGUMENT (a profile of that title is recording, a bad
+ *          interval), DISPOSED, DEADLOCK; for an isolate in a worker process,
+ *          INVALID_ARGUMENT (not supported there). Since: 0.6
+ */
+IVM_API ivm_error_t *ivm_isolate_start_cpu_profiler(ivm_isolate_t *iso, const char *title,
+                                                    size_t title_len,
+                                                    const ivm_cpu_profiler_options_t *opts);
+
+/**
+ * Stops the CPU profile named `title` and returns it as JSON text (see above).
+ *
+ * @param[out] out  on success, a new string value the caller frees (ivm_value_free).
+ * Threads: any. Blocks: waits while the isolate runs another call.
+ * Errors:  INVALID_ARGUMENT (no profile of that title is recording), DISPOSED,
+ *          DEADLOCK; for an isolate in a worker process, INVALID_ARGUMENT.
+ *          Since: 0.6
+ */
+IVM_API ivm_error_t *ivm_isolate_stop_cpu_profiler(ivm_isolate_t *iso, const char *title,
+                                                   size_t title_len, ivm_value_t **out);
+
+/** Queues ivm_isolate_start_cpu_profiler(); the result is an
+ * IVM_COMPLETION_VALUE (undefined). Threads: any. Blocks: never.
+ * Errors: INVALID_ARGUMENT (as the job's outcome, or at once for NULL
+ * arguments and worker isolates). Since: 0.6 */
+IVM_API ivm_error_t *ivm_isolate_start_cpu_profiler_async(
+    ivm_isolate_t *iso, const char *title, size_t title_len,
+    const ivm_cpu_profiler_options_t *opts, ivm_done_fn done, void *user_data,
+    uint64_t *job_out);
+
+/** Queues ivm_isolate_stop_cpu_profiler(); the result is an
+ * IVM_COMPLETION_VALUE (the JSON string). Threads: any. Blocks: never.
+ * Errors: as ivm_isolate_start_cpu_profiler_async(). Since: 0.6 */
+IVM_API ivm_error_t *ivm_isolate_stop_cpu_profiler_async(ivm_isolate_t *iso, const char *title,
+                                                         size_t title_len, ivm_done_fn done,
+                                                         void *user_data, uint64_t *job_out);
 
 /* ------------------------------------------------------------------------- */
 /* References                                                                */

@@ -58,11 +58,13 @@ from ._host import HostBasics as HostBasics
 from ._isolate import HeapStatistics as HeapStatistics
 from ._isolate import Isolate as Isolate
 from ._module import Module as Module
+from ._profiler import CpuProfile as CpuProfile
 from ._process import ProcessGroup as ProcessGroup
 from ._rejections import UnhandledRejection as UnhandledRejection
 from ._reference import DerefInto as DerefInto
 from ._reference import Reference as Reference
 from ._script import Script as Script
+from ._snapshot import SnapshotScript as SnapshotScript
 from ._value import Arguments as Arguments
 from ._value import JSPrimitive as JSPrimitive
 from ._value import Undefined as Undefined
@@ -81,6 +83,7 @@ __all__ = [
     "CallbackMode",
     "Context",
     "CopyInto",
+    "CpuProfile",
     "DerefInto",
     "DisposedError",
     "ExternalCopy",
@@ -100,6 +103,7 @@ __all__ = [
     "ProcessGroup",
     "Reference",
     "Script",
+    "SnapshotScript",
     "TerminatedError",
     "TimeoutError",
     "TransferError",

@@ -20,6 +20,9 @@ from ._ffi import ffi, lib
 from ._handle import Handle
 from ._host import HostBasics, console_callback, host_bits
 from ._options import compile_args
+from ._profiler import CpuProfile, profiler_options, title_bytes
+from ._snapshot import create_snapshot, snapshot_option
+from ._value import take
 from ._module import ImportHook, Module, import_callback
 from ._rejections import RejectionHandler, rejection_callback
 from ._script import Script
@@ -124,6 +127,11 @@ class Isolate(Handle):
     the process aborts. Never once ``dispose()`` has returned. What it raises
     is logged on the ``ivm`` logger.
 
+    ``snapshot`` (bytes from :meth:`create_snapshot`) starts every context of
+    the isolate with the globals the snapshot's scripts left. Bytes that are
+    not such a snapshot of this ivm and V8 build (garbage, truncated, another
+    version) raise ``ValueError`` before V8 sees them.
+
     An isolate is a context manager that disposes it on exit.
     """
 
@@ -138,6 +146,7 @@ class Isolate(Handle):
         process: Literal["inline", "isolated"] = "inline",
         group: ProcessGroup | None = None,
         on_catastrophic_error: CatastrophicHandler | None = None,
+        snapshot: bytes | None = None,
     ) -> None:
         from ._process import ProcessGroup
 
@@ -158,6 +167,7 @@ class Isolate(Handle):
         opts.memory_limit = int(memory_limit * _MIB)
         opts.placement = lib.IVM_PLACEMENT_PROCESS if process == "isolated" else lib.IVM_PLACEMENT_INLINE
         opts.group = group._ptr if group is not None else ffi.NULL
+        keep_snapshot = snapshot_option(snapshot, opts)
         forget = None
         if on_catastrophic_error is not None:
             opts.on_catastrophic_error_data, forget = register_catastrophic(on_catastrophic_error)
@@ -165,6 +175,7 @@ class Isolate(Handle):
         out = ffi.new("ivm_isolate_t **")
         try:
             check(lib.ivm_isolate_new(opts, out))
+            del keep_snapshot
         except BaseException:
             if forget is not None:
                 forget()
@@ -430,6 +441,50 @@ class Isolate(Handle):
         out.struct_size = ffi.sizeof("ivm_heap_statistics_t")
         check(lib.ivm_isolate_heap_statistics(self._ptr, out))
         return _heap_statistics(out)
+
+    create_snapshot = staticmethod(create_snapshot)
+
+    def start_cpu_profiler_sync(self, title: str = "", *,
+                                sampling_interval: float | None = None) -> None:
+        """Starts recording a CPU profile named ``title`` (V8's sampling
+        profiler; several may record at once). ``sampling_interval`` is the
+        time between samples in seconds (default 1 ms, at least 50 us).
+
+        Raises ``ValueError`` if a profile of that title is already
+        recording or the isolate lives in a worker process (not supported
+        there yet),
+        :class:`ivm.DisposedError`.
+        """
+        t = title_bytes(title)
+        check(lib.ivm_isolate_start_cpu_profiler(self._ptr, t, len(t),
+                                                 profiler_options(sampling_interval)))
+
+    async def start_cpu_profiler(self, title: str = "", *,
+                                 sampling_interval: float | None = None) -> None:
+        """The async twin of :meth:`start_cpu_profiler_sync`."""
+        t = title_bytes(title)
+        opts = profiler_options(sampling_interval)
+        await submit(self._ptr, lib.ivm_isolate_start_cpu_profiler_async,
+                     (self._ptr, t, len(t), opts), take)
+
+    def stop_cpu_profiler_sync(self, title: str = "") -> CpuProfile:
+        """Stops the CPU profile named ``title`` and returns it
+        (:class:`ivm.CpuProfile`; ``.save("x.cpuprofile")`` for DevTools).
+
+        Raises ``ValueError`` if no profile of that title is recording,
+        :class:`ivm.DisposedError`.
+        """
+        t = title_bytes(title)
+        out = ffi.new("ivm_value_t **")
+        check(lib.ivm_isolate_stop_cpu_profiler(self._ptr, t, len(t), out))
+        return CpuProfile._from_json(title, take(out[0]))
+
+    async def stop_cpu_profiler(self, title: str = "") -> CpuProfile:
+        """The async twin of :meth:`stop_cpu_profiler_sync`."""
+        t = title_bytes(title)
+        return await submit(self._ptr, lib.ivm_isolate_stop_cpu_profiler_async,
+                            (self._ptr, t, len(t)),
+                            lambda raw: CpuProfile._from_json(title, take(raw)))
 
     @property
     def cpu_time(self) -> int:

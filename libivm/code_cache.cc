@@ -19,7 +19,8 @@ constexpr uint32_t kMagic = 0x434d5649u;   // "IVMC"
 constexpr uint32_t kFormat = 1;
 constexpr size_t kHeaderBytes = 56;
 
-// A fast 64-bit hash of 8-byte words (multiply and mix); not cryptographic.
+}  // namespace
+
 uint64_t Hash(std::string_view bytes) {
   uint64_t h = 0x9e3779b97f4a7c15ull ^ bytes.size();
   size_t i = 0;
@@ -48,8 +49,6 @@ uint64_t Get(std::string_view blob, size_t at, int bytes) {
   }
   return v;
 }
-
-}  // namespace
 
 ivm_error_t* ReadOptions(const ivm_cache_options_t* opts, Options* out) {
   ivm_cache_options_t full = IVM_CACHE_OPTIONS_INIT;

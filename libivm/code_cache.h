@@ -15,6 +15,15 @@
 
 namespace ivm::cache {
 
+// The little-endian header fields of ivm's wrappings (code caches here,
+// snapshots in snapshot.cc): a fast 64-bit hash of 8-byte words (multiply
+// and mix; against accidents, not attacks) and fixed-width integers.
+uint64_t Hash(std::string_view bytes);
+void Put32(std::string& out, uint32_t v);
+void Put64(std::string& out, uint64_t v);
+// The `bytes`-wide integer at `at` (the caller checked the length).
+uint64_t Get(std::string_view blob, size_t at, int bytes);
+
 enum Kind : uint32_t { kScript = 1, kModule = 2 };
 
 // ivm_cache_options_t, read once. The data is borrowed until Own().

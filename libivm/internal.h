@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -184,6 +185,7 @@ std::string DescribeType(v8::Isolate* isolate, v8::Local<v8::Value> value);
 
 class IsolateHolder;
 class CatastrophicReport;
+class CpuProfiles;   // profiler.h
 
 // Something that holds V8 handles of an isolate (a context, a script). Its
 // handles must be reset while the isolate is locked and before it is disposed.
@@ -237,8 +239,10 @@ struct ParkedPromise final : public Resource {
 class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
  public:
   // `report`: on_catastrophic_error, or NULL (catastrophic.cc).
+  // `snapshot`: empty, or ivm_isolate_options_t.snapshot (checked here).
   static ivm_error_t* Create(uint64_t memory_limit, std::shared_ptr<IsolateHolder>* out,
-                             std::shared_ptr<CatastrophicReport> report = nullptr);
+                             std::shared_ptr<CatastrophicReport> report = nullptr,
+                             std::string_view snapshot = {});
   ~IsolateHolder();
 
   v8::Isolate* isolate() const { return isolate_; }
@@ -344,6 +348,8 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
 
   // The isolate's asynchronous jobs.
   JobQueue& jobs() { return jobs_; }
+  // Its CPU profiles (made on first use). Isolate locked.
+  CpuProfiles& cpu_profiles();
   // Stops the calls of running job `job_id` (they fail with CANCELLED).
   void CancelRunning(uint64_t job_id);
   void ClearCancelRunning() { cancel_running_.store(0); }
@@ -377,6 +383,9 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
 
   v8::Isolate* isolate_ = nullptr;
   std::shared_ptr<Allocator> allocator_;
+  std::unique_ptr<std::string> snapshot_;   // V8's blob of a snapshot, or null
+  std::shared_ptr<CpuProfiles> cpu_profiles_;   // isolate locked
+  v8::StartupData startup_data_{nullptr, 0};
   uint64_t memory_limit_ = 0;
   std::atomic<int> state_{kAlive};
   std::atomic<bool> oom_{false};

@@ -20,6 +20,8 @@
 #include "remote.h"
 #include "catastrophic.h"
 #include "internal.h"
+#include "profiler.h"
+#include "snapshot.h"
 #include "jobs.h"
 #include "options.h"
 
@@ -139,13 +141,18 @@ class IsolateHolder::Allocator final : public v8::ArrayBuffer::Allocator {
 };
 
 ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<IsolateHolder>* out,
-                                   std::shared_ptr<CatastrophicReport> report) {
+                                   std::shared_ptr<CatastrophicReport> report,
+                                   std::string_view snapshot) {
   if (memory_limit == 0) memory_limit = kDefaultLimit;
   if (memory_limit < IVM_MEMORY_LIMIT_MIN) {
     return InvalidArgument("memory_limit must be at least 8 MB");
   }
   if (memory_limit > kMaxLimit) return InvalidArgument("memory_limit is too large");
   EnsurePlatform();
+  std::string_view blob;
+  if (!snapshot.empty()) {
+    if (ivm_error_t* err = snapshot::Check(snapshot, &blob)) return err;
+  }
   static std::atomic<uint64_t> next_unique_id{1};
   std::shared_ptr<IsolateHolder> holder(new IsolateHolder());
   holder->unique_id_ = next_unique_id.fetch_add(1);
@@ -155,6 +162,12 @@ ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<Isolat
   v8::Isolate::CreateParams params;
   params.array_buffer_allocator_shared = holder->allocator_;
   params.constraints.ConfigureDefaultsFromHeapSize(0, static_cast<size_t>(memory_limit));
+  if (!blob.empty()) {
+    // V8 reads the blob whenever a context is made: it lives as long as the isolate.
+    holder->snapshot_ = std::make_unique<std::string>(blob);
+    holder->startup_data_ = {holder->snapshot_->data(), static_cast<int>(holder->snapshot_->size())};
+    params.snapshot_blob = &holder->startup_data_;
+  }
   v8::Isolate* isolate = v8::Isolate::New(params);
   if (isolate == nullptr) return MakeError(IVM_ERROR_INTERNAL, "V8 could not create an isolate");
   holder->isolate_ = isolate;
@@ -294,6 +307,11 @@ std::shared_ptr<v8::BackingStore> IsolateHolder::ShareBuffer(
   return std::shared_ptr<v8::BackingStore>(std::move(shared));
 }
 
+CpuProfiles& IsolateHolder::cpu_profiles() {
+  if (!cpu_profiles_) cpu_profiles_ = std::make_shared<CpuProfiles>();
+  return *cpu_profiles_;
+}
+
 v8::Local<v8::Context> IsolateHolder::CompileContextLocked() {
   if (compile_context_.IsEmpty()) {
     v8::Local<v8::Context> context = v8::Context::New(isolate_);
@@ -312,6 +330,8 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
   if (depth_ == 0) {
     DrainReleasedLocked();
     owner_.store(std::this_thread::get_id());
+    // V8's sampler must sample the thread running the JavaScript.
+    if (cpu_profiles_ && cpu_profiles_->active()) cpu_profiles_->Follow(isolate_);
     interrupt_listed_ = pool::CurrentJob() == 0 && interrupt::Enter(*this);
     call_wall_start_ = MonotonicNs();
     // Reading the thread CPU clock is a system call (about 0.4 us), as long
@@ -624,6 +644,7 @@ void IsolateHolder::DisposeLocked() {
       r->ResetLocked();
     }
     compile_context_.Reset();
+    if (cpu_profiles_) cpu_profiles_->Dispose(isolate_);
   }
   v8::Platform* platform = EnsurePlatform();
   // Make sure the platform has a task runner to forget, then tell it.
@@ -739,6 +760,12 @@ IVM_API ivm_error_t* ivm_isolate_new(const ivm_isolate_options_t* opts, ivm_isol
     if (o.placement != IVM_PLACEMENT_INLINE && o.placement != IVM_PLACEMENT_PROCESS) {
       return InvalidArgument("unknown placement " + std::to_string(o.placement));
     }
+    if (o.snapshot == nullptr && o.snapshot_len != 0) return InvalidArgument("snapshot is NULL");
+    if (o.snapshot != nullptr && o.snapshot_len == 0) return InvalidArgument("the snapshot is empty");
+    if (o.snapshot != nullptr && (o.placement != IVM_PLACEMENT_INLINE || o.group != nullptr)) {
+      std::string_view blob;   // refused here, before a worker starts (it checks again)
+      if (ivm_error_t* err = ivm::snapshot::Check({o.snapshot, o.snapshot_len}, &blob)) return err;
+    }
     auto shell = std::make_unique<ivm_isolate>();
     ivm_error_t* err =
         o.placement != IVM_PLACEMENT_INLINE || o.group != nullptr
@@ -746,7 +773,8 @@ IVM_API ivm_error_t* ivm_isolate_new(const ivm_isolate_options_t* opts, ivm_isol
             : ivm::IsolateHolder::Create(
                   o.memory_limit, &shell->holder,
                   ivm::CatastrophicReport::Make(o.on_catastrophic_error,
-                                                o.on_catastrophic_error_data));
+                                                o.on_catastrophic_error_data),
+                  std::string_view(o.snapshot ? o.snapshot : "", o.snapshot_len));
     if (err) return err;
     *out = shell.release();
     return nullptr;

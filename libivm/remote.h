@@ -129,6 +129,13 @@ Parse ValueResult(std::shared_ptr<RemoteIsolate> iso);
 // worker (an ExternalCopy or a Reference): TRANSFER. NULL if they do not.
 ivm_error_t* CheckResultFlags(uint32_t flags);
 
+// ---- remote_snapshot.cc: ivm_snapshot_create in a throw-away worker. ----
+// `scripts`: (code, filename) pairs; `warmup`: NULL for none. `*out`: the
+// IVMS-wrapped snapshot, checked as an isolate would check it.
+ivm_error_t* CreateSnapshot(const std::vector<std::pair<std::string_view, std::string_view>>& scripts,
+                            const std::string_view* warmup, uint64_t timeout_ns,
+                            std::string* out);
+
 // ---- remote_ops.cc: the forwarded ABI entries. ----
 ivm_error_t* NewIsolate(const ivm_isolate_options_t& o, std::shared_ptr<RemoteIsolate>* out);
 ivm_error_t* Dispose(RemoteIsolate& iso);

@@ -193,7 +193,14 @@ ivm_error_t* NewIsolate(const ivm_isolate_options_t& o, std::shared_ptr<RemoteIs
   }
   auto iso = std::make_shared<RemoteIsolate>(worker, owns, worker->NextId());
   uint64_t id;
-  std::string frame = iso->Begin(wire::kOpIsolateNew, &id).U64(o.memory_limit).Finish();
+  std::string frame =
+      o.snapshot == nullptr
+          ? iso->Begin(wire::kOpIsolateNew, &id).U64(o.memory_limit).Finish()
+          : iso->Begin(wire::kOpIsolateNewSnapshot, &id)
+                .U64(o.memory_limit)
+                .Bytes(std::string_view(o.snapshot, o.snapshot_len))
+                .Finish();
+  if (frame.empty()) return InvalidArgument("a snapshot over 16 MiB cannot go to a worker");
   if (ivm_error_t* err = Sync(*iso, id, frame, 0, NoResult(), nullptr)) {
     iso->MarkDisposed();
     return err;

@@ -123,6 +123,14 @@ enum Op : uint32_t {
   kOpCreateContextHost = 70,  // u64 iso, u64 ctx, u32 host bits, u32 console_max_bytes,
                               // then the import, rejection and console hooks, each
                               // u8 present + u64 callback id
+  // Snapshots (90-99): snapshot.cc and remote_snapshot.cc on the host,
+  // worker_server.cc and worker_ops.cc in the worker.
+  kOpSnapshotCreate = 90,     // u64 iso (0, unused), u32 n, n x (bytes code, bytes
+                              // filename), u8 has_warmup, bytes warmup, u64 timeout_ns
+                              // -> bytes snapshot (IVMS-wrapped)
+  kOpIsolateNewSnapshot = 91,  // u64 iso, u64 memory_limit, bytes snapshot
+  kOpFirstSnapshotOp = kOpSnapshotCreate,
+  kOpLastSnapshotOp = kOpIsolateNewSnapshot,
   kFirstTestOp = 0xf0000000u,
   kOpTestHook = 0xf0000001u,   // u32 action (IVM_DEBUG_HOOK_*), bytes data
 };

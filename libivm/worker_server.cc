@@ -20,6 +20,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <thread>
+#include <vector>
+
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -168,18 +171,66 @@ std::string TestHook(Channel& channel, Ops& ops, uint64_t id, uint32_t action,
 }
 #endif
 
+// SNAPSHOT_CREATE: ivm_snapshot_create() inline, here, where V8 aborting on a
+// heap it cannot serialize ends only this worker. It runs on a thread of its
+// own, so that the channel keeps answering PINGs; its REPLY follows.
+std::string CreateSnapshot(Channel& channel, uint64_t id, wire::Reader& r) {
+  uint64_t iso_id = 0;
+  uint32_t n = 0;
+  std::vector<std::string> texts;
+  if (!r.U64(&iso_id) || !r.U32(&n) || n > wire::kMaxPayload / 8) {
+    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
+  }
+  for (uint32_t i = 0; i < 2 * n; ++i) {
+    std::string_view text;
+    if (!r.Bytes(&text)) return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
+    texts.emplace_back(text);
+  }
+  uint8_t has_warmup = 0;
+  std::string_view warmup;
+  ivm_snapshot_options_t opts = IVM_SNAPSHOT_OPTIONS_INIT;
+  if (!r.U8(&has_warmup) || !r.Bytes(&warmup) || !r.U64(&opts.timeout_ns) || !r.Done()) {
+    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
+  }
+  std::thread([&channel, id, texts = std::move(texts), has_warmup,
+               warmup = std::string(warmup), opts]() mutable {
+    std::vector<ivm_snapshot_script_t> scripts(texts.size() / 2);
+    for (size_t i = 0; i < scripts.size(); ++i) {
+      scripts[i] = {texts[2 * i].data(), texts[2 * i].size(), texts[2 * i + 1].data(),
+                    texts[2 * i + 1].size()};
+    }
+    if (has_warmup) {
+      opts.warmup = warmup.data();
+      opts.warmup_len = warmup.size();
+    }
+    ivm_snapshot_t* snapshot = nullptr;
+    ivm_error_t* err = ivm_snapshot_create(scripts.data(), scripts.size(), &opts, &snapshot);
+    channel.Send(FullReply(id, err, nullptr, [snapshot](wire::Writer& w, std::string*) {
+      const char* data = nullptr;
+      size_t len = 0;
+      ivm_snapshot_data(snapshot, &data, &len);
+      w.Bytes(std::string_view(data, len));
+      return true;
+    }));
+    ivm_snapshot_free(snapshot);
+  }).detach();
+  return "";
+}
+
 // Answers one CALL; an empty string means no reply (now).
 std::string HandleCall(Channel& channel, Ops& ops, const wire::Frame& frame) {
   wire::Reader reader(frame.payload);
   uint32_t op = 0;
   if (!reader.U32(&op)) return Reply(frame.header.id, IVM_ERROR_INVALID_ARGUMENT, "no op");
   if ((op >= wire::kOpIsolateNew && op <= wire::kOpLast) ||
-      (op >= wire::kOpFirstModuleOp && op <= wire::kOpLastModuleOp)) {
+      (op >= wire::kOpFirstModuleOp && op <= wire::kOpLastModuleOp) ||
+      op == wire::kOpIsolateNewSnapshot) {
     ops.SetCallFds(&frame.fds);   // rref: large buffers of its values
     std::string out = ops.Call(frame.header.id, op, reader);
     ops.SetCallFds(nullptr);
     return out;
   }
+  if (op == wire::kOpSnapshotCreate) return CreateSnapshot(channel, frame.header.id, reader);
   if ((op >= wire::kFirstCallbackOp && op <= wire::kLastCallbackOp) ||
       op == wire::kOpCreateContextHost) {   // worker_callbacks.cc
     return Callbacks::Get().Call(frame.header.id, op, reader, frame.fds);
