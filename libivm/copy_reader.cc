@@ -817,6 +817,7 @@ class Reader {
 ivm_error_t* Deserialize(IsolateHolder& holder, v8::Isolate* isolate,
                          v8::Local<v8::Context> context, const CallState& call,
                          const Serialized& in, v8::Local<v8::Value>* out) {
+  if (DeserializeJson(holder, isolate, context, call, in, out)) return nullptr;
   Reader reader(holder, isolate, context, call, in);
   *out = v8::Local<v8::Value>();
   v8::Local<v8::Value> value;

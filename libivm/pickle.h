@@ -141,7 +141,9 @@ class Emitter {
   void Byte(unsigned char c) { s_.push_back(static_cast<char>(c)); }
   // `n` little-endian bytes of v.
   void Le(uint64_t v, int n) {
-    for (int i = 0; i < n; ++i) s_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    char b[8];
+    for (int i = 0; i < n; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+    s_.append(b, n);
   }
 
   // --- the memo
@@ -181,10 +183,11 @@ class Emitter {
     }
   }
   void Float(double d) {   // big-endian, as pickle writes BINFLOAT
-    Byte(op::BINFLOAT);
     uint64_t bits;
     std::memcpy(&bits, &d, 8);
-    for (int i = 7; i >= 0; --i) s_.push_back(static_cast<char>((bits >> (8 * i)) & 0xff));
+    char b[9] = {static_cast<char>(op::BINFLOAT)};
+    for (int i = 0; i < 8; ++i) b[1 + i] = static_cast<char>((bits >> (8 * (7 - i))) & 0xff);
+    s_.append(b, 9);
   }
   // A JavaScript number: an int when it is a safe integer (not -0), else a float.
   void Number(double d) {
@@ -209,8 +212,8 @@ class Emitter {
   // A str from WTF-8.
   void Text(const char* p, size_t n) {
     if (n < 256) {
-      Byte(op::SHORT_BINUNICODE);
-      Byte(static_cast<unsigned char>(n));
+      const char head[2] = {static_cast<char>(op::SHORT_BINUNICODE), static_cast<char>(n)};
+      s_.append(head, 2);
     } else if (n <= 0xffffffffu) {
       Byte(op::BINUNICODE);
       Le(n, 4);
