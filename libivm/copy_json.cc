@@ -104,8 +104,7 @@ class Transcoder {
     return true;
   }
   uint64_t ReadLe(int n) {
-    uint64_t v = 0;
-    for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(p_[i]) << (8 * i);
+    uint64_t v = LoadLe(p_, n);
     p_ += n;
     return v;
   }
@@ -148,11 +147,8 @@ class Transcoder {
   }
   bool Float() {   // big-endian; NaN and the infinities have no JSON form
     if (!Need(8)) return false;
-    uint64_t bits = 0;
-    for (int i = 0; i < 8; ++i) bits = (bits << 8) | p_[i];
+    double d = LoadFloat(p_);
     p_ += 8;
-    double d;
-    std::memcpy(&d, &bits, 8);
     if (!std::isfinite(d)) return false;
     char buf[32];
     auto r = std::to_chars(buf, buf + sizeof buf, d);   // shortest exact form

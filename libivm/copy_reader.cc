@@ -189,8 +189,7 @@ class Reader {
   }
   bool Need(size_t n) { return static_cast<size_t>(end_ - p_) >= n; }
   uint64_t ReadLe(int n) {
-    uint64_t v = 0;
-    for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(p_[i]) << (8 * i);
+    uint64_t v = LoadLe(p_, n);
     p_ += n;
     return v;
   }
@@ -794,11 +793,8 @@ class Reader {
   }
   bool Float() {   // big-endian
     if (!Need(8)) return false;
-    uint64_t bits = 0;
-    for (int i = 0; i < 8; ++i) bits = (bits << 8) | p_[i];
+    double d = LoadFloat(p_);
     p_ += 8;
-    double d;
-    std::memcpy(&d, &bits, 8);
     return Push(v8::Number::New(isolate_, d));
   }
   bool PushList() {

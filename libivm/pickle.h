@@ -77,6 +77,20 @@ constexpr uint32_t kMaxArrayLength = 1u << 26;
 
 inline bool DateInRange(double ms) { return ms >= kMinDateMs && ms <= kMaxDateMs; }
 
+// --- Reading: the stream's integers (little-endian) and BINFLOAT's double (big-endian)
+inline uint64_t LoadLe(const unsigned char* p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
+  return v;
+}
+inline double LoadFloat(const unsigned char* p) {
+  uint64_t bits = 0;
+  for (int i = 0; i < 8; ++i) bits = (bits << 8) | p[i];
+  double d;
+  std::memcpy(&d, &bits, 8);
+  return d;
+}
+
 // RegExp flags as JavaScript writes them ("dgimsuy"; "l" for linear).
 inline std::string RegExpFlags(int f) {
   std::string flags;

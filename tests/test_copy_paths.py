@@ -133,18 +133,13 @@ SETTINGS = dict(
 )
 
 
+@pytest.mark.parametrize("values", [json_values, any_values], ids=["json_data", "any_data"])
 @settings(max_examples=150, **SETTINGS)  # type: ignore[arg-type]
-@given(value=json_values)
-def test_plain_json_data_round_trips_identically_on_both_paths(
-    context: ivm.Context, value: Any
+@given(data=st.data())
+def test_values_round_trip_identically_on_both_paths(
+    context: ivm.Context, values: Any, data: Any
 ) -> None:
-    check_round_trips(context, value)
-
-
-@settings(max_examples=150, **SETTINGS)  # type: ignore[arg-type]
-@given(value=any_values)
-def test_any_data_round_trips_identically_on_both_paths(context: ivm.Context, value: Any) -> None:
-    check_round_trips(context, value)
+    check_round_trips(context, data.draw(values))
 
 
 @settings(max_examples=40, **SETTINGS)  # type: ignore[arg-type]
