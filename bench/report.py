@@ -39,6 +39,8 @@ NOT_FIGURES = {"version", "v8_version", "python", "rows_json_bytes", "copy_fidel
 def unit(name: str) -> tuple[str, bool]:
     if "_per_s" in name:   # async_evals_per_s_trio
         return "/s", True
+    for loop in ("_asyncio", "_trio"):   # async_eval_latency_us_trio
+        name = name[: -len(loop)] if name.endswith(loop) else name
     for suffix, u, higher in UNITS:
         if name.endswith(suffix):
             return u, higher

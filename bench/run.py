@@ -1045,7 +1045,8 @@ def main(argv: list[str]) -> int:
     print(text, flush=True)
     summary(doc)
     if args.report:
-        command = "python bench/run.py " + " ".join(argv)
+        shown = [a for i, a in enumerate(argv) if a != "--out" and argv[i - 1:i] != ["--out"]]
+        command = "python bench/run.py " + " ".join(shown)
         log("report: " + _load_sibling("report").write(doc, args.report, command))
     if not any(_num(ivm.get(k)) for k in figure_keys()):
         log("ivm produced no figures: " + str(ivm.get("error") or ivm.get("errors")))
