@@ -222,7 +222,10 @@ caches (a 64-byte buffer moved after writing 64 MiB elsewhere costs the same). E
 move, the receiver's V8 also starts a garbage collection for the external memory it gained
 (the previous, unreachable 64 MiB); in CPU that is about 0.6 ms, and on a loaded machine the
 call waits several milliseconds for V8's background GC threads. The median of 7 (or 3)
-samples mostly misses those.
+samples mostly misses those. Keeping moved buffers out of the receiver's count removes those
+collections, but a moved buffer stays reserved in the sender's budget until the receiver
+frees it, so the sender then runs out (`test_buffers_moved_again_and_again_stay_within_both_budgets`
+in tests/test_memory.py); that needs the reservation to move with the buffer first.
 """
 
 
