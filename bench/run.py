@@ -3,6 +3,7 @@
 measured in the same run with the same workload definitions, and the project's targets.
 
     python bench/run.py [--quick] [--rounds N] [--no-anchors] [--figures REGEX] [--out FILE]
+                        [--report DIR]
 
 Prints one JSON object on stdout (progress on stderr):
     {"ivm": {...}, "anchors": {...}, "ratios": {...}, "targets": {...}, "machine": {...}}
@@ -10,7 +11,8 @@ Prints one JSON object on stdout (progress on stderr):
 How: the workloads and timing rules are the anchors' (../shared/anchors/README.md, and its
 benchlib.py, imported from there). With anchors, this file is handed to `run-all --with-ivm
 PYTHON --probe bench/run.py`, so ivm runs as one more section inside run-all's interleaved
-rounds and gets the same medians and spread; with --no-anchors (or when run-all fails) it runs
+rounds and gets the same medians and spread (--report DIR then writes DIR/performance.md and its
+chart: bench/report.py); with --no-anchors (or when run-all fails) it runs
 the same probe itself, once per round, each round in a fresh process. rss_per_isolate_mb always
 runs in a process of its own. --figures measures only the figures whose names match REGEX
 (re.search), and reports only their ratios and targets.
@@ -1047,6 +1049,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--figures", metavar="REGEX",
                     help="only the figures whose names match (re.search), e.g. isolated_")
     ap.add_argument("--out", help="also write the JSON document to this file")
+    ap.add_argument("--report", metavar="DIR",
+                    help="also write DIR/performance.md and DIR/performance.png (bench/report.py)")
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds needs a positive integer")
@@ -1088,6 +1092,10 @@ def main(argv: list[str]) -> int:
             f.write(text + "\n")
     print(text, flush=True)
     summary(doc)
+    if args.report:
+        shown = [a for i, a in enumerate(argv) if a != "--out" and argv[i - 1:i] != ["--out"]]
+        command = "python bench/run.py " + " ".join(shown)
+        log("report: " + _load_sibling("report").write(doc, args.report, command))
     if not any(_num(ivm.get(k)) for k in figure_keys()):
         log("ivm produced no figures: " + str(ivm.get("error") or ivm.get("errors")))
         return 1

@@ -17,6 +17,7 @@
 //   copy_writer.cc     JavaScript → stream, through the V8 API (Serialize)
 //   copy_translate.cc  the writer's fast path, from V8's serializer output
 //   copy_reader.cc     stream → JavaScript (Deserialize)
+//   copy_json.cc       the reader's fast path: plain JSON data through JSON.parse
 //   result.cc          a call's result in the form its flags ask for
 #include "copy.h"
 #include "pickle.h"

@@ -128,6 +128,13 @@ ivm_error_t* Deserialize(IsolateHolder& holder, v8::Isolate* isolate,
                          v8::Local<v8::Context> context, const CallState& call,
                          const Serialized& in, v8::Local<v8::Value>* out);
 
+// Deserialize's fast path (copy_json.cc), for streams of plain JSON data.
+// True when it is done: *out holds the value, or is empty with an exception
+// pending (or the call stopped). False, without touching the isolate, for
+// what the general reader must do.
+bool DeserializeJson(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
+                     const CallState& call, const Serialized& in, v8::Local<v8::Value>* out);
+
 // A host value → JS (primitives directly, copies through Deserialize).
 ivm_error_t* ValueToV8(IsolateHolder& holder, v8::Isolate* isolate,
                        v8::Local<v8::Context> context, const CallState& call,

@@ -29,6 +29,110 @@ constexpr int kMaxNesting = 32;                 // ExternalCopy markers inside m
 constexpr double kMaxViewField = 9e15;          // a `_view` offset or length
 constexpr int64_t kMaxSafe = static_cast<int64_t>(kMaxSafeInteger);
 
+// The first key a dict receives, found by following the stack's height
+// above the dict from just after its EMPTY_DICT (without reading values).
+struct KeyScan {
+  static constexpr int kMaxSteps = 4096;   // past this, undecided: no key
+  const unsigned char* p;
+  const unsigned char* end;
+  bool composite_key = false;   // the key was built by several opcodes
+
+  // The opcode that pushed the dict's first key, or NULL when the dict is
+  // consumed (or the stream ends, or the scan gives up) before any key.
+  const unsigned char* FirstKey() {
+    int height = 0;                 // entries above the dict
+    std::vector<int> marks;         // heights of the marks set above it
+    const unsigned char* key = nullptr;
+    for (int step = 0; step < kMaxSteps && p < end; ++step) {
+      const unsigned char* at = p;
+      unsigned char c = *p++;
+      int pushed = 0, popped = 0;   // entries
+      if (c == op::MARK) {
+        marks.push_back(height);
+        continue;
+      }
+      if (c == op::APPENDS || c == op::SETITEMS || c == op::ADDITEMS || c == op::POP_MARK ||
+          c == op::TUPLE || c == op::FROZENSET) {
+        if (marks.empty()) return nullptr;   // a mark below the dict: it is consumed
+        int mark = marks.back();
+        marks.pop_back();
+        if (c == op::SETITEMS && mark == 0 && height > 0) return key;   // the dict's batch
+        popped = height - mark;
+        pushed = c == op::TUPLE || c == op::FROZENSET;
+      } else if (c == op::SETITEM) {
+        if (height == 2 && marks.empty()) return key;
+        popped = 2;
+      } else if (!Effect(c, &pushed, &popped)) {
+        return nullptr;
+      }
+      if (popped > height) return nullptr;   // the dict itself is taken
+      if (height == 0 && pushed > popped) {
+        key = at;
+        composite_key = false;
+      } else if (popped > 0 && pushed > 0 && height - popped + pushed == 1) {
+        composite_key = true;   // entry 1 is now made of several entries (a tuple, a call)
+      }
+      height += pushed - popped;
+    }
+    return nullptr;
+  }
+
+  // The stack effect of the other opcodes, past their operands; false for
+  // STOP, an unknown opcode or a truncated one.
+  bool Effect(unsigned char c, int* pushed, int* popped) {
+    switch (c) {
+      case op::PROTO: return Skip(1);
+      case op::FRAME: return Skip(8);
+      case op::MEMOIZE: return true;
+      case op::BINPUT: return Skip(1);
+      case op::LONG_BINPUT: return Skip(4);
+      case op::POP: *popped = 1; return true;
+      case op::APPEND: *popped = 1; return true;
+      case op::TUPLE1: *popped = 1, *pushed = 1; return true;
+      case op::TUPLE2: *popped = 2, *pushed = 1; return true;
+      case op::TUPLE3: *popped = 3, *pushed = 1; return true;
+      case op::STACK_GLOBAL:
+      case op::REDUCE: *popped = 2, *pushed = 1; return true;
+      default: break;
+    }
+    *pushed = 1;
+    switch (c) {
+      case op::NONE: case op::NEWTRUE: case op::NEWFALSE:
+      case op::EMPTY_LIST: case op::EMPTY_TUPLE: case op::EMPTY_DICT: case op::EMPTY_SET:
+        return true;
+      case op::BININT: return Skip(4);
+      case op::BININT1: return Skip(1);
+      case op::BININT2: return Skip(2);
+      case op::BINFLOAT: return Skip(8);
+      case op::BINGET: return Skip(1);
+      case op::LONG_BINGET: return Skip(4);
+      case op::LONG1: case op::SHORT_BINUNICODE: case op::SHORT_BINBYTES: return Sized(1);
+      case op::LONG4: case op::BINUNICODE: case op::BINBYTES: return Sized(4);
+      case op::BINUNICODE8: case op::BINBYTES8: case op::BYTEARRAY8: return Sized(8);
+      case op::GLOBAL: return Line() && Line();
+      default: return false;
+    }
+  }
+  bool Skip(uint64_t n) {
+    if (static_cast<uint64_t>(end - p) < n) return false;
+    p += n;
+    return true;
+  }
+  bool Sized(int width) {   // a little-endian length of `width` bytes, then that many
+    if (end - p < width) return false;
+    uint64_t n = 0;
+    for (int i = 0; i < width; ++i) n |= static_cast<uint64_t>(p[i]) << (8 * i);
+    p += width;
+    return Skip(n);
+  }
+  bool Line() {
+    const auto* nl = static_cast<const unsigned char*>(std::memchr(p, '\n', end - p));
+    if (nl == nullptr) return false;
+    p = nl + 1;
+    return true;
+  }
+};
+
 class Reader {
  public:
   Reader(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
@@ -85,8 +189,7 @@ class Reader {
   }
   bool Need(size_t n) { return static_cast<size_t>(end_ - p_) >= n; }
   uint64_t ReadLe(int n) {
-    uint64_t v = 0;
-    for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(p_[i]) << (8 * i);
+    uint64_t v = LoadLe(p_, n);
     p_ += n;
     return v;
   }
@@ -199,60 +302,31 @@ class Reader {
   // Looks ahead from a dict's EMPTY_DICT at its first key, so that a dict
   // whose keys are not strings is a Map from the start (and can contain
   // itself). Later keys that are not strings convert it (SettleDict).
+  // The entries that follow a dict are its items only if they reach it: a
+  // SETITEMS whose MARK is just above it, or a SETITEM two entries above it.
+  // Otherwise (an empty dict followed by its siblings: `[{}, None]`) they are
+  // not its keys. KeyScan follows the stack's height above the dict to tell.
   bool FirstKeyIsNotString() const {
-    const unsigned char* p = p_;
-    auto skip = [&](size_t n) { p = static_cast<size_t>(end_ - p) >= n ? p + n : end_; };
-    while (p < end_) {
-      unsigned char c = *p;
-      if (c == op::MEMOIZE || c == op::MARK) {
-        skip(1);
-      } else if (c == op::BINPUT) {
-        skip(2);
-      } else if (c == op::LONG_BINPUT) {
-        skip(5);
-      } else if (c == op::FRAME) {
-        skip(9);
-      } else {
-        break;
-      }
-    }
-    if (p >= end_) return false;
-    switch (*p) {
+    KeyScan scan{p_, end_};
+    const unsigned char* key = scan.FirstKey();
+    if (key == nullptr || scan.composite_key) return key != nullptr;
+    switch (*key) {
       case op::SHORT_BINUNICODE:
       case op::BINUNICODE:
       case op::BINUNICODE8:
         return false;
       case op::BINGET:
       case op::LONG_BINGET: {
-        size_t n = *p == op::BINGET ? 1 : 4;
-        if (static_cast<size_t>(end_ - p) < n + 1) return false;
+        size_t n = *key == op::BINGET ? 1 : 4;
+        if (static_cast<size_t>(end_ - key) < n + 1) return false;
         uint64_t slot = 0;
-        for (size_t i = 0; i < n; ++i) slot |= static_cast<uint64_t>(p[1 + i]) << (8 * i);
+        for (size_t i = 0; i < n; ++i) slot |= static_cast<uint64_t>(key[1 + i]) << (8 * i);
         if (slot >= memo_.size()) return false;
         const Entry& e = memo_[slot];
         return e.kind == Entry::kValue && !e.value.IsEmpty() && !e.value->IsString();
       }
-      case op::SETITEM:
-      case op::SETITEMS:
-      case op::STOP:
-      case op::APPEND:
-      case op::APPENDS:
-      case op::TUPLE:
-      case op::TUPLE1:
-      case op::TUPLE2:
-      case op::TUPLE3:
-      case op::REDUCE:
-      case op::POP:
-      case op::POP_MARK:
-      case op::ADDITEMS:
-      case op::FROZENSET:
-      case op::EMPTY_DICT:
-      case op::EMPTY_LIST:
-      case op::EMPTY_SET:
-        // An empty dict, or the next item is not a key of this dict.
-        return *p == op::EMPTY_LIST || *p == op::EMPTY_SET || *p == op::EMPTY_DICT;
       default:
-        return true;   // numbers, None, booleans, bytes, tuples, tags: not a str
+        return true;   // numbers, None, booleans, bytes, containers, tags: not a str
     }
   }
 
@@ -719,11 +793,8 @@ class Reader {
   }
   bool Float() {   // big-endian
     if (!Need(8)) return false;
-    uint64_t bits = 0;
-    for (int i = 0; i < 8; ++i) bits = (bits << 8) | p_[i];
+    double d = LoadFloat(p_);
     p_ += 8;
-    double d;
-    std::memcpy(&d, &bits, 8);
     return Push(v8::Number::New(isolate_, d));
   }
   bool PushList() {
@@ -817,6 +888,7 @@ class Reader {
 ivm_error_t* Deserialize(IsolateHolder& holder, v8::Isolate* isolate,
                          v8::Local<v8::Context> context, const CallState& call,
                          const Serialized& in, v8::Local<v8::Value>* out) {
+  if (DeserializeJson(holder, isolate, context, call, in, out)) return nullptr;
   Reader reader(holder, isolate, context, call, in);
   *out = v8::Local<v8::Value>();
   v8::Local<v8::Value> value;

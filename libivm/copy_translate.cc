@@ -171,9 +171,11 @@ class Translator {
     uint32_t n;
     if (!Varint32(&n) || static_cast<size_t>(end_ - p_) < n) return false;
     scratch_.clear();
-    if (tag == v8tag::kOneByteString) {   // Latin-1
-      scratch_.reserve(n);
-      for (uint32_t i = 0; i < n; ++i) AppendCodePoint(scratch_, p_[i]);
+    if (tag == v8tag::kOneByteString) {   // Latin-1: its ASCII prefix as it is
+      uint32_t ascii = 0;
+      while (ascii < n && p_[ascii] < 0x80) ++ascii;
+      scratch_.assign(reinterpret_cast<const char*>(p_), ascii);
+      for (uint32_t i = ascii; i < n; ++i) AppendCodePoint(scratch_, p_[i]);
     } else if (tag == v8tag::kTwoByteString) {
       if (n % 2) return false;
       AppendUtf16(scratch_, p_, n);

@@ -77,6 +77,20 @@ constexpr uint32_t kMaxArrayLength = 1u << 26;
 
 inline bool DateInRange(double ms) { return ms >= kMinDateMs && ms <= kMaxDateMs; }
 
+// --- Reading: the stream's integers (little-endian) and BINFLOAT's double (big-endian)
+inline uint64_t LoadLe(const unsigned char* p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
+  return v;
+}
+inline double LoadFloat(const unsigned char* p) {
+  uint64_t bits = 0;
+  for (int i = 0; i < 8; ++i) bits = (bits << 8) | p[i];
+  double d;
+  std::memcpy(&d, &bits, 8);
+  return d;
+}
+
 // RegExp flags as JavaScript writes them ("dgimsuy"; "l" for linear).
 inline std::string RegExpFlags(int f) {
   std::string flags;
@@ -141,7 +155,9 @@ class Emitter {
   void Byte(unsigned char c) { s_.push_back(static_cast<char>(c)); }
   // `n` little-endian bytes of v.
   void Le(uint64_t v, int n) {
-    for (int i = 0; i < n; ++i) s_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    char b[8];
+    for (int i = 0; i < n; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+    s_.append(b, n);
   }
 
   // --- the memo
@@ -181,10 +197,11 @@ class Emitter {
     }
   }
   void Float(double d) {   // big-endian, as pickle writes BINFLOAT
-    Byte(op::BINFLOAT);
     uint64_t bits;
     std::memcpy(&bits, &d, 8);
-    for (int i = 7; i >= 0; --i) s_.push_back(static_cast<char>((bits >> (8 * i)) & 0xff));
+    char b[9] = {static_cast<char>(op::BINFLOAT)};
+    for (int i = 0; i < 8; ++i) b[1 + i] = static_cast<char>((bits >> (8 * (7 - i))) & 0xff);
+    s_.append(b, 9);
   }
   // A JavaScript number: an int when it is a safe integer (not -0), else a float.
   void Number(double d) {
@@ -209,8 +226,8 @@ class Emitter {
   // A str from WTF-8.
   void Text(const char* p, size_t n) {
     if (n < 256) {
-      Byte(op::SHORT_BINUNICODE);
-      Byte(static_cast<unsigned char>(n));
+      const char head[2] = {static_cast<char>(op::SHORT_BINUNICODE), static_cast<char>(n)};
+      s_.append(head, 2);
     } else if (n <= 0xffffffffu) {
       Byte(op::BINUNICODE);
       Le(n, 4);

@@ -575,3 +575,25 @@ def test_rss_stays_flat_when_isolates_are_disposed_from_another_thread() -> None
 
     growth = _growth_mb(2000, 200, cycle, anon_rss_mb)
     assert growth <= 1.0, f"RSS grew by {growth:.2f} MB over 2,000 isolates disposed elsewhere"
+
+
+def test_buffers_moved_again_and_again_stay_within_both_budgets() -> None:
+    """A moved ArrayBuffer stays reserved in the sender's budget as well as the receiver's
+    until the receiver collects it, and the receiver collects it when V8 counts it as
+    external memory. So moves repeated many times over the budgets keep working: a change
+    that kept moved buffers out of the receiver's external-memory count (to spare it a
+    collection) made the sender's `new ArrayBuffer` fail at the fifth 64 MiB move here."""
+    a = ivm.Isolate(memory_limit=256)
+    b = ivm.Isolate(memory_limit=256)
+    try:
+        ca, cb = a.create_context_sync(), b.create_context_sync()
+        for _ in range(12):
+            ca.eval_sync("globalThis.buf = new ArrayBuffer(64 * 1024 * 1024); 0")
+            ec = ca.eval_sync("buf", external_copy=True, transfer_out=True)
+            cb.global_.set_sync("got", ec.copy_into(release=True, transfer_in=True))
+            assert cb.eval_sync("got.byteLength") == 64 * 1024 * 1024
+            ca.eval_sync("delete globalThis.buf; 0")
+            cb.eval_sync("delete globalThis.got; 0")
+    finally:
+        a.dispose()
+        b.dispose()

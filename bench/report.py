@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""bench/report.py — docs/performance.md and its bar chart from one bench/run.py document.
+
+    python bench/run.py --quick --rounds 3 --report docs/     # measure, then write the report
+    python bench/report.py RESULT.json docs/                  # the report of a saved document
+
+Writes DIR/performance.md (the table of every figure, ivm beside every peer, with spreads and
+targets; the method; the machine; how to reproduce; where the time goes) and DIR/performance.png
+(one panel per figure, log scale). The chart needs matplotlib (the `bench` extra); without it
+the report is written without the chart and says so. Tests never need this file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+# Sections of the document, in the order of the table and the chart: ivm first.
+PEERS = [
+    ("ivm", "ivm"),
+    ("raw_v8", "raw V8"),
+    ("isolated_vm7", "isolated-vm 7"),
+    ("isolated_vm", "isolated-vm 5"),
+    ("stpyv8", "STPyV8"),
+    ("mini_racer", "PyMiniRacer"),
+    ("pydeno", "pydeno"),
+    ("pydeno_isolated", "pydeno isolated"),
+    ("python_json", "Python json"),
+]
+COLORS = ["#d62728", "#7f7f7f", "#1f77b4", "#aec7e8", "#2ca02c", "#ff7f0e", "#9467bd",
+          "#c5b0d5", "#8c564b"]
+# Figure-name endings: (unit, higher is better).
+UNITS = [("_mb_s", "MB/s", True), ("_kb_per_1000", "KiB", False), ("_us", "µs", False),
+         ("_ms", "ms", False), ("_mb", "MiB", False)]
+# Figures that are facts about a run rather than timings.
+NOT_FIGURES = {"version", "v8_version", "python", "rows_json_bytes", "copy_fidelity_ok"}
+
+
+def unit(name: str) -> tuple[str, bool]:
+    if "_per_s" in name:   # async_evals_per_s_trio
+        return "/s", True
+    for loop in ("_asyncio", "_trio"):   # async_eval_latency_us_trio
+        name = name[: -len(loop)] if name.endswith(loop) else name
+    for suffix, u, higher in UNITS:
+        if name.endswith(suffix):
+            return u, higher
+    return "", False
+
+
+def is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def fmt(v) -> str:
+    if not is_num(v):
+        return "–"
+    if v == 0:
+        return "0"
+    a = abs(v)
+    return f"{v:.3g}" if a < 1000 else f"{v:,.0f}"
+
+
+def sections(doc: dict) -> dict:
+    """{section: figures} with ivm's own section included."""
+    anchors = doc.get("anchors") or {}
+    out = {"ivm": doc.get("ivm") or {}}
+    for key, _ in PEERS[1:]:
+        if isinstance(anchors.get(key), dict):
+            out[key] = anchors[key]
+    return out
+
+
+def spread_of(doc: dict, section: str, figure: str):
+    if section == "ivm":
+        sp = (doc.get("ivm") or {}).get("spread") or {}
+    else:
+        sp = ((doc.get("anchors") or {}).get("spread") or {}).get(section) or {}
+    s = sp.get(figure)
+    return s if isinstance(s, list) and len(s) == 2 and all(map(is_num, s)) else None
+
+
+def figures(doc: dict) -> list[str]:
+    ivm = doc.get("ivm") or {}
+    return [k for k, v in ivm.items()
+            if k not in NOT_FIGURES and is_num(v) and not k.startswith("c_breakdown_")]
+
+
+def aliases() -> dict:
+    """{(section, ivm figure): the section's name for the same workload}."""
+    import importlib.util
+    out = {("raw_v8", "cross_isolate_apply_us"): "cross_isolate_call_us",
+           ("python_json", "copy_roundtrip_mb_s"): "json_roundtrip_mb_s"}
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "remote.py")
+    spec = importlib.util.spec_from_file_location("ivm_bench_remote_names", path)
+    if spec is not None and spec.loader is not None:
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        out.update({("pydeno_isolated", k): v for k, v in mod.PYDENO_RATIOS.items()})
+    return out
+
+
+ALIASES: dict = {}
+
+
+def peer_value(secs: dict, section: str, figure: str):
+    if not ALIASES:
+        ALIASES.update(aliases())
+    v = (secs.get(section) or {}).get(ALIASES.get((section, figure), figure))
+    return v if is_num(v) else None
+
+
+def table(doc: dict) -> list[str]:
+    secs = sections(doc)
+    present = [(k, n) for k, n in PEERS if k in secs]
+    targets = doc.get("targets") or {}
+    head = "| figure | unit | " + " | ".join(n for _, n in present) + " | target |"
+    lines = [head, "|" + "---|" * (len(present) + 3)]
+    for f in figures(doc):
+        u, higher = unit(f)
+        cells = []
+        for k, _ in present:
+            v = peer_value(secs, k, f)
+            cell = fmt(v)
+            sp = spread_of(doc, k, f)
+            if v is not None and sp:
+                cell += f" [{fmt(sp[0])}–{fmt(sp[1])}]"
+            cells.append(f"**{cell}**" if k == "ivm" else cell)
+        t = targets.get(f) or {}
+        if t.get("skipped") or t.get("ok") is None:
+            tcell = t.get("rule", "") and f"{t['rule']} (not judged)"
+        else:
+            tcell = f"{'met' if t['ok'] else 'MISSED'}: {t['rule']} (limit {fmt(t.get('limit'))})"
+        arrow = "↑" if higher else "↓"
+        lines.append(f"| `{f}` | {u} {arrow} | " + " | ".join(cells) + f" | {tcell} |")
+    return lines
+
+
+def chart(doc: dict, path: str) -> str | None:
+    """The bar chart; None on success, else why it was not drawn."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError as e:
+        return f"matplotlib is not installed ({e}); pip install 'ivm[bench]'"
+    secs = sections(doc)
+    figs = figures(doc)
+    cols = 4
+    rows = max(1, (len(figs) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.9 * rows), squeeze=False)
+    for i, f in enumerate(figs):
+        ax = axes[i // cols][i % cols]
+        names, values, colors = [], [], []
+        for (k, n), c in zip(PEERS, COLORS):
+            v = peer_value(secs, k, f)
+            if v is not None and v > 0:
+                names.append(n)
+                values.append(v)
+                colors.append(c)
+        ax.barh(range(len(values)), values, color=colors)
+        if values:
+            ax.set_xlim(min(values) / 4, max(values) * 4)
+        for y, v in enumerate(values):
+            ax.text(v, y, " " + fmt(v), va="center", fontsize=7)
+        ax.set_yticks(range(len(values)))
+        ax.set_yticklabels(names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        u, higher = unit(f)
+        ax.set_title(f"{f}\n{u}, {'higher' if higher else 'lower'} is better", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    for j in range(len(figs), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return None
+
+
+def machine_lines(doc: dict) -> list[str]:
+    m = doc.get("machine") or {}
+    am = (doc.get("anchors") or {}).get("machine") or {}
+    return [
+        f"- Date (UTC): {m.get('date_utc')}; bench time {m.get('bench_s')} s.",
+        f"- CPU: {m.get('cpu')}; {m.get('cpus_usable')} usable of {m.get('cpus_online')} online.",
+        f"- Load: load average after the run {m.get('loadavg_after')}; CPU used by other "
+        f"processes during the anchors' run: {am.get('other_load_cores', '?')} cores.",
+        f"- Python {m.get('python')}; ivm {m.get('ivm_version')} on V8 "
+        f"{m.get('ivm_v8_version')}; node {am.get('node', '?')}, node 24 {am.get('node24', '?')}.",
+        f"- Rounds: {m.get('rounds')}, quick mode: {m.get('quick')}, interleaved with the "
+        f"anchors: {m.get('interleaved_with_anchors')}.",
+    ]
+
+
+BREAKDOWN = """\
+## Where the time goes
+
+**Calls.** The C-level breakdown of one call (lock and unlock, scopes, call state,
+compile-cache lookup, result conversion), measured from C beside raw V8's bound run, is
+reported by slice `perf` as the `c_breakdown_*` figures of bench/run.py; when present in the
+document they are listed here:
+
+{c_breakdown}
+
+**Copies** (`copy_roundtrip_mb_s`: the 10,000 rows out with `copy=True`, back in with
+`set_sync(..., copy=True)`). Each step in CPU time (`time.thread_time`, steadier than wall
+time on a loaded machine), minimum of 21, measured by bench/report.py as it writes this page:
+
+{copy_steps}
+
+The copy format keeps what JSON cannot (undefined, -0, BigInts, NaN, shared objects, holes),
+so the JSON reader is taken only for streams that are plain JSON data (docs/values.md, "Two
+readers"); the general reader's figure is the same rows read without it. V8's serializer is
+most of the first step; the Python steps are C `pickle` already.
+
+**The 64 MiB move** (`transfer_arraybuffer_64mb_ms`). Moving the buffer costs about 0.01 ms
+of CPU in each isolate when the same buffer goes back and forth; in the benchmark it costs
+about 0.13 ms on each side because the 64 MiB `fill(7)` just before has emptied the CPU
+caches (a 64-byte buffer moved after writing 64 MiB elsewhere costs the same). Every second
+move, the receiver's V8 also starts a garbage collection for the external memory it gained
+(the previous, unreachable 64 MiB); in CPU that is about 0.6 ms, and on a loaded machine the
+call waits several milliseconds for V8's background GC threads. The median of 7 (or 3)
+samples mostly misses those. Keeping moved buffers out of the receiver's count removes those
+collections, but a moved buffer stays reserved in the sender's budget until the receiver
+frees it, so the sender then runs out (`test_buffers_moved_again_and_again_stay_within_both_budgets`
+in tests/test_memory.py); that needs the reservation to move with the buffer first.
+"""
+
+
+def copy_steps() -> str:
+    """The copy round trip step by step, as a Markdown table (or why not)."""
+    try:
+        import time
+        import ivm
+        from ivm import _copy
+        from ivm._ffi import lib
+    except ImportError as e:
+        return f"(not measured: ivm is not importable here: {e})"
+
+    def cpu_ms(fn, n=21) -> float:
+        best = float("inf")
+        for _ in range(n):
+            t0 = time.thread_time()
+            fn()
+            best = min(best, time.thread_time() - t0)
+        return best * 1e3
+
+    iso = ivm.Isolate(memory_limit=256)
+    try:
+        ctx = iso.create_context_sync()
+        ctx.eval_sync("globalThis.data = Array.from({length: 10000}, (_, i) => ({id: i, "
+                      "name: 'row-' + i, value: i + 0.5, ok: i % 2 === 0})); "
+                      "globalThis.text = JSON.stringify(data); 0")
+        rows = ctx.eval_sync("data", copy=True)
+        ec = ctx.eval_sync("data", external_copy=True)
+        assert ec.copy() == rows and ctx.eval_sync("JSON.parse(text).length") == 10000
+        steps = [
+            ("JavaScript → copy stream (V8's serializer, translated)",
+             cpu_ms(lambda: ctx.eval_sync("data", external_copy=True))),
+            ("copy stream → Python objects (C pickle)", cpu_ms(ec.copy)),
+            ("Python objects → copy stream (C pickle)",
+             cpu_ms(lambda: lib.ivm_value_free(_copy.dumps(rows)))),
+            ("Python objects → JavaScript, JSON reader (pickle included)",
+             cpu_ms(lambda: ctx.global_.set_sync("back", rows, copy=True))),
+            ("Python objects → JavaScript, general reader (pickle included)",
+             cpu_ms(lambda: ctx.global_.set_sync("back", [rows, ivm.undefined], copy=True))),
+            ("of which V8's `JSON.parse` of the same rows",
+             cpu_ms(lambda: ctx.eval_sync("JSON.parse(text), 0"))),
+        ]
+        ec.release()
+    finally:
+        iso.dispose()
+    return "\n".join(["| step | CPU ms |", "|---|---|"] +
+                     [f"| {name} | {ms:.2f} |" for name, ms in steps])
+
+
+def write(doc: dict, out_dir: str, command: str) -> str:
+    os.makedirs(out_dir, exist_ok=True)
+    png = os.path.join(out_dir, "performance.png")
+    why = chart(doc, png)
+    rows = [f"- `{k}`: {fmt(v)}" for k, v in (doc.get("ivm") or {}).items()
+            if k.startswith("c_breakdown_") and is_num(v)]
+    text = "\n".join([
+        "# Performance",
+        "",
+        f"Generated by `{command}`; do not edit by hand (bench/report.py writes it).",
+        "Every figure is a median over interleaved rounds, with its [min–max] spread across",
+        "rounds; ↓ lower is better, ↑ higher is better. Targets are the project's"
+        " (bench/run.py, `TARGETS`).",
+        "",
+        *table(doc),
+        "",
+        "![ivm beside every peer, one panel per figure, log scale](performance.png)"
+        if why is None else f"(No chart: {why}.)",
+        "",
+        "## Method",
+        "",
+        "The workloads and timing rules are the anchors' (`../shared/anchors/README.md`): the",
+        "same rows, loop and scripts for every library, in the same process layout. ivm runs",
+        "as one more section inside `run-all`'s interleaved rounds, so each round measures",
+        "every library under the same load. Per-op figures are the median of the per-op means",
+        "of timed batches (each at least 20 ms, or 5 ms in quick mode, after warm-up batches);",
+        "the 64 MiB figures are the median of 7 (3 in quick mode) moves of a freshly filled",
+        "buffer. Every timed result is checked (the benchmark fails on a wrong value).",
+        "",
+        "## Machine",
+        "",
+        *machine_lines(doc),
+        "",
+        "The machine is shared: a load average above its core count inflates every figure,",
+        "and most those that hand work between threads (async, timeouts, worker processes).",
+        "",
+        "## How to reproduce",
+        "",
+        "```",
+        "pip install -e '.[bench]'                            # matplotlib, for the chart",
+        "python bench/run.py --quick --rounds 3 --report docs/   # several minutes",
+        "python bench/run.py --rounds 5 --out result.json       # the full run",
+        "python bench/report.py result.json docs/              # its report",
+        "```",
+        "",
+        BREAKDOWN.format(c_breakdown="\n".join(rows) if rows else
+                         "(none in this run: the `c_breakdown_*` figures come with slice"
+                         " `perf`)", copy_steps=copy_steps()),
+    ])
+    path = os.path.join(out_dir, "performance.md")
+    with open(path, "w") as f:
+        f.write(text.rstrip() + "\n")
+    return path
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    with open(argv[0]) as f:
+        doc = json.load(f)
+    print(write(doc, argv[1], "python bench/report.py " + " ".join(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,188 @@
+"""Both paths of each copy direction give the same values (docs/values.md, "Two readers").
+
+Into an isolate, a stream of plain JSON data is read by V8's JSON.parse and anything else by
+the general reader; out of one, plain data goes through V8's serializer and the rest through
+the general writer. Random nested values must come out identical whichever paths they took,
+and as docs/values.md's table says. Each path is forced from outside:
+
+- into JavaScript, a value alone takes the JSON path when it is plain JSON data, and the
+  same value inside `[value, undefined]` always takes the general reader (undefined is not
+  JSON);
+- out of JavaScript, `transfer_out=True` always takes the general writer.
+
+The same runs against a worker-hosted isolate, whose copies the host checks
+(libivm/copy_check.cc) before reading them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import ivm  # noqa: E402
+from ivm._copy import normalize  # noqa: E402
+
+MAX_SAFE = 2**53 - 1
+
+# Strings with lone surrogates, control characters, quotes and backslashes, Latin-1 and
+# astral characters: everything the JSON text must escape or carry.
+texts = st.text(
+    alphabet=st.one_of(
+        st.characters(codec=None, exclude_categories=()),
+        st.sampled_from(['"', "\\", "\x00", "\x1f", "\x7f", "\xe9", "\ud800", "\udfff", "😀"]),
+    ),
+    max_size=12,
+)
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-MAX_SAFE, MAX_SAFE),
+    st.integers(-(2**31), 2**31),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, -0.0, 2.0, 1e300, 5e-324, 0.1, float(2**53), -float(2**60)]),
+    texts,
+)
+other_scalars = st.one_of(
+    st.just(ivm.undefined),
+    st.floats(),                                      # NaN and the infinities
+    st.integers().filter(lambda n: abs(n) > MAX_SAFE),   # BigInts
+    st.integers(-5, 5).map(ivm.JSBigInt),
+    st.binary(max_size=8),
+)
+
+
+def containers(children: Any) -> Any:
+    return st.one_of(
+        st.lists(children, max_size=6),
+        st.dictionaries(texts, children, max_size=6),
+    )
+
+
+json_values = st.recursive(json_scalars, containers, max_leaves=30)
+any_values = st.recursive(
+    st.one_of(json_scalars, other_scalars),
+    lambda children: st.one_of(
+        containers(children),
+        st.tuples(children, children),
+        st.dictionaries(st.integers(-3, 3), children, max_size=3),   # a Map
+    ),
+    max_leaves=30,
+)
+
+
+def same(a: Any, b: Any, ordered: bool = True) -> bool:
+    """Exact equality: same types, -0.0 apart from 0.0, NaN equal to NaN, dict key order
+    (when `ordered`)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return a == b and math.copysign(1, a) == math.copysign(1, b)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y, ordered) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        if list(a) != list(b) if ordered else set(a) != set(b):
+            return False
+        return all(same(a[k], b[k], ordered) for k in a)
+    return bool(a == b)
+
+
+def joined(value: Any) -> Any:
+    """`value` with each surrogate pair held as two code points made one character, as
+    JavaScript reads it (docs/values.md, "Surrogate pairs as two code points")."""
+    if isinstance(value, str):
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    if isinstance(value, list):
+        return [joined(x) for x in value]
+    if isinstance(value, dict):
+        return type(value)((joined(k), joined(v)) for k, v in value.items())
+    return value
+
+
+def four_ways(ctx: ivm.Context, value: Any) -> list[Any]:
+    """`value` into the isolate by each reader, and back out by each writer."""
+    ctx.global_.set_sync("fast", value, copy=True)
+    ctx.global_.set_sync("general", [value, ivm.undefined], copy=True)
+    return [
+        ctx.eval_sync(where, copy=True, transfer_out=general_writer)
+        for where in ("fast", "general[0]")
+        for general_writer in (False, True)
+    ]
+
+
+def check_round_trips(ctx: ivm.Context, value: Any) -> None:
+    results = four_ways(ctx, value)
+    for other in results[1:]:
+        assert same(results[0], other), (value, results)
+    # As the table says: the JavaScript form computed in Python (JavaScript orders
+    # integer-like keys first, so key order is not compared here).
+    assert same(results[0], joined(normalize(value)), ordered=False), (value, results[0])
+
+
+SETTINGS = dict(
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.mark.parametrize("values", [json_values, any_values], ids=["json_data", "any_data"])
+@settings(max_examples=150, **SETTINGS)  # type: ignore[arg-type]
+@given(data=st.data())
+def test_values_round_trip_identically_on_both_paths(
+    context: ivm.Context, values: Any, data: Any
+) -> None:
+    check_round_trips(context, data.draw(values))
+
+
+@settings(max_examples=40, **SETTINGS)  # type: ignore[arg-type]
+@given(value=any_values)
+def test_both_paths_agree_in_a_worker_hosted_isolate(
+    any_context: ivm.Context, value: Any
+) -> None:
+    check_round_trips(any_context, value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"__proto__": {"a": 1}, "1": 2, "b": [None, True, False]},
+        {"b": 1, "10": 2, "2": 3, "-1": 4, "01": 5, "4294967295": 6},
+        {"a": 1, "a\x00": 2, "\ud800": "\udc00", "\ud83d\ude00": "😀"},
+        [0.0, -0.0, 5e-324, 1.7976931348623157e308, 2**53 - 1, -(2**53 - 1), 1e21, 123.456],
+        ["é" * 300, "\u0100" * 300, "x" * 70000, '"\\/\b\f\n\r\t'],
+        [[[[[[[[[[[]]]]]]]]]], {}, [], {"": {}}],
+        [list(range(1500)), {str(i): i for i in range(1500)}],
+        # an empty dict followed by siblings that are not strs stays a dict (the general
+        # reader once took them for its first key and made it a Map)
+        [{}, None], [{}, 1.5, {}], ({}, (1, 2, 3, 4)), [{}, ivm.JSBigInt(1)], {"a": {}, "b": 2},
+    ],
+)
+def test_edge_cases_agree_on_both_paths(context: ivm.Context, value: Any) -> None:
+    check_round_trips(context, value)
+
+
+def test_plain_json_data_keeps_javascript_property_semantics(context: ivm.Context) -> None:
+    context.global_.set_sync("v", {"__proto__": {"x": 1}, "2": "b", "1": "a"}, copy=True)
+    assert context.eval_sync(
+        "Object.getPrototypeOf(v) === Object.prototype && Object.hasOwn(v, '__proto__')"
+        " && v.x === undefined && Object.keys(v).join() === '1,2,__proto__'"
+    )
+
+
+def test_shared_and_deep_values_take_the_general_reader(context: ivm.Context) -> None:
+    shared: list[Any] = [1]
+    context.global_.set_sync("v", [shared, shared], copy=True)
+    assert context.eval_sync("v[0] === v[1]")
+    deep: Any = []
+    for _ in range(300):   # deeper than the JSON path takes (200), within the reader's limit
+        deep = [deep]
+    context.global_.set_sync("d", deep, copy=True)
+    assert context.eval_sync("let n = 0, x = d; while (x.length) { x = x[0]; n++; } n") == 300
