@@ -37,7 +37,8 @@ BLOCKS = blocks()
 def c_blocks() -> list[tuple[str, str, str | None]]:
     """(name, C program, expected output or None) of the docs' C blocks. A block with its own
     main() is a program; the other blocks of a page are fragments, which are compiled together,
-    in order, as the body of one main() that declares the context they use (`ctx`)."""
+    in order, as the body of one main() that declares the handles they use without making
+    them (`iso`, `ctx`)."""
     found = []
     for path in FILES:
         if not path.is_file():
@@ -55,9 +56,14 @@ def c_blocks() -> list[tuple[str, str, str | None]]:
             expected = following[1] if following and following[0] == "text" else None
             found.append((f"{path.relative_to(ROOT)}#c{len(found) + 1}", body, expected))
         if fragments:
+            body = "\n".join(fragments)
+            # The handles a page's fragments use without making them.
+            given = "".join(f"  {decl} = NULL;\n" for decl, name in
+                            (("ivm_isolate_t *iso", "iso"), ("ivm_context_t *ctx", "ctx"))
+                            if re.search(rf"\b{name}\b", body)
+                            and not re.search(rf"\*\s*{name}\s*[;=]", body))
             program = ('#include "ivm.h"\n#include <stddef.h>\n'
-                       "int main(void) {\n  ivm_context_t *ctx = NULL;\n"
-                       + "\n".join(fragments) + "\n  return 0;\n}\n")
+                       "int main(void) {\n" + given + body + "\n  return 0;\n}\n")
             found.append((f"{path.relative_to(ROOT)}#fragments", program, "COMPILE ONLY"))
     return found
 
