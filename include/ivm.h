@@ -91,6 +91,10 @@
  * as a generic error and an unknown value kind as unsupported. After 1.0, a
  * shipped function never changes; a new behaviour gets a new name (`_v2`).
  *
+ * ## Changes in 0.7
+ *
+ *   - (filled in as the 0.7 work lands)
+ *
  * ## Changes in 0.6
  *
  *   - Opt-in host basics per context: ivm_context_options_t's `reserved`
@@ -291,10 +295,10 @@ typedef struct ivm_cpu_profiler_options ivm_cpu_profiler_options_t;
 /* ------------------------------------------------------------------------- */
 
 #define IVM_VERSION_MAJOR 0
-#define IVM_VERSION_MINOR 6
+#define IVM_VERSION_MINOR 7
 #define IVM_VERSION_PATCH 0
 /** MAJOR * 1000000 + MINOR * 1000 + PATCH of this header. */
-#define IVM_VERSION_NUMBER 6000
+#define IVM_VERSION_NUMBER 7000
 
 /**
  * The version of the loaded library, as IVM_VERSION_NUMBER. Compare it with the
