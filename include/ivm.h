@@ -93,7 +93,9 @@
  *
  * ## Changes in 0.7
  *
- *   - (filled in as the 0.7 work lands)
+ *   - IVM_RESULT_INSPECT: a call's result as the text of node's
+ *     util.inspect(value), made by the host console's formatter without
+ *     running the value's JavaScript (getters, Proxy traps).
  *
  * ## Changes in 0.6
  *
@@ -896,7 +898,16 @@ enum {
   IVM_RESULT_REFERENCE = 16,
   /** Discard the result (return undefined), whatever it is: for calls made
    * only for their effects. Since: 0.2 */
-  IVM_RESULT_DISCARD = 32
+  IVM_RESULT_DISCARD = 32,
+  /**
+   * Return the text of node's `util.inspect(value)` as an IVM_VALUE_STRING,
+   * for any value (strings quoted, nesting to depth 2, cycles, Maps, errors
+   * with their stacks, at most about 1 MiB of text). It runs no JavaScript of
+   * the value's: getters show as [Getter], Proxies as their targets without
+   * running traps. It is the formatter of the host console (docs/host.md).
+   * Exclusive with COPY, EXTERNAL_COPY, REFERENCE and DISCARD. Since: 0.7
+   */
+  IVM_RESULT_INSPECT = 64
 };
 
 /* ------------------------------------------------------------------------- */

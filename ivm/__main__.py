@@ -9,7 +9,6 @@ from typing import Callable, Literal, Sequence
 
 import ivm
 
-from ._inspect import INSPECT_JS
 
 
 def _read(path: Path) -> str:
@@ -89,8 +88,6 @@ class _Session:
         loader = _module_loader(self.isolate, import_root) if import_root else None
         host = None if args.no_host else ivm.HostBasics.all(console=_console_line)
         self.context = self.isolate.create_context_sync(import_module=loader, host=host)
-        # Made before any user code runs: it keeps the built-ins it uses.
-        self.inspect = self.context.eval_sync(INSPECT_JS, reference=True, filename="ivm:inspect")
 
     def close(self) -> None:
         self.isolate.dispose()
@@ -108,12 +105,11 @@ class _Session:
                 "const t = JSON.stringify($0); return t === undefined ? 'undefined' : t",
                 [result.deref_into()], timeout=self.args.timeout,
             )  # fmt: skip
+        elif raw_strings and result.typeof == "string":
+            text = result.copy_sync(timeout=self.args.timeout)  # printed as it is, as node -p does
         else:
-            options = {"top": "raw"} if raw_strings else {}
-            text = self.inspect.apply_sync(
-                None, [result.deref_into(), options], arguments_options={"copy": True},
-                timeout=self.args.timeout,
-            )  # fmt: skip
+            # libivm's formatter (the console's): it runs none of the value's code.
+            text = result.inspect_sync(timeout=self.args.timeout)
         return str(text)
 
 

@@ -361,6 +361,23 @@ class Reference(Handle, _Marker):
         options = (0, run_options(timeout), _result_options(lib.IVM_RESULT_COPY))
         return await _submit_owned(self, lib.ivm_reference_get_async, [_NULL], options)
 
+    def inspect_sync(self, *, timeout: float | None = None) -> str:
+        """The referenced value as node's ``util.inspect`` shows it (strings
+        quoted, nesting to depth 2, cycles, Maps, errors with their stacks), made
+        inside the isolate by the host console's formatter: it runs none of the
+        value's JavaScript (getters show as ``[Getter]``, Proxies as their targets),
+        and the text is at most about 1 MiB."""
+        text = self._get_self(run_options(timeout), _result_options(lib.IVM_RESULT_INSPECT))
+        assert isinstance(text, str)
+        return text
+
+    async def inspect(self, *, timeout: float | None = None) -> str:
+        """The async twin of :meth:`inspect_sync`."""
+        options = (0, run_options(timeout), _result_options(lib.IVM_RESULT_INSPECT))
+        text = await _submit_owned(self, lib.ivm_reference_get_async, [_NULL], options)
+        assert isinstance(text, str)
+        return text
+
     def _external_copy(self, transfer_out: bool) -> Any:
         flags = lib.IVM_RESULT_EXTERNAL_COPY | (lib.IVM_RESULT_TRANSFER_OUT if transfer_out else 0)
         return self._get_self(_NULL, _result_options(flags))
@@ -455,8 +472,8 @@ class HostReference(Reference):
     def _host_only(self, *_: Any, **__: Any) -> Any:
         raise TypeError("a Reference to a host value only supports apply, copy and deref")
 
-    get_sync = set_sync = delete_sync = _host_only
-    get = set = delete = get_ignored = set_ignored = delete_ignored = _host_only
+    get_sync = set_sync = delete_sync = inspect_sync = _host_only
+    get = set = delete = get_ignored = set_ignored = delete_ignored = inspect = _host_only
     apply = apply_ignored = copy = _host_only
 
     def _attach(self, value: Any) -> int:

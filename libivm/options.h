@@ -73,6 +73,11 @@ inline ivm_error_t* ReadCallOptions(const ivm_run_options_t* run,
   if (ivm_error_t* err = ReadStruct(run, &run_full)) return err;
   ivm_result_options_t result_full = IVM_RESULT_OPTIONS_INIT;
   if (ivm_error_t* err = ReadStruct(result, &result_full)) return err;
+  constexpr uint32_t kForms = IVM_RESULT_COPY | IVM_RESULT_EXTERNAL_COPY | IVM_RESULT_REFERENCE |
+                              IVM_RESULT_DISCARD;
+  if ((result_full.flags & IVM_RESULT_INSPECT) && (result_full.flags & kForms)) {
+    return InvalidArgument("IVM_RESULT_INSPECT excludes COPY, EXTERNAL_COPY, REFERENCE and DISCARD");
+  }
   out->timeout_ns = run_full.timeout_ns;
   out->flags = result_full.flags;
   return nullptr;

@@ -2,13 +2,17 @@
 //
 // Every call that returns a JavaScript value (eval, script runs, reference
 // get and apply, callback arguments) ends here: discarded, a Reference, a
-// primitive host value, a copy, or an ExternalCopy, as its IVM_RESULT_* flags
-// say. A copy runs the writer (Serialize), which may run getters: their
+// primitive host value, a copy, an ExternalCopy, or the text of
+// util.inspect(value) (host_inspect.cc), as its IVM_RESULT_* flags say. A copy runs the writer (Serialize), which may run getters: their
 // exceptions and the call's stop end as the call's error.
 #include "copy.h"
+#include "host_inspect.h"
 #include "reference.h"
 
 namespace ivm {
+
+// About how much text an IVM_RESULT_INSPECT result may hold (ivm.h says 1 MiB).
+constexpr size_t kInspectResultBudget = size_t{1} << 20;
 
 ivm_error_t* ResultFromV8(IsolateHolder& holder, v8::Isolate* isolate,
                           v8::Local<v8::Context> context, v8::TryCatch& try_catch,
@@ -24,6 +28,18 @@ ivm_error_t* ResultFromV8(IsolateHolder& holder, v8::Isolate* isolate,
     auto v = std::make_unique<ivm_value>();
     v->kind = IVM_VALUE_REFERENCE;
     v->reference = MakeReference(holder, isolate, context, value);
+    *out = v.release();
+    return nullptr;
+  }
+  if (flags & IVM_RESULT_INSPECT) {
+    inspect::Options options;
+    options.budget = kInspectResultBudget;
+    auto v = std::make_unique<ivm_value>();
+    v->kind = IVM_VALUE_STRING;
+    v->str = inspect::Inspect(context, value, options);
+    if (try_catch.HasTerminated() || holder.Stopped(call) || isolate->IsExecutionTerminating()) {
+      return holder.Fail(context, try_catch, call);
+    }
     *out = v.release();
     return nullptr;
   }

@@ -313,8 +313,8 @@ def test_console_output_is_bounded_in_the_cli(tmp_path: Path) -> None:
 
 
 def test_results_quote_and_name_as_console_does() -> None:
-    """The CLI's result formatter (ivm/_inspect.py) and console (libivm) agree on quotes and
-    function kinds."""
+    """The CLI's results and console lines come from one formatter (libivm's): they agree on
+    quotes and function kinds."""
     code = "x = [\"it's\", `a'b\"c`, 'a\\x01\\v', function* g() {}, async () => 1]; console.log(x); x"
     proc = ivm_cli("eval", code)
     assert proc.returncode == 0, proc.stderr

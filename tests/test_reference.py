@@ -333,6 +333,77 @@ def test_copy_sync_is_a_structured_copy(context: ivm.Context) -> None:
         context.eval_sync("() => 1", reference=True).copy_sync()
 
 
+# --- inspect (IVM_RESULT_INSPECT) ---------------------------------------------------------
+
+
+def test_inspect_sync_shows_any_value_as_node_does(any_context: ivm.Context) -> None:
+    """One formatter with console (libivm/host_inspect.cc), inline and in a worker."""
+    ref = any_context.eval_sync(
+        "const o = {a: [1, 'x', null], m: new Map([[1, 'one']]), f() {}}; o.self = o; o",
+        reference=True,
+    )
+    assert ref.inspect_sync() == (
+        "<ref *1> {\n  a: [ 1, 'x', null ],\n  m: Map(1) { 1 => 'one' },\n"
+        "  f: [Function: f],\n  self: [Circular *1]\n}"
+    )
+    assert any_context.eval_sync("'it\\'s'", reference=True).inspect_sync() == '"it\'s"'
+    assert any_context.eval_sync("-0", reference=True).inspect_sync() == "-0"
+
+
+def test_inspect_runs_none_of_the_values_code(context: ivm.Context) -> None:
+    ref = context.eval_sync(
+        """globalThis.ran = [];
+        const target = {get g() { ran.push('getter'); return 1 }};
+        new Proxy(target, {get() { ran.push('trap'); return 2 }, ownKeys() { ran.push('keys'); return [] }})""",
+        reference=True,
+    )
+    assert ref.inspect_sync() == "{ g: [Getter] }"
+    assert context.eval_sync("ran.length") == 0
+
+
+def test_inspect_is_bounded(context: ivm.Context) -> None:
+    many = context.eval_sync("Array.from({length: 200000}, (_, i) => 'item' + i)", reference=True)
+    assert many.inspect_sync().endswith("  ... 199900 more items\n]")
+    big = context.eval_sync("Array.from({length: 100}, () => Array(100).fill('x'.repeat(20000)))", reference=True)
+    assert 1 << 19 < len(big.inspect_sync().encode()) < (1 << 20) + 200000
+
+
+@pytest.mark.anyio
+async def test_inspect_async_twin(any_context: ivm.Context) -> None:
+    ref = await any_context.eval("new Set([1n, Symbol('s')])", reference=True)
+    assert await ref.inspect() == "Set(2) { 1n, Symbol(s) }"
+
+
+def test_inspect_of_released_and_host_references_fails(context: ivm.Context) -> None:
+    ref = context.eval_sync("({})", reference=True)
+    ref.release()
+    with pytest.raises(ivm.DisposedError):
+        ref.inspect_sync()
+    with pytest.raises(TypeError, match="host value"):
+        ivm.Reference({"a": 1}).inspect_sync()
+
+
+def test_inspect_excludes_the_other_result_forms(context: ivm.Context) -> None:
+    """In C, IVM_RESULT_INSPECT with COPY, EXTERNAL_COPY, REFERENCE or DISCARD is refused."""
+    from ivm._ffi import ffi, lib
+
+    ref = context.eval_sync("({})", reference=True)
+    for other in (lib.IVM_RESULT_COPY, lib.IVM_RESULT_EXTERNAL_COPY, lib.IVM_RESULT_REFERENCE,
+                  lib.IVM_RESULT_DISCARD):
+        opts = ffi.new("ivm_result_options_t *", [ffi.sizeof("ivm_result_options_t"),
+                                                  lib.IVM_RESULT_INSPECT | other])
+        out = ffi.new("ivm_value_t **")
+        err = lib.ivm_reference_get(ref._ptr, ffi.NULL, 0, ffi.NULL, opts, out, ffi.NULL)
+        assert err != ffi.NULL
+        try:
+            assert lib.ivm_error_kind(err) == lib.IVM_ERROR_INVALID_ARGUMENT
+            msg, size = ffi.new("const char **"), ffi.new("size_t *")
+            lib.ivm_error_message(err, msg, size)
+            assert b"IVM_RESULT_INSPECT" in ffi.unpack(msg[0], size[0])
+        finally:
+            lib.ivm_error_free(err)
+
+
 def test_deref_raises_type_error(context: ivm.Context) -> None:
     ref = context.eval_sync("({})", reference=True)
     with pytest.raises(TypeError, match="deref"):
