@@ -96,6 +96,9 @@
  *   - IVM_RESULT_INSPECT: a call's result as the text of node's
  *     util.inspect(value), made by the host console's formatter without
  *     running the value's JavaScript (getters, Proxy traps).
+ *   - A timer job's callback stopped by its timeout is reported to the
+ *     context's rejection hook as an unhandled rejection (an Error saying so)
+ *     instead of being dropped silently.
  *
  * ## Changes in 0.6
  *

@@ -33,6 +33,8 @@ namespace {
 constexpr size_t kBatch = 64;
 constexpr int64_t kMs = 1000 * 1000;
 constexpr int64_t kRetryMaxNs = 16 * kMs;
+// The timeout of the job that reports a timed-out callback (ReportTimedOut).
+constexpr uint64_t kReportNs = 1000 * kMs;
 // HTML's timer nesting: past 5 levels, shorter delays become 4 ms.
 constexpr int kNestingLimit = 5;
 constexpr int64_t kNestedMinNs = 4 * kMs;
@@ -262,6 +264,7 @@ void TimerTable::RunJob(const std::shared_ptr<IsolateHolder>& holder) {
     if (closed_.load() || holder->disposed()) return;
     if (ivm_error_t* err = RunOne(id)) {
       ivm_error_kind_t kind = err->kind;
+      if (kind == IVM_ERROR_TIMEOUT) ReportTimedOut(err->message);
       ivm_error_free(err);
       if (kind == IVM_ERROR_DISPOSED || kind == IVM_ERROR_MEMORY_LIMIT) return;
     }
@@ -296,6 +299,28 @@ ivm_error_t* TimerTable::RunOne(uint64_t id) {
     FlushRejections(holder_, isolate, context, call);
     return nullptr;
   });
+}
+
+void TimerTable::ReportTimedOut(const std::string& why) {
+  // No call waits for a timer job: what stopped its callback is reported as
+  // what it threw would be, an unhandled rejection of its context (an Error
+  // made now, under a short timeout of its own).
+  ivm_error_t* err = holder_.Run(kReportNs, [&](v8::Isolate* isolate, CallState& call) -> ivm_error_t* {
+    if (closed_.load()) return nullptr;
+    v8::Local<v8::Context> context = context_.Get(isolate);
+    v8::Context::Scope context_scope(context);
+    std::string text = "a timer's callback was stopped by its timeout: " + why;
+    v8::Local<v8::String> message;
+    if (!v8::String::NewFromUtf8(isolate, text.data(), v8::NewStringType::kNormal,
+                                 static_cast<int>(text.size()))
+             .ToLocal(&message)) {
+      return nullptr;
+    }
+    ReportCallbackError(isolate, context, v8::Exception::Error(message));
+    FlushRejections(holder_, isolate, context, call);
+    return nullptr;
+  });
+  if (err != nullptr) ivm_error_free(err);
 }
 
 void TimerTable::Close() {

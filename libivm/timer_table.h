@@ -96,6 +96,8 @@ class TimerTable final : public Resource {
   // A pool thread: the job the timer thread queued.
   void RunJob(const std::shared_ptr<IsolateHolder>& holder);
   ivm_error_t* RunOne(uint64_t id);
+  // Reports a callback that its timeout stopped (`why`: the call's error).
+  void ReportTimedOut(const std::string& why);
   void Rearm();
   void ArmLocked(int64_t due_ns);
 

@@ -290,6 +290,23 @@ def test_background_errors_are_reported_too(
     assert isinstance(reason, ivm.JSError) and reason.message == "later"
 
 
+def test_a_background_callback_stopped_by_its_timeout_is_reported(
+    any_isolate: ivm.Isolate, wait_until: Callable[..., bool]
+) -> None:
+    """A timer job's callback that runs past its (inherited) deadline ends and is reported
+    as an unhandled rejection; the interval it belonged to ends; the context goes on."""
+    events: list[ivm.UnhandledRejection] = []
+    ctx = any_isolate.create_context_sync(host=TIMERS, on_unhandled_rejection=events.append)
+    ctx.eval_sync("globalThis.n = 0; setInterval(() => { n++; while (true) {} }, 20)", timeout=0.3)
+    assert wait_until(lambda: len(events) == 1)
+    reason = events[0].reason
+    assert isinstance(reason, ivm.JSError) and reason.name == "Error"
+    assert "stopped by its timeout" in reason.message
+    assert ctx.eval_sync("n") == 1
+    assert ctx.eval_sync("new Promise(r => setTimeout(() => r(n), 30))", promise=True) == 1
+    assert len(events) == 1
+
+
 def test_pending_timers_are_bounded(timers: ivm.Context) -> None:
     assert timers.eval_sync(
         "for (let i = 0; i < 100000; i++) setTimeout(() => {}, 1e9); 'ok'"
