@@ -43,13 +43,6 @@ ivm_error_t* ReadError(wire::Reader& r) {
                             abort ? IVM_HOST_ERROR_ABORT : 0);
 }
 
-void ToOptions(const wire::WireSource& s, ivm_source_options_t* o) {
-  o->filename = s.has_filename ? s.filename.data() : nullptr;
-  o->filename_len = s.filename.size();
-  o->line_offset = s.line_offset;
-  o->column_offset = s.column_offset;
-}
-
 }  // namespace
 
 struct Callbacks::Proxy {
@@ -424,7 +417,7 @@ std::string Callbacks::RunNested(const wire::Frame& frame, wire::Fds* fds) {
         reply = ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, ok ? "unknown context" : "malformed call");
       } else {
         ivm_source_options_t o = IVM_SOURCE_OPTIONS_INIT;
-        ToOptions(s, &o);
+        wire::ToSourceOptions(s, &o);
         ivm_value_t* value = nullptr;
         ivm_error_t* err =
             nargs == wire::kNoClosure
@@ -459,7 +452,7 @@ std::string Callbacks::RunNested(const wire::Frame& frame, wire::Fds* fds) {
       wire::WireSource s;
       if (!r.U64(&script_id) || !r.Bytes(&code) || !wire::ReadSource(r, &s) || !r.Done()) break;
       ivm_source_options_t o = IVM_SOURCE_OPTIONS_INIT;
-      ToOptions(s, &o);
+      wire::ToSourceOptions(s, &o);
       ivm_script_t* script = nullptr;
       ivm_error_t* err = ivm_isolate_compile_script(iso, code.data(), code.size(), &o, nullptr, &script);
       if (err == nullptr) ops_->AddScript(script_id, script);

@@ -123,8 +123,13 @@ class Ops {
   };
   static void Done(void* user_data, const ivm_completion_t* c);
   void Finish(const Pending& p, const ivm_completion_t* c);
+  using Reply = std::function<std::string(const ivm_completion_t* c)>;
+  // Submits an _async call: `submit(done, user_data, &job)`; `reply`, if set, makes the
+  // REPLY when the job ends. Returns the reply to send now if it could not be submitted,
+  // else an empty string.
   template <class F>
-  std::string Submit(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id, F&& submit);
+  std::string Submit(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id, F&& submit,
+                     Reply reply = nullptr);
   template <class T>
   T* Find(std::unordered_map<uint64_t, T*>& map, uint64_t id);
   ivm_isolate_t* Isolate(uint64_t id);
@@ -152,7 +157,6 @@ class Ops {
   std::string GlobalReply(uint64_t call_id, uint64_t ref_id, ivm_isolate_t* iso,
                           ivm_value_t* value);
   // rmod: modules and code caches (worker_modules.cc).
-  using Reply = std::function<std::string(const ivm_completion_t* c)>;
   // As Submit, with `reply` making the REPLY when the job ends.
   std::string SubmitWith(uint64_t call_id, ivm_isolate_t* iso, Reply reply,
                          const SubmitFn& submit);
