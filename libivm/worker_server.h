@@ -12,6 +12,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 namespace ivm::worker {
 
@@ -187,6 +188,29 @@ class Ops {
 std::string FullReply(uint64_t id, ivm_error_t* err, ivm_isolate_t* iso,
                       const std::function<bool(wire::Writer&, std::string*)>& results);
 std::string ErrorReply(uint64_t id, uint32_t kind, std::string_view message);
+
+// An EVAL call (kOpEval) as read by ReadEval: the eval, or with `nargs` other
+// than wire::kNoClosure the closure of `args`, which it owns until they are
+// handed to libivm (`args.clear()` then).
+struct EvalCall {
+  uint64_t ctx_id = 0;
+  std::string_view code;
+  wire::WireSource wire_source;
+  ivm_source_options_t source = IVM_SOURCE_OPTIONS_INIT;   // points into wire_source
+  ivm_run_options_t run = IVM_RUN_OPTIONS_INIT;
+  ivm_result_options_t result = IVM_RESULT_OPTIONS_INIT;
+  uint32_t nargs = 0;
+  std::vector<ivm_value_t*> args;
+  EvalCall() = default;
+  EvalCall(const EvalCall&) = delete;
+  EvalCall& operator=(const EvalCall&) = delete;
+  ~EvalCall() {
+    for (ivm_value_t* v : args) ivm_value_free(v);
+  }
+};
+// Reads an EVAL call's body, its arguments through `codec`, to the end;
+// false if it is malformed (worker_ops.cc).
+bool ReadEval(wire::Reader& r, WorkerCodec& codec, EvalCall* call);
 std::string_view Message(const ivm_error_t* err,
                          void (*get)(const ivm_error_t*, const char**, size_t*));
 
