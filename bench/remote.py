@@ -61,8 +61,9 @@ def _isolated(ivm):
     return ivm.Isolate(memory_limit=MEMORY_LIMIT_MB, process="isolated")
 
 
-def register(figure, run_async, gather, needs_trio) -> None:
-    """Adds the figures to bench/run.py's list (`figure` is its decorator factory)."""
+def register(figure, async_rate, needs_trio) -> None:
+    """Adds the figures to bench/run.py's list (`figure` is its decorator factory;
+    `async_rate(backend, make_isolate)` makes its async_evals_per_s measure)."""
 
     @figure("isolated_eval_us")
     def f_eval(p):
@@ -102,32 +103,8 @@ def register(figure, run_async, gather, needs_trio) -> None:
         p.r.out["isolated_rss_per_worker_mb"] = res["rss"]
         return res["pss"]
 
-    def async_rate(backend):
-        def measure(p):
-            bl = p.bl
-            isos = [_isolated(p.ivm) for _ in range(4)]
-            try:
-                ctxs = [x.create_context_sync() for x in isos]
-
-                async def main():
-                    samples = []
-                    for k in range(bl.ASYNC_ROUNDS):
-                        calls = [lambda c=ctxs[i % 4]: c.eval("1+1") for i in range(bl.ASYNC_CALLS)]
-                        t0 = bl.now()
-                        rs = await gather(backend, calls)
-                        s = bl.now() - t0
-                        bl.check(all(x == 2 for x in rs), "async")
-                        if k:
-                            samples.append(bl.ASYNC_CALLS / s)
-                    return statistics.median(samples)
-                return run_async(backend, main)
-            finally:
-                for x in isos:
-                    x.dispose()
-        return measure
-
-    figure("isolated_async_evals_per_s_asyncio")(async_rate("asyncio"))
-    figure("isolated_async_evals_per_s_trio", needs_trio)(async_rate("trio"))
+    figure("isolated_async_evals_per_s_asyncio")(async_rate("asyncio", _isolated))
+    figure("isolated_async_evals_per_s_trio", needs_trio)(async_rate("trio", _isolated))
 
     @figure("isolated_death_reported_ms")
     def f_death(p):

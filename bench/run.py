@@ -51,6 +51,7 @@ def _load_sibling(name: str):
 
 
 remote = _load_sibling("remote")   # the isolated_* figures and their targets
+npm = _load_sibling("npm")         # typescript, fetched once
 
 # ---------------------------------------------------------------------------------------------
 # Targets (the project's issues). One row per goal: `figure op bound [× anchor]`.
@@ -447,24 +448,30 @@ async def _gather(backend: str, calls) -> list:
     return out
 
 
-def _async_evals_per_s(backend):
+def _async_evals_per_s(backend, make_isolate=None):
+    """The measure of async_evals_per_s_<backend> (and, with bench/remote.py's `make_isolate`,
+    of isolated_async_evals_per_s_<backend>): ASYNC_CALLS concurrent ``await ctx.eval("1+1")``
+    over 4 isolates, calls per second, median of the rounds after the first."""
     def measure(p):
         bl, ivm = p.bl, p.ivm
-        isos = [ivm.Isolate(memory_limit=MEMORY_LIMIT_MB) for _ in range(4)]
-        ctxs = [x.create_context_sync() for x in isos]
-
-        async def main():
-            samples = []
-            for k in range(bl.ASYNC_ROUNDS):
-                calls = [lambda c=ctxs[i % 4]: c.eval("1+1") for i in range(bl.ASYNC_CALLS)]
-                t0 = bl.now()
-                rs = await _gather(backend, calls)
-                s = bl.now() - t0
-                bl.check(all(x == 2 for x in rs), "async")
-                if k:
-                    samples.append(bl.ASYNC_CALLS / s)
-            return statistics.median(samples)
+        isos = []
         try:
+            for _ in range(4):
+                isos.append(make_isolate(ivm) if make_isolate
+                            else ivm.Isolate(memory_limit=MEMORY_LIMIT_MB))
+            ctxs = [x.create_context_sync() for x in isos]
+
+            async def main():
+                samples = []
+                for k in range(bl.ASYNC_ROUNDS):
+                    calls = [lambda c=ctxs[i % 4]: c.eval("1+1") for i in range(bl.ASYNC_CALLS)]
+                    t0 = bl.now()
+                    rs = await _gather(backend, calls)
+                    s = bl.now() - t0
+                    bl.check(all(x == 2 for x in rs), "async")
+                    if k:
+                        samples.append(bl.ASYNC_CALLS / s)
+                return statistics.median(samples)
             return _run_async(backend, main)
         finally:
             for x in isos:
@@ -533,28 +540,13 @@ def f_timeout(p):
 
 
 # --- Modules and the code cache (issue 13) ----------------------------------------------------
-NPM_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                         "ivm", "npm")
 _typescript: list = []
 
 
 def typescript_source() -> str:
-    """lib/typescript.js of npm's `typescript` 5 (about 9 MB), fetched once with `npm pack`
-    into NPM_CACHE (never into the repository)."""
-    if _typescript:
-        return _typescript[0]
-    import glob
-    import tarfile
-    os.makedirs(NPM_CACHE, exist_ok=True)
-    packs = sorted(glob.glob(os.path.join(NPM_CACHE, "typescript-5.*.tgz")))
-    if not packs:
-        subprocess.run(["npm", "pack", "typescript@5"], cwd=NPM_CACHE, check=True,
-                       capture_output=True, timeout=300)
-        packs = sorted(glob.glob(os.path.join(NPM_CACHE, "typescript-5.*.tgz")))
-    with tarfile.open(packs[-1]) as tar:
-        member = tar.extractfile("package/lib/typescript.js")
-        assert member is not None
-        _typescript.append(member.read().decode("utf-8"))
+    """lib/typescript.js of npm's `typescript` 5 (about 9 MB; bench/npm.py fetches it once)."""
+    if not _typescript:
+        _typescript.append(npm.package_file("typescript", 5, "lib/typescript.js"))
     return _typescript[0]
 
 
@@ -670,7 +662,7 @@ def f_module_graph_script(p):
     return _median_ms(once)
 
 
-remote.register(figure, _run_async, _gather, needs_trio)
+remote.register(figure, _async_evals_per_s, needs_trio)
 
 
 @figure("rss_per_isolate_mb")

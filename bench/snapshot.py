@@ -13,33 +13,23 @@ load (`os.getloadavg`) before and after."""
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import statistics
-import subprocess
-import tarfile
+import sys
 import time
 
 import ivm
 
-NPM_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                         "ivm", "npm")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # (-P: no script folder)
+import npm  # noqa: E402  (bench/npm.py)
+
 CALL = "JSON.stringify(_.chunk([1, 2, 3, 4, 5], 2))"
 WARMUP = "_.chunk([1,2,3], 2); _.map([1,2], x => x); _.merge({}, {a: 1}); _.debounce(() => 0)"
 
 
 def lodash_source() -> str:
-    os.makedirs(NPM_CACHE, exist_ok=True)
-    packs = sorted(glob.glob(os.path.join(NPM_CACHE, "lodash-4.*.tgz")))
-    if not packs:
-        subprocess.run(["npm", "pack", "lodash@4"], cwd=NPM_CACHE, check=True,
-                       capture_output=True, timeout=300)
-        packs = sorted(glob.glob(os.path.join(NPM_CACHE, "lodash-4.*.tgz")))
-    with tarfile.open(packs[-1]) as tar:
-        member = tar.extractfile("package/lodash.js")
-        assert member is not None
-        return member.read().decode("utf-8")
+    return npm.package_file("lodash", 4, "lodash.js")
 
 
 def start(snapshot: bytes | None, source: str | None) -> float:

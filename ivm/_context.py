@@ -10,12 +10,15 @@ from ._ffi import ffi, lib
 from ._handle import Handle
 from ._copy import to_values
 from ._reference import Reference
-from ._options import call_options, code_bytes, result_flags, result_options_flags, run_options
+from ._options import EvalKeywords, call_options, code_bytes, result_flags, result_options_flags
+from ._options import run_options
 from ._options import result_options as _result_options
 from ._value import Arguments, JSPrimitive, sync_result, sync_slots, take, value_array
 from ._call import EVAL, NOT_INTEGER, finish
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _context
+    from typing_extensions import Unpack  # typing's from Python 3.11
+
     from ._isolate import Isolate
     from ._external_copy import ExternalCopy
 
@@ -75,66 +78,26 @@ class Context(Handle):
 
     @overload
     def eval_sync(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        filename: str | None = None,
-        line_offset: int = 0,
-        column_offset: int = 0,
-        promise: bool = False,
-        copy: bool = False,
-        external_copy: Literal[False] = False,
-        transfer_out: bool = False,
-        reference: Literal[True],
+        self, code: str, *, copy: bool = False, external_copy: Literal[False] = False,
+        reference: Literal[True], **options: Unpack[EvalKeywords],
     ) -> Reference: ...
 
     @overload
     def eval_sync(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        filename: str | None = None,
-        line_offset: int = 0,
-        column_offset: int = 0,
-        promise: bool = False,
-        copy: bool = False,
-        external_copy: Literal[True],
-        transfer_out: bool = False,
-        reference: Literal[False] = False,
+        self, code: str, *, copy: bool = False, external_copy: Literal[True],
+        reference: Literal[False] = False, **options: Unpack[EvalKeywords],
     ) -> ExternalCopy: ...
 
     @overload
     def eval_sync(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        filename: str | None = None,
-        line_offset: int = 0,
-        column_offset: int = 0,
-        promise: bool = False,
-        copy: Literal[False] = False,
-        external_copy: Literal[False] = False,
-        transfer_out: bool = False,
-        reference: Literal[False] = False,
+        self, code: str, *, copy: Literal[False] = False, external_copy: Literal[False] = False,
+        reference: Literal[False] = False, **options: Unpack[EvalKeywords],
     ) -> JSPrimitive: ...
 
     @overload
     def eval_sync(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        filename: str | None = None,
-        line_offset: int = 0,
-        column_offset: int = 0,
-        promise: bool = False,
-        copy: bool = False,
-        external_copy: bool = False,
-        transfer_out: bool = False,
-        reference: bool = False,
+        self, code: str, *, copy: bool = False, external_copy: bool = False,
+        reference: bool = False, **options: Unpack[EvalKeywords],
     ) -> Any: ...
 
     def eval_sync(
@@ -191,66 +154,26 @@ class Context(Handle):
 
     @overload
     async def eval(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        filename: str | None = None,
-        line_offset: int = 0,
-        column_offset: int = 0,
-        promise: bool = False,
-        copy: bool = False,
-        external_copy: Literal[False] = False,
-        transfer_out: bool = False,
-        reference: Literal[True],
+        self, code: str, *, copy: bool = False, external_copy: Literal[False] = False,
+        reference: Literal[True], **options: Unpack[EvalKeywords],
     ) -> Reference: ...
 
     @overload
     async def eval(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        filename: str | None = None,
-        line_offset: int = 0,
-        column_offset: int = 0,
-        promise: bool = False,
-        copy: bool = False,
-        external_copy: Literal[True],
-        transfer_out: bool = False,
-        reference: Literal[False] = False,
+        self, code: str, *, copy: bool = False, external_copy: Literal[True],
+        reference: Literal[False] = False, **options: Unpack[EvalKeywords],
     ) -> ExternalCopy: ...
 
     @overload
     async def eval(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        filename: str | None = None,
-        line_offset: int = 0,
-        column_offset: int = 0,
-        promise: bool = False,
-        copy: Literal[False] = False,
-        external_copy: Literal[False] = False,
-        transfer_out: bool = False,
-        reference: Literal[False] = False,
+        self, code: str, *, copy: Literal[False] = False, external_copy: Literal[False] = False,
+        reference: Literal[False] = False, **options: Unpack[EvalKeywords],
     ) -> JSPrimitive: ...
 
     @overload
     async def eval(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        filename: str | None = None,
-        line_offset: int = 0,
-        column_offset: int = 0,
-        promise: bool = False,
-        copy: bool = False,
-        external_copy: bool = False,
-        transfer_out: bool = False,
-        reference: bool = False,
+        self, code: str, *, copy: bool = False, external_copy: bool = False,
+        reference: bool = False, **options: Unpack[EvalKeywords],
     ) -> Any: ...
 
     async def eval(

@@ -5,11 +5,13 @@ ivm_result_options_t), each NULL when it holds only defaults."""
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, TypedDict
 
 from ._ffi import ffi, lib
 
 __all__ = [
+    "EvalKeywords",
+    "RunKeywords",
     "cache_options",
     "cached_data_of",
     "compile_args",
@@ -25,6 +27,28 @@ __all__ = [
 ]
 
 _NULL = ffi.NULL
+
+
+class RunKeywords(TypedDict, total=False):
+    """The keywords of :meth:`Script.run_sync` and :meth:`Script.run` that do not
+    decide the type of the result, described once for their typing overloads (the
+    methods themselves list every keyword)."""
+
+    timeout: float | None
+    promise: bool
+    transfer_out: bool
+    release: bool
+
+
+class EvalKeywords(TypedDict, total=False):
+    """The same for :meth:`Context.eval_sync` and :meth:`Context.eval`."""
+
+    timeout: float | None
+    filename: str | None
+    line_offset: int
+    column_offset: int
+    promise: bool
+    transfer_out: bool
 
 
 def timeout_ns(timeout: float | None) -> int:

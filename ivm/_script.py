@@ -9,11 +9,14 @@ from ._async import submit, submit_ignored
 from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
-from ._options import cached_data_of, call_options, result_flags, result_options, run_options
+from ._options import RunKeywords, cached_data_of, call_options, result_flags, result_options
+from ._options import run_options
 from ._value import JSPrimitive, take
 from ._call import NOT_INTEGER, RUN, finish
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _script
+    from typing_extensions import Unpack  # typing's from Python 3.11
+
     from ._isolate import Isolate
     from ._external_copy import ExternalCopy
     from ._reference import Reference
@@ -61,58 +64,27 @@ class Script(Handle):
 
     @overload
     def run_sync(
-        self,
-        context: Context,
-        *,
-        timeout: float | None = None,
-        promise: bool = False,
-        copy: bool = False,
-        external_copy: Literal[False] = False,
-        transfer_out: bool = False,
-        reference: Literal[True],
-        release: bool = False,
+        self, context: Context, *, copy: bool = False, external_copy: Literal[False] = False,
+        reference: Literal[True], **options: Unpack[RunKeywords],
     ) -> Reference: ...
 
     @overload
     def run_sync(
-        self,
-        context: Context,
-        *,
-        timeout: float | None = None,
-        promise: bool = False,
-        copy: bool = False,
-        external_copy: Literal[True],
-        transfer_out: bool = False,
-        reference: Literal[False] = False,
-        release: bool = False,
+        self, context: Context, *, copy: bool = False, external_copy: Literal[True],
+        reference: Literal[False] = False, **options: Unpack[RunKeywords],
     ) -> ExternalCopy: ...
 
     @overload
     def run_sync(
-        self,
-        context: Context,
-        *,
-        timeout: float | None = None,
-        promise: bool = False,
-        copy: Literal[False] = False,
-        external_copy: Literal[False] = False,
-        transfer_out: bool = False,
-        reference: Literal[False] = False,
-        release: bool = False,
+        self, context: Context, *, copy: Literal[False] = False,
+        external_copy: Literal[False] = False, reference: Literal[False] = False,
+        **options: Unpack[RunKeywords],
     ) -> JSPrimitive: ...
 
     @overload
     def run_sync(
-        self,
-        context: Context,
-        *,
-        timeout: float | None = None,
-        promise: bool = False,
-        copy: bool = False,
-        external_copy: bool = False,
-        transfer_out: bool = False,
-        reference: bool = False,
-        release: bool = False,
+        self, context: Context, *, copy: bool = False, external_copy: bool = False,
+        reference: bool = False, **options: Unpack[RunKeywords],
     ) -> Any: ...
 
     def run_sync(
@@ -146,58 +118,27 @@ class Script(Handle):
 
     @overload
     async def run(
-        self,
-        context: Context,
-        *,
-        timeout: float | None = None,
-        promise: bool = False,
-        copy: bool = False,
-        external_copy: Literal[False] = False,
-        transfer_out: bool = False,
-        reference: Literal[True],
-        release: bool = False,
+        self, context: Context, *, copy: bool = False, external_copy: Literal[False] = False,
+        reference: Literal[True], **options: Unpack[RunKeywords],
     ) -> Reference: ...
 
     @overload
     async def run(
-        self,
-        context: Context,
-        *,
-        timeout: float | None = None,
-        promise: bool = False,
-        copy: bool = False,
-        external_copy: Literal[True],
-        transfer_out: bool = False,
-        reference: Literal[False] = False,
-        release: bool = False,
+        self, context: Context, *, copy: bool = False, external_copy: Literal[True],
+        reference: Literal[False] = False, **options: Unpack[RunKeywords],
     ) -> ExternalCopy: ...
 
     @overload
     async def run(
-        self,
-        context: Context,
-        *,
-        timeout: float | None = None,
-        promise: bool = False,
-        copy: Literal[False] = False,
-        external_copy: Literal[False] = False,
-        transfer_out: bool = False,
-        reference: Literal[False] = False,
-        release: bool = False,
+        self, context: Context, *, copy: Literal[False] = False,
+        external_copy: Literal[False] = False, reference: Literal[False] = False,
+        **options: Unpack[RunKeywords],
     ) -> JSPrimitive: ...
 
     @overload
     async def run(
-        self,
-        context: Context,
-        *,
-        timeout: float | None = None,
-        promise: bool = False,
-        copy: bool = False,
-        external_copy: bool = False,
-        transfer_out: bool = False,
-        reference: bool = False,
-        release: bool = False,
+        self, context: Context, *, copy: bool = False, external_copy: bool = False,
+        reference: bool = False, **options: Unpack[RunKeywords],
     ) -> Any: ...
 
     async def run(

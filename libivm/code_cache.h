@@ -64,6 +64,21 @@ ivm_error_t* ReadCompileInput(const char* code, size_t code_len,
                               const ivm_source_options_t* source,
                               const ivm_cache_options_t* cache, CompileInput* out);
 
+// The body of each ivm_isolate_compile_*[_async]: checks `iso` and the call's
+// output (`has_out`: `out`, or `done` for an _async call; `null_message` names
+// them), reads the input and returns `compile(input)`, exceptions guarded.
+template <class F>
+ivm_error_t* CompileCall(const ivm_isolate_t* iso, bool has_out, const char* null_message,
+                         const char* code, size_t code_len, const ivm_source_options_t* source,
+                         const ivm_cache_options_t* cache, F&& compile) {
+  return Guard([&]() -> ivm_error_t* {
+    if (iso == nullptr || !has_out) return InvalidArgument(null_message);
+    CompileInput in;
+    if (ivm_error_t* err = ReadCompileInput(code, code_len, source, cache, &in)) return err;
+    return compile(in);
+  });
+}
+
 // Queues `compile(holder, input, completion)` on `iso` with a copy of `input`.
 template <class F>
 ivm_error_t* QueueCompile(const std::shared_ptr<IsolateHolder>& holder, CompileInput input,

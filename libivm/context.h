@@ -172,22 +172,22 @@ void Share(Handle& handle, const std::shared_ptr<IsolateHolder>& holder,
   handle.lease = std::make_shared<Lease>(holder, record);
   handle.record = std::move(record);
 }
+
+// The handle of an object in an isolate (ivm_context, ivm_script, ivm_module).
+// Inline, `holder`, `record` and `lease` are set (Share); for one of a
+// worker-hosted isolate only `remote` is (remote.h).
+template <class Record, class Remote>
+struct IsolateObject : LiveCounted {
+  std::shared_ptr<IsolateHolder> holder;
+  std::shared_ptr<Record> record;
+  std::shared_ptr<Lease> lease;
+  std::shared_ptr<Remote> remote;
+};
 }  // namespace ivm
 
-// Inline, `holder`, `record` and `lease` are set; for a context or script of
-// a worker-hosted isolate only `remote` is (remote.h).
-struct ivm_context : ivm::LiveCounted {
-  std::shared_ptr<ivm::IsolateHolder> holder;
-  std::shared_ptr<ivm::ContextRecord> record;
-  std::shared_ptr<ivm::Lease> lease;
-  std::shared_ptr<ivm::RemoteObject> remote;
-};
+struct ivm_context : ivm::IsolateObject<ivm::ContextRecord, ivm::RemoteObject> {};
 
-struct ivm_script : ivm::LiveCounted {
-  std::shared_ptr<ivm::IsolateHolder> holder;
-  std::shared_ptr<ivm::ScriptRecord> record;
-  std::shared_ptr<ivm::Lease> lease;
-  std::shared_ptr<ivm::RemoteObject> remote;
+struct ivm_script : ivm::IsolateObject<ivm::ScriptRecord, ivm::RemoteObject> {
   ivm::cache::Outcome remote_cache;   // a remote script's: set by its compile
 };
 

@@ -454,6 +454,38 @@ bool ivm::SetImportHook(IsolateHolder& holder, v8::Isolate* isolate,
 
 using ivm::Guard;
 
+namespace {
+// The body of the queued twin of a module call that returns a value
+// (ivm_module_evaluate_async, ivm_module_namespace_async): checks the call and
+// reads its options, then has `remote(o)` send it to the module's worker, or
+// queues `call` on the module's isolate: a job that keeps the module's record
+// and lease alive until it has run.
+using ModuleValueCall = ivm_error_t* (*)(IsolateHolder&, ModuleRecord&, const ivm::CallOptions&,
+                                         ivm_value_t**);
+template <class Remote>
+ivm_error_t* QueueModuleValue(ivm_module_t* module, const ivm_run_options_t* run,
+                              const ivm_result_options_t* result, ModuleValueCall call,
+                              Remote&& remote, ivm_done_fn done, void* user_data,
+                              uint64_t* job_out) {
+  return Guard([&]() -> ivm_error_t* {
+    if (module == nullptr || done == nullptr) return InvalidArgument("module or done is NULL");
+    ivm::CallOptions o;
+    if (ivm_error_t* err = ivm::ReadCallOptions(run, result, &o)) return err;
+    if (module->remote) return remote(o);
+    std::shared_ptr<IsolateHolder> holder = module->holder;
+    std::shared_ptr<ModuleRecord> rec = module->record;
+    std::shared_ptr<ivm::Lease> lease = module->lease;
+    return ivm::Enqueue(
+        holder, IVM_COMPLETION_VALUE, done, user_data,
+        [=](ivm_completion_t* c) -> ivm_error_t* {
+          (void)lease;
+          return call(*holder, *rec, o, &c->result.value);
+        },
+        job_out);
+  });
+}
+}  // namespace
+
 extern "C" {
 
 IVM_API ivm_error_t* ivm_isolate_compile_module(ivm_isolate_t* iso, const char* code,
@@ -461,15 +493,12 @@ IVM_API ivm_error_t* ivm_isolate_compile_module(ivm_isolate_t* iso, const char* 
                                                 const ivm_source_options_t* source,
                                                 const ivm_cache_options_t* cache,
                                                 ivm_module_t** out) {
-  return Guard([&]() -> ivm_error_t* {
-    if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
-    ivm::cache::CompileInput in;
-    if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
-      return err;
-    }
-    if (iso->remote) return ivm::remote::CompileModule(iso->remote, in, out);
-    return CompileModule(iso->holder, in, out);
-  });
+  return ivm::cache::CompileCall(
+      iso, out != nullptr, "isolate or out is NULL", code, code_len, source, cache,
+      [&](const ivm::cache::CompileInput& in) -> ivm_error_t* {
+        if (iso->remote) return ivm::remote::CompileModule(iso->remote, in, out);
+        return CompileModule(iso->holder, in, out);
+      });
 }
 
 IVM_API ivm_error_t* ivm_isolate_compile_module_async(ivm_isolate_t* iso, const char* code,
@@ -478,21 +507,18 @@ IVM_API ivm_error_t* ivm_isolate_compile_module_async(ivm_isolate_t* iso, const 
                                                       const ivm_cache_options_t* cache,
                                                       ivm_done_fn done, void* user_data,
                                                       uint64_t* job_out) {
-  return Guard([&]() -> ivm_error_t* {
-    if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
-    ivm::cache::CompileInput in;
-    if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
-      return err;
-    }
-    if (iso->remote) {
-      return ivm::remote::CompileModuleAsync(iso->remote, in, done, user_data, job_out);
-    }
-    return ivm::cache::QueueCompile(
-        iso->holder, in, IVM_COMPLETION_MODULE, done, user_data, job_out,
-        [](const auto& holder, const auto& input, ivm_completion_t* c) {
-          return CompileModule(holder, input, &c->result.module);
-        });
-  });
+  return ivm::cache::CompileCall(
+      iso, done != nullptr, "isolate or done is NULL", code, code_len, source, cache,
+      [&](const ivm::cache::CompileInput& in) -> ivm_error_t* {
+        if (iso->remote) {
+          return ivm::remote::CompileModuleAsync(iso->remote, in, done, user_data, job_out);
+        }
+        return ivm::cache::QueueCompile(
+            iso->holder, in, IVM_COMPLETION_MODULE, done, user_data, job_out,
+            [](const auto& holder, const auto& input, ivm_completion_t* c) {
+              return CompileModule(holder, input, &c->result.module);
+            });
+      });
 }
 
 IVM_API ivm_error_t* ivm_module_dependency_count(const ivm_module_t* module, size_t* count_out) {
@@ -604,41 +630,17 @@ IVM_API ivm_error_t* ivm_module_evaluate(ivm_module_t* module, const ivm_run_opt
   });
 }
 
-namespace {
-// The queued twin of a module call that returns a value (Evaluate, Namespace): a job on the
-// module's isolate that keeps the module's record and lease alive until it has run.
-using ModuleValueCall = ivm_error_t* (*)(IsolateHolder&, ModuleRecord&, const ivm::CallOptions&,
-                                         ivm_value_t**);
-ivm_error_t* QueueModuleValue(ivm_module_t* module, const ivm::CallOptions& o,
-                              ModuleValueCall call, ivm_done_fn done, void* user_data,
-                              uint64_t* job_out) {
-  std::shared_ptr<IsolateHolder> holder = module->holder;
-  std::shared_ptr<ModuleRecord> rec = module->record;
-  std::shared_ptr<ivm::Lease> lease = module->lease;
-  return ivm::Enqueue(
-      holder, IVM_COMPLETION_VALUE, done, user_data,
-      [=](ivm_completion_t* c) -> ivm_error_t* {
-        (void)lease;
-        return call(*holder, *rec, o, &c->result.value);
-      },
-      job_out);
-}
-}  // namespace
-
 IVM_API ivm_error_t* ivm_module_evaluate_async(ivm_module_t* module,
                                                const ivm_run_options_t* run,
                                                const ivm_result_options_t* result,
                                                ivm_done_fn done, void* user_data,
                                                uint64_t* job_out) {
-  return Guard([&]() -> ivm_error_t* {
-    if (module == nullptr || done == nullptr) return InvalidArgument("module or done is NULL");
-    ivm::CallOptions o;
-    if (ivm_error_t* err = ivm::ReadCallOptions(run, result, &o)) return err;
-    if (module->remote) {
-      return ivm::remote::EvaluateModuleAsync(module, o, done, user_data, job_out);
-    }
-    return QueueModuleValue(module, o, Evaluate, done, user_data, job_out);
-  });
+  return QueueModuleValue(module, run, result, Evaluate,
+                          [&](const ivm::CallOptions& o) {
+                            return ivm::remote::EvaluateModuleAsync(module, o, done, user_data,
+                                                                    job_out);
+                          },
+                          done, user_data, job_out);
 }
 
 namespace {
@@ -670,15 +672,12 @@ IVM_API ivm_error_t* ivm_module_namespace_async(ivm_module_t* module,
                                                 const ivm_result_options_t* result,
                                                 ivm_done_fn done, void* user_data,
                                                 uint64_t* job_out) {
-  return Guard([&]() -> ivm_error_t* {
-    if (module == nullptr || done == nullptr) return InvalidArgument("module or done is NULL");
-    ivm::CallOptions o;
-    if (ivm_error_t* err = ivm::ReadCallOptions(nullptr, result, &o)) return err;
-    if (module->remote) {
-      return ivm::remote::ModuleNamespaceAsync(module, o, done, user_data, job_out);
-    }
-    return QueueModuleValue(module, o, Namespace, done, user_data, job_out);
-  });
+  return QueueModuleValue(module, nullptr, result, Namespace,
+                          [&](const ivm::CallOptions& o) {
+                            return ivm::remote::ModuleNamespaceAsync(module, o, done, user_data,
+                                                                     job_out);
+                          },
+                          done, user_data, job_out);
 }
 
 IVM_API ivm_error_t* ivm_module_set_meta(ivm_module_t* module, ivm_value_t* meta) {

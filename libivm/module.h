@@ -33,13 +33,6 @@ struct Resolver {
 inline constexpr char kModuleNotInstantiated[] = "The module has not been instantiated";
 }  // namespace ivm
 
-// Inline, `holder`, `record` and `lease` are set; for a module of a
-// worker-hosted isolate only `remote` is (remote.h).
-struct ivm_module : ivm::LiveCounted {
-  std::shared_ptr<ivm::IsolateHolder> holder;
-  std::shared_ptr<ivm::ModuleRecord> record;
-  std::shared_ptr<ivm::Lease> lease;
-  std::shared_ptr<ivm::RemoteModule> remote;
-};
+struct ivm_module : ivm::IsolateObject<ivm::ModuleRecord, ivm::RemoteModule> {};
 
 #endif  // IVM_MODULE_H

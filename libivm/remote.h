@@ -317,6 +317,8 @@ class HostCodec : public wire::ObjectCodec {
   void Commit() { callbacks_.Commit(); }
 
  private:
+  // Writes the content of an ExternalCopy marker (a copy of `content`), one level deeper.
+  bool WriteCopyContent(wire::Writer& w, const Serialized& content, std::string* why);
   std::shared_ptr<RemoteIsolate> iso_;
   CallbackCodec callbacks_;
   bool verbatim_ = false;

@@ -122,15 +122,7 @@ bool HostCodec::WriteObject(wire::Writer& w, const ivm_value_t* value, std::stri
       *why = kTransferred;
       return false;
     }
-    std::unique_ptr<ivm_value_t, void (*)(ivm_value_t*)> content(CopyValue(value->copy->value()),
-                                                                  ivm_value_free);
-    if (++depth > wire::kMaxCopyDepth) {
-      *why = "ExternalCopy markers nested too deeply";
-      return false;
-    }
-    bool ok = wire::WriteValue(w, content.get(), why, this);
-    --depth;
-    return ok;
+    return WriteCopyContent(w, value->copy->value(), why);
   }
   const ReferenceData* ref = value->reference.get();
   bool same = ref != nullptr && ref->remote && &ref->remote->iso->worker() == &iso_->worker();
@@ -176,13 +168,16 @@ bool HostCodec::WriteAttachment(wire::Writer& w, const ivm_value_t* value, size_
     return false;
   }
   w.U32(a.flags);
-  std::unique_ptr<ivm_value_t, void (*)(ivm_value_t*)> content(CopyValue(*source),
-                                                                ivm_value_free);
+  return WriteCopyContent(w, *source, why);
+}
+
+bool HostCodec::WriteCopyContent(wire::Writer& w, const Serialized& content, std::string* why) {
+  std::unique_ptr<ivm_value_t, void (*)(ivm_value_t*)> value(CopyValue(content), ivm_value_free);
   if (++depth > wire::kMaxCopyDepth) {
     *why = "ExternalCopy markers nested too deeply";
     return false;
   }
-  bool ok = wire::WriteValue(w, content.get(), why, this);
+  bool ok = wire::WriteValue(w, value.get(), why, this);
   --depth;
   return ok;
 }

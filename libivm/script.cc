@@ -97,18 +97,15 @@ IVM_API ivm_error_t* ivm_isolate_compile_script(ivm_isolate_t* iso, const char* 
                                                 const ivm_source_options_t* source,
                                                 const ivm_cache_options_t* cache,
                                                 ivm_script_t** out) {
-  return Guard([&]() -> ivm_error_t* {
-    if (iso == nullptr || out == nullptr) return InvalidArgument("isolate or out is NULL");
-    ivm::cache::CompileInput in;
-    if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
-      return err;
-    }
-    if (iso->remote && (in.cache.given || in.cache.produce)) {
-      return ivm::remote::CompileScriptCached(iso->remote, in, out);
-    }
-    if (iso->remote) return ivm::remote::CompileScript(iso->remote, in.code, in.source, out);
-    return CompileScript(iso->holder, in, out);
-  });
+  return ivm::cache::CompileCall(
+      iso, out != nullptr, "isolate or out is NULL", code, code_len, source, cache,
+      [&](const ivm::cache::CompileInput& in) -> ivm_error_t* {
+        if (iso->remote && (in.cache.given || in.cache.produce)) {
+          return ivm::remote::CompileScriptCached(iso->remote, in, out);
+        }
+        if (iso->remote) return ivm::remote::CompileScript(iso->remote, in.code, in.source, out);
+        return CompileScript(iso->holder, in, out);
+      });
 }
 
 IVM_API ivm_error_t* ivm_isolate_compile_script_async(ivm_isolate_t* iso, const char* code,
@@ -117,25 +114,22 @@ IVM_API ivm_error_t* ivm_isolate_compile_script_async(ivm_isolate_t* iso, const 
                                                       const ivm_cache_options_t* cache,
                                                       ivm_done_fn done, void* user_data,
                                                       uint64_t* job_out) {
-  return Guard([&]() -> ivm_error_t* {
-    if (iso == nullptr || done == nullptr) return InvalidArgument("isolate or done is NULL");
-    ivm::cache::CompileInput in;
-    if (ivm_error_t* err = ivm::cache::ReadCompileInput(code, code_len, source, cache, &in)) {
-      return err;
-    }
-    if (iso->remote && (in.cache.given || in.cache.produce)) {
-      return ivm::remote::CompileScriptCachedAsync(iso->remote, in, done, user_data, job_out);
-    }
-    if (iso->remote) {
-      return ivm::remote::CompileScriptAsync(iso->remote, in.code, in.source, done, user_data,
-                                             job_out);
-    }
-    return ivm::cache::QueueCompile(
-        iso->holder, in, IVM_COMPLETION_SCRIPT, done, user_data, job_out,
-        [](const auto& holder, const auto& input, ivm_completion_t* c) {
-          return CompileScript(holder, input, &c->result.script);
-        });
-  });
+  return ivm::cache::CompileCall(
+      iso, done != nullptr, "isolate or done is NULL", code, code_len, source, cache,
+      [&](const ivm::cache::CompileInput& in) -> ivm_error_t* {
+        if (iso->remote && (in.cache.given || in.cache.produce)) {
+          return ivm::remote::CompileScriptCachedAsync(iso->remote, in, done, user_data, job_out);
+        }
+        if (iso->remote) {
+          return ivm::remote::CompileScriptAsync(iso->remote, in.code, in.source, done, user_data,
+                                                 job_out);
+        }
+        return ivm::cache::QueueCompile(
+            iso->holder, in, IVM_COMPLETION_SCRIPT, done, user_data, job_out,
+            [](const auto& holder, const auto& input, ivm_completion_t* c) {
+              return CompileScript(holder, input, &c->result.script);
+            });
+      });
 }
 
 IVM_API ivm_error_t* ivm_script_run(ivm_script_t* script, ivm_context_t* ctx,

@@ -330,4 +330,11 @@ bool ReadSource(Reader& r, WireSource* out) {
   return true;
 }
 
+void ToSourceOptions(const WireSource& s, ivm_source_options_t* o) {
+  o->filename = s.has_filename ? s.filename.data() : nullptr;
+  o->filename_len = s.filename.size();
+  o->line_offset = s.line_offset;
+  o->column_offset = s.column_offset;
+}
+
 }  // namespace ivm::wire

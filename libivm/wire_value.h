@@ -93,6 +93,8 @@ struct WireSource {
 };
 void WriteSource(Writer& w, const WireSource& s);
 bool ReadSource(Reader& r, WireSource* out);
+// `s` as the ABI's struct (which points into `s`: keep `s` while `*o` is used).
+void ToSourceOptions(const WireSource& s, ivm_source_options_t* o);
 
 }  // namespace ivm::wire
 

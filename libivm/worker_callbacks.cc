@@ -43,13 +43,6 @@ ivm_error_t* ReadError(wire::Reader& r) {
                             abort ? IVM_HOST_ERROR_ABORT : 0);
 }
 
-void ToOptions(const wire::WireSource& s, ivm_source_options_t* o) {
-  o->filename = s.has_filename ? s.filename.data() : nullptr;
-  o->filename_len = s.filename.size();
-  o->line_offset = s.line_offset;
-  o->column_offset = s.column_offset;
-}
-
 }  // namespace
 
 struct Callbacks::Proxy {
@@ -399,42 +392,23 @@ std::string Callbacks::RunNested(const wire::Frame& frame, wire::Fds* fds) {
   if (iso == nullptr) return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "unknown isolate");
   switch (op) {
     case wire::kOpEval: {
-      uint64_t ctx_id = 0;
-      std::string_view code;
-      wire::WireSource s;
-      ivm_run_options_t run = IVM_RUN_OPTIONS_INIT;
-      ivm_result_options_t result = IVM_RESULT_OPTIONS_INIT;
-      uint32_t nargs = 0;
-      if (!r.U64(&ctx_id) || !r.Bytes(&code) || !wire::ReadSource(r, &s) ||
-          !r.U64(&run.timeout_ns) || !r.U32(&result.flags) || !r.U32(&nargs)) {
-        break;
-      }
-      std::vector<ivm_value_t*> args;
-      bool ok = true;
+      EvalCall q;
       WorkerCodec codec(ops_->refs(), iso);
       codec.in_fds = &frame.fds;
-      for (uint32_t i = 0; ok && nargs != wire::kNoClosure && i < nargs; ++i) {
-        ivm_value_t* v = nullptr;
-        ok = wire::ReadValue(r, &v, &codec);
-        if (ok) args.push_back(v);
+      bool ok = ReadEval(r, codec, &q);
+      ivm_context_t* ctx = ok ? ops_->FindContext(q.ctx_id) : nullptr;
+      if (ctx == nullptr) {
+        return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, ok ? "unknown context" : "malformed call");
       }
-      ivm_context_t* ctx = ops_->FindContext(ctx_id);
-      std::string reply;
-      if (!ok || !r.Done() || ctx == nullptr) {
-        reply = ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, ok ? "unknown context" : "malformed call");
-      } else {
-        ivm_source_options_t o = IVM_SOURCE_OPTIONS_INIT;
-        ToOptions(s, &o);
-        ivm_value_t* value = nullptr;
-        ivm_error_t* err =
-            nargs == wire::kNoClosure
-                ? ivm_context_eval(ctx, code.data(), code.size(), &o, &run, &result, &value, nullptr)
-                : ivm_context_eval_closure(ctx, code.data(), code.size(), args.data(), args.size(),
-                                           &o, &run, &result, &value, nullptr);
-        reply = ValueReply(id, err, iso, value, fds);
-      }
-      for (ivm_value_t* v : args) ivm_value_free(v);
-      return reply;
+      ivm_value_t* value = nullptr;
+      ivm_error_t* err =
+          q.nargs == wire::kNoClosure
+              ? ivm_context_eval(ctx, q.code.data(), q.code.size(), &q.source, &q.run, &q.result,
+                                 &value, nullptr)
+              : ivm_context_eval_closure(ctx, q.code.data(), q.code.size(), q.args.data(),
+                                         q.args.size(), &q.source, &q.run, &q.result, &value,
+                                         nullptr);
+      return ValueReply(id, err, iso, value, fds);
     }
     case wire::kOpScriptRun: {
       uint64_t script_id = 0, ctx_id = 0;
@@ -459,7 +433,7 @@ std::string Callbacks::RunNested(const wire::Frame& frame, wire::Fds* fds) {
       wire::WireSource s;
       if (!r.U64(&script_id) || !r.Bytes(&code) || !wire::ReadSource(r, &s) || !r.Done()) break;
       ivm_source_options_t o = IVM_SOURCE_OPTIONS_INIT;
-      ToOptions(s, &o);
+      wire::ToSourceOptions(s, &o);
       ivm_script_t* script = nullptr;
       ivm_error_t* err = ivm_isolate_compile_script(iso, code.data(), code.size(), &o, nullptr, &script);
       if (err == nullptr) ops_->AddScript(script_id, script);

@@ -31,13 +31,6 @@ ivm_error_t* Resolve(void* user_data, ivm_module_t* referrer, size_t request,
   return nullptr;
 }
 
-void ToOptions(const wire::WireSource& s, ivm_source_options_t* o) {
-  o->filename = s.has_filename ? s.filename.data() : nullptr;
-  o->filename_len = s.filename.size();
-  o->line_offset = s.line_offset;
-  o->column_offset = s.column_offset;
-}
-
 std::string_view Borrowed(const char* p, size_t n) { return std::string_view(p ? p : "", n); }
 
 // Import request `index`'s attributes, borrowed from `m`.
@@ -91,7 +84,7 @@ std::string Ops::CompileCached(uint64_t id, uint32_t op, ivm_isolate_t* iso, wir
     return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
   }
   ivm_source_options_t o = IVM_SOURCE_OPTIONS_INIT;
-  ToOptions(s, &o);
+  wire::ToSourceOptions(s, &o);
   ivm_cache_options_t cache = IVM_CACHE_OPTIONS_INIT;
   cache.data = given != 0 ? (data.data() != nullptr ? data.data() : "") : nullptr;
   cache.data_len = given != 0 ? data.size() : 0;

@@ -179,11 +179,10 @@ void Ops::Finish(const Pending& p, const ivm_completion_t* c) {
   channel_.Send(out);
 }
 
-// Submits an _async call: `submit(done, user_data, &job)`. Returns the reply
-// to send now if it could not be submitted, else an empty string.
 template <class F>
-std::string Ops::Submit(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id, F&& submit) {
-  auto* p = new Pending{this, call_id, object_id, iso, nullptr};
+std::string Ops::Submit(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id, F&& submit,
+                        Reply reply) {
+  auto* p = new Pending{this, call_id, object_id, iso, std::move(reply)};
   std::lock_guard<std::recursive_mutex> lock(mu_);   // Finish waits until the job is recorded
   uint64_t job = 0;
   ivm_error_t* err = submit(&Ops::Done, p, &job);
@@ -212,16 +211,7 @@ void Ops::ForgeNextValue(std::string stream) {
 
 std::string Ops::SubmitWith(uint64_t call_id, ivm_isolate_t* iso, Reply reply,
                             const SubmitFn& submit) {
-  auto* p = new Pending{this, call_id, 0, iso, std::move(reply)};
-  std::lock_guard<std::recursive_mutex> lock(mu_);
-  uint64_t job = 0;
-  ivm_error_t* err = submit(&Ops::Done, p, &job);
-  if (err != nullptr) {
-    delete p;
-    return FullReply(call_id, err, iso, nullptr);
-  }
-  if (early_.erase(call_id) == 0) jobs_[call_id] = Job{iso, job};
-  return {};
+  return Submit(call_id, iso, 0, submit, std::move(reply));
 }
 
 void Ops::Cancel(uint64_t call_id) {
@@ -342,15 +332,6 @@ std::string Ops::Drop(uint32_t op, wire::Reader& r) {
   return {};
 }
 
-namespace {
-void ToOptions(const wire::WireSource& s, ivm_source_options_t* o) {
-  o->filename = s.has_filename ? s.filename.data() : nullptr;
-  o->filename_len = s.filename.size();
-  o->line_offset = s.line_offset;
-  o->column_offset = s.column_offset;
-}
-}  // namespace
-
 std::string Ops::Compile(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
   uint64_t script_id = 0;
   std::string_view code;
@@ -359,49 +340,48 @@ std::string Ops::Compile(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
     return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
   }
   ivm_source_options_t o = IVM_SOURCE_OPTIONS_INIT;
-  ToOptions(s, &o);
+  wire::ToSourceOptions(s, &o);
   return Submit(id, iso, script_id, [&](ivm_done_fn done, void* ud, uint64_t* job) {
     return ivm_isolate_compile_script_async(iso, code.data(), code.size(), &o, nullptr, done, ud,
                                             job);
   });
 }
 
-std::string Ops::Eval(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
-  uint64_t ctx_id = 0;
-  std::string_view code;
-  wire::WireSource s;
-  ivm_run_options_t run = IVM_RUN_OPTIONS_INIT;
-  ivm_result_options_t result = IVM_RESULT_OPTIONS_INIT;
-  uint32_t nargs = 0;
-  if (!r.U64(&ctx_id) || !r.Bytes(&code) || !wire::ReadSource(r, &s) || !r.U64(&run.timeout_ns) ||
-      !r.U32(&result.flags) || !r.U32(&nargs)) {
-    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
+bool ReadEval(wire::Reader& r, WorkerCodec& codec, EvalCall* call) {
+  if (!r.U64(&call->ctx_id) || !r.Bytes(&call->code) || !wire::ReadSource(r, &call->wire_source) ||
+      !r.U64(&call->run.timeout_ns) || !r.U32(&call->result.flags) || !r.U32(&call->nargs)) {
+    return false;
   }
-  std::vector<ivm_value_t*> args;
-  bool ok = true;
-  // References, ExternalCopies, large buffers and host callbacks among them.
+  wire::ToSourceOptions(call->wire_source, &call->source);
+  for (uint32_t i = 0; call->nargs != wire::kNoClosure && i < call->nargs; ++i) {
+    ivm_value_t* v = nullptr;
+    if (!wire::ReadValue(r, &v, &codec)) return false;
+    call->args.push_back(v);
+  }
+  return r.Done();
+}
+
+std::string Ops::Eval(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
+  EvalCall q;
+  // References, ExternalCopies, large buffers and host callbacks among the arguments.
   WorkerCodec codec(refs_, iso);
   codec.in_fds = call_fds_;
-  for (uint32_t i = 0; ok && nargs != wire::kNoClosure && i < nargs; ++i) {
-    ivm_value_t* v = nullptr;
-    ok = wire::ReadValue(r, &v, &codec);
-    if (ok) args.push_back(v);
-  }
-  ivm_context_t* ctx = Find(contexts_, ctx_id);
-  if (!ok || !r.Done() || ctx == nullptr) {
-    for (ivm_value_t* v : args) ivm_value_free(v);
+  bool ok = ReadEval(r, codec, &q);
+  ivm_context_t* ctx = ok ? Find(contexts_, q.ctx_id) : nullptr;
+  if (ctx == nullptr) {
     return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, ok ? "unknown context" : "malformed call");
   }
-  ivm_source_options_t o = IVM_SOURCE_OPTIONS_INIT;
-  ToOptions(s, &o);
-  return Submit(id, iso, 0, [&](ivm_done_fn done, void* ud, uint64_t* job) {
-    if (nargs == wire::kNoClosure) {
-      return ivm_context_eval_async(ctx, code.data(), code.size(), &o, &run, &result, done, ud,
-                                    job);
+  std::string reply = Submit(id, iso, 0, [&](ivm_done_fn done, void* ud, uint64_t* job) {
+    if (q.nargs == wire::kNoClosure) {
+      return ivm_context_eval_async(ctx, q.code.data(), q.code.size(), &q.source, &q.run,
+                                    &q.result, done, ud, job);
     }
-    return ivm_context_eval_closure_async(ctx, code.data(), code.size(), args.data(),
-                                          args.size(), &o, &run, &result, done, ud, job);
+    return ivm_context_eval_closure_async(ctx, q.code.data(), q.code.size(), q.args.data(),
+                                          q.args.size(), &q.source, &q.run, &q.result, done, ud,
+                                          job);
   });
+  q.args.clear();   // libivm took them, even if it refused the call
+  return reply;
 }
 
 std::string Ops::Run(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {

@@ -68,6 +68,34 @@ void SetNonBlocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK
 // ---------------------------------------------------------------------------
 // Start
 
+int SpawnWorker(const char* path, char* const argv[], int sock, int err, pid_t* pid) {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  if (err >= 0) {
+    posix_spawn_file_actions_adddup2(&fa, err, 2);
+  } else {
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  }
+  posix_spawn_file_actions_adddup2(&fa, sock, wire::kChannelFd);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
+  posix_spawn_file_actions_addclosefrom_np(&fa, wire::kChannelFd + 1);
+#endif
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  int rc = posix_spawn(pid, path, &fa, &attr, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  return rc;
+}
+
 ivm_error_t* WorkerProcess::Spawn(const char* path, bool use_zygote) {
   int sv[2], ep[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -86,31 +114,14 @@ ivm_error_t* WorkerProcess::Spawn(const char* path, bool use_zygote) {
   int child_err = fcntl(ep[1], F_DUPFD_CLOEXEC, 10);
   close(sv[1]);
   close(ep[1]);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, child_err, 2);
-  posix_spawn_file_actions_adddup2(&fa, child_sock, wire::kChannelFd);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
-  posix_spawn_file_actions_addclosefrom_np(&fa, wire::kChannelFd + 1);
-#endif
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);      // the host's masks and
-  posix_spawnattr_setsigdefault(&attr, &all);    // ignored signals stay here
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  char* argv[] = {const_cast<char*>(path), nullptr};
   pid_t pid = -1;
   int rc = (child_sock < 0 || child_err < 0) ? EMFILE : 0;
   // The default worker is forked from the zygote (zygote.cc) when it can be.
   bool forked = rc == 0 && use_zygote && ZygoteFork(path, child_sock, child_err, &pid);
-  if (rc == 0 && !forked) rc = posix_spawn(&pid, path, &fa, &attr, argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
+  if (rc == 0 && !forked) {
+    char* argv[] = {const_cast<char*>(path), nullptr};
+    rc = SpawnWorker(path, argv, child_sock, child_err, &pid);
+  }
   if (child_sock >= 0) close(child_sock);
   if (child_err >= 0) close(child_err);
   if (rc != 0) {

@@ -226,6 +226,11 @@ std::shared_ptr<WorkerProcess> GroupWorker(const ivm_process_group_t* group);
 // with `sock` as its channel and `err` as its stderr; false when there is no
 // usable zygote (the caller then spawns the worker itself).
 bool ZygoteFork(const std::string& path, int sock, int err, pid_t* pid);
+// Spawns `path` with `argv` as a worker or zygote: stdin and stdout on /dev/null,
+// stderr on `err` (-1: /dev/null), `sock` as wire::kChannelFd, every other
+// descriptor closed, no signal blocked and each at its default action (the host's
+// masks and ignored signals stay in the host). Returns 0 or an errno value.
+int SpawnWorker(const char* path, char* const argv[], int sock, int err, pid_t* pid);
 
 // zygote.cc: the zygote's pidfd became readable (it ended): reap it now, unless
 // a worker start holds the zygote (which then finds it dead itself). I/O thread.

@@ -84,9 +84,11 @@ std::string Reply(uint64_t id, uint32_t status, std::string_view message) {
   return wire::Writer(wire::kReply, id).U32(status).Bytes(message).Finish();
 }
 
-// Evaluates `code` in a fresh isolate; returns NULL or the error, and the
-// result's string form in `*result` when it is a string.
-ivm_error_t* EvalOnce(std::string_view code, std::string* result) {
+// Evaluates `code` in a context of a fresh isolate, then calls `then(ctx,
+// value)` with the context and the result if that succeeded, and disposes of
+// the isolate. Returns NULL or the first error.
+template <class F>
+ivm_error_t* InFreshContext(std::string_view code, F&& then) {
   ivm_isolate_t* iso = nullptr;
   if (ivm_error_t* err = ivm_isolate_new(nullptr, &iso)) return err;
   ivm_context_t* ctx = nullptr;
@@ -96,12 +98,7 @@ ivm_error_t* EvalOnce(std::string_view code, std::string* result) {
     err = ivm_context_eval(ctx, code.data(), code.size(), nullptr, nullptr, nullptr, &value,
                            nullptr);
   }
-  if (value != nullptr && ivm_value_kind(value) == IVM_VALUE_STRING) {
-    const char* p;
-    size_t n;
-    ivm_value_string(value, &p, &n);
-    result->assign(p, n);
-  }
+  if (err == nullptr) err = then(ctx, value);
   ivm_value_free(value);
   ivm_context_free(ctx);
   ivm_error_t* disposed = ivm_isolate_dispose(iso);
@@ -112,6 +109,20 @@ ivm_error_t* EvalOnce(std::string_view code, std::string* result) {
 }
 
 #ifdef IVM_WORKER_TEST_HOOKS
+// Evaluates `code` in a fresh isolate; returns NULL or the error, and the
+// result's string form in `*result` when it is a string.
+ivm_error_t* EvalOnce(std::string_view code, std::string* result) {
+  return InFreshContext(code, [&](ivm_context_t*, ivm_value_t* value) -> ivm_error_t* {
+    if (ivm_value_kind(value) == IVM_VALUE_STRING) {
+      const char* p;
+      size_t n;
+      ivm_value_string(value, &p, &n);
+      result->assign(p, n);
+    }
+    return nullptr;
+  });
+}
+
 void WriteStderr(std::string_view text) {
   while (!text.empty()) {
     ssize_t n = write(2, text.data(), text.size());
@@ -269,25 +280,15 @@ void WarmUpMalloc() {
 // as jobs, with timeouts), and the pool reads the number of CPUs from /sys on
 // first use. Returns NULL or the error.
 ivm_error_t* WarmUpEval(std::string_view code) {
-  ivm_isolate_t* iso = nullptr;
-  if (ivm_error_t* err = ivm_isolate_new(nullptr, &iso)) return err;
-  ivm_context_t* ctx = nullptr;
-  ivm_error_t* err = ivm_isolate_create_context(iso, nullptr, &ctx);
-  ivm_value_t* value = nullptr;
-  if (err == nullptr) {
-    err = ivm_context_eval(ctx, code.data(), code.size(), nullptr, nullptr, nullptr, &value,
-                           nullptr);
-    ivm_value_free(value);
-  }
-  struct Wait {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-  } wait;
-  if (err == nullptr) {
+  return InFreshContext(code, [](ivm_context_t* ctx, ivm_value_t*) -> ivm_error_t* {
+    struct Wait {
+      std::mutex mu;
+      std::condition_variable cv;
+      bool done = false;
+    } wait;
     ivm_run_options_t run = IVM_RUN_OPTIONS_INIT;
     run.timeout_ns = 10ull * 1000 * 1000 * 1000;
-    err = ivm_context_eval_async(
+    ivm_error_t* err = ivm_context_eval_async(
         ctx, "1", 1, nullptr, &run, nullptr,
         [](void* ud, const ivm_completion_t* c) {
           ivm_value_free(c->result.value);
@@ -302,13 +303,8 @@ ivm_error_t* WarmUpEval(std::string_view code) {
       std::unique_lock<std::mutex> lock(wait.mu);
       wait.cv.wait(lock, [&] { return wait.done; });
     }
-  }
-  ivm_context_free(ctx);
-  ivm_error_t* disposed = ivm_isolate_dispose(iso);
-  ivm_isolate_free(iso);
-  if (err == nullptr) return disposed;
-  ivm_error_free(disposed);
-  return err;
+    return err;
+  });
 }
 
 bool WarmUp(std::string* why) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 namespace ivm::worker {
 
@@ -123,8 +124,13 @@ class Ops {
   };
   static void Done(void* user_data, const ivm_completion_t* c);
   void Finish(const Pending& p, const ivm_completion_t* c);
+  using Reply = std::function<std::string(const ivm_completion_t* c)>;
+  // Submits an _async call: `submit(done, user_data, &job)`; `reply`, if set, makes the
+  // REPLY when the job ends. Returns the reply to send now if it could not be submitted,
+  // else an empty string.
   template <class F>
-  std::string Submit(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id, F&& submit);
+  std::string Submit(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id, F&& submit,
+                     Reply reply = nullptr);
   template <class T>
   T* Find(std::unordered_map<uint64_t, T*>& map, uint64_t id);
   ivm_isolate_t* Isolate(uint64_t id);
@@ -152,7 +158,6 @@ class Ops {
   std::string GlobalReply(uint64_t call_id, uint64_t ref_id, ivm_isolate_t* iso,
                           ivm_value_t* value);
   // rmod: modules and code caches (worker_modules.cc).
-  using Reply = std::function<std::string(const ivm_completion_t* c)>;
   // As Submit, with `reply` making the REPLY when the job ends.
   std::string SubmitWith(uint64_t call_id, ivm_isolate_t* iso, Reply reply,
                          const SubmitFn& submit);
@@ -183,6 +188,29 @@ class Ops {
 std::string FullReply(uint64_t id, ivm_error_t* err, ivm_isolate_t* iso,
                       const std::function<bool(wire::Writer&, std::string*)>& results);
 std::string ErrorReply(uint64_t id, uint32_t kind, std::string_view message);
+
+// An EVAL call (kOpEval) as read by ReadEval: the eval, or with `nargs` other
+// than wire::kNoClosure the closure of `args`, which it owns until they are
+// handed to libivm (`args.clear()` then).
+struct EvalCall {
+  uint64_t ctx_id = 0;
+  std::string_view code;
+  wire::WireSource wire_source;
+  ivm_source_options_t source = IVM_SOURCE_OPTIONS_INIT;   // points into wire_source
+  ivm_run_options_t run = IVM_RUN_OPTIONS_INIT;
+  ivm_result_options_t result = IVM_RESULT_OPTIONS_INIT;
+  uint32_t nargs = 0;
+  std::vector<ivm_value_t*> args;
+  EvalCall() = default;
+  EvalCall(const EvalCall&) = delete;
+  EvalCall& operator=(const EvalCall&) = delete;
+  ~EvalCall() {
+    for (ivm_value_t* v : args) ivm_value_free(v);
+  }
+};
+// Reads an EVAL call's body, its arguments through `codec`, to the end;
+// false if it is malformed (worker_ops.cc).
+bool ReadEval(wire::Reader& r, WorkerCodec& codec, EvalCall* call);
 std::string_view Message(const ivm_error_t* err,
                          void (*get)(const ivm_error_t*, const char**, size_t*));
 

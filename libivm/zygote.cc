@@ -19,7 +19,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -29,8 +28,6 @@
 
 #include <mutex>
 #include <string>
-
-extern char** environ;
 
 namespace ivm {
 
@@ -80,29 +77,10 @@ bool StartLocked(Zygote& z, const std::string& path) {
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
   int child = fcntl(sv[1], F_DUPFD_CLOEXEC, 10);   // above 3: dup2 makes a real copy
   close(sv[1]);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, child, wire::kChannelFd);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
-  posix_spawn_file_actions_addclosefrom_np(&fa, wire::kChannelFd + 1);
-#endif
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   char zygote_arg[] = "--zygote";
   char* argv[] = {const_cast<char*>(path.c_str()), zygote_arg, nullptr};
   pid_t pid = -1;
-  int rc = child < 0 ? EMFILE : posix_spawn(&pid, path.c_str(), &fa, &attr, argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
+  int rc = child < 0 ? EMFILE : SpawnWorker(path.c_str(), argv, child, -1, &pid);
   if (child >= 0) close(child);
   if (rc != 0) {
     close(sv[0]);

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 from typing import Awaitable, Callable, Iterator
 
 import anyio
@@ -127,6 +131,33 @@ def busy_exit_env() -> dict[str, str]:
     if "ASAN_OPTIONS" in env:
         env["ASAN_OPTIONS"] += ":detect_leaks=0"
     return env
+
+
+def _run_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Runs `code` in a fresh Python importing the same ivm; fails the test if the
+    child hangs past `timeout` (it is killed)."""
+    env = dict(os.environ)
+    pkg_parent = str(Path(ivm.__file__).parent.parent)  # not resolved: symlinks
+    env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            cwd=pkg_parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        pytest.fail(f"the child process hung (killed after {timeout} s); its output:\n{out}")
+
+
+@pytest.fixture
+def run_child() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`run_child(code, timeout=60)`: runs `code` (dedented) in a fresh Python that imports
+    the same ivm; the test fails if the child hangs past `timeout` (it is killed)."""
+    return _run_child
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ the next V8, and the version lives in one place."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -177,3 +179,34 @@ def test_the_distribution_is_ivm_v8_and_imports_as_ivm() -> None:
     assert dist.version == ivm.__version__
     files = [str(f) for f in dist.files or []]
     assert any(f.startswith("ivm/") and f.endswith("__init__.py") for f in files), files[:20]
+
+
+def _check_units() -> Any:
+    spec = importlib.util.spec_from_file_location("check_units", ROOT / "tools" / "check_units.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_units_are_short() -> None:
+    """Issue 10's short units: no file in libivm/ or ivm/ over 1,000 lines, no function over
+    120 (tools/check_units.py; an opcode switch may say why in a `long-function:` comment)."""
+    proc = subprocess.run([sys.executable, ROOT / "tools" / "check_units.py"],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_units_check_measures_functions_and_sees_long_ones() -> None:
+    units = _check_units()
+    body = "".join(f"  x += {i};\n" for i in range(119))
+    c_text = ('namespace n {\nstruct S : B {\n  S() : a_(1), b_{2} {\n' + body + '  }\n'
+              '  int f() const { return "}"[0]; }\n};\n#define M { {\n'
+              'extern "C" {\nint g(int x) {\n  auto l = [](int q) { return q; };\n'
+              '  // long-function: a test\n' + body + "  return x;\n}\n}\n}\n")
+    found = {name: (last - first + 1, allowed)
+             for name, first, last, allowed in units.c_functions(c_text)}
+    assert found == {"S": (121, False), "f": (1, False), "g": (124, True)}
+    py_text = "def h(x):\n" + "".join(f"    x += {i}\n" for i in range(120)) + "    return x\n"
+    assert [(n, last - first + 1) for n, first, last, _ in units.py_functions(py_text)] == [
+        ("h", 122)]

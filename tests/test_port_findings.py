@@ -6,46 +6,31 @@ that a regression is reported instead of taking the suite down.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import textwrap
 import time
-from pathlib import Path
+from typing import Callable
 
 import pytest
 
 import ivm
 
+RunChild = Callable[..., subprocess.CompletedProcess[str]]
+CheckChild = Callable[..., str]
 
-def run_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Runs `code` in a fresh Python importing the same ivm; fails the test if the child
-    hangs past `timeout` (it is killed)."""
-    env = dict(os.environ)
-    pkg_parent = str(Path(ivm.__file__).parent.parent)  # not resolved: symlinks
-    env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
-    try:
-        return subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(code)],
-            cwd=pkg_parent,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+
+@pytest.fixture
+def check_child(run_child: RunChild) -> CheckChild:
+    """`check_child(code, timeout=60)`: runs `code` in a child (conftest's run_child); it must
+    exit normally. Returns its stdout."""
+    def check(code: str, timeout: float = 60) -> str:
+        proc = run_child(code, timeout)
+        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"code {proc.returncode}"
+        assert proc.returncode == 0, (
+            f"child exited with {how}\nstdout:\n{proc.stdout[-3000:]}\n"
+            f"stderr:\n{proc.stderr[-3000:]}"
         )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        pytest.fail(f"the child process hung (killed after {timeout} s); its output:\n{out}")
-
-
-def check_child(code: str, timeout: float = 60) -> str:
-    """Runs `code` in a child (run_child); it must exit normally. Returns its stdout."""
-    proc = run_child(code, timeout)
-    how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"code {proc.returncode}"
-    assert proc.returncode == 0, (
-        f"child exited with {how}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    )
-    return proc.stdout
+        return proc.stdout
+    return check
 
 
 # --------------------------------------------------------------------------------------
@@ -53,7 +38,9 @@ def check_child(code: str, timeout: float = 60) -> str:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_dispose_on_the_loop_while_javascript_waits_in_apply_sync_promise(backend: str) -> None:
+def test_dispose_on_the_loop_while_javascript_waits_in_apply_sync_promise(
+    check_child: CheckChild, backend: str
+) -> None:
     """dispose() on the event loop that must run the async host function JavaScript waits
     for (applySyncPromise) returns at once; the call then fails with DisposedError."""
     out = check_child(
@@ -94,7 +81,9 @@ def test_dispose_on_the_loop_while_javascript_waits_in_apply_sync_promise(backen
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_isolates_disposing_each_other_from_callbacks_never_deadlock(backend: str) -> None:
+def test_isolates_disposing_each_other_from_callbacks_never_deadlock(
+    check_child: CheckChild, backend: str
+) -> None:
     """Two isolates whose callbacks dispose of each other, called at the same time from two
     pool threads (every other round, both inside their callback at once): every round
     ends, each call with its value or DisposedError."""
@@ -147,7 +136,9 @@ def test_isolates_disposing_each_other_from_callbacks_never_deadlock(backend: st
     assert set(eval(out)) <= {"1", "DisposedError"} and "DisposedError" in out
 
 
-def test_dispose_from_another_thread_while_a_sync_callback_blocks_returns() -> None:
+def test_dispose_from_another_thread_while_a_sync_callback_blocks_returns(
+    check_child: CheckChild
+) -> None:
     """A disposal from another thread does not wait for host code that termination cannot
     stop; the call that ran it fails with DisposedError once the host code returns."""
     out = check_child(
@@ -223,7 +214,9 @@ def test_cpu_time_excludes_host_callbacks() -> None:
 
 
 @pytest.mark.parametrize("via", ["callback", "reference", "async"])
-def test_out_of_memory_in_a_nested_call_is_a_memory_limit_error(via: str) -> None:
+def test_out_of_memory_in_a_nested_call_is_a_memory_limit_error(
+    check_child: CheckChild, via: str
+) -> None:
     """A host function whose own call into its isolate runs out of memory: the outer call
     raises MemoryLimitError (the isolate is disposed), the host lives on."""
     out = check_child(
@@ -295,7 +288,9 @@ async def test_a_large_string_past_the_heap_limit_async() -> None:
     assert iso.is_disposed
 
 
-def test_allocating_on_after_a_large_string_past_the_limit_does_not_abort() -> None:
+def test_allocating_on_after_a_large_string_past_the_limit_does_not_abort(
+    check_child: CheckChild
+) -> None:
     """JavaScript that keeps allocating once a large string put the heap past its limit:
     the garbage collector notices (MemoryLimitError), where V8 used to abort the process
     ("Reached heap limit") for lack of room to unwind."""

@@ -17,17 +17,16 @@ import gc
 import os
 import random
 import subprocess
-import sys
-import textwrap
 import threading
 import time
-from pathlib import Path
 from typing import Awaitable, Callable, Iterator
 
 import anyio
 import pytest
 
 import ivm
+
+RunChild = Callable[..., subprocess.CompletedProcess[str]]
 
 # --------------------------------------------------------------------------------------
 # helpers
@@ -43,26 +42,6 @@ async def warm_up_async() -> None:
     assert await ctx.eval("1") == 1
     iso.dispose()
     del ctx, iso
-
-
-def run_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Runs `code` in a fresh Python importing the same ivm; fails the test if the
-    child hangs past `timeout` (it is killed)."""
-    env = dict(os.environ)
-    pkg_parent = str(Path(ivm.__file__).parent.parent)  # not resolved: symlinks
-    env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
-    try:
-        return subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(code)],
-            cwd=pkg_parent,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        pytest.fail(f"the child process hung (killed after {timeout} s); its output:\n{out}")
 
 
 def describe_exit(proc: subprocess.CompletedProcess[str]) -> str:
@@ -1247,7 +1226,7 @@ def test_microtask_flood_is_stopped_and_does_not_leak_into_the_next_call() -> No
 # scenarios run in a child process (they crash or hang the process if ivm misbehaves)
 
 
-def test_finalization_registry_callbacks_cannot_outlive_the_timeout() -> None:
+def test_finalization_registry_callbacks_cannot_outlive_the_timeout(run_child: RunChild) -> None:
     """A FinalizationRegistry whose cleanup callback loops forever: cleanup tasks run
     while the call settles (PumpTasks), and the call's timeout, terminate() and
     dispose() must all stop them."""
@@ -1297,7 +1276,7 @@ def test_finalization_registry_callbacks_cannot_outlive_the_timeout() -> None:
     assert "disposed True" in proc.stdout, proc.stdout
 
 
-def test_deferred_callbacks_run_under_the_later_calls_limits() -> None:
+def test_deferred_callbacks_run_under_the_later_calls_limits(run_child: RunChild) -> None:
     """Code run with a timeout schedules a callback for later (Atomics.waitAsync)
     that loops forever. Deferred JavaScript belongs to the isolate: it runs while a
     later call settles, under that call's limits. A later timed call times out (it
@@ -1331,7 +1310,7 @@ def test_deferred_callbacks_run_under_the_later_calls_limits() -> None:
     assert "then 4" in proc.stdout, proc.stdout
 
 
-def test_ctrl_c_reaches_a_main_thread_waiting_behind_a_busy_isolate() -> None:
+def test_ctrl_c_reaches_a_main_thread_waiting_behind_a_busy_isolate(run_child: RunChild) -> None:
     """The main thread makes a synchronous call into an isolate that is busy with an
     endless async job (no timeout): Ctrl-C must raise KeyboardInterrupt, not be lost
     while the call waits for the isolate (which would leave the process unkillable
@@ -1377,7 +1356,9 @@ OVERSIZED_ALLOCATIONS = [
 
 
 @pytest.mark.parametrize("code", OVERSIZED_ALLOCATIONS)
-def test_a_single_allocation_far_over_the_limit_does_not_abort_the_process(code: str) -> None:
+def test_a_single_allocation_far_over_the_limit_does_not_abort_the_process(
+    code: str, run_child: RunChild
+) -> None:
     """One builtin call that allocates far past the memory limit (in C++, where
     termination is not checked) must end in MemoryLimitError, not V8's fatal OOM."""
     proc = run_child(
@@ -1437,7 +1418,7 @@ def test_a_failing_call_that_disposes_the_isolate_reports_memory_limit() -> None
 
 
 @pytest.mark.parametrize("stack_kb", [512, 256])
-def test_deep_recursion_on_a_thread_with_a_small_stack(stack_kb: int) -> None:
+def test_deep_recursion_on_a_thread_with_a_small_stack(stack_kb: int, run_child: RunChild) -> None:
     """Threads with small stacks (threading.stack_size, musl's default 128 KB) call into
     ivm: a deep JavaScript recursion must be a RangeError, never a segfault."""
     proc = run_child(
@@ -1463,7 +1444,9 @@ def test_deep_recursion_on_a_thread_with_a_small_stack(stack_kb: int) -> None:
     assert "RangeError" in proc.stdout
 
 
-def test_every_handle_can_live_and_die_before_the_first_isolate_and_after_the_last() -> None:
+def test_every_handle_can_live_and_die_before_the_first_isolate_and_after_the_last(
+    run_child: RunChild
+) -> None:
     """Handles that hold V8 objects without an isolate (an ExternalCopy's
     BackingStore frees through V8's platform) must not need an isolate to exist:
     made and freed before any isolate, between the last one and exit, and left
