@@ -224,14 +224,19 @@ void WorkerProcess::OnChannelReadable() {
 
 bool WorkerProcess::ReadChannel(bool block) {
   if (channel_bad_ || channel_closed_ || sock_ < 0) return false;
-  static thread_local char buf[64 * 1024];
+  // Not a thread_local: 64 KiB of static TLS (libivm linked at start-up) is
+  // reserved on every thread's stack, and thread stacks smaller than that
+  // (V8's CPU profiler's: 64 KiB) could no longer be created.
+  constexpr size_t kReadSize = 64 * 1024;
+  if (!read_buf_) read_buf_ = std::make_unique<char[]>(kReadSize);
+  char* buf = read_buf_.get();
   for (int round = 0; round < 16; ++round) {   // then let other workers have a turn
     bool truncated = false;
     if (block && round == 0) {   // (the socket is non-blocking)
       pollfd p{sock_, POLLIN, 0};
       if (poll(&p, 1, -1) < 0 && errno == EINTR) continue;
     }
-    ssize_t n = wire::RecvWithFds(sock_, buf, sizeof buf, MSG_DONTWAIT, &in_fds_, &truncated);
+    ssize_t n = wire::RecvWithFds(sock_, buf, kReadSize, MSG_DONTWAIT, &in_fds_, &truncated);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) return true;
     // Descriptors come with the first bytes of the frame that claims them
@@ -264,7 +269,7 @@ bool WorkerProcess::ReadChannel(bool block) {
     }
     // A short read emptied the socket: no second recvmsg just to see EAGAIN
     // (epoll is level-triggered, so anything that arrives later wakes us).
-    if (static_cast<size_t>(n) < sizeof buf) return true;
+    if (static_cast<size_t>(n) < kReadSize) return true;
   }
   return true;
 }

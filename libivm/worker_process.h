@@ -239,6 +239,7 @@ class WorkerProcess : public std::enable_shared_from_this<WorkerProcess> {
   // The reader's alone: the I/O thread, or a caller thread reading its own
   // REPLY, whichever holds read_mu_.
   std::mutex read_mu_;
+  std::unique_ptr<char[]> read_buf_;   // 64 KiB, made on the first read
   wire::FrameBuffer in_;
   wire::Fds in_fds_;   // received, not yet claimed by a frame
   bool channel_bad_ = false;
