@@ -105,34 +105,25 @@ static void check_profile(ivm_value_t *profile) {
   CHECK(json != NULL && strstr(json, "\"timeDeltas\":[") != NULL);
 }
 
-/* The same in a worker process: recorded there, the JSON comes back. */
-static void test_profiler_in_worker(void) {
-  ivm_isolate_options_t o = IVM_ISOLATE_OPTIONS_INIT;
-  o.placement = IVM_PLACEMENT_PROCESS;
-  ivm_isolate_t *iso = NULL;
-  ivm_context_t *ctx = NULL;
-  ivm_value_t *out = NULL;
-  CHECK(ivm_isolate_new(&o, &iso) == NULL);
-  if (iso == NULL) return;
-  CHECK(ivm_isolate_create_context(iso, NULL, &ctx) == NULL);
+/* Profiles kHotCode in `ctx` of `iso` under `title` (one character): the calls, their
+ * errors (a second start, a second stop) and the profile. */
+static void profile_hot_code(ivm_isolate_t *iso, ivm_context_t *ctx, const char *title) {
   ivm_cpu_profiler_options_t opts = IVM_CPU_PROFILER_OPTIONS_INIT;
   opts.sampling_interval_ns = 200000;
-  CHECK(ivm_isolate_start_cpu_profiler(iso, "w", 1, &opts) == NULL);
-  CHECK(kind_of(ivm_isolate_start_cpu_profiler(iso, "w", 1, NULL), IVM_ERROR_INVALID_ARGUMENT));
+  CHECK(ivm_isolate_start_cpu_profiler(iso, title, 1, &opts) == NULL);
+  CHECK(kind_of(ivm_isolate_start_cpu_profiler(iso, title, 1, NULL), IVM_ERROR_INVALID_ARGUMENT));
   ivm_source_options_t src = IVM_SOURCE_OPTIONS_INIT;
   src.filename = "hot.js";
   src.filename_len = 6;
+  ivm_value_t *out = NULL;
   CHECK(ivm_context_eval(ctx, kHotCode, strlen(kHotCode), &src, NULL, NULL, &out, NULL) == NULL);
   ivm_value_free(out);
   out = NULL;
-  CHECK(ivm_isolate_stop_cpu_profiler(iso, "w", 1, &out) == NULL);
+  CHECK(ivm_isolate_stop_cpu_profiler(iso, title, 1, &out) == NULL);
   check_profile(out);
   ivm_value_free(out);
   out = NULL;
-  CHECK(kind_of(ivm_isolate_stop_cpu_profiler(iso, "w", 1, &out), IVM_ERROR_INVALID_ARGUMENT));
-  ivm_context_free(ctx);
-  CHECK(ivm_isolate_dispose(iso) == NULL);
-  ivm_isolate_free(iso);
+  CHECK(kind_of(ivm_isolate_stop_cpu_profiler(iso, title, 1, &out), IVM_ERROR_INVALID_ARGUMENT));
 }
 
 static void test_profiler(void) {
@@ -140,26 +131,27 @@ static void test_profiler(void) {
   ivm_context_t *ctx = NULL;
   CHECK(ivm_isolate_new(NULL, &iso) == NULL);
   CHECK(ivm_isolate_create_context(iso, NULL, &ctx) == NULL);
+  profile_hot_code(iso, ctx, "p");
   ivm_cpu_profiler_options_t opts = IVM_CPU_PROFILER_OPTIONS_INIT;
-  opts.sampling_interval_ns = 200000;
-  CHECK(ivm_isolate_start_cpu_profiler(iso, "p", 1, &opts) == NULL);
-  CHECK(kind_of(ivm_isolate_start_cpu_profiler(iso, "p", 1, NULL), IVM_ERROR_INVALID_ARGUMENT));
-  ivm_source_options_t src = IVM_SOURCE_OPTIONS_INIT;
-  src.filename = "hot.js";
-  src.filename_len = 6;
-  ivm_value_t *out = NULL;
-  CHECK(ivm_context_eval(ctx, kHotCode, strlen(kHotCode), &src, NULL, NULL, &out, NULL) == NULL);
-  ivm_value_free(out);
-  out = NULL;
-  CHECK(ivm_isolate_stop_cpu_profiler(iso, "p", 1, &out) == NULL);
-  check_profile(out);
-  ivm_value_free(out);
-  out = NULL;
-  CHECK(kind_of(ivm_isolate_stop_cpu_profiler(iso, "p", 1, &out), IVM_ERROR_INVALID_ARGUMENT));
   opts.sampling_interval_ns = 1000;   /* below 50 us */
   CHECK(kind_of(ivm_isolate_start_cpu_profiler(iso, "q", 1, &opts), IVM_ERROR_INVALID_ARGUMENT));
   CHECK(ivm_isolate_start_cpu_profiler(iso, "left", 4, NULL) == NULL);   /* disposed recording */
   ivm_context_free(ctx);
+  ivm_isolate_free(iso);
+}
+
+/* The same in a worker process: recorded there, the JSON comes back. */
+static void test_profiler_in_worker(void) {
+  ivm_isolate_options_t o = IVM_ISOLATE_OPTIONS_INIT;
+  o.placement = IVM_PLACEMENT_PROCESS;
+  ivm_isolate_t *iso = NULL;
+  ivm_context_t *ctx = NULL;
+  CHECK(ivm_isolate_new(&o, &iso) == NULL);
+  if (iso == NULL) return;
+  CHECK(ivm_isolate_create_context(iso, NULL, &ctx) == NULL);
+  profile_hot_code(iso, ctx, "w");
+  ivm_context_free(ctx);
+  CHECK(ivm_isolate_dispose(iso) == NULL);
   ivm_isolate_free(iso);
 }
 
