@@ -99,6 +99,11 @@
  *   - A timer job's callback stopped by its timeout is reported to the
  *     context's rejection hook as an unhandled rejection (an Error saying so)
  *     instead of being dropped silently.
+ *   - The CPU profiler works for isolates in worker processes:
+ *     ivm_isolate_start_cpu_profiler(), ivm_isolate_stop_cpu_profiler() and
+ *     their _async twins record in the worker and return the same JSON (they
+ *     no longer fail with INVALID_ARGUMENT there). Profiles of programs that
+ *     link libivm at start-up (ivm-worker among them) have samples again.
  *
  * ## Changes in 0.6
  *
@@ -131,7 +136,7 @@
  *   - The CPU profiler: ivm_isolate_start_cpu_profiler(),
  *     ivm_isolate_stop_cpu_profiler() (a DevTools `Profiler.Profile` as JSON
  *     text) and their _async twins, with ivm_cpu_profiler_options_t (inline
- *     isolates only, for now).
+ *     isolates only in 0.6; workers' too since 0.7).
  *
  * ## Changes in 0.5
  *   - References into an isolate in a worker process work as inline ones:
@@ -1740,8 +1745,8 @@ struct ivm_cpu_profiler_options {
  * @return NULL on success, otherwise a new error owned by the caller.
  * Threads: any. Blocks: waits while the isolate runs another call.
  * Errors:  INVALID_ARGUMENT (a profile of that title is recording, a bad
- *          interval), DISPOSED, DEADLOCK; for an isolate in a worker process,
- *          INVALID_ARGUMENT (not supported there). Since: 0.6
+ *          interval), DISPOSED, DEADLOCK; for an isolate in a worker process
+ *          (recorded there since 0.7), CRASHED. Since: 0.6
  */
 IVM_API ivm_error_t *ivm_isolate_start_cpu_profiler(ivm_isolate_t *iso, const char *title,
                                                     size_t title_len,
@@ -1753,8 +1758,8 @@ IVM_API ivm_error_t *ivm_isolate_start_cpu_profiler(ivm_isolate_t *iso, const ch
  * @param[out] out  on success, a new string value the caller frees (ivm_value_free).
  * Threads: any. Blocks: waits while the isolate runs another call.
  * Errors:  INVALID_ARGUMENT (no profile of that title is recording), DISPOSED,
- *          DEADLOCK; for an isolate in a worker process, INVALID_ARGUMENT.
- *          Since: 0.6
+ *          DEADLOCK; for an isolate in a worker process, CRASHED, and TRANSFER
+ *          for a profile over 16 MiB. Since: 0.6
  */
 IVM_API ivm_error_t *ivm_isolate_stop_cpu_profiler(ivm_isolate_t *iso, const char *title,
                                                    size_t title_len, ivm_value_t **out);
@@ -1762,7 +1767,7 @@ IVM_API ivm_error_t *ivm_isolate_stop_cpu_profiler(ivm_isolate_t *iso, const cha
 /** Queues ivm_isolate_start_cpu_profiler(); the result is an
  * IVM_COMPLETION_VALUE (undefined). Threads: any. Blocks: never.
  * Errors: INVALID_ARGUMENT (as the job's outcome, or at once for NULL
- * arguments and worker isolates). Since: 0.6 */
+ * arguments); CRASHED for a worker's isolate. Since: 0.6 */
 IVM_API ivm_error_t *ivm_isolate_start_cpu_profiler_async(
     ivm_isolate_t *iso, const char *title, size_t title_len,
     const ivm_cpu_profiler_options_t *opts, ivm_done_fn done, void *user_data,

@@ -278,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="modules may import files below DIR only (default: the file's directory)")
     run.add_argument("--cpu-profile", metavar="FILE", default=None,
                      help="write a CPU profile of the run to FILE (a .cpuprofile that Chrome "
-                          "DevTools opens; not with --isolated)")
+                          "DevTools opens; with --isolated too)")
     run.add_argument("--cpu-profile-interval", metavar="US", type=int, default=None,
                      help="microseconds between the profile's samples (default 1000, min 50)")
     _limits(run)

@@ -450,10 +450,11 @@ class Isolate(Handle):
         profiler; several may record at once). ``sampling_interval`` is the
         time between samples in seconds (default 1 ms, at least 50 us).
 
+        An isolate in a worker process records there (the profile comes
+        back when it stops).
+
         Raises ``ValueError`` if a profile of that title is already
-        recording or the isolate lives in a worker process (not supported
-        there yet),
-        :class:`ivm.DisposedError`.
+        recording, :class:`ivm.DisposedError`.
         """
         t = title_bytes(title)
         check(lib.ivm_isolate_start_cpu_profiler(self._ptr, t, len(t),

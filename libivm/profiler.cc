@@ -4,6 +4,7 @@
 #include "profiler.h"
 
 #include "options.h"
+#include "remote.h"
 
 #include <v8-profiler.h>
 
@@ -268,17 +269,19 @@ using ivm::InvalidArgument;
 
 namespace {
 
-// What both profiler calls read: the isolate (inline only) and the title.
+// What both profiler calls read: the isolate and the title.
 ivm_error_t* ReadProfilerCall(ivm_isolate_t* iso, const char* title, size_t title_len,
                               std::string* out) {
   if (iso == nullptr) return InvalidArgument("isolate is NULL");
   if (title == nullptr && title_len != 0) return InvalidArgument("title is NULL");
-  if (iso->remote) {
-    return InvalidArgument(
-        "the CPU profiler is not supported for isolates in worker processes (yet)");
-  }
   out->assign(title ? title : "", title_len);
   return nullptr;
+}
+
+// The same call for an isolate in a worker process (remote_profiler.cc).
+ivm::remote::ProfilerRequest RemoteRequest(uint32_t op, const std::string& title,
+                                           int interval_us) {
+  return {op, title, static_cast<uint64_t>(interval_us) * 1000};
 }
 
 ivm_error_t* ReadInterval(const ivm_cpu_profiler_options_t* opts, int* interval_us) {
@@ -324,6 +327,10 @@ IVM_API ivm_error_t* ivm_isolate_start_cpu_profiler(ivm_isolate_t* iso, const ch
     int interval_us = 0;
     if (ivm_error_t* err = ReadProfilerCall(iso, title, title_len, &t)) return err;
     if (ivm_error_t* err = ReadInterval(opts, &interval_us)) return err;
+    if (iso->remote) {
+      return ivm::remote::Profiler(
+          iso->remote, RemoteRequest(ivm::wire::kOpProfilerStart, t, interval_us), nullptr);
+    }
     return StartLocked(*iso->holder, t, interval_us);
   });
 }
@@ -334,6 +341,10 @@ IVM_API ivm_error_t* ivm_isolate_stop_cpu_profiler(ivm_isolate_t* iso, const cha
     std::string t;
     if (out == nullptr) return InvalidArgument("out is NULL");
     if (ivm_error_t* err = ReadProfilerCall(iso, title, title_len, &t)) return err;
+    if (iso->remote) {
+      return ivm::remote::Profiler(iso->remote,
+                                   RemoteRequest(ivm::wire::kOpProfilerStop, t, 0), out);
+    }
     return StopLocked(*iso->holder, t, out);
   });
 }
@@ -348,6 +359,11 @@ IVM_API ivm_error_t* ivm_isolate_start_cpu_profiler_async(
     if (done == nullptr) return InvalidArgument("done is NULL");
     if (ivm_error_t* err = ReadProfilerCall(iso, title, title_len, &t)) return err;
     if (ivm_error_t* err = ReadInterval(opts, &interval_us)) return err;
+    if (iso->remote) {
+      return ivm::remote::ProfilerAsync(
+          iso->remote, RemoteRequest(ivm::wire::kOpProfilerStart, t, interval_us), done,
+          user_data, job_out);
+    }
     std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
     return ivm::Enqueue(
         holder, IVM_COMPLETION_VALUE, done, user_data,
@@ -367,6 +383,11 @@ IVM_API ivm_error_t* ivm_isolate_stop_cpu_profiler_async(ivm_isolate_t* iso, con
     std::string t;
     if (done == nullptr) return InvalidArgument("done is NULL");
     if (ivm_error_t* err = ReadProfilerCall(iso, title, title_len, &t)) return err;
+    if (iso->remote) {
+      return ivm::remote::ProfilerAsync(
+          iso->remote, RemoteRequest(ivm::wire::kOpProfilerStop, t, 0), done, user_data,
+          job_out);
+    }
     std::shared_ptr<ivm::IsolateHolder> holder = iso->holder;
     return ivm::Enqueue(
         holder, IVM_COMPLETION_VALUE, done, user_data,

@@ -177,6 +177,18 @@ ivm_error_t* RunScriptAsync(ivm_script_t* script, ivm_context_t* ctx, const Call
 // ivm_context_release / ivm_script_release.
 void Release(RemoteObject& object, uint32_t op);
 
+// ---- remote_profiler.cc: the CPU profiler (profiler.cc's ABI entries). ----
+struct ProfilerRequest {
+  uint32_t op;               // wire::kOpProfilerStart or wire::kOpProfilerStop
+  std::string_view title;
+  uint64_t interval_ns = 0;  // a start's, checked already (0: the default)
+};
+// `out`: a stop's JSON text (a start's undefined is freed when `out` is NULL).
+ivm_error_t* Profiler(const std::shared_ptr<RemoteIsolate>& iso, const ProfilerRequest& req,
+                      ivm_value_t** out);
+ivm_error_t* ProfilerAsync(const std::shared_ptr<RemoteIsolate>& iso, const ProfilerRequest& req,
+                           ivm_done_fn done, void* user_data, uint64_t* job_out);
+
 // A REPLY with no results (the forwarding helpers above serve the topic files below).
 Parse NoResult();
 // DISPOSED for an isolate already disposed or dead, else NULL.

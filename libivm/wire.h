@@ -131,6 +131,13 @@ enum Op : uint32_t {
   kOpIsolateNewSnapshot = 91,  // u64 iso, u64 memory_limit, bytes snapshot
   kOpFirstSnapshotOp = kOpSnapshotCreate,
   kOpLastSnapshotOp = kOpIsolateNewSnapshot,
+  // isoperf (130-139): the CPU profiler of a worker's isolate (remote_profiler.cc on the
+  // host, worker_ops.cc in the worker: ivm_isolate_{start,stop}_cpu_profiler_async there).
+  kOpProfilerStart = 130,     // u64 iso, bytes title, u64 sampling_interval_ns -> value
+                              // (undefined)
+  kOpProfilerStop = 131,      // u64 iso, bytes title -> value (the profile's JSON text)
+  kOpFirstProfilerOp = kOpProfilerStart,
+  kOpLastProfilerOp = kOpProfilerStop,
   kFirstTestOp = 0xf0000000u,
   kOpTestHook = 0xf0000001u,   // u32 action (IVM_DEBUG_HOOK_*), bytes data
 };

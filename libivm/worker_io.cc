@@ -14,7 +14,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -71,6 +73,14 @@ class IoLoop {
   void WatchOnce(int fd, void* tag) {
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLONESHOT;
+    ev.data.ptr = tag;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+  }
+
+  // Watches `fd` for readable events (level-triggered), reported with `tag`.
+  void Watch(int fd, void* tag) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
     ev.data.ptr = tag;
     epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
   }
@@ -208,18 +218,33 @@ void WorkerProcess::ProtocolViolation(const std::string& why) {
 }
 
 void WorkerProcess::OnChannelReadable() {
-  if (channel_bad_ || channel_closed_ || sock_ < 0) return;
-  static thread_local char buf[64 * 1024];
+  std::unique_lock<std::mutex> reading(read_mu_, std::try_to_lock);
+  if (reading.owns_lock()) ReadChannel(false);   // else a caller thread reads it (ReadHere)
+}
+
+bool WorkerProcess::ReadChannel(bool block) {
+  if (channel_bad_ || channel_closed_ || sock_ < 0) return false;
+  // Not a thread_local: 64 KiB of static TLS (libivm linked at start-up) is
+  // reserved on every thread's stack, and thread stacks smaller than that
+  // (V8's CPU profiler's: 64 KiB) could no longer be created.
+  constexpr size_t kReadSize = 64 * 1024;
+  if (!read_buf_) read_buf_ = std::make_unique<char[]>(kReadSize);
+  char* buf = read_buf_.get();
   for (int round = 0; round < 16; ++round) {   // then let other workers have a turn
     bool truncated = false;
-    ssize_t n = wire::RecvWithFds(sock_, buf, sizeof buf, MSG_DONTWAIT, &in_fds_, &truncated);
+    if (block && round == 0) {   // (the socket is non-blocking)
+      pollfd p{sock_, POLLIN, 0};
+      if (poll(&p, 1, -1) < 0 && errno == EINTR) continue;
+    }
+    ssize_t n = wire::RecvWithFds(sock_, buf, kReadSize, MSG_DONTWAIT, &in_fds_, &truncated);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) return;
+    if (n < 0 && errno == EAGAIN) return true;
     // Descriptors come with the first bytes of the frame that claims them
     // (OnFrame); more than two frames' worth waiting is a violation.
     if (truncated || in_fds_.size() > 2 * wire::kMaxFds) {
       in_fds_.clear();
-      return ProtocolViolation("descriptors sent that no frame claims");
+      ProtocolViolation("descriptors sent that no frame claims");
+      return false;
     }
     if (n <= 0) {
       // End of stream (or a broken one): the worker closed its channel. Its
@@ -227,7 +252,7 @@ void WorkerProcess::OnChannelReadable() {
       channel_closed_ = true;
       IoLoop::Get().Remove(sock_);
       ArmDeadline(NowNs() + kExitGraceNs, "closed its channel");
-      return;
+      return false;
     }
     in_.Append(buf, static_cast<size_t>(n));
     wire::Frame frame;
@@ -235,14 +260,88 @@ void WorkerProcess::OnChannelReadable() {
     for (;;) {
       wire::FrameBuffer::Result r = in_.Next(&frame, &why);
       if (r == wire::FrameBuffer::kNeedMore) break;
-      if (r == wire::FrameBuffer::kBad) return ProtocolViolation(why);
+      if (r == wire::FrameBuffer::kBad) {
+        ProtocolViolation(why);
+        return false;
+      }
       OnFrame(frame);
-      if (channel_bad_) return;
+      if (channel_bad_) return false;
     }
     // A short read emptied the socket: no second recvmsg just to see EAGAIN
     // (epoll is level-triggered, so anything that arrives later wakes us).
-    if (static_cast<size_t>(n) < sizeof buf) return;
+    if (static_cast<size_t>(n) < kReadSize) return true;
   }
+  return true;
+}
+
+namespace {
+
+// IVM_WORKER_DIRECT_READ=0 turns direct reading off (read once; for
+// measuring it against the I/O thread's reading).
+bool DirectReadEnabled() {
+  static const bool enabled = [] {
+    const char* env = getenv("IVM_WORKER_DIRECT_READ");
+    return env == nullptr || strcmp(env, "0") != 0;
+  }();
+  return enabled;
+}
+
+}  // namespace
+
+bool WorkerProcess::CanReadHereLocked() const {
+  return DirectReadEnabled() && !caller_reading_ && !read_here_ended_ && hello_ && !dead_ &&
+         sock_ >= 0 && !OnIoThread();
+}
+
+void WorkerProcess::ReadHere(Waiter& waiter, std::unique_lock<std::mutex>& lock) {
+  caller_reading_ = true;
+  lock.unlock();
+  IoLoop& loop = IoLoop::Get();
+  loop.Remove(sock_);   // stable until close_after_read_ is seen below
+  bool ended = false;
+  {
+    // The I/O thread may be reading it right now (and may even read our
+    // REPLY): we wait for it, then check before every blocking read.
+    std::lock_guard<std::mutex> reading(read_mu_);
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> state(mu_);
+        if (waiter.done || !waiter.callbacks.empty() || dead_) break;
+      }
+      // Ended or broken: the I/O thread processes the death as usual.
+      if (!ReadChannel(true)) {
+        ended = true;
+        break;
+      }
+    }
+  }
+  lock.lock();
+  caller_reading_ = false;
+  if (ended) read_here_ended_ = true;   // later waits leave it to the I/O thread
+  if (close_after_read_) {   // it died meanwhile (FinishLocked left sock_ to us)
+    std::lock_guard<std::mutex> send_lock(send_mu_);
+    close(sock_);
+    in_fds_.clear();
+    sock_ = -1;
+  } else if (!channel_bad_ && !channel_closed_ && !dead_) {
+    loop.Watch(sock_, watch_tag(kChannel));   // back to the I/O thread
+  }
+  if (dead_ && !handoff_.empty()) {   // the I/O thread is done with it: run them here
+    std::deque<std::pair<ReplyFn, wire::Frame>> calls;
+    calls.swap(handoff_);
+    lock.unlock();
+    for (auto& [fn, frame] : calls) fn(&frame, nullptr);
+    lock.lock();
+  }
+}
+
+void WorkerProcess::RunHandoff() {
+  std::deque<std::pair<ReplyFn, wire::Frame>> calls;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls.swap(handoff_);
+  }
+  for (auto& [fn, frame] : calls) fn(&frame, nullptr);
 }
 
 namespace {
@@ -322,6 +421,12 @@ void WorkerProcess::OnFrame(wire::Frame& frame) {
     if (ValidReply(frame.payload)) {
       ReplyFn fn = std::move(it->second.fn);
       async_.erase(it);
+      if (!OnIoThread()) {   // read by a caller thread: its function runs on the I/O thread
+        handoff_.emplace_back(std::move(fn), std::move(frame));
+        lock.unlock();
+        WakeIoThread();
+        return;
+      }
       lock.unlock();
       fn(&frame, nullptr);
       return;
@@ -443,7 +548,10 @@ void WorkerProcess::FinishLocked(std::string cause) {
     if (*fd >= 0) close(*fd);
     *fd = -1;
   }
-  if (sock_ >= 0) {
+  if (sock_ >= 0 && caller_reading_) {
+    shutdown(sock_, SHUT_RDWR);   // ends its read; it closes sock_ when it is done
+    close_after_read_ = true;
+  } else if (sock_ >= 0) {
     shutdown(sock_, SHUT_RDWR);   // wakes a writer waiting for room
     std::lock_guard<std::mutex> send_lock(send_mu_);
     close(sock_);
@@ -455,6 +563,7 @@ void WorkerProcess::FinishLocked(std::string cause) {
 }
 
 int64_t WorkerProcess::Tick(int64_t now) {
+  RunHandoff();
   if (pidfd_ < 0 && !finished_) OnMaybeExited();   // no pidfd: poll
   std::lock_guard<std::mutex> lock(mu_);
   if (dead_) return 0;

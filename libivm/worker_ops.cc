@@ -284,6 +284,9 @@ std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
       return Compile(id, iso, r);
     case wire::kOpEval:
       return Eval(id, iso, r);
+    case wire::kOpProfilerStart:
+    case wire::kOpProfilerStop:
+      return Profiler(id, op, iso, r);
     case wire::kOpScriptRun:
       return Run(id, iso, r);
     case wire::kOpContextGlobal:
@@ -399,6 +402,25 @@ std::string Ops::Run(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
   }
   return Submit(id, iso, 0, [&](ivm_done_fn done, void* ud, uint64_t* job) {
     return ivm_script_run_async(script, ctx, &run, &result, done, ud, job);
+  });
+}
+
+// The profiler runs here as inline (profiler.cc): V8's sampler signals the
+// thread that runs the isolate's JavaScript (tgkill to this process, which the
+// sandbox allows). The profile leaves as its JSON text, a string value.
+std::string Ops::Profiler(uint64_t id, uint32_t op, ivm_isolate_t* iso, wire::Reader& r) {
+  std::string_view title;
+  ivm_cpu_profiler_options_t opts = IVM_CPU_PROFILER_OPTIONS_INIT;
+  if (!r.Bytes(&title) || (op == wire::kOpProfilerStart && !r.U64(&opts.sampling_interval_ns)) ||
+      !r.Done()) {
+    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
+  }
+  return Submit(id, iso, 0, [&](ivm_done_fn done, void* ud, uint64_t* job) {
+    return op == wire::kOpProfilerStart
+               ? ivm_isolate_start_cpu_profiler_async(iso, title.data(), title.size(), &opts,
+                                                      done, ud, job)
+               : ivm_isolate_stop_cpu_profiler_async(iso, title.data(), title.size(), done, ud,
+                                                     job);
   });
 }
 

@@ -246,7 +246,9 @@ ivm_error_t* WorkerProcess::Request(uint64_t id, uint16_t answer_kind, const std
       continue;
     }
     if (waiter.done || dead_) break;
-    if (timeout_ns == 0) {
+    if (timeout_ns == 0 && CanReadHereLocked()) {
+      ReadHere(waiter, lock);   // reads its own REPLY (worker_io.cc)
+    } else if (timeout_ns == 0) {
       cv_.wait(lock);
     } else if (cv_.wait_until(lock, until) == std::cv_status::timeout) {
       break;

@@ -19,6 +19,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 namespace ivm {
@@ -138,6 +139,11 @@ class WorkerProcess : public std::enable_shared_from_this<WorkerProcess> {
   // `use_zygote`: fork it from the zygote if there is one (zygote.cc).
   ivm_error_t* Spawn(const char* path, bool use_zygote);
   ivm_error_t* WaitForHello();
+  // Reads the channel and handles its frames, unless a caller thread reads
+  // it (read_mu_). `block`: the first read waits for bytes (a caller thread
+  // reading its own REPLY); else only what is there. false once the channel
+  // has ended or broken.
+  bool ReadChannel(bool block);
   struct Waiter {
     uint16_t kind = 0;     // the answer expected: PONG or REPLY
     bool done = false;
@@ -165,6 +171,17 @@ class WorkerProcess : public std::enable_shared_from_this<WorkerProcess> {
   ivm_error_t* DeadErrorLocked() const;
   void KillLocked(const std::string& reason);
   void OnFrame(wire::Frame& frame);
+  // Direct reading (worker_io.cc): a synchronous caller that nobody else
+  // reads for takes the channel off the I/O thread and reads its REPLY
+  // itself, which saves the I/O thread's wake-up and its wake-up of the
+  // caller (two thread switches per call). Under `lock` (mu_); returns once
+  // the waiter is done, has callbacks to run, or the channel ended, with the
+  // channel given back to the I/O thread and `lock` held again.
+  bool CanReadHereLocked() const;
+  void ReadHere(Waiter& waiter, std::unique_lock<std::mutex>& lock);
+  // I/O thread: the REPLYs of asynchronous calls that a caller thread read
+  // (their functions run here, as for any REPLY).
+  void RunHandoff();
   void ProtocolViolation(const std::string& why);
   void ReadStderrLocked();
   std::string CauseLocked(int wait_status, bool have_status) const;
@@ -211,9 +228,20 @@ class WorkerProcess : public std::enable_shared_from_this<WorkerProcess> {
   // The callback backlog: frames, payload bytes and descriptors (under mu_).
   size_t backlog_frames_ = 0, backlog_bytes_ = 0, backlog_fds_ = 0;
 
-  // The I/O thread's alone.
+  // Direct reading (under mu_): a caller thread reads the channel; sock_
+  // stays open until it gives the channel back (close_after_read_).
+  bool caller_reading_ = false;
+  bool close_after_read_ = false;
+  bool read_here_ended_ = false;   // a caller saw the channel end: no more direct reading
+  // Asynchronous calls whose REPLY a caller thread read, for the I/O thread.
+  std::deque<std::pair<ReplyFn, wire::Frame>> handoff_;
+
+  // The reader's alone: the I/O thread, or a caller thread reading its own
+  // REPLY, whichever holds read_mu_.
+  std::mutex read_mu_;
+  std::unique_ptr<char[]> read_buf_;   // 64 KiB, made on the first read
   wire::FrameBuffer in_;
-  wire::Fds in_fds_;   // received, not yet claimed by a frame (I/O thread)
+  wire::Fds in_fds_;   // received, not yet claimed by a frame
   bool channel_bad_ = false;
   std::string stderr_tail_;
   bool finished_ = false;

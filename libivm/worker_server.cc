@@ -235,6 +235,7 @@ std::string HandleCall(Channel& channel, Ops& ops, const wire::Frame& frame) {
   if (!reader.U32(&op)) return Reply(frame.header.id, IVM_ERROR_INVALID_ARGUMENT, "no op");
   if ((op >= wire::kOpIsolateNew && op <= wire::kOpLast) ||
       (op >= wire::kOpFirstModuleOp && op <= wire::kOpLastModuleOp) ||
+      (op >= wire::kOpFirstProfilerOp && op <= wire::kOpLastProfilerOp) ||
       op == wire::kOpIsolateNewSnapshot) {
     ops.SetCallFds(&frame.fds);   // rref: large buffers of its values
     std::string out = ops.Call(frame.header.id, op, reader);

@@ -138,6 +138,8 @@ class Ops {
   std::string Eval(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
   std::string Run(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
   std::string Drop(uint32_t op, wire::Reader& r);
+  // kOpProfilerStart, kOpProfilerStop: the CPU profiler of `iso`.
+  std::string Profiler(uint64_t id, uint32_t op, ivm_isolate_t* iso, wire::Reader& r);
   // rref (worker_refs.cc): kOpContextGlobal, kOpRefCall; Submit and Find for it.
   using SubmitFn = std::function<ivm_error_t*(ivm_done_fn, void*, uint64_t*)>;
   std::string SubmitCall(uint64_t call_id, ivm_isolate_t* iso, uint64_t object_id,

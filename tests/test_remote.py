@@ -417,3 +417,53 @@ def test_a_script_compiled_without_cache_options_has_no_cache(remote: ivm.Isolat
     script = remote.compile_script_sync("6 * 7")
     assert script.cached_data is None and script.cached_data_rejected is False
     assert script.run_sync(remote.create_context_sync()) == 42
+
+
+# A synchronous caller that nobody else reads for reads its own REPLY from the channel
+# (worker_io.cc, ReadHere): whatever else arrives meanwhile must still reach its waiter.
+
+
+@pytest.mark.anyio
+async def test_async_replies_read_by_a_sync_caller_still_complete() -> None:
+    with ivm.ProcessGroup() as pg:
+        busy = ivm.Isolate(group=pg).create_context_sync()
+        quick = ivm.Isolate(group=pg).create_context_sync()
+        done = threading.Event()
+
+        def hold_the_channel() -> None:
+            # Blocks this thread reading the channel for the whole run below.
+            busy.eval_sync("const t = Date.now(); while (Date.now() - t < 600) {}")
+            done.set()
+
+        t = threading.Thread(target=hold_the_channel)
+        t.start()
+        try:
+            await anyio.sleep(0.1)
+            with anyio.fail_after(20):
+                results = [await quick.eval(f"{i} * 3") for i in range(20)]
+            assert results == [i * 3 for i in range(20)]
+            assert not done.is_set()  # they completed while the sync call still read
+        finally:
+            t.join(20)
+        assert done.is_set()
+
+
+def test_sync_callers_of_one_worker_on_many_threads() -> None:
+    with ivm.ProcessGroup() as pg:
+        ctxs = [ivm.Isolate(group=pg).create_context_sync() for _ in range(3)]
+        errors: list[BaseException] = []
+
+        def run(k: int) -> None:
+            try:
+                for i in range(300):
+                    assert ctxs[k].eval_sync(f"{i} + {k}") == i + k
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        assert not any(t.is_alive() for t in threads)
