@@ -656,3 +656,30 @@ def test_moved_buffers_still_respect_the_receivers_limit() -> None:
     finally:
         a.dispose()
         b.dispose()
+
+
+def test_buffers_moved_back_and_forth_keep_both_budgets_balanced() -> None:
+    """A buffer moved into its own isolate, or there and back again through another, is
+    charged once per isolate holding it and given back once: 30 moves of 48 MiB through
+    128 MiB budgets keep working (a charge left behind on either side would fill them)."""
+    a = ivm.Isolate(memory_limit=128)
+    b = ivm.Isolate(memory_limit=128)
+    try:
+        ca, cb = a.create_context_sync(), b.create_context_sync()
+
+        def move(src: ivm.Context, dst: ivm.Context, name: str) -> None:
+            ec = src.eval_sync(name, external_copy=True, transfer_out=True)
+            dst.global_.set_sync(name, ec.copy_into(release=True, transfer_in=True))
+            assert dst.eval_sync(f"{name}.byteLength") == 48 * MIB
+
+        for _ in range(10):
+            ca.eval_sync("globalThis.x = new ArrayBuffer(48 * 1024 * 1024); 0")
+            move(ca, ca, "x")          # into its own isolate
+            move(ca, cb, "x")          # there ...
+            move(cb, ca, "x")          # ... and back
+            ca.eval_sync("delete globalThis.x; 0")
+        assert a.get_heap_statistics_sync().externally_allocated_size <= 128 * MIB
+        assert b.get_heap_statistics_sync().externally_allocated_size < 48 * MIB
+    finally:
+        a.dispose()
+        b.dispose()
