@@ -219,13 +219,14 @@ most of the first step; the Python steps are C `pickle` already.
 of CPU in each isolate when the same buffer goes back and forth; in the benchmark it costs
 about 0.13 ms on each side because the 64 MiB `fill(7)` just before has emptied the CPU
 caches (a 64-byte buffer moved after writing 64 MiB elsewhere costs the same). Every second
-move, the receiver's V8 also starts a garbage collection for the external memory it gained
-(the previous, unreachable 64 MiB); in CPU that is about 0.6 ms, and on a loaded machine the
-call waits several milliseconds for V8's background GC threads. The median of 7 (or 3)
-samples mostly misses those. Keeping moved buffers out of the receiver's count removes those
-collections, but a moved buffer stays reserved in the sender's budget until the receiver
-frees it, so the sender then runs out (`test_buffers_moved_again_and_again_stay_within_both_budgets`
-in tests/test_memory.py); that needs the reservation to move with the buffer first.
+move, the receiver's V8 used to start a garbage collection for the external memory it gained
+(the previous, unreachable 64 MiB): about 0.6 ms of CPU, and several milliseconds of waiting on
+a loaded machine. Since 0.7 a moved buffer's budget moves with it (the sender un-charges it as
+it is detached) and the receiver keeps adopted buffers out of V8's external-memory count: it
+collects them when its budget is short of room (`test_moved_buffers_still_respect_the_receivers_limit`
+in tests/test_memory.py), so a move no longer starts a collection. What remains above raw V8
+is the cold-cache cost of the longer path (Python, libivm's call and copy objects) after the
+fill.
 """
 
 

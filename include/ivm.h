@@ -104,6 +104,9 @@
  *     their _async twins record in the worker and return the same JSON (they
  *     no longer fail with INVALID_ARGUMENT there). Profiles of programs that
  *     link libivm at start-up (ivm-worker among them) have samples again.
+ *   - A transferred ArrayBuffer (IVM_RESULT_TRANSFER_OUT, then
+ *     IVM_COPY_INTO_TRANSFER_IN) takes its memory budget with it: it leaves
+ *     the sender's externally_allocated_size when detached. No ABI change.
  *
  * ## Changes in 0.6
  *
@@ -616,7 +619,9 @@ struct ivm_heap_statistics {
   uint64_t used_global_handles_size;
   /** Memory V8 accounts outside its heap (ArrayBuffers, WebAssembly). */
   uint64_t external_memory;
-  /** ArrayBuffer bytes currently allocated through libivm's limited allocator. */
+  /** ArrayBuffer bytes currently charged to the isolate's budget (libivm's
+   *  limited allocator; since 0.7 a transferred buffer leaves the sender's
+   *  budget when it is detached and is charged to the isolate adopting it). */
   uint64_t externally_allocated_size;
 };
 

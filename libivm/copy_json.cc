@@ -151,12 +151,42 @@ class Transcoder {
     p_ += 8;
     if (!std::isfinite(d)) return false;
     char buf[32];
-    auto r = std::to_chars(buf, buf + sizeof buf, d);   // shortest exact form
-    if (r.ec != std::errc()) return false;
+    char* end = ShortBinaryFraction(d, buf);
+    if (end == nullptr) {
+      auto r = std::to_chars(buf, buf + sizeof buf, d);   // shortest exact form
+      if (r.ec != std::errc()) return false;
+      end = r.ptr;
+    }
     size_t start = text_.size();
-    text_.append(buf, r.ptr);
+    text_.append(buf, end);
     stack_.push_back(NewNode(Node::kScalar, start));
     return true;
+  }
+  // A double that is a multiple of 2**-10 below 2**43 in magnitude (1.5,
+  // -0.25, 7.0) written as its exact decimal expansion, which JSON.parse
+  // reads back as exactly that double, at a fraction of the cost of the
+  // shortest form; nullptr for every other double (and -0).
+  static char* ShortBinaryFraction(double d, char* out) {
+    constexpr int kMaxBits = 10;
+    double a = std::fabs(d);
+    if (!(a < 8796093022208.0) || (a == 0 && std::signbit(d))) return nullptr;   // 2**43
+    double scaled = a * (1 << kMaxBits);   // exact: a power of two
+    if (scaled != std::floor(scaled)) return nullptr;
+    auto n = static_cast<uint64_t>(scaled);
+    uint64_t whole = n >> kMaxBits, frac = n & ((1u << kMaxBits) - 1);
+    if (d < 0) *out++ = '-';
+    out = std::to_chars(out, out + 20, whole).ptr;
+    if (frac != 0) {   // frac / 2**10 = frac * 5**10 / 10**10: ten digits, zeros trimmed
+      uint64_t digits = frac * 9765625u;
+      char tail[kMaxBits];
+      for (int i = kMaxBits - 1; i >= 0; --i, digits /= 10) tail[i] = static_cast<char>('0' + digits % 10);
+      int len = kMaxBits;
+      while (tail[len - 1] == '0') --len;
+      *out++ = '.';
+      std::memcpy(out, tail, static_cast<size_t>(len));
+      out += len;
+    }
+    return out;
   }
   // A str (WTF-8) as a JSON string of Latin-1 text: code points above U+00FF
   // and lone surrogates as \u escapes. Malformed text is the general reader's.

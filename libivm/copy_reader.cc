@@ -518,9 +518,11 @@ class Reader {
       return false;
     }
     if (transferring_ && att->moved && att->store) {
-      std::shared_ptr<v8::BackingStore> store = holder_.AdoptBuffer(att->store);
-      if (!store) return NoRoomForBuffer(att->ByteLength());
-      return Push(v8::ArrayBuffer::New(isolate_, std::move(store)));
+      v8::Local<v8::ArrayBuffer> adopted;
+      if (!holder_.AdoptBuffer(att->store).ToLocal(&adopted)) {
+        return NoRoomForBuffer(att->ByteLength());
+      }
+      return Push(adopted);
     }
     v8::Local<v8::Value> buf;
     return NewArrayBuffer(att->Data(), att->ByteLength(), &buf) && Push(buf);

@@ -18,6 +18,7 @@
 #include "stack.h"
 
 #include <cstdlib>
+#include <string_view>
 #include <unordered_set>
 
 namespace ivm {
@@ -166,26 +167,34 @@ class Translator {
     p_ += 8;
     return true;
   }
-  // A string's WTF-8 form in scratch_.
+  // A string's WTF-8 form in text_: in place in V8's output when it is
+  // ASCII (or UTF-8), else converted into scratch_.
   bool String(uint8_t tag) {
     uint32_t n;
     if (!Varint32(&n) || static_cast<size_t>(end_ - p_) < n) return false;
-    scratch_.clear();
+    const char* in_place = reinterpret_cast<const char*>(p_);
     if (tag == v8tag::kOneByteString) {   // Latin-1: its ASCII prefix as it is
       uint32_t ascii = 0;
       while (ascii < n && p_[ascii] < 0x80) ++ascii;
-      scratch_.assign(reinterpret_cast<const char*>(p_), ascii);
-      for (uint32_t i = ascii; i < n; ++i) AppendCodePoint(scratch_, p_[i]);
+      if (ascii == n) {
+        text_ = std::string_view(in_place, n);
+      } else {
+        scratch_.assign(in_place, ascii);
+        for (uint32_t i = ascii; i < n; ++i) AppendCodePoint(scratch_, p_[i]);
+        text_ = scratch_;
+      }
     } else if (tag == v8tag::kTwoByteString) {
       if (n % 2) return false;
+      scratch_.clear();
       AppendUtf16(scratch_, p_, n);
+      text_ = scratch_;
     } else {
-      scratch_.assign(reinterpret_cast<const char*>(p_), n);
+      text_ = std::string_view(in_place, n);
     }
     p_ += n;
     return true;
   }
-  // A property key, past padding: a string (in scratch_), or else a number.
+  // A property key, past padding: a string (in text_), or else a number.
   bool PropertyKey(bool* is_number, double* number) {
     uint8_t tag;
     if (!NextTag(&tag)) return false;
@@ -290,8 +299,8 @@ class Translator {
   }
   bool StringValue(uint8_t tag, std::string* key_class) {
     if (!String(tag)) return false;
-    e_.Text(scratch_);
-    if (key_class) *key_class = key_class::String(scratch_);
+    e_.Text(text_.data(), text_.size());
+    if (key_class) *key_class = key_class::String(std::string(text_));
     return SizeOk();
   }
   bool BigInt() {
@@ -335,8 +344,9 @@ class Translator {
     if (is_number) {
       if (d != std::floor(d) || d < 0 || d > kMaxNumericKey) return false;
       scratch_ = std::to_string(static_cast<uint64_t>(d));
+      text_ = scratch_;
     }
-    e_.Key(scratch_);
+    e_.Key(text_.data(), text_.size());
     return true;
   }
 
@@ -411,7 +421,7 @@ class Translator {
     uint32_t flags;
     if (!NextTag(&tag) || !IsStringTag(tag) || !String(tag)) return false;
     if (!Varint32(&flags) || (flags & ~0xffu)) return false;
-    e_.RegExp(scratch_, RegExpFlags(static_cast<int>(flags)));
+    e_.RegExp(std::string(text_), RegExpFlags(static_cast<int>(flags)));
     Remember();
     return true;
   }
@@ -484,6 +494,7 @@ class Translator {
   int depth_ = 0;
   std::vector<uint32_t> ids_;   // V8 object id -> memo index
   std::string scratch_;
+  std::string_view text_;   // String's result
 };
 
 // Collects V8's serializer output; refuses what the fast path leaves to the

@@ -103,7 +103,11 @@ class Writer {
     }
     if (err) return err;
     // Detach only once the whole copy succeeded.
-    for (auto& buf : to_detach_) buf.Get(isolate_)->Detach();
+    for (auto& buf : to_detach_) {
+      v8::Local<v8::ArrayBuffer> buffer = buf.Get(isolate_);
+      holder_.MoveOutBuffer(buffer->GetBackingStore());   // its budget goes with it
+      buffer->Detach();
+    }
     return nullptr;
   }
 

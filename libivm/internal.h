@@ -333,7 +333,18 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   // copy of `data`, or an existing store adopted without copying. Null when
   // the budget does not allow it.
   std::shared_ptr<v8::BackingStore> NewBuffer(const void* data, size_t length);
-  std::shared_ptr<v8::BackingStore> AdoptBuffer(std::shared_ptr<v8::BackingStore> store);
+  // A moved store (another isolate's, detached there: MoveOutBuffer) as an
+  // ArrayBuffer of this isolate, without copying. Its bytes are charged to
+  // this isolate's budget (collecting garbage once when the budget is short)
+  // but kept out of V8's external-memory count, whose growth would otherwise
+  // start a full collection every second 64 MiB move: the budget, not that
+  // heuristic, decides when such buffers must be collected. Empty when the
+  // budget does not allow it. Isolate locked.
+  v8::MaybeLocal<v8::ArrayBuffer> AdoptBuffer(std::shared_ptr<v8::BackingStore> store);
+  // A store leaving this isolate for good (an ArrayBuffer detached by a
+  // transfer): its bytes leave this isolate's budget now, and its eventual
+  // free (wherever it ends) is not charged here again. Any thread.
+  void MoveOutBuffer(const std::shared_ptr<v8::BackingStore>& store);
   // The memory of another isolate's SharedArrayBuffer, shared, and charged to
   // this isolate's budget while this isolate uses it. Null: over budget.
   std::shared_ptr<v8::BackingStore> ShareBuffer(std::shared_ptr<v8::BackingStore> store);
@@ -369,6 +380,9 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   // The deleter of a buffer that another isolate's store backs (AdoptBuffer,
   // ShareBuffer): gives its bytes back to this isolate's budget.
   static void UnreserveOwner(void* data, size_t length, void* owner);
+  // Gives V8's external-memory count back the adopted bytes it took off when
+  // it freed their stores (AdoptBuffer). Isolate locked.
+  void RestoreHiddenFreed();
   static size_t NearHeapLimit(void* data, size_t current, size_t initial);
   // The heap's used size past its limit (which V8 itself lets large objects
   // pass): checked after each GC and at the end of long calls.

@@ -26,6 +26,7 @@
 #include "options.h"
 
 #include <algorithm>
+#include <unordered_set>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -122,7 +123,7 @@ class IsolateHolder::Allocator final : public v8::ArrayBuffer::Allocator {
     return p;
   }
   void Free(void* data, size_t length) override {
-    Unreserve(length);
+    Uncharge(data, length);
     FreeMemory(data, length);
   }
   size_t used() const { return used_.load(std::memory_order_relaxed); }
@@ -134,10 +135,44 @@ class IsolateHolder::Allocator final : public v8::ArrayBuffer::Allocator {
     return true;
   }
   void Unreserve(size_t n) { used_.fetch_sub(n, std::memory_order_relaxed); }
+  // The budget moves with a transferred store: it leaves this budget when the
+  // store leaves the isolate, and the store's free, later and on any thread,
+  // finds it here and charges nothing back.
+  void MoveOut(const void* data, size_t n) {
+    {
+      std::lock_guard<std::mutex> lock(moved_mutex_);
+      if (!moved_.insert(data).second) return;   // already out
+      moved_count_.fetch_add(1, std::memory_order_relaxed);
+    }
+    Unreserve(n);
+  }
+  // A charged store freed (or an adopted one let go): its bytes leave the
+  // budget unless they already left with a move.
+  void Uncharge(const void* data, size_t n) {
+    if (moved_count_.load(std::memory_order_relaxed) != 0) {
+      std::lock_guard<std::mutex> lock(moved_mutex_);
+      if (moved_.erase(data) != 0) {
+        moved_count_.fetch_sub(1, std::memory_order_relaxed);
+        return;
+      }
+    }
+    Unreserve(n);
+  }
+  // Adopted bytes kept out of V8's external-memory count (AdoptBuffer) whose
+  // stores V8 has since freed, decreasing that count: given back to it on the
+  // isolate's thread (TakeHiddenFreed).
+  void HiddenFreed(size_t n) { hidden_freed_.fetch_add(n, std::memory_order_relaxed); }
+  int64_t TakeHiddenFreed() {
+    return static_cast<int64_t>(hidden_freed_.exchange(0, std::memory_order_relaxed));
+  }
 
  private:
   std::atomic<size_t> used_{0};
   const size_t limit_;
+  std::mutex moved_mutex_;
+  std::unordered_set<const void*> moved_;   // data of stores moved out, not yet freed
+  std::atomic<size_t> moved_count_{0};
+  std::atomic<size_t> hidden_freed_{0};
 };
 
 ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<IsolateHolder>* out,
@@ -215,6 +250,7 @@ void IsolateHolder::CheckExternalMemory() {
   // V8 accounts every ArrayBuffer backing store here, including WebAssembly
   // memories that never went through our allocator. (Adjusting by 0 only
   // reads the counter.)
+  RestoreHiddenFreed();
   int64_t external = isolate_->AdjustAmountOfExternalAllocatedMemory(0) - pinned_bytes_.load();
   if (external > 0 && static_cast<uint64_t>(external) > memory_limit_ + array_buffer_bytes()) {
     oom_.store(true);
@@ -257,14 +293,29 @@ struct BufferOwner {
   std::shared_ptr<v8::ArrayBuffer::Allocator> allocator;   // charged for the bytes
   std::shared_ptr<v8::BackingStore> adopted;               // AdoptBuffer's source
   size_t length = 0;
+  bool hidden = false;   // kept out of V8's external-memory count (AdoptBuffer)
 };
 
 }  // namespace
 
-void IsolateHolder::UnreserveOwner(void*, size_t, void* arg) {
+void IsolateHolder::UnreserveOwner(void* data, size_t, void* arg) {
   auto* o = static_cast<BufferOwner*>(arg);
-  static_cast<Allocator*>(o->allocator.get())->Unreserve(o->length);
-  delete o;
+  auto* allocator = static_cast<Allocator*>(o->allocator.get());
+  allocator->Uncharge(data, o->length);
+  if (o->hidden) allocator->HiddenFreed(o->length);
+  delete o;   // then the adopted store: its own free, in the isolate it came from
+}
+
+void IsolateHolder::RestoreHiddenFreed() {
+  if (int64_t n = allocator_ ? allocator_->TakeHiddenFreed() : 0) {
+    isolate_->AdjustAmountOfExternalAllocatedMemory(n);
+  }
+}
+
+void IsolateHolder::MoveOutBuffer(const std::shared_ptr<v8::BackingStore>& store) {
+  if (store && store->ByteLength() != 0 && !store->IsShared()) {
+    allocator_->MoveOut(store->Data(), store->ByteLength());
+  }
 }
 
 std::shared_ptr<v8::BackingStore> IsolateHolder::NewBuffer(const void* data, size_t length) {
@@ -282,16 +333,27 @@ std::shared_ptr<v8::BackingStore> IsolateHolder::NewBuffer(const void* data, siz
       owner);
 }
 
-std::shared_ptr<v8::BackingStore> IsolateHolder::AdoptBuffer(
+v8::MaybeLocal<v8::ArrayBuffer> IsolateHolder::AdoptBuffer(
     std::shared_ptr<v8::BackingStore> store) {
   size_t length = store->ByteLength();
-  if (!allocator_->Reserve(length)) return nullptr;
+  RestoreHiddenFreed();
+  if (!allocator_->Reserve(length)) {
+    // Unreachable buffers (earlier moves among them) may hold the budget:
+    // this is the collection the heap needs, once.
+    isolate_->LowMemoryNotification();
+    RestoreHiddenFreed();
+    if (!allocator_->Reserve(length)) return {};
+  }
   void* data = store->Data();
-  auto* owner = new BufferOwner{allocator_, std::move(store), length};
-  return v8::ArrayBuffer::NewBackingStore(
-      data, length,
-      UnreserveOwner,
-      owner);
+  auto* owner = new BufferOwner{allocator_, std::move(store), length, /*hidden=*/true};
+  std::shared_ptr<v8::BackingStore> adopted =
+      v8::ArrayBuffer::NewBackingStore(data, length, UnreserveOwner, owner);
+  // V8 adds `length` to its external-memory count as the ArrayBuffer takes
+  // the store (and takes it off when it frees the store): offset here first,
+  // so the count never crosses its limit for it; given back once freed
+  // (RestoreHiddenFreed).
+  isolate_->AdjustAmountOfExternalAllocatedMemory(-static_cast<int64_t>(length));
+  return v8::ArrayBuffer::New(isolate_, std::move(adopted));
 }
 
 std::shared_ptr<v8::BackingStore> IsolateHolder::ShareBuffer(

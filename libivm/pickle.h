@@ -241,18 +241,33 @@ class Emitter {
   // A property key: short keys are memoized by content, so a key repeated
   // across many objects is one Python string. Returns the memo index of a
   // key memoized just now, otherwise kNoMemo.
-  uint32_t Key(const std::string& wtf8) {
-    if (wtf8.size() > kMaxMemoizedKey) {
-      Text(wtf8);
+  uint32_t Key(const std::string& wtf8) { return Key(wtf8.data(), wtf8.size()); }
+  uint32_t Key(const char* p, size_t n) {
+    if (n > kMaxMemoizedKey) {
+      Text(p, n);
       return kNoMemo;
     }
-    auto it = keys_.find(wtf8);
+    // Rows of one shape repeat the same few keys: a small direct-mapped
+    // cache in front of the map finds them without hashing the whole key.
+    RecentKey& recent = recent_keys_[RecentSlot(p, n)];
+    if (recent.memo != kNoMemo && recent.key.size() == n &&
+        (n == 0 || std::memcmp(recent.key.data(), p, n) == 0)) {
+      Get(recent.memo);
+      return kNoMemo;
+    }
+    std::string key(p, n);
+    auto it = keys_.find(key);
     if (it != keys_.end()) {
       Get(it->second);
+      recent.key = std::move(key);
+      recent.memo = it->second;
       return kNoMemo;
     }
-    Text(wtf8);
-    keys_.emplace(wtf8, memo_count_);
+    Text(p, n);
+    uint32_t memo = memo_count_;
+    keys_.emplace(key, memo);
+    recent.key = std::move(key);
+    recent.memo = memo;
     return Memoize();
   }
 
@@ -344,7 +359,20 @@ class Emitter {
   size_t frame_pos_ = 0;
   uint32_t memo_count_ = 0;
   uint32_t tag_memo_[static_cast<int>(Tag::kCount)] = {};
+  struct RecentKey {
+    std::string key;
+    uint32_t memo = kNoMemo;
+  };
+  static constexpr size_t kRecentKeys = 64;
+  static size_t RecentSlot(const char* p, size_t n) {
+    size_t h = n * 31;
+    if (n) h += static_cast<unsigned char>(p[0]) * 7 + static_cast<unsigned char>(p[n - 1]);
+    if (n > 2) h += static_cast<unsigned char>(p[n / 2]) * 3;
+    return h % kRecentKeys;
+  }
+
   std::unordered_map<std::string, uint32_t> keys_;
+  RecentKey recent_keys_[kRecentKeys];
 };
 
 // The items of a list, dict or set (APPENDS, SETITEMS or ADDITEMS), written

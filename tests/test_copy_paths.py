@@ -46,6 +46,9 @@ json_scalars = st.one_of(
     st.integers(-(2**31), 2**31),
     st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from([0.0, -0.0, 2.0, 1e300, 5e-324, 0.1, float(2**53), -float(2**60)]),
+    # multiples of 2**-10 (or finer) around 2**43: the JSON text writes the short ones exactly
+    st.integers(-(2**54), 2**54).map(lambda n: n / 1024),
+    st.integers(-(2**20), 2**20).map(lambda n: n / 2048),
     texts,
 )
 other_scalars = st.one_of(
@@ -157,6 +160,9 @@ def test_both_paths_agree_in_a_worker_hosted_isolate(
         {"b": 1, "10": 2, "2": 3, "-1": 4, "01": 5, "4294967295": 6},
         {"a": 1, "a\x00": 2, "\ud800": "\udc00", "\ud83d\ude00": "😀"},
         [0.0, -0.0, 5e-324, 1.7976931348623157e308, 2**53 - 1, -(2**53 - 1), 1e21, 123.456],
+        # binary fractions on both sides of the JSON text's exact form (2**-10 steps below 2**43)
+        [0.5, -0.5, 1.25, -1023 - 1023 / 1024, 2.0**43 - 1 / 1024, -(2.0**43) + 0.5, 2.0**43,
+         2.0**43 + 1, 1 / 1024, -3 / 1024, 1 / 2048, 2.0**42 + 0.5, 7.0, -7.0, 1e-300, 0.1],
         ["é" * 300, "\u0100" * 300, "x" * 70000, '"\\/\b\f\n\r\t'],
         [[[[[[[[[[[]]]]]]]]]], {}, [], {"": {}}],
         [list(range(1500)), {str(i): i for i in range(1500)}],

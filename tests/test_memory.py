@@ -597,3 +597,89 @@ def test_buffers_moved_again_and_again_stay_within_both_budgets() -> None:
     finally:
         a.dispose()
         b.dispose()
+
+
+def test_a_moved_buffer_takes_its_budget_with_it() -> None:
+    """The budget moves with a transferred ArrayBuffer: it leaves the sender's
+    externally_allocated_size as the buffer is detached and enters the receiver's as the
+    receiver adopts it, while the memory itself is not copied. (Before, the sender stayed
+    charged until the receiver's garbage collector freed the buffer.)"""
+    a = ivm.Isolate(memory_limit=256)
+    b = ivm.Isolate(memory_limit=256)
+    try:
+        ca, cb = a.create_context_sync(), b.create_context_sync()
+        ca.eval_sync("globalThis.buf = new ArrayBuffer(64 * 1024 * 1024); 0")
+        assert a.get_heap_statistics_sync().externally_allocated_size >= 64 * MIB
+        ec = ca.eval_sync("buf", external_copy=True, transfer_out=True)
+        assert ca.eval_sync("buf.byteLength") == 0
+        assert a.get_heap_statistics_sync().externally_allocated_size < 64 * MIB
+        assert b.get_heap_statistics_sync().externally_allocated_size < 64 * MIB
+        cb.global_.set_sync("got", ec.copy_into(release=True, transfer_in=True))
+        assert a.get_heap_statistics_sync().externally_allocated_size < 64 * MIB
+        assert b.get_heap_statistics_sync().externally_allocated_size >= 64 * MIB
+        assert cb.eval_sync("new Uint8Array(got).length") == 64 * MIB
+        # The sender's budget is free for four more such buffers at once.
+        ca.eval_sync("globalThis.more = Array.from({length: 3}, () => new ArrayBuffer(64 * 1024 * 1024)); 0")
+    finally:
+        a.dispose()
+        b.dispose()
+
+
+def test_moved_buffers_still_respect_the_receivers_limit() -> None:
+    """Adopted buffers are charged to the receiver's budget: live ones past it are refused
+    (a TransferError, the copy left intact), and unreachable ones are collected when the
+    budget needs their room."""
+    a = ivm.Isolate(memory_limit=512)
+    b = ivm.Isolate(memory_limit=128)
+    try:
+        ca, cb = a.create_context_sync(), b.create_context_sync()
+        cb.eval_sync("globalThis.kept = []; 0")
+
+        def move() -> None:
+            ca.eval_sync("globalThis.buf = new ArrayBuffer(48 * 1024 * 1024); 0")
+            ec = ca.eval_sync("buf", external_copy=True, transfer_out=True)
+            try:
+                cb.eval_closure_sync("kept.push($0)", [ec.copy_into(transfer_in=True)])
+            finally:
+                ec.release()
+
+        move()
+        move()
+        with pytest.raises(ivm.TransferError, match="memory limit"):
+            move()
+        assert cb.eval_sync("kept.length") == 2
+        cb.eval_sync("kept.length = 0")   # garbage now: collected when the budget needs it
+        for _ in range(6):
+            move()
+            cb.eval_sync("kept.length = 0")
+        assert b.get_heap_statistics_sync().externally_allocated_size <= 128 * MIB
+    finally:
+        a.dispose()
+        b.dispose()
+
+
+def test_buffers_moved_back_and_forth_keep_both_budgets_balanced() -> None:
+    """A buffer moved into its own isolate, or there and back again through another, is
+    charged once per isolate holding it and given back once: 30 moves of 48 MiB through
+    128 MiB budgets keep working (a charge left behind on either side would fill them)."""
+    a = ivm.Isolate(memory_limit=128)
+    b = ivm.Isolate(memory_limit=128)
+    try:
+        ca, cb = a.create_context_sync(), b.create_context_sync()
+
+        def move(src: ivm.Context, dst: ivm.Context, name: str) -> None:
+            ec = src.eval_sync(name, external_copy=True, transfer_out=True)
+            dst.global_.set_sync(name, ec.copy_into(release=True, transfer_in=True))
+            assert dst.eval_sync(f"{name}.byteLength") == 48 * MIB
+
+        for _ in range(10):
+            ca.eval_sync("globalThis.x = new ArrayBuffer(48 * 1024 * 1024); 0")
+            move(ca, ca, "x")          # into its own isolate
+            move(ca, cb, "x")          # there ...
+            move(cb, ca, "x")          # ... and back
+            ca.eval_sync("delete globalThis.x; 0")
+        assert a.get_heap_statistics_sync().externally_allocated_size <= 128 * MIB
+        assert b.get_heap_statistics_sync().externally_allocated_size < 48 * MIB
+    finally:
+        a.dispose()
+        b.dispose()
