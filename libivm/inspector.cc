@@ -162,10 +162,25 @@ void Inspector::ContextCreated(v8::Local<v8::Context> context, std::string_view 
   std::string_view aux = is_default ? R"({"isDefault":true})" : R"({"isDefault":false})";
   info.auxData = View(aux);
   inspector_->contextCreated(info);
+  if (is_default) defaults_.emplace_back(holder_.isolate(), context);
 }
 
 void Inspector::ContextDestroyed(v8::Local<v8::Context> context) {
-  if (inspector_) inspector_->contextDestroyed(context);
+  if (!inspector_) return;
+  inspector_->contextDestroyed(context);
+  for (auto it = defaults_.begin(); it != defaults_.end(); ++it) {
+    if (*it == context) {
+      defaults_.erase(it);
+      break;
+    }
+  }
+}
+
+v8::Local<v8::Context> Inspector::ensureDefaultContextInGroup(int) {
+  // The oldest user context still alive: where Runtime.evaluate without a
+  // context id runs (DevTools' console before it picks one).
+  if (defaults_.empty()) return {};
+  return defaults_.front().Get(holder_.isolate());
 }
 
 void Inspector::DisposeLocked() {
@@ -179,6 +194,7 @@ void Inspector::DisposeLocked() {
     session->v8.reset();
   }
   sessions_.clear();
+  defaults_.clear();
   inspector_.reset();
 }
 
@@ -207,11 +223,12 @@ void Inspector::Post(const std::shared_ptr<IsolateHolder>& holder, Task task) {
       wake_.notify_all();
       return;
     }
-    // Running JavaScript takes it at its next interrupt check (an interrupt
-    // that comes when no JavaScript runs waits for the next call, harmlessly).
-    // Under the lock: disposal marks `disposed_` before the isolate goes.
-    if (!interrupt_requested_) holder->isolate()->RequestInterrupt(Interrupt, holder.get());
-    interrupt_requested_ = true;
+    // Running JavaScript takes it at its next interrupt check. Asked for every
+    // task: an interrupt asked for while no thread holds the isolate may be
+    // dropped (V8 keeps interrupt requests with the thread's state), and one
+    // that comes when the queue is empty does nothing. Under the lock:
+    // disposal marks `disposed_` before the isolate goes.
+    holder->isolate()->RequestInterrupt(Interrupt, holder.get());
     job = !job_queued_;
     job_queued_ = true;
   }
@@ -235,10 +252,6 @@ void Inspector::Interrupt(v8::Isolate* isolate, void* data) {
   auto* holder = static_cast<IsolateHolder*>(data);
   Inspector* self = holder->inspector();
   if (self == nullptr) return;
-  {
-    std::lock_guard<std::mutex> lock(self->mutex_);
-    self->interrupt_requested_ = false;
-  }
   v8::HandleScope scope(isolate);
   self->Drain();
 }

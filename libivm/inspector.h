@@ -69,6 +69,7 @@ class Inspector final : public v8_inspector::V8InspectorClient {
   void runMessageLoopOnPause(int context_group_id) override;
   void quitMessageLoopOnPause() override;
   double currentTimeMS() override;
+  v8::Local<v8::Context> ensureDefaultContextInGroup(int context_group_id) override;
 
  private:
   enum class Op { kConnect, kMessage, kDisconnect };
@@ -90,12 +91,12 @@ class Inspector final : public v8_inspector::V8InspectorClient {
   bool quit_ = false;                                          // isolate thread
   int paused_depth_ = 0;                                       // isolate thread
   int contexts_ = 0;                                           // isolate thread
+  std::vector<v8::Global<v8::Context>> defaults_;   // user contexts, oldest first
 
   std::mutex mutex_;   // guards what follows
   std::condition_variable wake_;
   std::deque<Task> queue_;
   bool paused_ = false;            // a pause loop waits on wake_
-  bool interrupt_requested_ = false;
   bool job_queued_ = false;
   bool disposed_ = false;
 };
