@@ -10,6 +10,7 @@
 #include <v8.h>
 #include <v8-version.h>
 #include <libplatform/libplatform.h>
+#include <v8-inspector.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -108,6 +109,19 @@ inline void AppendWtf8(v8::Isolate* isolate, v8::Local<v8::String> str, std::str
 inline std::unique_ptr<v8::Platform> NewPlatform() {
   return v8::platform::NewDefaultPlatform(0, v8::platform::IdleTaskSupport::kDisabled,
                                           v8::platform::InProcessStackDumping::kDisabled);
+}
+
+// A protocol session with full trust (the embedder's own): V8 11 added the
+// trust level, and dropped the three-argument connect in 12.
+inline std::unique_ptr<v8_inspector::V8InspectorSession> ConnectInspector(
+    v8_inspector::V8Inspector& inspector, int context_group_id,
+    v8_inspector::V8Inspector::Channel* channel) {
+#if IVM_V8_MODERN
+  return inspector.connect(context_group_id, channel, v8_inspector::StringView(),
+                           v8_inspector::V8Inspector::kFullyTrusted);
+#else
+  return inspector.connect(context_group_id, channel, v8_inspector::StringView());
+#endif
 }
 
 }  // namespace ivm::compat
