@@ -171,8 +171,8 @@ def _execute(args: argparse.Namespace, code: str, filename: str, module: Path | 
         print(f"ivm: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        target = module if module is not None else Path(filename).resolve()
-        session.start_inspector(Path(filename).name, target.as_uri())
+        # The URL is the script's as V8 knows it (its filename): --inspect-brk breaks there.
+        session.start_inspector(Path(filename).name, str(module) if module else filename)
     except (OSError, ImportError) as exc:
         print(f"ivm: --inspect: {exc}", file=sys.stderr)
         session.close()

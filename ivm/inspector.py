@@ -52,9 +52,9 @@ DEFAULT_PORT = 9229
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 
 _logger = logging.getLogger("ivm.inspector")
-#: The call id of the ``Debugger.pause`` the server sends for ``break_on_start``; ids that
-#: DevTools uses count up from 1, so this one never meets them.
-_BREAK_ID = -7001
+#: The call ids of the messages the server itself sends for ``break_on_start`` (set, then
+#: remove a breakpoint); ids that DevTools uses count up from 1, so these never meet them.
+_BREAK_ID, _UNBREAK_ID = -7001, -7002
 
 
 def _websockets() -> ModuleType:
@@ -91,6 +91,17 @@ def _allowed_host(header: str | None) -> bool:
     return True
 
 
+def _breakpoint_id(response: str) -> str | None:
+    """The ``breakpointId`` of a ``Debugger.set*Breakpoint`` response, None on an error
+    (e.g. the debugger had not enabled the Debugger domain), which is logged."""
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        found = json.loads(response).get("result", {}).get("breakpointId")
+        if isinstance(found, str):
+            return found
+    _logger.warning("ivm.inspector: break_on_start's breakpoint was not set: %s", response[:500])
+    return None
+
+
 def _format_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -115,14 +126,16 @@ def serve(
     :param title: the target's title in ``chrome://inspect`` (default: ``"ivm isolate"``).
     :param url: the target's URL there (e.g. the main script's ``file://`` URL).
     :param break_on_start: the first debugger to say it is ready
-        (``Runtime.runIfWaitingForDebugger``) also pauses the isolate before the next
-        statement it runs, as node's ``--inspect-brk`` does.
+        (``Runtime.runIfWaitingForDebugger``) also pauses the isolate at the first
+        statement of the next script it runs, once, as node's ``--inspect-brk`` does.
     :param on_attach: called (on the server's thread, without arguments) whenever a
         debugger connects; it must not block.
     :param max_message_size: the largest message a client may send, in bytes.
     :raises ImportError: without the ``websockets`` package.
     :raises OSError: if the address cannot be bound (e.g. the port is taken).
-    :raises ValueError: for a bad ``port`` or ``max_message_size``.
+    :raises ValueError: for a bad ``port`` or ``max_message_size``, or an isolate made
+        without ``inspector=True``.
+    :raises ivm.DisposedError: if the isolate is disposed.
     """
     return InspectorServer(
         isolate, host, port, title=title, url=url, break_on_start=break_on_start,
@@ -200,6 +213,7 @@ class InspectorServer:
             raise ValueError(f"max_message_size must be from 1024 to {MAX_MESSAGE_SIZE} bytes, "
                              f"not {max_message_size}")
         self._ws = _websockets()
+        isolate.create_inspector_session().dispose()  # refuses a wrong isolate now (never blocks)
         self._isolate = isolate
         self.host = host
         self.port = port
@@ -390,14 +404,14 @@ class InspectorServer:
 
     async def _handle(self, ws: Any) -> None:
         """One debugger: a session of the isolate for the connection's lifetime."""
-        link = _Link(self, asyncio.get_running_loop())
         try:
-            session = await asyncio.to_thread(self._isolate.create_inspector_session)
+            session = self._isolate.create_inspector_session()  # (never blocks)
         except (IvmError, ValueError) as exc:
             await ws.close(1011, f"no inspector session: {exc}"[:120])
             return
+        link = _Link(self, asyncio.get_running_loop(), session)
         session.on_response = link.on_response
-        session.on_notification = link.post
+        session.on_notification = link.on_notification
         with self._lock:
             self._sessions += 1
         sender = asyncio.create_task(link.send_all(ws))
@@ -407,7 +421,7 @@ class InspectorServer:
                     self._on_attach()
                 except Exception:  # the debugger stays attached
                     _logger.exception("ivm.inspector: on_attach failed")
-            await link.receive_all(ws, session)
+            await link.receive_all(ws)
         finally:
             sender.cancel()
             with self._lock:
@@ -432,53 +446,83 @@ class _Link:
     """The two directions of one connection: protocol messages to the session, and its
     responses and notifications (from a libivm thread) to the WebSocket, in order."""
 
-    def __init__(self, server: InspectorServer, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, server: InspectorServer, loop: asyncio.AbstractEventLoop,
+                 session: InspectorSession) -> None:
         self.server = server
         self.loop = loop
+        self.session = session
         self.outbox: asyncio.Queue[str] = asyncio.Queue()
         #: The call id whose response means "the debugger is ready" (see _debugger_ready).
         self.ready_id: int | None = None
+        #: break_on_start's breakpoint, until it is hit.
+        self.break_id: str | None = None
 
     def post(self, message: str) -> None:  # a libivm thread; must not block
         with contextlib.suppress(RuntimeError):  # the server has stopped
             self.loop.call_soon_threadsafe(self.outbox.put_nowait, message)
 
     def on_response(self, call_id: int, message: str) -> None:  # a libivm thread
-        if call_id != _BREAK_ID:
+        if call_id not in (_BREAK_ID, _UNBREAK_ID):
             self.post(message)
-        elif '"error"' in message:
-            _logger.warning("break on start failed: %s", message)
+        elif call_id == _BREAK_ID:
+            self.break_id = _breakpoint_id(message)
         if call_id == self.ready_id:
             self.ready_id = None
             self.server._debugger_ready()
+
+    def on_notification(self, message: str) -> None:  # a libivm thread
+        if self.break_id is not None and '"instrumentation"' in message:
+            message = self._started(message, self.break_id)
+        self.post(message)
+
+    def _started(self, message: str, break_id: str) -> str:
+        """``break_on_start``'s pause (a ``Debugger.paused`` for the instrumentation
+        breakpoint): removes the breakpoint, and shows the pause as a plain one (DevTools
+        resumes by itself from instrumentation pauses it did not ask for)."""
+        event = json.loads(message)
+        params = event.get("params", {})
+        if event.get("method") != "Debugger.paused" or params.get("reason") != "instrumentation":
+            return message
+        self.break_id = None
+        self.session.dispatch_protocol_message(json.dumps({
+            "id": _UNBREAK_ID, "method": "Debugger.removeBreakpoint",
+            "params": {"breakpointId": break_id}}))  # fmt: skip
+        params["reason"] = "other"
+        params.pop("data", None)
+        return json.dumps(event)
 
     async def send_all(self, ws: Any) -> None:
         with contextlib.suppress(Exception):  # the connection closed: the receiver ends too
             while True:
                 await ws.send(await self.outbox.get())
 
-    async def receive_all(self, ws: Any, session: InspectorSession) -> None:
+    async def receive_all(self, ws: Any) -> None:
         with contextlib.suppress(self.server._ws.exceptions.ConnectionClosed):
             async for message in ws:
                 if not isinstance(message, str):
                     await ws.close(1003, "protocol messages are text")
                     return
                 try:
-                    self.dispatch(session, message)
+                    self.dispatch(message)
                 except (IvmError, ValueError) as exc:  # the isolate is gone
                     await ws.close(1011, f"the inspector refused a message: {exc}"[:120])
                     return
 
-    def dispatch(self, session: InspectorSession, message: str) -> None:
+    def dispatch(self, message: str) -> None:
+        session = self.session
         ready = self._ready_call(message) if "runIfWaitingForDebugger" in message else None
         if ready is None:
             session.dispatch_protocol_message(message)
         elif self.server._take_break():
-            # Pause before the next statement, and count the debugger as ready once that
-            # pause is armed (the program may start right after).
+            # Pause before the next script's first statement: an instrumentation breakpoint,
+            # removed once hit. (Debugger.pause would not do: V8 10.2 keeps "break on next
+            # call" per thread, and the program may run on another one.) The debugger counts
+            # as ready once the breakpoint is set.
             self.ready_id = _BREAK_ID
             session.dispatch_protocol_message(message)
-            session.dispatch_protocol_message(json.dumps({"id": _BREAK_ID, "method": "Debugger.pause"}))
+            session.dispatch_protocol_message(json.dumps({
+                "id": _BREAK_ID, "method": "Debugger.setInstrumentationBreakpoint",
+                "params": {"instrumentation": "beforeScriptExecution"}}))
         else:
             self.ready_id = ready
             session.dispatch_protocol_message(message)
@@ -492,6 +536,6 @@ class _Link:
             return None
         if isinstance(call, dict) and call.get("method") == "Runtime.runIfWaitingForDebugger":
             call_id = call.get("id")
-            if isinstance(call_id, int) and call_id != _BREAK_ID:
+            if isinstance(call_id, int) and call_id not in (_BREAK_ID, _UNBREAK_ID):
                 return call_id
         return None

@@ -376,48 +376,53 @@ def test_inspect_brk_waits_pauses_on_the_first_line_and_runs_on(tmp_path: Path) 
     from websockets.sync.client import connect
 
     path = script(tmp_path, "const a = 20;\nconst b = a + 1;\n'answer ' + (a * 2 + b / 21)\n")
-    child = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "ivm", "run", "--inspect-brk=127.0.0.1:0", path],
         cwd=Path(ivm.__file__).parent.parent, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert child.stderr is not None and child.stdout is not None
-        listening = child.stderr.readline()
-        found = re.fullmatch(r"Debugger listening on (ws://127\.0\.0\.1:\d+/[-0-9a-f]{36})\n", listening)
-        assert found, listening
-        assert child.stderr.readline().startswith("For help, see: ")
-        with connect(found.group(1), max_size=None) as ws:
-            assert child.stderr.readline() == "Debugger attached.\n"
+    ) as child:  # fmt: skip
+        try:
+            assert child.stderr is not None and child.stdout is not None
+            listening = child.stderr.readline()
+            found = re.fullmatch(r"Debugger listening on (ws://127\.0\.0\.1:\d+/[-0-9a-f]{36})\n", listening)
+            assert found, listening
+            assert child.stderr.readline().startswith("For help, see: ")
+            with connect(found.group(1), max_size=None) as ws:
+                assert child.stderr.readline() == "Debugger attached.\n"
 
-            def until(check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-                while True:
-                    message: dict[str, Any] = json.loads(ws.recv(timeout=60))
-                    if check(message):
-                        return message
+                scripts: dict[str, str] = {}  # scriptId -> url
 
-            def call(call_id: int, method: str, **params: object) -> dict[str, Any]:
-                ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
-                return until(lambda m: m.get("id") == call_id)
+                def until(check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+                    while True:
+                        message: dict[str, Any] = json.loads(ws.recv(timeout=60))
+                        if message.get("method") == "Debugger.scriptParsed":
+                            scripts[message["params"]["scriptId"]] = message["params"]["url"]
+                        if check(message):
+                            return message
 
-            call(1, "Debugger.enable")
-            call(2, "Debugger.setBreakpointByUrl", url=path, lineNumber=2)
-            call(3, "Runtime.runIfWaitingForDebugger")
-            paused = until(lambda m: m.get("method") == "Debugger.paused")
-            frame = paused["params"]["callFrames"][0]
-            assert (frame["url"], frame["location"]["lineNumber"]) == (path, 0)
-            assert child.poll() is None  # paused before its first statement
-            call(4, "Debugger.resume")
-            paused = until(lambda m: m.get("method") == "Debugger.paused")
-            frame = paused["params"]["callFrames"][0]
-            assert frame["location"]["lineNumber"] == 2  # the breakpoint
-            reply = call(5, "Debugger.evaluateOnCallFrame", callFrameId=frame["callFrameId"],
-                         expression="a + b")
-            assert reply["result"]["result"]["value"] == 41
-            call(6, "Debugger.resume")
-            assert child.wait(timeout=60) == 0
-        assert child.stdout.read() == "answer 41\n"
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
+                def call(call_id: int, method: str, **params: object) -> dict[str, Any]:
+                    ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
+                    return until(lambda m: m.get("id") == call_id)
+
+                call(1, "Debugger.enable")
+                call(2, "Debugger.setBreakpointByUrl", url=path, lineNumber=2)
+                call(3, "Runtime.runIfWaitingForDebugger")
+                paused = until(lambda m: m.get("method") == "Debugger.paused")
+                frame = paused["params"]["callFrames"][0]
+                location = frame["location"]
+                assert (scripts[location["scriptId"]], location["lineNumber"]) == (path, 0)
+                assert child.poll() is None  # paused before its first statement
+                call(4, "Debugger.resume")
+                paused = until(lambda m: m.get("method") == "Debugger.paused")
+                frame = paused["params"]["callFrames"][0]
+                assert frame["location"]["lineNumber"] == 2  # the breakpoint
+                reply = call(5, "Debugger.evaluateOnCallFrame", callFrameId=frame["callFrameId"],
+                             expression="a + b")
+                assert reply["result"]["result"]["value"] == 41
+                call(6, "Debugger.resume")
+                assert child.wait(timeout=60) == 0
+            assert child.stdout.read() == "answer 41\n"
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait()

@@ -3,6 +3,7 @@ with Debian's headless chromium loading its bundled DevTools frontend."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -39,20 +40,28 @@ class CDP:
     """A small Chrome DevTools protocol client over a blocking WebSocket."""
 
     def __init__(self, url: str) -> None:
-        self.ws = connect(url, max_size=None, open_timeout=SANITY)
+        self._stack = contextlib.ExitStack()  # (websockets 17 wants connect() as a context)
+        self.ws = self._stack.enter_context(connect(url, max_size=None, open_timeout=SANITY))
         self.next_id = 0
         self.events: list[dict[str, Any]] = []
+        self.scripts: dict[str, str] = {}  # scriptId -> url, from Debugger.scriptParsed
 
     def send(self, method: str, **params: Any) -> int:
         self.next_id += 1
         self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
         return self.next_id
 
+    def receive(self) -> dict[str, Any]:
+        message: dict[str, Any] = json.loads(self.ws.recv(timeout=SANITY))
+        if message.get("method") == "Debugger.scriptParsed":
+            self.scripts[message["params"]["scriptId"]] = message["params"]["url"]
+        return message
+
     def response(self, call_id: int) -> dict[str, Any]:
         while True:
-            message = json.loads(self.ws.recv(timeout=SANITY))
+            message = self.receive()
             if message.get("id") == call_id:
-                return dict(message)
+                return message
             self.events.append(message)
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
@@ -68,10 +77,14 @@ class CDP:
                 message = self.events.pop(0)
                 if message.get("method") == method:
                     return message
-            self.events.append(json.loads(self.ws.recv(timeout=SANITY)))
+            self.events.append(self.receive())
+
+    def url_of(self, frame: dict[str, Any]) -> str:
+        """The URL of a call frame's script (V8 10.2 leaves CallFrame.url empty)."""
+        return self.scripts[frame["location"]["scriptId"]]
 
     def close(self) -> None:
-        self.ws.close()
+        self._stack.close()
 
 
 def http_get(server: ivm.inspector.InspectorServer, path: str, host: str | None = None) -> Any:
@@ -147,8 +160,10 @@ def test_unknown_paths_and_targets_are_404(server: ivm.inspector.InspectorServer
     with pytest.raises(urllib.error.HTTPError) as info:
         http_get(server, "/json/protocol")
     assert info.value.code == 404
-    with pytest.raises(InvalidStatus) as ws_info:
-        connect(f"ws://127.0.0.1:{server.port}/not-the-id", open_timeout=SANITY)
+    info.value.close()
+    with pytest.raises(InvalidStatus) as ws_info, connect(
+            f"ws://127.0.0.1:{server.port}/not-the-id", open_timeout=SANITY):
+        pass
     assert ws_info.value.response.status_code == 404
 
 
@@ -160,6 +175,7 @@ def test_requests_for_another_host_are_refused(server: ivm.inspector.InspectorSe
         http_get(server, "/json/list", host=host)
     assert info.value.code == 403
     assert b"DNS rebinding" in info.value.read()
+    info.value.close()
     # The WebSocket handshake too (a raw request: clients set Host themselves).
     with socket.create_connection(("127.0.0.1", server.port), timeout=SANITY) as sock:
         sock.sendall(
@@ -184,6 +200,16 @@ def test_port_zero_picks_one_and_a_taken_port_raises(iso: ivm.Isolate) -> None:
             ivm.inspector.serve(iso, port=first.port)
     with pytest.raises(ValueError, match="port"):
         ivm.inspector.serve(iso, port=70000)
+    with pytest.raises(ValueError, match="max_message_size"):
+        ivm.inspector.serve(iso, port=0, max_message_size=ivm.inspector.MAX_MESSAGE_SIZE + 1)
+
+
+def test_an_isolate_without_inspector_is_refused(isolate: ivm.Isolate) -> None:
+    with pytest.raises(ValueError, match="inspector"):
+        ivm.inspector.serve(isolate, port=0)
+    isolate.dispose()
+    with pytest.raises(ivm.DisposedError):
+        ivm.inspector.serve(isolate, port=0)
 
 
 def test_close_is_idempotent_and_frees_the_port(iso: ivm.Isolate) -> None:
@@ -229,7 +255,7 @@ async def test_breakpoint_by_url_pause_evaluate_resume(iso: ivm.Isolate,
             frame = paused["params"]["callFrames"][0]
             assert frame["functionName"] == "twice"
             assert frame["location"]["lineNumber"] == 2
-            assert frame["url"] == APP
+            assert cdp.url_of(frame) == APP
             assert paused["params"]["hitBreakpoints"]
             value = await anyio.to_thread.run_sync(lambda: cdp.call(
                 "Debugger.evaluateOnCallFrame", callFrameId=frame["callFrameId"],
@@ -252,7 +278,7 @@ def test_two_debuggers_at_once(iso: ivm.Isolate, server: ivm.inspector.Inspector
         for client in (first, second):
             client.call("Debugger.enable")
         paused, result = pause_at(first, lambda: context.eval_sync("debugger; 7", filename=APP))
-        assert second.event("Debugger.paused")["params"]["callFrames"][0]["url"] == APP
+        assert second.url_of(second.event("Debugger.paused")["params"]["callFrames"][0]) == APP
         frame = paused["params"]["callFrames"][0]["callFrameId"]
         assert second.call("Runtime.evaluate", expression="6 * 7")["result"]["value"] == 42
         first.call("Debugger.evaluateOnCallFrame", callFrameId=frame, expression="1")
@@ -347,13 +373,15 @@ async def test_wait_for_debugger_and_break_on_start(iso: ivm.Isolate) -> None:
 
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(run)
-                first = await anyio.to_thread.run_sync(cdp.event, "Debugger.paused")
-                assert first["params"]["callFrames"][0]["location"]["lineNumber"] == 0
+                first = (await anyio.to_thread.run_sync(cdp.event, "Debugger.paused"))["params"]
+                assert first["callFrames"][0]["location"]["lineNumber"] == 5  # twice(21)
+                assert first["reason"] == "other"
                 await anyio.to_thread.run_sync(lambda: cdp.call("Debugger.resume"))
                 second = await anyio.to_thread.run_sync(cdp.event, "Debugger.paused")
                 assert second["params"]["callFrames"][0]["location"]["lineNumber"] == 3
                 await anyio.to_thread.run_sync(lambda: cdp.call("Debugger.resume"))
             assert results == [42]
+            assert await context.eval("1 + 1", timeout=SANITY) == 2  # once only: no pause now
         finally:
             cdp.close()
 
@@ -431,7 +459,38 @@ class _Recorder:
         return Recording()
 
 
-def test_chromium_devtools_attaches_and_sees_a_pause(
+#: The frontend page's visible text (leaves of the DOM, shadow roots included).
+_PAGE_TEXT = """(() => {
+  const out = [];
+  const walk = (n) => {
+    if (n.shadowRoot) walk(n.shadowRoot);
+    for (const c of n.children || []) walk(c);
+    if (n.nodeType === 1 && !["STYLE", "SCRIPT"].includes(n.tagName) && !n.childElementCount)
+      out.push(n.textContent.trim());
+  };
+  walk(document.documentElement);
+  return out.filter(Boolean).join("\\n");
+})()"""
+
+
+def _start_chromium(chromium: str, profile: str) -> tuple[subprocess.Popen[str], int]:
+    """Headless chromium with its DevTools endpoint on a free port: (process, port)."""
+    browser = subprocess.Popen(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    assert browser.stderr is not None
+    for line in browser.stderr:
+        found = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
+        if found:
+            return browser, int(found.group(1))
+    raise AssertionError(f"chromium did not start its DevTools endpoint ({browser.wait()})")
+
+
+def test_chromium_devtools_attaches_and_shows_a_pause(
         iso: ivm.Isolate, wait_until: Callable[..., bool]) -> None:  # fmt: skip
     chromium = _chromium()
     if chromium is None:
@@ -440,45 +499,43 @@ def test_chromium_devtools_attaches_and_sees_a_pause(
     context = iso.create_context_sync(host=ivm.HostBasics.all(console=lambda *_: None))
     profile = tempfile.mkdtemp(prefix="ivm-chromium-")
     server = ivm.inspector.serve(recorder, port=0)  # type: ignore[arg-type]
-    browser = subprocess.Popen(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-    )  # fmt: skip
+    browser, port = _start_chromium(chromium, profile)
+    assert browser.stderr is not None
+    drain = threading.Thread(target=browser.stderr.read, daemon=True)
+    drain.start()
+    result: list[Any] = []
     try:
-        assert browser.stderr is not None
-        port = None
-        for line in browser.stderr:
-            found = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
-            if found:
-                port = int(found.group(1))
-                break
-        assert port, "chromium did not start its DevTools endpoint"
-        threading.Thread(target=browser.stderr.read, daemon=True).start()  # drain it
-        # Chromium serves its bundled frontend over HTTP; js_app.html is node's flavour.
+        # Chromium serves its bundled frontend over HTTP too; js_app.html is node's flavour.
         frontend = (f"http://127.0.0.1:{port}/devtools/js_app.html?v8only=true"
                     f"&ws=127.0.0.1:{server.port}/{server.id}")
         opened = urllib.request.Request(
             f"http://127.0.0.1:{port}/json/new?" + urllib.parse.quote(frontend, safe=""),
             method="PUT")
-        urllib.request.urlopen(opened, timeout=SANITY).close()
+        with urllib.request.urlopen(opened, timeout=SANITY) as response:
+            page = CDP(json.load(response)["webSocketDebuggerUrl"])  # the frontend's page
         assert wait_until(lambda: "Runtime.runIfWaitingForDebugger" in recorder.sent)
         assert {"Runtime.enable", "Debugger.enable"} <= set(recorder.sent)
         assert server.wait_for_debugger_sync(timeout=SANITY)
-        result: list[Any] = []
+        code = "console.log('hello devtools');\nfunction f() {\n  debugger;\n  return 'resumed' }\nf()"
         threading.Thread(target=lambda: result.append(
-            context.eval_sync("console.log('hello devtools'); debugger; 'resumed'",
-                              filename="file:///srv/pause.js")), daemon=True).start()
+            context.eval_sync(code, filename="file:///srv/pause.js")), daemon=True).start()
         assert wait_until(lambda: "Debugger.paused" in recorder.told)
         assert "Runtime.consoleAPICalled" in recorder.told
-        # The frontend acts on the pause: it asks for the paused script's source.
-        assert wait_until(lambda: "Debugger.getScriptSource" in recorder.sent)
+
+        def shown() -> str:
+            return str(page.call("Runtime.evaluate", expression=_PAGE_TEXT,
+                                 returnByValue=True)["result"].get("value", ""))
+
+        # DevTools shows the pause: the call stack (f at pause.js:3) and where it stopped.
+        assert wait_until(lambda: "pause.js:3" in shown().split("\n"), timeout=SANITY), shown()
+        assert "Line 3, column 3" in shown()
         assert not result
+        page.close()
     finally:
         server.close()  # the frontend's session goes: the isolate resumes
         os.killpg(browser.pid, signal.SIGTERM)
         browser.wait(timeout=SANITY)
+        drain.join(SANITY)
+        browser.stderr.close()
         shutil.rmtree(profile, ignore_errors=True)
     assert wait_until(lambda: result == ["resumed"])
