@@ -351,6 +351,23 @@ def test_close_while_a_debugger_is_attached_and_paused(iso: ivm.Isolate, wait_un
     assert context.eval_sync("2 * 2") == 4
 
 
+def test_an_isolate_disposed_under_a_debugger(iso: ivm.Isolate, server: ivm.inspector.InspectorServer,
+                                              cdp: CDP, wait_until: Callable[..., bool]) -> None:
+    context = iso.create_context_sync()
+    assert cdp.call("Runtime.evaluate", expression="1")["result"]["value"] == 1
+    iso.dispose()
+    with pytest.raises(ConnectionClosed):  # its next message finds the isolate gone
+        cdp.send("Runtime.evaluate", expression="2")
+        cdp.receive()
+    assert cdp.ws.close_code == 1011
+    assert wait_until(lambda: server.sessions == 0)
+    with pytest.raises(ConnectionClosed), connect(server.url, open_timeout=SANITY) as late:
+        late.recv(timeout=SANITY)  # no session for a disposed isolate: closed at once
+    assert late.close_code == 1011 and "no inspector session" in str(late.close_reason)
+    with pytest.raises(ivm.DisposedError):
+        context.eval_sync("1")
+
+
 @pytest.mark.anyio
 async def test_wait_for_debugger_and_break_on_start(iso: ivm.Isolate) -> None:
     context = await iso.create_context()
