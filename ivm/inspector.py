@@ -320,7 +320,8 @@ class InspectorServer:
             return self._closed and not self._debugger_seen
 
     def _frontend_url(self, page: str, address: str) -> str:
-        return f"devtools://devtools/bundled/{page}?experiments=true&v8only=true&ws={address}/{self.id}"
+        query = f"experiments=true&v8only=true&ws={address}/{self.id}"
+        return f"devtools://devtools/bundled/{page}?{query}"
 
     def _request_stop(self) -> None:
         if self._stop is not None:
@@ -377,7 +378,8 @@ class InspectorServer:
             })  # fmt: skip
         if path == f"/{self.id}":
             return None  # the WebSocket handshake goes on
-        return connection.respond(http.HTTPStatus.NOT_FOUND, f"no such target or endpoint: {path}\n")
+        return connection.respond(http.HTTPStatus.NOT_FOUND,
+                                  f"no such target or endpoint: {path}\n")
 
     def _target(self, host_header: str) -> dict[str, str]:
         address = host_header.strip()

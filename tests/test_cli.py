@@ -337,6 +337,7 @@ def test_results_quote_and_name_as_console_does() -> None:
         (["--inspect=notaport"], "expected [HOST:]PORT"),
         (["--inspect-brk=127.0.0.1:70000"], "expected [HOST:]PORT"),
         (["--inspect=1", "--inspect-brk=2"], "give one of them"),
+        (["--inspect=0", "--isolated"], "inline isolates only"),
     ],
 )
 def test_inspect_flags_are_checked(tmp_path: Path, flags: list[str], says: str) -> None:

@@ -337,7 +337,8 @@ def test_bad_and_huge_messages_leave_the_isolate_healthy(
         fine.close()
 
 
-def test_close_while_a_debugger_is_attached_and_paused(iso: ivm.Isolate, wait_until: Callable[..., bool]) -> None:
+def test_close_while_a_debugger_is_attached_and_paused(
+        iso: ivm.Isolate, wait_until: Callable[..., bool]) -> None:  # fmt: skip
     server = ivm.inspector.serve(iso, port=0)
     context = iso.create_context_sync()
     cdp = CDP(server.url)
