@@ -135,7 +135,7 @@ class Isolate(Handle):
 
     ``inspector=True`` gives the isolate V8's inspector: Chrome DevTools
     protocol sessions connect to it (:meth:`create_inspector_session`,
-    :func:`ivm.inspector.serve`), its contexts appear in DevTools, and
+    ``ivm.inspector.serve``), its contexts appear in DevTools, and
     ``console`` calls reach it. Inline isolates only, in this version.
 
     An isolate is a context manager that disposes it on exit.

@@ -8,16 +8,103 @@
 // task and asks for all three; whichever comes first runs it.
 #include "inspector.h"
 
+#include <v8-inspector.h>
+
 #include "host_exit.h"
 #include "jobs.h"
 #include "options.h"
 #include "v8compat.h"
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <vector>
 
 namespace ivm {
 
 namespace {
+
+// The engine side of one ivm_inspector_session: V8's session (isolate thread
+// only) and the channel to the embedder's callback.
+class InspectorSession final : public v8_inspector::V8Inspector::Channel {
+ public:
+  InspectorSession(ivm_inspector_message_fn fn, void* user_data)
+      : fn_(fn), user_data_(user_data) {}
+  void sendResponse(int call_id, std::unique_ptr<v8_inspector::StringBuffer> message) override;
+  void sendNotification(std::unique_ptr<v8_inspector::StringBuffer> message) override;
+  void flushProtocolNotifications() override {}
+  // No callback after this returns (waits for one running on another thread).
+  void Close();
+  bool closed();
+
+  // Isolate thread only (the inspector's tasks).
+  std::unique_ptr<v8_inspector::V8InspectorSession> v8;
+
+ private:
+  void Deliver(uint32_t kind, int call_id, const v8_inspector::StringView& view);
+  ivm_inspector_message_fn fn_;
+  void* user_data_;
+  std::recursive_mutex mutex_;   // held while the callback runs
+  bool closed_ = false;
+};
+
+class V8Client final : public Inspector, public v8_inspector::V8InspectorClient {
+ public:
+  explicit V8Client(IsolateHolder& holder);
+
+  void ContextCreated(v8::Local<v8::Context> context, std::string_view name,
+                      bool is_default) override;
+  void ContextDestroyed(v8::Local<v8::Context> context) override;
+  void DisposeLocked() override;
+
+  // Any thread; never blocks. The session's connection, its messages and its
+  // disconnection, served in order on the thread that holds the isolate.
+  void Connect(const std::shared_ptr<IsolateHolder>& holder,
+               std::shared_ptr<InspectorSession> session);
+  void Dispatch(const std::shared_ptr<IsolateHolder>& holder,
+                std::shared_ptr<InspectorSession> session, std::string message);
+  void Disconnect(const std::shared_ptr<IsolateHolder>& holder,
+                  std::shared_ptr<InspectorSession> session);
+
+  // V8InspectorClient (isolate thread).
+  void runMessageLoopOnPause(int context_group_id) override;
+  void quitMessageLoopOnPause() override;
+  double currentTimeMS() override;
+  v8::Local<v8::Context> ensureDefaultContextInGroup(int context_group_id) override;
+
+ private:
+  enum class Op { kConnect, kMessage, kDisconnect };
+  struct Task {
+    Op op;
+    std::shared_ptr<InspectorSession> session;
+    std::string message;
+  };
+  void Post(const std::shared_ptr<IsolateHolder>& holder, Task task);
+  // Runs the queued tasks (isolate locked, on its thread).
+  void Drain();
+  void RunTask(Task& task);
+  static void Interrupt(v8::Isolate* isolate, void* data);
+  bool PausedCallStopped();
+
+  IsolateHolder& holder_;
+  std::unique_ptr<v8_inspector::V8Inspector> inspector_;
+  std::vector<std::shared_ptr<InspectorSession>> sessions_;   // isolate thread
+  bool quit_ = false;                                          // isolate thread
+  int contexts_ = 0;                                           // isolate thread
+  std::vector<v8::Global<v8::Context>> defaults_;   // user contexts, oldest first
+
+  std::mutex mutex_;   // guards what follows
+  std::condition_variable wake_;
+  std::deque<Task> queue_;
+  bool paused_ = false;   // a pause loop waits on wake_
+  bool job_queued_ = false;
+  bool disposed_ = false;
+};
+
+// The V8Client of an isolate made with the inspector option (nullptr: none).
+V8Client* ClientOf(IsolateHolder& holder) { return static_cast<V8Client*>(holder.inspector()); }
 
 constexpr int kContextGroupId = 1;
 // How often a pause loop checks whether its call was told to stop (a timeout,
@@ -107,8 +194,6 @@ v8_inspector::StringView View(std::string_view ascii) {
   return {reinterpret_cast<const uint8_t*>(ascii.data()), ascii.size()};
 }
 
-}  // namespace
-
 // --- Sessions ------------------------------------------------------------------------------
 
 void InspectorSession::sendResponse(int call_id,
@@ -142,18 +227,11 @@ bool InspectorSession::closed() {
 
 // --- The inspector ---------------------------------------------------------------------------
 
-Inspector::Inspector(IsolateHolder& holder) : holder_(holder) {
+V8Client::V8Client(IsolateHolder& holder) : holder_(holder) {
   inspector_ = v8_inspector::V8Inspector::create(holder.isolate(), this);
 }
 
-Inspector::~Inspector() = default;
-
-Inspector* InspectorOf(v8::Isolate* isolate) {
-  auto* holder = static_cast<IsolateHolder*>(isolate->GetData(0));
-  return holder != nullptr ? holder->inspector() : nullptr;
-}
-
-void Inspector::ContextCreated(v8::Local<v8::Context> context, std::string_view name,
+void V8Client::ContextCreated(v8::Local<v8::Context> context, std::string_view name,
                                bool is_default) {
   if (!inspector_) return;
   // Numbered, so that DevTools' list of contexts tells them apart.
@@ -165,7 +243,7 @@ void Inspector::ContextCreated(v8::Local<v8::Context> context, std::string_view 
   if (is_default) defaults_.emplace_back(holder_.isolate(), context);
 }
 
-void Inspector::ContextDestroyed(v8::Local<v8::Context> context) {
+void V8Client::ContextDestroyed(v8::Local<v8::Context> context) {
   if (!inspector_) return;
   inspector_->contextDestroyed(context);
   for (auto it = defaults_.begin(); it != defaults_.end(); ++it) {
@@ -176,14 +254,14 @@ void Inspector::ContextDestroyed(v8::Local<v8::Context> context) {
   }
 }
 
-v8::Local<v8::Context> Inspector::ensureDefaultContextInGroup(int) {
+v8::Local<v8::Context> V8Client::ensureDefaultContextInGroup(int) {
   // The oldest user context still alive: where Runtime.evaluate without a
   // context id runs (DevTools' console before it picks one).
   if (defaults_.empty()) return {};
   return defaults_.front().Get(holder_.isolate());
 }
 
-void Inspector::DisposeLocked() {
+void V8Client::DisposeLocked() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     disposed_ = true;
@@ -198,22 +276,22 @@ void Inspector::DisposeLocked() {
   inspector_.reset();
 }
 
-void Inspector::Connect(std::shared_ptr<IsolateHolder> holder,
-                        std::shared_ptr<InspectorSession> session) {
+void V8Client::Connect(const std::shared_ptr<IsolateHolder>& holder,
+                       std::shared_ptr<InspectorSession> session) {
   Post(holder, Task{Op::kConnect, std::move(session), {}});
 }
 
-void Inspector::Dispatch(std::shared_ptr<IsolateHolder> holder,
-                         std::shared_ptr<InspectorSession> session, std::string message) {
+void V8Client::Dispatch(const std::shared_ptr<IsolateHolder>& holder,
+                        std::shared_ptr<InspectorSession> session, std::string message) {
   Post(holder, Task{Op::kMessage, std::move(session), std::move(message)});
 }
 
-void Inspector::Disconnect(std::shared_ptr<IsolateHolder> holder,
-                           std::shared_ptr<InspectorSession> session) {
+void V8Client::Disconnect(const std::shared_ptr<IsolateHolder>& holder,
+                          std::shared_ptr<InspectorSession> session) {
   Post(holder, Task{Op::kDisconnect, std::move(session), {}});
 }
 
-void Inspector::Post(const std::shared_ptr<IsolateHolder>& holder, Task task) {
+void V8Client::Post(const std::shared_ptr<IsolateHolder>& holder, Task task) {
   bool job = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -236,27 +314,27 @@ void Inspector::Post(const std::shared_ptr<IsolateHolder>& holder, Task task) {
   std::weak_ptr<IsolateHolder> weak = holder;   // a queued task keeps no isolate alive
   EnqueueInternal(holder, [weak](ivm_completion_t*) -> ivm_error_t* {
     std::shared_ptr<IsolateHolder> h = weak.lock();
-    if (!h || h->disposed() || h->inspector() == nullptr) return nullptr;
+    V8Client* self = h ? ClientOf(*h) : nullptr;
+    if (self == nullptr || h->disposed()) return nullptr;
     {
-      std::lock_guard<std::mutex> lock(h->inspector()->mutex_);
-      h->inspector()->job_queued_ = false;
+      std::lock_guard<std::mutex> lock(self->mutex_);
+      self->job_queued_ = false;
     }
     return h->Run(0, [&](v8::Isolate*, CallState&) -> ivm_error_t* {
-      h->inspector()->Drain();
+      self->Drain();
       return nullptr;
     });
   });
 }
 
-void Inspector::Interrupt(v8::Isolate* isolate, void* data) {
-  auto* holder = static_cast<IsolateHolder*>(data);
-  Inspector* self = holder->inspector();
+void V8Client::Interrupt(v8::Isolate* isolate, void* data) {
+  V8Client* self = ClientOf(*static_cast<IsolateHolder*>(data));
   if (self == nullptr) return;
   v8::HandleScope scope(isolate);
   self->Drain();
 }
 
-void Inspector::Drain() {
+void V8Client::Drain() {
   for (;;) {
     Task task;
     {
@@ -269,7 +347,7 @@ void Inspector::Drain() {
   }
 }
 
-void Inspector::RunTask(Task& task) {
+void V8Client::RunTask(Task& task) {
   InspectorSession& session = *task.session;
   switch (task.op) {
     case Op::kConnect:
@@ -301,14 +379,13 @@ void Inspector::RunTask(Task& task) {
   }
 }
 
-bool Inspector::PausedCallStopped() {
+bool V8Client::PausedCallStopped() {
   const CallState* call = holder_.CurrentCall();
   return holder_.disposed() || (call != nullptr && holder_.Stopped(*call));
 }
 
-void Inspector::runMessageLoopOnPause(int) {
+void V8Client::runMessageLoopOnPause(int) {
   quit_ = false;
-  ++paused_depth_;
   v8::Isolate* isolate = holder_.isolate();
   while (!quit_) {
     Drain();
@@ -324,17 +401,32 @@ void Inspector::runMessageLoopOnPause(int) {
     paused_ = false;
   }
   quit_ = false;
-  --paused_depth_;
 }
 
-void Inspector::quitMessageLoopOnPause() { quit_ = true; }
+void V8Client::quitMessageLoopOnPause() { quit_ = true; }
 
-double Inspector::currentTimeMS() {
+double V8Client::currentTimeMS() {
   using namespace std::chrono;
   return duration<double, std::milli>(system_clock::now().time_since_epoch()).count();
 }
 
+}  // namespace
+
+std::shared_ptr<Inspector> Inspector::Create(IsolateHolder& holder) {
+  return std::make_shared<V8Client>(holder);
+}
+
+Inspector* InspectorOf(v8::Isolate* isolate) {
+  auto* holder = static_cast<IsolateHolder*>(isolate->GetData(0));
+  return holder != nullptr ? holder->inspector() : nullptr;
+}
+
 }  // namespace ivm
+
+struct ivm_inspector_session : ivm::LiveCounted {
+  std::shared_ptr<ivm::IsolateHolder> holder;
+  std::shared_ptr<ivm::InspectorSession> session;
+};
 
 // ---------------------------------------------------------------------------
 // ABI
@@ -358,7 +450,7 @@ IVM_API ivm_error_t* ivm_inspector_session_new(ivm_isolate_t* iso,
       return InvalidArgument("the inspector is not available for isolates in worker processes");
     }
     if (iso->holder->disposed()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kDisposedMessage);
-    ivm::Inspector* inspector = iso->holder->inspector();
+    ivm::V8Client* inspector = ivm::ClientOf(*iso->holder);
     if (inspector == nullptr) {
       return InvalidArgument("the isolate was created without the inspector option");
     }
@@ -381,12 +473,11 @@ IVM_API ivm_error_t* ivm_inspector_session_dispatch(ivm_inspector_session_t* ses
       return InvalidArgument("the protocol message is longer than " +
                              std::to_string(IVM_INSPECTOR_MAX_MESSAGE) + " bytes");
     }
-    if (session->session->closed() || session->holder->disposed() ||
-        session->holder->inspector() == nullptr) {
+    ivm::V8Client* inspector = ivm::ClientOf(*session->holder);
+    if (session->session->closed() || session->holder->disposed() || inspector == nullptr) {
       return ivm::MakeError(IVM_ERROR_DISPOSED, "the inspector session is closed");
     }
-    session->holder->inspector()->Dispatch(session->holder, session->session,
-                                           std::string(message ? message : "", len));
+    inspector->Dispatch(session->holder, session->session, std::string(message ? message : "", len));
     return nullptr;
   });
 }
@@ -395,8 +486,9 @@ IVM_API void ivm_inspector_session_free(ivm_inspector_session_t* session) {
   if (session == nullptr) return;
   try {
     session->session->Close();
-    if (!session->holder->disposed() && session->holder->inspector() != nullptr) {
-      session->holder->inspector()->Disconnect(session->holder, session->session);
+    ivm::V8Client* inspector = ivm::ClientOf(*session->holder);
+    if (!session->holder->disposed() && inspector != nullptr) {
+      inspector->Disconnect(session->holder, session->session);
     }
   } catch (...) {
   }

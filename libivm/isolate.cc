@@ -186,7 +186,7 @@ ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<Isolat
     if (holder->catastrophic) InstallFatalHandlers(isolate);
     if (inspector) {
       v8::HandleScope handles(isolate);
-      holder->inspector_ = std::make_shared<Inspector>(*holder);
+      holder->inspector_ = Inspector::Create(*holder);
     }
   }
   *out = std::move(holder);

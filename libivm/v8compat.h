@@ -10,7 +10,10 @@
 #include <v8.h>
 #include <v8-version.h>
 #include <libplatform/libplatform.h>
-#include <v8-inspector.h>
+#if __has_include(<v8-inspector.h>)
+#include <v8-inspector.h>   // (not among the headers node ships: inspector.cc only)
+#define IVM_HAS_V8_INSPECTOR 1
+#endif
 
 #include <cstddef>
 #include <cstdint>
@@ -111,6 +114,7 @@ inline std::unique_ptr<v8::Platform> NewPlatform() {
                                           v8::platform::InProcessStackDumping::kDisabled);
 }
 
+#ifdef IVM_HAS_V8_INSPECTOR
 // A protocol session with full trust (the embedder's own): V8 11 added the
 // trust level, and dropped the three-argument connect in 12.
 inline std::unique_ptr<v8_inspector::V8InspectorSession> ConnectInspector(
@@ -123,6 +127,7 @@ inline std::unique_ptr<v8_inspector::V8InspectorSession> ConnectInspector(
   return inspector.connect(context_group_id, channel, v8_inspector::StringView());
 #endif
 }
+#endif  // IVM_HAS_V8_INSPECTOR
 
 }  // namespace ivm::compat
 
