@@ -107,6 +107,10 @@
  *   - A transferred ArrayBuffer (IVM_RESULT_TRANSFER_OUT, then
  *     IVM_COPY_INTO_TRANSFER_IN) takes its memory budget with it: it leaves
  *     the sender's externally_allocated_size when detached. No ABI change.
+ *   - The inspector (section "Inspector"): ivm_isolate_options_t gains
+ *     `inspector`; ivm_inspector_session_new(), _dispatch() and _free()
+ *     speak the Chrome DevTools protocol with V8's inspector. Inline
+ *     isolates only in this version.
  *
  * ## Changes in 0.6
  *
@@ -287,6 +291,9 @@ typedef struct ivm_external_copy ivm_external_copy_t;
 typedef struct ivm_process_group ivm_process_group_t;
 /** A serialized heap made by ivm_snapshot_create ("Snapshots"). Since: 0.6 */
 typedef struct ivm_snapshot ivm_snapshot_t;
+/** A Chrome DevTools protocol session with an isolate's inspector ("Inspector").
+ * Since: 0.7 */
+typedef struct ivm_inspector_session ivm_inspector_session_t;
 
 /* Plain-data structs, defined in their sections. */
 typedef struct ivm_isolate_options ivm_isolate_options_t;
@@ -302,6 +309,7 @@ typedef struct ivm_completion ivm_completion_t;
 typedef struct ivm_snapshot_script ivm_snapshot_script_t;
 typedef struct ivm_snapshot_options ivm_snapshot_options_t;
 typedef struct ivm_cpu_profiler_options ivm_cpu_profiler_options_t;
+typedef struct ivm_inspector_session_options ivm_inspector_session_options_t;
 
 /* ------------------------------------------------------------------------- */
 /* Version                                                                   */
@@ -529,6 +537,14 @@ struct ivm_isolate_options {
   const char *snapshot;
   /** The length of `snapshot` in bytes. Since: 0.6 */
   size_t snapshot_len;
+  /**
+   * Non-zero: the isolate has V8's inspector, and ivm_inspector_session_new()
+   * may connect Chrome DevTools protocol sessions to it ("Inspector"). Its
+   * contexts are reported to the inspector, and `console` calls reach it.
+   * Inline isolates only: with a worker placement or group, INVALID_ARGUMENT.
+   * Since: 0.7
+   */
+  uint32_t inspector;
 };
 
 /** ivm_isolate_options_t.placement. Values are ABI: append only. */
@@ -541,7 +557,7 @@ enum {
 };
 
 #ifndef IVM_CDEF
-#define IVM_ISOLATE_OPTIONS_INIT { sizeof(ivm_isolate_options_t), 0, 0, NULL, NULL, NULL, NULL, 0 }
+#define IVM_ISOLATE_OPTIONS_INIT { sizeof(ivm_isolate_options_t), 0, 0, NULL, NULL, NULL, NULL, 0, 0 }
 #endif
 
 /**
@@ -1784,6 +1800,101 @@ IVM_API ivm_error_t *ivm_isolate_start_cpu_profiler_async(
 IVM_API ivm_error_t *ivm_isolate_stop_cpu_profiler_async(ivm_isolate_t *iso, const char *title,
                                                          size_t title_len, ivm_done_fn done,
                                                          void *user_data, uint64_t *job_out);
+
+/* ------------------------------------------------------------------------- */
+/* Inspector                                                                 */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * V8's inspector, for isolates created with ivm_isolate_options_t.inspector:
+ * sessions speak the Chrome DevTools protocol (JSON text, one message per
+ * call) with the isolate, as a DevTools front end does with node or Chrome.
+ * Messages are queued and run with the isolate locked, on the thread that
+ * has it: while JavaScript is paused (a breakpoint, `debugger;`, a step), the
+ * paused call's thread serves them; while JavaScript runs, an interrupt does;
+ * when the isolate is idle, a job on its queue does. While paused, the
+ * isolate's other calls wait, as they wait for any running call; the paused
+ * call's timeout, ivm_isolate_terminate(), cancellation and disposal still
+ * end it. Contexts appear as execution contexts; scripts keep their filename
+ * as their URL (Debugger.setBreakpointByUrl). The inspector must never face
+ * an untrusted peer: the protocol evaluates any JavaScript in the isolate.
+ */
+
+/** ivm_inspector_message_fn's `kind`. Values are ABI: append only. */
+enum {
+  /** The answer to a command: `call_id` is the command's `id`. */
+  IVM_INSPECTOR_RESPONSE = 1,
+  /** An event (Debugger.paused, Runtime.consoleAPICalled...); `call_id` is 0. */
+  IVM_INSPECTOR_NOTIFICATION = 2
+};
+
+/**
+ * Receives one protocol message of `message_len` bytes of UTF-8 JSON (not
+ * NUL-terminated, valid during the call), of `kind` IVM_INSPECTOR_*.
+ * Threads: the thread that runs the isolate at that moment (a caller's, a
+ * pool thread); it holds the isolate, so the function must not block nor
+ * call into that isolate (queue the message for another thread). Never
+ * called once ivm_inspector_session_free() has returned. Since: 0.7
+ */
+typedef void (*ivm_inspector_message_fn)(void *user_data, uint32_t kind, int32_t call_id,
+                                         const char *message, size_t message_len);
+
+/** Options of ivm_inspector_session_new(). Since: 0.7 */
+struct ivm_inspector_session_options {
+  size_t struct_size;                  /**< sizeof(ivm_inspector_session_options_t) as compiled */
+  ivm_inspector_message_fn on_message; /**< required: receives responses and notifications */
+  void *user_data;                     /**< passed to on_message */
+};
+
+#ifndef IVM_CDEF
+#define IVM_INSPECTOR_SESSION_OPTIONS_INIT { sizeof(ivm_inspector_session_options_t), NULL, NULL }
+#endif
+
+/** The largest protocol message ivm_inspector_session_dispatch() accepts: 4 MiB. */
+#define IVM_INSPECTOR_MAX_MESSAGE 4194304
+
+/**
+ * Connects a new protocol session to the inspector of `iso`. Several
+ * sessions may be connected at once. The connection itself is queued (as a
+ * message is): messages dispatched after this call are served after it.
+ *
+ * @param opts      required, initialised with IVM_INSPECTOR_SESSION_OPTIONS_INIT,
+ *                  with `on_message` set.
+ * @param[out] out  on success, a new handle the caller frees (ivm_inspector_session_free).
+ * @return NULL on success, otherwise a new error owned by the caller.
+ * Threads: any. Blocks: never.
+ * Errors:  INVALID_ARGUMENT (NULL arguments, no on_message, an isolate made
+ *          without `inspector`, an isolate in a worker process), DISPOSED.
+ *          Since: 0.7
+ */
+IVM_API ivm_error_t *ivm_inspector_session_new(ivm_isolate_t *iso,
+                                               const ivm_inspector_session_options_t *opts,
+                                               ivm_inspector_session_t **out);
+
+/**
+ * Queues one protocol message (UTF-8 JSON text of `len` bytes; invalid UTF-8
+ * is replaced) for the session; its response and any notifications arrive
+ * through on_message. A message V8 cannot parse, or a method it does not
+ * know, gets a protocol error response as usual.
+ *
+ * @return NULL when queued, otherwise a new error owned by the caller.
+ * Threads: any. Blocks: never.
+ * Errors:  INVALID_ARGUMENT (NULL arguments, a message longer than
+ *          IVM_INSPECTOR_MAX_MESSAGE), DISPOSED (the session was freed or
+ *          disconnected, or its isolate is disposed). Since: 0.7
+ */
+IVM_API ivm_error_t *ivm_inspector_session_dispatch(ivm_inspector_session_t *session,
+                                                    const char *message, size_t len);
+
+/**
+ * Disconnects the session (queued: if JavaScript is paused for this session
+ * only, it resumes) and frees the handle. on_message is never called once
+ * this returns (a call running on another thread is waited for; from inside
+ * on_message itself, it is not called again). NULL is a no-op.
+ * Threads: any. Blocks: while on_message runs on another thread. Errors: none.
+ * Since: 0.7
+ */
+IVM_API void ivm_inspector_session_free(ivm_inspector_session_t *session);
 
 /* ------------------------------------------------------------------------- */
 /* References                                                                */

@@ -55,6 +55,7 @@ from ._external_copy import ExternalCopy as ExternalCopy
 from ._ffi import ffi as _cffi
 from ._ffi import lib as _lib
 from ._host import HostBasics as HostBasics
+from ._inspector import InspectorSession as InspectorSession
 from ._isolate import HeapStatistics as HeapStatistics
 from ._isolate import Isolate as Isolate
 from ._module import Module as Module
@@ -89,6 +90,7 @@ __all__ = [
     "ExternalCopy",
     "HeapStatistics",
     "HostBasics",
+    "InspectorSession",
     "Isolate",
     "CrossProcessError",
     "IsolateCrashedError",

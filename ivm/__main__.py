@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import ivm
 
+
+if TYPE_CHECKING:  # (ivm.inspector is imported only when --inspect asks for it)
+    from .inspector import InspectorServer
 
 
 def _read(path: Path) -> str:
@@ -84,12 +87,39 @@ class _Session:
     def __init__(self, args: argparse.Namespace, import_root: Path | None = None) -> None:
         self.args = args
         process: Literal["inline", "isolated"] = "isolated" if args.isolated else "inline"
-        self.isolate = ivm.Isolate(memory_limit=args.memory_limit, process=process)
+        self.inspect_at: tuple[str, int, bool] | None = getattr(args, "inspect_at", None)
+        self.server: InspectorServer | None = None
+        if self.inspect_at is None:
+            self.isolate = ivm.Isolate(memory_limit=args.memory_limit, process=process)
+        else:
+            self.isolate = ivm.Isolate(memory_limit=args.memory_limit, process=process,
+                                       inspector=True)
         loader = _module_loader(self.isolate, import_root) if import_root else None
         host = None if args.no_host else ivm.HostBasics.all(console=_console_line)
         self.context = self.isolate.create_context_sync(import_module=loader, host=host)
 
+    def start_inspector(self, title: str, url: str) -> None:
+        """--inspect / --inspect-brk: serves DevTools (node's messages on stderr); with
+        --inspect-brk, waits for a debugger and pauses before the program's first statement.
+        Raises OSError if the address cannot be bound, ImportError without websockets."""
+        if self.inspect_at is None:
+            return
+        from . import inspector  # (needs the optional websockets package)
+
+        host, port, brk = self.inspect_at
+        self.server = inspector.serve(
+            self.isolate, host, port, title=title, url=url, break_on_start=brk,
+            on_attach=lambda: _console_line("error", "Debugger attached."),
+        )  # fmt: skip
+        _console_line("error", f"Debugger listening on {self.server.url}")
+        _console_line("error", "For help, see: docs/devtools.md (chrome://inspect finds it; "
+                               f"or open {self.server.devtools_frontend_url})")
+        if brk:
+            self.server.wait_for_debugger_sync()
+
     def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
         self.isolate.dispose()
 
     def eval(self, code: str, filename: str) -> ivm.Reference:
@@ -136,6 +166,16 @@ def _execute(args: argparse.Namespace, code: str, filename: str, module: Path | 
     except ValueError as exc:
         print(f"ivm: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        # The URL is the script's as V8 knows it (its filename): --inspect-brk breaks there.
+        session.start_inspector(Path(filename).name, str(module) if module else filename)
+    except (OSError, ImportError) as exc:
+        print(f"ivm: --inspect: {exc}", file=sys.stderr)
+        session.close()
+        return EXIT_USAGE
+    except BaseException:  # Ctrl-C while --inspect-brk waits
+        session.close()
+        raise
     profile = getattr(args, "cpu_profile", None)
     try:
         if profile is not None:
@@ -253,6 +293,35 @@ def _limits(parser: argparse.ArgumentParser) -> None:
                              "console.log/info/debug to stdout, warn/error/trace/assert to stderr)")
 
 
+def _bare_inspect_flags(argv: Sequence[str]) -> list[str]:
+    """``--inspect`` and ``--inspect-brk`` take their address after ``=`` only (as node's
+    do): a bare one gets the default, so that the file name after it stays the file."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + list(argv[i:])
+        out.append(f"{arg}=" if arg in ("--inspect", "--inspect-brk") else arg)
+    return out
+
+
+def _inspect_address(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Sets ``args.inspect_at`` to ``(host, port, break_on_start)`` or None."""
+    args.inspect_at = None
+    if args.inspect is not None and args.inspect_brk is not None:
+        parser.error("--inspect and --inspect-brk: give one of them")
+    given, brk = (args.inspect_brk, True) if args.inspect_brk is not None else (args.inspect, False)
+    if given is None:
+        return
+    host, port = "127.0.0.1", given or "9229"
+    if ":" in port:
+        host, _, port = port.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        parser.error(f"--inspect{'-brk' if brk else ''}={given}: expected [HOST:]PORT, "
+                     "PORT from 0 to 65535")
+    args.inspect_at = (host, int(port), brk)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ivm",
@@ -281,6 +350,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "DevTools opens; with --isolated too)")
     run.add_argument("--cpu-profile-interval", metavar="US", type=int, default=None,
                      help="microseconds between the profile's samples (default 1000, min 50)")
+    run.add_argument("--inspect", metavar="[HOST:]PORT", default=None,
+                     help="serve Chrome DevTools on HOST:PORT (default 127.0.0.1:9229; PORT 0: "
+                          "any free one) while the program runs; never on an untrusted network "
+                          "(docs/devtools.md)")
+    run.add_argument("--inspect-brk", metavar="[HOST:]PORT", default=None,
+                     help="as --inspect, but wait for a debugger and pause before the first "
+                          "statement")
     _limits(run)
     one = sub.add_parser(
         "eval", epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -288,7 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     one.add_argument("code", help="the JavaScript to run")
     _limits(one)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_bare_inspect_flags(sys.argv[1:] if argv is None else argv))
+    if args.command == "run":
+        _inspect_address(parser, args)
     for limit in ("timeout",):
         value = getattr(args, limit)
         if value is not None and not value > 0:

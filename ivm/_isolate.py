@@ -19,6 +19,7 @@ from ._errors import DisposedError, check
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._host import HostBasics, console_callback, host_bits
+from ._inspector import InspectorSession
 from ._options import compile_args
 from ._profiler import CpuProfile, profiler_options, title_bytes
 from ._snapshot import create_snapshot, snapshot_option
@@ -132,6 +133,11 @@ class Isolate(Handle):
     not such a snapshot of this ivm and V8 build (garbage, truncated, another
     version) raise ``ValueError`` before V8 sees them.
 
+    ``inspector=True`` gives the isolate V8's inspector: Chrome DevTools
+    protocol sessions connect to it (:meth:`create_inspector_session`,
+    ``ivm.inspector.serve``), its contexts appear in DevTools, and
+    ``console`` calls reach it. Inline isolates only, in this version.
+
     An isolate is a context manager that disposes it on exit.
     """
 
@@ -147,6 +153,7 @@ class Isolate(Handle):
         group: ProcessGroup | None = None,
         on_catastrophic_error: CatastrophicHandler | None = None,
         snapshot: bytes | None = None,
+        inspector: bool = False,
     ) -> None:
         from ._process import ProcessGroup
 
@@ -162,11 +169,17 @@ class Isolate(Handle):
             raise ValueError(f"memory_limit must be at least 8 (MB), not {memory_limit!r}")
         if memory_limit > 1024 * 1024:
             raise ValueError(f"memory_limit of {memory_limit!r} MB is too large")
+        if not isinstance(inspector, bool):
+            raise TypeError(f"inspector must be a bool, not {type(inspector).__name__}")
+        if inspector and (process != "inline" or group is not None):
+            raise ValueError("inspector=True is available for inline isolates only "
+                             "(not with process='isolated' or a group) in this version")
         opts = ffi.new("ivm_isolate_options_t *")
         opts.struct_size = ffi.sizeof("ivm_isolate_options_t")
         opts.memory_limit = int(memory_limit * _MIB)
         opts.placement = lib.IVM_PLACEMENT_PROCESS if process == "isolated" else lib.IVM_PLACEMENT_INLINE
         opts.group = group._ptr if group is not None else ffi.NULL
+        opts.inspector = 1 if inspector else 0
         keep_snapshot = snapshot_option(snapshot, opts)
         forget = None
         if on_catastrophic_error is not None:
@@ -443,6 +456,17 @@ class Isolate(Handle):
         return _heap_statistics(out)
 
     create_snapshot = staticmethod(create_snapshot)
+
+    def create_inspector_session(self) -> InspectorSession:
+        """Connects a new Chrome DevTools protocol session to the isolate's
+        inspector (:class:`ivm.InspectorSession`). Several may be connected
+        at once. Never blocks: the connection is queued, and messages sent
+        after it are served after it.
+
+        Raises ``ValueError`` if the isolate was made without
+        ``inspector=True``, :class:`ivm.DisposedError`.
+        """
+        return InspectorSession(self)
 
     def start_cpu_profiler_sync(self, title: str = "", *,
                                 sampling_interval: float | None = None) -> None:

@@ -3,6 +3,7 @@
 #include "remote.h"
 #include "context.h"
 #include "copy.h"
+#include "inspector.h"
 #include "timer_table.h"
 
 #include <cstdio>
@@ -72,6 +73,7 @@ void ContextRecord::ResetLocked() {
     v8::Isolate* isolate = v8::Isolate::GetCurrent();
     v8::HandleScope scope(isolate);
     CloseTimers(isolate, context.Get(isolate));
+    if (Inspector* inspector = InspectorOf(isolate)) inspector->ContextDestroyed(context.Get(isolate));
   }
   evals.clear();
   closures.clear();
@@ -248,7 +250,10 @@ ivm_error_t* CreateContext(const std::shared_ptr<IsolateHolder>& holder, const C
   ivm_error_t* err = holder->Run(0, [&](v8::Isolate* isolate, CallState&) -> ivm_error_t* {
     v8::Local<v8::Context> context = v8::Context::New(isolate);
     if (context.IsEmpty()) return MakeError(IVM_ERROR_INTERNAL, "V8 could not create a context");
-    if (!RemoveBuiltinConsole(isolate, context)) {
+    // With an inspector, V8's console reports to it: it stays, or the host's
+    // console forwards to it (host_console.cc).
+    Inspector* inspector = holder->inspector();
+    if (inspector == nullptr && !RemoveBuiltinConsole(isolate, context)) {
       return MakeError(IVM_ERROR_INTERNAL, "could not remove V8's console");
     }
     if (hooks.import_hook && !SetImportHook(*holder, isolate, context, hooks.import_hook)) {
@@ -262,6 +267,9 @@ ivm_error_t* CreateContext(const std::shared_ptr<IsolateHolder>& holder, const C
     }
     record->context.Reset(isolate, context);
     holder->Register(record);
+    if (inspector != nullptr) {
+      inspector->ContextCreated(context, "ivm context", true);
+    }
     return nullptr;
   });
   if (err) return err;

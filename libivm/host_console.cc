@@ -225,6 +225,32 @@ void Entry(const v8::FunctionCallbackInfo<v8::Value>& info) {
   for (int i = 0; i < info.Length(); ++i) c.args.push_back(info[i]);
   v8::TryCatch try_catch(isolate);   // console never throws
   Run(c, static_cast<Method>(method));
+  // With an inspector: V8's own console method too, which reports the call to
+  // it (Runtime.consoleAPICalled) and does nothing else.
+  v8::Local<v8::Value> builtin;
+  if (data.As<v8::Array>()->Length() > 2 && data.As<v8::Array>()->Get(context, 2).ToLocal(&builtin) &&
+      builtin->IsFunction() && !isolate->IsExecutionTerminating()) {
+    (void)builtin.As<v8::Function>()->Call(context, v8::Undefined(isolate), info.Length(),
+                                           c.args.data());
+  }
+}
+
+// V8's console method `name` of `context`, to forward to when the isolate has
+// an inspector (otherwise, or if it is not V8's, undefined).
+v8::Local<v8::Value> BuiltinMethod(IsolateHolder& holder, v8::Local<v8::Context> context,
+                                   const char* name) {
+  v8::Isolate* isolate = context->GetIsolate();
+  v8::Local<v8::Value> console, fn;
+  if (holder.inspector() == nullptr ||
+      !context->Global()->Get(context, v8::String::NewFromUtf8Literal(isolate, "console"))
+           .ToLocal(&console) ||
+      !console->IsObject() ||
+      !console.As<v8::Object>()->Get(context, v8::String::NewFromUtf8(isolate, name).ToLocalChecked())
+           .ToLocal(&fn) ||
+      !fn->IsFunction() || fn.As<v8::Function>()->ScriptId() != v8::UnboundScript::kNoScriptId) {
+    return v8::Undefined(isolate);   // (a function of a script: a snapshot's, not V8's)
+  }
+  return fn;
 }
 
 }  // namespace
@@ -246,9 +272,10 @@ bool InstallConsole(IsolateHolder& holder, v8::Local<v8::Context> context,
   v8::Local<v8::Array> state = v8::Array::New(isolate, slots, kSlotCount);
   v8::Local<v8::Object> console = v8::Object::New(isolate);
   for (int i = 0; i < kMethodCount; ++i) {
-    v8::Local<v8::Value> data_slots[2] = {state, v8::Integer::New(isolate, i)};
+    v8::Local<v8::Value> data_slots[3] = {state, v8::Integer::New(isolate, i),
+                                          BuiltinMethod(holder, context, kMethods[i].name)};
     v8::Local<v8::Function> fn;
-    if (!v8::Function::New(context, Entry, v8::Array::New(isolate, data_slots, 2), 0,
+    if (!v8::Function::New(context, Entry, v8::Array::New(isolate, data_slots, 3), 0,
                            v8::ConstructorBehavior::kThrow)
              .ToLocal(&fn)) {
       return false;

@@ -186,6 +186,7 @@ std::string DescribeType(v8::Isolate* isolate, v8::Local<v8::Value> value);
 class IsolateHolder;
 class CatastrophicReport;
 class CpuProfiles;   // profiler.h
+class Inspector;     // inspector.h
 
 // Something that holds V8 handles of an isolate (a context, a script). Its
 // handles must be reset while the isolate is locked and before it is disposed.
@@ -240,9 +241,10 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
  public:
   // `report`: on_catastrophic_error, or NULL (catastrophic.cc).
   // `snapshot`: empty, or ivm_isolate_options_t.snapshot (checked here).
+  // `inspector`: with V8's inspector (inspector.h).
   static ivm_error_t* Create(uint64_t memory_limit, std::shared_ptr<IsolateHolder>* out,
                              std::shared_ptr<CatastrophicReport> report = nullptr,
-                             std::string_view snapshot = {});
+                             std::string_view snapshot = {}, bool inspector = false);
   ~IsolateHolder();
 
   v8::Isolate* isolate() const { return isolate_; }
@@ -361,6 +363,9 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   JobQueue& jobs() { return jobs_; }
   // Its CPU profiles (made on first use). Isolate locked.
   CpuProfiles& cpu_profiles();
+  // Its inspector, or nullptr (made at creation; lives as long as the holder,
+  // its V8 side ends with the isolate).
+  Inspector* inspector() const { return inspector_.get(); }
   // Stops the calls of running job `job_id` (they fail with CANCELLED).
   void CancelRunning(uint64_t job_id);
   void ClearCancelRunning() { cancel_running_.store(0); }
@@ -399,6 +404,7 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   std::shared_ptr<Allocator> allocator_;
   std::unique_ptr<std::string> snapshot_;   // V8's blob of a snapshot, or null
   std::shared_ptr<CpuProfiles> cpu_profiles_;   // isolate locked
+  std::shared_ptr<Inspector> inspector_;
   v8::StartupData startup_data_{nullptr, 0};
   uint64_t memory_limit_ = 0;
   std::atomic<int> state_{kAlive};

@@ -20,6 +20,7 @@
 #include "remote.h"
 #include "catastrophic.h"
 #include "internal.h"
+#include "inspector.h"
 #include "profiler.h"
 #include "snapshot.h"
 #include "jobs.h"
@@ -177,7 +178,7 @@ class IsolateHolder::Allocator final : public v8::ArrayBuffer::Allocator {
 
 ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<IsolateHolder>* out,
                                    std::shared_ptr<CatastrophicReport> report,
-                                   std::string_view snapshot) {
+                                   std::string_view snapshot, bool inspector) {
   if (memory_limit == 0) memory_limit = kDefaultLimit;
   if (memory_limit < IVM_MEMORY_LIMIT_MIN) {
     return InvalidArgument("memory_limit must be at least 8 MB");
@@ -218,6 +219,10 @@ ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<Isolat
     isolate->SetCaptureStackTraceForUncaughtExceptions(true, 16, v8::StackTrace::kDetailed);
     InstallModuleHooks(isolate);
     if (holder->catastrophic) InstallFatalHandlers(isolate);
+    if (inspector) {
+      v8::HandleScope handles(isolate);
+      holder->inspector_ = Inspector::Create(*holder);
+    }
   }
   *out = std::move(holder);
   return nullptr;
@@ -378,6 +383,8 @@ v8::Local<v8::Context> IsolateHolder::CompileContextLocked() {
   if (compile_context_.IsEmpty()) {
     v8::Local<v8::Context> context = v8::Context::New(isolate_);
     compile_context_.Reset(isolate_, context);
+    // Scripts are compiled here: the inspector reports them with this context.
+    if (inspector_) inspector_->ContextCreated(context, "ivm compile context", false);
     return context;
   }
   return compile_context_.Get(isolate_);
@@ -707,6 +714,10 @@ void IsolateHolder::DisposeLocked() {
     }
     compile_context_.Reset();
     if (cpu_profiles_) cpu_profiles_->Dispose(isolate_);
+    if (inspector_) {
+      v8::HandleScope handles(isolate_);
+      inspector_->DisposeLocked();
+    }
   }
   v8::Platform* platform = EnsurePlatform();
   // Make sure the platform has a task runner to forget, then tell it.
@@ -823,6 +834,10 @@ IVM_API ivm_error_t* ivm_isolate_new(const ivm_isolate_options_t* opts, ivm_isol
       return InvalidArgument("unknown placement " + std::to_string(o.placement));
     }
     if (o.snapshot == nullptr && o.snapshot_len != 0) return InvalidArgument("snapshot is NULL");
+    if (o.inspector != 0 && (o.placement != IVM_PLACEMENT_INLINE || o.group != nullptr)) {
+      return InvalidArgument(
+          "the inspector is not available for isolates in worker processes (inline only)");
+    }
     if (o.snapshot != nullptr && o.snapshot_len == 0) return InvalidArgument("the snapshot is empty");
     if (o.snapshot != nullptr && (o.placement != IVM_PLACEMENT_INLINE || o.group != nullptr)) {
       std::string_view blob;   // refused here, before a worker starts (it checks again)
@@ -836,7 +851,8 @@ IVM_API ivm_error_t* ivm_isolate_new(const ivm_isolate_options_t* opts, ivm_isol
                   o.memory_limit, &shell->holder,
                   ivm::CatastrophicReport::Make(o.on_catastrophic_error,
                                                 o.on_catastrophic_error_data),
-                  std::string_view(o.snapshot ? o.snapshot : "", o.snapshot_len));
+                  std::string_view(o.snapshot ? o.snapshot : "", o.snapshot_len),
+                  o.inspector != 0);
     if (err) return err;
     *out = shell.release();
     return nullptr;

@@ -189,13 +189,16 @@ ThreadLockScope::ThreadLockScope(IsolateHolder& holder) {
 ThreadLockScope::~ThreadLockScope() {
   Parked* p = parked_;
   if (--p->depth != 0) return;
-  if (!holder_->orphaned() && !holder_->disposed()) {
+  if (!holder_->orphaned() && !holder_->disposed() && holder_->inspector() == nullptr) {
     new (p->unlocker) v8::Unlocker(p->isolate);
     return;
   }
   // Nobody holds the isolate's handle, or another thread is disposing it: its
   // teardown may come on another thread, so this thread's V8 state is freed
-  // now (the top-level Locker's end).
+  // now (the top-level Locker's end). An isolate with an inspector is never
+  // parked either: V8 10.2 crashes restoring a thread's archived state once
+  // its debugger has break points (Debug::RestoreDebug re-applies them while
+  // the restoring thread is not set up yet).
   p->Locker()->~Locker();
   if (p->pool) holder_->pool_parked().fetch_sub(1);
   std::vector<Parked*>& parked = t_locks.parked;

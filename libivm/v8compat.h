@@ -10,6 +10,10 @@
 #include <v8.h>
 #include <v8-version.h>
 #include <libplatform/libplatform.h>
+#if __has_include(<v8-inspector.h>)
+#include <v8-inspector.h>   // (not among the headers node ships: inspector.cc only)
+#define IVM_HAS_V8_INSPECTOR 1
+#endif
 
 #include <cstddef>
 #include <cstdint>
@@ -109,6 +113,21 @@ inline std::unique_ptr<v8::Platform> NewPlatform() {
   return v8::platform::NewDefaultPlatform(0, v8::platform::IdleTaskSupport::kDisabled,
                                           v8::platform::InProcessStackDumping::kDisabled);
 }
+
+#ifdef IVM_HAS_V8_INSPECTOR
+// A protocol session with full trust (the embedder's own): V8 11 added the
+// trust level, and dropped the three-argument connect in 12.
+inline std::unique_ptr<v8_inspector::V8InspectorSession> ConnectInspector(
+    v8_inspector::V8Inspector& inspector, int context_group_id,
+    v8_inspector::V8Inspector::Channel* channel) {
+#if IVM_V8_MODERN
+  return inspector.connect(context_group_id, channel, v8_inspector::StringView(),
+                           v8_inspector::V8Inspector::kFullyTrusted);
+#else
+  return inspector.connect(context_group_id, channel, v8_inspector::StringView());
+#endif
+}
+#endif  // IVM_HAS_V8_INSPECTOR
 
 }  // namespace ivm::compat
 

@@ -15,7 +15,7 @@ import pytest
 import ivm
 
 EXPECTED_ALL = {
-    "Arguments", "Callback", "CallbackMode", "Context", "CopyInto", "CpuProfile", "CrossProcessError", "DerefInto", "DisposedError", "ExternalCopy", "HeapStatistics", "HostBasics", "Isolate",
+    "Arguments", "Callback", "CallbackMode", "Context", "CopyInto", "CpuProfile", "CrossProcessError", "DerefInto", "DisposedError", "ExternalCopy", "HeapStatistics", "HostBasics", "InspectorSession", "Isolate",
     "IsolateCrashedError", "IvmError", "JSBigInt", "JSError", "JSMap", "JSPrimitive", "JSRegExp", "MemoryLimitError", "Module", "ProcessGroup", "Reference", "Script", "SnapshotScript", "TerminatedError", "TimeoutError",
     "TransferError", "UnhandledRejection", "Undefined", "set_copy_limit", "set_ignored_error_handler", "undefined", "v8_version",
 }

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -322,3 +326,104 @@ def test_results_quote_and_name_as_console_does() -> None:
     assert len(printed) == 2 and printed[0] == "[" + printed[1].rstrip("\n")
     assert printed[0] == ("[\n  \"it's\",\n  `a'b\"c`,\n  'a\\x01\\x0B',\n  [GeneratorFunction: g],\n"
                           "  [AsyncFunction (anonymous)]\n]")
+
+
+# -- --inspect and --inspect-brk (docs/devtools.md) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--inspect=notaport"], "expected [HOST:]PORT"),
+        (["--inspect-brk=127.0.0.1:70000"], "expected [HOST:]PORT"),
+        (["--inspect=1", "--inspect-brk=2"], "give one of them"),
+        (["--inspect=0", "--isolated"], "inline isolates only"),
+    ],
+)
+def test_inspect_flags_are_checked(tmp_path: Path, flags: list[str], says: str) -> None:
+    proc = ivm_cli("run", *flags, script(tmp_path, "1"))
+    assert proc.returncode == 2
+    assert says in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_inspect_on_a_taken_port_is_a_usage_error(tmp_path: Path) -> None:
+    pytest.importorskip("websockets")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = ivm_cli("run", f"--inspect={port}", script(tmp_path, "1"))
+    assert proc.returncode == 2
+    assert "ivm: --inspect: " in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_inspect_serves_while_the_program_runs(tmp_path: Path) -> None:
+    pytest.importorskip("websockets")
+    # A bare --inspect (the default address) must leave the file name alone; 9229 may be
+    # taken on this machine, which is then a clean usage error naming the address.
+    proc = ivm_cli("run", "--inspect", script(tmp_path, "'ran ' + 6 * 7"))
+    if proc.returncode == 2:
+        assert "ivm: --inspect: " in proc.stderr and "9229" in proc.stderr
+    else:
+        assert (proc.returncode, proc.stdout) == (0, "ran 42\n"), proc.stderr
+        assert re.search(r"^Debugger listening on ws://127\.0\.0\.1:9229/[-0-9a-f]{36}$",
+                         proc.stderr, re.M)
+
+
+def test_inspect_brk_waits_pauses_on_the_first_line_and_runs_on(tmp_path: Path) -> None:
+    pytest.importorskip("websockets")
+    from websockets.sync.client import connect
+
+    path = script(tmp_path, "const a = 20;\nconst b = a + 1;\n'answer ' + (a * 2 + b / 21)\n")
+    with subprocess.Popen(
+        [sys.executable, "-m", "ivm", "run", "--inspect-brk=127.0.0.1:0", path],
+        cwd=Path(ivm.__file__).parent.parent, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as child:  # fmt: skip
+        try:
+            assert child.stderr is not None and child.stdout is not None
+            listening = child.stderr.readline()
+            found = re.fullmatch(r"Debugger listening on (ws://127\.0\.0\.1:\d+/[-0-9a-f]{36})\n", listening)
+            assert found, listening
+            assert child.stderr.readline().startswith("For help, see: ")
+            with connect(found.group(1), max_size=None) as ws:
+                assert child.stderr.readline() == "Debugger attached.\n"
+
+                scripts: dict[str, str] = {}  # scriptId -> url
+
+                def until(check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+                    while True:
+                        message: dict[str, Any] = json.loads(ws.recv(timeout=60))
+                        if message.get("method") == "Debugger.scriptParsed":
+                            scripts[message["params"]["scriptId"]] = message["params"]["url"]
+                        if check(message):
+                            return message
+
+                def call(call_id: int, method: str, **params: object) -> dict[str, Any]:
+                    ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
+                    return until(lambda m: m.get("id") == call_id)
+
+                call(1, "Debugger.enable")
+                call(2, "Debugger.setBreakpointByUrl", url=path, lineNumber=2)
+                call(3, "Runtime.runIfWaitingForDebugger")
+                paused = until(lambda m: m.get("method") == "Debugger.paused")
+                frame = paused["params"]["callFrames"][0]
+                location = frame["location"]
+                assert (scripts[location["scriptId"]], location["lineNumber"]) == (path, 0)
+                assert child.poll() is None  # paused before its first statement
+                call(4, "Debugger.resume")
+                paused = until(lambda m: m.get("method") == "Debugger.paused")
+                frame = paused["params"]["callFrames"][0]
+                assert frame["location"]["lineNumber"] == 2  # the breakpoint
+                reply = call(5, "Debugger.evaluateOnCallFrame", callFrameId=frame["callFrameId"],
+                             expression="a + b")
+                assert reply["result"]["result"]["value"] == 41
+                call(6, "Debugger.resume")
+                assert child.wait(timeout=60) == 0
+            assert child.stdout.read() == "answer 41\n"
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait()

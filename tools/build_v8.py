@@ -15,7 +15,15 @@ Usage::
     python tools/build_v8.py --print-prefix   # stdout: the prefix path only (for Meson)
     python tools/build_v8.py --print-json     # stdout: include dir, lib dir, libs, versions
     python tools/build_v8.py --print-meson    # stdout, for meson.build: the include dir,
-                                              # then "soname<TAB>file" per library to ship
+                                              # the inspector's include dir, then
+                                              # "soname<TAB>file" per library to ship
+
+V8's inspector API (``v8-inspector.h``) is exported by libnode.so.108 but its header is not in
+libnode-dev. It comes from Debian's ``nodejs`` source package of the same upstream version:
+``apt-get source --download-only`` with a private deb-src list derived at run time from this
+machine's own apt sources (apt checks the tarball against the signed Sources index), of
+which only ``deps/v8/include/v8-inspector*.h`` (and ``v8-version.h``, to check that it is the
+same V8) are kept, in a directory of the cache beside the prefixes.
 
 Environment:
 
@@ -437,20 +445,172 @@ def ensure_prefix() -> Path:
     return prefix
 
 
+# --- V8's inspector headers (from the nodejs source package) ---------------------------------
+
+INSPECTOR_HEADERS = ("v8-inspector.h", "v8-inspector-protocol.h")
+SOURCE_PACKAGE = "nodejs"
+
+
+def deb_src_lines() -> List[str]:
+    """One-line deb-src entries for every enabled deb entry of this machine's apt sources."""
+    lines: List[str] = []
+    etc = Path("/etc/apt")
+    one_line = [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*.list"))]
+    for f in one_line:
+        if not f.is_file():
+            continue
+        for raw in f.read_text(errors="replace").splitlines():
+            line = raw.split("#", 1)[0].strip()
+            if line.startswith("deb "):
+                lines.append("deb-src " + line[4:])
+    for f in sorted((etc / "sources.list.d").glob("*.sources")):
+        if not f.is_file():
+            continue
+        for stanza in re.split(r"\n\s*\n", f.read_text(errors="replace")):
+            fields: Dict[str, str] = {}
+            key = None
+            for raw in stanza.splitlines():
+                if raw.startswith("#"):
+                    continue
+                if raw[:1] in (" ", "\t") and key:
+                    fields[key] += " " + raw.strip()
+                elif ":" in raw:
+                    key, _, value = raw.partition(":")
+                    key = key.strip().lower()
+                    fields[key] = value.strip()
+            if "deb" not in fields.get("types", "").split():
+                continue
+            if fields.get("enabled", "yes").lower() == "no":
+                continue
+            opts = f" [signed-by={fields['signed-by']}]" if fields.get("signed-by", "").startswith("/") else ""
+            for uri in fields.get("uris", "").split():
+                for suite in fields.get("suites", "").split():
+                    lines.append(f"deb-src{opts} {uri} {suite} {fields.get('components', '')}".rstrip())
+    return lines
+
+
+def fetch_source_tarball(version: str, work: Path) -> Path:
+    """Downloads the orig tarball of nodejs `version` (or of a revision with the same
+    upstream version) into `work` with a private deb-src list; returns its path."""
+    lines = deb_src_lines()
+    if not lines:
+        raise BuildV8Error("this machine's apt sources name no deb entries to derive a "
+                           "deb-src list from")
+    apt_dir = work / "apt"
+    for d in ("lists/partial", "parts", "cache/archives/partial"):
+        (apt_dir / d).mkdir(parents=True, exist_ok=True)
+    (apt_dir / "sources.list").write_text("\n".join(lines) + "\n")
+    opts = ["-o", f"Dir::Etc::SourceList={apt_dir / 'sources.list'}",
+            "-o", f"Dir::Etc::SourceParts={apt_dir / 'parts'}",
+            "-o", f"Dir::State::Lists={apt_dir / 'lists'}",
+            "-o", f"Dir::Cache={apt_dir / 'cache'}"]
+    log("reading the source package lists (private deb-src list)")
+    run(["apt-get", *opts, "update", "-q"])
+    out = run(["apt-cache", *opts, "showsrc", SOURCE_PACKAGE], check=False, quiet=True).stdout
+    offered = re.findall(r"^Version: (\S+)", out, re.M)
+    candidates = [version] + [v for v in sort_versions(offered)
+                              if v != version and upstream(v) == upstream(version)]
+    if version not in offered:
+        candidates = candidates[1:]
+    dl = work / "src"
+    dl.mkdir()
+    orig = f"{SOURCE_PACKAGE}_{upstream(version).split(':')[-1]}.orig.tar.xz"
+    for cand in candidates:
+        # The .dsc of a superseded revision may be gone while its orig tarball (shared by
+        # every revision of the upstream version, checked against the Sources index) is
+        # there: apt then fails, but the tarball is what is needed.
+        proc = run(["apt-get", *opts, "source", "--download-only", "-q",
+                    f"{SOURCE_PACKAGE}={cand}"], cwd=dl, check=False)
+        if (dl / orig).is_file():
+            return dl / orig
+        log(f"apt-get source {SOURCE_PACKAGE}={cand} gave no {orig}:\n"
+            f"{(proc.stdout + proc.stderr).strip()}")
+    raise BuildV8Error(
+        f"could not download the {SOURCE_PACKAGE} source package of upstream version "
+        f"{upstream(version)} (offered: {', '.join(offered) or 'none'}); V8's inspector "
+        "headers come from it")
+
+
+def v8_version_defines(text: str) -> Tuple[str, ...]:
+    return tuple(re.findall(r"#define V8_(?:MAJOR|MINOR|BUILD|PATCH)\w*\s+(\d+)", text))
+
+
+def extract_inspector_headers(tarball: Path, dest: Path, expect_version: Optional[str]) -> None:
+    import tarfile
+    wanted = {f"deps/v8/include/{h}" for h in (*INSPECTOR_HEADERS, "v8-version.h")}
+    got: Dict[str, bytes] = {}
+    with tarfile.open(tarball, "r:xz") as tar:
+        for member in tar:
+            rel = member.name.split("/", 1)[-1]
+            if rel in wanted and member.isfile():
+                fh = tar.extractfile(member)
+                if fh is not None:
+                    got[rel.rsplit("/", 1)[-1]] = fh.read()
+            if len(got) == len(wanted):
+                break
+    missing = sorted({w.rsplit("/", 1)[-1] for w in wanted} - set(got))
+    if missing:
+        raise BuildV8Error(f"{tarball.name} lacks deps/v8/include/{', '.join(missing)}")
+    if expect_version is not None and \
+            v8_version_defines(got["v8-version.h"].decode()) != v8_version_defines(expect_version):
+        raise BuildV8Error(f"the V8 of {tarball.name} is not the V8 of libnode108")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in INSPECTOR_HEADERS:
+        (dest / name).write_bytes(got[name])
+
+
+def ensure_inspector_headers(prefix: Path, info: dict) -> Path:
+    """The directory holding v8-inspector.h for the V8 of `prefix` (fetched once)."""
+    inc = Path(info["include_dir"])
+    if (inc / "v8-inspector.h").is_file():
+        return inc
+    version = info.get("packages", {}).get("libnode108") or NODE_VERSION
+    root = cache_root()
+    key = re.sub(r"[^A-Za-z0-9._-]", "_", f"v8-inspector-{upstream(version)}")
+    dest = root / key
+    if all((dest / h).is_file() for h in INSPECTOR_HEADERS):
+        return dest
+    with locked(root):
+        if all((dest / h).is_file() for h in INSPECTOR_HEADERS):
+            return dest
+        missing = [t for t in ("apt-get", "apt-cache") if shutil.which(t) is None]
+        if missing or os.geteuid() != 0:
+            raise BuildV8Error(
+                f"{inc} has no v8-inspector.h, and fetching it from Debian's {SOURCE_PACKAGE} "
+                "source package needs apt as root; put v8-inspector.h and "
+                f"v8-inspector-protocol.h of V8 {info.get('v8_version')} into {dest}")
+        log(f"fetching V8's inspector headers ({SOURCE_PACKAGE} {upstream(version)}) into {dest}")
+        work = Path(tempfile.mkdtemp(prefix=".tmp-src-", dir=root))
+        try:
+            tarball = fetch_source_tarball(version, work)
+            vh = inc / "v8-version.h"
+            staging = work / "headers"
+            extract_inspector_headers(tarball, staging,
+                                      vh.read_text() if vh.is_file() else None)
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.rename(staging, dest)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     out = ap.add_mutually_exclusive_group()
     out.add_argument("--print-prefix", action="store_true", help="print the prefix path")
     out.add_argument("--print-json", action="store_true", help="print a JSON description")
     out.add_argument("--print-meson", action="store_true",
-                     help="print the include dir, then 'soname<TAB>file' for each library "
-                          "to ship, libnode first (what meson.build reads)")
+                     help="print the include dir, the inspector's include dir, then "
+                          "'soname<TAB>file' for each library to ship, libnode first "
+                          "(what meson.build reads)")
     ap.add_argument("--prefix", help="describe this prefix instead (like IVM_V8_PREFIX)")
     args = ap.parse_args(argv)
     if args.prefix:
         os.environ["IVM_V8_PREFIX"] = args.prefix
     try:
         info = describe(ensure_prefix())
+        info["inspector_include_dir"] = str(ensure_inspector_headers(Path(info["prefix"]), info))
     except BuildV8Error as exc:
         print(f"[build_v8] error: {exc}", file=sys.stderr)
         return 1
@@ -460,12 +620,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(info, indent=2))
     elif args.print_meson:
         print(info["include_dir"])
+        print(info["inspector_include_dir"])
         ship = sorted(info["ship"], key=lambda lib: lib["file"] != info["libnode"])
         for lib in ship:
             print(f"{lib['soname']}\t{lib['file']}")
     else:
         print(f"V8 {info['v8_version']} prefix: {info['prefix']}")
         print(f"  headers:  {info['include_dir']}")
+        print(f"  inspector headers: {info['inspector_include_dir']}")
         print(f"  library:  {info['libnode']}")
         for lib in info["ship"]:
             print(f"  ship:     {lib['soname']} <- {lib['file']}")
