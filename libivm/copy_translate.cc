@@ -60,24 +60,7 @@ bool IsStringTag(uint8_t tag) {
          tag == v8tag::kUtf8String;
 }
 
-// A code point (lone surrogates included: WTF-8) as UTF-8.
-inline void AppendCodePoint(std::string& out, uint32_t u) {
-  if (u < 0x80) {
-    out.push_back(static_cast<char>(u));
-  } else if (u < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (u >> 6)));
-    out.push_back(static_cast<char>(0x80 | (u & 0x3F)));
-  } else if (u < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (u >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((u >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (u & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (u >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((u >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((u >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (u & 0x3F)));
-  }
-}
+// (AppendCodePoint, a code point as WTF-8: internal.h.)
 
 // UTF-16 code units in host order, as WTF-8.
 void AppendUtf16(std::string& out, const uint8_t* p, uint32_t bytes) {

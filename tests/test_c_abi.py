@@ -67,6 +67,12 @@ def test_c_process(tmp_path: Path) -> None:
     run_c_test(tmp_path, "test_process")
 
 
+def test_c_inspector(tmp_path: Path) -> None:
+    """The inspector through the C ABI: pause on `debugger;`, evaluate in the paused frame,
+    resume; a paused call's timeout; refusals (tests/c/test_inspector.c)."""
+    run_c_test(tmp_path, "test_inspector")
+
+
 def test_header_compiles_as_strict_c99(tmp_path: Path) -> None:
     cc = compiler("cc")
     build([cc, "-std=c99", *STRICT, "-I", str(PKG / "include"), "-c",
