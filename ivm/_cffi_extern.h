@@ -4,3 +4,4 @@ extern "Python" ivm_error_t *_ivm_py_host_fn(void *user_data, ivm_call_t *call, 
 extern "Python" void _ivm_py_callback_finalize(void *user_data);
 extern "Python" ivm_error_t *_ivm_py_resolve(void *user_data, ivm_module_t *referrer, size_t request, ivm_module_t **out);
 extern "Python" void _ivm_py_catastrophic(void *user_data, const char *cause, size_t cause_len);
+extern "Python" ivm_error_t *_ivm_py_host_finish(int failed, ivm_value_t **out);
