@@ -31,6 +31,11 @@ int64_t ivm_py_apply(ivm_reference_t *ref, const ivm_value_t *receiver, ivm_valu
                      size_t nargs, const ivm_run_options_t *run,
                      const ivm_result_options_t *result);
 ivm_py_result_t *ivm_py_last(void);
+/* The same calls with every option at its default (NULL option structs, no receiver): each
+ * pointer argument fewer is one conversion fewer in cffi's wrapper (about 120 instructions). */
+int64_t ivm_py_eval_plain(ivm_context_t *ctx, const char *code, size_t code_len);
+int64_t ivm_py_script_run_plain(ivm_script_t *script, ivm_context_t *ctx);
+int64_t ivm_py_apply_plain(ivm_reference_t *ref, ivm_value_t *const *args, size_t nargs);
 
 /* The ivm_host_fn of Callback(mode="sync") (its user_data is the Callback's cffi handle, a
  * key of ivm._callback._live). The common call runs without cffi's callback machinery:
@@ -91,6 +96,18 @@ int64_t ivm_py_apply(ivm_reference_t *ref, const ivm_value_t *receiver, ivm_valu
   ivm_py_result_t *res = &ivm_py_result;
   return ivm_py_classify(
       ivm_reference_apply(ref, receiver, args, nargs, run, result, &res->value, &res->slot));
+}
+
+int64_t ivm_py_eval_plain(ivm_context_t *ctx, const char *code, size_t code_len) {
+  return ivm_py_eval(ctx, code, code_len, NULL, NULL, NULL);
+}
+
+int64_t ivm_py_script_run_plain(ivm_script_t *script, ivm_context_t *ctx) {
+  return ivm_py_script_run(script, ctx, NULL, NULL);
+}
+
+int64_t ivm_py_apply_plain(ivm_reference_t *ref, ivm_value_t *const *args, size_t nargs) {
+  return ivm_py_apply(ref, NULL, args, nargs, NULL, NULL);
 }
 
 /* --- the host function of sync Callbacks --- */
