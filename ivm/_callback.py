@@ -369,6 +369,7 @@ def host_reference(value: object) -> tuple[Any, _State]:
 @ffi.def_extern()  # type: ignore[untyped-decorator]
 def _ivm_py_callback_finalize(user_data: Any) -> None:
     """libivm dropped the last use of a callback (any thread)."""
+    lib.ivm_py_host_forget(user_data)  # before its handle's address can be reused
     _live.pop(int(ffi.cast("uintptr_t", user_data)), None)
 
 

@@ -46,6 +46,9 @@ int64_t ivm_py_apply_plain(ivm_reference_t *ref, ivm_value_t *const *args, size_
  * _ivm_py_host_finish (ivm._callback._tls.pending holds the value, for this thread).
  * Runs on the thread running the JavaScript; takes the GIL. */
 ivm_error_t *ivm_py_host_call(void *user_data, ivm_call_t *call, ivm_value_t **out);
+/* The Callback `user_data` is finalized: ivm_py_host_call forgets its function (it keeps the
+ * last one it called). Takes the GIL. */
+void ivm_py_host_forget(void *user_data);
 
 /* --- definitions --- */
 
@@ -126,6 +129,11 @@ static struct {
   PyObject *errors_dict;   /* its namespace (borrowed): _saved_limit is read there */
   PyObject *undefined;  /* ivm.undefined */
   PyObject *fn_name, *pending_name, *saved_limit_name, *restore_name;
+  /* The last Callback called: its handle (a reference, so that its address, the
+   * user_data, cannot be another handle's while it is kept) and its function, until
+   * ivm_py_host_forget (its finalization) lets go of them. */
+  void *last_user_data;
+  PyObject *last_handle, *last_fn;
 } ivm_py_host;
 
 static int ivm_py_host_init(void) {
@@ -179,20 +187,53 @@ static PyObject *ivm_py_host_arg(const ivm_primitive_t *p) {
 
 /* The function of the Callback `user_data` (a new reference), or NULL (no exception set). */
 static PyObject *ivm_py_host_function(void *user_data) {
-  PyObject *key = PyLong_FromVoidPtr(user_data), *entry;
+  PyObject *key, *entry, *handle, *fn, *old_handle, *old_fn;
+  if (user_data == ivm_py_host.last_user_data) {
+    Py_INCREF(ivm_py_host.last_fn);
+    return ivm_py_host.last_fn;
+  }
+  key = PyLong_FromVoidPtr(user_data);
   if (key == NULL) {
     PyErr_Clear();
     return NULL;
   }
-  entry = PyDict_GetItemWithError(ivm_py_host.live, key); /* borrowed */
+  entry = PyDict_GetItemWithError(ivm_py_host.live, key); /* borrowed: (state, handle) */
   Py_DECREF(key);
-  if (entry == NULL || !PyTuple_Check(entry) || PyTuple_Size(entry) < 1) {
+  if (entry == NULL || !PyTuple_Check(entry) || PyTuple_Size(entry) != 2) {
     PyErr_Clear();
     return NULL;
   }
-  entry = PyObject_GetAttr(PyTuple_GetItem(entry, 0), ivm_py_host.fn_name);
-  if (entry == NULL) PyErr_Clear();
-  return entry;
+  handle = PyTuple_GetItem(entry, 1);
+  fn = PyObject_GetAttr(PyTuple_GetItem(entry, 0), ivm_py_host.fn_name);
+  if (fn == NULL) {
+    PyErr_Clear();
+    return NULL;
+  }
+  old_handle = ivm_py_host.last_handle;
+  old_fn = ivm_py_host.last_fn;
+  Py_INCREF(handle);
+  Py_INCREF(fn);
+  ivm_py_host.last_user_data = user_data;
+  ivm_py_host.last_handle = handle;
+  ivm_py_host.last_fn = fn;
+  Py_XDECREF(old_handle); /* (after the update: a finalizer may call back in) */
+  Py_XDECREF(old_fn);
+  return fn; /* getattr's reference */
+}
+
+void ivm_py_host_forget(void *user_data) {
+  PyGILState_STATE gil = PyGILState_Ensure();
+  PyObject *handle = NULL, *fn = NULL;
+  if (user_data != NULL && user_data == ivm_py_host.last_user_data) {
+    handle = ivm_py_host.last_handle;
+    fn = ivm_py_host.last_fn;
+    ivm_py_host.last_user_data = NULL;
+    ivm_py_host.last_handle = NULL;
+    ivm_py_host.last_fn = NULL;
+  }
+  Py_XDECREF(handle);
+  Py_XDECREF(fn);
+  PyGILState_Release(gil);
 }
 
 /* Hands `value` (stolen) to _ivm_py_host_finish: a result to convert, or (failed) the

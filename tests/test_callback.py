@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -184,6 +185,30 @@ def test_c_path_errors_match_the_python_path(context: ivm.Context) -> None:
         slow = context.eval_sync(
             f"try {{ r.applySync(undefined, [{expr}]) }} catch (e) {{ e.name + ': ' + e.message }}")
         assert fast == slow and fast.startswith("ValueError: bad ("), (fast, slow)
+
+
+def test_c_path_lets_go_of_a_finalized_callbacks_function() -> None:
+    # The C path keeps the last function it called (and its handle): a callback's
+    # finalization (with its isolate) must let go of both, and a new callback's calls reach
+    # the new function.
+    class Fn:
+        def __init__(self, value: int) -> None:
+            self.value = value
+
+        def __call__(self) -> int:
+            return self.value
+
+    for i in range(3):
+        fn = Fn(i)
+        gone = weakref.ref(fn)
+        iso = ivm.Isolate(memory_limit=16)
+        ctx = iso.create_context_sync()
+        ctx.global_.set_sync("f", ivm.Callback(fn))
+        assert ctx.eval_sync("f() + f()") == 2 * i
+        iso.dispose()
+        del ctx, iso, fn
+        gc.collect()
+        assert gone() is None
 
 
 def test_common_sync_callback_call_takes_the_c_path(context: ivm.Context) -> None:
