@@ -10,7 +10,10 @@ result itself, and ``NOT_INTEGER`` for every other outcome, which
     return x if x != NOT_INTEGER else finish()
 
 (That one line stays in each caller: a function call more would cost about a
-tenth of the whole call.)
+tenth of the whole call.) The ``*_PLAIN`` helpers are the same calls with every
+option at its default: a caller whose options are all default (``call_options``
+returned ``DEFAULTS``) passes no option pointers, which cffi would convert one by
+one.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ from typing import Any, Final
 
 from ._errors import raise_error
 from ._ffi import lib
+from ._options import _DEFAULTS as DEFAULTS
 from ._value import KIND_VALUE, primitive, take
 
-__all__ = ["APPLY", "EVAL", "NOT_INTEGER", "RUN", "finish"]
+__all__ = [
+    "APPLY", "APPLY_PLAIN", "DEFAULTS", "EVAL", "EVAL_PLAIN", "NOT_INTEGER", "RUN", "RUN_PLAIN",
+    "finish",
+]
 
 #: What a helper returns when its result is not an integer (2**53, which never is).
 NOT_INTEGER: Final[int] = lib.IVM_PY_NOT_INTEGER
@@ -31,6 +38,9 @@ KIND_ERROR: Final[int] = lib.IVM_PY_ERROR
 EVAL: Final = lib.ivm_py_eval
 RUN: Final = lib.ivm_py_script_run
 APPLY: Final = lib.ivm_py_apply
+EVAL_PLAIN: Final = lib.ivm_py_eval_plain
+RUN_PLAIN: Final = lib.ivm_py_script_run_plain
+APPLY_PLAIN: Final = lib.ivm_py_apply_plain
 _last = lib.ivm_py_last
 
 

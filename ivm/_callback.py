@@ -37,6 +37,12 @@ CallbackMode = Literal["sync", "async", "ignored"]
 _live: dict[int, tuple[_State, Any]] = {}
 # asyncio tasks running async callbacks (the loop holds tasks weakly).
 _tasks: set[Any] = set()
+# The host function of sync Callbacks: ivm/_cffi_fast.c's C path (the common call made
+# without cffi's callback machinery), which hands the rest to _ivm_py_host_fn and
+# _ivm_py_host_finish.
+_SYNC_HOST_FN: Final = ffi.addressof(lib, "ivm_py_host_call")
+# (The C path hands _ivm_py_host_finish the function's result or exception as
+# _tls.pending: this thread's.)
 
 
 class _State:
@@ -165,7 +171,8 @@ class Callback(_Marker):
         _live[key] = (state, handle)
         out = ffi.new("ivm_callback_t **")
         # (libivm finalizes the state even when this fails)
-        check(lib.ivm_callback_new(lib._ivm_py_host_fn, handle, lib._ivm_py_callback_finalize, 0, out))
+        host_fn = _SYNC_HOST_FN if mode == "sync" else lib._ivm_py_host_fn
+        check(lib.ivm_callback_new(host_fn, handle, lib._ivm_py_callback_finalize, 0, out))
         self._ptr = ffi.gc(out[0], lib.ivm_callback_free)
         self._fn = fn
         self._mode = mode
@@ -269,12 +276,41 @@ def _ivm_py_host_fn(user_data: Any, call: Any, out: Any) -> Any:
         if _errors._saved_limit == 0:
             _errors._saved_limit = sys.getrecursionlimit()
         sys.setrecursionlimit(_errors._saved_limit + 200)
+        return _host_error_raised_limit(exc)
+
+
+@ffi.def_extern()  # type: ignore[untyped-decorator]
+def _ivm_py_host_finish(failed: int, out: Any) -> Any:
+    """The end of a sync Callback's call that ivm/_cffi_fast.c could not finish in C:
+    ``_tls.pending`` is the exception its function raised (``failed``) or its result."""
+    value = getattr(_tls, "pending", None)
+    _tls.pending = None
+    exc: BaseException
+    if failed:
+        exc = value if isinstance(value, BaseException) else SystemError("no exception")
+    else:
         try:
-            return _host_error(exc)
-        except BaseException:
-            return _RECURSION_ERROR()
-        finally:
-            restore_recursion_limit()
+            out[0] = _result(value)
+            if _errors._saved_limit:
+                restore_recursion_limit()
+            return ffi.NULL
+        except BaseException as e:  # nothing may unwind through C (as _ivm_py_host_fn)
+            exc = e
+    if _errors._saved_limit == 0:
+        _errors._saved_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(_errors._saved_limit + 200)
+    return _host_error_raised_limit(exc)
+
+
+def _host_error_raised_limit(exc: BaseException) -> Any:
+    """``_host_error(exc)``, called with the recursion limit raised (by the caller, inline);
+    puts the limit back."""
+    try:
+        return _host_error(exc)
+    except BaseException:
+        return _RECURSION_ERROR()
+    finally:
+        restore_recursion_limit()
 
 
 def _RECURSION_ERROR() -> Any:
@@ -333,6 +369,7 @@ def host_reference(value: object) -> tuple[Any, _State]:
 @ffi.def_extern()  # type: ignore[untyped-decorator]
 def _ivm_py_callback_finalize(user_data: Any) -> None:
     """libivm dropped the last use of a callback (any thread)."""
+    lib.ivm_py_host_forget(user_data)  # before its handle's address can be reused
     _live.pop(int(ffi.cast("uintptr_t", user_data)), None)
 
 

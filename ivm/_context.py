@@ -14,7 +14,7 @@ from ._options import EvalKeywords, call_options, code_bytes, result_flags, resu
 from ._options import run_options
 from ._options import result_options as _result_options
 from ._value import Arguments, JSPrimitive, sync_result, sync_slots, take, value_array
-from ._call import EVAL, NOT_INTEGER, finish
+from ._call import DEFAULTS, EVAL, EVAL_PLAIN, NOT_INTEGER, finish
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _context
     from typing_extensions import Unpack  # typing's from Python 3.11
@@ -145,11 +145,14 @@ class Context(Handle):
             src = code.encode()  # code_bytes, inlined on the hot path
         except UnicodeEncodeError:
             src = code.encode("utf-8", "surrogatepass")
-        source, run, ropts, _keep = call_options(
+        opts = call_options(
             timeout, promise, copy, external_copy, transfer_out, reference,
             filename, line_offset, column_offset,
         )  # fmt: skip
-        x = EVAL(self._ptr, src, len(src), source, run, ropts)
+        if opts is DEFAULTS:
+            x = EVAL_PLAIN(self._ptr, src, len(src))
+        else:
+            x = EVAL(self._ptr, src, len(src), opts[0], opts[1], opts[2])
         return x if x != NOT_INTEGER else finish()
 
     @overload

@@ -14,7 +14,7 @@ from ._handle import Handle
 from ._options import result_flags, result_options_flags, run_options
 from ._options import result_options as _result_options
 from ._value import Arguments, _tls, argv_slots, sync_result, sync_slots, take, value_array
-from ._call import APPLY, NOT_INTEGER, finish
+from ._call import APPLY, APPLY_PLAIN, NOT_INTEGER, finish
 
 __all__ = ["DerefInto", "Reference"]
 
@@ -293,7 +293,7 @@ class Reference(Handle, _Marker):
                 argv[n] = v
                 n += 1
             try:
-                x = APPLY(self._ptr, _NULL, argv, n, _NULL, _NULL)
+                x = APPLY_PLAIN(self._ptr, argv, n)
             finally:
                 if owned is not None:
                     for v in owned:

@@ -12,7 +12,7 @@ from ._handle import Handle
 from ._options import RunKeywords, cached_data_of, call_options, result_flags, result_options
 from ._options import run_options
 from ._value import JSPrimitive, take
-from ._call import NOT_INTEGER, RUN, finish
+from ._call import DEFAULTS, NOT_INTEGER, RUN, RUN_PLAIN, finish
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _script
     from typing_extensions import Unpack  # typing's from Python 3.11
@@ -108,9 +108,12 @@ class Script(Handle):
         """
         cptr = _context_ptr(context)
         _release_flag(release)
-        _, run, ropts, _ = call_options(timeout, promise, copy, external_copy, transfer_out, reference)
+        opts = call_options(timeout, promise, copy, external_copy, transfer_out, reference)
         try:
-            x = RUN(self._ptr, cptr, run, ropts)
+            if opts is DEFAULTS:
+                x = RUN_PLAIN(self._ptr, cptr)
+            else:
+                x = RUN(self._ptr, cptr, opts[1], opts[2])
         finally:
             if release:
                 self.release()

@@ -55,7 +55,17 @@ def _apply_with_options(ctx: ivm.Context, expr: str) -> Any:
     return fn.apply_sync("this", [], timeout=5)
 
 
-CALLS = [_eval, _run, _apply, _apply_with_options]
+# With an option each: the helpers that take option structs (the calls above, all options
+# default, take the *_PLAIN ones).
+def _eval_with_options(ctx: ivm.Context, expr: str) -> Any:
+    return ctx.eval_sync(expr, timeout=5)
+
+
+def _run_with_options(ctx: ivm.Context, expr: str) -> Any:
+    return ctx.isolate.compile_script_sync(expr).run_sync(ctx, timeout=5)
+
+
+CALLS = [_eval, _run, _apply, _apply_with_options, _eval_with_options, _run_with_options]
 
 
 def _same(got: Any, want: Any) -> bool:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -119,6 +120,114 @@ def test_arguments_arrive_as_python_values(context: ivm.Context) -> None:
 def test_results_return_as_copies(context: ivm.Context, value: object) -> None:
     context.global_.set_sync("f", ivm.Callback(lambda: value))
     assert context.eval_sync("f()", copy=True) == value
+
+
+# --- the C path of sync callbacks (ivm/_cffi_fast.c, issue 14) ----------------------------
+
+# JavaScript arguments whose conversion the C path makes itself (numbers, strings, booleans,
+# null, undefined), at the number rule's edges, and some it hands to Python.
+C_PATH_ARGUMENTS = [
+    "0", "-0", "1", "-1", "2 ** 53 - 1", "-(2 ** 53 - 1)", "2 ** 53", "-(2 ** 53)", "0.5",
+    "1e300", "NaN", "Infinity", "-Infinity", "''", "'text'", "'\\u00e9\\u{1F600}'",
+    "'\\ud800'", "true", "false", "null", "undefined", "[1]", "({a: 1})",
+]
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal, of the same type, and the same float (sign of zero and NaN included)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is float:
+        return repr(a) == repr(b)
+    return a == b
+
+
+@pytest.mark.parametrize("expr", C_PATH_ARGUMENTS)
+def test_c_path_arguments_match_the_python_path(context: ivm.Context, expr: str) -> None:
+    # A sync Callback takes the C path; a Reference to a host function the Python one.
+    seen: list[tuple[str, tuple[Any, ...]]] = []
+    context.global_.set_sync("c", ivm.Callback(lambda *a: seen.append(("c", a))))
+    context.global_.set_sync("r", ivm.Reference(lambda *a: seen.append(("r", a))))
+    context.eval_sync(f"c({expr}, {expr}); r.applySync(undefined, [{expr}, {expr}]); 0")
+    [(_, fast), (_, slow)] = seen
+    assert len(fast) == len(slow) == 2
+    assert all(_same(x, y) for x, y in zip(fast, slow)), (fast, slow)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, -0.0, 1, -(2**53 - 1), 2**53 - 1, 2**53, -(2**53), 2**80, 0.5, float("nan"),
+     float("inf"), None, True, False, "s", "\ud800", ivm.undefined, [1], {"k": 1}],
+    ids=repr,
+)
+def test_c_path_results_match_the_python_path(context: ivm.Context, value: object) -> None:
+    context.global_.set_sync("c", ivm.Callback(lambda: value))
+    context.global_.set_sync("r", ivm.Reference(lambda: value))
+    # Compared inside JavaScript (Object.is tells -0 and NaN apart), and the type that left.
+    same = context.eval_sync(
+        "const a = c(), b = r.applySync(undefined, []);"
+        "typeof a === typeof b && (typeof a !== 'object' || a === null ? Object.is(a, b)"
+        " : JSON.stringify(a) === JSON.stringify(b))"
+    )
+    assert same is True
+    assert _same(context.eval_sync("c()", copy=True), context.eval_sync(
+        "r.applySync(undefined, [])", copy=True))
+
+
+def test_c_path_errors_match_the_python_path(context: ivm.Context) -> None:
+    def boom(*args: object) -> None:
+        raise ValueError(f"bad {args!r}")
+
+    context.global_.set_sync("c", ivm.Callback(boom))
+    context.global_.set_sync("r", ivm.Reference(boom))
+    for expr in ("1", "'x'", "[1]"):
+        fast = context.eval_sync(f"try {{ c({expr}) }} catch (e) {{ e.name + ': ' + e.message }}")
+        slow = context.eval_sync(
+            f"try {{ r.applySync(undefined, [{expr}]) }} catch (e) {{ e.name + ': ' + e.message }}")
+        assert fast == slow and fast.startswith("ValueError: bad ("), (fast, slow)
+
+
+def test_c_path_lets_go_of_a_finalized_callbacks_function() -> None:
+    # The C path keeps the last function it called (and its handle): a callback's
+    # finalization (with its isolate) must let go of both, and a new callback's calls reach
+    # the new function.
+    class Fn:
+        def __init__(self, value: int) -> None:
+            self.value = value
+
+        def __call__(self) -> int:
+            return self.value
+
+    for i in range(3):
+        fn = Fn(i)
+        gone = weakref.ref(fn)
+        iso = ivm.Isolate(memory_limit=16)
+        ctx = iso.create_context_sync()
+        ctx.global_.set_sync("f", ivm.Callback(fn))
+        assert ctx.eval_sync("f() + f()") == 2 * i
+        iso.dispose()
+        del ctx, iso, fn
+        gc.collect()
+        assert gone() is None
+
+
+def test_common_sync_callback_call_takes_the_c_path(context: ivm.Context) -> None:
+    # The Python path keeps its view slots per thread (_callback._tls.view); the C path
+    # needs none: on a fresh thread, calls with primitive arguments leave none behind,
+    # and one with an object argument (handed to Python) does.
+    context.global_.set_sync("f", ivm.Callback(lambda *a: len(a)))
+    found: list[bool] = []
+
+    def calls() -> None:
+        assert context.eval_sync("f(1, 'a', true, null, undefined)") == 5
+        found.append(hasattr(_callback_module._tls, "view"))
+        assert context.eval_sync("f([1])") == 1
+        found.append(hasattr(_callback_module._tls, "view"))
+
+    t = threading.Thread(target=calls)
+    t.start()
+    t.join(SANITY)
+    assert found == [False, True]
 
 
 def test_result_is_a_copy(context: ivm.Context) -> None:
