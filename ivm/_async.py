@@ -295,16 +295,22 @@ async def submit(
             cancel(isolate_ptr, job)
             raise
     ll = _ll if _ll is not None else (_load_trio() if "trio" in sys.modules else None)
-    if ll is not None and ll.in_trio_task():
+    task = None
+    if ll is not None:
+        try:  # one lookup, where in_trio_task() then current_task() made two
+            task = ll.current_task()
+        except RuntimeError:  # not in a trio task
+            pass
+    if ll is not None and task is not None:
         # (inlined rather than a helper coroutine: one frame fewer per call)
         # A call in a cancelled scope does not start (trio's checkpoint rule).
         await ll.checkpoint_if_cancelled()
         td = _trio_dispatcher()
-        waiter = _TrioWaiter(convert, ll.current_task())
+        waiter = _TrioWaiter(convert, task)
         err = cfunc(*args, _QUEUE_DONE, td.queue, td.job)
         if err:
             raise error_from(err)
-        trio_job = int(td.job[0])
+        trio_job = td.job[0]
         td.waiters[trio_job] = waiter
         if len(td.waiters) == 1 and td.poll(waiter):
             # Done on the spot: a schedule point only, so a finished call is never
