@@ -55,6 +55,9 @@ _logger = logging.getLogger("ivm.inspector")
 #: The call ids of the messages the server itself sends for ``break_on_start`` (set, then
 #: remove a breakpoint); ids that DevTools uses count up from 1, so these never meet them.
 _BREAK_ID, _UNBREAK_ID = -7001, -7002
+#: The most bytes of responses and notifications that may wait for one debugger that does
+#: not read them; past it, its connection is closed (1008) and its session disposed.
+OUTBOX_LIMIT = 64 << 20
 
 
 def _websockets() -> ModuleType:
@@ -453,15 +456,26 @@ class _Link:
         self.server = server
         self.loop = loop
         self.session = session
-        self.outbox: asyncio.Queue[str] = asyncio.Queue()
+        #: Messages for the WebSocket; None: the debugger fell too far behind (close it).
+        self.outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.queued = 0  # bytes in the outbox, under `lock` (posted from libivm threads)
+        self.overflowed = False
+        self.lock = threading.Lock()
         #: The call id whose response means "the debugger is ready" (see _debugger_ready).
         self.ready_id: int | None = None
         #: break_on_start's breakpoint, until it is hit.
         self.break_id: str | None = None
 
     def post(self, message: str) -> None:  # a libivm thread; must not block
+        item: str | None = message
+        with self.lock:
+            if self.overflowed:
+                return
+            self.queued += len(message)
+            if self.queued > OUTBOX_LIMIT:  # a debugger that does not read: bounded
+                self.overflowed, item = True, None
         with contextlib.suppress(RuntimeError):  # the server has stopped
-            self.loop.call_soon_threadsafe(self.outbox.put_nowait, message)
+            self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
 
     def on_response(self, call_id: int, message: str) -> None:  # a libivm thread
         if call_id not in (_BREAK_ID, _UNBREAK_ID):
@@ -496,7 +510,13 @@ class _Link:
     async def send_all(self, ws: Any) -> None:
         with contextlib.suppress(Exception):  # the connection closed: the receiver ends too
             while True:
-                await ws.send(await self.outbox.get())
+                message = await self.outbox.get()
+                if message is None:
+                    await ws.close(1008, "the debugger does not read its messages")
+                    return
+                with self.lock:
+                    self.queued -= len(message)
+                await ws.send(message)
 
     async def receive_all(self, ws: Any) -> None:
         with contextlib.suppress(self.server._ws.exceptions.ConnectionClosed):

@@ -337,6 +337,26 @@ def test_bad_and_huge_messages_leave_the_isolate_healthy(
         fine.close()
 
 
+def test_a_debugger_that_does_not_read_is_dropped(
+        iso: ivm.Isolate, monkeypatch: pytest.MonkeyPatch,
+        wait_until: Callable[..., bool]) -> None:  # fmt: skip
+    """What waits for a debugger is bounded (ivm.inspector.OUTBOX_LIMIT): one that stops
+    reading while the isolate logs is disconnected (1008), and the isolate goes on."""
+    monkeypatch.setattr(ivm.inspector, "OUTBOX_LIMIT", 1 << 20)
+    context = iso.create_context_sync(host=ivm.HostBasics(console=lambda level, text: None))
+    with ivm.inspector.serve(iso, port=0) as server:
+        lazy = CDP(server.url)
+        lazy.call("Runtime.enable")  # consoleAPICalled from now on; then it stops reading
+        context.eval_sync("for (let i = 0; i < 400; i++) console.log('x'.repeat(100000))")
+        with pytest.raises(ConnectionClosed):  # what reached it before the server gave up
+            for _ in range(10000):
+                lazy.ws.recv(timeout=SANITY)
+        assert lazy.ws.close_code == 1008
+        assert wait_until(lambda: server.sessions == 0)
+        lazy.close()
+        assert context.eval_sync("6 * 7") == 42
+
+
 def test_close_while_a_debugger_is_attached_and_paused(
         iso: ivm.Isolate, wait_until: Callable[..., bool]) -> None:  # fmt: skip
     server = ivm.inspector.serve(iso, port=0)
