@@ -420,6 +420,7 @@ class InspectorServer:
         with self._lock:
             self._sessions += 1
         sender = asyncio.create_task(link.send_all(ws))
+        link.ws, link.sender = ws, sender
         try:
             if self._on_attach is not None:
                 try:
@@ -456,26 +457,40 @@ class _Link:
         self.server = server
         self.loop = loop
         self.session = session
-        #: Messages for the WebSocket; None: the debugger fell too far behind (close it).
-        self.outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.outbox: asyncio.Queue[str] = asyncio.Queue()
         self.queued = 0  # bytes in the outbox, under `lock` (posted from libivm threads)
         self.overflowed = False
         self.lock = threading.Lock()
+        #: The connection and its sender task, once _handle has them (for _drop).
+        self.ws: Any = None
+        self.sender: asyncio.Task[None] | None = None
+        self.closing: asyncio.Future[None] | None = None
         #: The call id whose response means "the debugger is ready" (see _debugger_ready).
         self.ready_id: int | None = None
         #: break_on_start's breakpoint, until it is hit.
         self.break_id: str | None = None
 
     def post(self, message: str) -> None:  # a libivm thread; must not block
-        item: str | None = message
         with self.lock:
             if self.overflowed:
                 return
             self.queued += len(message)
-            if self.queued > OUTBOX_LIMIT:  # a debugger that does not read: bounded
-                self.overflowed, item = True, None
+            self.overflowed = self.queued > OUTBOX_LIMIT  # a debugger that does not read
         with contextlib.suppress(RuntimeError):  # the server has stopped
-            self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
+            if self.overflowed:
+                self.loop.call_soon_threadsafe(self._drop)
+            else:
+                self.loop.call_soon_threadsafe(self.outbox.put_nowait, message)
+
+    def _drop(self) -> None:  # the server's loop
+        """Disconnects a debugger that fell OUTBOX_LIMIT behind: its sender may wait on a
+        full socket forever, so it is cancelled, and the connection is closed (websockets
+        aborts it after its close timeout if the client does not answer)."""
+        if self.sender is not None:
+            self.sender.cancel()
+        if self.ws is not None and self.closing is None:
+            self.closing = asyncio.ensure_future(
+                self.ws.close(1008, "the debugger does not read its messages"))
 
     def on_response(self, call_id: int, message: str) -> None:  # a libivm thread
         if call_id not in (_BREAK_ID, _UNBREAK_ID):
@@ -511,9 +526,6 @@ class _Link:
         with contextlib.suppress(Exception):  # the connection closed: the receiver ends too
             while True:
                 message = await self.outbox.get()
-                if message is None:
-                    await ws.close(1008, "the debugger does not read its messages")
-                    return
                 with self.lock:
                     self.queued -= len(message)
                 await ws.send(message)
