@@ -1319,6 +1319,10 @@ def test_ctrl_c_reaches_a_main_thread_waiting_behind_a_busy_isolate(run_child: R
         """
         import os, signal, threading, time, ivm
 
+        # Python's Ctrl-C even when started with SIGINT ignored (a background job's
+        # inheritance), as in test_interrupt.py.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
         def hung():
             print("still waiting", flush=True)
             os._exit(3)
