@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import signal
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -93,8 +95,10 @@ class Running:
 
 
 @pytest.fixture
-def iso() -> Iterator[ivm.Isolate]:
-    isolate = ivm.Isolate(inspector=True)
+def iso(placement: str) -> Iterator[ivm.Isolate]:
+    """An isolate with the inspector, inline and in a worker process (`placement`): the
+    tests that use it run once for each."""
+    isolate = ivm.Isolate(inspector=True, process=placement)  # type: ignore[arg-type]
     try:
         yield isolate
     finally:
@@ -377,18 +381,44 @@ def test_handler_errors_are_logged(iso: ivm.Isolate, caplog: pytest.LogCaptureFi
     assert session.is_disposed
 
 
+def test_worker_killed_while_paused() -> None:
+    """A worker SIGKILLed while its JavaScript is paused: the paused call gets
+    IsolateCrashedError, the session is closed, the host is unharmed."""
+    with ivm.Isolate(inspector=True, process="isolated") as iso:
+        client = Client(iso)
+        client.call("Debugger.enable")
+        ctx = iso.create_context_sync()
+        run = Running(lambda: ctx.eval_sync("debugger; 1"))
+        client.event("Debugger.paused")
+        assert iso.pid is not None
+        os.kill(iso.pid, signal.SIGKILL)
+        with pytest.raises(ivm.IsolateCrashedError):
+            run.join()
+        with pytest.raises(ivm.DisposedError):
+            client.session.dispatch_protocol_message('{"id": 99, "method": "Runtime.enable"}')
+        client.session.dispose()
+    with ivm.Isolate(inspector=True, process="isolated") as again:
+        kept = again.create_context_sync()  # the default context of Runtime.evaluate
+        other = Client(again)
+        assert other.call("Runtime.evaluate", expression="6 * 7")["result"]["result"]["value"] == 42
+        other.session.dispose()
+        kept.release()
+
+
 def test_refusals() -> None:
     with ivm.Isolate() as plain:
         with pytest.raises(ValueError, match="inspector"):
             plain.create_inspector_session()
-    with pytest.raises(ValueError, match="inline"):
-        ivm.Isolate(inspector=True, process="isolated")
+    with ivm.Isolate(process="isolated") as plain_remote:
+        with pytest.raises(ValueError, match="inspector"):
+            plain_remote.create_inspector_session()
     with pytest.raises(TypeError):
         ivm.Isolate(inspector=1)  # type: ignore[arg-type]
-    iso = ivm.Isolate(inspector=True)
-    iso.dispose()
-    with pytest.raises(ivm.DisposedError):
-        iso.create_inspector_session()
+    for process in ("inline", "isolated"):
+        iso = ivm.Isolate(inspector=True, process=process)  # type: ignore[arg-type]
+        iso.dispose()
+        with pytest.raises(ivm.DisposedError):
+            iso.create_inspector_session()
 
 
 def test_no_leaks(no_leaks: None) -> None:
