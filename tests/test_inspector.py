@@ -11,14 +11,17 @@ import logging
 import os
 import queue
 import signal
+import struct
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import anyio
 import pytest
 
 import ivm
+from ivm._ffi import lib
 
 WAIT = 30.0  # generous: the machine may be loaded
 
@@ -403,6 +406,64 @@ def test_worker_killed_while_paused() -> None:
         assert other.call("Runtime.evaluate", expression="6 * 7")["result"]["result"]["value"] == 42
         other.session.dispose()
         kept.release()
+
+
+# A worker that lies: INSPECTOR_MESSAGE frames forged by the test worker
+# (docs/wire-protocol.md, "The inspector").
+CALLBACK, OP_INSPECTOR_MESSAGE = 4, 124
+TEST_WORKER = Path(ivm.__file__).resolve().parent / "ivm-worker-test"
+
+
+def _forge(group: ivm.ProcessGroup, payload: bytes) -> None:
+    data = struct.pack("<IHHQ", len(payload), CALLBACK, 0, 99) + payload
+    assert not lib.ivm_debug_process_group_hook(group._ptr, lib.IVM_DEBUG_HOOK_SEND_BYTES,
+                                                data, len(data))
+
+
+def _message(session: int, kind: int, call_id: int, text: bytes) -> bytes:
+    return struct.pack("<IQIII", OP_INSPECTOR_MESSAGE, session, kind, call_id, len(text)) + text
+
+
+@pytest.fixture
+def test_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert TEST_WORKER.is_file(), f"{TEST_WORKER} is missing: reinstall the package"
+    monkeypatch.setenv("IVM_WORKER_PATH", str(TEST_WORKER))
+
+
+@pytest.mark.usefixtures("test_worker")
+@pytest.mark.parametrize("payload", [
+    _message(1 << 62, 3, 0, b"{}"),                                      # unknown kind
+    _message(1 << 62, 2, 7, b"{}"),                                      # notification with an id
+    _message(1 << 62, 1, 1 << 31, b"{}"),                                # call id over int32
+    struct.pack("<IQIII", OP_INSPECTOR_MESSAGE, 1 << 62, 1, 1, (4 << 20) + 1),  # over 4 MiB
+    struct.pack("<IQ", OP_INSPECTOR_MESSAGE, 1 << 62),                   # truncated
+    _message(1 << 62, 1, 1, b"{}") + b"x",                               # bytes after it
+])
+def test_malformed_inspector_message_is_a_crash(payload: bytes,
+                                                wait_until: Callable[..., bool]) -> None:
+    with ivm.ProcessGroup() as group:
+        iso = ivm.Isolate(inspector=True, group=group)
+        session = iso.create_inspector_session()
+        _forge(group, payload)
+        assert wait_until(lambda: not group.alive)
+        assert "malformed inspector message" in str(group.crash)
+        with pytest.raises(ivm.DisposedError):
+            session.dispatch_protocol_message('{"id": 1, "method": "Runtime.enable"}')
+        session.dispose()
+
+
+@pytest.mark.usefixtures("test_worker")
+def test_message_for_an_unknown_session_is_dropped() -> None:
+    with ivm.ProcessGroup() as group:
+        iso = ivm.Isolate(inspector=True, group=group)
+        client = Client(iso)
+        _forge(group, _message(1 << 62, 1, 1, b'{"id": 1, "result": {}}'))
+        ctx = iso.create_context_sync()
+        value = client.call("Runtime.evaluate", expression="'still ' + 'here'")
+        assert value["result"]["result"]["value"] == "still here"
+        assert group.alive
+        client.session.dispose()
+        ctx.release()
 
 
 def test_refusals() -> None:
