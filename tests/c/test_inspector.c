@@ -172,6 +172,8 @@ static void test_refusals(void) {
   iopts.placement = IVM_PLACEMENT_PROCESS;
   ivm_isolate_t *remote = NULL;
   CHECK(ivm_isolate_new(&iopts, &remote) == NULL && remote != NULL);
+  ivm_context_t *remote_ctx = NULL;   /* where Runtime.evaluate runs */
+  CHECK(ivm_isolate_create_context(remote, NULL, &remote_ctx) == NULL);
   CHECK(ivm_inspector_session_new(remote, &opts, &session) == NULL);
   post(session, "{\"id\":77,\"method\":\"Runtime.evaluate\","
                 "\"params\":{\"expression\":\"'re'+'mote'\"}}");
@@ -179,6 +181,7 @@ static void test_refusals(void) {
   CHECK(answer != NULL && strstr(answer, "\"id\":77") != NULL);
   free(answer);
   ivm_inspector_session_free(session);
+  ivm_context_free(remote_ctx);
   ivm_error_free(ivm_isolate_dispose(remote));
   ivm_isolate_free(remote);
 
