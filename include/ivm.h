@@ -1821,7 +1821,9 @@ enum {
  * call into that isolate (queue the message for another thread). For an
  * isolate in a worker process: libivm's I/O thread, which reads every
  * worker's channel, in the order the worker sent them; the same rules hold
- * (dispatching and freeing sessions are fine). Never called once
+ * (dispatching and freeing sessions are fine; a synchronous call into an
+ * isolate of any worker fails there with INVALID_ARGUMENT, as it could only
+ * wait for itself). Never called once
  * ivm_inspector_session_free() has returned. Since: 0.7
  */
 typedef void (*ivm_inspector_message_fn)(void *user_data, uint32_t kind, int32_t call_id,

@@ -466,6 +466,28 @@ def test_message_for_an_unknown_session_is_dropped() -> None:
         ctx.release()
 
 
+def test_sync_call_from_a_worker_handler_is_refused() -> None:
+    """A worker's inspector messages arrive on libivm's I/O thread: a synchronous call into
+    a worker's isolate from there would wait for itself, so it raises instead of hanging."""
+    with ivm.Isolate(inspector=True, process="isolated") as iso:
+        ctx = iso.create_context_sync()
+        session = iso.create_inspector_session()
+        outcome: queue.Queue[BaseException | object] = queue.Queue()
+
+        def handler(call_id: int, text: str) -> None:
+            try:
+                outcome.put(ctx.eval_sync("1"))
+            except BaseException as exc:  # noqa: BLE001 - reported to the test
+                outcome.put(exc)
+
+        session.on_response = handler
+        session.dispatch_protocol_message('{"id": 1, "method": "Runtime.enable"}')
+        got = outcome.get(timeout=WAIT)
+        assert isinstance(got, ValueError) and "I/O thread" in str(got)
+        session.dispose()
+        assert ctx.eval_sync("2") == 2
+
+
 def test_refusals() -> None:
     with ivm.Isolate() as plain:
         with pytest.raises(ValueError, match="inspector"):
