@@ -98,6 +98,9 @@
  *     `inspector`; ivm_inspector_session_new(), _dispatch() and _free()
  *     speak the Chrome DevTools protocol with V8's inspector, for
  *     inline isolates and for isolates in worker processes alike.
+ *   - A synchronous call into a worker's isolate made on libivm's I/O thread
+ *     (where a worker inspector's on_message runs) fails with INVALID_ARGUMENT;
+ *     it waited for itself forever before.
  *
  * ## Changes in 0.6
  *

@@ -488,6 +488,19 @@ def test_sync_call_from_a_worker_handler_is_refused() -> None:
         assert ctx.eval_sync("2") == 2
 
 
+def test_inspector_with_a_snapshot(placement: str) -> None:
+    """ISOLATE_NEW_INSPECTOR carries the snapshot too (op 120)."""
+    snapshot = ivm.Isolate.create_snapshot(["var fromSnapshot = 41;"])
+    with ivm.Isolate(inspector=True, snapshot=snapshot,
+                     process=placement) as iso:  # type: ignore[arg-type]
+        ctx = iso.create_context_sync()
+        client = Client(iso)
+        value = client.call("Runtime.evaluate", expression="fromSnapshot + 1")
+        assert value["result"]["result"]["value"] == 42
+        client.session.dispose()
+        ctx.release()
+
+
 def test_refusals() -> None:
     with ivm.Isolate() as plain:
         with pytest.raises(ValueError, match="inspector"):
@@ -498,7 +511,7 @@ def test_refusals() -> None:
     with pytest.raises(TypeError):
         ivm.Isolate(inspector=1)  # type: ignore[arg-type]
     for process in ("inline", "isolated"):
-        iso = ivm.Isolate(inspector=True, process=process)  # type: ignore[arg-type]
+        iso = ivm.Isolate(inspector=True, process=process)
         iso.dispose()
         with pytest.raises(ivm.DisposedError):
             iso.create_inspector_session()
