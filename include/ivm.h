@@ -109,8 +109,11 @@
  *     the sender's externally_allocated_size when detached. No ABI change.
  *   - The inspector (section "Inspector"): ivm_isolate_options_t gains
  *     `inspector`; ivm_inspector_session_new(), _dispatch() and _free()
- *     speak the Chrome DevTools protocol with V8's inspector. Inline
- *     isolates only in this version.
+ *     speak the Chrome DevTools protocol with V8's inspector, for
+ *     inline isolates and for isolates in worker processes alike.
+ *   - A synchronous call into a worker's isolate made on libivm's I/O thread
+ *     (where a worker inspector's on_message runs) fails with INVALID_ARGUMENT;
+ *     it waited for itself forever before.
  *
  * ## Changes in 0.6
  *
@@ -541,7 +544,7 @@ struct ivm_isolate_options {
    * Non-zero: the isolate has V8's inspector, and ivm_inspector_session_new()
    * may connect Chrome DevTools protocol sessions to it ("Inspector"). Its
    * contexts are reported to the inspector, and `console` calls reach it.
-   * Inline isolates only: with a worker placement or group, INVALID_ARGUMENT.
+   * Inline or in a worker process (placement or group) alike.
    * Since: 0.7
    */
   uint32_t inspector;
@@ -1818,6 +1821,15 @@ IVM_API ivm_error_t *ivm_isolate_stop_cpu_profiler_async(ivm_isolate_t *iso, con
  * end it. Contexts appear as execution contexts; scripts keep their filename
  * as their URL (Debugger.setBreakpointByUrl). The inspector must never face
  * an untrusted peer: the protocol evaluates any JavaScript in the isolate.
+ *
+ * An isolate in a worker process has its inspector in the worker: messages
+ * cross the worker's channel both ways (docs/wire-protocol.md, ops 120-129),
+ * and dispatching never waits for the worker, even while its JavaScript is
+ * paused. Messages from the worker are bounded (IVM_INSPECTOR_MAX_MESSAGE;
+ * a larger response becomes an error response); a malformed one kills the
+ * worker as any protocol violation does. A worker that dies while paused
+ * fails the paused call with CRASHED, and its sessions' dispatches then fail
+ * with DISPOSED.
  */
 
 /** ivm_inspector_message_fn's `kind`. Values are ABI: append only. */
@@ -1833,8 +1845,13 @@ enum {
  * NUL-terminated, valid during the call), of `kind` IVM_INSPECTOR_*.
  * Threads: the thread that runs the isolate at that moment (a caller's, a
  * pool thread); it holds the isolate, so the function must not block nor
- * call into that isolate (queue the message for another thread). Never
- * called once ivm_inspector_session_free() has returned. Since: 0.7
+ * call into that isolate (queue the message for another thread). For an
+ * isolate in a worker process: libivm's I/O thread, which reads every
+ * worker's channel, in the order the worker sent them; the same rules hold
+ * (dispatching and freeing sessions are fine; a synchronous call into an
+ * isolate of any worker fails there with INVALID_ARGUMENT, as it could only
+ * wait for itself). Never called once
+ * ivm_inspector_session_free() has returned. Since: 0.7
  */
 typedef void (*ivm_inspector_message_fn)(void *user_data, uint32_t kind, int32_t call_id,
                                          const char *message, size_t message_len);
@@ -1864,7 +1881,7 @@ struct ivm_inspector_session_options {
  * @return NULL on success, otherwise a new error owned by the caller.
  * Threads: any. Blocks: never.
  * Errors:  INVALID_ARGUMENT (NULL arguments, no on_message, an isolate made
- *          without `inspector`, an isolate in a worker process), DISPOSED.
+ *          without `inspector`), DISPOSED.
  *          Since: 0.7
  */
 IVM_API ivm_error_t *ivm_inspector_session_new(ivm_isolate_t *iso,

@@ -136,7 +136,8 @@ class Isolate(Handle):
     ``inspector=True`` gives the isolate V8's inspector: Chrome DevTools
     protocol sessions connect to it (:meth:`create_inspector_session`,
     ``ivm.inspector.serve``), its contexts appear in DevTools, and
-    ``console`` calls reach it. Inline isolates only, in this version.
+    ``console`` calls reach it, inline or in a worker process (the
+    protocol's messages then cross the worker's channel).
 
     An isolate is a context manager that disposes it on exit.
     """
@@ -171,9 +172,6 @@ class Isolate(Handle):
             raise ValueError(f"memory_limit of {memory_limit!r} MB is too large")
         if not isinstance(inspector, bool):
             raise TypeError(f"inspector must be a bool, not {type(inspector).__name__}")
-        if inspector and (process != "inline" or group is not None):
-            raise ValueError("inspector=True is available for inline isolates only "
-                             "(not with process='isolated' or a group) in this version")
         opts = ffi.new("ivm_isolate_options_t *")
         opts.struct_size = ffi.sizeof("ivm_isolate_options_t")
         opts.memory_limit = int(memory_limit * _MIB)

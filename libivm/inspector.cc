@@ -13,6 +13,7 @@
 #include "host_exit.h"
 #include "jobs.h"
 #include "options.h"
+#include "remote.h"
 #include "v8compat.h"
 
 #include <chrono>
@@ -408,6 +409,7 @@ Inspector* InspectorOf(v8::Isolate* isolate) {
 struct ivm_inspector_session : ivm::LiveCounted {
   std::shared_ptr<ivm::IsolateHolder> holder;
   std::shared_ptr<ivm::InspectorSession> session;
+  std::shared_ptr<ivm::remote::RemoteInspectorSession> remote;   // of a worker's isolate
 };
 
 // ---------------------------------------------------------------------------
@@ -428,8 +430,16 @@ IVM_API ivm_error_t* ivm_inspector_session_new(ivm_isolate_t* iso,
     ivm_inspector_session_options_t o = IVM_INSPECTOR_SESSION_OPTIONS_INIT;
     if (ivm_error_t* err = ivm::ReadStruct(opts, &o)) return err;
     if (o.on_message == nullptr) return InvalidArgument("on_message is NULL");
-    if (iso->remote) {
-      return InvalidArgument("the inspector is not available for isolates in worker processes");
+    if (iso->remote) {   // remote_inspector.cc
+      std::shared_ptr<ivm::remote::RemoteInspectorSession> remote;
+      if (ivm_error_t* err =
+              ivm::remote::InspectorSessionNew(iso->remote, o.on_message, o.user_data, &remote)) {
+        return err;
+      }
+      auto shell = std::make_unique<ivm_inspector_session>();
+      shell->remote = std::move(remote);
+      *out = shell.release();
+      return nullptr;
     }
     if (iso->holder->disposed()) return ivm::MakeError(IVM_ERROR_DISPOSED, ivm::kDisposedMessage);
     ivm::V8Client* inspector = ivm::ClientOf(*iso->holder);
@@ -455,6 +465,10 @@ IVM_API ivm_error_t* ivm_inspector_session_dispatch(ivm_inspector_session_t* ses
       return InvalidArgument("the protocol message is longer than " +
                              std::to_string(IVM_INSPECTOR_MAX_MESSAGE) + " bytes");
     }
+    if (session->remote) {
+      return ivm::remote::InspectorDispatch(*session->remote,
+                                            std::string_view(message ? message : "", len));
+    }
     ivm::V8Client* inspector = ivm::ClientOf(*session->holder);
     if (session->session->closed() || session->holder->disposed() || inspector == nullptr) {
       return ivm::MakeError(IVM_ERROR_DISPOSED, "the inspector session is closed");
@@ -467,6 +481,11 @@ IVM_API ivm_error_t* ivm_inspector_session_dispatch(ivm_inspector_session_t* ses
 IVM_API void ivm_inspector_session_free(ivm_inspector_session_t* session) {
   if (session == nullptr) return;
   try {
+    if (session->remote) {
+      ivm::remote::InspectorSessionFree(*session->remote);
+      ivm::FreeHandle(session);
+      return;
+    }
     session->session->Close();
     ivm::V8Client* inspector = ivm::ClientOf(*session->holder);
     if (!session->holder->disposed() && inspector != nullptr) {

@@ -834,10 +834,6 @@ IVM_API ivm_error_t* ivm_isolate_new(const ivm_isolate_options_t* opts, ivm_isol
       return InvalidArgument("unknown placement " + std::to_string(o.placement));
     }
     if (o.snapshot == nullptr && o.snapshot_len != 0) return InvalidArgument("snapshot is NULL");
-    if (o.inspector != 0 && (o.placement != IVM_PLACEMENT_INLINE || o.group != nullptr)) {
-      return InvalidArgument(
-          "the inspector is not available for isolates in worker processes (inline only)");
-    }
     if (o.snapshot != nullptr && o.snapshot_len == 0) return InvalidArgument("the snapshot is empty");
     if (o.snapshot != nullptr && (o.placement != IVM_PLACEMENT_INLINE || o.group != nullptr)) {
       std::string_view blob;   // refused here, before a worker starts (it checks again)

@@ -54,6 +54,9 @@ class RemoteIsolate {
   void SetTimes(uint64_t cpu_ns, uint64_t wall_ns);
   void Times(uint64_t* cpu_ns, uint64_t* wall_ns) const;
   std::atomic<uint64_t>& live_objects() { return live_objects_; }
+  // Made with the inspector option (remote_inspector.cc).
+  bool inspector() const { return inspector_; }
+  void SetInspector() { inspector_ = true; }
 
   // The CALL id of each pending asynchronous job (for CANCEL).
   void TrackJob(uint64_t job, uint64_t call_id);
@@ -73,6 +76,7 @@ class RemoteIsolate {
   uint64_t death_listener_ = 0;
   bool owns_worker_;
   uint64_t id_;
+  bool inspector_ = false;
   std::atomic<bool> disposed_{false};
   std::atomic<uint64_t> cpu_ns_{0}, wall_ns_{0};
   std::atomic<uint64_t> live_objects_{0};
@@ -348,6 +352,20 @@ ivm_error_t* RefCallAsync(const std::shared_ptr<RemoteReference>& ref, const Ref
 void ReleaseReference(RemoteReference& ref);
 // The error for a Reference that would cross between processes.
 ivm_error_t* CrossProcess(const std::string& what);
+
+// insp: inspector sessions of remote isolates (remote_inspector.cc). A session
+// is registered under an id of its worker's channel; its messages come back as
+// CALLBACK frames (kOpInspectorMessage), delivered on the I/O thread.
+struct RemoteInspectorSession;
+ivm_error_t* InspectorSessionNew(const std::shared_ptr<RemoteIsolate>& iso,
+                                 ivm_inspector_message_fn fn, void* user_data,
+                                 std::shared_ptr<RemoteInspectorSession>* out);
+ivm_error_t* InspectorDispatch(RemoteInspectorSession& session, std::string_view message);
+// No callback after this returns (one running on another thread is waited for).
+void InspectorSessionFree(RemoteInspectorSession& session);
+// I/O thread: a kOpInspectorMessage frame (`r` after the op); returns why it is
+// malformed (a protocol violation), or an empty string.
+std::string OnInspectorMessage(WorkerProcess& worker, wire::Reader& r);
 
 }  // namespace remote
 }  // namespace ivm

@@ -382,8 +382,14 @@ void WorkerProcess::OnCallbackFrame(wire::Frame& frame) {
   uint32_t op = 0;
   uint64_t call_id = 0, callback = 0;
   if (!r.U32(&op) || (op != wire::kOpCallbackInvoke && op != wire::kOpCallbackRelease &&
-                      op != wire::kOpCallbackNotify && op != wire::kOpCallbackNotifyWait)) {
+                      op != wire::kOpCallbackNotify && op != wire::kOpCallbackNotifyWait &&
+                      op != wire::kOpInspectorMessage)) {
     return ProtocolViolation("a CALLBACK frame with an unknown op");
+  }
+  if (op == wire::kOpInspectorMessage) {   // remote_inspector.cc
+    std::string why = remote::OnInspectorMessage(*this, r);
+    if (!why.empty()) ProtocolViolation(why);
+    return;
   }
   if (op == wire::kOpCallbackRelease) {
     if (!r.U64(&callback) || !r.Done()) return ProtocolViolation("a malformed CALLBACK release");

@@ -193,18 +193,19 @@ ivm_error_t* NewIsolate(const ivm_isolate_options_t& o, std::shared_ptr<RemoteIs
   }
   auto iso = std::make_shared<RemoteIsolate>(worker, owns, worker->NextId());
   uint64_t id;
+  std::string_view snapshot(o.snapshot ? o.snapshot : "", o.snapshot_len);
   std::string frame =
-      o.snapshot == nullptr
+      o.inspector != 0   // remote_inspector.cc
+          ? iso->Begin(wire::kOpIsolateNewInspector, &id).U64(o.memory_limit).Bytes(snapshot).Finish()
+      : o.snapshot == nullptr
           ? iso->Begin(wire::kOpIsolateNew, &id).U64(o.memory_limit).Finish()
-          : iso->Begin(wire::kOpIsolateNewSnapshot, &id)
-                .U64(o.memory_limit)
-                .Bytes(std::string_view(o.snapshot, o.snapshot_len))
-                .Finish();
+          : iso->Begin(wire::kOpIsolateNewSnapshot, &id).U64(o.memory_limit).Bytes(snapshot).Finish();
   if (frame.empty()) return InvalidArgument("a snapshot over 16 MiB cannot go to a worker");
   if (ivm_error_t* err = Sync(*iso, id, frame, 0, NoResult(), nullptr)) {
     iso->MarkDisposed();
     return err;
   }
+  if (o.inspector != 0) iso->SetInspector();
   iso->Arm(CatastrophicReport::Make(o.on_catastrophic_error, o.on_catastrophic_error_data));
   *out = std::move(iso);
   return nullptr;

@@ -138,6 +138,21 @@ enum Op : uint32_t {
   kOpProfilerStop = 131,      // u64 iso, bytes title -> value (the profile's JSON text)
   kOpFirstProfilerOp = kOpProfilerStart,
   kOpLastProfilerOp = kOpProfilerStop,
+  // insp (120-129): V8's inspector in a worker (remote_inspector.cc on the host,
+  // worker_inspector.cc in the worker: ivm_inspector_session_* there). 121-123
+  // never block the worker's reader (a dispatch reaches JavaScript paused there).
+  kOpIsolateNewInspector = 120,  // u64 iso, u64 memory_limit, bytes snapshot (empty:
+                                 // none): kOpIsolateNew with the inspector option
+  kOpInspectorSessionNew = 121,  // u64 iso, u64 session; no reply
+  kOpInspectorDispatch = 122,    // u64 iso, u64 session, bytes message (at most
+                                 // IVM_INSPECTOR_MAX_MESSAGE); no reply
+  kOpInspectorSessionFree = 123,  // u64 iso, u64 session; no reply
+  kOpInspectorMessage = 124,     // CALLBACK: u64 session, u32 kind (IVM_INSPECTOR_*),
+                                 // u32 call id (the response's; 0 for a notification),
+                                 // bytes message (at most IVM_INSPECTOR_MAX_MESSAGE);
+                                 // not answered. An unknown session's is dropped.
+  kOpFirstInspectorOp = kOpInspectorSessionNew,
+  kOpLastInspectorOp = kOpInspectorSessionFree,
   kFirstTestOp = 0xf0000000u,
   kOpTestHook = 0xf0000001u,   // u32 action (IVM_DEBUG_HOOK_*), bytes data
 };

@@ -227,15 +227,16 @@ void Ops::Cancel(uint64_t call_id) {
 std::string Ops::Call(uint64_t id, uint32_t op, wire::Reader& r) {
   uint64_t iso_id = 0;
   if (!r.U64(&iso_id)) return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
-  if (op == wire::kOpIsolateNew || op == wire::kOpIsolateNewSnapshot) {
+  if (op == wire::kOpIsolateNew || op == wire::kOpIsolateNewSnapshot ||
+      op == wire::kOpIsolateNewInspector) {
     ivm_isolate_options_t o = IVM_ISOLATE_OPTIONS_INIT;
     std::string_view snapshot;
-    if (!r.U64(&o.memory_limit) ||
-        (op == wire::kOpIsolateNewSnapshot && !r.Bytes(&snapshot)) || !r.Done() ||
-        isolates_.count(iso_id) != 0) {
+    if (!r.U64(&o.memory_limit) || (op != wire::kOpIsolateNew && !r.Bytes(&snapshot)) ||
+        !r.Done() || isolates_.count(iso_id) != 0) {
       return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "malformed call");
     }
-    if (op == wire::kOpIsolateNewSnapshot) {   // checked again here, before V8 sees it
+    o.inspector = op == wire::kOpIsolateNewInspector ? 1 : 0;   // worker_inspector.cc
+    if (!snapshot.empty()) {   // checked again here, before V8 sees it
       o.snapshot = snapshot.data();
       o.snapshot_len = snapshot.size();
     }

@@ -222,6 +222,12 @@ ivm_error_t* WorkerProcess::DeadErrorLocked() const {
 ivm_error_t* WorkerProcess::Request(uint64_t id, uint16_t answer_kind, const std::string& frame,
                                     uint64_t timeout_ns, wire::Frame* reply, int64_t check_at,
                                     const wire::Fds& fds) {
+  if (answer_kind != 0 && OnIoThread()) {   // its answer would never be read
+    return MakeError(IVM_ERROR_INVALID_ARGUMENT,
+                     "a synchronous call into a worker's isolate from libivm's I/O thread (an "
+                     "inspector message handler of such an isolate) would wait for itself; "
+                     "hand it to another thread");
+  }
   Waiter waiter;
   waiter.kind = answer_kind;
   waiter.check_at = check_at;

@@ -9,6 +9,7 @@
 #include "worker_server.h"
 
 #include "worker_callbacks.h"
+#include "worker_inspector.h"
 
 #include "ivm.h"
 
@@ -236,13 +237,18 @@ std::string HandleCall(Channel& channel, Ops& ops, const wire::Frame& frame) {
   if ((op >= wire::kOpIsolateNew && op <= wire::kOpLast) ||
       (op >= wire::kOpFirstModuleOp && op <= wire::kOpLastModuleOp) ||
       (op >= wire::kOpFirstProfilerOp && op <= wire::kOpLastProfilerOp) ||
-      op == wire::kOpIsolateNewSnapshot) {
+      op == wire::kOpIsolateNewSnapshot || op == wire::kOpIsolateNewInspector) {
     ops.SetCallFds(&frame.fds);   // rref: large buffers of its values
     std::string out = ops.Call(frame.header.id, op, reader);
     ops.SetCallFds(nullptr);
     return out;
   }
   if (op == wire::kOpSnapshotCreate) return CreateSnapshot(channel, frame.header.id, reader);
+  if (op >= wire::kOpFirstInspectorOp && op <= wire::kOpLastInspectorOp) {
+    uint64_t iso_id = 0;
+    if (reader.U64(&iso_id)) InspectorCall(channel, ops, op, iso_id, reader);   // worker_inspector.cc
+    return "";
+  }
   if ((op >= wire::kFirstCallbackOp && op <= wire::kLastCallbackOp) ||
       op == wire::kOpCreateContextHost) {   // worker_callbacks.cc
     return Callbacks::Get().Call(frame.header.id, op, reader, frame.fds);

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import signal
+import struct
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import anyio
 import pytest
 
 import ivm
+from ivm._ffi import lib
 
 WAIT = 30.0  # generous: the machine may be loaded
 
@@ -93,8 +98,10 @@ class Running:
 
 
 @pytest.fixture
-def iso() -> Iterator[ivm.Isolate]:
-    isolate = ivm.Isolate(inspector=True)
+def iso(placement: str) -> Iterator[ivm.Isolate]:
+    """An isolate with the inspector, inline and in a worker process (`placement`): the
+    tests that use it run once for each."""
+    isolate = ivm.Isolate(inspector=True, process=placement)  # type: ignore[arg-type]
     try:
         yield isolate
     finally:
@@ -377,18 +384,137 @@ def test_handler_errors_are_logged(iso: ivm.Isolate, caplog: pytest.LogCaptureFi
     assert session.is_disposed
 
 
+def test_worker_killed_while_paused() -> None:
+    """A worker SIGKILLed while its JavaScript is paused: the paused call gets
+    IsolateCrashedError, the session is closed, the host is unharmed."""
+    with ivm.Isolate(inspector=True, process="isolated") as iso:
+        client = Client(iso)
+        client.call("Debugger.enable")
+        ctx = iso.create_context_sync()
+        run = Running(lambda: ctx.eval_sync("debugger; 1"))
+        client.event("Debugger.paused")
+        assert iso.pid is not None
+        os.kill(iso.pid, signal.SIGKILL)
+        with pytest.raises(ivm.IsolateCrashedError):
+            run.join()
+        with pytest.raises(ivm.DisposedError):
+            client.session.dispatch_protocol_message('{"id": 99, "method": "Runtime.enable"}')
+        client.session.dispose()
+    with ivm.Isolate(inspector=True, process="isolated") as again:
+        kept = again.create_context_sync()  # the default context of Runtime.evaluate
+        other = Client(again)
+        assert other.call("Runtime.evaluate", expression="6 * 7")["result"]["result"]["value"] == 42
+        other.session.dispose()
+        kept.release()
+
+
+# A worker that lies: INSPECTOR_MESSAGE frames forged by the test worker
+# (docs/wire-protocol.md, "The inspector").
+CALLBACK, OP_INSPECTOR_MESSAGE = 4, 124
+TEST_WORKER = Path(ivm.__file__).resolve().parent / "ivm-worker-test"
+
+
+def _forge(group: ivm.ProcessGroup, payload: bytes) -> None:
+    data = struct.pack("<IHHQ", len(payload), CALLBACK, 0, 99) + payload
+    assert not lib.ivm_debug_process_group_hook(group._ptr, lib.IVM_DEBUG_HOOK_SEND_BYTES,
+                                                data, len(data))
+
+
+def _message(session: int, kind: int, call_id: int, text: bytes) -> bytes:
+    return struct.pack("<IQIII", OP_INSPECTOR_MESSAGE, session, kind, call_id, len(text)) + text
+
+
+@pytest.fixture
+def test_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert TEST_WORKER.is_file(), f"{TEST_WORKER} is missing: reinstall the package"
+    monkeypatch.setenv("IVM_WORKER_PATH", str(TEST_WORKER))
+
+
+@pytest.mark.usefixtures("test_worker")
+@pytest.mark.parametrize("payload", [
+    _message(1 << 62, 3, 0, b"{}"),                                      # unknown kind
+    _message(1 << 62, 2, 7, b"{}"),                                      # notification with an id
+    _message(1 << 62, 1, 1 << 31, b"{}"),                                # call id over int32
+    struct.pack("<IQIII", OP_INSPECTOR_MESSAGE, 1 << 62, 1, 1, (4 << 20) + 1),  # over 4 MiB
+    struct.pack("<IQ", OP_INSPECTOR_MESSAGE, 1 << 62),                   # truncated
+    _message(1 << 62, 1, 1, b"{}") + b"x",                               # bytes after it
+])
+def test_malformed_inspector_message_is_a_crash(payload: bytes,
+                                                wait_until: Callable[..., bool]) -> None:
+    with ivm.ProcessGroup() as group:
+        iso = ivm.Isolate(inspector=True, group=group)
+        session = iso.create_inspector_session()
+        _forge(group, payload)
+        assert wait_until(lambda: not group.alive)
+        assert "malformed inspector message" in str(group.crash)
+        with pytest.raises(ivm.DisposedError):
+            session.dispatch_protocol_message('{"id": 1, "method": "Runtime.enable"}')
+        session.dispose()
+
+
+@pytest.mark.usefixtures("test_worker")
+def test_message_for_an_unknown_session_is_dropped() -> None:
+    with ivm.ProcessGroup() as group:
+        iso = ivm.Isolate(inspector=True, group=group)
+        client = Client(iso)
+        _forge(group, _message(1 << 62, 1, 1, b'{"id": 1, "result": {}}'))
+        ctx = iso.create_context_sync()
+        value = client.call("Runtime.evaluate", expression="'still ' + 'here'")
+        assert value["result"]["result"]["value"] == "still here"
+        assert group.alive
+        client.session.dispose()
+        ctx.release()
+
+
+def test_sync_call_from_a_worker_handler_is_refused() -> None:
+    """A worker's inspector messages arrive on libivm's I/O thread: a synchronous call into
+    a worker's isolate from there would wait for itself, so it raises instead of hanging."""
+    with ivm.Isolate(inspector=True, process="isolated") as iso:
+        ctx = iso.create_context_sync()
+        session = iso.create_inspector_session()
+        outcome: queue.Queue[BaseException | object] = queue.Queue()
+
+        def handler(call_id: int, text: str) -> None:
+            try:
+                outcome.put(ctx.eval_sync("1"))
+            except BaseException as exc:  # noqa: BLE001 - reported to the test
+                outcome.put(exc)
+
+        session.on_response = handler
+        session.dispatch_protocol_message('{"id": 1, "method": "Runtime.enable"}')
+        got = outcome.get(timeout=WAIT)
+        assert isinstance(got, ValueError) and "I/O thread" in str(got)
+        session.dispose()
+        assert ctx.eval_sync("2") == 2
+
+
+def test_inspector_with_a_snapshot(placement: str) -> None:
+    """ISOLATE_NEW_INSPECTOR carries the snapshot too (op 120)."""
+    snapshot = ivm.Isolate.create_snapshot(["var fromSnapshot = 41;"])
+    with ivm.Isolate(inspector=True, snapshot=snapshot,
+                     process=placement) as iso:  # type: ignore[arg-type]
+        ctx = iso.create_context_sync()
+        client = Client(iso)
+        value = client.call("Runtime.evaluate", expression="fromSnapshot + 1")
+        assert value["result"]["result"]["value"] == 42
+        client.session.dispose()
+        ctx.release()
+
+
 def test_refusals() -> None:
     with ivm.Isolate() as plain:
         with pytest.raises(ValueError, match="inspector"):
             plain.create_inspector_session()
-    with pytest.raises(ValueError, match="inline"):
-        ivm.Isolate(inspector=True, process="isolated")
+    with ivm.Isolate(process="isolated") as plain_remote:
+        with pytest.raises(ValueError, match="inspector"):
+            plain_remote.create_inspector_session()
     with pytest.raises(TypeError):
         ivm.Isolate(inspector=1)  # type: ignore[arg-type]
-    iso = ivm.Isolate(inspector=True)
-    iso.dispose()
-    with pytest.raises(ivm.DisposedError):
-        iso.create_inspector_session()
+    for process in ("inline", "isolated"):
+        iso = ivm.Isolate(inspector=True, process=process)
+        iso.dispose()
+        with pytest.raises(ivm.DisposedError):
+            iso.create_inspector_session()
 
 
 def test_no_leaks(no_leaks: None) -> None:
