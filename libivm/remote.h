@@ -365,6 +365,9 @@ ivm_error_t* InspectorDispatch(RemoteInspectorSession& session, std::string_view
 void InspectorSessionFree(RemoteInspectorSession& session);
 // I/O thread: a kOpInspectorMessage frame (`r` after the op); returns why it is
 // malformed (a protocol violation), or an empty string.
+// Whether this thread runs an inspector message callback of a worker's session
+// (a synchronous call into a worker from there is refused: WorkerProcess::Request).
+bool InInspectorHandler();
 std::string OnInspectorMessage(WorkerProcess& worker, wire::Reader& r);
 
 }  // namespace remote

@@ -98,6 +98,15 @@ void InspectorSessionFree(RemoteInspectorSession& s) {
   s.iso->worker().Post(s.iso->Begin(wire::kOpInspectorSessionFree, &call_id).U64(s.id).Finish());
 }
 
+namespace {
+// Set while this thread runs a session's message callback: it may be the I/O
+// thread or a caller reading its own REPLY (worker_io.cc), and either holds
+// the channel, so a synchronous call from the callback would wait for itself.
+thread_local bool t_in_handler = false;
+}  // namespace
+
+bool InInspectorHandler() { return t_in_handler; }
+
 std::string OnInspectorMessage(WorkerProcess& worker, wire::Reader& r) {
   uint64_t id = 0;
   uint32_t kind = 0, call_id = 0;
@@ -112,10 +121,12 @@ std::string OnInspectorMessage(WorkerProcess& worker, wire::Reader& r) {
   if (!s) return "";   // freed by the host while the message was on its way
   std::lock_guard<std::recursive_mutex> lock(s->mu);
   if (s->closed) return "";
+  t_in_handler = true;
   CallIntoHost(
       OnHostExit::kPark,
       [&] { s->fn(s->user_data, kind, static_cast<int>(call_id), message.data(), message.size()); },
       [] {});
+  t_in_handler = false;
   return "";
 }
 

@@ -12,6 +12,7 @@
 #include "internal.h"
 #include "host_exit.h"
 #include "options.h"
+#include "remote.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -222,11 +223,12 @@ ivm_error_t* WorkerProcess::DeadErrorLocked() const {
 ivm_error_t* WorkerProcess::Request(uint64_t id, uint16_t answer_kind, const std::string& frame,
                                     uint64_t timeout_ns, wire::Frame* reply, int64_t check_at,
                                     const wire::Fds& fds) {
-  if (answer_kind != 0 && OnIoThread()) {   // its answer would never be read
+  // Its answer would never be read: this thread holds the channels' reading.
+  if (answer_kind != 0 && (OnIoThread() || remote::InInspectorHandler())) {
     return MakeError(IVM_ERROR_INVALID_ARGUMENT,
-                     "a synchronous call into a worker's isolate from libivm's I/O thread (an "
-                     "inspector message handler of such an isolate) would wait for itself; "
-                     "hand it to another thread");
+                     "a synchronous call into a worker's isolate from an inspector message "
+                     "handler of a worker's isolate (run where the worker's messages are "
+                     "read) would wait for itself; hand it to another thread");
   }
   Waiter waiter;
   waiter.kind = answer_kind;

@@ -483,7 +483,40 @@ def test_sync_call_from_a_worker_handler_is_refused() -> None:
         session.on_response = handler
         session.dispatch_protocol_message('{"id": 1, "method": "Runtime.enable"}')
         got = outcome.get(timeout=WAIT)
-        assert isinstance(got, ValueError) and "I/O thread" in str(got)
+        assert isinstance(got, ValueError) and "inspector message handler" in str(got)
+        session.dispose()
+        assert ctx.eval_sync("2") == 2
+
+
+def test_sync_call_from_a_handler_run_by_a_waiting_caller_is_refused() -> None:
+    """A synchronous caller of a worker reads the channel itself while it waits, and so may
+    run a session's handler: a synchronous call from that handler is refused too (it would
+    wait for the channel its own thread holds)."""
+    with ivm.Isolate(inspector=True, process="isolated") as iso:
+        ctx = iso.create_context_sync()
+        session = iso.create_inspector_session()
+        outcome: queue.Queue[BaseException | object] = queue.Queue()
+        enabled = threading.Event()
+
+        def on_response(call_id: int, text: str) -> None:
+            enabled.set()
+
+        def on_notification(text: str) -> None:
+            if "consoleAPICalled" in text:
+                try:
+                    outcome.put(ctx.eval_sync("1"))
+                except BaseException as exc:  # noqa: BLE001 - reported to the test
+                    outcome.put(exc)
+
+        session.on_response = on_response
+        session.on_notification = on_notification
+        session.dispatch_protocol_message('{"id": 1, "method": "Runtime.enable"}')
+        assert enabled.wait(WAIT)
+        threading.Thread(target=lambda: ctx.eval_sync(
+            "for (let i = 0; i < 20; i++) console.log(i); 'done'"), daemon=True).start()
+        for _ in range(20):
+            got = outcome.get(timeout=WAIT)
+            assert isinstance(got, ValueError) and "inspector message handler" in str(got)
         session.dispose()
         assert ctx.eval_sync("2") == 2
 
