@@ -9,6 +9,7 @@
 #include "remote.h"
 #include "worker_process.h"
 
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -107,6 +108,14 @@ thread_local bool t_in_handler = false;
 
 bool InInspectorHandler() { return t_in_handler; }
 
+// A call id crosses as the u32 of its int32 (ids are the protocol messages' own,
+// negative ones included).
+int AsInt32(uint32_t bits) {
+  int32_t id;
+  std::memcpy(&id, &bits, sizeof id);
+  return id;
+}
+
 std::string OnInspectorMessage(WorkerProcess& worker, wire::Reader& r) {
   uint64_t id = 0;
   uint32_t kind = 0, call_id = 0;
@@ -114,7 +123,7 @@ std::string OnInspectorMessage(WorkerProcess& worker, wire::Reader& r) {
   if (!r.U64(&id) || !r.U32(&kind) || !r.U32(&call_id) ||
       !r.Bytes(&message, IVM_INSPECTOR_MAX_MESSAGE) || !r.Done() ||
       (kind != IVM_INSPECTOR_RESPONSE && kind != IVM_INSPECTOR_NOTIFICATION) ||
-      (kind == IVM_INSPECTOR_NOTIFICATION && call_id != 0) || call_id > INT32_MAX) {
+      (kind == IVM_INSPECTOR_NOTIFICATION && call_id != 0)) {
     return "a malformed inspector message";
   }
   std::shared_ptr<RemoteInspectorSession> s = Sessions::Get().Find(&worker, id);
@@ -124,7 +133,7 @@ std::string OnInspectorMessage(WorkerProcess& worker, wire::Reader& r) {
   t_in_handler = true;
   CallIntoHost(
       OnHostExit::kPark,
-      [&] { s->fn(s->user_data, kind, static_cast<int>(call_id), message.data(), message.size()); },
+      [&] { s->fn(s->user_data, kind, AsInt32(call_id), message.data(), message.size()); },
       [] {});
   t_in_handler = false;
   return "";

@@ -148,7 +148,7 @@ enum Op : uint32_t {
                                  // IVM_INSPECTOR_MAX_MESSAGE); no reply
   kOpInspectorSessionFree = 123,  // u64 iso, u64 session; no reply
   kOpInspectorMessage = 124,     // CALLBACK: u64 session, u32 kind (IVM_INSPECTOR_*),
-                                 // u32 call id (the response's; 0 for a notification),
+                                 // u32 call id (the response's int32 as its bits; 0 for a notification),
                                  // bytes message (at most IVM_INSPECTOR_MAX_MESSAGE);
                                  // not answered. An unknown session's is dropped.
   kOpFirstInspectorOp = kOpInspectorSessionNew,

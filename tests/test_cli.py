@@ -337,7 +337,6 @@ def test_results_quote_and_name_as_console_does() -> None:
         (["--inspect=notaport"], "expected [HOST:]PORT"),
         (["--inspect-brk=127.0.0.1:70000"], "expected [HOST:]PORT"),
         (["--inspect=1", "--inspect-brk=2"], "give one of them"),
-        (["--inspect=0", "--isolated"], "inline isolates only"),
     ],
 )
 def test_inspect_flags_are_checked(tmp_path: Path, flags: list[str], says: str) -> None:
@@ -372,13 +371,15 @@ def test_inspect_serves_while_the_program_runs(tmp_path: Path) -> None:
                          proc.stderr, re.M)
 
 
-def test_inspect_brk_waits_pauses_on_the_first_line_and_runs_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize("placement", [[], ["--isolated"]], ids=["inline", "isolated"])
+def test_inspect_brk_waits_pauses_on_the_first_line_and_runs_on(
+        tmp_path: Path, placement: list[str]) -> None:  # fmt: skip
     pytest.importorskip("websockets")
     from websockets.sync.client import connect
 
     path = script(tmp_path, "const a = 20;\nconst b = a + 1;\n'answer ' + (a * 2 + b / 21)\n")
     with subprocess.Popen(
-        [sys.executable, "-m", "ivm", "run", "--inspect-brk=127.0.0.1:0", path],
+        [sys.executable, "-m", "ivm", "run", *placement, "--inspect-brk=127.0.0.1:0", path],
         cwd=Path(ivm.__file__).parent.parent, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     ) as child:  # fmt: skip
