@@ -189,7 +189,7 @@ def test_cpu_time_excludes_host_callbacks() -> None:
     iso = ivm.Isolate(memory_limit=32)
     ctx = iso.create_context_sync()
     ctx.global_.set_sync("nap", ivm.Callback(lambda: time.sleep(0.1)))
-    ctx.global_.set_sync("busy", ivm.Callback(lambda: sum(range(2_000_000)) and None))
+    ctx.global_.set_sync("busy", ivm.Callback(lambda: sum(range(6_000_000)) and None))
     ctx.global_.set_sync(
         "nested",
         ivm.Callback(lambda: ctx.eval_sync("let x = 0; for (let i = 0; i < 2e7; i++) x += i; x")),

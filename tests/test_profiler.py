@@ -85,14 +85,16 @@ def test_the_sampler_follows_calls_to_other_threads(context: ivm.Context,
     context.eval_sync(BUSY, filename="threads.js")
     isolate.start_cpu_profiler_sync("t", sampling_interval=0.0002)
     for _ in range(3):
-        worker = threading.Thread(target=context.eval_sync, args=("busy(4)",))
+        # Long enough for many samples on each thread even when the sampler thread is
+        # scheduled late (a loaded machine): a few dozen milliseconds per part.
+        worker = threading.Thread(target=context.eval_sync, args=("busy(40)",))
         worker.start()
         worker.join()
-        context.eval_sync("busy(2)")
+        context.eval_sync("busy(20)")
     profile = isolate.stop_cpu_profiler_sync("t")
     assert hot(profile) == ("spin", "threads.js", 1)
     # The parts recorded on each thread are one profile: one path per caller, so one spin
-    # node under each of the two scripts ("busy(4)" and "busy(2)", each compiled once).
+    # node under each of the two scripts ("busy(40)" and "busy(20)", each compiled once).
     spins = [n for n in profile.nodes if n["callFrame"]["functionName"] == "spin"]
     assert len(spins) == 2 and all(n["hitCount"] > 5 for n in spins)
     check_shape(profile.to_dict())
