@@ -11,10 +11,9 @@ result itself, and ``NOT_INTEGER`` for every other outcome, which
 
 (That one line stays in each caller: a function call more would cost about a
 tenth of the whole call.) For the same reason each public sync method takes its
-options as ``**options`` (see :func:`options_in`). The ``*_PLAIN`` helpers are the same calls with every
-option at its default: a caller whose options are all default (``call_options``
-returned ``DEFAULTS``) passes no option pointers, which cffi would convert one by
-one.
+options as ``**options`` (see :func:`options_in`). The ``*_PLAIN`` helpers are the
+same calls with every option at its default: a call given no options passes no
+option pointers, which cffi would convert one by one.
 """
 
 from __future__ import annotations
@@ -24,11 +23,10 @@ from typing import Any, Callable, Final, TypeVar
 
 from ._errors import raise_error
 from ._ffi import lib
-from ._options import _DEFAULTS as DEFAULTS
 from ._value import KIND_VALUE, primitive, take
 
 __all__ = [
-    "APPLY", "APPLY_PLAIN", "DEFAULTS", "EVAL", "EVAL_PLAIN", "NOT_INTEGER", "RUN", "RUN_PLAIN",
+    "APPLY", "APPLY_PLAIN", "EVAL", "EVAL_PLAIN", "NOT_INTEGER", "RUN", "RUN_PLAIN",
     "finish", "options_in",
 ]
 
