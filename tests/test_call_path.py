@@ -162,7 +162,9 @@ SYNC_METHODS: list[tuple[Any, list[str]]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("method, names", SYNC_METHODS, ids=lambda m: getattr(m, "__qualname__", ""))
+@pytest.mark.parametrize(
+    "method, names", SYNC_METHODS, ids=lambda m: getattr(m, "__qualname__", "")
+)
 def test_a_sync_method_shows_its_keyword_only_options(method: Any, names: list[str]) -> None:
     import inspect
 
@@ -179,13 +181,14 @@ def test_a_sync_method_shows_its_keyword_only_options(method: Any, names: list[s
 def test_a_bad_keyword_or_positional_raises_as_python_would(context: ivm.Context) -> None:
     script = context.isolate.compile_script_sync("1")
     fn = context.eval_sync("(a) => a", reference=True)
-    with pytest.raises(TypeError, match=r"^Context\.eval_sync\(\) got an unexpected keyword argument 'tmeout'"):
+    unexpected = r"\(\) got an unexpected keyword argument "
+    with pytest.raises(TypeError, match=r"^Context\.eval_sync" + unexpected + "'tmeout'"):
         context.eval_sync("1", tmeout=1)
-    with pytest.raises(TypeError, match=r"^Context\.eval_sync\(\) takes 2 positional arguments but 3 were given"):
+    with pytest.raises(TypeError, match=r"^Context\.eval_sync\(\) takes 2 positional arguments but 3"):
         context.eval_sync("1", 2)  # type: ignore[call-overload]
-    with pytest.raises(TypeError, match=r"^Script\.run_sync\(\) got an unexpected keyword argument 'copyy'"):
+    with pytest.raises(TypeError, match=r"^Script\.run_sync" + unexpected + "'copyy'"):
         script.run_sync(context, copyy=True)
-    with pytest.raises(TypeError, match=r"^Reference\.apply_sync\(\) got an unexpected keyword argument 'x'"):
+    with pytest.raises(TypeError, match=r"^Reference\.apply_sync" + unexpected + "'x'"):
         fn.apply_sync(None, [1], x=1)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match=r"^Reference\.apply_sync\(\) takes from 2 to 3 positional"):
         fn.apply_sync(None, [1], None)  # type: ignore[misc]
