@@ -10,24 +10,24 @@ result itself, and ``NOT_INTEGER`` for every other outcome, which
     return x if x != NOT_INTEGER else finish()
 
 (That one line stays in each caller: a function call more would cost about a
-tenth of the whole call.) The ``*_PLAIN`` helpers are the same calls with every
-option at its default: a caller whose options are all default (``call_options``
-returned ``DEFAULTS``) passes no option pointers, which cffi would convert one by
-one.
+tenth of the whole call.) For the same reason each public sync method takes its
+options as ``**options`` (see :func:`options_in`). The ``*_PLAIN`` helpers are the
+same calls with every option at its default: a call given no options passes no
+option pointers, which cffi would convert one by one.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+import inspect
+from typing import Any, Callable, Final, TypeVar
 
 from ._errors import raise_error
 from ._ffi import lib
-from ._options import _DEFAULTS as DEFAULTS
 from ._value import KIND_VALUE, primitive, take
 
 __all__ = [
-    "APPLY", "APPLY_PLAIN", "DEFAULTS", "EVAL", "EVAL_PLAIN", "NOT_INTEGER", "RUN", "RUN_PLAIN",
-    "finish",
+    "APPLY", "APPLY_PLAIN", "EVAL", "EVAL_PLAIN", "NOT_INTEGER", "RUN", "RUN_PLAIN",
+    "finish", "options_in",
 ]
 
 #: What a helper returns when its result is not an integer (2**53, which never is).
@@ -54,3 +54,32 @@ def finish() -> Any:
     if kind == KIND_VALUE:
         return take(res.value)
     return primitive(kind, None, res.slot)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def options_in(full: Callable[..., Any]) -> Callable[[_F], _F]:
+    """Decorates a public sync method written ``(self, first, [...,] **options)``
+    whose body makes the call without options and hands any ``options`` to
+    ``full``, the same method with its keyword-only parameters spelled out.
+
+    Why: CPython fills each missing keyword-only argument from
+    ``__kwdefaults__`` by a dict lookup, about a sixth of the whole
+    ``Context.eval_sync("1+1")``. Users see ``full``: its signature
+    (``inspect.signature``, ``help()``, the API docs) and docstring; Python
+    checks the options against its parameters, and ``full`` takes the method's
+    name so that a misspelled keyword reads ``Context.eval_sync() got an
+    unexpected keyword argument 'tmeout'``, as it would without this split.
+    """
+
+    def decorate(fast: _F) -> _F:
+        full.__name__ = fast.__name__
+        full.__qualname__ = fast.__qualname__
+        fast.__doc__ = full.__doc__
+        fast.__signature__ = inspect.signature(full)  # type: ignore[attr-defined]
+        # What tools that read the source (Sphinx's preserved defaults) look at.
+        fast.__wrapped__ = full  # type: ignore[attr-defined]
+        return fast
+
+    return decorate

@@ -14,7 +14,7 @@ from ._options import EvalKeywords, call_options, code_bytes, result_flags, resu
 from ._options import run_options
 from ._options import result_options as _result_options
 from ._value import Arguments, JSPrimitive, sync_result, sync_slots, take, value_array
-from ._call import DEFAULTS, EVAL, EVAL_PLAIN, NOT_INTEGER, finish
+from ._call import EVAL, EVAL_PLAIN, NOT_INTEGER, finish, options_in
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _context
     from typing_extensions import Unpack  # typing's from Python 3.11
@@ -76,31 +76,7 @@ class Context(Handle):
         """Releases the context. Idempotent; later calls raise ``DisposedError``."""
         check(lib.ivm_context_release(self._ptr))
 
-    @overload
-    def eval_sync(
-        self, code: str, *, copy: bool = False, external_copy: Literal[False] = False,
-        reference: Literal[True], **options: Unpack[EvalKeywords],
-    ) -> Reference: ...
-
-    @overload
-    def eval_sync(
-        self, code: str, *, copy: bool = False, external_copy: Literal[True],
-        reference: Literal[False] = False, **options: Unpack[EvalKeywords],
-    ) -> ExternalCopy: ...
-
-    @overload
-    def eval_sync(
-        self, code: str, *, copy: Literal[False] = False, external_copy: Literal[False] = False,
-        reference: Literal[False] = False, **options: Unpack[EvalKeywords],
-    ) -> JSPrimitive: ...
-
-    @overload
-    def eval_sync(
-        self, code: str, *, copy: bool = False, external_copy: bool = False,
-        reference: bool = False, **options: Unpack[EvalKeywords],
-    ) -> Any: ...
-
-    def eval_sync(
+    def _eval_sync(
         self,
         code: str,
         *,
@@ -139,20 +115,49 @@ class Context(Handle):
         :class:`ivm.DisposedError`, :class:`ivm.TerminatedError`, and
         :class:`ivm.TransferError` for a result that cannot leave as asked.
         """
+        src = code_bytes(code)
+        source, run, ropts, _keep = call_options(
+            timeout, promise, copy, external_copy, transfer_out, reference,
+            filename, line_offset, column_offset,
+        )  # fmt: skip
+        x = EVAL(self._ptr, src, len(src), source, run, ropts)
+        return x if x != NOT_INTEGER else finish()
+
+    @overload
+    def eval_sync(
+        self, code: str, *, copy: bool = False, external_copy: Literal[False] = False,
+        reference: Literal[True], **options: Unpack[EvalKeywords],
+    ) -> Reference: ...
+
+    @overload
+    def eval_sync(
+        self, code: str, *, copy: bool = False, external_copy: Literal[True],
+        reference: Literal[False] = False, **options: Unpack[EvalKeywords],
+    ) -> ExternalCopy: ...
+
+    @overload
+    def eval_sync(
+        self, code: str, *, copy: Literal[False] = False, external_copy: Literal[False] = False,
+        reference: Literal[False] = False, **options: Unpack[EvalKeywords],
+    ) -> JSPrimitive: ...
+
+    @overload
+    def eval_sync(
+        self, code: str, *, copy: bool = False, external_copy: bool = False,
+        reference: bool = False, **options: Unpack[EvalKeywords],
+    ) -> Any: ...
+
+    @options_in(_eval_sync)
+    def eval_sync(self, code: str, **options: Any) -> Any:
+        if options:
+            return self._eval_sync(code, **options)
         if type(code) is not str:
             code_bytes(code)  # raises TypeError
         try:
             src = code.encode()  # code_bytes, inlined on the hot path
         except UnicodeEncodeError:
             src = code.encode("utf-8", "surrogatepass")
-        opts = call_options(
-            timeout, promise, copy, external_copy, transfer_out, reference,
-            filename, line_offset, column_offset,
-        )  # fmt: skip
-        if opts is DEFAULTS:
-            x = EVAL_PLAIN(self._ptr, src, len(src))
-        else:
-            x = EVAL(self._ptr, src, len(src), opts[0], opts[1], opts[2])
+        x = EVAL_PLAIN(self._ptr, src, len(src))
         return x if x != NOT_INTEGER else finish()
 
     @overload

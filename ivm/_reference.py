@@ -14,7 +14,7 @@ from ._handle import Handle
 from ._options import result_flags, result_options_flags, run_options
 from ._options import result_options as _result_options
 from ._value import Arguments, _tls, argv_slots, sync_result, sync_slots, take, value_array
-from ._call import APPLY, APPLY_PLAIN, NOT_INTEGER, finish
+from ._call import APPLY, APPLY_PLAIN, NOT_INTEGER, finish, options_in
 
 __all__ = ["DerefInto", "Reference"]
 
@@ -249,7 +249,7 @@ class Reference(Handle, _Marker):
         args = (self._ptr, recv, value_array(values), len(values), run, ropts)
         return args, [*values, recv]
 
-    def apply_sync(
+    def _apply_sync(
         self,
         receiver: object,
         arguments: Arguments = (),
@@ -263,42 +263,6 @@ class Reference(Handle, _Marker):
         ``result_options`` asks for (``copy``, ``external_copy``,
         ``reference``, ``promise``). Arguments pass as for
         :meth:`Context.eval_closure_sync`."""
-        t = type(arguments)
-        if (
-            receiver is None
-            and timeout is None
-            and result_options is None
-            and arguments_options is None
-            and (t is list or t is tuple)
-            and len(arguments) <= 8
-        ):
-            # The common call, kept lean: no options, this thread's output
-            # slots and argument array; shared values for small integers.
-            try:
-                argv = _tls.argv
-            except AttributeError:
-                argv = argv_slots()
-            if not _SMALL:
-                _small_ints()
-            owned = None
-            n = 0
-            for a in arguments:
-                v = _SMALL.get(a) if type(a) is int else None
-                if v is None:
-                    v = _to_value(a, False)
-                    if owned is None:
-                        owned = [v]
-                    else:
-                        owned.append(v)
-                argv[n] = v
-                n += 1
-            try:
-                x = APPLY_PLAIN(self._ptr, argv, n)
-            finally:
-                if owned is not None:
-                    for v in owned:
-                        _free(v)
-            return x if x != NOT_INTEGER else finish()
         ropts = _result_options(result_options_flags(result_options))
         run = run_options(timeout)
         recv, values = self._apply_values(receiver, arguments, arguments_options)
@@ -319,6 +283,39 @@ class Reference(Handle, _Marker):
                 _free(v)
             if recv != _NULL:
                 _free(recv)
+
+    @options_in(_apply_sync)
+    def apply_sync(self, receiver: object, arguments: Arguments = (), **options: Any) -> Any:
+        t = type(arguments)
+        if options or receiver is not None or not (t is list or t is tuple) or len(arguments) > 8:
+            return self._apply_sync(receiver, arguments, **options)
+        # The common call, kept lean: no options, this thread's output
+        # slots and argument array; shared values for small integers.
+        try:
+            argv = _tls.argv
+        except AttributeError:
+            argv = argv_slots()
+        if not _SMALL:
+            _small_ints()
+        owned = None
+        n = 0
+        for a in arguments:
+            v = _SMALL.get(a) if type(a) is int else None
+            if v is None:
+                v = _to_value(a, False)
+                if owned is None:
+                    owned = [v]
+                else:
+                    owned.append(v)
+            argv[n] = v
+            n += 1
+        try:
+            x = APPLY_PLAIN(self._ptr, argv, n)
+        finally:
+            if owned is not None:
+                for v in owned:
+                    _free(v)
+        return x if x != NOT_INTEGER else finish()
 
     async def apply(
         self,

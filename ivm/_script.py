@@ -12,7 +12,7 @@ from ._handle import Handle
 from ._options import RunKeywords, cached_data_of, call_options, result_flags, result_options
 from ._options import run_options
 from ._value import JSPrimitive, take
-from ._call import DEFAULTS, NOT_INTEGER, RUN, RUN_PLAIN, finish
+from ._call import NOT_INTEGER, RUN, RUN_PLAIN, finish, options_in
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _script
     from typing_extensions import Unpack  # typing's from Python 3.11
@@ -62,6 +62,37 @@ class Script(Handle):
         """Releases the compiled script. Idempotent; later runs raise ``DisposedError``."""
         check(lib.ivm_script_release(self._ptr))
 
+    def _run_sync(
+        self,
+        context: Context,
+        *,
+        timeout: float | None = None,
+        promise: bool = False,
+        copy: bool = False,
+        external_copy: bool = False,
+        transfer_out: bool = False,
+        reference: bool = False,
+        release: bool = False,
+    ) -> Any:
+        """Runs the script in ``context`` and returns its completion value.
+
+        ``context`` must belong to the script's isolate (``ValueError``
+        otherwise). Options, results and errors are those of
+        :meth:`Context.eval_sync`. ``release=True`` releases the script once
+        the run has ended, however it ended (isolated-vm's ``release`` option).
+        """
+        cptr = _context_ptr(context)
+        _release_flag(release)
+        _, run, ropts, _keep = call_options(
+            timeout, promise, copy, external_copy, transfer_out, reference
+        )
+        try:
+            x = RUN(self._ptr, cptr, run, ropts)
+        finally:
+            if release:
+                self.release()
+        return x if x != NOT_INTEGER else finish()
+
     @overload
     def run_sync(
         self, context: Context, *, copy: bool = False, external_copy: Literal[False] = False,
@@ -87,36 +118,11 @@ class Script(Handle):
         reference: bool = False, **options: Unpack[RunKeywords],
     ) -> Any: ...
 
-    def run_sync(
-        self,
-        context: Context,
-        *,
-        timeout: float | None = None,
-        promise: bool = False,
-        copy: bool = False,
-        external_copy: bool = False,
-        transfer_out: bool = False,
-        reference: bool = False,
-        release: bool = False,
-    ) -> Any:
-        """Runs the script in ``context`` and returns its completion value.
-
-        ``context`` must belong to the script's isolate (``ValueError``
-        otherwise). Options, results and errors are those of
-        :meth:`Context.eval_sync`. ``release=True`` releases the script once
-        the run has ended, however it ended (isolated-vm's ``release`` option).
-        """
-        cptr = _context_ptr(context)
-        _release_flag(release)
-        opts = call_options(timeout, promise, copy, external_copy, transfer_out, reference)
-        try:
-            if opts is DEFAULTS:
-                x = RUN_PLAIN(self._ptr, cptr)
-            else:
-                x = RUN(self._ptr, cptr, opts[1], opts[2])
-        finally:
-            if release:
-                self.release()
+    @options_in(_run_sync)
+    def run_sync(self, context: Context, **options: Any) -> Any:
+        if options:
+            return self._run_sync(context, **options)
+        x = RUN_PLAIN(self._ptr, _context_ptr(context))
         return x if x != NOT_INTEGER else finish()
 
     @overload

@@ -20,12 +20,12 @@ namespace {
 
 struct State {
   std::mutex mutex;
-  // The isolates with a call on `thread`: each is alive while it is listed (Enter at
-  // the start of its outermost call, Leave at the end), so a plain pointer is enough.
+  // The isolates with a call on `thread` beyond g_slots' room (deep nesting): each is
+  // alive while it is listed (Enter at the start of its outermost call, Leave at the
+  // end), so a plain pointer is enough.
   std::vector<IsolateHolder*> running;
   std::map<uint64_t, std::function<void()>> stops;   // EnterCall's, by token (innermost last)
   uint64_t next_token = 1;
-  std::thread::id thread;
   int pipe_w = -1;
   struct sigaction previous[65];
   bool installed[65] = {};
@@ -38,6 +38,18 @@ State& state() {
 
 std::atomic<bool> g_enabled{false};
 std::atomic<uint64_t> g_signals{0};   // signals seen by the watcher
+std::atomic<std::thread::id> g_thread{};   // the thread whose calls a signal stops
+
+// The common listing, without a lock: the isolates of the outermost calls on
+// g_thread, one per slot (nullptr: free). Enter claims a free slot with a CAS; Leave
+// clears it, then waits while the watcher is reading the slots (g_reading), so the
+// watcher never touches a holder that Leave has let go. Both sides use sequentially
+// consistent operations: either the watcher sees the cleared slot, or Leave sees
+// g_reading set and waits (Dekker's pattern). The watcher reads rarely (one pass per
+// signal), so Leave almost never waits.
+constexpr int kSlots = 16;
+std::atomic<IsolateHolder*> g_slots[kSlots] = {};
+std::atomic<bool> g_reading{false};
 
 void Handler(int signum, siginfo_t* info, void* ucontext) {
   int saved_errno = errno;
@@ -69,6 +81,13 @@ void Watch(int fd) {
     }
     g_signals.fetch_add(1);
     std::vector<std::shared_ptr<IsolateHolder>> targets;
+    g_reading.store(true);
+    for (auto& slot : g_slots) {
+      IsolateHolder* h = slot.load();
+      if (!h) continue;
+      if (auto owner = h->weak_from_this().lock()) targets.push_back(std::move(owner));
+    }
+    g_reading.store(false);
     {
       State& s = state();
       std::lock_guard<std::mutex> lock(s.mutex);
@@ -90,7 +109,7 @@ void Watch(int fd) {
 ivm_error_t* Lock(std::unique_lock<std::recursive_timed_mutex>& lock) {
   if (lock.try_lock()) return nullptr;
   if (!g_enabled.load(std::memory_order_relaxed) ||
-      std::this_thread::get_id() != state().thread) {
+      std::this_thread::get_id() != g_thread.load(std::memory_order_relaxed)) {
     lock.lock();
     return nullptr;
   }
@@ -118,7 +137,7 @@ ivm_error_t* Static() {
 ivm_error_t* Substitute(ivm_error_t* error, uint64_t seen) {
   if (error->kind != IVM_ERROR_TERMINATED || error->host_abort || error == Static() ||
       !g_enabled.load(std::memory_order_relaxed) || Signals() == seen ||
-      std::this_thread::get_id() != state().thread) {
+      std::this_thread::get_id() != g_thread.load(std::memory_order_relaxed)) {
     return error;
   }
   delete error;
@@ -127,14 +146,28 @@ ivm_error_t* Substitute(ivm_error_t* error, uint64_t seen) {
 
 bool Enter(IsolateHolder& holder) {
   if (!g_enabled.load(std::memory_order_relaxed)) return false;
+  if (std::this_thread::get_id() != g_thread.load(std::memory_order_relaxed)) return false;
+  for (auto& slot : g_slots) {
+    IsolateHolder* expected = nullptr;
+    if (slot.load(std::memory_order_relaxed) == nullptr &&
+        slot.compare_exchange_strong(expected, &holder)) {
+      return true;
+    }
+  }
   State& s = state();
-  if (std::this_thread::get_id() != s.thread) return false;
   std::lock_guard<std::mutex> lock(s.mutex);
   s.running.push_back(&holder);
   return true;
 }
 
 void Leave(IsolateHolder& holder) {
+  // Only this holder's outermost call writes it into a slot, so a match is ours.
+  for (auto& slot : g_slots) {
+    if (slot.load(std::memory_order_relaxed) != &holder) continue;
+    slot.store(nullptr);
+    while (g_reading.load()) std::this_thread::yield();
+    return;
+  }
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
   auto it = std::find(s.running.rbegin(), s.running.rend(), &holder);
@@ -144,7 +177,7 @@ void Leave(IsolateHolder& holder) {
 uint64_t EnterCall(std::function<void()> stop) {
   if (!g_enabled.load(std::memory_order_relaxed)) return 0;
   State& s = state();
-  if (std::this_thread::get_id() != s.thread) return 0;
+  if (std::this_thread::get_id() != g_thread.load(std::memory_order_relaxed)) return 0;
   std::lock_guard<std::mutex> lock(s.mutex);
   uint64_t token = s.next_token++;
   s.stops.emplace(token, std::move(stop));
@@ -172,7 +205,7 @@ ivm_error_t* Install(int signum) {
   if (sigaction(signum, nullptr, &current) != 0) {
     return MakeError(IVM_ERROR_INTERNAL, "sigaction() failed");
   }
-  s.thread = std::this_thread::get_id();
+  g_thread.store(std::this_thread::get_id());
   if ((current.sa_flags & SA_SIGINFO) && current.sa_sigaction == Handler) {
     g_enabled.store(true);
     return nullptr;   // already ours

@@ -142,3 +142,65 @@ def test_calls_made_inside_a_call_on_another_isolate_keep_their_results(
     if placement == "inline":
         any_context.global_.set_sync("fn", fn)
         assert any_context.eval_sync("fn.applySync(undefined, [1]) + fn.applySync(undefined, [2])") == 4
+
+
+# --- the sync methods' options: taken as **options for speed (ivm/_call.options_in),
+# shown and checked as the keyword-only parameters they are.
+
+SYNC_METHODS: list[tuple[Any, list[str]]] = [
+    (ivm.Context.eval_sync, [
+        "self", "code", "timeout", "filename", "line_offset", "column_offset", "promise",
+        "copy", "external_copy", "transfer_out", "reference",
+    ]),
+    (ivm.Script.run_sync, [
+        "self", "context", "timeout", "promise", "copy", "external_copy", "transfer_out",
+        "reference", "release",
+    ]),
+    (ivm.Reference.apply_sync, [
+        "self", "receiver", "arguments", "arguments_options", "result_options", "timeout",
+    ]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "method, names", SYNC_METHODS, ids=lambda m: getattr(m, "__qualname__", "")
+)
+def test_a_sync_method_shows_its_keyword_only_options(method: Any, names: list[str]) -> None:
+    import inspect
+
+    params = inspect.signature(method).parameters
+    assert list(params) == names
+    first_option = 3 if method is ivm.Reference.apply_sync else 2
+    for name in names[first_option:]:
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+    assert "Returns" in (method.__doc__ or "") or "returns" in (method.__doc__ or "")
+    # The call without options fills no keyword-only defaults (the point of the split).
+    assert not method.__kwdefaults__
+
+
+def test_a_bad_keyword_or_positional_raises_as_python_would(context: ivm.Context) -> None:
+    script = context.isolate.compile_script_sync("1")
+    fn = context.eval_sync("(a) => a", reference=True)
+    unexpected = r"\(\) got an unexpected keyword argument "
+    with pytest.raises(TypeError, match=r"^Context\.eval_sync" + unexpected + "'tmeout'"):
+        context.eval_sync("1", tmeout=1)
+    with pytest.raises(TypeError, match=r"^Context\.eval_sync\(\) takes 2 positional arguments but 3"):
+        context.eval_sync("1", 2)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"^Script\.run_sync" + unexpected + "'copyy'"):
+        script.run_sync(context, copyy=True)
+    with pytest.raises(TypeError, match=r"^Reference\.apply_sync" + unexpected + "'x'"):
+        fn.apply_sync(None, [1], x=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^Reference\.apply_sync\(\) takes from 2 to 3 positional"):
+        fn.apply_sync(None, [1], None)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="timeout must be a number"):
+        context.eval_sync("1", timeout="1")  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="code must be a str"):
+        context.eval_sync(b"1")  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="release must be a bool"):
+        script.run_sync(context, release=1)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="context must be an ivm.Context"):
+        script.run_sync(None)  # type: ignore[call-overload]
+    # Options given at their defaults take the options path, with the same results.
+    assert context.eval_sync("1+1", timeout=None, copy=False) == 2
+    assert script.run_sync(context, release=False) == 1
+    assert fn.apply_sync(None, [3], timeout=None) == 3

@@ -197,3 +197,53 @@ def test_ctrl_c_leaks_no_error_object() -> None:
     assert proc.returncode == 0, err
     _, before, after = out.split()
     assert int(after) == int(before), f"{int(after) - int(before)} libivm objects leaked"
+
+
+CHAIN_CHILD = r"""
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+import ivm
+depth = int(sys.argv[1])
+contexts = [ivm.Isolate().create_context_sync() for _ in range(depth)]
+for i, context in enumerate(contexts[:-1]):
+    inner = contexts[i + 1]
+    callback = ivm.Callback(lambda c=inner: c.eval_sync("f()"))
+    context.eval_closure_sync("globalThis.f = $0", [callback])
+contexts[-1].eval_sync("globalThis.f = () => { for (;;) {} }; 0")
+results = []
+for round in range(2):
+    print("ready", flush=True)
+    try:
+        contexts[0].eval_sync("f()")
+    except KeyboardInterrupt:
+        results.append([c.eval_sync("6 * 7") for c in contexts] == [42] * depth)
+print("interrupted", results, flush=True)
+"""
+
+
+@pytest.mark.parametrize("depth", [2, 20])
+def test_ctrl_c_stops_a_chain_of_isolates_nested_through_callbacks(depth: int) -> None:
+    """One call per isolate, each nested in a host callback of the previous one: libivm
+    lists the first 16 without a lock and the deeper ones under its mutex (signals.cc);
+    Ctrl-C stops the innermost loop either way, twice (the listing is undone each time)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHAIN_CHILD, str(depth)],
+        cwd=Path(ivm.__file__).parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        for _ in range(2):
+            # (bounded: a child whose loop was not stopped never prints again; one line
+            # each time, so none waits in the pipe's buffer unseen by select)
+            assert select.select([proc.stdout], [], [], 30)[0], "the child stopped answering"
+            assert proc.stdout.readline().strip() == "ready"
+            time.sleep(0.3)  # let the innermost loop start
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out + err
+    assert out.strip() == "interrupted [True, True]", out + err
