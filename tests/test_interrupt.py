@@ -172,12 +172,11 @@ print("live", before, lib.ivm_debug_live_objects(), flush=True)
 """
 
 
-def test_ctrl_c_leaks_no_error_object() -> None:
-    """Python raises KeyboardInterrupt as the interrupted call returns, before ivm can free
-    the call's error: each Ctrl-C used to leak one ivm_error_t. The error of a call that
-    the signal stopped is now a shared static object that ivm_error_free leaves alone."""
+def _interrupt_each_round(code: str, *args: str, rounds: int) -> tuple[int, str, str]:
+    """Runs `code` in a child that prints "ready" before each round of JavaScript; sends
+    it SIGINT 0.3 s after each; returns its exit status and output."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", LEAK_CHILD],
+        [sys.executable, "-c", code, *args],
         cwd=Path(ivm.__file__).parent.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -185,8 +184,9 @@ def test_ctrl_c_leaks_no_error_object() -> None:
     )
     assert proc.stdout is not None
     try:
-        for _ in range(3):
-            # (bounded: a child whose loop was not stopped never prints again)
+        for _ in range(rounds):
+            # (bounded: a child whose loop was not stopped never prints again; one line
+            # each round, so none waits in the pipe's buffer unseen by select)
             assert select.select([proc.stdout], [], [], 30)[0], "the child stopped answering"
             assert proc.stdout.readline().strip() == "ready"
             time.sleep(0.3)  # let the JavaScript start
@@ -194,7 +194,15 @@ def test_ctrl_c_leaks_no_error_object() -> None:
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode == 0, err
+    return proc.returncode, out, err
+
+
+def test_ctrl_c_leaks_no_error_object() -> None:
+    """Python raises KeyboardInterrupt as the interrupted call returns, before ivm can free
+    the call's error: each Ctrl-C used to leak one ivm_error_t. The error of a call that
+    the signal stopped is now a shared static object that ivm_error_free leaves alone."""
+    returncode, out, err = _interrupt_each_round(LEAK_CHILD, rounds=3)
+    assert returncode == 0, err
     _, before, after = out.split()
     assert int(after) == int(before), f"{int(after) - int(before)} libivm objects leaked"
 
@@ -226,24 +234,6 @@ def test_ctrl_c_stops_a_chain_of_isolates_nested_through_callbacks(depth: int) -
     """One call per isolate, each nested in a host callback of the previous one: libivm
     lists the first 16 without a lock and the deeper ones under its mutex (signals.cc);
     Ctrl-C stops the innermost loop either way, twice (the listing is undone each time)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHAIN_CHILD, str(depth)],
-        cwd=Path(ivm.__file__).parent.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    try:
-        for _ in range(2):
-            # (bounded: a child whose loop was not stopped never prints again; one line
-            # each time, so none waits in the pipe's buffer unseen by select)
-            assert select.select([proc.stdout], [], [], 30)[0], "the child stopped answering"
-            assert proc.stdout.readline().strip() == "ready"
-            time.sleep(0.3)  # let the innermost loop start
-            proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out + err
+    returncode, out, err = _interrupt_each_round(CHAIN_CHILD, str(depth), rounds=2)
+    assert returncode == 0, out + err
     assert out.strip() == "interrupted [True, True]", out + err
