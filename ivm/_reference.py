@@ -298,18 +298,20 @@ class Reference(Handle, _Marker):
         if not _SMALL:
             _small_ints()
         owned = None
-        n = 0
-        for a in arguments:
-            v = _SMALL.get(a) if type(a) is int else None
-            if v is None:
-                v = _to_value(a, False)
-                if owned is None:
-                    owned = [v]
-                else:
-                    owned.append(v)
-            argv[n] = v
-            n += 1
         try:
+            n = 0
+            for a in arguments:
+                v = _SMALL.get(a) if type(a) is int else None
+                if v is None:
+                    # An argument that cannot pass raises here; the finally
+                    # frees the values made for the ones before it.
+                    v = _to_value(a, False)
+                    if owned is None:
+                        owned = [v]
+                    else:
+                        owned.append(v)
+                argv[n] = v
+                n += 1
             x = APPLY_PLAIN(self._ptr, argv, n)
         finally:
             if owned is not None:

@@ -204,3 +204,21 @@ def test_a_bad_keyword_or_positional_raises_as_python_would(context: ivm.Context
     assert context.eval_sync("1+1", timeout=None, copy=False) == 2
     assert script.run_sync(context, release=False) == 1
     assert fn.apply_sync(None, [3], timeout=None) == 3
+
+
+@pytest.mark.parametrize("options", [{}, {"timeout": 5}], ids=["plain", "with-options"])
+def test_an_argument_that_cannot_pass_frees_the_ones_before_it(
+    context: ivm.Context, options: dict[str, Any]
+) -> None:
+    # The first argument becomes a libivm value before the second is refused; the refusal
+    # must free it, on the lean path (no options) and on the full one alike. The count is
+    # taken after a first call, which makes the lean path's shared small-integer values.
+    from ivm._ffi import lib
+
+    fn = context.eval_sync("(a, b) => a.length + b", reference=True)
+    assert fn.apply_sync(None, ["text", 1], **options) == 5
+    before = lib.ivm_debug_live_objects()
+    for _ in range(20):
+        with pytest.raises(ivm.TransferError, match="not a primitive"):
+            fn.apply_sync(None, ["text", object()], **options)
+    assert lib.ivm_debug_live_objects() == before
