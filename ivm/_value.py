@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import threading
 from typing import Any, Final, Union
@@ -159,6 +160,19 @@ def take(v: Any) -> Any:
         _free(v)
 
 
+_LATE: dict[str, Any] = {}
+
+
+def _late(module: str, name: str) -> Any:
+    """``name`` of ivm's ``module``, imported on first use (cycles: _copy,
+    _external_copy and _reference import _value), then kept: an import
+    statement on each result costs the import machinery's lookups."""
+    obj = _LATE.get(name)
+    if obj is None:
+        obj = _LATE[name] = getattr(importlib.import_module(module, __package__), name)
+    return obj
+
+
 def peek(v: Any) -> Any:
     """Converts a libivm value (borrowed: not freed)."""
     x: float = _number(v)
@@ -189,19 +203,13 @@ def peek(v: Any) -> Any:
         magnitude = int.from_bytes(ffi.buffer(words[0], count[0] * 8), "little")
         return -magnitude if neg[0] else magnitude
     if kind == 7:  # IVM_VALUE_SERIALIZED
-        from ._copy import load_value  # cycle: _copy imports _value
-
-        return load_value(v)
+        return _late("._copy", "load_value")(v)
     if kind == 8:  # IVM_VALUE_EXTERNAL_COPY
-        from ._external_copy import ExternalCopy  # cycle: it imports _copy, which imports _value
-
         out = ffi.new("ivm_external_copy_t **")
         check(lib.ivm_value_external_copy(v, out))
-        return ExternalCopy._wrap(out[0])
+        return _late("._external_copy", "ExternalCopy")._wrap(out[0])
     if kind == 9:  # IVM_VALUE_REFERENCE
-        from ._reference import Reference  # cycle: _reference imports _value
-
         ref = ffi.new("ivm_reference_t **")
         check(lib.ivm_value_reference(v, ref))
-        return Reference._wrap(ref[0])
+        return _late("._reference", "Reference")._wrap(ref[0])
     raise TypeError(f"libivm returned a value of unknown kind {kind}")

@@ -27,7 +27,7 @@
 #include "options.h"
 
 #include <algorithm>
-#include <unordered_set>
+#include <unordered_map>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -138,11 +138,17 @@ class IsolateHolder::Allocator final : public v8::ArrayBuffer::Allocator {
   void Unreserve(size_t n) { used_.fetch_sub(n, std::memory_order_relaxed); }
   // The budget moves with a transferred store: it leaves this budget when the
   // store leaves the isolate, and the store's free, later and on any thread,
-  // finds it here and charges nothing back.
+  // finds it here and charges nothing back. Moves are counted per address: a
+  // store that comes back (adopted again, charged again) and leaves again
+  // before its first free gives its charge back each time it leaves, and each
+  // of its frees (the adopted wrappers' and the store's own) takes one move
+  // off. (Counting each address once left the second charge behind for as
+  // long as the store lived: a buffer moved back and forth filled both
+  // budgets.)
   void MoveOut(const void* data, size_t n) {
     {
       std::lock_guard<std::mutex> lock(moved_mutex_);
-      if (!moved_.insert(data).second) return;   // already out
+      ++moved_[data];
       moved_count_.fetch_add(1, std::memory_order_relaxed);
     }
     Unreserve(n);
@@ -152,7 +158,9 @@ class IsolateHolder::Allocator final : public v8::ArrayBuffer::Allocator {
   void Uncharge(const void* data, size_t n) {
     if (moved_count_.load(std::memory_order_relaxed) != 0) {
       std::lock_guard<std::mutex> lock(moved_mutex_);
-      if (moved_.erase(data) != 0) {
+      auto it = moved_.find(data);
+      if (it != moved_.end()) {
+        if (--it->second == 0) moved_.erase(it);
         moved_count_.fetch_sub(1, std::memory_order_relaxed);
         return;
       }
@@ -171,7 +179,8 @@ class IsolateHolder::Allocator final : public v8::ArrayBuffer::Allocator {
   std::atomic<size_t> used_{0};
   const size_t limit_;
   std::mutex moved_mutex_;
-  std::unordered_set<const void*> moved_;   // data of stores moved out, not yet freed
+  // data of stores moved out, not yet freed -> how many moves out are unmatched
+  std::unordered_map<const void*, size_t> moved_;
   std::atomic<size_t> moved_count_{0};
   std::atomic<size_t> hidden_freed_{0};
 };

@@ -683,3 +683,35 @@ def test_buffers_moved_back_and_forth_keep_both_budgets_balanced() -> None:
     finally:
         a.dispose()
         b.dispose()
+
+
+def test_a_buffer_kept_moving_between_two_isolates_keeps_both_budgets_balanced() -> None:
+    """One live ArrayBuffer moved A -> B -> A ... without being freed in between: each
+    adoption charges the receiver and each move out gives the sender's charge back, so 30
+    round trips of 48 MiB through 128 MiB budgets keep working. (Before, an address moved
+    out once was not given back when it left again: the third round trip found A's budget
+    full with a TransferError.)"""
+    a = ivm.Isolate(memory_limit=128)
+    b = ivm.Isolate(memory_limit=128)
+    try:
+        ca, cb = a.create_context_sync(), b.create_context_sync()
+        ca.eval_sync("globalThis.x = new ArrayBuffer(48 * 1024 * 1024); new Uint8Array(x)[7] = 42; 0")
+
+        def move(src: ivm.Context, dst: ivm.Context) -> None:
+            ec = src.eval_sync("x", external_copy=True, transfer_out=True)
+            dst.global_.set_sync("x", ec.copy_into(release=True, transfer_in=True))
+            assert src.eval_sync("x.byteLength") == 0
+            assert dst.eval_sync("new Uint8Array(x)[7]") == 42
+
+        for _ in range(30):
+            move(ca, cb)
+            move(cb, ca)
+        assert a.get_heap_statistics_sync().externally_allocated_size <= 64 * MIB
+        assert b.get_heap_statistics_sync().externally_allocated_size < 48 * MIB
+        # Both budgets have room for two more such buffers.
+        ca.eval_sync("globalThis.more = [new ArrayBuffer(48 * 1024 * 1024)]; 0")
+        cb.eval_sync("globalThis.more = [new ArrayBuffer(48 * 1024 * 1024), "
+                     "new ArrayBuffer(48 * 1024 * 1024)]; 0")
+    finally:
+        a.dispose()
+        b.dispose()
