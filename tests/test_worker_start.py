@@ -163,3 +163,16 @@ def test_intl_runs_in_a_fresh_sandboxed_worker() -> None:
         # The worker's first JavaScript after its start-up: nothing was loaded before it.
         assert iso.create_context_sync().eval_sync(_INTL_AFTER_START) == expected
         assert iso.create_context_sync().eval_sync("1 + 1") == 2
+
+
+def test_intl_ignores_icu_data_in_a_worker(monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    """$ICU_DATA would make ICU look for files at each first use of a locale's data, which the
+    sandbox forbids: the worker ignores it (a worker spawned now has it in its environment;
+    a forked one has the zygote's)."""
+    with ivm.Isolate() as inline:
+        expected = inline.create_context_sync().eval_sync(_INTL_AFTER_START)
+    monkeypatch.setenv("ICU_DATA", str(tmp_path))
+    monkeypatch.setenv("IVM_WORKER_PATH", str(Path(ivm.__file__).resolve().parent / "ivm-worker"))
+    with ivm.Isolate(process="isolated") as iso:
+        assert iso.create_context_sync().eval_sync(_INTL_AFTER_START) == expected
