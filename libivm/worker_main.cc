@@ -51,6 +51,11 @@ int main(int argc, char** argv) {
     for (;;) pause();
   }
 #endif
+  // ICU's data is libicudata's, in memory. With $ICU_DATA set, ICU first
+  // looks for a file in that directory at each first use of a locale's data
+  // (collation, formats...): after the warm-up the sandbox forbids that (the
+  // first such Intl call would kill the worker), so the worker ignores it.
+  unsetenv("ICU_DATA");
   std::string why;
   if (!ivm::worker::WarmUp(&why)) return Fail("start-up", why);
   if (!ivm::sandbox::CloseDescriptorsAbove(ivm::wire::kChannelFd, &why)) {
