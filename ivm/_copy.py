@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Mapping
 import io
-import os
 import pickle
 import struct
 import types
@@ -286,30 +285,6 @@ def dumps(obj: Any) -> Any:
     return value
 
 
-# --- a marker alone
-
-# The stream of a copy that is only its attachment 0: `_att(0)`, as libivm
-# writes it (kAttachmentStream), which its reader takes without its opcode
-# loop. IVM_READ_SHORTCUT=0 sends a marker through the pickler instead (read
-# at import; for measuring the shortcuts against the general paths).
-ATTACHMENT_STREAM: Final = b"\x80\x05civm._copy\n_att\nK\x00\x85R."
-_MARKER_SHORTCUT: Final = os.environ.get("IVM_READ_SHORTCUT") != "0"
-
-
-def marker_value(marker: _Marker) -> Any:
-    """An owned ``ivm_value_t *`` whose value is ``marker`` alone: what
-    ``dumps(marker)`` makes, without the pickler."""
-    out = ffi.new("ivm_value_t **")
-    check(lib.ivm_value_new_serialized(ATTACHMENT_STREAM, len(ATTACHMENT_STREAM), out))
-    value = out[0]
-    try:
-        marker._attach(value)
-    except BaseException:
-        lib.ivm_value_free(value)
-        raise
-    return value
-
-
 # --- one ArrayBuffer, kept out of the stream
 
 # The stream libivm writes for a copy whose value is one ArrayBuffer: _buf(0).
@@ -430,8 +405,6 @@ def to_value(obj: object, copy: bool, borrow: bool = False) -> Any:
         return dumps(obj)
     if copy and (t is bytes or t is bytearray):
         return buffer_value(obj, borrow)  # type: ignore[arg-type]
-    if isinstance(obj, _Marker) and _MARKER_SHORTCUT:
-        return marker_value(obj)
     if copy or isinstance(obj, _Marker):
         return dumps(obj)
     raise TransferError(

@@ -25,40 +25,7 @@
 #include "remote.h"
 #include "wrapper.h"
 
-#include <cstdlib>
-#include <cstring>
-
 namespace ivm {
-
-const std::string& LoneBufferStream() {
-  static const std::string* stream = [] {
-    auto* s = new std::string();   // never destroyed (used at exit)
-    pickle::Emitter e(*s);
-    e.Begin();
-    e.Attached(pickle::Tag::kBuf, 0);
-    e.Memoize();
-    e.End();
-    return s;
-  }();
-  return *stream;
-}
-
-namespace {
-bool EnvNotZero(const char* name) {
-  const char* env = std::getenv(name);
-  return env == nullptr || std::strcmp(env, "0") != 0;
-}
-}  // namespace
-
-bool WriteShortcut() {
-  static const bool enabled = EnvNotZero("IVM_WRITE_SHORTCUT");
-  return enabled;
-}
-
-bool ReadShortcut() {
-  static const bool enabled = EnvNotZero("IVM_READ_SHORTCUT");
-  return enabled;
-}
 
 namespace {
 

@@ -81,15 +81,6 @@ std::string TwosComplement(bool negative, const uint64_t* words, size_t count);
 inline constexpr char kAttachmentStream[] = "\x80\x05" "civm._copy\n_att\nK\x00\x85R.";
 inline constexpr size_t kAttachmentStreamLength = sizeof kAttachmentStream - 1;
 
-// The stream the general writer makes for an ArrayBuffer alone, its
-// attachment 0: `_buf(0)`, memoized. The writer writes it without its walk,
-// and the reader reads it (and kAttachmentStream) without its opcode loop,
-// unless IVM_WRITE_SHORTCUT=0 or IVM_READ_SHORTCUT=0 (read once; for
-// measuring the shortcuts against the general paths).
-const std::string& LoneBufferStream();
-bool WriteShortcut();
-bool ReadShortcut();
-
 // Whether `value` is a serialized value (a copy), which can hold attachments.
 inline bool IsSerialized(const ivm_value_t* value) {
   return value && value->kind == IVM_VALUE_SERIALIZED && value->serialized;

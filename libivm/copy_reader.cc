@@ -16,8 +16,6 @@
 #include "remote.h"
 #include "wrapper.h"
 
-#include <cstring>
-
 namespace ivm {
 namespace {
 
@@ -712,7 +710,6 @@ class Reader {
   }
 
   bool Loop(v8::Local<v8::Value>* out) {
-    if (int lone = Lone(out); lone >= 0) return lone != 0;
     uint32_t steps = 0;
     while (p_ < end_) {
       if (++steps % kStopCheckInterval == 0 &&
@@ -724,27 +721,6 @@ class Reader {
       if (!Step(c) || error_ || exception_) return false;
     }
     return false;
-  }
-  // The streams of one value that moves whole, read without the opcode loop:
-  // a marker alone (kAttachmentStream, `_att(0)`: copy_into()) and an
-  // ArrayBuffer alone (LoneBufferStream, `_buf(0)`), byte for byte, with their
-  // one attachment. The calls the loop makes for them, and their checks (the
-  // memo is left out: nothing follows to recall it). -1: another stream, for
-  // the loop; else the loop's outcome (0 or 1).
-  int Lone(v8::Local<v8::Value>* out) {
-    if (!ReadShortcut() || in_.attachments.size() != 1) return -1;
-    bool ok;
-    if (in_.stream.size() == kAttachmentStreamLength &&
-        std::memcmp(in_.stream.data(), kAttachmentStream, kAttachmentStreamLength) == 0) {
-      ok = Attached(&in_.attachments[0]);
-    } else if (in_.stream == LoneBufferStream()) {
-      ok = Buffer(&in_.attachments[0]);
-    } else {
-      return -1;
-    }
-    if (!ok || error_ || exception_) return 0;
-    p_ = end_;
-    return Stop(out) ? 1 : 0;
   }
   // STOP: the stream's value is the one entry left on the stack.
   bool Stop(v8::Local<v8::Value>* out) {
@@ -914,10 +890,7 @@ class Reader {
 ivm_error_t* Deserialize(IsolateHolder& holder, v8::Isolate* isolate,
                          v8::Local<v8::Context> context, const CallState& call,
                          const Serialized& in, v8::Local<v8::Value>* out) {
-  // (A stream with attachments calls for them: never plain JSON data.)
-  if ((in.attachments.empty() || !ReadShortcut()) && DeserializeJson(holder, isolate, context, call, in, out)) {
-    return nullptr;
-  }
+  if (DeserializeJson(holder, isolate, context, call, in, out)) return nullptr;
   Reader reader(holder, isolate, context, call, in);
   *out = v8::Local<v8::Value>();
   v8::Local<v8::Value> value;

@@ -651,54 +651,11 @@ class Writer {
 
 }  // namespace
 
-namespace {
-
-// An ArrayBuffer alone (a 64 MiB move is one): the stream the general writer
-// makes for it (LoneBufferStream) and its one attachment, with the same
-// checks, without the writer's walk. False, having done nothing, for what the
-// general writer is left to do: a buffer it refuses (over the copy size limit,
-// to be moved but not detachable, out of host memory) and names, or a call
-// being stopped.
-bool WriteLoneBuffer(IsolateHolder& holder, const CallState& call,
-                     v8::Local<v8::ArrayBuffer> buffer, const WriteOptions& options,
-                     Serialized* out) {
-  const std::string& stream = LoneBufferStream();
-  size_t length = buffer->ByteLength();
-  if (length > CopyLimit() || CopyLimit() - length < stream.size()) return false;
-  if (options.transfer_out && !buffer->IsDetachable()) return false;
-  if (!out->attachments.empty() || holder.Stopped(call) ||
-      holder.isolate()->IsExecutionTerminating()) {
-    return false;
-  }
-  Attachment a;
-  if (options.transfer_out) {
-    a.kind = Attachment::kBuffer;
-    a.store = buffer->GetBackingStore();
-    a.moved = true;
-  } else if (!Attachment::CopyOf(length ? buffer->GetBackingStore()->Data() : nullptr, length,
-                                 &a)) {
-    return false;   // the general writer's refusal: out of host memory
-  }
-  out->stream = stream;
-  out->Attach(std::move(a));
-  if (options.transfer_out) {
-    holder.MoveOutBuffer(buffer->GetBackingStore());   // its budget goes with it
-    buffer->Detach();
-  }
-  return true;
-}
-
-}  // namespace
-
 ivm_error_t* Serialize(IsolateHolder& holder, v8::Isolate* isolate,
                        v8::Local<v8::Context> context, const CallState& call,
                        v8::Local<v8::Value> value, const WriteOptions& options,
                        Serialized* out, bool* threw) {
   *threw = false;
-  if (WriteShortcut() && value->IsArrayBuffer() &&
-      WriteLoneBuffer(holder, call, value.As<v8::ArrayBuffer>(), options, out)) {
-    return nullptr;
-  }
   if (!options.transfer_out && FastSerialize(holder, isolate, context, call, value, out, threw)) {
     return nullptr;
   }
