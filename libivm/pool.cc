@@ -57,8 +57,9 @@ struct State {
 // sleeping thread costs tens of microseconds on a VM, more than most jobs.
 constexpr int64_t kSpinNs = 50 * 1000;
 // IVM_POOL_SPIN_NS overrides it (read once; 0: sleep at once). ivm-worker sets
-// 0: there the next job comes a whole round trip through the host later, so
-// the poll burnt more CPU (about half the worker's) than the wake-up it saved.
+// 0 (unless the host's IVM_WORKER_POOL_SPIN_NS says otherwise): there the next
+// job comes a whole round trip through the host later, so the poll burnt more
+// CPU (about half the worker's) than the wake-up it saved.
 int64_t SpinNs() {
   static const int64_t spin = [] {
     const char* env = getenv("IVM_POOL_SPIN_NS");

@@ -43,8 +43,10 @@ int main(int argc, char** argv) {
     memset(argv[1], 0, strlen(argv[1]));   // ps shows a worker, not a zygote
   }
   signal(SIGPIPE, SIG_IGN);
-  // libivm's pool threads sleep as soon as they are idle (pool.cc, SpinNs).
-  setenv("IVM_POOL_SPIN_NS", "0", 1);
+  // libivm's pool threads sleep as soon as they are idle (pool.cc, SpinNs),
+  // unless the host's IVM_WORKER_POOL_SPIN_NS (inherited) says otherwise.
+  const char* pool_spin = getenv("IVM_WORKER_POOL_SPIN_NS");
+  setenv("IVM_POOL_SPIN_NS", pool_spin != nullptr && *pool_spin != '\0' ? pool_spin : "0", 1);
 #ifdef IVM_WORKER_TEST_HOOKS
   // Test builds only: a worker that never finishes starting.
   if (getenv("IVM_WORKER_TEST_HANG") != nullptr) {
