@@ -470,18 +470,37 @@ def test_sync_callers_of_one_worker_on_many_threads() -> None:
 
 
 @pytest.mark.parametrize("spin", ["0", "1", "40", "10000", "junk", "-5"])
-def test_sync_waits_spin_or_sleep_alike(spin: str, monkeypatch: pytest.MonkeyPatch,
-                                        run_child: Callable[..., Any]) -> None:
+def test_waits_spin_or_sleep_alike(spin: str, monkeypatch: pytest.MonkeyPatch,
+                                   run_child: Callable[..., Any]) -> None:
     """IVM_WORKER_SPIN_US (worker_io.cc: a synchronous caller polls its channel before it
-    sleeps, and stops polling for a while after misses) and IVM_WORKER_POOL_SPIN_NS (the
-    worker's pool threads) change no outcome: fast and slow calls in turns (so the adaptive
-    poll turns off and back on), host callbacks, errors, and a worker killed mid-wait."""
+    sleeps, and stops polling for a while after misses), IVM_WORKER_READ_SPIN_US (the
+    worker's reader, likewise) and IVM_WORKER_POOL_SPIN_NS (the worker's pool threads)
+    change no outcome: bursts of awaited calls over two workers, fast and slow synchronous
+    calls in turns (so the adaptive polls turn off and back on), host callbacks, errors, and
+    a worker killed mid-wait."""
     monkeypatch.setenv("IVM_WORKER_SPIN_US", spin)
+    monkeypatch.setenv("IVM_WORKER_READ_SPIN_US", spin)
     monkeypatch.setenv("IVM_WORKER_POOL_SPIN_NS", "50000" if spin == "40" else spin)
     proc = run_child("""
-        import os, signal, threading, ivm
+        import os, signal, threading, anyio, ivm
         iso = ivm.Isolate(process="isolated")
         ctx = iso.create_context_sync()
+        iso2 = ivm.Isolate(process="isolated")
+        ctx2 = iso2.create_context_sync()
+
+        async def burst(n):
+            slow = "{ const t = Date.now(); while (Date.now() - t < 1) {} } 0"
+            got = [None] * n
+
+            async def one(i):
+                got[i] = await (ctx, ctx2)[i % 2].eval(f"{i} * 2" if i % 50 else slow)
+            async with anyio.create_task_group() as tg:
+                for i in range(n):
+                    tg.start_soon(one, i)
+            assert got == [i * 2 if i % 50 else 0 for i in range(n)], got
+        for backend in ("asyncio", "trio", "asyncio"):
+            anyio.run(burst, 400, backend=backend)
+        iso2.dispose()
         slow = "{ const t = Date.now(); while (Date.now() - t < 2) {} } 7"
         for round in range(3):
             for i in range(150):
