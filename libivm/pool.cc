@@ -22,6 +22,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <deque>
+#include <sched.h>
+#include <string.h>
 
 namespace ivm {
 
@@ -57,8 +59,10 @@ struct State {
 // sleeping thread costs tens of microseconds on a VM, more than most jobs.
 constexpr int64_t kSpinNs = 50 * 1000;
 // IVM_POOL_SPIN_NS overrides it (read once; 0: sleep at once). ivm-worker sets
-// 0: there the next job comes a whole round trip through the host later, so
-// the poll burnt more CPU (about half the worker's) than the wake-up it saved.
+// 30 us (or the host's IVM_WORKER_POOL_SPIN_NS) with IVM_POOL_SPIN_YIELD: there
+// a pausing poll burnt more CPU (about half the worker's) than the wake-up it
+// saved, as the next job comes a round trip through the host later; a
+// yielding one saved the wake-up without taking the core from that trip.
 int64_t SpinNs() {
   static const int64_t spin = [] {
     const char* env = getenv("IVM_POOL_SPIN_NS");
@@ -68,6 +72,16 @@ int64_t SpinNs() {
     return (*end == '\0' && v >= 0 && v <= 10 * 1000 * 1000) ? static_cast<int64_t>(v) : kSpinNs;
   }();
   return spin;
+}
+// IVM_POOL_SPIN_YIELD=1: the poll yields the core between checks
+// (sched_yield) instead of pausing; ivm-worker's choice, where few cores are
+// shared by the host and its workers.
+bool SpinYields() {
+  static const bool yields = [] {
+    const char* env = getenv("IVM_POOL_SPIN_YIELD");
+    return env != nullptr && strcmp(env, "1") == 0;
+  }();
+  return yields;
 }
 constexpr int kExtraThreads = 1;   // base threads = cores + 1
 constexpr int kGrowthFactor = 8;   // at most 8 x base threads
@@ -119,7 +133,11 @@ bool WaitForWork(State& s, std::unique_lock<std::mutex>& lock,
       lock.unlock();
       int64_t until = MonotonicNs() + SpinNs();
       while (s.ready_count.load(std::memory_order_acquire) == 0 && MonotonicNs() < until) {
-        CpuRelax();
+        if (SpinYields()) {
+          sched_yield();
+        } else {
+          CpuRelax();
+        }
       }
       lock.lock();
       s.spinning = false;

@@ -23,6 +23,7 @@ ivm_error_t* Sync(RemoteIsolate& iso, uint64_t id, const std::string& frame, uin
       [&worker, id] { worker.Post(wire::Writer(wire::kCancel, id).Finish()); });
   // Made by a host callback of this isolate's JavaScript: run by that JavaScript's thread.
   std::string sent = NestIfInCallback(iso, frame);
+  wire::MarkSyncCall(sent);   // the worker's reader need not poll for the next frame
   ivm_error_t* call_error = worker.Call(id, sent, timeout_ns, &reply, fds);
   interrupt::LeaveCall(token);
   if (call_error) return call_error;

@@ -53,7 +53,8 @@ bool DecodeHeader(const uint8_t in[kHeaderSize], Header* out, std::string* why) 
     *why = "unknown frame kind " + std::to_string(h.kind);
     return false;
   }
-  if ((h.flags & ~kFlagFdCountMask) != 0) {
+  uint16_t known = kFlagFdCountMask | (h.kind == kCall ? kFlagSyncCall : 0);
+  if ((h.flags & ~known) != 0) {
     *why = "reserved flag bits set in a " + std::string(KindName(h.kind)) + " frame";
     return false;
   }

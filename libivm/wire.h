@@ -28,9 +28,12 @@ constexpr size_t kHeaderSize = 16;
 constexpr uint32_t kMaxPayload = 16u << 20;
 // The most descriptors one frame may carry (SCM_RIGHTS).
 constexpr uint32_t kMaxFds = 16;
-// flags: bits 0-4 are the number of descriptors the frame carries; the other
-// bits are reserved and must be zero.
+// flags: bits 0-4 are the number of descriptors the frame carries; bit 5
+// (CALL only) says the host waits for its answer synchronously, a hint for
+// the worker's reader (worker_server.cc); the other bits are reserved and
+// must be zero.
 constexpr uint16_t kFlagFdCountMask = 0x1f;
+constexpr uint16_t kFlagSyncCall = 0x20;
 // The worker's channel to the host is this descriptor.
 constexpr int kChannelFd = 3;
 
@@ -175,6 +178,7 @@ struct Header {
   uint64_t id = 0;
 
   uint32_t fd_count() const { return flags & kFlagFdCountMask; }
+  bool sync_call() const { return (flags & kFlagSyncCall) != 0; }
 };
 
 void EncodeHeader(const Header& header, uint8_t out[kHeaderSize]);
@@ -248,6 +252,8 @@ struct Frame {
 
 // The number of descriptors an encoded frame's header claims.
 uint32_t FdCountOf(const std::string& frame);
+// Sets kFlagSyncCall in an encoded CALL frame's header (other frames: unchanged).
+void MarkSyncCall(std::string& frame);
 // sendmsg() of the first bytes of `frame` with `fds` attached (all of them or
 // none); returns what sendmsg returns. The rest is sent as usual.
 long SendWithFds(int sock, const std::string& frame, const Fds& fds, int flags);

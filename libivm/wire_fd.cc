@@ -27,6 +27,11 @@ uint32_t FdCountOf(const std::string& frame) {
   return flags & kFlagFdCountMask;
 }
 
+void MarkSyncCall(std::string& frame) {
+  if (frame.size() < kHeaderSize || frame[4] != static_cast<char>(kCall) || frame[5] != 0) return;
+  frame[6] = static_cast<char>(static_cast<uint8_t>(frame[6]) | kFlagSyncCall);
+}
+
 long SendWithFds(int sock, const std::string& frame, const Fds& fds, int flags) {
   iovec iov = {const_cast<char*>(frame.data()), frame.size()};
   msghdr msg{};

@@ -43,8 +43,13 @@ int main(int argc, char** argv) {
     memset(argv[1], 0, strlen(argv[1]));   // ps shows a worker, not a zygote
   }
   signal(SIGPIPE, SIG_IGN);
-  // libivm's pool threads sleep as soon as they are idle (pool.cc, SpinNs).
-  setenv("IVM_POOL_SPIN_NS", "0", 1);
+  // libivm's idle pool threads poll for work 30 us (pool.cc, SpinNs), or what
+  // the host's IVM_WORKER_POOL_SPIN_NS (inherited) says, yielding the core
+  // between checks: the host and its workers share few cores, and a poll that
+  // pauses instead kept a core from the thread that would bring the work.
+  const char* pool_spin = getenv("IVM_WORKER_POOL_SPIN_NS");
+  setenv("IVM_POOL_SPIN_NS", pool_spin != nullptr && *pool_spin != '\0' ? pool_spin : "30000", 1);
+  setenv("IVM_POOL_SPIN_YIELD", "1", 1);
 #ifdef IVM_WORKER_TEST_HOOKS
   // Test builds only: a worker that never finishes starting.
   if (getenv("IVM_WORKER_TEST_HANG") != nullptr) {

@@ -179,6 +179,10 @@ class WorkerProcess : public std::enable_shared_from_this<WorkerProcess> {
   // channel given back to the I/O thread and `lock` held again.
   bool CanReadHereLocked() const;
   void ReadHere(Waiter& waiter, std::unique_lock<std::mutex>& lock);
+  // ReadHere's blocking read first polls the channel for a short while
+  // (IVM_WORKER_SPIN_US), unless recent polls kept missing; true when input
+  // (or its end) came meanwhile. Under read_mu_.
+  bool SpinForInput();
   // I/O thread: the REPLYs of asynchronous calls that a caller thread read
   // (their functions run here, as for any REPLY).
   void RunHandoff();
@@ -243,6 +247,8 @@ class WorkerProcess : public std::enable_shared_from_this<WorkerProcess> {
   wire::FrameBuffer in_;
   wire::Fds in_fds_;   // received, not yet claimed by a frame
   bool channel_bad_ = false;
+  int spin_misses_ = 0;   // SpinForInput's polls in a row that missed
+  int spin_pause_ = 0;    // its waits left that sleep at once
   std::string stderr_tail_;
   bool finished_ = false;
 };

@@ -16,9 +16,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <thread>
@@ -31,6 +34,66 @@
 
 namespace ivm::worker {
 
+namespace {
+
+// How long the reader polls the channel, yielding its core between checks,
+// before it sleeps in recv(): while the host sends a burst of calls (awaited
+// calls over several workers), the next frame comes within microseconds, and
+// a reader that slept must be woken by the host's send (a thread wake-up,
+// paid by the host's event loop, per frame). IVM_WORKER_READ_SPIN_US
+// (inherited from the host; read once; 0: sleep at once; at most 10000).
+constexpr long kReadSpinUs = 10;
+long ReadSpinNs() {
+  static const long spin = [] {
+    const char* env = getenv("IVM_WORKER_READ_SPIN_US");
+    if (env == nullptr || *env == '\0') return kReadSpinUs * 1000;
+    char* end = nullptr;
+    long v = strtol(env, &end, 10);
+    return (*end == '\0' && v >= 0 && v <= 10000) ? v * 1000 : kReadSpinUs * 1000;
+  }();
+  return spin;
+}
+// Even a poll that misses helps the host's next send: a worker thread that
+// sleeps must be woken, and a vCPU gone idle woken with it. Adaptive: after
+// kSpinMisses polls in a row that missed, the next kSpinPause reads sleep at
+// once. Never after a synchronous CALL (wire::kFlagSyncCall): its caller's
+// next call comes a whole round trip later, and the poll would only take a
+// core from the thread that runs this one.
+constexpr int kSpinMisses = 4;
+constexpr int kSpinPause = 64;
+
+long NowNs() {
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+}  // namespace
+
+bool Channel::SpinForInput() {
+  long spin = ReadSpinNs();
+  if (spin == 0 || after_sync_call_) return false;
+  if (spin_pause_ > 0) {
+    --spin_pause_;
+    return false;
+  }
+  long until = NowNs() + spin;
+  for (;;) {
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, 0) > 0) {   // input, an end or an error: the read sees which
+      spin_misses_ = 0;
+      return true;
+    }
+    if (NowNs() >= until) break;
+    sched_yield();
+  }
+  if (++spin_misses_ >= kSpinMisses) {
+    spin_misses_ = 0;
+    spin_pause_ = kSpinPause;
+  }
+  return false;
+}
+
 bool Channel::Read(wire::Frame* out) {
   char buf[64 * 1024];
   for (;;) {
@@ -42,13 +105,19 @@ bool Channel::Read(wire::Frame* out) {
         if (count > in_fds_.size()) return false;
         out->fds.assign(in_fds_.begin(), in_fds_.begin() + count);
         in_fds_.erase(in_fds_.begin(), in_fds_.begin() + count);
+        after_sync_call_ = out->header.kind == wire::kCall && out->header.sync_call();
         return true;
       }
       case wire::FrameBuffer::kBad: return false;
       case wire::FrameBuffer::kNeedMore: break;
     }
     bool truncated = false;
-    ssize_t n = wire::RecvWithFds(fd_, buf, sizeof buf, 0, &in_fds_, &truncated);
+    bool ready = SpinForInput();
+    ssize_t n = wire::RecvWithFds(fd_, buf, sizeof buf, ready ? MSG_DONTWAIT : 0, &in_fds_,
+                                  &truncated);
+    if (ready && n < 0 && errno == EAGAIN) {
+      n = wire::RecvWithFds(fd_, buf, sizeof buf, 0, &in_fds_, &truncated);
+    }
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0 || truncated || in_fds_.size() > 2 * wire::kMaxFds) return false;
     in_.Append(buf, static_cast<size_t>(n));

@@ -28,7 +28,14 @@ class Channel {
   bool Send(const std::string& bytes, const wire::Fds& fds = wire::Fds());
 
  private:
+  // Polls the channel for a short while before Read sleeps (worker_server.cc);
+  // true when input (or its end) came meanwhile.
+  bool SpinForInput();
+
   int fd_;
+  bool after_sync_call_ = false;   // the last frame read was a synchronous CALL
+  int spin_misses_ = 0;            // SpinForInput's polls in a row that missed
+  int spin_pause_ = 0;             // reads left that sleep at once
   std::mutex send_mu_;
   wire::FrameBuffer in_;
   wire::Fds in_fds_;   // received with the bytes, until their frame claims them

@@ -29,7 +29,7 @@ HOOK_ABORT = lib.IVM_DEBUG_HOOK_ABORT
 HOOK_EVAL = lib.IVM_DEBUG_HOOK_EVAL
 
 # Frame kinds and limits of docs/wire-protocol.md.
-PONG, REPLY, HELLO = 8, 3, 1
+PONG, REPLY, HELLO, CALL = 8, 3, 1, 2
 MAX_PAYLOAD = 16 << 20
 
 
@@ -166,6 +166,8 @@ def test_stderr_tail_is_in_the_cause(wait_until: Callable[..., bool]) -> None:
     (frame(HELLO, b"IVMW"), "second HELLO"),
     (frame(REPLY, b"\x01", id=1), "unexpected REPLY"),
     (frame(PONG, flags=1 << 7), "reserved flag"),
+    (frame(PONG, flags=1 << 5), "reserved flag"),  # the sync-call hint is for CALLs only
+    (frame(CALL, flags=1 << 5, id=1), "which workers never send"),
     (frame(PONG, flags=1), "descriptors"),
     (struct.pack("<IHHQ", MAX_PAYLOAD + 1, PONG, 0, 0), "exceeds the limit"),
 ])

@@ -467,3 +467,62 @@ def test_sync_callers_of_one_worker_on_many_threads() -> None:
             t.join(60)
         assert errors == []
         assert not any(t.is_alive() for t in threads)
+
+
+@pytest.mark.parametrize("spin", ["0", "1", "40", "10000", "junk", "-5"])
+def test_waits_spin_or_sleep_alike(spin: str, monkeypatch: pytest.MonkeyPatch,
+                                   run_child: Callable[..., Any]) -> None:
+    """IVM_WORKER_SPIN_US (worker_io.cc: a synchronous caller polls its channel before it
+    sleeps, and stops polling for a while after misses), IVM_WORKER_READ_SPIN_US (the
+    worker's reader, likewise) and IVM_WORKER_POOL_SPIN_NS (the worker's pool threads)
+    change no outcome: bursts of awaited calls over two workers, fast and slow synchronous
+    calls in turns (so the adaptive polls turn off and back on), host callbacks, errors, and
+    a worker killed mid-wait."""
+    monkeypatch.setenv("IVM_WORKER_SPIN_US", spin)
+    monkeypatch.setenv("IVM_WORKER_READ_SPIN_US", spin)
+    monkeypatch.setenv("IVM_WORKER_POOL_SPIN_NS", "50000" if spin == "40" else spin)
+    proc = run_child("""
+        import os, signal, threading, anyio, ivm
+        iso = ivm.Isolate(process="isolated")
+        ctx = iso.create_context_sync()
+        iso2 = ivm.Isolate(process="isolated")
+        ctx2 = iso2.create_context_sync()
+
+        async def burst(n):
+            slow = "{ const t = Date.now(); while (Date.now() - t < 1) {} } 0"
+            got = [None] * n
+
+            async def one(i):
+                got[i] = await (ctx, ctx2)[i % 2].eval(f"{i} * 2" if i % 50 else slow)
+            async with anyio.create_task_group() as tg:
+                for i in range(n):
+                    tg.start_soon(one, i)
+            assert got == [i * 2 if i % 50 else 0 for i in range(n)], got
+        for backend in ("asyncio", "trio", "asyncio"):
+            anyio.run(burst, 400, backend=backend)
+        iso2.dispose()
+        slow = "{ const t = Date.now(); while (Date.now() - t < 2) {} } 7"
+        for round in range(3):
+            for i in range(150):
+                assert ctx.eval_sync(f"{i} + 1") == i + 1
+            for _ in range(6):
+                assert ctx.eval_sync(slow) == 7
+        ctx.eval_closure_sync("globalThis.twice = $0", [ivm.Callback(lambda x: x * 2)])
+        assert ctx.eval_sync("twice(21) + twice(0)") == 42
+        try:
+            ctx.eval_sync("throw new RangeError('no')")
+        except ivm.JSError as exc:
+            assert "RangeError: no" in str(exc)
+        else:
+            raise AssertionError("no error")
+        threading.Timer(0.3, os.kill, (iso.pid, signal.SIGKILL)).start()
+        try:
+            ctx.eval_sync("for (;;) {}")
+        except ivm.IsolateCrashedError as exc:
+            assert "SIGKILL" in str(exc)
+        else:
+            raise AssertionError("no crash")
+        iso.dispose()
+        print("ok")
+        """)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
