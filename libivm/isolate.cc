@@ -308,12 +308,36 @@ struct BufferOwner {
   std::shared_ptr<v8::BackingStore> adopted;               // AdoptBuffer's source
   size_t length = 0;
   bool hidden = false;   // kept out of V8's external-memory count (AdoptBuffer)
+  const v8::BackingStore* wrapper = nullptr;   // the store AdoptBuffer made with it
 };
+
+// The stores AdoptBuffer made, live, with their owners. A store that moves on
+// is adopted again; the new wrapper then holds the first source (the owner's
+// `adopted`), not the wrapper it came in: a buffer moved back and forth a
+// hundred thousand times would otherwise end as a chain of wrappers whose
+// frees call one another, deep enough to overflow the freeing thread's stack.
+std::mutex adopted_mutex;
+std::unordered_map<const v8::BackingStore*, BufferOwner*>& Adopted() {
+  static auto* map = new std::unordered_map<const v8::BackingStore*, BufferOwner*>();
+  return *map;   // never destroyed: stores may be freed at exit
+}
+
+// The store behind `store` when AdoptBuffer made it, else `store` itself.
+std::shared_ptr<v8::BackingStore> Innermost(std::shared_ptr<v8::BackingStore> store) {
+  std::lock_guard<std::mutex> lock(adopted_mutex);
+  auto it = Adopted().find(store.get());
+  // (The caller's reference keeps the wrapper, and so its owner, alive.)
+  return it == Adopted().end() ? std::move(store) : it->second->adopted;
+}
 
 }  // namespace
 
 void IsolateHolder::UnreserveOwner(void* data, size_t, void* arg) {
   auto* o = static_cast<BufferOwner*>(arg);
+  if (o->wrapper != nullptr) {
+    std::lock_guard<std::mutex> lock(adopted_mutex);
+    Adopted().erase(o->wrapper);
+  }
   auto* allocator = static_cast<Allocator*>(o->allocator.get());
   allocator->Uncharge(data, o->length);
   if (o->hidden) allocator->HiddenFreed(o->length);
@@ -359,9 +383,16 @@ v8::MaybeLocal<v8::ArrayBuffer> IsolateHolder::AdoptBuffer(
     if (!allocator_->Reserve(length)) return {};
   }
   void* data = store->Data();
-  auto* owner = new BufferOwner{allocator_, std::move(store), length, /*hidden=*/true};
+  // The wrapper `store` may be (an earlier adoption) is dropped when the
+  // caller drops it: its free gives its own isolate's charge back, as before.
+  auto* owner = new BufferOwner{allocator_, Innermost(std::move(store)), length, /*hidden=*/true};
   std::shared_ptr<v8::BackingStore> adopted =
       v8::ArrayBuffer::NewBackingStore(data, length, UnreserveOwner, owner);
+  {
+    std::lock_guard<std::mutex> lock(adopted_mutex);
+    owner->wrapper = adopted.get();
+    Adopted().emplace(adopted.get(), owner);
+  }
   // V8 adds `length` to its external-memory count as the ArrayBuffer takes
   // the store (and takes it off when it frees the store): offset here first,
   // so the count never crosses its limit for it; given back once freed
