@@ -311,23 +311,18 @@ struct BufferOwner {
   const v8::BackingStore* wrapper = nullptr;   // the store AdoptBuffer made with it
 };
 
-// The stores AdoptBuffer made, live, with their owners. A store that moves on
-// is adopted again; the new wrapper then holds the first source (the owner's
-// `adopted`), not the wrapper it came in: a buffer moved back and forth a
-// hundred thousand times would otherwise end as a chain of wrappers whose
-// frees call one another, deep enough to overflow the freeing thread's stack.
+// The live stores AdoptBuffer made, with their owners: a store that moves on is
+// adopted as its first source (Innermost), so a buffer moved back and forth
+// 100,000 times is not a chain of wrappers whose frees call one another (a
+// stack overflow). Never destroyed: stores may be freed at exit.
 std::mutex adopted_mutex;
-std::unordered_map<const v8::BackingStore*, BufferOwner*>& Adopted() {
-  static auto* map = new std::unordered_map<const v8::BackingStore*, BufferOwner*>();
-  return *map;   // never destroyed: stores may be freed at exit
-}
+auto& adopted_stores = *new std::unordered_map<const v8::BackingStore*, BufferOwner*>();
 
-// The store behind `store` when AdoptBuffer made it, else `store` itself.
+// The source of `store` if AdoptBuffer made it (alive: the caller holds it).
 std::shared_ptr<v8::BackingStore> Innermost(std::shared_ptr<v8::BackingStore> store) {
   std::lock_guard<std::mutex> lock(adopted_mutex);
-  auto it = Adopted().find(store.get());
-  // (The caller's reference keeps the wrapper, and so its owner, alive.)
-  return it == Adopted().end() ? std::move(store) : it->second->adopted;
+  auto it = adopted_stores.find(store.get());
+  return it == adopted_stores.end() ? std::move(store) : it->second->adopted;
 }
 
 }  // namespace
@@ -336,7 +331,7 @@ void IsolateHolder::UnreserveOwner(void* data, size_t, void* arg) {
   auto* o = static_cast<BufferOwner*>(arg);
   if (o->wrapper != nullptr) {
     std::lock_guard<std::mutex> lock(adopted_mutex);
-    Adopted().erase(o->wrapper);
+    adopted_stores.erase(o->wrapper);
   }
   auto* allocator = static_cast<Allocator*>(o->allocator.get());
   allocator->Uncharge(data, o->length);
@@ -383,15 +378,15 @@ v8::MaybeLocal<v8::ArrayBuffer> IsolateHolder::AdoptBuffer(
     if (!allocator_->Reserve(length)) return {};
   }
   void* data = store->Data();
-  // The wrapper `store` may be (an earlier adoption) is dropped when the
-  // caller drops it: its free gives its own isolate's charge back, as before.
+  // (A wrapper `store` may be is freed when the caller drops it: its free
+  // gives its own isolate's charge back, as before.)
   auto* owner = new BufferOwner{allocator_, Innermost(std::move(store)), length, /*hidden=*/true};
   std::shared_ptr<v8::BackingStore> adopted =
       v8::ArrayBuffer::NewBackingStore(data, length, UnreserveOwner, owner);
   {
     std::lock_guard<std::mutex> lock(adopted_mutex);
     owner->wrapper = adopted.get();
-    Adopted().emplace(adopted.get(), owner);
+    adopted_stores.emplace(adopted.get(), owner);
   }
   // V8 adds `length` to its external-memory count as the ArrayBuffer takes
   // the store (and takes it off when it frees the store): offset here first,
