@@ -483,11 +483,13 @@ async def test_rss_stays_flat_under_mixed_async_churn() -> None:
         for i in range(200):
             await _mixed_async(i, peer)
         base = await settled(200)
-        for i in range(350, 1700):
+        for i in range(350, 3200):
             await _mixed_async(i, peer)
-        growth = await settled(1700) - base
-    # (measured: 0.05-0.25 MB; 0.9-1.8 MB before the fix)
-    assert growth <= 0.5, f"RSS grew by {growth:.2f} MB over 1,500 mixed async isolate cycles"
+        growth = await settled(3200) - base
+    # (measured over 1,500 cycles: 0.05-0.25 MB on one machine, up to 0.7 on another with a
+    # single reading at each end; 0.9-1.8 MB before the fix. 3,000 cycles against twice the
+    # bound: the same rate, and twice the leak against the same swing.)
+    assert growth <= 1.0, f"RSS grew by {growth:.2f} MB over 3,000 mixed async isolate cycles"
 
 
 def test_rss_stays_flat_under_context_churn_in_one_isolate() -> None:
