@@ -311,10 +311,8 @@ struct BufferOwner {
   const v8::BackingStore* wrapper = nullptr;   // the store AdoptBuffer made with it
 };
 
-// The live stores AdoptBuffer made, with their owners: a store that moves on is
-// adopted as its first source (Innermost), so a buffer moved back and forth
-// 100,000 times is not a chain of wrappers whose frees call one another (a
-// stack overflow). Never destroyed: stores may be freed at exit.
+// AdoptBuffer's live stores: a store that moves on is adopted as its source (no
+// chain of wrappers whose frees recurse). Never destroyed (frees at exit).
 std::mutex adopted_mutex;
 auto& adopted_stores = *new std::unordered_map<const v8::BackingStore*, BufferOwner*>();
 
@@ -331,7 +329,8 @@ void IsolateHolder::UnreserveOwner(void* data, size_t, void* arg) {
   auto* o = static_cast<BufferOwner*>(arg);
   if (o->wrapper != nullptr) {
     std::lock_guard<std::mutex> lock(adopted_mutex);
-    adopted_stores.erase(o->wrapper);
+    auto it = adopted_stores.find(o->wrapper);
+    if (it != adopted_stores.end() && it->second == o) adopted_stores.erase(it);
   }
   auto* allocator = static_cast<Allocator*>(o->allocator.get());
   allocator->Uncharge(data, o->length);
@@ -369,6 +368,8 @@ std::shared_ptr<v8::BackingStore> IsolateHolder::NewBuffer(const void* data, siz
 v8::MaybeLocal<v8::ArrayBuffer> IsolateHolder::AdoptBuffer(
     std::shared_ptr<v8::BackingStore> store) {
   size_t length = store->ByteLength();
+  // (V8 never calls the deleter of a store without data: such a wrapper would stay registered.)
+  if (length == 0 || store->Data() == nullptr) return v8::ArrayBuffer::New(isolate_, 0);
   RestoreHiddenFreed();
   if (!allocator_->Reserve(length)) {
     // Unreachable buffers (earlier moves among them) may hold the budget:
@@ -378,15 +379,14 @@ v8::MaybeLocal<v8::ArrayBuffer> IsolateHolder::AdoptBuffer(
     if (!allocator_->Reserve(length)) return {};
   }
   void* data = store->Data();
-  // (A wrapper `store` may be is freed when the caller drops it: its free
-  // gives its own isolate's charge back, as before.)
+  // (A wrapper `store` is freed when the caller drops it: its isolate's charge goes back.)
   auto* owner = new BufferOwner{allocator_, Innermost(std::move(store)), length, /*hidden=*/true};
   std::shared_ptr<v8::BackingStore> adopted =
       v8::ArrayBuffer::NewBackingStore(data, length, UnreserveOwner, owner);
   {
     std::lock_guard<std::mutex> lock(adopted_mutex);
     owner->wrapper = adopted.get();
-    adopted_stores.emplace(adopted.get(), owner);
+    adopted_stores.insert_or_assign(adopted.get(), owner);
   }
   // V8 adds `length` to its external-memory count as the ArrayBuffer takes
   // the store (and takes it off when it frees the store): offset here first,

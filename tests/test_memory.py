@@ -764,3 +764,30 @@ def test_a_buffer_moved_back_and_forth_200_000_times_frees_without_deep_recursio
     )
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert proc.stdout.split() == ["value", "9", "freed"]
+
+
+def test_empty_and_detached_buffers_move_and_real_moves_keep_their_bytes() -> None:
+    """A moved empty (or already detached) ArrayBuffer arrives as an empty one, with no
+    wrapper: V8 never calls the deleter of a store without data, so a wrapper for it stayed
+    in the adopted-store registry after its free, and a later store at the same address
+    would have been taken for it. Real moves between them keep their own bytes."""
+    a, b = ivm.Isolate(memory_limit=32), ivm.Isolate(memory_limit=32)
+    try:
+        ca, cb = a.create_context_sync(), b.create_context_sync()
+        ca.eval_sync("globalThis.gone = new ArrayBuffer(8); 0")
+        ca.eval_sync("gone", external_copy=True, transfer_out=True).release()  # detaches it
+        assert ca.eval_sync("gone.byteLength") == 0
+        for i in range(300):
+            empty = ca.eval_sync("new ArrayBuffer(0)" if i % 2 else "gone",
+                                 external_copy=True, transfer_out=True)
+            cb.global_.set_sync("e", empty.copy_into(release=True, transfer_in=True))
+            assert cb.eval_sync("e.byteLength") == 0
+            full = ca.eval_sync(f"new Uint8Array(64).fill({i % 250 + 1}).buffer",
+                                external_copy=True, transfer_out=True)
+            cb.global_.set_sync("f", full.copy_into(release=True, transfer_in=True))
+            ca.eval_sync("for (let k = 0; k < 20; k++) new Uint8Array(64).fill(255); 0")
+            assert cb.eval_sync(f"new Uint8Array(f).every(x => x === {i % 250 + 1})")
+        assert cb.eval_sync("e = f = null; 0") == 0
+    finally:
+        a.dispose()
+        b.dispose()
