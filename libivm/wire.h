@@ -254,6 +254,23 @@ struct Frame {
 uint32_t FdCountOf(const std::string& frame);
 // Sets kFlagSyncCall in an encoded CALL frame's header (other frames: unchanged).
 void MarkSyncCall(std::string& frame);
+
+// A short poll of a channel before its reader sleeps (the host's caller that
+// reads its own REPLY, the worker's reader; docs/process.md): Wait polls `fd`
+// for up to `spin_ns`, yielding the core (sched_yield) between checks, and is
+// true when input, its end or an error came. Adaptive: after 4 polls in a row
+// that missed, the next 64 Waits are false at once. One reader at a time.
+class InputPoll {
+ public:
+  bool Wait(int fd, int64_t spin_ns);
+
+ private:
+  int misses_ = 0;   // polls in a row that missed
+  int pause_ = 0;    // Waits left that return false at once
+};
+// The microseconds the environment variable `name` gives (0 to 10000), in
+// nanoseconds; `default_us` when it is unset or not such a number.
+int64_t SpinFromEnv(const char* name, int64_t default_us);
 // sendmsg() of the first bytes of `frame` with `fds` attached (all of them or
 // none); returns what sendmsg returns. The rest is sent as usual.
 long SendWithFds(int sock, const std::string& frame, const Fds& fds, int flags);

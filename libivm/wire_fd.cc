@@ -6,6 +6,10 @@
 #include "wire.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -30,6 +34,41 @@ uint32_t FdCountOf(const std::string& frame) {
 void MarkSyncCall(std::string& frame) {
   if (frame.size() < kHeaderSize || frame[4] != static_cast<char>(kCall) || frame[5] != 0) return;
   frame[6] = static_cast<char>(static_cast<uint8_t>(frame[6]) | kFlagSyncCall);
+}
+
+bool InputPoll::Wait(int fd, int64_t spin_ns) {
+  if (spin_ns <= 0) return false;
+  if (pause_ > 0) {
+    --pause_;
+    return false;
+  }
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  int64_t until = t.tv_sec * 1000000000LL + t.tv_nsec + spin_ns;
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 0) > 0) {   // input, an end or an error: the reader sees which
+      misses_ = 0;
+      return true;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if (t.tv_sec * 1000000000LL + t.tv_nsec >= until) break;
+    sched_yield();
+  }
+  if (++misses_ >= 4) {
+    misses_ = 0;
+    pause_ = 64;
+  }
+  return false;
+}
+
+int64_t SpinFromEnv(const char* name, int64_t default_us) {
+  const char* env = getenv(name);
+  if (env == nullptr || *env == '\0') return default_us * 1000;
+  char* end = nullptr;
+  long long v = strtoll(env, &end, 10);
+  return (*end == '\0' && v >= 0 && v <= 10000) ? static_cast<int64_t>(v) * 1000
+                                                : default_us * 1000;
 }
 
 long SendWithFds(int sock, const std::string& frame, const Fds& fds, int flags) {

@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
-#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -275,54 +274,14 @@ bool WorkerProcess::ReadChannel(bool block) {
   return true;
 }
 
-namespace {
-
-// How long a caller reading its own REPLY (ReadHere) polls the channel,
-// yielding its core between checks, before it sleeps in poll(): a worker
-// answers a short call in a few tens of microseconds, and a sleeping thread's
-// wake-up costs about as much again (more on a busy VM). IVM_WORKER_SPIN_US
-// overrides it (read once; 0: sleep at once; at most 10000).
-constexpr int64_t kSpinUs = 40;
-int64_t SpinNs() {
-  static const int64_t spin = [] {
-    const char* env = getenv("IVM_WORKER_SPIN_US");
-    if (env == nullptr || *env == '\0') return kSpinUs * 1000;
-    char* end = nullptr;
-    long long v = strtoll(env, &end, 10);
-    return (*end == '\0' && v >= 0 && v <= 10000) ? static_cast<int64_t>(v) * 1000
-                                                  : kSpinUs * 1000;
-  }();
-  return spin;
-}
-// Adaptive: after kSpinMisses polls in a row that ended without input (the
-// worker runs longer calls), the next kSpinPause waits sleep at once.
-constexpr int kSpinMisses = 4;
-constexpr int kSpinPause = 64;
-
-}  // namespace
-
+// How long a caller reading its own REPLY (ReadHere) polls the channel before
+// it sleeps in poll(): a worker answers a short call in a few tens of
+// microseconds, and a sleeping thread's wake-up costs about as much again
+// (more on a busy VM). IVM_WORKER_SPIN_US overrides the 40 us (read once; 0:
+// sleep at once; at most 10000).
 bool WorkerProcess::SpinForInput() {
-  int64_t spin = SpinNs();
-  if (spin == 0) return false;
-  if (spin_pause_ > 0) {
-    --spin_pause_;
-    return false;
-  }
-  int64_t until = NowNs() + spin;
-  for (;;) {
-    pollfd p{sock_, POLLIN, 0};
-    if (poll(&p, 1, 0) > 0) {   // input, an end or an error: ReadChannel sees which
-      spin_misses_ = 0;
-      return true;
-    }
-    if (NowNs() >= until) break;
-    sched_yield();
-  }
-  if (++spin_misses_ >= kSpinMisses) {
-    spin_misses_ = 0;
-    spin_pause_ = kSpinPause;
-  }
-  return false;
+  static const int64_t spin = wire::SpinFromEnv("IVM_WORKER_SPIN_US", 40);
+  return input_poll_.Wait(sock_, spin);
 }
 
 namespace {

@@ -247,8 +247,7 @@ class WorkerProcess : public std::enable_shared_from_this<WorkerProcess> {
   wire::FrameBuffer in_;
   wire::Fds in_fds_;   // received, not yet claimed by a frame
   bool channel_bad_ = false;
-  int spin_misses_ = 0;   // SpinForInput's polls in a row that missed
-  int spin_pause_ = 0;    // its waits left that sleep at once
+  wire::InputPoll input_poll_;   // SpinForInput's
   std::string stderr_tail_;
   bool finished_ = false;
 };

@@ -16,12 +16,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
-#include <poll.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <thread>
@@ -34,64 +31,19 @@
 
 namespace ivm::worker {
 
-namespace {
-
-// How long the reader polls the channel, yielding its core between checks,
-// before it sleeps in recv(): while the host sends a burst of calls (awaited
-// calls over several workers), the next frame comes within microseconds, and
-// a reader that slept must be woken by the host's send (a thread wake-up,
-// paid by the host's event loop, per frame). IVM_WORKER_READ_SPIN_US
-// (inherited from the host; read once; 0: sleep at once; at most 10000).
-constexpr long kReadSpinUs = 10;
-long ReadSpinNs() {
-  static const long spin = [] {
-    const char* env = getenv("IVM_WORKER_READ_SPIN_US");
-    if (env == nullptr || *env == '\0') return kReadSpinUs * 1000;
-    char* end = nullptr;
-    long v = strtol(env, &end, 10);
-    return (*end == '\0' && v >= 0 && v <= 10000) ? v * 1000 : kReadSpinUs * 1000;
-  }();
-  return spin;
-}
-// Even a poll that misses helps the host's next send: a worker thread that
-// sleeps must be woken, and a vCPU gone idle woken with it. Adaptive: after
-// kSpinMisses polls in a row that missed, the next kSpinPause reads sleep at
-// once. Never after a synchronous CALL (wire::kFlagSyncCall): its caller's
-// next call comes a whole round trip later, and the poll would only take a
-// core from the thread that runs this one.
-constexpr int kSpinMisses = 4;
-constexpr int kSpinPause = 64;
-
-long NowNs() {
-  timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1000000000L + t.tv_nsec;
-}
-
-}  // namespace
-
+// How long the reader polls the channel (wire::InputPoll) before it sleeps in
+// recv(): while the host sends a burst of calls (awaited calls over several
+// workers), the next frame comes within microseconds, and a reader that slept
+// must be woken by the host's send (a thread wake-up, paid by the host's event
+// loop, per frame; and even a poll that misses spares the host's next send the
+// wake-up of an idle vCPU). Never after a synchronous CALL
+// (wire::kFlagSyncCall): its caller's next call comes a whole round trip
+// later, and the poll would only take a core from the thread that runs this
+// one. IVM_WORKER_READ_SPIN_US (inherited from the host; read once; 0: sleep
+// at once; at most 10000) overrides the 10 us.
 bool Channel::SpinForInput() {
-  long spin = ReadSpinNs();
-  if (spin == 0 || after_sync_call_) return false;
-  if (spin_pause_ > 0) {
-    --spin_pause_;
-    return false;
-  }
-  long until = NowNs() + spin;
-  for (;;) {
-    pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, 0) > 0) {   // input, an end or an error: the read sees which
-      spin_misses_ = 0;
-      return true;
-    }
-    if (NowNs() >= until) break;
-    sched_yield();
-  }
-  if (++spin_misses_ >= kSpinMisses) {
-    spin_misses_ = 0;
-    spin_pause_ = kSpinPause;
-  }
-  return false;
+  static const int64_t spin = wire::SpinFromEnv("IVM_WORKER_READ_SPIN_US", 10);
+  return !after_sync_call_ && input_poll_.Wait(fd_, spin);
 }
 
 bool Channel::Read(wire::Frame* out) {

@@ -34,8 +34,7 @@ class Channel {
 
   int fd_;
   bool after_sync_call_ = false;   // the last frame read was a synchronous CALL
-  int spin_misses_ = 0;            // SpinForInput's polls in a row that missed
-  int spin_pause_ = 0;             // reads left that sleep at once
+  wire::InputPoll input_poll_;     // SpinForInput's
   std::mutex send_mu_;
   wire::FrameBuffer in_;
   wire::Fds in_fds_;   // received with the bytes, until their frame claims them
