@@ -305,22 +305,32 @@ namespace {
 // What a store made or adopted by NewBuffer/AdoptBuffer keeps alive.
 struct BufferOwner {
   std::shared_ptr<v8::ArrayBuffer::Allocator> allocator;   // charged for the bytes
-  std::shared_ptr<v8::BackingStore> adopted;               // AdoptBuffer's source
+  std::shared_ptr<v8::BackingStore> adopted;               // Wrap's source
   size_t length = 0;
   bool hidden = false;   // kept out of V8's external-memory count (AdoptBuffer)
-  const v8::BackingStore* wrapper = nullptr;   // the store AdoptBuffer made with it
+  const v8::BackingStore* wrapper = nullptr;   // the store Wrap made with it
 };
 
-// AdoptBuffer's live stores: a store that moves on is adopted as its source (no
-// chain of wrappers whose frees recurse). Never destroyed (frees at exit).
+// The live stores AdoptBuffer and ShareBuffer made (Wrap): one that moves on is
+// wrapped as its source (no chain whose frees recurse). Never destroyed.
 std::mutex adopted_mutex;
 auto& adopted_stores = *new std::unordered_map<const v8::BackingStore*, BufferOwner*>();
 
-// The source of `store` if AdoptBuffer made it (alive: the caller holds it).
-std::shared_ptr<v8::BackingStore> Innermost(std::shared_ptr<v8::BackingStore> store) {
+// A new store (`shared`: a SharedArrayBuffer's) over `source`'s bytes, freed by
+// `deleter(owner)`; `owner` keeps `source`, or its source if Wrap made it.
+std::shared_ptr<v8::BackingStore> Wrap(std::shared_ptr<v8::BackingStore> source,
+                                       BufferOwner* owner,
+                                       v8::BackingStore::DeleterCallback deleter, bool shared) {
+  void* data = source->Data();
   std::lock_guard<std::mutex> lock(adopted_mutex);
-  auto it = adopted_stores.find(store.get());
-  return it == adopted_stores.end() ? std::move(store) : it->second->adopted;
+  auto it = adopted_stores.find(source.get());
+  owner->adopted = it == adopted_stores.end() ? std::move(source) : it->second->adopted;
+  std::shared_ptr<v8::BackingStore> store =
+      shared ? v8::SharedArrayBuffer::NewBackingStore(data, owner->length, deleter, owner)
+             : v8::ArrayBuffer::NewBackingStore(data, owner->length, deleter, owner);
+  owner->wrapper = store.get();
+  adopted_stores.insert_or_assign(store.get(), owner);
+  return store;
 }
 
 }  // namespace
@@ -378,16 +388,8 @@ v8::MaybeLocal<v8::ArrayBuffer> IsolateHolder::AdoptBuffer(
     RestoreHiddenFreed();
     if (!allocator_->Reserve(length)) return {};
   }
-  void* data = store->Data();
-  // (A wrapper `store` is freed when the caller drops it: its isolate's charge goes back.)
-  auto* owner = new BufferOwner{allocator_, Innermost(std::move(store)), length, /*hidden=*/true};
-  std::shared_ptr<v8::BackingStore> adopted =
-      v8::ArrayBuffer::NewBackingStore(data, length, UnreserveOwner, owner);
-  {
-    std::lock_guard<std::mutex> lock(adopted_mutex);
-    owner->wrapper = adopted.get();
-    adopted_stores.insert_or_assign(adopted.get(), owner);
-  }
+  auto* owner = new BufferOwner{allocator_, nullptr, length, /*hidden=*/true};
+  std::shared_ptr<v8::BackingStore> adopted = Wrap(std::move(store), owner, UnreserveOwner, false);
   // V8 adds `length` to its external-memory count as the ArrayBuffer takes
   // the store (and takes it off when it frees the store): offset here first,
   // so the count never crosses its limit for it; given back once freed
@@ -399,14 +401,11 @@ v8::MaybeLocal<v8::ArrayBuffer> IsolateHolder::AdoptBuffer(
 std::shared_ptr<v8::BackingStore> IsolateHolder::ShareBuffer(
     std::shared_ptr<v8::BackingStore> store) {
   size_t length = store->ByteLength();
+  if (length == 0 || store->Data() == nullptr) {   // (as AdoptBuffer's)
+    return v8::SharedArrayBuffer::NewBackingStore(isolate_, 0);
+  }
   if (!allocator_->Reserve(length)) return nullptr;
-  void* data = store->Data();
-  auto* owner = new BufferOwner{allocator_, std::move(store), length};
-  std::unique_ptr<v8::BackingStore> shared = v8::SharedArrayBuffer::NewBackingStore(
-      data, length,
-      UnreserveOwner,
-      owner);
-  return std::shared_ptr<v8::BackingStore>(std::move(shared));
+  return Wrap(std::move(store), new BufferOwner{allocator_, nullptr, length}, UnreserveOwner, true);
 }
 
 CpuProfiles& IsolateHolder::cpu_profiles() {

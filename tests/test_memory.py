@@ -735,11 +735,12 @@ _MOVE_CHAIN_CHILD = """
 import sys, ivm
 a, b = ivm.Isolate(), ivm.Isolate()
 ca, cb = a.create_context_sync(), b.create_context_sync()
-ca.eval_sync("globalThis.buf = new ArrayBuffer(1024); new Uint8Array(buf)[3] = 9; 0")
+kind, move = sys.argv[2], sys.argv[2] == "ArrayBuffer"
+ca.eval_sync(f"globalThis.buf = new {kind}(1024); new Uint8Array(buf)[3] = 9; 0")
 for i in range(int(sys.argv[1])):
     src, dst = (ca, cb) if i % 2 == 0 else (cb, ca)
-    moved = src.eval_sync("buf", external_copy=True, transfer_out=True)
-    dst.global_.set_sync("buf", moved.copy_into(release=True, transfer_in=True))
+    moved = src.eval_sync("buf", external_copy=True, transfer_out=move)
+    dst.global_.set_sync("buf", moved.copy_into(release=True, transfer_in=move))
 print("value", ca.eval_sync("new Uint8Array(buf)[3]"), flush=True)
 ca.eval_sync("buf = null; 0")
 ca.release(); cb.release(); a.dispose(); b.dispose()
@@ -747,16 +748,20 @@ print("freed", flush=True)
 """
 
 
-def test_a_buffer_moved_back_and_forth_200_000_times_frees_without_deep_recursion() -> None:
-    """Each adoption wraps the store it is given; a wrapper that moves on is adopted by
-    its source, not wrapped again. (Before, 200,000 moves made a chain of 200,000 wrappers
-    whose frees called one another: the last free overflowed the stack, a segfault.)"""
+@pytest.mark.parametrize("kind", ["ArrayBuffer", "SharedArrayBuffer"])
+def test_a_buffer_passed_back_and_forth_200_000_times_frees_without_deep_recursion(
+    kind: str,
+) -> None:
+    """Each isolate wraps the store it is given (a moved ArrayBuffer, a shared
+    SharedArrayBuffer); a wrapper that moves on is wrapped as its source, not wrapped
+    again. (Before, 200,000 passes made a chain of 200,000 wrappers whose frees called one
+    another: the last free overflowed the stack, a segfault.)"""
     import subprocess
     import sys
     from pathlib import Path
 
     proc = subprocess.run(
-        [sys.executable, "-c", _MOVE_CHAIN_CHILD, "200000"],
+        [sys.executable, "-c", _MOVE_CHAIN_CHILD, "200000", kind],
         cwd=Path(ivm.__file__).parent.parent,  # the installed ivm, not the source tree
         capture_output=True,
         text=True,
