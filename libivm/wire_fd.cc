@@ -42,17 +42,19 @@ bool InputPoll::Wait(int fd, int64_t spin_ns) {
     --pause_;
     return false;
   }
-  timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  int64_t until = t.tv_sec * 1000000000LL + t.tv_nsec + spin_ns;
+  auto now = [] {   // (ivm-worker has no MonotonicNs: it does not build timers.cc)
+    timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000LL + t.tv_nsec;
+  };
+  int64_t until = now() + spin_ns;
   for (;;) {
     pollfd p{fd, POLLIN, 0};
     if (poll(&p, 1, 0) > 0) {   // input, an end or an error: the reader sees which
       misses_ = 0;
       return true;
     }
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    if (t.tv_sec * 1000000000LL + t.tv_nsec >= until) break;
+    if (now() >= until) break;
     sched_yield();
   }
   if (++misses_ >= 4) {
