@@ -197,10 +197,9 @@ def machine_lines(doc: dict) -> list[str]:
 BREAKDOWN = """\
 ## Where the time goes
 
-**Calls.** The C-level breakdown of one call (lock and unlock, scopes, call state,
-compile-cache lookup, result conversion), measured from C beside raw V8's bound run, is
-reported by slice `perf` as the `c_breakdown_*` figures of bench/run.py; when present in the
-document they are listed here:
+**Calls.** libivm's fixed cost per call, step by step, timed from C++ by
+bench/c_breakdown.cc beside raw V8 running a bound script (bench/run.py's `c_breakdown_*`
+figures, which need `IVM_BUILD_DIR`, ivm's meson build directory; best of 3 loops each):
 
 {c_breakdown}
 
@@ -277,12 +276,59 @@ def copy_steps() -> str:
                      [f"| {name} | {ms:.2f} |" for name, ms in steps])
 
 
+# What each c_breakdown_<step>_us figure times (bench/c_breakdown.cc), in table order.
+BREAKDOWN_STEPS = [
+    ("raw_v8_bound_run", "raw V8: a bound script run, isolate already locked and entered"),
+    ("lock_mutex", "the isolate's call mutex, taken and given back"),
+    ("lock_v8_thread", "the call mutex and V8's Locker (this thread's V8 state restored)"),
+    ("scopes", "isolate, handle, context scopes and a TryCatch"),
+    ("holder_locked", "IsolateHolder::Locked around nothing: lock and scopes"),
+    ("holder_run", "IsolateHolder::Run around nothing: the same plus the call state"),
+    ("check_external_memory", "the memory-limit check at the end of a call"),
+    ("clock_monotonic", "one monotonic clock read (the call state reads two)"),
+    ("clock_thread_cpu", "one thread-CPU clock read (long calls only)"),
+    ("compile_cache_lookup", "an eval's compile-cache lookup"),
+    ("settle", "the end of a call: tasks and microtasks"),
+    ("flush_rejections", "unhandled-rejection bookkeeping"),
+    ("result_conversion", "a primitive result made into an ivm_value_t"),
+    ("result_to_primitive_out", "the same result into the caller's primitive slot"),
+    ("abi_eval", "the whole `ivm_context_eval(\"1+1\")`"),
+    ("abi_script_run", "the whole `ivm_script_run` of a compiled `1+1`"),
+    ("abi_apply", "the whole `ivm_reference_apply` of a function returning 2"),
+]
+
+# The same calls from Python (figures of this run) beside their ABI call from C.
+PYTHON_OVER_ABI = [("eval_us", "abi_eval"), ("run_precompiled_us", "abi_script_run")]
+
+
+def breakdown_rows(ivm: dict) -> list[str]:
+    """The table of the c_breakdown_* figures, and what Python adds over each ABI call."""
+    def get(step):
+        v = ivm.get(f"c_breakdown_{step}_us")
+        return v if is_num(v) else None
+    steps = [(name, what, get(name)) for name, what in BREAKDOWN_STEPS if get(name) is not None]
+    if not steps:
+        return []
+    rows = ["| step | µs | what it times |", "|---|---|---|"]
+    rows += [f"| `{name}` | {us:.3f} | {what} |" for name, what, us in steps]
+    extra = []
+    raw = get("raw_v8_bound_run")
+    for figure, abi in PYTHON_OVER_ABI:
+        py, c = ivm.get(figure), get(abi)
+        if is_num(py) and c is not None:
+            line = (f"- `{figure}` from Python: {py:.3f} µs; the ABI call from C {c:.3f} µs, so "
+                    f"the Python wrapper and cffi (with the GIL's release) add {py - c:.3f} µs")
+            if raw is not None:
+                line += f", and libivm adds {c - raw:.3f} µs over raw V8's {raw:.3f} µs"
+            extra.append(line + ".")
+    return rows + ([""] + extra if extra else [])
+
+
 def write(doc: dict, out_dir: str, command: str) -> str:
     os.makedirs(out_dir, exist_ok=True)
     png = os.path.join(out_dir, "performance.png")
     why = chart(doc, png)
-    rows = [f"- `{k}`: {fmt(v)}" for k, v in (doc.get("ivm") or {}).items()
-            if k.startswith("c_breakdown_") and is_num(v)]
+    rows = breakdown_rows(doc.get("ivm") or {})
     text = "\n".join([
         "# Performance",
         "",
@@ -323,8 +369,8 @@ def write(doc: dict, out_dir: str, command: str) -> str:
         "```",
         "",
         BREAKDOWN.format(c_breakdown="\n".join(rows) if rows else
-                         "(none in this run: the `c_breakdown_*` figures come with slice"
-                         " `perf`)", copy_steps=copy_steps()),
+                         "(none in this run: `IVM_BUILD_DIR` was not set)",
+                         copy_steps=copy_steps()),
     ])
     path = os.path.join(out_dir, "performance.md")
     with open(path, "w") as f:
