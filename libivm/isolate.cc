@@ -289,7 +289,7 @@ void IsolateHolder::AfterGC(v8::Isolate* isolate, v8::GCType, v8::GCCallbackFlag
   auto* self = static_cast<IsolateHolder*>(data);
   if (self->oom_.load() || !OverHeapLimit(isolate)) return;
   self->oom_.store(true);
-  std::lock_guard<std::mutex> lock(self->state_mutex_);
+  std::lock_guard<SpinMutex> lock(self->state_mutex_);
   if (!self->active_.empty()) isolate->TerminateExecution();
 }
 
@@ -432,7 +432,7 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
   if (dispose_requested_.load()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
   if (depth_ == 0) {
     DrainReleasedLocked();
-    owner_.store(std::this_thread::get_id());
+    owner_.store(std::this_thread::get_id(), std::memory_order_release);
     // V8's sampler must sample the thread running the JavaScript.
     if (cpu_profiles_ && cpu_profiles_->active()) cpu_profiles_->Follow(isolate_);
     interrupt_listed_ = pool::CurrentJob() == 0 && interrupt::Enter(*this);
@@ -454,7 +454,7 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
   call.id = NextId();
   call.job_id = pool::CurrentJob();
   {
-    std::lock_guard<std::mutex> lock(state_mutex_);
+    std::lock_guard<SpinMutex> lock(state_mutex_);
     active_.push_back(&call);
     if (call.job_id != 0 && cancel_running_.load() == call.job_id) {
       FlagStop(call.cancelled);
@@ -472,7 +472,7 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
 void IsolateHolder::End(CallState& call) {
   watchdog::Disarm(call.timer_id);
   {
-    std::lock_guard<std::mutex> lock(state_mutex_);
+    std::lock_guard<SpinMutex> lock(state_mutex_);
     active_.pop_back();
     bool outer_stopped = false;
     for (CallState* c : active_) outer_stopped |= c->timed_out || c->terminated || c->cancelled;
@@ -499,10 +499,10 @@ void IsolateHolder::End(CallState& call) {
     // host code spent time off the CPU.
     int64_t js_wall = wall - host_ns_;
     int64_t cpu = cpu_clock_ ? std::min(ThreadCpuNs() - call_cpu_start_, js_wall) : js_wall;
-    cpu_ns_.fetch_add(static_cast<uint64_t>(std::max<int64_t>(cpu, 0)));
-    wall_ns_.fetch_add(static_cast<uint64_t>(wall));
+    AddRelaxed(cpu_ns_, static_cast<uint64_t>(std::max<int64_t>(cpu, 0)));
+    AddRelaxed(wall_ns_, static_cast<uint64_t>(wall));
     cpu_clock_ = wall > kLongCallNs;
-    owner_.store(std::thread::id());
+    owner_.store(std::thread::id(), std::memory_order_release);
     if (interrupt_listed_) interrupt::Leave(*this);
     DrainReleasedLocked();
   }
@@ -519,7 +519,7 @@ ivm_error_t* IsolateHolder::Fail(v8::Local<v8::Context> context, const v8::TryCa
   }
   bool timed_out = false, terminated = false, cancelled = false;
   {
-    std::lock_guard<std::mutex> lock(state_mutex_);
+    std::lock_guard<SpinMutex> lock(state_mutex_);
     for (CallState* c : active_) {
       timed_out |= c->timed_out;
       terminated |= c->terminated;
@@ -532,7 +532,7 @@ ivm_error_t* IsolateHolder::Fail(v8::Local<v8::Context> context, const v8::TryCa
   if (cancelled) return MakeError(IVM_ERROR_CANCELLED, "The call was cancelled");
   if (timed_out) {
     ivm_error_t* err = MakeError(IVM_ERROR_TIMEOUT, kTimeoutMessage);
-    std::lock_guard<std::mutex> lock(state_mutex_);
+    std::lock_guard<SpinMutex> lock(state_mutex_);
     err->stack = call.stopped_at;
     for (CallState* c : active_) {
       if (err->stack.empty()) err->stack = c->stopped_at;
@@ -580,7 +580,7 @@ bool IsolateHolder::Stopped(const CallState& call) {
   // No call on the stack has been told to stop (a flag set from now on is seen by the next
   // check, as it would be had it come just after the lock below).
   if (!stop_flagged_.load(std::memory_order_acquire)) return false;
-  std::lock_guard<std::mutex> lock(state_mutex_);
+  std::lock_guard<SpinMutex> lock(state_mutex_);
   if (call.timed_out || call.terminated || call.cancelled) return true;
   for (CallState* c : active_) {
     if (c->timed_out || c->terminated || c->cancelled) return true;
@@ -589,7 +589,7 @@ bool IsolateHolder::Stopped(const CallState& call) {
 }
 
 void IsolateHolder::OnTimeout(uint64_t call_id) {
-  std::lock_guard<std::mutex> lock(state_mutex_);
+  std::lock_guard<SpinMutex> lock(state_mutex_);
   for (CallState* c : active_) {
     if (c->id == call_id) {
       FlagStop(c->timed_out);
@@ -609,7 +609,7 @@ void IsolateHolder::StopTimedOut(v8::Isolate* isolate, void* data) {
   auto* self = static_cast<IsolateHolder*>(data);
   auto pending = [self](CallState* c) { return c->timed_out && !c->timeout_stopped; };
   {
-    std::lock_guard<std::mutex> lock(self->state_mutex_);
+    std::lock_guard<SpinMutex> lock(self->state_mutex_);
     // None: the call ended first (or the fallback stopped it), and a late
     // interrupt must not stop the next call.
     if (std::none_of(self->active_.begin(), self->active_.end(), pending)) return;
@@ -617,7 +617,7 @@ void IsolateHolder::StopTimedOut(v8::Isolate* isolate, void* data) {
   // Outside the mutex: reading frames allocates, and a GC takes it (AfterGC).
   std::string frames;
   AppendCurrentFrames(isolate, frames);
-  std::lock_guard<std::mutex> lock(self->state_mutex_);
+  std::lock_guard<SpinMutex> lock(self->state_mutex_);
   bool stop = false;
   for (CallState* c : self->active_) {
     if (!pending(c)) continue;
@@ -628,7 +628,7 @@ void IsolateHolder::StopTimedOut(v8::Isolate* isolate, void* data) {
 }
 
 void IsolateHolder::StopTimedOutFallback(uint64_t call_id) {
-  std::lock_guard<std::mutex> lock(state_mutex_);
+  std::lock_guard<SpinMutex> lock(state_mutex_);
   for (CallState* c : active_) {
     if (c->id == call_id && !c->timeout_stopped) {
       c->timeout_stopped = true;
@@ -664,7 +664,7 @@ void IsolateHolder::ReleaseLater(Resource* resource) {
 }
 
 void IsolateHolder::Terminate() {
-  std::lock_guard<std::mutex> lock(state_mutex_);
+  std::lock_guard<SpinMutex> lock(state_mutex_);
   if (active_.empty()) return;
   for (CallState* c : active_) FlagStop(c->terminated);
   isolate_->TerminateExecution();
@@ -683,7 +683,7 @@ ivm_error_t* IsolateHolder::Dispose() {
   state_.compare_exchange_strong(expected, kDisposing);
   jobs_.FailAll(IVM_ERROR_DISPOSED, kDisposedMessage);
   {
-    std::lock_guard<std::mutex> lock(state_mutex_);
+    std::lock_guard<SpinMutex> lock(state_mutex_);
     if (!active_.empty()) {
       for (CallState* c : active_) FlagStop(c->terminated);
       isolate_->TerminateExecution();
@@ -759,7 +759,7 @@ void IsolateHolder::DisposeLocked() {
   v8::platform::NotifyIsolateShutdown(platform, isolate_);
   v8::Isolate* isolate = isolate_;
   {
-    std::lock_guard<std::mutex> lock(state_mutex_);
+    std::lock_guard<SpinMutex> lock(state_mutex_);
     isolate_ = nullptr;
   }
   isolate->Dispose();
@@ -769,7 +769,7 @@ void IsolateHolder::DisposeLocked() {
 
 void IsolateHolder::CancelRunning(uint64_t job_id) {
   cancel_running_.store(job_id);
-  std::lock_guard<std::mutex> lock(state_mutex_);
+  std::lock_guard<SpinMutex> lock(state_mutex_);
   bool found = false;
   for (CallState* c : active_) {
     if (c->job_id == job_id) {
