@@ -169,6 +169,9 @@ v8::MaybeLocal<v8::String> NewString(v8::Isolate* isolate, const char* data, siz
 // A host value from a V8 value; only primitives are accepted.
 ivm_error_t* ValueFromV8(v8::Isolate* isolate, v8::Local<v8::Context> context,
                          v8::Local<v8::Value> value, ivm_value_t** out);
+// The same into `v`, a new value (kind undefined) that the caller owns, with
+// no allocation for a number, boolean, undefined or null.
+ivm_error_t* FillValueFromV8(v8::Isolate* isolate, v8::Local<v8::Value> value, ivm_value_t* v);
 // Describes a primitive host value in `out` (kind 0 if it is none, or a
 // string when `strings` is false). Returns whether it did.
 bool FillPrimitive(const ivm_value_t* value, ivm_primitive_t* out, bool strings);
