@@ -212,7 +212,8 @@ ReferenceData RefOf(v8::Isolate* isolate, const WrapBox* box) {
 class Args {
  public:
   static constexpr size_t kInPlace = 4;
-  Args() = default;
+  // (User-provided, so that making one never zero-fills the room for values.)
+  Args() {}   // NOLINT(modernize-use-equals-default)
   Args(const Args&) = delete;
   Args& operator=(const Args&) = delete;
   ~Args() {
