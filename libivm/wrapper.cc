@@ -40,6 +40,9 @@ struct WrapBox {
   std::string host_type;               // kHost: typeof
   std::shared_ptr<CopyData> copy;      // kCopy
   bool released = false;
+  // Synchronous calls through `ref` on the stack of the isolate's thread
+  // (SyncOp's RunningCall): release() leaves `ref` to the last of them.
+  int running = 0;
 };
 
 class WrapRecord final : public Resource {
@@ -376,11 +379,37 @@ class OpArgs {
   std::shared_ptr<Args> shared_;
 };
 
+// A synchronous call through a box's reference to another isolate's value,
+// which uses `box->ref` in place, without taking shares of its holder, record
+// and lease: release() (by JavaScript of this isolate that the call runs)
+// leaves them to the end of the call. The box itself outlives the call: its
+// object is the call's receiver, so not collected, and the isolate is not
+// disposed of under a running call (a disposal waits for it, or is left to
+// its end).
+class RunningCall {
+ public:
+  explicit RunningCall(WrapBox* box) : box_(box) { ++box_->running; }
+  ~RunningCall() {
+    if (--box_->running == 0 && box_->released) box_->ref = ReferenceData();
+  }
+  RunningCall(const RunningCall&) = delete;
+  RunningCall& operator=(const RunningCall&) = delete;
+
+ private:
+  WrapBox* box_;
+};
+
+ivm_error_t* RunBoxOp(v8::Isolate* isolate, WrapBox* box, const RefOp& op, const CallOptions& o,
+                      ivm_value_t** out) {
+  if (box->self) return RunRefOp(RefOf(isolate, box), op, o, out);
+  RunningCall running(box);
+  return RunRefOp(box->ref, op, o, out);
+}
+
 // Runs `op` on the box's reference now (getSync, applySync...).
 void SyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefOp op,
             CallOptions o) {
   v8::Isolate* isolate = info.GetIsolate();
-  v8::Local<v8::Context> context = isolate->GetCurrentContext();
   ivm_value_t* out = nullptr;
   ivm_primitive_t primitive{};
   ivm_error_t* err = nullptr;
@@ -388,14 +417,14 @@ void SyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefOp
     // A result the call gives in its plain form may come back as a primitive,
     // without an ivm_value (CompleteCall).
     PrimitiveOutScope direct((o.flags & ~IVM_RESULT_PROMISE) == 0 ? &primitive : nullptr);
-    err = RunRefOp(RefOf(isolate, box), op, o, &out);
+    err = RunBoxOp(isolate, box, op, o, &out);
   }
   if (err) {
     ThrowError(isolate, err);
     return;
   }
   if (out == nullptr) return PrimitiveFromHost(isolate, primitive, info.GetReturnValue());
-  FromHost(isolate, context, out, info.GetReturnValue());
+  FromHost(isolate, isolate->GetCurrentContext(), out, info.GetReturnValue());
 }
 
 // The job's outcome settles a promise of the calling isolate.
@@ -679,7 +708,7 @@ void Release(const v8::FunctionCallbackInfo<v8::Value>& info) {
     box->ref.record->ResetLocked();
     HolderOf(info.GetIsolate())->ReleaseLater(box->ref.record.get());
   }
-  box->ref = ReferenceData();
+  if (box->running == 0) box->ref = ReferenceData();   // else by the last call (RunningCall)
   box->copy.reset();
 }
 

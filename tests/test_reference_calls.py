@@ -7,6 +7,7 @@ by the isolate it lives in while its own call runs."""
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any, Iterator
 
@@ -195,3 +196,35 @@ def test_reference_released_during_its_own_call(pair: Pair) -> None:
     b.global_.set_sync("call2", a.global_.get_sync("reenter2", reference=True))
     assert b.eval_sync("call2.applySync(undefined, [1, 'a', 2, 'b', 3, 'c', 4, 'd', 5])"
                        ) == "s1,a,2,b,3,c,4,d,5"
+
+
+def test_release_during_its_own_call_of_the_last_share_of_an_isolate() -> None:
+    # The Reference object is all that keeps isolate A alive (Python's handles are gone):
+    # releasing it from B while its call runs in A must not end A under that call.
+    iso_b = ivm.Isolate(memory_limit=64)
+    try:
+        b = iso_b.create_context_sync()
+
+        def make_a() -> None:
+            iso_a = ivm.Isolate(memory_limit=64)
+            a = iso_a.create_context_sync()
+            b.eval_sync("globalThis.drop = (n) => { call.release(); return n }; 0")
+            a.global_.set_sync("dropB", b.global_.get_sync("drop", reference=True))
+            a.eval_sync("globalThis.reenter = (...xs) => {"
+                        " const r = dropB.applySync(undefined, [xs.length]);"
+                        " return r + xs.length }; 0")
+            b.global_.set_sync("call", a.global_.get_sync("reenter", reference=True))
+
+        make_a()
+        gc.collect()
+        assert b.eval_sync("call.applySync(undefined, [1, 2, 3, 'four', 5, 6])") == 12
+        assert b.eval_sync(
+            "(() => { try { call.applySync(undefined, []) } catch (e) { return e.message } })()"
+        ) == "Reference has been released"
+        # The same through getSync.
+        make_a()
+        gc.collect()
+        b.eval_sync("globalThis.drop = () => { call.release(); return 1 }; 0")
+        assert b.eval_sync("call.getSync('length')") == 0
+    finally:
+        iso_b.dispose()
