@@ -627,16 +627,20 @@ void Apply(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
     return HostOp(info, box, op, info[1]);
   }
   if (box->kind != WrapBox::kReference) return Throw(isolate, "not supported by this Reference", true);
-  bool ok = true;
   v8::Local<v8::Value> options = info[2];
-  v8::Local<v8::Value> arg_options = Member(context, options, "arguments", &ok);
-  if (!ok) return;
-  bool copy = Flag(context, arg_options, "copy", &ok);
-  v8::Local<v8::Value> result_options = Member(context, options, "result", &ok);
-  if (!ok) return;
   CallOptions o;
-  uint32_t ignored_flags = 0;
-  if (!ReadResultOptions(context, options, result_options, &o, &ignored_flags)) return;
+  bool copy = false;
+  // Without options (an inline check, unlike IsObject) there is nothing to read.
+  if (!options->IsUndefined()) {
+    bool ok = true;
+    v8::Local<v8::Value> arg_options = Member(context, options, "arguments", &ok);
+    if (!ok) return;
+    copy = Flag(context, arg_options, "copy", &ok);
+    v8::Local<v8::Value> result_options = Member(context, options, "result", &ok);
+    if (!ok) return;
+    uint32_t ignored_flags = 0;
+    if (!ReadResultOptions(context, options, result_options, &o, &ignored_flags)) return;
+  }
   if (mode == Mode::kSyncPromise) o.flags |= IVM_RESULT_PROMISE;
   OpArgs args(mode);
   IsolateHolder& holder = *HolderOf(isolate);
