@@ -179,7 +179,8 @@ bool FillPrimitive(const ivm_value_t* value, ivm_primitive_t* out, bool strings)
 // primitive result there (freeing *out, which becomes NULL). A NULL *out was
 // delivered there already (PrimitiveOutScope) and is left alone.
 void DeliverPrimitive(ivm_primitive_t* primitive_out, ivm_value_t** out);
-// The primitive_out of a synchronous ABI call on an inline isolate, from just before
+// The primitive_out of a synchronous ABI call on an inline isolate (or of a
+// synchronous call through a Reference object, wrapper.cc), from just before
 // it runs until the call it makes claims it (IsolateHolder::Begin: the next call to
 // begin on this thread, which is that call's). Its CompleteCall then writes an
 // undefined, null, boolean or number result there without making an ivm_value_t
