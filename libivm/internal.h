@@ -169,6 +169,9 @@ v8::MaybeLocal<v8::String> NewString(v8::Isolate* isolate, const char* data, siz
 // A host value from a V8 value; only primitives are accepted.
 ivm_error_t* ValueFromV8(v8::Isolate* isolate, v8::Local<v8::Context> context,
                          v8::Local<v8::Value> value, ivm_value_t** out);
+// The same into `v`, a new value (kind undefined) that the caller owns, with
+// no allocation for a number, boolean, undefined or null.
+ivm_error_t* FillValueFromV8(v8::Isolate* isolate, v8::Local<v8::Value> value, ivm_value_t* v);
 // Describes a primitive host value in `out` (kind 0 if it is none, or a
 // string when `strings` is false). Returns whether it did.
 bool FillPrimitive(const ivm_value_t* value, ivm_primitive_t* out, bool strings);
@@ -176,7 +179,8 @@ bool FillPrimitive(const ivm_value_t* value, ivm_primitive_t* out, bool strings)
 // primitive result there (freeing *out, which becomes NULL). A NULL *out was
 // delivered there already (PrimitiveOutScope) and is left alone.
 void DeliverPrimitive(ivm_primitive_t* primitive_out, ivm_value_t** out);
-// The primitive_out of a synchronous ABI call on an inline isolate, from just before
+// The primitive_out of a synchronous ABI call on an inline isolate (or of a
+// synchronous call through a Reference object, wrapper.cc), from just before
 // it runs until the call it makes claims it (IsolateHolder::Begin: the next call to
 // begin on this thread, which is that call's). Its CompleteCall then writes an
 // undefined, null, boolean or number result there without making an ivm_value_t

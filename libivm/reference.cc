@@ -77,13 +77,20 @@ ivm_error_t* RunRefOp(const ReferenceData& ref, const RefOp& op, const CallOptio
         if (!self->IsFunction()) return throw_type_error("Reference is not a function");
         v8::Local<v8::Value> receiver;
         if (!convert(op.receiver, &receiver)) return err ? err : complete({});
-        std::vector<v8::Local<v8::Value>> argv(op.nargs);
+        // A few arguments (the common case) need no allocation.
+        v8::Local<v8::Value> few[8];
+        std::vector<v8::Local<v8::Value>> many;
+        v8::Local<v8::Value>* argv = few;
+        if (op.nargs > std::size(few)) {
+          many.resize(op.nargs);
+          argv = many.data();
+        }
         for (size_t i = 0; i < op.nargs; ++i) {
           if (op.args[i] == nullptr) return InvalidArgument("argument " + std::to_string(i) + " is NULL");
           if (!convert(op.args[i], &argv[i])) return err ? err : complete({});
         }
         return complete(self.As<v8::Function>()->Call(context, receiver,
-                                                      static_cast<int>(op.nargs), argv.data()));
+                                                      static_cast<int>(op.nargs), argv));
       }
     }
     return InvalidArgument("unknown operation");

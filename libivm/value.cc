@@ -153,16 +153,22 @@ ivm_error_t* ValueFromV8(v8::Isolate* isolate, v8::Local<v8::Context> context,
                          v8::Local<v8::Value> value, ivm_value_t** out) {
   (void)context;
   auto v = std::make_unique<ivm_value>();
-  if (value->IsUndefined()) {
+  if (ivm_error_t* err = FillValueFromV8(isolate, value, v.get())) return err;
+  *out = v.release();
+  return nullptr;
+}
+
+ivm_error_t* FillValueFromV8(v8::Isolate* isolate, v8::Local<v8::Value> value, ivm_value_t* v) {
+  if (value->IsNumber()) {   // the most common first
+    v->kind = IVM_VALUE_NUMBER;
+    v->number = value.As<v8::Number>()->Value();
+  } else if (value->IsUndefined()) {
     v->kind = IVM_VALUE_UNDEFINED;
   } else if (value->IsNull()) {
     v->kind = IVM_VALUE_NULL;
   } else if (value->IsBoolean()) {
     v->kind = IVM_VALUE_BOOLEAN;
     v->boolean = value->IsTrue();
-  } else if (value->IsNumber()) {
-    v->kind = IVM_VALUE_NUMBER;
-    v->number = value.As<v8::Number>()->Value();
   } else if (value->IsString()) {
     v->kind = IVM_VALUE_STRING;
     compat::AppendWtf8(isolate, value.As<v8::String>(), v->str);
@@ -183,7 +189,6 @@ ivm_error_t* ValueFromV8(v8::Isolate* isolate, v8::Local<v8::Context> context,
                          "booleans, numbers, BigInts and strings) are transferable "
                          "without a transfer option");
   }
-  *out = v.release();
   return nullptr;
 }
 

@@ -13,6 +13,8 @@
 #include "reference.h"
 
 #include <cmath>
+#include <new>
+#include <optional>
 
 namespace ivm {
 
@@ -38,6 +40,9 @@ struct WrapBox {
   std::string host_type;               // kHost: typeof
   std::shared_ptr<CopyData> copy;      // kCopy
   bool released = false;
+  // Synchronous calls through `ref` on the stack of the isolate's thread
+  // (SyncOp's RunningCall): release() leaves `ref` to the last of them.
+  int running = 0;
 };
 
 class WrapRecord final : public Resource {
@@ -115,6 +120,7 @@ v8::Local<v8::Value> Member(v8::Local<v8::Context> context, v8::Local<v8::Value>
 // Reads `options[name]` as a boolean (false when absent).
 bool Flag(v8::Local<v8::Context> context, v8::Local<v8::Value> options, const char* name,
           bool* ok) {
+  if (!*ok || !options->IsObject()) return false;   // (what Member would give)
   return Member(context, options, name, ok)->BooleanValue(context->GetIsolate());
 }
 
@@ -123,6 +129,11 @@ bool Flag(v8::Local<v8::Context> context, v8::Local<v8::Value> options, const ch
 bool ReadResultOptions(v8::Local<v8::Context> context, v8::Local<v8::Value> options,
                        v8::Local<v8::Value> result_options, CallOptions* o,
                        uint32_t* get_flags) {
+  if (!options->IsObject() && !result_options->IsObject()) {   // nothing to read
+    *get_flags = 0;
+    o->flags = 0;
+    return true;
+  }
   bool ok = true;
   uint32_t flags = 0;
   if (Flag(context, result_options, "copy", &ok)) flags |= IVM_RESULT_COPY;
@@ -196,13 +207,76 @@ ReferenceData RefOf(v8::Isolate* isolate, const WrapBox* box) {
   return ref;
 }
 
+// The host values of one operation (its key, value, receiver and arguments),
+// which it owns. Up to kInPlace primitives live in the object itself, as do
+// the first kInPlace arguments' list: a synchronous operation keeps its Args
+// on the stack and allocates nothing for them; a queued one shares its Args
+// (made once, never moved) with its job.
+class Args {
+ public:
+  static constexpr size_t kInPlace = 4;
+  // (User-provided, so that making one never zero-fills the room for values.)
+  Args() {}   // NOLINT(modernize-use-equals-default)
+  Args(const Args&) = delete;
+  Args& operator=(const Args&) = delete;
+  ~Args() {
+    for (size_t i = 0; i < slots_used_; ++i) SlotAt(i)->~ivm_value();
+  }
+  // A new value in place for ToHost, or nullptr when all are taken.
+  ivm_value_t* NewSlot() {
+    if (slots_used_ == kInPlace) return nullptr;
+    return new (slot_bytes_ + sizeof(ivm_value) * slots_used_++) ivm_value();
+  }
+  // Takes `v`, a value ToHost made (in place or allocated).
+  void Keep(ivm_value_t* v) {
+    if (slots_used_ == 0 || v != SlotAt(slots_used_ - 1)) owned_.emplace_back(v);
+  }
+  // Appends `v` (kept) to the argument list.
+  void Push(const ivm_value_t* v) {
+    if (count_ < kInPlace) {
+      list_[count_++] = v;
+      return;
+    }
+    if (more_.empty()) more_.assign(list_, list_ + count_);
+    more_.push_back(v);
+    ++count_;
+  }
+  const ivm_value_t* const* list() const { return count_ <= kInPlace ? list_ : more_.data(); }
+  size_t count() const { return count_; }
+
+ private:
+  ivm_value_t* SlotAt(size_t i) {
+    return std::launder(reinterpret_cast<ivm_value_t*>(slot_bytes_ + sizeof(ivm_value) * i));
+  }
+  alignas(ivm_value) unsigned char slot_bytes_[kInPlace * sizeof(ivm_value)];
+  size_t slots_used_ = 0;
+  std::vector<std::unique_ptr<ivm_value_t>> owned_;
+  const ivm_value_t* list_[kInPlace] = {};
+  std::vector<const ivm_value_t*> more_;   // the whole list, once longer than kInPlace
+  size_t count_ = 0;
+};
+
 // A value of this isolate as a host value for another: primitives as they
 // are, Reference and ExternalCopy objects as attachments, other values as a
-// copy only when `copy`.
+// copy only when `copy`. A primitive goes in place into `in_place` when it
+// has room (`*out` is then its value; Args::Keep tells), else into a new value.
 bool ToHost(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
-            v8::Local<v8::Value> value, bool copy, ivm_value_t** out) {
+            v8::Local<v8::Value> value, bool copy, ivm_value_t** out,
+            Args* in_place = nullptr) {
   const CallState* call = holder.CurrentCall();
   if (call == nullptr) return false;
+  ivm_value_t* slot = nullptr;
+  if (in_place != nullptr && !value->IsObject() && (slot = in_place->NewSlot()) != nullptr) {
+    // What ResultFromV8 makes of a primitive (ValueFromV8), which runs no
+    // JavaScript: nothing for a TryCatch to catch.
+    if (ivm_error_t* err = FillValueFromV8(isolate, value, slot)) {
+      err->name = "TypeError";
+      ThrowError(isolate, err);
+      return false;
+    }
+    *out = slot;
+    return true;
+  }
   uint32_t flags = 0;
   if (value->IsObject()) {
     if (BoxOf(value.As<v8::Object>()) == nullptr && !copy) {
@@ -259,25 +333,98 @@ void FromHost(v8::Isolate* isolate, v8::Local<v8::Context> context, ivm_value_t*
   rv.Set(v);
 }
 
+// A primitive result (the other isolate's CompleteCall wrote it: PrimitiveOutScope)
+// into this one.
+void PrimitiveFromHost(v8::Isolate* isolate, const ivm_primitive_t& p,
+                       v8::ReturnValue<v8::Value> rv) {
+  if (HolderOf(isolate)->CurrentCall() == nullptr) return;   // as FromHost
+  switch (p.kind) {
+    case IVM_VALUE_NUMBER: {
+      double d = p.number;
+      // A small integer is set without making a heap number (not -0).
+      if (d >= -1073741824.0 && d <= 1073741823.0 && d == static_cast<int32_t>(d) &&
+          !(d == 0 && std::signbit(d))) {
+        rv.Set(static_cast<int32_t>(d));
+      } else {
+        rv.Set(d);
+      }
+      return;
+    }
+    case IVM_VALUE_BOOLEAN: rv.Set(p.boolean != 0); return;
+    case IVM_VALUE_NULL: rv.SetNull(); return;
+    default: rv.SetUndefined(); return;
+  }
+}
+
 enum class Mode { kSync, kAsync, kIgnored, kSyncPromise };
 
-struct Args {
-  std::vector<std::unique_ptr<ivm_value_t>> values;
-  std::vector<const ivm_value_t*> raw;
+bool IsSync(Mode mode) { return mode == Mode::kSync || mode == Mode::kSyncPromise; }
+
+// An operation's Args: on the stack for a synchronous one, shared with its job otherwise.
+class OpArgs {
+ public:
+  explicit OpArgs(Mode mode) {
+    if (IsSync(mode)) {
+      local_.emplace();
+    } else {
+      shared_ = std::make_shared<Args>();
+    }
+  }
+  Args& operator*() { return shared_ ? *shared_ : *local_; }
+  Args* operator->() { return &**this; }
+  std::shared_ptr<Args> shared() const { return shared_; }
+
+ private:
+  std::optional<Args> local_;
+  std::shared_ptr<Args> shared_;
 };
+
+// A synchronous call through a box's reference to another isolate's value,
+// which uses `box->ref` in place, without taking shares of its holder, record
+// and lease: release() (by JavaScript of this isolate that the call runs)
+// leaves them to the end of the call. The box itself outlives the call: its
+// object is the call's receiver, so not collected, and the isolate is not
+// disposed of under a running call (a disposal waits for it, or is left to
+// its end).
+class RunningCall {
+ public:
+  explicit RunningCall(WrapBox* box) : box_(box) { ++box_->running; }
+  ~RunningCall() {
+    if (--box_->running == 0 && box_->released) box_->ref = ReferenceData();
+  }
+  RunningCall(const RunningCall&) = delete;
+  RunningCall& operator=(const RunningCall&) = delete;
+
+ private:
+  WrapBox* box_;
+};
+
+ivm_error_t* RunBoxOp(v8::Isolate* isolate, WrapBox* box, const RefOp& op, const CallOptions& o,
+                      ivm_value_t** out) {
+  if (box->self) return RunRefOp(RefOf(isolate, box), op, o, out);
+  RunningCall running(box);
+  return RunRefOp(box->ref, op, o, out);
+}
 
 // Runs `op` on the box's reference now (getSync, applySync...).
 void SyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefOp op,
             CallOptions o) {
   v8::Isolate* isolate = info.GetIsolate();
-  v8::Local<v8::Context> context = isolate->GetCurrentContext();
   ivm_value_t* out = nullptr;
-  ivm_error_t* err = RunRefOp(RefOf(isolate, box), op, o, &out);
+  ivm_primitive_t primitive{};
+  ivm_error_t* err = nullptr;
+  {
+    // A result the call gives in its plain form may come back as a primitive,
+    // without an ivm_value (CompleteCall).
+    PrimitiveOutScope direct((o.flags & ~IVM_RESULT_PROMISE) == 0 ? &primitive : nullptr);
+    err = RunBoxOp(isolate, box, op, o, &out);
+  }
   if (err) {
     ThrowError(isolate, err);
     return;
   }
-  FromHost(isolate, context, out, info.GetReturnValue());
+  if (out == nullptr) return PrimitiveFromHost(isolate, primitive, info.GetReturnValue());
+  FromHost(isolate, isolate->GetCurrentContext(), out, info.GetReturnValue());
 }
 
 // The job's outcome settles a promise of the calling isolate.
@@ -318,8 +465,8 @@ void AsyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefO
   ivm_error_t* err = Enqueue(
       ref.holder, IVM_COMPLETION_VALUE, done, user_data,
       [ref, op, o, args](ivm_completion_t* c) mutable -> ivm_error_t* {
-        op.args = args->raw.data();
-        op.nargs = args->raw.size();
+        op.args = args->list();
+        op.nargs = args->count();
         return RunRefOp(ref, op, o, &c->result.value);
       },
       nullptr);
@@ -333,24 +480,27 @@ void AsyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefO
 
 // Runs `op` now (getSync, applySync, applySyncPromise) or queues it.
 void RunOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, const RefOp& op,
-           const CallOptions& o, std::shared_ptr<Args> args, Mode mode) {
-  if (mode == Mode::kSync || mode == Mode::kSyncPromise) return SyncOp(info, box, op, o);
-  AsyncOp(info, box, op, o, std::move(args), mode == Mode::kIgnored);
+           const CallOptions& o, const OpArgs& args, Mode mode) {
+  if (IsSync(mode)) return SyncOp(info, box, op, o);
+  AsyncOp(info, box, op, o, args.shared(), mode == Mode::kIgnored);
 }
 
 // `value` as a host value that `args` owns (a key, a receiver); false after throwing.
 bool AddArg(v8::Isolate* isolate, v8::Local<v8::Context> context, v8::Local<v8::Value> value,
             bool copy, Args& args, ivm_value_t** out) {
-  if (!ToHost(*HolderOf(isolate), isolate, context, value, copy, out)) return false;
-  args.values.emplace_back(*out);
+  if (!ToHost(*HolderOf(isolate), isolate, context, value, copy, out, &args)) {
+    return false;
+  }
+  args.Keep(*out);
   return true;
 }
 
 // Each item of an `arguments` array (undefined: none) as a host value, given
-// to `add`, which owns it; false after throwing.
+// to `add`, which owns it (unless it is in place in `in_place`: Args::Keep);
+// false after throwing.
 template <class Add>
 bool EachArgument(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
-                  v8::Local<v8::Value> arguments, bool copy, Add&& add) {
+                  v8::Local<v8::Value> arguments, bool copy, Args* in_place, Add&& add) {
   if (arguments->IsUndefined()) return true;
   if (!arguments->IsArray()) {
     Throw(isolate, "arguments must be an array", true);
@@ -361,7 +511,7 @@ bool EachArgument(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Con
     v8::Local<v8::Value> item;
     if (!array->Get(context, i).ToLocal(&item)) return false;
     ivm_value_t* v = nullptr;
-    if (!ToHost(holder, isolate, context, item, copy, &v)) return false;
+    if (!ToHost(holder, isolate, context, item, copy, &v, in_place)) return false;
     add(v);
   }
   return true;
@@ -409,7 +559,7 @@ void KeyOp(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
   bool ok = true;
   bool copy = kSet && Flag(context, options, "copy", &ok);
   if (!ok) return;
-  auto args = std::make_shared<Args>();
+  OpArgs args(mode);
   ivm_value_t *key = nullptr, *value = nullptr;
   if (!AddArg(isolate, context, info[0], false, *args, &key)) return;
   if (kSet && !AddArg(isolate, context, info[1], copy, *args, &value)) return;
@@ -423,7 +573,7 @@ void KeyOp(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
   op.key = key;
   op.value = value;
   if (K == RefOp::kGet) op.get_flags = get_flags;
-  RunOp(info, box, op, o, std::move(args), mode);
+  RunOp(info, box, op, o, args, mode);
 }
 
 // A host reference's operation: the host function, told which one.
@@ -437,7 +587,7 @@ void HostOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, uint3
   call.isolate = isolate;
   call.context = context;
   call.op = op;
-  if (!EachArgument(holder, isolate, context, arguments, true,
+  if (!EachArgument(holder, isolate, context, arguments, true, nullptr,
                     [&](ivm_value_t* v) { call.args.push_back(v); })) {
     return;
   }
@@ -477,34 +627,39 @@ void Apply(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
     return HostOp(info, box, op, info[1]);
   }
   if (box->kind != WrapBox::kReference) return Throw(isolate, "not supported by this Reference", true);
-  bool ok = true;
   v8::Local<v8::Value> options = info[2];
-  v8::Local<v8::Value> arg_options = Member(context, options, "arguments", &ok);
-  if (!ok) return;
-  bool copy = Flag(context, arg_options, "copy", &ok);
-  v8::Local<v8::Value> result_options = Member(context, options, "result", &ok);
-  if (!ok) return;
   CallOptions o;
-  uint32_t ignored_flags = 0;
-  if (!ReadResultOptions(context, options, result_options, &o, &ignored_flags)) return;
+  bool copy = false;
+  // Without options (an inline check, unlike IsObject) there is nothing to read.
+  if (!options->IsUndefined()) {
+    bool ok = true;
+    v8::Local<v8::Value> arg_options = Member(context, options, "arguments", &ok);
+    if (!ok) return;
+    copy = Flag(context, arg_options, "copy", &ok);
+    v8::Local<v8::Value> result_options = Member(context, options, "result", &ok);
+    if (!ok) return;
+    uint32_t ignored_flags = 0;
+    if (!ReadResultOptions(context, options, result_options, &o, &ignored_flags)) return;
+  }
   if (mode == Mode::kSyncPromise) o.flags |= IVM_RESULT_PROMISE;
-  auto args = std::make_shared<Args>();
+  OpArgs args(mode);
   IsolateHolder& holder = *HolderOf(isolate);
   ivm_value_t* receiver = nullptr;
   if (!info[0]->IsUndefined() && !AddArg(isolate, context, info[0], copy, *args, &receiver)) {
     return;
   }
-  bool added = EachArgument(holder, isolate, context, info[1], copy, [&](ivm_value_t* v) {
-    args->values.emplace_back(v);
-    args->raw.push_back(v);
-  });
+  bool added = EachArgument(holder, isolate, context, info[1], copy, &*args,
+                            [&](ivm_value_t* v) {
+                              args->Keep(v);
+                              args->Push(v);
+                            });
   if (!added) return;
   RefOp op;
   op.kind = RefOp::kApply;
   op.receiver = receiver;
-  op.args = args->raw.data();
-  op.nargs = args->raw.size();
-  RunOp(info, box, op, o, std::move(args), mode);
+  op.args = args->list();
+  op.nargs = args->count();
+  RunOp(info, box, op, o, args, mode);
 }
 
 void Copy(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
@@ -557,7 +712,7 @@ void Release(const v8::FunctionCallbackInfo<v8::Value>& info) {
     box->ref.record->ResetLocked();
     HolderOf(info.GetIsolate())->ReleaseLater(box->ref.record.get());
   }
-  box->ref = ReferenceData();
+  if (box->running == 0) box->ref = ReferenceData();   // else by the last call (RunningCall)
   box->copy.reset();
 }
 

@@ -1,0 +1,230 @@
+"""The values of calls through Reference objects between two inline isolates (libivm/wrapper.cc
+``Args``, ``PrimitiveFromHost``; libivm/reference.cc ``RunRefOp``): arguments and keys of every
+kind, few and many (a synchronous call keeps a few primitives and its argument list in place,
+and a call of more arguments spills over), primitive results (delivered without a host value:
+small integers, -0, heap numbers, booleans, null, undefined), and a Reference object released
+by the isolate it lives in while its own call runs."""
+
+from __future__ import annotations
+
+import gc
+import json
+from typing import Any, Iterator
+
+import pytest
+
+import ivm
+
+#: What A's ``describe`` reports of each value it receives.
+DESCRIBE = (
+    "globalThis.describe = (...xs) => JSON.stringify(xs.map((x) =>"
+    " typeof x === 'object' && x !== null ? ['object', JSON.stringify(x)]"
+    " : [typeof x, Object.is(x, -0) ? '-0' : String(x)]));"
+    "globalThis.id = (x) => x;"
+    "globalThis.store = {};"
+    "0"
+)
+
+#: Arguments of every transferable primitive kind, in JavaScript, with what A receives.
+PRIMITIVES = [
+    ("1", ["number", "1"]),
+    ("-0", ["number", "-0"]),
+    ("1.5", ["number", "1.5"]),
+    ("2 ** 31", ["number", "2147483648"]),
+    ("NaN", ["number", "NaN"]),
+    ("-Infinity", ["number", "-Infinity"]),
+    ("true", ["boolean", "true"]),
+    ("false", ["boolean", "false"]),
+    ("null", ["object", "null"]),
+    ("undefined", ["undefined", "undefined"]),
+    ("''", ["string", ""]),
+    ("'short'", ["string", "short"]),
+    ("'a string longer than any inline buffer of a std::string'",
+     ["string", "a string longer than any inline buffer of a std::string"]),
+    ("'\\u00e9\\ud83d\\ude00'", ["string", "\u00e9\U0001F600"]),
+    ("10n", ["bigint", "10"]),
+    ("-(2n ** 70n)", ["bigint", str(-(2**70))]),
+]
+
+
+class Pair:
+    def __init__(self) -> None:
+        self.iso_a = ivm.Isolate(memory_limit=64)
+        self.iso_b = ivm.Isolate(memory_limit=64)
+        self.a = self.iso_a.create_context_sync()
+        self.b = self.iso_b.create_context_sync()
+        self.a.eval_sync(DESCRIBE)
+        for name in ("describe", "id", "store"):
+            self.b.global_.set_sync(name, self.a.global_.get_sync(name, reference=True))
+
+    def close(self) -> None:
+        self.iso_b.dispose()
+        self.iso_a.dispose()
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    p = Pair()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def described(pair: Pair, call: str, **options: Any) -> Any:
+    return json.loads(pair.b.eval_sync(call, **options))
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 5, 8, 9, 17])
+def test_apply_sync_arguments_few_and_many(pair: Pair, count: int) -> None:
+    # Every kind, in turn: the first ones in place, the rest allocated once the call's
+    # room is taken, and the list of more than a few arguments spilled over.
+    picked = [PRIMITIVES[i % len(PRIMITIVES)] for i in range(count)]
+    js = ", ".join(src for src, _ in picked)
+    assert described(pair, f"describe.applySync(undefined, [{js}])") == [w for _, w in picked]
+    assert described(pair, f"describe.applySyncPromise(undefined, [{js}])") == [
+        w for _, w in picked]
+    # Queued: the same values reach A after the call that queued them has returned.
+    assert json.loads(pair.b.eval_sync(f"describe.apply(undefined, [{js}])", promise=True)) == [
+        w for _, w in picked]
+
+
+def test_apply_sync_arguments_mixed_with_objects(pair: Pair) -> None:
+    # Objects (copies, Reference objects) between primitives, past the in-place room.
+    b = pair.b
+    got = described(
+        pair,
+        "describe.applySync(undefined, [1, {k: 'v'}, 'two', [3], store, true, null, {n: 4},"
+        " 5n, 'six', undefined, 7.5], {arguments: {copy: true}})",
+    )
+    assert got == [
+        ["number", "1"], ["object", '{"k":"v"}'], ["string", "two"], ["object", "[3]"],
+        ["object", "{}"], ["boolean", "true"], ["object", "null"], ["object", '{"n":4}'],
+        ["bigint", "5"], ["string", "six"], ["undefined", "undefined"], ["number", "7.5"],
+    ]
+    # A derefInto() marker arrives as A's own object, in any position.
+    pair.a.eval_sync("globalThis.same = (...xs) => xs.map((o) => o === store); 0")
+    b.global_.set_sync("same", pair.a.global_.get_sync("same", reference=True))
+    assert b.eval_sync(
+        "same.applySync(undefined, [store.derefInto(), 1, 2, 3, 4, 5, store.derefInto(), store],"
+        " {result: {copy: true}})",
+        copy=True) == [True, False, False, False, False, False, True, False]
+    # The receiver takes a place too.
+    pair.a.eval_sync("globalThis.recv = function () { 'use strict';"
+                     " return describe(this, ...arguments) }; 0")
+    b.global_.set_sync("recv", pair.a.global_.get_sync("recv", reference=True))
+    assert described(pair, "recv.applySync('this', [1, 'a', 2, 'b', 3])") == [
+        ["string", "this"], ["number", "1"], ["string", "a"], ["number", "2"], ["string", "b"],
+        ["number", "3"]]
+
+
+@pytest.mark.parametrize("position", [0, 3, 4, 6])
+def test_symbol_argument_is_refused_in_any_position(pair: Pair, position: int) -> None:
+    args = ["1", "'s'", "true", "null", "2", "3", "4"]
+    args[position] = "Symbol('k')"
+    err = pair.b.eval_sync(
+        f"(() => {{ try {{ describe.applySync(undefined, [{', '.join(args)}]) }}"
+        " catch (e) { return [e.constructor.name, e.message] } })()",
+        copy=True,
+    )
+    assert err[0] == "TypeError"
+    assert err[1].startswith("A value of type Symbol cannot leave the isolate")
+    # Nothing reached A, and the next call works.
+    assert described(pair, "describe.applySync(undefined, [1])") == [["number", "1"]]
+
+
+RESULTS = [
+    "0", "-0", "1", "-1", "2 ** 30 - 1", "2 ** 30", "-(2 ** 30)", "-(2 ** 30) - 1", "2 ** 31 - 1",
+    "-(2 ** 31)", "2 ** 31", "2 ** 53", "1.5", "-1e-300", "1e300", "NaN", "Infinity",
+    "-Infinity", "true", "false", "null", "undefined", "''", "'str'", "10n",
+]
+
+
+@pytest.mark.parametrize("method", ["applySync", "applySyncPromise"])
+def test_primitive_results_keep_their_value(pair: Pair, method: str) -> None:
+    # Each result is the same value (Object.is: -0 stays -0, NaN is NaN) and type in B.
+    checks = ", ".join(
+        f"[{src!r}, Object.is(id.{method}(undefined, [{src}]), {src}),"
+        f" typeof id.{method}(undefined, [{src}]) === typeof ({src})]"
+        for src in RESULTS
+    )
+    got = pair.b.eval_sync(f"[{checks}]", copy=True)
+    assert [g for g in got if not (g[1] and g[2])] == []
+    # Also in a loop that the optimizing compiler gets to see.
+    assert pair.b.eval_sync(
+        f"let s = 0; for (let i = 0; i < 3000; i++) s += id.{method}(undefined, [i % 7 - 3]);"
+        " s") == sum(i % 7 - 3 for i in range(3000))
+    # Results with options still take the general path.
+    assert pair.b.eval_sync(f"id.{method}(undefined, [-0], {{result: {{copy: true}}}})") == 0
+    assert pair.b.eval_sync(
+        f"Object.is(id.{method}(undefined, [-0], {{result: {{copy: true}}}}), -0)") is True
+
+
+def test_keys_of_get_set_delete(pair: Pair) -> None:
+    b = pair.b
+    assert b.eval_sync("store.setSync('k', 1)") is True
+    assert b.eval_sync("store.setSync(2, 'two')") is True
+    assert b.eval_sync("store.setSync('a key longer than any inline std::string buffer', -0)"
+                       ) is True
+    assert b.eval_sync("store.getSync('k')") == 1
+    assert b.eval_sync("store.getSync('2')") == "two"
+    assert b.eval_sync("Object.is(store.getSync("
+                       "'a key longer than any inline std::string buffer'), -0)") is True
+    assert b.eval_sync("store.deleteSync(2)") is True
+    assert b.eval_sync("store.getSync(2) === undefined") is True
+    assert pair.b.eval_sync("store.set('q', 5n).then(() => store.getSync('q'))", promise=True
+                            ) == 5
+
+
+def test_reference_released_during_its_own_call(pair: Pair) -> None:
+    # A calls back into B, which releases the very Reference object that is calling A: the
+    # running call completes with its result; the object is released afterwards.
+    a, b = pair.a, pair.b
+    b.eval_sync("globalThis.drop = () => { call.release(); return 1 }; 0")
+    a.global_.set_sync("dropB", b.global_.get_sync("drop", reference=True))
+    a.eval_sync("globalThis.reenter = (x) => dropB.applySync(undefined, []) + x; 0")
+    b.global_.set_sync("call", a.global_.get_sync("reenter", reference=True))
+    assert b.eval_sync("call.applySync(undefined, [41])") == 42
+    err = b.eval_sync(
+        "(() => { try { call.applySync(undefined, [1]) } catch (e) { return e.message } })()")
+    assert err == "Reference has been released"
+    # Again with more arguments than fit in place, and a string result.
+    b.eval_sync("globalThis.call2 = null; globalThis.drop2 = () => { call2.release(); return 's' };"
+                " 0")
+    a.global_.set_sync("drop2B", b.global_.get_sync("drop2", reference=True))
+    a.eval_sync("globalThis.reenter2 = (...xs) => drop2B.applySync(undefined, []) + xs.join(); 0")
+    b.global_.set_sync("call2", a.global_.get_sync("reenter2", reference=True))
+    assert b.eval_sync("call2.applySync(undefined, [1, 'a', 2, 'b', 3, 'c', 4, 'd', 5])"
+                       ) == "s1,a,2,b,3,c,4,d,5"
+
+
+def test_release_during_its_own_call_of_the_last_share_of_an_isolate() -> None:
+    # The Reference object is all that keeps isolate A alive (Python's handles are gone):
+    # releasing it from B while its call runs in A must not end A under that call.
+    iso_b = ivm.Isolate(memory_limit=64)
+    try:
+        b = iso_b.create_context_sync()
+
+        def make_a() -> None:
+            iso_a = ivm.Isolate(memory_limit=64)
+            a = iso_a.create_context_sync()
+            b.eval_sync("globalThis.drop = (n) => { call.release(); return n }; 0")
+            a.global_.set_sync("dropB", b.global_.get_sync("drop", reference=True))
+            a.eval_sync("globalThis.reenter = (...xs) => {"
+                        " const r = dropB.applySync(undefined, [xs.length]);"
+                        " return r + xs.length }; 0")
+            b.global_.set_sync("call", a.global_.get_sync("reenter", reference=True))
+
+        make_a()
+        gc.collect()
+        assert b.eval_sync("call.applySync(undefined, [1, 2, 3, 'four', 5, 6])") == 12
+        assert b.eval_sync(
+            "(() => { try { call.applySync(undefined, []) } catch (e) { return e.message } })()"
+        ) == "Reference has been released"
+        # The same through getSync.
+        make_a()
+        gc.collect()
+        b.eval_sync("globalThis.drop = () => { call.release(); return 1 }; 0")
+        assert b.eval_sync("call.getSync('length')") == 0
+    finally:
+        iso_b.dispose()
