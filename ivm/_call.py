@@ -14,20 +14,30 @@ tenth of the whole call.) For the same reason each public sync method takes its
 options as ``**options`` (see :func:`options_in`). The ``*_PLAIN`` helpers are the
 same calls with every option at its default: a call given no options passes no
 option pointers, which cffi would convert one by one.
+
+``Reference.apply_sync(None, arguments)`` without options goes further:
+``APPLY_FAST(address, arguments)`` is a CPython builtin written in
+ivm/_cffi_fast.c (not a cffi function, so no cdata conversions) that converts
+the arguments (ints within +-(2**53 - 1), floats, strs, bools, None and
+undefined; exact types only, at most 8; small ints and the constants are
+shared libivm values), makes the call with the GIL released, and returns a
+primitive or string result itself, anything else (and errors) through
+:func:`finish`. For any other argument it returns ``SLOW`` before calling, and
+``apply_sync`` takes the general path, which converts (or refuses) it as always.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Final, TypeVar
+from typing import Any, Callable, Final, TypeVar, cast
 
 from ._errors import raise_error
 from ._ffi import lib
 from ._value import KIND_VALUE, primitive, take
 
 __all__ = [
-    "APPLY", "APPLY_PLAIN", "EVAL", "EVAL_PLAIN", "NOT_INTEGER", "RUN", "RUN_PLAIN",
-    "finish", "options_in",
+    "APPLY", "APPLY_FAST", "EVAL", "EVAL_PLAIN", "NOT_INTEGER", "RUN",
+    "RUN_PLAIN", "SLOW", "finish", "options_in",
 ]
 
 #: What a helper returns when its result is not an integer (2**53, which never is).
@@ -40,7 +50,6 @@ RUN: Final = lib.ivm_py_script_run
 APPLY: Final = lib.ivm_py_apply
 EVAL_PLAIN: Final = lib.ivm_py_eval_plain
 RUN_PLAIN: Final = lib.ivm_py_script_run_plain
-APPLY_PLAIN: Final = lib.ivm_py_apply_plain
 _last = lib.ivm_py_last
 
 
@@ -54,6 +63,16 @@ def finish() -> Any:
     if kind == KIND_VALUE:
         return take(res.value)
     return primitive(kind, None, res.slot)
+
+
+#: What APPLY_FAST returns when it leaves a call to Python (before making it).
+SLOW: Final = object()
+
+# APPLY_FAST (a builtin written in C, not a cffi function): ivm_py_install makes it, reading
+# finish and SLOW above, and sets it here.
+if not lib.ivm_py_install():  # pragma: no cover - only out of memory
+    raise ImportError("ivm: could not make its C call path (ivm/_cffi_fast.c)")
+APPLY_FAST: Final = cast("Callable[[int, object], Any]", globals()["APPLY_FAST"])
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])

@@ -1,6 +1,7 @@
 /* C helpers compiled into ivm's cffi extension: the synchronous calls that return a value,
- * each made and classified in one C call (ivm/_call.py is their one Python caller), and the
- * host function of sync Callbacks (ivm_py_host_call, ivm/_callback.py).
+ * each made and classified in one C call (ivm/_call.py is their one Python caller), the
+ * builtin APPLY_FAST (Reference.apply_sync without options: arguments, call and result in
+ * one C call), and the host function of sync Callbacks (ivm_py_host_call, ivm/_callback.py).
  *
  * Each returns its result when it is a number that Python shows as an int (integral, within
  * +-(2**53 - 1), and not -0: docs/values.md), as an int64_t; otherwise IVM_PY_NOT_INTEGER,
@@ -35,7 +36,17 @@ ivm_py_result_t *ivm_py_last(void);
  * pointer argument fewer is one conversion fewer in cffi's wrapper (about 120 instructions). */
 int64_t ivm_py_eval_plain(ivm_context_t *ctx, const char *code, size_t code_len);
 int64_t ivm_py_script_run_plain(ivm_script_t *script, ivm_context_t *ctx);
-int64_t ivm_py_apply_plain(ivm_reference_t *ref, ivm_value_t *const *args, size_t nargs);
+
+/* Makes ivm._call.APPLY_FAST, a CPython builtin (not a cffi function) for the common
+ * Reference.apply_sync(None, arguments): APPLY_FAST(address, arguments), `address` the
+ * ivm_reference_t * as an int (Reference._addr) and `arguments` a list or tuple. When every
+ * argument is an int within +-(2**53 - 1), a float, a str, a bool, None or ivm.undefined
+ * (exact types: no subclass) and there are at most IVM_PY_FAST_ARGS, it converts them,
+ * calls ivm_reference_apply with the GIL released and no options, and returns its result:
+ * a primitive converted here, anything else (and errors) from ivm._call.finish(). Otherwise
+ * it returns ivm._call.SLOW before any call, and Python takes the general path. Takes the
+ * GIL; 1 on success, 0 when an import or allocation failed (the exception printed). */
+int ivm_py_install(void);
 
 /* The ivm_host_fn of Callback(mode="sync") (its user_data is the Callback's cffi handle, a
  * key of ivm._callback._live). The common call runs without cffi's callback machinery:
@@ -107,10 +118,6 @@ int64_t ivm_py_eval_plain(ivm_context_t *ctx, const char *code, size_t code_len)
 
 int64_t ivm_py_script_run_plain(ivm_script_t *script, ivm_context_t *ctx) {
   return ivm_py_script_run(script, ctx, NULL, NULL);
-}
-
-int64_t ivm_py_apply_plain(ivm_reference_t *ref, ivm_value_t *const *args, size_t nargs) {
-  return ivm_py_apply(ref, NULL, args, nargs, NULL, NULL);
 }
 
 /* --- the host function of sync Callbacks --- */
@@ -340,4 +347,205 @@ ivm_error_t *ivm_py_host_call(void *user_data, ivm_call_t *call, ivm_value_t **o
   }
   PyGILState_Release(gil);
   return err;
+}
+
+/* --- APPLY_FAST: Reference.apply_sync(None, arguments) as one builtin --- */
+
+#define IVM_PY_SMALL_MIN (-128)
+#define IVM_PY_SMALL_MAX 1023
+
+/* What APPLY_FAST reads from Python, and the immutable libivm values that arguments share
+ * (a sync call borrows its arguments), all made once by ivm_py_install under the GIL. */
+static struct {
+  PyObject *finish;     /* ivm._call.finish */
+  PyObject *slow;       /* ivm._call.SLOW */
+  PyObject *undefined;  /* ivm.undefined */
+  ivm_value_t *null_value, *undefined_value, *true_value, *false_value;
+  ivm_value_t *small[IVM_PY_SMALL_MAX - IVM_PY_SMALL_MIN + 1];
+} ivm_py_call;
+
+/* A str argument as a new libivm string (WTF-8: lone surrogates pass), or NULL. */
+static ivm_value_t *ivm_py_str_arg(PyObject *o) {
+  PyObject *bytes;
+  ivm_value_t *v;
+#if PY_VERSION_HEX < 0x030C0000
+  if (PyUnicode_READY(o) < 0) {
+    PyErr_Clear();
+    return NULL;
+  }
+#endif
+  if (PyUnicode_IS_ASCII(o)) {
+    return ivm_value_new_string((const char *)PyUnicode_DATA(o), (size_t)PyUnicode_GET_LENGTH(o));
+  }
+  bytes = PyUnicode_AsEncodedString(o, "utf-8", "surrogatepass");
+  if (bytes == NULL) {
+    PyErr_Clear();
+    return NULL;
+  }
+  v = ivm_value_new_string(PyBytes_AS_STRING(bytes), (size_t)PyBytes_GET_SIZE(bytes));
+  Py_DECREF(bytes);
+  return v;
+}
+
+/* The libivm value of the argument `o`: a shared one (*owned = 0) or a new one (*owned = 1);
+ * NULL when this path does not convert `o` (the general path then does, or raises). Runs no
+ * Python code. The int rule is ivm._copy.to_value's: a safe int is a number, others BigInts. */
+static ivm_value_t *ivm_py_arg(PyObject *o, int *owned) {
+  *owned = 0;
+  if (PyLong_CheckExact(o)) {
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || v < -(long long)IVM_PY_MAX_SAFE || v > (long long)IVM_PY_MAX_SAFE) {
+      PyErr_Clear();
+      return NULL;
+    }
+    if (v >= IVM_PY_SMALL_MIN && v <= IVM_PY_SMALL_MAX) return ivm_py_call.small[v - IVM_PY_SMALL_MIN];
+    *owned = 1;
+    return ivm_value_new_number((double)v);
+  }
+  if (PyFloat_CheckExact(o)) {
+    *owned = 1;
+    return ivm_value_new_number(PyFloat_AS_DOUBLE(o));
+  }
+  if (PyUnicode_CheckExact(o)) {
+    *owned = 1;
+    return ivm_py_str_arg(o);
+  }
+  if (o == Py_None) return ivm_py_call.null_value;
+  if (o == Py_True) return ivm_py_call.true_value;
+  if (o == Py_False) return ivm_py_call.false_value;
+  if (o == ivm_py_call.undefined) return ivm_py_call.undefined_value;
+  return NULL;
+}
+
+/* The Python result of the call just made (its error: `err`), from this thread's record: a
+ * primitive or a string converted here; anything else, and an error, by ivm._call.finish. */
+static PyObject *ivm_py_outcome(ivm_error_t *err) {
+  ivm_py_result_t *res = &ivm_py_result;
+  const char *data;
+  size_t len;
+  PyObject *text;
+  if (err == NULL) {
+    switch ((int)res->slot.kind) {
+      case IVM_VALUE_NUMBER:
+        if (ivm_py_is_int(res->slot.number)) return PyLong_FromLongLong((long long)res->slot.number);
+        return PyFloat_FromDouble(res->slot.number);
+      case IVM_VALUE_UNDEFINED:
+        Py_INCREF(ivm_py_call.undefined);
+        return ivm_py_call.undefined;
+      case IVM_VALUE_NULL:
+        Py_RETURN_NONE;
+      case IVM_VALUE_BOOLEAN:
+        return PyBool_FromLong(res->slot.boolean);
+      case 0:
+        if (ivm_value_kind(res->value) != IVM_VALUE_STRING) break;
+        ivm_value_string(res->value, &data, &len);
+        text = PyUnicode_DecodeUTF8(data, (Py_ssize_t)len, "surrogatepass");
+        ivm_value_free(res->value);
+        res->value = NULL;
+        return text;
+      default:
+        break;
+    }
+  }
+  ivm_py_classify(err);
+  return PyObject_CallNoArgs(ivm_py_call.finish);
+}
+
+static PyObject *ivm_py_apply_fast(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+  ivm_value_t *argv[IVM_PY_FAST_ARGS];
+  int owned[IVM_PY_FAST_ARGS];
+  ivm_py_result_t *res = &ivm_py_result;
+  ivm_reference_t *ref;
+  PyObject **items;
+  Py_ssize_t n, i, j;
+  ivm_error_t *err;
+  (void)module;
+  if (nargs != 2) {
+    PyErr_SetString(PyExc_TypeError, "APPLY_FAST(address, arguments)");
+    return NULL;
+  }
+  ref = (ivm_reference_t *)PyLong_AsVoidPtr(args[0]);
+  if (ref == NULL) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "APPLY_FAST: no reference");
+    return NULL;
+  }
+  if (!PyList_CheckExact(args[1]) && !PyTuple_CheckExact(args[1])) goto slow;
+  n = PySequence_Fast_GET_SIZE(args[1]);
+  if (n > IVM_PY_FAST_ARGS) goto slow;
+  items = PySequence_Fast_ITEMS(args[1]);
+  for (i = 0; i < n; ++i) {
+    argv[i] = ivm_py_arg(items[i], &owned[i]);
+    if (argv[i] == NULL) {
+      for (j = 0; j < i; ++j) {
+        if (owned[j]) ivm_value_free(argv[j]);
+      }
+      goto slow;
+    }
+  }
+  Py_BEGIN_ALLOW_THREADS
+  err = ivm_reference_apply(ref, NULL, argv, (size_t)n, NULL, NULL, &res->value, &res->slot);
+  Py_END_ALLOW_THREADS
+  for (i = 0; i < n; ++i) {
+    if (owned[i]) ivm_value_free(argv[i]);
+  }
+  return ivm_py_outcome(err);
+slow:
+  Py_INCREF(ivm_py_call.slow);
+  return ivm_py_call.slow;
+}
+
+static PyMethodDef ivm_py_apply_fast_def = {
+    "APPLY_FAST", (PyCFunction)(void (*)(void))ivm_py_apply_fast, METH_FASTCALL,
+    "APPLY_FAST(address, arguments): Reference.apply_sync(None, arguments) (ivm/_cffi_fast.c)"};
+
+/* The shared argument values (once: they live as long as the process). */
+static int ivm_py_shared_values(void) {
+  int i;
+  if (ivm_py_call.null_value != NULL) return 1;
+  for (i = IVM_PY_SMALL_MIN; i <= IVM_PY_SMALL_MAX; ++i) {
+    ivm_py_call.small[i - IVM_PY_SMALL_MIN] = ivm_value_new_number((double)i);
+    if (ivm_py_call.small[i - IVM_PY_SMALL_MIN] == NULL) return 0;
+  }
+  ivm_py_call.undefined_value = ivm_value_new_undefined();
+  ivm_py_call.true_value = ivm_value_new_boolean(1);
+  ivm_py_call.false_value = ivm_value_new_boolean(0);
+  if (ivm_py_call.undefined_value == NULL || ivm_py_call.true_value == NULL ||
+      ivm_py_call.false_value == NULL) {
+    return 0;
+  }
+  ivm_py_call.null_value = ivm_value_new_null(); /* last: it marks the set complete */
+  return ivm_py_call.null_value != NULL;
+}
+
+static int ivm_py_install_locked(void) {
+  PyObject *call = PyImport_ImportModule("ivm._call"); /* importing: sys.modules has it */
+  PyObject *value = PyImport_ImportModule("ivm._value");
+  PyObject *fn = NULL;
+  int ok = 0;
+  if (call == NULL || value == NULL) goto done;
+  Py_XSETREF(ivm_py_call.finish, PyObject_GetAttrString(call, "finish"));
+  Py_XSETREF(ivm_py_call.slow, PyObject_GetAttrString(call, "SLOW"));
+  Py_XSETREF(ivm_py_call.undefined, PyObject_GetAttrString(value, "undefined"));
+  if (ivm_py_call.finish == NULL || ivm_py_call.slow == NULL || ivm_py_call.undefined == NULL)
+    goto done;
+  if (!ivm_py_shared_values()) {
+    PyErr_NoMemory();
+    goto done;
+  }
+  fn = PyCFunction_NewEx(&ivm_py_apply_fast_def, NULL, NULL);
+  ok = fn != NULL && PyObject_SetAttrString(call, "APPLY_FAST", fn) == 0;
+done:
+  Py_XDECREF(fn);
+  Py_XDECREF(call);
+  Py_XDECREF(value);
+  return ok;
+}
+
+int ivm_py_install(void) {
+  PyGILState_STATE gil = PyGILState_Ensure();
+  int ok = ivm_py_install_locked();
+  if (!ok) PyErr_Print();
+  PyGILState_Release(gil);
+  return ok;
 }
