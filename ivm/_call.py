@@ -23,7 +23,17 @@ undefined; exact types only, at most 8; small ints and the constants are
 shared libivm values), makes the call with the GIL released, and returns a
 primitive or string result itself, anything else (and errors) through
 :func:`finish`. For any other argument it returns ``SLOW`` before calling, and
-``apply_sync`` takes the general path, which converts (or refuses) it as always.
+the general path (``Reference._apply_sync``) converts (or refuses) it as
+always.
+
+Finally :func:`c_method` puts C methods of ivm/_cffi_fast.c in place of
+``Reference.apply_sync``, ``Context.eval_sync`` and ``Script.run_sync``: each
+makes the call without options itself (apply as ``APPLY_FAST`` does; eval with
+an exact ``str``, its bytes read in place when ASCII; run with an exact
+``Context``), with no Python frame and no ``**options`` dict around it, and
+hands every other call to the Python twin ``_<name>`` with the same
+arguments. Their handles' addresses come from the slot ``Handle._addr``. The
+Python methods remain for type checkers and as the logic the C ones follow.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from ._value import KIND_VALUE, primitive, take
 
 __all__ = [
     "APPLY", "APPLY_FAST", "EVAL", "EVAL_PLAIN", "NOT_INTEGER", "RUN",
-    "RUN_PLAIN", "SLOW", "finish", "options_in",
+    "RUN_PLAIN", "SLOW", "c_method", "finish", "options_in",
 ]
 
 #: What a helper returns when its result is not an integer (2**53, which never is).
@@ -102,3 +112,24 @@ def options_in(full: Callable[..., Any]) -> Callable[[_F], _F]:
         return fast
 
     return decorate
+
+
+def c_method(cls: type, name: str) -> None:
+    """Replaces ``cls.<name>`` (``apply_sync``, ``eval_sync`` or ``run_sync``, each an
+    ``options_in`` method) by its C method of ivm/_cffi_fast.c (ivm_py_install_method):
+    the call without options made in C as the Python method makes it, with no Python
+    frame around it (a Python method with ``**options`` costs about a sixth of the
+    call); every other call goes to ``cls._<name>`` with the same arguments. The C
+    method shows the Python one's signature (its text signature) and docstring; the
+    Python method stays what type checkers read and the logic the C one follows."""
+    method = getattr(cls, name)
+    sig = inspect.signature(method)
+    params = [p.replace(annotation=p.empty) for p in sig.parameters.values()]
+    text = str(sig.replace(parameters=params, return_annotation=sig.empty))
+    if not text.startswith("(self, "):  # pragma: no cover - a new method to adapt
+        raise TypeError(f"{cls.__name__}.{name} must take self and arguments")
+    doc = f"{name}($self, {text[len('(self, '):]}\n--\n\n{method.__doc__}"
+    if not lib.ivm_py_install_method(
+        cls.__module__.encode(), cls.__name__.encode(), name.encode(), doc.encode()
+    ):  # pragma: no cover - only out of memory
+        raise ImportError(f"ivm: could not make the C method {cls.__name__}.{name}")

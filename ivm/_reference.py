@@ -13,7 +13,7 @@ from ._handle import Handle
 from ._options import result_flags, result_options_flags, run_options
 from ._options import result_options as _result_options
 from ._value import Arguments, argv_slots, sync_result, sync_slots, take, value_array
-from ._call import APPLY, APPLY_FAST, NOT_INTEGER, SLOW, finish, options_in
+from ._call import APPLY, APPLY_FAST, NOT_INTEGER, SLOW, c_method, finish, options_in
 
 __all__ = ["DerefInto", "Reference"]
 
@@ -40,8 +40,7 @@ class Reference(Handle, _Marker):
     :class:`ivm.DisposedError`.
     """
 
-    __slots__ = ("_addr",)
-    _addr: int  # the handle's address, set by _address() on first use
+    __slots__ = ()
     _free = lib.ivm_reference_free
     _dispose = lib.ivm_reference_release
 
@@ -286,12 +285,6 @@ class Reference(Handle, _Marker):
         x = APPLY_FAST(addr, arguments)
         return x if x is not SLOW else self._apply_sync(None, arguments)
 
-    def _address(self) -> int:
-        """The handle's address, for APPLY_FAST (kept: the handle lives as long as
-        ``self``; release only marks it released, and libivm then says so)."""
-        self._addr = int(ffi.cast("uintptr_t", self._ptr))
-        return self._addr
-
     async def apply(
         self,
         receiver: object,
@@ -381,6 +374,10 @@ class Reference(Handle, _Marker):
         index = ffi.new("size_t *")
         check(lib.ivm_value_attach_reference(value, self._ptr, 0, index))
         return int(index[0])
+
+
+# The call without options in C, with no Python frame around it (ivm/_call.py).
+c_method(Reference, "apply_sync")
 
 
 class HostReference(Reference):

@@ -174,8 +174,9 @@ def test_a_sync_method_shows_its_keyword_only_options(method: Any, names: list[s
     for name in names[first_option:]:
         assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
     assert "Returns" in (method.__doc__ or "") or "returns" in (method.__doc__ or "")
-    # The call without options fills no keyword-only defaults (the point of the split).
-    assert not method.__kwdefaults__
+    # The call without options fills no keyword-only defaults (the point of the split);
+    # Reference.apply_sync is a C method (ivm/_cffi_fast.c), which has none at all.
+    assert not getattr(method, "__kwdefaults__", None)
 
 
 def test_a_bad_keyword_or_positional_raises_as_python_would(context: ivm.Context) -> None:
@@ -422,3 +423,54 @@ def test_apply_from_many_threads(context: ivm.Context) -> None:
     for th in threads:
         th.join()
     assert not errors, errors
+
+
+def test_apply_sync_takes_every_call_form(context: ivm.Context) -> None:
+    # Reference.apply_sync is a C method that hands every call but the plain one to
+    # Reference._apply_sync with the same arguments.
+    fn = context.eval_sync(
+        "'use strict'; (function () { return (this === undefined) + ':' + [...arguments].join(','); })",
+        reference=True,
+    )
+    assert fn.apply_sync(None) == "true:"
+    assert fn.apply_sync(None, [1, "b"]) == "true:1,b"
+    assert fn.apply_sync(receiver=None, arguments=[2]) == "true:2"
+    assert fn.apply_sync(None, arguments=(3,)) == "true:3"
+    assert ivm.Reference.apply_sync(fn, None, [4]) == "true:4"
+    assert fn.apply_sync({}, [5], arguments_options={"copy": True}) == "false:5"
+    assert fn.apply_sync(None, [[6, 7]], arguments_options={"copy": True}) == "true:6,7"
+    with pytest.raises(TypeError, match=r"missing 1 required positional argument: 'receiver'"):
+        fn.apply_sync()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        ivm.Reference.apply_sync(object(), None, [])  # type: ignore[arg-type]
+    host = ivm.Reference(lambda a: a + 1)
+    assert host.apply_sync(None, [1]) == 2
+
+
+def test_eval_and_run_take_every_call_form(context: ivm.Context) -> None:
+    # Context.eval_sync and Script.run_sync are C methods (ivm/_cffi_fast.c) for the call
+    # without options; every other call goes to their Python twins with the same arguments.
+    script = context.isolate.compile_script_sync("'s' + 1")
+    assert context.eval_sync("'\ud800é\U0001f600'") == "\ud800é\U0001f600"
+    assert context.eval_sync("'\ud800'.length + '\U0001f600'.length") == 3
+    assert context.eval_sync("") is ivm.undefined
+    assert context.eval_sync(code="2 + 2") == 4
+    assert context.eval_sync(type("S", (str,), {})("3 + 3")) == 6
+    assert ivm.Context.eval_sync(context, "5") == 5
+    assert script.run_sync(context) == "s1"
+    assert script.run_sync(context=context) == "s1"
+    assert ivm.Script.run_sync(script, context) == "s1"
+    assert script.run_sync(context, release=True) == "s1"
+    with pytest.raises(ivm.DisposedError):
+        script.run_sync(context)
+    with pytest.raises(TypeError, match="context must be an ivm.Context"):
+        context.isolate.compile_script_sync("1").run_sync(type("C", (ivm.Context,), {}))
+    with pytest.raises(TypeError, match=r"missing 1 required positional argument: 'code'"):
+        context.eval_sync()  # type: ignore[call-overload]
+    with pytest.raises(TypeError):
+        ivm.Context.eval_sync(object(), "1")  # type: ignore[arg-type]
+    with pytest.raises(ivm.JSError, match="boom"):
+        context.eval_sync("throw new Error('boom')")
+    context.release()
+    with pytest.raises(ivm.DisposedError):
+        context.eval_sync("1")
