@@ -14,20 +14,40 @@ tenth of the whole call.) For the same reason each public sync method takes its
 options as ``**options`` (see :func:`options_in`). The ``*_PLAIN`` helpers are the
 same calls with every option at its default: a call given no options passes no
 option pointers, which cffi would convert one by one.
+
+``Reference.apply_sync(None, arguments)`` without options goes further:
+``APPLY_FAST(address, arguments)`` is a CPython builtin written in
+ivm/_cffi_fast.c (not a cffi function, so no cdata conversions) that converts
+the arguments (ints within +-(2**53 - 1), floats, strs, bools, None and
+undefined; exact types only, at most 8; small ints and the constants are
+shared libivm values), makes the call with the GIL released, and returns a
+primitive or string result itself, anything else (and errors) through
+:func:`finish`. For any other argument it returns ``SLOW`` before calling, and
+the general path (``Reference._apply_sync``) converts (or refuses) it as
+always.
+
+Finally :func:`c_method` puts C methods of ivm/_cffi_fast.c in place of
+``Reference.apply_sync``, ``Context.eval_sync`` and ``Script.run_sync``: each
+makes the call without options itself (apply as ``APPLY_FAST`` does; eval with
+an exact ``str``, its bytes read in place when ASCII; run with an exact
+``Context``), with no Python frame and no ``**options`` dict around it, and
+hands every other call to the Python twin ``_<name>`` with the same
+arguments. Their handles' addresses come from the slot ``Handle._addr``. The
+Python methods remain for type checkers and as the logic the C ones follow.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Final, TypeVar
+from typing import Any, Callable, Final, TypeVar, cast
 
 from ._errors import raise_error
 from ._ffi import lib
 from ._value import KIND_VALUE, primitive, take
 
 __all__ = [
-    "APPLY", "APPLY_PLAIN", "EVAL", "EVAL_PLAIN", "NOT_INTEGER", "RUN", "RUN_PLAIN",
-    "finish", "options_in",
+    "APPLY", "APPLY_FAST", "EVAL", "EVAL_PLAIN", "NOT_INTEGER", "RUN",
+    "RUN_PLAIN", "SLOW", "c_method", "finish", "options_in",
 ]
 
 #: What a helper returns when its result is not an integer (2**53, which never is).
@@ -40,7 +60,6 @@ RUN: Final = lib.ivm_py_script_run
 APPLY: Final = lib.ivm_py_apply
 EVAL_PLAIN: Final = lib.ivm_py_eval_plain
 RUN_PLAIN: Final = lib.ivm_py_script_run_plain
-APPLY_PLAIN: Final = lib.ivm_py_apply_plain
 _last = lib.ivm_py_last
 
 
@@ -54,6 +73,16 @@ def finish() -> Any:
     if kind == KIND_VALUE:
         return take(res.value)
     return primitive(kind, None, res.slot)
+
+
+#: What APPLY_FAST returns when it leaves a call to Python (before making it).
+SLOW: Final = object()
+
+# APPLY_FAST (a builtin written in C, not a cffi function): ivm_py_install makes it, reading
+# finish and SLOW above, and sets it here.
+if not lib.ivm_py_install():  # pragma: no cover - only out of memory
+    raise ImportError("ivm: could not make its C call path (ivm/_cffi_fast.c)")
+APPLY_FAST: Final = cast("Callable[[int, object], Any]", globals()["APPLY_FAST"])
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -83,3 +112,24 @@ def options_in(full: Callable[..., Any]) -> Callable[[_F], _F]:
         return fast
 
     return decorate
+
+
+def c_method(cls: type, name: str) -> None:
+    """Replaces ``cls.<name>`` (``apply_sync``, ``eval_sync`` or ``run_sync``, each an
+    ``options_in`` method) by its C method of ivm/_cffi_fast.c (ivm_py_install_method):
+    the call without options made in C as the Python method makes it, with no Python
+    frame around it (a Python method with ``**options`` costs about a sixth of the
+    call); every other call goes to ``cls._<name>`` with the same arguments. The C
+    method shows the Python one's signature (its text signature) and docstring; the
+    Python method stays what type checkers read and the logic the C one follows."""
+    method = getattr(cls, name)
+    sig = inspect.signature(method)
+    params = [p.replace(annotation=p.empty) for p in sig.parameters.values()]
+    text = str(sig.replace(parameters=params, return_annotation=sig.empty))
+    if not text.startswith("(self, "):  # pragma: no cover - a new method to adapt
+        raise TypeError(f"{cls.__name__}.{name} must take self and arguments")
+    doc = f"{name}($self, {text[len('(self, '):]}\n--\n\n{method.__doc__}"
+    if not lib.ivm_py_install_method(
+        cls.__module__.encode(), cls.__name__.encode(), name.encode(), doc.encode()
+    ):  # pragma: no cover - only out of memory
+        raise ImportError(f"ivm: could not make the C method {cls.__name__}.{name}")

@@ -1,6 +1,9 @@
 /* C helpers compiled into ivm's cffi extension: the synchronous calls that return a value,
- * each made and classified in one C call (ivm/_call.py is their one Python caller), and the
- * host function of sync Callbacks (ivm_py_host_call, ivm/_callback.py).
+ * each made and classified in one C call (ivm/_call.py is their one Python caller), the
+ * builtin APPLY_FAST (Reference.apply_sync without options: arguments, call and result in
+ * one C call), the C methods that stand for Reference.apply_sync, Context.eval_sync and
+ * Script.run_sync (ivm_py_install_method: the call without options with no Python frame),
+ * and the host function of sync Callbacks (ivm_py_host_call, ivm/_callback.py).
  *
  * Each returns its result when it is a number that Python shows as an int (integral, within
  * +-(2**53 - 1), and not -0: docs/values.md), as an int64_t; otherwise IVM_PY_NOT_INTEGER,
@@ -35,7 +38,26 @@ ivm_py_result_t *ivm_py_last(void);
  * pointer argument fewer is one conversion fewer in cffi's wrapper (about 120 instructions). */
 int64_t ivm_py_eval_plain(ivm_context_t *ctx, const char *code, size_t code_len);
 int64_t ivm_py_script_run_plain(ivm_script_t *script, ivm_context_t *ctx);
-int64_t ivm_py_apply_plain(ivm_reference_t *ref, ivm_value_t *const *args, size_t nargs);
+
+/* Makes ivm._call.APPLY_FAST, a CPython builtin (not a cffi function) for the common
+ * Reference.apply_sync(None, arguments): APPLY_FAST(address, arguments), `address` the
+ * ivm_reference_t * as an int (Reference._addr) and `arguments` a list or tuple. When every
+ * argument is an int within +-(2**53 - 1), a float, a str, a bool, None or ivm.undefined
+ * (exact types: no subclass) and there are at most IVM_PY_FAST_ARGS, it converts them,
+ * calls ivm_reference_apply with the GIL released and no options, and returns its result:
+ * a primitive converted here, anything else (and errors) from ivm._call.finish(). Otherwise
+ * it returns ivm._call.SLOW before any call, and Python takes the general path. Takes the
+ * GIL; 1 on success, 0 when an import or allocation failed (the exception printed). */
+int ivm_py_install(void);
+/* Replaces the method `name` ("apply_sync", "eval_sync" or "run_sync") of the class `cls` of
+ * ivm's `module` by a C method (a method descriptor) that makes the plain call (no options)
+ * itself, as the Python method does, without a Python frame around it: Reference.apply_sync
+ * as APPLY_FAST, Context.eval_sync(code) with code an exact str, Script.run_sync(context)
+ * with context an exact ivm.Context. Every other call (options, keywords, another type, SLOW)
+ * goes to the class's `_<name>`, the method with the full signature, with the same arguments.
+ * `doc` (copied) is its __doc__ with the text signature that inspect reads. Once per method,
+ * after ivm_py_install; same return. */
+int ivm_py_install_method(const char *module, const char *cls, const char *name, const char *doc);
 
 /* The ivm_host_fn of Callback(mode="sync") (its user_data is the Callback's cffi handle, a
  * key of ivm._callback._live). The common call runs without cffi's callback machinery:
@@ -51,6 +73,8 @@ ivm_error_t *ivm_py_host_call(void *user_data, ivm_call_t *call, ivm_value_t **o
 void ivm_py_host_forget(void *user_data);
 
 /* --- definitions --- */
+
+#include <structmember.h> /* PyMemberDef (Python < 3.12): ivm_py_addr_offset */
 
 static _Thread_local ivm_py_result_t ivm_py_result;
 
@@ -107,10 +131,6 @@ int64_t ivm_py_eval_plain(ivm_context_t *ctx, const char *code, size_t code_len)
 
 int64_t ivm_py_script_run_plain(ivm_script_t *script, ivm_context_t *ctx) {
   return ivm_py_script_run(script, ctx, NULL, NULL);
-}
-
-int64_t ivm_py_apply_plain(ivm_reference_t *ref, ivm_value_t *const *args, size_t nargs) {
-  return ivm_py_apply(ref, NULL, args, nargs, NULL, NULL);
 }
 
 /* --- the host function of sync Callbacks --- */
@@ -340,4 +360,399 @@ ivm_error_t *ivm_py_host_call(void *user_data, ivm_call_t *call, ivm_value_t **o
   }
   PyGILState_Release(gil);
   return err;
+}
+
+/* --- APPLY_FAST: Reference.apply_sync(None, arguments) as one builtin --- */
+
+#define IVM_PY_SMALL_MIN (-128)
+#define IVM_PY_SMALL_MAX 1023
+
+/* What APPLY_FAST reads from Python, and the immutable libivm values that arguments share
+ * (a sync call borrows its arguments), all made once by ivm_py_install under the GIL. */
+static struct {
+  PyObject *finish;     /* ivm._call.finish */
+  PyObject *slow;       /* ivm._call.SLOW */
+  PyObject *undefined;  /* ivm.undefined */
+  PyObject *apply_full, *eval_full, *run_full; /* Reference._apply_sync, Context._eval_sync... */
+  PyObject *context_type;   /* ivm.Context */
+  PyObject *address_name;   /* "_address" */
+  Py_ssize_t addr_offset;   /* where a Handle keeps its slot `_addr` (0: not yet known) */
+  ivm_value_t *null_value, *undefined_value, *true_value, *false_value;
+  ivm_value_t *small[IVM_PY_SMALL_MAX - IVM_PY_SMALL_MIN + 1];
+} ivm_py_call;
+
+/* A str argument as a new libivm string (WTF-8: lone surrogates pass), or NULL. */
+static ivm_value_t *ivm_py_str_arg(PyObject *o) {
+  PyObject *bytes;
+  ivm_value_t *v;
+#if PY_VERSION_HEX < 0x030C0000
+  if (PyUnicode_READY(o) < 0) {
+    PyErr_Clear();
+    return NULL;
+  }
+#endif
+  if (PyUnicode_IS_ASCII(o)) {
+    return ivm_value_new_string((const char *)PyUnicode_DATA(o), (size_t)PyUnicode_GET_LENGTH(o));
+  }
+  bytes = PyUnicode_AsEncodedString(o, "utf-8", "surrogatepass");
+  if (bytes == NULL) {
+    PyErr_Clear();
+    return NULL;
+  }
+  v = ivm_value_new_string(PyBytes_AS_STRING(bytes), (size_t)PyBytes_GET_SIZE(bytes));
+  Py_DECREF(bytes);
+  return v;
+}
+
+/* The libivm value of the argument `o`: a shared one (*owned = 0) or a new one (*owned = 1);
+ * NULL when this path does not convert `o` (the general path then does, or raises). Runs no
+ * Python code. The int rule is ivm._copy.to_value's: a safe int is a number, others BigInts. */
+static ivm_value_t *ivm_py_arg(PyObject *o, int *owned) {
+  *owned = 0;
+  if (PyLong_CheckExact(o)) {
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || v < -(long long)IVM_PY_MAX_SAFE || v > (long long)IVM_PY_MAX_SAFE) {
+      PyErr_Clear();
+      return NULL;
+    }
+    if (v >= IVM_PY_SMALL_MIN && v <= IVM_PY_SMALL_MAX) return ivm_py_call.small[v - IVM_PY_SMALL_MIN];
+    *owned = 1;
+    return ivm_value_new_number((double)v);
+  }
+  if (PyFloat_CheckExact(o)) {
+    *owned = 1;
+    return ivm_value_new_number(PyFloat_AS_DOUBLE(o));
+  }
+  if (PyUnicode_CheckExact(o)) {
+    *owned = 1;
+    return ivm_py_str_arg(o);
+  }
+  if (o == Py_None) return ivm_py_call.null_value;
+  if (o == Py_True) return ivm_py_call.true_value;
+  if (o == Py_False) return ivm_py_call.false_value;
+  if (o == ivm_py_call.undefined) return ivm_py_call.undefined_value;
+  return NULL;
+}
+
+/* The Python result of the call just made (its error: `err`), from this thread's record: a
+ * primitive or a string converted here; anything else, and an error, by ivm._call.finish. */
+static PyObject *ivm_py_outcome(ivm_error_t *err) {
+  ivm_py_result_t *res = &ivm_py_result;
+  const char *data;
+  size_t len;
+  PyObject *text;
+  if (err == NULL) {
+    switch ((int)res->slot.kind) {
+      case IVM_VALUE_NUMBER:
+        if (ivm_py_is_int(res->slot.number)) return PyLong_FromLongLong((long long)res->slot.number);
+        return PyFloat_FromDouble(res->slot.number);
+      case IVM_VALUE_UNDEFINED:
+        Py_INCREF(ivm_py_call.undefined);
+        return ivm_py_call.undefined;
+      case IVM_VALUE_NULL:
+        Py_RETURN_NONE;
+      case IVM_VALUE_BOOLEAN:
+        return PyBool_FromLong(res->slot.boolean);
+      case 0:
+        if (ivm_value_kind(res->value) != IVM_VALUE_STRING) break;
+        ivm_value_string(res->value, &data, &len);
+        text = PyUnicode_DecodeUTF8(data, (Py_ssize_t)len, "surrogatepass");
+        ivm_value_free(res->value);
+        res->value = NULL;
+        return text;
+      default:
+        break;
+    }
+  }
+  ivm_py_classify(err);
+  return PyObject_CallNoArgs(ivm_py_call.finish);
+}
+
+/* The call of APPLY_FAST with the reference `ref` and `seq` (any object): its result, NULL
+ * (an exception set), or ivm_py_call.slow (a new reference) before any call. */
+static PyObject *ivm_py_apply_call(ivm_reference_t *ref, PyObject *seq) {
+  ivm_value_t *argv[IVM_PY_FAST_ARGS];
+  int owned[IVM_PY_FAST_ARGS];
+  ivm_py_result_t *res = &ivm_py_result;
+  PyObject **items;
+  Py_ssize_t n, i, j;
+  ivm_error_t *err;
+  if (!PyList_CheckExact(seq) && !PyTuple_CheckExact(seq)) goto slow;
+  n = PySequence_Fast_GET_SIZE(seq);
+  if (n > IVM_PY_FAST_ARGS) goto slow;
+  items = PySequence_Fast_ITEMS(seq);
+  for (i = 0; i < n; ++i) {
+    argv[i] = ivm_py_arg(items[i], &owned[i]);
+    if (argv[i] == NULL) {
+      for (j = 0; j < i; ++j) {
+        if (owned[j]) ivm_value_free(argv[j]);
+      }
+      goto slow;
+    }
+  }
+  Py_BEGIN_ALLOW_THREADS
+  err = ivm_reference_apply(ref, NULL, argv, (size_t)n, NULL, NULL, &res->value, &res->slot);
+  Py_END_ALLOW_THREADS
+  for (i = 0; i < n; ++i) {
+    if (owned[i]) ivm_value_free(argv[i]);
+  }
+  return ivm_py_outcome(err);
+slow:
+  Py_INCREF(ivm_py_call.slow);
+  return ivm_py_call.slow;
+}
+
+static PyObject *ivm_py_apply_fast(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+  ivm_reference_t *ref;
+  (void)module;
+  if (nargs != 2) {
+    PyErr_SetString(PyExc_TypeError, "APPLY_FAST(address, arguments)");
+    return NULL;
+  }
+  ref = (ivm_reference_t *)PyLong_AsVoidPtr(args[0]);
+  if (ref == NULL) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "APPLY_FAST: no reference");
+    return NULL;
+  }
+  return ivm_py_apply_call(ref, args[1]);
+}
+
+static PyMethodDef ivm_py_apply_fast_def = {
+    "APPLY_FAST", (PyCFunction)(void (*)(void))ivm_py_apply_fast, METH_FASTCALL,
+    "APPLY_FAST(address, arguments): Reference.apply_sync(None, arguments) (ivm/_cffi_fast.c)"};
+
+/* The shared argument values (once: they live as long as the process). */
+static int ivm_py_shared_values(void) {
+  int i;
+  if (ivm_py_call.null_value != NULL) return 1;
+  for (i = IVM_PY_SMALL_MIN; i <= IVM_PY_SMALL_MAX; ++i) {
+    ivm_py_call.small[i - IVM_PY_SMALL_MIN] = ivm_value_new_number((double)i);
+    if (ivm_py_call.small[i - IVM_PY_SMALL_MIN] == NULL) return 0;
+  }
+  ivm_py_call.undefined_value = ivm_value_new_undefined();
+  ivm_py_call.true_value = ivm_value_new_boolean(1);
+  ivm_py_call.false_value = ivm_value_new_boolean(0);
+  if (ivm_py_call.undefined_value == NULL || ivm_py_call.true_value == NULL ||
+      ivm_py_call.false_value == NULL) {
+    return 0;
+  }
+  ivm_py_call.null_value = ivm_value_new_null(); /* last: it marks the set complete */
+  return ivm_py_call.null_value != NULL;
+}
+
+static int ivm_py_install_locked(void) {
+  PyObject *call = PyImport_ImportModule("ivm._call"); /* importing: sys.modules has it */
+  PyObject *value = PyImport_ImportModule("ivm._value");
+  PyObject *fn = NULL;
+  int ok = 0;
+  if (call == NULL || value == NULL) goto done;
+  Py_XSETREF(ivm_py_call.finish, PyObject_GetAttrString(call, "finish"));
+  Py_XSETREF(ivm_py_call.slow, PyObject_GetAttrString(call, "SLOW"));
+  Py_XSETREF(ivm_py_call.undefined, PyObject_GetAttrString(value, "undefined"));
+  if (ivm_py_call.finish == NULL || ivm_py_call.slow == NULL || ivm_py_call.undefined == NULL)
+    goto done;
+  if (!ivm_py_shared_values()) {
+    PyErr_NoMemory();
+    goto done;
+  }
+  fn = PyCFunction_NewEx(&ivm_py_apply_fast_def, NULL, NULL);
+  ok = fn != NULL && PyObject_SetAttrString(call, "APPLY_FAST", fn) == 0;
+done:
+  Py_XDECREF(fn);
+  Py_XDECREF(call);
+  Py_XDECREF(value);
+  return ok;
+}
+
+int ivm_py_install(void) {
+  PyGILState_STATE gil = PyGILState_Ensure();
+  int ok = ivm_py_install_locked();
+  if (!ok) PyErr_Print();
+  PyGILState_Release(gil);
+  return ok;
+}
+
+/* --- apply_sync, eval_sync and run_sync as C methods --- */
+
+/* full(self, *args, **kwargs): every call a C method leaves to Python. */
+static PyObject *ivm_py_general(PyObject *full, PyObject *self, PyObject *const *args,
+                                Py_ssize_t nargs, PyObject *kwnames) {
+  PyObject *small[12], **stack = small, *r;
+  Py_ssize_t total = nargs + (kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0);
+  if (total + 1 > (Py_ssize_t)(sizeof small / sizeof small[0])) {
+    stack = (PyObject **)PyMem_Malloc((size_t)(total + 1) * sizeof(PyObject *));
+    if (stack == NULL) return PyErr_NoMemory();
+  }
+  stack[0] = self;
+  if (total > 0) memcpy(stack + 1, args, (size_t)total * sizeof(PyObject *));
+  r = PyObject_Vectorcall(full, stack, (size_t)nargs + 1, kwnames);
+  if (stack != small) PyMem_Free(stack);
+  return r;
+}
+
+/* The handle of `h` (an ivm Handle: the method descriptors admit only their class) from its
+ * slot `_addr`, which Handle._address() sets on first use; NULL: an exception is set. */
+static void *ivm_py_handle(PyObject *h) {
+  PyObject *addr = *(PyObject **)((char *)h + ivm_py_call.addr_offset);
+  void *p;
+  if (addr != NULL) {
+    p = PyLong_AsVoidPtr(addr);
+  } else {
+    addr = PyObject_CallMethodNoArgs(h, ivm_py_call.address_name);
+    if (addr == NULL) return NULL;
+    p = PyLong_AsVoidPtr(addr);
+    Py_DECREF(addr);
+  }
+  if (p == NULL && !PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "ivm: no handle");
+  return p;
+}
+
+static PyObject *ivm_py_apply_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames) {
+  static PyObject *empty;
+  ivm_reference_t *ref;
+  PyObject *r;
+  if (kwnames != NULL || nargs < 1 || nargs > 2 || args[0] != Py_None) {
+    return ivm_py_general(ivm_py_call.apply_full, self, args, nargs, kwnames);
+  }
+  if (empty == NULL && (empty = PyTuple_New(0)) == NULL) return NULL;
+  ref = (ivm_reference_t *)ivm_py_handle(self);
+  if (ref == NULL) return NULL;
+  r = ivm_py_apply_call(ref, nargs == 2 ? args[1] : empty);
+  if (r != ivm_py_call.slow) return r;
+  Py_DECREF(r);
+  return ivm_py_general(ivm_py_call.apply_full, self, args, nargs, kwnames);
+}
+
+static PyObject *ivm_py_eval_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames) {
+  ivm_py_result_t *res = &ivm_py_result;
+  PyObject *bytes = NULL;
+  const char *data;
+  Py_ssize_t len;
+  ivm_context_t *ctx;
+  ivm_error_t *err;
+  if (kwnames != NULL || nargs != 1 || !PyUnicode_CheckExact(args[0])) {
+    return ivm_py_general(ivm_py_call.eval_full, self, args, nargs, kwnames);
+  }
+  ctx = (ivm_context_t *)ivm_py_handle(self);
+  if (ctx == NULL) return NULL;
+#if PY_VERSION_HEX < 0x030C0000
+  if (PyUnicode_READY(args[0]) < 0) return NULL;
+#endif
+  if (PyUnicode_IS_ASCII(args[0])) { /* (args[0] is held by the caller during the call) */
+    data = (const char *)PyUnicode_DATA(args[0]);
+    len = PyUnicode_GET_LENGTH(args[0]);
+  } else { /* WTF-8: lone surrogates pass, as code_bytes() lets them */
+    bytes = PyUnicode_AsEncodedString(args[0], "utf-8", "surrogatepass");
+    if (bytes == NULL) return NULL;
+    data = PyBytes_AS_STRING(bytes);
+    len = PyBytes_GET_SIZE(bytes);
+  }
+  Py_BEGIN_ALLOW_THREADS
+  err = ivm_context_eval(ctx, data, (size_t)len, NULL, NULL, NULL, &res->value, &res->slot);
+  Py_END_ALLOW_THREADS
+  Py_XDECREF(bytes);
+  return ivm_py_outcome(err);
+}
+
+static PyObject *ivm_py_run_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames) {
+  ivm_py_result_t *res = &ivm_py_result;
+  ivm_script_t *script;
+  ivm_context_t *ctx;
+  ivm_error_t *err;
+  if (kwnames != NULL || nargs != 1 || (PyObject *)Py_TYPE(args[0]) != ivm_py_call.context_type) {
+    return ivm_py_general(ivm_py_call.run_full, self, args, nargs, kwnames);
+  }
+  script = (ivm_script_t *)ivm_py_handle(self);
+  ctx = script != NULL ? (ivm_context_t *)ivm_py_handle(args[0]) : NULL;
+  if (ctx == NULL) return NULL;
+  Py_BEGIN_ALLOW_THREADS
+  err = ivm_script_run(script, ctx, NULL, NULL, &res->value, &res->slot);
+  Py_END_ALLOW_THREADS
+  return ivm_py_outcome(err);
+}
+
+#define IVM_PY_METHOD_FLAGS (METH_FASTCALL | METH_KEYWORDS)
+static PyMethodDef ivm_py_methods[] = {
+    {"apply_sync", (PyCFunction)(void (*)(void))ivm_py_apply_method, IVM_PY_METHOD_FLAGS, NULL},
+    {"eval_sync", (PyCFunction)(void (*)(void))ivm_py_eval_method, IVM_PY_METHOD_FLAGS, NULL},
+    {"run_sync", (PyCFunction)(void (*)(void))ivm_py_run_method, IVM_PY_METHOD_FLAGS, NULL},
+};
+
+/* The offset of Handle's slot `_addr` in `type` (0: an exception is set). */
+static Py_ssize_t ivm_py_addr_offset(PyObject *type) {
+  PyObject *member = PyObject_GetAttrString(type, "_addr"); /* the member descriptor */
+  Py_ssize_t offset = 0;
+  if (member != NULL && Py_TYPE(member) == &PyMemberDescr_Type) {
+    offset = ((PyMemberDescrObject *)member)->d_member->offset;
+  } else if (member != NULL) {
+    PyErr_SetString(PyExc_TypeError, "ivm: _addr is not a slot");
+  }
+  Py_XDECREF(member);
+  return offset;
+}
+
+static int ivm_py_install_method_locked(const char *module_name, const char *cls,
+                                        const char *name, const char *doc) {
+  PyObject *module = PyImport_ImportModule(module_name); /* importing: in sys.modules */
+  PyObject *type = NULL, *method = NULL, **full = NULL, *context = NULL;
+  PyObject **fulls[] = {&ivm_py_call.apply_full, &ivm_py_call.eval_full, &ivm_py_call.run_full};
+  PyMethodDef *def = NULL;
+  char full_name[32], *doc_copy;
+  size_t i;
+  int ok = 0;
+  for (i = 0; i < sizeof ivm_py_methods / sizeof ivm_py_methods[0]; ++i) {
+    if (strcmp(ivm_py_methods[i].ml_name, name) == 0) {
+      def = &ivm_py_methods[i];
+      full = fulls[i];
+    }
+  }
+  if (module == NULL || def == NULL || ivm_py_call.finish == NULL || def->ml_doc != NULL) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "ivm: no such C method, or twice");
+    goto done;
+  }
+  type = PyObject_GetAttrString(module, cls);
+  if (type == NULL || !PyType_Check(type)) goto done;
+  if (full == &ivm_py_call.run_full) {
+    context = PyImport_ImportModule("ivm._context");
+    if (context == NULL) goto done;
+    ivm_py_call.context_type = PyObject_GetAttrString(context, "Context");
+    if (ivm_py_call.context_type == NULL || !PyType_Check(ivm_py_call.context_type)) goto done;
+  }
+  snprintf(full_name, sizeof full_name, "_%s", name);
+  *full = PyObject_GetAttrString(type, full_name);
+  if (ivm_py_call.address_name == NULL) {
+    ivm_py_call.address_name = PyUnicode_InternFromString("_address");
+  }
+  if (ivm_py_call.addr_offset == 0) ivm_py_call.addr_offset = ivm_py_addr_offset(type);
+  if (*full == NULL || ivm_py_call.address_name == NULL || ivm_py_call.addr_offset == 0 ||
+      ivm_py_addr_offset(type) != ivm_py_call.addr_offset) {
+    goto done;
+  }
+  doc_copy = (char *)PyMem_RawMalloc(strlen(doc) + 1); /* lives as long as the method */
+  if (doc_copy == NULL) {
+    PyErr_NoMemory();
+    goto done;
+  }
+  memcpy(doc_copy, doc, strlen(doc) + 1);
+  def->ml_doc = doc_copy;
+  method = PyDescr_NewMethod((PyTypeObject *)type, def);
+  ok = method != NULL && PyObject_SetAttrString(type, name, method) == 0;
+done:
+  Py_XDECREF(method);
+  Py_XDECREF(context);
+  Py_XDECREF(type);
+  Py_XDECREF(module);
+  return ok;
+}
+
+int ivm_py_install_method(const char *module, const char *cls, const char *name, const char *doc) {
+  PyGILState_STATE gil = PyGILState_Ensure();
+  int ok = ivm_py_install_method_locked(module, cls, name, doc);
+  if (!ok && PyErr_Occurred()) PyErr_Print();
+  PyGILState_Release(gil);
+  return ok;
 }

@@ -14,7 +14,7 @@ from ._options import EvalKeywords, call_options, code_bytes, result_flags, resu
 from ._options import run_options
 from ._options import result_options as _result_options
 from ._value import Arguments, JSPrimitive, sync_result, sync_slots, take, value_array
-from ._call import EVAL, EVAL_PLAIN, NOT_INTEGER, finish, options_in
+from ._call import EVAL, EVAL_PLAIN, NOT_INTEGER, c_method, finish, options_in
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _context
     from typing_extensions import Unpack  # typing's from Python 3.11
@@ -322,3 +322,7 @@ class Context(Handle):
         args, _ = self._closure_call(code, arguments, arguments_options, discard, timeout)
         # (libivm takes the argument values even when it refuses the call)
         submit_ignored(lib.ivm_context_eval_closure_async, args, lib.ivm_value_free)
+
+
+# The call without options in C, with no Python frame around it (ivm/_call.py).
+c_method(Context, "eval_sync")

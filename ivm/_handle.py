@@ -19,7 +19,8 @@ class Handle:
     is the truth, so using a released object raises ``ivm.DisposedError``.
     """
 
-    __slots__ = ("_ptr", "__weakref__")
+    __slots__ = ("_ptr", "_addr", "__weakref__")
+    _addr: int  # the handle's address, for the C methods of ivm/_cffi_fast.c: see _address
     _free: ClassVar[Callable[[Any], None]]
     _dispose: ClassVar[Callable[[Any], Any] | None] = None
 
@@ -28,6 +29,13 @@ class Handle:
             raise IvmError("libivm returned no handle")
         # Freed when unreachable, so never while a call is using it.
         self._ptr = ffi.gc(ptr, type(self)._free)
+
+    def _address(self) -> int:
+        """The handle's address, kept in ``_addr`` on first use (the C methods of
+        ivm/_cffi_fast.c call this, then read the slot). The handle lives as long as
+        ``self``; releasing it only marks it, and libivm then says so."""
+        self._addr = int(ffi.cast("uintptr_t", self._ptr))
+        return self._addr
 
     def _end(self) -> None:
         if self._dispose is not None:

@@ -7,30 +7,18 @@ from typing import Any, Mapping
 from ._async import submit_ignored, submit_owning
 from ._callback import host_reference
 from ._copy import _Marker, arguments_copy, normalize, to_value, to_values
-from ._copy import to_value as _to_value
 from ._errors import DisposedError, check
 from ._ffi import ffi, lib
 from ._handle import Handle
 from ._options import result_flags, result_options_flags, run_options
 from ._options import result_options as _result_options
-from ._value import Arguments, _tls, argv_slots, sync_result, sync_slots, take, value_array
-from ._call import APPLY, APPLY_PLAIN, NOT_INTEGER, finish, options_in
+from ._value import Arguments, argv_slots, sync_result, sync_slots, take, value_array
+from ._call import APPLY, APPLY_FAST, NOT_INTEGER, SLOW, c_method, finish, options_in
 
 __all__ = ["DerefInto", "Reference"]
 
 _NULL = ffi.NULL
 _free = lib.ivm_value_free
-# Immutable values of small integers, shared by synchronous calls (which
-# borrow their arguments): no allocation per argument.
-_SMALL: dict[int, Any] = {}
-
-
-def _small_ints() -> None:
-    """Fills _SMALL (once, on the first lean call rather than at import)."""
-    for i in range(-128, 1024):
-        _SMALL[i] = ffi.gc(lib.ivm_value_new_number(float(i)), lib.ivm_value_free)
-
-
 def _key(key: object) -> Any:
     if type(key) is str or (type(key) is int):
         return to_value(key, False)
@@ -286,38 +274,16 @@ class Reference(Handle, _Marker):
 
     @options_in(_apply_sync)
     def apply_sync(self, receiver: object, arguments: Arguments = (), **options: Any) -> Any:
-        t = type(arguments)
-        if options or receiver is not None or not (t is list or t is tuple) or len(arguments) > 8:
+        if options or receiver is not None:
             return self._apply_sync(receiver, arguments, **options)
-        # The common call, kept lean: no options, this thread's output
-        # slots and argument array; shared values for small integers.
+        # The common call: one C call (APPLY_FAST, ivm/_cffi_fast.c) converts the
+        # arguments, calls with the GIL released and converts the result.
         try:
-            argv = _tls.argv
+            addr = self._addr
         except AttributeError:
-            argv = argv_slots()
-        if not _SMALL:
-            _small_ints()
-        owned = None
-        try:
-            n = 0
-            for a in arguments:
-                v = _SMALL.get(a) if type(a) is int else None
-                if v is None:
-                    # An argument that cannot pass raises here; the finally
-                    # frees the values made for the ones before it.
-                    v = _to_value(a, False)
-                    if owned is None:
-                        owned = [v]
-                    else:
-                        owned.append(v)
-                argv[n] = v
-                n += 1
-            x = APPLY_PLAIN(self._ptr, argv, n)
-        finally:
-            if owned is not None:
-                for v in owned:
-                    _free(v)
-        return x if x != NOT_INTEGER else finish()
+            addr = self._address()
+        x = APPLY_FAST(addr, arguments)
+        return x if x is not SLOW else self._apply_sync(None, arguments)
 
     async def apply(
         self,
@@ -408,6 +374,10 @@ class Reference(Handle, _Marker):
         index = ffi.new("size_t *")
         check(lib.ivm_value_attach_reference(value, self._ptr, 0, index))
         return int(index[0])
+
+
+# The call without options in C, with no Python frame around it (ivm/_call.py).
+c_method(Reference, "apply_sync")
 
 
 class HostReference(Reference):

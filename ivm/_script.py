@@ -12,7 +12,7 @@ from ._handle import Handle
 from ._options import RunKeywords, cached_data_of, call_options, result_flags, result_options
 from ._options import run_options
 from ._value import JSPrimitive, take
-from ._call import NOT_INTEGER, RUN, RUN_PLAIN, finish, options_in
+from ._call import NOT_INTEGER, RUN, RUN_PLAIN, c_method, finish, options_in
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _script
     from typing_extensions import Unpack  # typing's from Python 3.11
@@ -194,3 +194,7 @@ def _context_ptr(context: object) -> Any:
     if type(context) is not Context:
         raise TypeError(f"context must be an ivm.Context, not {type(context).__name__}")
     return context._ptr
+
+
+# The call without options in C, with no Python frame around it (ivm/_call.py).
+c_method(Script, "run_sync")

@@ -174,8 +174,9 @@ def test_a_sync_method_shows_its_keyword_only_options(method: Any, names: list[s
     for name in names[first_option:]:
         assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
     assert "Returns" in (method.__doc__ or "") or "returns" in (method.__doc__ or "")
-    # The call without options fills no keyword-only defaults (the point of the split).
-    assert not method.__kwdefaults__
+    # The call without options fills no keyword-only defaults (the point of the split);
+    # Reference.apply_sync is a C method (ivm/_cffi_fast.c), which has none at all.
+    assert not getattr(method, "__kwdefaults__", None)
 
 
 def test_a_bad_keyword_or_positional_raises_as_python_would(context: ivm.Context) -> None:
@@ -222,3 +223,254 @@ def test_an_argument_that_cannot_pass_frees_the_ones_before_it(
         with pytest.raises(ivm.TransferError, match="not a primitive"):
             fn.apply_sync(None, ["text", object()], **options)
     assert lib.ivm_debug_live_objects() == before
+
+
+# --- Reference.apply_sync(None, arguments) without options: one C call (APPLY_FAST in
+# ivm/_cffi_fast.c) converts the arguments and a primitive result. Each case is compared
+# with the same call made with an option (the general path, arguments converted in Python).
+
+_IDENTITY = "(x) => x"
+# What JavaScript sees of its argument: the type, -0 apart, and the value as text.
+_SEEN = "(x) => typeof x + ':' + (Object.is(x, -0) ? '-0' : String(x))"
+
+ARGUMENTS: list[Any] = [
+    0, 1, -1, -128, -129, 1023, 1024, 123456789,
+    2**53 - 1, -(2**53 - 1), 2**53, -(2**53), 2**53 + 1, 2**64, -(2**70),
+    0.0, -0.0, 1.5, -2.25, 1e300, 5e-324, math.inf, -math.inf, math.nan, 3.0,
+    True, False, None, ivm.undefined,
+    "", "text", "é", "日本", "\ud800", "a\udfffb", "\U0001f600", "a\x00b", "x" * 10_000,
+]  # fmt: skip
+
+
+def _plain_and_general(fn: ivm.Reference, args: Any) -> tuple[Any, Any]:
+    return fn.apply_sync(None, args), fn.apply_sync(None, args, timeout=30)
+
+
+@pytest.mark.parametrize("arg", ARGUMENTS, ids=lambda a: repr(a)[:20])
+def test_apply_passes_each_argument_kind_as_the_general_path_does(
+    any_context: ivm.Context, arg: Any
+) -> None:
+    seen = any_context.eval_sync(_SEEN, reference=True)
+    identity = any_context.eval_sync(_IDENTITY, reference=True)
+    plain, general = _plain_and_general(seen, [arg])
+    assert type(plain) is str and plain == general
+    plain, general = _plain_and_general(identity, (arg,))
+    assert _same(plain, general), (arg, plain, general)
+    if type(arg) is float:
+        assert math.copysign(1.0, plain) == math.copysign(1.0, arg)
+
+
+def test_apply_argument_numbers_keep_the_int_rule(context: ivm.Context) -> None:
+    seen = context.eval_sync(_SEEN, reference=True)
+    assert seen.apply_sync(None, [2**53 - 1]) == "number:9007199254740991"
+    assert seen.apply_sync(None, [-(2**53 - 1)]) == "number:-9007199254740991"
+    assert seen.apply_sync(None, [2**53]) == "bigint:9007199254740992"
+    assert seen.apply_sync(None, [-(2**53)]) == "bigint:-9007199254740992"
+    assert seen.apply_sync(None, [-0.0]) == "number:-0"
+    assert seen.apply_sync(None, [1023]) == "number:1023"
+    assert seen.apply_sync(None, [None]) == "object:null"
+    assert seen.apply_sync(None, [ivm.undefined]) == "undefined:undefined"
+    assert seen.apply_sync(None, [True]) == "boolean:true"
+    length = context.eval_sync("(s) => s.length + ':' + s.codePointAt(0)", reference=True)
+    assert length.apply_sync(None, ["\U0001f600"]) == "2:128512"
+    assert length.apply_sync(None, ["\ud800"]) == "1:55296"
+
+
+def test_apply_takes_many_arguments_and_any_sequence_as_before(context: ivm.Context) -> None:
+    count = context.eval_sync("(...a) => a.length + ':' + a.join(',')", reference=True)
+    for n in (0, 1, 7, 8, 9, 20):
+        args = list(range(n))
+        want = f"{n}:{','.join(map(str, args))}"
+        assert count.apply_sync(None, args) == want
+        assert count.apply_sync(None, tuple(args)) == want
+    # A list subclass, an iterator: the general path, as before.
+    assert count.apply_sync(None, type("L", (list,), {})([1, 2])) == "2:1,2"
+    assert count.apply_sync(None, iter([3, 4])) == "2:3,4"  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="arguments must be a list or tuple"):
+        count.apply_sync(None, "ab")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="arguments must be a list or tuple"):
+        count.apply_sync(None, 5)  # type: ignore[arg-type]
+    assert count.apply_sync("this", [1]) == "1:1"
+
+
+class _Int(int):
+    pass
+
+
+class _Str(str):
+    pass
+
+
+class _Float(float):
+    pass
+
+
+@pytest.mark.parametrize("arg", [_Int(3), _Str("s"), _Float(1.5), object(), b"x", [1], {}])
+def test_apply_refuses_what_the_general_path_refuses(context: ivm.Context, arg: Any) -> None:
+    fn = context.eval_sync(_IDENTITY, reference=True)
+    for args in ([arg], [1, "two", arg], (2.5, arg)):
+        with pytest.raises(ivm.TransferError, match="not a primitive") as plain:
+            fn.apply_sync(None, args)
+        with pytest.raises(ivm.TransferError, match="not a primitive") as general:
+            fn.apply_sync(None, args, timeout=30)
+        assert str(plain.value) == str(general.value)
+
+
+def test_apply_frees_the_values_it_makes(context: ivm.Context) -> None:
+    from ivm._ffi import lib
+
+    fn = context.eval_sync("(...a) => a.length", reference=True)
+    args: list[Any] = [1.5, "text", "日本", 5000, 2**60, None, True, ivm.undefined]
+    assert fn.apply_sync(None, args) == 8
+    thrower = context.eval_sync("(s) => { throw new Error(s); }", reference=True)
+    with pytest.raises(ivm.TransferError):
+        fn.apply_sync(None, [1.5, "text", object()])
+    import gc
+
+    gc.collect()
+    before = lib.ivm_debug_live_objects()
+    for _ in range(50):
+        assert fn.apply_sync(None, args) == 8
+        assert fn.apply_sync(None, args[:3]) == 3
+        with pytest.raises(ivm.TransferError):
+            fn.apply_sync(None, [1.5, "text", object()])
+        with pytest.raises(ivm.JSError, match="boom"):
+            thrower.apply_sync(None, ["boom", 1.5])
+    gc.collect()
+    assert lib.ivm_debug_live_objects() == before
+
+
+def test_apply_results_convert_as_the_general_path_does(any_context: ivm.Context) -> None:
+    fn = any_context.eval_sync("(k) => RESULTS[k]", reference=True)
+    any_context.eval_sync(
+        "globalThis.RESULTS = [1, -0, NaN, 2**53, 0.5, 'é\\ud800😀', '', true, false, null,"
+        " undefined, 10n, 2**31, -(2**53 - 1)]; 0"
+    )
+    for k in range(14):
+        plain, general = _plain_and_general(fn, [k])
+        assert _same(plain, general), (k, plain, general)
+    assert fn.apply_sync(None, [5]) == "é\ud800\U0001f600"
+    with pytest.raises(ivm.TransferError):
+        any_context.eval_sync("() => [1]", reference=True).apply_sync(None, [])
+    assert any_context.eval_sync("() => [1]", reference=True).apply_sync(
+        None, [], result_options={"copy": True}
+    ) == [1]
+
+
+def test_apply_raises_javascript_errors_as_the_general_path_does(any_context: ivm.Context) -> None:
+    fn = any_context.eval_sync(
+        "(kind) => { if (kind === 1) throw new TypeError('bad ' + kind); throw kind; }",
+        reference=True,
+    )
+    for arg in (1, "thrown", 2.5):
+        with pytest.raises(Exception) as plain:
+            fn.apply_sync(None, [arg])
+        with pytest.raises(Exception) as general:
+            fn.apply_sync(None, [arg], timeout=30)
+        assert type(plain.value) is type(general.value)
+        assert str(plain.value) == str(general.value)
+    with pytest.raises(ivm.JSError, match="bad 1"):
+        fn.apply_sync(None, (1,))
+
+
+@pytest.mark.parametrize("used_before", [False, True], ids=["fresh", "used"])
+def test_a_released_or_disposed_reference_raises_as_before(
+    any_isolate: ivm.Isolate, used_before: bool
+) -> None:
+    ctx = any_isolate.create_context_sync()
+    fn = ctx.eval_sync("(a) => a", reference=True)
+    other = ctx.eval_sync("(a) => a", reference=True)
+    if used_before:
+        assert fn.apply_sync(None, [1]) == 1
+        assert other.apply_sync(None, ["x"]) == "x"
+    fn.release()
+    for args in ([], [1], ["s", 2.5]):
+        with pytest.raises(ivm.DisposedError):
+            fn.apply_sync(None, args)
+    any_isolate.dispose()
+    with pytest.raises(ivm.DisposedError):
+        other.apply_sync(None, [1])
+    with pytest.raises(ivm.DisposedError):
+        other.apply_sync(None, [1], timeout=5)
+
+
+def test_apply_inside_apply_keeps_each_result(context: ivm.Context) -> None:
+    inner = context.eval_sync("(a, b) => a + '/' + b", reference=True)
+    context.global_.set_sync("host", ivm.Callback(lambda x: [inner.apply_sync(None, [x, 2.5])]))
+    outer = context.eval_sync("(x) => host(x).length + ':' + x", reference=True)
+    assert outer.apply_sync(None, ["é"]) == "1:é"
+    back = context.eval_sync("(x) => { const r = host(x); return typeof r; }", reference=True)
+    assert back.apply_sync(None, [7]) == "object"
+
+
+def test_apply_from_many_threads(context: ivm.Context) -> None:
+    import threading
+
+    fn = context.eval_sync("(a, b) => a + (typeof b === 'string' ? b.length : b)", reference=True)
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(300):
+                assert fn.apply_sync(None, [i, f"t{t}" * t]) == i + 2 * t
+                assert fn.apply_sync(None, (i, t + 0.5)) == i + t + 0.5
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+
+
+def test_apply_sync_takes_every_call_form(context: ivm.Context) -> None:
+    # Reference.apply_sync is a C method that hands every call but the plain one to
+    # Reference._apply_sync with the same arguments.
+    fn = context.eval_sync(
+        "'use strict'; (function () { return (this === undefined) + ':' + [...arguments].join(','); })",
+        reference=True,
+    )
+    assert fn.apply_sync(None) == "true:"
+    assert fn.apply_sync(None, [1, "b"]) == "true:1,b"
+    assert fn.apply_sync(receiver=None, arguments=[2]) == "true:2"
+    assert fn.apply_sync(None, arguments=(3,)) == "true:3"
+    assert ivm.Reference.apply_sync(fn, None, [4]) == "true:4"
+    assert fn.apply_sync({}, [5], arguments_options={"copy": True}) == "false:5"
+    assert fn.apply_sync(None, [[6, 7]], arguments_options={"copy": True}) == "true:6,7"
+    with pytest.raises(TypeError, match=r"missing 1 required positional argument: 'receiver'"):
+        fn.apply_sync()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        ivm.Reference.apply_sync(object(), None, [])  # type: ignore[arg-type]
+    host = ivm.Reference(lambda a: a + 1)
+    assert host.apply_sync(None, [1]) == 2
+
+
+def test_eval_and_run_take_every_call_form(context: ivm.Context) -> None:
+    # Context.eval_sync and Script.run_sync are C methods (ivm/_cffi_fast.c) for the call
+    # without options; every other call goes to their Python twins with the same arguments.
+    script = context.isolate.compile_script_sync("'s' + 1")
+    assert context.eval_sync("'\ud800é\U0001f600'") == "\ud800é\U0001f600"
+    assert context.eval_sync("'\ud800'.length + '\U0001f600'.length") == 3
+    assert context.eval_sync("") is ivm.undefined
+    assert context.eval_sync(code="2 + 2") == 4
+    assert context.eval_sync(type("S", (str,), {})("3 + 3")) == 6
+    assert ivm.Context.eval_sync(context, "5") == 5
+    assert script.run_sync(context) == "s1"
+    assert script.run_sync(context=context) == "s1"
+    assert ivm.Script.run_sync(script, context) == "s1"
+    assert script.run_sync(context, release=True) == "s1"
+    with pytest.raises(ivm.DisposedError):
+        script.run_sync(context)
+    with pytest.raises(TypeError, match="context must be an ivm.Context"):
+        context.isolate.compile_script_sync("1").run_sync(type("C", (ivm.Context,), {}))
+    with pytest.raises(TypeError, match=r"missing 1 required positional argument: 'code'"):
+        context.eval_sync()  # type: ignore[call-overload]
+    with pytest.raises(TypeError):
+        ivm.Context.eval_sync(object(), "1")  # type: ignore[arg-type]
+    with pytest.raises(ivm.JSError, match="boom"):
+        context.eval_sync("throw new Error('boom')")
+    context.release()
+    with pytest.raises(ivm.DisposedError):
+        context.eval_sync("1")
