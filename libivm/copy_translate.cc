@@ -213,12 +213,6 @@ class Translator {
   // set to the Python equality class of a primitive (pickle::key_class);
   // a key that is not a primitive is left to the general writer.
   bool Value(std::string* key_class) {
-    struct Depth {   // containers nest through here: the general writer's depth limit
-      int& d;
-      explicit Depth(int& depth) : d(depth) { ++d; }
-      ~Depth() { --d; }
-    } depth(depth_);
-    if (depth_ > kMaxDepth || !StackRoom()) return false;
     if (++steps_ % kCheckInterval == 0 && (Stopped() || !SizeOk())) return false;
     e_.MaybeFrame();
     uint8_t tag;
@@ -247,6 +241,14 @@ class Translator {
       default: break;
     }
     if (key_class) return false;   // objects (and BigInts) as keys: the general path
+    // Objects nest through here: the general writer's depth limit (it does
+    // not count primitives), and the stack.
+    struct Depth {
+      int& d;
+      explicit Depth(int& depth) : d(depth) { ++d; }
+      ~Depth() { --d; }
+    } depth(depth_);
+    if (depth_ > kMaxDepth || !StackRoom()) return false;
     switch (tag) {
       case v8tag::kBigInt: return BigInt();
       case v8tag::kObjectReference: return ObjectReference();
