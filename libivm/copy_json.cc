@@ -46,7 +46,7 @@ inline bool IsContainer(Kind k) { return k == kList || k == kDict; }
 // them (the container's single item, APPEND or SETITEM, or its next
 // sibling), gets one more placeholder before it: the container's closing
 // bracket if the value turns out to be a sibling, else a space.
-class Text {
+class Text {   // (about 1.7 bytes per stream byte for rows of short keys and values)
  public:
   explicit Text(size_t reserve) : cap_(reserve < 64 ? 64 : reserve), s_(new char[cap_]) {}
   size_t size() const { return n_; }
@@ -99,7 +99,7 @@ class Transcoder {
  public:
   explicit Transcoder(const std::string& stream)
       : p_(reinterpret_cast<const unsigned char*>(stream.data())), end_(p_ + stream.size()),
-        out_(stream.size() + stream.size() / 2) {}
+        out_(2 * stream.size()) {}
 
   // True with *json holding the value's JSON text (Latin-1, *length bytes);
   // false when the stream is anything but plain JSON data.

@@ -92,6 +92,7 @@ class Translator {
     end_ = data + size;
     out_->attachments.clear();
     e_.Begin();
+    e_.Reserve(size);   // the copy is rarely longer than V8's form (keys are memoized)
     if (!Expect(v8tag::kVersion) || !Varint(&version_) || version_ < kMinVersion ||
         version_ > kMaxVersion) {
       return false;

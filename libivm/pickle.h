@@ -157,6 +157,10 @@ class Emitter {
     }
   }
   size_t size() const { return n_; }
+  // Makes room for `n` bytes in all, at once.
+  void Reserve(size_t n) {
+    if (s_.size() < n) s_.resize(n);
+  }
 
   void Byte(unsigned char c) { *Room(1) = static_cast<char>(c); ++n_; }
   // `n` bytes of data.
@@ -269,8 +273,7 @@ class Emitter {
     // Rows of one shape repeat the same few keys: a small direct-mapped
     // cache in front of the map finds them without hashing the whole key.
     RecentKey& recent = recent_keys_[RecentSlot(p, n)];
-    if (recent.memo != kNoMemo && recent.key.size() == n &&
-        (n == 0 || std::memcmp(recent.key.data(), p, n) == 0)) {
+    if (recent.memo != kNoMemo && recent.key.size() == n && Same(recent.key.data(), p, n)) {
       Get(recent.memo);
       return kNoMemo;
     }
@@ -364,6 +367,14 @@ class Emitter {
   }
 
  private:
+  // Whether [a, a + n) and [b, b + n) hold the same bytes (short keys inline).
+  static bool Same(const char* a, const char* b, size_t n) {
+    if (n > 16) return std::memcmp(a, b, n) == 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (a[i] != b[i]) return false;
+    }
+    return true;
+  }
   // Room for `k` more bytes at the end; returns where they go.
   char* Room(size_t k) {
     if (s_.size() - n_ < k) Grow(k);
