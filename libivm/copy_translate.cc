@@ -532,8 +532,11 @@ bool FastSerialize(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Co
     if (!ok || delegate.failed || try_catch.HasCaught()) return false;   // the general writer decides
     buffer = serializer.Release();
   }
-  Translator translator(holder, isolate, call, out);
-  bool ok = translator.Run(buffer.first, buffer.second);
+  bool ok;
+  {
+    Translator translator(holder, isolate, call, out);   // its emitter settles the stream
+    ok = translator.Run(buffer.first, buffer.second);
+  }
   std::free(buffer.first);
   if (!ok) {
     out->stream.clear();
