@@ -6,7 +6,7 @@
 // runs first on every stream of up to kMaxStream bytes. It takes the opcodes
 // Python's pickle writes for None, bools, ints within ±(2**53-1), finite
 // floats, strs, lists and dicts with str keys (and libivm's writer, for the
-// same data), and builds a tree of them; anything else (undefined, BigInts,
+// same data), and writes their JSON text in one pass; anything else (undefined, BigInts,
 // NaN, shared or recalled containers, tuples, sets, Maps, bytes, calls of
 // `ivm._copy`, nesting deeper than kMaxDepth, malformed streams) makes it
 // give up without touching the isolate, and the general reader reads the
@@ -22,6 +22,7 @@
 #include "pickle.h"
 
 #include <charconv>
+#include <memory>
 
 namespace ivm {
 namespace {
@@ -30,35 +31,88 @@ using namespace pickle;
 
 constexpr size_t kMaxStream = 1u << 20;   // larger streams take the general reader
 constexpr int kMaxJsonDepth = 200;        // deeper values take the general reader
-constexpr uint32_t kNoNode = 0xffffffffu;
+constexpr uint32_t kNone = 0xffffffffu;
 constexpr uint32_t kMaxMemoSlot = 1u << 20;
 constexpr int64_t kMaxSafe = static_cast<int64_t>(kMaxSafeInteger);
 
-struct Node {
-  enum Kind : uint8_t { kScalar, kString, kList, kTuple, kDict };
-  Kind kind = kScalar;
-  uint32_t text = 0, len = 0;                        // kScalar, kString: a span of text_
-  uint32_t first = kNoNode, last = kNoNode, next = kNoNode;   // containers: children
-  uint32_t count = 0;                                // children
+enum Kind : uint8_t { kScalar, kString, kEmptyTuple, kList, kDict };
+inline bool IsContainer(Kind k) { return k == kList || k == kDict; }
+
+// The JSON text, written in the stream's order. Every value is preceded by
+// one placeholder byte (a space) that becomes its separator (',' or ':')
+// once it is added to its container, and a container's closing bracket is
+// written when it is added (or at STOP). The one place where pickle's order
+// is ambiguous, a value pushed right above a container with no mark between
+// them (the container's single item, APPEND or SETITEM, or its next
+// sibling), gets one more placeholder before it: the container's closing
+// bracket if the value turns out to be a sibling, else a space.
+class Text {   // (about 1.7 bytes per stream byte for rows of short keys and values)
+ public:
+  explicit Text(size_t reserve) : cap_(reserve < 64 ? 64 : reserve), s_(new char[cap_]) {}
+  size_t size() const { return n_; }
+  void Room(size_t k) {
+    if (cap_ - n_ >= k) return;
+    size_t cap = 2 * cap_ + k;
+    std::unique_ptr<char[]> s(new char[cap]);
+    std::memcpy(s.get(), s_.get(), n_);
+    s_ = std::move(s);
+    cap_ = cap;
+  }
+  void Put(char c) {
+    Room(1);
+    s_[n_++] = c;
+  }
+  void Append(const char* p, size_t k) {
+    Room(k);
+    Copy(&s_[n_], p, k);
+    n_ += k;
+  }
+  // Appends a copy of its own bytes [from, from + k).
+  void Repeat(size_t from, size_t k) {
+    Room(k);
+    Copy(&s_[n_], &s_[from], k);
+    n_ += k;
+  }
+  char& operator[](size_t i) { return s_[i]; }
+  // The text; the buffer goes with it.
+  std::unique_ptr<char[]> Take(size_t* length) {
+    *length = n_;
+    return std::move(s_);
+  }
+
+ private:
+  // Most copies are a key or a number: a few bytes, cheaper inline.
+  static void Copy(char* to, const char* from, size_t k) {
+    if (k > 16) {
+      std::memcpy(to, from, k);
+      return;
+    }
+    for (size_t i = 0; i < k; ++i) to[i] = from[i];
+  }
+
+  size_t cap_;
+  std::unique_ptr<char[]> s_;
+  size_t n_ = 0;
 };
 
 class Transcoder {
  public:
   explicit Transcoder(const std::string& stream)
-      : p_(reinterpret_cast<const unsigned char*>(stream.data())), end_(p_ + stream.size()) {}
+      : p_(reinterpret_cast<const unsigned char*>(stream.data())), end_(p_ + stream.size()),
+        out_(2 * stream.size()) {}
 
-  // True with *json holding the value's JSON text (Latin-1); false when the
-  // stream is anything but plain JSON data.
-  bool Run(std::string* json) {
-    size_t size = static_cast<size_t>(end_ - p_);
-    nodes_.reserve(size / 4);
-    text_.reserve(size + size / 2);
+  // True with *json holding the value's JSON text (Latin-1, *length bytes);
+  // false when the stream is anything but plain JSON data.
+  bool Run(std::unique_ptr<char[]>* json, size_t* length) {
+    stack_.reserve(64);
     while (p_ < end_) {
       unsigned char c = *p_++;
       if (c == op::STOP) {
         if (stack_.size() != 1 || !marks_.empty() || p_ != end_) return false;
-        json->reserve(text_.size() + 2 * nodes_.size());
-        return Emit(stack_[0], 0, json);
+        const Entry& root = stack_[0];
+        if (IsContainer(root.kind)) out_.Put(Closing(root.kind));
+        *json = out_.Take(length);
+        return true;
       }
       if (!Step(c)) return false;
     }
@@ -66,34 +120,48 @@ class Transcoder {
   }
 
  private:
+  struct Entry {
+    uint32_t sep;     // its separator's placeholder
+    uint32_t text;    // where its text starts (kScalar, kString: ends at text + len)
+    uint32_t len;
+    uint32_t count;   // containers: items added so far
+    uint32_t close;   // containers: the closing bracket's placeholder, or kNone
+    uint32_t height;  // containers: levels of containers in it, itself included
+    Kind kind;
+  };
+  struct Memo {
+    uint32_t text = kNone, len = 0;   // kNone: nothing, or a container
+    Kind kind = kScalar;
+  };
+
   bool Step(unsigned char c) {
     switch (c) {
       case op::PROTO: return Skip(1);
       case op::FRAME: return Skip(8);
-      case op::NONE: return Scalar("null");
-      case op::NEWTRUE: return Scalar("true");
-      case op::NEWFALSE: return Scalar("false");
+      case op::NONE: return Literal("null", 4);
+      case op::NEWTRUE: return Literal("true", 4);
+      case op::NEWFALSE: return Literal("false", 5);
       case op::BININT: return Need(4) && Int(static_cast<int32_t>(ReadLe(4)));
       case op::BININT1: return Need(1) && Int(ReadLe(1));
       case op::BININT2: return Need(2) && Int(ReadLe(2));
       case op::LONG1: return Need(1) && Long(ReadLe(1));
       case op::BINFLOAT: return Float();
-      case op::SHORT_BINUNICODE: return Need(1) && Text(ReadLe(1));
-      case op::BINUNICODE: return Need(4) && Text(ReadLe(4));
-      case op::EMPTY_LIST: return Container(Node::kList);
-      case op::EMPTY_TUPLE: return Container(Node::kTuple);
-      case op::EMPTY_DICT: return Container(Node::kDict);
+      case op::SHORT_BINUNICODE: return Need(1) && String(ReadLe(1));
+      case op::BINUNICODE: return Need(4) && String(ReadLe(4));
+      case op::EMPTY_LIST: return Open(kList);
+      case op::EMPTY_DICT: return Open(kDict);
+      case op::EMPTY_TUPLE: return Literal("[]", 2, kEmptyTuple);
       case op::MARK: marks_.push_back(stack_.size()); return true;
-      case op::APPEND: return stack_.size() >= 2 && Add(stack_.size() - 1, Node::kList);
-      case op::APPENDS: return PopMark() && Add(mark_, Node::kList);
-      case op::SETITEM: return stack_.size() >= 3 && Add(stack_.size() - 2, Node::kDict);
-      case op::SETITEMS: return PopMark() && Add(mark_, Node::kDict);
-      case op::MEMOIZE: return Memo(next_memo_++);
-      case op::BINPUT: return Need(1) && Memo(ReadLe(1));
-      case op::LONG_BINPUT: return Need(4) && Memo(ReadLe(4));
+      case op::APPEND: return Add(stack_.size() - 1, kList, false);
+      case op::APPENDS: return Add(0, kList, true);
+      case op::SETITEM: return Add(stack_.size() - 2, kDict, false);
+      case op::SETITEMS: return Add(0, kDict, true);
+      case op::MEMOIZE: return Remember(next_memo_++);
+      case op::BINPUT: return Need(1) && Remember(ReadLe(1));
+      case op::LONG_BINPUT: return Need(4) && Remember(ReadLe(4));
       case op::BINGET: return Need(1) && Recall(ReadLe(1));
       case op::LONG_BINGET: return Need(4) && Recall(ReadLe(4));
-      default: return false;   // not JSON data, or not the general reader's
+      default: return false;   // not JSON data (tuples too), or not the general reader's
     }
   }
 
@@ -108,34 +176,43 @@ class Transcoder {
     p_ += n;
     return v;
   }
-  bool PopMark() {
-    if (marks_.empty() || marks_.back() > stack_.size()) return false;
-    mark_ = marks_.back();
-    marks_.pop_back();
-    return true;
-  }
+  static char Closing(Kind k) { return k == kList ? ']' : '}'; }
+  bool MarkOnTop() const { return !marks_.empty() && marks_.back() == stack_.size(); }
 
-  uint32_t NewNode(Node::Kind kind, size_t text_start) {
-    Node n;
-    n.kind = kind;
-    n.text = static_cast<uint32_t>(text_start);
-    n.len = static_cast<uint32_t>(text_.size() - text_start);
-    nodes_.push_back(n);
-    return static_cast<uint32_t>(nodes_.size() - 1);
+  // Starts a value: its placeholders, then (from the caller) its text.
+  void Begin(Kind kind) {
+    if (!stack_.empty() && IsContainer(stack_.back().kind) && !MarkOnTop()) {
+      stack_.back().close = static_cast<uint32_t>(out_.size());
+      out_.Put(' ');
+    }
+    Entry e;
+    e.sep = static_cast<uint32_t>(out_.size());
+    out_.Put(' ');
+    e.text = static_cast<uint32_t>(out_.size());
+    e.len = 0;
+    e.count = 0;
+    e.close = kNone;
+    e.height = IsContainer(kind) ? 1 : 0;
+    e.kind = kind;
+    stack_.push_back(e);
   }
-  bool Scalar(const char* text) {
-    size_t start = text_.size();
-    text_ += text;
-    stack_.push_back(NewNode(Node::kScalar, start));
+  // Ends a scalar or string begun with Begin.
+  bool End() {
+    Entry& e = stack_.back();
+    e.len = static_cast<uint32_t>(out_.size() - e.text);
     return true;
+  }
+  bool Literal(const char* text, size_t n, Kind kind = kScalar) {
+    Begin(kind);
+    out_.Append(text, n);
+    return End();
   }
   bool Int(int64_t v) {
     char buf[24];
     auto r = std::to_chars(buf, buf + sizeof buf, v);
-    size_t start = text_.size();
-    text_.append(buf, r.ptr);
-    stack_.push_back(NewNode(Node::kScalar, start));
-    return true;
+    Begin(kScalar);
+    out_.Append(buf, static_cast<size_t>(r.ptr - buf));
+    return End();
   }
   // LONG1: up to 8 bytes of two's complement; beyond ±(2**53-1) a BigInt.
   bool Long(size_t n) {
@@ -157,10 +234,9 @@ class Transcoder {
       if (r.ec != std::errc()) return false;
       end = r.ptr;
     }
-    size_t start = text_.size();
-    text_.append(buf, end);
-    stack_.push_back(NewNode(Node::kScalar, start));
-    return true;
+    Begin(kScalar);
+    out_.Append(buf, static_cast<size_t>(end - buf));
+    return End();
   }
   // A double that is a multiple of 2**-10 below 2**43 in magnitude (1.5,
   // -0.25, 7.0) written as its exact decimal expansion, which JSON.parse
@@ -190,27 +266,26 @@ class Transcoder {
   }
   // A str (WTF-8) as a JSON string of Latin-1 text: code points above U+00FF
   // and lone surrogates as \u escapes. Malformed text is the general reader's.
-  bool Text(size_t n) {
+  bool String(size_t n) {
     if (!Need(n)) return false;
-    size_t start = text_.size();
-    text_ += '"';
+    Begin(kString);
     const unsigned char* s = p_;
     const unsigned char* e = p_ + n;
     p_ = e;
+    out_.Room(n + 2);
+    out_.Put('"');
     while (s < e) {
       const unsigned char* run = s;   // characters that stand for themselves
       while (s < e && *s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\') ++s;
-      text_.append(reinterpret_cast<const char*>(run), s - run);
+      out_.Append(reinterpret_cast<const char*>(run), static_cast<size_t>(s - run));
       if (s == e) break;
       unsigned char b = *s;
       if (b < 0x80) {
         if (b == '"' || b == '\\') {
-          text_ += '\\';
-          text_ += static_cast<char>(b);
-        } else if (b < 0x20) {
+          out_.Put('\\');
+          out_.Put(static_cast<char>(b));
+        } else {   // a control character
           Escape(b);
-        } else {
-          text_ += static_cast<char>(b);
         }
         ++s;
         continue;
@@ -218,7 +293,7 @@ class Transcoder {
       uint32_t cp;
       if (!DecodeWtf8(&s, e, &cp)) return false;
       if (cp < 0x100) {
-        text_ += static_cast<char>(cp);
+        out_.Put(static_cast<char>(cp));
       } else if (cp < 0x10000) {
         Escape(cp);
       } else {
@@ -227,15 +302,14 @@ class Transcoder {
         Escape(0xDC00 + (cp & 0x3FF));
       }
     }
-    text_ += '"';
-    stack_.push_back(NewNode(Node::kString, start));
-    return true;
+    out_.Put('"');
+    return End();
   }
   void Escape(uint32_t unit) {
     static const char kHex[] = "0123456789abcdef";
     char buf[6] = {'\\', 'u', kHex[(unit >> 12) & 15], kHex[(unit >> 8) & 15],
                    kHex[(unit >> 4) & 15], kHex[unit & 15]};
-    text_.append(buf, 6);
+    out_.Append(buf, 6);
   }
   // One multi-byte sequence (surrogates allowed: WTF-8); false if malformed.
   static bool DecodeWtf8(const unsigned char** s, const unsigned char* e, uint32_t* out) {
@@ -263,90 +337,94 @@ class Transcoder {
     return true;
   }
 
-  bool Container(Node::Kind kind) {
-    stack_.push_back(NewNode(kind, text_.size()));
+  bool Open(Kind kind) {
+    Begin(kind);
+    out_.Put(kind == kList ? '[' : '{');
     return true;
   }
-  // APPEND(S) or SETITEM(S): the entries from `start` go into the container
-  // just below them, which must be a list (`kind` kList) or a dict with str
-  // keys.
-  bool Add(size_t start, Node::Kind kind) {
-    if (start == 0 || start > stack_.size()) return false;
-    Node& target = nodes_[stack_[start - 1]];
+  // APPEND(S) or SETITEM(S): the entries from `start` (from the last mark
+  // when `marked`) go into the entry just below them, which must be a list
+  // (`kind` kList) or a dict with str keys. A mark may not lie between an
+  // unmarked opcode's entries.
+  bool Add(size_t start, Kind kind, bool marked) {
+    if (marked) {
+      if (marks_.empty() || marks_.back() > stack_.size()) return false;
+      start = marks_.back();
+      marks_.pop_back();
+    } else if (start > stack_.size() || (!marks_.empty() && marks_.back() >= start)) {
+      return false;   // (start wrapped around below 0 too)
+    }
+    if (start == 0) return false;
+    Entry& target = stack_[start - 1];
     if (target.kind != kind) return false;
     size_t n = stack_.size() - start;
-    if (kind == Node::kDict && n % 2 != 0) return false;
+    if (kind == kDict && n % 2 != 0) return false;
     for (size_t i = start; i < stack_.size(); ++i) {
-      uint32_t child = stack_[i];
-      if (kind == Node::kDict && (i - start) % 2 == 0 && nodes_[child].kind != Node::kString) {
-        return false;   // a Map
-      }
-      if (target.last == kNoNode) {
-        target.first = child;
+      const Entry& child = stack_[i];
+      size_t index = target.count + (i - start);
+      bool is_value = kind == kDict && index % 2 == 1;
+      if (kind == kDict && !is_value && child.kind != kString) return false;   // a Map
+      out_[child.sep] = is_value ? ':' : index == 0 ? ' ' : ',';
+      if (!IsContainer(child.kind)) continue;
+      if (child.height >= target.height) target.height = child.height + 1;
+      if (i + 1 == stack_.size()) {
+        out_.Put(Closing(child.kind));   // its text ends here
+      } else if (child.close != kNone) {
+        out_[child.close] = Closing(child.kind);   // before the sibling above it
       } else {
-        nodes_[target.last].next = child;
+        return false;   // cannot happen: something was pushed above it
       }
-      target.last = child;
     }
+    size_t items = kind == kDict ? (target.count + n) / 2 : target.count + n;
+    if (items > kMaxArrayLength || target.height > kMaxJsonDepth) return false;
     target.count += static_cast<uint32_t>(n);
+    target.close = kNone;   // the value above it was its own: a space stays
     stack_.resize(start);
     return true;
   }
-  // Only strs may be recalled: a recalled container is shared (or a cycle).
-  bool Memo(uint64_t slot) {
+  // Only strs and scalars may be recalled: a recalled container (or empty
+  // tuple, an Array) is shared, or a cycle.
+  bool Remember(uint64_t slot) {
     if (stack_.empty() || slot >= kMaxMemoSlot) return false;
-    if (memo_.size() <= slot) memo_.resize(slot + 1, kNoNode);
-    memo_[slot] = stack_.back();
+    if (memo_.size() <= slot) memo_.resize(slot + 1);
+    const Entry& top = stack_.back();
+    Memo& m = memo_[slot];
+    if (top.kind != kScalar && top.kind != kString) {
+      m = Memo();
+    } else {
+      m.text = top.text;
+      m.len = top.len;
+      m.kind = top.kind;
+    }
     return true;
   }
   bool Recall(uint64_t slot) {
-    if (slot >= memo_.size() || memo_[slot] == kNoNode) return false;
-    Node copy = nodes_[memo_[slot]];
-    if (copy.kind != Node::kString && copy.kind != Node::kScalar) return false;
-    copy.next = kNoNode;
-    nodes_.push_back(copy);
-    stack_.push_back(static_cast<uint32_t>(nodes_.size() - 1));
-    return true;
-  }
-
-  bool Emit(uint32_t id, int depth, std::string* out) const {
-    const Node& n = nodes_[id];
-    if (n.kind == Node::kScalar || n.kind == Node::kString) {
-      out->append(text_, n.text, n.len);
-      return true;
-    }
-    if (depth >= kMaxJsonDepth || n.count > kMaxArrayLength) return false;
-    bool dict = n.kind == Node::kDict;
-    *out += dict ? '{' : '[';
-    uint32_t i = 0;
-    for (uint32_t c = n.first; c != kNoNode; c = nodes_[c].next, ++i) {
-      if (i > 0) *out += dict && i % 2 == 1 ? ':' : ',';
-      if (!Emit(c, depth + 1, out)) return false;
-    }
-    *out += dict ? '}' : ']';
-    return true;
+    if (slot >= memo_.size() || memo_[slot].text == kNone) return false;
+    Memo m = memo_[slot];
+    Begin(m.kind);
+    out_.Repeat(m.text, m.len);
+    return End();
   }
 
   const unsigned char* p_;
   const unsigned char* end_;
-  std::string text_;             // the scalars' and strings' JSON text
-  std::vector<Node> nodes_;
-  std::vector<uint32_t> stack_;  // node ids
-  std::vector<size_t> marks_;
-  std::vector<uint32_t> memo_;   // node ids
+  Text out_;
+  std::vector<Entry> stack_;
+  std::vector<size_t> marks_;     // stack heights
+  std::vector<Memo> memo_;
   uint32_t next_memo_ = 0;
-  size_t mark_ = 0;              // PopMark's result
 };
 
 // The JSON text as an external string: V8 reads it in place and frees it.
 class JsonText final : public v8::String::ExternalOneByteStringResource {
  public:
-  explicit JsonText(std::string text) : text_(std::move(text)) {}
-  const char* data() const override { return text_.data(); }
-  size_t length() const override { return text_.size(); }
+  JsonText(std::unique_ptr<char[]> text, size_t length) : text_(std::move(text)), length_(length) {}
+  const char* data() const override { return text_.get(); }
+  size_t length() const override { return length_; }
 
  private:
-  std::string text_;
+  std::unique_ptr<char[]> text_;
+  size_t length_;
 };
 
 }  // namespace
@@ -354,11 +432,12 @@ class JsonText final : public v8::String::ExternalOneByteStringResource {
 bool DeserializeJson(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
                      const CallState& call, const Serialized& in, v8::Local<v8::Value>* out) {
   if (in.stream.size() > kMaxStream) return false;
-  std::string json;
-  if (!Transcoder(in.stream).Run(&json)) return false;
+  std::unique_ptr<char[]> json;
+  size_t length = 0;
+  if (!Transcoder(in.stream).Run(&json, &length)) return false;
   *out = v8::Local<v8::Value>();
   if (holder.Stopped(call) || isolate->IsExecutionTerminating()) return true;
-  auto* resource = new JsonText(std::move(json));
+  auto* resource = new JsonText(std::move(json), length);
   v8::Local<v8::String> text;
   if (!v8::String::NewExternalOneByte(isolate, resource).ToLocal(&text)) {
     delete resource;   // not taken: an exception is pending

@@ -92,6 +92,7 @@ class Translator {
     end_ = data + size;
     out_->attachments.clear();
     e_.Begin();
+    e_.Reserve(size);   // the copy is rarely longer than V8's form (keys are memoized)
     if (!Expect(v8tag::kVersion) || !Varint(&version_) || version_ < kMinVersion ||
         version_ > kMaxVersion) {
       return false;
@@ -213,12 +214,6 @@ class Translator {
   // set to the Python equality class of a primitive (pickle::key_class);
   // a key that is not a primitive is left to the general writer.
   bool Value(std::string* key_class) {
-    struct Depth {   // containers nest through here: the general writer's depth limit
-      int& d;
-      explicit Depth(int& depth) : d(depth) { ++d; }
-      ~Depth() { --d; }
-    } depth(depth_);
-    if (depth_ > kMaxDepth || !StackRoom()) return false;
     if (++steps_ % kCheckInterval == 0 && (Stopped() || !SizeOk())) return false;
     e_.MaybeFrame();
     uint8_t tag;
@@ -247,6 +242,14 @@ class Translator {
       default: break;
     }
     if (key_class) return false;   // objects (and BigInts) as keys: the general path
+    // Objects nest through here: the general writer's depth limit (it does
+    // not count primitives), and the stack.
+    struct Depth {
+      int& d;
+      explicit Depth(int& depth) : d(depth) { ++d; }
+      ~Depth() { --d; }
+    } depth(depth_);
+    if (depth_ > kMaxDepth || !StackRoom()) return false;
     switch (tag) {
       case v8tag::kBigInt: return BigInt();
       case v8tag::kObjectReference: return ObjectReference();
@@ -529,8 +532,11 @@ bool FastSerialize(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Co
     if (!ok || delegate.failed || try_catch.HasCaught()) return false;   // the general writer decides
     buffer = serializer.Release();
   }
-  Translator translator(holder, isolate, call, out);
-  bool ok = translator.Run(buffer.first, buffer.second);
+  bool ok;
+  {
+    Translator translator(holder, isolate, call, out);   // its emitter settles the stream
+    ok = translator.Run(buffer.first, buffer.second);
+  }
   std::free(buffer.first);
   if (!ok) {
     out->stream.clear();

@@ -129,11 +129,16 @@ constexpr double kMaxInt64 = 9.2e18;
 // (and every check) is the encoder's.
 class Emitter {
  public:
-  explicit Emitter(std::string& s) : s_(s) {}
+  explicit Emitter(std::string& s) : s_(s), n_(s.size()) {}
+  // The string holds exactly the bytes written (it has spare room while
+  // they are written).
+  ~Emitter() { s_.resize(n_); }
+  Emitter(const Emitter&) = delete;
+  Emitter& operator=(const Emitter&) = delete;
 
   // PROTO 5 and the first frame; End() closes the frame and writes STOP.
   void Begin(bool framed = true) {
-    s_.clear();
+    n_ = 0;
     Byte(op::PROTO);
     Byte(kProtocol);
     framed_ = framed;
@@ -142,22 +147,37 @@ class Emitter {
   void End() {
     if (framed_) EndFrame();
     Byte(op::STOP);
+    s_.resize(n_);
   }
   // At an opcode boundary: start a new frame when this one is full.
   void MaybeFrame() {
-    if (s_.size() - frame_pos_ > kFrameSize) {
+    if (n_ - frame_pos_ > kFrameSize) {
       EndFrame();
       StartFrame();
     }
   }
-  size_t size() const { return s_.size(); }
+  size_t size() const { return n_; }
+  // Makes room for `n` bytes in all, at once.
+  void Reserve(size_t n) {
+    if (s_.size() < n) s_.resize(n);
+  }
 
-  void Byte(unsigned char c) { s_.push_back(static_cast<char>(c)); }
+  void Byte(unsigned char c) { *Room(1) = static_cast<char>(c); ++n_; }
+  // `n` bytes of data.
+  void Bytes(const char* p, size_t n) {
+    char* to = Room(n);
+    if (n > 16) {
+      std::memcpy(to, p, n);
+    } else {
+      for (size_t i = 0; i < n; ++i) to[i] = p[i];   // keys and numbers: cheaper inline
+    }
+    n_ += n;
+  }
   // `n` little-endian bytes of v.
   void Le(uint64_t v, int n) {
-    char b[8];
-    for (int i = 0; i < n; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-    s_.append(b, n);
+    char* to = Room(8);
+    for (int i = 0; i < n; ++i) to[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+    n_ += n;
   }
 
   // --- the memo
@@ -199,9 +219,10 @@ class Emitter {
   void Float(double d) {   // big-endian, as pickle writes BINFLOAT
     uint64_t bits;
     std::memcpy(&bits, &d, 8);
-    char b[9] = {static_cast<char>(op::BINFLOAT)};
+    char* b = Room(9);
+    b[0] = static_cast<char>(op::BINFLOAT);
     for (int i = 0; i < 8; ++i) b[1 + i] = static_cast<char>((bits >> (8 * (7 - i))) & 0xff);
-    s_.append(b, 9);
+    n_ += 9;
   }
   // A JavaScript number: an int when it is a safe integer (not -0), else a float.
   void Number(double d) {
@@ -221,13 +242,15 @@ class Emitter {
       Byte(op::LONG4);
       Le(bytes.size(), 4);
     }
-    s_ += bytes;
+    Bytes(bytes.data(), bytes.size());
   }
   // A str from WTF-8.
   void Text(const char* p, size_t n) {
     if (n < 256) {
-      const char head[2] = {static_cast<char>(op::SHORT_BINUNICODE), static_cast<char>(n)};
-      s_.append(head, 2);
+      char* head = Room(2);
+      head[0] = static_cast<char>(op::SHORT_BINUNICODE);
+      head[1] = static_cast<char>(n);
+      n_ += 2;
     } else if (n <= 0xffffffffu) {
       Byte(op::BINUNICODE);
       Le(n, 4);
@@ -235,7 +258,7 @@ class Emitter {
       Byte(op::BINUNICODE8);
       Le(n, 8);
     }
-    s_.append(p, n);
+    Bytes(p, n);
   }
   void Text(const std::string& s) { Text(s.data(), s.size()); }
   // A property key: short keys are memoized by content, so a key repeated
@@ -250,8 +273,7 @@ class Emitter {
     // Rows of one shape repeat the same few keys: a small direct-mapped
     // cache in front of the map finds them without hashing the whole key.
     RecentKey& recent = recent_keys_[RecentSlot(p, n)];
-    if (recent.memo != kNoMemo && recent.key.size() == n &&
-        (n == 0 || std::memcmp(recent.key.data(), p, n) == 0)) {
+    if (recent.memo != kNoMemo && recent.key.size() == n && Same(recent.key.data(), p, n)) {
       Get(recent.memo);
       return kNoMemo;
     }
@@ -280,10 +302,11 @@ class Emitter {
       return;
     }
     Byte(op::GLOBAL);
-    s_ += kModule;
-    s_ += '\n';
-    s_ += kTagNames[static_cast<int>(tag)];
-    s_ += '\n';
+    Bytes(kModule, std::strlen(kModule));
+    Byte('\n');
+    const char* name = kTagNames[static_cast<int>(tag)];
+    Bytes(name, std::strlen(name));
+    Byte('\n');
     slot = Memoize() + 1;
   }
   void Mark() { Byte(op::MARK); }
@@ -344,17 +367,32 @@ class Emitter {
   }
 
  private:
+  // Whether [a, a + n) and [b, b + n) hold the same bytes (short keys inline).
+  static bool Same(const char* a, const char* b, size_t n) {
+    if (n > 16) return std::memcmp(a, b, n) == 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (a[i] != b[i]) return false;
+    }
+    return true;
+  }
+  // Room for `k` more bytes at the end; returns where they go.
+  char* Room(size_t k) {
+    if (s_.size() - n_ < k) Grow(k);
+    return &s_[n_];
+  }
+  __attribute__((noinline)) void Grow(size_t k) { s_.resize(2 * s_.size() + k + 64); }
   void StartFrame() {
     Byte(op::FRAME);
-    frame_pos_ = s_.size();
+    frame_pos_ = n_;
     Le(0, 8);
   }
   void EndFrame() {
-    uint64_t len = s_.size() - frame_pos_ - 8;
+    uint64_t len = n_ - frame_pos_ - 8;
     for (int i = 0; i < 8; ++i) s_[frame_pos_ + i] = static_cast<char>((len >> (8 * i)) & 0xff);
   }
 
   std::string& s_;
+  size_t n_;   // bytes written (s_ may be longer: room not yet used)
   bool framed_ = true;
   size_t frame_pos_ = 0;
   uint32_t memo_count_ = 0;

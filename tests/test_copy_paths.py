@@ -192,3 +192,98 @@ def test_shared_and_deep_values_take_the_general_reader(context: ivm.Context) ->
         deep = [deep]
     context.global_.set_sync("d", deep, copy=True)
     assert context.eval_sync("let n = 0, x = d; while (x.length) { x = x[0]; n++; } n") == 300
+
+
+# Streams of JSON data in shapes Python's pickle does not write (a host in C, a worker may):
+# the JSON reader reads each as Python and the general reader do, or leaves it to the
+# general reader. Each body is a stream without PROTO and STOP.
+L, D, M, T0 = b"]", b"}", b"(", b")"   # EMPTY_LIST, EMPTY_DICT, MARK, EMPTY_TUPLE
+APPEND, APPENDS, SETITEM, SETITEMS, MEMO = b"a", b"e", b"s", b"u", b"\x94"
+
+
+def _int(n: int) -> bytes:
+    return b"K" + bytes([n])
+
+
+def _str(s: str) -> bytes:
+    data = s.encode()
+    return b"\x8c" + bytes([len(data)]) + data
+
+
+def _get(slot: int) -> bytes:
+    return b"h" + bytes([slot])
+
+
+STREAM_SHAPES = [
+    L + M + L + _int(5) + APPENDS,                                  # [[], 5]
+    L + L + _int(5) + APPEND + APPEND,                              # [[5]]
+    L + M + L + _int(5) + APPEND + _int(6) + APPENDS,               # [[5], 6]
+    L + M + L + _int(5) + APPEND + L + D + APPENDS,                 # [[5], [], {}]
+    D + _str("a") + D + SETITEM,                                    # {"a": {}}
+    D + M + _str("a") + D + _str("b") + _int(1) + SETITEM + SETITEMS,   # {"a": {"b": 1}}
+    D + M + _str("a") + D + _str("b") + _int(1) + SETITEMS,         # {"a": {}, "b": 1}
+    L + M + _int(1) + APPENDS + M + APPENDS + M + _int(2) + _int(3) + APPENDS,
+    L + M + L + M + L + APPENDS + _int(1) + APPENDS + _int(2) + APPENDS,   # [[[], 1], 2]
+    D + M + _str("k") + MEMO + _int(1) + SETITEMS + L + APPEND,     # a dict appended to [] ...
+    L + M + D + M + _str("k") + MEMO + _int(1) + SETITEMS + D + M + _get(0) + _int(2)
+    + SETITEMS + APPENDS,                                           # [{"k": 1}, {"k": 2}]
+    L + M + T0 + T0 + APPENDS,                                      # [[], []]
+    L + M + T0 + MEMO + _get(0) + APPENDS,                          # one empty tuple twice
+    L + MEMO + M + _str("s") + MEMO + _get(1) + APPENDS,            # a str twice
+    L + M + _int(1) + APPEND,                                       # a mark inside APPEND
+    L + _int(1) + M + APPEND + APPENDS,                             # a mark above the item
+    L + M + L + MEMO + _get(0) + APPENDS,                           # one list twice
+    D + M + _int(1) + _int(2) + SETITEMS,                           # not a str key: a Map
+    L + M + _int(1) + SETITEMS,                                     # SETITEMS on a list
+    D + _str("a") + APPEND,                                         # APPEND on a dict
+    L + _int(1) + _int(2) + APPEND,                                 # APPEND on an int
+    L + M + L + _int(1) + _int(2) + APPEND + APPENDS,               # [[2]] or [[], 1]?
+]
+
+
+def _read_stream(context: ivm.Context, stream: bytes) -> tuple[bool, Any]:
+    """(True, the value read into JavaScript and copied back) or (False, the error kind)."""
+    from ivm._ffi import ffi, lib
+
+    out = ffi.new("ivm_value_t **")
+    assert lib.ivm_value_new_serialized(stream, len(stream), out) == ffi.NULL
+    argv = ffi.new("ivm_value_t *[]", [out[0]])
+    code = b"globalThis.v = $0"
+    result = ffi.new("ivm_value_t **")
+    err = lib.ivm_context_eval_closure(context._ptr, code, len(code), argv, 1, ffi.NULL,
+                                       ffi.NULL, ffi.NULL, result, ffi.NULL)
+    lib.ivm_value_free(out[0])
+    if err:
+        kind = lib.ivm_error_kind(err)
+        lib.ivm_error_free(err)
+        return False, kind
+    lib.ivm_value_free(result[0])
+    return True, context.eval_sync("v", copy=True)
+
+
+@pytest.mark.parametrize("body", STREAM_SHAPES, ids=range(len(STREAM_SHAPES)))
+def test_stream_shapes_read_as_python_and_the_general_reader_read_them(
+    context: ivm.Context, body: bytes
+) -> None:
+    import io
+    import pickle
+
+    undefined_call = b"civm._copy\n_undefined\n" + T0 + b"R"   # GLOBAL, (), REDUCE
+    alone = b"\x80\x05" + body + b"."
+    # The same value inside [value, undefined]: the general reader's (no memo slot moves).
+    wrapped = b"\x80\x05" + L + M + body + undefined_call + APPENDS + b"."
+    try:
+        expected: Any = normalize(pickle.Unpickler(io.BytesIO(alone)).load())
+        python_ok = True
+    except Exception:
+        python_ok = False
+    general_ok, general = _read_stream(context, wrapped)
+    twice = "Array.isArray(x) && typeof x[0] === 'object' && x[0] !== null && x[0] === x[1]"
+    general_shared = general_ok and context.eval_sync(f"(x => {twice})(v[0])")
+    ok, value = _read_stream(context, alone)
+    assert ok == general_ok == python_ok, (ok, value, general_ok, general, python_ok)
+    if ok:
+        assert same(value, expected) and same(general[0], expected), (value, general, expected)
+        # One object recalled twice stays one object, on both readers.
+        shared = body in (STREAM_SHAPES[12], STREAM_SHAPES[16])
+        assert context.eval_sync(f"(x => {twice})(v)") == general_shared == shared
