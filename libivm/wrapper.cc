@@ -401,6 +401,9 @@ class RunningCall {
 
 ivm_error_t* RunBoxOp(v8::Isolate* isolate, WrapBox* box, const RefOp& op, const CallOptions& o,
                       ivm_value_t** out) {
+  // The method checked the box on entry, but JavaScript ran since (getters of the options,
+  // of the arguments, of objects copied): it may have released it.
+  if (box->released) return MakeError(IVM_ERROR_DISPOSED, kReferenceReleased);
   if (box->self) return RunRefOp(RefOf(isolate, box), op, o, out);
   RunningCall running(box);
   return RunRefOp(box->ref, op, o, out);
@@ -443,6 +446,7 @@ void IgnoreDone(void*, const ivm_completion_t* c) { FreeCompletion(*c); }
 void AsyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefOp op,
              CallOptions o, std::shared_ptr<Args> args, bool ignored) {
   v8::Isolate* isolate = info.GetIsolate();
+  if (box->released) return Throw(isolate, kReferenceReleased);   // (as RunBoxOp)
   v8::Local<v8::Context> context = isolate->GetCurrentContext();
   ivm_done_fn done = IgnoreDone;
   void* user_data = nullptr;

@@ -228,3 +228,35 @@ def test_release_during_its_own_call_of_the_last_share_of_an_isolate() -> None:
         assert b.eval_sync("call.getSync('length')") == 0
     finally:
         iso_b.dispose()
+
+
+#: JavaScript of B that releases `call` (a Reference object into A) from a getter that the
+#: method itself runs after its entry check: of its options, of an argument copied with
+#: `copy: true`, of the arguments list. The call must refuse ("Reference has been released"),
+#: as it does for a Reference released before, not use the released reference.
+RELEASED_BY_A_GETTER = [
+    "call.applySync(undefined, [], {get result() { call.release(); return undefined }})",
+    "call.applySync(undefined, [{get x() { call.release(); return 1 }}],"
+    " {arguments: {copy: true}})",
+    "call.apply(undefined, [], {get result() { call.release(); return undefined }})",
+    "call.applyIgnored(undefined, [], {get timeout() { call.release(); return undefined }})",
+    "call.getSync('length', {get copy() { call.release(); return false }})",
+    "call.get('length', {get copy() { call.release(); return false }})",
+    "call.setSync('k', 1, {get copy() { call.release(); return false }})",
+]
+
+
+@pytest.mark.parametrize("code", RELEASED_BY_A_GETTER)
+def test_a_reference_released_by_a_getter_of_its_own_call_refuses_the_call(
+    pair: Pair, code: str
+) -> None:
+    pair.b.global_.set_sync("call", pair.a.global_.get_sync("id", reference=True))
+    outcome = pair.b.eval_sync(
+        f"(() => {{ try {{ const r = {code}; return typeof r }}"
+        " catch (e) { return e.message } })()")
+    # (A getter the method does not run leaves the call as it was: a result's type.)
+    assert outcome in ("Reference has been released", "undefined", "object", "number")
+    assert pair.b.eval_sync("(() => { try { call.applySync(undefined, [1]); return 'ran' }"
+                            " catch (e) { return e.message } })()") == "Reference has been released"
+    # Both isolates are still usable.
+    assert pair.b.eval_sync("1 + 1") == 2 and pair.a.eval_sync("id(3)") == 3
