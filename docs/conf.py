@@ -10,7 +10,14 @@ imports the installed ivm.)
 
 from __future__ import annotations
 
-import ivm
+import os
+
+# Context.eval_sync, Script.run_sync and Reference.apply_sync are C methods at run time
+# (ivm/_call.py, c_method), which carry no annotations: the reference shows the Python
+# methods they stand for, with their overloads.
+os.environ["IVM_PY_C_METHODS"] = "0"
+
+import ivm  # noqa: E402
 
 project = "ivm"
 author = "the ivm developers"

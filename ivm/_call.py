@@ -39,6 +39,7 @@ Python methods remain for type checkers and as the logic the C ones follow.
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any, Callable, Final, TypeVar, cast
 
 from ._errors import raise_error
@@ -122,13 +123,15 @@ def c_method(cls: type, name: str) -> None:
     call); every other call goes to ``cls._<name>`` with the same arguments. The C
     method shows the Python one's signature (its text signature) and docstring; the
     Python method stays what type checkers read and the logic the C one follows."""
+    if os.environ.get("IVM_PY_C_METHODS") == "0":
+        return  # the Python methods stay (docs/conf.py: Sphinx reads their annotations)
     method = getattr(cls, name)
     sig = inspect.signature(method)
     params = [p.replace(annotation=p.empty) for p in sig.parameters.values()]
     text = str(sig.replace(parameters=params, return_annotation=sig.empty))
     if not text.startswith("(self, "):  # pragma: no cover - a new method to adapt
         raise TypeError(f"{cls.__name__}.{name} must take self and arguments")
-    doc = f"{name}($self, {text[len('(self, '):]}\n--\n\n{method.__doc__}"
+    doc = f"{name}($self, {text[len('(self, '):]}\n--\n\n{method.__doc__ or ''}"
     if not lib.ivm_py_install_method(
         cls.__module__.encode(), cls.__name__.encode(), name.encode(), doc.encode()
     ):  # pragma: no cover - only out of memory

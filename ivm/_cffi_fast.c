@@ -710,8 +710,8 @@ static int ivm_py_install_method_locked(const char *module_name, const char *cls
       full = fulls[i];
     }
   }
-  if (module == NULL || def == NULL || ivm_py_call.finish == NULL || def->ml_doc != NULL) {
-    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "ivm: no such C method, or twice");
+  if (module == NULL || def == NULL || ivm_py_call.finish == NULL) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "ivm: no such C method");
     goto done;
   }
   type = PyObject_GetAttrString(module, cls);
@@ -719,11 +719,11 @@ static int ivm_py_install_method_locked(const char *module_name, const char *cls
   if (full == &ivm_py_call.run_full) {
     context = PyImport_ImportModule("ivm._context");
     if (context == NULL) goto done;
-    ivm_py_call.context_type = PyObject_GetAttrString(context, "Context");
+    Py_XSETREF(ivm_py_call.context_type, PyObject_GetAttrString(context, "Context"));
     if (ivm_py_call.context_type == NULL || !PyType_Check(ivm_py_call.context_type)) goto done;
   }
   snprintf(full_name, sizeof full_name, "_%s", name);
-  *full = PyObject_GetAttrString(type, full_name);
+  Py_XSETREF(*full, PyObject_GetAttrString(type, full_name));
   if (ivm_py_call.address_name == NULL) {
     ivm_py_call.address_name = PyUnicode_InternFromString("_address");
   }
@@ -732,13 +732,17 @@ static int ivm_py_install_method_locked(const char *module_name, const char *cls
       ivm_py_addr_offset(type) != ivm_py_call.addr_offset) {
     goto done;
   }
-  doc_copy = (char *)PyMem_RawMalloc(strlen(doc) + 1); /* lives as long as the method */
-  if (doc_copy == NULL) {
-    PyErr_NoMemory();
-    goto done;
+  /* An import of ivm after sys.modules was purged of it installs again, on the new classes:
+   * the calls left to Python go to the newest, and the first doc string stays. */
+  if (def->ml_doc == NULL) {
+    doc_copy = (char *)PyMem_RawMalloc(strlen(doc) + 1); /* lives as long as the method */
+    if (doc_copy == NULL) {
+      PyErr_NoMemory();
+      goto done;
+    }
+    memcpy(doc_copy, doc, strlen(doc) + 1);
+    def->ml_doc = doc_copy;
   }
-  memcpy(doc_copy, doc, strlen(doc) + 1);
-  def->ml_doc = doc_copy;
   method = PyDescr_NewMethod((PyTypeObject *)type, def);
   ok = method != NULL && PyObject_SetAttrString(type, name, method) == 0;
 done:

@@ -474,3 +474,59 @@ def test_eval_and_run_take_every_call_form(context: ivm.Context) -> None:
     context.release()
     with pytest.raises(ivm.DisposedError):
         context.eval_sync("1")
+
+
+_REIMPORT_CHILD = """
+import sys
+import ivm
+first = ivm.Isolate()
+old = first.create_context_sync()
+for name in [m for m in sys.modules if m == "ivm" or m.startswith("ivm.")]:
+    del sys.modules[name]
+import ivm as again
+assert again is not ivm
+iso = again.Isolate()
+ctx = iso.create_context_sync()
+fn = ctx.eval_sync("(a, b) => a + b", reference=True)
+script = iso.compile_script_sync("6 * 7")
+print(ctx.eval_sync("1 + 1"), fn.apply_sync(None, [2, 3]), script.run_sync(ctx),
+      old.eval_sync("'old'"), flush=True)
+"""
+
+
+def _child(code: str, **env: str) -> list[str]:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(ivm.__file__).parent.parent,
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.split()
+
+
+def test_ivm_imported_again_after_sys_modules_was_purged_still_calls() -> None:
+    # (ivm/_cffi_fast.c refused to install its C methods a second time: ImportError.)
+    assert _child(_REIMPORT_CHILD) == ["2", "5", "42", "old"]
+
+
+_KNOB_CHILD = """
+import types
+import ivm
+iso = ivm.Isolate()
+ctx = iso.create_context_sync()
+fn = ctx.eval_sync("(a, b) => a + b", reference=True)
+script = iso.compile_script_sync("6 * 7")
+python = all(isinstance(m, types.FunctionType)
+             for m in (ivm.Context.eval_sync, ivm.Reference.apply_sync, ivm.Script.run_sync))
+print(python, ctx.eval_sync("1 + 1"), fn.apply_sync(None, [2, 3.5]), script.run_sync(ctx),
+      fn.apply_sync(None, ["a", "b"]), flush=True)
+"""
+
+
+@pytest.mark.parametrize("setting, python", [("0", "True"), ("1", "False")])
+def test_ivm_py_c_methods_0_keeps_the_python_methods(setting: str, python: str) -> None:
+    assert _child(_KNOB_CHILD, IVM_PY_C_METHODS=setting) == [python, "2", "5.5", "42", "ab"]
