@@ -33,7 +33,8 @@ class Handle:
     def _address(self) -> int:
         """The handle's address, kept in ``_addr`` on first use (the C methods of
         ivm/_cffi_fast.c call this, then read the slot). The handle lives as long as
-        ``self``; releasing it only marks it, and libivm then says so."""
+        ``self``; releasing it only marks it, and libivm then says so. (So ``_ptr`` is
+        never assigned again after ``__init__``: the C methods would keep the old address.)"""
         self._addr = int(ffi.cast("uintptr_t", self._ptr))
         return self._addr
 
