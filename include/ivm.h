@@ -91,6 +91,17 @@
  * as a generic error and an unknown value kind as unsupported. After 1.0, a
  * shipped function never changes; a new behaviour gets a new name (`_v2`).
  *
+ * ## Changes in 0.8
+ *
+ *   - No change to the interface. Behind it: calls cost less (a synchronous
+ *     call through a Reference object in another inline isolate allocates
+ *     nothing for primitives; a call's bookkeeping takes no pthread mutex),
+ *     copies are made faster, an isolate is created without V8's snapshot
+ *     checksum (ivm's own checksums guard user snapshots and code caches; code
+ *     caches made by 0.7 are rejected and remade), and a JavaScript getter that
+ *     releases a Reference object during its own call no longer crashes the
+ *     process.
+ *
  * ## Changes in 0.7
  *
  *   - IVM_RESULT_INSPECT: a call's result as the text of node's
@@ -319,10 +330,10 @@ typedef struct ivm_inspector_session_options ivm_inspector_session_options_t;
 /* ------------------------------------------------------------------------- */
 
 #define IVM_VERSION_MAJOR 0
-#define IVM_VERSION_MINOR 7
+#define IVM_VERSION_MINOR 8
 #define IVM_VERSION_PATCH 0
 /** MAJOR * 1000000 + MINOR * 1000 + PATCH of this header. */
-#define IVM_VERSION_NUMBER 7000
+#define IVM_VERSION_NUMBER 8000
 
 /**
  * The version of the loaded library, as IVM_VERSION_NUMBER. Compare it with the
