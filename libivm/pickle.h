@@ -15,6 +15,7 @@
 #include "internal.h"
 #include "pickle_ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -157,14 +158,20 @@ class Emitter {
     }
   }
   size_t size() const { return n_; }
-  // Makes room for `n` bytes in all, at once.
+  // Makes room for `n` bytes in all, at once (capacity: nothing is written).
   void Reserve(size_t n) {
-    if (s_.size() < n) s_.resize(n);
+    if (s_.capacity() < n) s_.reserve(n);
   }
 
   void Byte(unsigned char c) { *Room(1) = static_cast<char>(c); ++n_; }
   // `n` bytes of data.
   void Bytes(const char* p, size_t n) {
+    if (n > kGrowSlack) {   // a long string or a buffer's bytes: appended, never zeroed first
+      s_.resize(n_);
+      s_.append(p, n);
+      n_ += n;
+      return;
+    }
     char* to = Room(n);
     if (n > 16) {
       std::memcpy(to, p, n);
@@ -380,7 +387,15 @@ class Emitter {
     if (s_.size() - n_ < k) Grow(k);
     return &s_[n_];
   }
-  __attribute__((noinline)) void Grow(size_t k) { s_.resize(2 * s_.size() + k + 64); }
+  // The bytes written go to s_[n_, s_.size()). Growing adds to the string's size only what is
+  // about to be written and a little more (resize zero-fills what it adds), while its capacity
+  // doubles: a copy of tens of megabytes is not zeroed before it is written.
+  static constexpr size_t kGrowSlack = 16 * 1024;
+  __attribute__((noinline)) void Grow(size_t k) {
+    size_t want = n_ + k;
+    if (want > s_.capacity()) s_.reserve(std::max(want, 2 * s_.capacity()));
+    s_.resize(std::min(s_.capacity(), want + kGrowSlack));
+  }
   void StartFrame() {
     Byte(op::FRAME);
     frame_pos_ = n_;
