@@ -14,6 +14,7 @@ from ._copy import _Marker, to_value
 from . import _errors
 from ._errors import JSError, check, restore_recursion_limit, stash_host_error
 from ._ffi import ffi, lib
+from ._value import MAX_SAFE
 from ._value import KIND_NULL, KIND_NUMBER, KIND_STRING, js_number, peek
 
 __all__ = ["Callback", "CallbackMode"]
@@ -28,7 +29,6 @@ def _view_slots() -> tuple[Any, Any]:
     _tls.view = view = (ffi.new("size_t *"), ffi.new("ivm_primitive_t **"))
     return view
 _new_number = lib.ivm_value_new_number
-_MAX_SAFE: Final = 2**53 - 1
 _MODES: Final = ("sync", "async", "ignored")
 #: What ``Callback(mode=...)`` takes.
 CallbackMode = Literal["sync", "async", "ignored"]
@@ -213,7 +213,7 @@ def _result(value: Any) -> Any:
     t = type(value)
     if t is float:
         return _new_number(value)
-    if t is int and -_MAX_SAFE <= value <= _MAX_SAFE:
+    if t is int and -MAX_SAFE <= value <= MAX_SAFE:
         return _new_number(float(value))
     if t not in _PLAIN and inspect.isawaitable(value):
         close = getattr(value, "close", None)
@@ -253,7 +253,7 @@ def _ivm_py_host_fn(user_data: Any, call: Any, out: Any) -> Any:
         if mode == "sync":
             r = state.fn(*args)
             t = type(r)
-            if (t is int and -_MAX_SAFE <= r <= _MAX_SAFE) or t is float:
+            if (t is int and -MAX_SAFE <= r <= MAX_SAFE) or t is float:
                 slot.kind = KIND_NUMBER
                 slot.number = r
             elif r is None:

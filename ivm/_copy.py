@@ -19,7 +19,7 @@ from typing import Any, Callable, Final
 
 from ._errors import JSError, TransferError, check, raise_error
 from ._ffi import ffi, lib
-from ._value import Undefined, js_number, undefined
+from ._value import MAX_SAFE, Undefined, js_number, undefined
 
 __all__ = ["JSBigInt", "JSMap", "JSRegExp", "dumps", "load_value", "set_copy_limit"]
 
@@ -320,7 +320,7 @@ def normalize(obj: Any) -> Any:
         if t is str or t is bool or o is None or t is Undefined:
             return o
         if t is int:
-            return o if -_MAX_SAFE <= o <= _MAX_SAFE else JSBigInt(o)
+            return o if -MAX_SAFE <= o <= MAX_SAFE else JSBigInt(o)
         if t is float:
             return js_number(o)
         if t is JSBigInt:
@@ -373,7 +373,6 @@ def set_copy_limit(nbytes: int | None) -> int:
 
 # --- arguments (Python → libivm, one value per argument)
 
-_MAX_SAFE: Final = 2**53 - 1
 _new_number = lib.ivm_value_new_number
 _new_string = lib.ivm_value_new_string
 
@@ -389,7 +388,7 @@ def to_value(obj: object, copy: bool, borrow: bool = False) -> Any:
     if t is float:
         return _new_number(obj)
     if t is int:
-        if -_MAX_SAFE <= obj <= _MAX_SAFE:  # type: ignore[operator]
+        if -MAX_SAFE <= obj <= MAX_SAFE:  # type: ignore[operator]
             return _new_number(float(obj))  # type: ignore[arg-type]
         return dumps(obj)
     if t is str:

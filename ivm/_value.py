@@ -12,7 +12,11 @@ from ._ffi import ffi, lib
 
 __all__ = ["Arguments", "JSPrimitive", "Undefined", "undefined"]
 
-_MAX_SAFE: Final = 2**53 - 1
+#: The largest integer a JavaScript number holds exactly (Number.MAX_SAFE_INTEGER): the
+#: bound of both directions' int rule (js_number below; ints passed into JavaScript, within
+#: it a number, beyond it a BigInt: ivm._copy, ivm._callback; ivm/_cffi_fast.c's
+#: IVM_PY_MAX_SAFE in C).
+MAX_SAFE: Final = 2**53 - 1
 _copysign = math.copysign
 
 # The kinds of ivm_primitive_t (a call's `primitive_out`, a host call's arguments):
@@ -30,7 +34,7 @@ def js_number(x: float) -> int | float:
     (within +-(2**53 - 1)) and not -0, else the ``float`` (docs/values.md).
     The one rule; ivm/_cffi_fast.c applies it in C to the results of the
     synchronous calls."""
-    if -_MAX_SAFE <= x <= _MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
+    if -MAX_SAFE <= x <= MAX_SAFE and x.is_integer() and (x or _copysign(1.0, x) > 0):
         return int(x)
     return x
 
