@@ -381,26 +381,38 @@ static struct {
   ivm_value_t *small[IVM_PY_SMALL_MAX - IVM_PY_SMALL_MIN + 1];
 } ivm_py_call;
 
-/* A str argument as a new libivm string (WTF-8: lone surrogates pass), or NULL. */
-static ivm_value_t *ivm_py_str_arg(PyObject *o) {
-  PyObject *bytes;
-  ivm_value_t *v;
+/* The WTF-8 bytes of the str `o` (lone surrogates pass, as code_bytes() lets them): an ASCII
+ * str's own data (valid while `o` lives), else the data of *keep, a new bytes object the caller
+ * releases. 0: an exception is set. */
+static int ivm_py_utf8(PyObject *o, const char **data, Py_ssize_t *len, PyObject **keep) {
+  *keep = NULL;
 #if PY_VERSION_HEX < 0x030C0000
-  if (PyUnicode_READY(o) < 0) {
-    PyErr_Clear();
-    return NULL;
-  }
+  if (PyUnicode_READY(o) < 0) return 0;
 #endif
   if (PyUnicode_IS_ASCII(o)) {
-    return ivm_value_new_string((const char *)PyUnicode_DATA(o), (size_t)PyUnicode_GET_LENGTH(o));
+    *data = (const char *)PyUnicode_DATA(o);
+    *len = PyUnicode_GET_LENGTH(o);
+    return 1;
   }
-  bytes = PyUnicode_AsEncodedString(o, "utf-8", "surrogatepass");
-  if (bytes == NULL) {
+  *keep = PyUnicode_AsEncodedString(o, "utf-8", "surrogatepass");
+  if (*keep == NULL) return 0;
+  *data = PyBytes_AS_STRING(*keep);
+  *len = PyBytes_GET_SIZE(*keep);
+  return 1;
+}
+
+/* A str argument as a new libivm string, or NULL. */
+static ivm_value_t *ivm_py_str_arg(PyObject *o) {
+  PyObject *bytes;
+  const char *data;
+  Py_ssize_t len;
+  ivm_value_t *v;
+  if (!ivm_py_utf8(o, &data, &len, &bytes)) {
     PyErr_Clear();
     return NULL;
   }
-  v = ivm_value_new_string(PyBytes_AS_STRING(bytes), (size_t)PyBytes_GET_SIZE(bytes));
-  Py_DECREF(bytes);
+  v = ivm_value_new_string(data, (size_t)len);
+  Py_XDECREF(bytes);
   return v;
 }
 
@@ -628,7 +640,7 @@ static PyObject *ivm_py_apply_method(PyObject *self, PyObject *const *args, Py_s
 static PyObject *ivm_py_eval_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                     PyObject *kwnames) {
   ivm_py_result_t *res = &ivm_py_result;
-  PyObject *bytes = NULL;
+  PyObject *bytes;
   const char *data;
   Py_ssize_t len;
   ivm_context_t *ctx;
@@ -638,18 +650,8 @@ static PyObject *ivm_py_eval_method(PyObject *self, PyObject *const *args, Py_ss
   }
   ctx = (ivm_context_t *)ivm_py_handle(self);
   if (ctx == NULL) return NULL;
-#if PY_VERSION_HEX < 0x030C0000
-  if (PyUnicode_READY(args[0]) < 0) return NULL;
-#endif
-  if (PyUnicode_IS_ASCII(args[0])) { /* (args[0] is held by the caller during the call) */
-    data = (const char *)PyUnicode_DATA(args[0]);
-    len = PyUnicode_GET_LENGTH(args[0]);
-  } else { /* WTF-8: lone surrogates pass, as code_bytes() lets them */
-    bytes = PyUnicode_AsEncodedString(args[0], "utf-8", "surrogatepass");
-    if (bytes == NULL) return NULL;
-    data = PyBytes_AS_STRING(bytes);
-    len = PyBytes_GET_SIZE(bytes);
-  }
+  /* (args[0], whose data an ASCII code is, is held by the caller during the call) */
+  if (!ivm_py_utf8(args[0], &data, &len, &bytes)) return NULL;
   Py_BEGIN_ALLOW_THREADS
   err = ivm_context_eval(ctx, data, (size_t)len, NULL, NULL, NULL, &res->value, &res->slot);
   Py_END_ALLOW_THREADS
