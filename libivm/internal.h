@@ -144,7 +144,7 @@ v8::Platform* EnsurePlatform();
 // module.cc: the isolate's hooks for import() (isolate locked, at creation).
 void InstallModuleHooks(v8::Isolate* isolate);
 
-// isolate.cc: malloc'd memory for ArrayBuffers; a few large freed blocks
+// buffers.cc: malloc'd memory for ArrayBuffers; a few large freed blocks
 // are kept for reuse.
 void FreeMemory(void* data, size_t length);
 void* AllocateMemory(size_t length, bool zeroed);
@@ -427,6 +427,8 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
  private:
   enum State { kAlive = 0, kDisposing = 1, kDisposed = 2 };
   class Allocator;
+  // Makes allocator_ (buffers.cc), for V8's CreateParams.
+  std::shared_ptr<v8::ArrayBuffer::Allocator> NewAllocator(size_t limit);
   IsolateHolder() : jobs_(*this) {}
   // The deleter of a buffer that another isolate's store backs (AdoptBuffer,
   // ShareBuffer): gives its bytes back to this isolate's budget.
