@@ -106,14 +106,17 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
     return holder.Fail(context, try_catch, call);
   }
   holder.Settle(call);
-  holder.CheckExternalMemory();
+  // The clock read of the memory check ends the call's wall time if nothing runs
+  // after it: no rejections reported, no promise waited for, a primitive result.
+  int64_t checked_ns = holder.CheckExternalMemory();
   if (try_catch.HasCaught() || try_catch.HasTerminated() || isolate->IsExecutionTerminating() ||
       holder.Stopped(call)) {
     return holder.Fail(context, try_catch, call);
   }
   if (flags & IVM_RESULT_PROMISE) ForgetRejection(isolate, context, result);
-  FlushRejections(holder, isolate, context, call);
+  if (FlushRejections(holder, isolate, context, call)) checked_ns = 0;
   if ((flags & IVM_RESULT_PROMISE) && result->IsPromise()) {
+    checked_ns = 0;
     v8::Local<v8::Promise> promise = result.As<v8::Promise>();
     if (promise->State() == v8::Promise::kPending && CanPark(holder, call) &&
         Park(holder, isolate, context, call, promise, flags)) {
@@ -130,6 +133,7 @@ ivm_error_t* CompleteCall(IsolateHolder& holder, v8::Isolate* isolate,
   if (call.primitive_out != nullptr && (flags & ~IVM_RESULT_PROMISE) == 0 &&
       FillPrimitiveFromV8(result, call.primitive_out)) {
     *out = nullptr;   // delivered (PrimitiveOutScope)
+    call.end_ns = checked_ns;
   } else {
     err = ResultFromV8(holder, isolate, context, try_catch, call, result, flags, out);
   }

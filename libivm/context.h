@@ -81,7 +81,8 @@ bool SetRejectionHook(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8:
                       const std::shared_ptr<CallbackData>& hook);
 void ForgetRejection(v8::Isolate* isolate, v8::Local<v8::Context> context,
                      v8::Local<v8::Value> value);
-void FlushRejections(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
+// Returns whether there were any to report (false: it ran nothing).
+bool FlushRejections(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
                      const CallState& call);
 
 // The argument array of a call into JavaScript (eval_closure, apply).

@@ -263,6 +263,10 @@ struct CallState {
   uint64_t job_id = 0;       // the asynchronous job it runs for, or 0
   int64_t deadline_ns = 0;   // MonotonicNs when it times out, 0: never
   ivm_primitive_t* primitive_out = nullptr;   // PrimitiveOutScope's, claimed by Begin
+  // When the call's result was final, if nothing ran after the clock read that
+  // found it (CompleteCall): the end of its wall time, saving End a clock read.
+  // 0: End reads the clock.
+  mutable int64_t end_ns = 0;
 };
 
 ivm_error_t* ReadHeapStatistics(IsolateHolder& holder, ivm_heap_statistics_t* full);
@@ -315,8 +319,8 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   void PumpTasks(const CallState& call);
   // Marks the isolate out of memory if memory outside the heap that bypassed
   // the allocator (WebAssembly memories), or large objects in the heap, put it
-  // over its limit.
-  void CheckExternalMemory();
+  // over its limit. Returns the monotonic clock it read (0: none).
+  int64_t CheckExternalMemory();
   // Whether `call` (or a call around it) has been told to stop.
   bool Stopped(const CallState& call);
 
@@ -493,6 +497,7 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   std::atomic<uint64_t> cancel_running_{0};   // a running job being cancelled
   std::atomic<uint64_t> ref_count_{0};
   std::atomic<uint64_t> next_id_{1};
+  uint64_t next_call_id_ = 1;   // CallState ids: Begin, under exec_mutex_
   uint64_t unique_id_ = 0;
   bool cpu_clock_ = false;   // measure the current call with the thread CPU clock
   int64_t call_cpu_start_ = 0, call_wall_start_ = 0;

@@ -130,7 +130,7 @@ size_t IsolateHolder::NearHeapLimit(void* data, size_t current, size_t initial) 
   return std::max(grant, current);
 }
 
-void IsolateHolder::CheckExternalMemory() {
+int64_t IsolateHolder::CheckExternalMemory() {
   // V8 accounts every ArrayBuffer backing store here, including WebAssembly
   // memories that never went through our allocator. (Adjusting by 0 only
   // reads the counter.)
@@ -144,9 +144,9 @@ void IsolateHolder::CheckExternalMemory() {
   // figures costs about a microsecond: only a call that ran long enough to
   // allocate much (kLongCallNs: a few MB at most otherwise) is checked here;
   // the GC epilogue checks the rest.
-  if (!oom_.load() && MonotonicNs() - call_wall_start_ > kLongCallNs && OverHeapLimit(isolate_)) {
-    oom_.store(true);
-  }
+  int64_t now = oom_.load() ? 0 : MonotonicNs();
+  if (now != 0 && now - call_wall_start_ > kLongCallNs && OverHeapLimit(isolate_)) oom_.store(true);
+  return now;
 }
 
 bool IsolateHolder::OverHeapLimit(v8::Isolate* isolate) {
@@ -191,12 +191,13 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
                      "Isolate was disposed during execution due to memory limit");
   }
   if (dispose_requested_.load()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
+  const uint64_t job = pool::CurrentJob();
   if (depth_ == 0) {
     DrainReleasedLocked();
     owner_.store(std::this_thread::get_id(), std::memory_order_release);
     // V8's sampler must sample the thread running the JavaScript.
     if (cpu_profiles_ && cpu_profiles_->active()) cpu_profiles_->Follow(isolate_);
-    interrupt_listed_ = pool::CurrentJob() == 0 && interrupt::Enter(*this);
+    interrupt_listed_ = job == 0 && interrupt::Enter(*this);
     call_wall_start_ = MonotonicNs();
     // Reading the thread CPU clock is a system call (about 0.4 us), as long
     // as a short call itself. Short calls count their wall time as CPU time;
@@ -212,8 +213,8 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
   }
   ++depth_;
   call.primitive_out = PrimitiveOutScope::Claim();
-  call.id = NextId();
-  call.job_id = pool::CurrentJob();
+  call.id = next_call_id_++;   // (exec_mutex_ held: no locked instruction)
+  call.job_id = job;
   {
     std::lock_guard<SpinMutex> lock(state_mutex_);
     active_.push_back(&call);
@@ -252,7 +253,7 @@ void IsolateHolder::End(CallState& call) {
     host_since_ = MonotonicNs();
   }
   if (depth_ == 0) {
-    int64_t wall = MonotonicNs() - call_wall_start_;
+    int64_t wall = (call.end_ns != 0 ? call.end_ns : MonotonicNs()) - call_wall_start_;
     // Host code's spans are timed on the wall clock (reading the thread CPU
     // clock around every host callback would double their cost). JavaScript's
     // CPU time is at most its wall time, and at most the thread's CPU time,

@@ -108,24 +108,24 @@ void ForgetRejection(v8::Isolate* isolate, v8::Local<v8::Context> context,
   if (pending->Delete(context, value).FromMaybe(false)) g_pending.fetch_sub(1);
 }
 
-void FlushRejections(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
+bool FlushRejections(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
                      const CallState& call) {
   v8::Local<v8::Map> pending;
   if (g_pending.load(std::memory_order_relaxed) <= 0 ||
       !Pending(isolate, context, false).ToLocal(&pending) || pending->Size() == 0) {
-    return;
+    return false;
   }
   v8::TryCatch try_catch(isolate);
   v8::Local<v8::Value> hook;
   if (!context->Global()->GetPrivate(context, Key(isolate, kHookKey)).ToLocal(&hook) ||
       !hook->IsFunction()) {
-    return;
+    return true;
   }
   v8::Local<v8::Array> entries = pending->AsArray();   // [promise, entry, promise, entry, ...]
   g_pending.fetch_sub(static_cast<int64_t>(pending->Size()));
   pending->Clear();
   for (uint32_t i = 0; i + 1 < entries->Length(); i += 2) {
-    if (holder.Stopped(call) || isolate->IsExecutionTerminating()) return;
+    if (holder.Stopped(call) || isolate->IsExecutionTerminating()) return true;
     v8::Local<v8::Value> promise, entry, reason, revoked;
     if (!entries->Get(context, i).ToLocal(&promise) ||
         !entries->Get(context, i + 1).ToLocal(&entry) || !entry->IsArray() ||
@@ -153,6 +153,7 @@ void FlushRejections(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::
     (void)hook.As<v8::Function>()->Call(context, v8::Undefined(isolate), 2, argv);
     try_catch.Reset();   // the hook's failure is not the call's
   }
+  return true;
 }
 
 }  // namespace ivm

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import threading
+import time
 from typing import Callable
 
 import pytest
@@ -165,6 +166,16 @@ def test_cpu_and_wall_time_increase_while_running(
     assert wall1 - wall0 >= 18_000_000
     assert cpu1 > cpu0
     assert cpu1 - cpu0 <= wall1 - wall0 + 2_000_000
+
+
+def test_wall_time_counts_what_runs_after_a_primitive_result(isolate: ivm.Isolate) -> None:
+    # A call's wall time may end at the clock read that checks its memory, before its
+    # number is delivered, only if nothing runs after that read: a rejection reported
+    # to the context's handler (host code here, 30 ms) is part of the call's time.
+    context = isolate.create_context_sync(on_unhandled_rejection=lambda _: time.sleep(0.03))
+    wall0 = isolate.wall_time
+    assert context.eval_sync("Promise.reject(1); 5") == 5
+    assert isolate.wall_time - wall0 >= 30_000_000
 
 
 def test_times_do_not_count_idle_time(isolate: ivm.Isolate, context: ivm.Context) -> None:
