@@ -12,10 +12,11 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Mapping
 import io
+import json
 import pickle
 import struct
 import types
-from typing import Any, Callable, Final
+from typing import Any, Callable, Final, cast
 
 from ._errors import JSError, TransferError, check, raise_error
 from ._ffi import ffi, lib
@@ -125,10 +126,15 @@ def _att(index: int) -> Any:   # pragma: no cover - replaced per load
     raise pickle.UnpicklingError("_att outside a copy")
 
 
+def _json(text: bytes) -> Any:
+    """A stream of plain JSON data that JSON_STREAM wrote (below), read back in Python."""
+    return json.loads(text.decode("latin-1"))
+
+
 _FUNCTION: Final = types.FunctionType
 _TAGS: Final = frozenset({_undefined, _date, _view, _error, _buf, _sab, _att, JSBigInt, JSMap, JSRegExp})
 _ALLOWED: Final = {
-    "_undefined": _undefined, "_date": _date, "_view": _view, "_error": _error,
+    "_undefined": _undefined, "_date": _date, "_view": _view, "_error": _error, "_json": _json,
     "JSBigInt": JSBigInt, "JSMap": JSMap, "JSRegExp": JSRegExp,
 }
 
@@ -285,6 +291,25 @@ def dumps(obj: Any) -> Any:
     return value
 
 
+# Plain JSON data (dicts with str keys, lists, strs, safe ints, finite floats, bools, None,
+# nothing shared) as one copy stream naming ``_json`` with its JSON text, written in one C
+# pass (ivm/_cffi_json.c), which libivm hands to V8's JSON.parse; None for anything else.
+if not lib.ivm_py_json_install():  # pragma: no cover - only out of memory
+    raise ImportError("ivm: could not make its JSON writer (ivm/_cffi_json.c)")
+JSON_STREAM: Final = cast("Callable[[Any], bytes | None]", globals()["JSON_STREAM"])
+
+
+def dumps_plain(obj: Any) -> Any:
+    """:func:`dumps` for a value going into an isolate (arguments, ``set_sync`` values,
+    callback results): plain JSON data as JSON text, anything else as :func:`dumps`."""
+    stream = JSON_STREAM(obj)
+    if stream is None:
+        return dumps(obj)
+    out = ffi.new("ivm_value_t **")
+    check(lib.ivm_value_new_serialized(stream, len(stream), out))
+    return out[0]
+
+
 # --- one ArrayBuffer, kept out of the stream
 
 # The stream libivm writes for a copy whose value is one ArrayBuffer: _buf(0).
@@ -404,7 +429,9 @@ def to_value(obj: object, copy: bool, borrow: bool = False) -> Any:
         return dumps(obj)
     if copy and (t is bytes or t is bytearray):
         return buffer_value(obj, borrow)  # type: ignore[arg-type]
-    if copy or isinstance(obj, _Marker):
+    if copy:
+        return dumps_plain(obj)
+    if isinstance(obj, _Marker):
         return dumps(obj)
     raise TransferError(
         f"an object of type {t.__qualname__} is not a primitive: copy it into JavaScript with "

@@ -1,13 +1,15 @@
 """Both paths of each copy direction give the same values (docs/values.md, "Two readers").
 
-Into an isolate, a stream of plain JSON data is read by V8's JSON.parse and anything else by
-the general reader; out of one, plain data goes through V8's serializer and the rest through
-the general writer. Random nested values must come out identical whichever paths they took,
-and as docs/values.md's table says. Each path is forced from outside:
+Into an isolate, plain JSON data is read by V8's JSON.parse, from JSON text that Python
+writes (ivm/_cffi_json.c) or that libivm transcodes from a copy stream, and anything else
+by the general reader; out of one, plain data goes through V8's serializer and the rest
+through the general writer. Random nested values must come out identical whichever paths
+they took, and as docs/values.md's table says. Each path is forced from outside:
 
-- into JavaScript, a value alone takes the JSON path when it is plain JSON data, and the
-  same value inside `[value, undefined]` always takes the general reader (undefined is not
-  JSON);
+- into JavaScript, a value alone (an argument or `set_sync` value) takes Python's JSON text
+  when it is plain JSON data; an ExternalCopy of it is a pickled stream, which libivm
+  transcodes; and the same value inside `[value, undefined]` always takes the general
+  reader (undefined is not JSON);
 - out of JavaScript, `transfer_out=True` always takes the general writer.
 
 The same runs against a worker-hosted isolate, whose copies the host checks
@@ -112,10 +114,11 @@ def joined(value: Any) -> Any:
 def four_ways(ctx: ivm.Context, value: Any) -> list[Any]:
     """`value` into the isolate by each reader, and back out by each writer."""
     ctx.global_.set_sync("fast", value, copy=True)
+    ctx.global_.set_sync("transcoded", ivm.ExternalCopy(value).copy_into())
     ctx.global_.set_sync("general", [value, ivm.undefined], copy=True)
     return [
         ctx.eval_sync(where, copy=True, transfer_out=general_writer)
-        for where in ("fast", "general[0]")
+        for where in ("fast", "transcoded", "general[0]")
         for general_writer in (False, True)
     ]
 
@@ -192,6 +195,56 @@ def test_shared_and_deep_values_take_the_general_reader(context: ivm.Context) ->
         deep = [deep]
     context.global_.set_sync("d", deep, copy=True)
     assert context.eval_sync("let n = 0, x = d; while (x.length) { x = x[0]; n++; } n") == 300
+
+
+@settings(max_examples=150, **SETTINGS)  # type: ignore[arg-type]
+@given(value=any_values)
+def test_python_json_text_only_for_plain_data_and_reads_back_in_python(value: Any) -> None:
+    from ivm._copy import JSON_STREAM, _Reader
+
+    stream = JSON_STREAM(value)
+    if stream is None:
+        return
+    assert stream.startswith(b"\x80\x05civm._copy\n_json\n")
+    # Read by Python's own reader, the value itself (json.loads joins surrogate pairs).
+    assert same(_Reader(stream, None).load(), joined(value))
+
+
+def test_python_json_text_is_refused_for_everything_but_plain_data() -> None:
+    from ivm._copy import JSON_STREAM
+
+    class Sub(dict):  # type: ignore[type-arg]
+        pass
+
+    shared: list[Any] = []
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    deep: Any = []
+    for _ in range(199):
+        deep = [deep]
+    assert JSON_STREAM(deep) is not None and JSON_STREAM([deep]) is None   # 200 levels, 201
+    for value in ([shared, shared], cyclic, (1,), [(1,)], [2**53], [-(2**53)], [ivm.JSBigInt(1)],
+                  [float("nan")], [float("inf")], [ivm.undefined], [b""], {1: 2}, {True: 1},
+                  [Sub()], Sub(), [{1}], 5, "s", None, [ivm.JSMap()], ["x" * (2 << 20)]):
+        assert JSON_STREAM(value) is None, value
+    assert JSON_STREAM([2**53 - 1, -(2**53 - 1), 1.5, "x" * 100000]) is not None
+
+
+def _json_stream(text: bytes, length: int | None = None) -> bytes:
+    n = len(text) if length is None else length
+    return b"\x80\x05civm._copy\n_json\n\x8e" + n.to_bytes(8, "little") + text + b"\x85R."
+
+
+def test_json_streams_made_by_hand(context: ivm.Context) -> None:
+    ok, value = _read_stream(context, _json_stream('[1, {"a": "\xe9\\ud800", "b": -0}]'.encode("latin-1")))
+    assert ok and same(value, [1, {"a": "\xe9\ud800", "b": -0.0}])
+    assert _read_stream(context, _json_stream(b"[1,")) == (False, 1)   # JSON.parse's SyntaxError
+    assert _read_stream(context, _json_stream(b"")) == (False, 1)
+    # Not that form (a length that does not match), or longer than 2 MiB of text: the general
+    # reader, which takes no _json.
+    assert _read_stream(context, _json_stream(b"[1]", 2)) == (False, 9)
+    assert _read_stream(context, _json_stream(b" " * (2 << 20) + b"1")) == (False, 9)
+    assert _read_stream(context, _json_stream(b" " * ((2 << 20) - 1) + b"1")) == (True, 1)
 
 
 # Streams of JSON data in shapes Python's pickle does not write (a host in C, a worker may):
