@@ -186,12 +186,23 @@ class _Reader(pickle.Unpickler):
         return unpacked
 
 
+# The stream's opcodes for data read in one C loop (ivm/_cffi_load.c); NotImplemented for
+# any other stream (attachments, malformed ones), which _Reader then reads.
+if not lib.ivm_py_load_install():  # pragma: no cover - only out of memory
+    raise ImportError("ivm: could not make its copy reader (ivm/_cffi_load.c)")
+LOAD_FAST: Final = cast("Callable[[Any], Any]", globals()["LOAD_FAST"])
+
+
 def load_value(value: Any) -> Any:
     """The Python form of an ``IVM_VALUE_SERIALIZED`` value (not freed here)."""
     p = ffi.new("const char **")
     n = ffi.new("size_t *")
     lib.ivm_value_serialized(value, p, n)
-    return _Reader(ffi.buffer(p[0], n[0]), value).load()
+    stream = ffi.buffer(p[0], n[0])
+    result = LOAD_FAST(stream)
+    if result is NotImplemented:
+        result = _Reader(stream, value).load()
+    return result
 
 
 # --- writing (Python → libivm)

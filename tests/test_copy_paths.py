@@ -230,6 +230,63 @@ def test_python_json_text_is_refused_for_everything_but_plain_data() -> None:
     assert JSON_STREAM([2**53 - 1, -(2**53 - 1), 1.5, "x" * 100000]) is not None
 
 
+def _fast_and_pickle(stream: bytes) -> tuple[Any, Any]:
+    """ivm/_cffi_load.c's reading of `stream` and the pickle reader's (or its exception)."""
+    from ivm._copy import LOAD_FAST, _Reader
+
+    fast = LOAD_FAST(stream)
+    try:
+        slow: Any = _Reader(stream, None).load()
+    except Exception as e:   # noqa: BLE001 - whatever pickle raises
+        slow = e
+    return fast, slow
+
+
+@settings(max_examples=150, **SETTINGS)  # type: ignore[arg-type]
+@given(value=any_values, memoize=st.booleans())
+def test_fast_loader_reads_as_pickle_or_leaves_it(value: Any, memoize: bool) -> None:
+    import io
+    import pickle
+
+    from ivm._copy import _Writer
+
+    f = io.BytesIO()
+    _Writer(f).dump([value, value] if memoize else value)
+    stream = f.getvalue()
+    fast, slow = _fast_and_pickle(stream)
+    if fast is not NotImplemented:
+        assert same(fast, slow), (value, fast, slow)
+        if memoize and isinstance(value, (list, dict)):
+            assert fast[0] is fast[1]
+    # Data libivm's writer makes: the same value out of JavaScript (read by both).
+    fast, slow = _fast_and_pickle(pickle.dumps(slow if not isinstance(slow, Exception) else 0, 5))
+    assert fast is NotImplemented or same(fast, slow)
+
+
+def test_fast_loader_leaves_attachments_and_bad_streams_to_pickle(context: ivm.Context) -> None:
+    from ivm._copy import LOAD_FAST
+
+    for body in STREAM_SHAPES:
+        fast, slow = _fast_and_pickle(b"\x80\x05" + body + b".")
+        if isinstance(slow, Exception):
+            assert fast is NotImplemented, body
+        else:
+            assert fast is NotImplemented or same(fast, slow), body
+    for bad in (b"", b".", b"\x80\x06N.", b"]\x8c\x05ab", b"Nh\x00.", b"\x95\xff" + b"\x00" * 7 + b"N.",
+                b"civm._copy\n_buf\nK\x00\x85R.", b"cos\nsystem\n.", b"](K\x01u.", b"}K\x01s.",
+                b"N(.", b"(Na.", b"](]]u.", b"civm._copy\n_date\nK\x01R."):
+        assert LOAD_FAST(bad) is NotImplemented, bad
+        assert isinstance(_fast_and_pickle(bad)[1], Exception), bad
+    assert LOAD_FAST(b"](K\x01K\x02e.") == [1, 2]
+    assert LOAD_FAST(b"civm._copy\n_undefined\n)R.") is ivm.undefined
+    # Attachments go through pickle's reader, which has the value's buffers.
+    assert context.eval_sync("new Uint8Array([1, 2]).buffer", copy=True) == b"\x01\x02"
+    assert context.eval_sync("[1n, new Date(0), /a/g, new Map([[1, 2]]), new Set([3])]",
+                             copy=True) == [ivm.JSBigInt(1), __import__("datetime").datetime(
+                                 1970, 1, 1, tzinfo=__import__("datetime").timezone.utc),
+                                 ivm.JSRegExp("a", "g"), ivm.JSMap({1: 2}), {3}]
+
+
 def _json_stream(text: bytes, length: int | None = None) -> bytes:
     n = len(text) if length is None else length
     return b"\x80\x05civm._copy\n_json\n\x8e" + n.to_bytes(8, "little") + text + b"\x85R."
