@@ -7,12 +7,13 @@
  * when obj is plain JSON data: exact dicts whose keys are all exact strs, exact lists, exact
  * strs, ints within +-(2**53 - 1) (bool, True and False), finite floats and None, with no
  * dict or list met twice (shared or cyclic), at most IVM_PY_JSON_MAX_DEPTH containers deep
- * and at most IVM_PY_JSON_MAX_TEXT bytes of text. For anything else it returns None (before
+ * and at most IVM_PY_JSON_MAX_TEXT bytes of text (a str counted at its longest escaped form
+ * while it is written). For anything else it returns None (before
  * any exception), and ivm._copy writes the copy format with pickle as before. The text is
  * Latin-1: code points above U+00FF, lone surrogates included, are \u escapes. Floats are
  * written so that JSON.parse and Python's json.loads both read back the same double
  * (integral ones end in ".0"). libivm's reader (libivm/copy_json.cc) gives the text to V8's
- * JSON.parse; ivm._copy's reader to json.loads. Replaces pickle's writer and libivm's
+ * JSON.parse; Python's readers refuse the name (only isolates read it). Replaces pickle's writer and libivm's
  * transcoder for the common case: one pass instead of two.
  *
  * tools/gen_cffi.py (--fast) hands the part above the "definitions" line to cffi's cdef and
@@ -114,12 +115,16 @@ static void ivm_py_json_escape(char *out, uint32_t unit) {
 }
 
 static int ivm_py_json_str(ivm_py_json_t *w, PyObject *o) {
+  if (PyUnicode_READY(o) < 0) {   /* a legacy str (Python < 3.12): pickle's writer decides */
+    PyErr_Clear();
+    return 0;
+  }
   Py_ssize_t len = PyUnicode_GET_LENGTH(o), i;
   int kind = PyUnicode_KIND(o);
   const void *data = PyUnicode_DATA(o);
-  /* at most 6 bytes per code point of a 1-byte str (an escape), 12 of the others (a
+  /* at most 6 bytes per code point (an escape), 12 for the astral ones of a 4-byte str (a
    * surrogate pair's escapes), and the quotes */
-  size_t most = (kind == PyUnicode_1BYTE_KIND ? 6 : 12) * (size_t)len + 2;
+  size_t most = (kind == PyUnicode_4BYTE_KIND ? 12 : 6) * (size_t)len + 2;
   if ((size_t)len > IVM_PY_JSON_MAX_TEXT || !ivm_py_json_room(w, most)) return 0;
   char *out = w->s + w->n;
   *out++ = '"';

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Mapping
 import io
-import json
 import pickle
 import struct
 import types
@@ -126,15 +125,10 @@ def _att(index: int) -> Any:   # pragma: no cover - replaced per load
     raise pickle.UnpicklingError("_att outside a copy")
 
 
-def _json(text: bytes) -> Any:
-    """A stream of plain JSON data that JSON_STREAM wrote (below), read back in Python."""
-    return json.loads(text.decode("latin-1"))
-
-
 _FUNCTION: Final = types.FunctionType
 _TAGS: Final = frozenset({_undefined, _date, _view, _error, _buf, _sab, _att, JSBigInt, JSMap, JSRegExp})
 _ALLOWED: Final = {
-    "_undefined": _undefined, "_date": _date, "_view": _view, "_error": _error, "_json": _json,
+    "_undefined": _undefined, "_date": _date, "_view": _view, "_error": _error,
     "JSBigInt": JSBigInt, "JSMap": JSMap, "JSRegExp": JSRegExp,
 }
 
@@ -305,6 +299,8 @@ def dumps(obj: Any) -> Any:
 # Plain JSON data (dicts with str keys, lists, strs, safe ints, finite floats, bools, None,
 # nothing shared) as one copy stream naming ``_json`` with its JSON text, written in one C
 # pass (ivm/_cffi_json.c), which libivm hands to V8's JSON.parse; None for anything else.
+# Such streams only go into isolates: Python's readers refuse ``_json`` (not in _ALLOWED),
+# so a worker cannot make the host parse JSON text of its choosing.
 if not lib.ivm_py_json_install():  # pragma: no cover - only out of memory
     raise ImportError("ivm: could not make its JSON writer (ivm/_cffi_json.c)")
 JSON_STREAM: Final = cast("Callable[[Any], bytes | None]", globals()["JSON_STREAM"])

@@ -199,15 +199,24 @@ def test_shared_and_deep_values_take_the_general_reader(context: ivm.Context) ->
 
 @settings(max_examples=150, **SETTINGS)  # type: ignore[arg-type]
 @given(value=any_values)
-def test_python_json_text_only_for_plain_data_and_reads_back_in_python(value: Any) -> None:
+def test_python_json_text_only_for_plain_data_and_is_the_value(value: Any) -> None:
+    import json
+    import pickle
+
     from ivm._copy import JSON_STREAM, _Reader
 
     stream = JSON_STREAM(value)
     if stream is None:
         return
-    assert stream.startswith(b"\x80\x05civm._copy\n_json\n")
-    # Read by Python's own reader, the value itself (json.loads joins surrogate pairs).
-    assert same(_Reader(stream, None).load(), joined(value))
+    head = b"\x80\x05civm._copy\n_json\n\x8e"
+    assert stream.startswith(head) and stream.endswith(b"\x85R.")
+    text = stream[len(head) + 8 : -3]
+    assert int.from_bytes(stream[len(head) : len(head) + 8], "little") == len(text)
+    # The text is the value (json.loads joins surrogate pairs; integral floats end in .0).
+    assert same(json.loads(text.decode("latin-1")), joined(value))
+    # Python's readers refuse the name: only isolates read such streams.
+    with pytest.raises(pickle.UnpicklingError, match="may not name ivm._copy._json"):
+        _Reader(stream, None).load()
 
 
 def test_python_json_text_is_refused_for_everything_but_plain_data() -> None:
@@ -228,6 +237,7 @@ def test_python_json_text_is_refused_for_everything_but_plain_data() -> None:
                   [Sub()], Sub(), [{1}], 5, "s", None, [ivm.JSMap()], ["x" * (2 << 20)]):
         assert JSON_STREAM(value) is None, value
     assert JSON_STREAM([2**53 - 1, -(2**53 - 1), 1.5, "x" * 100000]) is not None
+    assert JSON_STREAM(["\u0100" * 300000]) is not None   # 1.8 MB of text
 
 
 def _fast_and_pickle(stream: bytes) -> tuple[Any, Any]:
