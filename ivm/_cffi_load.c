@@ -10,7 +10,8 @@
  * SETITEM(S), ADDITEMS, TUPLE, TUPLE1-3, POP, the memo opcodes, GLOBAL of the names in
  * ivm._copy._ALLOWED and REDUCE, each as pickle's C unpickler does; anything else (another
  * opcode or name, attachments, a malformed stream, an error of any step) gives
- * NotImplemented, so that pickle makes the value or raises its own error. The names called
+ * NotImplemented, so that pickle makes the value or raises its own error; only an
+ * interrupt (an exception that is not an Exception) or a MemoryError is raised here. The names called
  * are pure functions of their arguments, so a call made here before pickle repeats it has no
  * effect of its own. Replaces pickle's opcode loop for the common case: no Python file
  * object, no per-opcode dispatch through the Unpickler's generic stack.
@@ -79,8 +80,12 @@ static uint64_t ivm_py_load_le(ivm_py_load_t *r, int n) {
   return v;
 }
 
+/* Only the next index (as libivm's writers and pickle's own write them): any other, which
+ * pickle numbers differently or refuses, is left to pickle's reader. */
 static int ivm_py_load_memo_put(ivm_py_load_t *r, size_t index) {
-  if (r->len <= ivm_py_load_fence(r) || index >= IVM_PY_LOAD_MAX_MEMO) return 0;
+  if (r->len <= ivm_py_load_fence(r) || index != r->memo_len || index >= IVM_PY_LOAD_MAX_MEMO) {
+    return 0;
+  }
   if (index >= r->memo_cap) {
     size_t cap = r->memo_cap ? r->memo_cap : 256;
     while (cap <= index) cap *= 2;
@@ -297,7 +302,15 @@ static PyObject *ivm_py_load_fast(PyObject *self, PyObject *arg) {
   PyMem_Free(r.marks);
   PyMem_Free(r.memo);
   PyBuffer_Release(&view);
-  if (result == NULL) {   /* pickle's reader decides, and raises its own errors */
+  if (result == NULL) {
+    /* An interrupt (KeyboardInterrupt, SystemExit: not an Exception) or a MemoryError
+     * raised by a call here is the caller's, as it would be from pickle's reader; for
+     * anything else pickle's reader decides, and raises its own errors. */
+    PyObject *err = PyErr_Occurred();
+    if (err != NULL && (!PyErr_GivenExceptionMatches(err, PyExc_Exception) ||
+                        PyErr_GivenExceptionMatches(err, PyExc_MemoryError))) {
+      return NULL;
+    }
     PyErr_Clear();
     Py_RETURN_NOTIMPLEMENTED;
   }

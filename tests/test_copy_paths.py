@@ -297,6 +297,35 @@ def test_fast_loader_leaves_attachments_and_bad_streams_to_pickle(context: ivm.C
                                  ivm.JSRegExp("a", "g"), ivm.JSMap({1: 2}), {3}]
 
 
+def test_fast_loader_numbers_the_memo_as_pickle(context: ivm.Context) -> None:
+    from ivm._copy import LOAD_FAST
+
+    # A PUT at any index but the next one is pickle's to read (or refuse): the fast
+    # reader would number the memo its own way.
+    for gappy in (b"\x80\x05K\x01q\x05K\x02\x94h\x06\x87.", b"\x80\x05K\x01q\x03h\x03\x86.",
+                  b"\x80\x05K\x01\x94K\x02q\x00h\x00\x86."):
+        assert LOAD_FAST(gappy) is NotImplemented, gappy
+    assert LOAD_FAST(b"\x80\x05K\x01q\x00K\x02\x94h\x00h\x01\x87.") == (2, 1, 2)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, MemoryError])
+def test_fast_loader_lets_an_interrupt_through(
+        context: ivm.Context, monkeypatch: pytest.MonkeyPatch, error: type[BaseException]) -> None:
+    import ivm._copy as C
+
+    calls = []
+
+    def interrupted(*args: Any) -> Any:
+        calls.append(args)
+        raise error()
+    # As a signal handler's KeyboardInterrupt would surface in the middle of a copy out:
+    # it reaches the caller, once, instead of the copy starting over in pickle's reader.
+    monkeypatch.setitem(C._ALLOWED, "_date", interrupted)
+    with pytest.raises(error):
+        context.eval_sync("[1, new Date(0)]", copy=True)
+    assert len(calls) == 1
+
+
 def _json_stream(text: bytes, length: int | None = None) -> bytes:
     n = len(text) if length is None else length
     return b"\x80\x05civm._copy\n_json\n\x8e" + n.to_bytes(8, "little") + text + b"\x85R."
