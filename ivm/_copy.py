@@ -15,7 +15,7 @@ import io
 import pickle
 import struct
 import types
-from typing import Any, Callable, Final
+from typing import Any, Callable, Final, cast
 
 from ._errors import JSError, TransferError, check, raise_error
 from ._ffi import ffi, lib
@@ -180,12 +180,23 @@ class _Reader(pickle.Unpickler):
         return unpacked
 
 
+# The stream's opcodes for data read in one C loop (ivm/_cffi_load.c); NotImplemented for
+# any other stream (attachments, malformed ones), which _Reader then reads.
+if not lib.ivm_py_load_install():  # pragma: no cover - only out of memory
+    raise ImportError("ivm: could not make its copy reader (ivm/_cffi_load.c)")
+LOAD_FAST: Final = cast("Callable[[Any], Any]", globals()["LOAD_FAST"])
+
+
 def load_value(value: Any) -> Any:
     """The Python form of an ``IVM_VALUE_SERIALIZED`` value (not freed here)."""
     p = ffi.new("const char **")
     n = ffi.new("size_t *")
     lib.ivm_value_serialized(value, p, n)
-    return _Reader(ffi.buffer(p[0], n[0]), value).load()
+    stream = ffi.buffer(p[0], n[0])
+    result = LOAD_FAST(stream)
+    if result is NotImplemented:
+        result = _Reader(stream, value).load()
+    return result
 
 
 # --- writing (Python → libivm)
@@ -283,6 +294,27 @@ def dumps(obj: Any) -> Any:
         lib.ivm_value_free(value)
         raise
     return value
+
+
+# Plain JSON data (dicts with str keys, lists, strs, safe ints, finite floats, bools, None,
+# nothing shared) as one copy stream naming ``_json`` with its JSON text, written in one C
+# pass (ivm/_cffi_json.c), which libivm hands to V8's JSON.parse; None for anything else.
+# Such streams only go into isolates: Python's readers refuse ``_json`` (not in _ALLOWED),
+# so a worker cannot make the host parse JSON text of its choosing.
+if not lib.ivm_py_json_install():  # pragma: no cover - only out of memory
+    raise ImportError("ivm: could not make its JSON writer (ivm/_cffi_json.c)")
+JSON_STREAM: Final = cast("Callable[[Any], bytes | None]", globals()["JSON_STREAM"])
+
+
+def dumps_plain(obj: Any) -> Any:
+    """:func:`dumps` for a value going into an isolate (arguments, ``set_sync`` values,
+    callback results): plain JSON data as JSON text, anything else as :func:`dumps`."""
+    stream = JSON_STREAM(obj)
+    if stream is None:
+        return dumps(obj)
+    out = ffi.new("ivm_value_t **")
+    check(lib.ivm_value_new_serialized(stream, len(stream), out))
+    return out[0]
 
 
 # --- one ArrayBuffer, kept out of the stream
@@ -404,7 +436,9 @@ def to_value(obj: object, copy: bool, borrow: bool = False) -> Any:
         return dumps(obj)
     if copy and (t is bytes or t is bytearray):
         return buffer_value(obj, borrow)  # type: ignore[arg-type]
-    if copy or isinstance(obj, _Marker):
+    if copy:
+        return dumps_plain(obj)
+    if isinstance(obj, _Marker):
         return dumps(obj)
     raise TransferError(
         f"an object of type {t.__qualname__} is not a primitive: copy it into JavaScript with "

@@ -16,6 +16,10 @@
 // order, and JSON.parse defines properties as CreateDataProperty does
 // ("__proto__" stays an own property).
 //
+// A stream that is already JSON text, `_json(text)` (Python's writer for plain
+// data, ivm/_cffi_json.c), goes to JSON.parse as it is, with at most
+// kMaxJsonText bytes of text.
+//
 // JSON.parse cannot be stopped midway; the size bound keeps one parse to a
 // few milliseconds, and the call's stop is checked before it starts.
 #include "copy.h"
@@ -30,6 +34,7 @@ namespace {
 using namespace pickle;
 
 constexpr size_t kMaxStream = 1u << 20;   // larger streams take the general reader
+constexpr size_t kMaxJsonText = 2u << 20;  // a _json stream's text (ivm/_cffi_json.c's bound)
 constexpr int kMaxJsonDepth = 200;        // deeper values take the general reader
 constexpr uint32_t kNone = 0xffffffffu;
 constexpr uint32_t kMaxMemoSlot = 1u << 20;
@@ -427,14 +432,40 @@ class JsonText final : public v8::String::ExternalOneByteStringResource {
   size_t length_;
 };
 
+// A stream that Python's JSON writer made (ivm/_cffi_json.c): `_json(text)`,
+//   PROTO 5, GLOBAL "ivm._copy" "_json", BINBYTES8 <text>, TUPLE1, REDUCE, STOP,
+// its text in *text; false for any other stream.
+bool JsonForm(const std::string& stream, std::string_view* text) {
+  static constexpr char kHead[] = "\x80\x05" "civm._copy\n_json\n" "\x8e";
+  static constexpr char kTail[] = "\x85R.";
+  constexpr size_t kHeadLen = sizeof kHead - 1, kTailLen = sizeof kTail - 1;
+  if (stream.size() < kHeadLen + 8 + kTailLen ||
+      stream.compare(0, kHeadLen, kHead, kHeadLen) != 0 ||
+      stream.compare(stream.size() - kTailLen, kTailLen, kTail, kTailLen) != 0) {
+    return false;
+  }
+  uint64_t n = LoadLe(reinterpret_cast<const unsigned char*>(stream.data()) + kHeadLen, 8);
+  if (n != stream.size() - kHeadLen - 8 - kTailLen) return false;
+  *text = std::string_view(stream.data() + kHeadLen + 8, n);
+  return true;
+}
+
 }  // namespace
 
 bool DeserializeJson(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
                      const CallState& call, const Serialized& in, v8::Local<v8::Value>* out) {
-  if (in.stream.size() > kMaxStream) return false;
   std::unique_ptr<char[]> json;
   size_t length = 0;
-  if (!Transcoder(in.stream).Run(&json, &length)) return false;
+  std::string_view form;
+  if (JsonForm(in.stream, &form)) {   // JSON text already: V8 reads a copy of it
+    if (form.size() > kMaxJsonText) return false;   // the general reader refuses it
+    json.reset(new char[form.size() ? form.size() : 1]);
+    std::memcpy(json.get(), form.data(), form.size());
+    length = form.size();
+  } else {
+    if (in.stream.size() > kMaxStream) return false;
+    if (!Transcoder(in.stream).Run(&json, &length)) return false;
+  }
   *out = v8::Local<v8::Value>();
   if (holder.Stopped(call) || isolate->IsExecutionTerminating()) return true;
   auto* resource = new JsonText(std::move(json), length);

@@ -1,13 +1,15 @@
 """Both paths of each copy direction give the same values (docs/values.md, "Two readers").
 
-Into an isolate, a stream of plain JSON data is read by V8's JSON.parse and anything else by
-the general reader; out of one, plain data goes through V8's serializer and the rest through
-the general writer. Random nested values must come out identical whichever paths they took,
-and as docs/values.md's table says. Each path is forced from outside:
+Into an isolate, plain JSON data is read by V8's JSON.parse, from JSON text that Python
+writes (ivm/_cffi_json.c) or that libivm transcodes from a copy stream, and anything else
+by the general reader; out of one, plain data goes through V8's serializer and the rest
+through the general writer. Random nested values must come out identical whichever paths
+they took, and as docs/values.md's table says. Each path is forced from outside:
 
-- into JavaScript, a value alone takes the JSON path when it is plain JSON data, and the
-  same value inside `[value, undefined]` always takes the general reader (undefined is not
-  JSON);
+- into JavaScript, a value alone (an argument or `set_sync` value) takes Python's JSON text
+  when it is plain JSON data; an ExternalCopy of it is a pickled stream, which libivm
+  transcodes; and the same value inside `[value, undefined]` always takes the general
+  reader (undefined is not JSON);
 - out of JavaScript, `transfer_out=True` always takes the general writer.
 
 The same runs against a worker-hosted isolate, whose copies the host checks
@@ -112,10 +114,11 @@ def joined(value: Any) -> Any:
 def four_ways(ctx: ivm.Context, value: Any) -> list[Any]:
     """`value` into the isolate by each reader, and back out by each writer."""
     ctx.global_.set_sync("fast", value, copy=True)
+    ctx.global_.set_sync("transcoded", ivm.ExternalCopy(value).copy_into())
     ctx.global_.set_sync("general", [value, ivm.undefined], copy=True)
     return [
         ctx.eval_sync(where, copy=True, transfer_out=general_writer)
-        for where in ("fast", "general[0]")
+        for where in ("fast", "transcoded", "general[0]")
         for general_writer in (False, True)
     ]
 
@@ -192,6 +195,152 @@ def test_shared_and_deep_values_take_the_general_reader(context: ivm.Context) ->
         deep = [deep]
     context.global_.set_sync("d", deep, copy=True)
     assert context.eval_sync("let n = 0, x = d; while (x.length) { x = x[0]; n++; } n") == 300
+
+
+@settings(max_examples=150, **SETTINGS)  # type: ignore[arg-type]
+@given(value=any_values)
+def test_python_json_text_only_for_plain_data_and_is_the_value(value: Any) -> None:
+    import json
+    import pickle
+
+    from ivm._copy import JSON_STREAM, _Reader
+
+    stream = JSON_STREAM(value)
+    if stream is None:
+        return
+    head = b"\x80\x05civm._copy\n_json\n\x8e"
+    assert stream.startswith(head) and stream.endswith(b"\x85R.")
+    text = stream[len(head) + 8 : -3]
+    assert int.from_bytes(stream[len(head) : len(head) + 8], "little") == len(text)
+    # The text is the value (json.loads joins surrogate pairs; integral floats end in .0).
+    assert same(json.loads(text.decode("latin-1")), joined(value))
+    # Python's readers refuse the name: only isolates read such streams.
+    with pytest.raises(pickle.UnpicklingError, match="may not name ivm._copy._json"):
+        _Reader(stream, None).load()
+
+
+def test_python_json_text_is_refused_for_everything_but_plain_data() -> None:
+    from ivm._copy import JSON_STREAM
+
+    class Sub(dict):  # type: ignore[type-arg]
+        pass
+
+    shared: list[Any] = []
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    deep: Any = []
+    for _ in range(199):
+        deep = [deep]
+    assert JSON_STREAM(deep) is not None and JSON_STREAM([deep]) is None   # 200 levels, 201
+    for value in ([shared, shared], cyclic, (1,), [(1,)], [2**53], [-(2**53)], [ivm.JSBigInt(1)],
+                  [float("nan")], [float("inf")], [ivm.undefined], [b""], {1: 2}, {True: 1},
+                  [Sub()], Sub(), [{1}], 5, "s", None, [ivm.JSMap()], ["x" * (2 << 20)]):
+        assert JSON_STREAM(value) is None, value
+    assert JSON_STREAM([2**53 - 1, -(2**53 - 1), 1.5, "x" * 100000]) is not None
+    assert JSON_STREAM(["\u0100" * 300000]) is not None   # 1.8 MB of text
+
+
+def _fast_and_pickle(stream: bytes) -> tuple[Any, Any]:
+    """ivm/_cffi_load.c's reading of `stream` and the pickle reader's (or its exception)."""
+    from ivm._copy import LOAD_FAST, _Reader
+
+    fast = LOAD_FAST(stream)
+    try:
+        slow: Any = _Reader(stream, None).load()
+    except Exception as e:   # noqa: BLE001 - whatever pickle raises
+        slow = e
+    return fast, slow
+
+
+@settings(max_examples=150, **SETTINGS)  # type: ignore[arg-type]
+@given(value=any_values, memoize=st.booleans())
+def test_fast_loader_reads_as_pickle_or_leaves_it(value: Any, memoize: bool) -> None:
+    import io
+    import pickle
+
+    from ivm._copy import _Writer
+
+    f = io.BytesIO()
+    _Writer(f).dump([value, value] if memoize else value)
+    stream = f.getvalue()
+    fast, slow = _fast_and_pickle(stream)
+    if fast is not NotImplemented:
+        assert same(fast, slow), (value, fast, slow)
+        if memoize and isinstance(value, (list, dict)):
+            assert fast[0] is fast[1]
+    # Data libivm's writer makes: the same value out of JavaScript (read by both).
+    fast, slow = _fast_and_pickle(pickle.dumps(slow if not isinstance(slow, Exception) else 0, 5))
+    assert fast is NotImplemented or same(fast, slow)
+
+
+def test_fast_loader_leaves_attachments_and_bad_streams_to_pickle(context: ivm.Context) -> None:
+    from ivm._copy import LOAD_FAST
+
+    for body in STREAM_SHAPES:
+        fast, slow = _fast_and_pickle(b"\x80\x05" + body + b".")
+        if isinstance(slow, Exception):
+            assert fast is NotImplemented, body
+        else:
+            assert fast is NotImplemented or same(fast, slow), body
+    for bad in (b"", b".", b"\x80\x06N.", b"]\x8c\x05ab", b"Nh\x00.", b"\x95\xff" + b"\x00" * 7 + b"N.",
+                b"civm._copy\n_buf\nK\x00\x85R.", b"cos\nsystem\n.", b"](K\x01u.", b"}K\x01s.",
+                b"N(.", b"(Na.", b"](]]u.", b"civm._copy\n_date\nK\x01R."):
+        assert LOAD_FAST(bad) is NotImplemented, bad
+        assert isinstance(_fast_and_pickle(bad)[1], Exception), bad
+    assert LOAD_FAST(b"](K\x01K\x02e.") == [1, 2]
+    assert LOAD_FAST(b"civm._copy\n_undefined\n)R.") is ivm.undefined
+    # Attachments go through pickle's reader, which has the value's buffers.
+    assert context.eval_sync("new Uint8Array([1, 2]).buffer", copy=True) == b"\x01\x02"
+    assert context.eval_sync("[1n, new Date(0), /a/g, new Map([[1, 2]]), new Set([3])]",
+                             copy=True) == [ivm.JSBigInt(1), __import__("datetime").datetime(
+                                 1970, 1, 1, tzinfo=__import__("datetime").timezone.utc),
+                                 ivm.JSRegExp("a", "g"), ivm.JSMap({1: 2}), {3}]
+
+
+def test_fast_loader_numbers_the_memo_as_pickle(context: ivm.Context) -> None:
+    from ivm._copy import LOAD_FAST
+
+    # A PUT at any index but the next one is pickle's to read (or refuse): the fast
+    # reader would number the memo its own way.
+    for gappy in (b"\x80\x05K\x01q\x05K\x02\x94h\x06\x87.", b"\x80\x05K\x01q\x03h\x03\x86.",
+                  b"\x80\x05K\x01\x94K\x02q\x00h\x00\x86."):
+        assert LOAD_FAST(gappy) is NotImplemented, gappy
+    assert LOAD_FAST(b"\x80\x05K\x01q\x00K\x02\x94h\x00h\x01\x87.") == (2, 1, 2)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, MemoryError])
+def test_fast_loader_lets_an_interrupt_through(
+        context: ivm.Context, monkeypatch: pytest.MonkeyPatch, error: type[BaseException]) -> None:
+    import ivm._copy as C
+
+    calls = []
+
+    def interrupted(*args: Any) -> Any:
+        calls.append(args)
+        raise error()
+    # As a signal handler's KeyboardInterrupt would surface in the middle of a copy out:
+    # it reaches the caller, once, instead of the copy starting over in pickle's reader.
+    monkeypatch.setitem(C._ALLOWED, "_date", interrupted)
+    with pytest.raises(error):
+        context.eval_sync("[1, new Date(0)]", copy=True)
+    assert len(calls) == 1
+
+
+def _json_stream(text: bytes, length: int | None = None) -> bytes:
+    n = len(text) if length is None else length
+    return b"\x80\x05civm._copy\n_json\n\x8e" + n.to_bytes(8, "little") + text + b"\x85R."
+
+
+def test_json_streams_made_by_hand(context: ivm.Context) -> None:
+    ok, value = _read_stream(context, _json_stream('[1, {"a": "\xe9\\ud800", "b": -0}]'.encode("latin-1")))
+    assert ok and same(value, [1, {"a": "\xe9\ud800", "b": -0.0}])
+    assert _read_stream(context, _json_stream(b"[1,")) == (False, 1)   # JSON.parse's SyntaxError
+    assert _read_stream(context, _json_stream(b"")) == (False, 1)
+    # Not that form (a length that does not match), or longer than 2 MiB of text: the general
+    # reader, which takes no _json.
+    assert _read_stream(context, _json_stream(b"[1]", 2)) == (False, 9)
+    assert _read_stream(context, _json_stream(b" " * (2 << 20) + b"1")) == (False, 9)
+    assert _read_stream(context, _json_stream(b" " * ((2 << 20) - 1) + b"1")) == (True, 1)
 
 
 # Streams of JSON data in shapes Python's pickle does not write (a host in C, a worker may):
