@@ -195,3 +195,44 @@ def test_the_process_exits_while_pool_threads_are_in_host_callbacks(
         assert proc.returncode == 0, proc.stderr
         assert "exiting" in proc.stdout
         assert "FATAL" not in proc.stderr and "runtime error" not in proc.stderr
+
+
+@pytest.mark.anyio
+async def test_the_completion_fd_is_quiet_once_every_call_is_done(context: ivm.Context) -> None:
+    """The queue's eventfd is written after its lock is released (libivm/completion_queue.cc),
+    so a pop may empty the queue before that write lands: the next pop must read it again, or
+    the fd would stay readable with nothing to pop and the loop would spin on it. Lone calls,
+    bursts and calls on a second isolate (another pool thread) race their pushes with pops."""
+    import select
+
+    import sniffio
+
+    from ivm import _async
+
+    other = ivm.Isolate()
+    try:
+        other_context = await other.create_context()
+        for round_ in range(200):
+            if round_ % 2:
+                assert await context.eval("1+1") == 2
+            else:
+                results: list[object] = []
+
+                async def one(c: ivm.Context) -> None:
+                    results.append(await c.eval("2+2"))
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(8):
+                        tg.start_soon(one, context if i % 2 else other_context)
+                assert results == [4] * 8
+        if sniffio.current_async_library() == "trio":
+            fd = _async._trio_dispatcher().fd
+        else:
+            import asyncio
+
+            fd = _async._asyncio_dispatcher(asyncio.get_running_loop()).fd
+        for _ in range(3):  # a write still in flight lands, and its reader runs
+            await anyio.sleep(0.01)
+        assert select.select([fd], [], [], 0)[0] == []
+    finally:
+        other.dispose()
