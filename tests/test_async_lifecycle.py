@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -236,3 +238,43 @@ async def test_the_completion_fd_is_quiet_once_every_call_is_done(context: ivm.C
         assert select.select([fd], [], [], 0)[0] == []
     finally:
         other.dispose()
+
+
+def _dispatcher() -> object:
+    import sniffio
+
+    from ivm import _async
+
+    if sniffio.current_async_library() == "trio":
+        return _async._trio_dispatcher()
+    import asyncio
+
+    return _async._asyncio_dispatcher(asyncio.get_running_loop())
+
+
+@pytest.mark.anyio
+async def test_a_lone_call_polls_yielding_and_a_late_poll_backs_off(
+    context: ivm.Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone awaited call first polls the completion queue on the loop's thread, yielding
+    the core between checks (a pool thread sharing it runs the call meanwhile). A poll that
+    found the outcome only after its deadline (the yield gave the core away for long) counts
+    as failed: the next lone calls skip the poll."""
+    import time
+
+    from ivm import _async
+
+    assert await context.eval("1+1") == 2  # the loop's dispatcher exists
+    d: Any = _dispatcher()
+    yields: list[int] = []
+
+    def slow_yield() -> None:
+        yields.append(1)
+        time.sleep(0.02)  # the core went elsewhere: the call (about 2 ms) ends meanwhile
+
+    monkeypatch.setattr(_async, "_sched_yield", slow_yield, raising=False)
+    d.skip_polls = d.poll_backoff = 0
+    code = "(() => { const t = Date.now(); while (Date.now() - t < 2) {} return 7; })()"
+    assert await context.eval(code) == 7
+    assert yields  # it yielded between checks
+    assert d.poll_backoff == 1 and d.skip_polls == 1  # and backed off: it ended late
