@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import sys
 import time
 import weakref
@@ -46,6 +47,7 @@ _get_running_loop = asyncio._get_running_loop  # None outside a running loop; fa
 _BATCH = 256
 _POLL_NS = 15_000
 _now_ns = time.perf_counter_ns
+_sched_yield = os.sched_yield
 
 
 class _Dispatcher:
@@ -76,9 +78,12 @@ class _Dispatcher:
         A call that nothing else is waiting for usually finishes within a few
         microseconds on an idle pool thread; catching it here saves the loop's
         wake-up through the queue's fd (tens of microseconds on a VM). Blocks
-        the loop for at most _POLL_NS; ``done`` is a future or a _TrioWaiter.
-        After a failed poll, the next lone calls (1, 3, 7, ... up to 256) skip
-        it, so a loaded machine where polls fail loses almost nothing.
+        the loop for about _POLL_NS; ``done`` is a future or a _TrioWaiter.
+        It yields the core between checks (``sched_yield``), so a pool thread
+        that shares this core runs the call meanwhile. After a failed poll (or
+        one that a yield made end late), the next lone calls (1, 3, 7, ... up
+        to 256) skip it, so a loaded machine where polls fail loses almost
+        nothing.
         """
         if self.skip_polls:
             # Recent polls failed (a loaded machine): don't waste loop time.
@@ -88,12 +93,21 @@ class _Dispatcher:
         while True:
             self.drain()
             if done.done():
-                self.poll_backoff = 0
+                if _now_ns() < deadline:
+                    self.poll_backoff = 0
+                else:  # a yield gave the core away for long: poll less
+                    self._back_off()
                 return True
             if _now_ns() >= deadline:
-                self.poll_backoff = min(self.poll_backoff * 2 + 1, 256)
-                self.skip_polls = self.poll_backoff
+                self._back_off()
                 return False
+            # Yields the core: the pool thread that runs the call is often
+            # waiting for this one (2 cores shared by the loop and the pool).
+            _sched_yield()
+
+    def _back_off(self) -> None:
+        self.poll_backoff = min(self.poll_backoff * 2 + 1, 256)
+        self.skip_polls = self.poll_backoff
 
     def drain(self) -> None:
         """Loop thread: completes every job waiting in the queue."""

@@ -21,34 +21,57 @@ ivm_error_t* CompletionQueue::Create(CompletionQueue** out, int* fd) {
 }
 
 void CompletionQueue::Push(const ivm_completion_t& completion) {
+  bool owned = false;
+  bool signal = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (owned_) {
-      bool was_empty = items_.empty();
+    owned = owned_;
+    if (owned) {
+      signal = items_.empty();
       items_.push_back(completion);
       count_.store(items_.size(), std::memory_order_release);
-      if (was_empty) {
-        uint64_t one = 1;
-        ssize_t n = write(fd_, &one, sizeof one);
-        (void)n;
+      if (signal) {
+        writing_.fetch_add(1);
+        Ref();   // keeps the fd open until the write below
       }
-      return;
     }
   }
-  FreeCompletion(completion);   // nobody will pop it
+  if (!owned) {
+    FreeCompletion(completion);   // nobody will pop it
+    return;
+  }
+  if (!signal) return;
+  // Written after the lock is released: the write wakes the loop's thread,
+  // which pops at once, and on a shared core the kernel often runs it right
+  // away; had this thread kept the lock, the loop's thread would block on it
+  // and switch back (two more context switches per completion).
+  uint64_t one = 1;
+  ssize_t n = write(fd_, &one, sizeof one);
+  (void)n;
+  writing_.fetch_sub(1);
+  Unref();
 }
 
 size_t CompletionQueue::Pop(ivm_completion_t* out, size_t capacity) {
-  if (count_.load(std::memory_order_acquire) == 0) return 0;   // polling stays cheap
+  // Polling stays cheap: no lock while there is nothing to do.
+  if (count_.load(std::memory_order_acquire) == 0 && !stale_.load(std::memory_order_acquire)) {
+    return 0;
+  }
   std::lock_guard<std::mutex> lock(mutex_);
   size_t n = std::min(capacity, items_.size());
   std::copy_n(items_.begin(), n, out);
   items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(n));
   count_.store(items_.size(), std::memory_order_release);
-  if (n > 0 && items_.empty()) {
+  if (items_.empty() && (n > 0 || stale_.load(std::memory_order_relaxed))) {
+    // No longer readable. A Push that signals writes after its unlock, so its
+    // write may still be coming: then the next Pop reads again even with no
+    // items (`stale_`), else the fd would stay readable with nothing to pop.
+    // (Loaded before the read: a write not counted here ended before it.)
+    bool in_flight = writing_.load() > 0;
     uint64_t count;
-    ssize_t r = read(fd_, &count, sizeof count);   // no longer readable
+    ssize_t r = read(fd_, &count, sizeof count);
     (void)r;
+    stale_.store(in_flight, std::memory_order_release);
   }
   return n;
 }

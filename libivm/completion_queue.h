@@ -33,7 +33,9 @@ class CompletionQueue : public ivm_completion_queue, public LiveCounted {
   std::mutex mutex_;
   std::vector<ivm_completion_t> items_;
   std::atomic<size_t> count_{0};
-  std::atomic<int> refs_{1};   // the owner's handle + one per pending job
+  std::atomic<int> refs_{1};   // the owner's handle + one per pending job and signal
+  std::atomic<int> writing_{0};   // Pushes about to write the fd (after their unlock)
+  std::atomic<bool> stale_{false};   // a write may follow the last read: read again
   bool owned_ = true;
   int fd_ = -1;
 };

@@ -151,10 +151,12 @@ bool BuildFilter(std::vector<sock_filter>* out) {
   p.Bind(tgkill_label);
   p.Load(ArgLow(0));
   p.JumpIfEqual(static_cast<uint32_t>(getpid()), Program::kAllow, Program::kKill);
-  // prctl: naming threads only.
+  // prctl: naming threads, and the timer thread's timer slack (timers.cc: a
+  // timeout fires on time; it concerns the calling thread's own waits only).
   p.Bind(prctl_label);
   p.Load(ArgLow(0));
   p.JumpIfEqual(PR_SET_NAME, Program::kAllow);
+  p.JumpIfEqual(PR_SET_TIMERSLACK, Program::kAllow);
   p.JumpIfEqual(PR_GET_NAME, Program::kAllow, Program::kKill);
 
   p.Bind(Program::kKill);

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -195,3 +197,84 @@ def test_the_process_exits_while_pool_threads_are_in_host_callbacks(
         assert proc.returncode == 0, proc.stderr
         assert "exiting" in proc.stdout
         assert "FATAL" not in proc.stderr and "runtime error" not in proc.stderr
+
+
+@pytest.mark.anyio
+async def test_the_completion_fd_is_quiet_once_every_call_is_done(context: ivm.Context) -> None:
+    """The queue's eventfd is written after its lock is released (libivm/completion_queue.cc),
+    so a pop may empty the queue before that write lands: the next pop must read it again, or
+    the fd would stay readable with nothing to pop and the loop would spin on it. Lone calls,
+    bursts and calls on a second isolate (another pool thread) race their pushes with pops."""
+    import select
+
+    import sniffio
+
+    from ivm import _async
+
+    other = ivm.Isolate()
+    try:
+        other_context = await other.create_context()
+        for round_ in range(200):
+            if round_ % 2:
+                assert await context.eval("1+1") == 2
+            else:
+                results: list[object] = []
+
+                async def one(c: ivm.Context) -> None:
+                    results.append(await c.eval("2+2"))
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(8):
+                        tg.start_soon(one, context if i % 2 else other_context)
+                assert results == [4] * 8
+        if sniffio.current_async_library() == "trio":
+            fd = _async._trio_dispatcher().fd
+        else:
+            import asyncio
+
+            fd = _async._asyncio_dispatcher(asyncio.get_running_loop()).fd
+        for _ in range(3):  # a write still in flight lands, and its reader runs
+            await anyio.sleep(0.01)
+        assert select.select([fd], [], [], 0)[0] == []
+    finally:
+        other.dispose()
+
+
+def _dispatcher() -> object:
+    import sniffio
+
+    from ivm import _async
+
+    if sniffio.current_async_library() == "trio":
+        return _async._trio_dispatcher()
+    import asyncio
+
+    return _async._asyncio_dispatcher(asyncio.get_running_loop())
+
+
+@pytest.mark.anyio
+async def test_a_lone_call_polls_yielding_and_a_late_poll_backs_off(
+    context: ivm.Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone awaited call first polls the completion queue on the loop's thread, yielding
+    the core between checks (a pool thread sharing it runs the call meanwhile). A poll that
+    found the outcome only after its deadline (the yield gave the core away for long) counts
+    as failed: the next lone calls skip the poll."""
+    import time
+
+    from ivm import _async
+
+    assert await context.eval("1+1") == 2  # the loop's dispatcher exists
+    d: Any = _dispatcher()
+    yields: list[int] = []
+
+    def slow_yield() -> None:
+        yields.append(1)
+        time.sleep(0.02)  # the core went elsewhere: the call (about 2 ms) ends meanwhile
+
+    monkeypatch.setattr(_async, "_sched_yield", slow_yield, raising=False)
+    d.skip_polls = d.poll_backoff = 0
+    code = "(() => { const t = Date.now(); while (Date.now() - t < 2) {} return 7; })()"
+    assert await context.eval(code) == 7
+    assert yields  # it yielded between checks
+    assert d.poll_backoff == 1 and d.skip_polls == 1  # and backed off: it ended late

@@ -192,3 +192,23 @@ def test_sync_promise_wait_still_works_from_a_thread(context: ivm.Context) -> No
     t.start()
     t.join(10)
     assert results == [5]
+
+
+@pytest.mark.skipif(
+    not os.path.exists(f"/proc/{threading.get_native_id()}/timerslack_ns"),
+    reason="Linux's per-thread timer slack (/proc/TID/timerslack_ns)",
+)
+def test_the_timer_thread_waits_without_timer_slack(context: ivm.Context) -> None:
+    """libivm's timer thread (call timeouts) sets its timer slack to 1 ns: the kernel's
+    default (50 us) lets every timeout fire that much late."""
+    with pytest.raises(ivm.TimeoutError):
+        context.eval_sync("while (true) {}", timeout=0.01)
+    task_dir = f"/proc/{os.getpid()}/task"
+    slacks = {}
+    for tid in os.listdir(task_dir):
+        try:
+            with open(f"/proc/{tid}/timerslack_ns") as f:
+                slacks[int(tid)] = int(f.read())
+        except OSError:  # the thread ended meanwhile
+            pass
+    assert 1 in slacks.values(), slacks
