@@ -91,6 +91,19 @@
  * as a generic error and an unknown value kind as unsupported. After 1.0, a
  * shipped function never changes; a new behaviour gets a new name (`_v2`).
  *
+ * ## Changes in 0.9
+ *
+ *   - The copy format has one more stream form, `_json(text)`: the whole
+ *     stream is JSON text that the receiving isolate parses with JSON.parse
+ *     (at most 2 MiB of text; docs/values.md, "The copy format"). ivm's
+ *     Python side writes it for plain data; streams read back out of an
+ *     isolate never have it.
+ *   - Behind the interface: idle pool threads yield the core between the
+ *     checks of their short poll for work (IVM_POOL_SPIN_YIELD=0 restores the
+ *     pausing poll), a completion queue's eventfd is written after its lock is
+ *     released, and the timer thread fires timeouts without the kernel's
+ *     50 us timer slack. A synchronous call reads the clock once less.
+ *
  * ## Changes in 0.8
  *
  *   - No change to the interface. Behind it: calls cost less (a synchronous
@@ -330,10 +343,10 @@ typedef struct ivm_inspector_session_options ivm_inspector_session_options_t;
 /* ------------------------------------------------------------------------- */
 
 #define IVM_VERSION_MAJOR 0
-#define IVM_VERSION_MINOR 8
+#define IVM_VERSION_MINOR 9
 #define IVM_VERSION_PATCH 0
 /** MAJOR * 1000000 + MINOR * 1000 + PATCH of this header. */
-#define IVM_VERSION_NUMBER 8000
+#define IVM_VERSION_NUMBER 9000
 
 /**
  * The version of the loaded library, as IVM_VERSION_NUMBER. Compare it with the
