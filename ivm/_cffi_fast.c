@@ -90,6 +90,44 @@ static int ivm_py_is_int(double x) {
          (x != 0 || 1 / x > 0);
 }
 
+/* Whether the exact int `o` is a safe integer, a JavaScript number (else a BigInt: ivm._copy's
+ * rule), its value in *v; leaves no exception set. Also ivm/_cffi_json.c's, which is compiled
+ * after this file into the same source. */
+static int ivm_py_safe_int(PyObject *o, long long *v) {
+  int overflow = 0;
+  *v = PyLong_AsLongLongAndOverflow(o, &overflow);
+  if (overflow || (*v == -1 && PyErr_Occurred()) || *v < -(long long)IVM_PY_MAX_SAFE ||
+      *v > (long long)IVM_PY_MAX_SAFE) {
+    PyErr_Clear();
+    return 0;
+  }
+  return 1;
+}
+
+/* Makes `def` a builtin of ivm._copy (being imported: sys.modules has it) under its own name,
+ * after reading ivm._copy._ALLOWED into *allowed if that is given. For ivm/_cffi_json.c and
+ * ivm/_cffi_load.c, compiled after this file into the same source. Takes the GIL; 1 on
+ * success, 0 when an import or allocation failed (the exception printed). */
+static int ivm_py_copy_install(PyMethodDef *def, PyObject **allowed) {
+  PyGILState_STATE gil = PyGILState_Ensure();
+  PyObject *copy = PyImport_ImportModule("ivm._copy");
+  PyObject *fn = NULL;
+  int ok = copy != NULL;
+  if (ok && allowed != NULL) {
+    Py_XSETREF(*allowed, PyObject_GetAttrString(copy, "_ALLOWED"));
+    ok = *allowed != NULL && PyDict_Check(*allowed);
+  }
+  if (ok) {
+    fn = PyCFunction_NewEx(def, NULL, NULL);
+    ok = fn != NULL && PyObject_SetAttrString(copy, def->ml_name, fn) == 0;
+  }
+  if (!ok) PyErr_Print();
+  Py_XDECREF(fn);
+  Py_XDECREF(copy);
+  PyGILState_Release(gil);
+  return ok;
+}
+
 static int64_t ivm_py_classify(ivm_error_t *err) {
   ivm_py_result_t *res = &ivm_py_result;
   if (err != NULL) {
@@ -282,17 +320,14 @@ static PyObject *ivm_py_host_exception(void) {
 
 /* The result `r` (stolen) into the call's primitive slot, or to Python. */
 static ivm_error_t *ivm_py_host_result(PyObject *r, ivm_primitive_t *slot, ivm_value_t **out) {
+  long long v;
   if (PyLong_CheckExact(r)) {
-    int overflow = 0;
-    long long v = PyLong_AsLongLongAndOverflow(r, &overflow);
-    if (!overflow && v >= -(long long)IVM_PY_MAX_SAFE && v <= (long long)IVM_PY_MAX_SAFE &&
-        !(v == -1 && PyErr_Occurred())) {
+    if (ivm_py_safe_int(r, &v)) {
       slot->kind = IVM_VALUE_NUMBER;
       slot->number = (double)v;
       Py_DECREF(r);
       return NULL;
     }
-    PyErr_Clear();
   } else if (PyFloat_CheckExact(r)) {
     slot->kind = IVM_VALUE_NUMBER;
     slot->number = PyFloat_AsDouble(r);
@@ -420,14 +455,10 @@ static ivm_value_t *ivm_py_str_arg(PyObject *o) {
  * NULL when this path does not convert `o` (the general path then does, or raises). Runs no
  * Python code. The int rule is ivm._copy.to_value's: a safe int is a number, others BigInts. */
 static ivm_value_t *ivm_py_arg(PyObject *o, int *owned) {
+  long long v;
   *owned = 0;
   if (PyLong_CheckExact(o)) {
-    int overflow = 0;
-    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-    if (overflow || v < -(long long)IVM_PY_MAX_SAFE || v > (long long)IVM_PY_MAX_SAFE) {
-      PyErr_Clear();
-      return NULL;
-    }
+    if (!ivm_py_safe_int(o, &v)) return NULL;
     if (v >= IVM_PY_SMALL_MIN && v <= IVM_PY_SMALL_MAX) return ivm_py_call.small[v - IVM_PY_SMALL_MIN];
     *owned = 1;
     return ivm_value_new_number((double)v);

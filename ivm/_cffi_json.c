@@ -17,7 +17,8 @@
  * transcoder for the common case: one pass instead of two.
  *
  * tools/gen_cffi.py (--fast) hands the part above the "definitions" line to cffi's cdef and
- * the whole file to its set_source, after #include "ivm.h".
+ * the whole file to its set_source, after #include "ivm.h" and ivm/_cffi_fast.c (meson.build
+ * lists that first), whose ivm_py_safe_int and ivm_py_copy_install it uses.
  */
 /* Makes ivm._copy.JSON_STREAM (above). Takes the GIL; 1 on success, 0 when an import or
  * allocation failed (the exception printed). */
@@ -33,7 +34,6 @@ int ivm_py_json_install(void);
 
 #define IVM_PY_JSON_MAX_DEPTH 200          /* libivm's transcoder's bound (copy_json.cc) */
 #define IVM_PY_JSON_MAX_TEXT (2u << 20)    /* libivm's bound for a _json stream's text */
-#define IVM_PY_JSON_MAX_SAFE 9007199254740991LL
 #define IVM_PY_JSON_KEYS 64                /* the key cache's entries (a power of two) */
 
 static const char ivm_py_json_head[] = "\x80\x05" "civm._copy\n_json\n" "\x8e";
@@ -224,12 +224,11 @@ static int ivm_py_json_float(ivm_py_json_t *w, double d) {
 }
 
 static int ivm_py_json_int(ivm_py_json_t *w, PyObject *o) {
-  int overflow = 0;
-  long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+  long long v;
   char digits[24], *out;
   unsigned long long u;
   int k = 0;
-  if (overflow || v > IVM_PY_JSON_MAX_SAFE || v < -IVM_PY_JSON_MAX_SAFE) return 0; /* a BigInt */
+  if (!ivm_py_safe_int(o, &v)) return 0; /* a BigInt */
   if (!ivm_py_json_room(w, 24)) return 0;
   out = w->s + w->n;
   if (v < 0) *out++ = '-';
@@ -339,18 +338,4 @@ static PyMethodDef ivm_py_json_def = {
     "JSON_STREAM", (PyCFunction)ivm_py_json_stream, METH_O,
     "JSON_STREAM(obj): obj's copy stream as JSON text, or None (ivm/_cffi_json.c)"};
 
-int ivm_py_json_install(void) {
-  PyGILState_STATE gil = PyGILState_Ensure();
-  PyObject *copy = PyImport_ImportModule("ivm._copy"); /* importing: sys.modules has it */
-  PyObject *fn = NULL;
-  int ok = 0;
-  if (copy != NULL) {
-    fn = PyCFunction_NewEx(&ivm_py_json_def, NULL, NULL);
-    ok = fn != NULL && PyObject_SetAttrString(copy, "JSON_STREAM", fn) == 0;
-  }
-  if (!ok) PyErr_Print();
-  Py_XDECREF(fn);
-  Py_XDECREF(copy);
-  PyGILState_Release(gil);
-  return ok;
-}
+int ivm_py_json_install(void) { return ivm_py_copy_install(&ivm_py_json_def, NULL); }

@@ -17,7 +17,8 @@
  * object, no per-opcode dispatch through the Unpickler's generic stack.
  *
  * tools/gen_cffi.py (--fast) hands the part above the "definitions" line to cffi's cdef and
- * the whole file to its set_source, after #include "ivm.h".
+ * the whole file to its set_source, after #include "ivm.h" and ivm/_cffi_fast.c (meson.build
+ * lists that first), whose ivm_py_copy_install it uses.
  */
 /* Makes ivm._copy.LOAD_FAST (above), reading ivm._copy._ALLOWED. Takes the GIL; 1 on
  * success, 0 when an import or allocation failed (the exception printed). */
@@ -321,20 +322,4 @@ static PyMethodDef ivm_py_load_def = {
     "LOAD_FAST", (PyCFunction)ivm_py_load_fast, METH_O,
     "LOAD_FAST(stream): the value of a copy stream, or NotImplemented (ivm/_cffi_load.c)"};
 
-int ivm_py_load_install(void) {
-  PyGILState_STATE gil = PyGILState_Ensure();
-  PyObject *copy = PyImport_ImportModule("ivm._copy"); /* importing: sys.modules has it */
-  PyObject *fn = NULL;
-  int ok = 0;
-  if (copy != NULL) {
-    Py_XSETREF(ivm_py_load_names, PyObject_GetAttrString(copy, "_ALLOWED"));
-    fn = PyCFunction_NewEx(&ivm_py_load_def, NULL, NULL);
-    ok = ivm_py_load_names != NULL && PyDict_Check(ivm_py_load_names) && fn != NULL &&
-         PyObject_SetAttrString(copy, "LOAD_FAST", fn) == 0;
-  }
-  if (!ok) PyErr_Print();
-  Py_XDECREF(fn);
-  Py_XDECREF(copy);
-  PyGILState_Release(gil);
-  return ok;
-}
+int ivm_py_load_install(void) { return ivm_py_copy_install(&ivm_py_load_def, &ivm_py_load_names); }
