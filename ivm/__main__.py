@@ -277,17 +277,22 @@ def _repl(args: argparse.Namespace) -> int:
     return status if not interactive else EXIT_OK
 
 
-def _limits(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--memory-limit", type=float, default=128, metavar="MB",
+def _limits(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """The options that go before or after the command. Only the top-level parser has their
+    defaults: a command's parser, given ``defaults=False``, sets only what is given after the
+    command, so that ``--timeout 1 eval CODE`` keeps its timeout."""
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+    parser.add_argument("--memory-limit", type=float, default=default(128), metavar="MB",
                         help="memory limit of the isolate in MB (default 128, minimum 8)")
-    parser.add_argument("--timeout", type=float, default=None, metavar="S",
+    parser.add_argument("--timeout", type=float, default=default(None), metavar="S",
                         help="time limit in seconds (default: none)")
-    parser.add_argument("--json", action="store_true",
+    parser.add_argument("--json", action="store_true", default=default(False),
                         help="print the result as JSON (JSON.stringify) instead of node's style")
-    parser.add_argument("--isolated", action="store_true",
+    parser.add_argument("--isolated", action="store_true", default=default(False),
                         help="run the isolate in a sandboxed worker process (docs/process.md): "
                              "even a V8 abort ends only the worker (exit status 5)")
-    parser.add_argument("--no-host", action="store_true",
+    parser.add_argument("--no-host", action="store_true", default=default(False),
                         help="a bare context: no console, timers, TextEncoder, atob, "
                              "structuredClone, crypto... (docs/host.md; default: all of them, "
                              "console.log/info/debug to stdout, warn/error/trace/assert to stderr)")
@@ -357,13 +362,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--inspect-brk", metavar="[HOST:]PORT", default=None,
                      help="as --inspect, but wait for a debugger and pause before the first "
                           "statement")
-    _limits(run)
+    _limits(run, defaults=False)
     one = sub.add_parser(
         "eval", epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
         help="run CODE given on the command line and print its result",
     )  # fmt: skip
     one.add_argument("code", help="the JavaScript to run")
-    _limits(one)
+    _limits(one, defaults=False)
     args = parser.parse_args(_bare_inspect_flags(sys.argv[1:] if argv is None else argv))
     if args.command == "run":
         _inspect_address(parser, args)

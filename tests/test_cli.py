@@ -148,6 +148,25 @@ def test_timeout(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("command", ["run", "eval"])
+def test_options_before_the_command_apply(tmp_path: Path, command: str) -> None:
+    # argparse would let the command's own defaults overwrite them (a hang here: no timeout).
+    def target(code: str, name: str) -> str:
+        return script(tmp_path, code, name) if command == "run" else code
+
+    proc = ivm_cli("--timeout", "0.2", command, target("while (true) {}", "loop.js"), timeout=30)
+    assert proc.returncode != 0 and "timed out" in proc.stderr, proc.stderr
+    assert ivm_cli("--json", command, target("({a: [1, 2.5]})", "obj.js")).stdout == '{"a":[1,2.5]}\n'
+    assert ivm_cli("--no-host", command, target("typeof console", "bare.js")).stdout == "undefined\n"
+    # 24 MB of live data (as test_memory_limit_is_applied): too much for 16 MB.
+    big = target("const k = []; for (let i = 0; i < 60; i++) k.push(new Array(1e5).fill(1.5)); "
+                 "k.length", "big.js")
+    assert ivm_cli("--memory-limit", "16", command, big, "--timeout", "60").returncode != 0
+    # After the command, as before; and one given after the command wins over one before it.
+    assert ivm_cli(command, big, "--timeout", "60").stdout == "60\n"
+    assert ivm_cli("--memory-limit", "16", command, big, "--memory-limit", "128").stdout == "60\n"
+
+
 def test_timeout_not_reached(tmp_path: Path) -> None:
     proc = ivm_cli("run", script(tmp_path, "'quick'"), "--timeout", "30")
     assert (proc.returncode, proc.stdout) == (0, "quick\n")
