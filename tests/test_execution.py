@@ -159,8 +159,9 @@ async def test_parked_reference_apply(context: ivm.Context) -> None:
 
 
 async def test_long_jobs_do_not_starve_other_isolates() -> None:
-    """2 x cores isolates run 2-second loops; another isolate's call still returns within
-    50 ms (the pool grows past its base size when every thread stays busy)."""
+    """2 x cores isolates run endless loops; another isolate's calls still return (the pool
+    grows past its base size when every thread stays busy). Without that growth the quick
+    calls would wait forever, so the bound below is only a backstop, not a timing claim."""
     cores = os.cpu_count() or 2
     busy = [ivm.Isolate(memory_limit=16) for _ in range(2 * cores)]
     quick = ivm.Isolate(memory_limit=16)
@@ -169,15 +170,13 @@ async def test_long_jobs_do_not_starve_other_isolates() -> None:
         quick_context = await quick.create_context()
         async with anyio.create_task_group() as tg:
             for ctx in busy_contexts:
-                tg.start_soon(ctx.eval, "const end = Date.now() + 2000; while (Date.now() < end) {}")
+                tg.start_soon(ctx.eval, "while (true) {}")
             await anyio.sleep(0.1)
-            latencies = []
-            for _ in range(3):
-                start = time.monotonic()
-                assert await quick_context.eval("1 + 1") == 2
-                latencies.append(time.monotonic() - start)
-                await anyio.sleep(0.05)
-            assert max(latencies) < 0.05, latencies
+            with anyio.fail_after(30):
+                for _ in range(3):
+                    assert await quick_context.eval("1 + 1") == 2
+                    await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()   # the busy loops never end by themselves
     finally:
         for iso in [*busy, quick]:
             iso.dispose()
