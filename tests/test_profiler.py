@@ -121,10 +121,15 @@ def test_names_are_escaped_in_the_json(context: ivm.Context, isolate: ivm.Isolat
     context.eval_sync('var o = {"we\\"ird\\\\ \\u2603\\n": function () {'
                       ' let s = 0; for (let i = 0; i < 3e7; i++) s += i % 3; return s; }};',
                       filename='dir "x"/\u00e9.js')
-    isolate.start_cpu_profiler_sync("q\u2603", sampling_interval=0.0002)
-    context.eval_sync('o["we\\"ird\\\\ \\u2603\\n"]()')
-    profile = isolate.stop_cpu_profiler_sync("q\u2603")
-    names = {n["callFrame"]["functionName"] for n in profile.nodes}
+    # A sampler thread that a loaded machine schedules late can still miss the whole call
+    # (CI once saw only "(program)" and "(root)"): profile again, a few times at most.
+    for _ in range(10):
+        isolate.start_cpu_profiler_sync("q\u2603", sampling_interval=0.0002)
+        context.eval_sync('o["we\\"ird\\\\ \\u2603\\n"]()')
+        profile = isolate.stop_cpu_profiler_sync("q\u2603")
+        names = {n["callFrame"]["functionName"] for n in profile.nodes}
+        if any("ird" in name for name in names):
+            break
     assert 'o.we"ird\\ \u2603\n' in names or 'we"ird\\ \u2603\n' in names
     assert 'dir "x"/\u00e9.js' in {n["callFrame"]["url"] for n in profile.nodes}
 
