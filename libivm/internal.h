@@ -7,6 +7,7 @@
 #include "jobs.h"
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -199,6 +200,26 @@ class PrimitiveOutScope {
 };
 // Writes `value` into `out` if it is undefined, null, a boolean or a number.
 bool FillPrimitiveFromV8(v8::Local<v8::Value> value, ivm_primitive_t* out);
+// A number as a V8 value: an integer that fits 32 bits (not -0) through
+// v8::Integer::New, a small integer without entering the VM; others through
+// v8::Number::New. The same value either way.
+inline v8::Local<v8::Value> NumberToV8(v8::Isolate* isolate, double d) {
+  if (d >= -2147483648.0 && d <= 2147483647.0 && d == static_cast<double>(static_cast<int32_t>(d)) &&
+      !(d == 0 && std::signbit(d))) {
+    return v8::Integer::New(isolate, static_cast<int32_t>(d));
+  }
+  return v8::Number::New(isolate, d);
+}
+// An undefined, null, boolean or number primitive (FillPrimitiveFromV8's) as a
+// V8 value; any other kind gives undefined.
+inline v8::Local<v8::Value> PrimitiveToV8(v8::Isolate* isolate, const ivm_primitive_t& p) {
+  switch (p.kind) {
+    case IVM_VALUE_NUMBER: return NumberToV8(isolate, p.number);
+    case IVM_VALUE_BOOLEAN: return v8::Boolean::New(isolate, p.boolean != 0);
+    case IVM_VALUE_NULL: return v8::Null(isolate);
+    default: return v8::Undefined(isolate);
+  }
+}
 // A short type description ("Object", "Array", "Function", "Symbol", ...),
 // computed without running JavaScript.
 std::string DescribeType(v8::Isolate* isolate, v8::Local<v8::Value> value);
