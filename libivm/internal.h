@@ -606,6 +606,10 @@ class ThreadLockScope {
   ~ThreadLockScope();
   ThreadLockScope(const ThreadLockScope&) = delete;
   ThreadLockScope& operator=(const ThreadLockScope&) = delete;
+  // Once the isolate is entered: keeps a handle scope open under this
+  // thread's calls until the lock is given back, so that the outermost call's
+  // own scope neither allocates nor frees a block of handles (thread_lock.cc).
+  void KeepHandleBlock();
 
  private:
   struct Parked* parked_;
@@ -673,6 +677,7 @@ ivm_error_t* IsolateHolder::Run(uint64_t timeout_ns, F&& body) {
   {
     ThreadLockScope thread_lock(*this);
     v8::Isolate::Scope isolate_scope(isolate_);
+    thread_lock.KeepHandleBlock();
     v8::HandleScope handle_scope(isolate_);
     CallState call;
     error = Begin(call, timeout_ns);

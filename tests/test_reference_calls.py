@@ -336,3 +336,72 @@ def test_arguments_read_as_before_holes_getters_and_lone_surrogates(pair: Pair) 
                        ) == "55296|97 57343 98||56320 55296"
     assert b.eval_sync("(() => { const s = id.applySync(undefined, ['x\\ud83dy']);"
                        " return [s.length, s.charCodeAt(1)].join() })()") == "3,55357"
+
+
+@pytest.mark.parametrize("disposer", ["worker", "other"])
+def test_calls_from_threads_in_turn_nested_first_then_disposal(disposer: str) -> None:
+    # A thread's parked lock keeps a handle scope open under its calls (thread_lock.cc
+    # KeepHandleBlock). Threads call A in turn, some first from inside B's call (A's scope
+    # then opens inside B's), with enough garbage for collections between calls; then A and
+    # B are disposed, by one of the calling threads (its own parked locks given back first)
+    # or by a thread that never called them, while the calling threads still keep parked
+    # locks; the threads end after that (their locks then refer to disposed isolates).
+    import threading
+
+    iso_a, iso_b = ivm.Isolate(memory_limit=64), ivm.Isolate(memory_limit=64)
+    a, b = iso_a.create_context_sync(), iso_b.create_context_sync()
+    a.eval_sync("globalThis.mk = (n) => Array.from({length: n}, (_, i) => ({i, s: 'x' + i}));"
+                " globalThis.total = (n) => mk(n).reduce((s, o) => s + o.i + o.s.length, 0); 0")
+    b.global_.set_sync("totalA", a.global_.get_sync("total", reference=True))
+    direct = a.global_.get_sync("total", reference=True)
+    nested = b.eval_sync("(n) => totalA.applySync(undefined, [n]) + 1", reference=True)
+
+    def want(n: int) -> int:
+        return sum(i + len("x" + str(i)) for i in range(n))
+
+    turn = threading.Lock()
+    done = [threading.Event() for _ in range(3)]
+    release = threading.Event()
+    errors: list[BaseException] = []
+
+    def dispose() -> None:
+        iso_b.dispose()
+        iso_a.dispose()
+
+    def work(k: int) -> None:
+        try:
+            for i in range(40):
+                with turn:   # one thread at a time: each call parks, the next one restores
+                    n = 500 + 37 * k + i
+                    if (i + k) % 2 == 0:
+                        assert nested.apply_sync(None, [n]) == want(n) + 1
+                    else:
+                        assert direct.apply_sync(None, [n]) == want(n)
+            done[k].set()
+            if disposer == "worker" and k == 0:
+                for d in done:
+                    assert d.wait(60)
+                dispose()
+                release.set()
+            assert release.wait(60)
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+            done[k].set()
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    if disposer == "other":
+        for d in done:
+            assert d.wait(60)
+        other = threading.Thread(target=dispose)
+        other.start()
+        other.join(60)
+        release.set()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert iso_a.is_disposed and iso_b.is_disposed
+    # Both still refuse calls cleanly.
+    with pytest.raises(ivm.IvmError):
+        direct.apply_sync(None, [1])
