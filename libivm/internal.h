@@ -468,7 +468,8 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   static void AfterGC(v8::Isolate* isolate, v8::GCType type, v8::GCCallbackFlags flags,
                       void* data);
 
-  ivm_error_t* Begin(CallState& call, uint64_t timeout_ns);
+  // `job`: pool::CurrentJob() (the asynchronous job this thread runs, or 0).
+  ivm_error_t* Begin(CallState& call, uint64_t timeout_ns, uint64_t job);
   void End(CallState& call);
   void DrainReleasedLocked();
   void DisposeLocked();   // exec_mutex_ held, no call running
@@ -657,7 +658,10 @@ class WaitScope {
 template <class F>
 ivm_error_t* IsolateHolder::Run(uint64_t timeout_ns, F&& body) {
   if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
-  if (ivm_error_t* refused = RefuseFromPool(this)) return refused;
+  const uint64_t job = pool::CurrentJob();   // read once: Begin takes it
+  if (job != 0) {
+    if (ivm_error_t* refused = RefuseFromPool(this)) return refused;
+  }
   const uint64_t signals_seen = interrupt::Signals();
   std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_, std::defer_lock);
   if (!lock.try_lock()) {
@@ -680,7 +684,7 @@ ivm_error_t* IsolateHolder::Run(uint64_t timeout_ns, F&& body) {
     thread_lock.KeepHandleBlock();
     v8::HandleScope handle_scope(isolate_);
     CallState call;
-    error = Begin(call, timeout_ns);
+    error = Begin(call, timeout_ns, job);
     if (error == nullptr) {
       error = body(isolate_, call);
       End(call);

@@ -91,6 +91,12 @@ bool Stale(Parked* p) {
 
 constexpr size_t kMaxParked = 16;
 
+struct ThreadLocks;
+// &t_locks (below) once this thread has used it: a pointer with a constant
+// initializer costs one TLS lookup, where t_locks (it has a destructor) also
+// needs its guard's. Cleared when t_locks is destroyed.
+thread_local ThreadLocks* t_locks_used = nullptr;
+
 struct ThreadLocks {
   std::vector<Parked*> parked;
 
@@ -133,6 +139,7 @@ struct ThreadLocks {
   }
 
   ~ThreadLocks() {
+    t_locks_used = nullptr;
     // Thread (or process) exit: give back the locks of isolates that are alive
     // and free now. Never wait: at process exit a pool thread may be running
     // endless JavaScript in the isolate, and waiting would hang the exit. A
@@ -146,6 +153,11 @@ struct ThreadLocks {
 };
 
 thread_local ThreadLocks t_locks;
+ThreadLocks& Locks() {
+  if (ThreadLocks* locks = t_locks_used) return *locks;
+  t_locks_used = &t_locks;
+  return t_locks;
+}
 
 }  // namespace
 
@@ -181,7 +193,7 @@ void LimitStack(v8::Isolate* isolate) {
 }
 
 ThreadLockScope::ThreadLockScope(IsolateHolder& holder) {
-  ThreadLocks& locks = t_locks;
+  ThreadLocks& locks = Locks();
   Parked* p = locks.Find(holder.unique_id());
   if (p == nullptr) {
     if (locks.parked.size() >= 8) locks.Sweep();
