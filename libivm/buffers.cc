@@ -131,6 +131,9 @@ class IsolateHolder::Allocator final : public v8::ArrayBuffer::Allocator {
   // isolate's thread (TakeHiddenFreed).
   void HiddenFreed(size_t n) { hidden_freed_.fetch_add(n, std::memory_order_relaxed); }
   int64_t TakeHiddenFreed() {
+    // Read first: the exchange (a locked instruction) only when there is
+    // something to take. An amount added meanwhile is taken next time.
+    if (hidden_freed_.load(std::memory_order_relaxed) == 0) return 0;
     return static_cast<int64_t>(hidden_freed_.exchange(0, std::memory_order_relaxed));
   }
 

@@ -174,7 +174,7 @@ ivm_error_t* ValueToV8(IsolateHolder& holder, v8::Isolate* isolate,
     case IVM_VALUE_UNDEFINED: *out = v8::Undefined(isolate); return nullptr;
     case IVM_VALUE_NULL: *out = v8::Null(isolate); return nullptr;
     case IVM_VALUE_BOOLEAN: *out = v8::Boolean::New(isolate, value->boolean); return nullptr;
-    case IVM_VALUE_NUMBER: *out = v8::Number::New(isolate, value->number); return nullptr;
+    case IVM_VALUE_NUMBER: *out = NumberToV8(isolate, value->number); return nullptr;
     case IVM_VALUE_STRING: {
       ivm_error_t* err = nullptr;
       v8::Local<v8::String> str;

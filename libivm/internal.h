@@ -7,6 +7,7 @@
 #include "jobs.h"
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -199,6 +200,26 @@ class PrimitiveOutScope {
 };
 // Writes `value` into `out` if it is undefined, null, a boolean or a number.
 bool FillPrimitiveFromV8(v8::Local<v8::Value> value, ivm_primitive_t* out);
+// A number as a V8 value: an integer that fits 32 bits (not -0) through
+// v8::Integer::New, a small integer without entering the VM; others through
+// v8::Number::New. The same value either way.
+inline v8::Local<v8::Value> NumberToV8(v8::Isolate* isolate, double d) {
+  if (d >= -2147483648.0 && d <= 2147483647.0 && d == static_cast<double>(static_cast<int32_t>(d)) &&
+      !(d == 0 && std::signbit(d))) {
+    return v8::Integer::New(isolate, static_cast<int32_t>(d));
+  }
+  return v8::Number::New(isolate, d);
+}
+// An undefined, null, boolean or number primitive (FillPrimitiveFromV8's) as a
+// V8 value; any other kind gives undefined.
+inline v8::Local<v8::Value> PrimitiveToV8(v8::Isolate* isolate, const ivm_primitive_t& p) {
+  switch (p.kind) {
+    case IVM_VALUE_NUMBER: return NumberToV8(isolate, p.number);
+    case IVM_VALUE_BOOLEAN: return v8::Boolean::New(isolate, p.boolean != 0);
+    case IVM_VALUE_NULL: return v8::Null(isolate);
+    default: return v8::Undefined(isolate);
+  }
+}
 // A short type description ("Object", "Array", "Function", "Symbol", ...),
 // computed without running JavaScript.
 std::string DescribeType(v8::Isolate* isolate, v8::Local<v8::Value> value);
@@ -447,7 +468,8 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   static void AfterGC(v8::Isolate* isolate, v8::GCType type, v8::GCCallbackFlags flags,
                       void* data);
 
-  ivm_error_t* Begin(CallState& call, uint64_t timeout_ns);
+  // `job`: pool::CurrentJob() (the asynchronous job this thread runs, or 0).
+  ivm_error_t* Begin(CallState& call, uint64_t timeout_ns, uint64_t job);
   void End(CallState& call);
   void DrainReleasedLocked();
   void DisposeLocked();   // exec_mutex_ held, no call running
@@ -585,6 +607,10 @@ class ThreadLockScope {
   ~ThreadLockScope();
   ThreadLockScope(const ThreadLockScope&) = delete;
   ThreadLockScope& operator=(const ThreadLockScope&) = delete;
+  // Once the isolate is entered: keeps a handle scope open under this
+  // thread's calls until the lock is given back, so that the outermost call's
+  // own scope neither allocates nor frees a block of handles (thread_lock.cc).
+  void KeepHandleBlock();
 
  private:
   struct Parked* parked_;
@@ -632,7 +658,10 @@ class WaitScope {
 template <class F>
 ivm_error_t* IsolateHolder::Run(uint64_t timeout_ns, F&& body) {
   if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
-  if (ivm_error_t* refused = RefuseFromPool(this)) return refused;
+  const uint64_t job = pool::CurrentJob();   // read once: Begin takes it
+  if (job != 0) {
+    if (ivm_error_t* refused = RefuseFromPool(this)) return refused;
+  }
   const uint64_t signals_seen = interrupt::Signals();
   std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_, std::defer_lock);
   if (!lock.try_lock()) {
@@ -652,9 +681,10 @@ ivm_error_t* IsolateHolder::Run(uint64_t timeout_ns, F&& body) {
   {
     ThreadLockScope thread_lock(*this);
     v8::Isolate::Scope isolate_scope(isolate_);
+    thread_lock.KeepHandleBlock();
     v8::HandleScope handle_scope(isolate_);
     CallState call;
-    error = Begin(call, timeout_ns);
+    error = Begin(call, timeout_ns, job);
     if (error == nullptr) {
       error = body(isolate_, call);
       End(call);

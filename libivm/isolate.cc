@@ -185,13 +185,12 @@ v8::Local<v8::Context> IsolateHolder::CompileContextLocked() {
   return compile_context_.Get(isolate_);
 }
 
-ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns) {
+ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns, uint64_t job) {
   if (oom_.load()) {
     return MakeError(IVM_ERROR_MEMORY_LIMIT,
                      "Isolate was disposed during execution due to memory limit");
   }
   if (dispose_requested_.load()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
-  const uint64_t job = pool::CurrentJob();
   if (depth_ == 0) {
     DrainReleasedLocked();
     owner_.store(std::this_thread::get_id(), std::memory_order_release);

@@ -38,6 +38,11 @@ struct RefOp {
   const ivm_value_t* receiver = nullptr;   // kApply (NULL: undefined)
   const ivm_value_t* const* args = nullptr;
   size_t nargs = 0;
+  // kApply from a Reference object (wrapper.cc): an argument that is NULL in
+  // `args` is the primitive at the same index here (undefined, null, a boolean
+  // or a number, read from the calling isolate), made without a host value.
+  // NULL for every other caller, to whom a NULL argument is an error.
+  const ivm_primitive_t* inline_args = nullptr;
 };
 
 // Runs `op` in the reference's isolate (a call, with `o`'s timeout and result flags).

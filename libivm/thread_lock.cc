@@ -60,8 +60,24 @@ struct Parked {
   // Constructed in place; destroyed only while the isolate is alive.
   alignas(v8::Locker) unsigned char locker[sizeof(v8::Locker)];
   alignas(v8::Unlocker) unsigned char unlocker[sizeof(v8::Unlocker)];
+  // A handle scope kept open under every call's own while the lock is parked
+  // (KeepHandleBlock), holding one handle: the thread's first block of
+  // handles stays allocated, where each outermost call's scope would take it
+  // (HandleScope::Extend) and give it back (DeleteExtensions). V8 archives it
+  // with the thread's state. Closed before the Locker ends (Release).
+  alignas(v8::HandleScope) unsigned char scope[sizeof(v8::HandleScope)];
+  bool scope_open = false;
   v8::Locker* Locker() { return reinterpret_cast<v8::Locker*>(locker); }
   v8::Unlocker* Unlocker() { return reinterpret_cast<v8::Unlocker*>(unlocker); }
+  // Ends this thread's top-level lock (held: not behind the Unlocker), and
+  // with it V8's state for this thread.
+  void Release() {
+    if (scope_open) {
+      reinterpret_cast<v8::HandleScope*>(scope)->~HandleScope();
+      scope_open = false;
+    }
+    Locker()->~Locker();
+  }
 };
 
 namespace {
@@ -74,6 +90,12 @@ bool Stale(Parked* p) {
 }
 
 constexpr size_t kMaxParked = 16;
+
+struct ThreadLocks;
+// &t_locks (below) once this thread has used it: a pointer with a constant
+// initializer costs one TLS lookup, where t_locks (it has a destructor) also
+// needs its guard's. Cleared when t_locks is destroyed.
+thread_local ThreadLocks* t_locks_used = nullptr;
 
 struct ThreadLocks {
   std::vector<Parked*> parked;
@@ -111,12 +133,13 @@ struct ThreadLocks {
     if (!lock.owns_lock()) return false;
     if (!holder->disposed()) {
       p->Unlocker()->~Unlocker();
-      p->Locker()->~Locker();
+      p->Release();
     }
     return true;
   }
 
   ~ThreadLocks() {
+    t_locks_used = nullptr;
     // Thread (or process) exit: give back the locks of isolates that are alive
     // and free now. Never wait: at process exit a pool thread may be running
     // endless JavaScript in the isolate, and waiting would hang the exit. A
@@ -130,6 +153,11 @@ struct ThreadLocks {
 };
 
 thread_local ThreadLocks t_locks;
+ThreadLocks& Locks() {
+  if (ThreadLocks* locks = t_locks_used) return *locks;
+  t_locks_used = &t_locks;
+  return t_locks;
+}
 
 }  // namespace
 
@@ -165,7 +193,7 @@ void LimitStack(v8::Isolate* isolate) {
 }
 
 ThreadLockScope::ThreadLockScope(IsolateHolder& holder) {
-  ThreadLocks& locks = t_locks;
+  ThreadLocks& locks = Locks();
   Parked* p = locks.Find(holder.unique_id());
   if (p == nullptr) {
     if (locks.parked.size() >= 8) locks.Sweep();
@@ -199,11 +227,21 @@ ThreadLockScope::~ThreadLockScope() {
   // parked either: V8 10.2 crashes restoring a thread's archived state once
   // its debugger has break points (Debug::RestoreDebug re-applies them while
   // the restoring thread is not set up yet).
-  p->Locker()->~Locker();
+  p->Release();
   if (p->pool) holder_->pool_parked().fetch_sub(1);
   std::vector<Parked*>& parked = t_locks.parked;
   parked.erase(std::find(parked.begin(), parked.end(), p));
   delete p;
+}
+
+void ThreadLockScope::KeepHandleBlock() {
+  Parked* p = parked_;
+  // Only in this thread's outermost lock scope on the isolate, where no
+  // handle scope of the isolate is open on this thread: it must close last.
+  if (p->scope_open || p->depth != 1) return;
+  ::new (p->scope) v8::HandleScope(p->isolate);
+  p->scope_open = true;
+  v8::Integer::New(p->isolate, 0);   // a handle: the scope's block is allocated now
 }
 
 bool GiveBackThreadLock(IsolateHolder& holder) {
@@ -218,7 +256,7 @@ bool GiveBackThreadLock(IsolateHolder& holder) {
     // Taking the lock back restores this thread's archived V8 state; the
     // top-level Locker's end then frees it.
     p->Unlocker()->~Unlocker();
-    p->Locker()->~Locker();
+    p->Release();
     if (p->pool) holder.pool_parked().fetch_sub(1);
     delete p;
     parked.erase(it);

@@ -179,9 +179,21 @@ WrapBox* BoxOf(v8::Local<v8::Object> obj) {
   return record ? record->box.get() : nullptr;
 }
 
+// The box of a method's receiver. Every method is made with a v8::Signature of
+// its class (Method, Templates), so V8 calls it only with an object of that
+// class's instance template, which has our two internal fields: unlike BoxOf,
+// which takes any object, no InternalFieldCount check (about 75 instructions
+// per call: V8 computes the header size from the instance type).
+WrapBox* BoxOfReceiver(const v8::FunctionCallbackInfo<v8::Value>& info) {
+  v8::Local<v8::Object> obj = info.This();
+  if (obj->GetAlignedPointerFromInternalField(1) != &kWrapTag) return nullptr;
+  auto* record = static_cast<WrapRecord*>(obj->GetAlignedPointerFromInternalField(0));
+  return record ? record->box.get() : nullptr;
+}
+
 // The box of `this` (the Signature guarantees our template), or throws.
 WrapBox* This(const v8::FunctionCallbackInfo<v8::Value>& info) {
-  WrapBox* box = BoxOf(info.This());
+  WrapBox* box = BoxOfReceiver(info);
   if (box == nullptr) {
     Throw(info.GetIsolate(), "Illegal invocation", true);
     return nullptr;
@@ -241,7 +253,16 @@ class Args {
     more_.push_back(v);
     ++count_;
   }
+  // Appends `value` as an inline primitive (RefOp::inline_args) if it is
+  // undefined, null, a boolean or a number and one of the first kInPlace
+  // arguments: no host value is made for it. False: nothing appended.
+  bool PushPrimitive(v8::Local<v8::Value> value) {
+    if (count_ >= kInPlace || !FillPrimitiveFromV8(value, &prims_[count_])) return false;
+    list_[count_++] = nullptr;
+    return true;
+  }
   const ivm_value_t* const* list() const { return count_ <= kInPlace ? list_ : more_.data(); }
+  const ivm_primitive_t* prims() const { return prims_; }
   size_t count() const { return count_; }
 
  private:
@@ -252,6 +273,7 @@ class Args {
   size_t slots_used_ = 0;
   std::vector<std::unique_ptr<ivm_value_t>> owned_;
   const ivm_value_t* list_[kInPlace] = {};
+  ivm_primitive_t prims_[kInPlace];   // those of list_'s entries that are NULL
   std::vector<const ivm_value_t*> more_;   // the whole list, once longer than kInPlace
   size_t count_ = 0;
 };
@@ -471,6 +493,7 @@ void AsyncOp(const v8::FunctionCallbackInfo<v8::Value>& info, WrapBox* box, RefO
       [ref, op, o, args](ivm_completion_t* c) mutable -> ivm_error_t* {
         op.args = args->list();
         op.nargs = args->count();
+        op.inline_args = args->prims();
         return RunRefOp(ref, op, o, &c->result.value);
       },
       nullptr);
@@ -500,7 +523,8 @@ bool AddArg(v8::Isolate* isolate, v8::Local<v8::Context> context, v8::Local<v8::
 }
 
 // Each item of an `arguments` array (undefined: none) as a host value, given
-// to `add`, which owns it (unless it is in place in `in_place`: Args::Keep);
+// to `add`, which owns it (unless it is in place in `in_place`: Args::Keep),
+// or with `in_place`, a primitive appended to it directly (Args::PushPrimitive);
 // false after throwing.
 template <class Add>
 bool EachArgument(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Context> context,
@@ -514,6 +538,11 @@ bool EachArgument(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Con
   for (uint32_t i = 0; i < array->Length(); ++i) {
     v8::Local<v8::Value> item;
     if (!array->Get(context, i).ToLocal(&item)) return false;
+    // A primitive (not a string or BigInt) needs no host value: what ToHost
+    // would make of it, with ToHost's check that this isolate runs a call.
+    if (in_place != nullptr && holder.CurrentCall() != nullptr && in_place->PushPrimitive(item)) {
+      continue;
+    }
     ivm_value_t* v = nullptr;
     if (!ToHost(holder, isolate, context, item, copy, &v, in_place)) return false;
     add(v);
@@ -663,6 +692,7 @@ void Apply(const v8::FunctionCallbackInfo<v8::Value>& info, Mode mode) {
   op.receiver = receiver;
   op.args = args->list();
   op.nargs = args->count();
+  op.inline_args = args->prims();
   RunOp(info, box, op, o, args, mode);
 }
 
@@ -709,7 +739,7 @@ void DerefInto(const v8::FunctionCallbackInfo<v8::Value>& info) {
 }
 
 void Release(const v8::FunctionCallbackInfo<v8::Value>& info) {
-  WrapBox* box = BoxOf(info.This());
+  WrapBox* box = BoxOfReceiver(info);
   if (box == nullptr) return Throw(info.GetIsolate(), "Illegal invocation", true);
   box->released = true;
   if (box->self && box->ref.record) {

@@ -260,3 +260,148 @@ def test_a_reference_released_by_a_getter_of_its_own_call_refuses_the_call(
                             " catch (e) { return e.message } })()") == "Reference has been released"
     # Both isolates are still usable.
     assert pair.b.eval_sync("1 + 1") == 2 and pair.a.eval_sync("id(3)") == 3
+
+
+#: Numbers as arguments: a synchronous or queued call through a Reference object passes an
+#: undefined, null, boolean or number argument among its first few without a host value
+#: (wrapper.cc ``Args::PushPrimitive``, RefOp::inline_args), and A makes an integer that fits
+#: 32 bits through v8::Integer::New (``NumberToV8``): each must arrive as the same value.
+ARG_NUMBERS = [
+    "0", "-0", "1", "-1", "2 ** 30", "2 ** 31 - 1", "-(2 ** 31)", "2 ** 31", "-(2 ** 31) - 1",
+    "2 ** 32", "2 ** 53", "-(2 ** 53)", "0.5", "-0.5", "2147483647.5", "-2147483648.5",
+    "-1e-300", "1e300", "5e-324", "NaN", "Infinity", "-Infinity",
+]
+
+
+@pytest.mark.parametrize("method", ["applySync", "applySyncPromise", "apply"])
+def test_number_arguments_keep_their_value(pair: Pair, method: str) -> None:
+    pair.a.eval_sync(f"globalThis.EXPECT = [{', '.join(ARG_NUMBERS)}];"
+                     " globalThis.same = (at, ...xs) => xs.map((x, i) => Object.is(x, EXPECT[at + i])"
+                     " ? 1 : 0).join(''); 0")
+    pair.b.global_.set_sync("same", pair.a.global_.get_sync("same", reference=True))
+    # In groups of three after the offset: each in every one of the first few places.
+    for at in range(len(ARG_NUMBERS) - 2):
+        js = ", ".join(ARG_NUMBERS[at:at + 3])
+        got = pair.b.eval_sync(f"same.{method}(undefined, [{at}, {js}])", promise=method == "apply")
+        assert got == "111", (method, ARG_NUMBERS[at:at + 3], got)
+    # All of them in one call: past the first few, the general path.
+    got = pair.b.eval_sync(f"same.{method}(undefined, [0, {', '.join(ARG_NUMBERS)}])",
+                           promise=method == "apply")
+    assert got == "1" * len(ARG_NUMBERS)
+
+
+def test_number_arguments_from_python_keep_their_value() -> None:
+    # The host's numbers (ValueToV8's NumberToV8): ints and floats, the 32-bit edges, -0.0.
+    iso = ivm.Isolate()
+    try:
+        ctx = iso.create_context_sync()
+        fn = ctx.eval_sync("(...xs) => JSON.stringify(xs.map((x) =>"
+                           " [typeof x, Object.is(x, -0) ? '-0' : String(x)]))", reference=True)
+        values = [0, -0.0, 0.0, 1, -1, 2**31 - 1, -(2**31), 2**31, -(2**31) - 1, 2**53 - 1,
+                  1.0, 2147483647.0, -2147483648.0, 2147483648.0, 0.5, 1e300, float("nan"),
+                  float("inf"), float("-inf"), True, None]
+        got = json.loads(fn.apply_sync(None, values))
+        want = [["number", "0"], ["number", "-0"], ["number", "0"], ["number", "1"],
+                ["number", "-1"], ["number", "2147483647"], ["number", "-2147483648"],
+                ["number", "2147483648"], ["number", "-2147483649"],
+                ["number", "9007199254740991"], ["number", "1"], ["number", "2147483647"],
+                ["number", "-2147483648"], ["number", "2147483648"], ["number", "0.5"],
+                ["number", "1e+300"], ["number", "NaN"], ["number", "Infinity"],
+                ["number", "-Infinity"], ["boolean", "true"], ["object", "null"]]
+        assert got == want
+    finally:
+        iso.dispose()
+
+
+def test_arguments_read_as_before_holes_getters_and_lone_surrogates(pair: Pair) -> None:
+    b = pair.b
+    # A hole reads through the prototype chain, as Get does; a getter's primitive is passed.
+    assert described(pair, "describe.applySync(undefined, [1, , 3])") == [
+        ["number", "1"], ["undefined", "undefined"], ["number", "3"]]
+    assert described(
+        pair,
+        "(() => { Array.prototype[1] = -0; try { return describe.applySync(undefined, [1, , 3]) }"
+        " finally { delete Array.prototype[1] } })()") == [
+        ["number", "1"], ["number", "-0"], ["number", "3"]]
+    assert described(
+        pair,
+        "(() => { const xs = [0, 0]; Object.defineProperty(xs, 0, {get() { return -0 }});"
+        " Object.defineProperty(xs, 1, {get() { return null }});"
+        " return describe.applySync(undefined, xs) })()") == [["number", "-0"], ["object", "null"]]
+    # Strings with lone surrogates cross both ways unchanged.
+    pair.a.eval_sync("globalThis.codes = (...xs) => xs.map((s) => Array.from({length: s.length},"
+                     " (_, i) => s.charCodeAt(i)).join(' ')).join('|'); 0")
+    b.global_.set_sync("codes", pair.a.global_.get_sync("codes", reference=True))
+    assert b.eval_sync("codes.applySync(undefined, ['\\ud800', 'a\\udfffb', 1, '\\udc00\\ud800'])"
+                       ) == "55296|97 57343 98||56320 55296"
+    assert b.eval_sync("(() => { const s = id.applySync(undefined, ['x\\ud83dy']);"
+                       " return [s.length, s.charCodeAt(1)].join() })()") == "3,55357"
+
+
+@pytest.mark.parametrize("disposer", ["worker", "other"])
+def test_calls_from_threads_in_turn_nested_first_then_disposal(disposer: str) -> None:
+    # A thread's parked lock keeps a handle scope open under its calls (thread_lock.cc
+    # KeepHandleBlock). Threads call A in turn, some first from inside B's call (A's scope
+    # then opens inside B's), with enough garbage for collections between calls; then A and
+    # B are disposed, by one of the calling threads (its own parked locks given back first)
+    # or by a thread that never called them, while the calling threads still keep parked
+    # locks; the threads end after that (their locks then refer to disposed isolates).
+    import threading
+
+    iso_a, iso_b = ivm.Isolate(memory_limit=64), ivm.Isolate(memory_limit=64)
+    a, b = iso_a.create_context_sync(), iso_b.create_context_sync()
+    a.eval_sync("globalThis.mk = (n) => Array.from({length: n}, (_, i) => ({i, s: 'x' + i}));"
+                " globalThis.total = (n) => mk(n).reduce((s, o) => s + o.i + o.s.length, 0); 0")
+    b.global_.set_sync("totalA", a.global_.get_sync("total", reference=True))
+    direct = a.global_.get_sync("total", reference=True)
+    nested = b.eval_sync("(n) => totalA.applySync(undefined, [n]) + 1", reference=True)
+
+    def want(n: int) -> int:
+        return sum(i + len("x" + str(i)) for i in range(n))
+
+    turn = threading.Lock()
+    done = [threading.Event() for _ in range(3)]
+    release = threading.Event()
+    errors: list[BaseException] = []
+
+    def dispose() -> None:
+        iso_b.dispose()
+        iso_a.dispose()
+
+    def work(k: int) -> None:
+        try:
+            for i in range(40):
+                with turn:   # one thread at a time: each call parks, the next one restores
+                    n = 500 + 37 * k + i
+                    if (i + k) % 2 == 0:
+                        assert nested.apply_sync(None, [n]) == want(n) + 1
+                    else:
+                        assert direct.apply_sync(None, [n]) == want(n)
+            done[k].set()
+            if disposer == "worker" and k == 0:
+                for d in done:
+                    assert d.wait(60)
+                dispose()
+                release.set()
+            assert release.wait(60)
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+            done[k].set()
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    if disposer == "other":
+        for d in done:
+            assert d.wait(60)
+        other = threading.Thread(target=dispose)
+        other.start()
+        other.join(60)
+        release.set()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert iso_a.is_disposed and iso_b.is_disposed
+    # Both still refuse calls cleanly.
+    with pytest.raises(ivm.IvmError):
+        direct.apply_sync(None, [1])
