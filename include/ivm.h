@@ -1598,7 +1598,12 @@ typedef void (*ivm_done_fn)(void *user_data, const ivm_completion_t *completion)
  * @param[out] job_out  may be NULL; the job's id for ivm_isolate_cancel_job.
  * @return NULL when queued (done will fire), otherwise an error (done will
  * not fire).
- * Threads: any. Blocks: never. Errors: INVALID_ARGUMENT. Since: 0.3
+ * Threads: any. Blocks: not for an isolate in this process; for one in a
+ * worker process (docs/process.md), while the request is written to the
+ * worker's channel (a worker that stops reading it is killed, as that file's
+ * "A worker that stops answering" says), so a caller should not hold a lock
+ * that other threads need meanwhile.
+ * Errors: INVALID_ARGUMENT. Since: 0.3
  */
 IVM_API ivm_error_t *ivm_context_eval_async(ivm_context_t *ctx, const char *code,
                                             size_t code_len,
