@@ -44,9 +44,10 @@ typedef struct {
   char *s;
   size_t n, cap;
   int failed;   /* out of memory */
-  /* the dicts and lists met so far: an open-addressing set of pointers */
-  uintptr_t *seen;
-  size_t seen_cap, seen_n;
+  /* the dicts and lists met so far: an open-addressing set of pointers, whose slots of
+   * another generation (an earlier call's) are empty */
+  struct ivm_py_json_seen { uintptr_t p; size_t gen; } *seen;
+  size_t seen_cap, seen_n, gen;
   /* dict keys written so far, by object (each alive while the walk runs): where their
    * text is in s, to copy it from there when the same str is a key again */
   struct { PyObject *key; size_t at, len; } keys[IVM_PY_JSON_KEYS];
@@ -72,34 +73,39 @@ static int ivm_py_json_put(ivm_py_json_t *w, char c) {
   return 1;
 }
 
+static size_t ivm_py_json_slot(uintptr_t p, size_t cap) {
+  return (size_t)((p >> 4) * 0x9E3779B97F4A7C15ull) & (cap - 1);
+}
+
 /* 1 the first time `o` is met, 0 after (or out of memory). */
 static int ivm_py_json_first(ivm_py_json_t *w, PyObject *o) {
+  struct ivm_py_json_seen *seen = w->seen;
+  size_t gen = w->gen, mask = w->seen_cap - 1, h;
   if (2 * (w->seen_n + 1) > w->seen_cap) {
     size_t cap = w->seen_cap ? 2 * w->seen_cap : 1024, i;
-    uintptr_t *t = (uintptr_t *)calloc(cap, sizeof *t);
+    struct ivm_py_json_seen *t = (struct ivm_py_json_seen *)calloc(cap, sizeof *t);
     if (t == NULL) {
       w->failed = 1;
       return 0;
     }
     for (i = 0; i < w->seen_cap; ++i) {
-      uintptr_t p = w->seen[i];
-      if (p) {
-        size_t h = (size_t)((p >> 4) * 0x9E3779B97F4A7C15ull) & (cap - 1);
-        while (t[h]) h = (h + 1) & (cap - 1);
-        t[h] = p;
+      if (seen[i].gen == gen) {
+        h = ivm_py_json_slot(seen[i].p, cap);
+        while (t[h].gen == gen) h = (h + 1) & (cap - 1);
+        t[h] = seen[i];
       }
     }
-    free(w->seen);
-    w->seen = t;
+    free(seen);
+    w->seen = seen = t;
     w->seen_cap = cap;
+    mask = cap - 1;
   }
   uintptr_t p = (uintptr_t)o;
-  size_t h = (size_t)((p >> 4) * 0x9E3779B97F4A7C15ull) & (w->seen_cap - 1);
-  while (w->seen[h]) {
-    if (w->seen[h] == p) return 0;
-    h = (h + 1) & (w->seen_cap - 1);
+  for (h = ivm_py_json_slot(p, w->seen_cap); seen[h].gen == gen; h = (h + 1) & mask) {
+    if (seen[h].p == p) return 0;
   }
-  w->seen[h] = p;
+  seen[h].p = p;
+  seen[h].gen = gen;
   ++w->seen_n;
   return 1;
 }
@@ -253,9 +259,15 @@ static int ivm_py_json_literal(ivm_py_json_t *w, const char *s, size_t k) {
 static int ivm_py_json_key(ivm_py_json_t *w, PyObject *key) {
   size_t slot = ((uintptr_t)key >> 4) & (IVM_PY_JSON_KEYS - 1), at = w->n;
   if (w->keys[slot].key == key) {
-    size_t len = w->keys[slot].len;
+    size_t len = w->keys[slot].len, i;
     if (!ivm_py_json_room(w, len)) return 0;
-    memcpy(w->s + w->n, w->s + w->keys[slot].at, len);
+    char *to = w->s + w->n;
+    const char *from = w->s + w->keys[slot].at;
+    if (len <= 16) {   /* short keys: cheaper than a call to memcpy */
+      for (i = 0; i < len; ++i) to[i] = from[i];
+    } else {
+      memcpy(to, from, len);
+    }
     w->n += len;
     return 1;
   }
@@ -306,13 +318,38 @@ static int ivm_py_json_value(ivm_py_json_t *w, PyObject *o, int depth) {
   return t == &PyDict_Type ? ivm_py_json_dict(w, o, depth + 1) : ivm_py_json_list(w, o, depth + 1);
 }
 
+/* The writer's buffer and pointer set, kept from one call to the next (up to these sizes):
+ * a large value is not written into freshly grown (and page-faulted) memory every time.
+ * Only one call uses them at a time; a call made while they are in use (none is: the
+ * writer runs no Python code) would take new ones. Guarded by the GIL. */
+#define IVM_PY_JSON_KEEP_TEXT (4u << 20)
+#define IVM_PY_JSON_KEEP_SEEN (1u << 16)
+static struct {
+  char *s;
+  size_t cap;
+  struct ivm_py_json_seen *seen;
+  size_t seen_cap, gen;
+  int busy;
+} ivm_py_json_kept;
+
 static PyObject *ivm_py_json_stream(PyObject *self, PyObject *obj) {
   ivm_py_json_t w;
   PyObject *out = NULL;
   size_t text, i;
+  int kept = !ivm_py_json_kept.busy;
   (void)self;
-  memset(&w, 0, sizeof w);
   if (Py_TYPE(obj) != &PyDict_Type && Py_TYPE(obj) != &PyList_Type) Py_RETURN_NONE;
+  memset(&w, 0, sizeof w);
+  w.gen = 1;
+  if (kept) {
+    ivm_py_json_kept.busy = 1;
+    w.s = ivm_py_json_kept.s;
+    w.cap = ivm_py_json_kept.cap;
+    w.seen = ivm_py_json_kept.seen;
+    w.seen_cap = ivm_py_json_kept.seen_cap;
+    w.gen = ++ivm_py_json_kept.gen;   /* the slots of earlier calls are empty */
+  }
+  w.n = 0;
   if (ivm_py_json_room(&w, 4096) && ivm_py_json_literal(&w, ivm_py_json_head, IVM_PY_JSON_HEAD_LEN)) {
     w.n = IVM_PY_JSON_PREFIX;
     if (ivm_py_json_value(&w, obj, 0) && w.n - IVM_PY_JSON_PREFIX <= IVM_PY_JSON_MAX_TEXT &&
@@ -329,8 +366,21 @@ static PyObject *ivm_py_json_stream(PyObject *self, PyObject *obj) {
   } else {
     PyErr_NoMemory();
   }
-  free(w.s);
-  free(w.seen);
+  if (kept && w.cap <= IVM_PY_JSON_KEEP_TEXT) {
+    ivm_py_json_kept.s = w.s;
+    ivm_py_json_kept.cap = w.cap;
+  } else {
+    free(w.s);
+    if (kept) ivm_py_json_kept.s = NULL, ivm_py_json_kept.cap = 0;
+  }
+  if (kept && w.seen_cap <= IVM_PY_JSON_KEEP_SEEN) {
+    ivm_py_json_kept.seen = w.seen;
+    ivm_py_json_kept.seen_cap = w.seen_cap;
+  } else {
+    free(w.seen);
+    if (kept) ivm_py_json_kept.seen = NULL, ivm_py_json_kept.seen_cap = 0;
+  }
+  if (kept) ivm_py_json_kept.busy = 0;
   return out;
 }
 

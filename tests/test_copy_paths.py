@@ -240,6 +240,38 @@ def test_python_json_text_is_refused_for_everything_but_plain_data() -> None:
     assert JSON_STREAM(["\u0100" * 300000]) is not None   # 1.8 MB of text
 
 
+def test_python_json_text_finds_shared_values_in_every_call() -> None:
+    from ivm._copy import JSON_STREAM
+
+    # The writer keeps its set of containers met between calls (ivm/_cffi_json.c): what an
+    # earlier call met is not "met before" in the next one, and what the next one meets
+    # twice is, small after large and large after small.
+    rows = [{"id": i, "tags": [i]} for i in range(5000)]
+    for _ in range(2):
+        assert JSON_STREAM(rows) is not None
+        assert JSON_STREAM(rows[:10]) is not None
+        assert JSON_STREAM([rows[0], rows[0]]) is None
+        assert JSON_STREAM(rows + [rows[4999]["tags"]]) is None
+        assert JSON_STREAM([rows[1]["tags"], rows[2]["tags"]]) is not None
+    big = ["\u0100" * 150000, "\u0101" * 150000]   # large buffers, then small ones
+    assert JSON_STREAM(big) is not None and JSON_STREAM([[]]) is not None
+    assert JSON_STREAM([big, big]) is None and JSON_STREAM([[], []]) is not None
+
+
+@pytest.mark.parametrize("text", ["ab", "a" * 7, "a" * 8, "a" * 9, "key" * 11, "x" * 100,
+                                  "abcdefg\xe9", "abcdefgh\xe9", "\xe9abcdefgh", "a\ud800",
+                                  "\x7f" * 9, "a\x00b", "😀a", "", "a", "\xe9"])
+def test_fast_loader_reads_strings_as_the_decoder(text: str) -> None:
+    import pickle
+
+    # ASCII strs are made directly, the rest decoded (ivm/_cffi_load.c): both as pickle.
+    for stream in (pickle.dumps(text, 5), pickle.dumps([text, {text: text}], 5)):
+        fast, slow = _fast_and_pickle(stream)
+        assert fast == slow and type(fast) is type(slow)
+    value = _fast_and_pickle(pickle.dumps(text, 5))[0]
+    assert value.isascii() == text.isascii() and len(value) == len(text)
+
+
 def _fast_and_pickle(stream: bytes) -> tuple[Any, Any]:
     """ivm/_cffi_load.c's reading of `stream` and the pickle reader's (or its exception)."""
     from ivm._copy import LOAD_FAST, _Reader
