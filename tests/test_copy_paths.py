@@ -258,6 +258,29 @@ def test_python_json_text_finds_shared_values_in_every_call() -> None:
     assert JSON_STREAM([big, big]) is None and JSON_STREAM([[], []]) is not None
 
 
+def test_python_json_text_writes_numbers_exactly() -> None:
+    import decimal
+
+    from ivm._copy import JSON_STREAM
+
+    head = len(b"\x80\x05civm._copy\n_json\n\x8e") + 8
+    ints = [0, 7, 9, 10, 99, 100, 101, 999, 1000, 65535, 10**15, 2**53 - 1, -1, -10, -(2**53 - 1)]
+    # multiples of 2**-10 below 2**43 in their exact decimal expansion, the rest as repr()
+    short = [0.0, 1.5, -0.25, 7.0, 1 / 1024, 1023 / 1024, -float(2**43 - 1),
+             (2**43 - 1) + 1023 / 1024, -5 / 1024, 100.125]
+    other = [2.0**43, 0.1, 1e300, 5e-324, 1 / 2048, -0.0]
+    stream = JSON_STREAM(ints + short + other)
+    assert stream is not None
+    text = stream[head:-3].decode()
+
+    def exact(f: float) -> str:
+        t = format(decimal.Decimal(f), "f")
+        return t if "." in t else t + ".0"
+    expected = [str(n) for n in ints] + [exact(f) for f in short] + [repr(f) for f in other]
+    assert text == "[" + ",".join(expected) + "]"
+    assert exact(1 / 1024) == "0.0009765625" and exact(-0.25) == "-0.25"
+
+
 @pytest.mark.parametrize("text", ["ab", "a" * 7, "a" * 8, "a" * 9, "key" * 11, "x" * 100,
                                   "abcdefg\xe9", "abcdefgh\xe9", "\xe9abcdefgh", "a\ud800",
                                   "\x7f" * 9, "a\x00b", "😀a", "", "a", "\xe9"])
