@@ -281,6 +281,19 @@ def test_python_json_text_writes_numbers_exactly() -> None:
     assert exact(1 / 1024) == "0.0009765625" and exact(-0.25) == "-0.25"
 
 
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 255, 256])
+def test_strings_out_of_javascript_at_word_and_length_boundaries(context: ivm.Context, n: int) -> None:
+    # V8 writes Latin-1 strings as one byte a character: their ASCII prefix is found eight
+    # bytes at a time (libivm/copy_translate.cc), short ones are written in one step
+    # (pickle.h, Emitter::Text); the general writer (transfer_out) is the reference.
+    for tail in ["", "\xe9", "\xe9z", "\u0100", "\ud800", "😀"]:
+        text = "a" * n + tail
+        context.global_.set_sync("t", text)
+        value = context.eval_sync("[t, {[t]: t}]", copy=True)
+        assert value == [text, {text: text}], (n, tail)
+        assert value == context.eval_sync("[t, {[t]: t}]", copy=True, transfer_out=True)
+
+
 @pytest.mark.parametrize("text", ["ab", "a" * 7, "a" * 8, "a" * 9, "key" * 11, "x" * 100,
                                   "abcdefg\xe9", "abcdefgh\xe9", "\xe9abcdefgh", "a\ud800",
                                   "\x7f" * 9, "a\x00b", "😀a", "", "a", "\xe9"])
