@@ -34,7 +34,7 @@ int ivm_py_json_install(void);
 
 #define IVM_PY_JSON_MAX_DEPTH 200          /* libivm's transcoder's bound (copy_json.cc) */
 #define IVM_PY_JSON_MAX_TEXT (2u << 20)    /* libivm's bound for a _json stream's text */
-#define IVM_PY_JSON_KEYS 64                /* the key cache's entries (a power of two) */
+#define IVM_PY_JSON_KEYS 64                /* the key cache's entries (32 pairs) */
 
 static const char ivm_py_json_head[] = "\x80\x05" "civm._copy\n_json\n" "\x8e";
 #define IVM_PY_JSON_HEAD_LEN (sizeof ivm_py_json_head - 1)
@@ -44,9 +44,10 @@ typedef struct {
   char *s;
   size_t n, cap;
   int failed;   /* out of memory */
-  /* the dicts and lists met so far: an open-addressing set of pointers */
-  uintptr_t *seen;
-  size_t seen_cap, seen_n;
+  /* the dicts and lists met so far: an open-addressing set of pointers, whose slots of
+   * another generation (an earlier call's) are empty */
+  struct ivm_py_json_seen { uintptr_t p; size_t gen; } *seen;
+  size_t seen_cap, seen_n, gen;
   /* dict keys written so far, by object (each alive while the walk runs): where their
    * text is in s, to copy it from there when the same str is a key again */
   struct { PyObject *key; size_t at, len; } keys[IVM_PY_JSON_KEYS];
@@ -72,34 +73,39 @@ static int ivm_py_json_put(ivm_py_json_t *w, char c) {
   return 1;
 }
 
+static size_t ivm_py_json_slot(uintptr_t p, size_t cap) {
+  return (size_t)((p >> 4) * 0x9E3779B97F4A7C15ull) & (cap - 1);
+}
+
 /* 1 the first time `o` is met, 0 after (or out of memory). */
 static int ivm_py_json_first(ivm_py_json_t *w, PyObject *o) {
+  struct ivm_py_json_seen *seen = w->seen;
+  size_t gen = w->gen, mask = w->seen_cap - 1, h;
   if (2 * (w->seen_n + 1) > w->seen_cap) {
     size_t cap = w->seen_cap ? 2 * w->seen_cap : 1024, i;
-    uintptr_t *t = (uintptr_t *)calloc(cap, sizeof *t);
+    struct ivm_py_json_seen *t = (struct ivm_py_json_seen *)calloc(cap, sizeof *t);
     if (t == NULL) {
       w->failed = 1;
       return 0;
     }
     for (i = 0; i < w->seen_cap; ++i) {
-      uintptr_t p = w->seen[i];
-      if (p) {
-        size_t h = (size_t)((p >> 4) * 0x9E3779B97F4A7C15ull) & (cap - 1);
-        while (t[h]) h = (h + 1) & (cap - 1);
-        t[h] = p;
+      if (seen[i].gen == gen) {
+        h = ivm_py_json_slot(seen[i].p, cap);
+        while (t[h].gen == gen) h = (h + 1) & (cap - 1);
+        t[h] = seen[i];
       }
     }
-    free(w->seen);
-    w->seen = t;
+    free(seen);
+    w->seen = seen = t;
     w->seen_cap = cap;
+    mask = cap - 1;
   }
   uintptr_t p = (uintptr_t)o;
-  size_t h = (size_t)((p >> 4) * 0x9E3779B97F4A7C15ull) & (w->seen_cap - 1);
-  while (w->seen[h]) {
-    if (w->seen[h] == p) return 0;
-    h = (h + 1) & (w->seen_cap - 1);
+  for (h = ivm_py_json_slot(p, w->seen_cap); seen[h].gen == gen; h = (h + 1) & mask) {
+    if (seen[h].p == p) return 0;
   }
-  w->seen[h] = p;
+  seen[h].p = p;
+  seen[h].gen = gen;
   ++w->seen_n;
   return 1;
 }
@@ -166,35 +172,54 @@ static int ivm_py_json_str(ivm_py_json_t *w, PyObject *o) {
   return 1;
 }
 
+/* u in decimal at out; returns the number of digits (two at a time from a table). */
+static size_t ivm_py_json_digits(char *out, uint64_t u) {
+  static const char pairs[] =
+      "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+      "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+      "8081828384858687888990919293949596979899";
+  size_t n = 1, i;
+  for (uint64_t v = u; v >= 10; v /= 10) ++n;
+  i = n;
+  while (u >= 100) {
+    unsigned k = (unsigned)(u % 100) * 2;
+    u /= 100;
+    out[--i] = pairs[k + 1];
+    out[--i] = pairs[k];
+  }
+  if (u >= 10) {
+    out[--i] = pairs[u * 2 + 1];
+    out[--i] = pairs[u * 2];
+  } else {
+    out[--i] = (char)('0' + u);
+  }
+  return n;
+}
+
 /* A double that is a multiple of 2**-10 below 2**43 in magnitude (1.5, -0.25, 7.0) as its
  * exact decimal expansion (integral ones as "7.0"); 0 for every other double (and -0). */
 static size_t ivm_py_json_short_float(double d, char *out) {
   double a = fabs(d), scaled;
-  char *p = out, digits[24];
-  uint64_t n, whole, frac;
-  int k = 0, len;
+  char *p = out;
+  uint64_t n, frac;
   if (!(a < 8796093022208.0) || (a == 0 && signbit(d))) return 0;
   scaled = a * 1024.0;
   if (scaled != floor(scaled)) return 0;
   n = (uint64_t)scaled;
-  whole = n >> 10;
   frac = n & 1023u;
   if (d < 0) *p++ = '-';
-  do {
-    digits[k++] = (char)('0' + whole % 10);
-    whole /= 10;
-  } while (whole);
-  while (k) *p++ = digits[--k];
+  p += ivm_py_json_digits(p, n >> 10);
   *p++ = '.';
   if (frac == 0) {
     *p++ = '0';
-  } else {   /* frac / 2**10 = frac * 5**10 / 10**10: ten digits, zeros trimmed */
-    uint64_t v = frac * 9765625u;
-    for (k = 9; k >= 0; --k, v /= 10) digits[k] = (char)('0' + v % 10);
-    len = 10;
-    while (digits[len - 1] == '0') --len;
-    memcpy(p, digits, (size_t)len);
-    p += len;
+  } else {
+    /* frac / 2**10 = odd / 2**k (k = 10 - trailing zero bits) = odd * 5**k / 10**k: exactly
+     * k digits after the point, the last one a 5 */
+    int k = 10 - __builtin_ctzll(frac), i;
+    uint64_t v = frac >> (10 - k);
+    for (i = 0; i < k; ++i) v *= 5;
+    for (i = k - 1; i >= 0; --i, v /= 10) p[i] = (char)('0' + v % 10);
+    p += k;
   }
   return (size_t)(p - out);
 }
@@ -225,19 +250,14 @@ static int ivm_py_json_float(ivm_py_json_t *w, double d) {
 
 static int ivm_py_json_int(ivm_py_json_t *w, PyObject *o) {
   long long v;
-  char digits[24], *out;
+  char *out;
   unsigned long long u;
-  int k = 0;
   if (!ivm_py_safe_int(o, &v)) return 0; /* a BigInt */
   if (!ivm_py_json_room(w, 24)) return 0;
   out = w->s + w->n;
   if (v < 0) *out++ = '-';
   u = v < 0 ? (unsigned long long)(-v) : (unsigned long long)v;
-  do {
-    digits[k++] = (char)('0' + u % 10);
-    u /= 10;
-  } while (u);
-  while (k) *out++ = digits[--k];
+  out += ivm_py_json_digits(out, u);
   w->n = (size_t)(out - w->s);
   return 1;
 }
@@ -249,20 +269,31 @@ static int ivm_py_json_literal(ivm_py_json_t *w, const char *s, size_t k) {
   return 1;
 }
 
-/* A dict's key: from the cache when this str was a key before. */
+/* A dict's key: from the cache when this str was a key before. The cache is two-way (a
+ * key's pair of entries, chosen by the top 5 bits of a multiplicative hash: 32 pairs; a new
+ * key goes first, the one it displaces second), so that two keys of one shape of rows that
+ * fall into the same pair both stay. */
 static int ivm_py_json_key(ivm_py_json_t *w, PyObject *key) {
-  size_t slot = ((uintptr_t)key >> 4) & (IVM_PY_JSON_KEYS - 1), at = w->n;
-  if (w->keys[slot].key == key) {
-    size_t len = w->keys[slot].len;
+  size_t pair = (size_t)((((uintptr_t)key >> 4) * 0x9E3779B97F4A7C15ull) >> 59) * 2, at = w->n, i;
+  for (int way = 0; way < 2; ++way) {
+    if (w->keys[pair + way].key != key) continue;
+    size_t len = w->keys[pair + way].len;
     if (!ivm_py_json_room(w, len)) return 0;
-    memcpy(w->s + w->n, w->s + w->keys[slot].at, len);
+    char *to = w->s + w->n;
+    const char *from = w->s + w->keys[pair + way].at;
+    if (len <= 16) {   /* short keys: cheaper than a call to memcpy */
+      for (i = 0; i < len; ++i) to[i] = from[i];
+    } else {
+      memcpy(to, from, len);
+    }
     w->n += len;
     return 1;
   }
   if (!ivm_py_json_str(w, key)) return 0;
-  w->keys[slot].key = key;
-  w->keys[slot].at = at;
-  w->keys[slot].len = w->n - at;
+  w->keys[pair + 1] = w->keys[pair];
+  w->keys[pair].key = key;
+  w->keys[pair].at = at;
+  w->keys[pair].len = w->n - at;
   return 1;
 }
 
@@ -306,13 +337,38 @@ static int ivm_py_json_value(ivm_py_json_t *w, PyObject *o, int depth) {
   return t == &PyDict_Type ? ivm_py_json_dict(w, o, depth + 1) : ivm_py_json_list(w, o, depth + 1);
 }
 
+/* The writer's buffer and pointer set, kept from one call to the next (up to these sizes):
+ * a large value is not written into freshly grown (and page-faulted) memory every time.
+ * Only one call uses them at a time; a call made while they are in use (none is: the
+ * writer runs no Python code) would take new ones. Guarded by the GIL. */
+#define IVM_PY_JSON_KEEP_TEXT (4u << 20)
+#define IVM_PY_JSON_KEEP_SEEN (1u << 16)
+static struct {
+  char *s;
+  size_t cap;
+  struct ivm_py_json_seen *seen;
+  size_t seen_cap, gen;
+  int busy;
+} ivm_py_json_kept;
+
 static PyObject *ivm_py_json_stream(PyObject *self, PyObject *obj) {
   ivm_py_json_t w;
   PyObject *out = NULL;
   size_t text, i;
+  int kept = !ivm_py_json_kept.busy;
   (void)self;
-  memset(&w, 0, sizeof w);
   if (Py_TYPE(obj) != &PyDict_Type && Py_TYPE(obj) != &PyList_Type) Py_RETURN_NONE;
+  memset(&w, 0, sizeof w);
+  w.gen = 1;
+  if (kept) {
+    ivm_py_json_kept.busy = 1;
+    w.s = ivm_py_json_kept.s;
+    w.cap = ivm_py_json_kept.cap;
+    w.seen = ivm_py_json_kept.seen;
+    w.seen_cap = ivm_py_json_kept.seen_cap;
+    w.gen = ++ivm_py_json_kept.gen;   /* the slots of earlier calls are empty */
+  }
+  w.n = 0;
   if (ivm_py_json_room(&w, 4096) && ivm_py_json_literal(&w, ivm_py_json_head, IVM_PY_JSON_HEAD_LEN)) {
     w.n = IVM_PY_JSON_PREFIX;
     if (ivm_py_json_value(&w, obj, 0) && w.n - IVM_PY_JSON_PREFIX <= IVM_PY_JSON_MAX_TEXT &&
@@ -329,8 +385,21 @@ static PyObject *ivm_py_json_stream(PyObject *self, PyObject *obj) {
   } else {
     PyErr_NoMemory();
   }
-  free(w.s);
-  free(w.seen);
+  if (kept && w.cap <= IVM_PY_JSON_KEEP_TEXT) {
+    ivm_py_json_kept.s = w.s;
+    ivm_py_json_kept.cap = w.cap;
+  } else {
+    free(w.s);
+    if (kept) ivm_py_json_kept.s = NULL, ivm_py_json_kept.cap = 0;
+  }
+  if (kept && w.seen_cap <= IVM_PY_JSON_KEEP_SEEN) {
+    ivm_py_json_kept.seen = w.seen;
+    ivm_py_json_kept.seen_cap = w.seen_cap;
+  } else {
+    free(w.seen);
+    if (kept) ivm_py_json_kept.seen = NULL, ivm_py_json_kept.seen_cap = 0;
+  }
+  if (kept) ivm_py_json_kept.busy = 0;
   return out;
 }
 

@@ -109,12 +109,32 @@ static int ivm_py_load_memo_get(ivm_py_load_t *r, size_t index) {
   return ivm_py_load_push(r, r->memo[index]);
 }
 
+/* Whether s[0, n) is all ASCII (eight bytes at a time). */
+static int ivm_py_load_ascii(const unsigned char *s, size_t n) {
+  uint64_t high = 0, w;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    memcpy(&w, s + i, 8);
+    high |= w;
+  }
+  for (; i < n; ++i) high |= s[i];
+  return (high & 0x8080808080808080ull) == 0;
+}
+
 static int ivm_py_load_str(ivm_py_load_t *r, int width) {
   if (!ivm_py_load_need(r, (size_t)width)) return 0;
   uint64_t n = ivm_py_load_le(r, width);
   if (!ivm_py_load_need(r, n) || n > PY_SSIZE_T_MAX) return 0;
   const char *s = (const char *)r->p;
   r->p += n;
+  /* ASCII (keys, most text) is its own str: made directly, as the decoder would make it.
+   * The empty and one-character strs are the decoder's (shared) ones. */
+  if (n > 1 && ivm_py_load_ascii((const unsigned char *)s, n)) {
+    PyObject *str = PyUnicode_New((Py_ssize_t)n, 127);
+    if (str == NULL) return 0;
+    memcpy(PyUnicode_DATA(str), s, n);
+    return ivm_py_load_push(r, str);
+  }
   return ivm_py_load_push(r, PyUnicode_DecodeUTF8(s, (Py_ssize_t)n, "surrogatepass"));
 }
 

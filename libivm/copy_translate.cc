@@ -60,6 +60,18 @@ bool IsStringTag(uint8_t tag) {
          tag == v8tag::kUtf8String;
 }
 
+// The length of the ASCII prefix of p[0, n) (eight bytes at a time).
+uint32_t AsciiPrefix(const uint8_t* p, uint32_t n) {
+  uint32_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    if (w & 0x8080808080808080ull) break;
+  }
+  while (i < n && p[i] < 0x80) ++i;
+  return i;
+}
+
 // (AppendCodePoint, a code point as WTF-8: internal.h.)
 
 // UTF-16 code units in host order, as WTF-8.
@@ -158,8 +170,7 @@ class Translator {
     if (!Varint32(&n) || static_cast<size_t>(end_ - p_) < n) return false;
     const char* in_place = reinterpret_cast<const char*>(p_);
     if (tag == v8tag::kOneByteString) {   // Latin-1: its ASCII prefix as it is
-      uint32_t ascii = 0;
-      while (ascii < n && p_[ascii] < 0x80) ++ascii;
+      uint32_t ascii = AsciiPrefix(p_, n);
       if (ascii == n) {
         text_ = std::string_view(in_place, n);
       } else {

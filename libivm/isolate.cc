@@ -1,7 +1,8 @@
 // isolate.cc — one V8 isolate: its memory limits, the serialisation of calls,
 // termination (timeouts, ivm_isolate_terminate, disposal) and teardown.
 //
-// Limits. The heap is bounded by V8's resource constraints; when V8 is about
+// Limits. The heap is bounded by V8's resource constraints (of which the young generation
+// takes about 3/32, up to 24 MiB: SizeYoungGeneration); when V8 is about
 // to exceed them it calls NearHeapLimit, which marks the isolate out of memory,
 // terminates its JavaScript and grants V8 room to unwind (returning the old
 // limit would make V8 abort the whole process): half again what the heap
@@ -45,6 +46,29 @@ constexpr uint64_t kUnwindFloor = 256ull << 20;
 size_t UnwindCap(uint64_t limit) {
   return static_cast<size_t>(limit + std::max(limit, kUnwindFloor));
 }
+// The young generation: two semi-spaces and a large-object space of one semi-space each,
+// the semi-space the largest power of two (V8 rounds it up to one) within 1/32 of the
+// limit, at most 8 MiB, and never smaller than V8's own choice; the old generation gives up
+// what the young one gains, so that the heap's total stays the limit. V8 gives a 128 MiB heap
+// 1 MiB semi-spaces, which one copy of a few MiB of objects (JSON.parse of bench/run.py's
+// 10,000 rows allocates about 2 MiB) overflows midway: every such copy was scavenged while
+// half built and partly promoted. With 4 MiB semi-spaces there are about a quarter as many
+// scavenges (each has a fixed cost: tasks, roots, the remembered set), about +10% wall for
+// that round trip, though the objects copied cost about the same (~1M instructions less).
+// The semi-spaces grow to that size only when the isolate allocates that much between
+// collections.
+constexpr uint64_t kSemiSpaceShare = 32;
+constexpr size_t kMaxSemiSpace = 8u << 20;
+void SizeYoungGeneration(v8::ResourceConstraints& constraints, uint64_t limit) {
+  size_t young = constraints.max_young_generation_size_in_bytes();
+  size_t old = constraints.max_old_generation_size_in_bytes();
+  size_t semi = kMaxSemiSpace;
+  while (semi > limit / kSemiSpaceShare) semi /= 2;
+  size_t wanted = 3 * semi;
+  if (wanted <= young || old <= 2 * (wanted - young)) return;
+  constraints.set_max_young_generation_size_in_bytes(wanted);
+  constraints.set_max_old_generation_size_in_bytes(old - (wanted - young));
+}
 constexpr int64_t kLongCallNs = 200 * 1000;
 constexpr int64_t kPumpIntervalNs = 1000 * 1000;
 // A timed-out call's JavaScript that reaches no interrupt check this long
@@ -77,6 +101,7 @@ ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<Isolat
   v8::Isolate::CreateParams params;
   params.array_buffer_allocator_shared = holder->NewAllocator(static_cast<size_t>(memory_limit));
   params.constraints.ConfigureDefaultsFromHeapSize(0, static_cast<size_t>(memory_limit));
+  SizeYoungGeneration(params.constraints, memory_limit);
   if (!blob.empty()) {
     // V8 reads the blob whenever a context is made: it lives as long as the isolate.
     holder->snapshot_ = std::make_unique<std::string>(blob);

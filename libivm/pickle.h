@@ -253,19 +253,15 @@ class Emitter {
   }
   // A str from WTF-8.
   void Text(const char* p, size_t n) {
-    if (n < 256) {
-      char* head = Room(2);
-      head[0] = static_cast<char>(op::SHORT_BINUNICODE);
-      head[1] = static_cast<char>(n);
-      n_ += 2;
-    } else if (n <= 0xffffffffu) {
-      Byte(op::BINUNICODE);
-      Le(n, 4);
-    } else {
-      Byte(op::BINUNICODE8);
-      Le(n, 8);
+    if (n <= kShortText && s_.size() - n_ >= n + 2) {   // most keys and values: one step
+      char* to = &s_[n_];
+      to[0] = static_cast<char>(op::SHORT_BINUNICODE);
+      to[1] = static_cast<char>(n);
+      for (size_t i = 0; i < n; ++i) to[2 + i] = p[i];
+      n_ += n + 2;
+      return;
     }
-    Bytes(p, n);
+    TextAnyLength(p, n);
   }
   void Text(const std::string& s) { Text(s.data(), s.size()); }
   // A property key: short keys are memoized by content, so a key repeated
@@ -374,6 +370,23 @@ class Emitter {
   }
 
  private:
+  // Strs up to this many bytes are written by Text in one step when there is room.
+  static constexpr size_t kShortText = 64;
+  __attribute__((noinline)) void TextAnyLength(const char* p, size_t n) {
+    if (n < 256) {
+      char* head = Room(2);
+      head[0] = static_cast<char>(op::SHORT_BINUNICODE);
+      head[1] = static_cast<char>(n);
+      n_ += 2;
+    } else if (n <= 0xffffffffu) {
+      Byte(op::BINUNICODE);
+      Le(n, 4);
+    } else {
+      Byte(op::BINUNICODE8);
+      Le(n, 8);
+    }
+    Bytes(p, n);
+  }
   // Whether [a, a + n) and [b, b + n) hold the same bytes (short keys inline).
   static bool Same(const char* a, const char* b, size_t n) {
     if (n > 16) return std::memcmp(a, b, n) == 0;

@@ -240,6 +240,74 @@ def test_python_json_text_is_refused_for_everything_but_plain_data() -> None:
     assert JSON_STREAM(["\u0100" * 300000]) is not None   # 1.8 MB of text
 
 
+def test_python_json_text_finds_shared_values_in_every_call() -> None:
+    from ivm._copy import JSON_STREAM
+
+    # The writer keeps its set of containers met between calls (ivm/_cffi_json.c): what an
+    # earlier call met is not "met before" in the next one, and what the next one meets
+    # twice is, small after large and large after small.
+    rows = [{"id": i, "tags": [i]} for i in range(5000)]
+    for _ in range(2):
+        assert JSON_STREAM(rows) is not None
+        assert JSON_STREAM(rows[:10]) is not None
+        assert JSON_STREAM([rows[0], rows[0]]) is None
+        assert JSON_STREAM(rows + [rows[4999]["tags"]]) is None
+        assert JSON_STREAM([rows[1]["tags"], rows[2]["tags"]]) is not None
+    big = ["\u0100" * 150000, "\u0101" * 150000]   # large buffers, then small ones
+    assert JSON_STREAM(big) is not None and JSON_STREAM([[]]) is not None
+    assert JSON_STREAM([big, big]) is None and JSON_STREAM([[], []]) is not None
+
+
+def test_python_json_text_writes_numbers_exactly() -> None:
+    import decimal
+
+    from ivm._copy import JSON_STREAM
+
+    head = len(b"\x80\x05civm._copy\n_json\n\x8e") + 8
+    ints = [0, 7, 9, 10, 99, 100, 101, 999, 1000, 65535, 10**15, 2**53 - 1, -1, -10, -(2**53 - 1)]
+    # multiples of 2**-10 below 2**43 in their exact decimal expansion, the rest as repr()
+    short = [0.0, 1.5, -0.25, 7.0, 1 / 1024, 1023 / 1024, -float(2**43 - 1),
+             (2**43 - 1) + 1023 / 1024, -5 / 1024, 100.125]
+    other = [2.0**43, 0.1, 1e300, 5e-324, 1 / 2048, -0.0]
+    stream = JSON_STREAM(ints + short + other)
+    assert stream is not None
+    text = stream[head:-3].decode()
+
+    def exact(f: float) -> str:
+        t = format(decimal.Decimal(f), "f")
+        return t if "." in t else t + ".0"
+    expected = [str(n) for n in ints] + [exact(f) for f in short] + [repr(f) for f in other]
+    assert text == "[" + ",".join(expected) + "]"
+    assert exact(1 / 1024) == "0.0009765625" and exact(-0.25) == "-0.25"
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 255, 256])
+def test_strings_out_of_javascript_at_word_and_length_boundaries(context: ivm.Context, n: int) -> None:
+    # V8 writes Latin-1 strings as one byte a character: their ASCII prefix is found eight
+    # bytes at a time (libivm/copy_translate.cc), short ones are written in one step
+    # (pickle.h, Emitter::Text); the general writer (transfer_out) is the reference.
+    for tail in ["", "\xe9", "\xe9z", "\u0100", "\ud800", "😀"]:
+        text = "a" * n + tail
+        context.global_.set_sync("t", text)
+        value = context.eval_sync("[t, {[t]: t}]", copy=True)
+        assert value == [text, {text: text}], (n, tail)
+        assert value == context.eval_sync("[t, {[t]: t}]", copy=True, transfer_out=True)
+
+
+@pytest.mark.parametrize("text", ["ab", "a" * 7, "a" * 8, "a" * 9, "key" * 11, "x" * 100,
+                                  "abcdefg\xe9", "abcdefgh\xe9", "\xe9abcdefgh", "a\ud800",
+                                  "\x7f" * 9, "a\x00b", "😀a", "", "a", "\xe9"])
+def test_fast_loader_reads_strings_as_the_decoder(text: str) -> None:
+    import pickle
+
+    # ASCII strs are made directly, the rest decoded (ivm/_cffi_load.c): both as pickle.
+    for stream in (pickle.dumps(text, 5), pickle.dumps([text, {text: text}], 5)):
+        fast, slow = _fast_and_pickle(stream)
+        assert fast == slow and type(fast) is type(slow)
+    value = _fast_and_pickle(pickle.dumps(text, 5))[0]
+    assert value.isascii() == text.isascii() and len(value) == len(text)
+
+
 def _fast_and_pickle(stream: bytes) -> tuple[Any, Any]:
     """ivm/_cffi_load.c's reading of `stream` and the pickle reader's (or its exception)."""
     from ivm._copy import LOAD_FAST, _Reader

@@ -446,6 +446,13 @@ async def _mixed_async(i: int, peer: ivm.Context) -> None:
     _end(i, iso, ctx, other, fn, script)
 
 
+# The long-lived isolate of the mixed-churn tests: a 32 MB limit keeps V8's own 1 MiB
+# semi-spaces (libivm/isolate.cc, SizeYoungGeneration), which a default isolate's would
+# otherwise grow from toward 4 MiB during the run: megabytes of its own heap that these
+# tests, which look for memory kept beside the isolates torn down, would count as growth.
+LONG_LIVED_LIMIT_MB = 32
+
+
 def _peer(long_lived: ivm.Isolate) -> ivm.Context:
     peer = long_lived.create_context_sync()
     peer.eval_sync("globalThis.twice = x => 2 * x; 0")
@@ -453,7 +460,7 @@ def _peer(long_lived: ivm.Isolate) -> ivm.Context:
 
 
 def test_rss_stays_flat_under_mixed_churn() -> None:
-    with ivm.Isolate() as long_lived:
+    with ivm.Isolate(memory_limit=LONG_LIVED_LIMIT_MB) as long_lived:
         peer = _peer(long_lived)
         growth = _growth_mb(1500, 300, lambda i: _mixed_sync(i, peer))
     assert growth <= 1.0, f"RSS grew by {growth:.2f} MB over 1,500 mixed isolate cycles"
@@ -464,7 +471,7 @@ async def test_rss_stays_flat_under_mixed_async_churn() -> None:
     """Isolates dropped for the garbage collector after awaited calls are torn down on a
     pool thread, and used to keep the V8 state of the event loop thread's parked lock
     (about 3-4 KB for each isolate torn down there)."""
-    with ivm.Isolate() as long_lived:
+    with ivm.Isolate(memory_limit=LONG_LIVED_LIMIT_MB) as long_lived:
         peer = _peer(long_lived)
 
         async def settled(first: int) -> float:
@@ -796,3 +803,13 @@ def test_empty_and_detached_buffers_move_and_real_moves_keep_their_bytes() -> No
     finally:
         a.dispose()
         b.dispose()
+
+
+def test_the_young_generation_comes_out_of_the_limit() -> None:
+    """libivm gives the young generation 4 MiB semi-spaces at the default limit (up to 8 MiB,
+    libivm/isolate.cc, SizeYoungGeneration) and takes them from the old generation: V8 rounds
+    a semi-space up to a power of two, and a size it rounded would make the heap's limit
+    larger than the isolate's memory limit."""
+    for mb in (8, 16, 32, 48, 64, 100, 128, 200, 256, 1024, 4096):
+        with ivm.Isolate(memory_limit=mb) as iso:
+            assert iso.get_heap_statistics_sync().heap_size_limit == mb * MIB, mb
