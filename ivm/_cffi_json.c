@@ -54,8 +54,10 @@ typedef struct {
 } ivm_py_json_t;
 
 static int ivm_py_json_room(ivm_py_json_t *w, size_t k) {
-  if (w->cap - w->n >= k) return 1;
+  /* the bound first, whatever the buffer kept from an earlier call holds: whether a value
+   * is written as JSON must not depend on the calls before it */
   if (w->n + k > IVM_PY_JSON_PREFIX + IVM_PY_JSON_MAX_TEXT + 3) return 0; /* too long */
+  if (w->cap - w->n >= k) return 1;
   size_t cap = 2 * w->cap + k;
   char *s = (char *)realloc(w->s, cap);
   if (s == NULL) {

@@ -240,6 +240,17 @@ def test_python_json_text_is_refused_for_everything_but_plain_data() -> None:
     assert JSON_STREAM(["\u0100" * 300000]) is not None   # 1.8 MB of text
 
 
+def test_python_json_text_bound_does_not_depend_on_earlier_calls() -> None:
+    from ivm._copy import JSON_STREAM
+
+    # A str counts at its longest escaped form (6 bytes a character) against the 2 MiB
+    # bound, also when the buffer kept from an earlier, larger call has room for it.
+    value = ["x" * 400000]
+    assert JSON_STREAM(value) is None
+    assert JSON_STREAM(["\u0100" * 170000, "\u0100" * 80000]) is not None   # 2.5 MB kept
+    assert JSON_STREAM(value) is None
+
+
 def test_python_json_text_finds_shared_values_in_every_call() -> None:
     from ivm._copy import JSON_STREAM
 
