@@ -108,7 +108,9 @@ class Isolate(Handle):
     ``memory_limit`` is in megabytes (MiB), at least 8. It bounds the
     JavaScript heap, and separately the memory of ArrayBuffers. A call that
     runs past it raises :class:`ivm.MemoryLimitError` and the isolate is
-    disposed; the host process lives on.
+    disposed; the host process lives on. The heap's young generation (short-
+    lived objects) is inside the limit: up to 3/32 of it, at most 24 MiB, so
+    long-lived data fits in a little less (about 104 MiB at the default 128).
 
     ``process="isolated"`` runs the isolate in a worker process of its own
     (a sandboxed ``ivm-worker``, see :class:`ivm.ProcessGroup`), and
