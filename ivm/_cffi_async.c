@@ -4,7 +4,8 @@
  * option at its default: `context` an ivm Handle (its handle from the slot `_addr`, as the C
  * methods of ivm/_cffi_fast.c read it), `code` an exact str (its bytes read in place when
  * ASCII), `queue` the address of a completion queue (an int). It calls
- * ivm_context_eval_async with ivm_completion_queue_done, stores `waiter` under the job's id in
+ * ivm_context_eval_async with ivm_completion_queue_done (the GIL released, as cffi does: a
+ * worker-process isolate's submit may block on its channel), stores `waiter` under the job's id in
  * the dict `waiters`, and returns that id. A refused call raises as ivm._call.finish() does
  * (the error reported through this thread's record of ivm/_cffi_fast.c).
  *
@@ -85,8 +86,12 @@ static PyObject *ivm_py_eval_start(PyObject *module, PyObject *const *args, Py_s
   if (queue == NULL) return NULL;
   /* (args[1], whose data an ASCII code is, is held by the caller during the call) */
   if (!ivm_py_utf8(args[1], &data, &len, &bytes)) return NULL;
+  /* Without the GIL, as cffi calls it: the submit of a worker-process isolate's call sends
+   * its frame, which blocks while the worker does not read. */
+  Py_BEGIN_ALLOW_THREADS
   err = ivm_context_eval_async(ctx, data, (size_t)len, NULL, NULL, NULL, ivm_completion_queue_done,
                                queue, &job);
+  Py_END_ALLOW_THREADS
   Py_XDECREF(bytes);
   if (err != NULL) {
     res->kind = IVM_PY_ERROR;

@@ -6,8 +6,12 @@ Cancelled waiters are skipped; a converter's error reaches its task."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
+import signal
 import threading
+import time
 from typing import Any
 
 import anyio
@@ -191,3 +195,31 @@ def test_builtins_refuse_bad_arguments() -> None:
         _async.DRAIN_FAST(0, 0, 1, waiters)
     assert _async.DRAIN_FAST(1, 0, 0, waiters) == 0  # nothing to do touches nothing
     assert waiters == {}
+
+
+@pytest.mark.anyio
+async def test_a_submit_that_blocks_lets_other_threads_run() -> None:
+    # A worker-process isolate's submit sends the call's frame, and blocks while the worker
+    # does not read (here: stopped). It must not hold the GIL meanwhile: the thread that
+    # resumes the worker needs it (else the worker is killed as stuck, and the call fails).
+    iso = ivm.Isolate(process="isolated")
+    try:
+        context = iso.create_context_sync()
+        pid = iso.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+
+        def resume() -> None:
+            time.sleep(0.3)  # (the call is blocked in its send by then, or has not started)
+            with contextlib.suppress(ProcessLookupError):  # (killed as stuck: the test fails)
+                os.kill(pid, signal.SIGCONT)
+
+        thread = threading.Thread(target=resume)
+        thread.start()
+        try:
+            with anyio.fail_after(SANITY):
+                assert await context.eval("/*" + "x" * (8 << 20) + "*/ 1") == 1
+        finally:
+            thread.join()
+    finally:
+        iso.dispose()
