@@ -171,21 +171,22 @@ static int ivm_py_async_complete(ivm_completion_t *c, PyObject *waiters) {
   if (c->error != NULL || c->kind != IVM_COMPLETION_VALUE || c->result.value == NULL) return 0;
   key = PyLong_FromUnsignedLongLong(c->job);
   if (key == NULL) return -1;
-  waiter = PyDict_GetItemWithError(waiters, key); /* borrowed */
-  takes = waiter != NULL ? ivm_py_async_takes(waiter) : (PyErr_Occurred() ? -1 : 0);
-  if (takes <= 0) {
+  waiter = PyDict_GetItemWithError(waiters, key);
+  if (waiter == NULL) {
     Py_DECREF(key);
-    return takes;
+    return PyErr_Occurred() ? -1 : 0;
   }
-  value = ivm_py_async_value(c->result.value);
+  Py_INCREF(waiter); /* held from here: reading a trio waiter's `convert` runs Python */
+  takes = ivm_py_async_takes(waiter);
+  value = takes > 0 ? ivm_py_async_value(c->result.value) : NULL;
   if (value == NULL) {
-    /* another kind, or a failed conversion: take() converts it (and its error reaches the
-     * waiter) */
-    PyErr_Clear();
+    /* (takes > 0: another kind, or a failed conversion: take() converts it, and its error
+     * reaches the waiter) */
+    if (takes > 0) PyErr_Clear();
+    Py_DECREF(waiter);
     Py_DECREF(key);
-    return 0;
+    return takes < 0 ? -1 : 0;
   }
-  Py_INCREF(waiter);
   ok = PyDict_DelItem(waiters, key) == 0;
   Py_DECREF(key);
   if (ok) {
