@@ -27,12 +27,14 @@ import os
 import sys
 import time
 import weakref
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar, cast
 
+from . import _call  # noqa: F401 - its ivm_py_install runs before ivm_py_async_install
 from ._errors import IvmError, error_from
 from ._ffi import ffi, lib
+from ._value import take
 
-__all__ = ["set_ignored_error_handler", "submit", "submit_ignored"]
+__all__ = ["set_ignored_error_handler", "start_eval", "submit", "submit_ignored"]
 
 _log = logging.getLogger("ivm")
 _T = TypeVar("_T")
@@ -54,7 +56,8 @@ class _Dispatcher:
     """One completion queue and the waiters of one event loop."""
 
     __slots__ = (
-        "queue", "fd", "waiters", "buffer", "job", "skip_polls", "poll_backoff", "__weakref__"
+        "queue", "queue_addr", "fd", "waiters", "buffer", "buffer_addr", "job", "skip_polls",
+        "poll_backoff", "__weakref__",
     )
 
     def __init__(self) -> None:
@@ -64,10 +67,13 @@ class _Dispatcher:
         if err:
             raise error_from(err)
         self.queue = ffi.gc(out[0], lib.ivm_completion_queue_free)
+        self.queue_addr = int(ffi.cast("uintptr_t", self.queue))  # for EVAL_START
         self.fd: int = fd[0]
-        # job id -> (future, convert) for asyncio, a _TrioWaiter for trio
+        # job id -> for asyncio (future, convert), or the future when convert is take
+        # (start_eval's); a _TrioWaiter for trio
         self.waiters: dict[int, Any] = {}
         self.buffer = ffi.new("ivm_completion_t[]", _BATCH)
+        self.buffer_addr = int(ffi.cast("uintptr_t", self.buffer))  # for DRAIN_FAST
         self.job = ffi.new("uint64_t *")  # loop thread only: read right after each submit
         self.skip_polls = 0  # lone calls left that skip poll() after failed polls
         self.poll_backoff = 0
@@ -110,44 +116,55 @@ class _Dispatcher:
         self.skip_polls = self.poll_backoff
 
     def drain(self) -> None:
-        """Loop thread: completes every job waiting in the queue."""
-        buffer, waiters = self.buffer, self.waiters
+        """Loop thread: completes every job waiting in the queue.
+
+        DRAIN_FAST (ivm/_cffi_async.c) completes the common ones in C, in order:
+        a primitive or string value for a waiter that converts with ``take``. It
+        stops at the first it leaves to :meth:`_complete` (errors, other kinds,
+        other converters), which completes that one here before C goes on."""
+        buffer, waiters, addr = self.buffer, self.waiters, self.buffer_addr
         while True:
             n = lib.ivm_completion_queue_pop(self.queue, buffer, _BATCH)
-            for i in range(n):
-                c = buffer[i]
-                waiter = waiters.pop(c.job, None)
-                if type(waiter) is tuple:  # asyncio: (future, convert)
-                    future, convert = waiter
-                    if c.error:
-                        exc = error_from(c.error)
-                        if not future.done():
-                            future.set_exception(exc)
-                        continue
-                    try:
-                        # (_result_of's common case inlined: a value)
-                        value = convert(c.result.value if c.kind == _VALUE else _result_of(c))
-                    except BaseException as exc:  # noqa: BLE001 - goes to the waiter
-                        if not future.done():
-                            future.set_exception(exc)
-                    else:
-                        if not future.done():
-                            future.set_result(value)
-                elif c.error:
-                    error = error_from(c.error)
-                    if waiter is not None:
-                        waiter.fail(error)
-                elif waiter is None:  # pragma: no cover - every job has a waiter
-                    _log.error("ivm: a result arrived for an unknown job %d", c.job)
-                else:
-                    try:
-                        value = waiter.convert(_result_of(c))
-                    except BaseException as exc:  # noqa: BLE001 - goes to the waiter
-                        waiter.fail(exc)
-                    else:
-                        waiter.succeed(value)
+            i = DRAIN_FAST(addr, 0, n, waiters)
+            while i < n:
+                self._complete(buffer[i])
+                i = DRAIN_FAST(addr, i + 1, n, waiters)
             if n < _BATCH:
                 return
+
+    def _complete(self, c: Any) -> None:
+        """Completes the job of one ``ivm_completion_t`` (the general path)."""
+        waiter = self.waiters.pop(c.job, None)
+        if waiter is not None and type(waiter) is not _TrioWaiter:
+            # asyncio: (future, convert), or a future alone that converts with take
+            future, convert = waiter if type(waiter) is tuple else (waiter, take)
+            if c.error:
+                exc = error_from(c.error)
+                if not future.done():
+                    future.set_exception(exc)
+                return
+            try:
+                # (_result_of's common case inlined: a value)
+                value = convert(c.result.value if c.kind == _VALUE else _result_of(c))
+            except BaseException as exc:  # noqa: BLE001 - goes to the waiter
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(value)
+        elif c.error:
+            error = error_from(c.error)
+            if waiter is not None:
+                waiter.fail(error)
+        elif waiter is None:  # pragma: no cover - every job has a waiter
+            _log.error("ivm: a result arrived for an unknown job %d", c.job)
+        else:
+            try:
+                value = waiter.convert(_result_of(c))
+            except BaseException as exc:  # noqa: BLE001 - goes to the waiter
+                waiter.fail(exc)
+            else:
+                waiter.succeed(value)
 
 
 _VALUE: int = lib.IVM_COMPLETION_VALUE
@@ -273,6 +290,18 @@ class _TrioWaiter:
         return self.result is not None
 
 
+# --- the C path (ivm/_cffi_async.c) -----------------------------------------------------
+
+# ivm_py_async_install makes EVAL_START and DRAIN_FAST here (builtins written in C), reading
+# take, undefined, _TrioWaiter and Handle; ivm._call (imported above) made the record it uses.
+if not lib.ivm_py_async_install():  # pragma: no cover - only out of memory
+    raise ImportError("ivm: could not make its C async path (ivm/_cffi_async.c)")
+#: EVAL_START(context, code, queue, waiters, waiter) -> job: submits an all-defaults eval.
+EVAL_START = cast("Callable[[Any, str, int, dict[int, Any], Any], int]", globals()["EVAL_START"])
+#: DRAIN_FAST(buffer, start, n, waiters) -> the index of the first completion left to Python.
+DRAIN_FAST = cast("Callable[[int, int, int, dict[int, Any]], int]", globals()["DRAIN_FAST"])
+
+
 # --- the entry points ------------------------------------------------------------------
 
 
@@ -345,6 +374,22 @@ async def submit(
         "ivm's async API was used outside a running asyncio or trio event loop; "
         "use the _sync method, or run it under asyncio.run() or trio.run()"
     )
+
+
+def start_eval(loop: asyncio.AbstractEventLoop, context: Any, code: str, future: Any) -> int:
+    """Submits ``context.eval(code)`` with every option at its default, on
+    ``loop``, the running asyncio loop (``code`` an exact str), for ``future``
+    (made by ``loop``): made, and ``future`` stored as its waiter, by one C call,
+    EVAL_START (ivm/_cffi_async.c), whose result DRAIN_FAST then completes in C.
+    Returns the job's id. A lone call is polled for as :func:`submit` does:
+    ``future`` is then done on return, and the caller must still yield once.
+    (Context.eval awaits ``future`` itself: one coroutine per call, not two.)"""
+    last = _last
+    d = last[1] if last[0] is loop else _asyncio_dispatcher(loop)
+    job = EVAL_START(context, code, d.queue_addr, d.waiters, future)
+    if len(d.waiters) == 1 and _can_poll(loop):
+        d.poll(future)
+    return job
 
 
 async def submit_owning(

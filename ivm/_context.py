@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from asyncio import CancelledError
 from typing import TYPE_CHECKING, Any, Literal, Mapping, overload
 
-from ._async import submit, submit_ignored, submit_owning
+from ._async import start_eval, submit, submit_ignored, submit_owning
 from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
@@ -26,6 +28,9 @@ __all__ = ["Context"]
 
 _NULL = ffi.NULL
 _eval_async = lib.ivm_context_eval_async
+_get_running_loop = asyncio._get_running_loop  # None outside a running loop; fast
+_sleep = asyncio.sleep
+_cancel_job = lib.ivm_isolate_cancel_job
 
 
 class Context(Handle):
@@ -203,17 +208,31 @@ class Context(Handle):
         running. Cancelling the awaiting task stops the JavaScript (or drops the
         call if it has not started); the isolate stays usable.
         """
+        plain = (
+            timeout is None and promise is False and copy is False and external_copy is False
+            and transfer_out is False and reference is False and filename is None
+            and line_offset == 0 and column_offset == 0
+        )  # fmt: skip
+        if plain and type(code) is str:
+            loop = _get_running_loop()
+            if loop is not None:  # the common call on asyncio: submit()'s path, inlined
+                future = loop.create_future()
+                job = start_eval(loop, self, code, future)  # made in C (ivm/_cffi_async.c)
+                if future.done():  # a lone call polled for: done, and still yields once
+                    await _sleep(0)
+                    return future.result()
+                try:
+                    return await future
+                except CancelledError:
+                    _cancel_job(self._isolate._ptr, job)
+                    raise
         if type(code) is not str:
             code_bytes(code)  # raises TypeError
         try:
             src = code.encode()  # code_bytes, inlined on the hot path
         except UnicodeEncodeError:
             src = code.encode("utf-8", "surrogatepass")
-        if (
-            timeout is None and promise is False and copy is False and external_copy is False
-            and transfer_out is False and reference is False and filename is None
-            and line_offset == 0 and column_offset == 0
-        ):  # fmt: skip
+        if plain:
             # call_options' all-defaults case, inlined on the hot path
             args: tuple[Any, ...] = (self._ptr, src, len(src), _NULL, _NULL, _NULL)
         else:

@@ -52,6 +52,9 @@ const long kAllowed[] = {
     SYS_rt_sigaction, SYS_rt_sigprocmask, SYS_rt_sigreturn, SYS_sigaltstack,
     SYS_clock_gettime, SYS_clock_getres, SYS_clock_nanosleep, SYS_nanosleep,
     SYS_gettimeofday, SYS_getrusage, SYS_getrandom,
+    // A wait with a timeout (futex, clock_nanosleep, poll) interrupted by SIGSTOP and
+    // resumed by SIGCONT (a shell's Ctrl-Z, fg) continues through restart_syscall.
+    SYS_restart_syscall,
     SYS_pkey_alloc, SYS_pkey_free, SYS_pkey_mprotect,   // V8's WebAssembly code
 #ifdef SYS_rseq
     SYS_rseq,

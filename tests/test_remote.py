@@ -348,6 +348,31 @@ def test_worker_that_stops_answering_is_killed(
     assert time.monotonic() - start < 30
 
 
+def test_worker_stopped_and_continued_in_a_timed_wait_keeps_working() -> None:
+    """SIGSTOP then SIGCONT (a shell's Ctrl-Z and fg) while the worker sits in a wait with a
+    timeout: the kernel resumes that wait through restart_syscall, which the sandbox allows
+    (it killed the worker with SIGSYS)."""
+    with ivm.Isolate(process="isolated") as iso:
+        ctx = iso.create_context_sync()
+        pid = iso.pid
+        assert pid is not None
+
+        def stop_and_continue() -> None:
+            time.sleep(0.2)  # (the JavaScript below is in its wait by then, on any sane load)
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(0.05)
+            os.kill(pid, signal.SIGCONT)
+
+        thread = threading.Thread(target=stop_and_continue)
+        thread.start()
+        try:
+            waited = ctx.eval_sync("Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000)")
+        finally:
+            thread.join()
+        assert waited == "timed-out"
+        assert ctx.eval_sync("1 + 1") == 2
+
+
 def test_create_eval_dispose_cycles_in_a_group_leak_nothing(no_leaks: None) -> None:
     with ivm.ProcessGroup() as pg:
         with ivm.Isolate(group=pg) as warm:
