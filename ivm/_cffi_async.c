@@ -273,10 +273,4 @@ done:
   return ok;
 }
 
-int ivm_py_async_install(void) {
-  PyGILState_STATE gil = PyGILState_Ensure();
-  int ok = ivm_py_async_install_locked();
-  if (!ok) PyErr_Print();
-  PyGILState_Release(gil);
-  return ok;
-}
+int ivm_py_async_install(void) { return ivm_py_install_with_gil(ivm_py_async_install_locked); }

@@ -108,6 +108,16 @@ static int ivm_py_safe_int(PyObject *o, long long *v) {
  * after reading ivm._copy._ALLOWED into *allowed if that is given. For ivm/_cffi_json.c and
  * ivm/_cffi_load.c, compiled after this file into the same source. Takes the GIL; 1 on
  * success, 0 when an import or allocation failed (the exception printed). */
+/* Runs an installer (it makes builtins in an ivm module) with the GIL taken; a failure is
+ * printed, since it is reported to Python only as an ImportError. */
+static int ivm_py_install_with_gil(int (*install_locked)(void)) {
+  PyGILState_STATE gil = PyGILState_Ensure();
+  int ok = install_locked();
+  if (!ok) PyErr_Print();
+  PyGILState_Release(gil);
+  return ok;
+}
+
 static int ivm_py_copy_install(PyMethodDef *def, PyObject **allowed) {
   PyGILState_STATE gil = PyGILState_Ensure();
   PyObject *copy = PyImport_ImportModule("ivm._copy");
@@ -608,13 +618,7 @@ done:
   return ok;
 }
 
-int ivm_py_install(void) {
-  PyGILState_STATE gil = PyGILState_Ensure();
-  int ok = ivm_py_install_locked();
-  if (!ok) PyErr_Print();
-  PyGILState_Release(gil);
-  return ok;
-}
+int ivm_py_install(void) { return ivm_py_install_with_gil(ivm_py_install_locked); }
 
 /* --- apply_sync, eval_sync and run_sync as C methods --- */
 
