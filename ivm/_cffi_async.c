@@ -25,7 +25,7 @@
  *
  * tools/gen_cffi.py (--fast) hands the part above the "definitions" line to cffi's cdef and
  * the whole file to its set_source, after ivm/_cffi_fast.c (meson.build lists that first),
- * whose ivm_py_is_int, ivm_py_utf8, ivm_py_addr_offset and record it uses.
+ * whose ivm_py_value_primitive, ivm_py_utf8, ivm_py_addr_offset and record it uses.
  */
 /* Makes ivm._async.EVAL_START and ivm._async.DRAIN_FAST (above), reading ivm._value.take,
  * ivm._value.undefined, ivm._async._TrioWaiter and ivm._handle.Handle. Call once ivm._async
@@ -103,32 +103,6 @@ static PyObject *ivm_py_eval_start(PyObject *module, PyObject *const *args, Py_s
   return key;
 }
 
-/* A primitive or string value as take() converts it: NULL with no exception set for every
- * other kind, NULL with an exception set when Python failed. Borrows `v`. */
-static PyObject *ivm_py_async_value(const ivm_value_t *v) {
-  const char *data;
-  size_t len;
-  double x;
-  switch ((int)ivm_value_kind(v)) {
-    case IVM_VALUE_NUMBER:
-      x = ivm_value_number(v);
-      if (ivm_py_is_int(x)) return PyLong_FromLongLong((long long)x);
-      return PyFloat_FromDouble(x);
-    case IVM_VALUE_UNDEFINED:
-      Py_INCREF(ivm_py_async.undefined);
-      return ivm_py_async.undefined;
-    case IVM_VALUE_NULL:
-      Py_RETURN_NONE;
-    case IVM_VALUE_BOOLEAN:
-      return PyBool_FromLong(ivm_value_boolean(v));
-    case IVM_VALUE_STRING:
-      ivm_value_string(v, &data, &len);
-      return PyUnicode_DecodeUTF8(data, (Py_ssize_t)len, "surrogatepass");
-    default:
-      return NULL;
-  }
-}
-
 /* Whether `waiter` converts with take; -1: an exception is set. */
 static int ivm_py_async_takes(PyObject *waiter) {
   PyObject *convert;
@@ -178,7 +152,7 @@ static int ivm_py_async_complete(ivm_completion_t *c, PyObject *waiters) {
   }
   Py_INCREF(waiter); /* held from here: reading a trio waiter's `convert` runs Python */
   takes = ivm_py_async_takes(waiter);
-  value = takes > 0 ? ivm_py_async_value(c->result.value) : NULL;
+  value = takes > 0 ? ivm_py_value_primitive(c->result.value, ivm_py_async.undefined) : NULL;
   if (value == NULL) {
     /* (takes > 0: another kind, or a failed conversion: take() converts it, and its error
      * reaches the waiter) */

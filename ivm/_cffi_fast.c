@@ -234,9 +234,12 @@ static int ivm_py_host_init(void) {
          ivm_py_host.live != NULL && PyDict_Check(ivm_py_host.live);
 }
 
-/* A new reference to the Python value of an argument (NULL: an exception is set). */
-static PyObject *ivm_py_host_arg(const ivm_primitive_t *p) {
-  switch (p->kind) {
+/* A new reference to the Python value of a primitive as ivm._value.take makes it (the
+ * JS-number rule of ivm_py_is_int, WTF-8 strings with lone surrogates kept; `undefined` is
+ * ivm.undefined). NULL with an exception set when Python failed, NULL with none for a kind
+ * that is not a primitive. */
+static PyObject *ivm_py_primitive(const ivm_primitive_t *p, PyObject *undefined) {
+  switch ((int)p->kind) {
     case IVM_VALUE_NUMBER:
       if (ivm_py_is_int(p->number)) return PyLong_FromLongLong((long long)p->number);
       return PyFloat_FromDouble(p->number);
@@ -245,12 +248,38 @@ static PyObject *ivm_py_host_arg(const ivm_primitive_t *p) {
     case IVM_VALUE_BOOLEAN:
       return PyBool_FromLong(p->boolean);
     case IVM_VALUE_NULL:
-      Py_INCREF(Py_None);
-      return Py_None;
-    default: /* undefined: ivm_py_host_call lets no other kind through */
-      Py_INCREF(ivm_py_host.undefined);
-      return ivm_py_host.undefined;
+      Py_RETURN_NONE;
+    case IVM_VALUE_UNDEFINED:
+      Py_INCREF(undefined);
+      return undefined;
+    default:
+      return NULL;
   }
+}
+
+/* ivm_py_primitive of a value (borrowed): the same NULLs, and NULL with no exception for
+ * any kind but undefined, null, a boolean, a number or a string. */
+static PyObject *ivm_py_value_primitive(const ivm_value_t *v, PyObject *undefined) {
+  ivm_primitive_t p;
+  memset(&p, 0, sizeof p);
+  p.kind = ivm_value_kind(v);
+  switch ((int)p.kind) {
+    case IVM_VALUE_NUMBER:
+      p.number = ivm_value_number(v);
+      break;
+    case IVM_VALUE_BOOLEAN:
+      p.boolean = ivm_value_boolean(v);
+      break;
+    case IVM_VALUE_STRING:
+      ivm_value_string(v, &p.data, &p.len);
+      break;
+    case IVM_VALUE_UNDEFINED:
+    case IVM_VALUE_NULL:
+      break;
+    default:
+      return NULL;
+  }
+  return ivm_py_primitive(&p, undefined);
 }
 
 /* The function of the Callback `user_data` (a new reference), or NULL (no exception set). */
@@ -391,7 +420,8 @@ ivm_error_t *ivm_py_host_call(void *user_data, ivm_call_t *call, ivm_value_t **o
   }
   args = PyTuple_New((Py_ssize_t)argc);
   for (i = 0; args != NULL && i < argc; ++i) {
-    PyObject *a = ivm_py_host_arg(&view[i]);
+    /* (every kind let through above is a primitive: NULL means an exception) */
+    PyObject *a = ivm_py_primitive(&view[i], ivm_py_host.undefined);
     if (a == NULL || PyTuple_SetItem(args, (Py_ssize_t)i, a) < 0) Py_CLEAR(args);
   }
   r = args != NULL ? PyObject_Call(fn, args, NULL) : NULL;
@@ -492,30 +522,18 @@ static ivm_value_t *ivm_py_arg(PyObject *o, int *owned) {
  * primitive or a string converted here; anything else, and an error, by ivm._call.finish. */
 static PyObject *ivm_py_outcome(ivm_error_t *err) {
   ivm_py_result_t *res = &ivm_py_result;
-  const char *data;
-  size_t len;
-  PyObject *text;
+  PyObject *r;
   if (err == NULL) {
-    switch ((int)res->slot.kind) {
-      case IVM_VALUE_NUMBER:
-        if (ivm_py_is_int(res->slot.number)) return PyLong_FromLongLong((long long)res->slot.number);
-        return PyFloat_FromDouble(res->slot.number);
-      case IVM_VALUE_UNDEFINED:
-        Py_INCREF(ivm_py_call.undefined);
-        return ivm_py_call.undefined;
-      case IVM_VALUE_NULL:
-        Py_RETURN_NONE;
-      case IVM_VALUE_BOOLEAN:
-        return PyBool_FromLong(res->slot.boolean);
-      case 0:
-        if (ivm_value_kind(res->value) != IVM_VALUE_STRING) break;
-        ivm_value_string(res->value, &data, &len);
-        text = PyUnicode_DecodeUTF8(data, (Py_ssize_t)len, "surrogatepass");
+    if (res->slot.kind == 0) { /* not in the slot: a value, converted here if a string */
+      if (ivm_value_kind(res->value) == IVM_VALUE_STRING) {
+        r = ivm_py_value_primitive(res->value, ivm_py_call.undefined);
         ivm_value_free(res->value);
         res->value = NULL;
-        return text;
-      default:
-        break;
+        return r;
+      }
+    } else if (res->slot.kind != IVM_VALUE_STRING) { /* (a result's slot holds no string) */
+      r = ivm_py_primitive(&res->slot, ivm_py_call.undefined);
+      if (r != NULL || PyErr_Occurred()) return r;
     }
   }
   ivm_py_classify(err);
