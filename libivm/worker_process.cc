@@ -233,10 +233,12 @@ ivm_error_t* WorkerProcess::Request(uint64_t id, uint16_t answer_kind, const std
   Waiter waiter;
   waiter.kind = answer_kind;
   waiter.check_at = check_at;
+  bool taken = false;   // this thread reads the channel (ReadHere), from before the send
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (ivm_error_t* err = DeadErrorLocked()) return err;
     if (answer_kind != 0) pending_[id] = &waiter;
+    if (answer_kind != 0 && timeout_ns == 0) taken = TakeChannelLocked(lock);
   }
   if (check_at != 0) WakeIoThreadBy(check_at);   // it recomputes its next tick
   bool sent = Send(frame, fds);   // on failure the worker is dying: its death wakes us below
@@ -244,6 +246,11 @@ ivm_error_t* WorkerProcess::Request(uint64_t id, uint16_t answer_kind, const std
   if (answer_kind == 0) return sent ? nullptr : DeadErrorLocked();
   auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
   for (;;) {
+    if (taken) {   // first, whatever came: it gives the channel back when it returns
+      taken = false;
+      ReadHere(waiter, lock, true);
+      continue;
+    }
     // The call's JavaScript called a host callback (none run once the worker is being killed).
     if (!waiter.callbacks.empty() && kill_reason_.empty()) {
       wire::Frame callback = std::move(waiter.callbacks.front());

@@ -177,8 +177,12 @@ class WorkerProcess : public std::enable_shared_from_this<WorkerProcess> {
   // caller (two thread switches per call). Under `lock` (mu_); returns once
   // the waiter is done, has callbacks to run, or the channel ended, with the
   // channel given back to the I/O thread and `lock` held again.
+  // TakeChannelLocked takes the channel (CanReadHereLocked) before the CALL
+  // is sent, so that a quick REPLY never reaches the I/O thread first; its
+  // ReadHere then says `taken`. Both under `lock`.
   bool CanReadHereLocked() const;
-  void ReadHere(Waiter& waiter, std::unique_lock<std::mutex>& lock);
+  bool TakeChannelLocked(std::unique_lock<std::mutex>& lock);
+  void ReadHere(Waiter& waiter, std::unique_lock<std::mutex>& lock, bool taken = false);
   // ReadHere's blocking read first polls the channel for a short while
   // (IVM_WORKER_SPIN_US), unless recent polls kept missing; true when input
   // (or its end) came meanwhile. Under read_mu_.

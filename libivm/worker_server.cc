@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -64,13 +65,17 @@ bool Channel::Read(wire::Frame* out) {
       case wire::FrameBuffer::kNeedMore: break;
     }
     bool truncated = false;
-    bool ready = SpinForInput();
-    ssize_t n = wire::RecvWithFds(fd_, buf, sizeof buf, ready ? MSG_DONTWAIT : 0, &in_fds_,
-                                  &truncated);
-    if (ready && n < 0 && errno == EAGAIN) {
-      n = wire::RecvWithFds(fd_, buf, sizeof buf, 0, &in_fds_, &truncated);
+    // Sleeps in poll(), never in a blocking recvmsg(): a thread asleep in
+    // recvmsg() is woken (for nothing) each time the host reads a frame this
+    // worker sent, since the socket then has room to write again; poll() for
+    // POLLIN only is not. That spurious wake-up cost two thread switches per
+    // round trip, on the core the host's caller was using.
+    if (!SpinForInput()) {
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, -1) < 0 && errno == EINTR) continue;
     }
-    if (n < 0 && errno == EINTR) continue;
+    ssize_t n = wire::RecvWithFds(fd_, buf, sizeof buf, MSG_DONTWAIT, &in_fds_, &truncated);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n <= 0 || truncated || in_fds_.size() > 2 * wire::kMaxFds) return false;
     in_.Append(buf, static_cast<size_t>(n));
   }
