@@ -34,7 +34,10 @@ from ._errors import IvmError, error_from
 from ._ffi import ffi, lib
 from ._value import take
 
-__all__ = ["set_ignored_error_handler", "start_eval", "submit", "submit_ignored"]
+__all__ = [
+    "set_ignored_error_handler", "start_eval", "start_eval_trio", "submit", "submit_ignored",
+    "trio_task",
+]
 
 _log = logging.getLogger("ivm")
 _T = TypeVar("_T")
@@ -262,14 +265,23 @@ def _trio_dispatcher() -> _Dispatcher:
 class _TrioWaiter:
     """A trio task parked on one job (asyncio waits on a plain future)."""
 
-    __slots__ = ("convert", "task", "parked", "waiting", "result")
+    __slots__ = ("convert", "task", "parked", "waiting", "result", "cancel", "owner", "job")
 
-    def __init__(self, convert: Convert, task: Any) -> None:
+    def __init__(self, convert: Convert, task: Any, cancel: Any, owner: Any) -> None:
         self.convert = convert
         self.task = task
         self.parked = False  # in wait_task_rescheduled
         self.waiting = True  # nobody gave up on the outcome
         self.result: Any = None  # an outcome that arrived before parking
+        self.cancel = cancel  # cancel(owner, job) cancels the job
+        self.owner = owner
+        self.job = 0  # set once submitted
+
+    def abort(self, _raise_cancel: Any) -> Any:
+        """wait_task_rescheduled's abort: the task was cancelled while parked."""
+        self.waiting = False  # a late outcome must not reschedule us
+        self.cancel(self.owner, self.job)
+        return _ll.Abort.SUCCEEDED
 
     def _settle(self, result: Any) -> None:
         if not self.waiting:
@@ -337,23 +349,18 @@ async def submit(
         except asyncio.CancelledError:
             cancel(isolate_ptr, job)
             raise
-    ll = _ll if _ll is not None else (_load_trio() if "trio" in sys.modules else None)
-    task = None
-    if ll is not None:
-        try:  # one lookup, where in_trio_task() then current_task() made two
-            task = ll.current_task()
-        except RuntimeError:  # not in a trio task
-            pass
-    if ll is not None and task is not None:
+    task = trio_task()
+    if task is not None:
+        ll = _ll
         # (inlined rather than a helper coroutine: one frame fewer per call)
         # A call in a cancelled scope does not start (trio's checkpoint rule).
         await ll.checkpoint_if_cancelled()
         td = _trio_dispatcher()
-        waiter = _TrioWaiter(convert, task)
+        waiter = _TrioWaiter(convert, task, cancel, isolate_ptr)
         err = cfunc(*args, _QUEUE_DONE, td.queue, td.job)
         if err:
             raise error_from(err)
-        trio_job = td.job[0]
+        waiter.job = trio_job = td.job[0]
         td.waiters[trio_job] = waiter
         if len(td.waiters) == 1 and td.poll(waiter):
             # Done on the spot: a schedule point only, so a finished call is never
@@ -361,14 +368,8 @@ async def submit(
             await ll.cancel_shielded_checkpoint()
             value: _T = waiter.result.unwrap()
             return value
-
-        def abort(_raise_cancel: Any) -> Any:
-            waiter.waiting = False  # a late outcome must not reschedule us
-            cancel(isolate_ptr, trio_job)
-            return ll.Abort.SUCCEEDED
-
         waiter.parked = True
-        parked: _T = await ll.wait_task_rescheduled(abort)
+        parked: _T = await ll.wait_task_rescheduled(waiter.abort)
         return parked
     raise IvmError(
         "ivm's async API was used outside a running asyncio or trio event loop; "
@@ -390,6 +391,32 @@ def start_eval(loop: asyncio.AbstractEventLoop, context: Any, code: str, future:
     if len(d.waiters) == 1 and _can_poll(loop):
         d.poll(future)
     return job
+
+
+def trio_task() -> Any:
+    """The running trio task, or None (not in a trio task, or trio never imported)."""
+    ll = _ll if _ll is not None else (_load_trio() if "trio" in sys.modules else None)
+    if ll is None:
+        return None
+    try:  # one lookup, where in_trio_task() then current_task() made two
+        return ll.current_task()
+    except RuntimeError:  # not in a trio task
+        return None
+
+
+def start_eval_trio(context: Any, code: str, task: Any, isolate_ptr: Any) -> _TrioWaiter:
+    """:func:`start_eval` on trio, for ``task`` (the running one; the caller has passed
+    its cancellation checkpoint): EVAL_START submits the eval, with a _TrioWaiter that
+    DRAIN_FAST settles in C. A lone call is polled for; unless that found it done
+    (``result`` set; the caller must still pass a schedule point), the waiter is marked
+    parked: the caller must park in ``wait_task_rescheduled(waiter.abort)`` at once.
+    (Context.eval awaits it itself: one coroutine per call, not two, as on asyncio.)"""
+    td = _trio_dispatcher()
+    waiter = _TrioWaiter(take, task, lib.ivm_isolate_cancel_job, isolate_ptr)
+    waiter.job = EVAL_START(context, code, td.queue_addr, td.waiters, waiter)
+    if len(td.waiters) != 1 or not td.poll(waiter):
+        waiter.parked = True
+    return waiter
 
 
 async def submit_owning(

@@ -6,7 +6,9 @@ import asyncio
 from asyncio import CancelledError
 from typing import TYPE_CHECKING, Any, Literal, Mapping, overload
 
-from ._async import start_eval, submit, submit_ignored, submit_owning
+from . import _async
+from ._async import start_eval, start_eval_trio, submit, submit_ignored, submit_owning
+from ._async import trio_task
 from ._errors import check
 from ._ffi import ffi, lib
 from ._handle import Handle
@@ -226,6 +228,17 @@ class Context(Handle):
                 except CancelledError:
                     _cancel_job(self._isolate._ptr, job)
                     raise
+            task = trio_task()
+            if task is not None:  # the same on trio (EVAL_START, DRAIN_FAST)
+                ll = _async._ll
+                await ll.checkpoint_if_cancelled()  # a cancelled scope's call never starts
+                waiter = start_eval_trio(self, code, task, self._isolate._ptr)
+                if waiter.parked:
+                    return await ll.wait_task_rescheduled(waiter.abort)
+                # done on the spot: a schedule point only (a finished call is never
+                # reported as cancelled)
+                await ll.cancel_shielded_checkpoint()
+                return waiter.result.unwrap()
         if type(code) is not str:
             code_bytes(code)  # raises TypeError
         try:

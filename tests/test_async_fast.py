@@ -223,3 +223,47 @@ async def test_a_submit_that_blocks_lets_other_threads_run() -> None:
             thread.join()
     finally:
         iso.dispose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("process", ["inline", "isolated"])
+async def test_plain_eval_takes_the_c_path_on_both_loops(
+    monkeypatch: pytest.MonkeyPatch, process: str
+) -> None:
+    # Context.eval without options is EVAL_START on trio too (start_eval_trio), never the
+    # generic submit(); its cancellation (the waiter's abort) and trio's checkpoint rule
+    # (a call in a cancelled scope never starts) hold as on submit()'s path.
+    def no_submit(*_args: object, **_kwargs: object) -> Any:
+        raise AssertionError("Context.eval took the generic path")
+
+    monkeypatch.setattr(ivm._context, "submit", no_submit)
+    iso = ivm.Isolate(process=process)  # type: ignore[arg-type]
+    try:
+        context = iso.create_context_sync()
+        ran = threading.Event()
+        context.global_.set_sync("ran", ivm.Callback(ran.set))
+        with anyio.fail_after(SANITY):
+            assert await context.eval("6 * 7") == 42
+            results = []
+
+            async def one(i: int) -> None:
+                results.append(await context.eval(f"{i} + 1"))
+
+            async with anyio.create_task_group() as tg:
+                for i in range(50):
+                    tg.start_soon(one, i)
+            assert sorted(results) == list(range(1, 51))
+            with pytest.raises(ivm.JSError):
+                await context.eval("throw new RangeError('no')")
+            with anyio.move_on_after(0.05) as scope:
+                await context.eval("for (;;) {}")  # parked, then cancelled
+            assert scope.cancelled_caught
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await context.eval("ran()")
+            assert scope.cancelled_caught
+            assert await context.eval("2") == 2
+        if sniffio.current_async_library() == "trio":  # (asyncio's may start, then stop)
+            assert not ran.is_set()
+    finally:
+        iso.dispose()
