@@ -38,6 +38,10 @@ constexpr int64_t kPollIntervalNs = 10 * 1000 * 1000;   // without pidfd
 // its own: waking this thread for each call cost the host an eventfd write
 // and a thread switch per round trip. Checks run up to this much late.
 constexpr int64_t kIdleTickNs = 500 * 1000 * 1000;
+// How long a caller leaves the channel paused after its REPLY (ReadHere):
+// frames the worker sends unasked meanwhile (a host callback of JavaScript
+// that no call runs, such as a timer's) wait that long at most.
+constexpr int64_t kPauseNs = 1000 * 1000;
 
 std::string SignalName(int sig) {
   const char* abbrev = sigabbrev_np(sig);
@@ -316,6 +320,7 @@ bool WorkerProcess::CanReadHereLocked() const {
 bool WorkerProcess::TakeChannelLocked(std::unique_lock<std::mutex>& lock) {
   if (!CanReadHereLocked()) return false;
   caller_reading_ = true;
+  if (std::exchange(paused_, false)) return true;   // as the last caller left it
   lock.unlock();
   IoLoop::Get().Pause(sock_);   // stable while caller_reading_ (FinishLocked)
   lock.lock();
@@ -324,9 +329,10 @@ bool WorkerProcess::TakeChannelLocked(std::unique_lock<std::mutex>& lock) {
 
 void WorkerProcess::ReadHere(Waiter& waiter, std::unique_lock<std::mutex>& lock, bool taken) {
   caller_reading_ = true;
+  bool pause = !taken && !std::exchange(paused_, false);
   lock.unlock();
   IoLoop& loop = IoLoop::Get();
-  if (!taken) loop.Pause(sock_);   // stable until close_after_read_ is seen below
+  if (pause) loop.Pause(sock_);   // stable until close_after_read_ is seen below
   bool ended = false;
   {
     // The I/O thread may be reading it right now (and may even read our
@@ -353,7 +359,12 @@ void WorkerProcess::ReadHere(Waiter& waiter, std::unique_lock<std::mutex>& lock,
     in_fds_.clear();
     sock_ = -1;
   } else if (!channel_bad_ && !channel_closed_ && !dead_) {
-    loop.Resume(sock_, watch_tag(kChannel));   // back to the I/O thread
+    // Back to the I/O thread, but paused for a while: a loop of synchronous
+    // calls then pays no epoll_ctl per call, and the I/O thread wakes (for
+    // this) at most once per kPauseNs.
+    paused_ = true;
+    resume_at_ = NowNs() + kPauseNs;
+    WakeIoThreadBy(resume_at_);
   }
   if (dead_ && !handoff_.empty()) {   // the I/O thread is done with it: run them here
     std::deque<std::pair<ReplyFn, wire::Frame>> calls;
@@ -362,6 +373,11 @@ void WorkerProcess::ReadHere(Waiter& waiter, std::unique_lock<std::mutex>& lock,
     for (auto& [fn, frame] : calls) fn(&frame, nullptr);
     lock.lock();
   }
+}
+
+void WorkerProcess::ResumeIfPausedLocked() {
+  if (!std::exchange(paused_, false) || dead_ || sock_ < 0) return;
+  IoLoop::Get().Resume(sock_, watch_tag(kChannel));   // (under mu_: never after a Pause)
 }
 
 void WorkerProcess::RunHandoff() {
@@ -608,6 +624,8 @@ int64_t WorkerProcess::Tick(int64_t now) {
   }
   FlushDeferredLocked();
   if (!deferred_.empty()) earliest(now + 10 * 1000 * 1000);
+  if (paused_ && !caller_reading_ && now >= resume_at_) ResumeIfPausedLocked();
+  if (paused_) earliest(resume_at_);
   int64_t check = CheckLivenessLocked(now);
   if (check != 0) earliest(check);
   if (limits_.max_rss_mb != 0) {

@@ -239,6 +239,7 @@ ivm_error_t* WorkerProcess::Request(uint64_t id, uint16_t answer_kind, const std
     if (ivm_error_t* err = DeadErrorLocked()) return err;
     if (answer_kind != 0) pending_[id] = &waiter;
     if (answer_kind != 0 && timeout_ns == 0) taken = TakeChannelLocked(lock);
+    if (answer_kind != 0 && !taken) ResumeIfPausedLocked();   // the I/O thread reads it
   }
   if (check_at != 0) WakeIoThreadBy(check_at);   // it recomputes its next tick
   bool sent = Send(frame, fds);   // on failure the worker is dying: its death wakes us below
@@ -369,6 +370,7 @@ void WorkerProcess::CallAsync(uint64_t id, const std::string& frame, uint64_t ti
       return;
     }
     async_[id] = AsyncCall{std::move(fn), check_at};
+    ResumeIfPausedLocked();   // its REPLY is the I/O thread's to read
   }
   WakeIoThreadBy(check_at);
   Send(frame, fds);   // on failure the worker is dying: its death fails the call
@@ -378,6 +380,7 @@ void WorkerProcess::Post(const std::string& frame) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (dead_) return;
+    ResumeIfPausedLocked();   // what it causes (inspector messages...) is read at once
     // (A handle's last owner may be an async completion on the I/O thread.)
     if (OnIoThread() && (!deferred_.empty() || !TrySend(frame))) {
       deferred_.push_back(frame);

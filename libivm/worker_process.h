@@ -180,8 +180,14 @@ class WorkerProcess : public std::enable_shared_from_this<WorkerProcess> {
   // TakeChannelLocked takes the channel (CanReadHereLocked) before the CALL
   // is sent, so that a quick REPLY never reaches the I/O thread first; its
   // ReadHere then says `taken`. Both under `lock`.
+  // A caller leaves the channel paused when it is done (paused_): the next
+  // synchronous call takes it as it is, which saves both epoll_ctl calls.
+  // The I/O thread resumes it kPauseNs later if no caller came, and whatever
+  // waits for the I/O thread's reading (asynchronous calls, posted frames,
+  // PING) resumes it at once (ResumeIfPausedLocked).
   bool CanReadHereLocked() const;
   bool TakeChannelLocked(std::unique_lock<std::mutex>& lock);
+  void ResumeIfPausedLocked();
   void ReadHere(Waiter& waiter, std::unique_lock<std::mutex>& lock, bool taken = false);
   // ReadHere's blocking read first polls the channel for a short while
   // (IVM_WORKER_SPIN_US), unless recent polls kept missing; true when input
@@ -241,6 +247,8 @@ class WorkerProcess : public std::enable_shared_from_this<WorkerProcess> {
   bool caller_reading_ = false;
   bool close_after_read_ = false;
   bool read_here_ended_ = false;   // a caller saw the channel end: no more direct reading
+  bool paused_ = false;            // left paused by the last caller, nobody reading
+  int64_t resume_at_ = 0;          // when the I/O thread resumes it then
   // Asynchronous calls whose REPLY a caller thread read, for the I/O thread.
   std::deque<std::pair<ReplyFn, wire::Frame>> handoff_;
 

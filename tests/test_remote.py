@@ -551,3 +551,39 @@ def test_waits_spin_or_sleep_alike(spin: str, monkeypatch: pytest.MonkeyPatch,
         print("ok")
         """)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_what_the_worker_sends_unasked_after_sync_calls_arrives() -> None:
+    # A synchronous caller leaves the channel paused in the I/O thread's epoll when it is done
+    # (the next one takes it as it is: no epoll_ctl per call). Frames the worker then sends on
+    # its own (a timer's console line: a host callback that no call runs) must still arrive,
+    # the I/O thread resuming the channel shortly after; and waits that rely on the I/O
+    # thread's reading (a PING with a timeout, an awaited call) must not stall on the pause.
+    lines: list[str] = []
+    got = threading.Event()
+
+    def sink(level: str, text: str) -> None:
+        lines.append(text)
+        if len(lines) == 3:
+            got.set()
+
+    group = ivm.ProcessGroup()
+    iso = ivm.Isolate(group=group)
+    try:
+        ctx = iso.create_context_sync(host=ivm.HostBasics(timers=True, console=sink))
+        for i in range(3):
+            assert ctx.eval_sync(f"setTimeout(() => console.log('late {i}'), {5 * i}); {i}") == i
+        assert got.wait(60)  # with no further call from the host
+        assert sorted(lines) == ["late 0", "late 1", "late 2"]
+        for _ in range(3):
+            assert ctx.eval_sync("1") == 1
+            group.ping_sync(timeout=60)
+
+        async def awaited() -> Any:
+            assert ctx.eval_sync("2") == 2
+            return await ctx.eval("3")
+
+        assert anyio.run(awaited) == 3
+    finally:
+        iso.dispose()
+        group.dispose()
