@@ -358,13 +358,17 @@ void WorkerProcess::ReadHere(Waiter& waiter, std::unique_lock<std::mutex>& lock,
     close(sock_);
     in_fds_.clear();
     sock_ = -1;
-  } else if (!channel_bad_ && !channel_closed_ && !dead_) {
+  } else if (!channel_bad_ && !channel_closed_ && !dead_ && waiter.done && pending_.empty() &&
+             async_.empty()) {
     // Back to the I/O thread, but paused for a while: a loop of synchronous
     // calls then pays no epoll_ctl per call, and the I/O thread wakes (for
-    // this) at most once per kPauseNs.
+    // this) at most once per kPauseNs. Only when nothing else waits for an
+    // answer (and no host callback is to run before this call's REPLY).
     paused_ = true;
     resume_at_ = NowNs() + kPauseNs;
     WakeIoThreadBy(resume_at_);
+  } else if (!channel_bad_ && !channel_closed_ && !dead_) {
+    loop.Resume(sock_, watch_tag(kChannel));   // back to the I/O thread
   }
   if (dead_ && !handoff_.empty()) {   // the I/O thread is done with it: run them here
     std::deque<std::pair<ReplyFn, wire::Frame>> calls;
@@ -625,7 +629,13 @@ int64_t WorkerProcess::Tick(int64_t now) {
   FlushDeferredLocked();
   if (!deferred_.empty()) earliest(now + 10 * 1000 * 1000);
   if (paused_ && !caller_reading_ && now >= resume_at_) ResumeIfPausedLocked();
-  if (paused_) earliest(resume_at_);
+  if (paused_) {
+    earliest(resume_at_);
+  } else if (caller_reading_) {
+    // It will likely leave the channel paused: plan to look then, so that its
+    // WakeIoThreadBy (once per call in a loop of calls) need not wake us.
+    earliest(now + kPauseNs);
+  }
   int64_t check = CheckLivenessLocked(now);
   if (check != 0) earliest(check);
   if (limits_.max_rss_mb != 0) {
