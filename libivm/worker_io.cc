@@ -42,6 +42,9 @@ constexpr int64_t kIdleTickNs = 500 * 1000 * 1000;
 // frames the worker sends unasked meanwhile (a host callback of JavaScript
 // that no call runs, such as a timer's) wait that long at most.
 constexpr int64_t kPauseNs = 1000 * 1000;
+// For this long into a caller's read the I/O thread keeps looking every
+// kPauseNs (a loop of short calls); after it, it leaves the caller alone.
+constexpr int64_t kPauseLookNs = 20 * 1000 * 1000;
 
 std::string SignalName(int sig) {
   const char* abbrev = sigabbrev_np(sig);
@@ -89,9 +92,12 @@ class IoLoop {
   // removing it: one EPOLL_CTL_MOD each way costs a third of a DEL and an ADD.
   // The kernel keeps EPOLLHUP and EPOLLERR in any mask; EPOLLONESHOT makes
   // those fire once, not on every wait while the caller finishes.
-  void Pause(int fd) {
+  // The tag stays: a hang-up reported meanwhile reaches the channel's handler
+  // (which leaves the channel to a caller that is reading it).
+  void Pause(int fd, void* tag) {
     epoll_event ev{};
     ev.events = EPOLLONESHOT;
+    ev.data.ptr = tag;
     epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev);
   }
 
@@ -126,6 +132,9 @@ class IoLoop {
   // Ticks every worker; drops those whose death is processed. Returns the
   // epoll timeout in ms (-1: none).
   int TickAll() {
+    // Until this tick has planned, a WakeIoThreadBy wakes the loop (an extra
+    // turn) rather than being overwritten by a plan made without it.
+    planned_.store(INT64_MIN, std::memory_order_relaxed);
     std::vector<std::shared_ptr<WorkerProcess>> workers;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -141,7 +150,10 @@ class IoLoop {
       std::lock_guard<std::mutex> lock(mu_);
       std::erase_if(workers_, [](const auto& w) { return w->finished(); });
     }
-    planned_.store(next == 0 ? INT64_MAX : next, std::memory_order_relaxed);
+    int64_t plan = next == 0 ? INT64_MAX : next, seen = INT64_MIN;
+    if (!planned_.compare_exchange_strong(seen, plan, std::memory_order_relaxed)) {
+      return 0;   // asked for meanwhile: tick again at once
+    }
     if (next == 0) return -1;
     int64_t ms = (next - NowNs() + 999999) / 1000000;
     return ms < 0 ? 0 : static_cast<int>(ms > 60000 ? 60000 : ms);
@@ -204,7 +216,11 @@ bool OnIoThread() { return g_io_thread.load() == std::this_thread::get_id(); }
 
 void WakeIoThreadBy(int64_t at_ns) {
   IoLoop& loop = IoLoop::Get();
-  if (at_ns < loop.planned_.load(std::memory_order_relaxed)) {
+  int64_t planned = loop.planned_.load(std::memory_order_relaxed);
+  if (planned == INT64_MIN) {   // a tick is planning: it ticks again instead
+    if (loop.planned_.compare_exchange_strong(planned, at_ns, std::memory_order_relaxed)) return;
+  }
+  if (at_ns < planned) {
     loop.planned_.store(at_ns, std::memory_order_relaxed);
     loop.Wake();
   }
@@ -322,17 +338,18 @@ bool WorkerProcess::TakeChannelLocked(std::unique_lock<std::mutex>& lock) {
   caller_reading_ = true;
   if (std::exchange(paused_, false)) return true;   // as the last caller left it
   lock.unlock();
-  IoLoop::Get().Pause(sock_);   // stable while caller_reading_ (FinishLocked)
+  IoLoop::Get().Pause(sock_, watch_tag(kChannel));   // stable while caller_reading_ (FinishLocked)
   lock.lock();
   return true;
 }
 
 void WorkerProcess::ReadHere(Waiter& waiter, std::unique_lock<std::mutex>& lock, bool taken) {
   caller_reading_ = true;
+  reading_since_ = NowNs();
   bool pause = !taken && !std::exchange(paused_, false);
   lock.unlock();
   IoLoop& loop = IoLoop::Get();
-  if (pause) loop.Pause(sock_);   // stable until close_after_read_ is seen below
+  if (pause) loop.Pause(sock_, watch_tag(kChannel));   // stable until close_after_read_ is seen below
   bool ended = false;
   {
     // The I/O thread may be reading it right now (and may even read our
@@ -631,9 +648,10 @@ int64_t WorkerProcess::Tick(int64_t now) {
   if (paused_ && !caller_reading_ && now >= resume_at_) ResumeIfPausedLocked();
   if (paused_) {
     earliest(resume_at_);
-  } else if (caller_reading_) {
+  } else if (caller_reading_ && now - reading_since_ < kPauseLookNs) {
     // It will likely leave the channel paused: plan to look then, so that its
-    // WakeIoThreadBy (once per call in a loop of calls) need not wake us.
+    // WakeIoThreadBy (once per call in a loop of calls) need not wake us. Not
+    // for a long call: its one WakeIoThreadBy at the end wakes us instead.
     earliest(now + kPauseNs);
   }
   int64_t check = CheckLivenessLocked(now);

@@ -245,6 +245,7 @@ class WorkerProcess : public std::enable_shared_from_this<WorkerProcess> {
   // Direct reading (under mu_): a caller thread reads the channel; sock_
   // stays open until it gives the channel back (close_after_read_).
   bool caller_reading_ = false;
+  int64_t reading_since_ = 0;      // when the caller reading it began (NowNs)
   bool close_after_read_ = false;
   bool read_here_ended_ = false;   // a caller saw the channel end: no more direct reading
   bool paused_ = false;            // left paused by the last caller, nobody reading

@@ -72,7 +72,10 @@ bool Channel::Read(wire::Frame* out) {
     // round trip, on the core the host's caller was using.
     if (!SpinForInput()) {
       pollfd p{fd_, POLLIN, 0};
-      if (poll(&p, 1, -1) < 0 && errno == EINTR) continue;
+      if (poll(&p, 1, -1) < 0) {
+        if (errno == EINTR) continue;
+        return false;   // (ENOMEM): not a busy loop of poll and EAGAIN
+      }
     }
     ssize_t n = wire::RecvWithFds(fd_, buf, sizeof buf, MSG_DONTWAIT, &in_fds_, &truncated);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
