@@ -186,6 +186,11 @@ def test_result_options_are_validated_on_every_call(context: ivm.Context) -> Non
             context.eval_sync("[1]", transfer_out=True)
         with pytest.raises(TypeError, match="line_offset must be an int"):
             context.eval_sync("[1]", copy=True, line_offset=0.0)  # type: ignore[call-overload]
+    # Context.eval_sync's C method takes result flags itself (ivm/_cffi_fast.c): the same
+    # calls with a keyword name that is not interned, or another option, go to Python.
+    assert context.eval_sync("[1]", **{"".join(["co", "py"]): True}) == [1]
+    assert context.eval_sync("[2]", copy=True, timeout=5) == [2]
+    assert context.eval_sync("[3]", copy=False, reference=True).copy_sync() == [3]
 
 
 @pytest.mark.parametrize("code", [None, b"1", 1, 1.0, ["1"], object()])
