@@ -214,18 +214,32 @@ so the JSON reader is taken only for streams that are plain JSON data (docs/valu
 readers"); the general reader's figure is the same rows read without it. V8's serializer is
 most of the first step; the Python steps are C `pickle` already.
 
-**The 64 MiB move** (`transfer_arraybuffer_64mb_ms`). Moving the buffer costs about 0.01 ms
-of CPU in each isolate when the same buffer goes back and forth; in the benchmark it costs
-about 0.13 ms on each side because the 64 MiB `fill(7)` just before has emptied the CPU
-caches (a 64-byte buffer moved after writing 64 MiB elsewhere costs the same). Every second
-move, the receiver's V8 used to start a garbage collection for the external memory it gained
-(the previous, unreachable 64 MiB): about 0.6 ms of CPU, and several milliseconds of waiting on
-a loaded machine. Since 0.7 a moved buffer's budget moves with it (the sender un-charges it as
-it is detached) and the receiver keeps adopted buffers out of V8's external-memory count: it
-collects them when its budget is short of room (`test_moved_buffers_still_respect_the_receivers_limit`
-in tests/test_memory.py), so a move no longer starts a collection. What remains above raw V8
-is the cold-cache cost of the longer path (Python, libivm's call and copy objects) after the
-fill.
+**The 64 MiB move** (`transfer_arraybuffer_64mb_ms`). The move itself is small: about 0.01 ms
+when the same buffer goes back and forth. In the benchmark it follows a 64 MiB `fill(7)` into
+freshly mapped pages (16,384 page faults: the previous moved buffer is still held, unreachable,
+by the receiver until its next collection, so the allocator cannot reuse it; raw V8's allocator
+maps fresh pages too), which leaves the CPU caches empty: the cost is then the number of
+distinct cache lines of code and data the path touches, each one a trip to memory. Counted with
+callgrind's cache simulation (a 32 MiB last level) between markers around the timed calls: raw
+V8's move (detach, `ArrayBuffer::New` over the store, one global `Set`) touches about 800 cold
+lines (7,000 instructions); ivm's three calls touched about 5,650 in 0.10 (184,000
+instructions, half of the lines the Python interpreter's) and touch about 4,050 since 0.11
+(eval ~2,270, copy_into ~250, set_sync ~1,540): a marker passed by itself is written without a
+pickler and read without parsing its stream, and `eval_sync`'s C method takes result flags.
+About 2,200 of those lines are libivm, V8 and libc (two isolate entries with their locks, the
+compile-cache lookup and run of `buf` with its global-load IC miss, the copy and its objects),
+already more than twice raw V8's 800 without any Python: ×2 of raw V8 is out of reach for a
+path of three Python calls. It is not the 64 MiB that costs: the instruction and cache-line
+counts are the same for a 64-byte buffer, which costs as much after 64 MiB written into fresh
+pages, and about a third of it after a fill of pages already mapped (which evicts less).
+Every second move, the receiver's V8 used to start a garbage collection for the external memory
+it gained (the previous, unreachable 64 MiB): about 0.6 ms of CPU, and several milliseconds of
+waiting on a loaded machine (raw V8's anchor still does: 3.2 million instructions, 10 to 25 ms
+here, on the samples its median of 7 leaves out). Since 0.7 a moved buffer's budget moves with
+it (the sender un-charges it as it is detached) and the receiver keeps adopted buffers out of
+V8's external-memory count: it collects them when its budget is short of room
+(`test_moved_buffers_still_respect_the_receivers_limit` in tests/test_memory.py), so a move no
+longer starts a collection.
 """
 
 

@@ -52,8 +52,10 @@ int ivm_py_install(void);
 /* Replaces the method `name` ("apply_sync", "eval_sync" or "run_sync") of the class `cls` of
  * ivm's `module` by a C method (a method descriptor) that makes the plain call (no options)
  * itself, as the Python method does, without a Python frame around it: Reference.apply_sync
- * as APPLY_FAST, Context.eval_sync(code) with code an exact str, Script.run_sync(context)
- * with context an exact ivm.Context. Every other call (options, keywords, another type, SLOW)
+ * as APPLY_FAST, Context.eval_sync(code) with code an exact str (and no keywords, or only
+ * result flags given as True or False in a combination Python accepts: external_copy=True,
+ * transfer_out=True), Script.run_sync(context) with context an exact ivm.Context. Every
+ * other call (other options or keywords, another type, SLOW)
  * goes to the class's `_<name>`, the method with the full signature, with the same arguments.
  * `doc` (copied) is its __doc__ with the text signature that inspect reads. Once per method,
  * after ivm_py_install; same return. */
@@ -690,15 +692,62 @@ static PyObject *ivm_py_apply_method(PyObject *self, PyObject *const *args, Py_s
   return ivm_py_general(ivm_py_call.apply_full, self, args, nargs, kwnames);
 }
 
+/* The result options of eval_sync's keywords `kwnames` (values `kwargs`) when each is one of
+ * its result flags (promise, copy, external_copy, transfer_out, reference) given exactly True
+ * or False, in a combination that Context._eval_sync accepts (ivm._options.result_flags: at
+ * most one of copy, external_copy and reference; transfer_out only with copy or
+ * external_copy); NULL for every other call, which Python then makes, refusing what it must.
+ * One immutable struct per combination (made under the GIL, only read by libivm). */
+static const ivm_result_options_t *ivm_py_result_flags(PyObject *kwnames, PyObject *const *kwargs) {
+  static const char *const names[] = {"promise", "copy", "external_copy", "transfer_out",
+                                      "reference"};
+  static const uint32_t bits[] = {IVM_RESULT_PROMISE, IVM_RESULT_COPY, IVM_RESULT_EXTERNAL_COPY,
+                                  IVM_RESULT_TRANSFER_OUT, IVM_RESULT_REFERENCE};
+  static PyObject *interned[5];
+  static ivm_result_options_t options[32];
+  uint32_t flags = 0, seen = 0;
+  Py_ssize_t i, n = PyTuple_GET_SIZE(kwnames);
+  int k;
+  if (interned[4] == NULL) {
+    for (k = 0; k < 5; ++k) {
+      if (interned[k] == NULL && (interned[k] = PyUnicode_InternFromString(names[k])) == NULL) {
+        PyErr_Clear();
+        return NULL;
+      }
+    }
+  }
+  for (i = 0; i < n; ++i) {
+    PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+    for (k = 0; k < 5 && name != interned[k]; ++k) {
+    }
+    if (k == 5 || (seen & bits[k]) || (kwargs[i] != Py_True && kwargs[i] != Py_False)) return NULL;
+    seen |= bits[k];
+    if (kwargs[i] == Py_True) flags |= bits[k];
+  }
+  k = !!(flags & IVM_RESULT_COPY) + !!(flags & IVM_RESULT_EXTERNAL_COPY) +
+      !!(flags & IVM_RESULT_REFERENCE);
+  if (k > 1 || ((flags & IVM_RESULT_TRANSFER_OUT) &&
+                !(flags & (IVM_RESULT_COPY | IVM_RESULT_EXTERNAL_COPY)))) {
+    return NULL;
+  }
+  if (options[flags].struct_size == 0) { /* written once, before its first use */
+    options[flags].flags = flags;
+    options[flags].struct_size = sizeof(ivm_result_options_t);
+  }
+  return &options[flags];
+}
+
 static PyObject *ivm_py_eval_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                     PyObject *kwnames) {
   ivm_py_result_t *res = &ivm_py_result;
+  const ivm_result_options_t *result = NULL;
   PyObject *bytes;
   const char *data;
   Py_ssize_t len;
   ivm_context_t *ctx;
   ivm_error_t *err;
-  if (kwnames != NULL || nargs != 1 || !PyUnicode_CheckExact(args[0])) {
+  if (nargs != 1 || !PyUnicode_CheckExact(args[0]) ||
+      (kwnames != NULL && (result = ivm_py_result_flags(kwnames, args + 1)) == NULL)) {
     return ivm_py_general(ivm_py_call.eval_full, self, args, nargs, kwnames);
   }
   ctx = (ivm_context_t *)ivm_py_handle(self);
@@ -706,7 +755,7 @@ static PyObject *ivm_py_eval_method(PyObject *self, PyObject *const *args, Py_ss
   /* (args[0], whose data an ASCII code is, is held by the caller during the call) */
   if (!ivm_py_utf8(args[0], &data, &len, &bytes)) return NULL;
   Py_BEGIN_ALLOW_THREADS
-  err = ivm_context_eval(ctx, data, (size_t)len, NULL, NULL, NULL, &res->value, &res->slot);
+  err = ivm_context_eval(ctx, data, (size_t)len, NULL, NULL, result, &res->value, &res->slot);
   Py_END_ALLOW_THREADS
   Py_XDECREF(bytes);
   return ivm_py_outcome(err);

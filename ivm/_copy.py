@@ -317,6 +317,25 @@ def dumps_plain(obj: Any) -> Any:
     return out[0]
 
 
+# --- one marker: the stream libivm writes for it (copy.h's kAttachmentStream)
+
+SINGLE_MARKER_STREAM: Final = b"\x80\x05civm._copy\n_att\nK\x00\x85R."
+
+
+def marker_value(marker: _Marker) -> Any:
+    """An owned ``ivm_value_t *`` that is only ``marker``: what ``dumps(marker)``
+    makes, without a pickler (a marker passed as an argument or a value)."""
+    out = ffi.new("ivm_value_t **")
+    check(lib.ivm_value_new_serialized(SINGLE_MARKER_STREAM, len(SINGLE_MARKER_STREAM), out))
+    value = out[0]
+    try:
+        marker._attach(value)
+    except BaseException:
+        lib.ivm_value_free(value)
+        raise
+    return value
+
+
 # --- one ArrayBuffer, kept out of the stream
 
 # The stream libivm writes for a copy whose value is one ArrayBuffer: _buf(0).
@@ -439,7 +458,7 @@ def to_value(obj: object, copy: bool, borrow: bool = False) -> Any:
     if copy:
         return dumps_plain(obj)
     if isinstance(obj, _Marker):
-        return dumps(obj)
+        return marker_value(obj)
     raise TransferError(
         f"an object of type {t.__qualname__} is not a primitive: copy it into JavaScript with "
         "copy=True (arguments_options={'copy': True} for arguments)"

@@ -234,6 +234,8 @@ def cached_data_of(getter: Any, ptr: Any) -> bytes | None:
 
 
 _DEFAULTS: tuple[Any, Any, Any, Any] = (_NULL, _NULL, _NULL, None)
+# call_options' result structs by their flags as exact bools (only valid combinations).
+_FLAG_OPTIONS: dict[tuple[bool, bool, bool, bool, bool], Any] = {}
 
 
 def call_options(
@@ -262,6 +264,26 @@ def call_options(
         and not column_offset
     ):
         return _DEFAULTS
+    if (
+        timeout is None
+        and filename is None
+        and type(line_offset) is int
+        and type(column_offset) is int
+        and not line_offset
+        and not column_offset
+        and type(promise) is bool
+        and type(copy) is bool
+        and type(external_copy) is bool
+        and type(transfer_out) is bool
+        and type(reference) is bool
+    ):
+        # Only result flags (exact bools): their struct, validated once per combination.
+        ropts = _FLAG_OPTIONS.get((promise, copy, external_copy, transfer_out, reference))
+        if ropts is not None:
+            return _NULL, _NULL, ropts, None
+        ropts = result_options(result_flags(promise, copy, external_copy, transfer_out, reference))
+        _FLAG_OPTIONS[(promise, copy, external_copy, transfer_out, reference)] = ropts
+        return _NULL, _NULL, ropts, None
     flags = result_flags(promise, copy, external_copy, transfer_out, reference)
     source, keep = source_options(filename, line_offset, column_offset)
     return source, run_options(timeout), result_options(flags), keep

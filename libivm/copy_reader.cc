@@ -16,6 +16,8 @@
 #include "remote.h"
 #include "wrapper.h"
 
+#include <cstring>
+
 namespace ivm {
 namespace {
 
@@ -144,6 +146,15 @@ class Reader {
   // NULL with *out empty: an exception is pending or the call was stopped.
   ivm_error_t* Run(v8::Local<v8::Value>* out) {
     bool ok = Loop(out);
+    if (error_) return error_;
+    if (!ok && !exception_) return Bad("truncated or invalid copy");
+    return nullptr;
+  }
+
+  // The same for a stream that is only `_att(0)` (kAttachmentStream, with one attachment:
+  // a marker passed by itself), without parsing it: the value its opcodes would make.
+  ivm_error_t* RunAttached(v8::Local<v8::Value>* out) {
+    bool ok = Attached(&in_.attachments[0]) && Stop(out);
     if (error_) return error_;
     if (!ok && !exception_) return Bad("truncated or invalid copy");
     return nullptr;
@@ -890,11 +901,13 @@ class Reader {
 ivm_error_t* Deserialize(IsolateHolder& holder, v8::Isolate* isolate,
                          v8::Local<v8::Context> context, const CallState& call,
                          const Serialized& in, v8::Local<v8::Value>* out) {
-  if (DeserializeJson(holder, isolate, context, call, in, out)) return nullptr;
+  bool attached = in.attachments.size() == 1 && in.stream.size() == kAttachmentStreamLength &&
+                  std::memcmp(in.stream.data(), kAttachmentStream, kAttachmentStreamLength) == 0;
+  if (!attached && DeserializeJson(holder, isolate, context, call, in, out)) return nullptr;
   Reader reader(holder, isolate, context, call, in);
   *out = v8::Local<v8::Value>();
   v8::Local<v8::Value> value;
-  ivm_error_t* err = reader.Run(&value);
+  ivm_error_t* err = attached ? reader.RunAttached(&value) : reader.Run(&value);
   if (err) return err;
   *out = value;
   return nullptr;

@@ -169,6 +169,30 @@ def test_context_usable_after_transfer_error(context: ivm.Context) -> None:
     assert context.eval_sync("o.a") == 1
 
 
+def test_result_options_are_validated_on_every_call(context: ivm.Context) -> None:
+    # call_options keeps one struct per valid combination of result flags: a value that
+    # equals a cached key (1 == True) must still be refused, and so must a bad combination.
+    buf = "new Uint8Array([1]).buffer"
+    for _ in range(2):
+        assert context.eval_sync("[1]", copy=True) == [1]
+        context.eval_sync(buf, external_copy=True, transfer_out=True).release()
+        with pytest.raises(TypeError, match="copy must be a bool"):
+            context.eval_sync("[1]", copy=1)  # type: ignore[call-overload]
+        with pytest.raises(TypeError, match="transfer_out must be a bool"):
+            context.eval_sync(buf, external_copy=True, transfer_out=1)  # type: ignore[call-overload]
+        with pytest.raises(ValueError, match="exclusive"):
+            context.eval_sync("[1]", copy=True, external_copy=True)
+        with pytest.raises(ValueError, match="transfer_out needs"):
+            context.eval_sync("[1]", transfer_out=True)
+        with pytest.raises(TypeError, match="line_offset must be an int"):
+            context.eval_sync("[1]", copy=True, line_offset=0.0)  # type: ignore[call-overload]
+    # Context.eval_sync's C method takes result flags itself (ivm/_cffi_fast.c): the same
+    # calls with a keyword name that is not interned, or another option, go to Python.
+    assert context.eval_sync("[1]", **{"".join(["co", "py"]): True}) == [1]
+    assert context.eval_sync("[2]", copy=True, timeout=5) == [2]
+    assert context.eval_sync("[3]", copy=False, reference=True).copy_sync() == [3]
+
+
 @pytest.mark.parametrize("code", [None, b"1", 1, 1.0, ["1"], object()])
 def test_code_must_be_str(context: ivm.Context, code: object) -> None:
     with pytest.raises(TypeError):

@@ -200,6 +200,27 @@ def test_copy_into_release(context: ivm.Context, baseline: int) -> None:
     del marker
 
 
+def test_a_marker_alone_is_the_value_it_stands_for(context: ivm.Context, baseline: int) -> None:
+    # A marker passed by itself (a set_sync value, an argument) is written without a
+    # pickler (ivm._copy.marker_value): the same value as inside a copied argument.
+    ref = context.eval_sync("globalThis.o = {}; o", reference=True)
+    ec = ivm.ExternalCopy({"a": [1, 2]})
+    assert ref.set_sync("m", ec.copy_into()) is True
+    assert ref.set_sync("e", ec) is True   # an ExternalCopy object inside the isolate
+    assert context.eval_sync("o.m.a[1] === 2 && o.e.copy().a[0] === 1") is True
+    ec.release()
+    with pytest.raises(ivm.DisposedError):   # and its value is freed (baseline checks)
+        ref.set_sync("e2", ec)
+    moved = context.eval_sync("new Uint8Array([5, 6]).buffer", external_copy=True, transfer_out=True)
+    marker = moved.copy_into(release=True, transfer_in=True)
+    assert ref.set_sync("b", marker) is True
+    with pytest.raises(ivm.TransferError, match="already transferred"):
+        ref.set_sync("b2", marker)
+    assert context.eval_sync("new Uint8Array(o.b)[1] === 6 && !('e2' in o) && !('b2' in o)") is True
+    context.eval_sync("o.e.release(); 0")
+    del marker
+
+
 def test_copy_into_validates_its_options(baseline: int) -> None:
     ec = ivm.ExternalCopy(1)
     with pytest.raises(TypeError):
