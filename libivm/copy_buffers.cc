@@ -20,10 +20,17 @@ constexpr size_t kMinKept = 64u << 10;   // smaller buffers come cheap from mall
 constexpr size_t kMaxKept = 4u << 20;
 constexpr int kKept = 2;                 // one going out, one coming in
 
-std::mutex g_mutex;
-std::string g_streams[kKept];
-void* g_raw = nullptr;
-size_t g_raw_capacity = 0;
+// Never destroyed: a copy may be freed on another thread while the process exits.
+struct Kept {
+  std::mutex mutex;
+  std::string streams[kKept];
+  void* raw = nullptr;
+  size_t raw_capacity = 0;
+};
+Kept& K() {
+  static Kept* kept = new Kept();
+  return *kept;
+}
 
 bool Keepable(size_t capacity) { return capacity >= kMinKept && capacity <= kMaxKept; }
 
@@ -34,9 +41,10 @@ Serialized::~Serialized() { KeepStream(stream); }
 void ReserveStream(std::string& s, size_t want) {
   if (s.capacity() >= want || !Keepable(want)) return;
   {
-    std::lock_guard<std::mutex> lock(g_mutex);
+    Kept& kept = K();
+    std::lock_guard<std::mutex> lock(kept.mutex);
     std::string* best = nullptr;   // the smallest kept buffer that holds `want`
-    for (std::string& k : g_streams) {
+    for (std::string& k : kept.streams) {
       if (k.capacity() >= want && (best == nullptr || k.capacity() < best->capacity())) best = &k;
     }
     if (best != nullptr) {
@@ -51,9 +59,10 @@ void ReserveStream(std::string& s, size_t want) {
 void KeepStream(std::string& s) {
   if (!Keepable(s.capacity())) return;
   {
-    std::lock_guard<std::mutex> lock(g_mutex);
-    std::string* slot = &g_streams[0];   // an empty slot, else the smallest
-    for (std::string& k : g_streams) {
+    Kept& kept = K();
+    std::lock_guard<std::mutex> lock(kept.mutex);
+    std::string* slot = &kept.streams[0];   // an empty slot, else the smallest
+    for (std::string& k : kept.streams) {
       if (k.capacity() < slot->capacity()) slot = &k;
     }
     if (slot->capacity() >= s.capacity()) return;
@@ -64,12 +73,13 @@ void KeepStream(std::string& s) {
 
 void* TakeRawBuffer(size_t want, size_t* capacity) {
   if (want <= kMaxKept) {
-    std::lock_guard<std::mutex> lock(g_mutex);
-    if (g_raw != nullptr && g_raw_capacity >= want) {
-      void* p = g_raw;
-      *capacity = g_raw_capacity;
-      g_raw = nullptr;
-      g_raw_capacity = 0;
+    Kept& kept = K();
+    std::lock_guard<std::mutex> lock(kept.mutex);
+    if (kept.raw != nullptr && kept.raw_capacity >= want) {
+      void* p = kept.raw;
+      *capacity = kept.raw_capacity;
+      kept.raw = nullptr;
+      kept.raw_capacity = 0;
       return p;
     }
   }
@@ -81,10 +91,11 @@ void* TakeRawBuffer(size_t want, size_t* capacity) {
 void KeepRawBuffer(void* p, size_t capacity) {
   if (p == nullptr) return;
   if (Keepable(capacity)) {
-    std::lock_guard<std::mutex> lock(g_mutex);
-    if (capacity > g_raw_capacity) {
-      std::swap(p, g_raw);   // the smaller one is freed below
-      std::swap(capacity, g_raw_capacity);
+    Kept& kept = K();
+    std::lock_guard<std::mutex> lock(kept.mutex);
+    if (capacity > kept.raw_capacity) {
+      std::swap(p, kept.raw);   // the smaller one is freed below
+      std::swap(capacity, kept.raw_capacity);
     }
   }
   std::free(p);
