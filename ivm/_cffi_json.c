@@ -4,6 +4,10 @@
  * ivm_py_json_install() makes ivm._copy.JSON_STREAM, a CPython builtin: JSON_STREAM(obj)
  * returns the whole stream as bytes,
  *     PROTO 5, GLOBAL "ivm._copy" "_json", BINBYTES8 <text>, TUPLE1, REDUCE, STOP,
+ * and JSON_STREAM(obj, into), `into` a writable buffer of a pointer's size (ffi.buffer of an
+ * ivm_value_t **), makes an owned ivm_value_t of that stream, writes its pointer into `into`
+ * and returns True: the text goes from the writer's buffer to libivm with no bytes object
+ * in between,
  * when obj is plain JSON data: exact dicts whose keys are all exact strs, exact lists, exact
  * strs, ints within +-(2**53 - 1) (bool, True and False), finite floats and None, with no
  * dict or list met twice (shared or cyclic), at most IVM_PY_JSON_MAX_DEPTH containers deep
@@ -353,12 +357,42 @@ static struct {
   int busy;
 } ivm_py_json_kept;
 
-static PyObject *ivm_py_json_stream(PyObject *self, PyObject *obj) {
+/* The stream w->s[0, w->n) as JSON_STREAM returns it: bytes, or with `into`, a new
+ * ivm_value_t made of it, its pointer written into `into` (then True). */
+static PyObject *ivm_py_json_result(const ivm_py_json_t *w, PyObject *into) {
+  Py_buffer view;
+  ivm_value_t *value = NULL;
+  ivm_error_t *err;
+  if (into == NULL) return PyBytes_FromStringAndSize(w->s, (Py_ssize_t)w->n);
+  if (PyObject_GetBuffer(into, &view, PyBUF_WRITABLE) < 0) return NULL;
+  if ((size_t)view.len < sizeof value) {
+    PyBuffer_Release(&view);
+    PyErr_SetString(PyExc_ValueError, "JSON_STREAM: the buffer cannot hold a pointer");
+    return NULL;
+  }
+  err = ivm_value_new_serialized(w->s, w->n, &value);
+  if (err != NULL) {
+    ivm_error_free(err);
+    PyBuffer_Release(&view);
+    return PyErr_NoMemory();
+  }
+  memcpy(view.buf, &value, sizeof value);
+  PyBuffer_Release(&view);
+  Py_RETURN_TRUE;
+}
+
+static PyObject *ivm_py_json_stream(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
   ivm_py_json_t w;
-  PyObject *out = NULL;
+  PyObject *out = NULL, *obj, *into;
   size_t text, i;
   int kept = !ivm_py_json_kept.busy;
   (void)self;
+  if (nargs < 1 || nargs > 2) {
+    PyErr_SetString(PyExc_TypeError, "JSON_STREAM(obj[, into]) takes one or two arguments");
+    return NULL;
+  }
+  obj = args[0];
+  into = nargs == 2 ? args[1] : NULL;
   if (Py_TYPE(obj) != &PyDict_Type && Py_TYPE(obj) != &PyList_Type) Py_RETURN_NONE;
   memset(&w, 0, sizeof w);
   w.gen = 1;
@@ -377,7 +411,7 @@ static PyObject *ivm_py_json_stream(PyObject *self, PyObject *obj) {
         ivm_py_json_literal(&w, "\x85R.", 3)) {
       text = w.n - IVM_PY_JSON_PREFIX - 3;
       for (i = 0; i < 8; ++i) w.s[IVM_PY_JSON_HEAD_LEN + i] = (char)((text >> (8 * i)) & 0xff);
-      out = PyBytes_FromStringAndSize(w.s, (Py_ssize_t)w.n);
+      out = ivm_py_json_result(&w, into);
     } else if (w.failed) {
       PyErr_NoMemory();
     } else {
@@ -406,7 +440,7 @@ static PyObject *ivm_py_json_stream(PyObject *self, PyObject *obj) {
 }
 
 static PyMethodDef ivm_py_json_def = {
-    "JSON_STREAM", (PyCFunction)ivm_py_json_stream, METH_O,
-    "JSON_STREAM(obj): obj's copy stream as JSON text, or None (ivm/_cffi_json.c)"};
+    "JSON_STREAM", (PyCFunction)(void (*)(void))ivm_py_json_stream, METH_FASTCALL,
+    "JSON_STREAM(obj[, into]): obj's copy stream as JSON text, or None (ivm/_cffi_json.c)"};
 
 int ivm_py_json_install(void) { return ivm_py_copy_install(&ivm_py_json_def, NULL); }

@@ -303,17 +303,15 @@ def dumps(obj: Any) -> Any:
 # so a worker cannot make the host parse JSON text of its choosing.
 if not lib.ivm_py_json_install():  # pragma: no cover - only out of memory
     raise ImportError("ivm: could not make its JSON writer (ivm/_cffi_json.c)")
-JSON_STREAM: Final = cast("Callable[[Any], bytes | None]", globals()["JSON_STREAM"])
+JSON_STREAM: Final = cast("Callable[..., bytes | bool | None]", globals()["JSON_STREAM"])
 
 
 def dumps_plain(obj: Any) -> Any:
     """:func:`dumps` for a value going into an isolate (arguments, ``set_sync`` values,
     callback results): plain JSON data as JSON text, anything else as :func:`dumps`."""
-    stream = JSON_STREAM(obj)
-    if stream is None:
-        return dumps(obj)
     out = ffi.new("ivm_value_t **")
-    check(lib.ivm_value_new_serialized(stream, len(stream), out))
+    if JSON_STREAM(obj, ffi.buffer(out)) is None:
+        return dumps(obj)
     return out[0]
 
 

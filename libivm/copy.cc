@@ -18,6 +18,7 @@
 //   copy_translate.cc  the writer's fast path, from V8's serializer output
 //   copy_reader.cc     stream → JavaScript (Deserialize)
 //   copy_json.cc       the reader's fast path: plain JSON data through JSON.parse
+//   copy_buffers.cc    the buffers of large copies, kept from one copy to the next
 //   result.cc          a call's result in the form its flags ask for
 #include "copy.h"
 #include "pickle.h"

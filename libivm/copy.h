@@ -44,11 +44,27 @@ struct Attachment {
 };
 
 struct Serialized {
+  Serialized() = default;
+  Serialized(Serialized&&) = default;
+  Serialized& operator=(Serialized&&) = default;
+  Serialized(const Serialized&) = default;
+  Serialized& operator=(const Serialized&) = default;
+  ~Serialized();   // a large stream's buffer is kept for the next copy (copy_buffers.cc)
   std::string stream;
   std::vector<Attachment> attachments;
   size_t ByteSize() const;
   uint32_t Attach(Attachment a);   // returns its index
 };
+
+// copy_buffers.cc: the buffers of large copies, kept from one copy to the next.
+// Makes `s` an empty string with room for `want` bytes, from a kept buffer when one fits.
+void ReserveStream(std::string& s, size_t want);
+// Keeps the buffer of `s` (left empty) for a later ReserveStream, when it is large.
+void KeepStream(std::string& s);
+// A malloc'd buffer of at least `want` bytes (*capacity: how many), kept or new; nullptr
+// when out of memory. KeepRawBuffer keeps or frees such a buffer (or any malloc'd one).
+void* TakeRawBuffer(size_t want, size_t* capacity);
+void KeepRawBuffer(void* p, size_t capacity);
 
 // The immutable payload of an ExternalCopy (shared by the handle and every
 // marker made from it). Counts toward ivm_external_copy_total_size().

@@ -103,8 +103,8 @@ class Translator {
     p_ = data;
     end_ = data + size;
     out_->attachments.clear();
+    ReserveStream(out_->stream, size);   // rarely longer than V8's form (keys are memoized)
     e_.Begin();
-    e_.Reserve(size);   // the copy is rarely longer than V8's form (keys are memoized)
     if (!Expect(v8tag::kVersion) || !Varint(&version_) || version_ < kMinVersion ||
         version_ > kMaxVersion) {
       return false;
@@ -511,7 +511,21 @@ class FastDelegate final : public v8::ValueSerializer::Delegate {
                                               v8::Local<v8::WasmModuleObject>) override {
     return Refuse();
   }
+  // The output's buffer: a kept one when it fits (copy_buffers.cc), then grown by realloc.
+  void* ReallocateBufferMemory(void* old_buffer, size_t size, size_t* actual_size) override {
+    void* p;
+    if (old_buffer == nullptr) {
+      p = TakeRawBuffer(size, &capacity);
+    } else {
+      p = std::realloc(old_buffer, size);
+      if (p != nullptr) capacity = size;
+    }
+    *actual_size = capacity;
+    return p;
+  }
+  void FreeBufferMemory(void* buffer) override { KeepRawBuffer(buffer, capacity); }
   bool failed = false;
+  size_t capacity = 0;   // of the buffer handed out last
 
  private:
   v8::Maybe<uint32_t> Refuse() {
@@ -529,6 +543,7 @@ bool FastSerialize(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Co
                    bool* threw) {
   if (!value->IsObject() || value->IsProxy()) return false;
   std::pair<uint8_t*, size_t> buffer{nullptr, 0};
+  size_t capacity = 0;
   {
     v8::TryCatch try_catch(isolate);
     FastDelegate delegate(isolate);
@@ -542,13 +557,14 @@ bool FastSerialize(IsolateHolder& holder, v8::Isolate* isolate, v8::Local<v8::Co
     }
     if (!ok || delegate.failed || try_catch.HasCaught()) return false;   // the general writer decides
     buffer = serializer.Release();
+    capacity = delegate.capacity;
   }
   bool ok;
   {
     Translator translator(holder, isolate, call, out);   // its emitter settles the stream
     ok = translator.Run(buffer.first, buffer.second);
   }
-  std::free(buffer.first);
+  KeepRawBuffer(buffer.first, capacity);
   if (!ok) {
     out->stream.clear();
     out->attachments.clear();

@@ -91,6 +91,7 @@ IVM_API ivm_error_t* ivm_value_new_serialized(const char* stream, size_t len, iv
     auto v = std::make_unique<ivm_value>();
     v->kind = IVM_VALUE_SERIALIZED;
     v->serialized = std::make_shared<ivm::Serialized>();
+    ivm::ReserveStream(v->serialized->stream, len);   // a kept buffer for a large one
     v->serialized->stream.assign(stream ? stream : "", len);
     *out = v.release();
     return nullptr;

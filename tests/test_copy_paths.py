@@ -515,3 +515,42 @@ def test_stream_shapes_read_as_python_and_the_general_reader_read_them(
         # One object recalled twice stays one object, on both readers.
         shared = body in (STREAM_SHAPES[12], STREAM_SHAPES[16])
         assert context.eval_sync(f"(x => {twice})(v)") == general_shared == shared
+
+
+def test_python_json_value_is_the_stream() -> None:
+    from ivm._copy import JSON_STREAM
+    from ivm._ffi import ffi, lib
+
+    value = [{"id": i, "name": f"row-{i}", "value": i + 0.5} for i in range(3000)]
+    out = ffi.new("ivm_value_t **")
+    assert JSON_STREAM(value, ffi.buffer(out)) is True
+    try:
+        p = ffi.new("const char **")
+        n = ffi.new("size_t *")
+        lib.ivm_value_serialized(out[0], p, n)
+        assert ffi.buffer(p[0], n[0])[:] == JSON_STREAM(value)
+    finally:
+        lib.ivm_value_free(out[0])
+    assert JSON_STREAM(ivm.undefined, ffi.buffer(out)) is None
+    assert JSON_STREAM([ivm.undefined], ffi.buffer(out)) is None
+    with pytest.raises(ValueError, match="cannot hold a pointer"):
+        JSON_STREAM([1], bytearray(2))
+    with pytest.raises(BufferError):
+        JSON_STREAM([1], b"12345678")   # not writable
+    with pytest.raises(TypeError):
+        JSON_STREAM()
+
+
+def test_large_copies_of_changing_sizes_in_turn(context: Any) -> None:
+    # The buffers of large copies are kept for the next ones (libivm/copy_buffers.cc): copies
+    # of other sizes, larger and smaller, each both ways, come out whole and exact.
+    for rows in (3000, 30000, 8000, 60000, 2000, 30000):
+        value = [{"id": i, "name": f"row-{i}", "value": i + 0.5, "ok": i % 3 == 0}
+                 for i in range(rows)]
+        context.global_.set_sync("v", value, copy=True)
+        assert context.eval_sync("v.length") == rows
+        assert context.eval_sync("v", copy=True) == value
+        ref = ivm.ExternalCopy(value)   # a pickled stream, transcoded by libivm
+        assert ref.copy() == value
+        context.global_.set_sync("w", ref.copy_into(), copy=False)
+        assert context.eval_sync("JSON.stringify(w) === JSON.stringify(v)")
