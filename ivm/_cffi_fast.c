@@ -704,7 +704,11 @@ static const ivm_result_options_t *ivm_py_result_flags(PyObject *kwnames, PyObje
   static const uint32_t bits[] = {IVM_RESULT_PROMISE, IVM_RESULT_COPY, IVM_RESULT_EXTERNAL_COPY,
                                   IVM_RESULT_TRANSFER_OUT, IVM_RESULT_REFERENCE};
   static PyObject *interned[5];
-  static ivm_result_options_t options[32];
+  enum { ALL = IVM_RESULT_PROMISE | IVM_RESULT_COPY | IVM_RESULT_EXTERNAL_COPY |
+               IVM_RESULT_TRANSFER_OUT | IVM_RESULT_REFERENCE };
+  /* indexed by `flags`, a subset of ALL: ALL must stay the low bits (a new flag grows it) */
+  _Static_assert((ALL & (ALL + 1)) == 0 && ALL < 64, "result flags: one entry each");
+  static ivm_result_options_t options[ALL + 1];
   uint32_t flags = 0, seen = 0;
   Py_ssize_t i, n = PyTuple_GET_SIZE(kwnames);
   int k;

@@ -321,8 +321,9 @@ SINGLE_MARKER_STREAM: Final = b"\x80\x05civm._copy\n_att\nK\x00\x85R."
 
 
 def marker_value(marker: _Marker) -> Any:
-    """An owned ``ivm_value_t *`` that is only ``marker``: what ``dumps(marker)``
-    makes, without a pickler (a marker passed as an argument or a value)."""
+    """An owned ``ivm_value_t *`` that is only ``marker``: the same value as
+    ``dumps(marker)`` (not the same bytes: the short stream libivm recognises), without a
+    pickler (a marker passed as an argument or a value)."""
     out = ffi.new("ivm_value_t **")
     check(lib.ivm_value_new_serialized(SINGLE_MARKER_STREAM, len(SINGLE_MARKER_STREAM), out))
     value = out[0]
