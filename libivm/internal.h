@@ -196,6 +196,7 @@ class PrimitiveOutScope {
   static ivm_primitive_t* Claim();   // NULL: none pending
 
  private:
+  ivm_primitive_t** slot_;   // this thread's pending slot
   ivm_primitive_t* saved_;
 };
 // Writes `value` into `out` if it is undefined, null, a boolean or a number.
