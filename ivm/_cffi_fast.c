@@ -520,10 +520,10 @@ static ivm_value_t *ivm_py_arg(PyObject *o, int *owned) {
   return NULL;
 }
 
-/* The Python result of the call just made (its error: `err`), from this thread's record: a
- * primitive or a string converted here; anything else, and an error, by ivm._call.finish. */
-static PyObject *ivm_py_outcome(ivm_error_t *err) {
-  ivm_py_result_t *res = &ivm_py_result;
+/* The Python result of the call just made (its error: `err`), from this thread's record `res`
+ * (&ivm_py_result, which the caller has at hand: one thread-local lookup fewer): a primitive
+ * or a string converted here; anything else, and an error, by ivm._call.finish. */
+static PyObject *ivm_py_outcome(ivm_py_result_t *res, ivm_error_t *err) {
   PyObject *r;
   if (err == NULL) {
     if (res->slot.kind == 0) { /* not in the slot: a value, converted here if a string */
@@ -570,7 +570,7 @@ static PyObject *ivm_py_apply_call(ivm_reference_t *ref, PyObject *seq) {
   for (i = 0; i < n; ++i) {
     if (owned[i]) ivm_value_free(argv[i]);
   }
-  return ivm_py_outcome(err);
+  return ivm_py_outcome(res, err);
 slow:
   Py_INCREF(ivm_py_call.slow);
   return ivm_py_call.slow;
@@ -762,7 +762,7 @@ static PyObject *ivm_py_eval_method(PyObject *self, PyObject *const *args, Py_ss
   err = ivm_context_eval(ctx, data, (size_t)len, NULL, NULL, result, &res->value, &res->slot);
   Py_END_ALLOW_THREADS
   Py_XDECREF(bytes);
-  return ivm_py_outcome(err);
+  return ivm_py_outcome(res, err);
 }
 
 static PyObject *ivm_py_run_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -780,7 +780,7 @@ static PyObject *ivm_py_run_method(PyObject *self, PyObject *const *args, Py_ssi
   Py_BEGIN_ALLOW_THREADS
   err = ivm_script_run(script, ctx, NULL, NULL, &res->value, &res->slot);
   Py_END_ALLOW_THREADS
-  return ivm_py_outcome(err);
+  return ivm_py_outcome(res, err);
 }
 
 #define IVM_PY_METHOD_FLAGS (METH_FASTCALL | METH_KEYWORDS)

@@ -196,6 +196,7 @@ class PrimitiveOutScope {
   static ivm_primitive_t* Claim();   // NULL: none pending
 
  private:
+  ivm_primitive_t** slot_;   // this thread's pending slot
   ivm_primitive_t* saved_;
 };
 // Writes `value` into `out` if it is undefined, null, a boolean or a number.
@@ -340,7 +341,7 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   void PumpTasks(const CallState& call);
   // Marks the isolate out of memory if memory outside the heap that bypassed
   // the allocator (WebAssembly memories), or large objects in the heap, put it
-  // over its limit. Returns the monotonic clock it read (0: none).
+  // over its limit. Returns the call clock it read (CallClockNs; 0: none).
   int64_t CheckExternalMemory();
   // Whether `call` (or a call around it) has been told to stop.
   bool Stopped(const CallState& call);
@@ -594,6 +595,15 @@ void Disarm(uint64_t timer_id);
 
 int64_t ThreadCpuNs();
 int64_t MonotonicNs();
+// The clock of a call's own time accounting (its wall time, its host code's spans, when
+// to pump tasks and whether it ran long): MonotonicNs's nanoseconds, read from the CPU's
+// time stamp counter where the kernel's clocks use it (about 9 ns where clock_gettime
+// takes 22, read twice per call; timers.cc). Only spans between two of its readings mean
+// anything: deadlines and timers use MonotonicNs. InitCallClock (once, from
+// EnsurePlatform, before a sandbox forbids opening files) decides whether the counter is
+// used.
+void InitCallClock();
+int64_t CallClockNs();
 
 // Locks and unlocks an isolate for the current thread. Equivalent to a
 // v8::Locker, but cheap to repeat: each thread keeps one v8::Locker per

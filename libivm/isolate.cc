@@ -169,7 +169,7 @@ int64_t IsolateHolder::CheckExternalMemory() {
   // figures costs about a microsecond: only a call that ran long enough to
   // allocate much (kLongCallNs: a few MB at most otherwise) is checked here;
   // the GC epilogue checks the rest.
-  int64_t now = oom_.load() ? 0 : MonotonicNs();
+  int64_t now = oom_.load() ? 0 : CallClockNs();
   if (now != 0 && now - call_wall_start_ > kLongCallNs && OverHeapLimit(isolate_)) oom_.store(true);
   return now;
 }
@@ -222,7 +222,7 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns, uint64_t
     // V8's sampler must sample the thread running the JavaScript.
     if (cpu_profiles_ && cpu_profiles_->active()) cpu_profiles_->Follow(isolate_);
     interrupt_listed_ = job == 0 && interrupt::Enter(*this);
-    call_wall_start_ = MonotonicNs();
+    call_wall_start_ = CallClockNs();
     // Reading the thread CPU clock is a system call (about 0.4 us), as long
     // as a short call itself. Short calls count their wall time as CPU time;
     // once a call has run long, the next ones read the CPU clock.
@@ -231,7 +231,7 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns, uint64_t
     host_ns_ = 0;
   } else if (in_host_) {
     // Host code calls back in: its span ends here, JavaScript's resumes.
-    host_ns_ += MonotonicNs() - host_since_;
+    host_ns_ += CallClockNs() - host_since_;
     in_host_ = false;
     call.from_host = true;
   }
@@ -274,10 +274,12 @@ void IsolateHolder::End(CallState& call) {
   }
   if (--depth_ > 0 && call.from_host) {
     in_host_ = true;   // back in the host code that made this call
-    host_since_ = MonotonicNs();
+    host_since_ = CallClockNs();
   }
   if (depth_ == 0) {
-    int64_t wall = (call.end_ns != 0 ? call.end_ns : MonotonicNs()) - call_wall_start_;
+    int64_t end = call.end_ns != 0 ? call.end_ns : CallClockNs();
+    // (Never negative, even from the counters of two CPUs, should the thread move.)
+    int64_t wall = std::max<int64_t>(end - call_wall_start_, 0);
     // Host code's spans are timed on the wall clock (reading the thread CPU
     // clock around every host callback would double their cost). JavaScript's
     // CPU time is at most its wall time, and at most the thread's CPU time,
@@ -501,7 +503,7 @@ ivm_error_t* IsolateHolder::Dispose() {
 
 bool IsolateHolder::EnterHost() {
   bool was_host = in_host_;
-  if (!was_host) host_since_ = MonotonicNs();
+  if (!was_host) host_since_ = CallClockNs();
   in_host_ = true;
   host_depth_.fetch_add(1);
   return was_host;
@@ -509,7 +511,7 @@ bool IsolateHolder::EnterHost() {
 
 void IsolateHolder::LeaveHost(bool was_host) {
   host_depth_.fetch_sub(1);
-  if (!was_host) host_ns_ += MonotonicNs() - host_since_;
+  if (!was_host) host_ns_ += CallClockNs() - host_since_;
   in_host_ = was_host;
 }
 

@@ -42,6 +42,7 @@ v8::Platform* EnsurePlatform() {
     // own checksum (snapshot.cc, code_cache.cc), checked before V8 reads them. (A V8
     // checksum mismatch is a CHECK failure: it aborts the process, where ivm's raises.)
     v8::V8::SetFlagsFromString("--no-verify-snapshot-checksum");
+    InitCallClock();
     g_platform = compat::NewPlatform().release();
     v8::V8::InitializePlatform(g_platform);
     v8::V8::Initialize();

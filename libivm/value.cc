@@ -222,11 +222,13 @@ namespace {
 thread_local ivm_primitive_t* t_primitive_out = nullptr;
 }  // namespace
 
-PrimitiveOutScope::PrimitiveOutScope(ivm_primitive_t* out) : saved_(t_primitive_out) {
-  t_primitive_out = out;
+// (The slot's address is looked up once, here: the destructor reuses it.)
+PrimitiveOutScope::PrimitiveOutScope(ivm_primitive_t* out)
+    : slot_(&t_primitive_out), saved_(*slot_) {
+  *slot_ = out;
 }
 
-PrimitiveOutScope::~PrimitiveOutScope() { t_primitive_out = saved_; }
+PrimitiveOutScope::~PrimitiveOutScope() { *slot_ = saved_; }
 
 ivm_primitive_t* PrimitiveOutScope::Claim() {
   ivm_primitive_t* out = t_primitive_out;

@@ -168,6 +168,21 @@ def test_cpu_and_wall_time_increase_while_running(
     assert cpu1 - cpu0 <= wall1 - wall0 + 2_000_000
 
 
+def test_wall_time_agrees_with_the_monotonic_clock(isolate: ivm.Isolate) -> None:
+    # Calls time themselves with the CPU's time stamp counter once it is calibrated
+    # against the monotonic clock (20 ms after the first isolate: this one is past it).
+    context = isolate.create_context_sync()
+    time.sleep(0.03)
+    wall0 = isolate.wall_time
+    start = time.monotonic_ns()
+    context.eval_sync("const end = Date.now() + 50; while (Date.now() < end) {}")
+    elapsed = time.monotonic_ns() - start
+    took = isolate.wall_time - wall0
+    # At least the 50 ms loop (Date.now's granularity is 1 ms), at most the whole call
+    # as Python saw it (the scale is right within parts per million).
+    assert 49_000_000 <= took <= elapsed + 100_000
+
+
 def test_wall_time_counts_what_runs_after_a_primitive_result(isolate: ivm.Isolate) -> None:
     # A call's wall time may end at the clock read that checks its memory, before its
     # number is delivered, only if nothing runs after that read: a rejection reported
