@@ -43,9 +43,14 @@ void ReserveStream(std::string& s, size_t want) {
   {
     Kept& kept = K();
     std::lock_guard<std::mutex> lock(kept.mutex);
-    std::string* best = nullptr;   // the smallest kept buffer that holds `want`
+    // The smallest kept buffer that holds `want`, and not more than twice it: a copy that
+    // lives long (an ExternalCopy) keeps its buffer, which must not be many times its size.
+    std::string* best = nullptr;
     for (std::string& k : kept.streams) {
-      if (k.capacity() >= want && (best == nullptr || k.capacity() < best->capacity())) best = &k;
+      if (k.capacity() >= want && k.capacity() / 2 <= want &&
+          (best == nullptr || k.capacity() < best->capacity())) {
+        best = &k;
+      }
     }
     if (best != nullptr) {
       s.swap(*best);

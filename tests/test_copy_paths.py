@@ -554,3 +554,42 @@ def test_large_copies_of_changing_sizes_in_turn(context: Any) -> None:
         assert ref.copy() == value
         context.global_.set_sync("w", ref.copy_into(), copy=False)
         assert context.eval_sync("JSON.stringify(w) === JSON.stringify(v)")
+
+
+def test_a_long_lived_copy_does_not_keep_a_much_larger_kept_buffer(context: Any) -> None:
+    # ExternalCopy results made right after a large copy freed its buffer into libivm's kept
+    # ones (copy_buffers.cc) must not each hold a buffer many times their size: malloc's
+    # in-use bytes grow by about what the copies hold.
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallinfo2 = libc.mallinfo2
+    except (OSError, AttributeError):
+        pytest.skip("needs glibc's mallinfo2")
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+        ).split()]
+
+    mallinfo2.restype = MallInfo2
+
+    def in_use() -> int:
+        m = mallinfo2()
+        return int(m.uordblks + m.hblkhd)
+
+    context.eval_sync("globalThis.big = Array.from({length: 40000}, (_, i) => "
+                      "({id: i, name: 'row-' + i, value: i + 0.5})); globalThis.small = "
+                      "Array.from({length: 5000}, (_, i) => ({id: i, name: 'r' + i})); 0")
+    kept = []
+    context.eval_sync("big", copy=True)
+    before = in_use()
+    for _ in range(40):
+        context.eval_sync("big", copy=True)   # a large copy, read and freed
+        kept.append(context.eval_sync("small", external_copy=True))
+    held = sum(copy.size for copy in kept)
+    assert in_use() - before < 3 * held   # with 4 MiB buffers kept: over 20 times
+    assert kept[-1].copy()[4999] == {"id": 4999, "name": "r4999"}
+    for copy in kept:
+        copy.release()
