@@ -91,6 +91,23 @@
  * as a generic error and an unknown value kind as unsupported. After 1.0, a
  * shipped function never changes; a new behaviour gets a new name (`_v2`).
  *
+ * ## Changes in 0.11
+ *
+ *   - No change to the interface. Behavioural changes:
+ *     - The buffers of large copies (64 KiB to 4 MiB: V8's serializer output,
+ *       copy streams) are kept from one copy to the next, at most three per
+ *       process (about 12 MiB), instead of being returned to malloc and
+ *       faulted in again by the next copy.
+ *     - A call's own time accounting (its wall time, host code's spans) reads
+ *       the CPU's time stamp counter where the kernel's clock source is the
+ *       TSC; deadlines and timers still use CLOCK_MONOTONIC.
+ *     - Isolates in a worker process: a synchronous call leaves the channel
+ *       paused for 1-2 ms after its reply, for the next synchronous call; a
+ *       frame the worker sends unasked meanwhile (a timer's console line)
+ *       waits that long. The worker's reader waits in poll().
+ *   - Behind the interface: a copy stream that is a single ExternalCopy or
+ *       Reference marker is read without parsing it.
+ *
  * ## Changes in 0.10
  *
  *   - No change to the interface. Behavioural changes:
@@ -362,10 +379,10 @@ typedef struct ivm_inspector_session_options ivm_inspector_session_options_t;
 /* ------------------------------------------------------------------------- */
 
 #define IVM_VERSION_MAJOR 0
-#define IVM_VERSION_MINOR 10
+#define IVM_VERSION_MINOR 11
 #define IVM_VERSION_PATCH 0
 /** MAJOR * 1000000 + MINOR * 1000 + PATCH of this header. */
-#define IVM_VERSION_NUMBER 10000
+#define IVM_VERSION_NUMBER 11000
 
 /**
  * The version of the loaded library, as IVM_VERSION_NUMBER. Compare it with the
