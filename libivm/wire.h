@@ -255,18 +255,22 @@ uint32_t FdCountOf(const std::string& frame);
 // Sets kFlagSyncCall in an encoded CALL frame's header (other frames: unchanged).
 void MarkSyncCall(std::string& frame);
 
-// A short poll of a channel before its reader sleeps (the host's caller that
-// reads its own REPLY, the worker's reader; docs/process.md): Wait polls `fd`
-// for up to `spin_ns`, yielding the core (sched_yield) between checks, and is
-// true when input, its end or an error came. Adaptive: after 4 polls in a row
-// that missed, the next 64 Waits are false at once. One reader at a time.
+// A short spin on a channel before its reader sleeps (the host's caller that
+// reads its own REPLY, the worker's reader; docs/process.md): Read tries a
+// non-blocking RecvWithFds of `sock` for up to `spin_ns`, yielding the core
+// (sched_yield) between tries, and returns the first try that did not fail
+// with EAGAIN (bytes, the end, or another error, errno as recvmsg left it);
+// -1 with errno EAGAIN when none came in time (then the reader sleeps in
+// poll() and reads again). The try that finds input is the read itself: no
+// poll() before it. Adaptive: after 4 spins in a row that missed, the next 64
+// Reads give up at once (no syscall). One reader at a time.
 class InputPoll {
  public:
-  bool Wait(int fd, int64_t spin_ns);
+  long Read(int sock, int64_t spin_ns, char* buf, size_t len, Fds* fds, bool* truncated);
 
  private:
-  int misses_ = 0;   // polls in a row that missed
-  int pause_ = 0;    // Waits left that return false at once
+  int misses_ = 0;   // spins in a row that missed
+  int pause_ = 0;    // Reads left that give up at once
 };
 // The microseconds the environment variable `name` gives (0 to 10000), in
 // nanoseconds; `default_us` when it is unset or not such a number.

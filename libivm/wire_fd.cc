@@ -6,7 +6,6 @@
 #include "wire.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <time.h>
@@ -36,11 +35,13 @@ void MarkSyncCall(std::string& frame) {
   frame[6] = static_cast<char>(static_cast<uint8_t>(frame[6]) | kFlagSyncCall);
 }
 
-bool InputPoll::Wait(int fd, int64_t spin_ns) {
-  if (spin_ns <= 0) return false;
-  if (pause_ > 0) {
-    --pause_;
-    return false;
+long InputPoll::Read(int sock, int64_t spin_ns, char* buf, size_t len, Fds* fds,
+                     bool* truncated) {
+  *truncated = false;
+  if (spin_ns <= 0 || pause_ > 0) {
+    if (spin_ns > 0) --pause_;
+    errno = EAGAIN;
+    return -1;
   }
   auto now = [] {   // (ivm-worker has no MonotonicNs: it does not build timers.cc)
     timespec t;
@@ -49,10 +50,10 @@ bool InputPoll::Wait(int fd, int64_t spin_ns) {
   };
   int64_t until = now() + spin_ns;
   for (;;) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, 0) > 0) {   // input, an end or an error: the reader sees which
+    long n = RecvWithFds(sock, buf, len, MSG_DONTWAIT, fds, truncated);
+    if (n >= 0 || errno != EAGAIN) {   // input, an end or an error: the caller sees which
       misses_ = 0;
-      return true;
+      return n;
     }
     if (now() >= until) break;
     sched_yield();
@@ -61,7 +62,8 @@ bool InputPoll::Wait(int fd, int64_t spin_ns) {
     misses_ = 0;
     pause_ = 64;
   }
-  return false;
+  errno = EAGAIN;
+  return -1;
 }
 
 int64_t SpinFromEnv(const char* name, int64_t default_us) {

@@ -262,11 +262,15 @@ bool WorkerProcess::ReadChannel(bool block) {
   char* buf = read_buf_.get();
   for (int round = 0; round < 16; ++round) {   // then let other workers have a turn
     bool truncated = false;
-    if (block && round == 0 && !SpinForInput()) {   // (the socket is non-blocking)
+    // (The socket is non-blocking: a blocking read spins, then sleeps in poll().)
+    ssize_t n = block && round == 0 ? SpinForInput(buf, kReadSize, &truncated) : -1;
+    if (block && round == 0 && n < 0 && errno == EAGAIN) {
       pollfd p{sock_, POLLIN, 0};
       if (poll(&p, 1, -1) < 0 && errno == EINTR) continue;
     }
-    ssize_t n = wire::RecvWithFds(sock_, buf, kReadSize, MSG_DONTWAIT, &in_fds_, &truncated);
+    if (!(block && round == 0) || (n < 0 && errno == EAGAIN)) {
+      n = wire::RecvWithFds(sock_, buf, kReadSize, MSG_DONTWAIT, &in_fds_, &truncated);
+    }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) return true;
     // Descriptors come with the first bytes of the frame that claims them
@@ -304,14 +308,15 @@ bool WorkerProcess::ReadChannel(bool block) {
   return true;
 }
 
-// How long a caller reading its own REPLY (ReadHere) polls the channel before
-// it sleeps in poll(): a worker answers a short call in a few tens of
+// How long a caller reading its own REPLY (ReadHere) tries to read the channel
+// before it sleeps in poll(): a worker answers a short call in a few tens of
 // microseconds, and a sleeping thread's wake-up costs about as much again
 // (more on a busy VM). IVM_WORKER_SPIN_US overrides the 40 us (read once; 0:
-// sleep at once; at most 10000).
-bool WorkerProcess::SpinForInput() {
+// sleep at once; at most 10000). The read that finds the REPLY is the read
+// itself (wire::InputPoll::Read), not a poll() before it.
+ssize_t WorkerProcess::SpinForInput(char* buf, size_t len, bool* truncated) {
   static const int64_t spin = wire::SpinFromEnv("IVM_WORKER_SPIN_US", 40);
-  return input_poll_.Wait(sock_, spin);
+  return input_poll_.Read(sock_, spin, buf, len, &in_fds_, truncated);
 }
 
 namespace {

@@ -189,10 +189,11 @@ class WorkerProcess : public std::enable_shared_from_this<WorkerProcess> {
   bool TakeChannelLocked(std::unique_lock<std::mutex>& lock);
   void ResumeIfPausedLocked();
   void ReadHere(Waiter& waiter, std::unique_lock<std::mutex>& lock, bool taken = false);
-  // ReadHere's blocking read first polls the channel for a short while
-  // (IVM_WORKER_SPIN_US), unless recent polls kept missing; true when input
-  // (or its end) came meanwhile. Under read_mu_.
-  bool SpinForInput();
+  // ReadHere's blocking read first tries non-blocking reads of the channel for
+  // a short while (IVM_WORKER_SPIN_US), unless recent spins kept missing;
+  // returns the read that got something (wire::InputPoll::Read), or -1 with
+  // errno EAGAIN. Under read_mu_.
+  ssize_t SpinForInput(char* buf, size_t len, bool* truncated);
   // I/O thread: the REPLYs of asynchronous calls that a caller thread read
   // (their functions run here, as for any REPLY).
   void RunHandoff();

@@ -32,19 +32,19 @@
 
 namespace ivm::worker {
 
-// How long the reader polls the channel (wire::InputPoll) before it sleeps in
-// recv(): while the host sends a burst of calls (awaited calls over several
-// workers), the next frame comes within microseconds, and a reader that slept
-// must be woken by the host's send (a thread wake-up, paid by the host's event
-// loop, per frame; and even a poll that misses spares the host's next send the
-// wake-up of an idle vCPU). Never after a synchronous CALL
+// How long the reader tries non-blocking reads of the channel
+// (wire::InputPoll::Read) before it sleeps in poll(): while the host sends a
+// burst of calls (awaited calls over several workers), the next frame comes
+// within microseconds, and a reader that slept must be woken by the host's
+// send (a thread wake-up, paid by the host's event loop, per frame; and even a
+// spin that misses spares the host's next send the wake-up of an idle vCPU). Never after a synchronous CALL
 // (wire::kFlagSyncCall): its caller's next call comes a whole round trip
-// later, and the poll would only take a core from the thread that runs this
+// later, and the spin would only take a core from the thread that runs this
 // one. IVM_WORKER_READ_SPIN_US (inherited from the host; read once; 0: sleep
 // at once; at most 10000) overrides the 10 us.
-bool Channel::SpinForInput() {
+ssize_t Channel::SpinForInput(char* buf, size_t len, bool* truncated) {
   static const int64_t spin = wire::SpinFromEnv("IVM_WORKER_READ_SPIN_US", 10);
-  return !after_sync_call_ && input_poll_.Wait(fd_, spin);
+  return input_poll_.Read(fd_, after_sync_call_ ? 0 : spin, buf, len, &in_fds_, truncated);
 }
 
 bool Channel::Read(wire::Frame* out) {
@@ -70,14 +70,15 @@ bool Channel::Read(wire::Frame* out) {
     // worker sent, since the socket then has room to write again; poll() for
     // POLLIN only is not. That spurious wake-up cost two thread switches per
     // round trip, on the core the host's caller was using.
-    if (!SpinForInput()) {
+    ssize_t n = SpinForInput(buf, sizeof buf, &truncated);
+    if (n < 0 && errno == EAGAIN) {
       pollfd p{fd_, POLLIN, 0};
       if (poll(&p, 1, -1) < 0) {
         if (errno == EINTR) continue;
         return false;   // (ENOMEM): not a busy loop of poll and EAGAIN
       }
+      n = wire::RecvWithFds(fd_, buf, sizeof buf, MSG_DONTWAIT, &in_fds_, &truncated);
     }
-    ssize_t n = wire::RecvWithFds(fd_, buf, sizeof buf, MSG_DONTWAIT, &in_fds_, &truncated);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n <= 0 || truncated || in_fds_.size() > 2 * wire::kMaxFds) return false;
     in_.Append(buf, static_cast<size_t>(n));

@@ -28,9 +28,10 @@ class Channel {
   bool Send(const std::string& bytes, const wire::Fds& fds = wire::Fds());
 
  private:
-  // Polls the channel for a short while before Read sleeps (worker_server.cc);
-  // true when input (or its end) came meanwhile.
-  bool SpinForInput();
+  // Tries non-blocking reads of the channel for a short while before Read
+  // sleeps (worker_server.cc); the read that got something, or -1 with errno
+  // EAGAIN.
+  ssize_t SpinForInput(char* buf, size_t len, bool* truncated);
 
   int fd_;
   bool after_sync_call_ = false;   // the last frame read was a synchronous CALL
