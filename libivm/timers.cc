@@ -11,6 +11,7 @@
 #include "host_exit.h"
 
 #include <condition_variable>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -77,13 +78,49 @@ bool KernelClockIsTsc() {
 #endif
 }
 
+// Both clocks read at (nearly) one moment: the monotonic clock between two counter reads,
+// the closest of a few tries (a preemption between the reads would skew the rate for the
+// rest of the process).
+void ReadBoth(int64_t* ns, uint64_t* tsc) {
+  uint64_t best = UINT64_MAX;
+  *ns = 0;
+  *tsc = 0;
+  for (int i = 0; i < 5; ++i) {
+    uint64_t before = Tsc();
+    int64_t mono = MonotonicNs();
+    uint64_t after = Tsc();
+    if (after >= before && after - before < best) {
+      best = after - before;
+      *ns = mono;
+      *tsc = before + best / 2;
+    }
+  }
+  if (best == UINT64_MAX) {   // (a counter that went back each time)
+    *tsc = Tsc();
+    *ns = MonotonicNs();
+  }
+}
+
+// The counter read now, in the call clock's nanoseconds. A counter behind the scale's base
+// (another CPU's, read just after the calibration; or a counter reset, as by a suspend) reads
+// the monotonic clock instead, which is right, and close to the base in the first case.
+int64_t FromTsc(const CallClockScale* s) {
+  int64_t ticks = static_cast<int64_t>(Tsc() - s->base_tsc);
+  if (ticks < 0) return MonotonicNs();
+  return s->base_ns + static_cast<int64_t>(static_cast<double>(ticks) * s->ns_per_tick);
+}
+
 // Calibrates the counter once kCalibrationNs have passed since the anchor (the first
 // caller past it publishes the scale; later ones use it).
-const CallClockScale* Calibrate(int64_t now_ns, uint64_t now_tsc) {
-  if (now_ns - g_anchor_ns < kCalibrationNs || now_tsc <= g_anchor_tsc) return nullptr;
+const CallClockScale* Calibrate(int64_t now_ns) {
+  if (now_ns - g_anchor_ns < kCalibrationNs) return nullptr;
+  int64_t end_ns;
+  uint64_t end_tsc;
+  ReadBoth(&end_ns, &end_tsc);
+  if (end_tsc <= g_anchor_tsc || end_ns <= g_anchor_ns) return nullptr;
   auto* scale = new CallClockScale{
-      now_ns, now_tsc,
-      static_cast<double>(now_ns - g_anchor_ns) / static_cast<double>(now_tsc - g_anchor_tsc)};
+      end_ns, end_tsc,
+      static_cast<double>(end_ns - g_anchor_ns) / static_cast<double>(end_tsc - g_anchor_tsc)};
   const CallClockScale* expected = nullptr;
   if (g_call_clock.compare_exchange_strong(expected, scale, std::memory_order_acq_rel)) {
     return scale;
@@ -95,24 +132,15 @@ const CallClockScale* Calibrate(int64_t now_ns, uint64_t now_tsc) {
 
 void InitCallClock() {
   if (!KernelClockIsTsc()) return;
-  g_anchor_tsc = Tsc();
-  g_anchor_ns = MonotonicNs();
+  ReadBoth(&g_anchor_ns, &g_anchor_tsc);
   g_tsc_usable.store(true, std::memory_order_release);
 }
 
 int64_t CallClockNs() {
-  if (const CallClockScale* s = g_call_clock.load(std::memory_order_acquire)) {
-    uint64_t ticks = Tsc() - s->base_tsc;
-    // (A counter read just behind the base's, on another CPU: a span, never negative.)
-    if (static_cast<int64_t>(ticks) < 0) ticks = 0;
-    return s->base_ns + static_cast<int64_t>(static_cast<double>(ticks) * s->ns_per_tick);
-  }
+  if (const CallClockScale* s = g_call_clock.load(std::memory_order_acquire)) return FromTsc(s);
   int64_t now = MonotonicNs();
   if (g_tsc_usable.load(std::memory_order_acquire)) {
-    if (const CallClockScale* s = Calibrate(now, Tsc())) {
-      return s->base_ns + static_cast<int64_t>(static_cast<double>(Tsc() - s->base_tsc) *
-                                               s->ns_per_tick);
-    }
+    if (const CallClockScale* s = Calibrate(now)) return FromTsc(s);
   }
   return now;
 }

@@ -264,11 +264,12 @@ bool WorkerProcess::ReadChannel(bool block) {
     bool truncated = false;
     // (The socket is non-blocking: a blocking read spins, then sleeps in poll().)
     ssize_t n = block && round == 0 ? SpinForInput(buf, kReadSize, &truncated) : -1;
-    if (block && round == 0 && n < 0 && errno == EAGAIN) {
+    bool read_now = !(block && round == 0) || (n < 0 && errno == EAGAIN);
+    if (block && round == 0 && read_now) {
       pollfd p{sock_, POLLIN, 0};
-      if (poll(&p, 1, -1) < 0 && errno == EINTR) continue;
+      if (poll(&p, 1, -1) < 0 && errno == EINTR) continue;   // (another error: the read tells)
     }
-    if (!(block && round == 0) || (n < 0 && errno == EAGAIN)) {
+    if (read_now) {
       n = wire::RecvWithFds(sock_, buf, kReadSize, MSG_DONTWAIT, &in_fds_, &truncated);
     }
     if (n < 0 && errno == EINTR) continue;
