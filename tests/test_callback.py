@@ -9,13 +9,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
-import subprocess
-import sys
 import threading
 import time
 import weakref
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import anyio
@@ -296,7 +292,7 @@ def test_uncopyable_argument_is_a_type_error_in_js(context: ivm.Context) -> None
     assert calls == []
 
 
-def test_process_exit_after_a_failed_callback_call_is_clean() -> None:
+def test_process_exit_after_a_failed_callback_call_is_clean(run_child: Any) -> None:
     """A process that leaves an isolate with a callback undisposed exits without errors,
     also after JavaScript called the callback with an argument that could not be copied."""
     code = (
@@ -307,10 +303,7 @@ def test_process_exit_after_a_failed_callback_call_is_clean() -> None:
         "ctx.eval_sync('try { f(() => 1) } catch (e) {}')\n"
         "print('done')\n"
     )
-    home = Path(os.path.abspath(ivm.__file__)).parent.parent   # the ivm under test, not ./ivm
-    env = dict(os.environ, PYTHONPATH=str(home))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, cwd=home,
-                          text=True, timeout=SANITY)
+    proc = run_child(code, timeout=SANITY)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "done\n"
     assert proc.stderr == ""
