@@ -278,11 +278,10 @@ def call_options(
         and type(reference) is bool
     ):
         # Only result flags (exact bools): their struct, validated once per combination.
-        ropts = _FLAG_OPTIONS.get((promise, copy, external_copy, transfer_out, reference))
-        if ropts is not None:
-            return _NULL, _NULL, ropts, None
-        ropts = result_options(result_flags(promise, copy, external_copy, transfer_out, reference))
-        _FLAG_OPTIONS[(promise, copy, external_copy, transfer_out, reference)] = ropts
+        key = (promise, copy, external_copy, transfer_out, reference)
+        ropts = _FLAG_OPTIONS.get(key)
+        if ropts is None:
+            ropts = _FLAG_OPTIONS[key] = result_options(result_flags(*key))
         return _NULL, _NULL, ropts, None
     flags = result_flags(promise, copy, external_copy, transfer_out, reference)
     source, keep = source_options(filename, line_offset, column_offset)

@@ -37,10 +37,10 @@ namespace ivm::worker {
 // burst of calls (awaited calls over several workers), the next frame comes
 // within microseconds, and a reader that slept must be woken by the host's
 // send (a thread wake-up, paid by the host's event loop, per frame; and even a
-// spin that misses spares the host's next send the wake-up of an idle vCPU). Never after a synchronous CALL
-// (wire::kFlagSyncCall): its caller's next call comes a whole round trip
-// later, and the spin would only take a core from the thread that runs this
-// one. IVM_WORKER_READ_SPIN_US (inherited from the host; read once; 0: sleep
+// spin that misses spares the host's next send the wake-up of an idle vCPU).
+// Never after a synchronous CALL (wire::kFlagSyncCall): its caller's next call
+// comes a whole round trip later, and the spin would only take a core from the
+// thread that runs this one. IVM_WORKER_READ_SPIN_US (inherited from the host; read once; 0: sleep
 // at once; at most 10000) overrides the 10 us.
 ssize_t Channel::SpinForInput(char* buf, size_t len, bool* truncated) {
   static const int64_t spin = wire::SpinFromEnv("IVM_WORKER_READ_SPIN_US", 10);
