@@ -373,7 +373,8 @@ std::string Ops::Eval(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
   bool ok = ReadEval(r, codec, &q);
   ivm_context_t* ctx = ok ? Find(contexts_, q.ctx_id) : nullptr;
   if (ctx == nullptr) {
-    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, ok ? "unknown context" : "malformed call");
+    return ok ? ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, "unknown context")
+              : codec.ReadError(id, "malformed call");
   }
   std::string reply = Submit(id, iso, 0, [&](ivm_done_fn done, void* ud, uint64_t* job) {
     if (q.nargs == wire::kNoClosure) {

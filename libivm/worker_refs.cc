@@ -146,6 +146,24 @@ bool WorkerCodec::WriteAttachment(wire::Writer&, const ivm_value_t* value, size_
   return false;
 }
 
+bool WorkerCodec::Refused(ivm_error_t* err) {
+  if (err == nullptr) return false;
+  if (ivm_error_kind(err) == IVM_ERROR_DISPOSED) {
+    const char* message = nullptr;
+    size_t length = 0;
+    ivm_error_message(err, &message, &length);
+    refused_kind_ = IVM_ERROR_DISPOSED;
+    refused_.assign(message, length);
+  }
+  ivm_error_free(err);
+  return true;
+}
+
+std::string WorkerCodec::ReadError(uint64_t id, std::string_view otherwise) const {
+  return refused_kind_ != 0 ? ErrorReply(id, refused_kind_, refused_)
+                            : ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, otherwise);
+}
+
 bool WorkerCodec::ReadCallback(wire::Reader& r, ivm_value_t* into) {
   return Callbacks::ReadCallback(r, iso_, into);   // rcb: worker_callbacks.cc
 }
@@ -156,9 +174,7 @@ bool WorkerCodec::ReadObject(wire::Reader& r, uint8_t kind, ivm_value_t** out) {
     if (!r.U64(&id)) return false;
     ivm_reference_t* ref = refs_.Find(id);
     return ref != nullptr && SingleAttachment(out, [&](ivm_value_t* v) {
-      ivm_error_t* err = ivm_value_attach_reference(v, ref, 0, nullptr);
-      ivm_error_free(err);
-      return err == nullptr;
+      return !Refused(ivm_value_attach_reference(v, ref, 0, nullptr));
     });
   }
   if (++depth > wire::kMaxCopyDepth) return false;
@@ -176,10 +192,7 @@ bool WorkerCodec::ReadAttachment(wire::Reader& r, uint32_t kind, ivm_value_t* in
   if (kind == IVM_ATTACHMENT_REFERENCE) {
     if (!r.U64(&id) || !r.U32(&flags)) return false;
     ivm_reference_t* ref = refs_.Find(id);
-    if (ref == nullptr) return false;
-    ivm_error_t* err = ivm_value_attach_reference(into, ref, flags, nullptr);
-    ivm_error_free(err);
-    return err == nullptr;
+    return ref != nullptr && !Refused(ivm_value_attach_reference(into, ref, flags, nullptr));
   }
   if (!r.U32(&flags) || ++depth > wire::kMaxCopyDepth) return false;
   ivm_value_t* content = nullptr;
@@ -302,9 +315,7 @@ std::string Ops::RefCall(uint64_t id, ivm_isolate_t* iso, wire::Reader& r) {
   WorkerCodec codec(refs_, iso);
   codec.in_fds = call_fds_;
   RefRequest q;
-  if (const char* why = ReadRefCall(r, codec, &q)) {
-    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, why);
-  }
+  if (const char* why = ReadRefCall(r, codec, &q)) return codec.ReadError(id, why);
   std::vector<ivm_value_t*>& values = q.values;
   ivm_reference_t* ref = q.ref;
   // The _async twins own the values from here on, even when they fail.
@@ -331,9 +342,7 @@ std::string Ops::RefCallNested(uint64_t id, ivm_isolate_t* iso, wire::Reader& r,
   WorkerCodec codec(refs_, iso);
   codec.in_fds = in_fds;
   RefRequest q;
-  if (const char* why = ReadRefCall(r, codec, &q)) {
-    return ErrorReply(id, IVM_ERROR_INVALID_ARGUMENT, why);
-  }
+  if (const char* why = ReadRefCall(r, codec, &q)) return codec.ReadError(id, why);
   const std::vector<ivm_value_t*>& v = q.values;
   ivm_value_t* value = nullptr;
   ivm_error_t* err = nullptr;

@@ -78,8 +78,17 @@ class WorkerCodec : public wire::ObjectCodec {
   bool ReadObject(wire::Reader& r, uint8_t kind, ivm_value_t** out) override;
   bool ReadAttachment(wire::Reader& r, uint32_t kind, ivm_value_t* into) override;
   bool ReadCallback(wire::Reader& r, ivm_value_t* into) override;
+  // The reply to a call whose values could not be read: the reason a read
+  // Reference was refused (it was released here, by a deref_into(release=True)
+  // marker that already entered), as inline says it; else `otherwise`, an
+  // invalid-argument error.
+  std::string ReadError(uint64_t id, std::string_view otherwise) const;
 
  private:
+  // A Reference this codec could not attach: keeps libivm's reason.
+  bool Refused(ivm_error_t* err);
+  uint32_t refused_kind_ = 0;
+  std::string refused_;
   RefTable& refs_;
   ivm_isolate_t* iso_;
 };

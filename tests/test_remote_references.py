@@ -102,6 +102,17 @@ OPS: list[tuple[str, Callable[[ivm.Context], Any]]] = [
     ("copy", lambda c: _obj(c).get_sync("nested", reference=True).copy_sync()),
     ("copy refused", lambda c: _fn(c, "add").copy_sync()),
     ("deref_into", lambda c: c.eval_closure_sync("return $0 === obj", [_obj(c).deref_into()])),
+    # A deref_into(release=True) marker enters once; it is released in the worker, where the
+    # host cannot see it, so its next use is refused there, as inline refuses it.
+    ("deref_into release used twice", lambda c: (lambda m: (
+        c.eval_closure_sync("return $0 === obj", [m]), c.eval_closure_sync("return 1", [m])))(
+        _obj(c).deref_into(release=True))),
+    ("deref_into release then apply", lambda c: (lambda m: (
+        c.eval_closure_sync("return 1", [m]), _fn(c, "add").apply_sync(None, [m, 1])))(
+        _obj(c).deref_into(release=True))),
+    ("deref_into release then set", lambda c: (lambda m: (
+        c.eval_closure_sync("return 1", [m]), c.global_.set_sync("again", m)))(
+        _obj(c).deref_into(release=True))),
     ("reference argument", lambda c: c.eval_closure_sync(
         "return [typeof $0, $0.typeof, $0.getSync('a')]", [_obj(c)], result_options={"copy": True})),
     ("reference in a copy", lambda c: c.eval_closure_sync(
