@@ -58,6 +58,10 @@ size_t UnwindCap(uint64_t limit) {
 // The semi-spaces grow to that size only when the isolate allocates that much between
 // collections.
 constexpr uint64_t kSemiSpaceShare = 32;
+// A host span that began at `since` (CallClockNs). Never negative, even from the counters of
+// two CPUs, should the thread move: a negative span would make JavaScript's time exceed
+// the call's.
+int64_t HostSpanNs(int64_t since) { return std::max<int64_t>(CallClockNs() - since, 0); }
 constexpr size_t kMaxSemiSpace = 8u << 20;
 void SizeYoungGeneration(v8::ResourceConstraints& constraints, uint64_t limit) {
   size_t young = constraints.max_young_generation_size_in_bytes();
@@ -231,7 +235,7 @@ ivm_error_t* IsolateHolder::Begin(CallState& call, uint64_t timeout_ns, uint64_t
     host_ns_ = 0;
   } else if (in_host_) {
     // Host code calls back in: its span ends here, JavaScript's resumes.
-    host_ns_ += CallClockNs() - host_since_;
+    host_ns_ += HostSpanNs(host_since_);
     in_host_ = false;
     call.from_host = true;
   }
@@ -511,7 +515,7 @@ bool IsolateHolder::EnterHost() {
 
 void IsolateHolder::LeaveHost(bool was_host) {
   host_depth_.fetch_sub(1);
-  if (!was_host) host_ns_ += CallClockNs() - host_since_;
+  if (!was_host) host_ns_ += HostSpanNs(host_since_);
   in_host_ = was_host;
 }
 
