@@ -389,6 +389,9 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   std::recursive_timed_mutex& exec_mutex() { return exec_mutex_; }
   // Pool threads that keep a parked lock on this isolate (GiveBackThreadLock).
   std::atomic<int>& pool_parked() { return pool_parked_; }
+  // signals.cc's listing of this isolate (interrupt::Enter, Leave, Forget).
+  int& interrupt_slot() { return interrupt_slot_; }
+  std::atomic<bool>& interrupt_running() { return interrupt_running_; }
   // The isolate's handle (ivm_isolate_t) is freed: nobody will dispose it, so
   // its teardown may run on any thread, when the last context, script or
   // reference goes. Threads then stop parking their locks on it (a parked
@@ -494,6 +497,8 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   std::atomic<std::thread::id> owner_{};
   int depth_ = 0;   // calls on the stack of the owner thread
   bool interrupt_listed_ = false;   // the outermost call is in interrupt::Enter's list
+  int interrupt_slot_ = -1;   // its slot in signals.cc's listing (exec_mutex_), -1: none
+  std::atomic<bool> interrupt_running_{false};   // listed there, and in a call on its thread
 
   // Guards active_ (the calls on the stack, outermost first) and termination.
   SpinMutex state_mutex_;
@@ -551,9 +556,12 @@ class HostScope {
 // Signal-driven termination of the synchronous calls of one thread.
 namespace interrupt {
 // An outermost call starts on this thread: whether `holder` was listed (the watched
-// thread), in which case Leave() must unlist it when the call ends.
+// thread), in which case Leave() must unlist it when the call ends. Both run under the
+// holder's exec_mutex_. An isolate keeps the lock-free listing Enter gave it between its
+// calls (it is then skipped) until Forget, which its disposal calls.
 bool Enter(IsolateHolder& holder);
 void Leave(IsolateHolder& holder);
+void Forget(IsolateHolder& holder);
 // The same for a call that waits for another process (a worker-hosted
 // isolate's synchronous call): on the signal, the watcher thread runs `stop`
 // (which must not block for long). Returns 0 when this thread is not the

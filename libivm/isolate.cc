@@ -520,6 +520,7 @@ void IsolateHolder::LeaveHost(bool was_host) {
 }
 
 void IsolateHolder::DisposeLocked() {
+  interrupt::Forget(*this);   // (also when disposed before: the destructor's call)
   if (isolate_ == nullptr) return;
   state_.store(kDisposing);
   std::vector<std::shared_ptr<Resource>> all;

@@ -40,13 +40,17 @@ std::atomic<bool> g_enabled{false};
 std::atomic<uint64_t> g_signals{0};   // signals seen by the watcher
 std::atomic<std::thread::id> g_thread{};   // the thread whose calls a signal stops
 
-// The common listing, without a lock: the isolates of the outermost calls on
-// g_thread, one per slot (nullptr: free). Enter claims a free slot with a CAS; Leave
-// clears it, then waits while the watcher is reading the slots (g_reading), so the
-// watcher never touches a holder that Leave has let go. Both sides use sequentially
-// consistent operations: either the watcher sees the cleared slot, or Leave sees
-// g_reading set and waits (Dekker's pattern). The watcher reads rarely (one pass per
-// signal), so Leave almost never waits.
+// The common listing, without a lock: isolates that had an outermost call on g_thread,
+// one per slot (nullptr: free). Enter claims a free slot with a CAS, once: the isolate
+// keeps it (IsolateHolder::interrupt_slot_) until Forget, at its disposal, and each later
+// call only sets and clears its flag interrupt_running_ (plain stores: the watcher stops
+// the isolates whose flag it reads set). Forget clears the slot, then waits while the
+// watcher is reading the slots (g_reading), so the watcher never touches a holder that
+// Forget has let go. Both sides use sequentially consistent operations: either the
+// watcher sees the cleared slot, or Forget sees g_reading set and waits (Dekker's
+// pattern). The watcher reads rarely (one pass per signal), so Forget almost never waits.
+// (Past kSlots isolates, the others are listed in State::running per call, under its
+// mutex.)
 constexpr int kSlots = 16;
 std::atomic<IsolateHolder*> g_slots[kSlots] = {};
 std::atomic<bool> g_reading{false};
@@ -84,7 +88,7 @@ void Watch(int fd) {
     g_reading.store(true);
     for (auto& slot : g_slots) {
       IsolateHolder* h = slot.load();
-      if (!h) continue;
+      if (!h || !h->interrupt_running().load()) continue;
       if (auto owner = h->weak_from_this().lock()) targets.push_back(std::move(owner));
     }
     g_reading.store(false);
@@ -147,12 +151,17 @@ ivm_error_t* Substitute(ivm_error_t* error, uint64_t seen) {
 bool Enter(IsolateHolder& holder) {
   if (!g_enabled.load(std::memory_order_relaxed)) return false;
   if (std::this_thread::get_id() != g_thread.load(std::memory_order_relaxed)) return false;
-  for (auto& slot : g_slots) {
+  // (interrupt_slot_ is written only here and in Forget, under the holder's exec_mutex_.)
+  for (int i = 0; holder.interrupt_slot() < 0 && i < kSlots; ++i) {
     IsolateHolder* expected = nullptr;
-    if (slot.load(std::memory_order_relaxed) == nullptr &&
-        slot.compare_exchange_strong(expected, &holder)) {
-      return true;
+    if (g_slots[i].load(std::memory_order_relaxed) == nullptr &&
+        g_slots[i].compare_exchange_strong(expected, &holder)) {
+      holder.interrupt_slot() = i;
     }
+  }
+  if (holder.interrupt_slot() >= 0) {
+    holder.interrupt_running().store(true, std::memory_order_release);
+    return true;
   }
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
@@ -161,17 +170,23 @@ bool Enter(IsolateHolder& holder) {
 }
 
 void Leave(IsolateHolder& holder) {
-  // Only this holder's outermost call writes it into a slot, so a match is ours.
-  for (auto& slot : g_slots) {
-    if (slot.load(std::memory_order_relaxed) != &holder) continue;
-    slot.store(nullptr);
-    while (g_reading.load()) std::this_thread::yield();
+  if (holder.interrupt_slot() >= 0) {   // it stays listed: the watcher skips it now
+    holder.interrupt_running().store(false, std::memory_order_release);
     return;
   }
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
   auto it = std::find(s.running.rbegin(), s.running.rend(), &holder);
   if (it != s.running.rend()) s.running.erase(std::next(it).base());
+}
+
+void Forget(IsolateHolder& holder) {
+  int i = holder.interrupt_slot();
+  if (i < 0) return;
+  holder.interrupt_slot() = -1;
+  holder.interrupt_running().store(false);
+  g_slots[i].store(nullptr);
+  while (g_reading.load()) std::this_thread::yield();
 }
 
 uint64_t EnterCall(std::function<void()> stop) {

@@ -237,3 +237,45 @@ def test_ctrl_c_stops_a_chain_of_isolates_nested_through_callbacks(depth: int) -
     returncode, out, err = _interrupt_each_round(CHAIN_CHILD, str(depth), rounds=2)
     assert returncode == 0, out + err
     assert out.strip() == "interrupted [True, True]", out + err
+
+
+IDLE_CHILD = r"""
+import gc, signal, threading
+signal.signal(signal.SIGINT, signal.default_int_handler)
+import ivm
+# Isolates that each made a call on this thread and were then disposed: each kept its
+# lock-free listing between calls, and gave it back at its disposal.
+for _ in range(20):
+    ivm.Isolate().create_context_sync().eval_sync("1")
+gc.collect()
+# An isolate listed by a call on this thread, now busy on another thread: Ctrl-C stops
+# only this thread's JavaScript, so its call ends by its timeout.
+other = ivm.Isolate().create_context_sync()
+other.eval_sync("1")
+outcome = []
+def run_other():
+    try:
+        other.eval_sync("for (;;) {}", timeout=3)
+    except ivm.TimeoutError:
+        outcome.append("timeout")
+    except BaseException as e:
+        outcome.append(type(e).__name__)
+thread = threading.Thread(target=run_other)
+thread.start()
+mine = ivm.Isolate().create_context_sync()
+print("ready", flush=True)
+try:
+    mine.eval_sync("for (;;) {}")
+except KeyboardInterrupt:
+    thread.join()
+    print("interrupted", outcome, mine.eval_sync("6 * 7"), flush=True)
+"""
+
+
+def test_ctrl_c_spares_an_idle_listed_isolate_busy_on_another_thread() -> None:
+    """An isolate keeps its lock-free listing (signals.cc) between its calls on the
+    watched thread, flagged idle: Ctrl-C must not stop its call on another thread, and the
+    listings of disposed isolates are given back (the watcher never reads a freed one)."""
+    returncode, out, err = _interrupt_each_round(IDLE_CHILD, rounds=1)
+    assert returncode == 0, out + err
+    assert out.strip() == "interrupted ['timeout'] 42", out + err
