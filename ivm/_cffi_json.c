@@ -339,7 +339,9 @@ static int ivm_py_json_value(ivm_py_json_t *w, PyObject *o, int depth) {
   if (o == Py_False) return ivm_py_json_literal(w, "false", 5);
   if (o == Py_None) return ivm_py_json_literal(w, "null", 4);
   if (t != &PyDict_Type && t != &PyList_Type) return 0;
-  if (depth >= IVM_PY_JSON_MAX_DEPTH || !ivm_py_json_first(w, o)) return 0;
+  /* A container whose one reference is the one it was reached through (its parent's item,
+   * the parent itself met once) cannot be met again: only the others go into the set. */
+  if (depth >= IVM_PY_JSON_MAX_DEPTH || (Py_REFCNT(o) != 1 && !ivm_py_json_first(w, o))) return 0;
   return t == &PyDict_Type ? ivm_py_json_dict(w, o, depth + 1) : ivm_py_json_list(w, o, depth + 1);
 }
 

@@ -72,6 +72,15 @@ uint32_t AsciiPrefix(const uint8_t* p, uint32_t n) {
   return i;
 }
 
+// Whether a[0, n) and b[0, n) hold the same bytes (short runs inline: keys).
+bool SameBytes(const uint8_t* a, const uint8_t* b, size_t n) {
+  if (n > 24) return std::memcmp(a, b, n) == 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
+}
+
 // (AppendCodePoint, a code point as WTF-8: internal.h.)
 
 // UTF-16 code units in host order, as WTF-8.
@@ -322,16 +331,36 @@ class Translator {
     e_.NewDict();
     Remember();
     Batches items(e_, op::SETITEMS);
-    for (;;) {
+    for (uint32_t k = 0;; ++k) {
       if (p_ >= end_) return false;
       if (*p_ == v8tag::kEndObject) {
         items.Finish();
         return SkipEnd(1);
       }
       items.BeforeItem();
-      if (!Key() || !Value(nullptr)) return false;
+      if (!ShapeKey(k) || !Value(nullptr)) return false;
       items.AfterItem();
     }
+  }
+  // The object's k-th key. Rows of one shape have the same keys in the same
+  // order, so the k-th key's bytes in V8's output are compared with those of
+  // the last object's k-th key first: the same bytes are the same key, which
+  // Key memoized then, written again as a memo Get without being decoded.
+  bool ShapeKey(uint32_t k) {
+    if (k >= kShapeKeys) return Key();
+    ShapeEntry& known = shape_[k];
+    size_t n = known.length;
+    if (n != 0 && static_cast<size_t>(end_ - p_) >= n && SameBytes(p_, known.bytes, n)) {
+      p_ += n;
+      e_.Get(known.memo);
+      return true;
+    }
+    const uint8_t* start = p_;
+    if (!Key()) return false;
+    known.memo = e_.last_key_memo();
+    known.bytes = start;
+    known.length = known.memo == kNoMemo ? 0 : static_cast<uint32_t>(p_ - start);
+    return true;
   }
   // A property key as a Python str (indices become their decimal form).
   bool Key() {
@@ -490,6 +519,15 @@ class Translator {
   uint64_t steps_ = 0;
   int depth_ = 0;
   std::vector<uint32_t> ids_;   // V8 object id -> memo index
+  // ShapeKey's memory: the k-th key of the object read last, its bytes (in
+  // V8's output, which outlives the translator) and its memo index.
+  struct ShapeEntry {
+    const uint8_t* bytes = nullptr;
+    uint32_t length = 0;   // 0: none
+    uint32_t memo = kNoMemo;
+  };
+  static constexpr uint32_t kShapeKeys = 16;
+  ShapeEntry shape_[kShapeKeys];
   std::string scratch_;
   std::string_view text_;   // String's result
 };

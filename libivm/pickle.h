@@ -271,6 +271,7 @@ class Emitter {
   uint32_t Key(const char* p, size_t n) {
     if (n > kMaxMemoizedKey) {
       Text(p, n);
+      last_key_memo_ = kNoMemo;
       return kNoMemo;
     }
     // Rows of one shape repeat the same few keys: a small direct-mapped
@@ -278,6 +279,7 @@ class Emitter {
     RecentKey& recent = recent_keys_[RecentSlot(p, n)];
     if (recent.memo != kNoMemo && recent.key.size() == n && Same(recent.key.data(), p, n)) {
       Get(recent.memo);
+      last_key_memo_ = recent.memo;
       return kNoMemo;
     }
     std::string key(p, n);
@@ -285,16 +287,19 @@ class Emitter {
     if (it != keys_.end()) {
       Get(it->second);
       recent.key = std::move(key);
-      recent.memo = it->second;
+      recent.memo = last_key_memo_ = it->second;
       return kNoMemo;
     }
     Text(p, n);
     uint32_t memo = memo_count_;
     keys_.emplace(key, memo);
     recent.key = std::move(key);
-    recent.memo = memo;
+    recent.memo = last_key_memo_ = memo;
     return Memoize();
   }
+  // The memo index of the key Key wrote last (memoized now or before), or
+  // kNoMemo when it was too long to memoize: Get of it writes that key again.
+  uint32_t last_key_memo() const { return last_key_memo_; }
 
   // --- calls of `ivm._copy` names: Call(tag), its arguments, then Reduce(n)
   // for 0 to 3 arguments, or MarkedReduce() after Call(tag) and Mark().
@@ -439,6 +444,7 @@ class Emitter {
 
   std::unordered_map<std::string, uint32_t> keys_;
   RecentKey recent_keys_[kRecentKeys];
+  uint32_t last_key_memo_ = kNoMemo;
 };
 
 // The items of a list, dict or set (APPENDS, SETITEMS or ADDITEMS), written

@@ -715,6 +715,26 @@ def test_repeated_keys_across_many_objects(context: ivm.Context) -> None:
     assert js_check(context, value, f"JSON.stringify($0) === JSON.stringify({js})") is True
 
 
+def test_objects_whose_keys_change_from_one_to_the_next(context: ivm.Context) -> None:
+    # libivm's writer reuses the last object's k-th key when the next one's has the same
+    # bytes: every way a key can differ from the last one at its place must still be seen
+    long = "k" * 70   # too long to be memoized
+    rows = [
+        {"a": 1, "b": 2}, {"a": 3, "c": 4}, {"b": 5, "a": 6}, {"a": 7}, {"ab": 8, "b": 9},
+        {"a": 10, "bb": 11}, {"\u00e9": 12}, {"\u00e8": 13}, {"\u4e00": 14}, {"\u4e01": 15},
+        {long: 16}, {long + "x": 17}, {long: 18}, {"1": 19, "a": 20}, {"2": 21, "a": 22},
+        {"4294967294": 23}, {"4294967295": 24}, {"-1": 25}, {"1.5": 26}, {"": 27}, {"a": 28},
+        {"x" * 16: 29}, {"x" * 17: 30}, {"x" * 17: 31},
+        {f"p{i}": i for i in range(20)}, {f"p{i}": -i for i in range(20)},
+        {f"p{i}" if i != 17 else "q": i for i in range(20)},
+    ]
+    rows.append(dict(rows[0], nested=[{"a": 1, "z": 2}, {"a": 3, "y": 4}]))
+    context.global_.set_sync("rows", rows, copy=True)
+    for js in ("rows", "rows.map((r) => ({...r}))", "rows.map((r) => Object.assign({}, r))"):
+        assert same(context.eval_sync(js, copy=True), rows)
+        assert same(context.eval_sync(f"[{js}, {js}]", copy=True), [rows, rows])
+
+
 # --- large values
 
 

@@ -240,6 +240,23 @@ def test_python_json_text_is_refused_for_everything_but_plain_data() -> None:
     assert JSON_STREAM(["\u0100" * 300000]) is not None   # 1.8 MB of text
 
 
+def test_python_json_text_finds_containers_shared_only_inside_the_value() -> None:
+    from ivm._copy import JSON_STREAM
+
+    # The writer sets aside only containers with one reference (the one it came through);
+    # one that only the value itself holds twice is still met twice.
+    inner: Any = {"a": [1]}
+    value: Any = [[inner], {"x": inner}]
+    del inner
+    assert JSON_STREAM(value) is None
+    ring: Any = [1]
+    ring.append([ring])
+    value = [ring]
+    del ring
+    assert JSON_STREAM(value) is None
+    assert JSON_STREAM([[{"a": [i]} for i in range(3)]]) is not None
+
+
 def test_python_json_text_bound_does_not_depend_on_earlier_calls() -> None:
     from ivm._copy import JSON_STREAM
 
