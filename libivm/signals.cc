@@ -20,8 +20,8 @@ namespace {
 
 struct State {
   std::mutex mutex;
-  // The isolates with a call on `thread` beyond g_slots' room (deep nesting): each is
-  // alive while it is listed (Enter at the start of its outermost call, Leave at the
+  // The isolates with a call on `thread` that hold no slot of g_slots (all of them are
+  // kept by other live isolates called on `thread`): each is alive while it is listed (Enter at the start of its outermost call, Leave at the
   // end), so a plain pointer is enough.
   std::vector<IsolateHolder*> running;
   std::map<uint64_t, std::function<void()>> stops;   // EnterCall's, by token (innermost last)
