@@ -117,6 +117,7 @@ T* Ops::Find(std::unordered_map<uint64_t, T*>& map, uint64_t id) {
 void Ops::Done(void* user_data, const ivm_completion_t* c) {
   std::unique_ptr<Pending> p(static_cast<Pending*>(user_data));
   p->ops->Finish(*p, c);
+  Follow(p->call_id);   // the reading may be lent to this call (worker_follow.cc)
 }
 
 void Ops::Finish(const Pending& p, const ivm_completion_t* c) {
