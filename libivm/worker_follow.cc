@@ -37,6 +37,9 @@ constexpr size_t kFollowBuf = 64 * 1024;
 
 Channel* g_channel = nullptr;
 Ops* g_ops = nullptr;
+// The reader, and a thread in Follow: a job's done callback that runs on such
+// a thread (a job dropped at once) does not follow again.
+thread_local bool t_reads = false;
 
 // How long a follower tries non-blocking reads before it gives the reading
 // back: the host's next synchronous call comes a host turn after the REPLY.
@@ -61,6 +64,7 @@ bool Lendable(const wire::Frame& frame) {
 void SetFollow(Channel* channel, Ops* ops) {
   g_channel = channel;
   g_ops = ops;
+  t_reads = true;
 }
 
 bool Channel::Lend(const wire::Frame& frame) {
@@ -151,7 +155,11 @@ bool Channel::FollowRead(wire::Frame* out) {
 
 void Follow(uint64_t call_id) {
   Channel* channel = g_channel;
-  if (channel == nullptr || !channel->TakeLent(call_id)) return;
+  if (channel == nullptr || t_reads || !channel->TakeLent(call_id)) return;
+  struct Reads {
+    Reads() { t_reads = true; }
+    ~Reads() { t_reads = false; }
+  } reads;
   wire::Frame frame;
   while (channel->FollowRead(&frame)) {
     std::string out = HandleCall(*channel, *g_ops, frame);

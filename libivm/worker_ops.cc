@@ -70,6 +70,8 @@ struct Ops::Pending {
   Reply reply;          // if set, makes the REPLY (and records what the job made)
 };
 
+thread_local const wire::Fds* Ops::call_fds_ = nullptr;
+
 Ops::Ops(Channel& channel) : channel_(channel) {}
 
 Ops::~Ops() = default;

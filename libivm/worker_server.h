@@ -206,11 +206,12 @@ class Ops {
   ivm_context_t* Context(uint64_t id);
 
  public:
-  // The descriptors of the CALL being run (by the reading thread).
+  // The descriptors of the CALL being run (by the reading thread: the reader
+  // or a follower, worker_follow.cc, so one per thread).
   void SetCallFds(const wire::Fds* fds) { call_fds_ = fds; }
 
  private:
-  const wire::Fds* call_fds_ = nullptr;
+  static thread_local const wire::Fds* call_fds_;
   std::string Global(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
   std::string RefCall(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
   struct RefRequest;
