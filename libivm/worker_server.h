@@ -81,6 +81,7 @@ class Channel {
   uint64_t lent_call_ = 0;    // while kLent
   uint64_t lend_epoch_ = 0;   // lendings so far
   int callback_waits_ = 0;
+  int lend_pause_ = 0;   // calls not to lend for (a host callback took it back)
   // The reading thread's only (handed over under lend_mu_):
   wire::InputPoll follow_poll_;        // FollowRead's spin
   std::unique_ptr<wire::Frame> held_;  // read by a follower, for the reader
