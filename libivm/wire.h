@@ -267,12 +267,6 @@ void MarkSyncCall(std::string& frame);
 class InputPoll {
  public:
   long Read(int sock, int64_t spin_ns, char* buf, size_t len, Fds* fds, bool* truncated);
-  // Whether the next Read would give up at once (and counts it as such a Read).
-  bool Skip() {
-    if (pause_ <= 0) return false;
-    --pause_;
-    return true;
-  }
 
  private:
   int misses_ = 0;   // spins in a row that missed

@@ -23,7 +23,9 @@
 #include "worker_server.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <chrono>
 
@@ -34,7 +36,6 @@ namespace {
 // How often the waiting reader looks whether a lent call still runs.
 constexpr auto kLendLook = std::chrono::milliseconds(1);
 constexpr size_t kFollowBuf = 64 * 1024;
-constexpr int kCallbackPause = 64;
 
 Channel* g_channel = nullptr;
 Ops* g_ops = nullptr;
@@ -42,14 +43,23 @@ Ops* g_ops = nullptr;
 // a thread (a job dropped at once) does not follow again.
 thread_local bool t_reads = false;
 
-// How long a follower tries non-blocking reads before it gives the reading
-// back: the host's next synchronous call comes a host turn after the REPLY.
-// IVM_WORKER_FOLLOW_SPIN_US (inherited; read once; 0 turns lending off; at
-// most 10000) overrides the 30 us. Adaptive as every such spin (wire.h).
+// How long a follower tries non-blocking reads (yielding between them) before
+// it sleeps in ppoll(): the host's next synchronous call comes a host turn
+// after the REPLY. IVM_WORKER_FOLLOW_SPIN_US (inherited; read once; 0 turns
+// lending off; at most 10000) overrides the 10 us. Adaptive as every such
+// spin (wire.h). The sleep lasts kFollowWaitNs at most: on a busy machine a
+// yielding thread waits for the core behind other processes' threads, while
+// a sleeping one that input wakes runs at once; and it still spares the
+// hand-over from the reader to a pool thread.
 int64_t FollowSpinNs() {
-  static const int64_t spin = wire::SpinFromEnv("IVM_WORKER_FOLLOW_SPIN_US", 30);
+  static const int64_t spin = wire::SpinFromEnv("IVM_WORKER_FOLLOW_SPIN_US", 10);
   return spin;
 }
+constexpr long kFollowWaitNs = 200 * 1000;
+// Follows whose spin and sleep both missed, in a row, before lending pauses
+// (for kMissPause calls: calls that far apart gain nothing from it).
+constexpr int kMaxMisses = 4;
+constexpr int kMissPause = 64;
 
 // A synchronous CALL whose REPLY Ops::Done sends.
 bool Lendable(const wire::Frame& frame) {
@@ -73,7 +83,7 @@ bool Channel::Lend(const wire::Frame& frame) {
   std::lock_guard<std::mutex> lock(lend_mu_);
   // A follower's spin that keeps missing (calls far apart) lends nothing for a
   // while: the reader would be woken for each call all the same.
-  if (callback_waits_ != 0 || follow_poll_.Skip()) return false;
+  if (callback_waits_ != 0) return false;
   if (lend_pause_ > 0) {
     --lend_pause_;
     return false;
@@ -129,8 +139,8 @@ void Channel::CallbackWaits(bool begin) {
       // Waking the reader for the reply cost a callback's round trip (from a
       // synchronous call) more than lending saves: 40 us became 65-78 (load
       // 3.5). Calls that call back tend to come in a row: lend nothing for
-      // the next kCallbackPause calls.
-      lend_pause_ = kCallbackPause;
+      // the next kMissPause calls.
+      lend_pause_ = kMissPause;
     }
   }
   if (wake) lend_cv_.notify_one();
@@ -152,7 +162,20 @@ bool Channel::FollowRead(wire::Frame* out) {
     bool truncated = false;
     ssize_t n = follow_poll_.Read(fd_, FollowSpinNs(), follow_buf_.get(), kFollowBuf,
                                   &in_fds_, &truncated);
+    if (n < 0 && errno == EAGAIN) {
+      pollfd p{fd_, POLLIN, 0};
+      timespec wait{0, kFollowWaitNs};
+      if (ppoll(&p, 1, &wait, nullptr) > 0) {
+        n = wire::RecvWithFds(fd_, follow_buf_.get(), kFollowBuf, MSG_DONTWAIT, &in_fds_,
+                              &truncated);
+      } else if (++misses_ >= kMaxMisses) {   // nothing came (or EINTR)
+        std::lock_guard<std::mutex> lock(lend_mu_);
+        misses_ = 0;
+        lend_pause_ = kMissPause;
+      }
+    }
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;   // the reader polls
+    misses_ = 0;
     if (n <= 0 || truncated || in_fds_.size() > 2 * wire::kMaxFds) {
       broken_ = true;   // as the reader's Read would: the worker ends
       break;

@@ -81,9 +81,10 @@ class Channel {
   uint64_t lent_call_ = 0;    // while kLent
   uint64_t lend_epoch_ = 0;   // lendings so far
   int callback_waits_ = 0;
-  int lend_pause_ = 0;   // calls not to lend for (a host callback took it back)
+  int lend_pause_ = 0;   // calls not to lend for (FollowRead's misses, host callbacks)
   // The reading thread's only (handed over under lend_mu_):
   wire::InputPoll follow_poll_;        // FollowRead's spin
+  int misses_ = 0;                     // FollowRead's spins and sleeps in a row that missed
   std::unique_ptr<wire::Frame> held_;  // read by a follower, for the reader
   bool broken_ = false;                // a follower's read ended the channel
   std::unique_ptr<char[]> follow_buf_;
