@@ -81,9 +81,9 @@ void SetFollow(Channel* channel, Ops* ops) {
 bool Channel::Lend(const wire::Frame& frame) {
   if (!Lendable(frame) || FollowSpinNs() == 0 || in_.pending() != 0) return false;
   std::lock_guard<std::mutex> lock(lend_mu_);
-  // A follower's spin that keeps missing (calls far apart) lends nothing for a
-  // while: the reader would be woken for each call all the same.
-  if (callback_waits_ != 0) return false;
+  if (callback_waits_ != 0) return false;   // the reader must read its reply
+  // Paused (FollowRead's misses: calls far apart; a host callback took the
+  // reading back): the reader would be woken for each call all the same.
   if (lend_pause_ > 0) {
     --lend_pause_;
     return false;
@@ -91,13 +91,6 @@ bool Channel::Lend(const wire::Frame& frame) {
   role_ = Role::kLent;
   lent_call_ = frame.header.id;
   ++lend_epoch_;
-  return true;
-}
-
-bool Channel::Unlend(uint64_t call_id) {
-  std::lock_guard<std::mutex> lock(lend_mu_);
-  if (role_ != Role::kLent || lent_call_ != call_id) return false;
-  role_ = Role::kFollower;
   return true;
 }
 
@@ -198,7 +191,7 @@ void Follow(uint64_t call_id) {
     std::string out = HandleCall(*channel, *g_ops, frame);
     if (out.empty()) return;   // its pool thread follows (or the reader takes it back)
     // Answered at once: read on, unless the reader took the reading back.
-    if (!channel->Unlend(frame.header.id)) {
+    if (!channel->TakeLent(frame.header.id)) {
       channel->Send(out);
       return;
     }

@@ -38,11 +38,10 @@ class Channel {
   // a synchronous call whose REPLY a pool thread sends (kOpEval, kOpScriptRun,
   // kOpRefCall) and nothing else is buffered. The follower does the same with
   // what it reads. Then, if the call was answered at once, the reader takes
-  // the reading back (GiveBack) and the follower Unlends (it reads on, unless
-  // the reading was taken back meanwhile: false); else the reader calls
-  // AwaitReading and the follower returns.
+  // the reading back (GiveBack) and the follower takes it back as TakeLent
+  // does (it reads on, unless the reader took it meanwhile: false); else the
+  // reader calls AwaitReading and the follower returns.
   bool Lend(const wire::Frame& frame);
-  bool Unlend(uint64_t call_id);
   // The reader, after lending: until the reading comes back (the follower
   // gives it back, a host callback waits for its reply, or the lent call has
   // run for 1-2 ms: then CANCEL, PING and TERMINATE must be read again).
