@@ -148,6 +148,12 @@ ivm_error_t* Callbacks::Invoke(Proxy& proxy, ivm_call_t* call, ivm_value_t** out
     std::lock_guard<std::mutex> lock(mu_);
     invocations_.erase(inv.id);
   };
+  // The reader reads while this waits for the reply (worker_follow.cc).
+  struct Waits {
+    Channel* channel;
+    explicit Waits(Channel* c) : channel(c) { channel->CallbackWaits(true); }
+    ~Waits() { channel->CallbackWaits(false); }
+  } waits(channel_);
   if (!SendCallback(frame, codec.out_fds)) {
     leave();
     return HostError("Error", "the host is gone");

@@ -70,6 +70,8 @@ struct Ops::Pending {
   Reply reply;          // if set, makes the REPLY (and records what the job made)
 };
 
+thread_local const wire::Fds* Ops::call_fds_ = nullptr;
+
 Ops::Ops(Channel& channel) : channel_(channel) {}
 
 Ops::~Ops() = default;
@@ -117,6 +119,7 @@ T* Ops::Find(std::unordered_map<uint64_t, T*>& map, uint64_t id) {
 void Ops::Done(void* user_data, const ivm_completion_t* c) {
   std::unique_ptr<Pending> p(static_cast<Pending*>(user_data));
   p->ops->Finish(*p, c);
+  Follow(p->call_id);   // the reading may be lent to this call (worker_follow.cc)
 }
 
 void Ops::Finish(const Pending& p, const ivm_completion_t* c) {

@@ -47,20 +47,32 @@ ssize_t Channel::SpinForInput(char* buf, size_t len, bool* truncated) {
   return input_poll_.Read(fd_, after_sync_call_ ? 0 : spin, buf, len, &in_fds_, truncated);
 }
 
+wire::FrameBuffer::Result Channel::TakeFrame(wire::Frame* out) {
+  std::string why;
+  wire::FrameBuffer::Result r = in_.Next(out, &why);
+  if (r != wire::FrameBuffer::kFrame) return r;
+  // rref: the descriptors came with the frame's first bytes.
+  size_t count = out->header.fd_count();
+  if (count > in_fds_.size()) return wire::FrameBuffer::kBad;
+  out->fds.assign(in_fds_.begin(), in_fds_.begin() + count);
+  in_fds_.erase(in_fds_.begin(), in_fds_.begin() + count);
+  return r;
+}
+
 bool Channel::Read(wire::Frame* out) {
   char buf[64 * 1024];
+  if (broken_) return false;   // a follower read the end (worker_follow.cc)
+  if (held_) {                 // or a frame it leaves to the reader
+    *out = std::move(*held_);
+    held_.reset();
+    after_sync_call_ = false;
+    return true;
+  }
   for (;;) {
-    std::string why;
-    switch (in_.Next(out, &why)) {
-      case wire::FrameBuffer::kFrame: {
-        // rref: the descriptors came with the frame's first bytes.
-        size_t count = out->header.fd_count();
-        if (count > in_fds_.size()) return false;
-        out->fds.assign(in_fds_.begin(), in_fds_.begin() + count);
-        in_fds_.erase(in_fds_.begin(), in_fds_.begin() + count);
+    switch (TakeFrame(out)) {
+      case wire::FrameBuffer::kFrame:
         after_sync_call_ = out->header.kind == wire::kCall && out->header.sync_call();
         return true;
-      }
       case wire::FrameBuffer::kBad: return false;
       case wire::FrameBuffer::kNeedMore: break;
     }
@@ -259,7 +271,8 @@ std::string CreateSnapshot(Channel& channel, uint64_t id, wire::Reader& r) {
   return "";
 }
 
-// Answers one CALL; an empty string means no reply (now).
+}  // namespace
+
 std::string HandleCall(Channel& channel, Ops& ops, const wire::Frame& frame) {
   wire::Reader reader(frame.payload);
   uint32_t op = 0;
@@ -298,8 +311,6 @@ std::string HandleCall(Channel& channel, Ops& ops, const wire::Frame& frame) {
   return Reply(frame.header.id, IVM_ERROR_INVALID_ARGUMENT,
                "unknown op " + std::to_string(op) + " (this worker has no test hooks)");
 }
-
-}  // namespace
 
 // glibc's malloc reads /proc/sys/vm/overcommit_memory the first time it
 // shrinks a thread arena's heap, and caches the answer. Shrink one now, from a
@@ -377,6 +388,7 @@ int Serve(Channel& channel) {
   // exits.
   Ops& ops = *new Ops(channel);
   Callbacks::Get().Init(channel, ops);
+  SetFollow(&channel, &ops);
   wire::Frame frame;
   while (channel.Read(&frame)) {
     std::string out;
@@ -386,9 +398,13 @@ int Serve(Channel& channel) {
         break;
       case wire::kExit:
         return 0;
-      case wire::kCall:
+      case wire::kCall: {
+        bool lent = channel.Lend(frame);   // worker_follow.cc
         out = HandleCall(channel, ops, frame);
+        if (lent && out.empty()) channel.AwaitReading();   // its pool thread reads next
+        if (lent && !out.empty()) channel.GiveBack();   // answered at once
         break;
+      }
       case wire::kCancel:
         ops.Cancel(frame.header.id);
         break;

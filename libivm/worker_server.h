@@ -7,7 +7,9 @@
 #include "wire.h"
 #include "wire_value.h"
 
+#include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -27,6 +29,35 @@ class Channel {
   // replies of asynchronous calls are sent from libivm's pool threads.
   bool Send(const std::string& bytes, const wire::Fds& fds = wire::Fds());
 
+  // Lending the reading (worker_follow.cc; docs/process.md, "Life of a
+  // worker"): while a synchronous call runs, the pool thread that sends its
+  // REPLY reads the channel next, for a short while, instead of the reader,
+  // which waits. One thread reads at a time: the reader, or that follower.
+  //
+  // The reader, before it runs CALL `frame`: lends the reading for it if it is
+  // a synchronous call whose REPLY a pool thread sends (kOpEval, kOpScriptRun,
+  // kOpRefCall) and nothing else is buffered. The follower does the same with
+  // what it reads. Then, if the call was answered at once, the reader takes
+  // the reading back (GiveBack) and the follower takes it back as TakeLent
+  // does (it reads on, unless the reader took it meanwhile: false); else the
+  // reader calls AwaitReading and the follower returns.
+  bool Lend(const wire::Frame& frame);
+  // The reader, after lending: until the reading comes back (the follower
+  // gives it back, a host callback waits for its reply, or the lent call has
+  // run for 1-2 ms: then CANCEL, PING and TERMINATE must be read again).
+  void AwaitReading();
+  // A pool thread, after the REPLY of CALL `call_id`: true if the reading was
+  // lent for that call; it is this thread's now (FollowRead or GiveBack).
+  bool TakeLent(uint64_t call_id);
+  // The follower: the next frame, read within a short spin, if it is one to
+  // lend for (and lends for it); else false, and the reading is given back
+  // (a frame read is kept for the reader's next Read).
+  bool FollowRead(wire::Frame* out);
+  void GiveBack();
+  // A host callback's invocation begins (true) or ends waiting for its
+  // reply: meanwhile the reader reads, and nothing is lent.
+  void CallbackWaits(bool begin);
+
  private:
   // Tries non-blocking reads of the channel for a short while before Read
   // sleeps (worker_server.cc); the read that got something, or -1 with errno
@@ -39,7 +70,29 @@ class Channel {
   std::mutex send_mu_;
   wire::FrameBuffer in_;
   wire::Fds in_fds_;   // received with the bytes, until their frame claims them
+
+  // The next frame from in_ with its descriptors: FrameBuffer::Next's result.
+  wire::FrameBuffer::Result TakeFrame(wire::Frame* out);
+  enum class Role { kReader, kLent, kFollower };
+  std::mutex lend_mu_;   // the lending's state; handing over the reading
+  std::condition_variable lend_cv_;   // the reader's, while it is lent
+  Role role_ = Role::kReader;
+  uint64_t lent_call_ = 0;    // while kLent
+  uint64_t lend_epoch_ = 0;   // lendings so far
+  int callback_waits_ = 0;
+  int lend_pause_ = 0;   // calls not to lend for (FollowRead's misses, host callbacks)
+  // The reading thread's only (handed over under lend_mu_):
+  wire::InputPoll follow_poll_;        // FollowRead's spin
+  int misses_ = 0;                     // FollowRead's spins and sleeps in a row that missed
+  std::unique_ptr<wire::Frame> held_;  // read by a follower, for the reader
+  bool broken_ = false;                // a follower's read ended the channel
+  std::unique_ptr<char[]> follow_buf_;
 };
+
+// The REPLY of CALL `call_id` is sent (Ops::Done, on a pool thread): if the
+// reading was lent for it, this thread reads the next frames for a while and
+// runs the synchronous calls among them (worker_follow.cc).
+void Follow(uint64_t call_id);
 
 // rref: the references the host holds into this worker's isolates, by id
 // (worker_refs.cc). Ids with wire::kWorkerRefBit are picked here, for the
@@ -163,11 +216,12 @@ class Ops {
   ivm_context_t* Context(uint64_t id);
 
  public:
-  // The descriptors of the CALL being run (by the reading thread).
+  // The descriptors of the CALL being run (by the reading thread: the reader
+  // or a follower, worker_follow.cc, so one per thread).
   void SetCallFds(const wire::Fds* fds) { call_fds_ = fds; }
 
  private:
-  const wire::Fds* call_fds_ = nullptr;
+  static thread_local const wire::Fds* call_fds_;
   std::string Global(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
   std::string RefCall(uint64_t id, ivm_isolate_t* iso, wire::Reader& r);
   struct RefRequest;
@@ -238,6 +292,10 @@ bool SendHello(Channel& channel);
 // Serves PING, EXIT and CALL frames until EXIT or the host closes the
 // channel. Returns the process's exit status.
 int Serve(Channel& channel);
+// Answers one CALL (the reading thread); an empty string means no reply now.
+std::string HandleCall(Channel& channel, Ops& ops, const wire::Frame& frame);
+// Follow's channel and ops (Serve sets them).
+void SetFollow(Channel* channel, Ops* ops);
 
 // `ivm-worker --zygote` (worker_zygote.cc): serves fork requests on
 // `control` until end of stream, then exits; returns only in a forked worker,

@@ -40,9 +40,13 @@ PLACES = ["inline", "isolated"]
 
 
 def run_and_interrupt(
-    code: str, *, promise: bool = False, process: str = "inline", whole_group: bool = False
+    code: str, *, promise: bool = False, process: str = "inline", whole_group: bool = False,
+    warm: int = 0,
 ) -> tuple[int, str, str]:
     child = CHILD.replace("eval_sync(sys.argv[1])", f"eval_sync(sys.argv[1], promise={promise})")
+    # `warm` short calls first: a worker then reads with the thread that ran the last one
+    # (libivm/worker_follow.cc), and must still read the CANCEL.
+    child = child.replace('print("ready"', f'[context.eval_sync("1") for _ in range({warm})]\nprint("ready"')
     proc = subprocess.Popen(
         [sys.executable, "-c", child, code, process],
         cwd=Path(ivm.__file__).parent.parent,  # import the installed ivm, not the source tree
@@ -65,6 +69,13 @@ def run_and_interrupt(
 @pytest.mark.parametrize("process", PLACES)
 def test_ctrl_c_stops_a_busy_loop(process: str) -> None:
     code, out, err = run_and_interrupt("while (true) {}", process=process)
+    assert code == 0, err
+    assert "interrupted 42" in out
+
+
+@pytest.mark.parametrize("process", PLACES)
+def test_ctrl_c_stops_a_busy_loop_after_a_loop_of_short_calls(process: str) -> None:
+    code, out, err = run_and_interrupt("while (true) {}", process=process, warm=3000)
     assert code == 0, err
     assert "interrupted 42" in out
 

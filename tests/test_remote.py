@@ -499,12 +499,14 @@ def test_waits_spin_or_sleep_alike(spin: str, monkeypatch: pytest.MonkeyPatch,
                                    run_child: Callable[..., Any]) -> None:
     """IVM_WORKER_SPIN_US (worker_io.cc: a synchronous caller polls its channel before it
     sleeps, and stops polling for a while after misses), IVM_WORKER_READ_SPIN_US (the
-    worker's reader, likewise) and IVM_WORKER_POOL_SPIN_NS (the worker's pool threads)
-    change no outcome: bursts of awaited calls over two workers, fast and slow synchronous
+    worker's reader, likewise), IVM_WORKER_POOL_SPIN_NS (the worker's pool threads) and
+    IVM_WORKER_FOLLOW_SPIN_US (the pool thread a synchronous call lends the reading to, or 0:
+    no lending; worker_follow.cc) change no outcome: bursts of awaited calls over two workers, fast and slow synchronous
     calls in turns (so the adaptive polls turn off and back on), host callbacks, errors, and
     a worker killed mid-wait."""
     monkeypatch.setenv("IVM_WORKER_SPIN_US", spin)
     monkeypatch.setenv("IVM_WORKER_READ_SPIN_US", spin)
+    monkeypatch.setenv("IVM_WORKER_FOLLOW_SPIN_US", spin)
     monkeypatch.setenv("IVM_WORKER_POOL_SPIN_NS", "50000" if spin == "40" else spin)
     proc = run_child("""
         import os, signal, threading, anyio, ivm

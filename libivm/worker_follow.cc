@@ -1,0 +1,205 @@
+// worker_follow.cc — lending the worker's reading to the thread that runs a
+// synchronous call (docs/process.md, "Life of a worker").
+//
+// A loop of synchronous calls, as the reader alone served it: the reader slept
+// in poll(), woke for each CALL, handed it to a pool thread and slept again
+// (two thread switches per call, with the hand-over's wake-up of the pool
+// thread), while that pool thread, its REPLY sent, spun idle until the next
+// job. Here the reader lends the reading to the call instead: the pool thread
+// that sends its REPLY (Ops::Done) reads the channel next, spinning with
+// non-blocking reads as idle pool threads spin anyway, and runs the next
+// synchronous call itself (its job is queued to the isolate this thread
+// serves). The reader waits meanwhile and takes the reading back when:
+//   - the follower gives it back: nothing came within its spin, or what came
+//     is not a synchronous call (PING, CANCEL, EXIT, a callback's reply, an
+//     asynchronous call): the reader's next Read gets that frame;
+//   - a host callback of some call waits for its reply (CallbackWaits);
+//   - the lent call has run for 1-2 ms (the reader looks every millisecond):
+//     a call that runs long or blocks must not keep CANCEL, PING or TERMINATE
+//     unread (a PING is answered within 2 s, a Ctrl-C's CANCEL within 2 ms).
+// One thread reads at a time, handed over under lend_mu_; the frames are read
+// through the same buffer and checks either way. The wire protocol is
+// unchanged: only the worker's threads differ.
+#include "worker_server.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <chrono>
+
+namespace ivm::worker {
+
+namespace {
+
+// How often the waiting reader looks whether a lent call still runs.
+constexpr auto kLendLook = std::chrono::milliseconds(1);
+constexpr size_t kFollowBuf = 64 * 1024;
+
+Channel* g_channel = nullptr;
+Ops* g_ops = nullptr;
+// The reader, and a thread in Follow: a job's done callback that runs on such
+// a thread (a job dropped at once) does not follow again.
+thread_local bool t_reads = false;
+
+// How long a follower tries non-blocking reads (yielding between them) before
+// it sleeps in ppoll(): the host's next synchronous call comes a host turn
+// after the REPLY. IVM_WORKER_FOLLOW_SPIN_US (inherited; read once; 0 turns
+// lending off; at most 10000) overrides the 10 us. Adaptive as every such
+// spin (wire.h). The sleep lasts kFollowWaitNs at most: on a busy machine a
+// yielding thread waits for the core behind other processes' threads, while
+// a sleeping one that input wakes runs at once; and it still spares the
+// hand-over from the reader to a pool thread.
+int64_t FollowSpinNs() {
+  static const int64_t spin = wire::SpinFromEnv("IVM_WORKER_FOLLOW_SPIN_US", 10);
+  return spin;
+}
+constexpr long kFollowWaitNs = 200 * 1000;
+// Follows whose spin and sleep both missed, in a row, before lending pauses
+// (for kMissPause calls: calls that far apart gain nothing from it).
+constexpr int kMaxMisses = 4;
+constexpr int kMissPause = 64;
+
+// A synchronous CALL whose REPLY Ops::Done sends.
+bool Lendable(const wire::Frame& frame) {
+  if (frame.header.kind != wire::kCall || !frame.header.sync_call()) return false;
+  wire::Reader r(frame.payload);
+  uint32_t op = 0;
+  return r.U32(&op) &&
+         (op == wire::kOpEval || op == wire::kOpScriptRun || op == wire::kOpRefCall);
+}
+
+}  // namespace
+
+void SetFollow(Channel* channel, Ops* ops) {
+  g_channel = channel;
+  g_ops = ops;
+  t_reads = true;
+}
+
+bool Channel::Lend(const wire::Frame& frame) {
+  if (!Lendable(frame) || FollowSpinNs() == 0 || in_.pending() != 0) return false;
+  std::lock_guard<std::mutex> lock(lend_mu_);
+  if (callback_waits_ != 0) return false;   // the reader must read its reply
+  // Paused (FollowRead's misses: calls far apart; a host callback took the
+  // reading back): the reader would be woken for each call all the same.
+  if (lend_pause_ > 0) {
+    --lend_pause_;
+    return false;
+  }
+  role_ = Role::kLent;
+  lent_call_ = frame.header.id;
+  ++lend_epoch_;
+  return true;
+}
+
+void Channel::AwaitReading() {
+  std::unique_lock<std::mutex> lock(lend_mu_);
+  uint64_t seen = lend_epoch_;
+  for (;;) {
+    if (role_ == Role::kReader) break;
+    if (lend_cv_.wait_for(lock, kLendLook, [&] { return role_ == Role::kReader; })) break;
+    if (role_ == Role::kLent && lend_epoch_ == seen) break;   // one call for 1-2 ms
+    seen = lend_epoch_;
+  }
+  role_ = Role::kReader;
+}
+
+bool Channel::TakeLent(uint64_t call_id) {
+  std::lock_guard<std::mutex> lock(lend_mu_);
+  if (role_ != Role::kLent || lent_call_ != call_id) return false;
+  role_ = Role::kFollower;
+  return true;
+}
+
+void Channel::GiveBack() {
+  {
+    std::lock_guard<std::mutex> lock(lend_mu_);
+    role_ = Role::kReader;
+  }
+  lend_cv_.notify_one();
+}
+
+void Channel::CallbackWaits(bool begin) {
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> lock(lend_mu_);
+    callback_waits_ += begin ? 1 : -1;
+    if (begin && role_ == Role::kLent) {
+      role_ = Role::kReader;
+      wake = true;
+      // Waking the reader for the reply cost a callback's round trip (from a
+      // synchronous call) more than lending saves: 40 us became 65-78 (load
+      // 3.5). Calls that call back tend to come in a row: lend nothing for
+      // the next kMissPause calls.
+      lend_pause_ = kMissPause;
+    }
+  }
+  if (wake) lend_cv_.notify_one();
+}
+
+bool Channel::FollowRead(wire::Frame* out) {
+  if (!follow_buf_) follow_buf_ = std::make_unique<char[]>(kFollowBuf);
+  for (;;) {
+    wire::FrameBuffer::Result r = TakeFrame(out);
+    if (r == wire::FrameBuffer::kBad) {
+      broken_ = true;
+      break;
+    }
+    if (r == wire::FrameBuffer::kFrame) {
+      if (Lend(*out)) return true;
+      held_ = std::make_unique<wire::Frame>(std::move(*out));
+      break;
+    }
+    bool truncated = false;
+    ssize_t n = follow_poll_.Read(fd_, FollowSpinNs(), follow_buf_.get(), kFollowBuf,
+                                  &in_fds_, &truncated);
+    if (n < 0 && errno == EAGAIN) {
+      pollfd p{fd_, POLLIN, 0};
+      timespec wait{0, kFollowWaitNs};
+      if (ppoll(&p, 1, &wait, nullptr) > 0) {
+        n = wire::RecvWithFds(fd_, follow_buf_.get(), kFollowBuf, MSG_DONTWAIT, &in_fds_,
+                              &truncated);
+      } else if (++misses_ >= kMaxMisses) {   // nothing came (or EINTR)
+        std::lock_guard<std::mutex> lock(lend_mu_);
+        misses_ = 0;
+        lend_pause_ = kMissPause;
+      }
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;   // the reader polls
+    misses_ = 0;
+    if (n <= 0 || truncated || in_fds_.size() > 2 * wire::kMaxFds) {
+      broken_ = true;   // as the reader's Read would: the worker ends
+      break;
+    }
+    in_.Append(follow_buf_.get(), static_cast<size_t>(n));
+  }
+  GiveBack();
+  return false;
+}
+
+void Follow(uint64_t call_id) {
+  Channel* channel = g_channel;
+  if (channel == nullptr || t_reads || !channel->TakeLent(call_id)) return;
+  struct Reads {
+    Reads() { t_reads = true; }
+    ~Reads() { t_reads = false; }
+  } reads;
+  wire::Frame frame;
+  while (channel->FollowRead(&frame)) {
+    std::string out = HandleCall(*channel, *g_ops, frame);
+    if (out.empty()) return;   // its pool thread follows (or the reader takes it back)
+    // Answered at once: read on, unless the reader took the reading back.
+    if (!channel->TakeLent(frame.header.id)) {
+      channel->Send(out);
+      return;
+    }
+    if (!channel->Send(out)) {   // the host is gone: the reader sees it
+      channel->GiveBack();
+      return;
+    }
+  }
+}
+
+}  // namespace ivm::worker
