@@ -55,6 +55,17 @@ _logger = logging.getLogger("ivm.inspector")
 #: The call ids of the messages the server itself sends for ``break_on_start`` (set, then
 #: remove a breakpoint); ids that DevTools uses count up from 1, so these never meet them.
 _BREAK_ID, _UNBREAK_ID = -7001, -7002
+
+
+def _not_an_object(message: str) -> str:
+    """The error for a protocol message that is not a JSON object (JSON-RPC's codes)."""
+    try:
+        json.loads(message)
+    except ValueError:
+        code, why = -32700, "Parse error: the message is not JSON"
+    else:
+        code, why = -32600, "Message must be an object"
+    return json.dumps({"error": {"code": code, "message": why}})
 #: The most bytes of responses and notifications that may wait for one debugger that does
 #: not read them; past it, its connection is closed (1008) and its session disposed.
 OUTBOX_LIMIT = 64 << 20
@@ -544,6 +555,12 @@ class _Link:
 
     def dispatch(self, message: str) -> None:
         session = self.session
+        if not message.lstrip(" \t\r\n").startswith("{"):
+            # V8 10.2 answers a message that is JSON but not an object with an id read from
+            # uninitialized memory (it can match a pending call's). Every protocol message
+            # is an object: the others get this error, with no id, and never reach V8.
+            self.post(_not_an_object(message))
+            return
         ready = self._ready_call(message) if "runIfWaitingForDebugger" in message else None
         if ready is None:
             session.dispatch_protocol_message(message)
