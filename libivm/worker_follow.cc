@@ -5,7 +5,8 @@
 // in poll(), woke for each CALL, handed it to a pool thread and slept again
 // (two thread switches per call, with the hand-over's wake-up of the pool
 // thread), while that pool thread, its REPLY sent, spun idle until the next
-// job. Here the reader lends the reading to the call instead: the pool thread
+// job. Here the reader lends the reading to the call instead, once its job is
+// submitted (LendTo; the follower keeps reading until then): the pool thread
 // that sends its REPLY (Ops::Done) reads the channel next, spinning with
 // non-blocking reads as idle pool threads spin anyway, and runs the next
 // synchronous call itself (its job is queued to the isolate this thread
@@ -78,20 +79,25 @@ void SetFollow(Channel* channel, Ops* ops) {
   t_reads = true;
 }
 
-bool Channel::Lend(const wire::Frame& frame) {
-  if (!Lendable(frame) || FollowSpinNs() == 0 || in_.pending() != 0) return false;
+Channel::LendResult Channel::LendTo(const wire::Frame& frame) {
+  if (!Lendable(frame) || FollowSpinNs() == 0) return LendResult::kRefused;
   std::lock_guard<std::mutex> lock(lend_mu_);
-  if (callback_waits_ != 0) return false;   // the reader must read its reply
+  // Its job ended before it could be lent (on another pool thread, or it
+  // failed as it was submitted): nobody would follow.
+  if (done_unlent_ == frame.header.id) return LendResult::kDone;
+  // Something else is buffered, or a host callback waits for its reply: the
+  // reader reads now.
+  if (in_.pending() != 0 || callback_waits_ != 0) return LendResult::kRefused;
   // Paused (FollowRead's misses: calls far apart; a host callback took the
   // reading back): the reader would be woken for each call all the same.
   if (lend_pause_ > 0) {
     --lend_pause_;
-    return false;
+    return LendResult::kRefused;
   }
   role_ = Role::kLent;
   lent_call_ = frame.header.id;
   ++lend_epoch_;
-  return true;
+  return LendResult::kLent;
 }
 
 void Channel::AwaitReading() {
@@ -106,9 +112,12 @@ void Channel::AwaitReading() {
   role_ = Role::kReader;
 }
 
-bool Channel::TakeLent(uint64_t call_id) {
+bool Channel::TakeLent(uint64_t call_id, bool may_follow) {
   std::lock_guard<std::mutex> lock(lend_mu_);
-  if (role_ != Role::kLent || lent_call_ != call_id) return false;
+  if (!may_follow || role_ != Role::kLent || lent_call_ != call_id) {
+    done_unlent_ = call_id;   // for LendTo, should it come next
+    return false;
+  }
   role_ = Role::kFollower;
   return true;
 }
@@ -148,7 +157,7 @@ bool Channel::FollowRead(wire::Frame* out) {
       break;
     }
     if (r == wire::FrameBuffer::kFrame) {
-      if (Lend(*out)) return true;
+      if (Lendable(*out)) return true;   // Follow runs it, then lends (LendTo)
       held_ = std::make_unique<wire::Frame>(std::move(*out));
       break;
     }
@@ -181,23 +190,32 @@ bool Channel::FollowRead(wire::Frame* out) {
 
 void Follow(uint64_t call_id) {
   Channel* channel = g_channel;
-  if (channel == nullptr || t_reads || !channel->TakeLent(call_id)) return;
+  // (A job that ends on a reading thread: one that failed as it was submitted.)
+  if (channel == nullptr || !channel->TakeLent(call_id, !t_reads)) return;
   struct Reads {
     Reads() { t_reads = true; }
     ~Reads() { t_reads = false; }
   } reads;
   wire::Frame frame;
+  // This thread keeps the reading (kFollower, which the reader never takes
+  // back) while it runs what it read: a CANCEL or TERMINATE that follows a
+  // CALL is read only once that CALL's job is submitted, as the reader alone
+  // would, and only one thread is ever in HandleCall.
   while (channel->FollowRead(&frame)) {
     std::string out = HandleCall(*channel, *g_ops, frame);
-    if (out.empty()) return;   // its pool thread follows (or the reader takes it back)
-    // Answered at once: read on, unless the reader took the reading back.
-    if (!channel->TakeLent(frame.header.id)) {
-      channel->Send(out);
-      return;
+    if (!out.empty()) {   // answered at once: read on
+      if (!channel->Send(out)) {   // the host is gone: the reader sees it
+        channel->GiveBack();
+        return;
+      }
+      continue;
     }
-    if (!channel->Send(out)) {   // the host is gone: the reader sees it
-      channel->GiveBack();
-      return;
+    switch (channel->LendTo(frame)) {
+      case Channel::LendResult::kLent: return;   // its pool thread follows, or the reader takes it back
+      case Channel::LendResult::kDone: continue;   // its REPLY is sent: read on
+      case Channel::LendResult::kRefused:
+        channel->GiveBack();
+        return;
     }
   }
 }

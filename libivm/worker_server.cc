@@ -398,13 +398,13 @@ int Serve(Channel& channel) {
         break;
       case wire::kExit:
         return 0;
-      case wire::kCall: {
-        bool lent = channel.Lend(frame);   // worker_follow.cc
+      case wire::kCall:
         out = HandleCall(channel, ops, frame);
-        if (lent && out.empty()) channel.AwaitReading();   // its pool thread reads next
-        if (lent && !out.empty()) channel.GiveBack();   // answered at once
+        // Its job submitted: its pool thread may read next (worker_follow.cc).
+        if (out.empty() && channel.LendTo(frame) == Channel::LendResult::kLent) {
+          channel.AwaitReading();
+        }
         break;
-      }
       case wire::kCancel:
         ops.Cancel(frame.header.id);
         break;

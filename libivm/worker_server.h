@@ -34,24 +34,27 @@ class Channel {
   // REPLY reads the channel next, for a short while, instead of the reader,
   // which waits. One thread reads at a time: the reader, or that follower.
   //
-  // The reader, before it runs CALL `frame`: lends the reading for it if it is
-  // a synchronous call whose REPLY a pool thread sends (kOpEval, kOpScriptRun,
-  // kOpRefCall) and nothing else is buffered. The follower does the same with
-  // what it reads. Then, if the call was answered at once, the reader takes
-  // the reading back (GiveBack) and the follower takes it back as TakeLent
-  // does (it reads on, unless the reader took it meanwhile: false); else the
-  // reader calls AwaitReading and the follower returns.
-  bool Lend(const wire::Frame& frame);
+  // The reading thread (the reader or the follower), once CALL `frame`'s job
+  // is submitted (HandleCall returned no reply): lends the reading to that
+  // job (kLent) if it is a synchronous call whose REPLY a pool thread sends
+  // (kOpEval, kOpScriptRun, kOpRefCall), nothing else is buffered and no host
+  // callback waits; then the reader calls AwaitReading and the follower
+  // returns. kDone: the job has ended already (its REPLY is sent); kRefused:
+  // not lent. Either way the caller keeps the reading.
+  enum class LendResult { kLent, kDone, kRefused };
+  LendResult LendTo(const wire::Frame& frame);
   // The reader, after lending: until the reading comes back (the follower
   // gives it back, a host callback waits for its reply, or the lent call has
   // run for 1-2 ms: then CANCEL, PING and TERMINATE must be read again).
   void AwaitReading();
   // A pool thread, after the REPLY of CALL `call_id`: true if the reading was
-  // lent for that call; it is this thread's now (FollowRead or GiveBack).
-  bool TakeLent(uint64_t call_id);
-  // The follower: the next frame, read within a short spin, if it is one to
-  // lend for (and lends for it); else false, and the reading is given back
-  // (a frame read is kept for the reader's next Read).
+  // lent for that call and this thread may follow (`may_follow`: it is not a
+  // reading thread itself); it is this thread's now (FollowRead or GiveBack).
+  // Else notes that the call is done, for LendTo.
+  bool TakeLent(uint64_t call_id, bool may_follow);
+  // The follower: the next frame, read within a short spin, if it is a
+  // synchronous call it may run (then LendTo); else false, and the reading
+  // is given back (a frame read is kept for the reader's next Read).
   bool FollowRead(wire::Frame* out);
   void GiveBack();
   // A host callback's invocation begins (true) or ends waiting for its
@@ -78,6 +81,7 @@ class Channel {
   std::condition_variable lend_cv_;   // the reader's, while it is lent
   Role role_ = Role::kReader;
   uint64_t lent_call_ = 0;    // while kLent
+  uint64_t done_unlent_ = 0;  // the last call whose REPLY went while not lent to it
   uint64_t lend_epoch_ = 0;   // lendings so far
   int callback_waits_ = 0;
   int lend_pause_ = 0;   // calls not to lend for (FollowRead's misses, host callbacks)
