@@ -157,3 +157,50 @@ def test_a_promise_settled_by_a_timer_in_a_loop_of_sync_calls() -> None:
             code = f"new Promise(r => setTimeout(() => r({i}), 2))"
             assert ctx.eval_sync(code, promise=True) == i
             assert ctx.eval_sync(f"{i} + 1") == i + 1
+
+
+def test_a_cancel_sent_while_a_followers_call_is_decoded_stops_that_call(
+        run_child: Any) -> None:  # fmt: skip
+    """Ctrl-C while the worker still decodes a call's large argument (its memfd mapped, its
+    job not yet submitted), read by a follower (another thread's loop of short calls keeps
+    one): the CANCEL must stop that call. A follower once lent the reading before it
+    decoded the call; the reader took the reading back after 1-2 ms, read the CANCEL of a
+    call that did not run yet, and the call then ran for ever (4 runs in 7)."""
+    proc = run_child(r"""
+        import os, signal, threading, time
+        import ivm
+        iso = ivm.Isolate(process="isolated", memory_limit=1024)
+        ctx, ctx2 = iso.create_context_sync(), iso.create_context_sync()
+        me = os.getpid()
+        workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and os.path.exists(
+            f"/proc/{p}/stat") and int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]) == me]
+        def mapped():
+            for w in workers:
+                try:
+                    if "memfd:" in open(f"/proc/{w}/maps").read():
+                        return True
+                except OSError:
+                    pass
+            return False
+        assert not mapped()
+        stop = False
+        def loop():
+            while not stop:
+                assert ctx2.eval_sync("1") == 1
+        threading.Thread(target=loop, daemon=True).start()
+        big = "x" * 150_000_000
+        time.sleep(0.05)
+        def kick():
+            while not mapped():
+                time.sleep(0.0002)
+            time.sleep(0.003)   # past the reader's 1-2 ms look
+            os.kill(me, signal.SIGINT)
+        threading.Thread(target=kick, daemon=True).start()
+        try:
+            ctx.eval_closure_sync("for (;;) {}", [big])
+        except KeyboardInterrupt:
+            stop = True
+            print("interrupted", flush=True)
+            os._exit(0)
+    """, timeout=30)
+    assert proc.stdout.split() == ["interrupted"], proc.stderr[-2000:]
