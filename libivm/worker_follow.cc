@@ -71,6 +71,12 @@ bool Lendable(const wire::Frame& frame) {
          (op == wire::kOpEval || op == wire::kOpScriptRun || op == wire::kOpRefCall);
 }
 
+// Bytes wait on `fd` now (one poll(), no wait).
+bool InputWaiting(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return poll(&p, 1, 0) > 0;
+}
+
 }  // namespace
 
 void SetFollow(Channel* channel, Ops* ops) {
@@ -106,7 +112,12 @@ void Channel::AwaitReading() {
   for (;;) {
     if (role_ == Role::kReader) break;
     if (lend_cv_.wait_for(lock, kLendLook, [&] { return role_ == Role::kReader; })) break;
-    if (role_ == Role::kLent && lend_epoch_ == seen) break;   // one call for 1-2 ms
+    if (role_ == Role::kLent && lend_epoch_ == seen) {   // one call for 1-2 ms
+      // Calls that long gain nothing from lending, and frames of other calls
+      // (another thread's, in a process group) waited unread meanwhile.
+      lend_pause_ = kMissPause;
+      break;
+    }
     seen = lend_epoch_;
   }
   role_ = Role::kReader;
@@ -148,8 +159,16 @@ void Channel::CallbackWaits(bool begin) {
   if (wake) lend_cv_.notify_one();
 }
 
-bool Channel::FollowRead(wire::Frame* out) {
+bool Channel::FollowRead(wire::Frame* out, bool first) {
   if (!follow_buf_) follow_buf_ = std::make_unique<char[]>(kFollowBuf);
+  if (first && (in_.pending() != 0 || InputWaiting(fd_))) {
+    // Input came while the lent call ran: not the next call of the thread that
+    // waited for this REPLY (it cannot have sent one yet), but another thread's
+    // frames (a process group's other isolates), which waited unread for the
+    // whole call. Lend nothing for a while: the reader reads them at once.
+    std::lock_guard<std::mutex> lock(lend_mu_);
+    lend_pause_ = kMissPause;
+  }
   for (;;) {
     wire::FrameBuffer::Result r = TakeFrame(out);
     if (r == wire::FrameBuffer::kBad) {
@@ -197,11 +216,12 @@ void Follow(uint64_t call_id) {
     ~Reads() { t_reads = false; }
   } reads;
   wire::Frame frame;
+  bool first = true;
   // This thread keeps the reading (kFollower, which the reader never takes
   // back) while it runs what it read: a CANCEL or TERMINATE that follows a
   // CALL is read only once that CALL's job is submitted, as the reader alone
   // would, and only one thread is ever in HandleCall.
-  while (channel->FollowRead(&frame)) {
+  for (; channel->FollowRead(&frame, first); first = false) {
     std::string out = HandleCall(*channel, *g_ops, frame);
     if (!out.empty()) {   // answered at once: read on
       if (!channel->Send(out)) {   // the host is gone: the reader sees it

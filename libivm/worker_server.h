@@ -55,7 +55,8 @@ class Channel {
   // The follower: the next frame, read within a short spin, if it is a
   // synchronous call it may run (then LendTo); else false, and the reading
   // is given back (a frame read is kept for the reader's next Read).
-  bool FollowRead(wire::Frame* out);
+  // `first`: its first read after the lent call's REPLY.
+  bool FollowRead(wire::Frame* out, bool first);
   void GiveBack();
   // A host callback's invocation begins (true) or ends waiting for its
   // reply: meanwhile the reader reads, and nothing is lent.
