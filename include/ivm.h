@@ -2442,7 +2442,8 @@ IVM_API uint64_t ivm_set_copy_limit(uint64_t bytes);
 /**
  * Makes the signal `signum` (typically SIGINT) stop JavaScript: when it
  * arrives, the synchronous calls running on the thread that called this
- * function are terminated (they fail with IVM_ERROR_TERMINATED), and then the
+ * function are terminated (they fail with IVM_ERROR_TERMINATED; a call that
+ * began after the signal came is not, since 0.12), and then the
  * handler that was installed before is invoked, so the host still sees the
  * signal (Python raises KeyboardInterrupt). A synchronous call to a
  * worker-hosted isolate is cancelled in its worker instead (IVM_ERROR_CANCELLED;

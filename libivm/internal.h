@@ -354,7 +354,9 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   // A context for work that needs one but belongs to no user context
   // (compiling scripts). Isolate locked.
   v8::Local<v8::Context> CompileContextLocked();
-  void Terminate();
+  // Stops the running calls. `signal` (signals.cc's number of a signal, else 0): only a
+  // call that began before that signal came.
+  void Terminate(uint64_t signal = 0);
   // `counted`: whether it counts in ReferenceCount (a handle's record does;
   // a function that lives and dies with its context does not).
   void Register(const std::shared_ptr<Resource>& resource, bool counted = true);
@@ -392,6 +394,8 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   // signals.cc's listing of this isolate (interrupt::Enter, Leave, Forget).
   int& interrupt_slot() { return interrupt_slot_; }
   std::atomic<bool>& interrupt_running() { return interrupt_running_; }
+  // The signals received when its outermost call on that thread began (signals.cc).
+  std::atomic<uint64_t>& interrupt_since() { return interrupt_since_; }
   // The isolate's handle (ivm_isolate_t) is freed: nobody will dispose it, so
   // its teardown may run on any thread, when the last context, script or
   // reference goes. Threads then stop parking their locks on it (a parked
@@ -499,6 +503,7 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   bool interrupt_listed_ = false;   // the outermost call is in interrupt::Enter's list
   int interrupt_slot_ = -1;   // its slot in signals.cc's listing (exec_mutex_), -1: none
   std::atomic<bool> interrupt_running_{false};   // listed there, and in a call on its thread
+  std::atomic<uint64_t> interrupt_since_{0};
 
   // Guards active_ (the calls on the stack, outermost first) and termination.
   SpinMutex state_mutex_;

@@ -455,9 +455,11 @@ void IsolateHolder::ReleaseLater(Resource* resource) {
   has_released_.store(true, std::memory_order_release);
 }
 
-void IsolateHolder::Terminate() {
+void IsolateHolder::Terminate(uint64_t signal) {
   std::lock_guard<SpinMutex> lock(state_mutex_);
   if (active_.empty()) return;
+  // (interrupt_since_ is written before a call enters active_, under this mutex.)
+  if (signal != 0 && interrupt_since_.load(std::memory_order_relaxed) >= signal) return;
   for (CallState* c : active_) FlagStop(c->terminated);
   isolate_->TerminateExecution();
 }

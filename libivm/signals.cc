@@ -24,7 +24,8 @@ struct State {
   // kept by other live isolates called on `thread`): each is alive while it is listed (Enter at the start of its outermost call, Leave at the
   // end), so a plain pointer is enough.
   std::vector<IsolateHolder*> running;
-  std::map<uint64_t, std::function<void()>> stops;   // EnterCall's, by token (innermost last)
+  // EnterCall's, by token (innermost last), each with g_raised when its call began.
+  std::map<uint64_t, std::pair<std::function<void()>, uint64_t>> stops;
   uint64_t next_token = 1;
   int pipe_w = -1;
   struct sigaction previous[65];
@@ -38,6 +39,11 @@ State& state() {
 
 std::atomic<bool> g_enabled{false};
 std::atomic<uint64_t> g_signals{0};   // signals seen by the watcher
+// Signals received, counted by the handler itself: the watcher reads its pipe a thread
+// wake-up later (tens of microseconds), when the call the signal came in may have ended
+// and the thread's next call begun; that one must not be cancelled for it.
+std::atomic<uint64_t> g_raised{0};
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "g_raised is counted in a handler");
 std::atomic<std::thread::id> g_thread{};   // the thread whose calls a signal stops
 
 // The common listing, without a lock: isolates that had an outermost call on g_thread,
@@ -59,8 +65,9 @@ void Handler(int signum, siginfo_t* info, void* ucontext) {
   int saved_errno = errno;
   State& s = state();
   char byte = static_cast<char>(signum);
-  ssize_t ignored = write(s.pipe_w, &byte, 1);
-  (void)ignored;
+  // Counted once its byte is written: g_signals never falls behind for good. (In the
+  // moment between the two, a call that begins counts as begun before the signal.)
+  if (write(s.pipe_w, &byte, 1) == 1) g_raised.fetch_add(1);
   errno = saved_errno;
   if (signum <= 0 || signum > 64) return;
   const struct sigaction& prev = s.previous[signum];
@@ -75,6 +82,12 @@ void Handler(int signum, siginfo_t* info, void* ucontext) {
   }
 }
 
+// Whether `holder`'s call began before signal number `n` came (a later one is not stopped
+// for it).
+bool Before(IsolateHolder& holder, uint64_t n) {
+  return holder.interrupt_since().load(std::memory_order_relaxed) < n;
+}
+
 void Watch(int fd) {
   char byte;
   for (;;) {
@@ -83,12 +96,12 @@ void Watch(int fd) {
       if (n < 0 && errno == EINTR) continue;
       return;
     }
-    g_signals.fetch_add(1);
+    const uint64_t signal_number = g_signals.fetch_add(1) + 1;
     std::vector<std::shared_ptr<IsolateHolder>> targets;
     g_reading.store(true);
     for (auto& slot : g_slots) {
       IsolateHolder* h = slot.load();
-      if (!h || !h->interrupt_running().load()) continue;
+      if (!h || !h->interrupt_running().load() || !Before(*h, signal_number)) continue;
       if (auto owner = h->weak_from_this().lock()) targets.push_back(std::move(owner));
     }
     g_reading.store(false);
@@ -96,15 +109,20 @@ void Watch(int fd) {
       State& s = state();
       std::lock_guard<std::mutex> lock(s.mutex);
       for (IsolateHolder* h : s.running) {
+        if (!Before(*h, signal_number)) continue;
         if (auto owner = h->weak_from_this().lock()) targets.push_back(std::move(owner));
       }
       // Under the lock: what a stop refers to lives until its LeaveCall. Only the
       // innermost worker call stops: one nested in a host callback of an outer one
       // ends with KeyboardInterrupt in that callback, which the outer call then sees
       // as inline does (the callback's own exception), not as a cancellation.
-      if (!s.stops.empty()) s.stops.rbegin()->second();
+      // A call that began after this signal came (its count already included it) is
+      // not stopped for it.
+      if (!s.stops.empty() && s.stops.rbegin()->second.second < signal_number) {
+        s.stops.rbegin()->second.first();
+      }
     }
-    for (auto& h : targets) h->Terminate();
+    for (auto& h : targets) h->Terminate(signal_number);
   }
 }
 
@@ -151,6 +169,7 @@ ivm_error_t* Substitute(ivm_error_t* error, uint64_t seen) {
 bool Enter(IsolateHolder& holder) {
   if (!g_enabled.load(std::memory_order_relaxed)) return false;
   if (std::this_thread::get_id() != g_thread.load(std::memory_order_relaxed)) return false;
+  holder.interrupt_since().store(g_raised.load(), std::memory_order_relaxed);
   // (interrupt_slot_ is written only here and in Forget, under the holder's exec_mutex_.)
   for (int i = 0; holder.interrupt_slot() < 0 && i < kSlots; ++i) {
     IsolateHolder* expected = nullptr;
@@ -195,7 +214,7 @@ uint64_t EnterCall(std::function<void()> stop) {
   if (std::this_thread::get_id() != g_thread.load(std::memory_order_relaxed)) return 0;
   std::lock_guard<std::mutex> lock(s.mutex);
   uint64_t token = s.next_token++;
-  s.stops.emplace(token, std::move(stop));
+  s.stops.emplace(token, std::make_pair(std::move(stop), g_raised.load()));
   return token;
 }
 

@@ -290,3 +290,50 @@ def test_ctrl_c_spares_an_idle_listed_isolate_busy_on_another_thread() -> None:
     returncode, out, err = _interrupt_each_round(IDLE_CHILD, rounds=1)
     assert returncode == 0, out + err
     assert out.strip() == "interrupted ['timeout'] 42", out + err
+
+
+@pytest.mark.parametrize("process", PLACES)
+def test_ctrl_c_between_short_calls_never_cancels_the_next_one(process: str) -> None:
+    """A loop of short calls with SIGINT every few milliseconds: each signal is a
+    KeyboardInterrupt, and no call fails for it. libivm's watcher reads the signal a thread
+    wake-up after it came; the call it came in may have ended by then and the next one
+    begun, which it cancelled (IvmError 'The call was cancelled': 39-92 in 5 s on a worker
+    isolate, before the watcher compared the signal's number with the call's start)."""
+    child = r"""
+import os, random, signal, threading, time, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+import ivm
+context = ivm.Isolate(process=sys.argv[1]).create_context_sync()
+go = True
+def kill():
+    while go:
+        time.sleep(random.uniform(0.002, 0.005))
+        os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=kill, daemon=True).start()
+counts = {"ok": 0, "interrupted": 0, "failed": 0}
+failures = []
+end = time.monotonic() + 2
+while True:
+    try:
+        if time.monotonic() > end:
+            break
+        try:
+            if context.eval_sync("1 + 1") == 2:
+                counts["ok"] += 1
+        except ivm.IvmError as exc:
+            counts["failed"] += 1
+            failures.append(repr(exc))
+    except KeyboardInterrupt:
+        counts["interrupted"] += 1
+go = False
+while True:
+    try:
+        time.sleep(0.05)
+        break
+    except KeyboardInterrupt:
+        pass
+print(counts["ok"] > 0, counts["interrupted"] > 50, counts["failed"], failures[:3], flush=True)
+"""
+    proc = subprocess.run([sys.executable, "-c", child, process], capture_output=True, text=True,
+                          timeout=60, cwd=Path(ivm.__file__).parent.parent)
+    assert proc.stdout.strip() == "True True 0 []", (proc.stdout, proc.stderr[-2000:])
