@@ -90,7 +90,7 @@ Channel::LendResult Channel::LendTo(const wire::Frame& frame) {
   std::lock_guard<std::mutex> lock(lend_mu_);
   // Its job ended before it could be lent (on another pool thread, or it
   // failed as it was submitted): nobody would follow.
-  if (done_unlent_ == frame.header.id) return LendResult::kDone;
+  if (handling_done_ && handling_ == frame.header.id) return LendResult::kDone;
   // Something else is buffered, or a host callback waits for its reply: the
   // reader reads now.
   if (in_.pending() != 0 || callback_waits_ != 0) return LendResult::kRefused;
@@ -104,6 +104,12 @@ Channel::LendResult Channel::LendTo(const wire::Frame& frame) {
   lent_call_ = frame.header.id;
   ++lend_epoch_;
   return LendResult::kLent;
+}
+
+void Channel::Handling(uint64_t call_id) {
+  std::lock_guard<std::mutex> lock(lend_mu_);
+  handling_ = call_id;
+  handling_done_ = false;
 }
 
 void Channel::AwaitReading() {
@@ -126,7 +132,7 @@ void Channel::AwaitReading() {
 bool Channel::TakeLent(uint64_t call_id, bool may_follow) {
   std::lock_guard<std::mutex> lock(lend_mu_);
   if (!may_follow || role_ != Role::kLent || lent_call_ != call_id) {
-    done_unlent_ = call_id;   // for LendTo, should it come next
+    if (call_id == handling_) handling_done_ = true;   // for LendTo
     return false;
   }
   role_ = Role::kFollower;
@@ -222,6 +228,7 @@ void Follow(uint64_t call_id) {
   // CALL is read only once that CALL's job is submitted, as the reader alone
   // would, and only one thread is ever in HandleCall.
   for (; channel->FollowRead(&frame, first); first = false) {
+    channel->Handling(frame.header.id);
     std::string out = HandleCall(*channel, *g_ops, frame);
     if (!out.empty()) {   // answered at once: read on
       if (!channel->Send(out)) {   // the host is gone: the reader sees it

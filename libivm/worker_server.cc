@@ -399,6 +399,7 @@ int Serve(Channel& channel) {
       case wire::kExit:
         return 0;
       case wire::kCall:
+        channel.Handling(frame.header.id);
         out = HandleCall(channel, ops, frame);
         // Its job submitted: its pool thread may read next (worker_follow.cc).
         if (out.empty() && channel.LendTo(frame) == Channel::LendResult::kLent) {

@@ -43,6 +43,9 @@ class Channel {
   // not lent. Either way the caller keeps the reading.
   enum class LendResult { kLent, kDone, kRefused };
   LendResult LendTo(const wire::Frame& frame);
+  // The reading thread, before it runs CALL `call_id`: the call LendTo may
+  // lend for next (whether its job ends first is noted by TakeLent).
+  void Handling(uint64_t call_id);
   // The reader, after lending: until the reading comes back (the follower
   // gives it back, a host callback waits for its reply, or the lent call has
   // run for 1-2 ms: then CANCEL, PING and TERMINATE must be read again).
@@ -50,7 +53,7 @@ class Channel {
   // A pool thread, after the REPLY of CALL `call_id`: true if the reading was
   // lent for that call and this thread may follow (`may_follow`: it is not a
   // reading thread itself); it is this thread's now (FollowRead or GiveBack).
-  // Else notes that the call is done, for LendTo.
+  // Else notes whether the call being handled (Handling) is done, for LendTo.
   bool TakeLent(uint64_t call_id, bool may_follow);
   // The follower: the next frame, read within a short spin, if it is a
   // synchronous call it may run (then LendTo); else false, and the reading
@@ -82,7 +85,8 @@ class Channel {
   std::condition_variable lend_cv_;   // the reader's, while it is lent
   Role role_ = Role::kReader;
   uint64_t lent_call_ = 0;    // while kLent
-  uint64_t done_unlent_ = 0;  // the last call whose REPLY went while not lent to it
+  uint64_t handling_ = 0;        // Handling's call
+  bool handling_done_ = false;   // its REPLY went before it was lent to
   uint64_t lend_epoch_ = 0;   // lendings so far
   int callback_waits_ = 0;
   int lend_pause_ = 0;   // calls not to lend for (FollowRead's misses, host callbacks)
