@@ -91,6 +91,25 @@
  * as a generic error and an unknown value kind as unsupported. After 1.0, a
  * shipped function never changes; a new behaviour gets a new name (`_v2`).
  *
+ * ## Changes in 0.12
+ *
+ *   - No change to the interface. Behavioural changes:
+ *     - ivm_interrupt_on_signal(): a signal stops only the synchronous calls
+ *       that began before it came. A call that began after it (the signal's
+ *       call ended before libivm's watcher thread read it) is no longer
+ *       cancelled or terminated for it.
+ *     - Isolates in a worker process: after a synchronous EVAL, script RUN or
+ *       Reference operation, the worker's pool thread that sent the reply
+ *       reads the channel for a short while and runs the next synchronous
+ *       call itself (docs/process.md, "The reading is lent to synchronous
+ *       calls"). A CANCEL, TERMINATE or PING is read at most 1-2 ms late while
+ *       such a call runs, and always after the call it follows has started.
+ *     - A deref_into(release=True) attachment (IVM_ATTACH_RELEASE) used a
+ *       second time on a worker-hosted isolate fails with IVM_ERROR_DISPOSED
+ *       ("Reference has been released"), as inline, not INVALID_ARGUMENT.
+ *     - Translating V8's serializer output reuses the previous object's key
+ *       at the same position when its bytes are the same.
+ *
  * ## Changes in 0.11
  *
  *   - No change to the interface. Behavioural changes:
@@ -379,7 +398,7 @@ typedef struct ivm_inspector_session_options ivm_inspector_session_options_t;
 /* ------------------------------------------------------------------------- */
 
 #define IVM_VERSION_MAJOR 0
-#define IVM_VERSION_MINOR 11
+#define IVM_VERSION_MINOR 12
 #define IVM_VERSION_PATCH 0
 /** MAJOR * 1000000 + MINOR * 1000 + PATCH of this header. */
 #define IVM_VERSION_NUMBER 11000
