@@ -149,11 +149,15 @@ void JobQueue::ExpectPark(uint64_t job_id, std::shared_ptr<ParkedPromise> promis
 }
 
 void JobQueue::Park(std::unique_ptr<Job> job) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  std::unique_lock<std::mutex> lock(mutex_);
   auto it = waiting_.find(job->id());
   if (it == waiting_.end() || holder_.disposed()) {
-    // Disposed while the call was ending (FailAll left it to us).
+    // Disposed while the call was ending (FailAll left it to us). Failed
+    // outside the lock, as FailAll fails its jobs: its done callback may
+    // submit (a worker's Ops::Done takes Ops' mutex, which Ops::Submit holds
+    // while Submit takes this one).
     if (it != waiting_.end()) waiting_.erase(it);
+    lock.unlock();
     job->Fail(MakeError(IVM_ERROR_DISPOSED, kDisposedMessage));
     return;
   }
