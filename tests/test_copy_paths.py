@@ -90,7 +90,7 @@ def same(a: Any, b: Any, ordered: bool = True) -> bool:
         if math.isnan(a) or math.isnan(b):
             return math.isnan(a) and math.isnan(b)
         return a == b and math.copysign(1, a) == math.copysign(1, b)
-    if isinstance(a, list):
+    if isinstance(a, (list, tuple)):  # (a tuple's == would compare two NaNs as unequal)
         return len(a) == len(b) and all(same(x, y, ordered) for x, y in zip(a, b))
     if isinstance(a, dict):
         if list(a) != list(b) if ordered else set(a) != set(b):
