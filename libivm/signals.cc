@@ -135,9 +135,11 @@ ivm_error_t* Lock(std::unique_lock<std::recursive_timed_mutex>& lock) {
     lock.lock();
     return nullptr;
   }
-  uint64_t seen = g_signals.load();
+  // Signals that come while this waits (g_raised: one that came before and that the
+  // watcher reads only now is not this wait's).
+  uint64_t seen = g_raised.load();
   while (!lock.try_lock_for(std::chrono::milliseconds(20))) {
-    if (g_signals.load() != seen) return Static();
+    if (g_raised.load() != seen) return Static();
   }
   return nullptr;
 }
