@@ -168,6 +168,8 @@ def test_a_cancel_sent_while_a_followers_call_is_decoded_stops_that_call(
     call that did not run yet, and the call then ran for ever (4 runs in 7)."""
     proc = run_child(r"""
         import os, signal, threading, time
+        # Python's handling even when started with SIGINT ignored (a background job)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         import ivm
         iso = ivm.Isolate(process="isolated", memory_limit=1024)
         ctx, ctx2 = iso.create_context_sync(), iso.create_context_sync()
