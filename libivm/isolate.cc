@@ -58,10 +58,6 @@ size_t UnwindCap(uint64_t limit) {
 // The semi-spaces grow to that size only when the isolate allocates that much between
 // collections.
 constexpr uint64_t kSemiSpaceShare = 32;
-// A host span that began at `since` (CallClockNs). Never negative, even from the counters of
-// two CPUs, should the thread move: a negative span would make JavaScript's time exceed
-// the call's.
-int64_t HostSpanNs(int64_t since) { return std::max<int64_t>(CallClockNs() - since, 0); }
 constexpr size_t kMaxSemiSpace = 8u << 20;
 void SizeYoungGeneration(v8::ResourceConstraints& constraints, uint64_t limit) {
   size_t young = constraints.max_young_generation_size_in_bytes();
@@ -73,6 +69,10 @@ void SizeYoungGeneration(v8::ResourceConstraints& constraints, uint64_t limit) {
   constraints.set_max_young_generation_size_in_bytes(wanted);
   constraints.set_max_old_generation_size_in_bytes(old - (wanted - young));
 }
+// A host span that began at `since` (CallClockNs). Never negative, even from the counters of
+// two CPUs, should the thread move: a negative span would make JavaScript's time exceed
+// the call's.
+int64_t HostSpanNs(int64_t since) { return std::max<int64_t>(CallClockNs() - since, 0); }
 constexpr int64_t kLongCallNs = 200 * 1000;
 constexpr int64_t kPumpIntervalNs = 1000 * 1000;
 // A timed-out call's JavaScript that reaches no interrupt check this long

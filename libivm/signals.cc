@@ -20,9 +20,9 @@ namespace {
 
 struct State {
   std::mutex mutex;
-  // The isolates with a call on `thread` that hold no slot of g_slots (all of them are
-  // kept by other live isolates called on `thread`): each is alive while it is listed (Enter at the start of its outermost call, Leave at the
-  // end), so a plain pointer is enough.
+  // The isolates with a call on `thread` that hold no slot of g_slots (other live
+  // isolates called on `thread` keep them all): each is alive while it is listed (Enter
+  // at the start of its outermost call, Leave at the end), so a plain pointer is enough.
   std::vector<IsolateHolder*> running;
   // EnterCall's, by token (innermost last), each with g_raised when its call began.
   std::map<uint64_t, std::pair<std::function<void()>, uint64_t>> stops;

@@ -149,11 +149,8 @@ bool WorkerCodec::WriteAttachment(wire::Writer&, const ivm_value_t* value, size_
 bool WorkerCodec::Refused(ivm_error_t* err) {
   if (err == nullptr) return false;
   if (ivm_error_kind(err) == IVM_ERROR_DISPOSED) {
-    const char* message = nullptr;
-    size_t length = 0;
-    ivm_error_message(err, &message, &length);
     refused_kind_ = IVM_ERROR_DISPOSED;
-    refused_.assign(message, length);
+    refused_ = Message(err, ivm_error_message);
   }
   ivm_error_free(err);
   return true;
