@@ -72,15 +72,6 @@ uint32_t AsciiPrefix(const uint8_t* p, uint32_t n) {
   return i;
 }
 
-// Whether a[0, n) and b[0, n) hold the same bytes (short runs inline: keys).
-bool SameBytes(const uint8_t* a, const uint8_t* b, size_t n) {
-  if (n > 24) return std::memcmp(a, b, n) == 0;
-  for (size_t i = 0; i < n; ++i) {
-    if (a[i] != b[i]) return false;
-  }
-  return true;
-}
-
 // (AppendCodePoint, a code point as WTF-8: internal.h.)
 
 // UTF-16 code units in host order, as WTF-8.

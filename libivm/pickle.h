@@ -125,6 +125,18 @@ inline std::string String(const std::string& wtf8) { return Prefixed('s', wtf8);
 constexpr double kMaxInt64 = 9.2e18;
 }  // namespace key_class
 
+// Whether a[0, n) and b[0, n) hold the same bytes (short runs, such as keys,
+// compared inline).
+inline bool SameBytes(const void* a, const void* b, size_t n) {
+  if (n > 16) return std::memcmp(a, b, n) == 0;
+  auto* x = static_cast<const unsigned char*>(a);
+  auto* y = static_cast<const unsigned char*>(b);
+  for (size_t i = 0; i < n; ++i) {
+    if (x[i] != y[i]) return false;
+  }
+  return true;
+}
+
 // Writes a copy stream into a string: the framing, the memo, and the
 // opcodes of each kind of value. It writes what it is told; what to write
 // (and every check) is the encoder's.
@@ -277,7 +289,7 @@ class Emitter {
     // Rows of one shape repeat the same few keys: a small direct-mapped
     // cache in front of the map finds them without hashing the whole key.
     RecentKey& recent = recent_keys_[RecentSlot(p, n)];
-    if (recent.memo != kNoMemo && recent.key.size() == n && Same(recent.key.data(), p, n)) {
+    if (recent.memo != kNoMemo && recent.key.size() == n && SameBytes(recent.key.data(), p, n)) {
       Get(recent.memo);
       last_key_memo_ = recent.memo;
       return kNoMemo;
@@ -393,13 +405,6 @@ class Emitter {
     Bytes(p, n);
   }
   // Whether [a, a + n) and [b, b + n) hold the same bytes (short keys inline).
-  static bool Same(const char* a, const char* b, size_t n) {
-    if (n > 16) return std::memcmp(a, b, n) == 0;
-    for (size_t i = 0; i < n; ++i) {
-      if (a[i] != b[i]) return false;
-    }
-    return true;
-  }
   // Room for `k` more bytes at the end; returns where they go.
   char* Room(size_t k) {
     if (s_.size() - n_ < k) Grow(k);
