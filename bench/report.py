@@ -295,7 +295,8 @@ BREAKDOWN_STEPS = [
     ("raw_v8_bound_run", "raw V8: a bound script run, isolate already locked and entered"),
     ("lock_mutex", "the isolate's call mutex, taken and given back"),
     ("lock_v8_thread", "the call mutex and V8's Locker (this thread's V8 state restored)"),
-    ("scopes", "isolate, handle, context scopes and a TryCatch"),
+    ("scopes", "isolate (kept entered by this thread: a count), handle, context scopes and "
+                "a TryCatch"),
     ("holder_locked", "IsolateHolder::Locked around nothing: lock and scopes"),
     ("holder_run", "IsolateHolder::Run around nothing: the same plus the call state"),
     ("check_external_memory", "the memory-limit check at the end of a call"),

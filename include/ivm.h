@@ -91,6 +91,17 @@
  * as a generic error and an unknown value kind as unsupported. After 1.0, a
  * shipped function never changes; a new behaviour gets a new name (`_v2`).
  *
+ * ## Changes in 0.13
+ *
+ *   - No change to the interface. Behavioural changes:
+ *     - A thread that calls isolates synchronously (not one of libivm's own)
+ *       keeps the first one it calls while in no other entered in V8 between
+ *       its calls; a synchronous call then costs about a sixth less. Disposing
+ *       of that isolate from another thread, or from inside another isolate's
+ *       call, frees V8's isolate at that thread's next call or end instead of
+ *       at once (ivm_isolate_dispose). IVM_KEEP_ENTRY=0 in the environment
+ *       turns this off.
+ *
  * ## Changes in 0.12
  *
  *   - No change to the interface. Behavioural changes:
@@ -675,6 +686,11 @@ IVM_API int64_t ivm_isolate_pid(const ivm_isolate_t *iso);
  * termination cannot stop and which may wait for the disposing thread, and
  * that has not returned within 100 ms (since 0.4): the call fails with
  * IVM_ERROR_DISPOSED once the host code returns.
+ * A thread that makes synchronous calls keeps one isolate entered in V8
+ * between them (since 0.13), and only that thread can leave it: disposed from
+ * another thread (or from inside another isolate's call), the isolate's
+ * handles fail at once, but the emptied VM's memory is freed by that thread
+ * at its next synchronous call, its next asynchronous call or its end.
  * Threads: any.
  * Blocks:  waits for the running call's JavaScript to unwind; for host code it
  *          is in, at most 100 ms.

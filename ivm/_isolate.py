@@ -228,6 +228,12 @@ class Isolate(Handle):
         for this thread's event loop): past that, the call raises
         ``DisposedError`` once the callback returns, and the isolate is freed
         then.
+
+        A thread that calls an isolate with the ``*_sync`` methods keeps it
+        entered in V8 between calls (they cost less so). Disposed from another
+        thread, such an isolate is unusable at once, but its memory is freed by
+        that thread at its next call of any isolate (synchronous or not) or when it
+        ends. ``IVM_KEEP_ENTRY=0`` in the environment turns this off.
         """
         check(lib.ivm_isolate_dispose(self._ptr))
         if self._forget_catastrophic is not None:

@@ -71,6 +71,11 @@ namespace {
 CatastrophicReport* ReportOfCurrentIsolate() {
   v8::Isolate* isolate = v8::Isolate::TryGetCurrent();
   auto* holder = isolate != nullptr ? static_cast<IsolateHolder*>(isolate->GetData(0)) : nullptr;
+  // An isolate this thread only keeps entered between its calls (isolate_entry.cc) is
+  // not the one that failed.
+  if (holder != nullptr && KeptEntered(isolate) && holder->owner() != std::this_thread::get_id()) {
+    return nullptr;
+  }
   return holder != nullptr ? holder->catastrophic.get() : nullptr;
 }
 

@@ -308,6 +308,59 @@ struct ParkedPromise final : public Resource {
   std::atomic<bool> cancelled{false};
 };
 
+// ---------------------------------------------------------------------------
+// isolate_entry.cc: an isolate kept entered between a thread's calls.
+
+// One thread's entry into one isolate, kept between its calls (ThreadLockScope).
+// Shared by the thread (ThreadLocks) and the isolate (IsolateHolder::kept_entry).
+struct KeptEntry {
+  enum State : int {
+    kKept,         // entered by its thread
+    kHandedOver,   // the isolate is disposed: its thread leaves and disposes of V8's isolate
+    kAbandoned,    // its thread ended without leaving: the isolate's disposal leaves it
+    kDone,         // left
+  };
+  KeptEntry(v8::Isolate* entered, std::weak_ptr<IsolateHolder> of)
+      : isolate(entered), holder(std::move(of)) {}
+  v8::Isolate* const isolate;
+  const std::weak_ptr<IsolateHolder> holder;
+  std::atomic<int> state{kKept};
+  std::unique_ptr<std::string> snapshot;   // the disposed isolate's snapshot blob, if any
+};
+
+bool KeepEntriesEnabled();
+// With the isolate locked by this thread, for the first time in this call: enters
+// it for good if the rules allow (isolate_entry.cc), else NULL.
+std::shared_ptr<KeptEntry> KeepEntry(IsolateHolder& holder);
+// With the isolate locked by this thread (its keeper): leaves the entry, unless
+// the thread is inside another isolate's call (false: still kept).
+bool LeaveEntry(IsolateHolder& holder, std::shared_ptr<KeptEntry>& kept);
+// Disposal (exec_mutex_ held, isolate unlocked), of an isolate `kept` entered:
+// true if its keeper now disposes of V8's isolate (or nobody can).
+// Takes `snapshot` (V8 reads the blob) when it hands over.
+bool HandOverEntry(std::shared_ptr<KeptEntry> kept, std::unique_ptr<std::string>& snapshot);
+// The keeper of a handed-over entry: leaves it and disposes of V8's isolate.
+// False (nothing done) while the thread is inside another isolate's call,
+// unless `thread_ends`. Resets `kept` when done.
+bool FinishEntry(std::shared_ptr<KeptEntry>& kept, bool thread_ends);
+// This thread's kept entry, if its isolate was disposed meanwhile (thread_lock.cc).
+// Called where a thread starts a call of any isolate, before locking it.
+void FinishHandedOverEntry();
+// With `holder`'s isolate locked by this thread: leaves this thread's kept entry
+// if it is into that isolate and the thread is in no other call (thread_lock.cc).
+bool LeaveOwnEntry(IsolateHolder& holder);
+// The keeper of a handed-over entry, in no call: leaves it through its parked
+// lock on the isolate, if it has one (thread_lock.cc; false: none).
+bool LeaveParkedEntry(v8::Isolate* isolate);
+// Whether this thread keeps `isolate` entered (thread_lock.cc).
+bool KeptEntered(v8::Isolate* isolate);
+// The keeper's thread ends without having left the entry. Resets `kept`.
+void AbandonEntry(std::shared_ptr<KeptEntry>& kept);
+// The platform forgets an isolate's foreground tasks.
+void ForgetPlatformTasks(v8::Isolate* isolate);
+// V8's disposal of an isolate no thread is in (the platform forgets it first).
+void DisposeV8Isolate(v8::Isolate* isolate);
+
 // Owns one v8::Isolate. Shared by every handle that needs the isolate.
 class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
  public:
@@ -391,6 +444,8 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   std::recursive_timed_mutex& exec_mutex() { return exec_mutex_; }
   // Pool threads that keep a parked lock on this isolate (GiveBackThreadLock).
   std::atomic<int>& pool_parked() { return pool_parked_; }
+  // The entry a thread keeps in this isolate (isolate_entry.cc), or NULL. exec_mutex_ held.
+  std::shared_ptr<KeptEntry>& kept_entry() { return kept_entry_; }
   // signals.cc's listing of this isolate (interrupt::Enter, Leave, Forget).
   int& interrupt_slot() { return interrupt_slot_; }
   std::atomic<bool>& interrupt_running() { return interrupt_running_; }
@@ -487,6 +542,7 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
   std::unique_ptr<std::string> snapshot_;   // V8's blob of a snapshot, or null
   std::shared_ptr<CpuProfiles> cpu_profiles_;   // isolate locked
   std::shared_ptr<Inspector> inspector_;
+  std::shared_ptr<KeptEntry> kept_entry_;   // exec_mutex_ held
   v8::StartupData startup_data_{nullptr, 0};
   uint64_t memory_limit_ = 0;
   std::atomic<int> state_{kAlive};
@@ -636,6 +692,7 @@ class ThreadLockScope {
   void KeepHandleBlock();
 
  private:
+  void Release();   // ends the lock for good (the isolate is orphaned or going)
   struct Parked* parked_;
   IsolateHolder* holder_;
 };
@@ -680,6 +737,7 @@ class WaitScope {
 
 template <class F>
 ivm_error_t* IsolateHolder::Run(uint64_t timeout_ns, F&& body) {
+  FinishHandedOverEntry();
   if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
   const uint64_t job = pool::CurrentJob();   // read once: Begin takes it
   if (job != 0) {
@@ -733,6 +791,7 @@ ivm_error_t* IsolateHolder::Run(uint64_t timeout_ns, F&& body) {
 
 template <class F>
 ivm_error_t* IsolateHolder::Locked(F&& fn) {
+  FinishHandedOverEntry();
   if (disposed()) return MakeError(IVM_ERROR_DISPOSED, kDisposedMessage);
   if (ivm_error_t* refused = RefuseFromPool(this)) return refused;
   std::unique_lock<std::recursive_timed_mutex> lock(exec_mutex_);

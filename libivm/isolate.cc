@@ -465,6 +465,7 @@ void IsolateHolder::Terminate(uint64_t signal) {
 }
 
 ivm_error_t* IsolateHolder::Dispose() {
+  FinishHandedOverEntry();   // (an earlier isolate this thread kept entered)
   if (state_.load() == kDisposed) return nullptr;
   if (owner_.load() == std::this_thread::get_id()) {
     // Called from inside a call on this thread (a host callback): finish when
@@ -533,9 +534,13 @@ void IsolateHolder::DisposeLocked() {
     for (auto& r : to_release_) all.push_back(std::move(r));
     to_release_.clear();
   }
-  GiveBackThreadLock(*this);
+  GiveBackThreadLock(*this);   // (leaves this thread's kept entry, if it can)
+  // Still entered by a thread that keeps it (isolate_entry.cc): V8's disposal
+  // may be left to that thread, when this holder is gone.
+  std::shared_ptr<KeptEntry> kept = std::move(kept_entry_);
   {
     v8::Locker locker(isolate_);
+    if (kept && LeaveOwnEntry(*this)) kept.reset();   // (its parked lock was given back)
     v8::Isolate::Scope scope(isolate_);
     for (auto& r : all) {
       if (!r->released_.exchange(true) && r->counted_) DropRef();
@@ -547,17 +552,21 @@ void IsolateHolder::DisposeLocked() {
       v8::HandleScope handles(isolate_);
       inspector_->DisposeLocked();
     }
+    if (kept) {
+      // Its keeper may not call again for long: what it keeps is an empty heap.
+      // (Every handle with a weak callback was a resource, reset above.)
+      isolate_->LowMemoryNotification();
+      isolate_->RemoveNearHeapLimitCallback(NearHeapLimit, 0);
+      isolate_->RemoveGCEpilogueCallback(AfterGC, this);
+      isolate_->SetData(0, nullptr);
+    }
   }
-  v8::Platform* platform = EnsurePlatform();
-  // Make sure the platform has a task runner to forget, then tell it.
-  platform->GetForegroundTaskRunner(isolate_);
-  v8::platform::NotifyIsolateShutdown(platform, isolate_);
   v8::Isolate* isolate = isolate_;
   {
     std::lock_guard<SpinMutex> lock(state_mutex_);
     isolate_ = nullptr;
   }
-  isolate->Dispose();
+  if (!kept || !HandOverEntry(std::move(kept), snapshot_)) DisposeV8Isolate(isolate);
   state_.store(kDisposed);
   jobs_.FailAll(IVM_ERROR_DISPOSED, kDisposedMessage);
 }

@@ -29,6 +29,9 @@ void JobQueue::PushLocked(std::unique_ptr<Job> job, bool* schedule) {
 }
 
 void JobQueue::Submit(std::unique_ptr<Job> job) {
+  // A thread that makes only asynchronous calls now (an event loop's) still disposes of
+  // the isolate it kept entered, once disposed elsewhere (isolate_entry.cc).
+  FinishHandedOverEntry();
   if (holder_.disposed()) {
     job->Fail(MakeError(IVM_ERROR_DISPOSED, kDisposedMessage));
     return;

@@ -67,26 +67,36 @@ struct Parked {
   // with the thread's state. Closed before the Locker ends (Release).
   alignas(v8::HandleScope) unsigned char scope[sizeof(v8::HandleScope)];
   bool scope_open = false;
+  std::shared_ptr<KeptEntry>* kept = nullptr;   // the thread's (ThreadLocks::kept)
   v8::Locker* Locker() { return reinterpret_cast<v8::Locker*>(locker); }
   v8::Unlocker* Unlocker() { return reinterpret_cast<v8::Unlocker*>(unlocker); }
   // Ends this thread's top-level lock (held: not behind the Unlocker), and
-  // with it V8's state for this thread.
-  void Release() {
+  // with it V8's state for this thread; first leaves the thread's kept entry
+  // if it is into this isolate (isolate_entry.cc).
+  void Release(IsolateHolder& holder, std::shared_ptr<KeptEntry>& kept) {
     if (scope_open) {
       reinterpret_cast<v8::HandleScope*>(scope)->~HandleScope();
       scope_open = false;
     }
+    if (kept && kept->isolate == isolate) LeaveEntry(holder, kept);
     Locker()->~Locker();
   }
 };
 
 namespace {
 
+// Holders a sweep locked from weak pointers: released once the sweep is done.
+// The last owner of an isolate may be such a pointer, and its destruction
+// (DisposeLocked, GiveBackThreadLock) changes this thread's list of locks.
+using HeldHolders = std::vector<std::shared_ptr<IsolateHolder>>;
+
 // A parked lock whose isolate is disposed refers to freed V8 state: it is
 // dropped without running its destructors.
-bool Stale(Parked* p) {
+bool Stale(Parked* p, HeldHolders& held) {
   auto holder = p->holder.lock();
-  return !holder || holder->disposed();
+  if (!holder) return true;
+  held.push_back(holder);
+  return holder->disposed();
 }
 
 constexpr size_t kMaxParked = 16;
@@ -99,6 +109,7 @@ thread_local ThreadLocks* t_locks_used = nullptr;
 
 struct ThreadLocks {
   std::vector<Parked*> parked;
+  std::shared_ptr<KeptEntry> kept;   // this thread's kept entry, if any
 
   Parked* Find(uint64_t id) {
     for (Parked* p : parked) {
@@ -109,14 +120,19 @@ struct ThreadLocks {
 
   // Drops stale locks; past kMaxParked, also gives back the oldest idle ones
   // (if their isolate is free right now) so that a thread serving many
-  // isolates keeps V8 state for a few only.
+  // isolates keeps V8 state for a few only. The isolate it keeps entered keeps
+  // its lock.
   void Sweep() {
+    HeldHolders held;
     std::vector<Parked*> keep;
     size_t excess = parked.size() >= kMaxParked ? parked.size() - kMaxParked / 2 : 0;
     for (Parked* p : parked) {
-      if (p->depth == 0 && Stale(p)) {
+      // (The lock of the isolate this thread keeps entered stays: LeaveEntry, or
+      // FinishEntry once handed over, gives it back.)
+      bool entered = kept && kept->isolate == p->isolate;
+      if (p->depth == 0 && !entered && Stale(p, held)) {
         delete p;
-      } else if (excess > 0 && p->depth == 0 && Unpark(p)) {
+      } else if (excess > 0 && p->depth == 0 && !entered && Unpark(p, kept, held)) {
         --excess;
         delete p;
       } else {
@@ -126,16 +142,30 @@ struct ThreadLocks {
     parked.swap(keep);
   }
 
-  static bool Unpark(Parked* p) {
+  static bool Unpark(Parked* p, std::shared_ptr<KeptEntry>& kept, HeldHolders& held) {
     auto holder = p->holder.lock();
     if (!holder) return true;
+    held.push_back(holder);
     std::unique_lock<std::recursive_timed_mutex> lock(holder->exec_mutex(), std::try_to_lock);
     if (!lock.owns_lock()) return false;
     if (!holder->disposed()) {
       p->Unlocker()->~Unlocker();
-      p->Release();
+      p->Release(*holder, kept);
     }
     return true;
+  }
+
+  // The thread ends with its kept entry still there (its parked lock was given
+  // back inside another isolate's call): left now if the isolate is free.
+  void LeaveIdleEntry(HeldHolders& held) {
+    if (kept->state.load(std::memory_order_acquire) != KeptEntry::kKept) return;
+    auto holder = kept->holder.lock();
+    if (!holder) return;
+    held.push_back(holder);
+    std::unique_lock<std::recursive_timed_mutex> lock(holder->exec_mutex(), std::try_to_lock);
+    if (!lock.owns_lock() || holder->disposed()) return;
+    v8::Locker locker(kept->isolate);
+    LeaveEntry(*holder, kept);
   }
 
   ~ThreadLocks() {
@@ -145,10 +175,18 @@ struct ThreadLocks {
     // endless JavaScript in the isolate, and waiting would hang the exit. A
     // lock that cannot be given back stays with V8's thread state, which the
     // isolate's disposal frees.
-    for (Parked* p : parked) {
-      if (p->depth == 0) Unpark(p);
+    if (kept && kept->state.load(std::memory_order_acquire) == KeptEntry::kHandedOver) {
+      FinishEntry(kept, true);   // first: through its parked lock (LeaveParkedEntry)
+    }
+    HeldHolders held;
+    std::vector<Parked*> mine;
+    mine.swap(parked);   // (an isolate torn down meanwhile looks for its lock here)
+    for (Parked* p : mine) {
+      if (p->depth == 0) Unpark(p, kept, held);
       delete p;
     }
+    if (kept) LeaveIdleEntry(held);
+    if (kept) AbandonEntry(kept);   // (disposes of it if it was handed over)
   }
 };
 
@@ -160,6 +198,47 @@ ThreadLocks& Locks() {
 }
 
 }  // namespace
+
+void FinishHandedOverEntry() {
+  ThreadLocks* locks = t_locks_used;
+  if (locks == nullptr || !locks->kept) return;
+  if (locks->kept->state.load(std::memory_order_acquire) == KeptEntry::kHandedOver) {
+    FinishEntry(locks->kept, false);
+  }
+}
+
+bool LeaveParkedEntry(v8::Isolate* isolate) {
+  std::vector<Parked*>& parked = t_locks.parked;
+  for (auto it = parked.begin(); it != parked.end(); ++it) {
+    Parked* p = *it;
+    if (p->isolate != isolate || p->depth != 0) continue;
+    // Taking the lock back restores this thread's archived state, which the
+    // top-level Locker's end then frees (a new Locker would archive it again,
+    // where V8's disposal does not look for it: 572 bytes leaked).
+    p->Unlocker()->~Unlocker();
+    if (p->scope_open) {
+      reinterpret_cast<v8::HandleScope*>(p->scope)->~HandleScope();
+      p->scope_open = false;
+    }
+    isolate->Exit();
+    p->Locker()->~Locker();
+    delete p;
+    parked.erase(it);
+    return true;
+  }
+  return false;
+}
+
+bool KeptEntered(v8::Isolate* isolate) {
+  ThreadLocks* locks = t_locks_used;
+  return locks != nullptr && locks->kept && locks->kept->isolate == isolate;
+}
+
+bool LeaveOwnEntry(IsolateHolder& holder) {
+  ThreadLocks* locks = t_locks_used;
+  if (locks == nullptr || !locks->kept || locks->kept->isolate != holder.isolate()) return false;
+  return LeaveEntry(holder, locks->kept);
+}
 
 // V8 assumes it may use about 1 MB of stack below where it is entered. On a
 // thread with a smaller stack (Python's threading.stack_size), deep recursion
@@ -202,6 +281,7 @@ ThreadLockScope::ThreadLockScope(IsolateHolder& holder) {
     p->holder_id = holder.unique_id();
     p->isolate = holder.isolate();
     p->pool = pool::CurrentJob() != 0;
+    p->kept = &locks.kept;
     if (p->pool) holder.pool_parked().fetch_add(1);
     new (p->locker) v8::Locker(p->isolate);
     p->depth = 1;
@@ -212,6 +292,7 @@ ThreadLockScope::ThreadLockScope(IsolateHolder& holder) {
   }
   parked_ = p;
   holder_ = &holder;
+  if (p->depth == 1 && !locks.kept && !p->pool) locks.kept = KeepEntry(holder);
 }
 
 ThreadLockScope::~ThreadLockScope() {
@@ -219,15 +300,20 @@ ThreadLockScope::~ThreadLockScope() {
   if (--p->depth != 0) return;
   if (!holder_->orphaned() && !holder_->disposed() && holder_->inspector() == nullptr) {
     new (p->unlocker) v8::Unlocker(p->isolate);
-    return;
+  } else {
+    Release();
   }
+}
+
+void ThreadLockScope::Release() {
+  Parked* p = parked_;
   // Nobody holds the isolate's handle, or another thread is disposing it: its
   // teardown may come on another thread, so this thread's V8 state is freed
   // now (the top-level Locker's end). An isolate with an inspector is never
   // parked either: V8 10.2 crashes restoring a thread's archived state once
   // its debugger has break points (Debug::RestoreDebug re-applies them while
   // the restoring thread is not set up yet).
-  p->Release();
+  p->Release(*holder_, *p->kept);
   if (p->pool) holder_->pool_parked().fetch_sub(1);
   std::vector<Parked*>& parked = t_locks.parked;
   parked.erase(std::find(parked.begin(), parked.end(), p));
@@ -256,7 +342,7 @@ bool GiveBackThreadLock(IsolateHolder& holder) {
     // Taking the lock back restores this thread's archived V8 state; the
     // top-level Locker's end then frees it.
     p->Unlocker()->~Unlocker();
-    p->Release();
+    p->Release(holder, t_locks.kept);
     if (p->pool) holder.pool_parked().fetch_sub(1);
     delete p;
     parked.erase(it);

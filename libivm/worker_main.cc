@@ -50,6 +50,9 @@ int main(int argc, char** argv) {
   const char* pool_spin = getenv("IVM_WORKER_POOL_SPIN_NS");
   setenv("IVM_POOL_SPIN_NS", pool_spin != nullptr && *pool_spin != '\0' ? pool_spin : "30000", 1);
   setenv("IVM_POOL_SPIN_YIELD", "1", 1);
+  // Its calls run on pool threads, which keep no isolate entered; its other
+  // threads keep none either (isolate_entry.cc).
+  setenv("IVM_KEEP_ENTRY", "0", 1);
 #ifdef IVM_WORKER_TEST_HOOKS
   // Test builds only: a worker that never finishes starting.
   if (getenv("IVM_WORKER_TEST_HANG") != nullptr) {
