@@ -409,10 +409,10 @@ typedef struct ivm_inspector_session_options ivm_inspector_session_options_t;
 /* ------------------------------------------------------------------------- */
 
 #define IVM_VERSION_MAJOR 0
-#define IVM_VERSION_MINOR 12
+#define IVM_VERSION_MINOR 13
 #define IVM_VERSION_PATCH 0
 /** MAJOR * 1000000 + MINOR * 1000 + PATCH of this header. */
-#define IVM_VERSION_NUMBER 12000
+#define IVM_VERSION_NUMBER 13000
 
 /**
  * The version of the loaded library, as IVM_VERSION_NUMBER. Compare it with the
