@@ -311,6 +311,13 @@ struct ParkedPromise final : public Resource {
 // ---------------------------------------------------------------------------
 // isolate_entry.cc: an isolate kept entered between a thread's calls.
 
+// A snapshot an isolate starts from: V8 reads `data` (pointing into `bytes`) whenever a
+// context is made, and keeps a pointer to it for the isolate's life.
+struct SnapshotBlob {
+  std::string bytes;
+  v8::StartupData data{nullptr, 0};
+};
+
 // One thread's entry into one isolate, kept between its calls (ThreadLockScope).
 // Shared by the thread (ThreadLocks) and the isolate (IsolateHolder::kept_entry).
 struct KeptEntry {
@@ -325,7 +332,7 @@ struct KeptEntry {
   v8::Isolate* const isolate;
   const std::weak_ptr<IsolateHolder> holder;
   std::atomic<int> state{kKept};
-  std::unique_ptr<std::string> snapshot;   // the disposed isolate's snapshot blob, if any
+  std::shared_ptr<SnapshotBlob> snapshot;   // the disposed isolate's snapshot blob, if any
 };
 
 bool KeepEntriesEnabled();
@@ -337,8 +344,8 @@ std::shared_ptr<KeptEntry> KeepEntry(IsolateHolder& holder);
 bool LeaveEntry(IsolateHolder& holder, std::shared_ptr<KeptEntry>& kept);
 // Disposal (exec_mutex_ held, isolate unlocked), of an isolate `kept` entered:
 // true if its keeper now disposes of V8's isolate (or nobody can).
-// Takes `snapshot` (V8 reads the blob) when it hands over.
-bool HandOverEntry(std::shared_ptr<KeptEntry> kept, std::unique_ptr<std::string>& snapshot);
+// `snapshot`: the isolate's, shared with the keeper when it hands over.
+bool HandOverEntry(std::shared_ptr<KeptEntry> kept, std::shared_ptr<SnapshotBlob> snapshot);
 // The keeper of a handed-over entry: leaves it and disposes of V8's isolate.
 // False (nothing done) while the thread is inside another isolate's call,
 // unless `thread_ends`. Resets `kept` when done.
@@ -539,11 +546,12 @@ class IsolateHolder : public std::enable_shared_from_this<IsolateHolder> {
 
   v8::Isolate* isolate_ = nullptr;
   std::shared_ptr<Allocator> allocator_;
-  std::unique_ptr<std::string> snapshot_;   // V8's blob of a snapshot, or null
+  // V8's blob of a snapshot and the StartupData V8 keeps a pointer to, or null. Shared
+  // with a kept entry the disposal is handed over to (KeptEntry::snapshot).
+  std::shared_ptr<SnapshotBlob> snapshot_;
   std::shared_ptr<CpuProfiles> cpu_profiles_;   // isolate locked
   std::shared_ptr<Inspector> inspector_;
   std::shared_ptr<KeptEntry> kept_entry_;   // exec_mutex_ held
-  v8::StartupData startup_data_{nullptr, 0};
   uint64_t memory_limit_ = 0;
   std::atomic<int> state_{kAlive};
   std::atomic<bool> oom_{false};

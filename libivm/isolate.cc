@@ -108,9 +108,11 @@ ivm_error_t* IsolateHolder::Create(uint64_t memory_limit, std::shared_ptr<Isolat
   SizeYoungGeneration(params.constraints, memory_limit);
   if (!blob.empty()) {
     // V8 reads the blob whenever a context is made: it lives as long as the isolate.
-    holder->snapshot_ = std::make_unique<std::string>(blob);
-    holder->startup_data_ = {holder->snapshot_->data(), static_cast<int>(holder->snapshot_->size())};
-    params.snapshot_blob = &holder->startup_data_;
+    holder->snapshot_ = std::make_shared<SnapshotBlob>();
+    holder->snapshot_->bytes.assign(blob);
+    holder->snapshot_->data = {holder->snapshot_->bytes.data(),
+                               static_cast<int>(holder->snapshot_->bytes.size())};
+    params.snapshot_blob = &holder->snapshot_->data;
   }
   v8::Isolate* isolate = v8::Isolate::New(params);
   if (isolate == nullptr) return MakeError(IVM_ERROR_INTERNAL, "V8 could not create an isolate");

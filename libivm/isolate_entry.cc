@@ -108,13 +108,13 @@ bool LeaveFromAnotherThread(v8::Isolate* isolate) {
 
 }  // namespace
 
-bool HandOverEntry(std::shared_ptr<KeptEntry> kept, std::unique_ptr<std::string>& snapshot) {
+bool HandOverEntry(std::shared_ptr<KeptEntry> kept, std::shared_ptr<SnapshotBlob> snapshot) {
   // Its queued tasks (which may hold host values) go now, while the host runs:
   // the keeper may dispose of it as its process exits.
   ForgetPlatformTasks(kept->isolate);
   int expected = KeptEntry::kKept;
   if (kept->state.compare_exchange_strong(expected, KeptEntry::kHandedOver)) {
-    kept->snapshot = std::move(snapshot);   // (V8 keeps a pointer to it)
+    kept->snapshot = std::move(snapshot);   // (V8 keeps a pointer to its StartupData)
     // Counted as a live object (ivm_debug_live_objects) until its keeper disposes of it.
     g_live_objects.fetch_add(1, std::memory_order_relaxed);
     return true;
