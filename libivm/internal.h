@@ -327,10 +327,13 @@ struct KeptEntry {
     kAbandoned,    // its thread ended without leaving: the isolate's disposal leaves it
     kDone,         // left
   };
-  KeptEntry(v8::Isolate* entered, std::weak_ptr<IsolateHolder> of)
-      : isolate(entered), holder(std::move(of)) {}
+  KeptEntry(v8::Isolate* entered, std::weak_ptr<IsolateHolder> of, uint64_t id)
+      : isolate(entered), holder(std::move(of)), holder_id(id) {}
   v8::Isolate* const isolate;
   const std::weak_ptr<IsolateHolder> holder;
+  // The holder's unique_id: a parked lock is matched by it, never by the isolate's address,
+  // which V8 reuses for a later isolate while a stale lock of the freed one is still listed.
+  const uint64_t holder_id;
   std::atomic<int> state{kKept};
   std::shared_ptr<SnapshotBlob> snapshot;   // the disposed isolate's snapshot blob, if any
 };
@@ -358,7 +361,7 @@ void FinishHandedOverEntry();
 bool LeaveOwnEntry(IsolateHolder& holder);
 // The keeper of a handed-over entry, in no call: leaves it through its parked
 // lock on the isolate, if it has one (thread_lock.cc; false: none).
-bool LeaveParkedEntry(v8::Isolate* isolate);
+bool LeaveParkedEntry(const KeptEntry& kept);
 // Whether this thread keeps `isolate` entered (thread_lock.cc).
 bool KeptEntered(v8::Isolate* isolate);
 // The keeper's thread ends without having left the entry. Resets `kept`.

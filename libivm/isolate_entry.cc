@@ -25,8 +25,9 @@
 //    the disposal is handed over: libivm's side of the isolate goes at once
 //    (its handles fail, its resources are released), and the keeping thread
 //    leaves the entry and disposes of V8's isolate as it starts its next call
-//    of any isolate (or asynchronous submission), or when it ends. Until then the V8 isolate stays, emptied by a full
-//    garbage collection (about what a new isolate takes).
+//    of any isolate (or asynchronous submission), or when it ends. Until then
+//    the V8 isolate stays, emptied by a full garbage collection (about what a
+//    new isolate takes).
 //  - A thread that ends while the isolate is busy on another thread cannot
 //    leave its entry (that needs the lock, and a thread's end never waits):
 //    it abandons it, and the isolate's disposal leaves it from a short-lived
@@ -58,7 +59,7 @@ std::shared_ptr<KeptEntry> KeepEntry(IsolateHolder& holder) {
   }
   std::shared_ptr<KeptEntry> kept;
   try {
-    kept = std::make_shared<KeptEntry>(isolate, holder.weak_from_this());
+    kept = std::make_shared<KeptEntry>(isolate, holder.weak_from_this(), holder.unique_id());
   } catch (...) {
     return nullptr;   // (the caller holds the lock: nothing may throw past it)
   }
@@ -112,13 +113,13 @@ bool HandOverEntry(std::shared_ptr<KeptEntry> kept, std::shared_ptr<SnapshotBlob
   // Its queued tasks (which may hold host values) go now, while the host runs:
   // the keeper may dispose of it as its process exits.
   ForgetPlatformTasks(kept->isolate);
+  // Ready before the keeper may see it handed over (its thread may be ending now).
+  kept->snapshot = std::move(snapshot);   // (V8 keeps a pointer to its StartupData)
+  // Counted as a live object (ivm_debug_live_objects) until its keeper disposes of it.
+  g_live_objects.fetch_add(1, std::memory_order_relaxed);
   int expected = KeptEntry::kKept;
-  if (kept->state.compare_exchange_strong(expected, KeptEntry::kHandedOver)) {
-    kept->snapshot = std::move(snapshot);   // (V8 keeps a pointer to its StartupData)
-    // Counted as a live object (ivm_debug_live_objects) until its keeper disposes of it.
-    g_live_objects.fetch_add(1, std::memory_order_relaxed);
-    return true;
-  }
+  if (kept->state.compare_exchange_strong(expected, KeptEntry::kHandedOver)) return true;
+  g_live_objects.fetch_sub(1, std::memory_order_relaxed);
   if (expected == KeptEntry::kAbandoned && !LeaveFromAnotherThread(kept->isolate)) {
     return true;   // never disposed (V8 would abort): its memory stays
   }
@@ -128,7 +129,7 @@ bool HandOverEntry(std::shared_ptr<KeptEntry> kept, std::shared_ptr<SnapshotBlob
 bool FinishEntry(std::shared_ptr<KeptEntry>& kept, bool thread_ends) {
   v8::Isolate* isolate = kept->isolate;
   if (v8::Isolate::TryGetCurrent() == isolate) {
-    if (!LeaveParkedEntry(isolate)) {
+    if (!LeaveParkedEntry(*kept)) {
       v8::Locker locker(isolate);
       isolate->Exit();
     }

@@ -78,7 +78,7 @@ struct Parked {
       reinterpret_cast<v8::HandleScope*>(scope)->~HandleScope();
       scope_open = false;
     }
-    if (kept && kept->isolate == isolate) LeaveEntry(holder, kept);
+    if (kept && kept->holder_id == holder_id) LeaveEntry(holder, kept);
     Locker()->~Locker();
   }
 };
@@ -129,7 +129,7 @@ struct ThreadLocks {
     for (Parked* p : parked) {
       // (The lock of the isolate this thread keeps entered stays: LeaveEntry, or
       // FinishEntry once handed over, gives it back.)
-      bool entered = kept && kept->isolate == p->isolate;
+      bool entered = kept && kept->holder_id == p->holder_id;
       if (p->depth == 0 && !entered && Stale(p, held)) {
         delete p;
       } else if (excess > 0 && p->depth == 0 && !entered && Unpark(p, kept, held)) {
@@ -207,11 +207,12 @@ void FinishHandedOverEntry() {
   }
 }
 
-bool LeaveParkedEntry(v8::Isolate* isolate) {
+bool LeaveParkedEntry(const KeptEntry& kept) {
   std::vector<Parked*>& parked = t_locks.parked;
   for (auto it = parked.begin(); it != parked.end(); ++it) {
     Parked* p = *it;
-    if (p->isolate != isolate || p->depth != 0) continue;
+    if (p->holder_id != kept.holder_id || p->depth != 0) continue;
+    v8::Isolate* isolate = p->isolate;
     // Taking the lock back restores this thread's archived state, which the
     // top-level Locker's end then frees (a new Locker would archive it again,
     // where V8's disposal does not look for it: 572 bytes leaked).
@@ -236,7 +237,9 @@ bool KeptEntered(v8::Isolate* isolate) {
 
 bool LeaveOwnEntry(IsolateHolder& holder) {
   ThreadLocks* locks = t_locks_used;
-  if (locks == nullptr || !locks->kept || locks->kept->isolate != holder.isolate()) return false;
+  if (locks == nullptr || !locks->kept || locks->kept->holder_id != holder.unique_id()) {
+    return false;
+  }
   return LeaveEntry(holder, locks->kept);
 }
 
