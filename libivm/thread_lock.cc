@@ -74,11 +74,15 @@ struct Parked {
   // with it V8's state for this thread; first leaves the thread's kept entry
   // if it is into this isolate (isolate_entry.cc).
   void Release(IsolateHolder& holder, std::shared_ptr<KeptEntry>& kept) {
+    if (kept && kept->holder_id == holder_id) LeaveEntry(holder, kept);
+    End();
+  }
+  // Closes the kept handle scope, then ends the top-level Locker.
+  void End() {
     if (scope_open) {
       reinterpret_cast<v8::HandleScope*>(scope)->~HandleScope();
       scope_open = false;
     }
-    if (kept && kept->holder_id == holder_id) LeaveEntry(holder, kept);
     Locker()->~Locker();
   }
 };
@@ -155,6 +159,15 @@ struct ThreadLocks {
     return true;
   }
 
+  // A kept entry whose isolate was disposed meanwhile (handed over): left, and
+  // V8's isolate disposed of, unless the thread is inside another isolate's
+  // call and does not end.
+  void FinishHandedOver(bool thread_ends) {
+    if (kept && kept->state.load(std::memory_order_acquire) == KeptEntry::kHandedOver) {
+      FinishEntry(kept, thread_ends);
+    }
+  }
+
   // The thread ends with its kept entry still there (its parked lock was given
   // back inside another isolate's call): left now if the isolate is free.
   void LeaveIdleEntry(HeldHolders& held) {
@@ -175,9 +188,7 @@ struct ThreadLocks {
     // endless JavaScript in the isolate, and waiting would hang the exit. A
     // lock that cannot be given back stays with V8's thread state, which the
     // isolate's disposal frees.
-    if (kept && kept->state.load(std::memory_order_acquire) == KeptEntry::kHandedOver) {
-      FinishEntry(kept, true);   // first: through its parked lock (LeaveParkedEntry)
-    }
+    FinishHandedOver(true);   // first: through its parked lock (LeaveParkedEntry)
     HeldHolders held;
     std::vector<Parked*> mine;
     mine.swap(parked);   // (an isolate torn down meanwhile looks for its lock here)
@@ -200,11 +211,7 @@ ThreadLocks& Locks() {
 }  // namespace
 
 void FinishHandedOverEntry() {
-  ThreadLocks* locks = t_locks_used;
-  if (locks == nullptr || !locks->kept) return;
-  if (locks->kept->state.load(std::memory_order_acquire) == KeptEntry::kHandedOver) {
-    FinishEntry(locks->kept, false);
-  }
+  if (ThreadLocks* locks = t_locks_used) locks->FinishHandedOver(false);
 }
 
 bool LeaveParkedEntry(const KeptEntry& kept) {
@@ -217,12 +224,8 @@ bool LeaveParkedEntry(const KeptEntry& kept) {
     // top-level Locker's end then frees (a new Locker would archive it again,
     // where V8's disposal does not look for it: 572 bytes leaked).
     p->Unlocker()->~Unlocker();
-    if (p->scope_open) {
-      reinterpret_cast<v8::HandleScope*>(p->scope)->~HandleScope();
-      p->scope_open = false;
-    }
     isolate->Exit();
-    p->Locker()->~Locker();
+    p->End();
     delete p;
     parked.erase(it);
     return true;
