@@ -690,7 +690,8 @@ IVM_API int64_t ivm_isolate_pid(const ivm_isolate_t *iso);
  * between them (since 0.13), and only that thread can leave it: disposed from
  * another thread (or from inside another isolate's call), the isolate's
  * handles fail at once, but the emptied VM's memory is freed by that thread
- * at its next synchronous call, its next asynchronous call or its end.
+ * at its next synchronous call, its next asynchronous call, its next
+ * ivm_debug_live_objects or its end.
  * Threads: any.
  * Blocks:  waits for the running call's JavaScript to unwind; for host code it
  *          is in, at most 100 ms.
@@ -2503,7 +2504,13 @@ IVM_API ivm_error_t *ivm_interrupt_on_signal(int signum);
 /**
  * The number of live libivm objects (handles, values and errors) in the
  * process. For leak tests.
- * Threads: any. Blocks: never. Errors: none. Since: 0.1
+ *
+ * An isolate that the calling thread kept entered and that another thread
+ * has since disposed of (see ivm_isolate_dispose) is counted until the
+ * keeping thread's next call of libivm finishes its disposal; this function
+ * is such a call, so a leak check on that thread sees it gone.
+ * Threads: any. Blocks: never (it may finish one such disposal, which frees
+ * an emptied heap). Errors: none. Since: 0.1
  */
 IVM_API uint64_t ivm_debug_live_objects(void);
 

@@ -354,7 +354,8 @@ bool HandOverEntry(std::shared_ptr<KeptEntry> kept, std::shared_ptr<SnapshotBlob
 // unless `thread_ends`. Resets `kept` when done.
 bool FinishEntry(std::shared_ptr<KeptEntry>& kept, bool thread_ends);
 // This thread's kept entry, if its isolate was disposed meanwhile (thread_lock.cc).
-// Called where a thread starts a call of any isolate, before locking it.
+// Called where a thread starts a call of any isolate, before locking it, and
+// by ivm_debug_live_objects.
 void FinishHandedOverEntry();
 // With `holder`'s isolate locked by this thread: leaves this thread's kept entry
 // if it is into that isolate and the thread is in no other call (thread_lock.cc).
