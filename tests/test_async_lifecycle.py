@@ -273,6 +273,10 @@ async def test_a_lone_call_polls_yielding_and_a_late_poll_backs_off(
         time.sleep(0.02)  # the core went elsewhere: the call (about 2 ms) ends meanwhile
 
     monkeypatch.setattr(_async, "_sched_yield", slow_yield, raising=False)
+    # A poll of 5 ms (not 15 µs): on a loaded machine the loop's thread can lose the core
+    # for longer than 15 µs before its first check, and the poll then ends without yielding.
+    # The 20 ms yield still overshoots it.
+    monkeypatch.setattr(_async, "_POLL_NS", 5_000_000)
     d.skip_polls = d.poll_backoff = 0
     code = "(() => { const t = Date.now(); while (Date.now() - t < 2) {} return 7; })()"
     assert await context.eval(code) == 7
