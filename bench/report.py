@@ -218,20 +218,19 @@ most of the first step; the Python steps are C `pickle` already.
 when the same buffer goes back and forth. In the benchmark it follows a 64 MiB `fill(7)` into
 freshly mapped pages (16,384 page faults: the previous moved buffer is still held, unreachable,
 by the receiver until its next collection, so the allocator cannot reuse it; raw V8's allocator
-maps fresh pages too), which leaves the CPU caches empty: the cost is then the number of
-distinct cache lines of code and data the path touches, each one a trip to memory. Counted with
-callgrind's cache simulation (a 32 MiB last level) between markers around the timed calls: raw
-V8's move (detach, `ArrayBuffer::New` over the store, one global `Set`) touches about 800 cold
-lines (7,000 instructions); ivm's three calls touched about 5,650 in 0.10 (184,000
-instructions, half of the lines the Python interpreter's) and touch about 4,050 since 0.11
-(eval ~2,270, copy_into ~250, set_sync ~1,540): a marker passed by itself is written without a
-pickler and read without parsing its stream, and `eval_sync`'s C method takes result flags.
-About 2,200 of those lines are libivm, V8 and libc (two isolate entries with their locks, the
-compile-cache lookup and run of `buf` with its global-load IC miss, the copy and its objects),
-already more than twice raw V8's 800 without any Python: ×2 of raw V8 is out of reach for a
-path of three Python calls. It is not the 64 MiB that costs: the instruction and cache-line
-counts are the same for a 64-byte buffer, which costs as much after 64 MiB written into fresh
-pages, and about a third of it after a fill of pages already mapped (which evicts less).
+maps fresh pages too), which leaves the CPU caches empty: the cost is then the distinct cache
+lines of code and data the path touches, each one a trip to memory. It is not the 64 MiB that
+costs: the instruction and cache-line counts are the same for a 64-byte buffer, which costs as
+much after 64 MiB written into fresh pages. Counted with callgrind's cache simulation (a 32 MiB
+last level) between markers around the timed calls, raw V8's move (detach, `ArrayBuffer::New`
+over the store, one global `Set`) touches about 800 cold lines; ivm's three calls about 3,900
+(eval ~2,060, copy_into ~250, set_sync ~1,580), of which about 1,850 are libivm, V8 and libc
+and the rest the Python interpreter, cffi and ivm's Python code. Time is not in proportion to
+lines (a path of many short functions overlaps its misses), so the same move is timed at each
+layer, after the same fill, in the same run:
+
+{move}
+
 Every second move, the receiver's V8 used to start a garbage collection for the external memory
 it gained (the previous, unreachable 64 MiB): about 0.6 ms of CPU, and several milliseconds of
 waiting on a loaded machine (raw V8's anchor still does: 3.2 million instructions, 10 to 25 ms
@@ -339,6 +338,32 @@ def breakdown_rows(ivm: dict) -> list[str]:
     return rows + ([""] + extra if extra else [])
 
 
+# The 64 MiB move at each layer: (what, figure in this run's ivm section, its unit's factor to ms).
+MOVE_LAYERS = [
+    ("ivm's object API from Python (`eval_sync`, `copy_into`, `set_sync`)",
+     "transfer_arraybuffer_64mb_ms", 1.0),
+    ("the same four ABI calls straight through cffi from Python, no wrapper",
+     "transfer_arraybuffer_64mb_cffi_ms", 1.0),
+    ("the same four ABI calls from C (bench/c_breakdown.cc)", "c_breakdown_move_64mb_abi_us",
+     1e-3),
+]
+
+
+def move_rows(doc: dict) -> str:
+    """The 64 MiB move at each layer beside raw V8's, as a Markdown table."""
+    ivm = doc.get("ivm") or {}
+    raw = ((doc.get("anchors") or {}).get("raw_v8") or {}).get("transfer_arraybuffer_64mb_ms")
+    rows = ["| layer | ms | × raw V8 |", "|---|---|---|"]
+    for what, key, factor in MOVE_LAYERS:
+        v = ivm.get(key)
+        if is_num(v):
+            ratio = f"{v * factor / raw:.2f}" if is_num(raw) and raw > 0 else "–"
+            rows.append(f"| {what} | {v * factor:.3f} | {ratio} |")
+    if is_num(raw):
+        rows.append(f"| raw V8 (the anchors' `raw_v8` section) | {raw:.3f} | 1.00 |")
+    return "\n".join(rows) if len(rows) > 2 else "(not measured in this run)"
+
+
 def write(doc: dict, out_dir: str, command: str) -> str:
     os.makedirs(out_dir, exist_ok=True)
     png = os.path.join(out_dir, "performance.png")
@@ -385,7 +410,7 @@ def write(doc: dict, out_dir: str, command: str) -> str:
         "",
         BREAKDOWN.format(c_breakdown="\n".join(rows) if rows else
                          "(none in this run: `IVM_BUILD_DIR` was not set)",
-                         copy_steps=copy_steps()),
+                         copy_steps=copy_steps(), move=move_rows(doc)),
     ])
     path = os.path.join(out_dir, "performance.md")
     with open(path, "w") as f:

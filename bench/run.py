@@ -384,6 +384,53 @@ def f_transfer(p):
         b.dispose()
 
 
+@figure("transfer_arraybuffer_64mb_cffi_ms")
+def f_transfer_cffi(p):
+    """The same move as transfer_arraybuffer_64mb_ms through the same four ABI calls, made
+    straight through cffi with no wrapper (ivm's private _ffi): what any Python API over
+    the ABI pays at least. No target; docs/performance.md sets it beside the object API's
+    figure, the ABI calls from C (c_breakdown_move_64mb_abi_us) and raw V8's move."""
+    bl, ivm = p.bl, p.ivm
+    from ivm._ffi import ffi, lib
+    a, ca, b, cb = _two_big(ivm)
+    global_b = cb.global_
+    try:
+        result = ffi.new("ivm_result_options_t *", {
+            "struct_size": ffi.sizeof("ivm_result_options_t"),
+            "flags": lib.IVM_RESULT_EXTERNAL_COPY | lib.IVM_RESULT_TRANSFER_OUT})
+        value, copy = ffi.new("ivm_value_t **"), ffi.new("ivm_external_copy_t **")
+        marker, out = ffi.new("ivm_value_t **"), ffi.new("ivm_value_t **")
+        slot = ffi.new("ivm_primitive_t *")
+        ctx_ptr, global_ptr = ca._ptr, global_b._ptr
+        flags = lib.IVM_COPY_INTO_RELEASE | lib.IVM_COPY_INTO_TRANSFER_IN
+        eval_, external_copy, copy_into = (lib.ivm_context_eval, lib.ivm_value_external_copy,
+                                           lib.ivm_external_copy_copy_into)
+        new_string, set_, null = lib.ivm_value_new_string, lib.ivm_reference_set, ffi.NULL
+        samples, errors = [], []
+        for _ in range(bl.reps(7, 3)):
+            ca.eval_sync(_FILL_64MB)
+            t0 = bl.now()
+            errors.append(eval_(ctx_ptr, b"buf", 3, null, null, result, value, null))
+            errors.append(external_copy(value[0], copy))
+            errors.append(copy_into(copy[0], flags, marker))
+            key = new_string(b"got", 3)
+            errors.append(set_(global_ptr, key, marker[0], null, out, slot))
+            samples.append((bl.now() - t0) * 1e3)
+            bl.check(not any(errors) and slot.kind == lib.IVM_VALUE_BOOLEAN and slot.boolean,
+                     "cffi transfer")
+            for v in (key, marker[0], value[0]):
+                lib.ivm_value_free(v)
+            lib.ivm_external_copy_free(copy[0])
+            bl.check(cb.eval_sync(_GOT_64MB) and ca.eval_sync("buf.byteLength") == 0,
+                     "cffi transfer")
+            ca.eval_sync("delete globalThis.buf; 0")
+            cb.eval_sync("delete globalThis.got; 0")
+        return statistics.median(samples)
+    finally:
+        a.dispose()
+        b.dispose()
+
+
 @figure("copy_arraybuffer_64mb_ms")
 def f_copy_arraybuffer(p):
     bl, ivm = p.bl, p.ivm
