@@ -27,10 +27,12 @@ the general path (``Reference._apply_sync``) converts (or refuses) it as
 always.
 
 Finally :func:`c_method` puts C methods of ivm/_cffi_fast.c in place of
-``Reference.apply_sync``, ``Context.eval_sync`` and ``Script.run_sync``: each
-makes the call without options itself (apply as ``APPLY_FAST`` does; eval with
-an exact ``str``, its bytes read in place when ASCII; run with an exact
-``Context``), with no Python frame and no ``**options`` dict around it, and
+``Reference.apply_sync``, ``Context.eval_sync``, ``Script.run_sync`` and
+``Reference.set_sync``: each makes the call without options itself (apply as
+``APPLY_FAST`` does; eval with an exact ``str``, its bytes read in place when
+ASCII; run with an exact ``Context``; set with a key and a value that
+``APPLY_FAST`` would convert, or a ``copy_into()`` marker, whose own value it
+passes), with no Python frame and no ``**options`` dict around it, and
 hands every other call to the Python twin ``_<name>`` with the same
 arguments. Their handles' addresses come from the slot ``Handle._addr``. The
 Python methods remain for type checkers and as the logic the C ones follow.
@@ -116,7 +118,7 @@ def options_in(full: Callable[..., Any]) -> Callable[[_F], _F]:
 
 
 def c_method(cls: type, name: str) -> None:
-    """Replaces ``cls.<name>`` (``apply_sync``, ``eval_sync`` or ``run_sync``, each an
+    """Replaces ``cls.<name>`` (``apply_sync``, ``eval_sync``, ``run_sync`` or ``set_sync``, each an
     ``options_in`` method) by its C method of ivm/_cffi_fast.c (ivm_py_install_method):
     the call without options made in C as the Python method makes it, with no Python
     frame around it (a Python method with ``**options`` costs about a sixth of the

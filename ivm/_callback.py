@@ -37,7 +37,7 @@ CallbackMode = Literal["sync", "async", "ignored"]
 _live: dict[int, tuple[_State, Any]] = {}
 # asyncio tasks running async callbacks (the loop holds tasks weakly).
 _tasks: set[Any] = set()
-# The host function of sync Callbacks: ivm/_cffi_fast.c's C path (the common call made
+# The host function of sync Callbacks: ivm/_cffi_host.c's C path (the common call made
 # without cffi's callback machinery), which hands the rest to _ivm_py_host_fn and
 # _ivm_py_host_finish.
 _SYNC_HOST_FN: Final = ffi.addressof(lib, "ivm_py_host_call")
@@ -281,7 +281,7 @@ def _ivm_py_host_fn(user_data: Any, call: Any, out: Any) -> Any:
 
 @ffi.def_extern()  # type: ignore[untyped-decorator]
 def _ivm_py_host_finish(failed: int, out: Any) -> Any:
-    """The end of a sync Callback's call that ivm/_cffi_fast.c could not finish in C:
+    """The end of a sync Callback's call that ivm/_cffi_host.c could not finish in C:
     ``_tls.pending`` is the exception its function raised (``failed``) or its result."""
     value = getattr(_tls, "pending", None)
     _tls.pending = None

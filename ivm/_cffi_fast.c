@@ -1,9 +1,10 @@
 /* C helpers compiled into ivm's cffi extension: the synchronous calls that return a value,
  * each made and classified in one C call (ivm/_call.py is their one Python caller), the
  * builtin APPLY_FAST (Reference.apply_sync without options: arguments, call and result in
- * one C call), the C methods that stand for Reference.apply_sync, Context.eval_sync and
- * Script.run_sync (ivm_py_install_method: the call without options with no Python frame),
- * and the host function of sync Callbacks (ivm_py_host_call, ivm/_callback.py).
+ * one C call), the C methods that stand for Reference.apply_sync, Context.eval_sync,
+ * Script.run_sync and Reference.set_sync (ivm_py_install_method: the call without options
+ * with no Python frame). The host function of sync Callbacks (ivm_py_host_call) is in
+ * ivm/_cffi_host.c.
  *
  * Each returns its result when it is a number that Python shows as an int (integral, within
  * +-(2**53 - 1), and not -0: docs/values.md), as an int64_t; otherwise IVM_PY_NOT_INTEGER,
@@ -38,6 +39,10 @@ ivm_py_result_t *ivm_py_last(void);
  * pointer argument fewer is one conversion fewer in cffi's wrapper (about 120 instructions). */
 int64_t ivm_py_eval_plain(ivm_context_t *ctx, const char *code, size_t code_len);
 int64_t ivm_py_script_run_plain(ivm_script_t *script, ivm_context_t *ctx);
+/* `value`'s address if it is a marker as ivm_external_copy_copy_into() makes it (the stream
+ * `_att(0)` and one copy attachment), else 0: Reference.set_sync's C method calls it through
+ * cffi on a CopyInto's value, so that cffi checks that the object is an ivm_value_t *. */
+uintptr_t ivm_py_marker_address(const ivm_value_t *value);
 
 /* Makes ivm._call.APPLY_FAST, a CPython builtin (not a cffi function) for the common
  * Reference.apply_sync(None, arguments): APPLY_FAST(address, arguments), `address` the
@@ -49,30 +54,21 @@ int64_t ivm_py_script_run_plain(ivm_script_t *script, ivm_context_t *ctx);
  * it returns ivm._call.SLOW before any call, and Python takes the general path. Takes the
  * GIL; 1 on success, 0 when an import or allocation failed (the exception printed). */
 int ivm_py_install(void);
-/* Replaces the method `name` ("apply_sync", "eval_sync" or "run_sync") of the class `cls` of
- * ivm's `module` by a C method (a method descriptor) that makes the plain call (no options)
- * itself, as the Python method does, without a Python frame around it: Reference.apply_sync
- * as APPLY_FAST, Context.eval_sync(code) with code an exact str (and no keywords, or only
- * result flags given as True or False in a combination Python accepts: external_copy=True,
- * transfer_out=True), Script.run_sync(context) with context an exact ivm.Context. Every
+/* Replaces the method `name` ("apply_sync", "eval_sync", "run_sync" or "set_sync") of the
+ * class `cls` of ivm's `module` by a C method (a method descriptor) that makes the plain call
+ * (no options) itself, as the Python method does, without a Python frame around it:
+ * Reference.apply_sync as APPLY_FAST, Context.eval_sync(code) with code an exact str (and no
+ * keywords, or only result flags given as True or False in a combination Python accepts:
+ * external_copy=True, transfer_out=True), Script.run_sync(context) with context an exact
+ * ivm.Context, Reference.set_sync(key, value) with an exact str or safe int key and a value
+ * APPLY_FAST converts or a CopyInto marker made by copy_into (passed as its own value,
+ * borrowed, its owner held during the call: ivm_py_marker_address). Every
  * other call (other options or keywords, another type, SLOW)
  * goes to the class's `_<name>`, the method with the full signature, with the same arguments.
  * `doc` (copied) is its __doc__ with the text signature that inspect reads. Once per method,
  * after ivm_py_install; same return. */
 int ivm_py_install_method(const char *module, const char *cls, const char *name, const char *doc);
 
-/* The ivm_host_fn of Callback(mode="sync") (its user_data is the Callback's cffi handle, a
- * key of ivm._callback._live). The common call runs without cffi's callback machinery:
- * arguments that are numbers, strings, booleans, null or undefined become Python objects
- * here, the function is called through the C API, and an int (safe), float or None result
- * goes back in the call's primitive slot. Everything else is handed to Python: other
- * arguments to _ivm_py_host_fn (the whole call), other results and exceptions to
- * _ivm_py_host_finish (ivm._callback._tls.pending holds the value, for this thread).
- * Runs on the thread running the JavaScript; takes the GIL. */
-ivm_error_t *ivm_py_host_call(void *user_data, ivm_call_t *call, ivm_value_t **out);
-/* The Callback `user_data` is finalized: ivm_py_host_call forgets its function (it keeps the
- * last one it called). Takes the GIL. */
-void ivm_py_host_forget(void *user_data);
 
 /* --- definitions --- */
 
@@ -183,58 +179,7 @@ int64_t ivm_py_script_run_plain(ivm_script_t *script, ivm_context_t *ctx) {
   return ivm_py_script_run(script, ctx, NULL, NULL);
 }
 
-/* --- the host function of sync Callbacks --- */
-
-/* cffi's extern "Python" functions (ivm/_cffi_extern.h), defined further down by cffi. */
-static ivm_error_t *_ivm_py_host_fn(void *user_data, ivm_call_t *call, ivm_value_t **out);
-static ivm_error_t *_ivm_py_host_finish(int failed, ivm_value_t **out);
-
 #define IVM_PY_FAST_ARGS 8
-
-/* What the fast path reads from Python, looked up once (under the GIL). */
-static struct {
-  PyObject *tls;        /* ivm._callback._tls (a threading.local) */
-  PyObject *live;       /* ivm._callback._live */
-  PyObject *errors;     /* the module ivm._errors */
-  PyObject *errors_dict;   /* its namespace (borrowed): _saved_limit is read there */
-  PyObject *undefined;  /* ivm.undefined */
-  PyObject *fn_name, *pending_name, *saved_limit_name, *restore_name;
-  /* The last Callback called: its handle (a reference, so that its address, the
-   * user_data, cannot be another handle's while it is kept) and its function, until
-   * ivm_py_host_forget (its finalization) lets go of them. */
-  void *last_user_data;
-  PyObject *last_handle, *last_fn;
-} ivm_py_host;
-
-static int ivm_py_host_init(void) {
-  PyObject *callback, *value;
-  if (ivm_py_host.live != NULL) return 1;
-  callback = PyImport_ImportModule("ivm._callback");
-  ivm_py_host.errors = PyImport_ImportModule("ivm._errors");
-  value = PyImport_ImportModule("ivm._value");
-  if (callback == NULL || ivm_py_host.errors == NULL || value == NULL) {
-    Py_XDECREF(callback);
-    Py_XDECREF(value);
-    return 0;
-  }
-  ivm_py_host.undefined = PyObject_GetAttrString(value, "undefined");
-  Py_DECREF(value);
-  ivm_py_host.fn_name = PyUnicode_InternFromString("fn");
-  ivm_py_host.pending_name = PyUnicode_InternFromString("pending");
-  ivm_py_host.saved_limit_name = PyUnicode_InternFromString("_saved_limit");
-  ivm_py_host.restore_name = PyUnicode_InternFromString("restore_recursion_limit");
-  if (ivm_py_host.undefined == NULL || ivm_py_host.fn_name == NULL ||
-      ivm_py_host.pending_name == NULL || ivm_py_host.saved_limit_name == NULL ||
-      ivm_py_host.restore_name == NULL) {
-    return 0;
-  }
-  ivm_py_host.errors_dict = PyModule_GetDict(ivm_py_host.errors);
-  ivm_py_host.tls = PyObject_GetAttrString(callback, "_tls");
-  ivm_py_host.live = PyObject_GetAttrString(callback, "_live");
-  Py_DECREF(callback);
-  return ivm_py_host.errors_dict != NULL && ivm_py_host.tls != NULL &&
-         ivm_py_host.live != NULL && PyDict_Check(ivm_py_host.live);
-}
 
 /* A new reference to the Python value of a primitive as ivm._value.take makes it (the
  * JS-number rule of ivm_py_is_int, WTF-8 strings with lone surrogates kept; `undefined` is
@@ -284,161 +229,6 @@ static PyObject *ivm_py_value_primitive(const ivm_value_t *v, PyObject *undefine
   return ivm_py_primitive(&p, undefined);
 }
 
-/* The function of the Callback `user_data` (a new reference), or NULL (no exception set). */
-static PyObject *ivm_py_host_function(void *user_data) {
-  PyObject *key, *entry, *handle, *fn, *old_handle, *old_fn;
-  if (user_data == ivm_py_host.last_user_data) {
-    Py_INCREF(ivm_py_host.last_fn);
-    return ivm_py_host.last_fn;
-  }
-  key = PyLong_FromVoidPtr(user_data);
-  if (key == NULL) {
-    PyErr_Clear();
-    return NULL;
-  }
-  entry = PyDict_GetItemWithError(ivm_py_host.live, key); /* borrowed: (state, handle) */
-  Py_DECREF(key);
-  if (entry == NULL || !PyTuple_Check(entry) || PyTuple_Size(entry) != 2) {
-    PyErr_Clear();
-    return NULL;
-  }
-  handle = PyTuple_GetItem(entry, 1);
-  fn = PyObject_GetAttr(PyTuple_GetItem(entry, 0), ivm_py_host.fn_name);
-  if (fn == NULL) {
-    PyErr_Clear();
-    return NULL;
-  }
-  old_handle = ivm_py_host.last_handle;
-  old_fn = ivm_py_host.last_fn;
-  Py_INCREF(handle);
-  Py_INCREF(fn);
-  ivm_py_host.last_user_data = user_data;
-  ivm_py_host.last_handle = handle;
-  ivm_py_host.last_fn = fn;
-  Py_XDECREF(old_handle); /* (after the update: a finalizer may call back in) */
-  Py_XDECREF(old_fn);
-  return fn; /* getattr's reference */
-}
-
-void ivm_py_host_forget(void *user_data) {
-  PyGILState_STATE gil = PyGILState_Ensure();
-  PyObject *handle = NULL, *fn = NULL;
-  if (user_data != NULL && user_data == ivm_py_host.last_user_data) {
-    handle = ivm_py_host.last_handle;
-    fn = ivm_py_host.last_fn;
-    ivm_py_host.last_user_data = NULL;
-    ivm_py_host.last_handle = NULL;
-    ivm_py_host.last_fn = NULL;
-  }
-  Py_XDECREF(handle);
-  Py_XDECREF(fn);
-  PyGILState_Release(gil);
-}
-
-/* Hands `value` (stolen) to _ivm_py_host_finish: a result to convert, or (failed) the
- * exception the function raised. */
-static ivm_error_t *ivm_py_host_hand_over(int failed, PyObject *value, ivm_value_t **out) {
-  int set = PyObject_SetAttr(ivm_py_host.tls, ivm_py_host.pending_name, value);
-  Py_DECREF(value);
-  if (set < 0) PyErr_Clear(); /* _ivm_py_host_finish then reports a missing value */
-  return _ivm_py_host_finish(failed, out);
-}
-
-/* The pending exception, normalized, with its traceback (a new reference). */
-static PyObject *ivm_py_host_exception(void) {
-  PyObject *type, *value, *tb;
-  PyErr_Fetch(&type, &value, &tb);
-  PyErr_NormalizeException(&type, &value, &tb);
-  if (value != NULL && tb != NULL) PyException_SetTraceback(value, tb);
-  Py_XDECREF(type);
-  Py_XDECREF(tb);
-  if (value == NULL) {
-    Py_INCREF(Py_None);
-    value = Py_None;
-  }
-  return value;
-}
-
-/* The result `r` (stolen) into the call's primitive slot, or to Python. */
-static ivm_error_t *ivm_py_host_result(PyObject *r, ivm_primitive_t *slot, ivm_value_t **out) {
-  long long v;
-  if (PyLong_CheckExact(r)) {
-    if (ivm_py_safe_int(r, &v)) {
-      slot->kind = IVM_VALUE_NUMBER;
-      slot->number = (double)v;
-      Py_DECREF(r);
-      return NULL;
-    }
-  } else if (PyFloat_CheckExact(r)) {
-    slot->kind = IVM_VALUE_NUMBER;
-    slot->number = PyFloat_AsDouble(r);
-    Py_DECREF(r);
-    return NULL;
-  } else if (r == Py_None) {
-    slot->kind = IVM_VALUE_NULL;
-    Py_DECREF(r);
-    return NULL;
-  }
-  return ivm_py_host_hand_over(0, r, out);
-}
-
-/* Puts the recursion limit back if an error raised it (ivm._errors.restore_recursion_limit). */
-static void ivm_py_host_restore_limit(void) {
-  /* (A read of the module's dict: a third of a getattr's cost.) */
-  PyObject *saved = PyDict_GetItemWithError(ivm_py_host.errors_dict, ivm_py_host.saved_limit_name);
-  PyObject *r;
-  if (saved != NULL && PyObject_IsTrue(saved) == 1) {
-    r = PyObject_CallMethodObjArgs(ivm_py_host.errors, ivm_py_host.restore_name, NULL);
-    Py_XDECREF(r);
-  }
-  PyErr_Clear();
-}
-
-ivm_error_t *ivm_py_host_call(void *user_data, ivm_call_t *call, ivm_value_t **out) {
-  size_t argc = 0, i;
-  ivm_primitive_t *slot = NULL;
-  const ivm_primitive_t *view = ivm_call_view(call, &argc, &slot);
-  PyGILState_STATE gil;
-  PyObject *fn, *args, *r;
-  ivm_error_t *err;
-  if (argc > IVM_PY_FAST_ARGS || slot == NULL) return _ivm_py_host_fn(user_data, call, out);
-  for (i = 0; i < argc; ++i) {
-    ivm_value_kind_t k = view[i].kind;
-    if (k != IVM_VALUE_NUMBER && k != IVM_VALUE_STRING && k != IVM_VALUE_BOOLEAN &&
-        k != IVM_VALUE_NULL && k != IVM_VALUE_UNDEFINED) {
-      return _ivm_py_host_fn(user_data, call, out);
-    }
-  }
-  /* A thread without a Python thread state gets one from cffi's callback machinery, which
-   * keeps it for the thread's later calls (PyGILState_Ensure alone would make and drop one
-   * per call). */
-  if (PyGILState_GetThisThreadState() == NULL) return _ivm_py_host_fn(user_data, call, out);
-  gil = PyGILState_Ensure();
-  fn = ivm_py_host_init() ? ivm_py_host_function(user_data) : NULL;
-  if (fn == NULL) {
-    PyErr_Clear();
-    PyGILState_Release(gil);
-    return _ivm_py_host_fn(user_data, call, out);
-  }
-  args = PyTuple_New((Py_ssize_t)argc);
-  for (i = 0; args != NULL && i < argc; ++i) {
-    /* (every kind let through above is a primitive: NULL means an exception) */
-    PyObject *a = ivm_py_primitive(&view[i], ivm_py_host.undefined);
-    if (a == NULL || PyTuple_SetItem(args, (Py_ssize_t)i, a) < 0) Py_CLEAR(args);
-  }
-  r = args != NULL ? PyObject_Call(fn, args, NULL) : NULL;
-  Py_XDECREF(args);
-  Py_DECREF(fn);
-  if (r == NULL) {
-    err = ivm_py_host_hand_over(1, ivm_py_host_exception(), out);
-  } else {
-    err = ivm_py_host_result(r, slot, out);
-    if (err == NULL) ivm_py_host_restore_limit();
-  }
-  PyGILState_Release(gil);
-  return err;
-}
-
 /* --- APPLY_FAST: Reference.apply_sync(None, arguments) as one builtin --- */
 
 #define IVM_PY_SMALL_MIN (-128)
@@ -450,9 +240,13 @@ static struct {
   PyObject *finish;     /* ivm._call.finish */
   PyObject *slow;       /* ivm._call.SLOW */
   PyObject *undefined;  /* ivm.undefined */
-  PyObject *apply_full, *eval_full, *run_full; /* Reference._apply_sync, Context._eval_sync... */
+  PyObject *apply_full, *eval_full, *run_full, *set_full; /* Reference._apply_sync, ... */
   PyObject *context_type;   /* ivm.Context */
+  PyObject *copy_into_type; /* ivm._external_copy.CopyInto */
+  PyObject *copy_from;      /* ivm._external_copy.ExternalCopy._from_address */
   PyObject *address_name;   /* "_address" */
+  PyObject *value_name;     /* "_value" */
+  PyObject *marker_address; /* ivm._ffi.lib.ivm_py_marker_address */
   Py_ssize_t addr_offset;   /* where a Handle keeps its slot `_addr` (0: not yet known) */
   ivm_value_t *null_value, *undefined_value, *true_value, *false_value;
   ivm_value_t *small[IVM_PY_SMALL_MAX - IVM_PY_SMALL_MIN + 1];
@@ -520,18 +314,48 @@ static ivm_value_t *ivm_py_arg(PyObject *o, int *owned) {
   return NULL;
 }
 
+/* An external_copy=True result (IVM_VALUE_EXTERNAL_COPY in res->value, which this frees) as a
+ * new ExternalCopy, made by ExternalCopy._from_address: one Python call instead of
+ * ivm._call.finish's conversion. */
+static PyObject *ivm_py_copy_result(ivm_py_result_t *res) {
+  ivm_external_copy_t *copy = NULL;
+  ivm_error_t *err = ivm_value_external_copy(res->value, &copy);
+  PyObject *address, *r;
+  ivm_value_free(res->value);
+  res->value = NULL;
+  if (err != NULL) { /* (not seen: the kind was checked) */
+    ivm_error_free(err);
+    PyErr_SetString(PyExc_RuntimeError, "ivm: an external copy result without its copy");
+    return NULL;
+  }
+  address = PyLong_FromVoidPtr(copy);
+  if (address == NULL) {
+    ivm_external_copy_free(copy);
+    return NULL;
+  }
+  /* (it owns the copy from its first step; only a MemoryError before it could leak it) */
+  r = PyObject_CallOneArg(ivm_py_call.copy_from, address);
+  Py_DECREF(address);
+  return r;
+}
+
 /* The Python result of the call just made (its error: `err`), from this thread's record `res`
  * (&ivm_py_result, which the caller has at hand: one thread-local lookup fewer): a primitive
- * or a string converted here; anything else, and an error, by ivm._call.finish. */
+ * or a string converted here, an external copy by ExternalCopy._from_address
+ * (ivm_py_copy_result); anything else, and an error, by ivm._call.finish. */
 static PyObject *ivm_py_outcome(ivm_py_result_t *res, ivm_error_t *err) {
   PyObject *r;
   if (err == NULL) {
     if (res->slot.kind == 0) { /* not in the slot: a value, converted here if a string */
-      if (ivm_value_kind(res->value) == IVM_VALUE_STRING) {
+      ivm_value_kind_t kind = ivm_value_kind(res->value);
+      if (kind == IVM_VALUE_STRING) {
         r = ivm_py_value_primitive(res->value, ivm_py_call.undefined);
         ivm_value_free(res->value);
         res->value = NULL;
         return r;
+      }
+      if (kind == IVM_VALUE_EXTERNAL_COPY && ivm_py_call.copy_from != NULL) {
+        return ivm_py_copy_result(res);
       }
     } else if (res->slot.kind != IVM_VALUE_STRING) { /* (a result's slot holds no string) */
       r = ivm_py_primitive(&res->slot, ivm_py_call.undefined);
@@ -783,11 +607,85 @@ static PyObject *ivm_py_run_method(PyObject *self, PyObject *const *args, Py_ssi
   return ivm_py_outcome(res, err);
 }
 
+uintptr_t ivm_py_marker_address(const ivm_value_t *value) {
+  static const char stream[] = "\x80\x05" "civm._copy\n_att\nK\x00\x85R."; /* (copy.h's) */
+  const char *data = NULL;
+  size_t len = 0;
+  if (value == NULL || ivm_value_kind(value) != IVM_VALUE_SERIALIZED ||
+      ivm_value_attachment_count(value) != 1 ||
+      ivm_value_attachment_kind(value, 0) != IVM_ATTACHMENT_COPY) {
+    return 0;
+  }
+  ivm_value_serialized(value, &data, &len);
+  if (len != sizeof stream - 1 || memcmp(data, stream, len) != 0) return 0;
+  return (uintptr_t)value;
+}
+
+/* For a CopyInto marker `o` whose value copy_into() made: a new reference to that value's
+ * cffi object (its owner), which the caller holds until the call is over (the value is
+ * borrowed: a sync call borrows its arguments), and the value in *value. NULL (no exception
+ * set) for any other object. (The address comes through cffi's own call path, which the
+ * call has just run, rather than a cast: fewer cold lines on the move of bench/run.py.) */
+static PyObject *ivm_py_marker(PyObject *o, ivm_value_t **value) {
+  PyObject *owner, *address;
+  if ((PyObject *)Py_TYPE(o) != ivm_py_call.copy_into_type) return NULL;
+  owner = PyObject_GetAttr(o, ivm_py_call.value_name);
+  address = owner != NULL ? PyObject_CallOneArg(ivm_py_call.marker_address, owner) : NULL;
+  *value = address != NULL ? (ivm_value_t *)PyLong_AsVoidPtr(address) : NULL;
+  Py_XDECREF(address);
+  if (*value == NULL) {
+    PyErr_Clear(); /* (not a cffi ivm_value_t *, or not such a marker) */
+    Py_XDECREF(owner);
+    return NULL;
+  }
+  return owner;
+}
+
+/* set_sync(key, value) without options: a str or safe-int key, and a value that ivm_py_arg
+ * converts or a CopyInto marker; every other call (and any conversion this path does not
+ * make) goes to Reference._set_sync, which converts or refuses it. The result is
+ * JavaScript's boolean. */
+static PyObject *ivm_py_set_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames) {
+  ivm_py_result_t *res = &ivm_py_result;
+  ivm_reference_t *ref;
+  ivm_value_t *key, *value = NULL;
+  PyObject *own;
+  int key_owned, value_owned = 0;
+  ivm_error_t *err;
+  if (kwnames != NULL || nargs != 2 ||
+      (!PyUnicode_CheckExact(args[0]) && !PyLong_CheckExact(args[0]))) {
+    return ivm_py_general(ivm_py_call.set_full, self, args, nargs, kwnames);
+  }
+  /* First, as it may run Python code (Handle._address); the marker's getattr and cffi call
+   * below run none of ivm's (and the handle lives as long as `self` anyway). */
+  ref = (ivm_reference_t *)ivm_py_handle(self);
+  if (ref == NULL) return NULL;
+  own = ivm_py_marker(args[1], &value);
+  if (own == NULL && (value = ivm_py_arg(args[1], &value_owned)) == NULL) {
+    return ivm_py_general(ivm_py_call.set_full, self, args, nargs, kwnames);
+  }
+  key = ivm_py_arg(args[0], &key_owned);
+  if (key == NULL) {
+    if (value_owned) ivm_value_free(value);
+    Py_XDECREF(own);
+    return ivm_py_general(ivm_py_call.set_full, self, args, nargs, kwnames);
+  }
+  Py_BEGIN_ALLOW_THREADS
+  err = ivm_reference_set(ref, key, value, NULL, &res->value, &res->slot);
+  Py_END_ALLOW_THREADS
+  if (key_owned) ivm_value_free(key);
+  if (value_owned) ivm_value_free(value);
+  Py_XDECREF(own);
+  return ivm_py_outcome(res, err);
+}
+
 #define IVM_PY_METHOD_FLAGS (METH_FASTCALL | METH_KEYWORDS)
 static PyMethodDef ivm_py_methods[] = {
     {"apply_sync", (PyCFunction)(void (*)(void))ivm_py_apply_method, IVM_PY_METHOD_FLAGS, NULL},
     {"eval_sync", (PyCFunction)(void (*)(void))ivm_py_eval_method, IVM_PY_METHOD_FLAGS, NULL},
     {"run_sync", (PyCFunction)(void (*)(void))ivm_py_run_method, IVM_PY_METHOD_FLAGS, NULL},
+    {"set_sync", (PyCFunction)(void (*)(void))ivm_py_set_method, IVM_PY_METHOD_FLAGS, NULL},
 };
 
 /* The offset of Handle's slot `_addr` in `type` (0: an exception is set). */
@@ -803,11 +701,24 @@ static Py_ssize_t ivm_py_addr_offset(PyObject *type) {
   return offset;
 }
 
+/* ivm._ffi.lib.<name> (a new reference), or NULL with an exception set. */
+static PyObject *ivm_py_lib_function(const char *name) {
+  PyObject *ffi_module = PyImport_ImportModule("ivm._ffi"); /* importing: in sys.modules */
+  PyObject *lib = ffi_module != NULL ? PyObject_GetAttrString(ffi_module, "lib") : NULL;
+  PyObject *fn = lib != NULL ? PyObject_GetAttrString(lib, name) : NULL;
+  Py_XDECREF(lib);
+  Py_XDECREF(ffi_module);
+  return fn;
+}
+
 static int ivm_py_install_method_locked(const char *module_name, const char *cls,
                                         const char *name, const char *doc) {
   PyObject *module = PyImport_ImportModule(module_name); /* importing: in sys.modules */
-  PyObject *type = NULL, *method = NULL, **full = NULL, *context = NULL;
-  PyObject **fulls[] = {&ivm_py_call.apply_full, &ivm_py_call.eval_full, &ivm_py_call.run_full};
+  PyObject *type = NULL, *method = NULL, **full = NULL;
+  PyObject *other = NULL; /* the module of Context or CopyInto */
+  PyObject *external_copy = NULL;
+  PyObject **fulls[] = {&ivm_py_call.apply_full, &ivm_py_call.eval_full, &ivm_py_call.run_full,
+                        &ivm_py_call.set_full};
   PyMethodDef *def = NULL;
   char full_name[32], *doc_copy;
   size_t i;
@@ -825,10 +736,25 @@ static int ivm_py_install_method_locked(const char *module_name, const char *cls
   type = PyObject_GetAttrString(module, cls);
   if (type == NULL || !PyType_Check(type)) goto done;
   if (full == &ivm_py_call.run_full) {
-    context = PyImport_ImportModule("ivm._context");
-    if (context == NULL) goto done;
-    Py_XSETREF(ivm_py_call.context_type, PyObject_GetAttrString(context, "Context"));
+    other = PyImport_ImportModule("ivm._context");
+    if (other == NULL) goto done;
+    Py_XSETREF(ivm_py_call.context_type, PyObject_GetAttrString(other, "Context"));
     if (ivm_py_call.context_type == NULL || !PyType_Check(ivm_py_call.context_type)) goto done;
+  }
+  if (full == &ivm_py_call.set_full) {
+    other = PyImport_ImportModule("ivm._external_copy"); /* (it imports no module with C methods) */
+    if (other == NULL) goto done;
+    Py_XSETREF(ivm_py_call.copy_into_type, PyObject_GetAttrString(other, "CopyInto"));
+    if (ivm_py_call.copy_into_type == NULL || !PyType_Check(ivm_py_call.copy_into_type)) goto done;
+    if (ivm_py_call.value_name == NULL) ivm_py_call.value_name = PyUnicode_InternFromString("_value");
+    if (ivm_py_call.value_name == NULL) goto done;
+    Py_XSETREF(ivm_py_call.marker_address, ivm_py_lib_function("ivm_py_marker_address"));
+    if (ivm_py_call.marker_address == NULL) goto done;
+    /* (also the outcome of every call's external_copy=True result, ivm_py_copy_result) */
+    external_copy = PyObject_GetAttrString(other, "ExternalCopy");
+    if (external_copy == NULL) goto done;
+    Py_XSETREF(ivm_py_call.copy_from, PyObject_GetAttrString(external_copy, "_from_address"));
+    if (ivm_py_call.copy_from == NULL) goto done;
   }
   snprintf(full_name, sizeof full_name, "_%s", name);
   Py_XSETREF(*full, PyObject_GetAttrString(type, full_name));
@@ -855,7 +781,8 @@ static int ivm_py_install_method_locked(const char *module_name, const char *cls
   ok = method != NULL && PyObject_SetAttrString(type, name, method) == 0;
 done:
   Py_XDECREF(method);
-  Py_XDECREF(context);
+  Py_XDECREF(external_copy);
+  Py_XDECREF(other);
   Py_XDECREF(type);
   Py_XDECREF(module);
   return ok;

@@ -74,6 +74,14 @@ class ExternalCopy(Handle, _Marker):
         Handle.__init__(self, ptr)
         return self
 
+    @classmethod
+    def _from_address(cls, address: int) -> ExternalCopy:
+        """An ExternalCopy owning the handle at ``address`` (not NULL): how the C call
+        path of ivm/_cffi_fast.c returns an ``external_copy=True`` result."""
+        self = cls.__new__(cls)
+        self._ptr = ffi.gc(ffi.cast(_COPY_PTR, address), cls._free)
+        return self
+
     def __repr__(self) -> str:
         try:
             return f"<ivm.ExternalCopy of {self.size} bytes>"
@@ -166,6 +174,9 @@ def _is_single_buffer(stream: bytes) -> bool:
     # `_buf(0)` and STOP (after PROTO and maybe a FRAME): a copy whose value
     # is one ArrayBuffer.
     return stream.endswith(SINGLE_BUFFER_STREAM[2:])
+
+
+_COPY_PTR = ffi.typeof("ivm_external_copy_t *")
 
 
 class CopyInto(_Marker):

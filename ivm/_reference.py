@@ -131,7 +131,7 @@ class Reference(Handle, _Marker):
 
     # --- set
 
-    def set_sync(
+    def _set_sync(
         self, key: str | int, value: object, *, copy: bool = False, timeout: float | None = None
     ) -> bool:
         """``value[key] = value`` (setters run). Returns ``True``, as
@@ -154,6 +154,13 @@ class Reference(Handle, _Marker):
         finally:
             lib.ivm_value_free(k)
             lib.ivm_value_free(v)
+
+    @options_in(_set_sync)
+    def set_sync(self, key: str | int, value: object, **options: Any) -> bool:
+        # The call without options is Reference.set_sync's C method (ivm/_cffi_fast.c),
+        # which converts a str or safe-int key and a primitive or copy_into() value
+        # itself; this Python method stays for IVM_PY_C_METHODS=0 and type checkers.
+        return self._set_sync(key, value, **options)
 
     async def set(
         self, key: str | int, value: object, *, copy: bool = False, timeout: float | None = None
@@ -376,8 +383,9 @@ class Reference(Handle, _Marker):
         return int(index[0])
 
 
-# The call without options in C, with no Python frame around it (ivm/_call.py).
+# The calls without options in C, with no Python frame around them (ivm/_call.py).
 c_method(Reference, "apply_sync")
+c_method(Reference, "set_sync")
 
 
 class HostReference(Reference):

@@ -159,6 +159,7 @@ SYNC_METHODS: list[tuple[Any, list[str]]] = [
     (ivm.Reference.apply_sync, [
         "self", "receiver", "arguments", "arguments_options", "result_options", "timeout",
     ]),
+    (ivm.Reference.set_sync, ["self", "key", "value", "copy", "timeout"]),
 ]  # fmt: skip
 
 
@@ -170,12 +171,12 @@ def test_a_sync_method_shows_its_keyword_only_options(method: Any, names: list[s
 
     params = inspect.signature(method).parameters
     assert list(params) == names
-    first_option = 3 if method is ivm.Reference.apply_sync else 2
+    first_option = 3 if method in (ivm.Reference.apply_sync, ivm.Reference.set_sync) else 2
     for name in names[first_option:]:
         assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
     assert "Returns" in (method.__doc__ or "") or "returns" in (method.__doc__ or "")
     # The call without options fills no keyword-only defaults (the point of the split);
-    # Reference.apply_sync is a C method (ivm/_cffi_fast.c), which has none at all.
+    # the C methods (ivm/_cffi_fast.c) have none at all.
     assert not getattr(method, "__kwdefaults__", None)
 
 
@@ -373,6 +374,209 @@ def test_apply_raises_javascript_errors_as_the_general_path_does(any_context: iv
         fn.apply_sync(None, (1,))
 
 
+# --- Reference.set_sync(key, value) without options: a C method (ivm/_cffi_fast.c) converts
+# the key and a primitive value as APPLY_FAST does, or passes a copy_into() marker's own
+# value. Each case is compared with the same set made with an option (the general path).
+
+
+@pytest.mark.parametrize("value", ARGUMENTS, ids=lambda a: repr(a)[:20])
+def test_set_passes_each_value_kind_as_the_general_path_does(
+    any_context: ivm.Context, value: Any
+) -> None:
+    target = any_context.eval_sync("globalThis.T = {}; T", reference=True)
+    assert target.set_sync("plain", value) is True
+    assert target.set_sync("general", value, timeout=30) is True
+    seen = any_context.eval_sync(f"({_SEEN})", reference=True)
+    assert any_context.eval_sync("Object.is(T.plain, T.general)") is True, value
+    assert seen.apply_sync(None, [value]) == any_context.eval_sync(f"({_SEEN})(T.plain)")
+
+
+@pytest.mark.parametrize("key", ["k", "", "é", "\ud800", 0, 7, -1, 2**53 - 1, 2**53, 2**64])
+def test_set_takes_each_key_as_the_general_path_does(any_context: ivm.Context, key: Any) -> None:
+    plain = any_context.eval_sync("globalThis.P = {}; P", reference=True)
+    general = any_context.eval_sync("globalThis.G = {}; G", reference=True)
+    assert plain.set_sync(key, 5) is True
+    assert general.set_sync(key, 5, timeout=30) is True
+    assert any_context.eval_sync("JSON.stringify(Object.keys(P))") == any_context.eval_sync(
+        "JSON.stringify(Object.keys(G))"
+    )
+
+
+@pytest.mark.parametrize(
+    "key, value, error",
+    [
+        (True, 1, TypeError), (1.5, 1, TypeError), (None, 1, TypeError), (b"k", 1, TypeError),
+        (_Str("k"), 1, TypeError), ("k", object(), ivm.TransferError),
+        ("k", [1], ivm.TransferError), ("k", b"x", ivm.TransferError),
+        (1.5, object(), ivm.TransferError),
+    ],
+)  # fmt: skip
+def test_set_refuses_what_the_general_path_refuses(
+    context: ivm.Context, key: Any, value: Any, error: type[BaseException]
+) -> None:
+    from ivm._ffi import lib
+
+    import gc
+
+    target = context.global_
+    assert target.set_sync("warm", 1) is True  # (the shared small-integer values exist)
+    gc.collect()
+    before = lib.ivm_debug_live_objects()
+    with pytest.raises(error) as plain:
+        target.set_sync(key, value)
+    with pytest.raises(error) as general:
+        target.set_sync(key, value, timeout=30)
+    assert str(plain.value) == str(general.value)
+    assert lib.ivm_debug_live_objects() == before
+
+
+def test_set_passes_a_copy_into_marker_as_the_general_path_does(any_context: ivm.Context) -> None:
+    target = any_context.global_
+    copy = ivm.ExternalCopy({"a": [1, 2]})
+    marker = copy.copy_into()
+    # A marker without transfer_in passes as often as wanted, on both paths.
+    assert target.set_sync("m1", marker) is True
+    assert target.set_sync("m2", marker, timeout=30) is True
+    assert target.set_sync("m3", marker) is True
+    assert any_context.eval_sync("JSON.stringify([m1, m2, m3])") == '[' + ','.join(['{"a":[1,2]}'] * 3) + ']'
+    assert any_context.eval_sync("m1 !== m3") is True  # a new copy each time
+    assert copy.copy() == {"a": [1, 2]}
+    # A transferring marker passes once; then both paths refuse it alike.
+    source = any_context.eval_sync("new Uint8Array([1, 2, 3]).buffer", external_copy=True)
+    moving = source.copy_into(release=True, transfer_in=True)
+    assert target.set_sync("moved", moving) is True
+    assert any_context.eval_sync("new Uint8Array(moved).join()") == "1,2,3"
+    with pytest.raises(ivm.IvmError) as plain:
+        target.set_sync("again", moving)
+    with pytest.raises(ivm.IvmError) as general:
+        target.set_sync("again", moving, timeout=30)
+    assert type(plain.value) is type(general.value) and str(plain.value) == str(general.value)
+    # copy=True takes the general path, which writes the marker into a copied value.
+    assert target.set_sync("copied", copy.copy_into(), copy=True) is True
+    assert any_context.eval_sync("copied.a[1]") == 2
+
+
+@pytest.mark.parametrize("inner", [12345, "x", None], ids=repr)
+def test_set_refuses_a_marker_not_made_by_copy_into_on_both_paths(
+    context: ivm.Context, inner: Any
+) -> None:
+    # ivm.CopyInto is public: one made by hand holds no libivm value. (The C path read its
+    # address and crashed the process in the first version.)
+    target = context.global_
+    with pytest.raises(TypeError) as plain:
+        target.set_sync("k", ivm.CopyInto(inner))
+    with pytest.raises(TypeError) as general:
+        target.set_sync("k", ivm.CopyInto(inner), timeout=30)
+    assert str(plain.value) == str(general.value)
+    assert context.eval_sync("typeof k") == "undefined"
+
+
+def test_set_holds_a_markers_value_while_the_call_runs(context: ivm.Context) -> None:
+    # The C path borrows the marker's value with the GIL released: another thread that
+    # drops the marker's hold on it meanwhile must free nothing under the call.
+    import gc
+    import threading
+    import time
+
+    from ivm._ffi import lib
+
+    context.eval_sync(
+        "globalThis.T = {}; Object.defineProperty(T, 'k', { set(v) {"
+        " const end = Date.now() + 200; while (Date.now() < end) {}"
+        " globalThis.got = JSON.stringify(v); } }); 0"
+    )
+    target = context.eval_sync("T", reference=True)
+    marker = ivm.ExternalCopy({"rows": list(range(100))}).copy_into()
+    assert lib.ivm_py_marker_address(marker._value) != 0  # type: ignore[attr-defined]
+
+    def drop() -> None:
+        time.sleep(0.05)
+        marker._value = None  # type: ignore[attr-defined]
+        gc.collect()
+
+    dropper = threading.Thread(target=drop)
+    dropper.start()
+    assert target.set_sync("k", marker) is True
+    dropper.join()
+    assert context.eval_sync("got") == '{"rows":[' + ",".join(map(str, range(100))) + "]}"
+
+
+@pytest.mark.parametrize("inner", ["text", "array"])
+def test_set_passes_only_a_copy_into_value_as_it_is(context: ivm.Context, inner: str) -> None:
+    # The C path passes a CopyInto's value as it is only when it is what copy_into() makes
+    # (ivm_py_marker_address); any other libivm value in a marker takes the general path,
+    # as before the C path (which attaches it, or refuses it).
+    from ivm._copy import dumps
+    from ivm._ffi import ffi, lib
+
+    marker = ivm.ExternalCopy([1]).copy_into()
+    if inner == "text":
+        value = ffi.gc(lib.ivm_value_new_string(b"x", 1), lib.ivm_value_free)
+    else:  # a copy of [marker]: one copy attachment, but not the marker's stream
+        value = ffi.gc(dumps([marker]), lib.ivm_value_free)
+    marker._value = value  # type: ignore[attr-defined]
+    if inner == "text":
+        for options in ({}, {"timeout": 30}):
+            with pytest.raises(ValueError, match="not a marker"):
+                context.global_.set_sync("k", marker, **options)
+        assert context.eval_sync("typeof k") == "undefined"
+    else:  # the general path attaches the array's one attachment, on both paths
+        assert context.global_.set_sync("k", marker) is True
+        assert context.global_.set_sync("g", marker, timeout=30) is True
+        assert context.eval_sync("JSON.stringify([k, g])") == "[[1],[1]]"
+
+
+def test_set_frees_the_values_it_makes(context: ivm.Context) -> None:
+    import gc
+
+    from ivm._ffi import lib
+
+    target = context.eval_sync("globalThis.T = {}; T", reference=True)
+    copy = ivm.ExternalCopy([1, 2, 3])
+    values: list[Any] = ["text", "日本", 1.5, 5000, 7, None, True, ivm.undefined, 2**60]
+    for v in values:
+        assert target.set_sync("k", v) is True
+    gc.collect()
+    before = lib.ivm_debug_live_objects()
+    for _ in range(30):
+        for i, v in enumerate(values):
+            assert target.set_sync(f"k{i}", v) is True
+            assert target.set_sync(i, v) is True
+        assert target.set_sync("c", copy.copy_into()) is True
+        with pytest.raises(ivm.TransferError):
+            target.set_sync("text key", object())
+    gc.collect()
+    assert lib.ivm_debug_live_objects() == before
+
+
+def test_set_on_a_released_or_disposed_reference_raises(any_isolate: ivm.Isolate) -> None:
+    ctx = any_isolate.create_context_sync()
+    obj = ctx.eval_sync("({})", reference=True)
+    other = ctx.eval_sync("({})", reference=True)
+    assert obj.set_sync("a", 1) is True
+    obj.release()
+    for value in (1, "s", ivm.ExternalCopy(1).copy_into()):
+        with pytest.raises(ivm.DisposedError):
+            obj.set_sync("a", value)
+    any_isolate.dispose()
+    with pytest.raises(ivm.DisposedError):
+        other.set_sync("a", 1)
+    with pytest.raises(ivm.DisposedError):
+        other.set_sync("a", 1, timeout=5)
+
+
+def test_a_setter_that_throws_raises_on_both_paths(any_context: ivm.Context) -> None:
+    obj = any_context.eval_sync(
+        "({ set boom(v) { throw new RangeError('no ' + v); } })", reference=True
+    )
+    frozen = any_context.eval_sync("Object.freeze({ a: 1 })", reference=True)
+    for options in ({}, {"timeout": 30}):
+        with pytest.raises(ivm.JSError, match="no 3"):
+            obj.set_sync("boom", 3, **options)
+        assert frozen.set_sync("a", 2, **options) is True  # ignored, as in sloppy mode
+    assert any_context.eval_sync("1") == 1
+
+
 @pytest.mark.parametrize("used_before", [False, True], ids=["fresh", "used"])
 def test_a_released_or_disposed_reference_raises_as_before(
     any_isolate: ivm.Isolate, used_before: bool
@@ -521,9 +725,11 @@ ctx = iso.create_context_sync()
 fn = ctx.eval_sync("(a, b) => a + b", reference=True)
 script = iso.compile_script_sync("6 * 7")
 python = all(isinstance(m, types.FunctionType)
-             for m in (ivm.Context.eval_sync, ivm.Reference.apply_sync, ivm.Script.run_sync))
+             for m in (ivm.Context.eval_sync, ivm.Reference.apply_sync, ivm.Script.run_sync,
+                       ivm.Reference.set_sync))
+assert ctx.global_.set_sync("ab", "a") is True
 print(python, ctx.eval_sync("1 + 1"), fn.apply_sync(None, [2, 3.5]), script.run_sync(ctx),
-      fn.apply_sync(None, ["a", "b"]), flush=True)
+      fn.apply_sync(None, [ctx.eval_sync("ab"), "b"]), flush=True)
 """
 
 
