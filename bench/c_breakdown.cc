@@ -61,6 +61,11 @@ void ExpectTwo(ivm_value_t* out, const ivm_primitive_t& slot, const char* what) 
   if (out != nullptr || slot.kind != IVM_VALUE_NUMBER || slot.number != 2.0) Fail(what);
 }
 
+// A `true` result from the primitive slot, checked.
+void ExpectTrue(ivm_value_t* out, const ivm_primitive_t& slot, const char* what) {
+  if (out != nullptr || slot.kind != IVM_VALUE_BOOLEAN || slot.boolean != 1) Fail(what);
+}
+
 struct Fixture {
   ivm_isolate_t* iso = nullptr;
   ivm_context_t* ctx = nullptr;
@@ -259,16 +264,16 @@ void Move64Mb() {
     Check(ivm_reference_set(global_b, key, marker, nullptr, &out, &slot), "set");
     std::chrono::duration<double, std::micro> spent = std::chrono::steady_clock::now() - start;
     samples.push_back(spent.count());
-    if (out != nullptr || slot.kind != IVM_VALUE_BOOLEAN || slot.boolean != 1) Fail("set result");
+    ExpectTrue(out, slot, "set result");
     ivm_value_free(key);
     ivm_value_free(marker);
     ivm_external_copy_free(copy);
     ivm_value_free(result);
     eval(ctxs[1], "got.byteLength === 67108864 && new Uint8Array(got)[12345] === 7 && "
                   "(delete globalThis.got)", nullptr, &out, &slot);
-    if (out != nullptr || slot.kind != IVM_VALUE_BOOLEAN || slot.boolean != 1) Fail("moved");
+    ExpectTrue(out, slot, "moved");
     eval(ctxs[0], "buf.byteLength === 0 && (delete globalThis.buf)", nullptr, &out, &slot);
-    if (out != nullptr || slot.kind != IVM_VALUE_BOOLEAN || slot.boolean != 1) Fail("detached");
+    ExpectTrue(out, slot, "detached");
   }
   std::sort(samples.begin(), samples.end());
   Report("move_64mb_abi", samples[samples.size() / 2]);
