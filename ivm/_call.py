@@ -119,7 +119,8 @@ def options_in(full: Callable[..., Any]) -> Callable[[_F], _F]:
 
 def c_method(cls: type, name: str) -> None:
     """Replaces ``cls.<name>`` (``apply_sync``, ``eval_sync``, ``run_sync`` or ``set_sync``, each an
-    ``options_in`` method) by its C method of ivm/_cffi_fast.c (ivm_py_install_method):
+    ``options_in`` method, or ``ExternalCopy.copy_into``) by its C method of ivm/_cffi_fast.c or
+    ivm/_cffi_copy.c (ivm_py_install_method):
     the call without options made in C as the Python method makes it, with no Python
     frame around it (a Python method with ``**options`` costs about a sixth of the
     call); every other call goes to ``cls._<name>`` with the same arguments. The C

@@ -25,7 +25,7 @@
  *
  * tools/gen_cffi.py (--fast) hands the part above the "definitions" line to cffi's cdef and
  * the whole file to its set_source, after ivm/_cffi_fast.c (meson.build lists that first),
- * whose ivm_py_value_primitive, ivm_py_utf8, ivm_py_addr_offset and record it uses.
+ * whose ivm_py_value_primitive, ivm_py_utf8, ivm_py_slot_offset and record it uses.
  */
 /* Makes ivm._async.EVAL_START and ivm._async.DRAIN_FAST (above), reading ivm._value.take,
  * ivm._value.undefined, ivm._async._TrioWaiter and ivm._handle.Handle. Call once ivm._async
@@ -222,7 +222,7 @@ static int ivm_py_async_install_locked(void) {
     if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "ivm: _async's C path");
     goto done;
   }
-  ivm_py_async.addr_offset = ivm_py_addr_offset(ivm_py_async.handle_type);
+  ivm_py_async.addr_offset = ivm_py_slot_offset(ivm_py_async.handle_type, "_addr");
   if (ivm_py_async.addr_offset == 0) goto done;
   if (ivm_py_async.done == NULL) {
     ivm_py_async.done = PyUnicode_InternFromString("done");

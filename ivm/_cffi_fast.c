@@ -39,11 +39,6 @@ ivm_py_result_t *ivm_py_last(void);
  * pointer argument fewer is one conversion fewer in cffi's wrapper (about 120 instructions). */
 int64_t ivm_py_eval_plain(ivm_context_t *ctx, const char *code, size_t code_len);
 int64_t ivm_py_script_run_plain(ivm_script_t *script, ivm_context_t *ctx);
-/* `value`'s address if it is a marker as ivm_external_copy_copy_into() makes it (the stream
- * `_att(0)` and one copy attachment), else 0: Reference.set_sync's C method calls it through
- * cffi on a CopyInto's value, so that cffi checks that the object is an ivm_value_t *. */
-uintptr_t ivm_py_marker_address(const ivm_value_t *value);
-
 /* Makes ivm._call.APPLY_FAST, a CPython builtin (not a cffi function) for the common
  * Reference.apply_sync(None, arguments): APPLY_FAST(address, arguments), `address` the
  * ivm_reference_t * as an int (Reference._addr) and `arguments` a list or tuple. When every
@@ -54,17 +49,17 @@ uintptr_t ivm_py_marker_address(const ivm_value_t *value);
  * it returns ivm._call.SLOW before any call, and Python takes the general path. Takes the
  * GIL; 1 on success, 0 when an import or allocation failed (the exception printed). */
 int ivm_py_install(void);
-/* Replaces the method `name` ("apply_sync", "eval_sync", "run_sync" or "set_sync") of the
- * class `cls` of ivm's `module` by a C method (a method descriptor) that makes the plain call
+/* Replaces the method `name` ("apply_sync", "eval_sync", "run_sync", "set_sync" or
+ * "copy_into") of the class `cls` of ivm's `module` by a C method (a method descriptor) that makes the plain call
  * (no options) itself, as the Python method does, without a Python frame around it:
  * Reference.apply_sync as APPLY_FAST, Context.eval_sync(code) with code an exact str (and no
  * keywords, or only result flags given as True or False in a combination Python accepts:
  * external_copy=True, transfer_out=True), Script.run_sync(context) with context an exact
  * ivm.Context, Reference.set_sync(key, value) with an exact str or safe int key and a value
  * APPLY_FAST converts or a CopyInto marker made by copy_into (passed as its own value,
- * borrowed, its owner held during the call: ivm_py_marker_address). Every
- * other call (other options or keywords, another type, SLOW)
- * goes to the class's `_<name>`, the method with the full signature, with the same arguments.
+ * borrowed, its owner held during the call: ivm_py_marker_address), and
+ * ExternalCopy.copy_into with its flags given as True or False (ivm/_cffi_copy.c). Every other
+ * call (other options or keywords, another type, SLOW) goes to the class's `_<name>`, the method with the full signature, with the same arguments.
  * `doc` (copied) is its __doc__ with the text signature that inspect reads. Once per method,
  * after ivm_py_install; same return. */
 int ivm_py_install_method(const char *module, const char *cls, const char *name, const char *doc);
@@ -72,7 +67,7 @@ int ivm_py_install_method(const char *module, const char *cls, const char *name,
 
 /* --- definitions --- */
 
-#include <structmember.h> /* PyMemberDef (Python < 3.12): ivm_py_addr_offset */
+#include <structmember.h> /* PyMemberDef, T_OBJECT_EX (Python < 3.12): ivm_py_slot_offset */
 
 static _Thread_local ivm_py_result_t ivm_py_result;
 
@@ -241,13 +236,16 @@ static struct {
   PyObject *slow;       /* ivm._call.SLOW */
   PyObject *undefined;  /* ivm.undefined */
   PyObject *apply_full, *eval_full, *run_full, *set_full; /* Reference._apply_sync, ... */
+  PyObject *copy_into_full; /* ExternalCopy._copy_into */
   PyObject *context_type;   /* ivm.Context */
-  PyObject *copy_into_type; /* ivm._external_copy.CopyInto */
-  PyObject *copy_from;      /* ivm._external_copy.ExternalCopy._from_address */
   PyObject *address_name;   /* "_address" */
-  PyObject *value_name;     /* "_value" */
-  PyObject *marker_address; /* ivm._ffi.lib.ivm_py_marker_address */
   Py_ssize_t addr_offset;   /* where a Handle keeps its slot `_addr` (0: not yet known) */
+  /* ivm/_cffi_copy.c's, read by ivm_py_external_copy_install (copy_ready: all read) */
+  PyObject *copy_into_type, *external_copy_type; /* ivm._external_copy's classes */
+  PyObject *gc, *value_ctype, *copy_ctype;       /* ffi.gc, ffi.typeof("ivm_value_t *"), ... */
+  PyObject *value_free, *copy_free;              /* lib.ivm_value_free, ... */
+  Py_ssize_t value_offset, ptr_offset;           /* CopyInto's slot _value, Handle's _ptr */
+  int copy_ready;
   ivm_value_t *null_value, *undefined_value, *true_value, *false_value;
   ivm_value_t *small[IVM_PY_SMALL_MAX - IVM_PY_SMALL_MIN + 1];
 } ivm_py_call;
@@ -314,35 +312,19 @@ static ivm_value_t *ivm_py_arg(PyObject *o, int *owned) {
   return NULL;
 }
 
-/* An external_copy=True result (IVM_VALUE_EXTERNAL_COPY in res->value, which this frees) as a
- * new ExternalCopy, made by ExternalCopy._from_address: one Python call instead of
- * ivm._call.finish's conversion. */
-static PyObject *ivm_py_copy_result(ivm_py_result_t *res) {
-  ivm_external_copy_t *copy = NULL;
-  ivm_error_t *err = ivm_value_external_copy(res->value, &copy);
-  PyObject *address, *r;
-  ivm_value_free(res->value);
-  res->value = NULL;
-  if (err != NULL) { /* (not seen: the kind was checked) */
-    ivm_error_free(err);
-    PyErr_SetString(PyExc_RuntimeError, "ivm: an external copy result without its copy");
-    return NULL;
-  }
-  address = PyLong_FromVoidPtr(copy);
-  if (address == NULL) {
-    ivm_external_copy_free(copy);
-    return NULL;
-  }
-  /* (it owns the copy from its first step; only a MemoryError before it could leak it) */
-  r = PyObject_CallOneArg(ivm_py_call.copy_from, address);
-  Py_DECREF(address);
-  return r;
-}
+/* ivm/_cffi_copy.c's (compiled after this file): an external_copy=True result (in res->value,
+ * which it frees) as a new ExternalCopy; CopyInto's value for set_sync; copy_into's method;
+ * what they read from Python. */
+static PyObject *ivm_py_copy_result(ivm_py_result_t *res);
+static PyObject *ivm_py_marker(PyObject *o, ivm_value_t **value);
+static PyObject *ivm_py_copy_into_method(PyObject *self, PyObject *const *args,
+                                         Py_ssize_t nargs, PyObject *kwnames);
+static int ivm_py_external_copy_install(void);
 
 /* The Python result of the call just made (its error: `err`), from this thread's record `res`
  * (&ivm_py_result, which the caller has at hand: one thread-local lookup fewer): a primitive
- * or a string converted here, an external copy by ExternalCopy._from_address
- * (ivm_py_copy_result); anything else, and an error, by ivm._call.finish. */
+ * or a string converted here, an external copy by ivm_py_copy_result; anything else, and an
+ * error, by ivm._call.finish. */
 static PyObject *ivm_py_outcome(ivm_py_result_t *res, ivm_error_t *err) {
   PyObject *r;
   if (err == NULL) {
@@ -354,7 +336,7 @@ static PyObject *ivm_py_outcome(ivm_py_result_t *res, ivm_error_t *err) {
         res->value = NULL;
         return r;
       }
-      if (kind == IVM_VALUE_EXTERNAL_COPY && ivm_py_call.copy_from != NULL) {
+      if (kind == IVM_VALUE_EXTERNAL_COPY && ivm_py_call.copy_ready) {
         return ivm_py_copy_result(res);
       }
     } else if (res->slot.kind != IVM_VALUE_STRING) { /* (a result's slot holds no string) */
@@ -607,40 +589,6 @@ static PyObject *ivm_py_run_method(PyObject *self, PyObject *const *args, Py_ssi
   return ivm_py_outcome(res, err);
 }
 
-uintptr_t ivm_py_marker_address(const ivm_value_t *value) {
-  static const char stream[] = "\x80\x05" "civm._copy\n_att\nK\x00\x85R."; /* (copy.h's) */
-  const char *data = NULL;
-  size_t len = 0;
-  if (value == NULL || ivm_value_kind(value) != IVM_VALUE_SERIALIZED ||
-      ivm_value_attachment_count(value) != 1 ||
-      ivm_value_attachment_kind(value, 0) != IVM_ATTACHMENT_COPY) {
-    return 0;
-  }
-  ivm_value_serialized(value, &data, &len);
-  if (len != sizeof stream - 1 || memcmp(data, stream, len) != 0) return 0;
-  return (uintptr_t)value;
-}
-
-/* For a CopyInto marker `o` whose value copy_into() made: a new reference to that value's
- * cffi object (its owner), which the caller holds until the call is over (the value is
- * borrowed: a sync call borrows its arguments), and the value in *value. NULL (no exception
- * set) for any other object. (The address comes through cffi's own call path, which the
- * call has just run, rather than a cast: fewer cold lines on the move of bench/run.py.) */
-static PyObject *ivm_py_marker(PyObject *o, ivm_value_t **value) {
-  PyObject *owner, *address;
-  if ((PyObject *)Py_TYPE(o) != ivm_py_call.copy_into_type) return NULL;
-  owner = PyObject_GetAttr(o, ivm_py_call.value_name);
-  address = owner != NULL ? PyObject_CallOneArg(ivm_py_call.marker_address, owner) : NULL;
-  *value = address != NULL ? (ivm_value_t *)PyLong_AsVoidPtr(address) : NULL;
-  Py_XDECREF(address);
-  if (*value == NULL) {
-    PyErr_Clear(); /* (not a cffi ivm_value_t *, or not such a marker) */
-    Py_XDECREF(owner);
-    return NULL;
-  }
-  return owner;
-}
-
 /* set_sync(key, value) without options: a str or safe-int key, and a value that ivm_py_arg
  * converts or a CopyInto marker; every other call (and any conversion this path does not
  * make) goes to Reference._set_sync, which converts or refuses it. The result is
@@ -657,8 +605,8 @@ static PyObject *ivm_py_set_method(PyObject *self, PyObject *const *args, Py_ssi
       (!PyUnicode_CheckExact(args[0]) && !PyLong_CheckExact(args[0]))) {
     return ivm_py_general(ivm_py_call.set_full, self, args, nargs, kwnames);
   }
-  /* First, as it may run Python code (Handle._address); the marker's getattr and cffi call
-   * below run none of ivm's (and the handle lives as long as `self` anyway). */
+  /* First, as it may run Python code (Handle._address); the marker's reading below runs
+   * none (and the handle lives as long as `self` anyway). */
   ref = (ivm_reference_t *)ivm_py_handle(self);
   if (ref == NULL) return NULL;
   own = ivm_py_marker(args[1], &value);
@@ -686,39 +634,32 @@ static PyMethodDef ivm_py_methods[] = {
     {"eval_sync", (PyCFunction)(void (*)(void))ivm_py_eval_method, IVM_PY_METHOD_FLAGS, NULL},
     {"run_sync", (PyCFunction)(void (*)(void))ivm_py_run_method, IVM_PY_METHOD_FLAGS, NULL},
     {"set_sync", (PyCFunction)(void (*)(void))ivm_py_set_method, IVM_PY_METHOD_FLAGS, NULL},
+    {"copy_into", (PyCFunction)(void (*)(void))ivm_py_copy_into_method, IVM_PY_METHOD_FLAGS,
+     NULL},
 };
 
-/* The offset of Handle's slot `_addr` in `type` (0: an exception is set). */
-static Py_ssize_t ivm_py_addr_offset(PyObject *type) {
-  PyObject *member = PyObject_GetAttrString(type, "_addr"); /* the member descriptor */
+/* The offset of the slot `name` (an object member: __slots__) in instances of `type` (0: an
+ * exception is set). */
+static Py_ssize_t ivm_py_slot_offset(PyObject *type, const char *name) {
+  PyObject *member = PyObject_GetAttrString(type, name); /* the member descriptor */
   Py_ssize_t offset = 0;
-  if (member != NULL && Py_TYPE(member) == &PyMemberDescr_Type) {
+  if (member != NULL && Py_TYPE(member) == &PyMemberDescr_Type &&
+      ((PyMemberDescrObject *)member)->d_member->type == T_OBJECT_EX) {
     offset = ((PyMemberDescrObject *)member)->d_member->offset;
   } else if (member != NULL) {
-    PyErr_SetString(PyExc_TypeError, "ivm: _addr is not a slot");
+    PyErr_Format(PyExc_TypeError, "ivm: %s is not a slot", name);
   }
   Py_XDECREF(member);
   return offset;
-}
-
-/* ivm._ffi.lib.<name> (a new reference), or NULL with an exception set. */
-static PyObject *ivm_py_lib_function(const char *name) {
-  PyObject *ffi_module = PyImport_ImportModule("ivm._ffi"); /* importing: in sys.modules */
-  PyObject *lib = ffi_module != NULL ? PyObject_GetAttrString(ffi_module, "lib") : NULL;
-  PyObject *fn = lib != NULL ? PyObject_GetAttrString(lib, name) : NULL;
-  Py_XDECREF(lib);
-  Py_XDECREF(ffi_module);
-  return fn;
 }
 
 static int ivm_py_install_method_locked(const char *module_name, const char *cls,
                                         const char *name, const char *doc) {
   PyObject *module = PyImport_ImportModule(module_name); /* importing: in sys.modules */
   PyObject *type = NULL, *method = NULL, **full = NULL;
-  PyObject *other = NULL; /* the module of Context or CopyInto */
-  PyObject *external_copy = NULL;
+  PyObject *other = NULL; /* the module of Context */
   PyObject **fulls[] = {&ivm_py_call.apply_full, &ivm_py_call.eval_full, &ivm_py_call.run_full,
-                        &ivm_py_call.set_full};
+                        &ivm_py_call.set_full, &ivm_py_call.copy_into_full};
   PyMethodDef *def = NULL;
   char full_name[32], *doc_copy;
   size_t i;
@@ -741,29 +682,19 @@ static int ivm_py_install_method_locked(const char *module_name, const char *cls
     Py_XSETREF(ivm_py_call.context_type, PyObject_GetAttrString(other, "Context"));
     if (ivm_py_call.context_type == NULL || !PyType_Check(ivm_py_call.context_type)) goto done;
   }
-  if (full == &ivm_py_call.set_full) {
-    other = PyImport_ImportModule("ivm._external_copy"); /* (it imports no module with C methods) */
-    if (other == NULL) goto done;
-    Py_XSETREF(ivm_py_call.copy_into_type, PyObject_GetAttrString(other, "CopyInto"));
-    if (ivm_py_call.copy_into_type == NULL || !PyType_Check(ivm_py_call.copy_into_type)) goto done;
-    if (ivm_py_call.value_name == NULL) ivm_py_call.value_name = PyUnicode_InternFromString("_value");
-    if (ivm_py_call.value_name == NULL) goto done;
-    Py_XSETREF(ivm_py_call.marker_address, ivm_py_lib_function("ivm_py_marker_address"));
-    if (ivm_py_call.marker_address == NULL) goto done;
-    /* (also the outcome of every call's external_copy=True result, ivm_py_copy_result) */
-    external_copy = PyObject_GetAttrString(other, "ExternalCopy");
-    if (external_copy == NULL) goto done;
-    Py_XSETREF(ivm_py_call.copy_from, PyObject_GetAttrString(external_copy, "_from_address"));
-    if (ivm_py_call.copy_from == NULL) goto done;
+  /* (also the outcome of every call's external_copy=True result, ivm_py_copy_result) */
+  if ((full == &ivm_py_call.set_full || full == &ivm_py_call.copy_into_full) &&
+      !ivm_py_external_copy_install()) {
+    goto done;
   }
   snprintf(full_name, sizeof full_name, "_%s", name);
   Py_XSETREF(*full, PyObject_GetAttrString(type, full_name));
   if (ivm_py_call.address_name == NULL) {
     ivm_py_call.address_name = PyUnicode_InternFromString("_address");
   }
-  if (ivm_py_call.addr_offset == 0) ivm_py_call.addr_offset = ivm_py_addr_offset(type);
+  if (ivm_py_call.addr_offset == 0) ivm_py_call.addr_offset = ivm_py_slot_offset(type, "_addr");
   if (*full == NULL || ivm_py_call.address_name == NULL || ivm_py_call.addr_offset == 0 ||
-      ivm_py_addr_offset(type) != ivm_py_call.addr_offset) {
+      ivm_py_slot_offset(type, "_addr") != ivm_py_call.addr_offset) {
     goto done;
   }
   /* An import of ivm after sys.modules was purged of it installs again, on the new classes:
@@ -781,7 +712,6 @@ static int ivm_py_install_method_locked(const char *module_name, const char *cls
   ok = method != NULL && PyObject_SetAttrString(type, name, method) == 0;
 done:
   Py_XDECREF(method);
-  Py_XDECREF(external_copy);
   Py_XDECREF(other);
   Py_XDECREF(type);
   Py_XDECREF(module);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from ._call import c_method
 from ._copy import SINGLE_BUFFER_STREAM, _Marker, buffer_value, dumps, normalize
 from ._errors import check
 from ._ffi import ffi, lib
@@ -74,14 +75,6 @@ class ExternalCopy(Handle, _Marker):
         Handle.__init__(self, ptr)
         return self
 
-    @classmethod
-    def _from_address(cls, address: int) -> ExternalCopy:
-        """An ExternalCopy owning the handle at ``address`` (not NULL): how the C call
-        path of ivm/_cffi_fast.c returns an ``external_copy=True`` result."""
-        self = cls.__new__(cls)
-        self._ptr = ffi.gc(ffi.cast(_COPY_PTR, address), cls._free)
-        return self
-
     def __repr__(self) -> str:
         try:
             return f"<ivm.ExternalCopy of {self.size} bytes>"
@@ -111,6 +104,10 @@ class ExternalCopy(Handle, _Marker):
         out = ffi.new("ivm_value_t **")
         check(lib.ivm_external_copy_copy_into(self._ptr, flags, out))
         return CopyInto(ffi.gc(out[0], lib.ivm_value_free))
+
+    # The C method that c_method() puts in copy_into's place (ivm/_cffi_copy.c) makes the call
+    # with release and transfer_in given as True or False itself and hands every other to this.
+    _copy_into = copy_into
 
     def release(self) -> None:
         """Releases the copy. Idempotent. Markers already made stay usable."""
@@ -176,9 +173,6 @@ def _is_single_buffer(stream: bytes) -> bool:
     return stream.endswith(SINGLE_BUFFER_STREAM[2:])
 
 
-_COPY_PTR = ffi.typeof("ivm_external_copy_t *")
-
-
 class CopyInto(_Marker):
     """What :meth:`ExternalCopy.copy_into` returns: becomes the copy's
     JavaScript value when passed into an isolate."""
@@ -241,3 +235,6 @@ def _detach(moved: list[bytearray], views: list[memoryview]) -> None:
         del item[-1]
     for item in moved:
         item.clear()
+
+
+c_method(ExternalCopy, "copy_into")

@@ -726,8 +726,9 @@ fn = ctx.eval_sync("(a, b) => a + b", reference=True)
 script = iso.compile_script_sync("6 * 7")
 python = all(isinstance(m, types.FunctionType)
              for m in (ivm.Context.eval_sync, ivm.Reference.apply_sync, ivm.Script.run_sync,
-                       ivm.Reference.set_sync))
-assert ctx.global_.set_sync("ab", "a") is True
+                       ivm.Reference.set_sync, ivm.ExternalCopy.copy_into))
+copy = ctx.eval_sync("'a'", external_copy=True)
+assert ctx.global_.set_sync("ab", copy.copy_into(release=True)) is True
 print(python, ctx.eval_sync("1 + 1"), fn.apply_sync(None, [2, 3.5]), script.run_sync(ctx),
       fn.apply_sync(None, [ctx.eval_sync("ab"), "b"]), flush=True)
 """

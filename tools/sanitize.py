@@ -47,12 +47,13 @@ PYTHON_TESTS = [
     "test_reference_objects.py", "test_callback.py", "test_context.py", "test_isolate.py",
     "test_script.py", "test_errors.py", "test_execution.py", "test_promise.py",
     "test_async.py", "test_async_lifecycle.py", "test_memory.py", "test_api.py",
-    "test_process.py", "test_interrupt.py",
+    "test_process.py", "test_interrupt.py", "test_copy_into_path.py",
 ]
 # RSS bounds mean nothing under ASan (its quarantine holds freed memory on purpose).
 DESELECT = "not rss_stays_flat"
 QUICK_TESTS = ["test_copy.py", "test_copy_fuzz.py", "test_external_copy.py",
-               "test_reference.py", "test_callback.py", "test_async_lifecycle.py"]
+               "test_copy_into_path.py", "test_reference.py", "test_callback.py",
+               "test_async_lifecycle.py"]
 
 
 def log(msg: str) -> None:

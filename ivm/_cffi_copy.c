@@ -1,0 +1,173 @@
+/* ExternalCopy's C paths, compiled into ivm's cffi extension right after ivm/_cffi_fast.c,
+ * whose ivm_py_result, ivm_py_call, ivm_py_general, ivm_py_handle, ivm_py_classify and
+ * ivm_py_slot_offset these use, and which calls them (declared there):
+ *   - ExternalCopy.copy_into as a C method (ivm_py_copy_into_method);
+ *   - an external_copy=True result of a C call path as an ExternalCopy (ivm_py_copy_result);
+ *   - a CopyInto marker's value for Reference.set_sync's C method (ivm_py_marker).
+ * Each makes its Python objects as the Python code does (a cffi pointer that ffi.gc frees,
+ * in a slot of an instance made without __init__, as cls.__new__ does) with no Python frame
+ * and no cffi call: after a 64 MiB fill every line of code is cold, and bench/run.py's move
+ * pays for each one.
+ *
+ * tools/gen_cffi.py (--fast) hands the part above the "definitions" line to cffi's cdef and
+ * the whole file to its set_source (meson.build lists it after ivm/_cffi_fast.c).
+ */
+/* `value`'s address if it is a marker as ivm_external_copy_copy_into() makes it (the stream
+ * `_att(0)` and one copy attachment), else 0: what Reference.set_sync's C method checks of a
+ * CopyInto's value, which may be any `ivm_value_t *` (CopyInto is a public class). */
+uintptr_t ivm_py_marker_address(const ivm_value_t *value);
+
+/* --- definitions --- */
+
+uintptr_t ivm_py_marker_address(const ivm_value_t *value) {
+  static const char stream[] = "\x80\x05" "civm._copy\n_att\nK\x00\x85R."; /* (copy.h's) */
+  const char *data = NULL;
+  size_t len = 0;
+  if (value == NULL || ivm_value_kind(value) != IVM_VALUE_SERIALIZED ||
+      ivm_value_attachment_count(value) != 1 ||
+      ivm_value_attachment_kind(value, 0) != IVM_ATTACHMENT_COPY) {
+    return 0;
+  }
+  ivm_value_serialized(value, &data, &len);
+  if (len != sizeof stream - 1 || memcmp(data, stream, len) != 0) return 0;
+  return (uintptr_t)value;
+}
+
+/* A new instance of the class `type` (made as cls.__new__(cls) makes it: no __init__) whose
+ * slot at `offset` holds a cffi pointer of the ctype `ctype` to `p`, which ffi.gc frees with
+ * `free_fn` (a cffi function) when the pointer object goes. NULL (an exception set) when
+ * Python failed; `p` is then freed with `free_c`. */
+static PyObject *ivm_py_owning(PyObject *type, Py_ssize_t offset, PyObject *ctype, void *p,
+                               PyObject *free_fn, void (*free_c)(void *)) {
+  PyObject *raw = _cffi_from_c_pointer((char *)p, (struct _cffi_ctypedescr *)ctype);
+  PyObject *owner = raw != NULL ? PyObject_CallFunctionObjArgs(ivm_py_call.gc, raw, free_fn, NULL)
+                                : NULL;
+  PyObject *o = owner != NULL ? ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0) : NULL;
+  Py_XDECREF(raw);
+  if (o == NULL) {
+    if (owner == NULL) free_c(p); /* (else the owner frees it as it goes) */
+    Py_XDECREF(owner);
+    return NULL;
+  }
+  *(PyObject **)((char *)o + offset) = owner; /* (the slot is empty: tp_alloc zeroes it) */
+  return o;
+}
+
+static void ivm_py_free_copy(void *p) { ivm_external_copy_free((ivm_external_copy_t *)p); }
+static void ivm_py_free_value(void *p) { ivm_value_free((ivm_value_t *)p); }
+
+static PyObject *ivm_py_copy_result(ivm_py_result_t *res) {
+  ivm_external_copy_t *copy = NULL;
+  ivm_error_t *err = ivm_value_external_copy(res->value, &copy);
+  ivm_value_free(res->value);
+  res->value = NULL;
+  if (err != NULL) { /* (not seen: the kind was checked) */
+    ivm_error_free(err);
+    PyErr_SetString(PyExc_RuntimeError, "ivm: an external copy result without its copy");
+    return NULL;
+  }
+  return ivm_py_owning(ivm_py_call.external_copy_type, ivm_py_call.ptr_offset,
+                       ivm_py_call.copy_ctype, copy, ivm_py_call.copy_free, ivm_py_free_copy);
+}
+
+/* ExternalCopy.copy_into(*, release=False, transfer_in=False) with each keyword given exactly
+ * True or False; any other call goes to ExternalCopy._copy_into, which refuses it. */
+static PyObject *ivm_py_copy_into_method(PyObject *self, PyObject *const *args,
+                                         Py_ssize_t nargs, PyObject *kwnames) {
+  static const char *const names[] = {"release", "transfer_in"};
+  static const uint32_t bits[] = {IVM_COPY_INTO_RELEASE, IVM_COPY_INTO_TRANSFER_IN};
+  static PyObject *interned[2];
+  ivm_external_copy_t *copy;
+  PyObject *owner;
+  ivm_value_t *out = NULL;
+  ivm_error_t *err;
+  uint32_t flags = 0, seen = 0;
+  Py_ssize_t i, n = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+  int k;
+  for (k = 0; k < 2; ++k) {
+    if (interned[k] == NULL && (interned[k] = PyUnicode_InternFromString(names[k])) == NULL) {
+      return NULL;
+    }
+  }
+  for (i = 0; i < n; ++i) {
+    PyObject *name = PyTuple_GET_ITEM(kwnames, i), *v = args[nargs + i];
+    for (k = 0; k < 2 && name != interned[k]; ++k) {
+    }
+    if (k == 2 || (seen & bits[k]) || (v != Py_True && v != Py_False)) break;
+    seen |= bits[k];
+    if (v == Py_True) flags |= bits[k];
+  }
+  if (nargs != 0 || i < n) {
+    return ivm_py_general(ivm_py_call.copy_into_full, self, args, nargs, kwnames);
+  }
+  /* From the slot _ptr, not ivm_py_handle: a new ExternalCopy has no _addr yet, and its
+   * Python method Handle._address costs more than the whole call (cold, after a big fill). */
+  owner = *(PyObject **)((char *)self + ivm_py_call.ptr_offset);
+  if (owner == NULL) return ivm_py_general(ivm_py_call.copy_into_full, self, args, nargs, kwnames);
+  copy = (ivm_external_copy_t *)_cffi_to_c_pointer(
+      owner, (struct _cffi_ctypedescr *)ivm_py_call.copy_ctype);
+  if (copy == NULL && PyErr_Occurred()) return NULL; /* (ffi.NULL: libivm refuses it) */
+  err = ivm_external_copy_copy_into(copy, flags, &out); /* (blocks never: the GIL stays) */
+  if (err != NULL) {
+    ivm_py_classify(err);
+    return PyObject_CallNoArgs(ivm_py_call.finish); /* (raises it) */
+  }
+  return ivm_py_owning(ivm_py_call.copy_into_type, ivm_py_call.value_offset,
+                       ivm_py_call.value_ctype, out, ivm_py_call.value_free, ivm_py_free_value);
+}
+
+/* For a CopyInto marker `o` whose value copy_into() made: a new reference to that value's
+ * cffi object (its owner), which the caller holds until the call is over (the value is
+ * borrowed: a sync call borrows its arguments), and the value in *value. NULL (no exception
+ * set) for any other object. */
+static PyObject *ivm_py_marker(PyObject *o, ivm_value_t **value) {
+  PyObject *owner;
+  if ((PyObject *)Py_TYPE(o) != ivm_py_call.copy_into_type) return NULL;
+  owner = *(PyObject **)((char *)o + ivm_py_call.value_offset);
+  if (owner == NULL) return NULL; /* (made by CopyInto.__new__ alone) */
+  /* cffi's own conversion, as a cffi call's: an exception for anything but such a pointer */
+  *value = (ivm_value_t *)_cffi_to_c_pointer(
+      owner, (struct _cffi_ctypedescr *)ivm_py_call.value_ctype);
+  if (*value == NULL || ivm_py_marker_address(*value) == 0) {
+    PyErr_Clear();
+    return NULL;
+  }
+  Py_INCREF(owner);
+  return owner;
+}
+
+/* Reads what the functions above need (once per import of ivm: ivm._external_copy's classes
+ * are set again). 1, or 0 with an exception set. */
+static int ivm_py_external_copy_install(void) {
+  PyObject *module = PyImport_ImportModule("ivm._external_copy"); /* importing: in sys.modules */
+  PyObject *ffi_module = PyImport_ImportModule("ivm._ffi");
+  PyObject *ffi = ffi_module != NULL ? PyObject_GetAttrString(ffi_module, "ffi") : NULL;
+  PyObject *lib = ffi_module != NULL ? PyObject_GetAttrString(ffi_module, "lib") : NULL;
+  int ok = module != NULL && ffi != NULL && lib != NULL;
+  if (ok) {
+    Py_XSETREF(ivm_py_call.copy_into_type, PyObject_GetAttrString(module, "CopyInto"));
+    Py_XSETREF(ivm_py_call.external_copy_type, PyObject_GetAttrString(module, "ExternalCopy"));
+    Py_XSETREF(ivm_py_call.gc, PyObject_GetAttrString(ffi, "gc"));
+    Py_XSETREF(ivm_py_call.value_ctype, PyObject_CallMethod(ffi, "typeof", "s", "ivm_value_t *"));
+    Py_XSETREF(ivm_py_call.copy_ctype,
+               PyObject_CallMethod(ffi, "typeof", "s", "ivm_external_copy_t *"));
+    Py_XSETREF(ivm_py_call.value_free, PyObject_GetAttrString(lib, "ivm_value_free"));
+    Py_XSETREF(ivm_py_call.copy_free, PyObject_GetAttrString(lib, "ivm_external_copy_free"));
+    ok = ivm_py_call.copy_into_type != NULL && PyType_Check(ivm_py_call.copy_into_type) &&
+         ivm_py_call.external_copy_type != NULL && PyType_Check(ivm_py_call.external_copy_type) &&
+         ivm_py_call.gc != NULL && ivm_py_call.value_ctype != NULL &&
+         ivm_py_call.copy_ctype != NULL && ivm_py_call.value_free != NULL &&
+         ivm_py_call.copy_free != NULL;
+  }
+  if (ok) {
+    ivm_py_call.value_offset = ivm_py_slot_offset(ivm_py_call.copy_into_type, "_value");
+    ivm_py_call.ptr_offset = ivm_py_slot_offset(ivm_py_call.external_copy_type, "_ptr");
+    ok = ivm_py_call.value_offset != 0 && ivm_py_call.ptr_offset != 0;
+  }
+  ivm_py_call.copy_ready = ok;
+  Py_XDECREF(lib);
+  Py_XDECREF(ffi);
+  Py_XDECREF(ffi_module);
+  Py_XDECREF(module);
+  return ok;
+}
