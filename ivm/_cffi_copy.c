@@ -39,11 +39,13 @@ uintptr_t ivm_py_marker_address(const ivm_value_t *value) {
  * Python failed; `p` is then freed with `free_c`. */
 static PyObject *ivm_py_owning(PyObject *type, Py_ssize_t offset, PyObject *ctype, void *p,
                                PyObject *free_fn, void (*free_c)(void *)) {
-  PyObject *raw = _cffi_from_c_pointer((char *)p, (struct _cffi_ctypedescr *)ctype);
-  PyObject *owner = raw != NULL ? PyObject_CallFunctionObjArgs(ivm_py_call.gc, raw, free_fn, NULL)
-                                : NULL;
-  PyObject *o = owner != NULL ? ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0) : NULL;
+  PyObject *raw, *owner, *o;
+  Py_INCREF(type); /* (the allocations below may run a __del__ that imports ivm again) */
+  raw = _cffi_from_c_pointer((char *)p, (struct _cffi_ctypedescr *)ctype);
+  owner = raw != NULL ? PyObject_CallFunctionObjArgs(ivm_py_call.gc, raw, free_fn, NULL) : NULL;
+  o = owner != NULL ? ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0) : NULL;
   Py_XDECREF(raw);
+  Py_DECREF(type);
   if (o == NULL) {
     if (owner == NULL) free_c(p); /* (else the owner frees it as it goes) */
     Py_XDECREF(owner);
@@ -70,8 +72,35 @@ static PyObject *ivm_py_copy_result(ivm_py_result_t *res) {
                        ivm_py_call.copy_ctype, copy, ivm_py_call.copy_free, ivm_py_free_copy);
 }
 
+/* cffi's conversion of the pointer object `owner` (a cdata of `ctype` or one cffi converts to
+ * it, as for a cffi call's argument: `void *` too) to its address; NULL with an exception set
+ * for any other object, and NULL with none for a NULL pointer. `owner` is held meanwhile: a
+ * conversion that warns (cffi 1.x, for a `char *`) runs Python code, which may drop it. */
+static void *ivm_py_pointer(PyObject *owner, PyObject *ctype) {
+  void *p;
+  Py_INCREF(owner);
+  p = _cffi_to_c_pointer(owner, (struct _cffi_ctypedescr *)ctype);
+  Py_DECREF(owner);
+  return p;
+}
+
 /* ExternalCopy.copy_into(*, release=False, transfer_in=False) with each keyword given exactly
- * True or False; any other call goes to ExternalCopy._copy_into, which refuses it. */
+ * True or False; any other call goes to ExternalCopy._copy_into, which refuses it (that of
+ * the object's own class when it comes from an import of ivm before the newest one). */
+static PyObject *ivm_py_copy_into_python(PyObject *self, PyObject *const *args,
+                                         Py_ssize_t nargs, PyObject *kwnames) {
+  PyObject *full, *r;
+  if (ivm_py_call.copy_ready &&
+      PyObject_TypeCheck(self, (PyTypeObject *)ivm_py_call.external_copy_type)) {
+    return ivm_py_general(ivm_py_call.copy_into_full, self, args, nargs, kwnames);
+  }
+  full = PyObject_GetAttrString((PyObject *)Py_TYPE(self), "_copy_into");
+  if (full == NULL) return NULL;
+  r = ivm_py_general(full, self, args, nargs, kwnames);
+  Py_DECREF(full);
+  return r;
+}
+
 static PyObject *ivm_py_copy_into_method(PyObject *self, PyObject *const *args,
                                          Py_ssize_t nargs, PyObject *kwnames) {
   static const char *const names[] = {"release", "transfer_in"};
@@ -97,17 +126,16 @@ static PyObject *ivm_py_copy_into_method(PyObject *self, PyObject *const *args,
     seen |= bits[k];
     if (v == Py_True) flags |= bits[k];
   }
-  if (nargs != 0 || i < n) {
-    return ivm_py_general(ivm_py_call.copy_into_full, self, args, nargs, kwnames);
-  }
   /* From the slot _ptr, not ivm_py_handle: a new ExternalCopy has no _addr yet, and its
    * Python method Handle._address costs more than the whole call (cold, after a big fill). */
-  owner = *(PyObject **)((char *)self + ivm_py_call.ptr_offset);
-  if (owner == NULL) return ivm_py_general(ivm_py_call.copy_into_full, self, args, nargs, kwnames);
-  copy = (ivm_external_copy_t *)_cffi_to_c_pointer(
-      owner, (struct _cffi_ctypedescr *)ivm_py_call.copy_ctype);
+  owner = ivm_py_call.copy_ready ? *(PyObject **)((char *)self + ivm_py_call.ptr_offset) : NULL;
+  if (nargs != 0 || i < n || owner == NULL ||
+      !PyObject_TypeCheck(self, (PyTypeObject *)ivm_py_call.external_copy_type)) {
+    return ivm_py_copy_into_python(self, args, nargs, kwnames);
+  }
+  copy = (ivm_external_copy_t *)ivm_py_pointer(owner, ivm_py_call.copy_ctype);
   if (copy == NULL && PyErr_Occurred()) return NULL; /* (ffi.NULL: libivm refuses it) */
-  err = ivm_external_copy_copy_into(copy, flags, &out); /* (blocks never: the GIL stays) */
+  err = ivm_external_copy_copy_into(copy, flags, &out); /* (blocks never, runs no Python) */
   if (err != NULL) {
     ivm_py_classify(err);
     return PyObject_CallNoArgs(ivm_py_call.finish); /* (raises it) */
@@ -123,48 +151,60 @@ static PyObject *ivm_py_copy_into_method(PyObject *self, PyObject *const *args,
 static PyObject *ivm_py_marker(PyObject *o, ivm_value_t **value) {
   PyObject *owner;
   if ((PyObject *)Py_TYPE(o) != ivm_py_call.copy_into_type) return NULL;
+  if (!ivm_py_call.copy_ready) return NULL;
   owner = *(PyObject **)((char *)o + ivm_py_call.value_offset);
   if (owner == NULL) return NULL; /* (made by CopyInto.__new__ alone) */
-  /* cffi's own conversion, as a cffi call's: an exception for anything but such a pointer */
-  *value = (ivm_value_t *)_cffi_to_c_pointer(
-      owner, (struct _cffi_ctypedescr *)ivm_py_call.value_ctype);
+  Py_INCREF(owner);
+  *value = (ivm_value_t *)ivm_py_pointer(owner, ivm_py_call.value_ctype);
   if (*value == NULL || ivm_py_marker_address(*value) == 0) {
-    PyErr_Clear();
+    PyErr_Clear(); /* (the general path converts or refuses it) */
+    Py_DECREF(owner);
     return NULL;
   }
-  Py_INCREF(owner);
   return owner;
 }
 
 /* Reads what the functions above need (once per import of ivm: ivm._external_copy's classes
- * are set again). 1, or 0 with an exception set. */
+ * are made again), and sets them all only if every one was read. 1, or 0 with an exception
+ * set. */
 static int ivm_py_external_copy_install(void) {
   PyObject *module = PyImport_ImportModule("ivm._external_copy"); /* importing: in sys.modules */
-  PyObject *ffi_module = PyImport_ImportModule("ivm._ffi");
+  PyObject *ffi_module = module != NULL ? PyImport_ImportModule("ivm._ffi") : NULL;
   PyObject *ffi = ffi_module != NULL ? PyObject_GetAttrString(ffi_module, "ffi") : NULL;
-  PyObject *lib = ffi_module != NULL ? PyObject_GetAttrString(ffi_module, "lib") : NULL;
-  int ok = module != NULL && ffi != NULL && lib != NULL;
-  if (ok) {
-    Py_XSETREF(ivm_py_call.copy_into_type, PyObject_GetAttrString(module, "CopyInto"));
-    Py_XSETREF(ivm_py_call.external_copy_type, PyObject_GetAttrString(module, "ExternalCopy"));
-    Py_XSETREF(ivm_py_call.gc, PyObject_GetAttrString(ffi, "gc"));
-    Py_XSETREF(ivm_py_call.value_ctype, PyObject_CallMethod(ffi, "typeof", "s", "ivm_value_t *"));
-    Py_XSETREF(ivm_py_call.copy_ctype,
-               PyObject_CallMethod(ffi, "typeof", "s", "ivm_external_copy_t *"));
-    Py_XSETREF(ivm_py_call.value_free, PyObject_GetAttrString(lib, "ivm_value_free"));
-    Py_XSETREF(ivm_py_call.copy_free, PyObject_GetAttrString(lib, "ivm_external_copy_free"));
-    ok = ivm_py_call.copy_into_type != NULL && PyType_Check(ivm_py_call.copy_into_type) &&
-         ivm_py_call.external_copy_type != NULL && PyType_Check(ivm_py_call.external_copy_type) &&
-         ivm_py_call.gc != NULL && ivm_py_call.value_ctype != NULL &&
-         ivm_py_call.copy_ctype != NULL && ivm_py_call.value_free != NULL &&
-         ivm_py_call.copy_free != NULL;
+  PyObject *lib = ffi != NULL ? PyObject_GetAttrString(ffi_module, "lib") : NULL;
+  PyObject *got[7] = {NULL};
+  PyObject **slots[7] = {&ivm_py_call.copy_into_type, &ivm_py_call.external_copy_type,
+                         &ivm_py_call.gc, &ivm_py_call.value_ctype, &ivm_py_call.copy_ctype,
+                         &ivm_py_call.value_free, &ivm_py_call.copy_free};
+  Py_ssize_t value_offset = 0, ptr_offset = 0;
+  int i, ok = 0;
+  if (lib == NULL) goto done;
+  if ((got[0] = PyObject_GetAttrString(module, "CopyInto")) == NULL ||
+      (got[1] = PyObject_GetAttrString(module, "ExternalCopy")) == NULL ||
+      (got[2] = PyObject_GetAttrString(ffi, "gc")) == NULL ||
+      (got[3] = PyObject_CallMethod(ffi, "typeof", "s", "ivm_value_t *")) == NULL ||
+      (got[4] = PyObject_CallMethod(ffi, "typeof", "s", "ivm_external_copy_t *")) == NULL ||
+      (got[5] = PyObject_GetAttrString(lib, "ivm_value_free")) == NULL ||
+      (got[6] = PyObject_GetAttrString(lib, "ivm_external_copy_free")) == NULL) {
+    goto done;
   }
-  if (ok) {
-    ivm_py_call.value_offset = ivm_py_slot_offset(ivm_py_call.copy_into_type, "_value");
-    ivm_py_call.ptr_offset = ivm_py_slot_offset(ivm_py_call.external_copy_type, "_ptr");
-    ok = ivm_py_call.value_offset != 0 && ivm_py_call.ptr_offset != 0;
+  if (!PyType_Check(got[0]) || !PyType_Check(got[1])) {
+    PyErr_SetString(PyExc_TypeError, "ivm: CopyInto and ExternalCopy must be classes");
+    goto done;
   }
-  ivm_py_call.copy_ready = ok;
+  if ((value_offset = ivm_py_slot_offset(got[0], "_value")) == 0 ||
+      (ptr_offset = ivm_py_slot_offset(got[1], "_ptr")) == 0) {
+    goto done;
+  }
+  for (i = 0; i < 7; ++i) {
+    Py_XSETREF(*slots[i], got[i]);
+    got[i] = NULL;
+  }
+  ivm_py_call.value_offset = value_offset;
+  ivm_py_call.ptr_offset = ptr_offset;
+  ivm_py_call.copy_ready = ok = 1;
+done:
+  for (i = 0; i < 7; ++i) Py_XDECREF(got[i]);
   Py_XDECREF(lib);
   Py_XDECREF(ffi);
   Py_XDECREF(ffi_module);

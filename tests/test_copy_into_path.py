@@ -156,3 +156,54 @@ def test_an_external_copy_result_is_an_ordinary_external_copy(any_context: ivm.C
     with copy:
         assert copy.size > 0
     assert _released(copy)
+
+
+def _child(code: str) -> list[str]:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(ivm.__file__).parent.parent,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.split()
+
+
+_FAILED_REIMPORT = """
+import sys, types
+import ivm as old
+copy = old.ExternalCopy([1])
+iso = old.Isolate()  # (before: it imports a module of ivm)
+ctx = iso.create_context_sync()
+for name in [m for m in sys.modules if m == "ivm" or m.startswith("ivm.")]:
+    del sys.modules[name]
+sys.modules["ivm._external_copy"] = types.ModuleType("ivm._external_copy")  # no classes
+try:
+    import ivm
+except ImportError:
+    print("refused")
+marker = copy.copy_into(release=True)
+print(type(marker) is old.CopyInto, ctx.eval_sync("[1]", external_copy=True).copy())
+"""
+
+
+def test_a_failed_import_of_ivm_again_leaves_the_first_ones_copy_paths_whole() -> None:
+    # (The first version replaced what the C paths read with NULLs, then crashed in copy_into.)
+    assert _child(_FAILED_REIMPORT) == ["refused", "True", "[1]"]
+
+
+_REIMPORT = """
+import sys
+import ivm as old
+copy = old.ExternalCopy([1])
+for name in [m for m in sys.modules if m == "ivm" or m.startswith("ivm.")]:
+    del sys.modules[name]
+import ivm as new
+print(type(copy.copy_into()) is old.CopyInto, type(new.ExternalCopy(2).copy_into()) is new.CopyInto)
+"""
+
+
+def test_a_copy_from_an_earlier_import_of_ivm_makes_that_imports_marker() -> None:
+    assert _child(_REIMPORT) == ["True", "True"]
