@@ -50,7 +50,7 @@ from ._value import KIND_VALUE, primitive, take
 
 __all__ = [
     "APPLY", "APPLY_FAST", "EVAL", "EVAL_PLAIN", "NOT_INTEGER", "RUN",
-    "RUN_PLAIN", "SLOW", "c_method", "finish", "options_in",
+    "RUN_PLAIN", "SLOW", "c_getter", "c_method", "finish", "options_in",
 ]
 
 #: What a helper returns when its result is not an integer (2**53, which never is).
@@ -139,3 +139,18 @@ def c_method(cls: type, name: str) -> None:
         cls.__module__.encode(), cls.__name__.encode(), name.encode(), doc.encode()
     ):  # pragma: no cover - only out of memory
         raise ImportError(f"ivm: could not make the C method {cls.__name__}.{name}")
+
+
+def c_getter(cls: type, name: str, slot: str, make: str) -> None:
+    """Replaces the property ``cls.<name>``, which returns the slot ``slot`` once
+    ``cls.<make>`` has filled it, by a C getter of ivm/_cffi_fast.c
+    (ivm_py_install_getter) that reads the slot with no Python frame and calls ``make``
+    while it holds None. Same knob as :func:`c_method`."""
+    if os.environ.get("IVM_PY_C_METHODS") == "0":
+        return
+    doc = getattr(cls, name).__doc__ or ""
+    if not lib.ivm_py_install_getter(
+        cls.__module__.encode(), cls.__name__.encode(), name.encode(), slot.encode(),
+        make.encode(), doc.encode(),
+    ):  # pragma: no cover - only out of memory
+        raise ImportError(f"ivm: could not make the C getter {cls.__name__}.{name}")

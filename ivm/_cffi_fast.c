@@ -63,6 +63,13 @@ int ivm_py_install(void);
  * `doc` (copied) is its __doc__ with the text signature that inspect reads. Once per method,
  * after ivm_py_install; same return. */
 int ivm_py_install_method(const char *module, const char *cls, const char *name, const char *doc);
+/* Replaces the property `name` of the class `cls` of ivm's `module` by a C getter (a getset
+ * descriptor) that returns the instance's slot `slot` when it holds anything but None, and
+ * otherwise what the instance's method `make` returns (which fills the slot): a cached
+ * attribute read with no Python frame. `doc` (copied) is its __doc__. Takes the GIL; after
+ * ivm_py_install; 1, or 0 (the exception printed). */
+int ivm_py_install_getter(const char *module, const char *cls, const char *name, const char *slot,
+                          const char *make, const char *doc);
 
 
 /* --- definitions --- */
@@ -722,6 +729,71 @@ int ivm_py_install_method(const char *module, const char *cls, const char *name,
   PyGILState_STATE gil = PyGILState_Ensure();
   int ok = ivm_py_install_method_locked(module, cls, name, doc);
   if (!ok && PyErr_Occurred()) PyErr_Print();
+  PyGILState_Release(gil);
+  return ok;
+}
+
+/* --- a cached attribute as a C getter --- */
+
+typedef struct ivm_py_getter {
+  PyGetSetDef def;
+  Py_ssize_t offset; /* the slot's */
+  PyObject *make;    /* the method's name */
+} ivm_py_getter_t;
+
+static PyObject *ivm_py_slot_getter(PyObject *self, void *closure) {
+  ivm_py_getter_t *g = (ivm_py_getter_t *)closure;
+  /* (the descriptor admits only instances of its class) */
+  PyObject *v = *(PyObject **)((char *)self + g->offset);
+  if (v != NULL && v != Py_None) {
+    Py_INCREF(v);
+    return v;
+  }
+  return PyObject_CallMethodNoArgs(self, g->make);
+}
+
+static int ivm_py_install_getter_locked(const char *module_name, const char *cls,
+                                        const char *name, const char *slot, const char *make,
+                                        const char *doc) {
+  PyObject *module = PyImport_ImportModule(module_name); /* importing: in sys.modules */
+  PyObject *type = module != NULL ? PyObject_GetAttrString(module, cls) : NULL;
+  PyObject *descr = NULL;
+  /* (each install's lives as long as the process: one per class, per import of ivm) */
+  ivm_py_getter_t *g = (ivm_py_getter_t *)PyMem_RawCalloc(1, sizeof *g);
+  char *strings = (char *)PyMem_RawMalloc(strlen(name) + strlen(doc) + 2);
+  int ok = 0;
+  if (g == NULL || strings == NULL) {
+    PyErr_NoMemory();
+    goto done;
+  }
+  if (type == NULL || !PyType_Check(type)) goto done;
+  if ((g->offset = ivm_py_slot_offset(type, slot)) == 0) goto done;
+  if ((g->make = PyUnicode_InternFromString(make)) == NULL) goto done;
+  memcpy(strings, name, strlen(name) + 1);
+  memcpy(strings + strlen(name) + 1, doc, strlen(doc) + 1);
+  g->def.name = strings;
+  g->def.get = ivm_py_slot_getter;
+  g->def.doc = strings + strlen(name) + 1;
+  g->def.closure = g;
+  descr = PyDescr_NewGetSet((PyTypeObject *)type, &g->def);
+  ok = descr != NULL && PyObject_SetAttrString(type, name, descr) == 0;
+done:
+  if (!ok && g != NULL) {
+    Py_XDECREF(g->make);
+    PyMem_RawFree(g);
+    PyMem_RawFree(strings);
+  }
+  Py_XDECREF(descr);
+  Py_XDECREF(type);
+  Py_XDECREF(module);
+  return ok;
+}
+
+int ivm_py_install_getter(const char *module, const char *cls, const char *name, const char *slot,
+                          const char *make, const char *doc) {
+  PyGILState_STATE gil = PyGILState_Ensure();
+  int ok = ivm_py_install_getter_locked(module, cls, name, slot, make, doc);
+  if (!ok) PyErr_Print();
   PyGILState_Release(gil);
   return ok;
 }

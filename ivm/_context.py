@@ -18,7 +18,7 @@ from ._options import EvalKeywords, call_options, code_bytes, result_flags, resu
 from ._options import run_options
 from ._options import result_options as _result_options
 from ._value import Arguments, JSPrimitive, sync_result, sync_slots, take, value_array
-from ._call import EVAL, EVAL_PLAIN, NOT_INTEGER, c_method, finish, options_in
+from ._call import EVAL, EVAL_PLAIN, NOT_INTEGER, c_getter, c_method, finish, options_in
 
 if TYPE_CHECKING:  # annotations only; cycle: _isolate imports _context
     from typing_extensions import Unpack  # typing's from Python 3.11
@@ -71,12 +71,15 @@ class Context(Handle):
     def global_(self) -> Reference:
         """A :class:`ivm.Reference` to this context's global object (isolated-vm's
         ``context.global``), e.g. ``context.global_.set_sync("log", ivm.Callback(print))``."""
+        # A C getter (c_getter, below) reads the slot _global the same way, with no frame.
         ref = self._global
-        if ref is None:
-            out = ffi.new("ivm_reference_t **")
-            check(lib.ivm_context_global(self._ptr, out))
-            ref = Reference._wrap(out[0])
-            self._global = ref
+        return ref if ref is not None else self._make_global()
+
+    def _make_global(self) -> Reference:
+        out = ffi.new("ivm_reference_t **")
+        check(lib.ivm_context_global(self._ptr, out))
+        ref = Reference._wrap(out[0])
+        self._global = ref
         return ref
 
     def release(self) -> None:
@@ -358,3 +361,4 @@ class Context(Handle):
 
 # The call without options in C, with no Python frame around it (ivm/_call.py).
 c_method(Context, "eval_sync")
+c_getter(Context, "global_", "_global", "_make_global")

@@ -727,6 +727,7 @@ script = iso.compile_script_sync("6 * 7")
 python = all(isinstance(m, types.FunctionType)
              for m in (ivm.Context.eval_sync, ivm.Reference.apply_sync, ivm.Script.run_sync,
                        ivm.Reference.set_sync, ivm.ExternalCopy.copy_into))
+python = python and isinstance(vars(ivm.Context)["global_"], property)
 copy = ctx.eval_sync("'a'", external_copy=True)
 assert ctx.global_.set_sync("ab", copy.copy_into(release=True)) is True
 print(python, ctx.eval_sync("1 + 1"), fn.apply_sync(None, [2, 3.5]), script.run_sync(ctx),
@@ -737,3 +738,28 @@ print(python, ctx.eval_sync("1 + 1"), fn.apply_sync(None, [2, 3.5]), script.run_
 @pytest.mark.parametrize("setting, python", [("0", "True"), ("1", "False")])
 def test_ivm_py_c_methods_0_keeps_the_python_methods(setting: str, python: str) -> None:
     assert _child(_KNOB_CHILD, IVM_PY_C_METHODS=setting) == [python, "2", "5.5", "42", "ab"]
+
+
+def test_global_is_a_c_getter_that_makes_the_reference_once(any_isolate: ivm.Isolate) -> None:
+    import os
+    import types
+
+    ctx = any_isolate.create_context_sync()
+    descriptor = vars(ivm.Context)["global_"]
+    if os.environ.get("IVM_PY_C_METHODS") != "0":
+        assert isinstance(descriptor, types.GetSetDescriptorType)
+    assert "global object" in (descriptor.__doc__ or "")
+    first = ctx.global_
+    assert type(first) is ivm.Reference and ctx.global_ is first and ctx._global is first
+    assert first.set_sync("k", 5) is True and ctx.eval_sync("k") == 5
+    # Not made yet when the context goes: the call that makes it raises, as libivm says.
+    other = any_isolate.create_context_sync()
+    other.release()
+    with pytest.raises(ivm.DisposedError):
+        other.global_
+    # One made before stays the object it was.
+    ctx.release()
+    assert ctx.global_ is first
+    # A Context never made by an isolate has no slots: an AttributeError, not a crash.
+    with pytest.raises(AttributeError):
+        ivm.Context.__new__(ivm.Context).global_
