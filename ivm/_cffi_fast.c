@@ -250,7 +250,7 @@ static struct {
   /* ivm/_cffi_copy.c's, read by ivm_py_external_copy_install (copy_ready: all read) */
   PyObject *copy_into_type, *external_copy_type; /* ivm._external_copy's classes */
   PyObject *gc, *value_ctype, *copy_ctype;       /* ffi.gc, ffi.typeof("ivm_value_t *"), ... */
-  PyObject *value_free, *copy_free;              /* lib.ivm_value_free, ... */
+  PyObject *value_free, *copy_free;              /* their ffi.gc destructors (builtins) */
   Py_ssize_t value_offset, ptr_offset;           /* CopyInto's slot _value, Handle's _ptr */
   int copy_ready;
   ivm_value_t *null_value, *undefined_value, *true_value, *false_value;
