@@ -223,11 +223,17 @@ lines of code and data the path touches, each one a trip to memory. It is not th
 costs: the instruction and cache-line counts are the same for a 64-byte buffer, which costs as
 much after 64 MiB written into fresh pages. Counted with callgrind's cache simulation (a 32 MiB
 last level) between markers around the timed calls, raw V8's move (detach, `ArrayBuffer::New`
-over the store, one global `Set`) touches about 800 cold lines; ivm's three calls about 3,900
-(eval ~2,060, copy_into ~250, set_sync ~1,580), of which about 1,850 are libivm, V8 and libc
-and the rest the Python interpreter, cffi and ivm's Python code. Time is not in proportion to
-lines (a path of many short functions overlaps its misses), so the same move is timed at each
-layer, after the same fill, in the same run:
+over the store, one global `Set`) touches about 800 cold lines; ivm 0.13's three calls touched
+about 3,900 (eval ~2,060, copy_into ~250, set_sync ~1,580), of which about 1,850 were libivm,
+V8 and libc and the rest the Python interpreter, cffi and ivm's Python code. Time is not in
+proportion to lines (a path of many short functions overlaps its misses), so the same move is
+timed at each layer, after the same fill, in the same run. In 0.13 the object API took about
+twice the bare cffi calls' time, and most of the difference was two Python frames run once per
+object: `copy_into` asked the ExternalCopy that `eval_sync` had just made for its handle's
+address through `Handle._address` (a Python method, cold), and `Context.global_` is a
+property. `copy_into`, the ExternalCopy result of `eval_sync`, the marker's reading in
+`set_sync` (ivm/_cffi_copy.c) and `global_` (a C getter) now run no Python code, and the
+object API's move is within the bare cffi calls' spread:
 
 {move}
 

@@ -1571,7 +1571,10 @@ IVM_API ivm_value_t *ivm_value_new_bigint(int negative, const uint64_t *words,
                                           size_t count);
 
 /** Frees `value`; NULL is a no-op.
- * Threads: any. Blocks: never. Errors: none. Since: 0.1 */
+ * Threads: any. Blocks: only when the value holds the last hold on an isolate
+ * whose handles are all gone (a copy with a Reference or a Callback into it):
+ * that isolate is then disposed of on this thread, which takes milliseconds for
+ * a big heap. Errors: none. Since: 0.1 */
 IVM_API void ivm_value_free(ivm_value_t *value);
 
 /**
@@ -2456,7 +2459,8 @@ IVM_API ivm_error_t *ivm_external_copy_size(ivm_external_copy_t *copy, uint64_t 
 IVM_API ivm_error_t *ivm_external_copy_release(ivm_external_copy_t *copy);
 
 /** Frees the handle (releasing it); NULL is a no-op.
- * Threads: any. Blocks: never. Errors: none. Since: 0.2 */
+ * Threads: any. Blocks: as ivm_value_free(), when the copy goes with it.
+ * Errors: none. Since: 0.2 */
 IVM_API void ivm_external_copy_free(ivm_external_copy_t *copy);
 
 /** Bytes held by all live external copies in the process.

@@ -55,47 +55,8 @@ static PyObject *ivm_py_owning(PyObject *type, Py_ssize_t offset, PyObject *ctyp
   return o;
 }
 
-/* cffi's conversion of the pointer object `owner` (a cdata of `ctype` or one cffi converts to
- * it, as for a cffi call's argument: `void *` too) to its address; NULL with an exception set
- * for any other object, and NULL with none for a NULL pointer. `owner` is held meanwhile: a
- * conversion that warns (cffi 1.x, for a `char *`) runs Python code, which may drop it. */
-static void *ivm_py_pointer(PyObject *owner, PyObject *ctype) {
-  void *p;
-  Py_INCREF(owner);
-  p = _cffi_to_c_pointer(owner, (struct _cffi_ctypedescr *)ctype);
-  Py_DECREF(owner);
-  return p;
-}
-
 static void ivm_py_free_copy(void *p) { ivm_external_copy_free((ivm_external_copy_t *)p); }
 static void ivm_py_free_value(void *p) { ivm_value_free((ivm_value_t *)p); }
-
-/* The destructors that ffi.gc calls for the objects made above (with the pointer object):
- * builtins that free directly, as ivm_value_free and ivm_external_copy_free never block, where
- * the cffi functions would release and take back the GIL (cold, after a big fill, that and
- * cffi's argument conversion cost more than the free). */
-static PyObject *ivm_py_free_with(PyObject *cdata, PyObject *ctype, void (*free_c)(void *)) {
-  void *p = ivm_py_pointer(cdata, ctype);
-  if (p == NULL && PyErr_Occurred()) return NULL;
-  free_c(p);
-  Py_RETURN_NONE;
-}
-
-static PyObject *ivm_py_value_free_fn(PyObject *module, PyObject *cdata) {
-  (void)module;
-  return ivm_py_free_with(cdata, ivm_py_call.value_ctype, ivm_py_free_value);
-}
-
-static PyObject *ivm_py_copy_free_fn(PyObject *module, PyObject *cdata) {
-  (void)module;
-  return ivm_py_free_with(cdata, ivm_py_call.copy_ctype, ivm_py_free_copy);
-}
-
-static PyMethodDef ivm_py_free_defs[] = {
-    {"ivm_value_free", ivm_py_value_free_fn, METH_O, "ivm_value_free(value) (ivm/_cffi_copy.c)"},
-    {"ivm_external_copy_free", ivm_py_copy_free_fn, METH_O,
-     "ivm_external_copy_free(copy) (ivm/_cffi_copy.c)"},
-};
 
 static PyObject *ivm_py_copy_result(ivm_py_result_t *res) {
   ivm_external_copy_t *copy = NULL;
@@ -109,6 +70,18 @@ static PyObject *ivm_py_copy_result(ivm_py_result_t *res) {
   }
   return ivm_py_owning(ivm_py_call.external_copy_type, ivm_py_call.ptr_offset,
                        ivm_py_call.copy_ctype, copy, ivm_py_call.copy_free, ivm_py_free_copy);
+}
+
+/* cffi's conversion of the pointer object `owner` (a cdata of `ctype` or one cffi converts to
+ * it, as for a cffi call's argument: `void *` too) to its address; NULL with an exception set
+ * for any other object, and NULL with none for a NULL pointer. `owner` is held meanwhile: a
+ * conversion that warns (cffi 1.x, for a `char *`) runs Python code, which may drop it. */
+static void *ivm_py_pointer(PyObject *owner, PyObject *ctype) {
+  void *p;
+  Py_INCREF(owner);
+  p = _cffi_to_c_pointer(owner, (struct _cffi_ctypedescr *)ctype);
+  Py_DECREF(owner);
+  return p;
 }
 
 /* ExternalCopy.copy_into(*, release=False, transfer_in=False) with each keyword given exactly
@@ -198,20 +171,21 @@ static int ivm_py_external_copy_install(void) {
   PyObject *module = PyImport_ImportModule("ivm._external_copy"); /* importing: in sys.modules */
   PyObject *ffi_module = module != NULL ? PyImport_ImportModule("ivm._ffi") : NULL;
   PyObject *ffi = ffi_module != NULL ? PyObject_GetAttrString(ffi_module, "ffi") : NULL;
+  PyObject *lib = ffi != NULL ? PyObject_GetAttrString(ffi_module, "lib") : NULL;
   PyObject *got[7] = {NULL};
   PyObject **slots[7] = {&ivm_py_call.copy_into_type, &ivm_py_call.external_copy_type,
                          &ivm_py_call.gc, &ivm_py_call.value_ctype, &ivm_py_call.copy_ctype,
                          &ivm_py_call.value_free, &ivm_py_call.copy_free};
   Py_ssize_t value_offset = 0, ptr_offset = 0;
   int i, ok = 0;
-  if (ffi == NULL) goto done;
+  if (lib == NULL) goto done;
   if ((got[0] = PyObject_GetAttrString(module, "CopyInto")) == NULL ||
       (got[1] = PyObject_GetAttrString(module, "ExternalCopy")) == NULL ||
       (got[2] = PyObject_GetAttrString(ffi, "gc")) == NULL ||
       (got[3] = PyObject_CallMethod(ffi, "typeof", "s", "ivm_value_t *")) == NULL ||
       (got[4] = PyObject_CallMethod(ffi, "typeof", "s", "ivm_external_copy_t *")) == NULL ||
-      (got[5] = PyCFunction_NewEx(&ivm_py_free_defs[0], NULL, NULL)) == NULL ||
-      (got[6] = PyCFunction_NewEx(&ivm_py_free_defs[1], NULL, NULL)) == NULL) {
+      (got[5] = PyObject_GetAttrString(lib, "ivm_value_free")) == NULL ||
+      (got[6] = PyObject_GetAttrString(lib, "ivm_external_copy_free")) == NULL) {
     goto done;
   }
   if (!PyType_Check(got[0]) || !PyType_Check(got[1])) {
@@ -231,6 +205,7 @@ static int ivm_py_external_copy_install(void) {
   ivm_py_call.copy_ready = ok = 1;
 done:
   for (i = 0; i < 7; ++i) Py_XDECREF(got[i]);
+  Py_XDECREF(lib);
   Py_XDECREF(ffi);
   Py_XDECREF(ffi_module);
   Py_XDECREF(module);

@@ -250,7 +250,7 @@ static struct {
   /* ivm/_cffi_copy.c's, read by ivm_py_external_copy_install (copy_ready: all read) */
   PyObject *copy_into_type, *external_copy_type; /* ivm._external_copy's classes */
   PyObject *gc, *value_ctype, *copy_ctype;       /* ffi.gc, ffi.typeof("ivm_value_t *"), ... */
-  PyObject *value_free, *copy_free;              /* their ffi.gc destructors (builtins) */
+  PyObject *value_free, *copy_free;              /* lib.ivm_value_free, ... */
   Py_ssize_t value_offset, ptr_offset;           /* CopyInto's slot _value, Handle's _ptr */
   int copy_ready;
   ivm_value_t *null_value, *undefined_value, *true_value, *false_value;
@@ -778,12 +778,12 @@ static int ivm_py_install_getter_locked(const char *module_name, const char *cls
   descr = PyDescr_NewGetSet((PyTypeObject *)type, &g->def);
   ok = descr != NULL && PyObject_SetAttrString(type, name, descr) == 0;
 done:
-  if (!ok && g != NULL) {
-    Py_XDECREF(g->make);
+  Py_XDECREF(descr); /* (first: it points to g->def) */
+  if (!ok) {
+    if (g != NULL) Py_XDECREF(g->make);
     PyMem_RawFree(g);
     PyMem_RawFree(strings);
   }
-  Py_XDECREF(descr);
   Py_XDECREF(type);
   Py_XDECREF(module);
   return ok;

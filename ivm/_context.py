@@ -79,6 +79,9 @@ class Context(Handle):
         out = ffi.new("ivm_reference_t **")
         check(lib.ivm_context_global(self._ptr, out))
         ref = Reference._wrap(out[0])
+        made = self._global  # (another thread's first read may have made one meanwhile)
+        if made is not None:
+            return made
         self._global = ref
         return ref
 
