@@ -739,7 +739,12 @@ typedef struct ivm_py_getter {
   PyGetSetDef def;
   Py_ssize_t offset; /* the slot's */
   PyObject *make;    /* the method's name */
+  struct ivm_py_getter *next;
 } ivm_py_getter_t;
+
+/* Every getter installed, each kept for the process's life (one per class, per import of ivm:
+ * a class of an earlier import may go, its descriptor with it, and the memory stays listed). */
+static ivm_py_getter_t *ivm_py_getters;
 
 static PyObject *ivm_py_slot_getter(PyObject *self, void *closure) {
   ivm_py_getter_t *g = (ivm_py_getter_t *)closure;
@@ -758,7 +763,6 @@ static int ivm_py_install_getter_locked(const char *module_name, const char *cls
   PyObject *module = PyImport_ImportModule(module_name); /* importing: in sys.modules */
   PyObject *type = module != NULL ? PyObject_GetAttrString(module, cls) : NULL;
   PyObject *descr = NULL;
-  /* (each install's lives as long as the process: one per class, per import of ivm) */
   ivm_py_getter_t *g = (ivm_py_getter_t *)PyMem_RawCalloc(1, sizeof *g);
   char *strings = (char *)PyMem_RawMalloc(strlen(name) + strlen(doc) + 2);
   int ok = 0;
@@ -777,6 +781,10 @@ static int ivm_py_install_getter_locked(const char *module_name, const char *cls
   g->def.closure = g;
   descr = PyDescr_NewGetSet((PyTypeObject *)type, &g->def);
   ok = descr != NULL && PyObject_SetAttrString(type, name, descr) == 0;
+  if (ok) {
+    g->next = ivm_py_getters;
+    ivm_py_getters = g;
+  }
 done:
   Py_XDECREF(descr); /* (first: it points to g->def) */
   if (!ok) {
