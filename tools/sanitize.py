@@ -51,9 +51,11 @@ PYTHON_TESTS = [
 ]
 # RSS bounds mean nothing under ASan (its quarantine holds freed memory on purpose).
 DESELECT = "not rss_stays_flat"
+# (test_copy_into_path.py is in the full choice only: with it in this one, LeakSanitizer's
+# tracer crashed at exit on every run from a fresh clone, after every test passed, while each
+# half of this choice with it ran clean: a limit of LSan's, not a finding.)
 QUICK_TESTS = ["test_copy.py", "test_copy_fuzz.py", "test_external_copy.py",
-               "test_copy_into_path.py", "test_reference.py", "test_callback.py",
-               "test_async_lifecycle.py"]
+               "test_reference.py", "test_callback.py", "test_async_lifecycle.py"]
 
 
 def log(msg: str) -> None:
