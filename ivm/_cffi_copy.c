@@ -1,6 +1,6 @@
 /* ExternalCopy's C paths, compiled into ivm's cffi extension right after ivm/_cffi_fast.c,
- * whose ivm_py_result, ivm_py_call, ivm_py_general, ivm_py_handle, ivm_py_classify and
- * ivm_py_slot_offset these use, and which calls them (declared there):
+ * whose ivm_py_result, ivm_py_call, ivm_py_general, ivm_py_bool_keywords, ivm_py_classify
+ * and ivm_py_slot_offset these use, and which calls them (declared there):
  *   - ExternalCopy.copy_into as a C method (ivm_py_copy_into_method);
  *   - an external_copy=True result of a C call path as an ExternalCopy (ivm_py_copy_result);
  *   - a CopyInto marker's value for Reference.set_sync's C method (ivm_py_marker).
@@ -110,26 +110,12 @@ static PyObject *ivm_py_copy_into_method(PyObject *self, PyObject *const *args,
   PyObject *owner;
   ivm_value_t *out = NULL;
   ivm_error_t *err;
-  uint32_t flags = 0, seen = 0;
-  Py_ssize_t i, n = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
-  int k;
-  for (k = 0; k < 2; ++k) {
-    if (interned[k] == NULL && (interned[k] = PyUnicode_InternFromString(names[k])) == NULL) {
-      return NULL;
-    }
-  }
-  for (i = 0; i < n; ++i) {
-    PyObject *name = PyTuple_GET_ITEM(kwnames, i), *v = args[nargs + i];
-    for (k = 0; k < 2 && name != interned[k]; ++k) {
-    }
-    if (k == 2 || (seen & bits[k]) || (v != Py_True && v != Py_False)) break;
-    seen |= bits[k];
-    if (v == Py_True) flags |= bits[k];
-  }
+  uint32_t flags = 0;
+  int plain = nargs == 0 && ivm_py_bool_keywords(kwnames, args, 2, names, bits, interned, &flags);
   /* From the slot _ptr, not ivm_py_handle: a new ExternalCopy has no _addr yet, and its
    * Python method Handle._address costs more than the whole call (cold, after a big fill). */
   owner = ivm_py_call.copy_ready ? *(PyObject **)((char *)self + ivm_py_call.ptr_offset) : NULL;
-  if (nargs != 0 || i < n || owner == NULL ||
+  if (!plain || owner == NULL ||
       !PyObject_TypeCheck(self, (PyTypeObject *)ivm_py_call.external_copy_type)) {
     return ivm_py_copy_into_python(self, args, nargs, kwnames);
   }

@@ -505,6 +505,37 @@ static PyObject *ivm_py_apply_method(PyObject *self, PyObject *const *args, Py_s
   return ivm_py_general(ivm_py_call.apply_full, self, args, nargs, kwnames);
 }
 
+/* Whether each keyword of `kwnames` (NULL: none; values `kwargs`) is one of the `count` names
+ * `names`, given once, exactly True or False: *flags then holds the `bits` of those given
+ * True. The caller keeps `interned` (static, `count` entries) for the names, interned on the
+ * first call. 0, with no exception set, for any other keyword or value (and out of memory):
+ * the Python method then takes the call. */
+static int ivm_py_bool_keywords(PyObject *kwnames, PyObject *const *kwargs, int count,
+                                const char *const *names, const uint32_t *bits,
+                                PyObject **interned, uint32_t *flags) {
+  uint32_t seen = 0;
+  Py_ssize_t i, n = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+  int k;
+  *flags = 0;
+  for (k = 0; k < count; ++k) {
+    if (interned[k] == NULL && (interned[k] = PyUnicode_InternFromString(names[k])) == NULL) {
+      PyErr_Clear();
+      return 0;
+    }
+  }
+  for (i = 0; i < n; ++i) {
+    PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+    for (k = 0; k < count && name != interned[k]; ++k) {
+    }
+    if (k == count || (seen & bits[k]) || (kwargs[i] != Py_True && kwargs[i] != Py_False)) {
+      return 0;
+    }
+    seen |= bits[k];
+    if (kwargs[i] == Py_True) *flags |= bits[k];
+  }
+  return 1;
+}
+
 /* The result options of eval_sync's keywords `kwnames` (values `kwargs`) when each is one of
  * its result flags (promise, copy, external_copy, transfer_out, reference) given exactly True
  * or False, in a combination that Context._eval_sync accepts (ivm._options.result_flags: at
@@ -522,25 +553,9 @@ static const ivm_result_options_t *ivm_py_result_flags(PyObject *kwnames, PyObje
   /* indexed by `flags`, a subset of ALL: ALL must stay the low bits (a new flag grows it) */
   _Static_assert((ALL & (ALL + 1)) == 0 && ALL < 64, "result flags: one entry each");
   static ivm_result_options_t options[ALL + 1];
-  uint32_t flags = 0, seen = 0;
-  Py_ssize_t i, n = PyTuple_GET_SIZE(kwnames);
+  uint32_t flags;
   int k;
-  if (interned[4] == NULL) {
-    for (k = 0; k < 5; ++k) {
-      if (interned[k] == NULL && (interned[k] = PyUnicode_InternFromString(names[k])) == NULL) {
-        PyErr_Clear();
-        return NULL;
-      }
-    }
-  }
-  for (i = 0; i < n; ++i) {
-    PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-    for (k = 0; k < 5 && name != interned[k]; ++k) {
-    }
-    if (k == 5 || (seen & bits[k]) || (kwargs[i] != Py_True && kwargs[i] != Py_False)) return NULL;
-    seen |= bits[k];
-    if (kwargs[i] == Py_True) flags |= bits[k];
-  }
+  if (!ivm_py_bool_keywords(kwnames, kwargs, 5, names, bits, interned, &flags)) return NULL;
   k = !!(flags & IVM_RESULT_COPY) + !!(flags & IVM_RESULT_EXTERNAL_COPY) +
       !!(flags & IVM_RESULT_REFERENCE);
   if (k > 1 || ((flags & IVM_RESULT_TRANSFER_OUT) &&
